@@ -1,0 +1,1 @@
+//! The api function: built with the workspace; its capability arrives with its own issue.

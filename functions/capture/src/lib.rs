@@ -1,0 +1,121 @@
+//! capture: SQS → events table. Each record is validated on its own; valid events are written
+//! in batches; exactly the records that failed are handed back to SQS, which redelivers them and
+//! finally moves them to the dead-letter queue.
+
+use audit_log::store::{EventTable, StoredEvent, WriteFailure};
+use audit_log::{AuditEvent, EventError, Retention};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The environment variables capture reads; `template.yaml` must give exactly these.
+pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
+pub const ENVIRONMENT: [&str; 2] = [EVENTS_TABLE_ENV, "RETENTION_DAYS"];
+
+/// Time kept back from the invocation's deadline to answer Lambda after the last retry.
+const REPORT_MARGIN: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Reported as an invocation error so Lambda backs off instead of spinning on the batch.
+    #[error("none of the {0} records in the batch could be captured")]
+    EveryRecordFailed(usize),
+    #[error("a record has no message id, so its failure could not be reported alone")]
+    MissingMessageId,
+}
+
+impl From<CaptureError> for Diagnostic {
+    fn from(e: CaptureError) -> Self {
+        Diagnostic {
+            error_type: match e {
+                CaptureError::EveryRecordFailed(_) => "EveryRecordFailed",
+                CaptureError::MissingMessageId => "MissingMessageId",
+            }
+            .into(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+pub struct Capture {
+    table: EventTable,
+    retention: Retention,
+}
+
+impl Capture {
+    pub fn new(table: EventTable, retention: Retention) -> Self {
+        Self { table, retention }
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>,
+    ) -> Result<SqsBatchResponse, CaptureError> {
+        let deadline = audit_log::retry::deadline_before(event.context.deadline(), REPORT_MARGIN);
+        self.capture(event.payload.records, deadline).await
+    }
+
+    /// Captures one SQS batch, retrying storage until `deadline`.
+    pub async fn capture(
+        &self,
+        records: Vec<SqsMessage>,
+        deadline: Instant,
+    ) -> Result<SqsBatchResponse, CaptureError> {
+        let received = records.len();
+        let mut failed: Vec<String> = Vec::new();
+        let mut seen = HashSet::with_capacity(received);
+        let mut valid = Vec::with_capacity(received);
+        for record in records {
+            let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
+                tracing::error!(received, "record without a message id; failing the batch");
+                return Err(CaptureError::MissingMessageId);
+            };
+            // SQS may hand the same message twice in one batch; DynamoDB refuses a batch that
+            // names one key twice, so the copy shares the first one's fate.
+            if !seen.insert(message_id.clone()) {
+                continue;
+            }
+            match self.prepare(&message_id, record.body.as_deref().unwrap_or_default()) {
+                Ok(stored) => valid.push(stored),
+                Err(reason) => {
+                    tracing::warn!(message_id, %reason, "audit event rejected");
+                    failed.push(message_id);
+                }
+            }
+        }
+        let rejected = failed.len();
+        let attempted = valid.len();
+        let unwritten = self.table.put_events(valid, deadline).await;
+        for WriteFailure { message_id, reason } in &unwritten {
+            tracing::error!(message_id, %reason, retryable = reason.is_retryable(), "audit event not stored");
+        }
+        failed.extend(unwritten.into_iter().map(|f| f.message_id));
+        tracing::info!(
+            received,
+            stored = attempted - (failed.len() - rejected),
+            rejected,
+            not_stored = failed.len() - rejected,
+            "batch captured"
+        );
+        if !failed.is_empty() && failed.len() == seen.len() {
+            return Err(CaptureError::EveryRecordFailed(received));
+        }
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = failed
+            .into_iter()
+            .map(|id| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                failure
+            })
+            .collect();
+        Ok(response)
+    }
+
+    fn prepare(&self, message_id: &str, body: &str) -> Result<StoredEvent, EventError> {
+        let event = AuditEvent::from_json(body)?;
+        StoredEvent::new(message_id, &event, self.retention)
+    }
+}

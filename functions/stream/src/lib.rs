@@ -1,0 +1,1 @@
+//! The stream function: built with the workspace; its capability arrives with its own issue.

@@ -1,0 +1,72 @@
+# Shared by the project's scripts: the pinned tool environment and the local AWS emulator.
+# shellcheck shell=bash
+
+VENV="${VENV:-$PWD/.venv}"
+# Nothing here talks to real AWS: dummy credentials, one region, no telemetry.
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN=test
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() {
+  local name=$1
+  shift
+  echo "==> $name"
+  "$@"
+}
+
+# Creates .venv and installs requirements-dev.txt, again only when the file changed.
+ensure_tools() {
+  local python=${PYTHON:-python3}
+  local stamp="$VENV/.requirements.sha256"
+  local want
+  want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "==> creating $VENV"
+    "$python" -m venv "$VENV"
+  fi
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "==> installing development tools (requirements-dev.txt)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
+    echo "$want" >"$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts moto on 127.0.0.1 and points every AWS SDK client at it. The server is bounded in
+# time and stopped when the calling script exits, however it exits.
+start_emulator() {
+  local port
+  port=$(free_port)
+  local log="${TMPDIR:-/tmp}/audit-log-moto-$port.log"
+  timeout "${EMULATOR_LIFETIME:-3600}" moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  EMULATOR_PID=$!
+  trap stop_emulator EXIT
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "$AWS_ENDPOINT_URL/moto-api/" 2>/dev/null; then
+      echo "==> local AWS emulator on $AWS_ENDPOINT_URL"
+      return 0
+    fi
+    if ! kill -0 "$EMULATOR_PID" 2>/dev/null; then
+      cat "$log" >&2
+      echo "the local AWS emulator did not start" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "the local AWS emulator did not answer on $AWS_ENDPOINT_URL" >&2
+  return 1
+}
+
+stop_emulator() {
+  if [[ -n "${EMULATOR_PID:-}" ]]; then
+    kill "$EMULATOR_PID" 2>/dev/null || true
+    wait "$EMULATOR_PID" 2>/dev/null || true
+  fi
+}

@@ -1,0 +1,613 @@
+//! The audit event: what a producer puts on the events queue, validated against the contract.
+//!
+//! Only the shared metadata fields are checked; everything else (`registry`, `bucket`, `version`,
+//! `builds`, `channel`, fields not documented yet) travels verbatim, in the producer's field order.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// SQS's own ceiling on a message body; anything larger cannot have come from the queue intact.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// A validated audit event. The JSON object is kept whole so it can be given back exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    fields: Map<String, Value>,
+    timestamp: OffsetDateTime,
+    status: Status,
+    action: Action,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Ok,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Read,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActorType {
+    Unset,
+    User,
+    Service,
+    InternalOperator,
+    Anonymous,
+}
+
+/// Why a message is not a valid audit event. The text names the field and what is expected,
+/// never the value it had: a body may carry anything, secrets included.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("body is {size} bytes, over the {max}-byte limit of an audit event")]
+    TooLarge { size: usize, max: usize },
+    #[error("body is not valid JSON ({0})")]
+    NotJson(String),
+    #[error("body must be a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        field: &'static str,
+        expected: &'static str,
+    },
+    #[error("`{0}` must not be empty")]
+    Empty(&'static str),
+    #[error("`{field}` must be one of {allowed}")]
+    NotAllowed {
+        field: &'static str,
+        allowed: &'static str,
+    },
+    #[error("`timestamp` must be an RFC 3339 date-time in UTC, such as 2023-07-12T15:50:02Z")]
+    BadTimestamp,
+    #[error("`{field}` must be at most {max} characters")]
+    TooLong { field: &'static str, max: usize },
+    #[error(
+        "event needs {size} bytes of storage even compressed, over DynamoDB's {max}-byte item limit"
+    )]
+    TooLargeToStore { size: usize, max: usize },
+}
+
+impl AuditEvent {
+    /// Parses and validates one message body.
+    pub fn from_json(body: &str) -> Result<Self, EventError> {
+        if body.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge {
+                size: body.len(),
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        let value: Value =
+            serde_json::from_str(body).map_err(|e| EventError::NotJson(syntax_error(&e)))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, EventError> {
+        let Value::Object(fields) = value else {
+            return Err(EventError::NotAnObject);
+        };
+        let status = Status::parse(required_str(&fields, "status")?)?;
+        let action = Action::parse(required_str(&fields, "action")?)?;
+        non_empty(&fields, "description")?;
+        non_empty(&fields, "organization_id")?;
+        non_empty(&fields, "project_id")?;
+        let timestamp = parse_timestamp(required_str(&fields, "timestamp")?)?;
+        let actor = match fields.get("actor") {
+            None | Some(Value::Null) => return Err(EventError::Missing("actor")),
+            Some(Value::Object(actor)) => actor,
+            Some(_) => {
+                return Err(EventError::WrongType {
+                    field: "actor",
+                    expected: "an object",
+                });
+            }
+        };
+        required_nested_str(actor, "principal_id", "actor.principal_id")?;
+        ActorType::parse(required_nested_str(actor, "type", "actor.type")?)?;
+        Ok(Self {
+            fields,
+            timestamp,
+            status,
+            action,
+        })
+    }
+
+    pub fn organization_id(&self) -> &str {
+        self.str_field("organization_id")
+    }
+
+    pub fn project_id(&self) -> &str {
+        self.str_field("project_id")
+    }
+
+    pub fn description(&self) -> &str {
+        self.str_field("description")
+    }
+
+    pub fn timestamp(&self) -> OffsetDateTime {
+        self.timestamp
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// Every field of the event, in the producer's order.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.fields)
+    }
+
+    /// The event as compact JSON: what is stored and what destinations receive.
+    pub fn to_compact_json(&self) -> String {
+        // Serializing a map of `Value`s has no failure case: keys are strings, numbers finite.
+        serde_json::to_string(&self.fields).unwrap_or_default()
+    }
+
+    fn str_field(&self, name: &str) -> &str {
+        // Validation guaranteed these are present strings.
+        self.fields.get(name).and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// A field whose value is one of a fixed set of names.
+trait OneOf: Copy + 'static {
+    const ALL: &'static [Self];
+    const FIELD: &'static str;
+    const ALLOWED: &'static str;
+
+    fn as_str(self) -> &'static str;
+
+    fn parse(s: &str) -> Result<Self, EventError> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str() == s)
+            .ok_or(EventError::NotAllowed {
+                field: Self::FIELD,
+                allowed: Self::ALLOWED,
+            })
+    }
+}
+
+impl OneOf for Status {
+    const ALL: &'static [Self] = &[Status::Ok, Status::Failed];
+    const FIELD: &'static str = "status";
+    const ALLOWED: &'static str = "OK, FAILED";
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Failed => "FAILED",
+        }
+    }
+}
+
+impl OneOf for Action {
+    const ALL: &'static [Self] = &[Action::Create, Action::Update, Action::Delete, Action::Read];
+    const FIELD: &'static str = "action";
+    const ALLOWED: &'static str = "create, update, delete, read";
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Read => "read",
+        }
+    }
+}
+
+impl OneOf for ActorType {
+    const ALL: &'static [Self] = &[
+        ActorType::Unset,
+        ActorType::User,
+        ActorType::Service,
+        ActorType::InternalOperator,
+        ActorType::Anonymous,
+    ];
+    const FIELD: &'static str = "actor.type";
+    const ALLOWED: &'static str =
+        "TYPE_UNSET, TYPE_USER, TYPE_SERVICE, TYPE_INTERNAL_OPERATOR, TYPE_ANONYMOUS";
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ActorType::Unset => "TYPE_UNSET",
+            ActorType::User => "TYPE_USER",
+            ActorType::Service => "TYPE_SERVICE",
+            ActorType::InternalOperator => "TYPE_INTERNAL_OPERATOR",
+            ActorType::Anonymous => "TYPE_ANONYMOUS",
+        }
+    }
+}
+
+impl Status {
+    /// The wire name, as producers write it.
+    pub fn as_str(self) -> &'static str {
+        OneOf::as_str(self)
+    }
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        OneOf::as_str(self)
+    }
+}
+
+impl ActorType {
+    pub fn as_str(self) -> &'static str {
+        OneOf::as_str(self)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses an RFC 3339 date-time and insists on UTC, as the event schema promises.
+pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, EventError> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| EventError::BadTimestamp)?;
+    if t.offset().is_utc() {
+        Ok(t)
+    } else {
+        Err(EventError::BadTimestamp)
+    }
+}
+
+/// serde_json's message with the position, minus any echo of the input.
+fn syntax_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let kind = match e.classify() {
+        Category::Eof => "unexpected end of input",
+        Category::Syntax => "syntax error",
+        Category::Data => "data error",
+        Category::Io => "read error",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
+fn required_str<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, EventError> {
+    required_nested_str(fields, name, name)
+}
+
+fn required_nested_str<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+    path: &'static str,
+) -> Result<&'a str, EventError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Err(EventError::Missing(path)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(EventError::WrongType {
+            field: path,
+            expected: "a string",
+        }),
+    }
+}
+
+fn non_empty<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<&'a str, EventError> {
+    let s = required_str(fields, name)?;
+    if s.trim().is_empty() {
+        Err(EventError::Empty(name))
+    } else {
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use serde_json::json;
+
+    fn valid() -> Value {
+        json!({
+            "status": "OK",
+            "action": "create",
+            "description": "Created bucket",
+            "organization_id": "77f447d4-def0-46f2-bf09-6850d36745ed",
+            "project_id": "a98c3c31-5760-4db1-b62b-0988080a66ad",
+            "timestamp": "2023-07-14T17:23:21Z",
+            "actor": {"principal_id": "6f212631", "type": "TYPE_USER"}
+        })
+    }
+
+    fn with(path: &[&str], replacement: Option<Value>) -> Value {
+        let mut v = valid();
+        let (last, parents) = path.split_last().unwrap();
+        let mut target = &mut v;
+        for p in parents {
+            target = target.get_mut(*p).unwrap();
+        }
+        let obj = target.as_object_mut().unwrap();
+        match replacement {
+            Some(r) => {
+                obj.insert(last.to_string(), r);
+            }
+            None => {
+                obj.remove(*last);
+            }
+        }
+        v
+    }
+
+    const REQUIRED: [(&[&str], &str); 8] = [
+        (&["status"], "status"),
+        (&["action"], "action"),
+        (&["description"], "description"),
+        (&["organization_id"], "organization_id"),
+        (&["project_id"], "project_id"),
+        (&["timestamp"], "timestamp"),
+        (&["actor"], "actor"),
+        (&["actor", "principal_id"], "actor.principal_id"),
+    ];
+
+    #[test]
+    fn a_minimal_event_is_accepted() {
+        let e = AuditEvent::from_value(valid()).unwrap();
+        assert_eq!(e.organization_id(), "77f447d4-def0-46f2-bf09-6850d36745ed");
+        assert_eq!(e.project_id(), "a98c3c31-5760-4db1-b62b-0988080a66ad");
+        assert_eq!(e.status(), Status::Ok);
+        assert_eq!(e.action(), Action::Create);
+        assert_eq!(e.timestamp().unix_timestamp(), 1_689_355_401);
+    }
+
+    #[test]
+    fn every_required_field_missing_is_named() {
+        let mut all = REQUIRED.to_vec();
+        all.push((&["actor", "type"], "actor.type"));
+        for (path, name) in all {
+            let err = AuditEvent::from_value(with(path, None)).unwrap_err();
+            assert_eq!(err, EventError::Missing(name), "removing {name}");
+            let err = AuditEvent::from_value(with(path, Some(Value::Null))).unwrap_err();
+            assert_eq!(err, EventError::Missing(name), "null {name}");
+        }
+    }
+
+    #[test]
+    fn every_required_field_of_the_wrong_type_is_named() {
+        for (path, name) in REQUIRED
+            .iter()
+            .chain([(&["actor", "type"][..], "actor.type")].iter())
+        {
+            for wrong in [json!(42), json!(true), json!(["x"]), json!({"x": 1})] {
+                let expect_object = *name == "actor";
+                if expect_object && wrong.is_object() {
+                    continue;
+                }
+                let err = AuditEvent::from_value(with(path, Some(wrong.clone()))).unwrap_err();
+                let expected = if expect_object {
+                    "an object"
+                } else {
+                    "a string"
+                };
+                assert_eq!(
+                    err,
+                    EventError::WrongType {
+                        field: name,
+                        expected
+                    },
+                    "{name} = {wrong}"
+                );
+            }
+        }
+        assert_eq!(
+            AuditEvent::from_value(with(&["actor"], Some(json!("someone")))).unwrap_err(),
+            EventError::WrongType {
+                field: "actor",
+                expected: "an object"
+            }
+        );
+    }
+
+    #[test]
+    fn empty_text_fields_are_refused() {
+        for name in ["description", "organization_id", "project_id"] {
+            for empty in ["", "   "] {
+                let err = AuditEvent::from_value(with(&[name], Some(json!(empty)))).unwrap_err();
+                assert_eq!(err, EventError::Empty(name));
+            }
+        }
+    }
+
+    #[test]
+    fn every_enum_value_is_accepted_and_others_refused() {
+        for &s in <Status as OneOf>::ALL {
+            let e = AuditEvent::from_value(with(&["status"], Some(json!(s.as_str())))).unwrap();
+            assert_eq!(e.status(), s);
+        }
+        for &a in <Action as OneOf>::ALL {
+            let e = AuditEvent::from_value(with(&["action"], Some(json!(a.as_str())))).unwrap();
+            assert_eq!(e.action(), a);
+        }
+        for &t in <ActorType as OneOf>::ALL {
+            AuditEvent::from_value(with(&["actor", "type"], Some(json!(t.as_str())))).unwrap();
+        }
+        for (path, bad) in [
+            (&["status"][..], "ok"),
+            (&["status"], "SUCCESS"),
+            (&["action"], "CREATE"),
+            (&["action"], "revoke"),
+            (&["actor", "type"], "PERSON"),
+            (&["actor", "type"], "type_user"),
+        ] {
+            let err = AuditEvent::from_value(with(path, Some(json!(bad)))).unwrap_err();
+            assert!(
+                matches!(err, EventError::NotAllowed { .. }),
+                "{path:?}={bad}: {err}"
+            );
+            assert!(
+                !err.to_string().contains(bad),
+                "the reason must not echo the value"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_timestamps_are_refused() {
+        for bad in [
+            "",
+            "yesterday",
+            "2023-07-14",
+            "2023-07-14 17:23:21",
+            "2023-07-14T17:23:21",
+            "2023-13-14T17:23:21Z",
+            "2023-07-14T25:23:21Z",
+            "2023-07-14T17:23:21+02:00",
+            "2023-07-14 17:34:31.196808811 +0000 UTC",
+            "1689355401",
+        ] {
+            let err = AuditEvent::from_value(with(&["timestamp"], Some(json!(bad)))).unwrap_err();
+            assert_eq!(err, EventError::BadTimestamp, "{bad:?}");
+        }
+        for good in [
+            "2023-07-14T17:23:21Z",
+            "2023-07-14T17:23:21.123456789Z",
+            "2023-07-14T17:23:21+00:00",
+            "2023-07-14t17:23:21z",
+        ] {
+            AuditEvent::from_value(with(&["timestamp"], Some(json!(good))))
+                .unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_kept_verbatim_and_in_order() {
+        let body = r#"{"zeta":{"nested":[1,2.5,"x",null]},"status":"OK","action":"read","description":"d","organization_id":"o","project_id":"p","timestamp":"2024-01-01T00:00:00Z","actor":{"type":"TYPE_ANONYMOUS","principal_id":"","extra":true},"alpha":"kept","skip_descendants_revocation":true}"#;
+        let e = AuditEvent::from_json(body).unwrap();
+        assert_eq!(e.to_compact_json(), body);
+    }
+
+    #[test]
+    fn whitespace_is_compacted_but_the_value_is_unchanged() {
+        let pretty = serde_json::to_string_pretty(&valid()).unwrap();
+        let e = AuditEvent::from_json(&pretty).unwrap();
+        let compact = e.to_compact_json();
+        assert!(!compact.contains('\n') && !compact.contains(": "));
+        assert_eq!(serde_json::from_str::<Value>(&compact).unwrap(), valid());
+    }
+
+    #[test]
+    fn non_objects_and_non_json_are_refused_without_echo() {
+        assert_eq!(
+            AuditEvent::from_json("[1,2]").unwrap_err(),
+            EventError::NotAnObject
+        );
+        assert_eq!(
+            AuditEvent::from_json("\"s\"").unwrap_err(),
+            EventError::NotAnObject
+        );
+        let err = AuditEvent::from_json("{\"secret-token-123\": ").unwrap_err();
+        assert!(matches!(err, EventError::NotJson(_)));
+        assert!(!err.to_string().contains("secret-token-123"), "{err}");
+        let err = AuditEvent::from_json("not json secret-token-123").unwrap_err();
+        assert!(!err.to_string().contains("secret-token-123"), "{err}");
+    }
+
+    #[test]
+    fn bodies_over_the_sqs_limit_are_refused_before_parsing() {
+        let body = format!("{{\"pad\":\"{}\"}}", "a".repeat(MAX_EVENT_BYTES));
+        assert!(matches!(
+            AuditEvent::from_json(&body).unwrap_err(),
+            EventError::TooLarge { .. }
+        ));
+    }
+
+    #[test]
+    fn every_seed_example_is_accepted() {
+        for (name, body) in fixtures::SEED_EVENTS {
+            let e = AuditEvent::from_json(body).unwrap_or_else(|err| panic!("{name}: {err}"));
+            let original: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(e.clone().into_value(), original, "{name}");
+            assert_eq!(e.organization_id(), "77f447d4-def0-46f2-bf09-6850d36745ed");
+        }
+        assert_eq!(fixtures::SEED_EVENTS.len(), 5);
+    }
+
+    #[test]
+    fn the_seed_examples_keep_their_undocumented_fields() {
+        let (_, revoked) = fixtures::SEED_EVENTS
+            .iter()
+            .find(|(name, _)| *name == "version-revoked")
+            .unwrap();
+        let e = AuditEvent::from_json(revoked).unwrap();
+        assert_eq!(e.fields()["skip_descendants_revocation"], json!(true));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn arbitrary_text_never_panics(body in ".{0,300}") {
+                let _ = AuditEvent::from_json(&body);
+            }
+
+            #[test]
+            fn arbitrary_json_objects_never_panic(v in arb_json()) {
+                let _ = AuditEvent::from_value(v);
+            }
+
+            #[test]
+            fn extra_fields_survive_validation(extra in proptest::collection::btree_map("[a-z_]{1,12}", arb_json(), 0..6)) {
+                let mut v = valid();
+                let obj = v.as_object_mut().unwrap();
+                for (k, x) in &extra {
+                    if !obj.contains_key(k) {
+                        obj.insert(k.clone(), x.clone());
+                    }
+                }
+                let e = AuditEvent::from_value(v.clone()).unwrap();
+                let back: Value = serde_json::from_str(&e.to_compact_json()).unwrap();
+                prop_assert_eq!(back, v);
+            }
+        }
+
+        fn arb_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[ -~]{0,20}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+    }
+}

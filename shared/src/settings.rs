@@ -1,0 +1,107 @@
+//! Operator settings read from the environment at start-up (see CONTRACT.md).
+
+use std::time::Duration;
+
+pub const DEFAULT_RETENTION_DAYS: u32 = 400;
+/// The product promises at least a year of history.
+pub const MIN_RETENTION_DAYS: u32 = 366;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("{name} is not set; the template passes it to the function")]
+    Missing { name: &'static str },
+    #[error("RETENTION_DAYS must be a whole number of days, at least {MIN_RETENTION_DAYS}")]
+    RetentionNotANumber,
+    #[error(
+        "RETENTION_DAYS is {0}, under the {MIN_RETENTION_DAYS} days audit events must be kept for"
+    )]
+    RetentionTooShort(u32),
+}
+
+/// How long an audit event is kept: the TTL is the event's timestamp plus this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    days: u32,
+}
+
+impl Retention {
+    pub fn days(days: u32) -> Result<Self, SettingsError> {
+        if days < MIN_RETENTION_DAYS {
+            return Err(SettingsError::RetentionTooShort(days));
+        }
+        Ok(Self { days })
+    }
+
+    /// Reads `RETENTION_DAYS`, defaulting to 400.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::parse(std::env::var("RETENTION_DAYS").ok().as_deref())
+    }
+
+    pub fn parse(value: Option<&str>) -> Result<Self, SettingsError> {
+        match value.map(str::trim) {
+            None | Some("") => Self::days(DEFAULT_RETENTION_DAYS),
+            Some(s) => Self::days(s.parse().map_err(|_| SettingsError::RetentionNotANumber)?),
+        }
+    }
+
+    pub fn as_duration(self) -> Duration {
+        Duration::from_secs(u64::from(self.days) * 86_400)
+    }
+
+    pub fn as_days(self) -> u32 {
+        self.days
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            days: DEFAULT_RETENTION_DAYS,
+        }
+    }
+}
+
+/// A required environment variable naming a resource (a table, a queue).
+pub fn required_env(name: &'static str) -> Result<String, SettingsError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(SettingsError::Missing { name }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_defaults_to_400_days() {
+        assert_eq!(Retention::parse(None).unwrap().as_days(), 400);
+        assert_eq!(Retention::parse(Some("")).unwrap().as_days(), 400);
+    }
+
+    #[test]
+    fn retention_under_a_year_and_a_day_is_refused() {
+        assert_eq!(
+            Retention::parse(Some("365")),
+            Err(SettingsError::RetentionTooShort(365))
+        );
+        assert_eq!(
+            Retention::parse(Some("0")),
+            Err(SettingsError::RetentionTooShort(0))
+        );
+        assert_eq!(Retention::parse(Some("366")).unwrap().as_days(), 366);
+        assert_eq!(
+            Retention::parse(Some("3650")).unwrap().as_duration(),
+            Duration::from_secs(3650 * 86_400)
+        );
+    }
+
+    #[test]
+    fn retention_that_is_not_a_number_is_refused_with_a_clear_message() {
+        for bad in ["-1", "1y", "400.5", "four hundred"] {
+            let err = Retention::parse(Some(bad)).unwrap_err();
+            assert_eq!(err, SettingsError::RetentionNotANumber, "{bad}");
+            assert!(err.to_string().contains("RETENTION_DAYS"));
+        }
+    }
+}

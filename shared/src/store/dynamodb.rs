@@ -1,0 +1,318 @@
+//! Writing events to the events table: `BatchWriteItem` in requests of 25, unprocessed items and
+//! transient errors retried with jittered backoff until the invocation's deadline.
+
+use super::{StoredEvent, attr};
+use crate::retry::Backoff;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use futures::StreamExt;
+use std::collections::HashSet;
+use tokio::time::{Instant, timeout_at};
+
+/// `BatchWriteItem` takes at most 25 requests.
+pub const BATCH_WRITE_LIMIT: usize = 25;
+/// Requests in flight at once for one invocation: enough to hide latency on large SQS batches,
+/// few enough not to throttle an on-demand table that has just been created.
+const CONCURRENT_REQUESTS: usize = 8;
+
+/// The events table, for writing.
+#[derive(Debug, Clone)]
+pub struct EventTable {
+    client: Client,
+    name: String,
+    backoff: Backoff,
+}
+
+/// Why an event was not stored. Each is reported back to SQS, which delivers the message again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("DynamoDB left the event unprocessed until the invocation ran out of time")]
+    Unprocessed,
+    #[error("DynamoDB did not answer before the invocation ran out of time")]
+    TimedOut,
+    #[error("DynamoDB was unavailable: {0}")]
+    Unavailable(String),
+    #[error("DynamoDB refused the write: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Refused(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteFailure {
+    pub message_id: String,
+    pub reason: StoreError,
+}
+
+impl EventTable {
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Writes every event, and returns those that could not be written by `deadline`.
+    /// Events must have distinct message ids: DynamoDB refuses a batch with a key twice.
+    pub async fn put_events(
+        &self,
+        events: Vec<StoredEvent>,
+        deadline: Instant,
+    ) -> Vec<WriteFailure> {
+        let mut chunks = Vec::with_capacity(events.len().div_ceil(BATCH_WRITE_LIMIT));
+        let mut requests = Vec::with_capacity(BATCH_WRITE_LIMIT);
+        for event in events {
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(event.item))
+                            .build()
+                            .expect("item is set"),
+                    )
+                    .build(),
+            );
+            if requests.len() == BATCH_WRITE_LIMIT {
+                chunks.push(std::mem::take(&mut requests));
+            }
+        }
+        if !requests.is_empty() {
+            chunks.push(requests);
+        }
+        futures::stream::iter(chunks)
+            .map(|chunk| self.write_chunk(chunk, deadline))
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+    }
+
+    async fn write_chunk(
+        &self,
+        mut pending: Vec<WriteRequest>,
+        deadline: Instant,
+    ) -> Vec<WriteFailure> {
+        let mut attempt = 0;
+        loop {
+            let call = self
+                .client
+                .batch_write_item()
+                .request_items(&self.name, pending.clone())
+                .send();
+            let reason = match timeout_at(deadline, call).await {
+                Err(_) => return failed(&pending, StoreError::TimedOut),
+                Ok(Ok(output)) => {
+                    let unprocessed = output
+                        .unprocessed_items
+                        .and_then(|mut tables| tables.remove(&self.name))
+                        .unwrap_or_default();
+                    if unprocessed.is_empty() {
+                        return Vec::new();
+                    }
+                    // Retry exactly what DynamoDB handed back.
+                    let left: HashSet<&str> = unprocessed.iter().filter_map(message_id).collect();
+                    pending.retain(|r| message_id(r).is_some_and(|id| left.contains(id)));
+                    StoreError::Unprocessed
+                }
+                Ok(Err(err)) => {
+                    let reason = classify(&err);
+                    if !reason.is_retryable() {
+                        return failed(&pending, reason);
+                    }
+                    reason
+                }
+            };
+            attempt += 1;
+            if !self.backoff.wait(attempt, deadline).await {
+                return failed(&pending, reason);
+            }
+        }
+    }
+}
+
+fn message_id(request: &WriteRequest) -> Option<&str> {
+    match request.put_request()?.item().get(attr::MESSAGE_ID)? {
+        AttributeValue::S(id) => Some(id),
+        _ => None,
+    }
+}
+
+fn failed(requests: &[WriteRequest], reason: StoreError) -> Vec<WriteFailure> {
+    requests
+        .iter()
+        .filter_map(message_id)
+        .map(|id| WriteFailure {
+            message_id: id.to_owned(),
+            reason: reason.clone(),
+        })
+        .collect()
+}
+
+/// Throttling and service faults are worth another try; a refused request is not.
+fn classify<E, R>(err: &SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let text = DisplayErrorContext(err).to_string();
+    match err {
+        SdkError::ServiceError(service) => match service.err().code() {
+            Some(
+                "ThrottlingException"
+                | "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "ServiceUnavailable",
+            ) => StoreError::Unavailable(text),
+            _ => StoreError::Refused(text),
+        },
+        SdkError::ConstructionFailure(_) => StoreError::Refused(text),
+        _ => StoreError::Unavailable(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::AuditEvent;
+    use crate::fixtures::SEED_EVENTS;
+    use crate::settings::Retention;
+    use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use std::time::Duration;
+
+    const TABLE: &str = "events";
+
+    fn events(n: usize) -> Vec<StoredEvent> {
+        (0..n)
+            .map(|i| {
+                let e = AuditEvent::from_json(SEED_EVENTS[i % SEED_EVENTS.len()].1).unwrap();
+                StoredEvent::new(&format!("m{i}"), &e, Retention::default()).unwrap()
+            })
+            .collect()
+    }
+
+    fn fast() -> Backoff {
+        Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    fn ids(failures: &[WriteFailure]) -> Vec<&str> {
+        let mut ids: Vec<_> = failures.iter().map(|f| f.message_id.as_str()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn unprocessed_items_are_retried_until_written() {
+        // The first answer hands back the first two requests it was given; the second takes all.
+        let partial = mock!(Client::batch_write_item)
+            .match_requests(|r| r.request_items().unwrap()[TABLE].len() == 3)
+            .then_compute_output(|r| {
+                let back = r.request_items().unwrap()[TABLE][..2].to_vec();
+                BatchWriteItemOutput::builder()
+                    .unprocessed_items(TABLE, back)
+                    .build()
+            });
+        let rest = mock!(Client::batch_write_item)
+            .match_requests(|r| r.request_items().unwrap()[TABLE].len() == 2)
+            .then_output(|| BatchWriteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&partial, &rest]);
+        let table = EventTable::new(client, TABLE).with_backoff(fast());
+        let failures = table.put_events(events(3), soon()).await;
+        assert_eq!(failures, vec![]);
+        assert_eq!(partial.num_calls(), 1);
+        assert_eq!(rest.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn items_still_unprocessed_at_the_deadline_are_reported_and_only_they() {
+        let stuck = mock!(Client::batch_write_item).then_compute_output(|r| {
+            let stuck: Vec<_> = r.request_items().unwrap()[TABLE]
+                .iter()
+                .filter(|w| message_id(w) == Some("m1"))
+                .cloned()
+                .collect();
+            BatchWriteItemOutput::builder()
+                .unprocessed_items(TABLE, stuck)
+                .build()
+        });
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]);
+        let table = EventTable::new(client, TABLE).with_backoff(fast());
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let failures = table.put_events(events(3), deadline).await;
+        assert_eq!(ids(&failures), vec!["m1"]);
+        assert_eq!(failures[0].reason, StoreError::Unprocessed);
+        assert!(stuck.num_calls() > 2, "retried while time was left");
+    }
+
+    /// An error as DynamoDB's JSON protocol sends it, so the SDK parses it as in production.
+    fn dynamodb_error(status: u16, kind: &str) -> aws_smithy_runtime_api::http::Response {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+            aws_smithy_types::body::SdkBody::from(format!(
+                r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"from the test"}}"#
+            )),
+        )
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_with_backoff() {
+        let throttled = mock!(Client::batch_write_item)
+            .sequence()
+            .http_response(|| dynamodb_error(400, "ProvisionedThroughputExceededException"))
+            .times(4)
+            .output(|| BatchWriteItemOutput::builder().build())
+            .build();
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&throttled]);
+        let table = EventTable::new(client, TABLE).with_backoff(fast());
+        assert_eq!(table.put_events(events(2), soon()).await, vec![]);
+        assert_eq!(throttled.num_calls(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_fails_its_events_without_retrying() {
+        let refused = mock!(Client::batch_write_item)
+            .then_http_response(|| dynamodb_error(400, "ValidationException"));
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused]);
+        let table = EventTable::new(client, TABLE).with_backoff(fast());
+        let failures = table.put_events(events(2), soon()).await;
+        assert_eq!(ids(&failures), vec!["m0", "m1"]);
+        assert!(
+            matches!(&failures[0].reason, StoreError::Refused(text) if text.contains("ValidationException"))
+        );
+        assert_eq!(refused.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_carry_at_most_25_items() {
+        let rule = mock!(Client::batch_write_item)
+            .match_requests(|r| r.request_items().unwrap()[TABLE].len() <= BATCH_WRITE_LIMIT)
+            .then_output(|| BatchWriteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]);
+        let table = EventTable::new(client, TABLE);
+        assert_eq!(table.put_events(events(101), soon()).await, vec![]);
+        assert_eq!(rule.num_calls(), 5);
+    }
+}

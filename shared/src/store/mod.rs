@@ -1,0 +1,351 @@
+//! How an audit event is laid out in the events table.
+//!
+//! One item per SQS message: the partition key groups an organization's project, the sort key
+//! orders by the event's time and ends with the message id, so "the events of one project, newest
+//! first, within a time range" is one `Query`, and a redelivered message overwrites its own item
+//! with identical content (which DynamoDB Streams does not report again).
+//!
+//! The names here must match `template.yaml` (`EventsTable`); a test holds them together.
+
+pub mod dynamodb;
+
+use crate::event::{AuditEvent, EventError};
+use crate::settings::Retention;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+
+pub use dynamodb::{EventTable, StoreError, WriteFailure};
+
+/// Attribute names of an item in the events table.
+pub mod attr {
+    pub const PARTITION_KEY: &str = "pk";
+    pub const SORT_KEY: &str = "sk";
+    pub const ORGANIZATION_ID: &str = "organization_id";
+    pub const PROJECT_ID: &str = "project_id";
+    pub const MESSAGE_ID: &str = "message_id";
+    /// The TTL attribute: epoch seconds.
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// The event's compact JSON: a String, or a gzip Binary when large.
+    pub const EVENT: &str = "event";
+}
+
+/// Events larger than this are gzipped: it keeps large events under DynamoDB's item limit while
+/// ordinary ones stay readable in the console and cost no compression time.
+pub const COMPRESS_OVER_BYTES: usize = 16 * 1024;
+/// DynamoDB's item size limit (names and values together).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// Bound on an id inside a key: DynamoDB caps a partition key at 2,048 bytes, and one
+/// oversized key would make DynamoDB refuse the whole batch it travels in.
+pub const MAX_ID_CHARS: usize = 255;
+
+/// `#` separates the key's parts and `%` escapes, so ids containing them stay unambiguous.
+const KEY_ESCAPES: &AsciiSet = &CONTROLS.add(b'#').add(b'%');
+
+/// Fixed width, so sort keys order the same as the instants they name.
+const SORT_TIME: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+
+/// The partition key of an organization's project.
+pub fn partition_key(organization_id: &str, project_id: &str) -> String {
+    format!(
+        "{}#{}",
+        utf8_percent_encode(organization_id, KEY_ESCAPES),
+        utf8_percent_encode(project_id, KEY_ESCAPES)
+    )
+}
+
+/// The time part of a sort key: every sort key of an event at or after `t` is `>=` this.
+pub fn sort_key_time(t: OffsetDateTime) -> String {
+    // Years outside 0..=9999 cannot be parsed from RFC 3339, so formatting cannot fail.
+    t.format(SORT_TIME).unwrap_or_default()
+}
+
+pub fn sort_key(t: OffsetDateTime, message_id: &str) -> String {
+    format!("{}#{message_id}", sort_key_time(t))
+}
+
+/// The TTL: the event's own time plus the retention, so retention counts from when it happened.
+pub fn expires_at(t: OffsetDateTime, retention: Retention) -> i64 {
+    t.unix_timestamp()
+        .saturating_add(retention.as_duration().as_secs() as i64)
+}
+
+/// An event ready to be written: its item and the SQS message it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub message_id: String,
+    pub item: HashMap<String, AttributeValue>,
+}
+
+impl StoredEvent {
+    pub fn new(
+        message_id: &str,
+        event: &AuditEvent,
+        retention: Retention,
+    ) -> Result<Self, EventError> {
+        for (field, id) in [
+            ("organization_id", event.organization_id()),
+            ("project_id", event.project_id()),
+        ] {
+            if id.chars().count() > MAX_ID_CHARS {
+                return Err(EventError::TooLong {
+                    field,
+                    max: MAX_ID_CHARS,
+                });
+            }
+        }
+        let json = event.to_compact_json();
+        let body = if json.len() > COMPRESS_OVER_BYTES {
+            AttributeValue::B(Blob::new(gzip(json.as_bytes())))
+        } else {
+            AttributeValue::S(json)
+        };
+        let t = event.timestamp();
+        let item = HashMap::from([
+            (
+                attr::PARTITION_KEY.to_owned(),
+                AttributeValue::S(partition_key(event.organization_id(), event.project_id())),
+            ),
+            (
+                attr::SORT_KEY.to_owned(),
+                AttributeValue::S(sort_key(t, message_id)),
+            ),
+            (
+                attr::ORGANIZATION_ID.to_owned(),
+                AttributeValue::S(event.organization_id().to_owned()),
+            ),
+            (
+                attr::PROJECT_ID.to_owned(),
+                AttributeValue::S(event.project_id().to_owned()),
+            ),
+            (
+                attr::MESSAGE_ID.to_owned(),
+                AttributeValue::S(message_id.to_owned()),
+            ),
+            (
+                attr::EXPIRES_AT.to_owned(),
+                AttributeValue::N(expires_at(t, retention).to_string()),
+            ),
+            (attr::EVENT.to_owned(), body),
+        ]);
+        let size = item_size(&item);
+        if size > MAX_ITEM_BYTES {
+            return Err(EventError::TooLargeToStore {
+                size,
+                max: MAX_ITEM_BYTES,
+            });
+        }
+        Ok(Self {
+            message_id: message_id.to_owned(),
+            item,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("stored item has no `{0}` attribute of the expected type")]
+    Missing(&'static str),
+    #[error("stored event could not be decompressed")]
+    Corrupt,
+}
+
+/// The original event's compact JSON, from a stored item.
+pub fn event_json(item: &HashMap<String, AttributeValue>) -> Result<String, DecodeError> {
+    match item.get(attr::EVENT) {
+        Some(AttributeValue::S(s)) => Ok(s.clone()),
+        Some(AttributeValue::B(b)) => gunzip(b.as_ref()),
+        _ => Err(DecodeError::Missing(attr::EVENT)),
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
+fn gunzip(bytes: &[u8]) -> Result<String, DecodeError> {
+    let mut json = String::new();
+    // Bounded: nothing larger than an SQS message was ever stored.
+    GzDecoder::new(bytes)
+        .take(crate::event::MAX_EVENT_BYTES as u64 + 1)
+        .read_to_string(&mut json)
+        .map_err(|_| DecodeError::Corrupt)?;
+    Ok(json)
+}
+
+/// DynamoDB's item size: names plus values, numbers counted at their largest.
+fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    AttributeValue::N(_) => 21,
+                    _ => 0,
+                }
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::SEED_EVENTS;
+    use serde_json::{Value, json};
+    use time::macros::datetime;
+
+    fn event(org: &str, project: &str, timestamp: &str) -> AuditEvent {
+        AuditEvent::from_value(json!({
+            "status": "OK", "action": "create", "description": "Created bucket",
+            "organization_id": org, "project_id": project, "timestamp": timestamp,
+            "actor": {"principal_id": "p", "type": "TYPE_USER"}
+        }))
+        .unwrap()
+    }
+
+    fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> &'a str {
+        item[name].as_s().unwrap()
+    }
+
+    #[test]
+    fn the_item_carries_keys_ids_ttl_and_the_event() {
+        let e = event("org-1", "proj-1", "2023-07-14T17:23:21Z");
+        let stored = StoredEvent::new("msg-1", &e, Retention::default()).unwrap();
+        let item = &stored.item;
+        assert_eq!(s(item, attr::PARTITION_KEY), "org-1#proj-1");
+        assert_eq!(
+            s(item, attr::SORT_KEY),
+            "2023-07-14T17:23:21.000000000Z#msg-1"
+        );
+        assert_eq!(s(item, attr::ORGANIZATION_ID), "org-1");
+        assert_eq!(s(item, attr::PROJECT_ID), "proj-1");
+        assert_eq!(s(item, attr::MESSAGE_ID), "msg-1");
+        assert_eq!(
+            item[attr::EXPIRES_AT].as_n().unwrap(),
+            &(1_689_355_401 + 400 * 86_400).to_string()
+        );
+        assert_eq!(event_json(item).unwrap(), e.to_compact_json());
+    }
+
+    #[test]
+    fn ids_with_separators_make_distinct_partition_keys() {
+        assert_ne!(partition_key("a#b", "c"), partition_key("a", "b#c"));
+        assert_ne!(partition_key("a%23b", "c"), partition_key("a#b", "c"));
+        assert_eq!(partition_key("a#b", "c"), "a%23b#c");
+    }
+
+    #[test]
+    fn sort_keys_order_like_the_instants_they_name() {
+        let times = [
+            datetime!(2023-07-14 17:23:21 UTC),
+            datetime!(2023-07-14 17:23:21.5 UTC),
+            datetime!(2023-07-14 17:23:21.000000001 UTC),
+            datetime!(2023-07-14 17:23:22 UTC),
+            datetime!(999-01-01 0:00 UTC),
+            datetime!(9999-12-31 23:59:59.999999999 UTC),
+        ];
+        for a in times {
+            for b in times {
+                assert_eq!(
+                    sort_key(a, "m").cmp(&sort_key(b, "m")),
+                    a.cmp(&b),
+                    "{a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_ttl_counts_retention_from_the_events_own_time() {
+        let t = datetime!(2024-02-29 12:00 UTC);
+        let r = Retention::days(366).unwrap();
+        assert_eq!(expires_at(t, r), t.unix_timestamp() + 366 * 86_400);
+    }
+
+    #[test]
+    fn large_events_are_compressed_and_come_back_identical() {
+        for (_, body) in SEED_EVENTS {
+            let e = AuditEvent::from_json(body).unwrap();
+            let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
+            assert!(
+                stored.item[attr::EVENT].is_s(),
+                "small events stay readable"
+            );
+        }
+        let mut big = event("o", "p", "2024-01-01T00:00:00Z").into_value();
+        let builds: Vec<Value> = (0..5_000)
+            .map(|i| json!({"id": format!("01H5APPBYYF4D0NMVZCRK{i:05}"), "platform": "aws",
+                "artifacts": [{"region": "us-west-2", "external_identifier": format!("ami-{i:08x}")}]}))
+            .collect();
+        big["builds"] = Value::Array(builds);
+        let e = AuditEvent::from_value(big.clone()).unwrap();
+        assert!(e.to_compact_json().len() > MAX_ITEM_BYTES);
+        let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
+        assert!(stored.item[attr::EVENT].is_b());
+        let back: Value = serde_json::from_str(&event_json(&stored.item).unwrap()).unwrap();
+        assert_eq!(back, big);
+    }
+
+    #[test]
+    fn an_event_that_cannot_fit_even_compressed_is_refused_with_its_size() {
+        let mut big = event("o", "p", "2024-01-01T00:00:00Z").into_value();
+        // Pseudo-random hex barely compresses.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let noise: String = (0..900_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from_digit((x % 16) as u32, 16).unwrap()
+            })
+            .collect();
+        big["noise"] = Value::String(noise);
+        let e = AuditEvent::from_value(big).unwrap();
+        let err = StoredEvent::new("m", &e, Retention::default()).unwrap_err();
+        assert!(
+            matches!(err, EventError::TooLargeToStore { size, max } if size > max),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn over_long_ids_are_refused_before_they_can_poison_a_batch() {
+        let long = "x".repeat(MAX_ID_CHARS + 1);
+        let e = event(&long, "p", "2024-01-01T00:00:00Z");
+        assert_eq!(
+            StoredEvent::new("m", &e, Retention::default()).unwrap_err(),
+            EventError::TooLong {
+                field: "organization_id",
+                max: MAX_ID_CHARS
+            }
+        );
+        let widest = "#".repeat(MAX_ID_CHARS);
+        let e = event(&widest, &widest, "2024-01-01T00:00:00Z");
+        let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
+        assert!(s(&stored.item, attr::PARTITION_KEY).len() <= 2048);
+    }
+
+    #[test]
+    fn a_corrupt_or_missing_body_is_a_decode_error() {
+        let mut item = HashMap::new();
+        assert_eq!(event_json(&item), Err(DecodeError::Missing(attr::EVENT)));
+        item.insert(
+            attr::EVENT.to_owned(),
+            AttributeValue::B(Blob::new(b"not gzip".to_vec())),
+        );
+        assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
+    }
+}

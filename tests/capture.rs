@@ -1,0 +1,314 @@
+//! capture against the local AWS emulator, with the events table built from template.yaml.
+
+use audit_log::fixtures::SEED_EVENTS;
+use audit_log::store::{EventTable, attr, event_json};
+use audit_log::{AuditEvent, Retention};
+use audit_log_capture::{Capture, CaptureError, ENVIRONMENT};
+use audit_log_tests::{
+    RequestCounter, create_table, emulator, environment_of, resource, scan_all, sqs_batch, unique,
+};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use tokio::time::Instant;
+
+struct Fixture {
+    client: aws_sdk_dynamodb::Client,
+    requests: RequestCounter,
+    table: String,
+    capture: Capture,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let config = emulator().await;
+        let requests = RequestCounter::default();
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config)
+                .interceptor(requests.clone())
+                .build(),
+        );
+        let table = create_table(&client, "EventsTable").await;
+        let capture = Capture::new(
+            EventTable::new(client.clone(), &table),
+            Retention::default(),
+        );
+        Self {
+            client,
+            requests,
+            table,
+            capture,
+        }
+    }
+
+    async fn capture(&self, batch: &[(String, String)]) -> Result<SqsBatchResponse, CaptureError> {
+        let event = sqs_batch(batch.iter().map(|(id, body)| (id.clone(), body.as_str())));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        self.capture.capture(event.records, deadline).await
+    }
+
+    async fn items(&self) -> HashMap<String, HashMap<String, AttributeValue>> {
+        scan_all(&self.client, &self.table)
+            .await
+            .into_iter()
+            .map(|item| (item[attr::MESSAGE_ID].as_s().unwrap().clone(), item))
+            .collect()
+    }
+}
+
+fn failed_ids(response: &SqsBatchResponse) -> BTreeSet<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+/// A valid event for `org`'s project at `second` seconds past a fixed instant.
+fn event(org: &str, second: u32) -> String {
+    let mut v: Value =
+        serde_json::from_str(SEED_EVENTS[second as usize % SEED_EVENTS.len()].1).unwrap();
+    v["organization_id"] = json!(org);
+    v["timestamp"] = json!(format!("2026-03-01T12:00:{:02}Z", second % 60));
+    v.to_string()
+}
+
+fn batch_of_ten_with_three_invalid(run: &str) -> Vec<(String, String)> {
+    let mut batch: Vec<(String, String)> = (0..7)
+        .map(|i| {
+            (
+                format!("{run}-valid-{i}"),
+                event(&format!("org-{}", i % 2), i),
+            )
+        })
+        .collect();
+    batch.insert(
+        2,
+        (format!("{run}-bad-json"), "{\"status\": \"OK\",".into()),
+    );
+    batch.insert(
+        5,
+        (format!("{run}-missing-actor"), {
+            let mut v: Value = serde_json::from_str(&event("org-0", 1)).unwrap();
+            v.as_object_mut().unwrap().remove("actor");
+            v.to_string()
+        }),
+    );
+    batch.push((
+        format!("{run}-bad-status"),
+        event("org-0", 2).replace("\"status\":\"OK\"", "\"status\":\"DONE\""),
+    ));
+    assert_eq!(batch.len(), 10);
+    batch
+}
+
+#[tokio::test]
+async fn a_batch_with_invalid_records_reports_exactly_those_and_stores_the_rest() {
+    let f = Fixture::new().await;
+    let run = unique("mixed");
+    let batch = batch_of_ten_with_three_invalid(&run);
+    let response = f
+        .capture(&batch)
+        .await
+        .expect("a partial failure is not an error");
+    assert_eq!(
+        failed_ids(&response),
+        BTreeSet::from([
+            format!("{run}-bad-json"),
+            format!("{run}-missing-actor"),
+            format!("{run}-bad-status")
+        ])
+    );
+    let items = f.items().await;
+    assert_eq!(items.len(), 7);
+    for (id, body) in batch.iter().filter(|(id, _)| id.contains("valid")) {
+        let item = &items[id];
+        let original: Value = serde_json::from_str(body).unwrap();
+        let stored: Value = serde_json::from_str(&event_json(item).unwrap()).unwrap();
+        assert_eq!(stored, original, "{id} comes back as it was sent");
+        let event = AuditEvent::from_json(body).unwrap();
+        let ttl: i64 = item[attr::EXPIRES_AT].as_n().unwrap().parse().unwrap();
+        assert_eq!(
+            ttl,
+            event.timestamp().unix_timestamp() + 400 * 86_400,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_batch_delivered_again_stores_nothing_new() {
+    let f = Fixture::new().await;
+    let batch = batch_of_ten_with_three_invalid(&unique("again"));
+    let first = f.capture(&batch).await.unwrap();
+    let before = f.items().await;
+    let second = f.capture(&batch).await.unwrap();
+    assert_eq!(failed_ids(&first), failed_ids(&second));
+    assert_eq!(f.items().await, before, "same items, same content");
+}
+
+#[tokio::test]
+async fn a_message_twice_in_one_batch_is_stored_once() {
+    let f = Fixture::new().await;
+    let id = unique("twice");
+    let body = event("org-dup", 7);
+    let response = f
+        .capture(&[
+            (id.clone(), body.clone()),
+            (id.clone(), body),
+            (unique("other"), event("org-dup", 8)),
+        ])
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(f.items().await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_900_kb_event_round_trips_unchanged() {
+    let f = Fixture::new().await;
+    let mut v: Value = serde_json::from_str(SEED_EVENTS[2].1).unwrap();
+    let builds: Vec<Value> = (0..4_000)
+        .map(|i| {
+            json!({"id": format!("01H5APPBYYF4D0NMVZC{i:07}"), "platform": "aws",
+                "component_type": "amazon-ebs.ubuntu", "labels": {"os": "ubuntu", "n": i},
+                "artifacts": [{"region": "us-west-2", "external_identifier": format!("ami-{i:012x}")}]})
+        })
+        .collect();
+    v["builds"] = Value::Array(builds);
+    let body = v.to_string();
+    let pad = 900 * 1024 - body.len();
+    v["padding"] = json!("·".repeat(pad / 2));
+    let body = v.to_string();
+    assert!(
+        (880 * 1024..=1024 * 1024).contains(&body.len()),
+        "{}",
+        body.len()
+    );
+    let id = unique("big");
+    let response = f.capture(&[(id.clone(), body.clone())]).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let items = f.items().await;
+    let stored: Value = serde_json::from_str(&event_json(&items[&id]).unwrap()).unwrap();
+    assert_eq!(stored, v);
+}
+
+#[tokio::test]
+async fn a_batch_of_100_makes_4_batch_write_item_calls() {
+    let f = Fixture::new().await;
+    let run = unique("hundred");
+    let batch: Vec<_> = (0..100)
+        .map(|i| (format!("{run}-{i}"), event(&format!("org-{}", i % 5), i)))
+        .collect();
+    let response = f.capture(&batch).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(f.requests.count("BatchWriteItem"), 4);
+    assert_eq!(f.requests.count("PutItem"), 0);
+    assert_eq!(f.items().await.len(), 100);
+}
+
+#[tokio::test]
+async fn a_batch_where_every_record_fails_is_an_invocation_error() {
+    let f = Fixture::new().await;
+    let run = unique("all-bad");
+    let batch: Vec<_> = (0..3)
+        .map(|i| (format!("{run}-{i}"), format!("not json {i}")))
+        .collect();
+    let err = f.capture(&batch).await.unwrap_err();
+    assert!(matches!(err, CaptureError::EveryRecordFailed(3)), "{err}");
+    assert!(f.items().await.is_empty());
+    assert_eq!(f.requests.count("BatchWriteItem"), 0);
+}
+
+#[tokio::test]
+async fn a_table_that_cannot_be_written_fails_the_batch_for_redelivery() {
+    let config = emulator().await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let capture = Capture::new(
+        EventTable::new(client, unique("no-such-table")),
+        Retention::default(),
+    );
+    let batch = sqs_batch([("m-valid".to_owned(), event("org", 1).as_str())]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = capture.capture(batch.records, deadline).await.unwrap_err();
+    assert!(matches!(err, CaptureError::EveryRecordFailed(1)));
+}
+
+#[tokio::test]
+async fn the_lambda_handler_takes_the_sqs_event_as_lambda_sends_it() {
+    let f = Fixture::new().await;
+    let id = unique("handler");
+    let mut payload = sqs_batch([(id.clone(), SEED_EVENTS[0].1)]);
+    payload.records.push(
+        sqs_batch([(unique("bad"), "Hello from SQS!")])
+            .records
+            .remove(0),
+    );
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = (std::time::SystemTime::now() + Duration::from_secs(10))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let response = f
+        .capture
+        .handle(lambda_runtime::LambdaEvent::new(payload, context))
+        .await
+        .unwrap();
+    let json = serde_json::to_value(&response).unwrap();
+    assert_eq!(json["batchItemFailures"].as_array().unwrap().len(), 1);
+    assert!(f.items().await.contains_key(&id));
+}
+
+#[test]
+fn the_template_gives_capture_exactly_the_settings_it_reads() {
+    let mut expected: Vec<String> = ENVIRONMENT.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(environment_of("CaptureFunction"), expected);
+}
+
+#[test]
+fn the_template_declares_the_key_schema_and_ttl_the_code_writes() {
+    let table = resource("EventsTable");
+    let keys: Vec<(&str, &str)> = table["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [(attr::PARTITION_KEY, "HASH"), (attr::SORT_KEY, "RANGE")]
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some(attr::EXPIRES_AT)
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"].as_str(),
+        Some("NEW_IMAGE")
+    );
+}
+
+#[test]
+fn the_template_routes_invalid_events_to_a_dead_letter_queue() {
+    let queue = resource("EventsQueue");
+    assert_eq!(queue["RedrivePolicy"]["maxReceiveCount"].as_u64(), Some(5));
+    let timeout = resource("CaptureFunction")["Timeout"].as_u64().unwrap();
+    assert!(queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout);
+    let sqs = &resource("CaptureFunction")["Events"]["AuditEvents"]["Properties"];
+    assert_eq!(
+        sqs["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+}
