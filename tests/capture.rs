@@ -6,6 +6,7 @@ use audit_log::{AuditEvent, Retention};
 use audit_log_capture::{Capture, CaptureError, ENVIRONMENT};
 use audit_log_tests::{
     RequestCounter, create_table, emulator, environment_of, resource, scan_all, sqs_batch, unique,
+    with_captured_logs,
 };
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -311,4 +312,45 @@ fn the_template_routes_invalid_events_to_a_dead_letter_queue() {
         sqs["FunctionResponseTypes"][0].as_str(),
         Some("ReportBatchItemFailures")
     );
+}
+
+#[test]
+fn each_rejected_message_is_logged_once_with_its_id_and_reason_but_never_its_payload() {
+    let sentinel = "payload-sentinel-7c1e";
+    let run = unique("logged");
+    let bad_type = event("org-log", 3).replace("\"TYPE_", &format!("\"{sentinel}_TYPE_"));
+    let batch = vec![
+        (format!("{run}-ok"), event("org-log", 1)),
+        (format!("{run}-not-json"), format!("{{\"{sentinel}\": ")),
+        (format!("{run}-bad-type"), bad_type),
+    ];
+    let (response, logs) = with_captured_logs(|| async {
+        let f = Fixture::new().await;
+        f.capture(&batch).await
+    });
+    let response = response.unwrap();
+    assert_eq!(response.batch_item_failures.len(), 2);
+    let rejected: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["fields"]["message"] == "audit event rejected")
+        .collect();
+    let ids: BTreeSet<&str> = rejected
+        .iter()
+        .map(|l| l["fields"]["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(
+        ids,
+        BTreeSet::from([
+            format!("{run}-not-json").as_str(),
+            format!("{run}-bad-type").as_str()
+        ])
+    );
+    for line in &rejected {
+        assert!(!line["fields"]["reason"].as_str().unwrap().is_empty());
+        assert_eq!(line["level"], "WARN");
+    }
+    let all = serde_json::to_string(&logs).unwrap();
+    assert!(!all.contains(sentinel), "a payload reached the logs");
+    assert!(!all.contains("Created bucket") && !all.contains("Revoked version"));
 }

@@ -250,3 +250,41 @@ impl Intercept for RequestCounter {
         Ok(())
     }
 }
+
+/// Runs `work` on its own runtime with a JSON log subscriber (the format the functions use in
+/// Lambda) and returns its result with every log line it wrote.
+pub fn with_captured_logs<F: std::future::Future>(
+    work: impl FnOnce() -> F,
+) -> (F::Output, Vec<serde_json::Value>) {
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log sink").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let sink = Sink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let output = tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("test runtime")
+            .block_on(work())
+    });
+    let text = String::from_utf8(sink.0.lock().expect("log sink").clone()).expect("UTF-8 logs");
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    (output, lines)
+}

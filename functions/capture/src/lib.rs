@@ -77,7 +77,11 @@ impl Capture {
             if !seen.insert(message_id.clone()) {
                 continue;
             }
-            match self.prepare(&message_id, record.body.as_deref().unwrap_or_default()) {
+            match prepare(
+                &message_id,
+                record.body.as_deref().unwrap_or_default(),
+                self.retention,
+            ) {
                 Ok(stored) => valid.push(stored),
                 Err(reason) => {
                     tracing::warn!(message_id, %reason, "audit event rejected");
@@ -113,9 +117,14 @@ impl Capture {
             .collect();
         Ok(response)
     }
+}
 
-    fn prepare(&self, message_id: &str, body: &str) -> Result<StoredEvent, EventError> {
-        let event = AuditEvent::from_json(body)?;
-        StoredEvent::new(message_id, &event, self.retention)
-    }
+/// Capture's work on one message before storage: parse, validate, lay out the item.
+pub fn prepare(
+    message_id: &str,
+    body: &str,
+    retention: Retention,
+) -> Result<StoredEvent, EventError> {
+    let event = AuditEvent::from_json(body)?;
+    StoredEvent::new(message_id, &event, retention)
 }

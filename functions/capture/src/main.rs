@@ -8,8 +8,13 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // Settings are checked before the first poll: a bad deployment fails at init, loudly.
-    let retention = Retention::from_env()?;
-    let table_name = required_env(EVENTS_TABLE_ENV)?;
+    let (retention, table_name) = match (Retention::from_env(), required_env(EVENTS_TABLE_ENV)) {
+        (Ok(retention), Ok(table)) => (retention, table),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "capture refuses to start");
+            return Err(e.to_string().into());
+        }
+    };
     let config = aws_config::load_from_env().await;
     let table = EventTable::new(aws_sdk_dynamodb::Client::new(&config), table_name);
     let capture = Capture::new(table, retention);
