@@ -1,11 +1,14 @@
 //! The audit-log service's domain: the audit event, its validation and its storage.
 //! The capture, stream and api functions are thin shells around this library.
 
+pub mod credentials;
+pub mod destination;
 pub mod event;
 pub mod fixtures;
 pub mod retry;
 pub mod settings;
 pub mod store;
+pub mod streaming;
 
 pub use event::{Action, ActorType, AuditEvent, EventError, Status};
 pub use settings::{Retention, SettingsError};

@@ -224,6 +224,13 @@ impl RequestCounter {
     }
 }
 
+impl RequestCounter {
+    /// Requests of a query-protocol service (STS), which name their action in the body.
+    pub fn count_query_action(&self, action: &str) -> usize {
+        self.count(&format!("Action={action}"))
+    }
+}
+
 impl Intercept for RequestCounter {
     fn name(&self) -> &'static str {
         "RequestCounter"
@@ -235,12 +242,18 @@ impl Intercept for RequestCounter {
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or("unknown")
-            .to_owned();
+        let request = context.request();
+        let target = match request.headers().get("x-amz-target") {
+            Some(target) => target.to_owned(),
+            // Query protocol: `Action=AssumeRole&...` in a form body.
+            None => request
+                .body()
+                .bytes()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|form| form.split('&').find(|p| p.starts_with("Action=")))
+                .map(|action| format!("query.{action}"))
+                .unwrap_or_else(|| "unknown".to_owned()),
+        };
         *self
             .0
             .lock()
@@ -287,4 +300,77 @@ pub fn with_captured_logs<F: std::future::Future>(
         .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
         .collect();
     (output, lines)
+}
+
+/// Every record the emulator's DynamoDB stream holds for a table, shaped as Lambda hands them to
+/// the stream function.
+pub async fn stream_records(
+    config: &aws_config::SdkConfig,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<aws_lambda_events::event::dynamodb::EventRecord> {
+    use aws_lambda_events::event::dynamodb::EventRecord;
+    use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+    let streams = aws_sdk_dynamodbstreams::Client::new(config);
+    let arn = dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe table")
+        .table
+        .and_then(|t| t.latest_stream_arn)
+        .expect("the table has a stream");
+    let shards = streams
+        .describe_stream()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .expect("describe stream")
+        .stream_description
+        .map(|d| d.shards.unwrap_or_default())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for shard in shards {
+        let mut iterator = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(shard.shard_id.clone().unwrap_or_default())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("shard iterator")
+            .shard_iterator;
+        while let Some(it) = iterator {
+            let page = streams
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .expect("get records");
+            let records = page.records.unwrap_or_default();
+            if records.is_empty() {
+                break;
+            }
+            for r in records {
+                let change = r.dynamodb.expect("stream record");
+                let mut record = EventRecord::default();
+                record.event_id = r.event_id.unwrap_or_default();
+                record.event_name = r
+                    .event_name
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default();
+                record.event_source = Some("aws:dynamodb".into());
+                record.aws_region = "us-east-1".into();
+                record.event_source_arn = Some(arn.clone());
+                record.change.sequence_number = change.sequence_number;
+                record.change.keys = change.keys.unwrap_or_default().into();
+                record.change.new_image = change.new_image.unwrap_or_default().into();
+                record.change.old_image = change.old_image.unwrap_or_default().into();
+                out.push(record);
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    out
 }

@@ -1,1 +1,359 @@
-//! The stream function: built with the workspace; its capability arrives with its own issue.
+//! stream: events table stream → each organization's destination.
+//!
+//! Only `INSERT` records are events to deliver (a TTL expiry is a `REMOVE` and must never look
+//! like one). Records are grouped by organization and project and each group goes to the one
+//! destination its configuration names; a project without a destination keeps its events
+//! stored and is not a failure.
+//!
+//! Failure policy:
+//! - A retryable failure (throttling, an outage, a timeout that outlived the in-invocation
+//!   retries) reports the first failed record's sequence number, so Lambda retries from there.
+//!   Records this container already delivered are remembered and not sent again on that retry.
+//! - A permanent failure (refused credentials, a role that cannot be assumed, an event the
+//!   destination cannot take) is logged and recorded in the destination's health, and not
+//!   reported to Lambda: retrying cannot help until the customer fixes the setup, and it would
+//!   hold back every other organization's events on the same shard. The events stay stored.
+
+use audit_log::AuditEvent;
+use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
+use audit_log::destination::cloudwatch::CloudWatch;
+use audit_log::destination::datadog::{ApiKeySource, DatadogClient};
+use audit_log::destination::{CloudWatchSettings, DeliveryError, Destination, Failures};
+use audit_log::settings::{SettingsError, required_env};
+use audit_log::store::event_json;
+use audit_log::streaming::{ConfigTable, HealthReport, StreamingConfig};
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::StreamExt;
+use lambda_runtime::LambdaEvent;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub const CONFIG_TABLE_ENV: &str = "CONFIG_TABLE_NAME";
+pub const SECRET_PREFIX_ENV: &str = "SECRET_NAME_PREFIX";
+pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
+pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
+/// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
+pub const ENVIRONMENT: [&str; 3] = [CONFIG_TABLE_ENV, SECRET_PREFIX_ENV, LOG_GROUP_PREFIX_ENV];
+pub const DEFAULT_LOG_GROUP_PREFIX: &str = "/hashicorp";
+
+/// A saved configuration reaches a warm container within this long.
+const CONFIG_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Delivered records remembered per container, to skip them when Lambda retries a batch.
+const DELIVERED_MEMORY: u64 = 200_000;
+/// Destinations delivered to at once.
+const CONCURRENT_DESTINATIONS: usize = 8;
+const REPORT_MARGIN: Duration = Duration::from_secs(1);
+
+/// The function's settings, from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config_table: String,
+    pub secret_prefix: String,
+    pub log_group_prefix: String,
+    pub datadog_endpoint_override: Option<String>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Ok(Self {
+            config_table: required_env(CONFIG_TABLE_ENV)?,
+            secret_prefix: required_env(SECRET_PREFIX_ENV)?,
+            log_group_prefix: std::env::var(LOG_GROUP_PREFIX_ENV)
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.to_owned()),
+            datadog_endpoint_override: std::env::var(DATADOG_ENDPOINT_OVERRIDE_ENV)
+                .ok()
+                .filter(|u| !u.trim().is_empty()),
+        })
+    }
+}
+
+pub struct Stream {
+    configs: ConfigTable,
+    config_cache: moka::future::Cache<(String, String), Option<Arc<StreamingConfig>>>,
+    secrets: SecretStore,
+    cloudwatch: CloudWatch,
+    datadog: DatadogClient,
+    delivered: moka::sync::Cache<String, ()>,
+}
+
+/// A record on its way out: where it sits in the batch and the event it carries.
+struct Pending {
+    position: usize,
+    event_id: String,
+    event: AuditEvent,
+}
+
+impl Stream {
+    pub fn new(
+        configs: ConfigTable,
+        secrets: SecretStore,
+        cloudwatch: CloudWatch,
+        datadog: DatadogClient,
+    ) -> Self {
+        Self {
+            configs,
+            config_cache: moka::future::Cache::builder()
+                .time_to_live(CONFIG_CACHE_TTL)
+                .max_capacity(10_000)
+                .build(),
+            secrets,
+            cloudwatch,
+            datadog,
+            delivered: moka::sync::Cache::new(DELIVERED_MEMORY),
+        }
+    }
+
+    /// Builds the function from its settings and the AWS configuration.
+    pub fn from_settings(settings: &Settings, aws: &aws_config::SdkConfig) -> Self {
+        Self::new(
+            ConfigTable::new(aws_sdk_dynamodb::Client::new(aws), &settings.config_table),
+            SecretStore::new(
+                aws_sdk_secretsmanager::Client::new(aws),
+                &settings.secret_prefix,
+            ),
+            CloudWatch::new(aws, &settings.log_group_prefix),
+            DatadogClient::new(settings.datadog_endpoint_override.clone()),
+        )
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Event>,
+    ) -> Result<DynamoDbEventResponse, std::convert::Infallible> {
+        let deadline = audit_log::retry::deadline_before(event.context.deadline(), REPORT_MARGIN);
+        Ok(self.deliver(&event.payload.records, deadline).await)
+    }
+
+    /// Delivers one batch of stream records, retrying inside the invocation until `deadline`.
+    pub async fn deliver(
+        &self,
+        records: &[EventRecord],
+        deadline: Instant,
+    ) -> DynamoDbEventResponse {
+        let mut groups: Vec<((String, String), Vec<Pending>)> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        let mut skipped = 0;
+        for (position, record) in records.iter().enumerate() {
+            if record.event_name != "INSERT" || self.delivered.contains_key(&record.event_id) {
+                skipped += 1;
+                continue;
+            }
+            let event = match event_of(record) {
+                Ok(event) => event,
+                Err(reason) => {
+                    tracing::error!(event_id = record.event_id, %reason, "stored event unreadable; not delivered");
+                    continue;
+                }
+            };
+            let key = (
+                event.organization_id().to_owned(),
+                event.project_id().to_owned(),
+            );
+            let slot = *index.entry(key.clone()).or_insert_with(|| {
+                groups.push((key, Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(Pending {
+                position,
+                event_id: record.event_id.clone(),
+                event,
+            });
+        }
+        let failed: Vec<(usize, DeliveryError)> = futures::stream::iter(groups)
+            .map(|((org, project), pending)| self.deliver_group(org, project, pending, deadline))
+            .buffer_unordered(CONCURRENT_DESTINATIONS)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+        let first_retryable = failed
+            .iter()
+            .filter(|(_, e)| e.is_retryable())
+            .map(|&(position, _)| position)
+            .min();
+        let mut response = DynamoDbEventResponse::default();
+        if let Some(position) = first_retryable {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = records[position].change.sequence_number.clone();
+            response.batch_item_failures.push(failure);
+        }
+        tracing::info!(
+            records = records.len(),
+            skipped,
+            failed = failed.len(),
+            retry_from = first_retryable,
+            "stream batch done"
+        );
+        response
+    }
+
+    async fn configuration(
+        &self,
+        org: &str,
+        project: &str,
+    ) -> Result<Option<Arc<StreamingConfig>>, DeliveryError> {
+        self.config_cache
+            .try_get_with((org.to_owned(), project.to_owned()), async {
+                self.configs
+                    .get(org, project)
+                    .await
+                    .map(|c| c.map(Arc::new))
+            })
+            .await
+            .map_err(|e| {
+                DeliveryError::Retryable(format!("could not read the streaming configuration: {e}"))
+            })
+    }
+
+    /// Delivers one project's events; returns the batch positions that failed.
+    async fn deliver_group(
+        &self,
+        org: String,
+        project: String,
+        pending: Vec<Pending>,
+        deadline: Instant,
+    ) -> Vec<(usize, DeliveryError)> {
+        let config = match self.configuration(&org, &project).await {
+            Ok(Some(config)) => config,
+            Ok(None) => {
+                tracing::info!(
+                    organization_id = org,
+                    project_id = project,
+                    events = pending.len(),
+                    "no destination configured; events stay stored"
+                );
+                return Vec::new();
+            }
+            Err(e) => return pending.iter().map(|p| (p.position, e.clone())).collect(),
+        };
+        let events: Vec<AuditEvent> = pending.iter().map(|p| p.event.clone()).collect();
+        let failures: Failures = match &config.destination {
+            Destination::Cloudwatch(settings) => {
+                match self.secrets.get(&org, &project, false).await {
+                    Ok(credentials) => match &*credentials {
+                        Credentials::Cloudwatch {
+                            role_arn,
+                            external_id,
+                        } => {
+                            // The role ARN of record is the one stored with its External ID.
+                            let settings = CloudWatchSettings {
+                                role_arn: role_arn.clone(),
+                                region: settings.region.clone(),
+                            };
+                            self.cloudwatch
+                                .deliver(&org, &project, &settings, external_id, &events, deadline)
+                                .await
+                        }
+                        Credentials::Datadog { .. } => all_failed(events.len(), mismatched()),
+                    },
+                    Err(e) => all_failed(events.len(), credentials_failure(&e)),
+                }
+            }
+            Destination::Datadog(settings) => {
+                let keys = ProjectKey {
+                    secrets: &self.secrets,
+                    organization_id: &org,
+                    project_id: &project,
+                };
+                self.datadog
+                    .deliver(settings.site, &keys, &events, deadline)
+                    .await
+            }
+        };
+        let report = HealthReport {
+            delivered: events.len() - failures.len(),
+            failed: failures.len(),
+            last_error: failures.first().map(|(_, e)| e.message().to_owned()),
+        };
+        if let Err(e) = self.configs.record_health(&org, &project, &report).await {
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");
+        }
+        let provider = config.destination.provider().as_str();
+        if failures.is_empty() {
+            tracing::info!(
+                organization_id = org,
+                project_id = project,
+                provider,
+                delivered = report.delivered,
+                "events delivered"
+            );
+        } else {
+            let retryable = failures.iter().filter(|(_, e)| e.is_retryable()).count();
+            tracing::error!(
+                organization_id = org,
+                project_id = project,
+                provider,
+                delivered = report.delivered,
+                failed = report.failed,
+                retryable,
+                reason = report.last_error.as_deref().unwrap_or_default(),
+                "events not delivered"
+            );
+        }
+        let mut failed_at = vec![false; pending.len()];
+        for (i, _) in &failures {
+            failed_at[*i] = true;
+        }
+        for (p, failed) in pending.iter().zip(&failed_at) {
+            if !failed {
+                self.delivered.insert(p.event_id.clone(), ());
+            }
+        }
+        failures
+            .into_iter()
+            .map(|(i, e)| (pending[i].position, e))
+            .collect()
+    }
+}
+
+/// The audit event a stream record's new image holds.
+pub fn event_of(record: &EventRecord) -> Result<AuditEvent, String> {
+    let item: HashMap<String, AttributeValue> = record.change.new_image.clone().into();
+    let json = event_json(&item).map_err(|e| e.to_string())?;
+    AuditEvent::from_json(&json).map_err(|e| e.to_string())
+}
+
+fn all_failed(n: usize, error: DeliveryError) -> Failures {
+    (0..n).map(|i| (i, error.clone())).collect()
+}
+
+fn mismatched() -> DeliveryError {
+    DeliveryError::Permanent(
+        "the stored credentials belong to another provider than the destination; save the streaming configuration again".into(),
+    )
+}
+
+fn credentials_failure(e: &CredentialsError) -> DeliveryError {
+    if e.is_retryable() {
+        DeliveryError::Retryable(e.to_string())
+    } else {
+        DeliveryError::Permanent(e.to_string())
+    }
+}
+
+/// A project's Datadog API key, from its secret.
+struct ProjectKey<'a> {
+    secrets: &'a SecretStore,
+    organization_id: &'a str,
+    project_id: &'a str,
+}
+
+impl ApiKeySource for ProjectKey<'_> {
+    async fn api_key(&self, refresh: bool) -> Result<SecretString, DeliveryError> {
+        let credentials = self
+            .secrets
+            .get(self.organization_id, self.project_id, refresh)
+            .await
+            .map_err(|e| credentials_failure(&e))?;
+        match &*credentials {
+            Credentials::Datadog { api_key } => Ok(api_key.clone()),
+            Credentials::Cloudwatch { .. } => Err(mismatched()),
+        }
+    }
+}

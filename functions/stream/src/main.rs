@@ -1,4 +1,12 @@
-fn main() -> std::process::ExitCode {
-    eprintln!("audit-log-stream is not implemented yet");
-    std::process::ExitCode::FAILURE
+use audit_log_stream::{Settings, Stream};
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = Settings::from_env()
+        .inspect_err(|e| tracing::error!(error = %e, "stream refuses to start"))?;
+    let aws = aws_config::load_from_env().await;
+    let stream = Stream::from_settings(&settings, &aws);
+    lambda_runtime::run(service_fn(|event| stream.handle(event))).await
 }

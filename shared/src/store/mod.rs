@@ -54,13 +54,14 @@ const KEY_ESCAPES: &AsciiSet = &CONTROLS.add(b'#').add(b'%');
 const SORT_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
 
+/// An id as it appears inside a key: separators escaped.
+pub fn key_part(id: &str) -> String {
+    utf8_percent_encode(id, KEY_ESCAPES).to_string()
+}
+
 /// The partition key of an organization's project.
 pub fn partition_key(organization_id: &str, project_id: &str) -> String {
-    format!(
-        "{}#{}",
-        utf8_percent_encode(organization_id, KEY_ESCAPES),
-        utf8_percent_encode(project_id, KEY_ESCAPES)
-    )
+    format!("{}#{}", key_part(organization_id), key_part(project_id))
 }
 
 /// The time part of a sort key: every sort key of an event at or after `t` is `>=` this.

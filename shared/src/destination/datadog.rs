@@ -1,0 +1,531 @@
+//! Datadog Logs: `POST <intake>/api/v2/logs`, gzip, batches cut by Datadog's limits while
+//! encoding, and the retry policy (what is retried, split, refreshed or given up) in `send`.
+//!
+//! Each log carries every field of the event as a top-level attribute. Datadog reads a few names
+//! itself, so the service writes those: `status` is the severity (`info` for an `OK` event,
+//! `error` for a `FAILED` one, since Datadog would read "FAILED" as an emergency), `timestamp` is
+//! when it happened, `message` its description. Where the event's own value differs, it is kept
+//! under `event_<name>` (so `event_status` holds "OK" or "FAILED").
+
+use super::{DatadogSite, DeliveryError, Failures};
+use crate::event::{AuditEvent, Status};
+use crate::retry::Backoff;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use secrecy::{ExposeSecret, SecretString};
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::{Instant, timeout_at};
+
+/// Datadog's documented intake limits.
+pub const MAX_ENTRIES: usize = 1_000;
+pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
+pub const MAX_ENTRY_BYTES: usize = 1_000_000;
+/// Datadog drops logs dated more than 18 hours back; those are dated at delivery instead
+/// (their own time stays in `event_timestamp`). A margin keeps clock skew on our side.
+pub const MAX_AGE: Duration = Duration::from_secs(17 * 3600);
+
+/// One request to Datadog, from connecting to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub const SOURCE: &str = "hcp-packer";
+pub const SERVICE: &str = "hcp-packer-audit-log";
+
+/// Attribute names the service writes itself.
+const RESERVED: [&str; 6] = [
+    "ddsource",
+    "ddtags",
+    "service",
+    "message",
+    "status",
+    "timestamp",
+];
+
+/// One request's worth of encoded logs, with the positions of the events they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub positions: Vec<usize>,
+    entries: Vec<Vec<u8>>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            positions: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Size of the JSON array this batch sends, uncompressed.
+    pub fn body_len(&self) -> usize {
+        2 + self.entries.iter().map(Vec::len).sum::<usize>() + self.entries.len().saturating_sub(1)
+    }
+
+    /// The JSON array of entries.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.body_len());
+        body.push(b'[');
+        for (i, entry) in self.entries.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(entry);
+        }
+        body.push(b']');
+        body
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(Vec::as_slice)
+    }
+
+    fn split(mut self) -> (Batch, Batch) {
+        let half = self.entries.len() / 2;
+        let right = Batch {
+            positions: self.positions.split_off(half),
+            entries: self.entries.split_off(half),
+        };
+        (self, right)
+    }
+}
+
+/// A log entry, serialized straight from the event's fields.
+struct Entry<'a> {
+    event: &'a AuditEvent,
+    severity: &'static str,
+    timestamp: String,
+    tags: String,
+}
+
+impl serde::Serialize for Entry<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fields = self.event.fields();
+        let mut map = s.serialize_map(None)?;
+        for (name, value) in fields {
+            if !RESERVED.contains(&name.as_str()) {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        let ours: [(&str, &str); 6] = [
+            ("ddsource", SOURCE),
+            ("service", SERVICE),
+            ("ddtags", &self.tags),
+            ("message", self.event.description()),
+            ("status", self.severity),
+            ("timestamp", &self.timestamp),
+        ];
+        for (name, value) in ours {
+            map.serialize_entry(name, value)?;
+            match fields.get(name) {
+                Some(Value::String(original)) if original == value => {}
+                Some(original) => map.serialize_entry(&format!("event_{name}"), original)?,
+                None => {}
+            }
+        }
+        map.end()
+    }
+}
+
+/// Severity of an event in Datadog's terms.
+pub fn severity(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "info",
+        Status::Failed => "error",
+    }
+}
+
+/// `key:value` tags; Datadog splits `ddtags` on commas, so none may appear inside a value.
+fn tags(event: &AuditEvent) -> String {
+    let clean = |v: &str| v.replace(',', "_");
+    format!(
+        "organization_id:{},project_id:{},action:{}",
+        clean(event.organization_id()),
+        clean(event.project_id()),
+        event.action()
+    )
+}
+
+/// Encodes one event as a Datadog log entry.
+pub fn encode(event: &AuditEvent, now: OffsetDateTime) -> Vec<u8> {
+    let dated = if now - event.timestamp() > MAX_AGE {
+        now
+    } else {
+        event.timestamp()
+    };
+    let entry = Entry {
+        event,
+        severity: severity(event.status()),
+        timestamp: dated.format(&Rfc3339).unwrap_or_default(),
+        tags: tags(event),
+    };
+    // A map of JSON values into a Vec cannot fail to serialize.
+    serde_json::to_vec(&entry).unwrap_or_default()
+}
+
+/// Cuts events into requests within Datadog's limits. An entry too large for Datadog on its own
+/// is reported, never sent to be truncated.
+pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failures) {
+    let mut out = Vec::new();
+    let mut failures = Vec::new();
+    let mut batch = Batch::new();
+    for (position, event) in events.iter().enumerate() {
+        let entry = encode(event, now);
+        if entry.len() > MAX_ENTRY_BYTES {
+            failures.push((
+                position,
+                DeliveryError::Permanent(format!(
+                    "the event is {} bytes as a Datadog log, over Datadog's {MAX_ENTRY_BYTES}-byte limit for one log",
+                    entry.len()
+                )),
+            ));
+            continue;
+        }
+        let grown = batch.body_len() + entry.len() + usize::from(!batch.is_empty());
+        if !batch.is_empty() && (batch.len() == MAX_ENTRIES || grown > MAX_PAYLOAD_BYTES) {
+            out.push(std::mem::replace(&mut batch, Batch::new()));
+        }
+        batch.positions.push(position);
+        batch.entries.push(entry);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    (out, failures)
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
+/// Where the API key comes from, and how to get a fresh one after Datadog refused it.
+pub trait ApiKeySource {
+    fn api_key(
+        &self,
+        refresh: bool,
+    ) -> impl std::future::Future<Output = Result<SecretString, DeliveryError>> + Send;
+}
+
+/// A key given with the request (Test connection of unsaved settings): nothing to refresh.
+impl ApiKeySource for SecretString {
+    async fn api_key(&self, _refresh: bool) -> Result<SecretString, DeliveryError> {
+        Ok(self.clone())
+    }
+}
+
+/// How one request ended, before the retry policy decides what happens next.
+#[derive(Debug)]
+enum Sent {
+    Accepted,
+    TooLarge,
+    Unauthorized(u16),
+    Failed(DeliveryError),
+}
+
+#[derive(Debug, Clone)]
+pub struct DatadogClient {
+    http: reqwest::Client,
+    endpoint_override: Option<String>,
+    backoff: Backoff,
+}
+
+impl DatadogClient {
+    /// `endpoint_override` (`DATADOG_ENDPOINT_OVERRIDE`) replaces every site's hosts, for local
+    /// runs and tests.
+    pub fn new(endpoint_override: Option<String>) -> Self {
+        Self::with_timeout(endpoint_override, REQUEST_TIMEOUT)
+    }
+
+    /// A client whose requests give up after `timeout` (tests use a short one).
+    pub fn with_timeout(endpoint_override: Option<String>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            endpoint_override: endpoint_override.map(|u| u.trim_end_matches('/').to_owned()),
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn intake_url(&self, site: DatadogSite) -> String {
+        self.endpoint_override
+            .clone()
+            .unwrap_or_else(|| site.intake_url())
+    }
+
+    pub fn api_url(&self, site: DatadogSite) -> String {
+        self.endpoint_override
+            .clone()
+            .unwrap_or_else(|| site.api_url())
+    }
+
+    /// Delivers events, and returns the positions that failed.
+    pub async fn deliver(
+        &self,
+        site: DatadogSite,
+        keys: &impl ApiKeySource,
+        events: &[AuditEvent],
+        deadline: Instant,
+    ) -> Failures {
+        let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
+        let mut queue: VecDeque<Batch> = batches.into();
+        let mut key = match keys.api_key(false).await {
+            Ok(key) => key,
+            Err(e) => {
+                failures.extend(
+                    queue
+                        .iter()
+                        .flat_map(|b| b.positions.iter().map(|&p| (p, e.clone()))),
+                );
+                return failures;
+            }
+        };
+        let mut refreshed = false;
+        while let Some(batch) = queue.pop_front() {
+            let outcome = self.send(site, &key, &batch, deadline).await;
+            let error = match outcome {
+                Sent::Accepted => continue,
+                Sent::TooLarge if batch.len() > 1 => {
+                    let (left, right) = batch.split();
+                    queue.push_front(right);
+                    queue.push_front(left);
+                    continue;
+                }
+                Sent::TooLarge => DeliveryError::Permanent(
+                    "Datadog refused the log as too large (HTTP 413)".into(),
+                ),
+                Sent::Unauthorized(_) if !refreshed => {
+                    // The key may have been rotated since this container cached it.
+                    refreshed = true;
+                    match keys.api_key(true).await {
+                        Ok(fresh) => {
+                            key = fresh;
+                            queue.push_front(batch);
+                            continue;
+                        }
+                        Err(e) => e,
+                    }
+                }
+                Sent::Unauthorized(status) => DeliveryError::Permanent(format!(
+                    "Datadog refused the API key (HTTP {status}) on {site}: check that the key is \
+                     valid and belongs to an organization on this site, then save the \
+                     configuration with a working key"
+                )),
+                Sent::Failed(e) => e,
+            };
+            failures.extend(batch.positions.iter().map(|&p| (p, error.clone())));
+            // A refused key or an exhausted deadline will not fare better for the rest.
+            if !error.is_retryable() || Instant::now() >= deadline {
+                failures.extend(queue.drain(..).flat_map(|b| {
+                    b.positions
+                        .into_iter()
+                        .map(|p| (p, error.clone()))
+                        .collect::<Vec<_>>()
+                }));
+            }
+        }
+        failures
+    }
+
+    /// Sends one batch, retrying what is worth retrying until `deadline`.
+    async fn send(
+        &self,
+        site: DatadogSite,
+        key: &SecretString,
+        batch: &Batch,
+        deadline: Instant,
+    ) -> Sent {
+        let url = format!("{}/api/v2/logs", self.intake_url(site));
+        let body = gzip(&batch.body());
+        let mut attempt = 0;
+        loop {
+            let request = self
+                .http
+                .post(&url)
+                .header("DD-API-KEY", key.expose_secret())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                .body(body.clone())
+                .send();
+            let problem = match timeout_at(deadline, request).await {
+                Err(_) => {
+                    return Sent::Failed(DeliveryError::Retryable(
+                        "Datadog did not answer before the delivery's deadline".into(),
+                    ));
+                }
+                Ok(Err(e)) if e.is_timeout() => "Datadog did not answer in time".to_owned(),
+                Ok(Err(e)) if e.is_connect() => {
+                    format!("could not connect to Datadog's {site} intake")
+                }
+                Ok(Err(_)) => "the connection to Datadog failed".to_owned(),
+                Ok(Ok(response)) => match response.status().as_u16() {
+                    200..=299 => return Sent::Accepted,
+                    413 => return Sent::TooLarge,
+                    status @ (401 | 403) => return Sent::Unauthorized(status),
+                    status @ (408 | 429 | 500..=599) => format!("Datadog answered HTTP {status}"),
+                    status => {
+                        return Sent::Failed(DeliveryError::Permanent(format!(
+                            "Datadog rejected the logs (HTTP {status})"
+                        )));
+                    }
+                },
+            };
+            attempt += 1;
+            if !self.backoff.wait(attempt, deadline).await {
+                return Sent::Failed(DeliveryError::Retryable(format!(
+                    "{problem}; gave up after {attempt} attempts"
+                )));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::SEED_EVENTS;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use time::macros::datetime;
+
+    fn seed(i: usize) -> AuditEvent {
+        AuditEvent::from_json(SEED_EVENTS[i % SEED_EVENTS.len()].1).unwrap()
+    }
+
+    fn entry(event: &AuditEvent, now: OffsetDateTime) -> serde_json::Map<String, Value> {
+        serde_json::from_slice(&encode(event, now)).unwrap()
+    }
+
+    const RECENT: OffsetDateTime = datetime!(2023-07-14 18:00 UTC);
+
+    #[test]
+    fn an_entry_carries_every_field_severity_time_and_tags() {
+        for i in 0..SEED_EVENTS.len() {
+            let event = seed(i);
+            let e = entry(&event, RECENT);
+            for (name, value) in event.fields() {
+                if name == "status" {
+                    assert_eq!(e["event_status"], *value);
+                } else {
+                    assert_eq!(e[name], *value, "{name}");
+                }
+            }
+            let expected = if event.status() == Status::Failed {
+                "error"
+            } else {
+                "info"
+            };
+            assert_eq!(e["status"], expected);
+            assert_eq!(e["timestamp"], event.fields()["timestamp"]);
+            assert!(!e.contains_key("event_timestamp"));
+            assert_eq!(e["message"], event.description());
+            assert_eq!(e["ddsource"], SOURCE);
+            assert_eq!(e["service"], SERVICE);
+            assert_eq!(
+                e["ddtags"],
+                format!(
+                    "organization_id:{},project_id:{},action:{}",
+                    event.organization_id(),
+                    event.project_id(),
+                    event.action()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn events_older_than_datadog_accepts_are_dated_at_delivery_and_keep_their_time() {
+        let event = seed(0);
+        let now = event.timestamp() + Duration::from_secs(20 * 3600);
+        let e = entry(&event, now);
+        assert_eq!(e["timestamp"], now.format(&Rfc3339).unwrap());
+        assert_eq!(e["event_timestamp"], event.fields()["timestamp"]);
+    }
+
+    #[test]
+    fn batches_hold_at_most_1000_entries() {
+        let events: Vec<_> = (0..2_500).map(seed).collect();
+        let (batches, failures) = batches(&events, RECENT);
+        assert!(failures.is_empty());
+        assert_eq!(
+            batches.iter().map(Batch::len).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        let positions: Vec<usize> = batches.iter().flat_map(|b| b.positions.clone()).collect();
+        assert_eq!(positions, (0..2_500).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_log_over_one_megabyte_is_reported_and_not_sent() {
+        let mut v = seed(0).into_value();
+        v["padding"] = json!("x".repeat(MAX_ENTRY_BYTES));
+        let events = vec![seed(1), AuditEvent::from_value(v).unwrap(), seed(2)];
+        let (batches, failures) = batches(&events, RECENT);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, 1);
+        assert!(!failures[0].1.is_retryable());
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].positions, [0, 2]);
+    }
+
+    #[test]
+    fn a_batch_body_is_a_json_array_of_its_entries() {
+        let events: Vec<_> = (0..3).map(seed).collect();
+        let (batches, _) = batches(&events, RECENT);
+        let body: Vec<Value> = serde_json::from_slice(&batches[0].body()).unwrap();
+        assert_eq!(body.len(), 3);
+        assert_eq!(batches[0].body().len(), batches[0].body_len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn no_request_exceeds_datadogs_limits(sizes in proptest::collection::vec(
+            prop_oneof![4 => 0usize..2_000, 3 => 200_000usize..400_000, 1 => 990_000usize..1_010_000],
+            1..30,
+        )) {
+            let events: Vec<AuditEvent> = sizes.iter().enumerate().map(|(i, &n)| {
+                let mut v = seed(i).into_value();
+                v["padding"] = json!("y".repeat(n));
+                AuditEvent::from_value(v).unwrap()
+            }).collect();
+            let (batches, failures) = batches(&events, RECENT);
+            let mut seen: Vec<usize> = failures.iter().map(|f| f.0).collect();
+            for b in &batches {
+                prop_assert!(b.len() <= MAX_ENTRIES);
+                prop_assert!(b.body_len() <= MAX_PAYLOAD_BYTES);
+                prop_assert!(b.entries().all(|e| e.len() <= MAX_ENTRY_BYTES));
+                seen.extend(&b.positions);
+            }
+            seen.sort();
+            prop_assert_eq!(seen, (0..events.len()).collect::<Vec<_>>(), "every event is sent or reported");
+        }
+    }
+}

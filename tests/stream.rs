@@ -1,0 +1,833 @@
+//! stream against the local AWS emulator (events captured for real, records read from the
+//! table's real stream) and a local HTTP server standing in for Datadog.
+
+use audit_log::credentials::{Credentials, SecretStore};
+use audit_log::destination::datadog::DatadogClient;
+use audit_log::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination};
+use audit_log::retry::Backoff;
+use audit_log::store::EventTable;
+use audit_log::streaming::ConfigTable;
+use audit_log::{AuditEvent, Retention};
+use audit_log_capture::Capture;
+use audit_log_stream::Stream;
+use audit_log_tests::{
+    create_table, emulator, environment_of, resource, sqs_batch, stream_records, unique,
+};
+use aws_lambda_events::event::dynamodb::EventRecord;
+use aws_sdk_dynamodb::types::AttributeValue;
+use flate2::read::GzDecoder;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const ROLE_ARN: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
+const CUSTOMER_REGION: &str = "us-west-2";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+struct World {
+    aws: aws_config::SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    events_table: String,
+    configs: ConfigTable,
+    secret_prefix: String,
+    /// The API's view of the secrets; the stream function has its own (and its own cache).
+    secrets: SecretStore,
+    capture: Capture,
+    prefix: String,
+}
+
+fn fast() -> Backoff {
+    Backoff {
+        base: Duration::from_millis(5),
+        max: Duration::from_millis(20),
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+impl World {
+    async fn new() -> Self {
+        let aws = emulator().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        let events_table = create_table(&dynamodb, "EventsTable").await;
+        let config_table = create_table(&dynamodb, "ConfigTable").await;
+        let secret_prefix = format!("{}/streaming/", unique("stack"));
+        let secrets = SecretStore::new(aws_sdk_secretsmanager::Client::new(&aws), &secret_prefix);
+        let capture = Capture::new(
+            EventTable::new(dynamodb.clone(), &events_table),
+            Retention::default(),
+        );
+        Self {
+            configs: ConfigTable::new(dynamodb.clone(), &config_table),
+            aws,
+            dynamodb,
+            events_table,
+            secret_prefix,
+            secrets,
+            capture,
+            prefix: format!("/{}", unique("hashicorp")),
+        }
+    }
+
+    fn stream_with(&self, datadog: DatadogClient) -> Stream {
+        Stream::new(
+            self.configs.clone(),
+            SecretStore::new(
+                aws_sdk_secretsmanager::Client::new(&self.aws),
+                &self.secret_prefix,
+            ),
+            audit_log::destination::cloudwatch::CloudWatch::new(&self.aws, &self.prefix)
+                .with_backoff(fast()),
+            datadog.with_backoff(fast()),
+        )
+    }
+
+    fn stream(&self) -> Stream {
+        self.stream_with(DatadogClient::new(None))
+    }
+
+    async fn capture(&self, events: &[Value]) -> Vec<EventRecord> {
+        let batch: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (unique("msg"), e.to_string()))
+            .collect();
+        let sqs = sqs_batch(batch.iter().map(|(id, body)| (id.clone(), body.as_str())));
+        let response = self
+            .capture
+            .capture(sqs.records, soon())
+            .await
+            .expect("captured");
+        assert!(response.batch_item_failures.is_empty());
+        stream_records(&self.aws, &self.dynamodb, &self.events_table).await
+    }
+
+    async fn configure_cloudwatch(&self, org: &str, project: &str) {
+        self.secrets
+            .put(
+                org,
+                project,
+                &Credentials::Cloudwatch {
+                    role_arn: ROLE_ARN.into(),
+                    external_id: SecretString::from("external-id-of-the-organization"),
+                },
+            )
+            .await
+            .unwrap();
+        self.configs
+            .save(
+                org,
+                project,
+                "prod-audit",
+                Destination::Cloudwatch(CloudWatchSettings {
+                    role_arn: ROLE_ARN.into(),
+                    region: CUSTOMER_REGION.into(),
+                }),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn configure_datadog(&self, org: &str, project: &str, key: &str) {
+        self.secrets
+            .put(
+                org,
+                project,
+                &Credentials::Datadog {
+                    api_key: SecretString::from(key.to_owned()),
+                },
+            )
+            .await
+            .unwrap();
+        self.configs
+            .save(
+                org,
+                project,
+                "dd-eu",
+                Destination::Datadog(DatadogSettings {
+                    site: DatadogSite::Eu1,
+                }),
+                Some(key[key.len() - 4..].to_owned()),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The customer's account, as the customer sees it: credentials of the assumed role.
+    async fn customer_logs(&self) -> aws_sdk_cloudwatchlogs::Client {
+        let sts = aws_sdk_sts::Client::new(&self.aws);
+        let c = sts
+            .assume_role()
+            .role_arn(ROLE_ARN)
+            .role_session_name("customer")
+            .send()
+            .await
+            .unwrap()
+            .credentials
+            .unwrap();
+        let creds = aws_sdk_sts::config::Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            None,
+            "test",
+        );
+        aws_sdk_cloudwatchlogs::Client::from_conf(
+            aws_sdk_cloudwatchlogs::config::Builder::from(&self.aws)
+                .region(aws_sdk_cloudwatchlogs::config::Region::new(CUSTOMER_REGION))
+                .credentials_provider(creds)
+                .build(),
+        )
+    }
+}
+
+/// An event of `org`'s `project`, `seconds_ago` before now (within every destination's window).
+fn recent(org: &str, project: &str, seconds_ago: u64, status: &str) -> Value {
+    let t =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(seconds_ago);
+    let mut v: Value = serde_json::from_str(audit_log::fixtures::SEED_EVENTS[0].1).unwrap();
+    v["organization_id"] = json!(org);
+    v["project_id"] = json!(project);
+    v["timestamp"] = json!(t.format(&Rfc3339).unwrap());
+    v["status"] = json!(status);
+    v["sequence_in_test"] = json!(seconds_ago);
+    v
+}
+
+#[tokio::test]
+async fn events_reach_the_customers_cloudwatch_logs_in_the_assumed_account() {
+    let w = World::new().await;
+    let (org, project) = (unique("org"), unique("project"));
+    w.configure_cloudwatch(&org, &project).await;
+    let other_org = unique("org-without-destination");
+    let sent: Vec<Value> = (0..5)
+        .map(|i| recent(&org, &project, 300 - i * 10, "OK"))
+        .collect();
+    let mut all = sent.clone();
+    all.push(recent(&other_org, &project, 30, "OK"));
+    let records = w.capture(&all).await;
+    assert_eq!(records.len(), 6);
+
+    let response = w.stream().deliver(&records, soon()).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+
+    let logs = w.customer_logs().await;
+    let got = logs
+        .get_log_events()
+        .log_group_name(format!("{}/packer/audit-logs", w.prefix))
+        .log_stream_name(&project)
+        .start_from_head(true)
+        .send()
+        .await
+        .expect("the log group and stream exist in the customer's account");
+    let delivered = got.events.unwrap_or_default();
+    assert_eq!(delivered.len(), 5);
+    for (log, original) in delivered.iter().zip(&sent) {
+        let message = log.message.as_deref().unwrap();
+        assert_eq!(
+            message,
+            AuditEvent::from_value(original.clone())
+                .unwrap()
+                .to_compact_json()
+        );
+        let t = OffsetDateTime::parse(original["timestamp"].as_str().unwrap(), &Rfc3339).unwrap();
+        assert_eq!(
+            log.timestamp,
+            Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+        );
+    }
+
+    // Nothing landed in the service's own account.
+    let own = aws_sdk_cloudwatchlogs::Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(&w.aws)
+            .region(aws_sdk_cloudwatchlogs::config::Region::new(CUSTOMER_REGION))
+            .build(),
+    );
+    let own_groups = own
+        .describe_log_groups()
+        .log_group_name_prefix(&w.prefix)
+        .send()
+        .await
+        .unwrap()
+        .log_groups
+        .unwrap_or_default();
+    assert!(own_groups.is_empty(), "{own_groups:?}");
+
+    let health = w.configs.get(&org, &project).await.unwrap().unwrap().health;
+    assert!(health.last_success_at.is_some());
+    assert_eq!(health.status(), "healthy");
+}
+
+#[tokio::test]
+async fn the_customers_role_is_assumed_once_and_its_credentials_reused() {
+    let w = World::new().await;
+    let (org, project) = (unique("org"), unique("project"));
+    w.configure_cloudwatch(&org, &project).await;
+    let sts_requests = audit_log_tests::RequestCounter::default();
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&w.aws)
+            .interceptor(sts_requests.clone())
+            .build(),
+    );
+    let stream = Stream::new(
+        w.configs.clone(),
+        SecretStore::new(
+            aws_sdk_secretsmanager::Client::new(&w.aws),
+            &w.secret_prefix,
+        ),
+        audit_log::destination::cloudwatch::CloudWatch::new(&w.aws, &w.prefix).with_sts(sts),
+        DatadogClient::new(None),
+    );
+    let first = w.capture(&[recent(&org, &project, 90, "OK")]).await;
+    assert!(
+        stream
+            .deliver(&first, soon())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let all = w.capture(&[recent(&org, &project, 80, "FAILED")]).await;
+    let second: Vec<EventRecord> = all
+        .into_iter()
+        .filter(|r| !first.iter().any(|f| f.event_id == r.event_id))
+        .collect();
+    assert_eq!(second.len(), 1);
+    assert!(
+        stream
+            .deliver(&second, soon())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(sts_requests.count_query_action("AssumeRole"), 1);
+}
+
+#[tokio::test]
+async fn modify_and_remove_records_are_never_delivered() {
+    let w = World::new().await;
+    let (org, project) = (unique("org"), unique("project"));
+    w.configure_cloudwatch(&org, &project).await;
+    let inserted = w
+        .capture(&[
+            recent(&org, &project, 60, "OK"),
+            recent(&org, &project, 50, "OK"),
+        ])
+        .await;
+    let key = inserted[0].change.keys.clone();
+    let key: std::collections::HashMap<String, AttributeValue> = key.into();
+    w.dynamodb
+        .update_item()
+        .table_name(&w.events_table)
+        .set_key(Some(key.clone()))
+        .update_expression("SET touched = :t")
+        .expression_attribute_values(":t", AttributeValue::Bool(true))
+        .send()
+        .await
+        .unwrap();
+    w.dynamodb
+        .delete_item()
+        .table_name(&w.events_table)
+        .set_key(Some(key))
+        .send()
+        .await
+        .unwrap();
+    let records = stream_records(&w.aws, &w.dynamodb, &w.events_table).await;
+    let later: Vec<EventRecord> = records
+        .into_iter()
+        .filter(|r| r.event_name != "INSERT")
+        .collect();
+    assert_eq!(
+        later
+            .iter()
+            .map(|r| r.event_name.as_str())
+            .collect::<Vec<_>>(),
+        ["MODIFY", "REMOVE"]
+    );
+    let response = w.stream().deliver(&later, soon()).await;
+    assert!(response.batch_item_failures.is_empty());
+    let groups = w
+        .customer_logs()
+        .await
+        .describe_log_groups()
+        .log_group_name_prefix(&w.prefix)
+        .send()
+        .await
+        .unwrap()
+        .log_groups
+        .unwrap_or_default();
+    assert!(
+        groups.is_empty(),
+        "nothing was written for MODIFY or REMOVE"
+    );
+    assert_eq!(
+        w.configs
+            .get(&org, &project)
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+            .status(),
+        "unknown"
+    );
+}
+
+#[tokio::test]
+async fn a_project_without_a_destination_is_skipped_and_not_a_failure() {
+    let w = World::new().await;
+    let records = w
+        .capture(&[recent(&unique("org"), &unique("project"), 10, "OK")])
+        .await;
+    let response = w.stream().deliver(&records, soon()).await;
+    assert!(response.batch_item_failures.is_empty());
+}
+
+// ---- Datadog, through a local stand-in ------------------------------------------------------
+
+fn entries(request: &Request) -> Vec<Value> {
+    let mut json = String::new();
+    GzDecoder::new(&request.body[..])
+        .read_to_string(&mut json)
+        .expect("gzip body");
+    serde_json::from_str(&json).expect("a JSON array")
+}
+
+struct Datadog {
+    server: MockServer,
+    world: World,
+    org: String,
+    project: String,
+}
+
+impl Datadog {
+    async fn new() -> Self {
+        let world = World::new().await;
+        let (org, project) = (unique("org"), unique("project"));
+        world.configure_datadog(&org, &project, KEY).await;
+        Self {
+            server: MockServer::start().await,
+            world,
+            org,
+            project,
+        }
+    }
+
+    fn stream(&self, timeout: Duration) -> Stream {
+        self.world.stream_with(DatadogClient::with_timeout(
+            Some(self.server.uri()),
+            timeout,
+        ))
+    }
+
+    async fn events(&self, n: u64) -> (Vec<Value>, Vec<EventRecord>) {
+        let events: Vec<Value> = (0..n)
+            .map(|i| {
+                recent(
+                    &self.org,
+                    &self.project,
+                    100 - i,
+                    if i % 2 == 0 { "OK" } else { "FAILED" },
+                )
+            })
+            .collect();
+        let records = self.world.capture(&events).await;
+        (events, records)
+    }
+
+    /// Delivers with a Datadog client of ordinary patience and a deadline of ten seconds.
+    async fn deliver(
+        &self,
+        records: &[EventRecord],
+    ) -> aws_lambda_events::event::streams::DynamoDbEventResponse {
+        self.stream(Duration::from_secs(5))
+            .deliver(records, soon())
+            .await
+    }
+
+    async fn mount(&self, mock: Mock) {
+        mock.mount(&self.server).await;
+    }
+
+    async fn requests(&self) -> Vec<Request> {
+        self.server.received_requests().await.unwrap_or_default()
+    }
+
+    async fn health(&self) -> audit_log::streaming::Health {
+        self.world
+            .configs
+            .get(&self.org, &self.project)
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+    }
+}
+
+fn intake() -> wiremock::MockBuilder {
+    Mock::given(method("POST")).and(path("/api/v2/logs"))
+}
+
+#[tokio::test]
+async fn datadog_receives_gzipped_entries_with_the_api_key() {
+    let dd = Datadog::new().await;
+    dd.mount(
+        intake()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(202)),
+    )
+    .await;
+    let (events, records) = dd.events(3).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    let requests = dd.requests().await;
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.headers.get("content-encoding").unwrap(), "gzip");
+    assert_eq!(
+        request.headers.get("content-type").unwrap(),
+        "application/json"
+    );
+    let got = entries(request);
+    assert_eq!(got.len(), 3);
+    for (entry, original) in got.iter().zip(&events) {
+        for (name, value) in original.as_object().unwrap() {
+            if name == "status" {
+                assert_eq!(&entry["event_status"], value);
+            } else {
+                assert_eq!(&entry[name], value, "{name}");
+            }
+        }
+        let severity = if original["status"] == "OK" {
+            "info"
+        } else {
+            "error"
+        };
+        assert_eq!(entry["status"], severity);
+        assert_eq!(entry["timestamp"], original["timestamp"]);
+        assert_eq!(
+            entry["ddtags"],
+            format!(
+                "organization_id:{},project_id:{},action:{}",
+                dd.org,
+                dd.project,
+                original["action"].as_str().unwrap()
+            )
+        );
+    }
+    assert_eq!(dd.health().await.status(), "healthy");
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried_and_then_succeeds() {
+    let dd = Datadog::new().await;
+    dd.mount(
+        intake()
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(1)
+            .with_priority(1),
+    )
+    .await;
+    dd.mount(
+        intake()
+            .respond_with(ResponseTemplate::new(202))
+            .with_priority(2),
+    )
+    .await;
+    let (_, records) = dd.events(2).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    let requests = dd.requests().await;
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        entries(&requests[0]),
+        entries(&requests[1]),
+        "the same logs, sent again"
+    );
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_invocation_reports_the_first_record_for_retry() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(429)))
+        .await;
+    let (_, records) = dd.events(3).await;
+    let deadline = Instant::now() + Duration::from_millis(400);
+    let response = dd
+        .stream(Duration::from_secs(5))
+        .deliver(&records, deadline)
+        .await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(
+        response.batch_item_failures[0].item_identifier,
+        records[0].change.sequence_number
+    );
+    assert!(
+        dd.requests().await.len() > 1,
+        "retried inside the invocation"
+    );
+    let health = dd.health().await;
+    assert_eq!(health.status(), "failing");
+    assert!(health.last_error.unwrap().contains("429"));
+}
+
+#[tokio::test]
+async fn a_datadog_that_does_not_answer_in_time_is_a_retryable_failure() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(3))))
+        .await;
+    let (_, records) = dd.events(1).await;
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let response = dd
+        .stream(Duration::from_millis(200))
+        .deliver(&records, deadline)
+        .await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert!(
+        dd.health()
+            .await
+            .last_error
+            .unwrap()
+            .contains("did not answer")
+    );
+}
+
+#[tokio::test]
+async fn a_request_too_large_for_datadog_is_split_until_it_passes() {
+    let dd = Datadog::new().await;
+    // The stand-in takes at most two logs per request.
+    dd.mount(
+        intake()
+            .and(|r: &Request| entries(r).len() > 2)
+            .respond_with(ResponseTemplate::new(413)),
+    )
+    .await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    let (events, records) = dd.events(5).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    let accepted: Vec<Value> = dd
+        .requests()
+        .await
+        .iter()
+        .map(entries)
+        .filter(|e| e.len() <= 2)
+        .flatten()
+        .collect();
+    assert_eq!(accepted.len(), events.len(), "every log delivered once");
+    let mut seen: Vec<i64> = accepted
+        .iter()
+        .map(|e| e["sequence_in_test"].as_i64().unwrap())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
+}
+
+#[tokio::test]
+async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_stream() {
+    let dd = Datadog::new().await;
+    dd.mount(
+        intake().respond_with(
+            ResponseTemplate::new(400).set_body_string("raw destination body sentinel"),
+        ),
+    )
+    .await;
+    let (_, records) = dd.events(2).await;
+    let response = dd.deliver(&records).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "not retried from the stream"
+    );
+    assert_eq!(dd.requests().await.len(), 1);
+    let health = dd.health().await;
+    assert_eq!(health.status(), "failing");
+    let error = health.last_error.unwrap();
+    assert!(error.contains("HTTP 400"), "{error}");
+    assert!(
+        !error.contains("sentinel"),
+        "no raw destination body: {error}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_key_is_read_again_once_and_the_rotated_key_delivers() {
+    let dd = Datadog::new().await;
+    let stream = dd.stream(Duration::from_secs(5));
+    dd.mount(
+        intake()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(202))
+            .up_to_n_times(1),
+    )
+    .await;
+    let (_, first) = dd.events(1).await;
+    assert!(
+        stream
+            .deliver(&first, soon())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+
+    // The customer rotates the key; this container still holds the old one.
+    let rotated = "fedcba9876543210fedcba9876543210";
+    dd.world
+        .configure_datadog(&dd.org, &dd.project, rotated)
+        .await;
+    dd.server.reset().await;
+    dd.mount(
+        intake()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(403)),
+    )
+    .await;
+    dd.mount(
+        intake()
+            .and(header("DD-API-KEY", rotated))
+            .respond_with(ResponseTemplate::new(202)),
+    )
+    .await;
+    let records = stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await;
+    let more: Vec<Value> = vec![recent(&dd.org, &dd.project, 5, "OK")];
+    let records = {
+        let mut r = dd.world.capture(&more).await;
+        r.retain(|x| !records.iter().any(|y| y.event_id == x.event_id));
+        r
+    };
+    assert_eq!(records.len(), 1);
+    let response = stream.deliver(&records, soon()).await;
+    assert!(response.batch_item_failures.is_empty());
+    let keys: Vec<String> = dd
+        .requests()
+        .await
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("DD-API-KEY")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys, [KEY, rotated]);
+}
+
+#[tokio::test]
+async fn a_key_refused_after_a_fresh_read_fails_for_good_with_a_message_to_act_on() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(401)))
+        .await;
+    let (_, records) = dd.events(2).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        dd.requests().await.len(),
+        2,
+        "one try, one retry with a freshly read key"
+    );
+    let error = dd.health().await.last_error.unwrap();
+    assert!(
+        error.contains("API key") && error.contains("datadoghq.eu"),
+        "{error}"
+    );
+    assert!(!error.contains(KEY));
+}
+
+#[tokio::test]
+async fn records_delivered_before_a_retry_are_not_sent_again() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    let (_, records) = dd.events(3).await;
+    let stream = dd.stream(Duration::from_secs(5));
+    assert!(
+        stream
+            .deliver(&records, soon())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    // Lambda hands the same records again (a retry from an earlier sequence number).
+    assert!(
+        stream
+            .deliver(&records, soon())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(dd.requests().await.len(), 1);
+}
+
+#[tokio::test]
+async fn ten_thousand_events_of_one_kilobyte_make_exactly_ten_datadog_requests() {
+    let server = MockServer::start().await;
+    intake()
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    let now = OffsetDateTime::now_utc();
+    let mut v = recent("o", "p", 60, "OK");
+    let base = AuditEvent::from_value(v.clone())
+        .unwrap()
+        .to_compact_json()
+        .len();
+    v["padding"] = json!("k".repeat(1024 - base - r#","padding":"""#.len()));
+    let event = AuditEvent::from_value(v).unwrap();
+    assert_eq!(event.to_compact_json().len(), 1024);
+    let events = vec![event; 10_000];
+    let client = DatadogClient::new(Some(server.uri()));
+    let failures = client
+        .deliver(
+            DatadogSite::Us1,
+            &SecretString::from(KEY),
+            &events,
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await;
+    assert!(failures.is_empty());
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 10);
+    assert!(requests.iter().all(|r| entries(r).len() == 1000));
+    let _ = now;
+}
+
+#[test]
+fn the_template_gives_stream_exactly_the_settings_it_reads() {
+    let mut expected: Vec<String> = audit_log_stream::ENVIRONMENT
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(environment_of("StreamFunction"), expected);
+}
+
+#[test]
+fn the_template_streams_inserts_only_and_reports_partial_failures() {
+    let stream = &resource("StreamFunction")["Events"]["StoredEvents"]["Properties"];
+    let pattern: Value = serde_json::from_str(
+        stream["FilterCriteria"]["Filters"][0]["Pattern"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pattern, json!({"eventName": ["INSERT"]}));
+    assert_eq!(
+        stream["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    assert_eq!(stream["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    assert!(stream["MaximumRetryAttempts"].as_u64().is_some());
+    assert!(stream["MaximumRecordAgeInSeconds"].as_u64().is_some());
+    assert!(!stream["DestinationConfig"]["OnFailure"]["Destination"].is_null());
+}
