@@ -163,31 +163,8 @@ impl World {
             .unwrap();
     }
 
-    /// The customer's account, as the customer sees it: credentials of the assumed role.
     async fn customer_logs(&self) -> aws_sdk_cloudwatchlogs::Client {
-        let sts = aws_sdk_sts::Client::new(&self.aws);
-        let c = sts
-            .assume_role()
-            .role_arn(ROLE_ARN)
-            .role_session_name("customer")
-            .send()
-            .await
-            .unwrap()
-            .credentials
-            .unwrap();
-        let creds = aws_sdk_sts::config::Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            Some(c.session_token),
-            None,
-            "test",
-        );
-        aws_sdk_cloudwatchlogs::Client::from_conf(
-            aws_sdk_cloudwatchlogs::config::Builder::from(&self.aws)
-                .region(aws_sdk_cloudwatchlogs::config::Region::new(CUSTOMER_REGION))
-                .credentials_provider(creds)
-                .build(),
-        )
+        audit_log_tests::customer_logs(&self.aws, ROLE_ARN, CUSTOMER_REGION).await
     }
 }
 

@@ -171,6 +171,35 @@ impl SecretStore {
             Err(e) => return Err(classify(e)),
         }
         self.cache.invalidate(&name).await;
+        self.forget_previous(&name).await
+    }
+
+    /// Takes the `AWSPREVIOUS` label off the replaced version, so a rotated key or a switched
+    /// provider's credentials cannot be read back by label; unlabelled versions are removed by
+    /// Secrets Manager.
+    async fn forget_previous(&self, name: &str) -> Result<(), CredentialsError> {
+        let described = self
+            .client
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .map_err(classify)?;
+        let previous = described
+            .version_ids_to_stages
+            .unwrap_or_default()
+            .into_iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSPREVIOUS"));
+        if let Some((version, _)) = previous {
+            self.client
+                .update_secret_version_stage()
+                .secret_id(name)
+                .version_stage("AWSPREVIOUS")
+                .remove_from_version_id(version)
+                .send()
+                .await
+                .map_err(classify)?;
+        }
         Ok(())
     }
 

@@ -248,7 +248,8 @@ impl ConfigTable {
     }
 
     /// Saves a configuration as the next version. `if_version` makes the save conditional on
-    /// the stored version (`If-Match`); without it the save replaces whatever is there.
+    /// the stored version (`If-Match`; 0 means nothing saved); without it the save replaces
+    /// whatever is there.
     /// Health starts afresh: it described the previous settings.
     pub async fn save(
         &self,
@@ -262,7 +263,7 @@ impl ConfigTable {
         let current = self.get(organization_id, project_id).await?;
         let current_version = current.as_ref().map(|c| c.version);
         if let Some(expected) = if_version
-            && current_version != Some(expected)
+            && current_version.unwrap_or(0) != expected
         {
             return Err(ConfigError::VersionMismatch { expected });
         }
@@ -373,6 +374,118 @@ impl ConfigTable {
     }
 }
 
+/// Sort key of an organization's own item (its External ID).
+const ORGANIZATION_ITEM: &str = "organization";
+const EXTERNAL_ID: &str = "external_id";
+const TESTS_IN_MINUTE: &str = "tests";
+/// TTL of short-lived items (test counters), as in the template's `TimeToLiveSpecification`.
+pub const EXPIRES_AT: &str = "expires_at";
+
+fn organization_key(organization_id: &str, sort_key: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            attr::PARTITION_KEY.to_owned(),
+            AttributeValue::S(key_part(organization_id)),
+        ),
+        (attr::SORT_KEY.to_owned(), AttributeValue::S(sort_key)),
+    ])
+}
+
+/// A new External ID: 128 bits from the operating system's CSPRNG, as 32 hex digits.
+pub fn new_external_id() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
+impl ConfigTable {
+    /// The organization's External ID, created the first time it is needed. It never changes
+    /// on its own; two first requests at once agree on one.
+    pub async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
+        if let Some(id) = self.stored_external_id(organization_id).await? {
+            return Ok(id);
+        }
+        let candidate = new_external_id();
+        let mut item = organization_key(organization_id, ORGANIZATION_ITEM.to_owned());
+        item.insert(EXTERNAL_ID.to_owned(), s(&candidate));
+        item.insert(attr::ORGANIZATION_ID.to_owned(), s(organization_id));
+        item.insert(attr::UPDATED_AT.to_owned(), s(&now_rfc3339()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(candidate),
+            Err(e) if is_condition_failure(&e) => self
+                .stored_external_id(organization_id)
+                .await?
+                .ok_or(ConfigError::Corrupt(EXTERNAL_ID)),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn stored_external_id(
+        &self,
+        organization_id: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(organization_key(
+                organization_id,
+                ORGANIZATION_ITEM.to_owned(),
+            )))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|item| optional(item, EXTERNAL_ID)))
+    }
+
+    /// Counts one "Test connection" of the organization in the current minute. `Err` holds the
+    /// seconds until the next minute when `limit` tests already ran in this one.
+    pub async fn take_test_slot(
+        &self,
+        organization_id: &str,
+        limit: u32,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), u64>, ConfigError> {
+        let minute = now.unix_timestamp().div_euclid(60);
+        let next_minute = (minute + 1) * 60;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(organization_key(
+                organization_id,
+                format!("{TESTS_IN_MINUTE}#{minute}"),
+            )))
+            .update_expression("SET #exp = :exp ADD #n :one")
+            .condition_expression("attribute_not_exists(#n) OR #n < :limit")
+            .expression_attribute_names("#n", "count")
+            .expression_attribute_names("#exp", EXPIRES_AT)
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()))
+            .expression_attribute_values(":exp", AttributeValue::N((next_minute + 300).to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if is_condition_failure(&e) => {
+                Ok(Err((next_minute - now.unix_timestamp()).max(1) as u64))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
@@ -380,6 +493,17 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_ids_carry_128_random_bits() {
+        let ids: std::collections::HashSet<String> =
+            (0..1_000).map(|_| new_external_id()).collect();
+        assert_eq!(ids.len(), 1_000);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        );
+    }
 
     #[test]
     fn health_status_follows_the_latest_outcome() {

@@ -264,37 +264,52 @@ impl Intercept for RequestCounter {
     }
 }
 
-/// Runs `work` on its own runtime with a JSON log subscriber (the format the functions use in
-/// Lambda) and returns its result with every log line it wrote.
+thread_local! {
+    static LOG_SINK: std::cell::RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes log lines to the calling thread's sink, if it has one.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG_SINK.with(|sink| {
+            if let Some(sink) = &*sink.borrow() {
+                sink.lock().expect("log sink").extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `work` on a runtime of its own thread and returns its result with every log line it
+/// wrote, as the functions write them in Lambda (JSON, INFO and above). One global subscriber
+/// serves every test, so no callsite is ever cached as disabled.
 pub fn with_captured_logs<F: std::future::Future>(
     work: impl FnOnce() -> F,
 ) -> (F::Output, Vec<serde_json::Value>) {
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("log sink").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let output = tracing::subscriber::with_default(subscriber, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("test runtime")
-            .block_on(work())
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| ThreadSink)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     });
-    let text = String::from_utf8(sink.0.lock().expect("log sink").clone()).expect("UTF-8 logs");
+    let sink = Arc::new(Mutex::new(Vec::new()));
+    LOG_SINK.with(|s| *s.borrow_mut() = Some(sink.clone()));
+    let output = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime")
+        .block_on(work());
+    LOG_SINK.with(|s| *s.borrow_mut() = None);
+    let text = String::from_utf8(sink.lock().expect("log sink").clone()).expect("UTF-8 logs");
     let lines = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
@@ -373,4 +388,177 @@ pub async fn stream_records(
         }
     }
     out
+}
+
+/// An API Gateway HTTP API (payload 2.0) request, shaped as `sam local generate-event` makes
+/// one, with the given method, path, query, headers, body and verified JWT claims.
+pub fn api_request(
+    method: &str,
+    path: &str,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    claims: Option<&[(&str, &str)]>,
+) -> aws_lambda_events::event::apigw::ApiGatewayV2httpRequest {
+    let fixture = std::fs::read_to_string(
+        repo_root().join("tests/fixtures/lambda/apigw-http-api-request.json"),
+    )
+    .expect("API Gateway fixture");
+    let mut v: serde_json::Value = serde_json::from_str(&fixture).expect("fixture parses");
+    v["rawPath"] = path.into();
+    v["routeKey"] = format!("{method} {path}").into();
+    v["requestContext"]["http"]["method"] = method.into();
+    v["requestContext"]["http"]["path"] = path.into();
+    v["rawQueryString"] = query
+        .iter()
+        .map(|(k, val)| format!("{k}={val}"))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into();
+    v["queryStringParameters"] = query
+        .iter()
+        .map(|(k, val)| (k.to_string(), serde_json::Value::from(*val)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let mut all_headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, val)| (k.to_lowercase(), (*val).into()))
+        .collect();
+    all_headers.insert("content-type".into(), "application/json".into());
+    v["headers"] = all_headers.into();
+    v["cookies"] = serde_json::Value::Array(vec![]);
+    match body {
+        Some(b) => v["body"] = b.into(),
+        None => {
+            v.as_object_mut().expect("object").remove("body");
+        }
+    }
+    v["isBase64Encoded"] = false.into();
+    match claims {
+        Some(claims) => {
+            v["requestContext"]["authorizer"]["jwt"]["claims"] = claims
+                .iter()
+                .map(|(k, val)| (k.to_string(), serde_json::Value::from(*val)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+        None => {
+            v["requestContext"]
+                .as_object_mut()
+                .expect("object")
+                .remove("authorizer");
+        }
+    }
+    serde_json::from_value(v).expect("a valid API Gateway request")
+}
+
+/// `functions/api/openapi.yaml`, to hold responses to.
+pub struct OpenApi {
+    doc: serde_json::Value,
+}
+
+impl OpenApi {
+    pub fn load() -> Self {
+        let text = std::fs::read_to_string(repo_root().join("functions/api/openapi.yaml"))
+            .expect("openapi.yaml");
+        let yaml: Yaml = serde_yaml::from_str(&text).expect("openapi.yaml is YAML");
+        Self {
+            doc: serde_json::to_value(yaml).expect("openapi.yaml as JSON"),
+        }
+    }
+
+    /// Every documented `(method, path template)`.
+    pub fn operations(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (path, item) in self.doc["paths"].as_object().expect("paths") {
+            for method in ["get", "put", "post", "delete"] {
+                if item.get(method).is_some() {
+                    out.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn resolve<'a>(&'a self, v: &'a serde_json::Value) -> &'a serde_json::Value {
+        match v.get("$ref").and_then(|r| r.as_str()) {
+            Some(r) => self
+                .doc
+                .pointer(r.trim_start_matches('#'))
+                .expect("a $ref that resolves"),
+            None => v,
+        }
+    }
+
+    /// Panics unless the status is documented for the operation and the body matches its schema.
+    pub fn check(
+        &self,
+        method: &str,
+        template: &str,
+        status: u16,
+        body: Option<&serde_json::Value>,
+    ) {
+        let operation = &self.doc["paths"][template][method.to_lowercase()];
+        assert!(
+            !operation.is_null(),
+            "{method} {template} is not documented"
+        );
+        let response = operation["responses"]
+            .get(status.to_string())
+            .unwrap_or_else(|| panic!("{method} {template} does not document status {status}"));
+        let response = self.resolve(response);
+        match (response["content"]["application/json"].get("schema"), body) {
+            (None, None) => {}
+            (None, Some(b)) => panic!("{method} {template} {status} documents no body, got {b}"),
+            (Some(_), None) => panic!("{method} {template} {status} documents a body, got none"),
+            (Some(schema), Some(body)) => {
+                let mut root = self.doc.clone();
+                root["allOf"] = serde_json::json!([schema]);
+                let validator = jsonschema::options()
+                    .should_validate_formats(true)
+                    .build(&root)
+                    .expect("a valid schema");
+                let errors: Vec<String> = validator
+                    .iter_errors(body)
+                    .map(|e| format!("{e} at {}", e.instance_path()))
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "{method} {template} {status}: {errors:?}\n{body}"
+                );
+            }
+        }
+    }
+}
+
+/// The customer's CloudWatch Logs as the customer sees it: credentials of the assumed role.
+pub async fn customer_logs(
+    config: &aws_config::SdkConfig,
+    role_arn: &str,
+    region: &str,
+) -> aws_sdk_cloudwatchlogs::Client {
+    let c = aws_sdk_sts::Client::new(config)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("customer")
+        .send()
+        .await
+        .expect("assume the customer's role")
+        .credentials
+        .expect("credentials");
+    let credentials = aws_sdk_sts::config::Credentials::new(
+        c.access_key_id,
+        c.secret_access_key,
+        Some(c.session_token),
+        None,
+        "customer",
+    );
+    aws_sdk_cloudwatchlogs::Client::from_conf(
+        aws_sdk_cloudwatchlogs::config::Builder::from(config)
+            .region(aws_sdk_cloudwatchlogs::config::Region::new(
+                region.to_owned(),
+            ))
+            .credentials_provider(credentials)
+            .build(),
+    )
 }

@@ -1,1 +1,803 @@
-//! The api function: built with the workspace; its capability arrives with its own issue.
+//! api: streaming configuration, "Test connection" and stored audit events, behind an API
+//! Gateway HTTP API with a JWT authorizer. The caller's organization comes only from the
+//! verified claim named by `ORGANIZATION_CLAIM`; it must be the path's organization.
+
+pub mod error;
+pub mod input;
+pub mod request;
+pub mod view;
+
+use audit_log::AuditEvent;
+use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
+use audit_log::destination::cloudwatch::{CloudWatch, test_log_group};
+use audit_log::destination::datadog::DatadogClient;
+use audit_log::destination::{CloudWatchSettings, DatadogSite, Destination};
+use audit_log::settings::{SettingsError, required_env};
+use audit_log::store::{EventTable, PageRequest};
+use audit_log::streaming::{ConfigError, ConfigTable, StreamingConfig};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use base64::Engine;
+use error::ApiError;
+use lambda_runtime::LambdaEvent;
+use request::{Caller, IfMatch, Route, Target};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+use view::{DestinationView, EventPage, HealthView, TestResult, View};
+
+pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
+pub const CONFIG_TABLE_ENV: &str = "CONFIG_TABLE_NAME";
+pub const EVENTS_QUEUE_ENV: &str = "EVENTS_QUEUE_URL";
+pub const SECRET_PREFIX_ENV: &str = "SECRET_NAME_PREFIX";
+pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
+pub const ORGANIZATION_CLAIM_ENV: &str = "ORGANIZATION_CLAIM";
+pub const SERVICE_ACCOUNT_ENV: &str = "SERVICE_AWS_ACCOUNT_ID";
+pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
+/// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
+pub const ENVIRONMENT: [&str; 7] = [
+    EVENTS_TABLE_ENV,
+    CONFIG_TABLE_ENV,
+    EVENTS_QUEUE_ENV,
+    SECRET_PREFIX_ENV,
+    LOG_GROUP_PREFIX_ENV,
+    ORGANIZATION_CLAIM_ENV,
+    SERVICE_ACCOUNT_ENV,
+];
+
+pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
+pub const TESTS_PER_MINUTE: u32 = 10;
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1_000;
+/// Event JSON per page: a Lambda response is capped at 6 MB.
+const PAGE_BYTES: usize = 5_000_000;
+/// A connection test must answer well inside API Gateway's 30 seconds.
+const TEST_BUDGET: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub events_table: String,
+    pub config_table: String,
+    pub events_queue_url: String,
+    pub secret_prefix: String,
+    pub log_group_prefix: String,
+    pub organization_claim: String,
+    pub service_account_id: Option<String>,
+    pub datadog_endpoint_override: Option<String>,
+}
+
+fn optional_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Ok(Self {
+            events_table: required_env(EVENTS_TABLE_ENV)?,
+            config_table: required_env(CONFIG_TABLE_ENV)?,
+            events_queue_url: required_env(EVENTS_QUEUE_ENV)?,
+            secret_prefix: required_env(SECRET_PREFIX_ENV)?,
+            log_group_prefix: optional_env(LOG_GROUP_PREFIX_ENV)
+                .unwrap_or_else(|| "/hashicorp".into()),
+            organization_claim: optional_env(ORGANIZATION_CLAIM_ENV)
+                .unwrap_or_else(|| DEFAULT_ORGANIZATION_CLAIM.into()),
+            service_account_id: optional_env(SERVICE_ACCOUNT_ENV),
+            datadog_endpoint_override: optional_env(DATADOG_ENDPOINT_OVERRIDE_ENV),
+        })
+    }
+}
+
+pub struct Api {
+    settings: Settings,
+    events: EventTable,
+    configs: ConfigTable,
+    secrets: SecretStore,
+    sqs: aws_sdk_sqs::Client,
+    sts: aws_sdk_sts::Client,
+    cloudwatch: CloudWatch,
+    datadog: DatadogClient,
+    account_id: tokio::sync::OnceCell<String>,
+}
+
+pub fn json_response(status: u16, body: &impl serde::Serialize) -> ApiGatewayV2httpResponse {
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    response.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.body = Some(Body::Text(serde_json::to_string(body).unwrap_or_default()));
+    response
+}
+
+fn internal(context: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ApiError {
+    move |e| {
+        tracing::error!(error = %e, context, "request failed");
+        ApiError::internal()
+    }
+}
+
+fn config_error(e: ConfigError) -> ApiError {
+    match e {
+        ConfigError::VersionMismatch { expected } => ApiError::version_mismatch(expected),
+        other => internal("configuration table")(&other),
+    }
+}
+
+fn credentials_error(e: CredentialsError) -> ApiError {
+    internal("secrets")(&e)
+}
+
+impl Api {
+    pub fn new(settings: Settings, aws: &aws_config::SdkConfig) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        Self {
+            events: EventTable::new(dynamodb.clone(), &settings.events_table),
+            configs: ConfigTable::new(dynamodb, &settings.config_table),
+            secrets: SecretStore::new(
+                aws_sdk_secretsmanager::Client::new(aws),
+                &settings.secret_prefix,
+            ),
+            sqs: aws_sdk_sqs::Client::new(aws),
+            sts: aws_sdk_sts::Client::new(aws),
+            cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix),
+            datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
+            account_id: tokio::sync::OnceCell::new(),
+            settings,
+        }
+    }
+
+    /// Uses this STS client to assume customers' roles (tests hand in a mocked one).
+    pub fn with_customer_sts(mut self, sts: aws_sdk_sts::Client) -> Self {
+        self.cloudwatch = self.cloudwatch.with_sts(sts);
+        self
+    }
+
+    pub fn with_datadog(mut self, datadog: DatadogClient) -> Self {
+        self.datadog = datadog;
+        self
+    }
+
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<ApiGatewayV2httpRequest>,
+    ) -> Result<ApiGatewayV2httpResponse, std::convert::Infallible> {
+        Ok(self.respond(&event.payload).await)
+    }
+
+    /// Answers one request; every outcome, errors included, is a response.
+    pub async fn respond(&self, request: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        let started = std::time::Instant::now();
+        let target = request::route(request);
+        let (route, organization_id) = match &target {
+            Ok(t) => (Some(t.route), Some(t.organization_id.clone())),
+            Err(_) => (None, None),
+        };
+        let response = match target {
+            Ok(target) => match self.dispatch(request, target).await {
+                Ok(response) => response,
+                Err(e) => e.into_response(),
+            },
+            Err(e) => e.into_response(),
+        };
+        tracing::info!(
+            method = %request.request_context.http.method,
+            route = ?route,
+            organization_id,
+            status = response.status_code,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "api request"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        target: Target,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let caller = request::caller(
+            request,
+            &self.settings.organization_claim,
+            &target.organization_id,
+        )?;
+        let (org, project) = (&target.organization_id, &target.project_id);
+        match target.route {
+            Route::GetStreaming => {
+                let config = self.configs.get(org, project).await.map_err(config_error)?;
+                self.view(org, project, config.as_ref()).await
+            }
+            Route::PutStreaming => {
+                let body = request::body(request)?;
+                let input = input::destination(&body)?;
+                let if_match = request::if_match(request)?;
+                self.put(&caller, org, project, input, if_match).await
+            }
+            Route::DeleteStreaming => {
+                let if_match = request::if_match(request)?;
+                self.delete(&caller, org, project, if_match).await
+            }
+            Route::TestStreaming => {
+                let body = request::body(request)?;
+                self.test(&caller, org, project, &body).await
+            }
+            Route::ListEvents => self.list(request, org, project).await,
+        }
+    }
+
+    /// The AWS account customers trust: the setting, or the function's own account.
+    async fn aws_account_id(&self) -> Result<String, ApiError> {
+        if let Some(id) = &self.settings.service_account_id {
+            return Ok(id.clone());
+        }
+        self.account_id
+            .get_or_try_init(|| async {
+                let out =
+                    self.sts.get_caller_identity().send().await.map_err(|e| {
+                        internal("sts")(&aws_sdk_sts::error::DisplayErrorContext(e))
+                    })?;
+                out.account.ok_or_else(ApiError::internal)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn view(
+        &self,
+        org: &str,
+        project: &str,
+        config: Option<&StreamingConfig>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let external_id = self.configs.external_id(org).await.map_err(config_error)?;
+        let view = View {
+            organization_id: org.to_owned(),
+            project_id: project.to_owned(),
+            aws_account_id: self.aws_account_id().await?,
+            external_id,
+            destination: config.map(DestinationView::from),
+            health: HealthView::from(&config.map(|c| c.health.clone()).unwrap_or_default()),
+            version: config.map_or(0, |c| c.version),
+            updated_at: config.map(|c| c.updated_at.clone()),
+        };
+        let mut response = json_response(200, &view);
+        response.headers.insert(
+            http::header::ETAG,
+            http::HeaderValue::from_str(&format!("\"{}\"", view.version)).expect("digits"),
+        );
+        Ok(response)
+    }
+
+    async fn put(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        input: input::DestinationInput,
+        if_match: Option<IfMatch>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let current = self.configs.get(org, project).await.map_err(config_error)?;
+        let current_version = current.as_ref().map_or(0, |c| c.version);
+        if if_match.is_some_and(|m| !m.allows(current_version)) {
+            return Err(ApiError::version_mismatch(current_version));
+        }
+        let (credentials, last4) = match &input.destination {
+            Destination::Cloudwatch(c) => (
+                Credentials::Cloudwatch {
+                    role_arn: c.role_arn.clone(),
+                    external_id: SecretString::from(
+                        self.configs.external_id(org).await.map_err(config_error)?,
+                    ),
+                },
+                None,
+            ),
+            Destination::Datadog(_) => {
+                let key = match input.api_key {
+                    Some(key) => key,
+                    None => {
+                        self.saved_datadog_key(org, project, current.as_ref())
+                            .await?
+                    }
+                };
+                let last4 = key
+                    .expose_secret()
+                    .chars()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                (Credentials::Datadog { api_key: key }, Some(last4))
+            }
+        };
+        self.secrets
+            .put(org, project, &credentials)
+            .await
+            .map_err(credentials_error)?;
+        let saved = self
+            .configs
+            .save(
+                org,
+                project,
+                &input.name,
+                input.destination,
+                last4,
+                Some(current_version),
+            )
+            .await
+            .map_err(config_error)?;
+        let (action, description) = if current.is_some() {
+            ("update", "Updated streaming configuration")
+        } else {
+            ("create", "Created streaming configuration")
+        };
+        self.audit(caller, org, project, action, description, Some(&saved))
+            .await;
+        self.view(org, project, Some(&saved)).await
+    }
+
+    /// The Datadog key already saved, for a request that leaves `api_key` out.
+    async fn saved_datadog_key(
+        &self,
+        org: &str,
+        project: &str,
+        current: Option<&StreamingConfig>,
+    ) -> Result<SecretString, ApiError> {
+        let required = || {
+            ApiError::bad_request(
+                "missing_field",
+                "`datadog.api_key` is required unless the saved destination is Datadog",
+            )
+        };
+        if !current.is_some_and(|c| matches!(c.destination, Destination::Datadog(_))) {
+            return Err(required());
+        }
+        match &*self
+            .secrets
+            .get(org, project, true)
+            .await
+            .map_err(credentials_error)?
+        {
+            Credentials::Datadog { api_key } => Ok(api_key.clone()),
+            Credentials::Cloudwatch { .. } => Err(required()),
+        }
+    }
+
+    async fn delete(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        if_match: Option<IfMatch>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let current = self.configs.get(org, project).await.map_err(config_error)?;
+        let current_version = current.as_ref().map_or(0, |c| c.version);
+        if if_match.is_some_and(|m| !m.allows(current_version)) {
+            return Err(ApiError::version_mismatch(current_version));
+        }
+        let condition = current.as_ref().map(|c| c.version);
+        let deleted = self
+            .configs
+            .delete(org, project, condition)
+            .await
+            .map_err(config_error)?;
+        self.secrets
+            .delete(org, project)
+            .await
+            .map_err(credentials_error)?;
+        if deleted {
+            self.audit(
+                caller,
+                org,
+                project,
+                "delete",
+                "Deleted streaming configuration",
+                current.as_ref(),
+            )
+            .await;
+        }
+        let mut response = ApiGatewayV2httpResponse::default();
+        response.status_code = 204;
+        Ok(response)
+    }
+
+    /// Puts an audit event about a configuration change on the events queue, like any other.
+    async fn audit(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        action: &str,
+        description: &str,
+        config: Option<&StreamingConfig>,
+    ) {
+        let event = configuration_event(caller, org, project, action, description, config);
+        let sent = self
+            .sqs
+            .send_message()
+            .queue_url(&self.settings.events_queue_url)
+            .message_body(event.to_string())
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::error!(
+                organization_id = org,
+                project_id = project,
+                action,
+                error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+                "audit event of a configuration change not sent"
+            );
+        }
+    }
+
+    async fn test(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let saved = self.configs.get(org, project).await.map_err(config_error)?;
+        // An empty body tests what is saved; a body tests the settings it carries.
+        let (destination, key) = if body.iter().all(u8::is_ascii_whitespace) {
+            let saved = saved.as_ref().ok_or_else(|| {
+                ApiError::not_found(
+                    "nothing is saved to test; send the settings to test in the body",
+                )
+            })?;
+            let key = match &saved.destination {
+                Destination::Datadog(_) => {
+                    Some(self.saved_datadog_key(org, project, Some(saved)).await?)
+                }
+                Destination::Cloudwatch(_) => None,
+            };
+            (saved.destination.clone(), key)
+        } else {
+            let input = input::destination(body)?;
+            let key = match (&input.destination, input.api_key) {
+                (Destination::Datadog(_), Some(key)) => Some(key),
+                (Destination::Datadog(_), None) => {
+                    Some(self.saved_datadog_key(org, project, saved.as_ref()).await?)
+                }
+                (Destination::Cloudwatch(_), _) => None,
+            };
+            (input.destination, key)
+        };
+        let now = OffsetDateTime::now_utc();
+        if let Err(retry_after) = self
+            .configs
+            .take_test_slot(org, TESTS_PER_MINUTE, now)
+            .await
+            .map_err(config_error)?
+        {
+            return Err(ApiError::rate_limited(retry_after, TESTS_PER_MINUTE));
+        }
+        let event = test_event(caller, org, project, now);
+        let deadline = Instant::now() + TEST_BUDGET;
+        let result = match (&destination, key) {
+            (Destination::Cloudwatch(settings), _) => {
+                self.test_cloudwatch(org, project, settings, &event, deadline)
+                    .await?
+            }
+            (Destination::Datadog(settings), Some(key)) => {
+                self.test_datadog(settings.site, &key, &event, deadline)
+                    .await
+            }
+            (Destination::Datadog(_), None) => return Err(ApiError::internal()),
+        };
+        tracing::info!(
+            organization_id = org,
+            project_id = project,
+            provider = result.provider,
+            success = result.success,
+            "connection tested"
+        );
+        Ok(json_response(200, &result))
+    }
+
+    async fn test_cloudwatch(
+        &self,
+        org: &str,
+        project: &str,
+        settings: &CloudWatchSettings,
+        event: &AuditEvent,
+        deadline: Instant,
+    ) -> Result<TestResult, ApiError> {
+        let external_id =
+            SecretString::from(self.configs.external_id(org).await.map_err(config_error)?);
+        let group = test_log_group(self.cloudwatch.log_group_prefix());
+        let failures = self
+            .cloudwatch
+            .write(
+                org,
+                project,
+                settings,
+                &external_id,
+                &group,
+                std::slice::from_ref(event),
+                deadline,
+            )
+            .await;
+        let message = match failures.first() {
+            None => format!("Wrote a test event to {group} in {}.", settings.region),
+            Some((_, e)) if e.message().contains("trust policy") => format!(
+                "Could not assume {}: its trust policy must allow AWS account {} with the External ID shown by GET /streaming (sts:AssumeRole with sts:ExternalId).",
+                settings.role_arn,
+                self.aws_account_id().await?
+            ),
+            Some((_, e)) => format!("Could not write a test event to {group}: {}", e.message()),
+        };
+        Ok(TestResult {
+            success: failures.is_empty(),
+            provider: "cloudwatch",
+            message,
+            log_group: Some(group),
+        })
+    }
+
+    async fn test_datadog(
+        &self,
+        site: DatadogSite,
+        key: &SecretString,
+        event: &AuditEvent,
+        deadline: Instant,
+    ) -> TestResult {
+        let result = |success: bool, message: String| TestResult {
+            success,
+            provider: "datadog",
+            message,
+            log_group: None,
+        };
+        let validate = self
+            .datadog
+            .http()
+            .get(format!("{}/api/v1/validate", self.datadog.api_url(site)))
+            .header("DD-API-KEY", key.expose_secret())
+            .send()
+            .await;
+        match validate {
+            Err(e) if e.is_timeout() => {
+                return result(
+                    false,
+                    format!("Datadog's {site} API did not answer in time; try again."),
+                );
+            }
+            Err(_) => {
+                return result(
+                    false,
+                    format!("Could not reach Datadog's {site} API; check the site and try again."),
+                );
+            }
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                return result(
+                    false,
+                    format!(
+                        "Datadog refused the API key on {site}: check that it is a valid API key (not an application key) of an organization on {site}."
+                    ),
+                );
+            }
+            Ok(r) if !r.status().is_success() => {
+                return result(
+                    false,
+                    format!(
+                        "Datadog's {site} API answered HTTP {} while checking the key; try again.",
+                        r.status().as_u16()
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+        let failures = self
+            .datadog
+            .deliver(site, key, std::slice::from_ref(event), deadline)
+            .await;
+        match failures.first() {
+            None => result(
+                true,
+                format!("Datadog accepted the API key and a test log on {site}."),
+            ),
+            Some((_, e)) => result(
+                false,
+                format!(
+                    "The API key is valid but the test log was not accepted: {}",
+                    e.message()
+                ),
+            ),
+        }
+    }
+
+    async fn list(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        org: &str,
+        project: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let time = |name: &str| -> Result<Option<OffsetDateTime>, ApiError> {
+            request::query(request, name)
+                .map(|v| {
+                    OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                        ApiError::bad_request("invalid_query", format!("`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"))
+                    })
+                })
+                .transpose()
+        };
+        let (since, until) = (time("since")?, time("until")?);
+        if let (Some(s), Some(u)) = (since, until)
+            && s > u
+        {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "`since` must not be after `until`",
+            ));
+        }
+        let limit = match request::query(request, "limit") {
+            None => DEFAULT_PAGE_SIZE,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                    )
+                })?,
+        };
+        let after = request::query(request, "cursor")
+            .map(decode_cursor)
+            .transpose()?;
+        let page = self
+            .events
+            .page(
+                org,
+                project,
+                &PageRequest {
+                    since,
+                    until,
+                    after,
+                    limit,
+                    max_bytes: PAGE_BYTES,
+                    now: OffsetDateTime::now_utc().unix_timestamp(),
+                },
+            )
+            .await
+            .map_err(|e| internal("events table")(&e))?;
+        Ok(json_response(
+            200,
+            &EventPage {
+                events: page.events,
+                next_cursor: page.next_after.map(|sk| encode_cursor(&sk)),
+            },
+        ))
+    }
+}
+
+/// Cursors are opaque to callers: the sort key of the last event shown, encoded.
+fn encode_cursor(sort_key: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sort_key)
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_query",
+            "`cursor` must be a `next_cursor` this API returned",
+        )
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| invalid())?;
+    String::from_utf8(bytes)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(invalid)
+}
+
+/// The actor of a request: a user when the token names an email, a service otherwise.
+fn actor(caller: &Caller) -> serde_json::Value {
+    match &caller.email {
+        Some(email) => json!({
+            "principal_id": caller.subject,
+            "type": "TYPE_USER",
+            "user": {"id": caller.subject, "email": email, "name": caller.name.as_deref().unwrap_or(email)},
+        }),
+        None => json!({
+            "principal_id": caller.subject,
+            "type": "TYPE_SERVICE",
+            "service": {"id": caller.subject, "name": caller.name.as_deref().unwrap_or(&caller.subject)},
+        }),
+    }
+}
+
+fn now_text(now: OffsetDateTime) -> String {
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The audit event of a configuration change: who, what, which destination; no credential.
+pub fn configuration_event(
+    caller: &Caller,
+    org: &str,
+    project: &str,
+    action: &str,
+    description: &str,
+    config: Option<&StreamingConfig>,
+) -> serde_json::Value {
+    let mut event = json!({
+        "status": "OK",
+        "action": action,
+        "description": description,
+        "organization_id": org,
+        "project_id": project,
+        "timestamp": now_text(OffsetDateTime::now_utc()),
+        "actor": actor(caller),
+    });
+    if let Some(c) = config {
+        event["streaming"] = json!({"provider": c.destination.provider().as_str(), "name": c.name, "version": c.version});
+    }
+    event
+}
+
+/// The event "Test connection" sends.
+fn test_event(caller: &Caller, org: &str, project: &str, now: OffsetDateTime) -> AuditEvent {
+    let value = json!({
+        "status": "OK",
+        "action": "create",
+        "description": "Test connection",
+        "organization_id": org,
+        "project_id": project,
+        "timestamp": now_text(now),
+        "actor": actor(caller),
+        "test": true,
+    });
+    AuditEvent::from_value(value).expect("the test event is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(email: Option<&str>) -> Caller {
+        Caller {
+            organization_id: "o".into(),
+            subject: "user-1".into(),
+            email: email.map(str::to_owned),
+            name: None,
+        }
+    }
+
+    #[test]
+    fn configuration_events_are_valid_audit_events() {
+        for email in [Some("a@example.com"), None] {
+            let event = configuration_event(
+                &caller(email),
+                "o",
+                "p",
+                "update",
+                "Updated streaming configuration",
+                None,
+            );
+            let parsed = AuditEvent::from_value(event).unwrap();
+            assert_eq!(parsed.description(), "Updated streaming configuration");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let sk = "2026-01-01T00:00:00.000000000Z#m-1";
+        assert_eq!(decode_cursor(&encode_cursor(sk)).unwrap(), sk);
+        assert_eq!(decode_cursor("!!!").unwrap_err().code, "invalid_query");
+        assert_eq!(decode_cursor("").unwrap_err().code, "invalid_query");
+    }
+
+    #[test]
+    fn the_test_event_is_valid() {
+        let e = test_event(&caller(None), "o", "p", OffsetDateTime::now_utc());
+        assert_eq!(e.fields()["test"], json!(true));
+    }
+}

@@ -1,4 +1,12 @@
-fn main() -> std::process::ExitCode {
-    eprintln!("audit-log-api is not implemented yet");
-    std::process::ExitCode::FAILURE
+use audit_log_api::{Api, Settings};
+use lambda_runtime::{Error, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let settings = Settings::from_env()
+        .inspect_err(|e| tracing::error!(error = %e, "api refuses to start"))?;
+    let aws = aws_config::load_from_env().await;
+    let api = Api::new(settings, &aws);
+    lambda_runtime::run(service_fn(|event| api.handle(event))).await
 }

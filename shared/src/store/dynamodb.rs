@@ -1,13 +1,16 @@
 //! Writing events to the events table: `BatchWriteItem` in requests of 25, unprocessed items and
 //! transient errors retried with jittered backoff until the invocation's deadline.
 
-use super::{StoredEvent, attr};
+use super::{StoredEvent, attr, event_json, partition_key, sort_key_time};
 use crate::retry::Backoff;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
 use std::collections::HashSet;
+use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
 /// `BatchWriteItem` takes at most 25 requests.
@@ -140,6 +143,138 @@ impl EventTable {
             attempt += 1;
             if !self.backoff.wait(attempt, deadline).await {
                 return failed(&pending, reason);
+            }
+        }
+    }
+}
+
+/// A read of one project's stored events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Sort key of the last event of the previous page.
+    pub after: Option<String>,
+    pub limit: usize,
+    /// Bytes of event JSON a page may carry (a Lambda response is capped at 6 MB).
+    pub max_bytes: usize,
+    /// Events whose TTL (epoch seconds) is at or before this are left out.
+    pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub events: Vec<Box<RawValue>>,
+    /// Where the next page starts, when more events may follow.
+    pub next_after: Option<String>,
+}
+
+impl EventTable {
+    /// One page of a project's events, newest first, within the request's time range. The
+    /// partition comes from the ids alone, so no position can reach another project.
+    pub async fn page(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        request: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        let pk = AttributeValue::S(partition_key(organization_id, project_id));
+        let mut condition = "#pk = :pk".to_owned();
+        let mut values = HashMap::from([
+            (":pk".to_owned(), pk.clone()),
+            (
+                ":now".to_owned(),
+                AttributeValue::N(request.now.to_string()),
+            ),
+        ]);
+        // Every sort key of an event at or after `t` is >= `t`'s prefix; `$` sorts after the `#`
+        // that ends the time part, so `until` itself is included.
+        match (request.since, request.until) {
+            (Some(since), Some(until)) => {
+                condition.push_str(" AND #sk BETWEEN :lo AND :hi");
+                values.insert(":lo".into(), AttributeValue::S(sort_key_time(since)));
+                values.insert(
+                    ":hi".into(),
+                    AttributeValue::S(format!("{}$", sort_key_time(until))),
+                );
+            }
+            (Some(since), None) => {
+                condition.push_str(" AND #sk >= :lo");
+                values.insert(":lo".into(), AttributeValue::S(sort_key_time(since)));
+            }
+            (None, Some(until)) => {
+                condition.push_str(" AND #sk <= :hi");
+                values.insert(
+                    ":hi".into(),
+                    AttributeValue::S(format!("{}$", sort_key_time(until))),
+                );
+            }
+            (None, None) => {}
+        }
+        let mut names = HashMap::from([
+            ("#pk".to_owned(), attr::PARTITION_KEY.to_owned()),
+            ("#exp".to_owned(), attr::EXPIRES_AT.to_owned()),
+        ]);
+        if condition.contains("#sk") {
+            names.insert("#sk".to_owned(), attr::SORT_KEY.to_owned());
+        }
+        let mut start = request.after.as_ref().map(|sk| {
+            HashMap::from([
+                (attr::PARTITION_KEY.to_owned(), pk.clone()),
+                (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.clone())),
+            ])
+        });
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        let mut last: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression(&condition)
+                .filter_expression("#exp > :now")
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .scan_index_forward(false)
+                .limit(i32::try_from(request.limit - events.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send();
+            let out = out.await.map_err(|e| classify(&e))?;
+            let items = out.items.unwrap_or_default();
+            let count = items.len();
+            for (i, item) in items.into_iter().enumerate() {
+                let json = event_json(&item).map_err(|e| StoreError::Refused(e.to_string()))?;
+                if !events.is_empty() && bytes + json.len() > request.max_bytes {
+                    return Ok(Page {
+                        events,
+                        next_after: last,
+                    });
+                }
+                bytes += json.len();
+                let raw = RawValue::from_string(json)
+                    .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?;
+                events.push(raw);
+                last = item
+                    .get(attr::SORT_KEY)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned();
+                if events.len() == request.limit {
+                    let more = i + 1 < count || out.last_evaluated_key.is_some();
+                    return Ok(Page {
+                        events,
+                        next_after: if more { last } else { None },
+                    });
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => {
+                    return Ok(Page {
+                        events,
+                        next_after: None,
+                    });
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-pub use dynamodb::{EventTable, StoreError, WriteFailure};
+pub use dynamodb::{EventTable, Page, PageRequest, StoreError, WriteFailure};
 
 /// Attribute names of an item in the events table.
 pub mod attr {

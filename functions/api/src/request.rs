@@ -1,0 +1,182 @@
+//! What a request says: its route, the caller's organization, its query, headers and body.
+
+use crate::error::ApiError;
+use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
+use base64::Engine;
+use http::Method;
+use percent_encoding::percent_decode_str;
+
+/// Bodies are small JSON documents; anything larger is refused before parsing.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ListEvents,
+    GetStreaming,
+    PutStreaming,
+    DeleteStreaming,
+    TestStreaming,
+}
+
+/// A request aimed at one organization's project.
+#[derive(Debug)]
+pub struct Target {
+    pub route: Route,
+    pub organization_id: String,
+    pub project_id: String,
+}
+
+/// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
+pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
+    let method = &request.request_context.http.method;
+    let path = request
+        .raw_path
+        .as_deref()
+        .or(request.request_context.http.path.as_deref())
+        .unwrap_or_default();
+    let segments: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
+    let [
+        v1,
+        organizations,
+        org,
+        projects,
+        project,
+        audit_logs,
+        rest @ ..,
+    ] = segments.as_slice()
+    else {
+        return Err(not_found());
+    };
+    if (
+        v1.as_str(),
+        organizations.as_str(),
+        projects.as_str(),
+        audit_logs.as_str(),
+    ) != ("v1", "organizations", "projects", "audit-logs")
+        || org.is_empty()
+        || project.is_empty()
+    {
+        return Err(not_found());
+    }
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let route = match (method, rest.as_slice()) {
+        (&Method::GET, []) => Route::ListEvents,
+        (&Method::GET, ["streaming"]) => Route::GetStreaming,
+        (&Method::PUT, ["streaming"]) => Route::PutStreaming,
+        (&Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
+        (&Method::POST, ["streaming", "test"]) => Route::TestStreaming,
+        _ => return Err(not_found()),
+    };
+    Ok(Target {
+        route,
+        organization_id: org.clone(),
+        project_id: project.clone(),
+    })
+}
+
+/// The caller's identity, from the JWT authorizer's verified claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub organization_id: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The caller, who must belong to the path's organization: 401 without claims, 403 otherwise.
+pub fn caller(
+    request: &ApiGatewayV2httpRequest,
+    claim: &str,
+    organization_id: &str,
+) -> Result<Caller, ApiError> {
+    let claims = request
+        .request_context
+        .authorizer
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref())
+        .map(|jwt| &jwt.claims)
+        .filter(|claims| !claims.is_empty())
+        .ok_or_else(ApiError::unauthenticated)?;
+    let organization = claims
+        .get(claim)
+        .filter(|o| !o.is_empty())
+        .ok_or_else(ApiError::forbidden)?;
+    if organization != organization_id {
+        return Err(ApiError::forbidden());
+    }
+    Ok(Caller {
+        organization_id: organization.clone(),
+        subject: claims
+            .get("sub")
+            .cloned()
+            .unwrap_or_else(|| "unknown".into()),
+        email: claims.get("email").cloned(),
+        name: claims.get("name").cloned(),
+    })
+}
+
+/// The request body, decoded, refused when too large.
+pub fn body(request: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
+    let Some(text) = request.body.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let bytes = if request.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| {
+                ApiError::bad_request("invalid_body", "the body is marked base64 but is not")
+            })?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    Ok(bytes)
+}
+
+/// `If-Match: <version>` (quoted or not, `W/` allowed); `*` matches any saved version.
+pub fn if_match(request: &ApiGatewayV2httpRequest) -> Result<Option<IfMatch>, ApiError> {
+    let Some(value) = request.headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(Some(IfMatch::Any));
+    }
+    let bare = text.trim_start_matches("W/").trim_matches('"');
+    bare.parse()
+        .map(|v| Some(IfMatch::Version(v)))
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_if_match",
+                "If-Match must be the configuration's version, as GET /streaming returns it",
+            )
+        })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMatch {
+    Any,
+    Version(u64),
+}
+
+impl IfMatch {
+    /// Whether a configuration at `current` (0: nothing saved) satisfies the condition.
+    pub fn allows(self, current: u64) -> bool {
+        match self {
+            IfMatch::Any => current > 0,
+            IfMatch::Version(v) => v == current,
+        }
+    }
+}
+
+/// One query parameter, if given once.
+pub fn query<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    request.query_string_parameters.first(name)
+}

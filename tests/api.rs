@@ -1,0 +1,1114 @@
+//! api against the local AWS emulator, Datadog through a local stand-in. Every response any
+//! test receives is held to `functions/api/openapi.yaml`.
+
+use audit_log::Retention;
+use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
+use audit_log::destination::datadog::DatadogClient;
+use audit_log::store::EventTable;
+use audit_log_api::{Api, Settings};
+use audit_log_capture::Capture;
+use audit_log_tests::{
+    OpenApi, api_request, create_table, emulator, environment_of, sqs_batch, unique,
+    with_captured_logs,
+};
+use aws_lambda_events::encodings::Body;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BASE: &str = "/v1/organizations/{organization_id}/projects/{project_id}/audit-logs";
+const ROLE_ARN: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const ROTATED: &str = "fedcba9876543210fedcba9876543210";
+
+struct Reply {
+    status: u16,
+    body: Value,
+    headers: http::HeaderMap,
+}
+
+struct World {
+    aws: aws_config::SdkConfig,
+    api: Api,
+    secrets: SecretStore,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    capture: Capture,
+    datadog: MockServer,
+    log_group_prefix: String,
+    org: String,
+    project: String,
+    openapi: OpenApi,
+}
+
+fn settings(w: &WorldParts) -> Settings {
+    Settings {
+        events_table: w.events_table.clone(),
+        config_table: w.config_table.clone(),
+        events_queue_url: w.queue_url.clone(),
+        secret_prefix: w.secret_prefix.clone(),
+        log_group_prefix: w.log_group_prefix.clone(),
+        organization_claim: "organization_id".into(),
+        service_account_id: None,
+        datadog_endpoint_override: None,
+    }
+}
+
+struct WorldParts {
+    events_table: String,
+    config_table: String,
+    queue_url: String,
+    secret_prefix: String,
+    log_group_prefix: String,
+}
+
+impl World {
+    async fn new() -> Self {
+        Self::with(|api| api).await
+    }
+
+    async fn with(customize: impl FnOnce(Api) -> Api) -> Self {
+        let aws = emulator().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(unique("events"))
+            .send()
+            .await
+            .unwrap()
+            .queue_url
+            .unwrap();
+        let parts = WorldParts {
+            events_table: create_table(&dynamodb, "EventsTable").await,
+            config_table: create_table(&dynamodb, "ConfigTable").await,
+            queue_url: queue_url.clone(),
+            secret_prefix: format!("{}/streaming/", unique("stack")),
+            log_group_prefix: format!("/{}", unique("hashicorp")),
+        };
+        let datadog = MockServer::start().await;
+        let api = Api::new(settings(&parts), &aws).with_datadog(DatadogClient::with_timeout(
+            Some(datadog.uri()),
+            Duration::from_secs(2),
+        ));
+        Self {
+            api: customize(api),
+            secrets: SecretStore::new(
+                aws_sdk_secretsmanager::Client::new(&aws),
+                &parts.secret_prefix,
+            ),
+            capture: Capture::new(
+                EventTable::new(dynamodb.clone(), &parts.events_table),
+                Retention::default(),
+            ),
+            sqs,
+            queue_url,
+            datadog,
+            log_group_prefix: parts.log_group_prefix,
+            org: unique("org"),
+            project: unique("project"),
+            openapi: OpenApi::load(),
+            aws,
+        }
+    }
+
+    /// Calls a route of `org`'s project as a member of `as_org` (None: no verified claims).
+    /// One argument per part of an HTTP request, as a reader of the tests expects them.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_as(
+        &self,
+        as_org: Option<&str>,
+        org: &str,
+        method: &str,
+        suffix: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Reply {
+        let path = format!(
+            "/v1/organizations/{org}/projects/{}/audit-logs{suffix}",
+            self.project
+        );
+        let claims: Option<Vec<(&str, &str)>> = as_org.map(|o| {
+            vec![
+                ("organization_id", o),
+                ("sub", "user-7"),
+                ("email", "ops@example.com"),
+            ]
+        });
+        let request = api_request(method, &path, query, headers, body, claims.as_deref());
+        let response = self.api.respond(&request).await;
+        let status = u16::try_from(response.status_code).unwrap();
+        let body = match &response.body {
+            Some(Body::Text(t)) => Some(serde_json::from_str::<Value>(t).expect("JSON body")),
+            None | Some(Body::Empty) => None,
+            Some(other) => panic!("unexpected body {other:?}"),
+        };
+        self.openapi
+            .check(method, &format!("{BASE}{suffix}"), status, body.as_ref());
+        Reply {
+            status,
+            body: body.unwrap_or(Value::Null),
+            headers: response.headers,
+        }
+    }
+
+    async fn call(&self, method: &str, suffix: &str, body: Option<Value>) -> Reply {
+        let text = body.map(|b| b.to_string());
+        self.call_as(
+            Some(&self.org),
+            &self.org,
+            method,
+            suffix,
+            &[],
+            &[],
+            text.as_deref(),
+        )
+        .await
+    }
+
+    /// A change with `If-Match`.
+    async fn conditional(&self, method: &str, if_match: &str, body: Option<&str>) -> Reply {
+        self.call_as(
+            Some(&self.org),
+            &self.org,
+            method,
+            "/streaming",
+            &[],
+            &[("If-Match", if_match)],
+            body,
+        )
+        .await
+    }
+
+    async fn put(&self, body: Value) -> Reply {
+        self.call("PUT", "/streaming", Some(body)).await
+    }
+
+    async fn get(&self) -> Reply {
+        self.call("GET", "/streaming", None).await
+    }
+
+    async fn stored_credentials(&self) -> Result<Credentials, CredentialsError> {
+        self.secrets
+            .get(&self.org, &self.project, true)
+            .await
+            .map(|c| (*c).clone())
+    }
+
+    /// Audit events the API put on the events queue.
+    async fn audit_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default();
+            if got.is_empty() {
+                return out;
+            }
+            for m in got {
+                out.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(m.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn mount(&self, mock: Mock) {
+        mock.mount(&self.datadog).await;
+    }
+}
+
+fn cloudwatch() -> Value {
+    json!({"provider": "cloudwatch", "name": "prod-audit", "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2"}})
+}
+
+fn datadog(key: Option<&str>) -> Value {
+    let mut v =
+        json!({"provider": "datadog", "name": "dd-eu", "datadog": {"site": "datadoghq.eu"}});
+    if let Some(key) = key {
+        v["datadog"]["api_key"] = json!(key);
+    }
+    v
+}
+
+// ---- GET / PUT / DELETE /streaming ----------------------------------------------------------
+
+#[tokio::test]
+async fn before_anything_is_saved_the_view_shows_who_to_trust_and_no_destination() {
+    let w = World::new().await;
+    let first = w.get().await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.body["destination"], Value::Null);
+    assert_eq!(
+        first.body["aws_account_id"], "123456789012",
+        "the emulator's own account"
+    );
+    assert_eq!(first.body["version"], 0);
+    assert_eq!(first.body["health"]["status"], "unknown");
+    let external_id = first.body["external_id"].as_str().unwrap().to_owned();
+    assert_eq!(external_id.len(), 32);
+    assert_eq!(
+        w.get().await.body["external_id"],
+        external_id.as_str(),
+        "stable"
+    );
+    assert_eq!(first.headers.get("etag").unwrap(), "\"0\"");
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_agree_on_one_external_id() {
+    let w = World::new().await;
+    let replies = futures_join(&w).await;
+    let ids: BTreeSet<String> = replies
+        .iter()
+        .map(|r| r.body["external_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1);
+}
+
+async fn futures_join(w: &World) -> Vec<Reply> {
+    let (a, b, c, d) = tokio::join!(w.get(), w.get(), w.get(), w.get());
+    vec![a, b, c, d]
+}
+
+#[tokio::test]
+async fn organizations_get_different_external_ids() {
+    let w = World::new().await;
+    let mine = w.get().await.body["external_id"].clone();
+    let other = unique("other-org");
+    let theirs = w
+        .call_as(Some(&other), &other, "GET", "/streaming", &[], &[], None)
+        .await;
+    assert_ne!(theirs.body["external_id"], mine);
+}
+
+#[tokio::test]
+async fn saving_cloudwatch_stores_the_role_with_the_organizations_external_id() {
+    let w = World::new().await;
+    let external_id = w.get().await.body["external_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let saved = w.put(cloudwatch()).await;
+    assert_eq!(saved.status, 200);
+    assert_eq!(
+        saved.body["destination"],
+        json!({"provider": "cloudwatch", "name": "prod-audit", "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2"}})
+    );
+    assert_eq!(saved.body["version"], 1);
+    assert_eq!(saved.body["external_id"], external_id.as_str());
+    match w.stored_credentials().await.unwrap() {
+        Credentials::Cloudwatch {
+            role_arn,
+            external_id: stored,
+        } => {
+            assert_eq!(role_arn, ROLE_ARN);
+            assert_eq!(stored.expose_secret(), external_id);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.get().await.body["destination"], saved.body["destination"]);
+    let audit = w.audit_events().await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["description"], "Created streaming configuration");
+    assert_eq!(audit[0]["action"], "create");
+    assert_eq!(audit[0]["actor"]["principal_id"], "user-7");
+    assert_eq!(audit[0]["organization_id"], w.org.as_str());
+    audit_log::AuditEvent::from_value(audit[0].clone()).expect("capture accepts it");
+}
+
+#[tokio::test]
+async fn switching_provider_and_rotating_the_key_leave_no_old_credential_behind() {
+    let w = World::new().await;
+    w.put(cloudwatch()).await;
+    let dd = w.put(datadog(Some(KEY))).await;
+    assert_eq!(dd.status, 200);
+    assert_eq!(
+        dd.body["destination"]["datadog"],
+        json!({"site": "datadoghq.eu", "api_key_last4": "cdef"})
+    );
+    assert_eq!(dd.body["version"], 2);
+    assert!(
+        matches!(w.stored_credentials().await.unwrap(), Credentials::Datadog { ref api_key } if api_key.expose_secret() == KEY)
+    );
+
+    let rotated = w.put(datadog(Some(ROTATED))).await;
+    assert_eq!(
+        rotated.body["destination"]["datadog"]["api_key_last4"],
+        "3210"
+    );
+    assert!(
+        matches!(w.stored_credentials().await.unwrap(), Credentials::Datadog { ref api_key } if api_key.expose_secret() == ROTATED)
+    );
+
+    // The replaced versions cannot be read back by label.
+    let name = w.secrets.secret_name(&w.org, &w.project);
+    let previous = aws_sdk_secretsmanager::Client::new(&w.aws)
+        .get_secret_value()
+        .secret_id(name)
+        .version_stage("AWSPREVIOUS")
+        .send()
+        .await;
+    assert!(previous.is_err(), "AWSPREVIOUS still readable");
+
+    let back = w.put(cloudwatch()).await;
+    assert!(back.body["destination"].get("datadog").is_none());
+    assert!(matches!(
+        w.stored_credentials().await.unwrap(),
+        Credentials::Cloudwatch { .. }
+    ));
+    let descriptions: Vec<String> = w
+        .audit_events()
+        .await
+        .iter()
+        .map(|e| e["description"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            "Created streaming configuration",
+            "Updated streaming configuration",
+            "Updated streaming configuration",
+            "Updated streaming configuration"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_datadog_put_without_a_key_keeps_the_saved_one_only_when_it_is_datadogs() {
+    let w = World::new().await;
+    let refused = w.put(datadog(None)).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["error"]["code"], "missing_field");
+    w.put(datadog(Some(KEY))).await;
+    let mut renamed = datadog(None);
+    renamed["name"] = json!("dd-renamed");
+    let kept = w.put(renamed).await;
+    assert_eq!(kept.status, 200);
+    assert_eq!(kept.body["destination"]["name"], "dd-renamed");
+    assert_eq!(kept.body["destination"]["datadog"]["api_key_last4"], "cdef");
+    assert!(
+        matches!(w.stored_credentials().await.unwrap(), Credentials::Datadog { ref api_key } if api_key.expose_secret() == KEY)
+    );
+    w.put(cloudwatch()).await;
+    assert_eq!(w.put(datadog(None)).await.status, 400);
+}
+
+#[tokio::test]
+async fn a_stale_if_match_is_refused_with_412_and_changes_nothing() {
+    let w = World::new().await;
+    w.put(cloudwatch()).await;
+    let text = datadog(Some(KEY)).to_string();
+    let stale = w.conditional("PUT", "\"7\"", Some(&text)).await;
+    assert_eq!(stale.status, 412);
+    assert_eq!(stale.body["error"]["code"], "version_mismatch");
+    assert!(matches!(
+        w.stored_credentials().await.unwrap(),
+        Credentials::Cloudwatch { .. }
+    ));
+    let fresh = w.conditional("PUT", "\"1\"", Some(&text)).await;
+    assert_eq!(fresh.status, 200);
+    let anything = w.conditional("PUT", "*", Some(&text)).await;
+    assert_eq!(anything.status, 200);
+    let garbage = w.conditional("PUT", "yesterday", Some(&text)).await;
+    assert_eq!(garbage.status, 400);
+    let stale_delete = w.conditional("DELETE", "1", None).await;
+    assert_eq!(stale_delete.status, 412);
+    assert_eq!(w.get().await.body["version"], 3);
+}
+
+#[tokio::test]
+async fn each_invalid_body_gets_a_400_that_names_the_problem_and_causes_nothing() {
+    let w = World::new().await;
+    let cases: Vec<(String, &str)> = vec![
+        ("{".into(), "invalid_json"),
+        ("[]".into(), "invalid_body"),
+        (json!({"provider": "cloudwatch", "name": "x", "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2", "external_id": "mine"}}).to_string(), "external_id_not_settable"),
+        (json!({"provider": "cloudwatch", "name": "x", "external_id": "mine", "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2"}}).to_string(), "external_id_not_settable"),
+        (json!({"provider": "cloudwatch", "name": "x", "extra": 1, "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2"}}).to_string(), "unknown_field"),
+        (json!({"provider": "cloudwatch", "name": "x", "cloudwatch": {"role_arn": "arn:aws:iam::1:role/x", "region": "us-west-2"}}).to_string(), "invalid_field"),
+        (json!({"provider": "cloudwatch", "name": "x", "cloudwatch": {"role_arn": ROLE_ARN, "region": "moon-1"}}).to_string(), "invalid_field"),
+        (json!({"provider": "datadog", "name": "x", "datadog": {"site": "evil.example.com", "api_key": KEY}}).to_string(), "invalid_field"),
+        (json!({"provider": "datadog", "name": "x", "datadog": {"site": "datadoghq.com", "api_key": "short"}}).to_string(), "invalid_field"),
+        (json!({"provider": "datadog", "name": "", "datadog": {"site": "datadoghq.com", "api_key": KEY}}).to_string(), "invalid_field"),
+        (json!({"provider": "datadog", "name": "x".repeat(200), "datadog": {"site": "datadoghq.com", "api_key": KEY}}).to_string(), "invalid_field"),
+        (json!({"provider": "splunk", "name": "x"}).to_string(), "invalid_field"),
+        (json!({"name": "x"}).to_string(), "missing_field"),
+    ];
+    for (body, code) in &cases {
+        for (method, suffix) in [("PUT", "/streaming"), ("POST", "/streaming/test")] {
+            let reply = w
+                .call_as(Some(&w.org), &w.org, method, suffix, &[], &[], Some(body))
+                .await;
+            assert_eq!(reply.status, 400, "{method} {body}");
+            assert_eq!(
+                reply.body["error"]["code"], *code,
+                "{method} {body}: {}",
+                reply.body
+            );
+        }
+    }
+    assert_eq!(w.get().await.body["version"], 0, "nothing saved");
+    assert!(matches!(
+        w.stored_credentials().await,
+        Err(CredentialsError::NotFound)
+    ));
+    assert!(
+        w.datadog.received_requests().await.unwrap().is_empty(),
+        "no outbound call"
+    );
+    assert!(w.audit_events().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_with_413() {
+    let w = World::new().await;
+    let mut body = cloudwatch();
+    body["name"] = json!("x".repeat(100 * 1024));
+    for (method, suffix) in [("PUT", "/streaming"), ("POST", "/streaming/test")] {
+        let reply = w.call(method, suffix, Some(body.clone())).await;
+        assert_eq!(reply.status, 413);
+        assert_eq!(reply.body["error"]["code"], "payload_too_large");
+    }
+}
+
+#[tokio::test]
+async fn delete_stops_streaming_and_removes_the_secret() {
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let deleted = w.call("DELETE", "/streaming", None).await;
+    assert_eq!(deleted.status, 204);
+    let view = w.get().await;
+    assert_eq!(view.body["destination"], Value::Null);
+    assert_eq!(view.body["version"], 0);
+    assert!(matches!(
+        w.stored_credentials().await,
+        Err(CredentialsError::NotFound)
+    ));
+    let descriptions: Vec<Value> = w
+        .audit_events()
+        .await
+        .iter()
+        .map(|e| e["description"].clone())
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            json!("Created streaming configuration"),
+            json!("Deleted streaming configuration")
+        ]
+    );
+    assert_eq!(
+        w.call("DELETE", "/streaming", None).await.status,
+        204,
+        "idempotent"
+    );
+}
+
+// ---- POST /streaming/test -------------------------------------------------------------------
+
+#[tokio::test]
+async fn testing_the_saved_cloudwatch_destination_writes_to_the_test_log_group() {
+    let w = World::new().await;
+    w.put(cloudwatch()).await;
+    let reply = w.call("POST", "/streaming/test", None).await;
+    assert_eq!(reply.status, 200);
+    let group = format!("{}/packer/audit-logs-test", w.log_group_prefix);
+    assert_eq!(reply.body["success"], true, "{}", reply.body);
+    assert_eq!(reply.body["provider"], "cloudwatch");
+    assert_eq!(reply.body["log_group"], group.as_str());
+
+    // In the customer's account (the role's), one test event.
+    let logs = audit_log_tests::customer_logs(&w.aws, ROLE_ARN, "us-west-2").await;
+    let events = logs
+        .get_log_events()
+        .log_group_name(&group)
+        .log_stream_name(&w.project)
+        .send()
+        .await
+        .unwrap()
+        .events
+        .unwrap_or_default();
+    assert_eq!(events.len(), 1);
+    let message: Value = serde_json::from_str(events[0].message.as_deref().unwrap()).unwrap();
+    assert_eq!(message["description"], "Test connection");
+    assert_eq!(message["organization_id"], w.org.as_str());
+}
+
+#[tokio::test]
+async fn a_role_that_refuses_the_service_is_reported_in_words_to_act_on() {
+    let refused = aws_smithy_mocks::mock!(aws_sdk_sts::Client::assume_role).then_http_response(|| {
+        aws_smithy_runtime_api::http::Response::new(
+            aws_smithy_runtime_api::http::StatusCode::try_from(403).unwrap(),
+            aws_smithy_types::body::SdkBody::from(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>no</Message></Error></ErrorResponse>",
+            ),
+        )
+    });
+    let sts = aws_smithy_mocks::mock_client!(
+        aws_sdk_sts,
+        aws_smithy_mocks::RuleMode::MatchAny,
+        [&refused]
+    );
+    let w = World::with(|api| api.with_customer_sts(sts)).await;
+    let reply = w.call("POST", "/streaming/test", Some(cloudwatch())).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["success"], false);
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("trust policy")
+            && message.contains("123456789012")
+            && message.contains(ROLE_ARN),
+        "{message}"
+    );
+    let external_id = w.get().await.body["external_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!message.contains(&external_id));
+}
+
+fn validate() -> wiremock::MockBuilder {
+    Mock::given(method("GET")).and(path("/api/v1/validate"))
+}
+
+fn intake() -> wiremock::MockBuilder {
+    Mock::given(method("POST")).and(path("/api/v2/logs"))
+}
+
+#[tokio::test]
+async fn testing_datadog_validates_the_key_and_sends_a_test_log() {
+    let w = World::new().await;
+    w.mount(
+        validate()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"valid": true}))),
+    )
+    .await;
+    w.mount(
+        intake()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(202)),
+    )
+    .await;
+    let reply = w
+        .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(reply.body["success"], true, "{}", reply.body);
+    assert_eq!(reply.body["provider"], "datadog");
+    assert!(reply.body.get("log_group").is_none());
+    assert_eq!(w.datadog.received_requests().await.unwrap().len(), 2);
+    assert_eq!(w.get().await.body["version"], 0, "testing saves nothing");
+}
+
+#[tokio::test]
+async fn a_test_without_a_key_uses_the_saved_one() {
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    w.mount(
+        validate()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(200)),
+    )
+    .await;
+    w.mount(
+        intake()
+            .and(header("DD-API-KEY", KEY))
+            .respond_with(ResponseTemplate::new(202)),
+    )
+    .await;
+    let unsaved = w.call("POST", "/streaming/test", Some(datadog(None))).await;
+    assert_eq!(unsaved.body["success"], true, "{}", unsaved.body);
+    let saved = w.call("POST", "/streaming/test", None).await;
+    assert_eq!(saved.body["success"], true, "{}", saved.body);
+}
+
+#[tokio::test]
+async fn a_key_datadog_refuses_is_a_failed_test_not_an_error() {
+    let w = World::new().await;
+    w.mount(validate().respond_with(
+        ResponseTemplate::new(403).set_body_string("{\"errors\":[\"Forbidden sentinel body\"]}"),
+    ))
+    .await;
+    let reply = w
+        .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["success"], false);
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("API key") && message.contains("datadoghq.eu"),
+        "{message}"
+    );
+    assert!(!message.contains(KEY) && !message.contains("sentinel"));
+}
+
+#[tokio::test]
+async fn an_unreachable_datadog_is_a_failed_test_not_an_error() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let w = World::with(move |api| {
+        api.with_datadog(DatadogClient::with_timeout(
+            Some(format!("http://127.0.0.1:{closed}")),
+            Duration::from_secs(1),
+        ))
+    })
+    .await;
+    let reply = w
+        .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body["success"], false);
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Could not reach"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn testing_with_nothing_saved_and_no_body_is_404() {
+    let w = World::new().await;
+    let reply = w.call("POST", "/streaming/test", None).await;
+    assert_eq!(reply.status, 404);
+}
+
+#[tokio::test]
+async fn more_than_ten_tests_a_minute_are_refused_with_429() {
+    let w = World::new().await;
+    w.mount(validate().respond_with(ResponseTemplate::new(200)))
+        .await;
+    w.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    // Eleven tests must fall in one minute.
+    let second = OffsetDateTime::now_utc().second();
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
+    }
+    for i in 0..10 {
+        let reply = w
+            .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+            .await;
+        assert_eq!(reply.status, 200, "test {i}");
+    }
+    let limited = w
+        .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let retry_after: u64 = limited
+        .headers
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let other = unique("other-org");
+    let theirs = w
+        .call_as(
+            Some(&other),
+            &other,
+            "POST",
+            "/streaming/test",
+            &[],
+            &[],
+            Some(&datadog(Some(KEY)).to_string()),
+        )
+        .await;
+    assert_eq!(theirs.status, 200, "the limit is per organization");
+}
+
+// ---- GET (events) ---------------------------------------------------------------------------
+
+fn event_at(org: &str, project: &str, t: OffsetDateTime, n: usize) -> Value {
+    let mut v: Value = serde_json::from_str(audit_log::fixtures::SEED_EVENTS[n % 5].1).unwrap();
+    v["organization_id"] = json!(org);
+    v["project_id"] = json!(project);
+    v["timestamp"] = json!(t.format(&Rfc3339).unwrap());
+    v["n"] = json!(n);
+    v
+}
+
+impl World {
+    async fn store(&self, events: &[Value]) {
+        let batch: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (unique("m"), e.to_string()))
+            .collect();
+        let sqs = sqs_batch(batch.iter().map(|(id, b)| (id.clone(), b.as_str())));
+        let r = self
+            .capture
+            .capture(sqs.records, Instant::now() + Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(r.batch_item_failures.is_empty());
+    }
+
+    /// `n` events of this project, `step` apart, the first `ago` before now; `n` field = index.
+    fn series(&self, n: usize, ago: Duration, step: Duration) -> Vec<Value> {
+        let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - ago;
+        (0..n)
+            .map(|i| event_at(&self.org, &self.project, start + step * i as u32, i))
+            .collect()
+    }
+
+    async fn list(&self, query: &[(&str, &str)]) -> Reply {
+        self.call_as(Some(&self.org), &self.org, "GET", "", query, &[], None)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn stored_events_come_back_newest_first_page_by_page_exactly_as_sent() {
+    let w = World::new().await;
+    let mine = w.series(25, Duration::from_secs(3600), Duration::from_secs(60));
+    let start = OffsetDateTime::now_utc() - Duration::from_secs(3600);
+    let other_project: Vec<Value> = (0..3)
+        .map(|i| event_at(&w.org, "another-project", start, 100 + i))
+        .collect();
+    w.store(&mine).await;
+    w.store(&other_project).await;
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut query = vec![("limit", "10")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page = w.list(&query).await;
+        assert_eq!(page.status, 200);
+        pages += 1;
+        seen.extend(page.body["events"].as_array().unwrap().clone());
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut newest_first = mine.clone();
+    newest_first.reverse();
+    assert_eq!(
+        seen, newest_first,
+        "every event once, newest first, exactly as sent"
+    );
+}
+
+#[tokio::test]
+async fn since_and_until_bound_the_page_inclusively() {
+    let w = World::new().await;
+    let events = w.series(10, Duration::from_secs(7200), Duration::from_secs(600));
+    w.store(&events).await;
+    let since = events[3]["timestamp"].as_str().unwrap().to_owned();
+    let until = events[6]["timestamp"].as_str().unwrap().to_owned();
+    let page = w.list(&[("since", &since), ("until", &until)]).await;
+    let ns: Vec<i64> = page.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [6, 5, 4, 3]);
+    assert_eq!(page.body["next_cursor"], Value::Null);
+    let only_since = w.list(&[("since", &until)]).await;
+    assert_eq!(only_since.body["events"].as_array().unwrap().len(), 4);
+    let only_until = w.list(&[("until", &since)]).await;
+    assert_eq!(only_until.body["events"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn events_past_their_ttl_are_left_out_before_dynamodb_deletes_them() {
+    let w = World::new().await;
+    let old = OffsetDateTime::now_utc() - Duration::from_secs(500 * 86_400);
+    let recent = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(60);
+    w.store(&[
+        event_at(&w.org, &w.project, old, 1),
+        event_at(&w.org, &w.project, recent, 2),
+    ])
+    .await;
+    let page = w.list(&[]).await;
+    let ns: Vec<i64> = page.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, [2]);
+}
+
+#[tokio::test]
+async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
+    let w = World::new().await;
+    for query in [
+        vec![("since", "yesterday")],
+        vec![("until", "2026-13-01T00:00:00Z")],
+        vec![("limit", "0")],
+        vec![("limit", "1001")],
+        vec![("limit", "ten")],
+        vec![("cursor", "%%%")],
+        vec![
+            ("since", "2026-02-01T00:00:00Z"),
+            ("until", "2026-01-01T00:00:00Z"),
+        ],
+    ] {
+        let reply = w.list(&query).await;
+        assert_eq!(reply.status, 400, "{query:?}");
+        assert_eq!(reply.body["error"]["code"], "invalid_query");
+    }
+}
+
+// ---- security -------------------------------------------------------------------------------
+
+fn every_route() -> Vec<(&'static str, &'static str, Option<String>)> {
+    vec![
+        ("GET", "", None),
+        ("GET", "/streaming", None),
+        (
+            "PUT",
+            "/streaming",
+            Some(datadog(Some(ROTATED)).to_string()),
+        ),
+        ("DELETE", "/streaming", None),
+        (
+            "POST",
+            "/streaming/test",
+            Some(datadog(Some(ROTATED)).to_string()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn without_claims_every_route_is_401_and_with_another_organization_403_and_nothing_changes() {
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    w.store(&[event_at(
+        &w.org,
+        &w.project,
+        now - Duration::from_secs(30),
+        1,
+    )])
+    .await;
+    let before = w.get().await.body;
+    w.audit_events().await;
+    let intruder = unique("intruder-org");
+    for (method, suffix, body) in every_route() {
+        let anonymous = w
+            .call_as(None, &w.org, method, suffix, &[], &[], body.as_deref())
+            .await;
+        assert_eq!(anonymous.status, 401, "{method} {suffix}");
+        assert_eq!(anonymous.body["error"]["code"], "unauthenticated");
+        let other = w
+            .call_as(
+                Some(&intruder),
+                &w.org,
+                method,
+                suffix,
+                &[],
+                &[],
+                body.as_deref(),
+            )
+            .await;
+        assert_eq!(other.status, 403, "{method} {suffix}");
+        assert_eq!(other.body["error"]["code"], "forbidden");
+        assert!(other.body.get("events").is_none() && other.body.get("external_id").is_none());
+    }
+    assert_eq!(w.get().await.body, before, "configuration untouched");
+    assert!(
+        matches!(w.stored_credentials().await.unwrap(), Credentials::Datadog { ref api_key } if api_key.expose_secret() == KEY)
+    );
+    assert!(w.datadog.received_requests().await.unwrap().is_empty());
+    assert!(w.audit_events().await.is_empty());
+    assert_eq!(
+        w.list(&[]).await.body["events"].as_array().unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_cannot_reach_another_organizations_events() {
+    let w = World::new().await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let victim = unique("victim-org");
+    w.store(&[event_at(
+        &victim,
+        &w.project,
+        now - Duration::from_secs(10),
+        1,
+    )])
+    .await;
+    w.store(&[
+        event_at(&w.org, &w.project, now - Duration::from_secs(20), 2),
+        event_at(&w.org, &w.project, now - Duration::from_secs(30), 3),
+    ])
+    .await;
+    let first = w.list(&[("limit", "1")]).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let second = w.list(&[("limit", "1"), ("cursor", &cursor)]).await;
+    let all: Vec<&Value> = first.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second.body["events"].as_array().unwrap())
+        .collect();
+    assert!(all.iter().all(|e| e["organization_id"] == w.org.as_str()));
+    assert_eq!(all.len(), 2);
+}
+
+#[test]
+fn no_route_ever_shows_or_logs_a_secret() {
+    let sentinel_key = "5e7e11e15e7e11e15e7e11e15e7e11e1";
+    let (replies, logs) = with_captured_logs(|| async {
+        let w = World::new().await;
+        w.mount(validate().respond_with(ResponseTemplate::new(403)))
+            .await;
+        w.mount(intake().respond_with(ResponseTemplate::new(401)))
+            .await;
+        let external_id = w.get().await.body["external_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut replies = Vec::new();
+        let body = datadog(Some(sentinel_key)).to_string();
+        for (method, suffix, b) in [
+            ("PUT", "/streaming", Some(body.clone())),
+            ("GET", "/streaming", None),
+            ("POST", "/streaming/test", Some(body.clone())),
+            ("POST", "/streaming/test", None),
+            ("PUT", "/streaming", Some(datadog(None).to_string())),
+            ("GET", "", None),
+            (
+                "PUT",
+                "/streaming",
+                Some(body.replace("datadoghq.eu", "nowhere.example")),
+            ),
+            ("DELETE", "/streaming", None),
+        ] {
+            let r = w
+                .call_as(Some(&w.org), &w.org, method, suffix, &[], &[], b.as_deref())
+                .await;
+            replies.push(r.body.to_string());
+        }
+        replies.extend(w.audit_events().await.iter().map(Value::to_string));
+        (replies, external_id)
+    });
+    let (replies, external_id) = replies;
+    for reply in &replies {
+        assert!(!reply.contains(sentinel_key), "{reply}");
+    }
+    let logs = serde_json::to_string(&logs).unwrap();
+    assert!(logs.contains("api request"), "the routes were logged");
+    assert!(!logs.contains(sentinel_key), "the key reached the logs");
+    assert!(
+        !logs.contains(&external_id),
+        "the External ID reached the logs"
+    );
+}
+
+// ---- the OpenAPI document -------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_documented_route_answers_as_documented() {
+    let w = World::new().await;
+    w.mount(validate().respond_with(ResponseTemplate::new(200)))
+        .await;
+    w.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    let operations = w.openapi.operations();
+    assert_eq!(operations.len(), 5);
+    for (method, template) in operations {
+        let suffix = template.strip_prefix(BASE).unwrap();
+        let body = match (method.as_str(), suffix) {
+            ("PUT", _) | ("POST", _) => Some(datadog(Some(KEY))),
+            _ => None,
+        };
+        // `call` checks the answer against the document.
+        let reply = w.call(&method, suffix, body).await;
+        assert!(
+            reply.status < 300,
+            "{method} {template}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404() {
+    let w = World::new().await;
+    let request = api_request(
+        "GET",
+        "/v1/organizations/o/projects/p/elsewhere",
+        &[],
+        &[],
+        None,
+        Some(&[("organization_id", "o")]),
+    );
+    assert_eq!(w.api.respond(&request).await.status_code, 404);
+    let request = api_request(
+        "PATCH",
+        "/v1/organizations/o/projects/p/audit-logs/streaming",
+        &[],
+        &[],
+        None,
+        Some(&[("organization_id", "o")]),
+    );
+    assert_eq!(w.api.respond(&request).await.status_code, 404);
+}
+
+#[test]
+fn the_template_gives_the_api_exactly_the_settings_it_reads() {
+    let mut expected: Vec<String> = audit_log_api::ENVIRONMENT
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(environment_of("ApiFunction"), expected);
+}
+
+#[test]
+fn the_template_routes_match_the_openapi_document() {
+    let events = &audit_log_tests::resource("ApiFunction")["Events"];
+    let mut routes: Vec<(String, String)> = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .map(|e| {
+            (
+                e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                e["Properties"]["Path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    routes.sort();
+    let mut documented = OpenApi::load().operations();
+    documented.sort();
+    assert_eq!(routes, documented);
+}
