@@ -31,6 +31,11 @@ ensure_tools() {
     echo "$want" >"$stamp"
   fi
   export PATH="$VENV/bin:$PATH"
+  # cargo lambda cross-compiles with zig, but the standard library comes from rustup.
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    echo "==> adding the aarch64-unknown-linux-gnu Rust target"
+    rustup target add aarch64-unknown-linux-gnu
+  fi
 }
 
 free_port() {

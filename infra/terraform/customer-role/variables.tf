@@ -1,0 +1,25 @@
+variable "service_aws_account_id" {
+  description = "The \"AWS ID\" from GET /streaming (aws_account_id)."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.service_aws_account_id))
+    error_message = "The AWS ID is 12 digits."
+  }
+}
+
+variable "external_id" {
+  description = "The \"External ID\" from GET /streaming (external_id)."
+  type        = string
+  sensitive   = true
+}
+
+variable "log_group_prefix" {
+  description = "The service's log group prefix (its LOG_GROUP_PREFIX)."
+  type        = string
+  default     = "/hashicorp"
+}
+
+variable "role_name" {
+  type    = string
+  default = "hcp-log-streaming"
+}

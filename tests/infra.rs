@@ -1,0 +1,217 @@
+//! The customer's role (infra/) and the service's roles (template.yaml) against the code.
+
+use audit_log_tests::{repo_root, resource, template};
+use serde_json::Value;
+use serde_yaml::Value as Yaml;
+use std::collections::BTreeSet;
+
+/// The CloudWatch Logs operations the stream and api functions call, read from their code
+/// (tests excluded), as IAM actions.
+fn logs_actions_the_code_calls() -> BTreeSet<String> {
+    let pattern =
+        regex_lite::Regex::new(r"\.((?:create|put|describe|delete|get|filter)_log_[a-z_]+)\(\)")
+            .unwrap();
+    let mut actions = BTreeSet::new();
+    for dir in ["shared/src", "functions/stream/src", "functions/api/src"] {
+        for file in walk(&repo_root().join(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for m in pattern.captures_iter(code) {
+                let pascal: String = m[1]
+                    .split('_')
+                    .map(|w| w[..1].to_uppercase() + &w[1..])
+                    .collect();
+                actions.insert(format!("logs:{pascal}"));
+            }
+        }
+    }
+    actions
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every action a policy document allows, with the resources of its statement.
+fn statements(policy: &Value) -> Vec<(Vec<String>, Vec<String>)> {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["Effect"], "Allow");
+            (strings(&s["Action"]), strings(&s["Resource"]))
+        })
+        .collect()
+}
+
+fn actions(policy: &Value) -> BTreeSet<String> {
+    statements(policy)
+        .into_iter()
+        .flat_map(|(a, _)| a)
+        .collect()
+}
+
+fn yaml_to_json(y: &Yaml) -> Value {
+    // CloudFormation tags (!Sub, !Ref) become their inner value, enough to read names.
+    match y {
+        Yaml::Tagged(t) => yaml_to_json(&t.value),
+        Yaml::Mapping(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), yaml_to_json(v)))
+                .collect(),
+        ),
+        Yaml::Sequence(s) => Value::Array(s.iter().map(yaml_to_json).collect()),
+        other => serde_json::to_value(other).unwrap(),
+    }
+}
+
+fn customer_template() -> Value {
+    let text = std::fs::read_to_string(repo_root().join("infra/cloudformation/customer-role.yaml"))
+        .unwrap();
+    yaml_to_json(&serde_yaml::from_str::<Yaml>(&text).unwrap())
+}
+
+fn terraform(name: &str, vars: &[(&str, &str)]) -> Value {
+    let mut text =
+        std::fs::read_to_string(repo_root().join("infra/terraform/customer-role").join(name))
+            .unwrap();
+    for (k, v) in vars {
+        text = text.replace(&format!("${{{k}}}"), v);
+    }
+    assert!(
+        !text.contains("${"),
+        "every template variable is known: {text}"
+    );
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn the_code_calls_the_logs_operations_the_scan_expects() {
+    let called = logs_actions_the_code_calls();
+    assert!(called.contains("logs:PutLogEvents"), "{called:?}");
+    assert!(called.contains("logs:CreateLogGroup") && called.contains("logs:CreateLogStream"));
+}
+
+#[test]
+fn the_cloudformation_role_allows_exactly_what_the_code_calls_under_the_prefix() {
+    let t = customer_template();
+    let role = &t["Resources"]["LogStreamingRole"]["Properties"];
+    let policy = &role["Policies"][0]["PolicyDocument"];
+    assert_eq!(actions(policy), logs_actions_the_code_calls());
+    for (_, resources) in statements(policy) {
+        for r in resources {
+            assert!(
+                r.contains(":log-group:${LogGroupPrefix}/*"),
+                "{r} is scoped to the prefix"
+            );
+        }
+    }
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(trust["Action"], "sts:AssumeRole");
+    assert_eq!(
+        trust["Principal"]["AWS"],
+        "arn:${AWS::Partition}:iam::${ServiceAwsAccountId}:root"
+    );
+    assert_eq!(
+        trust["Condition"]["StringEquals"]["sts:ExternalId"],
+        "ExternalId"
+    );
+}
+
+#[test]
+fn the_terraform_role_allows_exactly_what_the_code_calls_under_the_prefix() {
+    let policy = terraform(
+        "policy.json.tftpl",
+        &[
+            ("partition", "aws"),
+            ("account_id", "210987654321"),
+            ("log_group_prefix", "/hashicorp"),
+        ],
+    );
+    assert_eq!(actions(&policy), logs_actions_the_code_calls());
+    for (_, resources) in statements(&policy) {
+        for r in resources {
+            assert!(
+                r.starts_with("arn:aws:logs:*:210987654321:log-group:/hashicorp/*"),
+                "{r}"
+            );
+        }
+    }
+    let trust = terraform(
+        "trust-policy.json.tftpl",
+        &[
+            ("partition", "aws"),
+            ("service_aws_account_id", "123456789012"),
+            ("external_id", "ext"),
+        ],
+    );
+    let statement = &trust["Statement"][0];
+    assert_eq!(
+        statement["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:root"
+    );
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["sts:ExternalId"],
+        "ext"
+    );
+    let main =
+        std::fs::read_to_string(repo_root().join("infra/terraform/customer-role/main.tf")).unwrap();
+    assert!(main.contains("policy.json.tftpl") && main.contains("trust-policy.json.tftpl"));
+}
+
+/// The service's own roles: nothing on every resource, and only stream and api may assume
+/// (customers') roles.
+#[test]
+fn the_service_roles_are_scoped_to_their_resources() {
+    let roles: Vec<(&str, &Yaml)> = template()["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::IAM::Role"))
+        .map(|(k, r)| (k.as_str().unwrap(), r))
+        .collect();
+    assert_eq!(roles.len(), 3);
+    for (name, role) in roles {
+        let policy = yaml_to_json(&role["Properties"]["Policies"][0]["PolicyDocument"]);
+        for (actions, resources) in statements(&policy) {
+            for r in &resources {
+                assert_ne!(r, "*", "{name} grants {actions:?} on every resource");
+            }
+            if actions.iter().any(|a| a == "sts:AssumeRole") {
+                assert!(
+                    ["StreamFunctionRole", "ApiFunctionRole"].contains(&name),
+                    "{name} may not assume roles"
+                );
+            }
+        }
+    }
+    assert!(resource("CaptureFunction")["Role"].is_tagged());
+}
+
+trait Tagged {
+    fn is_tagged(&self) -> bool;
+}
+
+impl Tagged for Yaml {
+    fn is_tagged(&self) -> bool {
+        matches!(self, Yaml::Tagged(_))
+    }
+}
