@@ -1,6 +1,9 @@
 //! What the integration tests share: the local AWS emulator's settings, tables built from
 //! `template.yaml`'s own definitions (so code and template cannot drift), Lambda event fixtures,
-//! and a counter of the requests an SDK client sends.
+//! and a counter of the requests an SDK client sends. `local` runs the whole service.
+
+pub mod local;
+pub mod serve;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::{
@@ -324,6 +327,21 @@ pub async fn stream_records(
     dynamodb: &aws_sdk_dynamodb::Client,
     table: &str,
 ) -> Vec<aws_lambda_events::event::dynamodb::EventRecord> {
+    stream_records_since(config, dynamodb, table, &HashMap::new())
+        .await
+        .into_iter()
+        .flat_map(|(_, records)| records)
+        .collect()
+}
+
+/// The records of each shard after the given sequence number (from the start for a shard not
+/// named), in order.
+pub async fn stream_records_since(
+    config: &aws_config::SdkConfig,
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    after: &HashMap<String, String>,
+) -> Vec<(String, Vec<aws_lambda_events::event::dynamodb::EventRecord>)> {
     use aws_lambda_events::event::dynamodb::EventRecord;
     use aws_sdk_dynamodbstreams::types::ShardIteratorType;
     let streams = aws_sdk_dynamodbstreams::Client::new(config);
@@ -347,15 +365,19 @@ pub async fn stream_records(
         .unwrap_or_default();
     let mut out = Vec::new();
     for shard in shards {
-        let mut iterator = streams
+        let shard_id = shard.shard_id.clone().unwrap_or_default();
+        let start = streams
             .get_shard_iterator()
             .stream_arn(&arn)
-            .shard_id(shard.shard_id.clone().unwrap_or_default())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .expect("shard iterator")
-            .shard_iterator;
+            .shard_id(&shard_id);
+        let start = match after.get(&shard_id) {
+            Some(seq) => start
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            None => start.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let mut iterator = start.send().await.expect("shard iterator").shard_iterator;
+        let mut records_of_shard = Vec::new();
         while let Some(it) = iterator {
             let page = streams
                 .get_records()
@@ -382,10 +404,11 @@ pub async fn stream_records(
                 record.change.keys = change.keys.unwrap_or_default().into();
                 record.change.new_image = change.new_image.unwrap_or_default().into();
                 record.change.old_image = change.old_image.unwrap_or_default().into();
-                out.push(record);
+                records_of_shard.push(record);
             }
             iterator = page.next_shard_iterator;
         }
+        out.push((shard_id, records_of_shard));
     }
     out
 }

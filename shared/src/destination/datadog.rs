@@ -37,7 +37,7 @@ pub const SOURCE: &str = "hcp-packer";
 pub const SERVICE: &str = "hcp-packer-audit-log";
 
 /// Attribute names the service writes itself.
-const RESERVED: [&str; 6] = [
+pub const RESERVED: [&str; 6] = [
     "ddsource",
     "ddtags",
     "service",

@@ -1,0 +1,90 @@
+//! `./scripts/local`: the whole service on this machine. See the README.
+
+use audit_log_tests::local::{Options, run};
+use clap::Parser;
+
+/// Runs the audit-log service locally: the emulator's queues and tables from template.yaml, the
+/// functions' own handlers, and Lambda's event source mappings between them.
+#[derive(Parser, Debug)]
+#[command(name = "audit-log-local")]
+struct Args {
+    /// Generated events to send on top of the seed's examples.
+    #[arg(long, default_value_t = 100)]
+    events: usize,
+    /// Invalid messages to send among them (they must end in the dead-letter queue).
+    #[arg(long, default_value_t = 5)]
+    invalid: usize,
+    /// Deliver to a local Datadog stand-in instead of the emulator's CloudWatch Logs.
+    #[arg(long)]
+    datadog: bool,
+    /// Afterwards, keep the API served on http://127.0.0.1:PORT and keep delivering.
+    #[arg(long)]
+    serve: bool,
+    /// Port of --serve (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Seed of the generated events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    // The functions' own log lines: errors only, unless RUST_LOG asks for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let aws = audit_log_tests::emulator().await;
+    let options = Options {
+        events: args.events,
+        invalid: args.invalid,
+        datadog: args.datadog,
+        seed: args.seed,
+        log_group_prefix: "/hashicorp".into(),
+        verbose: true,
+    };
+    let started = std::time::Instant::now();
+    let (report, stack, datadog) = run(&aws, &options).await;
+    println!("\n{report}");
+    println!("took {:.1} s", started.elapsed().as_secs_f64());
+    if args.serve {
+        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("cannot listen on 127.0.0.1:{}: {e}", args.port);
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!(
+            "\nAPI served on http://{address}; the organization comes from the X-Organization-Id header. Ctrl-C stops."
+        );
+        println!("events queue:      {}", stack.queue("EventsQueue"));
+        println!(
+            "dead-letter queue: {}",
+            stack.queue("EventsDeadLetterQueue")
+        );
+        println!(
+            "AWS endpoint:      {}",
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_default()
+        );
+        let datadog_url = datadog.as_ref().map(|d| d.uri());
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        if let Err(e) = audit_log_tests::serve::serve(&stack, datadog_url, listener, stop).await {
+            eprintln!("serving stopped: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    if report.ok() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,129 @@
+//! The local pipeline, as `./scripts/local` runs it: 1,000 generated events and invalid ones
+//! through the real handlers and event source mappings against the local AWS emulator.
+
+use audit_log_tests::local::{Options, run};
+use audit_log_tests::{emulator, unique};
+
+fn options(datadog: bool) -> Options {
+    Options {
+        events: 1_000,
+        invalid: 12,
+        datadog,
+        seed: 7,
+        log_group_prefix: format!("/{}", unique("hashicorp")),
+        verbose: false,
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_events_reach_cloudwatch_once_each_and_the_invalid_ones_the_dead_letter_queue() {
+    let aws = emulator().await;
+    let (report, _, _) = run(&aws, &options(false)).await;
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.sent_valid, report.stored + report.stored_twice);
+    assert_eq!(
+        report.sent_valid + report.sent_invalid,
+        report.stored + report.rejected
+    );
+    assert_eq!(report.rejected, 12);
+    assert_eq!(report.stored_twice, 0);
+    assert_eq!(report.undelivered, 0);
+    assert_eq!(report.delivered, report.stored);
+    assert!(report.sent_valid >= 1_000);
+    assert!(
+        report
+            .per_project
+            .iter()
+            .all(|(_, stored, delivered)| stored == delivered)
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_events_reach_the_datadog_stand_in_once_each() {
+    let aws = emulator().await;
+    let (report, _, _) = run(&aws, &options(true)).await;
+    assert!(report.ok(), "{report}");
+    assert_eq!(
+        report.sent_valid + report.sent_invalid,
+        report.stored + report.rejected
+    );
+    assert_eq!(report.delivered, report.stored);
+    assert_eq!(report.delivered_twice, 0);
+}
+
+#[tokio::test]
+async fn the_served_api_answers_http_and_keeps_delivering() {
+    let aws = emulator().await;
+    let mut small = options(false);
+    small.events = 5;
+    small.invalid = 1;
+    let (report, stack, _) = run(&aws, &small).await;
+    assert!(report.ok(), "{report}");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let stack = stack.clone();
+        tokio::spawn(async move {
+            audit_log_tests::serve::serve(&stack, None, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let http = reqwest::Client::new();
+    let get = |url: String| {
+        let request = http
+            .get(url)
+            .header("X-Organization-Id", "77f447d4-def0-46f2-bf09-6850d36745ed");
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let (org, project) = (
+        "77f447d4-def0-46f2-bf09-6850d36745ed",
+        "a98c3c31-5760-4db1-b62b-0988080a66ad",
+    );
+    let url = format!("{base}/v1/organizations/{org}/projects/{project}/audit-logs");
+    let anonymous = http.get(format!("{url}/streaming")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let view = get(format!("{url}/streaming")).await;
+    assert_eq!(view["destination"]["provider"], "cloudwatch");
+    // An event sent while serving is captured and listed.
+    let mut event: serde_json::Value =
+        serde_json::from_str(audit_log::fixtures::SEED_EVENTS[0].1).unwrap();
+    event["timestamp"] = serde_json::json!(
+        time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    );
+    event["served"] = serde_json::json!(true);
+    stack.send(&[event.to_string()]).await;
+    let mut listed = false;
+    for _ in 0..40 {
+        let page = get(format!("{url}?limit=5")).await;
+        if page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["served"] == true)
+        {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(listed, "the event sent while serving was captured");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -1,0 +1,1121 @@
+//! The whole service on one machine: every queue and table created from `template.yaml` in the
+//! local AWS emulator, the three functions' own handlers, and the event source mappings Lambda
+//! would run in between (SQS → capture with the template's redrive rule; the events table's
+//! stream → stream, in order per shard, retrying from the reported record).
+
+use crate::{create_table, resource, stream_records_since, template, unique};
+use audit_log::Retention;
+use audit_log::store::EventTable;
+use audit_log_api::Api;
+use audit_log_capture::Capture;
+use audit_log_stream::Stream;
+use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Resources of one local stack, named afresh for each run.
+#[derive(Clone)]
+pub struct Stack {
+    pub aws: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    /// Queue URLs by logical id (`EventsQueue`, `EventsDeadLetterQueue`, `StreamFailureQueue`).
+    pub queues: HashMap<String, String>,
+    pub events_table: String,
+    pub config_table: String,
+    pub secret_prefix: String,
+    pub log_group_prefix: String,
+}
+
+fn number(v: &serde_yaml::Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+impl Stack {
+    /// Creates every queue and table the template declares.
+    pub async fn create(aws: &aws_config::SdkConfig, log_group_prefix: &str) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        let sqs = aws_sdk_sqs::Client::new(aws);
+        let mut queues = HashMap::new();
+        let mut arns = HashMap::new();
+        let resources = template()["Resources"].as_mapping().expect("resources");
+        let mut logical: Vec<(&str, &serde_yaml::Value)> = resources
+            .iter()
+            .filter(|(_, r)| r["Type"].as_str() == Some("AWS::SQS::Queue"))
+            .map(|(k, r)| (k.as_str().expect("name"), &r["Properties"]))
+            .collect();
+        // Dead-letter queues first: the others name them.
+        logical.sort_by_key(|(_, p)| !p["RedrivePolicy"].is_null());
+        for (name, props) in logical {
+            let mut create = sqs.create_queue().queue_name(unique(&name.to_lowercase()));
+            for (attribute, key) in [
+                (QueueAttributeName::VisibilityTimeout, "VisibilityTimeout"),
+                (
+                    QueueAttributeName::MessageRetentionPeriod,
+                    "MessageRetentionPeriod",
+                ),
+            ] {
+                if let Some(n) = number(&props[key]) {
+                    create = create.attributes(attribute, n.to_string());
+                }
+            }
+            let redrive = &props["RedrivePolicy"];
+            if !redrive.is_null() {
+                let target = match &redrive["deadLetterTargetArn"] {
+                    serde_yaml::Value::Tagged(t) => t
+                        .value
+                        .as_str()
+                        .expect("!GetAtt X.Arn")
+                        .trim_end_matches(".Arn")
+                        .to_owned(),
+                    other => panic!("unexpected dead-letter target {other:?}"),
+                };
+                let policy = json!({
+                    "deadLetterTargetArn": arns[&target],
+                    "maxReceiveCount": number(&redrive["maxReceiveCount"]).expect("maxReceiveCount"),
+                });
+                create = create.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+            }
+            let url = create
+                .send()
+                .await
+                .expect("create queue")
+                .queue_url
+                .expect("url");
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .expect("queue attributes")
+                .attributes
+                .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+                .expect("queue arn");
+            arns.insert(name.to_owned(), arn);
+            queues.insert(name.to_owned(), url);
+        }
+        Self {
+            events_table: create_table(&dynamodb, "EventsTable").await,
+            config_table: create_table(&dynamodb, "ConfigTable").await,
+            aws: aws.clone(),
+            dynamodb,
+            sqs,
+            queues,
+            secret_prefix: format!("{}/streaming/", unique("local")),
+            log_group_prefix: log_group_prefix.to_owned(),
+        }
+    }
+
+    pub fn queue(&self, logical_id: &str) -> &str {
+        &self.queues[logical_id]
+    }
+
+    /// The capture function, built as its `main.rs` builds it.
+    pub fn capture(&self) -> Capture {
+        let retention = number(&template()["Parameters"]["RetentionDays"]["Default"])
+            .expect("retention default");
+        Capture::new(
+            EventTable::new(self.dynamodb.clone(), &self.events_table),
+            Retention::days(retention as u32).expect("the template's retention is valid"),
+        )
+    }
+
+    /// The stream function, from the settings its `main.rs` reads.
+    pub fn stream(&self, datadog: Option<String>) -> Stream {
+        Stream::from_settings(
+            &audit_log_stream::Settings {
+                config_table: self.config_table.clone(),
+                secret_prefix: self.secret_prefix.clone(),
+                log_group_prefix: self.log_group_prefix.clone(),
+                datadog_endpoint_override: datadog,
+            },
+            &self.aws,
+        )
+    }
+
+    /// The api function, from the settings its `main.rs` reads.
+    pub fn api(&self, datadog: Option<String>) -> Api {
+        Api::new(
+            audit_log_api::Settings {
+                events_table: self.events_table.clone(),
+                config_table: self.config_table.clone(),
+                events_queue_url: self.queue("EventsQueue").to_owned(),
+                secret_prefix: self.secret_prefix.clone(),
+                log_group_prefix: self.log_group_prefix.clone(),
+                organization_claim: "organization_id".into(),
+                service_account_id: None,
+                datadog_endpoint_override: datadog,
+            },
+            &self.aws,
+        )
+    }
+
+    /// Sends bodies to the events queue, ten per request.
+    pub async fn send(&self, bodies: &[String]) {
+        for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{chunk_index}-{i}"))
+                        .message_body(body)
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            let out = self
+                .sqs
+                .send_message_batch()
+                .queue_url(self.queue("EventsQueue"))
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send to the events queue");
+            assert!(
+                out.failed.is_empty(),
+                "SQS refused messages: {:?}",
+                out.failed
+            );
+        }
+    }
+
+    /// Messages waiting in a queue, visible or in flight.
+    pub async fn depth(&self, logical_id: &str) -> u64 {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.queue(logical_id))
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .filter_map(|a| attributes.get(a)?.parse::<u64>().ok())
+        .sum()
+    }
+
+    /// Every body in a queue (received and deleted).
+    pub async fn take_all(&self, logical_id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(self.queue(logical_id))
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive")
+                .messages
+                .unwrap_or_default();
+            if got.is_empty() {
+                return out;
+            }
+            for m in got {
+                out.extend(m.body);
+                if let Some(handle) = m.receipt_handle {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(self.queue(logical_id))
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
+    }
+}
+
+fn context(timeout: Duration) -> lambda_runtime::Context {
+    let mut context = lambda_runtime::Context::default();
+    context.request_id = unique("local-request");
+    context.deadline = (std::time::SystemTime::now() + timeout)
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    context
+}
+
+fn function_timeout(function: &str) -> Duration {
+    Duration::from_secs(number(&resource(function)["Timeout"]).expect("timeout"))
+}
+
+/// What the SQS event source mapping did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CaptureRun {
+    pub invocations: usize,
+    pub deleted: usize,
+    pub returned: usize,
+}
+
+/// The SQS event source mapping: batches of the template's size to capture; what capture
+/// reports failed is made visible again (SQS's redrive policy dead-letters it after
+/// `maxReceiveCount` receives); the rest is deleted. Runs until the queue is empty.
+pub async fn drain_events_queue(
+    stack: &Stack,
+    capture: &Capture,
+    mut progress: impl FnMut(&CaptureRun),
+) -> CaptureRun {
+    let mapping = &resource("CaptureFunction")["Events"]["AuditEvents"]["Properties"];
+    let batch_size = number(&mapping["BatchSize"]).unwrap_or(10) as usize;
+    let timeout = function_timeout("CaptureFunction");
+    let queue = stack.queue("EventsQueue");
+    let arn = "arn:aws:sqs:us-east-1:123456789012:events";
+    let mut run = CaptureRun::default();
+    loop {
+        let mut messages = Vec::new();
+        while messages.len() < batch_size {
+            let got = stack
+                .sqs
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive")
+                .messages
+                .unwrap_or_default();
+            if got.is_empty() {
+                break;
+            }
+            messages.extend(got);
+        }
+        if messages.is_empty() {
+            if stack.depth("EventsQueue").await == 0 {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .iter()
+            .map(|m| {
+                let mut record = SqsMessage::default();
+                record.message_id = m.message_id.clone();
+                record.receipt_handle = m.receipt_handle.clone();
+                record.body = m.body.clone();
+                record.attributes = m
+                    .attributes
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v))
+                    .collect();
+                record.event_source = Some("aws:sqs".into());
+                record.event_source_arn = Some(arn.into());
+                record.aws_region = Some("us-east-1".into());
+                record
+            })
+            .collect();
+        run.invocations += 1;
+        let failed: Vec<String> = match capture
+            .handle(lambda_runtime::LambdaEvent::new(event, context(timeout)))
+            .await
+        {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            // The whole batch failed: every message goes back.
+            Err(_) => messages
+                .iter()
+                .filter_map(|m| m.message_id.clone())
+                .collect(),
+        };
+        let (back, done): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .partition(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)));
+        for m in &back {
+            // Lambda lets the visibility timeout run out; locally it is cut short.
+            stack
+                .sqs
+                .change_message_visibility()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                .visibility_timeout(0)
+                .send()
+                .await
+                .expect("return a message");
+        }
+        for chunk in done.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            stack
+                .sqs
+                .delete_message_batch()
+                .queue_url(queue)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("delete captured messages");
+        }
+        run.deleted += done.len();
+        run.returned += back.len();
+        progress(&run);
+    }
+}
+
+/// What the DynamoDB stream event source mapping did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StreamRun {
+    pub invocations: usize,
+    pub records: usize,
+    pub retries: usize,
+    pub sent_to_failure_queue: usize,
+}
+
+/// The DynamoDB stream event source mapping, run over everything the stream holds after
+/// `after` (a sequence number per shard): `INSERT` records only (the template's filter), in
+/// order, in batches of the template's size; a reported failure is retried from that record
+/// up to the template's `MaximumRetryAttempts`, then the batch's range goes to the on-failure
+/// queue. Returns the last sequence number seen per shard.
+pub async fn drain_stream(
+    stack: &Stack,
+    stream: &Stream,
+    after: &HashMap<String, String>,
+    run: &mut StreamRun,
+    mut progress: impl FnMut(&StreamRun),
+) -> HashMap<String, String> {
+    let mapping = &resource("StreamFunction")["Events"]["StoredEvents"]["Properties"];
+    let batch_size = number(&mapping["BatchSize"]).unwrap_or(100) as usize;
+    let max_retries = number(&mapping["MaximumRetryAttempts"]).unwrap_or(0) as usize;
+    let timeout = function_timeout("StreamFunction");
+    let mut last = after.clone();
+    for (shard, records) in
+        stream_records_since(&stack.aws, &stack.dynamodb, &stack.events_table, after).await
+    {
+        let inserts: Vec<EventRecord> = records
+            .iter()
+            .filter(|r| r.event_name == "INSERT")
+            .cloned()
+            .collect();
+        for batch in inserts.chunks(batch_size) {
+            let mut pending: &[EventRecord] = batch;
+            let mut attempts = 0;
+            loop {
+                let mut event = StreamEvent::default();
+                event.records = pending.to_vec();
+                run.invocations += 1;
+                let response = stream
+                    .handle(lambda_runtime::LambdaEvent::new(event, context(timeout)))
+                    .await
+                    .unwrap_or_else(|never| match never {});
+                let Some(failed) = response
+                    .batch_item_failures
+                    .first()
+                    .and_then(|f| f.item_identifier.clone())
+                else {
+                    break;
+                };
+                attempts += 1;
+                if attempts > max_retries {
+                    let record = json!({
+                        "requestContext": {"condition": "RetryAttemptsExhausted"},
+                        "DDBStreamBatchInfo": {
+                            "shardId": shard,
+                            "startSequenceNumber": failed,
+                            "endSequenceNumber": pending.last().and_then(|r| r.change.sequence_number.clone()),
+                            "batchSize": pending.len(),
+                        }
+                    });
+                    stack
+                        .sqs
+                        .send_message()
+                        .queue_url(stack.queue("StreamFailureQueue"))
+                        .message_body(record.to_string())
+                        .send()
+                        .await
+                        .expect("on-failure destination");
+                    run.sent_to_failure_queue += 1;
+                    break;
+                }
+                run.retries += 1;
+                let from = pending
+                    .iter()
+                    .position(|r| r.change.sequence_number.as_deref() == Some(failed.as_str()))
+                    .unwrap_or(0);
+                pending = &pending[from..];
+            }
+            run.records += batch.len();
+            progress(run);
+        }
+        if let Some(seq) = records
+            .last()
+            .and_then(|r| r.change.sequence_number.clone())
+        {
+            last.insert(shard, seq);
+        }
+    }
+    last
+}
+
+// ---- events a registry produces ---------------------------------------------------------------
+
+/// Random choices from a seed, so a run can be repeated exactly.
+pub struct Dice(rand::rngs::StdRng);
+
+impl Dice {
+    pub fn new(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self(rand::rngs::StdRng::seed_from_u64(seed))
+    }
+
+    pub fn number(&mut self) -> u64 {
+        rand::Rng::random(&mut self.0)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        rand::Rng::random_range(&mut self.0, 0..n)
+    }
+
+    /// A ULID-shaped id, as HCP Packer's.
+    pub fn ulid(&mut self) -> String {
+        const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        (0..26)
+            .map(|_| ALPHABET[self.below(32) as usize] as char)
+            .collect()
+    }
+}
+
+/// An organization's project, as the generator and the runner see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Project {
+    pub organization_id: String,
+    pub project_id: String,
+}
+
+/// `n` events of a registry's everyday life (buckets, versions, builds, channels; users and
+/// services; some failures), spread over `projects`, dated within the last hour.
+pub fn generate(n: usize, projects: &[Project], dice: &mut Dice) -> Vec<Value> {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("zero is valid");
+    (0..n)
+        .map(|i| {
+            let project = &projects[dice.below(projects.len() as u64) as usize];
+            let when = now - Duration::from_secs(3600 - (i as u64 * 3600 / n.max(1) as u64));
+            let actor = if dice.below(3) == 0 {
+                json!({"principal_id": format!("packer-ci@{}", project.organization_id), "type": "TYPE_SERVICE",
+                       "service": {"id": format!("packer-ci@{}", project.organization_id), "name": "packer-ci", "user_managed": true}})
+            } else {
+                let user = dice.ulid().to_lowercase();
+                json!({"principal_id": user, "type": "TYPE_USER",
+                       "user": {"id": user, "email": format!("{}@example.com", &user[..8]), "name": format!("{}@example.com", &user[..8])}})
+            };
+            let bucket = json!({"id": dice.ulid(), "name": format!("ubuntu-{}", dice.below(20))});
+            let version = json!({"id": dice.ulid(), "fingerprint": format!("f{}", dice.below(1000)), "name": format!("v{}", dice.below(50))});
+            let build = json!({"id": dice.ulid(), "platform": "aws", "component_type": "amazon-ebs.ubuntu",
+                               "artifacts": [{"region": "us-west-2", "external_identifier": format!("ami-{:08x}", dice.number() as u32)}],
+                               "labels": {"os": "ubuntu"}});
+            let (action, description, extra) = match dice.below(8) {
+                0 => ("create", "Created bucket", json!({"bucket": bucket})),
+                1 => ("update", "Updated bucket labels", json!({"bucket": bucket})),
+                2 => ("create", "Created version", json!({"bucket": bucket, "version": version})),
+                3 => ("update", "Revoked version", json!({"bucket": bucket, "version": version, "builds": [build]})),
+                4 => ("create", "Created build", json!({"bucket": bucket, "version": version, "build": build})),
+                5 => ("update", "Updated build", json!({"bucket": bucket, "version": version, "build": build})),
+                6 => ("update", "Assigned version to channel", json!({"bucket": bucket, "version": version, "builds": [build],
+                        "channel": {"id": dice.ulid(), "name": "production", "managed": false, "restricted": true}})),
+                _ => ("delete", "Deleted channel", json!({"bucket": bucket, "channel": {"id": dice.ulid(), "name": "staging"}})),
+            };
+            let failed = dice.below(20) == 0;
+            let mut event = json!({
+                "status": if failed { "FAILED" } else { "OK" },
+                "action": action,
+                "description": description,
+                "organization_id": project.organization_id,
+                "project_id": project.project_id,
+                "registry": {"id": format!("reg-{}", project.project_id)},
+                "timestamp": (when).format(&time::format_description::well_known::Rfc3339).expect("formats"),
+                "actor": actor,
+            });
+            for (k, v) in extra.as_object().expect("object") {
+                event[k] = v.clone();
+            }
+            if failed {
+                event["error"] = json!("rpc error: code = FailedPrecondition desc = the operation was refused");
+            }
+            event
+        })
+        .collect()
+}
+
+/// Bodies capture must refuse, one of each kind.
+pub fn invalid_bodies(n: usize, project: &Project) -> Vec<String> {
+    let kinds = [
+        "not json at all".to_owned(),
+        "{\"status\": \"OK\",".to_owned(),
+        json!({"status": "OK", "action": "create", "description": "no actor", "organization_id": project.organization_id,
+               "project_id": project.project_id, "timestamp": "2026-01-01T00:00:00Z"}).to_string(),
+        json!({"status": "MAYBE", "action": "create", "description": "bad status", "organization_id": project.organization_id,
+               "project_id": project.project_id, "timestamp": "2026-01-01T00:00:00Z", "actor": {"principal_id": "p", "type": "TYPE_USER"}}).to_string(),
+        json!({"status": "OK", "action": "create", "description": "bad time", "organization_id": project.organization_id,
+               "project_id": project.project_id, "timestamp": "yesterday", "actor": {"principal_id": "p", "type": "TYPE_USER"}}).to_string(),
+    ];
+    (0..n).map(|i| kinds[i % kinds.len()].clone()).collect()
+}
+
+// ---- a whole run ------------------------------------------------------------------------------
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Generated events, on top of the seed's examples.
+    pub events: usize,
+    /// Bodies capture must refuse.
+    pub invalid: usize,
+    /// Deliver to a local Datadog stand-in instead of the emulator's CloudWatch Logs.
+    pub datadog: bool,
+    pub seed: u64,
+    pub log_group_prefix: String,
+    /// Print progress and the summary.
+    pub verbose: bool,
+}
+
+/// What happened, and whether every promise held.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub provider: &'static str,
+    pub sent_valid: usize,
+    pub sent_invalid: usize,
+    pub stored: usize,
+    /// Items whose event is the same as another item's.
+    pub stored_twice: usize,
+    pub rejected: usize,
+    pub delivered: usize,
+    /// Stored events missing at their destination.
+    pub undelivered: usize,
+    /// Events at a destination more often than they were stored.
+    pub delivered_twice: usize,
+    pub per_project: Vec<(Project, usize, usize)>,
+    pub where_delivered: String,
+    pub sample: Option<String>,
+    pub capture: CaptureRun,
+    pub stream: StreamRun,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Messages sent before capture takes its turn.
+const SEND_SLICE: usize = 100;
+
+/// The customer account a local organization's role lives in.
+fn customer_account(index: usize) -> String {
+    format!("{:012}", 210_000_000_000u64 + index as u64)
+}
+
+fn role_arn(index: usize) -> String {
+    format!(
+        "arn:aws:iam::{}:role/hcp-log-streaming",
+        customer_account(index)
+    )
+}
+
+/// The organization's (seed-compatible) projects: the seed's own, and two per generated one.
+fn projects(dice: &mut Dice) -> Vec<Project> {
+    let mut out = vec![Project {
+        organization_id: "77f447d4-def0-46f2-bf09-6850d36745ed".into(),
+        project_id: "a98c3c31-5760-4db1-b62b-0988080a66ad".into(),
+    }];
+    for _ in 0..2 {
+        let organization_id = format!("org-{}", dice.ulid().to_lowercase());
+        for _ in 0..2 {
+            out.push(Project {
+                organization_id: organization_id.clone(),
+                project_id: format!("project-{}", dice.ulid().to_lowercase()),
+            });
+        }
+    }
+    out
+}
+
+/// A request to the api function as a member of the project's organization.
+async fn call_api(
+    api: &Api,
+    project: &Project,
+    method: &str,
+    suffix: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/audit-logs{suffix}",
+        project.organization_id, project.project_id
+    );
+    let text = body.map(Value::to_string);
+    let claims = [
+        ("organization_id", project.organization_id.as_str()),
+        ("sub", "local-runner"),
+        ("email", "runner@localhost"),
+    ];
+    let request = crate::api_request(method, &path, &[], &[], text.as_deref(), Some(&claims));
+    let response = api.respond(&request).await;
+    let body = match response.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => {
+            serde_json::from_str(&t).unwrap_or(Value::Null)
+        }
+        _ => Value::Null,
+    };
+    (response.status_code as u16, body)
+}
+
+/// JSON with every object's keys sorted, to compare values whatever their field order.
+pub fn canonical(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(o) => {
+                let mut keys: Vec<&String> = o.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&o[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(v).to_string()
+}
+
+/// A Datadog log entry back to the event it carries (the inverse of the service's encoding).
+pub fn event_of_datadog_entry(entry: &Value) -> Value {
+    let mut event = entry.as_object().cloned().unwrap_or_default();
+    for reserved in audit_log::destination::datadog::RESERVED {
+        let original = event.remove(&format!("event_{reserved}"));
+        match (reserved, original) {
+            (_, Some(v)) => {
+                event.insert(reserved.to_owned(), v);
+            }
+            ("timestamp", None) => {}
+            (_, None) => {
+                event.remove(reserved);
+            }
+        }
+    }
+    // `message` was the description, written again.
+    Value::Object(event)
+}
+
+/// The Datadog stand-in: accepts keys and logs like the real intake.
+pub async fn datadog_stand_in() -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let server = wiremock::MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/validate"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"valid": true})))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v2/logs"))
+        .respond_with(ResponseTemplate::new(202).set_body_json(json!({})))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Every log entry the stand-in received.
+pub async fn datadog_entries(server: &wiremock::MockServer) -> Vec<Value> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    for request in server.received_requests().await.unwrap_or_default() {
+        if request.url.path() != "/api/v2/logs" {
+            continue;
+        }
+        let mut json = String::new();
+        flate2::read::GzDecoder::new(&request.body[..])
+            .read_to_string(&mut json)
+            .expect("gzip body");
+        out.extend(serde_json::from_str::<Vec<Value>>(&json).expect("a JSON array"));
+    }
+    out
+}
+
+/// Every event in a log stream of the customer's account.
+async fn cloudwatch_messages(
+    aws: &aws_config::SdkConfig,
+    role: &str,
+    group: &str,
+    stream: &str,
+) -> Vec<String> {
+    let logs = crate::customer_logs(aws, role, "us-east-1").await;
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = match logs
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(_) => return out,
+        };
+        let events = page.events.unwrap_or_default();
+        let next = page.next_forward_token;
+        if events.is_empty() || next == token {
+            return out;
+        }
+        out.extend(events.into_iter().filter_map(|e| e.message));
+        token = next;
+    }
+}
+
+/// Runs the whole service over generated events and checks every promise.
+pub async fn run(
+    aws: &aws_config::SdkConfig,
+    options: &Options,
+) -> (Report, Stack, Option<wiremock::MockServer>) {
+    let started = std::time::Instant::now();
+    let say = |line: String| {
+        if options.verbose {
+            eprintln!("[{:6.1} s] {line}", started.elapsed().as_secs_f64());
+        }
+    };
+    let stack = Stack::create(aws, &options.log_group_prefix).await;
+    let datadog = if options.datadog {
+        Some(datadog_stand_in().await)
+    } else {
+        None
+    };
+    let datadog_url = datadog.as_ref().map(|d| d.uri());
+    let (capture, stream, api) = (
+        stack.capture(),
+        stack.stream(datadog_url.clone()),
+        stack.api(datadog_url),
+    );
+    let mut report = Report {
+        provider: if options.datadog {
+            "datadog"
+        } else {
+            "cloudwatch"
+        },
+        ..Default::default()
+    };
+    let mut dice = Dice::new(options.seed);
+    let projects = projects(&mut dice);
+    let organizations: Vec<String> = {
+        let mut o: Vec<String> = projects.iter().map(|p| p.organization_id.clone()).collect();
+        o.dedup();
+        o
+    };
+
+    // Destinations, through the api function: test the connection, then save.
+    for project in &projects {
+        let org_index = organizations
+            .iter()
+            .position(|o| *o == project.organization_id)
+            .unwrap_or(0);
+        let body = if options.datadog {
+            json!({"provider": "datadog", "name": "local-datadog",
+                   "datadog": {"site": "datadoghq.com", "api_key": format!("{:016x}{:016x}", dice.number(), dice.number())}})
+        } else {
+            json!({"provider": "cloudwatch", "name": "local-cloudwatch",
+                   "cloudwatch": {"role_arn": role_arn(org_index), "region": "us-east-1"}})
+        };
+        let (status, tested) =
+            call_api(&api, project, "POST", "/streaming/test", Some(&body)).await;
+        if status != 200 || tested["success"] != true {
+            report.problems.push(format!(
+                "test connection for {}/{} failed: {status} {tested}",
+                project.organization_id, project.project_id
+            ));
+            return (report, stack, datadog);
+        }
+        say(format!(
+            "test connection {}/{}: {}",
+            project.organization_id,
+            project.project_id,
+            tested["message"].as_str().unwrap_or_default()
+        ));
+        let (status, saved) = call_api(&api, project, "PUT", "/streaming", Some(&body)).await;
+        if status != 200 {
+            report
+                .problems
+                .push(format!("saving the destination failed: {status} {saved}"));
+            return (report, stack, datadog);
+        }
+    }
+    // Each PUT put its own audit event on the queue.
+    report.sent_valid += projects.len();
+
+    let mut bodies: Vec<String> = audit_log::fixtures::SEED_EVENTS
+        .iter()
+        .map(|(_, b)| b.to_string())
+        .collect();
+    bodies.extend(
+        generate(options.events, &projects[1..], &mut dice)
+            .iter()
+            .map(Value::to_string),
+    );
+    report.sent_valid += bodies.len();
+    let invalid = invalid_bodies(options.invalid, &projects[0]);
+    report.sent_invalid = invalid.len();
+    // Invalid bodies in among the valid ones, as a producer's mistakes would be.
+    for (i, body) in invalid.iter().enumerate() {
+        let at = (i * 7919) % (bodies.len() + 1);
+        bodies.insert(at, body.clone());
+    }
+    say(format!(
+        "sending {} events ({} invalid) to the events queue",
+        bodies.len(),
+        invalid.len()
+    ));
+    // Producers and capture run side by side in Lambda; here they take turns a slice at a time,
+    // which also keeps the emulator's queue short (its receive slows down with depth).
+    let total = bodies.len() + projects.len();
+    let mut last_print = std::time::Instant::now();
+    let mut done = 0;
+    for slice in bodies.chunks(SEND_SLICE) {
+        stack.send(slice).await;
+        let run = drain_events_queue(&stack, &capture, |_| {}).await;
+        report.capture.invocations += run.invocations;
+        report.capture.deleted += run.deleted;
+        report.capture.returned += run.returned;
+        done += slice.len();
+        if last_print.elapsed() > Duration::from_secs(1) {
+            last_print = std::time::Instant::now();
+            say(format!("capture: {done} of {total} messages handled"));
+        }
+    }
+    say(format!(
+        "capture: {} invocations, {} messages stored, {} handed back until dead-lettered",
+        report.capture.invocations, report.capture.deleted, report.capture.returned
+    ));
+
+    let mut stream_run = StreamRun::default();
+    drain_stream(&stack, &stream, &HashMap::new(), &mut stream_run, |run| {
+        if last_print.elapsed() > Duration::from_secs(1) {
+            last_print = std::time::Instant::now();
+            say(format!("stream: {} records delivered", run.records));
+        }
+    })
+    .await;
+    report.stream = stream_run;
+    say(format!(
+        "stream: {} invocations, {} records, {} retries",
+        stream_run.invocations, stream_run.records, stream_run.retries
+    ));
+
+    say("checking what was stored, rejected and delivered".into());
+    // What was stored.
+    let items = crate::scan_all(&stack.dynamodb, &stack.events_table).await;
+    report.stored = items.len();
+    let mut stored_by_project: HashMap<Project, Vec<String>> = HashMap::new();
+    let mut distinct = std::collections::HashSet::new();
+    for item in &items {
+        let json = audit_log::store::event_json(item).expect("stored event");
+        let value: Value = serde_json::from_str(&json).expect("JSON");
+        let project = Project {
+            organization_id: value["organization_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            project_id: value["project_id"].as_str().unwrap_or_default().to_owned(),
+        };
+        if !distinct.insert(json.clone()) {
+            report.stored_twice += 1;
+        }
+        stored_by_project.entry(project).or_default().push(json);
+    }
+    report.rejected = stack.take_all("EventsDeadLetterQueue").await.len();
+
+    // What arrived.
+    let entries = match &datadog {
+        Some(server) => datadog_entries(server).await,
+        None => Vec::new(),
+    };
+    let group = audit_log::destination::cloudwatch::events_log_group(&options.log_group_prefix);
+    for project in &projects {
+        let stored = stored_by_project.get(project).cloned().unwrap_or_default();
+        // Datadog attributes come back in another order: compare key-sorted.
+        let (stored, arrived): (Vec<String>, Vec<String>) = if options.datadog {
+            let arrived = entries
+                .iter()
+                .map(event_of_datadog_entry)
+                // "Test connection" logs go to the same intake, and were never stored.
+                .filter(|e| e["test"] != true)
+                .filter(|e| {
+                    e["organization_id"] == project.organization_id.as_str()
+                        && e["project_id"] == project.project_id.as_str()
+                })
+                .map(|e| canonical(&e))
+                .collect();
+            let stored = stored
+                .iter()
+                .map(|s| canonical(&serde_json::from_str(s).expect("JSON")))
+                .collect();
+            (stored, arrived)
+        } else {
+            let org_index = organizations
+                .iter()
+                .position(|o| *o == project.organization_id)
+                .unwrap_or(0);
+            let group_stream = audit_log::destination::cloudwatch::log_stream(&project.project_id);
+            (
+                stored,
+                cloudwatch_messages(aws, &role_arn(org_index), &group, &group_stream).await,
+            )
+        };
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for s in &stored {
+            *counts.entry(s.as_str()).or_default() += 1;
+        }
+        for a in &arrived {
+            *counts.entry(a.as_str()).or_default() -= 1;
+        }
+        report.undelivered += counts
+            .values()
+            .filter(|&&c| c > 0)
+            .map(|&c| c as usize)
+            .sum::<usize>();
+        report.delivered_twice += counts
+            .values()
+            .filter(|&&c| c < 0)
+            .map(|&c| (-c) as usize)
+            .sum::<usize>();
+        report.delivered += arrived.len();
+        if report.sample.is_none() {
+            // As it arrived: the raw Datadog log, or the CloudWatch message.
+            report.sample = match options.datadog {
+                true => entries
+                    .iter()
+                    .find(|e| e["test"] != true)
+                    .map(Value::to_string),
+                false => arrived.first().cloned(),
+            };
+        }
+        report
+            .per_project
+            .push((project.clone(), stored.len(), arrived.len()));
+    }
+    report.where_delivered = if options.datadog {
+        format!(
+            "Datadog stand-in at {}",
+            datadog.as_ref().map(|d| d.uri()).unwrap_or_default()
+        )
+    } else {
+        format!(
+            "CloudWatch Logs group {group} (one stream per project) in the customers' accounts {} (us-east-1)",
+            (0..organizations.len())
+                .map(customer_account)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+
+    if report.stored != report.sent_valid {
+        report.problems.push(format!(
+            "{} valid events sent but {} stored",
+            report.sent_valid, report.stored
+        ));
+    }
+    if report.stored_twice > 0 {
+        report
+            .problems
+            .push(format!("{} events stored twice", report.stored_twice));
+    }
+    if report.rejected != report.sent_invalid {
+        report.problems.push(format!(
+            "{} invalid events sent but {} dead-lettered",
+            report.sent_invalid, report.rejected
+        ));
+    }
+    if report.undelivered > 0 {
+        report.problems.push(format!(
+            "{} stored events were not delivered",
+            report.undelivered
+        ));
+    }
+    (report, stack, datadog)
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "sent        {:>7} valid, {} invalid",
+            self.sent_valid, self.sent_invalid
+        )?;
+        writeln!(
+            f,
+            "stored      {:>7} ({} twice)",
+            self.stored, self.stored_twice
+        )?;
+        writeln!(
+            f,
+            "rejected    {:>7} (in the dead-letter queue)",
+            self.rejected
+        )?;
+        writeln!(
+            f,
+            "delivered   {:>7} to {} ({} missing, {} twice)",
+            self.delivered, self.provider, self.undelivered, self.delivered_twice
+        )?;
+        writeln!(
+            f,
+            "\n{:<38} {:<40} {:>7} {:>10}",
+            "organization", "project", "stored", "delivered"
+        )?;
+        for (p, stored, delivered) in &self.per_project {
+            writeln!(
+                f,
+                "{:<38} {:<40} {stored:>7} {delivered:>10}",
+                p.organization_id, p.project_id
+            )?;
+        }
+        writeln!(f, "\ndelivered to {}", self.where_delivered)?;
+        if let Some(sample) = &self.sample {
+            writeln!(f, "\none delivered event, as it arrived:\n{sample}")?;
+        }
+        if self.ok() {
+            writeln!(
+                f,
+                "\nOK: every valid event stored once and delivered; every invalid one dead-lettered"
+            )
+        } else {
+            writeln!(f, "\nFAILED:")?;
+            for p in &self.problems {
+                writeln!(f, "  - {p}")?;
+            }
+            Ok(())
+        }
+    }
+}
