@@ -1042,7 +1042,7 @@ async fn every_documented_route_answers_as_documented() {
     w.mount(intake().respond_with(ResponseTemplate::new(202)))
         .await;
     let operations = w.openapi.operations();
-    assert_eq!(operations.len(), 5);
+    assert_eq!(operations.len(), 6);
     for (method, template) in operations {
         let suffix = template.strip_prefix(BASE).unwrap();
         let body = match (method.as_str(), suffix) {
@@ -1111,4 +1111,56 @@ fn the_template_routes_match_the_openapi_document() {
     let mut documented = OpenApi::load().operations();
     documented.sort();
     assert_eq!(routes, documented);
+}
+
+#[tokio::test]
+async fn the_last_ten_connection_tests_are_kept_newest_first() {
+    let w = World::new().await;
+    w.mount(
+        validate()
+            .respond_with(ResponseTemplate::new(403))
+            .up_to_n_times(2),
+    )
+    .await;
+    w.mount(validate().respond_with(ResponseTemplate::new(200)))
+        .await;
+    w.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    assert_eq!(
+        w.call("GET", "/streaming/tests", None).await.body,
+        json!({"tests": []})
+    );
+    let second = OffsetDateTime::now_utc().second();
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
+    }
+    for _ in 0..10 {
+        w.call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+            .await;
+    }
+    let listed = w.call("GET", "/streaming/tests", None).await;
+    assert_eq!(listed.status, 200);
+    let tests = listed.body["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 10);
+    let outcomes: Vec<bool> = tests
+        .iter()
+        .map(|t| t["success"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        &outcomes[8..],
+        [false, false],
+        "the two oldest were refused"
+    );
+    assert!(outcomes[..8].iter().all(|&ok| ok));
+    assert!(
+        tests[9]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the API key")
+    );
+    let times: Vec<&str> = tests
+        .iter()
+        .map(|t| t["tested_at"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
 }

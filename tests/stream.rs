@@ -808,3 +808,49 @@ fn the_template_streams_inserts_only_and_reports_partial_failures() {
     assert!(stream["MaximumRecordAgeInSeconds"].as_u64().is_some());
     assert!(!stream["DestinationConfig"]["OnFailure"]["Destination"].is_null());
 }
+
+#[tokio::test]
+async fn health_counts_the_last_day_and_tracks_a_run_of_failures() {
+    let dd = Datadog::new().await;
+    dd.mount(
+        intake()
+            .respond_with(ResponseTemplate::new(202))
+            .up_to_n_times(1),
+    )
+    .await;
+    let (_, first) = dd.events(3).await;
+    let stream = dd.stream(Duration::from_secs(5));
+    assert!(
+        stream
+            .deliver(&first, soon())
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let health = dd.health().await;
+    assert_eq!(health.counts_24h(OffsetDateTime::now_utc()), (3, 0));
+    assert!(health.failing_since.is_none());
+    assert_eq!(health.status(), "healthy");
+
+    // Then the destination refuses: counted, and failing at once because it is a refusal.
+    dd.server.reset().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(400)))
+        .await;
+    let more = dd
+        .world
+        .capture(&[
+            recent(&dd.org, &dd.project, 1, "OK"),
+            recent(&dd.org, &dd.project, 2, "OK"),
+        ])
+        .await;
+    let fresh: Vec<EventRecord> = more
+        .into_iter()
+        .filter(|r| !first.iter().any(|f| f.event_id == r.event_id))
+        .collect();
+    stream.deliver(&fresh, soon()).await;
+    let health = dd.health().await;
+    assert_eq!(health.counts_24h(OffsetDateTime::now_utc()), (3, 2));
+    assert!(health.failing_since.is_some());
+    assert!(health.last_failure_permanent);
+    assert_eq!(health.status(), "failing");
+}

@@ -29,6 +29,8 @@ pub mod attr {
     pub const LAST_SUCCESS_AT: &str = "last_success_at";
     pub const LAST_FAILURE_AT: &str = "last_failure_at";
     pub const LAST_ERROR: &str = "last_error";
+    pub const FAILING_SINCE: &str = "failing_since";
+    pub const LAST_FAILURE_PERMANENT: &str = "last_failure_permanent";
 }
 
 /// A project's saved streaming configuration.
@@ -51,19 +53,59 @@ pub struct Health {
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
     pub last_error: Option<String>,
+    /// Start of the current run of failures with no delivery in between.
+    pub failing_since: Option<String>,
+    /// Whether the last failure was a refusal (fix the setup), not an outage (wait).
+    pub last_failure_permanent: bool,
+    /// `(epoch hour, delivered, failed)` of the last 24 hours, one slot per hour of the day.
+    pub hours: Vec<(i64, u64, u64)>,
+}
+
+/// Failures this long with no delivery in between make a destination `failing`; a refusal or
+/// a destination that never took an event is `failing` at once.
+pub const FAILING_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn parse_time(t: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(t, &Rfc3339).ok()
 }
 
 impl Health {
-    /// `unknown` before any delivery, then whichever of success and failure came last.
     pub fn status(&self) -> &'static str {
-        match (&self.last_success_at, &self.last_failure_at) {
-            (None, None) => "unknown",
-            (Some(_), None) => "healthy",
-            (None, Some(_)) => "failing",
-            // RFC 3339 in UTC with a fixed format orders as text.
-            (Some(ok), Some(failed)) if ok >= failed => "healthy",
-            _ => "failing",
+        self.status_at(OffsetDateTime::now_utc())
+    }
+
+    /// `unknown` before any delivery; `failing` per [`FAILING_AFTER`]; `healthy` otherwise.
+    pub fn status_at(&self, now: OffsetDateTime) -> &'static str {
+        if self.last_success_at.is_none() && self.last_failure_at.is_none() {
+            return "unknown";
         }
+        let Some(since) = self.failing_since.as_deref().and_then(parse_time) else {
+            return "healthy";
+        };
+        if self.last_success_at.is_none()
+            || self.last_failure_permanent
+            || now - since >= FAILING_AFTER
+        {
+            "failing"
+        } else {
+            "healthy"
+        }
+    }
+
+    /// Events delivered and failed over the 24 hours before `now`.
+    pub fn counts_24h(&self, now: OffsetDateTime) -> (u64, u64) {
+        let current = now.unix_timestamp().div_euclid(3600);
+        self.hours
+            .iter()
+            .filter(|(hour, _, _)| (current - 23..=current).contains(hour))
+            .fold((0, 0), |(d, f), (_, delivered, failed)| {
+                (d + delivered, f + failed)
+            })
+    }
+
+    pub fn seconds_since_last_success(&self, now: OffsetDateTime) -> Option<i64> {
+        let last = parse_time(self.last_success_at.as_deref()?)?;
+        Some((now - last).whole_seconds().max(0))
     }
 }
 
@@ -73,6 +115,8 @@ pub struct HealthReport {
     pub delivered: usize,
     pub failed: usize,
     pub last_error: Option<String>,
+    /// The error is a refusal that retrying will not fix.
+    pub permanent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,10 +207,29 @@ impl StreamingConfig {
             (attr::LAST_SUCCESS_AT, &self.health.last_success_at),
             (attr::LAST_FAILURE_AT, &self.health.last_failure_at),
             (attr::LAST_ERROR, &self.health.last_error),
+            (attr::FAILING_SINCE, &self.health.failing_since),
         ] {
             if let Some(v) = value {
                 item.insert(name.into(), s(v));
             }
+        }
+        if self.health.last_failure_permanent {
+            item.insert(
+                attr::LAST_FAILURE_PERMANENT.into(),
+                AttributeValue::Bool(true),
+            );
+        }
+        for (hour, delivered, failed) in &self.health.hours {
+            let slot = hour_slot(*hour);
+            item.insert(format!("hour_{slot}"), AttributeValue::N(hour.to_string()));
+            item.insert(
+                format!("delivered_{slot}"),
+                AttributeValue::N(delivered.to_string()),
+            );
+            item.insert(
+                format!("failed_{slot}"),
+                AttributeValue::N(failed.to_string()),
+            );
         }
         item
     }
@@ -196,6 +259,28 @@ impl StreamingConfig {
                 last_success_at: optional(item, attr::LAST_SUCCESS_AT),
                 last_failure_at: optional(item, attr::LAST_FAILURE_AT),
                 last_error: optional(item, attr::LAST_ERROR),
+                failing_since: optional(item, attr::FAILING_SINCE),
+                last_failure_permanent: item
+                    .get(attr::LAST_FAILURE_PERMANENT)
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
+                hours: (0..24)
+                    .filter_map(|slot| {
+                        let n = |name: &str| -> Option<i64> {
+                            item.get(&format!("{name}_{slot:02}"))?
+                                .as_n()
+                                .ok()?
+                                .parse()
+                                .ok()
+                        };
+                        Some((
+                            n("hour")?,
+                            n("delivered").unwrap_or(0) as u64,
+                            n("failed").unwrap_or(0) as u64,
+                        ))
+                    })
+                    .collect(),
             },
         })
     }
@@ -327,51 +412,105 @@ impl ConfigTable {
         }
     }
 
-    /// Records one batch's delivery outcome in a single write. A configuration deleted in the
-    /// meantime is left deleted.
+    /// Records one batch's delivery outcome in a single write (a second one, at most once an
+    /// hour, when the hour's counting slot still holds the same hour of an earlier day). A
+    /// configuration deleted in the meantime is left deleted.
     pub async fn record_health(
         &self,
         organization_id: &str,
         project_id: &str,
         report: &HealthReport,
     ) -> Result<(), ConfigError> {
-        let now = now_rfc3339();
-        let mut sets = Vec::new();
-        let mut update = self
+        if report.delivered == 0 && report.failed == 0 {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let hour = now.unix_timestamp().div_euclid(3600);
+        let slot = hour_slot(hour);
+        let mut sets = vec!["#h = :hour"];
+        let mut names = HashMap::from([
+            ("#h".to_owned(), format!("hour_{slot}")),
+            ("#d".to_owned(), format!("delivered_{slot}")),
+            ("#f".to_owned(), format!("failed_{slot}")),
+            ("#since".to_owned(), attr::FAILING_SINCE.to_owned()),
+        ]);
+        let mut values = HashMap::from([
+            (":hour".to_owned(), AttributeValue::N(hour.to_string())),
+            (
+                ":d".to_owned(),
+                AttributeValue::N(report.delivered.to_string()),
+            ),
+            (
+                ":f".to_owned(),
+                AttributeValue::N(report.failed.to_string()),
+            ),
+            (":now".to_owned(), s(&now_rfc3339())),
+        ]);
+        let mut remove = "";
+        if report.delivered > 0 {
+            sets.push("#ok = :now");
+            names.insert("#ok".into(), attr::LAST_SUCCESS_AT.into());
+            remove = " REMOVE #since";
+        } else {
+            sets.push("#since = if_not_exists(#since, :now)");
+        }
+        if report.failed > 0 {
+            sets.extend([
+                "#failed = :now",
+                "#error = :error",
+                "#permanent = :permanent",
+            ]);
+            names.insert("#failed".into(), attr::LAST_FAILURE_AT.into());
+            names.insert("#error".into(), attr::LAST_ERROR.into());
+            names.insert("#permanent".into(), attr::LAST_FAILURE_PERMANENT.into());
+            values.insert(
+                ":error".into(),
+                s(report.last_error.as_deref().unwrap_or("delivery failed")),
+            );
+            values.insert(":permanent".into(), AttributeValue::Bool(report.permanent));
+        }
+        let sets = sets.join(", ");
+        let counted = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(key(organization_id, project_id)))
-            .condition_expression("attribute_exists(pk)");
-        if report.delivered > 0 {
-            sets.push("#ok = :now");
-            update = update.expression_attribute_names("#ok", attr::LAST_SUCCESS_AT);
-        }
-        if report.failed > 0 {
-            sets.push("#failed = :now");
-            sets.push("#error = :error");
-            update = update
-                .expression_attribute_names("#failed", attr::LAST_FAILURE_AT)
-                .expression_attribute_names("#error", attr::LAST_ERROR)
-                .expression_attribute_values(
-                    ":error",
-                    s(report.last_error.as_deref().unwrap_or("delivery failed")),
-                );
-        }
-        if sets.is_empty() {
-            return Ok(());
-        }
-        let result = update
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .expression_attribute_values(":now", s(&now))
+            .update_expression(format!("SET {sets} ADD #d :d, #f :f{remove}"))
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(#h) OR #h = :hour)",
+            )
+            .set_expression_attribute_names(Some(names.clone()))
+            .set_expression_attribute_values(Some(values.clone()))
             .send()
             .await;
-        match result {
+        match counted {
+            Ok(_) => return Ok(()),
+            Err(e) if !is_condition_failure(&e) => return Err(store_error(e)),
+            Err(_) => {}
+        }
+        // Either the configuration is gone, or the slot counts a day-old hour: start it afresh.
+        let restarted = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(key(organization_id, project_id)))
+            .update_expression(format!("SET {sets}, #d = :d, #f = :f{remove}"))
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match restarted {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => Ok(()),
             Err(e) => Err(store_error(e)),
         }
     }
+}
+
+/// The counting slot of an epoch hour: its hour of the day.
+fn hour_slot(hour: i64) -> String {
+    format!("{:02}", hour.rem_euclid(24))
 }
 
 /// Sort key of an organization's own item (its External ID).
@@ -486,6 +625,123 @@ impl ConfigTable {
     }
 }
 
+/// How long a connection test's result is kept.
+const TEST_RESULT_DAYS: i64 = 30;
+
+/// One "Test connection" and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestRecord {
+    pub tested_at: String,
+    pub provider: String,
+    pub success: bool,
+    pub message: String,
+}
+
+impl ConfigTable {
+    /// Keeps a connection test's result (for 30 days).
+    pub async fn record_test(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        record: &TestRecord,
+    ) -> Result<(), ConfigError> {
+        let now = OffsetDateTime::now_utc();
+        let sort_key = format!(
+            "test#{}#{}#{:08x}",
+            key_part(project_id),
+            crate::store::sort_key_time(now),
+            rand::random::<u32>()
+        );
+        let mut item = organization_key(organization_id, sort_key);
+        item.insert("tested_at".into(), s(&record.tested_at));
+        item.insert(attr::PROVIDER.into(), s(&record.provider));
+        item.insert("success".into(), AttributeValue::Bool(record.success));
+        item.insert("message".into(), s(&record.message));
+        item.insert(
+            EXPIRES_AT.into(),
+            AttributeValue::N((now.unix_timestamp() + TEST_RESULT_DAYS * 86_400).to_string()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The project's last `n` connection tests, newest first.
+    pub async fn recent_tests(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        n: usize,
+    ) -> Result<Vec<TestRecord>, ConfigError> {
+        let items = self
+            .query_prefix(
+                organization_id,
+                &format!("test#{}#", key_part(project_id)),
+                n,
+                None,
+            )
+            .await?
+            .0;
+        items
+            .iter()
+            .map(|item| {
+                Ok(TestRecord {
+                    tested_at: text(item, "tested_at")?.to_owned(),
+                    provider: text(item, attr::PROVIDER)?.to_owned(),
+                    success: item
+                        .get("success")
+                        .and_then(|v| v.as_bool().ok())
+                        .copied()
+                        .unwrap_or(false),
+                    message: text(item, "message")?.to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Items of an organization whose sort key starts with `prefix`, newest (greatest) first,
+    /// after `after`; with the sort key to continue from when more may follow.
+    async fn query_prefix(
+        &self,
+        organization_id: &str,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
+        let pk = AttributeValue::S(key_part(organization_id));
+        let start = after.map(|sk| {
+            HashMap::from([
+                (attr::PARTITION_KEY.to_owned(), pk.clone()),
+                (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned())),
+            ])
+        });
+        let out = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", pk)
+            .expression_attribute_values(":prefix", s(prefix))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(start)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let items = out.items.unwrap_or_default();
+        let next = out
+            .last_evaluated_key
+            .and_then(|k| k.get(attr::SORT_KEY).and_then(|v| v.as_s().ok()).cloned());
+        Ok((items, next))
+    }
+}
+
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
 }
@@ -506,15 +762,46 @@ mod tests {
     }
 
     #[test]
-    fn health_status_follows_the_latest_outcome() {
+    fn a_destination_is_failing_after_five_minutes_of_failures_or_at_once_when_refused() {
+        let at = |t: &str| OffsetDateTime::parse(t, &Rfc3339).unwrap();
         let mut h = Health::default();
-        assert_eq!(h.status(), "unknown");
+        assert_eq!(h.status_at(at("2026-01-01T00:00:00Z")), "unknown");
         h.last_success_at = Some("2026-01-01T00:00:00Z".into());
-        assert_eq!(h.status(), "healthy");
-        h.last_failure_at = Some("2026-01-01T00:00:01Z".into());
-        assert_eq!(h.status(), "failing");
-        h.last_success_at = Some("2026-01-01T00:00:02Z".into());
-        assert_eq!(h.status(), "healthy");
+        assert_eq!(h.status_at(at("2026-01-01T00:01:00Z")), "healthy");
+        // An outage begins: healthy for five minutes, then failing.
+        h.last_failure_at = Some("2026-01-01T00:01:00Z".into());
+        h.failing_since = Some("2026-01-01T00:01:00Z".into());
+        assert_eq!(h.status_at(at("2026-01-01T00:05:59Z")), "healthy");
+        assert_eq!(h.status_at(at("2026-01-01T00:06:00Z")), "failing");
+        // A refusal is failing at once.
+        h.last_failure_permanent = true;
+        assert_eq!(h.status_at(at("2026-01-01T00:01:01Z")), "failing");
+        // A delivery ends the run of failures.
+        h.failing_since = None;
+        assert_eq!(h.status_at(at("2026-01-01T00:07:00Z")), "healthy");
+        // Never delivered and failing: failing at once.
+        let never = Health {
+            last_failure_at: Some("2026-01-01T00:00:00Z".into()),
+            failing_since: Some("2026-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        assert_eq!(never.status_at(at("2026-01-01T00:00:01Z")), "failing");
+    }
+
+    #[test]
+    fn counts_cover_the_last_24_hours_only() {
+        let now = OffsetDateTime::parse("2026-01-02T10:30:00Z", &Rfc3339).unwrap();
+        let current = now.unix_timestamp() / 3600;
+        let h = Health {
+            hours: vec![
+                (current, 5, 1),
+                (current - 23, 7, 2),
+                (current - 24, 100, 100),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(h.counts_24h(now), (12, 3));
+        assert_eq!(hour_slot(current), hour_slot(current - 24));
     }
 
     #[test]
@@ -541,8 +828,11 @@ mod tests {
             updated_at: "2026-01-01T00:00:00Z".into(),
             health: Health {
                 last_success_at: Some("2026-01-01T00:00:00Z".into()),
-                last_failure_at: None,
-                last_error: None,
+                last_failure_at: Some("2026-01-01T00:00:05Z".into()),
+                last_error: Some("Datadog answered HTTP 503".into()),
+                failing_since: Some("2026-01-01T00:00:05Z".into()),
+                last_failure_permanent: true,
+                hours: vec![(493_000, 12, 3), (493_001, 0, 4)],
             },
         };
         assert_eq!(

@@ -14,7 +14,7 @@ use audit_log::destination::datadog::DatadogClient;
 use audit_log::destination::{CloudWatchSettings, DatadogSite, Destination};
 use audit_log::settings::{SettingsError, required_env};
 use audit_log::store::{EventTable, PageRequest};
-use audit_log::streaming::{ConfigError, ConfigTable, StreamingConfig};
+use audit_log::streaming::{ConfigError, ConfigTable, StreamingConfig, TestRecord};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use base64::Engine;
@@ -50,6 +50,8 @@ pub const ENVIRONMENT: [&str; 7] = [
 
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
 pub const TESTS_PER_MINUTE: u32 = 10;
+/// Connection tests listed by `GET /streaming/tests`.
+pub const KEPT_TESTS: usize = 10;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1_000;
 /// Event JSON per page: a Lambda response is capped at 6 MB.
@@ -225,6 +227,14 @@ impl Api {
                 self.test(&caller, org, project, &body).await
             }
             Route::ListEvents => self.list(request, org, project).await,
+            Route::ListTests => {
+                let tests = self
+                    .configs
+                    .recent_tests(org, project, KEPT_TESTS)
+                    .await
+                    .map_err(config_error)?;
+                Ok(json_response(200, &json!({"tests": tests})))
+            }
         }
     }
 
@@ -495,6 +505,15 @@ impl Api {
             success = result.success,
             "connection tested"
         );
+        let record = TestRecord {
+            tested_at: now_text(now),
+            provider: result.provider.to_owned(),
+            success: result.success,
+            message: result.message.clone(),
+        };
+        if let Err(e) = self.configs.record_test(org, project, &record).await {
+            tracing::error!(organization_id = org, project_id = project, error = %e, "connection test not recorded");
+        }
         Ok(json_response(200, &result))
     }
 

@@ -16,6 +16,7 @@ pub enum Route {
     PutStreaming,
     DeleteStreaming,
     TestStreaming,
+    ListTests,
 }
 
 /// A request aimed at one organization's project.
@@ -70,6 +71,7 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         (&Method::PUT, ["streaming"]) => Route::PutStreaming,
         (&Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
         (&Method::POST, ["streaming", "test"]) => Route::TestStreaming,
+        (&Method::GET, ["streaming", "tests"]) => Route::ListTests,
         _ => return Err(not_found()),
     };
     Ok(Target {

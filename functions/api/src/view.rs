@@ -46,15 +46,26 @@ pub struct HealthView {
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
     pub last_error: Option<String>,
+    /// Start of the current run of failures, if deliveries are failing.
+    pub failing_since: Option<String>,
+    pub seconds_since_last_success: Option<i64>,
+    pub delivered_24h: u64,
+    pub failed_24h: u64,
 }
 
 impl From<&Health> for HealthView {
     fn from(h: &Health) -> Self {
+        let now = time::OffsetDateTime::now_utc();
+        let (delivered_24h, failed_24h) = h.counts_24h(now);
         Self {
-            status: h.status(),
+            status: h.status_at(now),
             last_success_at: h.last_success_at.clone(),
             last_failure_at: h.last_failure_at.clone(),
             last_error: h.last_error.clone(),
+            failing_since: h.failing_since.clone(),
+            seconds_since_last_success: h.seconds_since_last_success(now),
+            delivered_24h,
+            failed_24h,
         }
     }
 }

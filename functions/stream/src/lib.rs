@@ -270,6 +270,7 @@ impl Stream {
             delivered: events.len() - failures.len(),
             failed: failures.len(),
             last_error: failures.first().map(|(_, e)| e.message().to_owned()),
+            permanent: failures.first().is_some_and(|(_, e)| !e.is_retryable()),
         };
         if let Err(e) = self.configs.record_health(&org, &project, &report).await {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");

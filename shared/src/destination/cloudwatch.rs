@@ -432,6 +432,7 @@ impl CloudWatch {
     ) -> Result<Failures, DeliveryError> {
         let mut attempt = 0;
         let mut created = false;
+        let mut last_problem: Option<String> = None;
         loop {
             let call = client
                 .put_log_events()
@@ -441,9 +442,14 @@ impl CloudWatch {
                 .send();
             let problem = match timeout_at(deadline, call).await {
                 Err(_) => {
-                    return Err(DeliveryError::Retryable(
-                        "CloudWatch Logs did not answer before the delivery's deadline".into(),
-                    ));
+                    return Err(DeliveryError::Retryable(match last_problem {
+                        Some(problem) => format!(
+                            "{problem}; gave up at the delivery's deadline after {attempt} attempts"
+                        ),
+                        None => {
+                            "CloudWatch Logs did not answer before the delivery's deadline".into()
+                        }
+                    }));
                 }
                 Ok(Ok(out)) => return Ok(rejected(&batch, out.rejected_log_events_info())),
                 Ok(Err(err)) => match classify(&err) {
@@ -469,6 +475,7 @@ impl CloudWatch {
                     "{problem}; gave up after {attempt} attempts"
                 )));
             }
+            last_problem = Some(problem);
         }
     }
 }

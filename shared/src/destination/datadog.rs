@@ -365,6 +365,7 @@ impl DatadogClient {
         let url = format!("{}/api/v2/logs", self.intake_url(site));
         let body = gzip(&batch.body());
         let mut attempt = 0;
+        let mut last_problem: Option<String> = None;
         loop {
             let request = self
                 .http
@@ -376,9 +377,13 @@ impl DatadogClient {
                 .send();
             let problem = match timeout_at(deadline, request).await {
                 Err(_) => {
-                    return Sent::Failed(DeliveryError::Retryable(
-                        "Datadog did not answer before the delivery's deadline".into(),
-                    ));
+                    // Name what went wrong before the deadline cut the last try short.
+                    return Sent::Failed(DeliveryError::Retryable(match last_problem {
+                        Some(problem) => format!(
+                            "{problem}; gave up at the delivery's deadline after {attempt} attempts"
+                        ),
+                        None => "Datadog did not answer before the delivery's deadline".into(),
+                    }));
                 }
                 Ok(Err(e)) if e.is_timeout() => "Datadog did not answer in time".to_owned(),
                 Ok(Err(e)) if e.is_connect() => {
@@ -403,6 +408,7 @@ impl DatadogClient {
                     "{problem}; gave up after {attempt} attempts"
                 )));
             }
+            last_problem = Some(problem);
         }
     }
 }
