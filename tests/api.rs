@@ -52,6 +52,7 @@ fn settings(w: &WorldParts) -> Settings {
         events_table: w.events_table.clone(),
         config_table: w.config_table.clone(),
         events_queue_url: w.queue_url.clone(),
+        replay_queue_url: w.queue_url.clone(),
         secret_prefix: w.secret_prefix.clone(),
         log_group_prefix: w.log_group_prefix.clone(),
         organization_claim: "organization_id".into(),
@@ -150,8 +151,12 @@ impl World {
             None | Some(Body::Empty) => None,
             Some(other) => panic!("unexpected body {other:?}"),
         };
+        let template = match suffix.strip_prefix("/streaming/replays/") {
+            Some(_) => "/streaming/replays/{replay_id}".to_owned(),
+            None => suffix.to_owned(),
+        };
         self.openapi
-            .check(method, &format!("{BASE}{suffix}"), status, body.as_ref());
+            .check(method, &format!("{BASE}{template}"), status, body.as_ref());
         Reply {
             status,
             body: body.unwrap_or(Value::Null),
@@ -901,6 +906,17 @@ fn every_route() -> Vec<(&'static str, &'static str, Option<String>)> {
             "/streaming/test",
             Some(datadog(Some(ROTATED)).to_string()),
         ),
+        ("GET", "/streaming/tests", None),
+        ("GET", "/streaming/failures", None),
+        (
+            "POST",
+            "/streaming/replay",
+            Some(
+                json!({"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"})
+                    .to_string(),
+            ),
+        ),
+        ("GET", "/streaming/replays/0123", None),
     ]
 }
 
@@ -1042,21 +1058,35 @@ async fn every_documented_route_answers_as_documented() {
     w.mount(intake().respond_with(ResponseTemplate::new(202)))
         .await;
     let operations = w.openapi.operations();
-    assert_eq!(operations.len(), 6);
+    assert_eq!(operations.len(), 9);
+    let mut replay_id = String::new();
     for (method, template) in operations {
-        let suffix = template.strip_prefix(BASE).unwrap();
-        let body = match (method.as_str(), suffix) {
+        // Every route but DELETE answers about a saved destination.
+        if method != "DELETE" {
+            w.put(datadog(Some(KEY))).await;
+        }
+        let suffix = template
+            .strip_prefix(BASE)
+            .unwrap()
+            .replace("{replay_id}", &replay_id);
+        let body = match (method.as_str(), suffix.as_str()) {
+            ("POST", "/streaming/replay") => {
+                Some(json!({"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"}))
+            }
             ("PUT", _) | ("POST", _) => Some(datadog(Some(KEY))),
             _ => None,
         };
         // `call` checks the answer against the document.
-        let reply = w.call(&method, suffix, body).await;
+        let reply = w.call(&method, &suffix, body).await;
         assert!(
             reply.status < 300,
             "{method} {template}: {} {}",
             reply.status,
             reply.body
         );
+        if let Some(id) = reply.body["replay_id"].as_str() {
+            replay_id = id.to_owned();
+        }
     }
 }
 
@@ -1163,4 +1193,44 @@ async fn the_last_ten_connection_tests_are_kept_newest_first() {
         .map(|t| t["tested_at"].as_str().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+}
+
+#[tokio::test]
+async fn a_replay_needs_a_destination_a_valid_range_and_a_known_id() {
+    let w = World::new().await;
+    let range = json!({"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"});
+    let nothing_saved = w
+        .call("POST", "/streaming/replay", Some(range.clone()))
+        .await;
+    assert_eq!(nothing_saved.status, 404);
+    w.put(datadog(Some(KEY))).await;
+    let too_long = w
+        .call(
+            "POST",
+            "/streaming/replay",
+            Some(json!({"since": "2024-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(too_long.status, 400);
+    assert!(
+        too_long.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("366 days")
+    );
+    let unknown = w
+        .call("GET", "/streaming/replays/does-not-exist", None)
+        .await;
+    assert_eq!(unknown.status, 404);
+    let started = w.call("POST", "/streaming/replay", Some(range)).await;
+    assert_eq!(started.status, 202);
+    assert_eq!(started.body["state"], "running");
+    let id = started.body["replay_id"].as_str().unwrap();
+    let shown = w
+        .call("GET", &format!("/streaming/replays/{id}"), None)
+        .await;
+    // The same replay, but for when it was last updated.
+    let mut expected = started.body.clone();
+    expected["updated_at"] = shown.body["updated_at"].clone();
+    assert_eq!(shown.body, expected);
 }

@@ -32,6 +32,7 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 struct World {
     aws: aws_config::SdkConfig,
+    config_table: String,
     dynamodb: aws_sdk_dynamodb::Client,
     events_table: String,
     configs: ConfigTable,
@@ -67,6 +68,7 @@ impl World {
         );
         Self {
             configs: ConfigTable::new(dynamodb.clone(), &config_table),
+            config_table,
             aws,
             dynamodb,
             events_table,
@@ -77,17 +79,24 @@ impl World {
         }
     }
 
+    fn settings(&self) -> audit_log_stream::Settings {
+        audit_log_stream::Settings {
+            config_table: self.config_table.clone(),
+            events_table: self.events_table.clone(),
+            secret_prefix: self.secret_prefix.clone(),
+            log_group_prefix: self.prefix.clone(),
+            replay_queue_url: "http://127.0.0.1:1/no-replays-here".into(),
+            datadog_endpoint_override: None,
+        }
+    }
+
     fn stream_with(&self, datadog: DatadogClient) -> Stream {
-        Stream::new(
-            self.configs.clone(),
-            SecretStore::new(
-                aws_sdk_secretsmanager::Client::new(&self.aws),
-                &self.secret_prefix,
-            ),
-            audit_log::destination::cloudwatch::CloudWatch::new(&self.aws, &self.prefix)
-                .with_backoff(fast()),
-            datadog.with_backoff(fast()),
-        )
+        Stream::from_settings(&self.settings(), &self.aws)
+            .with_cloudwatch(
+                audit_log::destination::cloudwatch::CloudWatch::new(&self.aws, &self.prefix)
+                    .with_backoff(fast()),
+            )
+            .with_datadog(datadog.with_backoff(fast()))
     }
 
     fn stream(&self) -> Stream {
@@ -256,14 +265,8 @@ async fn the_customers_role_is_assumed_once_and_its_credentials_reused() {
             .interceptor(sts_requests.clone())
             .build(),
     );
-    let stream = Stream::new(
-        w.configs.clone(),
-        SecretStore::new(
-            aws_sdk_secretsmanager::Client::new(&w.aws),
-            &w.secret_prefix,
-        ),
+    let stream = Stream::from_settings(&w.settings(), &w.aws).with_cloudwatch(
         audit_log::destination::cloudwatch::CloudWatch::new(&w.aws, &w.prefix).with_sts(sts),
-        DatadogClient::new(None),
     );
     let first = w.capture(&[recent(&org, &project, 90, "OK")]).await;
     assert!(

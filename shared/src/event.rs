@@ -18,6 +18,8 @@ pub struct AuditEvent {
     timestamp: OffsetDateTime,
     status: Status,
     action: Action,
+    /// The stored event's stable id (its SQS message id), once it has been stored.
+    id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,7 +120,18 @@ impl AuditEvent {
             timestamp,
             status,
             action,
+            id: None,
         })
+    }
+
+    /// The same event, known by its stable id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 
     pub fn organization_id(&self) -> &str {

@@ -132,8 +132,10 @@ impl Stack {
         Stream::from_settings(
             &audit_log_stream::Settings {
                 config_table: self.config_table.clone(),
+                events_table: self.events_table.clone(),
                 secret_prefix: self.secret_prefix.clone(),
                 log_group_prefix: self.log_group_prefix.clone(),
+                replay_queue_url: self.queue("ReplayQueue").to_owned(),
                 datadog_endpoint_override: datadog,
             },
             &self.aws,
@@ -147,6 +149,7 @@ impl Stack {
                 events_table: self.events_table.clone(),
                 config_table: self.config_table.clone(),
                 events_queue_url: self.queue("EventsQueue").to_owned(),
+                replay_queue_url: self.queue("ReplayQueue").to_owned(),
                 secret_prefix: self.secret_prefix.clone(),
                 log_group_prefix: self.log_group_prefix.clone(),
                 organization_claim: "organization_id".into(),
@@ -270,13 +273,86 @@ pub struct CaptureRun {
 pub async fn drain_events_queue(
     stack: &Stack,
     capture: &Capture,
-    mut progress: impl FnMut(&CaptureRun),
+    progress: impl FnMut(&CaptureRun),
 ) -> CaptureRun {
     let mapping = &resource("CaptureFunction")["Events"]["AuditEvents"]["Properties"];
     let batch_size = number(&mapping["BatchSize"]).unwrap_or(10) as usize;
     let timeout = function_timeout("CaptureFunction");
-    let queue = stack.queue("EventsQueue");
-    let arn = "arn:aws:sqs:us-east-1:123456789012:events";
+    drain_queue(
+        stack,
+        "EventsQueue",
+        batch_size,
+        |event| async move {
+            match capture
+                .handle(lambda_runtime::LambdaEvent::new(
+                    event.clone(),
+                    context(timeout),
+                ))
+                .await
+            {
+                Ok(response) => response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect(),
+                // The whole batch failed: every message goes back.
+                Err(_) => event
+                    .records
+                    .iter()
+                    .filter_map(|r| r.message_id.clone())
+                    .collect(),
+            }
+        },
+        progress,
+    )
+    .await
+}
+
+/// The stream function's SQS mappings: batches whose delivery retries ran out (recorded as
+/// failures) and replays (run part by part), until both queues are empty.
+pub async fn drain_stream_queues(stack: &Stack, stream: &Stream) {
+    let timeout = function_timeout("StreamFunction");
+    for (queue, mapping) in [
+        ("StreamFailureQueue", "ExhaustedDeliveries"),
+        ("ReplayQueue", "Replays"),
+    ] {
+        let properties = &resource("StreamFunction")["Events"][mapping]["Properties"];
+        let batch_size = number(&properties["BatchSize"]).unwrap_or(10) as usize;
+        drain_queue(
+            stack,
+            queue,
+            batch_size,
+            |event| async move {
+                let response = stream
+                    .handle_queue(lambda_runtime::LambdaEvent::new(event, context(timeout)))
+                    .await;
+                response
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect()
+            },
+            |_| {},
+        )
+        .await;
+    }
+}
+
+/// An SQS event source mapping with `ReportBatchItemFailures`: `handler` answers the ids that
+/// failed; they become visible again, the rest is deleted.
+pub async fn drain_queue<F, Fut>(
+    stack: &Stack,
+    logical_id: &str,
+    batch_size: usize,
+    mut handler: F,
+    mut progress: impl FnMut(&CaptureRun),
+) -> CaptureRun
+where
+    F: FnMut(SqsEvent) -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    let queue = stack.queue(logical_id).to_owned();
+    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{logical_id}");
     let mut run = CaptureRun::default();
     loop {
         let mut messages = Vec::new();
@@ -284,8 +360,8 @@ pub async fn drain_events_queue(
             let got = stack
                 .sqs
                 .receive_message()
-                .queue_url(queue)
-                .max_number_of_messages(10)
+                .queue_url(&queue)
+                .max_number_of_messages(10.min(batch_size) as i32)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send()
                 .await
@@ -298,7 +374,7 @@ pub async fn drain_events_queue(
             messages.extend(got);
         }
         if messages.is_empty() {
-            if stack.depth("EventsQueue").await == 0 {
+            if stack.depth(logical_id).await == 0 {
                 return run;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -320,27 +396,13 @@ pub async fn drain_events_queue(
                     .map(|(k, v)| (k.as_str().to_owned(), v))
                     .collect();
                 record.event_source = Some("aws:sqs".into());
-                record.event_source_arn = Some(arn.into());
+                record.event_source_arn = Some(arn.clone());
                 record.aws_region = Some("us-east-1".into());
                 record
             })
             .collect();
         run.invocations += 1;
-        let failed: Vec<String> = match capture
-            .handle(lambda_runtime::LambdaEvent::new(event, context(timeout)))
-            .await
-        {
-            Ok(response) => response
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
-            // The whole batch failed: every message goes back.
-            Err(_) => messages
-                .iter()
-                .filter_map(|m| m.message_id.clone())
-                .collect(),
-        };
+        let failed = handler(event).await;
         let (back, done): (Vec<_>, Vec<_>) = messages
             .into_iter()
             .partition(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)));
@@ -349,7 +411,7 @@ pub async fn drain_events_queue(
             stack
                 .sqs
                 .change_message_visibility()
-                .queue_url(queue)
+                .queue_url(&queue)
                 .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
                 .visibility_timeout(0)
                 .send()
@@ -371,11 +433,11 @@ pub async fn drain_events_queue(
             stack
                 .sqs
                 .delete_message_batch()
-                .queue_url(queue)
+                .queue_url(&queue)
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .expect("delete captured messages");
+                .expect("delete handled messages");
         }
         run.deleted += done.len();
         run.returned += back.len();
@@ -402,12 +464,48 @@ pub async fn drain_stream(
     stream: &Stream,
     after: &HashMap<String, String>,
     run: &mut StreamRun,
+    progress: impl FnMut(&StreamRun),
+) -> HashMap<String, String> {
+    drain_stream_within(
+        stack,
+        stream,
+        after,
+        run,
+        &StreamLimits::from_template(),
+        progress,
+    )
+    .await
+}
+
+/// The stream mapping's limits: the function's timeout and the retries of a failed batch.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub timeout: Duration,
+    pub max_retries: usize,
+}
+
+impl StreamLimits {
+    pub fn from_template() -> Self {
+        let mapping = &resource("StreamFunction")["Events"]["StoredEvents"]["Properties"];
+        Self {
+            timeout: function_timeout("StreamFunction"),
+            max_retries: number(&mapping["MaximumRetryAttempts"]).unwrap_or(0) as usize,
+        }
+    }
+}
+
+/// [`drain_stream`] with other limits (tests make a failing destination give up sooner).
+pub async fn drain_stream_within(
+    stack: &Stack,
+    stream: &Stream,
+    after: &HashMap<String, String>,
+    run: &mut StreamRun,
+    limits: &StreamLimits,
     mut progress: impl FnMut(&StreamRun),
 ) -> HashMap<String, String> {
     let mapping = &resource("StreamFunction")["Events"]["StoredEvents"]["Properties"];
     let batch_size = number(&mapping["BatchSize"]).unwrap_or(100) as usize;
-    let max_retries = number(&mapping["MaximumRetryAttempts"]).unwrap_or(0) as usize;
-    let timeout = function_timeout("StreamFunction");
+    let (timeout, max_retries) = (limits.timeout, limits.max_retries);
     let mut last = after.clone();
     for (shard, records) in
         stream_records_since(&stack.aws, &stack.dynamodb, &stack.events_table, after).await
@@ -425,9 +523,8 @@ pub async fn drain_stream(
                 event.records = pending.to_vec();
                 run.invocations += 1;
                 let response = stream
-                    .handle(lambda_runtime::LambdaEvent::new(event, context(timeout)))
-                    .await
-                    .unwrap_or_else(|never| match never {});
+                    .handle_stream(lambda_runtime::LambdaEvent::new(event, context(timeout)))
+                    .await;
                 let Some(failed) = response
                     .batch_item_failures
                     .first()
@@ -440,6 +537,7 @@ pub async fn drain_stream(
                     let record = json!({
                         "requestContext": {"condition": "RetryAttemptsExhausted"},
                         "DDBStreamBatchInfo": {
+                            "streamArn": pending.first().and_then(|r| r.event_source_arn.clone()),
                             "shardId": shard,
                             "startSequenceNumber": failed,
                             "endSequenceNumber": pending.last().and_then(|r| r.change.sequence_number.clone()),
@@ -663,7 +761,7 @@ fn projects(dice: &mut Dice) -> Vec<Project> {
 }
 
 /// A request to the api function as a member of the project's organization.
-async fn call_api(
+pub async fn call_api(
     api: &Api,
     project: &Project,
     method: &str,

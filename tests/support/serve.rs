@@ -4,7 +4,7 @@
 //! There is no token to verify locally: the organization claim comes from the development
 //! header `X-Organization-Id` (absent: no verified claims, so 401, as in production).
 
-use crate::local::{Stack, StreamRun, drain_events_queue, drain_stream};
+use crate::local::{Stack, StreamRun, drain_events_queue, drain_stream, drain_stream_queues};
 use aws_lambda_events::encodings::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -97,6 +97,7 @@ pub async fn serve(
             loop {
                 drain_events_queue(&stack, &capture, |_| {}).await;
                 after = drain_stream(&stack, &stream, &after, &mut run, |_| {}).await;
+                drain_stream_queues(&stack, &stream).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         })

@@ -92,8 +92,8 @@ fn section<'a>(
     }
 }
 
-/// Parses and validates a destination body.
-pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
+/// A body that must be a JSON object.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
@@ -104,12 +104,18 @@ pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
             ),
         )
     })?;
-    let Value::Object(object) = value else {
-        return Err(ApiError::bad_request(
+    match value {
+        Value::Object(object) => Ok(object),
+        _ => Err(ApiError::bad_request(
             "invalid_body",
             "the body must be a JSON object",
-        ));
-    };
+        )),
+    }
+}
+
+/// Parses and validates a destination body.
+pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
+    let object = json_object(body)?;
     only(&object, &["provider", "name", "cloudwatch", "datadog"], "")?;
     let provider = required(&object, "provider", "provider")?;
     let name = required(&object, "name", "name")?.trim();
@@ -194,6 +200,42 @@ pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
         destination,
         api_key,
     })
+}
+
+/// A replay request: `{"since": "<RFC 3339>", "until": "<RFC 3339>", "only_failed": false}`.
+pub fn replay(body: &[u8]) -> Result<(time::OffsetDateTime, time::OffsetDateTime, bool), ApiError> {
+    let object = json_object(body)?;
+    only(&object, &["since", "until", "only_failed"], "")?;
+    let time = |name: &str| -> Result<time::OffsetDateTime, ApiError> {
+        let text = required(&object, name, name)?;
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+            |_| {
+                invalid(
+                    name,
+                    "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z",
+                )
+            },
+        )
+    };
+    let (since, until) = (time("since")?, time("until")?);
+    if since >= until {
+        return Err(invalid("until", "must be after `since`"));
+    }
+    if until - since > time::Duration::days(crate::MAX_REPLAY_DAYS) {
+        return Err(invalid(
+            "until",
+            &format!(
+                "must be at most {} days after `since`",
+                crate::MAX_REPLAY_DAYS
+            ),
+        ));
+    }
+    let only_failed = match object.get("only_failed") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("only_failed", "must be true or false")),
+    };
+    Ok((since, until, only_failed))
 }
 
 #[cfg(test)]
@@ -412,5 +454,49 @@ mod tests {
         assert_eq!(destination(b"{").unwrap_err().code, "invalid_json");
         assert_eq!(destination(b"[1]").unwrap_err().code, "invalid_body");
         assert_eq!(destination(b"").unwrap_err().code, "invalid_json");
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn replay_ranges_are_checked() {
+        let ok = json!({"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"});
+        assert!(!replay(ok.to_string().as_bytes()).unwrap().2);
+        for (body, field) in [
+            (json!({"until": "2026-02-01T00:00:00Z"}), "since"),
+            (
+                json!({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+                "until",
+            ),
+            (
+                json!({"since": "2024-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+                "until",
+            ),
+            (
+                json!({"since": "soon", "until": "2026-01-01T00:00:00Z"}),
+                "since",
+            ),
+            (
+                json!({"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z", "only_failed": "yes"}),
+                "only_failed",
+            ),
+        ] {
+            let err = replay(body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(err.status, 400, "{body}");
+            assert!(
+                err.message.contains(&format!("`{field}`")),
+                "{body}: {}",
+                err.message
+            );
+        }
+        let extra = json!({"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z", "destination": "x"});
+        assert_eq!(
+            replay(extra.to_string().as_bytes()).unwrap_err().code,
+            "unknown_field"
+        );
     }
 }

@@ -14,7 +14,9 @@ use audit_log::destination::datadog::DatadogClient;
 use audit_log::destination::{CloudWatchSettings, DatadogSite, Destination};
 use audit_log::settings::{SettingsError, required_env};
 use audit_log::store::{EventTable, PageRequest};
-use audit_log::streaming::{ConfigError, ConfigTable, StreamingConfig, TestRecord};
+use audit_log::streaming::{
+    ConfigError, ConfigTable, Replay, ReplayState, StreamingConfig, TestRecord,
+};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use base64::Engine;
@@ -32,16 +34,18 @@ use view::{DestinationView, EventPage, HealthView, TestResult, View};
 pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
 pub const CONFIG_TABLE_ENV: &str = "CONFIG_TABLE_NAME";
 pub const EVENTS_QUEUE_ENV: &str = "EVENTS_QUEUE_URL";
+pub const REPLAY_QUEUE_ENV: &str = "REPLAY_QUEUE_URL";
 pub const SECRET_PREFIX_ENV: &str = "SECRET_NAME_PREFIX";
 pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
 pub const ORGANIZATION_CLAIM_ENV: &str = "ORGANIZATION_CLAIM";
 pub const SERVICE_ACCOUNT_ENV: &str = "SERVICE_AWS_ACCOUNT_ID";
 pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 7] = [
+pub const ENVIRONMENT: [&str; 8] = [
     EVENTS_TABLE_ENV,
     CONFIG_TABLE_ENV,
     EVENTS_QUEUE_ENV,
+    REPLAY_QUEUE_ENV,
     SECRET_PREFIX_ENV,
     LOG_GROUP_PREFIX_ENV,
     ORGANIZATION_CLAIM_ENV,
@@ -64,6 +68,7 @@ pub struct Settings {
     pub events_table: String,
     pub config_table: String,
     pub events_queue_url: String,
+    pub replay_queue_url: String,
     pub secret_prefix: String,
     pub log_group_prefix: String,
     pub organization_claim: String,
@@ -81,6 +86,7 @@ impl Settings {
             events_table: required_env(EVENTS_TABLE_ENV)?,
             config_table: required_env(CONFIG_TABLE_ENV)?,
             events_queue_url: required_env(EVENTS_QUEUE_ENV)?,
+            replay_queue_url: required_env(REPLAY_QUEUE_ENV)?,
             secret_prefix: required_env(SECRET_PREFIX_ENV)?,
             log_group_prefix: optional_env(LOG_GROUP_PREFIX_ENV)
                 .unwrap_or_else(|| "/hashicorp".into()),
@@ -227,6 +233,21 @@ impl Api {
                 self.test(&caller, org, project, &body).await
             }
             Route::ListEvents => self.list(request, org, project).await,
+            Route::ListFailures => self.failures(request, org, project).await,
+            Route::StartReplay => {
+                let body = request::body(request)?;
+                self.start_replay(org, project, &body).await
+            }
+            Route::GetReplay => {
+                let id = target.replay_id.as_deref().unwrap_or_default();
+                let replay = self
+                    .configs
+                    .replay(org, project, id)
+                    .await
+                    .map_err(config_error)?
+                    .ok_or_else(|| ApiError::not_found("no replay of this project has that id"))?;
+                Ok(json_response(200, &replay))
+            }
             Route::ListTests => {
                 let tests = self
                     .configs
@@ -693,6 +714,145 @@ impl Api {
         ))
     }
 }
+
+/// A replay asks for at most this many days.
+pub const MAX_REPLAY_DAYS: i64 = 366;
+
+impl Api {
+    async fn start_replay(
+        &self,
+        org: &str,
+        project: &str,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let (since, until, only_failed) = input::replay(body)?;
+        if self
+            .configs
+            .get(org, project)
+            .await
+            .map_err(config_error)?
+            .is_none()
+        {
+            return Err(ApiError::not_found(
+                "nothing is saved to replay to; save a destination first",
+            ));
+        }
+        let now = now_text(OffsetDateTime::now_utc());
+        let replay = Replay {
+            replay_id: audit_log::streaming::new_external_id(),
+            organization_id: org.to_owned(),
+            project_id: project.to_owned(),
+            state: ReplayState::Running,
+            since: since.format(&Rfc3339).unwrap_or_default(),
+            until: until.format(&Rfc3339).unwrap_or_default(),
+            only_failed,
+            cursor: None,
+            delivered: 0,
+            failed: 0,
+            created_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+            last_error: None,
+        };
+        if !self
+            .configs
+            .start_replay(&replay)
+            .await
+            .map_err(config_error)?
+        {
+            return Err(ApiError::conflict(
+                "replay_running",
+                "a replay of this project is running; wait for it to finish (GET its replay id)",
+            ));
+        }
+        let message =
+            json!({"organization_id": org, "project_id": project, "replay_id": replay.replay_id});
+        let sent = self
+            .sqs
+            .send_message()
+            .queue_url(&self.settings.replay_queue_url)
+            .message_body(message.to_string())
+            .send()
+            .await;
+        if let Err(e) = sent {
+            let mut failed = replay.clone();
+            failed.state = ReplayState::Failed;
+            failed.last_error = Some("the replay could not be queued".into());
+            let _ = self.configs.save_replay(&failed).await;
+            return Err(internal("replay queue")(
+                &aws_sdk_sqs::error::DisplayErrorContext(e),
+            ));
+        }
+        tracing::info!(
+            organization_id = org,
+            project_id = project,
+            replay_id = replay.replay_id,
+            only_failed,
+            "replay started"
+        );
+        let mut response = json_response(202, &replay);
+        if let Ok(location) =
+            http::HeaderValue::from_str(&format!("streaming/replays/{}", replay.replay_id))
+        {
+            response.headers.insert(http::header::LOCATION, location);
+        }
+        Ok(response)
+    }
+
+    async fn failures(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        org: &str,
+        project: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let limit = match request::query(request, "limit") {
+            None => DEFAULT_PAGE_SIZE,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_FAILURE_PAGE).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`limit` must be a whole number from 1 to {MAX_FAILURE_PAGE}"),
+                    )
+                })?,
+        };
+        let after = request::query(request, "cursor")
+            .map(decode_cursor)
+            .transpose()?;
+        let (failures, next) = self
+            .configs
+            .failures(org, project, after.as_deref(), limit)
+            .await
+            .map_err(config_error)?;
+        let keys: Vec<String> = failures.iter().map(|f| f.event_sort_key.clone()).collect();
+        let mut events: std::collections::HashMap<String, String> = self
+            .events
+            .events_at(org, project, &keys)
+            .await
+            .map_err(|e| internal("events table")(&e))?
+            .into_iter()
+            .map(|(key, json)| (key.sort_key, json))
+            .collect();
+        let listed: Vec<serde_json::Value> = failures
+            .into_iter()
+            .map(|f| {
+                let event = events
+                    .remove(&f.event_sort_key)
+                    .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok());
+                json!({"event_id": f.event_id, "failed_at": f.failed_at, "reason": f.reason, "event": event})
+            })
+            .collect();
+        Ok(json_response(
+            200,
+            &json!({"failures": listed, "next_cursor": next.map(|sk| encode_cursor(&sk))}),
+        ))
+    }
+}
+
+/// Failures listed per page at most (their events come along).
+pub const MAX_FAILURE_PAGE: usize = 100;
 
 /// Cursors are opaque to callers: the sort key of the last event shown, encoded.
 fn encode_cursor(sort_key: &str) -> String {

@@ -17,6 +17,9 @@ pub enum Route {
     DeleteStreaming,
     TestStreaming,
     ListTests,
+    ListFailures,
+    StartReplay,
+    GetReplay,
 }
 
 /// A request aimed at one organization's project.
@@ -25,6 +28,8 @@ pub struct Target {
     pub route: Route,
     pub organization_id: String,
     pub project_id: String,
+    /// `GetReplay`'s replay.
+    pub replay_id: Option<String>,
 }
 
 /// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
@@ -72,12 +77,17 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         (&Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
         (&Method::POST, ["streaming", "test"]) => Route::TestStreaming,
         (&Method::GET, ["streaming", "tests"]) => Route::ListTests,
+        (&Method::GET, ["streaming", "failures"]) => Route::ListFailures,
+        (&Method::POST, ["streaming", "replay"]) => Route::StartReplay,
+        (&Method::GET, ["streaming", "replays", id]) if !id.is_empty() => Route::GetReplay,
         _ => return Err(not_found()),
     };
+    let replay_id = (route == Route::GetReplay).then(|| rest[2].to_owned());
     Ok(Target {
         route,
         organization_id: org.clone(),
         project_id: project.clone(),
+        replay_id,
     })
 }
 

@@ -38,7 +38,7 @@ fn records() -> (Vec<EventRecord>, u64) {
 fn decode(records: &[EventRecord]) -> Vec<AuditEvent> {
     records
         .iter()
-        .map(|r| audit_log_stream::event_of(r).unwrap())
+        .map(|r| audit_log_stream::event_of(r).unwrap().0)
         .collect()
 }
 

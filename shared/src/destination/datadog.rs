@@ -5,7 +5,8 @@
 //! itself, so the service writes those: `status` is the severity (`info` for an `OK` event,
 //! `error` for a `FAILED` one, since Datadog would read "FAILED" as an emergency), `timestamp` is
 //! when it happened, `message` its description. Where the event's own value differs, it is kept
-//! under `event_<name>` (so `event_status` holds "OK" or "FAILED").
+//! under `event_<name>` (so `event_status` holds "OK" or "FAILED"). `event_id` is the stored
+//! event's stable id, the same on every delivery of it.
 
 use super::{DatadogSite, DeliveryError, Failures};
 use crate::event::{AuditEvent, Status};
@@ -37,13 +38,14 @@ pub const SOURCE: &str = "hcp-packer";
 pub const SERVICE: &str = "hcp-packer-audit-log";
 
 /// Attribute names the service writes itself.
-pub const RESERVED: [&str; 6] = [
+pub const RESERVED: [&str; 7] = [
     "ddsource",
     "ddtags",
     "service",
     "message",
     "status",
     "timestamp",
+    "event_id",
 ];
 
 /// One request's worth of encoded logs, with the positions of the events they came from.
@@ -119,7 +121,7 @@ impl serde::Serialize for Entry<'_> {
                 map.serialize_entry(name, value)?;
             }
         }
-        let ours: [(&str, &str); 6] = [
+        let mut ours: Vec<(&str, &str)> = vec![
             ("ddsource", SOURCE),
             ("service", SERVICE),
             ("ddtags", &self.tags),
@@ -127,6 +129,10 @@ impl serde::Serialize for Entry<'_> {
             ("status", self.severity),
             ("timestamp", &self.timestamp),
         ];
+        // Stable across redeliveries and replays, so duplicates can be told apart.
+        if let Some(id) = self.event.id() {
+            ours.push(("event_id", id));
+        }
         for (name, value) in ours {
             map.serialize_entry(name, value)?;
             match fields.get(name) {

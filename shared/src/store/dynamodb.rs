@@ -1,7 +1,7 @@
 //! Writing events to the events table: `BatchWriteItem` in requests of 25, unprocessed items and
 //! transient errors retried with jittered backoff until the invocation's deadline.
 
-use super::{StoredEvent, attr, event_json, partition_key, sort_key_time};
+use super::{StoredEvent, StoredKey, attr, event_json, partition_key, sort_key_time};
 use crate::retry::Backoff;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -165,6 +165,8 @@ pub struct PageRequest {
 #[derive(Debug, Clone)]
 pub struct Page {
     pub events: Vec<Box<RawValue>>,
+    /// Where each event is stored, in the same order.
+    pub keys: Vec<StoredKey>,
     /// Where the next page starts, when more events may follow.
     pub next_after: Option<String>,
 }
@@ -225,6 +227,7 @@ impl EventTable {
             ])
         });
         let mut events = Vec::new();
+        let mut keys = Vec::new();
         let mut bytes = 0;
         let mut last: Option<String> = None;
         loop {
@@ -248,6 +251,7 @@ impl EventTable {
                 if !events.is_empty() && bytes + json.len() > request.max_bytes {
                     return Ok(Page {
                         events,
+                        keys,
                         next_after: last,
                     });
                 }
@@ -255,6 +259,10 @@ impl EventTable {
                 let raw = RawValue::from_string(json)
                     .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?;
                 events.push(raw);
+                keys.push(
+                    StoredKey::of(&item)
+                        .ok_or_else(|| StoreError::Refused("a stored event has no key".into()))?,
+                );
                 last = item
                     .get(attr::SORT_KEY)
                     .and_then(|v| v.as_s().ok())
@@ -263,6 +271,7 @@ impl EventTable {
                     let more = i + 1 < count || out.last_evaluated_key.is_some();
                     return Ok(Page {
                         events,
+                        keys,
                         next_after: if more { last } else { None },
                     });
                 }
@@ -272,11 +281,66 @@ impl EventTable {
                 None => {
                     return Ok(Page {
                         events,
+                        keys,
                         next_after: None,
                     });
                 }
             }
         }
+    }
+}
+
+impl EventTable {
+    /// Stored events of one project by sort key, in the order asked (missing ones left out).
+    pub async fn events_at(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        sort_keys: &[String],
+    ) -> Result<Vec<(StoredKey, String)>, StoreError> {
+        let pk = AttributeValue::S(partition_key(organization_id, project_id));
+        let mut found: HashMap<String, (StoredKey, String)> = HashMap::new();
+        for chunk in sort_keys.chunks(100) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|sk| {
+                    HashMap::from([
+                        (attr::PARTITION_KEY.to_owned(), pk.clone()),
+                        (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.clone())),
+                    ])
+                })
+                .collect();
+            while !keys.is_empty() {
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(
+                        &self.name,
+                        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                            .set_keys(Some(std::mem::take(&mut keys)))
+                            .build()
+                            .map_err(|e| StoreError::Refused(e.to_string()))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e))?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.name))
+                    .unwrap_or_default()
+                {
+                    if let (Some(key), Ok(json)) = (StoredKey::of(&item), event_json(&item)) {
+                        found.insert(key.sort_key.clone(), (key, json));
+                    }
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.name))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(sort_keys.iter().filter_map(|sk| found.remove(sk)).collect())
     }
 }
 

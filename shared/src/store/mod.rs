@@ -152,6 +152,32 @@ impl StoredEvent {
     }
 }
 
+/// Where an event is stored and what identifies it: the sort key inside its project, the SQS
+/// message it came from (a stable id across redeliveries and replays), its TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StoredKey {
+    pub sort_key: String,
+    pub message_id: String,
+    pub expires_at: i64,
+}
+
+impl StoredKey {
+    pub fn of(item: &HashMap<String, AttributeValue>) -> Option<Self> {
+        Some(Self {
+            sort_key: item.get(attr::SORT_KEY)?.as_s().ok()?.clone(),
+            message_id: item.get(attr::MESSAGE_ID)?.as_s().ok()?.clone(),
+            expires_at: item.get(attr::EXPIRES_AT)?.as_n().ok()?.parse().ok()?,
+        })
+    }
+
+    /// The event's time, as its sort key starts with it.
+    pub fn time_part(&self) -> &str {
+        self.sort_key
+            .split_once('#')
+            .map_or(self.sort_key.as_str(), |(t, _)| t)
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("stored item has no `{0}` attribute of the expected type")]

@@ -3,6 +3,12 @@
 //! stream function records. Keys: `pk` = organization, `sk` = `organization` or
 //! `project#<project>`, so an organization's items share a partition.
 
+mod failures;
+mod replays;
+
+pub use failures::FailureRecord;
+pub use replays::{Replay, ReplayState};
+
 use crate::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination, Provider};
 use crate::store::key_part;
 use aws_sdk_dynamodb::Client;

@@ -1,0 +1,227 @@
+//! Replays: a page at a time (a project's stored events in the range, or only its recorded
+//! failures), delivered to the current destination, progress saved after every page. Before
+//! the invocation's time runs out the replay puts its own continuation on the replay queue; an
+//! invocation that dies leaves its message in the queue, which delivers it again and the replay
+//! resumes from the saved position. Duplicates this can cause are at most one page.
+
+use crate::{Record, Stream};
+use audit_log::AuditEvent;
+use audit_log::store::{PageRequest, StoredKey};
+use audit_log::streaming::{Replay, ReplayState};
+use serde_json::{Value, json};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+
+/// Events per page of a replay.
+const PAGE: usize = 500;
+/// A page is not started with less time left than this.
+const PAGE_TIME: Duration = Duration::from_secs(20);
+
+impl Stream {
+    pub(crate) async fn continue_replay(
+        &self,
+        message: &Value,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let field = |name: &str| {
+            message[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or(format!("`{name}` is missing"))
+        };
+        let (org, project, id) = (
+            field("organization_id")?,
+            field("project_id")?,
+            field("replay_id")?,
+        );
+        let Some(mut replay) = self
+            .configs
+            .replay(&org, &project, &id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        if replay.state != ReplayState::Running {
+            return Ok(());
+        }
+        let Some(config) = self
+            .configs
+            .get(&org, &project)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return self
+                .finish(
+                    &mut replay,
+                    ReplayState::Failed,
+                    Some("the streaming configuration was deleted".into()),
+                )
+                .await;
+        };
+        let parse = |t: &str| {
+            OffsetDateTime::parse(t, &Rfc3339)
+                .map_err(|_| format!("stored replay has a bad time {t}"))
+        };
+        let (since, until) = (parse(&replay.since)?, parse(&replay.until)?);
+        loop {
+            if Instant::now() + PAGE_TIME > deadline {
+                let next = json!({"organization_id": org, "project_id": project, "replay_id": id});
+                self.sqs
+                    .send_message()
+                    .queue_url(&self.replay_queue_url)
+                    .message_body(next.to_string())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "could not queue the replay's next part: {}",
+                            aws_sdk_sqs::error::DisplayErrorContext(e)
+                        )
+                    })?;
+                return Ok(());
+            }
+            let (events, keys, next) = self.replay_page(&replay, since, until).await?;
+            if !events.is_empty() {
+                let page_deadline = deadline.min(Instant::now() + PAGE_TIME);
+                let failures = self
+                    .deliver_to(
+                        &org,
+                        &project,
+                        &config,
+                        &events,
+                        &keys,
+                        page_deadline,
+                        Record::Every,
+                    )
+                    .await;
+                replay.delivered += (events.len() - failures.len()) as u64;
+                replay.failed += failures.len() as u64;
+                if let Some((_, e)) = failures.first() {
+                    replay.last_error = Some(e.message().to_owned());
+                }
+                if replay.only_failed {
+                    let failed: std::collections::HashSet<usize> =
+                        failures.iter().map(|(i, _)| *i).collect();
+                    let delivered: Vec<String> = keys
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !failed.contains(i))
+                        .map(|(_, k)| k.sort_key.clone())
+                        .collect();
+                    self.configs
+                        .forget_failures(&org, &project, &delivered)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            replay.cursor = next.clone();
+            match next {
+                Some(_) => self
+                    .configs
+                    .save_replay(&replay)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                None => {
+                    let state = if replay.failed == 0 {
+                        ReplayState::Completed
+                    } else {
+                        ReplayState::Failed
+                    };
+                    let error = replay.last_error.clone();
+                    return self.finish(&mut replay, state, error).await;
+                }
+            }
+        }
+    }
+
+    /// The next page of the replay: events, where they are stored, and where to go on from.
+    async fn replay_page(
+        &self,
+        replay: &Replay,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<(Vec<AuditEvent>, Vec<StoredKey>, Option<String>), String> {
+        let (org, project) = (&replay.organization_id, &replay.project_id);
+        if replay.only_failed {
+            let (failures, next) = self
+                .configs
+                .failures(org, project, replay.cursor.as_deref(), PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (low, high) = (
+                audit_log::store::sort_key_time(since),
+                format!("{}$", audit_log::store::sort_key_time(until)),
+            );
+            let wanted: Vec<String> = failures
+                .iter()
+                .map(|f| f.event_sort_key.clone())
+                .filter(|sk| *sk >= low && *sk <= high)
+                .collect();
+            let found = self
+                .events
+                .events_at(org, project, &wanted)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut events = Vec::with_capacity(found.len());
+            let mut keys = Vec::with_capacity(found.len());
+            for (key, json) in found {
+                if let Ok(event) = AuditEvent::from_json(&json) {
+                    events.push(event.with_id(key.message_id.clone()));
+                    keys.push(key);
+                }
+            }
+            return Ok((events, keys, next));
+        }
+        let page = self
+            .events
+            .page(
+                org,
+                project,
+                &PageRequest {
+                    since: Some(since),
+                    until: Some(until),
+                    after: replay.cursor.clone(),
+                    limit: PAGE,
+                    max_bytes: 50_000_000,
+                    now: OffsetDateTime::now_utc().unix_timestamp(),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut events = Vec::with_capacity(page.events.len());
+        let mut keys = Vec::with_capacity(page.events.len());
+        for (raw, key) in page.events.iter().zip(page.keys) {
+            if let Ok(event) = AuditEvent::from_json(raw.get()) {
+                events.push(event.with_id(key.message_id.clone()));
+                keys.push(key);
+            }
+        }
+        Ok((events, keys, page.next_after))
+    }
+
+    async fn finish(
+        &self,
+        replay: &mut Replay,
+        state: ReplayState,
+        error: Option<String>,
+    ) -> Result<(), String> {
+        replay.state = state;
+        replay.last_error = error;
+        replay.finished_at = Some(audit_log::streaming::now_rfc3339());
+        tracing::info!(
+            organization_id = replay.organization_id,
+            project_id = replay.project_id,
+            replay_id = replay.replay_id,
+            delivered = replay.delivered,
+            failed = replay.failed,
+            "replay finished"
+        );
+        self.configs
+            .save_replay(replay)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

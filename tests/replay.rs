@@ -1,0 +1,331 @@
+//! Nothing lost, everything visible: a destination down for a while, then healthy again; its
+//! failures listed; a replay delivering everything missed; old events dated as documented.
+
+use audit_log_tests::local::{
+    Project, Stack, StreamLimits, StreamRun, call_api, datadog_entries, drain_events_queue,
+    drain_stream_queues, drain_stream_within, event_of_datadog_entry,
+};
+use audit_log_tests::{customer_logs, emulator, unique};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn project() -> Project {
+    Project {
+        organization_id: unique("org"),
+        project_id: unique("project"),
+    }
+}
+
+fn event(p: &Project, at: OffsetDateTime, n: usize) -> Value {
+    let mut v: Value = serde_json::from_str(audit_log::fixtures::SEED_EVENTS[n % 5].1).unwrap();
+    v["organization_id"] = json!(p.organization_id);
+    v["project_id"] = json!(p.project_id);
+    v["timestamp"] = json!(at.replace_nanosecond(0).unwrap().format(&Rfc3339).unwrap());
+    v["n"] = json!(n);
+    v
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+async fn send_and_capture(stack: &Stack, events: &[Value]) {
+    stack
+        .send(&events.iter().map(Value::to_string).collect::<Vec<_>>())
+        .await;
+    drain_events_queue(stack, &stack.capture(), |_| {}).await;
+}
+
+async fn stand_in(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    answer(&server, status).await;
+    server
+}
+
+async fn answer(server: &MockServer, status: u16) {
+    server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/validate"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v2/logs"))
+        .respond_with(ResponseTemplate::new(status))
+        .mount(server)
+        .await;
+}
+
+/// What the stand-in received, as events without their Datadog attributes, by `n`.
+async fn received(server: &MockServer) -> BTreeSet<i64> {
+    datadog_entries(server)
+        .await
+        .iter()
+        .map(event_of_datadog_entry)
+        .filter_map(|e| e["n"].as_i64())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what_it_missed() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let datadog = stand_in(503).await;
+    let api = stack.api(Some(datadog.uri()));
+    let stream = stack.stream(Some(datadog.uri()));
+    let p = project();
+    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": "0123456789abcdef0123456789abcdef"}});
+    assert_eq!(
+        call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
+        200
+    );
+
+    // The outage: 12 events, every delivery answered 503 until the retries run out.
+    let start = now() - Duration::from_secs(600);
+    let missed: Vec<Value> = (0..12)
+        .map(|n| event(&p, start + Duration::from_secs(n as u64 * 10), n))
+        .collect();
+    send_and_capture(&stack, &missed).await;
+    let limits = StreamLimits {
+        timeout: Duration::from_secs(2),
+        max_retries: 2,
+    };
+    let mut run = StreamRun::default();
+    let after =
+        drain_stream_within(&stack, &stream, &HashMap::new(), &mut run, &limits, |_| {}).await;
+    assert_eq!(run.sent_to_failure_queue, 1, "the batch ran out of retries");
+    assert_eq!(run.retries, 2);
+    drain_stream_queues(&stack, &stream).await;
+    assert_eq!(
+        stack.depth("StreamFailureQueue").await,
+        0,
+        "recorded and removed"
+    );
+
+    let (_, view) = call_api(&api, &p, "GET", "/streaming", None).await;
+    assert_eq!(view["health"]["status"], "failing", "{view}");
+    assert!(view["health"]["failed_24h"].as_u64().unwrap() >= 12);
+    assert!(
+        view["health"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("503")
+    );
+
+    // Every missed event is listed, page by page, with why.
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let suffix = match &cursor {
+            Some(c) => format!("/streaming/failures?cursor={c}&limit=5"),
+            None => "/streaming/failures?limit=5".to_owned(),
+        };
+        let (status, page) = call_api_query(&api, &p, &suffix).await;
+        assert_eq!(status, 200, "{page}");
+        listed.extend(page["failures"].as_array().unwrap().clone());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    // The 12 events, and the audit event of the PUT that configured the destination.
+    assert_eq!(listed.len(), 13);
+    let failed: BTreeSet<i64> = listed
+        .iter()
+        .filter_map(|f| f["event"]["n"].as_i64())
+        .collect();
+    assert_eq!(failed, (0..12).collect());
+    assert!(
+        listed
+            .iter()
+            .any(|f| f["event"]["description"] == "Created streaming configuration")
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|f| f["reason"].as_str().unwrap().contains("retries ran out"))
+    );
+
+    // Recovery: the destination answers again, new events flow, health says so.
+    answer(&datadog, 202).await;
+    let later: Vec<Value> = (100..103)
+        .map(|n| event(&p, now() - Duration::from_secs(5), n))
+        .collect();
+    send_and_capture(&stack, &later).await;
+    drain_stream_within(&stack, &stream, &after, &mut run, &limits, |_| {}).await;
+    let (_, view) = call_api(&api, &p, "GET", "/streaming", None).await;
+    assert_eq!(view["health"]["status"], "healthy", "{view}");
+    assert!(view["health"]["failing_since"].is_null());
+    assert_eq!(received(&datadog).await, (100..103).collect());
+
+    // The replay of the window delivers every missed event.
+    let window = json!({"since": (start - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
+                        "until": (now() + Duration::from_secs(60)).format(&Rfc3339).unwrap(),
+                        "only_failed": true});
+    let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
+    assert_eq!(status, 202, "{started}");
+    let (status, second) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
+    assert_eq!(status, 409, "one running replay per project: {second}");
+    drain_stream_queues(&stack, &stream).await;
+    let id = started["replay_id"].as_str().unwrap();
+    let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;
+    assert_eq!(replay["state"], "completed", "{replay}");
+    assert_eq!(replay["delivered"], 13);
+    assert_eq!(replay["failed"], 0);
+    let all: BTreeSet<i64> = (0..12).chain(100..103).collect();
+    assert_eq!(
+        received(&datadog).await,
+        all,
+        "nothing stored is missing at the destination"
+    );
+    let (_, failures) = call_api_query(&api, &p, "/streaming/failures").await;
+    assert_eq!(
+        failures["failures"],
+        json!([]),
+        "delivered failures are forgotten"
+    );
+    // Every log carries the event's stable id.
+    let entries = datadog_entries(&datadog).await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["event_id"].as_str().is_some_and(|id| !id.is_empty()))
+    );
+}
+
+/// `call_api` with a query string in the suffix.
+async fn call_api_query(api: &audit_log_api::Api, p: &Project, suffix: &str) -> (u16, Value) {
+    let (path, query) = suffix.split_once('?').unwrap_or((suffix, ""));
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let full = format!(
+        "/v1/organizations/{}/projects/{}/audit-logs{path}",
+        p.organization_id, p.project_id
+    );
+    let claims = [
+        ("organization_id", p.organization_id.as_str()),
+        ("sub", "t"),
+    ];
+    let request = audit_log_tests::api_request("GET", &full, &pairs, &[], None, Some(&claims));
+    let response = api.respond(&request).await;
+    let body = match response.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(&t).unwrap(),
+        _ => Value::Null,
+    };
+    (response.status_code as u16, body)
+}
+
+#[tokio::test]
+async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let datadog = stand_in(202).await;
+    let api = stack.api(Some(datadog.uri()));
+    let stream = stack.stream(Some(datadog.uri()));
+    let (to_cloudwatch, to_datadog) = (project(), project());
+    // Stored before any destination exists: live delivery skips them.
+    let twenty_days = now() - Duration::from_secs(20 * 86_400);
+    let twenty_hours = now() - Duration::from_secs(20 * 3600);
+    send_and_capture(
+        &stack,
+        &[
+            event(&to_cloudwatch, twenty_days, 1),
+            event(&to_datadog, twenty_hours, 2),
+        ],
+    )
+    .await;
+    drain_stream_within(
+        &stack,
+        &stream,
+        &HashMap::new(),
+        &mut StreamRun::default(),
+        &StreamLimits::from_template(),
+        |_| {},
+    )
+    .await;
+
+    let role = "arn:aws:iam::220000000001:role/hcp-log-streaming";
+    let cw = json!({"provider": "cloudwatch", "name": "cw", "cloudwatch": {"role_arn": role, "region": "us-east-1"}});
+    let dd = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.eu", "api_key": "0123456789abcdef0123456789abcdef"}});
+    assert_eq!(
+        call_api(&api, &to_cloudwatch, "PUT", "/streaming", Some(&cw))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call_api(&api, &to_datadog, "PUT", "/streaming", Some(&dd))
+            .await
+            .0,
+        200
+    );
+    let year = json!({"since": (now() - Duration::from_secs(365 * 86_400)).format(&Rfc3339).unwrap(),
+                      "until": now().format(&Rfc3339).unwrap()});
+    let before = now().unix_timestamp() * 1000;
+    for p in [&to_cloudwatch, &to_datadog] {
+        assert_eq!(
+            call_api(&api, p, "POST", "/streaming/replay", Some(&year))
+                .await
+                .0,
+            202
+        );
+    }
+    drain_stream_queues(&stack, &stream).await;
+    let after = now().unix_timestamp() * 1000 + 1000;
+
+    // CloudWatch: dated at delivery; the message keeps the event's own time.
+    let logs = customer_logs(&aws, role, "us-east-1").await;
+    let got = logs
+        .get_log_events()
+        .log_group_name(audit_log::destination::cloudwatch::events_log_group(
+            stack.log_group_prefix.as_str(),
+        ))
+        .log_stream_name(&to_cloudwatch.project_id)
+        .send()
+        .await
+        .unwrap()
+        .events
+        .unwrap_or_default();
+    assert_eq!(got.len(), 1);
+    let ts = got[0].timestamp.unwrap();
+    assert!((before..=after).contains(&ts), "dated at delivery: {ts}");
+    let message: Value = serde_json::from_str(got[0].message.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        message["timestamp"],
+        twenty_days
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&Rfc3339)
+            .unwrap()
+    );
+
+    // Datadog: `timestamp` is the delivery time, `event_timestamp` the event's own.
+    let entries = datadog_entries(&datadog).await;
+    let entry = entries
+        .iter()
+        .find(|e| e["n"] == 2)
+        .expect("delivered to Datadog");
+    let dated = OffsetDateTime::parse(entry["timestamp"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!(
+        (before / 1000 - 1..=after / 1000).contains(&dated.unix_timestamp()),
+        "{entry}"
+    );
+    assert_eq!(
+        entry["event_timestamp"],
+        twenty_hours
+            .replace_nanosecond(0)
+            .unwrap()
+            .format(&Rfc3339)
+            .unwrap()
+    );
+}
