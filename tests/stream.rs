@@ -540,7 +540,7 @@ async fn throttling_that_outlasts_the_invocation_reports_the_first_record_for_re
     dd.mount(intake().respond_with(ResponseTemplate::new(429)))
         .await;
     let (_, records) = dd.events(3).await;
-    let deadline = Instant::now() + Duration::from_millis(400);
+    let deadline = Instant::now() + Duration::from_millis(1500);
     let response = dd
         .stream(Duration::from_secs(5))
         .deliver(&records, deadline)
