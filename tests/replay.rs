@@ -329,3 +329,95 @@ async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time(
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let datadog = stand_in(202).await;
+    let api = stack.api(Some(datadog.uri()));
+    // Pages of 5 events, one page per invocation.
+    let stream = stack.stream(Some(datadog.uri())).with_replay_pages(5, 1);
+    let p = project();
+    // Stored while nothing is configured, so only the replay delivers them.
+    let start = now() - Duration::from_secs(3600);
+    let stored: Vec<Value> = (0..12)
+        .map(|n| event(&p, start + Duration::from_secs(n as u64 * 60), n))
+        .collect();
+    send_and_capture(&stack, &stored).await;
+    drain_stream_within(
+        &stack,
+        &stream,
+        &HashMap::new(),
+        &mut StreamRun::default(),
+        &StreamLimits::from_template(),
+        |_| {},
+    )
+    .await;
+    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": "0123456789abcdef0123456789abcdef"}});
+    assert_eq!(
+        call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
+        200
+    );
+    let window = json!({"since": (start - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
+                        "until": (start + Duration::from_secs(3000)).format(&Rfc3339).unwrap()});
+    let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
+    assert_eq!(status, 202);
+
+    // The first invocation delivers its page and saves its progress, then dies before SQS hears
+    // of it: its message comes back.
+    let mut died = false;
+    audit_log_tests::local::drain_queue(
+        &stack,
+        "ReplayQueue",
+        1,
+        |event| {
+            let dies = !died;
+            died = true;
+            let stream = &stream;
+            async move {
+                let ids: Vec<String> = event
+                    .records
+                    .iter()
+                    .filter_map(|r| r.message_id.clone())
+                    .collect();
+                let mut context = lambda_runtime::Context::default();
+                context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64;
+                let answer = stream
+                    .handle_queue(lambda_runtime::LambdaEvent::new(event, context))
+                    .await;
+                if dies {
+                    ids
+                } else {
+                    answer
+                        .batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect()
+                }
+            }
+        },
+        |_| {},
+    )
+    .await;
+
+    let id = started["replay_id"].as_str().unwrap();
+    let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;
+    assert_eq!(replay["state"], "completed", "{replay}");
+    assert_eq!(replay["delivered"], 12);
+    let mut delivered: Vec<i64> = datadog_entries(&datadog)
+        .await
+        .iter()
+        .map(event_of_datadog_entry)
+        .filter_map(|e| e["n"].as_i64())
+        .collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        (0..12).collect::<Vec<_>>(),
+        "resumed where it stopped: each event once"
+    );
+}

@@ -106,6 +106,7 @@ pub struct Stream {
     streams: aws_sdk_dynamodbstreams::Client,
     sqs: aws_sdk_sqs::Client,
     replay_queue_url: String,
+    replay_pages: replay::Pages,
 }
 
 /// A record on its way out: where it sits in the batch and the event it carries.
@@ -146,7 +147,18 @@ impl Stream {
             streams: aws_sdk_dynamodbstreams::Client::new(aws),
             sqs: aws_sdk_sqs::Client::new(aws),
             replay_queue_url: settings.replay_queue_url.clone(),
+            replay_pages: replay::Pages::default(),
         }
+    }
+
+    /// Replays in pages of `size` events, at most `per_invocation` pages before handing on to
+    /// the next part (tests use small ones).
+    pub fn with_replay_pages(mut self, size: usize, per_invocation: usize) -> Self {
+        self.replay_pages = replay::Pages {
+            size,
+            per_invocation,
+        };
+        self
     }
 
     /// Uses this CloudWatch writer (tests: a counted STS client, a short backoff).

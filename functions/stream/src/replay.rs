@@ -14,8 +14,21 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
-/// Events per page of a replay.
-const PAGE: usize = 500;
+/// How a replay is cut: events per page, pages per invocation (then the next part is queued).
+#[derive(Debug, Clone, Copy)]
+pub struct Pages {
+    pub size: usize,
+    pub per_invocation: usize,
+}
+
+impl Default for Pages {
+    fn default() -> Self {
+        Self {
+            size: 500,
+            per_invocation: usize::MAX,
+        }
+    }
+}
 /// A page is not started with less time left than this.
 const PAGE_TIME: Duration = Duration::from_secs(20);
 
@@ -66,8 +79,9 @@ impl Stream {
                 .map_err(|_| format!("stored replay has a bad time {t}"))
         };
         let (since, until) = (parse(&replay.since)?, parse(&replay.until)?);
+        let mut pages = 0;
         loop {
-            if Instant::now() + PAGE_TIME > deadline {
+            if Instant::now() + PAGE_TIME > deadline || pages == self.replay_pages.per_invocation {
                 let next = json!({"organization_id": org, "project_id": project, "replay_id": id});
                 self.sqs
                     .send_message()
@@ -83,6 +97,7 @@ impl Stream {
                     })?;
                 return Ok(());
             }
+            pages += 1;
             let (events, keys, next) = self.replay_page(&replay, since, until).await?;
             if !events.is_empty() {
                 let page_deadline = deadline.min(Instant::now() + PAGE_TIME);
@@ -148,7 +163,12 @@ impl Stream {
         if replay.only_failed {
             let (failures, next) = self
                 .configs
-                .failures(org, project, replay.cursor.as_deref(), PAGE)
+                .failures(
+                    org,
+                    project,
+                    replay.cursor.as_deref(),
+                    self.replay_pages.size,
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let (low, high) = (
@@ -184,7 +204,7 @@ impl Stream {
                     since: Some(since),
                     until: Some(until),
                     after: replay.cursor.clone(),
-                    limit: PAGE,
+                    limit: self.replay_pages.size,
                     max_bytes: 50_000_000,
                     now: OffsetDateTime::now_utc().unix_timestamp(),
                 },
