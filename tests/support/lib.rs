@@ -2,6 +2,7 @@
 //! `template.yaml`'s own definitions (so code and template cannot drift), Lambda event fixtures,
 //! and a counter of the requests an SDK client sends. `local` runs the whole service.
 
+pub mod bench;
 pub mod local;
 pub mod serve;
 

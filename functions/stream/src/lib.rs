@@ -24,7 +24,7 @@ use audit_log::destination::cloudwatch::CloudWatch;
 use audit_log::destination::datadog::{ApiKeySource, DatadogClient};
 use audit_log::destination::{CloudWatchSettings, DeliveryError, Destination, Failures};
 use audit_log::settings::{SettingsError, required_env};
-use audit_log::store::{EventTable, StoredKey, event_json};
+use audit_log::store::{EventTable, StoredKey};
 use audit_log::streaming::{ConfigTable, HealthReport, StreamingConfig};
 
 mod exhausted;
@@ -32,7 +32,6 @@ mod replay;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use secrecy::SecretString;
@@ -426,12 +425,33 @@ impl Stream {
 }
 
 /// The audit event a stream record's new image holds (known by its stable id), and where it
-/// is stored.
+/// is stored. Reads the image in place: this runs for every event delivered.
 pub fn event_of(record: &EventRecord) -> Result<(AuditEvent, StoredKey), String> {
-    let item: HashMap<String, AttributeValue> = record.change.new_image.clone().into();
-    let key = StoredKey::of(&item).ok_or("the stored event has no key")?;
-    let json = event_json(&item).map_err(|e| e.to_string())?;
-    let event = AuditEvent::from_json(&json).map_err(|e| e.to_string())?;
+    use serde_dynamo::AttributeValue as Value;
+    let image = record.change.new_image.inner();
+    let text = |name: &str| match image.get(name) {
+        Some(Value::S(s)) => Ok(s.as_str()),
+        _ => Err(format!("the stored event has no `{name}`")),
+    };
+    let expires_at = match image.get(audit_log::store::attr::EXPIRES_AT) {
+        Some(Value::N(n)) => n
+            .parse()
+            .map_err(|_| "the stored event's TTL is not a number")?,
+        _ => return Err("the stored event has no TTL".into()),
+    };
+    let key = StoredKey {
+        sort_key: text(audit_log::store::attr::SORT_KEY)?.to_owned(),
+        message_id: text(audit_log::store::attr::MESSAGE_ID)?.to_owned(),
+        expires_at,
+    };
+    let event = match image.get(audit_log::store::attr::EVENT) {
+        Some(Value::S(json)) => AuditEvent::from_json(json),
+        Some(Value::B(gzip)) => {
+            AuditEvent::from_json(&audit_log::store::gunzip(gzip).map_err(|e| e.to_string())?)
+        }
+        _ => return Err("the stored event has no `event`".into()),
+    }
+    .map_err(|e| e.to_string())?;
     Ok((event.with_id(key.message_id.clone()), key))
 }
 
@@ -506,5 +526,47 @@ impl Stream {
             }
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audit_log::Retention;
+    use audit_log::fixtures::SEED_EVENTS;
+    use audit_log::store::StoredEvent;
+
+    fn record_of(event: &AuditEvent, message_id: &str) -> EventRecord {
+        let stored = StoredEvent::new(message_id, event, Retention::default()).unwrap();
+        let mut record = EventRecord::default();
+        record.event_name = "INSERT".into();
+        record.change.new_image = stored.item.into();
+        record
+    }
+
+    #[test]
+    fn small_and_compressed_stored_events_come_back_whole_with_their_id_and_key() {
+        let small = AuditEvent::from_json(SEED_EVENTS[2].1).unwrap();
+        let mut big = small.clone().into_value();
+        big["padding"] = serde_json::json!("x".repeat(100_000));
+        let big = AuditEvent::from_value(big).unwrap();
+        for (event, id) in [(small, "m-small"), (big, "m-big")] {
+            let (back, key) = event_of(&record_of(&event, id)).unwrap();
+            assert_eq!(back.to_compact_json(), event.to_compact_json());
+            assert_eq!(back.id(), Some(id));
+            assert_eq!(key.message_id, id);
+            assert!(key.sort_key.ends_with(id));
+            assert_eq!(
+                key.expires_at,
+                event.timestamp().unix_timestamp() + 400 * 86_400
+            );
+        }
+    }
+
+    #[test]
+    fn an_image_without_an_event_is_reported_not_delivered() {
+        let mut record = EventRecord::default();
+        record.event_name = "INSERT".into();
+        assert!(event_of(&record).is_err());
     }
 }

@@ -202,7 +202,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
-fn gunzip(bytes: &[u8]) -> Result<String, DecodeError> {
+/// The JSON of an event stored compressed.
+pub fn gunzip(bytes: &[u8]) -> Result<String, DecodeError> {
     let mut json = String::new();
     // Bounded: nothing larger than an SQS message was ever stored.
     GzDecoder::new(bytes)

@@ -1,0 +1,417 @@
+//! `./scripts/bench`: the functions' release binaries measured as Lambda runs them. See
+//! BENCHMARKS.md for the figures and what dominates each.
+
+use audit_log::fixtures::SEED_EVENTS;
+use audit_log::store::StoredEvent;
+use audit_log::{AuditEvent, Retention};
+use audit_log_tests::bench::{CountingProxy, Function};
+use audit_log_tests::local::{
+    Project, Stack, call_api, datadog_entries, datadog_stand_in, drain_events_queue,
+};
+use audit_log_tests::{repo_root, sqs_batch, stream_records, unique};
+use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
+use serde_json::{Value, json};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const EVENTS: usize = 1_000;
+
+/// `n` events of exactly 1 KB of JSON for a project, dated within the last hour.
+fn kilobyte_events(p: &Project, n: usize) -> Vec<String> {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    (0..n)
+        .map(|i| {
+            let mut v: Value = serde_json::from_str(SEED_EVENTS[0].1).unwrap();
+            v["organization_id"] = json!(p.organization_id);
+            v["project_id"] = json!(p.project_id);
+            v["timestamp"] = json!(
+                (now - Duration::from_secs(i as u64))
+                    .format(&Rfc3339)
+                    .unwrap()
+            );
+            v["padding"] = json!("");
+            let base = AuditEvent::from_value(v.clone())
+                .unwrap()
+                .to_compact_json()
+                .len();
+            v["padding"] = json!("p".repeat(1024usize.saturating_sub(base)));
+            v.to_string()
+        })
+        .collect()
+}
+
+/// Best of `runs` timings of `work`.
+fn best(runs: usize, mut work: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            work();
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+fn zipped_size(path: &std::path::Path) -> Option<u64> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import io,sys,zipfile; b=io.BytesIO(); z=zipfile.ZipFile(b,'w',zipfile.ZIP_DEFLATED); z.write(sys.argv[1],'bootstrap'); z.close(); print(len(b.getvalue()))",
+        ])
+        .arg(path)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn stream_event(records: &[EventRecord]) -> String {
+    let mut event = StreamEvent::default();
+    event.records = records.to_vec();
+    serde_json::to_string(&event).unwrap()
+}
+
+fn of_project(records: &[EventRecord], p: &Project) -> Vec<EventRecord> {
+    records
+        .iter()
+        .filter(|r| r.event_name == "INSERT")
+        .filter(|r| {
+            audit_log_stream::event_of(r)
+                .map(|(e, _)| e.project_id() == p.project_id && e.fields().contains_key("padding"))
+                .unwrap_or(false)
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::main]
+async fn main() {
+    let emulator = std::env::var("AWS_ENDPOINT_URL").expect("run through ./scripts/bench");
+    // Where the function binaries are (`./scripts/bench` builds them in release).
+    let release = std::env::var("BENCH_BINARIES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target/release"));
+    let aws = audit_log_tests::emulator().await;
+    let proxy = CountingProxy::start(emulator).await;
+    let stack = Stack::create(&aws, "/hashicorp").await;
+    let datadog = datadog_stand_in().await;
+    let api = stack.api(Some(datadog.uri()));
+    let (to_datadog, to_cloudwatch) = (
+        Project {
+            organization_id: unique("org"),
+            project_id: unique("project"),
+        },
+        Project {
+            organization_id: unique("org"),
+            project_id: unique("project"),
+        },
+    );
+    let dd = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": "0123456789abcdef0123456789abcdef"}});
+    let cw = json!({"provider": "cloudwatch", "name": "cw", "cloudwatch": {"role_arn": "arn:aws:iam::230000000000:role/hcp-log-streaming", "region": "us-east-1"}});
+    assert_eq!(
+        call_api(&api, &to_datadog, "PUT", "/streaming", Some(&dd))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call_api(&api, &to_cloudwatch, "PUT", "/streaming", Some(&cw))
+            .await
+            .0,
+        200
+    );
+    drain_events_queue(&stack, &stack.capture(), |_| {}).await;
+
+    let through_proxy = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("AWS_ENDPOINT_URL", proxy.url.as_str()),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let mut rows: Vec<[String; 6]> = Vec::new();
+
+    // capture: a batch of 1,000 SQS records of 1 KB, twice (cold, then warm).
+    let batches = [
+        kilobyte_events(&to_datadog, EVENTS),
+        kilobyte_events(&to_cloudwatch, EVENTS),
+    ];
+    proxy.reset();
+    let capture = Function::start(
+        &release.join("audit-log-capture"),
+        &through_proxy(&[
+            ("EVENTS_TABLE_NAME", &stack.events_table),
+            ("RETENTION_DAYS", "400"),
+        ]),
+    )
+    .await;
+    let calls_during_init = proxy.total();
+    let mut capture_times = Vec::new();
+    for batch in &batches {
+        let event = sqs_batch(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("{}-{i}", unique("bench")), b.as_str())),
+        );
+        let (took, answer) = capture
+            .runtime
+            .invoke(serde_json::to_string(&event).unwrap())
+            .await;
+        assert!(
+            answer.contains("\"batchItemFailures\":[]"),
+            "capture answered {answer}"
+        );
+        capture_times.push(took);
+    }
+    rows.push([
+        "capture".into(),
+        format!("{:.1} ms", capture.init.as_secs_f64() * 1e3),
+        format!("{:.1} MB", capture.peak_kib() as f64 / 1024.0),
+        format!("{:.0} /s", EVENTS as f64 / capture_times[1].as_secs_f64()),
+        format!("BatchWriteItem {}", proxy.count("BatchWriteItem") / 2),
+        format!("{calls_during_init} calls"),
+    ]);
+
+    // stream: 1,000 records to Datadog, 1,000 to CloudWatch, then 1,000 more to CloudWatch.
+    let more = kilobyte_events(&to_cloudwatch, EVENTS);
+    let records = stream_records(&aws, &stack.dynamodb, &stack.events_table).await;
+    let dd_records = of_project(&records, &to_datadog);
+    let cw_records = of_project(&records, &to_cloudwatch);
+    assert_eq!((dd_records.len(), cw_records.len()), (EVENTS, EVENTS));
+    proxy.reset();
+    let stream = Function::start(
+        &release.join("audit-log-stream"),
+        &through_proxy(&[
+            ("CONFIG_TABLE_NAME", &stack.config_table),
+            ("EVENTS_TABLE_NAME", &stack.events_table),
+            ("SECRET_NAME_PREFIX", &stack.secret_prefix),
+            ("LOG_GROUP_PREFIX", "/hashicorp"),
+            ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),
+            ("DATADOG_ENDPOINT_OVERRIDE", &datadog.uri()),
+        ]),
+    )
+    .await;
+    let stream_init_calls = proxy.total();
+    let datadog_before = datadog.received_requests().await.unwrap_or_default().len();
+    let (dd_took, answer) = stream.runtime.invoke(stream_event(&dd_records)).await;
+    assert!(
+        answer.contains("\"batchItemFailures\":[]"),
+        "stream answered {answer}"
+    );
+    let datadog_requests =
+        datadog.received_requests().await.unwrap_or_default().len() - datadog_before;
+    let (cw_took, answer) = stream.runtime.invoke(stream_event(&cw_records)).await;
+    assert!(
+        answer.contains("\"batchItemFailures\":[]"),
+        "stream answered {answer}"
+    );
+    let (puts, assumes, secrets) = (
+        proxy.count("PutLogEvents"),
+        proxy.count("AssumeRole"),
+        proxy.count("GetSecretValue"),
+    );
+    // Within the caches' lifetime, the next batch assumes no role and reads no secret again.
+    let event = sqs_batch(
+        more.iter()
+            .enumerate()
+            .map(|(i, b)| (format!("{}-{i}", unique("more")), b.as_str())),
+    );
+    capture
+        .runtime
+        .invoke(serde_json::to_string(&event).unwrap())
+        .await;
+    let records = stream_records(&aws, &stack.dynamodb, &stack.events_table).await;
+    let newer: Vec<EventRecord> = of_project(&records, &to_cloudwatch)
+        .into_iter()
+        .filter(|r| !cw_records.iter().any(|c| c.event_id == r.event_id))
+        .collect();
+    let (warm_took, _) = stream.runtime.invoke(stream_event(&newer)).await;
+    let (assumes_again, secrets_again) = (
+        proxy.count("AssumeRole") - assumes,
+        proxy.count("GetSecretValue") - secrets,
+    );
+    let puts_again = proxy.count("PutLogEvents") - puts;
+    let delivered = datadog_entries(&datadog).await.len();
+    rows.push([
+        "stream".into(),
+        format!("{:.1} ms", stream.init.as_secs_f64() * 1e3),
+        format!("{:.1} MB", stream.peak_kib() as f64 / 1024.0),
+        format!(
+            "Datadog {:.0} /s, CloudWatch {:.0} /s (warm {:.0} /s)",
+            EVENTS as f64 / dd_took.as_secs_f64(),
+            EVENTS as f64 / cw_took.as_secs_f64(),
+            EVENTS as f64 / warm_took.as_secs_f64()
+        ),
+        format!(
+            "Datadog {datadog_requests}; PutLogEvents {puts} (first write finds no stream: +1), then {puts_again}; AssumeRole {assumes} then {assumes_again}; GetSecretValue {secrets} (one per project) then {secrets_again}"
+        ),
+        format!("{stream_init_calls} calls"),
+    ]);
+
+    // api: init, and one GET /streaming.
+    proxy.reset();
+    let api_function = Function::start(
+        &release.join("audit-log-api"),
+        &through_proxy(&[
+            ("EVENTS_TABLE_NAME", &stack.events_table),
+            ("CONFIG_TABLE_NAME", &stack.config_table),
+            ("EVENTS_QUEUE_URL", stack.queue("EventsQueue")),
+            ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),
+            ("SECRET_NAME_PREFIX", &stack.secret_prefix),
+            ("SERVICE_AWS_ACCOUNT_ID", "123456789012"),
+        ]),
+    )
+    .await;
+    let api_init_calls = proxy.total();
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/audit-logs/streaming",
+        to_datadog.organization_id, to_datadog.project_id
+    );
+    let request = audit_log_tests::api_request(
+        "GET",
+        &path,
+        &[],
+        &[],
+        None,
+        Some(&[("organization_id", to_datadog.organization_id.as_str())]),
+    );
+    let (api_took, answer) = api_function
+        .runtime
+        .invoke(serde_json::to_string(&request).unwrap())
+        .await;
+    assert!(
+        answer.contains("\"statusCode\":200"),
+        "api answered {answer}"
+    );
+    rows.push([
+        "api".into(),
+        format!("{:.1} ms", api_function.init.as_secs_f64() * 1e3),
+        format!("{:.1} MB", api_function.peak_kib() as f64 / 1024.0),
+        format!("GET /streaming in {:.1} ms", api_took.as_secs_f64() * 1e3),
+        "-".into(),
+        format!("{api_init_calls} calls"),
+    ]);
+
+    // CPU per event against the floor of parsing the same JSON (and gzip, for Datadog).
+    let bodies = &batches[0];
+    let capture_cpu = best(7, || {
+        for (i, b) in bodies.iter().enumerate() {
+            black_box(audit_log_capture::prepare(&i.to_string(), b, Retention::default()).unwrap());
+        }
+    });
+    let parse_floor = best(7, || {
+        for b in bodies {
+            black_box(serde_json::from_str::<Value>(b).unwrap());
+        }
+    });
+    let stored: Vec<EventRecord> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut r = EventRecord::default();
+            r.event_name = "INSERT".into();
+            r.change.new_image = StoredEvent::new(
+                &i.to_string(),
+                &AuditEvent::from_json(b).unwrap(),
+                Retention::default(),
+            )
+            .unwrap()
+            .item
+            .into();
+            r
+        })
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    let datadog_cpu = best(7, || {
+        let events: Vec<AuditEvent> = stored
+            .iter()
+            .map(|r| audit_log_stream::event_of(r).unwrap().0)
+            .collect();
+        let (batches, _) = audit_log::destination::datadog::batches(&events, now);
+        black_box(
+            batches
+                .iter()
+                .map(|b| audit_log::destination::datadog::gzip(&b.body()).len())
+                .sum::<usize>(),
+        );
+    });
+    let cloudwatch_cpu = best(7, || {
+        let events: Vec<AuditEvent> = stored
+            .iter()
+            .map(|r| audit_log_stream::event_of(r).unwrap().0)
+            .collect();
+        black_box(
+            audit_log::destination::cloudwatch::batches(&events, now)
+                .0
+                .len(),
+        );
+    });
+    let gzip_floor = best(7, || {
+        let mut all = Vec::new();
+        for b in bodies {
+            black_box(serde_json::from_str::<Value>(b).unwrap());
+            all.extend_from_slice(b.as_bytes());
+        }
+        black_box(audit_log::destination::datadog::gzip(&all).len());
+    });
+
+    println!(
+        "\n{EVENTS} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
+    );
+    println!(
+        "| function | init | peak memory | events per second (handler, with its calls) | calls per 1,000 events | calls during init |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        println!("| {} |", row.join(" | "));
+    }
+    println!("\n| per-event CPU (one core) | time per event | floor | ratio |");
+    println!("|---|---|---|---|");
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / EVENTS as f64;
+    for (name, work, floor) in [
+        (
+            "capture: parse, validate, build the item",
+            capture_cpu,
+            parse_floor,
+        ),
+        (
+            "stream to Datadog: decode, encode, batch, gzip",
+            datadog_cpu,
+            gzip_floor,
+        ),
+        (
+            "stream to CloudWatch: decode, encode, batch",
+            cloudwatch_cpu,
+            parse_floor,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.2} µs | {:.2} µs | {:.2}x |",
+            per(work),
+            per(floor),
+            work.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+    println!("\n| arm64 bootstrap | size | zipped |");
+    println!("|---|---|---|");
+    for f in ["audit-log-capture", "audit-log-stream", "audit-log-api"] {
+        let path = repo_root().join("target/lambda").join(f).join("bootstrap");
+        match std::fs::metadata(&path) {
+            Ok(m) => println!(
+                "| {f} | {:.2} MB | {:.2} MB |",
+                m.len() as f64 / 1e6,
+                zipped_size(&path).unwrap_or(0) as f64 / 1e6
+            ),
+            Err(_) => println!("| {f} | not built | |"),
+        }
+    }
+    println!("\nDatadog stand-in received {delivered} logs.");
+}
