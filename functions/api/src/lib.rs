@@ -446,19 +446,12 @@ impl Api {
         config: Option<&StreamingConfig>,
     ) {
         let event = configuration_event(caller, org, project, action, description, config);
-        let sent = self
-            .sqs
-            .send_message()
-            .queue_url(&self.settings.events_queue_url)
-            .message_body(event.to_string())
-            .send()
-            .await;
-        if let Err(e) = sent {
+        if let Err(e) = self.send(&self.settings.events_queue_url, &event).await {
             tracing::error!(
                 organization_id = org,
                 project_id = project,
                 action,
-                error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+                error = %e,
                 "audit event of a configuration change not sent"
             );
         }
@@ -767,21 +760,12 @@ impl Api {
         }
         let message =
             json!({"organization_id": org, "project_id": project, "replay_id": replay.replay_id});
-        let sent = self
-            .sqs
-            .send_message()
-            .queue_url(&self.settings.replay_queue_url)
-            .message_body(message.to_string())
-            .send()
-            .await;
-        if let Err(e) = sent {
+        if let Err(e) = self.send(&self.settings.replay_queue_url, &message).await {
             let mut failed = replay.clone();
             failed.state = ReplayState::Failed;
             failed.last_error = Some("the replay could not be queued".into());
             let _ = self.configs.save_replay(&failed).await;
-            return Err(internal("replay queue")(
-                &aws_sdk_sqs::error::DisplayErrorContext(e),
-            ));
+            return Err(internal("replay queue")(&e));
         }
         tracing::info!(
             organization_id = org,
@@ -797,6 +781,18 @@ impl Api {
             response.headers.insert(http::header::LOCATION, location);
         }
         Ok(response)
+    }
+
+    /// Puts a JSON message on one of the service's queues.
+    async fn send(&self, queue_url: &str, message: &serde_json::Value) -> Result<(), String> {
+        self.sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(message.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
     }
 
     async fn failures(
