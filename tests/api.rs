@@ -1234,3 +1234,36 @@ async fn a_replay_needs_a_destination_a_valid_range_and_a_known_id() {
     expected["updated_at"] = shown.body["updated_at"].clone();
     assert_eq!(shown.body, expected);
 }
+
+#[tokio::test]
+async fn huge_and_deeply_nested_bodies_get_a_clear_4xx_and_change_nothing() {
+    let w = World::new().await;
+    let ten_megabytes = format!("{{\"name\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    // Within the body limit, far past any sane depth.
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    for (method, suffix) in [
+        ("PUT", "/streaming"),
+        ("POST", "/streaming/test"),
+        ("POST", "/streaming/replay"),
+    ] {
+        let huge = w
+            .call_as(
+                Some(&w.org),
+                &w.org,
+                method,
+                suffix,
+                &[],
+                &[],
+                Some(&ten_megabytes),
+            )
+            .await;
+        assert_eq!(huge.status, 413, "{method} {suffix}");
+        let nested = w
+            .call_as(Some(&w.org), &w.org, method, suffix, &[], &[], Some(&deep))
+            .await;
+        assert_eq!(nested.status, 400, "{method} {suffix}");
+        assert_eq!(nested.body["error"]["code"], "invalid_json");
+    }
+    assert_eq!(w.get().await.body["version"], 0, "nothing saved");
+    assert!(w.audit_events().await.is_empty());
+}

@@ -500,3 +500,88 @@ mod replay_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SENTINEL: &str = "Zq9sentinel";
+
+    /// JSON whose string values all carry the sentinel; keys come from the allowed names and
+    /// a few others, so every validation path is reached.
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("provider".to_owned()),
+            Just("name".to_owned()),
+            Just("cloudwatch".to_owned()),
+            Just("datadog".to_owned()),
+            Just("role_arn".to_owned()),
+            Just("region".to_owned()),
+            Just("site".to_owned()),
+            Just("api_key".to_owned()),
+            Just("since".to_owned()),
+            Just("until".to_owned()),
+            Just("only_failed".to_owned()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            ".{0,20}".prop_map(|s| Value::String(format!("{s}{SENTINEL}"))),
+            Just(Value::String("cloudwatch".into())),
+            Just(Value::String("datadog".into())),
+        ];
+        leaf.prop_recursive(4, 40, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check(result: Result<(), ApiError>) -> Result<(), TestCaseError> {
+        if let Err(e) = result {
+            prop_assert_eq!(e.status, 400);
+            prop_assert!(e.code.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            prop_assert!(!e.message.is_empty());
+            prop_assert!(
+                !e.message.contains(SENTINEL),
+                "a value came back: {}",
+                e.message
+            );
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_json_body_gets_an_answer_that_repeats_no_value(v in arb_json()) {
+            let bytes = v.to_string();
+            check(destination(bytes.as_bytes()).map(|_| ()))?;
+            check(replay(bytes.as_bytes()).map(|_| ()))?;
+        }
+
+        #[test]
+        fn any_bytes_get_an_answer(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            check(destination(&bytes).map(|_| ()))?;
+            check(replay(&bytes).map(|_| ()))?;
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            destination(deep.as_bytes()).unwrap_err().code,
+            "invalid_json"
+        );
+        let deep_object = format!("{}1{}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+        assert_eq!(
+            replay(deep_object.as_bytes()).unwrap_err().code,
+            "invalid_json"
+        );
+    }
+}
