@@ -289,7 +289,7 @@ async fn the_customers_role_is_assumed_once_and_its_credentials_reused() {
             .batch_item_failures
             .is_empty()
     );
-    assert_eq!(sts_requests.count_query_action("AssumeRole"), 1);
+    assert_eq!(sts_requests.count("AssumeRole"), 1);
 }
 
 #[tokio::test]

@@ -169,19 +169,13 @@ impl CountingProxy {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let operation = match parts.headers.get("x-amz-target") {
-                                Some(t) => t
-                                    .to_str()
-                                    .unwrap_or_default()
-                                    .rsplit('.')
-                                    .next()
-                                    .unwrap_or_default()
-                                    .to_owned(),
-                                None => form_urlencoded::parse(&body)
-                                    .find(|(k, _)| k == "Action")
-                                    .map(|(_, v)| v.into_owned())
-                                    .unwrap_or_else(|| "unknown".into()),
-                            };
+                            let operation = crate::operation_name(
+                                parts
+                                    .headers
+                                    .get("x-amz-target")
+                                    .and_then(|t| t.to_str().ok()),
+                                &body,
+                            );
                             *counts.lock().expect("counts").entry(operation).or_default() += 1;
                             let mut forward = http
                                 .request(parts.method.clone(), format!("{upstream}{}", parts.uri));

@@ -213,25 +213,60 @@ pub fn sqs_batch<'a>(messages: impl IntoIterator<Item = (String, &'a str)>) -> S
     event
 }
 
-/// Counts the requests a client sends, by operation (`X-Amz-Target`), retries included.
+/// Counts the requests a client sends, by operation (see [`operation_name`]), retries included.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCounter(Arc<Mutex<HashMap<String, usize>>>);
 
 impl RequestCounter {
     pub fn count(&self, operation: &str) -> usize {
-        let counts = self.0.lock().expect("counter lock");
-        counts
-            .iter()
-            .filter(|(target, _)| target.rsplit('.').next() == Some(operation))
-            .map(|(_, n)| n)
-            .sum()
+        self.0
+            .lock()
+            .expect("counter lock")
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
-impl RequestCounter {
-    /// Requests of a query-protocol service (STS), which name their action in the body.
-    pub fn count_query_action(&self, action: &str) -> usize {
-        self.count(&format!("Action={action}"))
+/// The AWS operation a request calls: the last part of `X-Amz-Target` (JSON protocols), or the
+/// form body's `Action` (query protocols, such as STS).
+pub fn operation_name(target: Option<&str>, body: &[u8]) -> String {
+    match target {
+        Some(t) => t.rsplit('.').next().unwrap_or_default().to_owned(),
+        None => form_urlencoded::parse(body)
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| "unknown".into()),
+    }
+}
+
+/// Every body in a queue, received and deleted.
+pub async fn take_all(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return out;
+        }
+        for m in got {
+            out.extend(m.body);
+            if let Some(handle) = m.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
     }
 }
 
@@ -247,17 +282,10 @@ impl Intercept for RequestCounter {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let request = context.request();
-        let target = match request.headers().get("x-amz-target") {
-            Some(target) => target.to_owned(),
-            // Query protocol: `Action=AssumeRole&...` in a form body.
-            None => request
-                .body()
-                .bytes()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|form| form.split('&').find(|p| p.starts_with("Action=")))
-                .map(|action| format!("query.{action}"))
-                .unwrap_or_else(|| "unknown".to_owned()),
-        };
+        let target = operation_name(
+            request.headers().get("x-amz-target"),
+            request.body().bytes().unwrap_or_default(),
+        );
         *self
             .0
             .lock()

@@ -214,34 +214,7 @@ impl Stack {
 
     /// Every body in a queue (received and deleted).
     pub async fn take_all(&self, logical_id: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        loop {
-            let got = self
-                .sqs
-                .receive_message()
-                .queue_url(self.queue(logical_id))
-                .max_number_of_messages(10)
-                .send()
-                .await
-                .expect("receive")
-                .messages
-                .unwrap_or_default();
-            if got.is_empty() {
-                return out;
-            }
-            for m in got {
-                out.extend(m.body);
-                if let Some(handle) = m.receipt_handle {
-                    self.sqs
-                        .delete_message()
-                        .queue_url(self.queue(logical_id))
-                        .receipt_handle(handle)
-                        .send()
-                        .await
-                        .expect("delete");
-                }
-            }
-        }
+        crate::take_all(&self.sqs, self.queue(logical_id)).await
     }
 }
 
