@@ -24,7 +24,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BASE: &str = "/v1/organizations/{organization_id}/projects/{project_id}/audit-logs";
 const ROLE_ARN: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
-const KEY: &str = "0123456789abcdef0123456789abcdef";
+const KEY: &str = audit_log_tests::SENTINEL_API_KEY;
 const ROTATED: &str = "fedcba9876543210fedcba9876543210";
 
 struct Reply {
@@ -151,6 +151,9 @@ impl World {
             None | Some(Body::Empty) => None,
             Some(other) => panic!("unexpected body {other:?}"),
         };
+        if let Some(body) = &body {
+            audit_log_tests::watch_external_ids(body);
+        }
         let template = match suffix.strip_prefix("/streaming/replays/") {
             Some(_) => "/streaming/replays/{replay_id}".to_owned(),
             None => suffix.to_owned(),
@@ -328,7 +331,7 @@ async fn switching_provider_and_rotating_the_key_leave_no_old_credential_behind(
     assert_eq!(dd.status, 200);
     assert_eq!(
         dd.body["destination"]["datadog"],
-        json!({"site": "datadoghq.eu", "api_key_last4": "cdef"})
+        json!({"site": "datadoghq.eu", "api_key_last4": &KEY[KEY.len() - 4..]})
     );
     assert_eq!(dd.body["version"], 2);
     assert!(
@@ -389,7 +392,10 @@ async fn a_datadog_put_without_a_key_keeps_the_saved_one_only_when_it_is_datadog
     let kept = w.put(renamed).await;
     assert_eq!(kept.status, 200);
     assert_eq!(kept.body["destination"]["name"], "dd-renamed");
-    assert_eq!(kept.body["destination"]["datadog"]["api_key_last4"], "cdef");
+    assert_eq!(
+        kept.body["destination"]["datadog"]["api_key_last4"],
+        &KEY[KEY.len() - 4..]
+    );
     assert!(
         matches!(w.stored_credentials().await.unwrap(), Credentials::Datadog { ref api_key } if api_key.expose_secret() == KEY)
     );

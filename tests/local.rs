@@ -12,6 +12,7 @@ fn options(datadog: bool) -> Options {
         seed: 7,
         log_group_prefix: format!("/{}", unique("hashicorp")),
         verbose: false,
+        faults: None,
     }
 }
 

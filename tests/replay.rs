@@ -3,7 +3,7 @@
 
 use audit_log_tests::local::{
     Project, Stack, StreamLimits, StreamRun, call_api, datadog_entries, drain_events_queue,
-    drain_stream_queues, drain_stream_within, event_of_datadog_entry,
+    drain_stream_queues, drain_stream_within, event_of_datadog_entry, listed_failures,
 };
 use audit_log_tests::{customer_logs, emulator, unique};
 use serde_json::{Value, json};
@@ -79,7 +79,7 @@ async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what
     let api = stack.api(Some(datadog.uri()));
     let stream = stack.stream(Some(datadog.uri()));
     let p = project();
-    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": "0123456789abcdef0123456789abcdef"}});
+    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": audit_log_tests::SENTINEL_API_KEY}});
     assert_eq!(
         call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
         200
@@ -94,6 +94,7 @@ async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what
     let limits = StreamLimits {
         timeout: Duration::from_secs(2),
         max_retries: 2,
+        ..StreamLimits::from_template()
     };
     let mut run = StreamRun::default();
     let after =
@@ -118,21 +119,7 @@ async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what
     );
 
     // Every missed event is listed, page by page, with why.
-    let mut listed = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let suffix = match &cursor {
-            Some(c) => format!("/streaming/failures?cursor={c}&limit=5"),
-            None => "/streaming/failures?limit=5".to_owned(),
-        };
-        let (status, page) = call_api_query(&api, &p, &suffix).await;
-        assert_eq!(status, 200, "{page}");
-        listed.extend(page["failures"].as_array().unwrap().clone());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let listed = listed_failures(&api, &p, 5).await.unwrap();
     // The 12 events, and the audit event of the PUT that configured the destination.
     assert_eq!(listed.len(), 13);
     let failed: BTreeSet<i64> = listed
@@ -183,7 +170,7 @@ async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what
         all,
         "nothing stored is missing at the destination"
     );
-    let (_, failures) = call_api_query(&api, &p, "/streaming/failures").await;
+    let (_, failures) = call_api(&api, &p, "GET", "/streaming/failures", None).await;
     assert_eq!(
         failures["failures"],
         json!([]),
@@ -196,33 +183,6 @@ async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what
             .iter()
             .all(|e| e["event_id"].as_str().is_some_and(|id| !id.is_empty()))
     );
-}
-
-/// `call_api` with a query string in the suffix.
-async fn call_api_query(api: &audit_log_api::Api, p: &Project, suffix: &str) -> (u16, Value) {
-    let (path, query) = suffix.split_once('?').unwrap_or((suffix, ""));
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
-    let pairs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let full = format!(
-        "/v1/organizations/{}/projects/{}/audit-logs{path}",
-        p.organization_id, p.project_id
-    );
-    let claims = [
-        ("organization_id", p.organization_id.as_str()),
-        ("sub", "t"),
-    ];
-    let request = audit_log_tests::api_request("GET", &full, &pairs, &[], None, Some(&claims));
-    let response = api.respond(&request).await;
-    let body = match response.body {
-        Some(aws_lambda_events::encodings::Body::Text(t)) => serde_json::from_str(&t).unwrap(),
-        _ => Value::Null,
-    };
-    (response.status_code as u16, body)
 }
 
 #[tokio::test]
@@ -256,7 +216,7 @@ async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time(
 
     let role = "arn:aws:iam::220000000001:role/hcp-log-streaming";
     let cw = json!({"provider": "cloudwatch", "name": "cw", "cloudwatch": {"role_arn": role, "region": "us-east-1"}});
-    let dd = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.eu", "api_key": "0123456789abcdef0123456789abcdef"}});
+    let dd = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.eu", "api_key": audit_log_tests::SENTINEL_API_KEY}});
     assert_eq!(
         call_api(&api, &to_cloudwatch, "PUT", "/streaming", Some(&cw))
             .await
@@ -354,7 +314,7 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
         |_| {},
     )
     .await;
-    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": "0123456789abcdef0123456789abcdef"}});
+    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": audit_log_tests::SENTINEL_API_KEY}});
     assert_eq!(
         call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
         200
@@ -376,11 +336,6 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
             died = true;
             let stream = &stream;
             async move {
-                let ids: Vec<String> = event
-                    .records
-                    .iter()
-                    .filter_map(|r| r.message_id.clone())
-                    .collect();
                 let mut context = lambda_runtime::Context::default();
                 context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
                     .duration_since(std::time::UNIX_EPOCH)
@@ -389,15 +344,14 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
                 let answer = stream
                     .handle_queue(lambda_runtime::LambdaEvent::new(event, context))
                     .await;
-                if dies {
-                    ids
-                } else {
+                // A death: Lambda never hears back.
+                (!dies).then(|| {
                     answer
                         .batch_item_failures
                         .into_iter()
                         .map(|f| f.item_identifier)
                         .collect()
-                }
+                })
             }
         },
         |_| {},

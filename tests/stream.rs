@@ -28,7 +28,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const ROLE_ARN: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
 const CUSTOMER_REGION: &str = "us-west-2";
-const KEY: &str = "0123456789abcdef0123456789abcdef";
+const KEY: &str = audit_log_tests::SENTINEL_API_KEY;
 
 struct World {
     aws: aws_config::SdkConfig,
@@ -125,7 +125,7 @@ impl World {
                 project,
                 &Credentials::Cloudwatch {
                     role_arn: ROLE_ARN.into(),
-                    external_id: SecretString::from("external-id-of-the-organization"),
+                    external_id: SecretString::from(audit_log_tests::SENTINEL_EXTERNAL_ID),
                 },
             )
             .await
@@ -147,6 +147,7 @@ impl World {
     }
 
     async fn configure_datadog(&self, org: &str, project: &str, key: &str) {
+        audit_log_tests::watch_secret(key);
         self.secrets
             .put(
                 org,
@@ -637,6 +638,57 @@ async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_st
         !error.contains("sentinel"),
         "no raw destination body: {error}"
     );
+}
+
+#[tokio::test]
+async fn a_refusal_that_cannot_be_recorded_is_retried_rather_than_lost() {
+    use audit_log_tests::faults::{AwsFaults, AwsProxy};
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(400)))
+        .await;
+    let (_, records) = dd.events(2).await;
+    // Every DynamoDB write throttled, past the SDK's own retries.
+    let proxy = AwsProxy::start(
+        std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        AwsFaults {
+            dynamodb_throttling: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let aws = aws_config::from_env().endpoint_url(&proxy.url).load().await;
+    let stream = Stream::from_settings(&dd.world.settings(), &aws).with_datadog(
+        DatadogClient::with_timeout(Some(dd.server.uri()), Duration::from_secs(5))
+            .with_backoff(fast()),
+    );
+    proxy.enable(true);
+    let response = stream.deliver(&records, soon()).await;
+    assert_eq!(
+        response.batch_item_failures[0].item_identifier, records[0].change.sequence_number,
+        "neither delivered nor listed: Lambda must retry it"
+    );
+    assert!(proxy.injected.get("DynamoDB throttling") > 0);
+    assert!(
+        dd.world
+            .configs
+            .failures(&dd.org, &dd.project, None, 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    // DynamoDB takes writes again: the retry records the refusal and lets the stream move on.
+    proxy.enable(false);
+    let response = stream.deliver(&records, soon()).await;
+    assert!(response.batch_item_failures.is_empty());
+    let (listed, _) = dd
+        .world
+        .configs
+        .failures(&dd.org, &dd.project, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|f| f.reason.contains("HTTP 400")));
 }
 
 #[tokio::test]

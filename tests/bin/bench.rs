@@ -4,7 +4,8 @@
 use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::StoredEvent;
 use audit_log::{AuditEvent, Retention};
-use audit_log_tests::bench::{CountingProxy, Function};
+use audit_log_tests::bench::Function;
+use audit_log_tests::faults::{AwsFaults, AwsProxy};
 use audit_log_tests::local::{
     Project, Stack, call_api, datadog_entries, datadog_stand_in, drain_events_queue,
 };
@@ -93,7 +94,7 @@ async fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target/release"));
     let aws = audit_log_tests::emulator().await;
-    let proxy = CountingProxy::start(emulator).await;
+    let proxy = AwsProxy::start(emulator, AwsFaults::default()).await;
     let stack = Stack::create(&aws, "/hashicorp").await;
     let datadog = datadog_stand_in().await;
     let api = stack.api(Some(datadog.uri()));
@@ -107,7 +108,7 @@ async fn main() {
             project_id: unique("project"),
         },
     );
-    let dd = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": "0123456789abcdef0123456789abcdef"}});
+    let dd = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": audit_log_tests::SENTINEL_API_KEY}});
     let cw = json!({"provider": "cloudwatch", "name": "cw", "cloudwatch": {"role_arn": "arn:aws:iam::230000000000:role/hcp-log-streaming", "region": "us-east-1"}});
     assert_eq!(
         call_api(&api, &to_datadog, "PUT", "/streaming", Some(&dd))

@@ -23,6 +23,11 @@ struct Args {
     /// Port of --serve (0 picks a free one).
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// Inject the reliability suite's faults on the way (see RELIABILITY.md): throttling,
+    /// unprocessed writes, rejected and failing deliveries, a 10-minute outage (compressed),
+    /// functions killed mid-batch.
+    #[arg(long)]
+    faults: bool,
     /// Seed of the generated events.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -44,6 +49,9 @@ async fn main() -> std::process::ExitCode {
         seed: args.seed,
         log_group_prefix: "/hashicorp".into(),
         verbose: true,
+        faults: args
+            .faults
+            .then(|| audit_log_tests::local::FaultPlan::standard(args.seed)),
     };
     let started = std::time::Instant::now();
     let (report, stack, datadog) = run(&aws, &options).await;

@@ -1,6 +1,6 @@
 //! Measuring the functions' release binaries as Lambda runs them: a local Runtime API (init
-//! time is process start to the first poll), a counting proxy in front of the AWS emulator
-//! (calls per operation, and any made during init), and peak memory from the kernel.
+//! time is process start to the first poll) and peak memory from the kernel. Calls per
+//! operation are counted by [`crate::faults::AwsProxy`] in front of the AWS emulator.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -134,98 +134,6 @@ impl RuntimeApi {
             }
             notified.await;
         }
-    }
-}
-
-/// A proxy in front of the AWS emulator that counts requests by operation.
-#[derive(Clone)]
-pub struct CountingProxy {
-    pub url: String,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-impl CountingProxy {
-    pub async fn start(upstream: String) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind");
-        let proxy = Self {
-            url: format!("http://{}", listener.local_addr().expect("address")),
-            counts: Arc::default(),
-        };
-        let counts = proxy.counts.clone();
-        let http = reqwest::Client::new();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                let (counts, http, upstream) = (counts.clone(), http.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let (counts, http, upstream) =
-                            (counts.clone(), http.clone(), upstream.clone());
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let operation = crate::operation_name(
-                                parts
-                                    .headers
-                                    .get("x-amz-target")
-                                    .and_then(|t| t.to_str().ok()),
-                                &body,
-                            );
-                            *counts.lock().expect("counts").entry(operation).or_default() += 1;
-                            let mut forward = http
-                                .request(parts.method.clone(), format!("{upstream}{}", parts.uri));
-                            for (name, value) in &parts.headers {
-                                if name != "host" {
-                                    forward = forward.header(name, value);
-                                }
-                            }
-                            let answer = forward.body(body).send().await;
-                            let response = match answer {
-                                Ok(r) => {
-                                    let mut out = Response::builder().status(r.status().as_u16());
-                                    for (name, value) in r.headers() {
-                                        out = out.header(name.as_str(), value.as_bytes());
-                                    }
-                                    out.body(Full::new(r.bytes().await.unwrap_or_default()))
-                                        .expect("response")
-                                }
-                                Err(_) => Response::builder()
-                                    .status(502)
-                                    .body(Full::new(Bytes::new()))
-                                    .expect("response"),
-                            };
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                        .await;
-                });
-            }
-        });
-        proxy
-    }
-
-    pub fn count(&self, operation: &str) -> usize {
-        self.counts
-            .lock()
-            .expect("counts")
-            .get(operation)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    pub fn total(&self) -> usize {
-        self.counts.lock().expect("counts").values().sum()
-    }
-
-    pub fn reset(&self) {
-        self.counts.lock().expect("counts").clear();
     }
 }
 

@@ -3,6 +3,7 @@
 //! and a counter of the requests an SDK client sends. `local` runs the whole service.
 
 pub mod bench;
+pub mod faults;
 pub mod local;
 pub mod serve;
 
@@ -37,6 +38,7 @@ pub async fn emulator() -> aws_config::SdkConfig {
         "AWS_ENDPOINT_URL is not set: run the integration tests through ./scripts/test, \
          which starts the local AWS emulator"
     );
+    install_log_tap();
     aws_config::load_from_env().await
 }
 
@@ -318,21 +320,143 @@ impl std::io::Write for ThreadSink {
     }
 }
 
+/// The Datadog API key the tests configure. No log line of the suite may hold it.
+pub const SENTINEL_API_KEY: &str = "5e7e11e1a91c0ffee5e7e11e1a91c0ff";
+
+/// The External ID tests store for an organization themselves (the service's own are watched
+/// for as the API hands them out).
+pub const SENTINEL_EXTERNAL_ID: &str = "5e7e11e1-external-id-of-the-organization";
+
+fn watched() -> &'static std::sync::RwLock<Vec<String>> {
+    static WATCHED: OnceLock<std::sync::RwLock<Vec<String>>> = OnceLock::new();
+    WATCHED.get_or_init(|| {
+        std::sync::RwLock::new(vec![
+            SENTINEL_API_KEY.to_owned(),
+            SENTINEL_EXTERNAL_ID.to_owned(),
+        ])
+    })
+}
+
+/// From now on, a log line holding `secret` is a leak.
+pub fn watch_secret(secret: &str) {
+    if secret.len() < 8 {
+        return;
+    }
+    let mut watched = watched().write().expect("watched secrets");
+    if !watched.iter().any(|s| s == secret) {
+        watched.push(secret.to_owned());
+    }
+}
+
+/// Watches every `external_id` an API answer hands out.
+pub fn watch_external_ids(body: &serde_json::Value) {
+    match body {
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                match (k.as_str(), v) {
+                    ("external_id", serde_json::Value::String(id)) => watch_secret(id),
+                    (_, v) => watch_external_ids(v),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(watch_external_ids),
+        _ => {}
+    }
+}
+
+/// Where leaked lines go, for `scripts/test` to fail the run on: `target/leaks/`.
+pub fn leaks_dir() -> PathBuf {
+    repo_root().join("target").join("leaks")
+}
+
+/// A secret watched to prove the tap works: caught like any other, but not a failure of the run.
+pub const CANARY_PREFIX: &str = "canary-";
+
+fn leaks() -> &'static Mutex<Vec<String>> {
+    static LEAKS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    LEAKS.get_or_init(Mutex::default)
+}
+
+static TAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines of this test process that held a watched secret (the secret masked; a canary's
+/// masked as `<CANARY>`).
+pub fn leaked_lines() -> Vec<String> {
+    leaks().lock().expect("leaks").clone()
+}
+
+/// Log lines the tap has read in this process, of every level and crate.
+pub fn tapped_lines() -> u64 {
+    TAPPED.load(Ordering::Relaxed)
+}
+
+/// Reads every log line the functions would write at TRACE, for watched secrets.
+struct LeakTap;
+
+impl std::io::Write for LeakTap {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        TAPPED.fetch_add(1, Ordering::Relaxed);
+        let line = String::from_utf8_lossy(buf);
+        let watched = watched().read().expect("watched secrets");
+        if let Some(secret) = watched.iter().find(|s| line.contains(s.as_str())) {
+            let canary = secret.starts_with(CANARY_PREFIX);
+            let mask = if canary {
+                "<CANARY>"
+            } else {
+                "<WATCHED SECRET>"
+            };
+            let masked = line.replace(secret.as_str(), mask);
+            leaks().lock().expect("leaks").push(masked.clone());
+            if canary {
+                return Ok(buf.len());
+            }
+            let dir = leaks_dir();
+            let _ = std::fs::create_dir_all(&dir);
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{}.log", std::process::id())))
+            {
+                let _ = std::io::Write::write_all(&mut file, masked.as_bytes());
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The test process's one global subscriber: the INFO JSON lines Lambda would keep, for
+/// [`with_captured_logs`], and the leak tap on every line the functions would write with
+/// Lambda's log level at TRACE (`audit_log::logging`'s filter). `emulator()` installs it, so
+/// every test that talks to the emulator is watched.
+pub fn install_log_tap() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let lambda = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(|| ThreadSink)
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+        let tap = tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(|| LeakTap)
+            .with_filter(audit_log::logging::dependencies_at_info());
+        let subscriber = tracing_subscriber::registry().with(lambda).with(tap);
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    });
+}
+
 /// Runs `work` on a runtime of its own thread and returns its result with every log line it
 /// wrote, as the functions write them in Lambda (JSON, INFO and above). One global subscriber
 /// serves every test, so no callsite is ever cached as disabled.
 pub fn with_captured_logs<F: std::future::Future>(
     work: impl FnOnce() -> F,
 ) -> (F::Output, Vec<serde_json::Value>) {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(|| ThreadSink)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
-    });
+    install_log_tap();
     let sink = Arc::new(Mutex::new(Vec::new()));
     LOG_SINK.with(|s| *s.borrow_mut() = Some(sink.clone()));
     let output = tokio::runtime::Builder::new_current_thread()
@@ -444,6 +568,25 @@ pub async fn stream_records_since(
 
 /// An API Gateway HTTP API (payload 2.0) request, shaped as `sam local generate-event` makes
 /// one, with the given method, path, query, headers, body and verified JWT claims.
+/// [`api_request`] with a raw query string (`a=1&b=x%20y`), as a URL carries it.
+pub fn api_request_with_query(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    claims: Option<&[(&str, &str)]>,
+) -> aws_lambda_events::event::apigw::ApiGatewayV2httpRequest {
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    api_request(method, path, &pairs, headers, body, claims)
+}
+
 pub fn api_request(
     method: &str,
     path: &str,

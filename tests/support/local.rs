@@ -3,6 +3,7 @@
 //! would run in between (SQS → capture with the template's redrive rule; the events table's
 //! stream → stream, in order per shard, retrying from the reported record).
 
+use crate::faults::{AwsFaults, AwsProxy, DatadogFaults, DatadogIntake, Kills};
 use crate::{create_table, resource, stream_records_since, template, unique};
 use audit_log::Retention;
 use audit_log::store::EventTable;
@@ -15,7 +16,7 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Resources of one local stack, named afresh for each run.
@@ -24,6 +25,8 @@ pub struct Stack {
     pub aws: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// What the functions reach AWS through: the emulator, or a proxy that injects faults.
+    pub functions_aws: aws_config::SdkConfig,
     /// Queue URLs by logical id (`EventsQueue`, `EventsDeadLetterQueue`, `StreamFailureQueue`).
     pub queues: HashMap<String, String>,
     pub events_table: String,
@@ -105,12 +108,18 @@ impl Stack {
             events_table: create_table(&dynamodb, "EventsTable").await,
             config_table: create_table(&dynamodb, "ConfigTable").await,
             aws: aws.clone(),
+            functions_aws: aws.clone(),
             dynamodb,
             sqs,
             queues,
             secret_prefix: format!("{}/streaming/", unique("local")),
             log_group_prefix: log_group_prefix.to_owned(),
         }
+    }
+
+    /// The functions built from now on reach AWS through `aws` (the runner itself does not).
+    pub fn functions_through(&mut self, aws: aws_config::SdkConfig) {
+        self.functions_aws = aws;
     }
 
     pub fn queue(&self, logical_id: &str) -> &str {
@@ -122,7 +131,10 @@ impl Stack {
         let retention = number(&template()["Parameters"]["RetentionDays"]["Default"])
             .expect("retention default");
         Capture::new(
-            EventTable::new(self.dynamodb.clone(), &self.events_table),
+            EventTable::new(
+                aws_sdk_dynamodb::Client::new(&self.functions_aws),
+                &self.events_table,
+            ),
             Retention::days(retention as u32).expect("the template's retention is valid"),
         )
     }
@@ -138,7 +150,7 @@ impl Stack {
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),
                 datadog_endpoint_override: datadog,
             },
-            &self.aws,
+            &self.functions_aws,
         )
     }
 
@@ -156,7 +168,7 @@ impl Stack {
                 service_account_id: None,
                 datadog_endpoint_override: datadog,
             },
-            &self.aws,
+            &self.functions_aws,
         )
     }
 
@@ -238,6 +250,8 @@ pub struct CaptureRun {
     pub invocations: usize,
     pub deleted: usize,
     pub returned: usize,
+    /// Invocations that died before answering (their messages came back).
+    pub killed: usize,
 }
 
 /// The SQS event source mapping: batches of the template's size to capture; what capture
@@ -248,6 +262,17 @@ pub async fn drain_events_queue(
     capture: &Capture,
     progress: impl FnMut(&CaptureRun),
 ) -> CaptureRun {
+    drain_events_queue_with(stack, capture, None, progress).await
+}
+
+/// [`drain_events_queue`] where some invocations die (`kills`). Capture keeps nothing between
+/// invocations, so the instance that takes the next batch is as good as a restarted one.
+pub async fn drain_events_queue_with(
+    stack: &Stack,
+    capture: &Capture,
+    kills: Option<&Kills>,
+    progress: impl FnMut(&CaptureRun),
+) -> CaptureRun {
     let mapping = &resource("CaptureFunction")["Events"]["AuditEvents"]["Properties"];
     let batch_size = number(&mapping["BatchSize"]).unwrap_or(10) as usize;
     let timeout = function_timeout("CaptureFunction");
@@ -256,25 +281,26 @@ pub async fn drain_events_queue(
         "EventsQueue",
         batch_size,
         |event| async move {
-            match capture
-                .handle(lambda_runtime::LambdaEvent::new(
-                    event.clone(),
-                    context(timeout),
-                ))
-                .await
-            {
+            let ids: Vec<String> = event
+                .records
+                .iter()
+                .filter_map(|r| r.message_id.clone())
+                .collect();
+            let invocation =
+                capture.handle(lambda_runtime::LambdaEvent::new(event, context(timeout)));
+            let answer = match kills {
+                Some(kills) => kills.run("capture", invocation).await?,
+                None => invocation.await,
+            };
+            Some(match answer {
                 Ok(response) => response
                     .batch_item_failures
                     .into_iter()
                     .map(|f| f.item_identifier)
                     .collect(),
                 // The whole batch failed: every message goes back.
-                Err(_) => event
-                    .records
-                    .iter()
-                    .filter_map(|r| r.message_id.clone())
-                    .collect(),
-            }
+                Err(_) => ids,
+            })
         },
         progress,
     )
@@ -284,26 +310,48 @@ pub async fn drain_events_queue(
 /// The stream function's SQS mappings: batches whose delivery retries ran out (recorded as
 /// failures) and replays (run part by part), until both queues are empty.
 pub async fn drain_stream_queues(stack: &Stack, stream: &Stream) {
+    drain_stream_queues_with(stack, stream, None).await;
+}
+
+/// [`drain_stream_queues`] where some invocations die and the function restarts.
+pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Option<&Faulty<'_>>) {
     let timeout = function_timeout("StreamFunction");
+    // The instance after the last death, if any.
+    let fresh: std::sync::Mutex<Option<std::sync::Arc<Stream>>> = Default::default();
     for (queue, mapping) in [
         ("StreamFailureQueue", "ExhaustedDeliveries"),
         ("ReplayQueue", "Replays"),
     ] {
         let properties = &resource("StreamFunction")["Events"][mapping]["Properties"];
         let batch_size = number(&properties["BatchSize"]).unwrap_or(10) as usize;
+        let fresh = &fresh;
         drain_queue(
             stack,
             queue,
             batch_size,
             |event| async move {
-                let response = stream
-                    .handle_queue(lambda_runtime::LambdaEvent::new(event, context(timeout)))
-                    .await;
-                response
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect()
+                let instance = fresh.lock().expect("instance").clone();
+                let current: &Stream = instance.as_deref().unwrap_or(stream);
+                let invocation =
+                    current.handle_queue(lambda_runtime::LambdaEvent::new(event, context(timeout)));
+                let response = match faults {
+                    Some(faults) => match faults.kills.run("stream", invocation).await {
+                        Some(response) => response,
+                        None => {
+                            *fresh.lock().expect("instance") =
+                                Some(std::sync::Arc::new((faults.restart)()));
+                            return None;
+                        }
+                    },
+                    None => invocation.await,
+                };
+                Some(
+                    response
+                        .batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect(),
+                )
             },
             |_| {},
         )
@@ -311,8 +359,15 @@ pub async fn drain_stream_queues(stack: &Stack, stream: &Stream) {
     }
 }
 
+/// Invocations that die, and how the function comes back after a death.
+pub struct Faulty<'a> {
+    pub kills: &'a Kills,
+    /// A new instance: a cold start, with nothing remembered.
+    pub restart: &'a (dyn Fn() -> Stream + Sync),
+}
+
 /// An SQS event source mapping with `ReportBatchItemFailures`: `handler` answers the ids that
-/// failed; they become visible again, the rest is deleted.
+/// failed, or None when the invocation died; those become visible again, the rest is deleted.
 pub async fn drain_queue<F, Fut>(
     stack: &Stack,
     logical_id: &str,
@@ -322,7 +377,7 @@ pub async fn drain_queue<F, Fut>(
 ) -> CaptureRun
 where
     F: FnMut(SqsEvent) -> Fut,
-    Fut: std::future::Future<Output = Vec<String>>,
+    Fut: std::future::Future<Output = Option<Vec<String>>>,
 {
     let queue = stack.queue(logical_id).to_owned();
     let arn = format!("arn:aws:sqs:us-east-1:123456789012:{logical_id}");
@@ -375,10 +430,15 @@ where
             })
             .collect();
         run.invocations += 1;
-        let failed = handler(event).await;
-        let (back, done): (Vec<_>, Vec<_>) = messages
-            .into_iter()
-            .partition(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)));
+        let answer = handler(event).await;
+        if answer.is_none() {
+            run.killed += 1;
+        }
+        let (back, done): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| match &answer {
+            Some(failed) => m.message_id.as_ref().is_some_and(|id| failed.contains(id)),
+            // Lambda never heard back: every message returns when its visibility times out.
+            None => true,
+        });
         for m in &back {
             // Lambda lets the visibility timeout run out; locally it is cut short.
             stack
@@ -425,6 +485,8 @@ pub struct StreamRun {
     pub records: usize,
     pub retries: usize,
     pub sent_to_failure_queue: usize,
+    /// Invocations that died before answering (their batch was retried by a fresh instance).
+    pub killed: usize,
 }
 
 /// The DynamoDB stream event source mapping, run over everything the stream holds after
@@ -450,11 +512,13 @@ pub async fn drain_stream(
     .await
 }
 
-/// The stream mapping's limits: the function's timeout and the retries of a failed batch.
+/// The stream mapping's limits: the function's timeout, the retries of a failed batch and the
+/// largest batch.
 #[derive(Debug, Clone, Copy)]
 pub struct StreamLimits {
     pub timeout: Duration,
     pub max_retries: usize,
+    pub batch_size: usize,
 }
 
 impl StreamLimits {
@@ -463,6 +527,7 @@ impl StreamLimits {
         Self {
             timeout: function_timeout("StreamFunction"),
             max_retries: number(&mapping["MaximumRetryAttempts"]).unwrap_or(0) as usize,
+            batch_size: number(&mapping["BatchSize"]).unwrap_or(100) as usize,
         }
     }
 }
@@ -474,11 +539,25 @@ pub async fn drain_stream_within(
     after: &HashMap<String, String>,
     run: &mut StreamRun,
     limits: &StreamLimits,
+    progress: impl FnMut(&StreamRun),
+) -> HashMap<String, String> {
+    drain_stream_with(stack, stream, after, run, limits, None, progress).await
+}
+
+/// [`drain_stream_within`] where some invocations die: Lambda retries the batch (it counts as
+/// an attempt) on a fresh instance, which remembers nothing of what was delivered.
+pub async fn drain_stream_with(
+    stack: &Stack,
+    stream: &Stream,
+    after: &HashMap<String, String>,
+    run: &mut StreamRun,
+    limits: &StreamLimits,
+    faults: Option<&Faulty<'_>>,
     mut progress: impl FnMut(&StreamRun),
 ) -> HashMap<String, String> {
-    let mapping = &resource("StreamFunction")["Events"]["StoredEvents"]["Properties"];
-    let batch_size = number(&mapping["BatchSize"]).unwrap_or(100) as usize;
-    let (timeout, max_retries) = (limits.timeout, limits.max_retries);
+    let mut fresh: Option<Stream> = None;
+    let (timeout, max_retries, batch_size) =
+        (limits.timeout, limits.max_retries, limits.batch_size);
     let mut last = after.clone();
     for (shard, records) in
         stream_records_since(&stack.aws, &stack.dynamodb, &stack.events_table, after).await
@@ -495,15 +574,34 @@ pub async fn drain_stream_within(
                 let mut event = StreamEvent::default();
                 event.records = pending.to_vec();
                 run.invocations += 1;
-                let response = stream
-                    .handle_stream(lambda_runtime::LambdaEvent::new(event, context(timeout)))
-                    .await;
-                let Some(failed) = response
-                    .batch_item_failures
-                    .first()
-                    .and_then(|f| f.item_identifier.clone())
-                else {
-                    break;
+                let current = fresh.as_ref().unwrap_or(stream);
+                let invocation = current
+                    .handle_stream(lambda_runtime::LambdaEvent::new(event, context(timeout)));
+                let response = match faults {
+                    Some(faults) => faults.kills.run("stream", invocation).await,
+                    None => Some(invocation.await),
+                };
+                let failed = match response {
+                    Some(response) => match response
+                        .batch_item_failures
+                        .first()
+                        .and_then(|f| f.item_identifier.clone())
+                    {
+                        Some(failed) => failed,
+                        None => break,
+                    },
+                    // A death fails the whole batch.
+                    None => {
+                        run.killed += 1;
+                        fresh = faults.map(|f| (f.restart)());
+                        match pending
+                            .first()
+                            .and_then(|r| r.change.sequence_number.clone())
+                        {
+                            Some(first) => first,
+                            None => break,
+                        }
+                    }
                 };
                 attempts += 1;
                 if attempts > max_retries {
@@ -669,6 +767,64 @@ pub struct Options {
     pub log_group_prefix: String,
     /// Print progress and the summary.
     pub verbose: bool,
+    /// Faults to inject on the way, or none.
+    pub faults: Option<FaultPlan>,
+}
+
+/// The faults a run injects. Lambda's timeouts, Datadog's request timeout and the outage run
+/// `time_scale` times faster than in AWS, so a run stays short and keeps their proportions.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultPlan {
+    pub seed: u64,
+    /// Share of capture and stream invocations that die before answering (half of them after
+    /// their work, half part-way); Lambda gives their batch to a fresh instance.
+    pub kills: f64,
+    pub aws: AwsFaults,
+    pub datadog: DatadogFaults,
+    pub time_scale: u32,
+    /// Stream batches as live traffic makes them: the mapping's one-second window fills with
+    /// this many events (the template's `BatchSize` is the most a backlog gets).
+    pub stream_batch: usize,
+}
+
+impl FaultPlan {
+    /// The reliability suite's faults: every kind at once, and a 10-minute outage of the
+    /// destination from its first delivery.
+    pub fn standard(seed: u64) -> Self {
+        let time_scale = 10;
+        let outage = Duration::from_secs(600) / time_scale;
+        Self {
+            seed,
+            kills: 0.05,
+            aws: AwsFaults {
+                dynamodb_throttling: 0.1,
+                dynamodb_unprocessed: 0.2,
+                logs_throttling: 0.1,
+                logs_rejected: 0.05,
+                logs_outage: Some(outage),
+                seed,
+            },
+            datadog: DatadogFaults {
+                failing: 0.1,
+                too_late: audit_log::destination::datadog::REQUEST_TIMEOUT * 2 / time_scale,
+                outage: Some(outage),
+                seed,
+            },
+            time_scale,
+            stream_batch: 100,
+        }
+    }
+}
+
+/// How long each part of a run took.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    /// Sending every message and capturing it.
+    pub capture: Duration,
+    /// The stream delivering the stored backlog, retries and the on-failure queue included.
+    pub delivery: Duration,
+    /// Replaying what was listed as failed until nothing is.
+    pub recovery: Duration,
 }
 
 /// What happened, and whether every promise held.
@@ -691,12 +847,42 @@ pub struct Report {
     pub sample: Option<String>,
     pub capture: CaptureRun,
     pub stream: StreamRun,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<String, usize>,
+    /// Events listed by `GET /streaming/failures` once delivery was over.
+    pub listed_failures: usize,
+    /// Replays of failed events asked for through the API.
+    pub replays: usize,
+    /// Events still listed as failed at the end.
+    pub failures_left: usize,
+    pub timings: Timings,
     pub problems: Vec<String>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Valid events never stored, and stored events never delivered.
+    pub fn lost(&self) -> usize {
+        let distinct = self.stored - self.stored_twice;
+        self.sent_valid.saturating_sub(distinct) + self.undelivered
+    }
+
+    pub fn faults_injected(&self) -> usize {
+        self.faults.values().sum()
+    }
+
+    /// Valid events from the first message sent to the last delivery, per second.
+    pub fn events_per_second(&self) -> f64 {
+        let t = &self.timings;
+        self.sent_valid as f64 / (t.capture + t.delivery + t.recovery).as_secs_f64()
+    }
+
+    /// From the whole backlog stored to the last event delivered.
+    pub fn drain(&self) -> Duration {
+        self.timings.delivery + self.timings.recovery
     }
 }
 
@@ -741,6 +927,7 @@ pub async fn call_api(
     suffix: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
+    let (suffix, query) = suffix.split_once('?').unwrap_or((suffix, ""));
     let path = format!(
         "/v1/organizations/{}/projects/{}/audit-logs{suffix}",
         project.organization_id, project.project_id
@@ -751,7 +938,8 @@ pub async fn call_api(
         ("sub", "local-runner"),
         ("email", "runner@localhost"),
     ];
-    let request = crate::api_request(method, &path, &[], &[], text.as_deref(), Some(&claims));
+    let request =
+        crate::api_request_with_query(method, &path, query, &[], text.as_deref(), Some(&claims));
     let response = api.respond(&request).await;
     let body = match response.body {
         Some(aws_lambda_events::encodings::Body::Text(t)) => {
@@ -759,6 +947,7 @@ pub async fn call_api(
         }
         _ => Value::Null,
     };
+    crate::watch_external_ids(&body);
     (response.status_code as u16, body)
 }
 
@@ -803,37 +992,19 @@ pub fn event_of_datadog_entry(entry: &Value) -> Value {
 
 /// The Datadog stand-in: accepts keys and logs like the real intake.
 pub async fn datadog_stand_in() -> wiremock::MockServer {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, ResponseTemplate};
-    let server = wiremock::MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/api/v1/validate"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"valid": true})))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/v2/logs"))
-        .respond_with(ResponseTemplate::new(202).set_body_json(json!({})))
-        .mount(&server)
-        .await;
-    server
+    DatadogIntake::start(DatadogFaults::default()).await.server
 }
 
 /// Every log entry the stand-in received.
 pub async fn datadog_entries(server: &wiremock::MockServer) -> Vec<Value> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    for request in server.received_requests().await.unwrap_or_default() {
-        if request.url.path() != "/api/v2/logs" {
-            continue;
-        }
-        let mut json = String::new();
-        flate2::read::GzDecoder::new(&request.body[..])
-            .read_to_string(&mut json)
-            .expect("gzip body");
-        out.extend(serde_json::from_str::<Vec<Value>>(&json).expect("a JSON array"));
-    }
-    out
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/api/v2/logs")
+        .flat_map(|r| crate::faults::log_entries(&r.body))
+        .collect()
 }
 
 /// Every event in a log stream of the customer's account.
@@ -869,28 +1040,116 @@ async fn cloudwatch_messages(
     }
 }
 
-/// Runs the whole service over generated events and checks every promise.
+/// Every failure of a project `GET /streaming/failures` lists, `page` at a time.
+pub async fn listed_failures(
+    api: &Api,
+    project: &Project,
+    page: usize,
+) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let suffix = match &cursor {
+            Some(c) => format!("/streaming/failures?limit={page}&cursor={c}"),
+            None => format!("/streaming/failures?limit={page}"),
+        };
+        let (status, page) = call_api(api, project, "GET", &suffix, None).await;
+        if status != 200 {
+            return Err(format!("listing failures answered {status}: {page}"));
+        }
+        out.extend(page["failures"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Replay windows (at most what the API takes) that cover every failed event's time.
+fn replay_windows(failures: &[Value]) -> Vec<(time::OffsetDateTime, time::OffsetDateTime)> {
+    use time::format_description::well_known::Rfc3339;
+    let mut times: Vec<time::OffsetDateTime> = failures
+        .iter()
+        .filter_map(|f| f["event"]["timestamp"].as_str())
+        .filter_map(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
+        .collect();
+    times.sort();
+    let longest = time::Duration::days(audit_log_api::MAX_REPLAY_DAYS) - time::Duration::minutes(1);
+    let mut windows: Vec<(time::OffsetDateTime, time::OffsetDateTime)> = Vec::new();
+    for t in times {
+        match windows.last_mut() {
+            Some((since, until)) if t - *since < longest => *until = t + time::Duration::SECOND,
+            _ => windows.push((t - time::Duration::SECOND, t + time::Duration::SECOND)),
+        }
+    }
+    windows
+}
+
+/// Runs the whole service over generated events, with the faults `options` asks for, and
+/// checks every promise.
 pub async fn run(
     aws: &aws_config::SdkConfig,
     options: &Options,
-) -> (Report, Stack, Option<wiremock::MockServer>) {
+) -> (Report, Stack, Option<DatadogIntake>) {
     let started = std::time::Instant::now();
     let say = |line: String| {
         if options.verbose {
             eprintln!("[{:6.1} s] {line}", started.elapsed().as_secs_f64());
         }
     };
-    let stack = Stack::create(aws, &options.log_group_prefix).await;
+    let plan = options.faults;
+    let mut stack = Stack::create(aws, &options.log_group_prefix).await;
+    // The functions reach AWS through a proxy that injects faults; the runner's own checks
+    // read the emulator directly.
+    let proxy = match plan {
+        Some(plan) => {
+            let upstream = std::env::var("AWS_ENDPOINT_URL").expect("the emulator's address");
+            let proxy = AwsProxy::start(upstream, plan.aws).await;
+            // Set when loading: an endpoint set later on the built configuration loses to the
+            // AWS_ENDPOINT_URL the emulator's configuration came from.
+            stack.functions_through(aws_config::from_env().endpoint_url(&proxy.url).load().await);
+            Some(proxy)
+        }
+        None => None,
+    };
     let datadog = if options.datadog {
-        Some(datadog_stand_in().await)
+        Some(DatadogIntake::start(plan.map(|p| p.datadog).unwrap_or_default()).await)
     } else {
         None
     };
     let datadog_url = datadog.as_ref().map(|d| d.uri());
+    let new_stream = || {
+        let stream = stack.stream(datadog_url.clone());
+        match plan {
+            Some(plan) => stream.with_datadog(
+                audit_log::destination::datadog::DatadogClient::with_timeout(
+                    datadog_url.clone(),
+                    audit_log::destination::datadog::REQUEST_TIMEOUT / plan.time_scale,
+                ),
+            ),
+            None => stream,
+        }
+    };
+    let kills = plan.map(|p| Kills::new(p.kills, p.seed));
+    let faulty = kills.as_ref().map(|kills| Faulty {
+        kills,
+        restart: &new_stream,
+    });
+    let limits = {
+        let template = StreamLimits::from_template();
+        match plan {
+            Some(plan) => StreamLimits {
+                timeout: template.timeout / plan.time_scale,
+                batch_size: plan.stream_batch,
+                ..template
+            },
+            None => template,
+        }
+    };
     let (capture, stream, api) = (
         stack.capture(),
-        stack.stream(datadog_url.clone()),
-        stack.api(datadog_url),
+        new_stream(),
+        stack.api(datadog_url.clone()),
     );
     let mut report = Report {
         provider: if options.datadog {
@@ -915,8 +1174,10 @@ pub async fn run(
             .position(|o| *o == project.organization_id)
             .unwrap_or(0);
         let body = if options.datadog {
+            let key = format!("{:016x}{:016x}", dice.number(), dice.number());
+            crate::watch_secret(&key);
             json!({"provider": "datadog", "name": "local-datadog",
-                   "datadog": {"site": "datadoghq.com", "api_key": format!("{:016x}{:016x}", dice.number(), dice.number())}})
+                   "datadog": {"site": "datadoghq.com", "api_key": key}})
         } else {
             json!({"provider": "cloudwatch", "name": "local-cloudwatch",
                    "cloudwatch": {"role_arn": role_arn(org_index), "region": "us-east-1"}})
@@ -965,45 +1226,143 @@ pub async fn run(
         bodies.insert(at, body.clone());
     }
     say(format!(
-        "sending {} events ({} invalid) to the events queue",
+        "sending {} events ({} invalid) to the events queue{}",
         bodies.len(),
-        invalid.len()
+        invalid.len(),
+        if plan.is_some() { ", faults on" } else { "" }
     ));
+    if let Some(proxy) = &proxy {
+        proxy.enable(true);
+    }
     // Producers and capture run side by side in Lambda; here they take turns a slice at a time,
     // which also keeps the emulator's queue short (its receive slows down with depth).
     let total = bodies.len() + projects.len();
     let mut last_print = std::time::Instant::now();
     let mut done = 0;
+    let capturing = std::time::Instant::now();
     for slice in bodies.chunks(SEND_SLICE) {
         stack.send(slice).await;
-        let run = drain_events_queue(&stack, &capture, |_| {}).await;
+        let run = drain_events_queue_with(&stack, &capture, kills.as_ref(), |_| {}).await;
         report.capture.invocations += run.invocations;
         report.capture.deleted += run.deleted;
         report.capture.returned += run.returned;
+        report.capture.killed += run.killed;
         done += slice.len();
         if last_print.elapsed() > Duration::from_secs(1) {
             last_print = std::time::Instant::now();
             say(format!("capture: {done} of {total} messages handled"));
         }
     }
+    report.timings.capture = capturing.elapsed();
     say(format!(
-        "capture: {} invocations, {} messages stored, {} handed back until dead-lettered",
-        report.capture.invocations, report.capture.deleted, report.capture.returned
+        "capture: {} invocations ({} killed), {} messages stored, {} handed back until dead-lettered or stored",
+        report.capture.invocations,
+        report.capture.killed,
+        report.capture.deleted,
+        report.capture.returned
     ));
 
+    // An outage of the destination starts with its first delivery.
+    if let Some(proxy) = &proxy {
+        proxy.arm_outage();
+    }
+    if let (Some(datadog), Some(_)) = (&datadog, plan) {
+        datadog.arm();
+    }
+    let delivering = std::time::Instant::now();
     let mut stream_run = StreamRun::default();
-    drain_stream(&stack, &stream, &HashMap::new(), &mut stream_run, |run| {
-        if last_print.elapsed() > Duration::from_secs(1) {
-            last_print = std::time::Instant::now();
-            say(format!("stream: {} records delivered", run.records));
-        }
-    })
+    drain_stream_with(
+        &stack,
+        &stream,
+        &HashMap::new(),
+        &mut stream_run,
+        &limits,
+        faulty.as_ref(),
+        |run| {
+            if last_print.elapsed() > Duration::from_secs(1) {
+                last_print = std::time::Instant::now();
+                say(format!(
+                    "stream: {} records, {} retries, {} batches to the on-failure queue",
+                    run.records, run.retries, run.sent_to_failure_queue
+                ));
+            }
+        },
+    )
     .await;
     report.stream = stream_run;
+    drain_stream_queues_with(&stack, &stream, faulty.as_ref()).await;
+    report.timings.delivery = delivering.elapsed();
     say(format!(
-        "stream: {} invocations, {} records, {} retries",
-        stream_run.invocations, stream_run.records, stream_run.retries
+        "stream: {} invocations ({} killed), {} records, {} retries, {} batches to the on-failure queue",
+        stream_run.invocations,
+        stream_run.killed,
+        stream_run.records,
+        stream_run.retries,
+        stream_run.sent_to_failure_queue
     ));
+
+    // What could not be delivered is listed; the customer replays it until nothing is.
+    let recovering = std::time::Instant::now();
+    for round in 0..5 {
+        let mut listed = 0;
+        for project in &projects {
+            if let Some(proxy) = &proxy {
+                proxy.enable(false);
+            }
+            let failures = match listed_failures(&api, project, 100).await {
+                Ok(f) => f,
+                Err(problem) => {
+                    report.problems.push(problem);
+                    break;
+                }
+            };
+            listed += failures.len();
+            for (since, until) in replay_windows(&failures) {
+                use time::format_description::well_known::Rfc3339;
+                let window = json!({"since": since.format(&Rfc3339).expect("formats"),
+                                    "until": until.format(&Rfc3339).expect("formats"),
+                                    "only_failed": true});
+                let (status, replay) =
+                    call_api(&api, project, "POST", "/streaming/replay", Some(&window)).await;
+                if status != 202 {
+                    report
+                        .problems
+                        .push(format!("asking for a replay answered {status}: {replay}"));
+                    continue;
+                }
+                report.replays += 1;
+                if let Some(proxy) = &proxy {
+                    proxy.enable(true);
+                }
+                drain_stream_queues_with(&stack, &stream, faulty.as_ref()).await;
+            }
+        }
+        if round == 0 {
+            report.listed_failures = listed;
+        }
+        if listed == 0 {
+            break;
+        }
+        say(format!(
+            "recovery: {listed} events listed as failed, replayed"
+        ));
+    }
+    if let Some(proxy) = &proxy {
+        proxy.enable(false);
+    }
+    for project in &projects {
+        report.failures_left += listed_failures(&api, project, 100)
+            .await
+            .map(|f| f.len())
+            .unwrap_or(0);
+    }
+    report.timings.recovery = recovering.elapsed();
+    if let Some(proxy) = &proxy {
+        say(format!(
+            "the functions made {} AWS calls through the fault proxy",
+            proxy.total()
+        ));
+    }
 
     say("checking what was stored, rejected and delivered".into());
     // What was stored.
@@ -1026,13 +1385,26 @@ pub async fn run(
         }
         stored_by_project.entry(project).or_default().push(json);
     }
-    report.rejected = stack.take_all("EventsDeadLetterQueue").await.len();
+    let mut dead_letters = stack.take_all("EventsDeadLetterQueue").await;
+    report.rejected = dead_letters.len();
+    let mut invalid_sent = invalid.clone();
+    dead_letters.sort();
+    invalid_sent.sort();
+    if dead_letters != invalid_sent {
+        report.problems.push(format!(
+            "the dead-letter queue holds {} messages that are not the invalid ones sent",
+            dead_letters
+                .iter()
+                .filter(|d| !invalid_sent.contains(d))
+                .count()
+        ));
+    }
 
     // What arrived.
-    let entries = match &datadog {
-        Some(server) => datadog_entries(server).await,
-        None => Vec::new(),
-    };
+    let entries = datadog
+        .as_ref()
+        .map(DatadogIntake::entries)
+        .unwrap_or_default();
     let group = audit_log::destination::cloudwatch::events_log_group(&options.log_group_prefix);
     for project in &projects {
         let stored = stored_by_project.get(project).cloned().unwrap_or_default();
@@ -1111,6 +1483,14 @@ pub async fn run(
                 .join(", ")
         )
     };
+    let injected = [
+        proxy.as_ref().map(|p| p.injected.all()),
+        datadog.as_ref().map(|d| d.injected().all()),
+        kills.as_ref().map(|k| k.injected.all()),
+    ];
+    for (kind, n) in injected.into_iter().flatten().flatten() {
+        report.faults.insert(kind.to_owned(), n);
+    }
 
     if report.stored != report.sent_valid {
         report.problems.push(format!(
@@ -1135,11 +1515,23 @@ pub async fn run(
             report.undelivered
         ));
     }
+    if report.failures_left > 0 {
+        report.problems.push(format!(
+            "{} events are still listed as failed after replaying them",
+            report.failures_left
+        ));
+    }
     (report, stack, datadog)
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.faults.is_empty() {
+            writeln!(f, "faults injected {:>7}", self.faults_injected())?;
+            for (kind, n) in &self.faults {
+                writeln!(f, "  {n:>7}  {kind}")?;
+            }
+        }
         writeln!(
             f,
             "sent        {:>7} valid, {} invalid",
@@ -1157,8 +1549,25 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "delivered   {:>7} to {} ({} missing, {} twice)",
+            "delivered   {:>7} to {} ({} missing, {} duplicates)",
             self.delivered, self.provider, self.undelivered, self.delivered_twice
+        )?;
+        writeln!(f, "lost        {:>7}", self.lost())?;
+        if self.listed_failures > 0 || self.replays > 0 {
+            writeln!(
+                f,
+                "recovered   {:>7} listed as failed, {} replays, {} left",
+                self.listed_failures, self.replays, self.failures_left
+            )?;
+        }
+        writeln!(
+            f,
+            "time        capture {:.1} s, delivery {:.1} s, recovery {:.1} s: {:.0} events/s, backlog drained in {:.1} s",
+            self.timings.capture.as_secs_f64(),
+            self.timings.delivery.as_secs_f64(),
+            self.timings.recovery.as_secs_f64(),
+            self.events_per_second(),
+            self.drain().as_secs_f64()
         )?;
         writeln!(
             f,

@@ -21,14 +21,6 @@ async fn answer(api: &audit_log_api::Api, request: Request<Incoming>) -> Respons
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
-    let query: Vec<(String, String)> =
-        form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let query: Vec<(&str, &str)> = query
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
@@ -57,10 +49,10 @@ async fn answer(api: &audit_log_api::Api, request: Request<Incoming>) -> Respons
         ]
     });
     let text = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-    let event = crate::api_request(
+    let event = crate::api_request_with_query(
         parts.method.as_str(),
         parts.uri.path(),
-        &query,
+        parts.uri.query().unwrap_or_default(),
         &headers,
         text.as_deref(),
         claims.as_deref(),

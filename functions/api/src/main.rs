@@ -3,7 +3,7 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    audit_log::logging::init();
     let settings = Settings::from_env()
         .inspect_err(|e| tracing::error!(error = %e, "api refuses to start"))?;
     let aws = aws_config::load_from_env().await;

@@ -6,7 +6,7 @@ use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    audit_log::logging::init();
     // Settings are checked before the first poll: a bad deployment fails at init, loudly.
     let (retention, table_name) = match (Retention::from_env(), required_env(EVENTS_TABLE_ENV)) {
         (Ok(retention), Ok(table)) => (retention, table),

@@ -411,6 +411,7 @@ impl Stream {
                     .push(keys[*i].clone());
             }
         }
+        let mut unrecorded: Vec<String> = Vec::new();
         for (reason, failed) in by_reason {
             if let Err(e) = self
                 .configs
@@ -418,9 +419,27 @@ impl Stream {
                 .await
             {
                 tracing::error!(organization_id = org, project_id = project, error = %e, events = failed.len(), "could not record failed events");
+                unrecorded.push(reason.to_owned());
             }
         }
+        if record == Record::Every || unrecorded.is_empty() {
+            return failures;
+        }
+        // A refusal neither delivered nor listed would be lost: Lambda retries it instead.
         failures
+            .into_iter()
+            .map(|(i, e)| {
+                if !e.is_retryable() && unrecorded.iter().any(|r| r == e.message()) {
+                    let e = DeliveryError::Retryable(format!(
+                        "{} (and the failure could not be recorded)",
+                        e.message()
+                    ));
+                    (i, e)
+                } else {
+                    (i, e)
+                }
+            })
+            .collect()
     }
 }
 
