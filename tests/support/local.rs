@@ -316,33 +316,25 @@ pub async fn drain_stream_queues(stack: &Stack, stream: &Stream) {
 /// [`drain_stream_queues`] where some invocations die and the function restarts.
 pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Option<&Faulty<'_>>) {
     let timeout = function_timeout("StreamFunction");
-    // The instance after the last death, if any.
-    let fresh: std::sync::Mutex<Option<std::sync::Arc<Stream>>> = Default::default();
     for (queue, mapping) in [
         ("StreamFailureQueue", "ExhaustedDeliveries"),
         ("ReplayQueue", "Replays"),
     ] {
         let properties = &resource("StreamFunction")["Events"][mapping]["Properties"];
         let batch_size = number(&properties["BatchSize"]).unwrap_or(10) as usize;
-        let fresh = &fresh;
         drain_queue(
             stack,
             queue,
             batch_size,
             |event| async move {
-                let instance = fresh.lock().expect("instance").clone();
-                let current: &Stream = instance.as_deref().unwrap_or(stream);
-                let invocation =
-                    current.handle_queue(lambda_runtime::LambdaEvent::new(event, context(timeout)));
+                let instance = faults.and_then(Faulty::restarted);
+                let current = instance.as_deref().unwrap_or(stream);
+                // On the heap: the handlers' futures are large, and a debug build's stack is not.
+                let invocation = Box::pin(
+                    current.handle_queue(lambda_runtime::LambdaEvent::new(event, context(timeout))),
+                );
                 let response = match faults {
-                    Some(faults) => match faults.kills.run("stream", invocation).await {
-                        Some(response) => response,
-                        None => {
-                            *fresh.lock().expect("instance") =
-                                Some(std::sync::Arc::new((faults.restart)()));
-                            return None;
-                        }
-                    },
+                    Some(faults) => faults.run(invocation).await?,
                     None => invocation.await,
                 };
                 Some(
@@ -359,11 +351,36 @@ pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Op
     }
 }
 
-/// Invocations that die, and how the function comes back after a death.
+/// Stream invocations that die, and the function coming back after a death: a fresh instance
+/// (a cold start, with nothing remembered) takes every invocation after it.
 pub struct Faulty<'a> {
-    pub kills: &'a Kills,
-    /// A new instance: a cold start, with nothing remembered.
-    pub restart: &'a (dyn Fn() -> Stream + Sync),
+    kills: &'a Kills,
+    restart: &'a (dyn Fn() -> Stream + Sync),
+    fresh: std::sync::Mutex<Option<std::sync::Arc<Stream>>>,
+}
+
+impl<'a> Faulty<'a> {
+    pub fn new(kills: &'a Kills, restart: &'a (dyn Fn() -> Stream + Sync)) -> Self {
+        Self {
+            kills,
+            restart,
+            fresh: Default::default(),
+        }
+    }
+
+    /// The instance started after the last death, if one died.
+    fn restarted(&self) -> Option<std::sync::Arc<Stream>> {
+        self.fresh.lock().expect("instance").clone()
+    }
+
+    /// Runs an invocation, unless it dies: None then, and the next one gets a fresh instance.
+    async fn run<T>(&self, invocation: impl std::future::Future<Output = T>) -> Option<T> {
+        let answer = self.kills.run("stream", invocation).await;
+        if answer.is_none() {
+            *self.fresh.lock().expect("instance") = Some(std::sync::Arc::new((self.restart)()));
+        }
+        answer
+    }
 }
 
 /// An SQS event source mapping with `ReportBatchItemFailures`: `handler` answers the ids that
@@ -555,7 +572,6 @@ pub async fn drain_stream_with(
     faults: Option<&Faulty<'_>>,
     mut progress: impl FnMut(&StreamRun),
 ) -> HashMap<String, String> {
-    let mut fresh: Option<Stream> = None;
     let (timeout, max_retries, batch_size) =
         (limits.timeout, limits.max_retries, limits.batch_size);
     let mut last = after.clone();
@@ -574,11 +590,15 @@ pub async fn drain_stream_with(
                 let mut event = StreamEvent::default();
                 event.records = pending.to_vec();
                 run.invocations += 1;
-                let current = fresh.as_ref().unwrap_or(stream);
-                let invocation = current
-                    .handle_stream(lambda_runtime::LambdaEvent::new(event, context(timeout)));
+                let instance = faults.and_then(Faulty::restarted);
+                let current = instance.as_deref().unwrap_or(stream);
+                // On the heap: the handlers' futures are large, and a debug build's stack is not.
+                let invocation = Box::pin(
+                    current
+                        .handle_stream(lambda_runtime::LambdaEvent::new(event, context(timeout))),
+                );
                 let response = match faults {
-                    Some(faults) => faults.kills.run("stream", invocation).await,
+                    Some(faults) => faults.run(invocation).await,
                     None => Some(invocation.await),
                 };
                 let failed = match response {
@@ -593,7 +613,6 @@ pub async fn drain_stream_with(
                     // A death fails the whole batch.
                     None => {
                         run.killed += 1;
-                        fresh = faults.map(|f| (f.restart)());
                         match pending
                             .first()
                             .and_then(|r| r.change.sequence_number.clone())
@@ -1112,6 +1131,12 @@ pub async fn run(
         }
         None => None,
     };
+    // The proxy's faults are off while the customer sets up and asks for replays.
+    let aws_faults = |on: bool| {
+        if let Some(proxy) = &proxy {
+            proxy.enable(on);
+        }
+    };
     let datadog = if options.datadog {
         Some(DatadogIntake::start(plan.map(|p| p.datadog).unwrap_or_default()).await)
     } else {
@@ -1131,10 +1156,7 @@ pub async fn run(
         }
     };
     let kills = plan.map(|p| Kills::new(p.kills, p.seed));
-    let faulty = kills.as_ref().map(|kills| Faulty {
-        kills,
-        restart: &new_stream,
-    });
+    let faulty = kills.as_ref().map(|kills| Faulty::new(kills, &new_stream));
     let limits = {
         let template = StreamLimits::from_template();
         match plan {
@@ -1231,9 +1253,7 @@ pub async fn run(
         invalid.len(),
         if plan.is_some() { ", faults on" } else { "" }
     ));
-    if let Some(proxy) = &proxy {
-        proxy.enable(true);
-    }
+    aws_faults(true);
     // Producers and capture run side by side in Lambda; here they take turns a slice at a time,
     // which also keeps the emulator's queue short (its receive slows down with depth).
     let total = bodies.len() + projects.len();
@@ -1306,9 +1326,7 @@ pub async fn run(
     for round in 0..5 {
         let mut listed = 0;
         for project in &projects {
-            if let Some(proxy) = &proxy {
-                proxy.enable(false);
-            }
+            aws_faults(false);
             let failures = match listed_failures(&api, project, 100).await {
                 Ok(f) => f,
                 Err(problem) => {
@@ -1331,9 +1349,7 @@ pub async fn run(
                     continue;
                 }
                 report.replays += 1;
-                if let Some(proxy) = &proxy {
-                    proxy.enable(true);
-                }
+                aws_faults(true);
                 drain_stream_queues_with(&stack, &stream, faulty.as_ref()).await;
             }
         }
@@ -1347,9 +1363,7 @@ pub async fn run(
             "recovery: {listed} events listed as failed, replayed"
         ));
     }
-    if let Some(proxy) = &proxy {
-        proxy.enable(false);
-    }
+    aws_faults(false);
     for project in &projects {
         report.failures_left += listed_failures(&api, project, 100)
             .await

@@ -428,16 +428,15 @@ impl Stream {
         // A refusal neither delivered nor listed would be lost: Lambda retries it instead.
         failures
             .into_iter()
-            .map(|(i, e)| {
-                if !e.is_retryable() && unrecorded.iter().any(|r| r == e.message()) {
-                    let e = DeliveryError::Retryable(format!(
+            .map(|(i, e)| match e {
+                e if !e.is_retryable() && unrecorded.iter().any(|r| r == e.message()) => (
+                    i,
+                    DeliveryError::Retryable(format!(
                         "{} (and the failure could not be recorded)",
                         e.message()
-                    ));
-                    (i, e)
-                } else {
-                    (i, e)
-                }
+                    )),
+                ),
+                e => (i, e),
             })
             .collect()
     }
