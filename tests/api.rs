@@ -31,6 +31,8 @@ struct Reply {
     status: u16,
     body: Value,
     headers: http::HeaderMap,
+    /// The whole Lambda response as the runtime sends it (Lambda answers at most 6 MB).
+    lambda_bytes: usize,
 }
 
 struct World {
@@ -42,6 +44,8 @@ struct World {
     capture: Capture,
     datadog: MockServer,
     log_group_prefix: String,
+    configs: audit_log::streaming::ConfigTable,
+    events: EventTable,
     org: String,
     project: String,
     openapi: OpenApi,
@@ -108,6 +112,8 @@ impl World {
                 EventTable::new(dynamodb.clone(), &parts.events_table),
                 Retention::default(),
             ),
+            configs: audit_log::streaming::ConfigTable::new(dynamodb.clone(), &parts.config_table),
+            events: EventTable::new(dynamodb.clone(), &parts.events_table),
             sqs,
             queue_url,
             datadog,
@@ -145,6 +151,7 @@ impl World {
         });
         let request = api_request(method, &path, query, headers, body, claims.as_deref());
         let response = self.api.respond(&request).await;
+        let lambda_bytes = serde_json::to_string(&response).unwrap().len();
         let status = u16::try_from(response.status_code).unwrap();
         let body = match &response.body {
             Some(Body::Text(t)) => Some(serde_json::from_str::<Value>(t).expect("JSON body")),
@@ -164,6 +171,7 @@ impl World {
             status,
             body: body.unwrap_or(Value::Null),
             headers: response.headers,
+            lambda_bytes,
         }
     }
 
@@ -205,7 +213,7 @@ impl World {
 
     async fn stored_credentials(&self) -> Result<Credentials, CredentialsError> {
         self.secrets
-            .get(&self.org, &self.project, true)
+            .get(&self.org, &self.project, None, true)
             .await
             .map(|c| (*c).clone())
     }
@@ -862,7 +870,6 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
         vec![("limit", "0")],
         vec![("limit", "1001")],
         vec![("limit", "ten")],
-        vec![("cursor", "%%%")],
         vec![
             ("since", "2026-02-01T00:00:00Z"),
             ("until", "2026-01-01T00:00:00Z"),
@@ -1251,4 +1258,450 @@ async fn huge_and_deeply_nested_bodies_get_a_clear_4xx_and_change_nothing() {
     }
     assert_eq!(w.get().await.body["version"], 0, "nothing saved");
     assert!(w.audit_events().await.is_empty());
+}
+
+// ---- issue 13: tenants, races and input that reached the wrong place -------------------------
+
+/// The account moto's credentials belong to: the service's own.
+const SERVICE_ACCOUNT: &str = "123456789012";
+
+#[tokio::test]
+async fn a_role_in_the_services_own_account_is_refused_before_any_call() {
+    let w = World::new().await;
+    let own = json!({"provider": "cloudwatch", "name": "deputy",
+        "cloudwatch": {"role_arn": format!("arn:aws:iam::{SERVICE_ACCOUNT}:role/trusts-root"), "region": "us-west-2"}});
+    for reply in [
+        w.put(own.clone()).await,
+        w.call("POST", "/streaming/test", Some(own.clone())).await,
+    ] {
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_field");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`cloudwatch.role_arn`"), "{message}");
+        assert!(!message.contains("trusts-root"), "{message}");
+    }
+    assert_eq!(w.get().await.body["destination"], Value::Null);
+    assert!(matches!(
+        w.stored_credentials().await,
+        Err(CredentialsError::NotFound)
+    ));
+    assert!(w.recent_tests().await.is_empty(), "no test was run");
+}
+
+impl World {
+    async fn recent_tests(&self) -> Vec<Value> {
+        self.call("GET", "/streaming/tests", None).await.body["tests"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn a_region_that_does_not_exist_or_is_of_another_partition_is_a_400_and_no_call() {
+    let w = World::new().await;
+    for (arn, region) in [
+        (ROLE_ARN, "zz-evil-9"),
+        (ROLE_ARN, "us-west-9"),
+        (ROLE_ARN, "cn-north-1"),
+        ("arn:aws-cn:iam::111111111111:role/r", "us-west-2"),
+    ] {
+        let body = json!({"provider": "cloudwatch", "name": "x",
+            "cloudwatch": {"role_arn": arn, "region": region}});
+        for reply in [
+            w.put(body.clone()).await,
+            w.call("POST", "/streaming/test", Some(body.clone())).await,
+        ] {
+            assert_eq!(reply.status, 400, "{region}: {}", reply.body);
+            assert!(
+                reply.body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`cloudwatch.region`")
+            );
+        }
+    }
+    assert_eq!(w.get().await.body["destination"], Value::Null);
+    assert!(w.recent_tests().await.is_empty(), "no test was run");
+}
+
+#[tokio::test]
+async fn racing_puts_with_one_if_match_leave_the_winners_key_current_and_the_loser_is_told_the_current_version()
+ {
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    w.mount(
+        validate()
+            .and(header("DD-API-KEY", ROTATED))
+            .respond_with(ResponseTemplate::new(200)),
+    )
+    .await;
+    w.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    for round in 0..6u64 {
+        let version = w.get().await.body["version"].as_u64().unwrap();
+        let keys = [
+            format!("{:032x}", 0xa000 + round),
+            format!("{:032x}", 0xb000 + round),
+        ];
+        for key in &keys {
+            audit_log_tests::watch_secret(key);
+        }
+        let bodies: Vec<String> = keys.iter().map(|k| datadog(Some(k)).to_string()).collect();
+        let if_match = version.to_string();
+        let (a, b) = tokio::join!(
+            w.conditional("PUT", &if_match, Some(&bodies[0])),
+            w.conditional("PUT", &if_match, Some(&bodies[1])),
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(statuses, [200, 412], "round {round}");
+        let (winner, loser, winner_key) = if a.status == 200 {
+            (&a, &b, &keys[0])
+        } else {
+            (&b, &a, &keys[1])
+        };
+        assert_eq!(winner.body["version"], version + 1);
+        // The 412 states the version now stored, not the caller's.
+        let message = loser.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("version {}", version + 1)),
+            "{message}"
+        );
+        match w.stored_credentials().await.unwrap() {
+            Credentials::Datadog { api_key } => assert_eq!(
+                api_key.expose_secret(),
+                winner_key.as_str(),
+                "round {round}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The saved destination is tested (and would be delivered to) with the winner's key.
+    let winner = w.put(datadog(Some(ROTATED))).await;
+    assert_eq!(winner.status, 200);
+    let tested = w.call("POST", "/streaming/test", None).await;
+    assert_eq!(tested.body["success"], true, "{}", tested.body);
+}
+
+#[tokio::test]
+async fn puts_and_deletes_without_if_match_never_answer_412() {
+    let w = World::new().await;
+    let bodies: Vec<Value> = (0..8)
+        .map(|i| {
+            if i % 2 == 0 {
+                cloudwatch()
+            } else {
+                datadog(Some(KEY))
+            }
+        })
+        .collect();
+    let replies = futures::future::join_all(bodies.into_iter().map(|b| w.put(b))).await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // Each save was one version: none lost, none doubled.
+    assert_eq!(w.get().await.body["version"], 8);
+    let (put, delete) = tokio::join!(w.put(cloudwatch()), w.call("DELETE", "/streaming", None));
+    assert_eq!(put.status, 200);
+    assert_eq!(delete.status, 204);
+}
+
+#[tokio::test]
+async fn path_ids_that_break_the_id_rules_are_400_on_every_route() {
+    let w = World::new().await;
+    for id in [
+        "   ".to_owned(),
+        "a\u{1}b".to_owned(),
+        "x".repeat(256),
+        "項".repeat(255),
+    ] {
+        for (method, suffix, body) in every_route() {
+            let encoded =
+                percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            let path = format!("/v1/organizations/{encoded}/projects/p/audit-logs{suffix}");
+            let claims = [("organization_id", id.as_str()), ("sub", "u")];
+            let request = audit_log_tests::api_request(
+                method,
+                &path,
+                &[],
+                &[],
+                body.as_deref(),
+                Some(&claims),
+            );
+            let response = w.api.respond(&request).await;
+            assert_eq!(response.status_code, 400, "{method} {suffix} {}", id.len());
+            let Some(Body::Text(text)) = &response.body else {
+                panic!("no body")
+            };
+            let body: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(body["error"]["code"], "invalid_path");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`organization_id`")
+            );
+        }
+        let project = format!(
+            "/v1/organizations/{}/projects/{}/audit-logs/streaming/test",
+            w.org,
+            percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let claims = [("organization_id", w.org.as_str()), ("sub", "u")];
+        let request = audit_log_tests::api_request(
+            "POST",
+            &project,
+            &[],
+            &[],
+            Some(&cloudwatch().to_string()),
+            Some(&claims),
+        );
+        assert_eq!(w.api.respond(&request).await.status_code, 400);
+    }
+}
+
+#[tokio::test]
+async fn time_ranges_with_offsets_select_the_same_instants_as_utc() {
+    let w = World::new().await;
+    let events = w.series(10, Duration::from_secs(7200), Duration::from_secs(600));
+    w.store(&events).await;
+    let at = |i: usize| {
+        OffsetDateTime::parse(events[i]["timestamp"].as_str().unwrap(), &Rfc3339).unwrap()
+    };
+    let ns = |reply: &Reply| -> Vec<i64> {
+        reply.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["n"].as_i64().unwrap())
+            .collect()
+    };
+    for offset in [
+        time::UtcOffset::from_hms(9, 0, 0).unwrap(),
+        time::UtcOffset::from_hms(-8, 0, 0).unwrap(),
+    ] {
+        let since = at(3).to_offset(offset).format(&Rfc3339).unwrap();
+        let until = at(6).to_offset(offset).format(&Rfc3339).unwrap();
+        let page = w.list(&[("since", &since), ("until", &until)]).await;
+        assert_eq!(page.status, 200, "{since}");
+        assert_eq!(ns(&page), [6, 5, 4, 3], "{since} .. {until}");
+        let paged = w
+            .list(&[("since", &since), ("until", &until), ("limit", "2")])
+            .await;
+        let cursor = paged.body["next_cursor"].as_str().unwrap().to_owned();
+        let rest = w
+            .list(&[
+                ("since", &since),
+                ("until", &until),
+                ("limit", "2"),
+                ("cursor", &cursor),
+            ])
+            .await;
+        assert_eq!(ns(&rest), [4, 3]);
+    }
+}
+
+#[tokio::test]
+async fn tampered_foreign_or_reused_cursors_are_400_invalid_cursor() {
+    let w = World::new().await;
+    let events = w.series(6, Duration::from_secs(3600), Duration::from_secs(60));
+    w.store(&events).await;
+    let first = w.list(&[("limit", "2")]).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let since = events[0]["timestamp"].as_str().unwrap();
+    let tampered = {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let text = String::from_utf8(engine.decode(&cursor).unwrap()).unwrap();
+        engine.encode(text.replacen('2', "1", 1))
+    };
+    let garbage = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("zzz#m")
+    };
+    for query in [
+        vec![("cursor", tampered.as_str())],
+        vec![("cursor", garbage.as_str())],
+        vec![("cursor", "%%%")],
+        // Reused with another range.
+        vec![("cursor", cursor.as_str()), ("since", since)],
+    ] {
+        let reply = w.list(&query).await;
+        assert_eq!(reply.status, 400, "{query:?}: {}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_cursor");
+    }
+    // Another project's cursor.
+    let other = w
+        .call_as(
+            Some(&w.org),
+            &w.org,
+            "GET",
+            "",
+            &[("cursor", cursor.as_str())],
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(other.status, 200, "the same project takes it");
+    let foreign_path = format!("/v1/organizations/{}/projects/another/audit-logs", w.org);
+    let claims = [("organization_id", w.org.as_str()), ("sub", "u")];
+    let request = audit_log_tests::api_request(
+        "GET",
+        &foreign_path,
+        &[("cursor", cursor.as_str())],
+        &[],
+        None,
+        Some(&claims),
+    );
+    assert_eq!(w.api.respond(&request).await.status_code, 400);
+    // The failures listing: tampered and foreign cursors alike.
+    for cursor in [tampered.as_str(), cursor.as_str(), garbage.as_str()] {
+        let reply = w
+            .call_as(
+                Some(&w.org),
+                &w.org,
+                "GET",
+                "/streaming/failures",
+                &[("cursor", cursor)],
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 400);
+        assert_eq!(reply.body["error"]["code"], "invalid_cursor");
+    }
+}
+
+/// An event of about `bytes` whose text is mostly quotes: each doubles once escaped into the
+/// Lambda response.
+fn quoted_event(w: &World, n: usize, bytes: usize) -> Value {
+    let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap()
+        - Duration::from_secs(600 - n as u64);
+    let mut v = event_at(&w.org, &w.project, t, n);
+    v["notes"] = json!("\"".repeat(bytes / 2));
+    v
+}
+
+#[tokio::test]
+async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
+    let w = World::new().await;
+    // Six events of 800 KB: 4.8 MB as JSON, about 9.6 MB inside a Lambda response.
+    let events: Vec<Value> = (0..6).map(|n| quoted_event(&w, n, 800_000)).collect();
+    for e in &events {
+        w.store(std::slice::from_ref(e)).await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1000")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c));
+        }
+        let page = w.list(&query).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.lambda_bytes <= 6_291_456,
+            "{} bytes",
+            page.lambda_bytes
+        );
+        seen.extend(
+            page.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["n"].as_i64().unwrap()),
+        );
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [5, 4, 3, 2, 1, 0]);
+
+    // The failures listing carries the events too.
+    let stored = w
+        .events
+        .page(
+            &w.org,
+            &w.project,
+            &audit_log::store::PageRequest {
+                since: None,
+                until: None,
+                after: None,
+                limit: 10,
+                max_bytes: usize::MAX,
+                now: 0,
+            },
+        )
+        .await
+        .unwrap();
+    w.configs
+        .record_failures(
+            &w.org,
+            &w.project,
+            &stored.keys,
+            "Datadog answered HTTP 503",
+        )
+        .await
+        .unwrap();
+    let mut listed = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page = w
+            .call_as(
+                Some(&w.org),
+                &w.org,
+                "GET",
+                "/streaming/failures",
+                &query,
+                &[],
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.lambda_bytes <= 6_291_456,
+            "{} bytes",
+            page.lambda_bytes
+        );
+        listed += page.body["failures"].as_array().unwrap().len();
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed, 6);
+}
+
+#[tokio::test]
+async fn replays_are_limited_per_organization_with_retry_after() {
+    let w = World::new().await;
+    w.put(cloudwatch()).await;
+    let body = json!({"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"});
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            w.call("POST", "/streaming/replay", Some(body.clone()))
+                .await
+                .status,
+        );
+    }
+    assert_eq!(statuses[0], 202);
+    assert!(statuses[1..].iter().all(|s| *s == 409), "{statuses:?}");
+    let limited = w
+        .call("POST", "/streaming/replay", Some(body.clone()))
+        .await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
 }

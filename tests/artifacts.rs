@@ -1,6 +1,7 @@
 //! The Lambda artifacts `cargo lambda build --release --arm64` made: one `bootstrap` per
 //! function, an arm64 ELF, at most 15 MB. `scripts/test` builds them and sets
-//! `LAMBDA_ARTIFACTS` to their folder, then runs `sam build` and sets `SAM_ARTIFACTS`.
+//! `LAMBDA_ARTIFACTS` to their folder, then runs `sam build` and sets `SAM_ARTIFACTS`. Without
+//! those variables these tests fail: run them through `./scripts/test`.
 
 const FUNCTIONS: [&str; 3] = ["audit-log-capture", "audit-log-stream", "audit-log-api"];
 /// The template's function names, in the same order.
@@ -9,12 +10,19 @@ const MAX_BYTES: u64 = 15 * 1024 * 1024;
 /// ELF `e_machine` of AArch64.
 const EM_AARCH64: u16 = 183;
 
+/// A folder `./scripts/test` names; a test that cannot find it fails rather than passes.
+fn folder(variable: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!(
+            "{variable} is not set: run ./scripts/test, which builds the Lambda artifacts \
+             (cargo lambda build, sam build) and sets LAMBDA_ARTIFACTS and SAM_ARTIFACTS"
+        )
+    })
+}
+
 #[test]
 fn every_function_has_an_arm64_bootstrap_of_at_most_15_mb() {
-    let Ok(folder) = std::env::var("LAMBDA_ARTIFACTS") else {
-        eprintln!("LAMBDA_ARTIFACTS is not set: run through ./scripts/test, which builds them");
-        return;
-    };
+    let folder = folder("LAMBDA_ARTIFACTS");
     for function in FUNCTIONS {
         let path = std::path::Path::new(&folder)
             .join(function)
@@ -36,13 +44,7 @@ fn every_function_has_an_arm64_bootstrap_of_at_most_15_mb() {
 
 #[test]
 fn sam_build_packages_the_same_bootstraps_without_building_again() {
-    let (Ok(lambda), Ok(sam)) = (
-        std::env::var("LAMBDA_ARTIFACTS"),
-        std::env::var("SAM_ARTIFACTS"),
-    ) else {
-        eprintln!("LAMBDA_ARTIFACTS or SAM_ARTIFACTS is not set: run through ./scripts/test");
-        return;
-    };
+    let (lambda, sam) = (folder("LAMBDA_ARTIFACTS"), folder("SAM_ARTIFACTS"));
     for (binary, function) in FUNCTIONS.iter().zip(TEMPLATE_FUNCTIONS) {
         let built =
             std::fs::read(std::path::Path::new(&lambda).join(binary).join("bootstrap")).unwrap();

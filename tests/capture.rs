@@ -140,6 +140,28 @@ async fn a_batch_with_invalid_records_reports_exactly_those_and_stores_the_rest(
 }
 
 #[tokio::test]
+async fn an_id_too_wide_for_a_key_fails_alone_and_its_24_neighbours_are_stored() {
+    let f = Fixture::new().await;
+    let run = unique("wide");
+    let org = unique("org");
+    let mut batch: Vec<(String, String)> = (0..24)
+        .map(|i| (format!("{run}-valid-{i}"), event(&org, i)))
+        .collect();
+    // 255 characters, 2,295 bytes once percent-encoded into the partition key.
+    let mut wide: Value = serde_json::from_str(&event(&org, 30)).unwrap();
+    wide["organization_id"] = json!("項".repeat(255));
+    batch.insert(7, (format!("{run}-wide"), wide.to_string()));
+    let response = f.capture(&batch).await.expect("a partial failure");
+    assert_eq!(
+        failed_ids(&response),
+        BTreeSet::from([format!("{run}-wide")])
+    );
+    let items = f.items().await;
+    assert_eq!(items.len(), 24);
+    assert!(items.keys().all(|id| id.contains("-valid-")));
+}
+
+#[tokio::test]
 async fn the_same_batch_delivered_again_stores_nothing_new() {
     let f = Fixture::new().await;
     let batch = batch_of_ten_with_three_invalid(&unique("again"));

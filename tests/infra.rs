@@ -215,3 +215,110 @@ impl Tagged for Yaml {
         matches!(self, Yaml::Tagged(_))
     }
 }
+
+/// Issue 13, point 1: IAM itself refuses the service's roles a role of the service's own
+/// account (which might trust the account root without an External ID), whatever the code does.
+#[test]
+fn the_service_roles_never_assume_a_role_of_the_service_account() {
+    let mut assume_statements = 0;
+    for name in ["StreamFunctionRole", "ApiFunctionRole"] {
+        let statements = template()["Resources"][name]["Properties"]["Policies"][0]
+            ["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .unwrap();
+        for statement in statements {
+            let actions = strings(&yaml_to_json(&statement["Action"]));
+            if !actions.iter().any(|a| a.starts_with("sts:")) {
+                continue;
+            }
+            assume_statements += 1;
+            let account = &statement["Condition"]["StringNotEquals"]["aws:ResourceAccount"];
+            assert!(
+                is_ref(account, "AWS::AccountId"),
+                "{name}: {actions:?} must carry StringNotEquals aws:ResourceAccount !Ref AWS::AccountId, found {:?}",
+                statement["Condition"]
+            );
+        }
+    }
+    assert_eq!(assume_statements, 2, "stream and api each assume roles");
+}
+
+/// Issue 13, point 12: CloudWatch alarms can publish to the alarm topic, because its key is a
+/// customer managed key whose policy lets the CloudWatch service principal use it (the AWS
+/// managed `alias/aws/sns` key's policy cannot).
+#[test]
+fn the_alarm_topic_uses_a_key_that_cloudwatch_alarms_may_use() {
+    let topic = resource("AlarmTopic");
+    let key_id = &topic["KmsMasterKeyId"];
+    assert!(
+        is_ref(key_id, "AlarmTopicKey") || is_get_att(key_id, "AlarmTopicKey"),
+        "the alarm topic is encrypted with the template's own key, found {key_id:?}"
+    );
+    assert_eq!(
+        template()["Resources"]["AlarmTopicKey"]["Type"].as_str(),
+        Some("AWS::KMS::Key")
+    );
+    let key = resource("AlarmTopicKey");
+    assert_eq!(key["EnableKeyRotation"].as_bool(), Some(true));
+    let policy = yaml_to_json(&key["KeyPolicy"]);
+    let statements = policy["Statement"].as_array().unwrap();
+    let cloudwatch: Vec<&Value> = statements
+        .iter()
+        .filter(|s| {
+            strings(&s["Principal"]["Service"]).contains(&"cloudwatch.amazonaws.com".into())
+        })
+        .collect();
+    assert_eq!(cloudwatch.len(), 1, "{policy}");
+    let grant = cloudwatch[0];
+    assert_eq!(grant["Effect"], "Allow");
+    let actions = strings(&grant["Action"]);
+    for needed in ["kms:Decrypt", "kms:GenerateDataKey*"] {
+        assert!(
+            actions.iter().any(|a| a == needed),
+            "{needed} in {actions:?}"
+        );
+    }
+    assert_eq!(
+        actions.len(),
+        2,
+        "CloudWatch gets nothing else on the key: {actions:?}"
+    );
+    assert_eq!(
+        grant["Condition"]["StringEquals"]["aws:SourceAccount"], "AWS::AccountId",
+        "only on behalf of this account's alarms"
+    );
+    // The account stays able to administer its key.
+    assert!(
+        statements.iter().any(|s| s["Effect"] == "Allow"
+            && s["Principal"]["AWS"] == "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
+            && strings(&s["Action"]).contains(&"kms:*".into())),
+        "{policy}"
+    );
+}
+
+/// Issue 13, point 13: replays never take the account's whole Lambda concurrency.
+#[test]
+fn replays_run_at_most_two_at_a_time() {
+    let events = &resource("StreamFunction")["Events"];
+    let replays = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|e| is_get_att(&e["Properties"]["Queue"], "ReplayQueue.Arn"))
+        .expect("the stream function reads the replay queue");
+    assert_eq!(replays["Type"].as_str(), Some("SQS"));
+    assert_eq!(
+        replays["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+        Some(2)
+    );
+}
+
+/// `!Ref <name>` in the template.
+fn is_ref(v: &Yaml, name: &str) -> bool {
+    matches!(v, Yaml::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some(name))
+}
+
+/// `!GetAtt <name>` in the template.
+fn is_get_att(v: &Yaml, name: &str) -> bool {
+    matches!(v, Yaml::Tagged(t) if t.tag == "GetAtt" && t.value.as_str().is_some_and(|a| a == name || a.starts_with(&format!("{name}."))))
+}

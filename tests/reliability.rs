@@ -1,8 +1,10 @@
 //! Issue 9's proof under faults and load: the whole local pipeline with every fault switched
-//! on at once, against the local AWS emulator. Each run writes its figures to RELIABILITY.md.
+//! on at once, against the local AWS emulator. Each run writes its figures under
+//! `target/reliability/`; only `./scripts/reliability` (which sets `RELIABILITY_RECORD=1`)
+//! also puts them into the tracked RELIABILITY.md, so an ordinary test run leaves the tree clean.
 //!
 //! `RELIABILITY_EVENTS` sets the generated events per run (2,000 by default; the full load is
-//! `RELIABILITY_EVENTS=100000 ./scripts/test`).
+//! `./scripts/reliability`, 100,000).
 
 use audit_log_tests::local::{FaultPlan, Options, Report, run};
 use audit_log_tests::{emulator, repo_root, unique};
@@ -62,8 +64,7 @@ fn section(report: &Report, options: &Options) -> String {
         thousands(options.events)
     );
     out += &format!(
-        "Run on {} by `RELIABILITY_EVENTS={} cargo test -p audit-log-tests --test reliability` (seed {SEED}); \
-         every invariant held.\n\n",
+        "Run on {} by `./scripts/reliability --events {}` (seed {SEED}); every invariant held.\n\n",
         time::OffsetDateTime::now_utc().date(),
         options.events,
     );
@@ -114,10 +115,31 @@ fn section(report: &Report, options: &Options) -> String {
     out
 }
 
-/// Puts the run's section into RELIABILITY.md in place of the last run of the same kind.
+/// Where every run's section goes: `target/reliability/`, outside the tracked tree.
+fn figures_dir() -> std::path::PathBuf {
+    repo_root().join("target").join("reliability")
+}
+
+/// Writes the run's section to [`figures_dir`]; with `RELIABILITY_RECORD` set (by
+/// `./scripts/reliability`), also puts it into RELIABILITY.md in place of the last run of the
+/// same kind.
 fn record(report: &Report, options: &Options) {
     static FILE: Mutex<()> = Mutex::new(());
     if !report.ok() {
+        return;
+    }
+    let new = section(report, options);
+    let dir = figures_dir();
+    std::fs::create_dir_all(&dir).expect("target/reliability is writable");
+    let kind = if options.datadog {
+        "datadog"
+    } else {
+        "cloudwatch"
+    };
+    let figures_file = dir.join(format!("{kind}-{}.md", options.events));
+    std::fs::write(&figures_file, &new).expect("target/reliability is writable");
+    eprintln!("figures written to {}", figures_file.display());
+    if std::env::var_os("RELIABILITY_RECORD").is_none() {
         return;
     }
     let _one_at_a_time = FILE.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,7 +148,6 @@ fn record(report: &Report, options: &Options) {
     let (head, figures) = text
         .split_once(FIGURES)
         .expect("RELIABILITY.md has the figures marker");
-    let new = section(report, options);
     let title = new.lines().next().expect("a title").to_owned();
     let mut sections: Vec<String> = figures
         .split("\n### ")

@@ -6,7 +6,7 @@ use audit_log::destination::datadog::DatadogClient;
 use audit_log::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination};
 use audit_log::retry::Backoff;
 use audit_log::store::EventTable;
-use audit_log::streaming::ConfigTable;
+use audit_log::streaming::{ConfigTable, NewConfig};
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::Capture;
 use audit_log_stream::Stream;
@@ -119,7 +119,8 @@ impl World {
     }
 
     async fn configure_cloudwatch(&self, org: &str, project: &str) {
-        self.secrets
+        let secret_version = self
+            .secrets
             .put(
                 org,
                 project,
@@ -130,25 +131,26 @@ impl World {
             )
             .await
             .unwrap();
-        self.configs
-            .save(
-                org,
-                project,
-                "prod-audit",
-                Destination::Cloudwatch(CloudWatchSettings {
+        self.save(
+            org,
+            project,
+            NewConfig {
+                name: "prod-audit".into(),
+                destination: Destination::Cloudwatch(CloudWatchSettings {
                     role_arn: ROLE_ARN.into(),
                     region: CUSTOMER_REGION.into(),
                 }),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
+                api_key_last4: None,
+                secret_version: Some(secret_version),
+            },
+        )
+        .await;
     }
 
     async fn configure_datadog(&self, org: &str, project: &str, key: &str) {
         audit_log_tests::watch_secret(key);
-        self.secrets
+        let secret_version = self
+            .secrets
             .put(
                 org,
                 project,
@@ -158,19 +160,30 @@ impl World {
             )
             .await
             .unwrap();
-        self.configs
-            .save(
-                org,
-                project,
-                "dd-eu",
-                Destination::Datadog(DatadogSettings {
+        self.save(
+            org,
+            project,
+            NewConfig {
+                name: "dd-eu".into(),
+                destination: Destination::Datadog(DatadogSettings {
                     site: DatadogSite::Eu1,
                 }),
-                Some(key[key.len() - 4..].to_owned()),
-                None,
-            )
+                api_key_last4: Some(key[key.len() - 4..].to_owned()),
+                secret_version: Some(secret_version),
+            },
+        )
+        .await;
+    }
+
+    /// Saves over whatever is saved.
+    async fn save(&self, org: &str, project: &str, new: NewConfig) {
+        let read = self
+            .configs
+            .get(org, project)
             .await
-            .unwrap();
+            .unwrap()
+            .map_or(0, |c| c.version);
+        self.configs.save(org, project, new, read).await.unwrap();
     }
 
     async fn customer_logs(&self) -> aws_sdk_cloudwatchlogs::Client {

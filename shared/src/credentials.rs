@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+const CURRENT: &str = "AWSCURRENT";
+const PENDING: &str = "AWSPENDING";
+const PREVIOUS: &str = "AWSPREVIOUS";
+/// The value of a new secret before its first credentials are saved: no provider's shape.
+const PLACEHOLDER: &str = r#"{"provider":"none"}"#;
+
 /// How long a container trusts a secret it read: a rotated Datadog key is also picked up at
 /// once on the first 401/403, so this only bounds how stale a switched destination can be.
 pub const SECRET_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -106,28 +112,43 @@ impl SecretStore {
         )
     }
 
-    /// The project's credentials, from the cache unless `refresh` asks for a fresh read.
+    /// The project's credentials: the version a saved configuration names (`None`: the current
+    /// one), from the cache unless `refresh` asks for a fresh read. Naming the version keeps a
+    /// configuration and its secret together: a new configuration is never paired with an old
+    /// secret, nor an old one with a new secret.
     pub async fn get(
         &self,
         organization_id: &str,
         project_id: &str,
+        version: Option<&str>,
         refresh: bool,
     ) -> Result<Arc<Credentials>, CredentialsError> {
         let name = self.secret_name(organization_id, project_id);
+        let cached = format!("{name}@{}", version.unwrap_or(CURRENT));
         if refresh {
-            self.cache.invalidate(&name).await;
+            self.cache.invalidate(&cached).await;
         }
         self.cache
-            .try_get_with(name.clone(), async { self.read(&name).await.map(Arc::new) })
+            .try_get_with(cached, async {
+                self.read(&name, version).await.map(Arc::new)
+            })
             .await
             .map_err(|e| (*e).clone())
     }
 
-    async fn read(&self, name: &str) -> Result<Credentials, CredentialsError> {
+    async fn read(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Credentials, CredentialsError> {
         let out = self
             .client
             .get_secret_value()
             .secret_id(name)
+            .set_version_id(version.map(str::to_owned))
+            // Named, not left to the default: the local emulator's default does not follow
+            // the label when it moves.
+            .set_version_stage(version.is_none().then(|| CURRENT.to_owned()))
             .send()
             .await
             .map_err(classify)?;
@@ -135,72 +156,141 @@ impl SecretStore {
         serde_json::from_str(value.expose_secret()).map_err(|_| CredentialsError::Unreadable)
     }
 
-    /// Stores the project's credentials, as a new version when the secret exists.
+    /// Stores credentials as a new version that is not current yet (labelled `AWSPENDING`), and
+    /// returns its version id. Until [`SecretStore::promote`] makes it current, only a reader
+    /// that names this version sees it: a PUT that loses its race never replaces the secret.
+    pub async fn stage(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        credentials: &Credentials,
+    ) -> Result<String, CredentialsError> {
+        let name = self.secret_name(organization_id, project_id);
+        let value = SecretString::from(
+            serde_json::to_string(credentials).map_err(|_| CredentialsError::Unreadable)?,
+        );
+        let version = crate::streaming::new_external_id();
+        let put = || {
+            self.client
+                .put_secret_value()
+                .secret_id(&name)
+                .client_request_token(&version)
+                .version_stages(PENDING)
+                .secret_string(value.expose_secret())
+                .send()
+        };
+        match put().await {
+            Ok(_) => return Ok(version),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(classify(e)),
+        }
+        // A secret's first version becomes current whatever its labels say, so a new secret
+        // starts with a placeholder that no provider reads as credentials.
+        let created = self
+            .client
+            .create_secret()
+            .name(&name)
+            .description("Audit-log streaming credentials of one organization's project")
+            .secret_string(PLACEHOLDER)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another first save of the project created it in between.
+            Err(e) if code(&e) == Some("ResourceExistsException") => {}
+            Err(e) => return Err(classify(e)),
+        }
+        put().await.map_err(classify)?;
+        Ok(version)
+    }
+
+    /// Makes a staged version current, once the configuration that names it is saved, and
+    /// takes the labels off the version it replaces, so a rotated key or a switched provider's
+    /// credentials cannot be read back by label (Secrets Manager removes unlabelled versions).
+    pub async fn promote(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: &str,
+    ) -> Result<(), CredentialsError> {
+        let name = self.secret_name(organization_id, project_id);
+        let stages = self
+            .client
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .map_err(classify)?
+            .version_ids_to_stages
+            .unwrap_or_default();
+        let current = stages
+            .iter()
+            .find(|(_, labels)| labels.iter().any(|l| l == CURRENT))
+            .map(|(id, _)| id.clone());
+        if current.as_deref() != Some(version) {
+            self.client
+                .update_secret_version_stage()
+                .secret_id(&name)
+                .version_stage(CURRENT)
+                .move_to_version_id(version)
+                .set_remove_from_version_id(current.clone())
+                .send()
+                .await
+                .map_err(classify)?;
+        }
+        self.cache.invalidate(&format!("{name}@{CURRENT}")).await;
+        let mut unlabel = vec![(PENDING, version.to_owned())];
+        if let Some(replaced) = current.filter(|c| c != version) {
+            unlabel.push((PREVIOUS, replaced));
+        }
+        for (label, from) in unlabel {
+            self.unlabel(&name, label, &from).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes a staged version that was not saved out of reach of labels (best effort: a later
+    /// stage moves the label anyway, and the version never became current).
+    pub async fn discard(&self, organization_id: &str, project_id: &str, version: &str) {
+        let name = self.secret_name(organization_id, project_id);
+        if let Err(e) = self.unlabel(&name, PENDING, version).await {
+            tracing::debug!(error = %e, "staged secret version kept its label");
+        }
+    }
+
+    async fn unlabel(
+        &self,
+        name: &str,
+        label: &str,
+        version: &str,
+    ) -> Result<(), CredentialsError> {
+        let removed = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(name)
+            .version_stage(label)
+            .remove_from_version_id(version)
+            .send()
+            .await;
+        match removed {
+            Ok(_) => Ok(()),
+            // The label already moved on to a newer version.
+            Err(e) if code(&e) == Some("InvalidParameterException") => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Stores credentials and makes them current at once (set-up of tests and local runs;
+    /// the API stages, saves the configuration, then promotes). Returns the version id.
     pub async fn put(
         &self,
         organization_id: &str,
         project_id: &str,
         credentials: &Credentials,
-    ) -> Result<(), CredentialsError> {
-        let name = self.secret_name(organization_id, project_id);
-        let value = SecretString::from(
-            serde_json::to_string(credentials).map_err(|_| CredentialsError::Unreadable)?,
-        );
-        let put = self
-            .client
-            .put_secret_value()
-            .secret_id(&name)
-            .secret_string(value.expose_secret())
-            .send()
-            .await;
-        match put {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error().and_then(|s| s.code())
-                    == Some("ResourceNotFoundException") =>
-            {
-                self.client
-                    .create_secret()
-                    .name(&name)
-                    .description("Audit-log streaming credentials of one organization's project")
-                    .secret_string(value.expose_secret())
-                    .send()
-                    .await
-                    .map_err(classify)?;
-            }
-            Err(e) => return Err(classify(e)),
-        }
-        self.cache.invalidate(&name).await;
-        self.forget_previous(&name).await
-    }
-
-    /// Takes the `AWSPREVIOUS` label off the replaced version, so a rotated key or a switched
-    /// provider's credentials cannot be read back by label; unlabelled versions are removed by
-    /// Secrets Manager.
-    async fn forget_previous(&self, name: &str) -> Result<(), CredentialsError> {
-        let described = self
-            .client
-            .describe_secret()
-            .secret_id(name)
-            .send()
-            .await
-            .map_err(classify)?;
-        let previous = described
-            .version_ids_to_stages
-            .unwrap_or_default()
-            .into_iter()
-            .find(|(_, stages)| stages.iter().any(|s| s == "AWSPREVIOUS"));
-        if let Some((version, _)) = previous {
-            self.client
-                .update_secret_version_stage()
-                .secret_id(name)
-                .version_stage("AWSPREVIOUS")
-                .remove_from_version_id(version)
-                .send()
-                .await
-                .map_err(classify)?;
-        }
-        Ok(())
+    ) -> Result<String, CredentialsError> {
+        let version = self.stage(organization_id, project_id, credentials).await?;
+        self.promote(organization_id, project_id, &version).await?;
+        Ok(version)
     }
 
     /// Removes the project's credentials at once (no recovery window: a deleted destination's
@@ -218,7 +308,8 @@ impl SecretStore {
             .force_delete_without_recovery(true)
             .send()
             .await;
-        self.cache.invalidate(&name).await;
+        // Versioned entries name versions no configuration will name again.
+        self.cache.invalidate(&format!("{name}@{CURRENT}")).await;
         match deleted {
             Ok(_) => Ok(()),
             Err(e) => match classify(e) {
@@ -247,6 +338,10 @@ where
         }
         _ => CredentialsError::Refused("the request could not be built".into()),
     }
+}
+
+fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
+    err.as_service_error().and_then(|e| e.code())
 }
 
 /// The error's code only: Secrets Manager's messages can quote the request.
@@ -306,13 +401,13 @@ mod tests {
             "p/",
         );
         for _ in 0..3 {
-            let c = store.get("o", "p", false).await.unwrap();
+            let c = store.get("o", "p", None, false).await.unwrap();
             assert!(
                 matches!(&*c, Credentials::Datadog { api_key } if api_key.expose_secret() == "k")
             );
         }
         assert_eq!(rule.num_calls(), 1);
-        store.get("o", "p", true).await.unwrap();
+        store.get("o", "p", None, true).await.unwrap();
         assert_eq!(rule.num_calls(), 2);
     }
 }

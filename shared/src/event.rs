@@ -71,8 +71,16 @@ pub enum EventError {
     },
     #[error("`timestamp` must be an RFC 3339 date-time in UTC, such as 2023-07-12T15:50:02Z")]
     BadTimestamp,
-    #[error("`{field}` must be at most {max} characters")]
-    TooLong { field: &'static str, max: usize },
+    #[error("`{0}` must not contain control characters")]
+    ControlCharacters(&'static str),
+    #[error(
+        "`{field}` must be at most {max_chars} characters and {max_bytes} bytes once percent-encoded (each non-ASCII UTF-8 byte counts three)"
+    )]
+    IdTooLong {
+        field: &'static str,
+        max_chars: usize,
+        max_bytes: usize,
+    },
     #[error(
         "event needs {size} bytes of storage even compressed, over DynamoDB's {max}-byte item limit"
     )]
@@ -100,8 +108,8 @@ impl AuditEvent {
         let status = Status::parse(required_str(&fields, "status")?)?;
         let action = Action::parse(required_str(&fields, "action")?)?;
         non_empty(&fields, "description")?;
-        non_empty(&fields, "organization_id")?;
-        non_empty(&fields, "project_id")?;
+        crate::id::check("organization_id", required_str(&fields, "organization_id")?)?;
+        crate::id::check("project_id", required_str(&fields, "project_id")?)?;
         let timestamp = parse_timestamp(required_str(&fields, "timestamp")?)?;
         let actor = match fields.get("actor") {
             None | Some(Value::Null) => return Err(EventError::Missing("actor")),
@@ -384,6 +392,25 @@ mod tests {
         (&["actor"], "actor"),
         (&["actor", "principal_id"], "actor.principal_id"),
     ];
+
+    #[test]
+    fn ids_follow_the_id_rules() {
+        for (id, field) in [
+            ("organization_id", "organization_id"),
+            ("project_id", "project_id"),
+        ] {
+            for bad in [
+                "   ".to_owned(),
+                "a\nb".to_owned(),
+                "項".repeat(255),
+                "x".repeat(256),
+            ] {
+                let err = AuditEvent::from_value(with(&[id], Some(json!(bad)))).unwrap_err();
+                assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+                assert!(!err.to_string().contains(&bad), "{err}");
+            }
+        }
+    }
 
     #[test]
     fn a_minimal_event_is_accepted() {

@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod destination;
 pub mod event;
 pub mod fixtures;
+pub mod id;
 pub mod logging;
 pub mod retry;
 pub mod settings;

@@ -17,7 +17,15 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const EVENTS: usize = 1_000;
+/// Measures the functions' release binaries as Lambda runs them (see BENCHMARKS.md).
+#[derive(clap::Parser, Debug)]
+#[command(name = "audit-log-bench")]
+struct Args {
+    /// Events of 1 KB per batch (the figures in BENCHMARKS.md are of 1,000; a small size only
+    /// checks that the command works).
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    events: u16,
+}
 
 /// `n` events of exactly 1 KB of JSON for a project, dated within the last hour.
 fn kilobyte_events(p: &Project, n: usize) -> Vec<String> {
@@ -88,6 +96,7 @@ fn of_project(records: &[EventRecord], p: &Project) -> Vec<EventRecord> {
 
 #[tokio::main]
 async fn main() {
+    let events = usize::from(<Args as clap::Parser>::parse().events);
     let emulator = std::env::var("AWS_ENDPOINT_URL").expect("run through ./scripts/bench");
     // Where the function binaries are (`./scripts/bench` builds them in release).
     let release = std::env::var("BENCH_BINARIES")
@@ -139,10 +148,10 @@ async fn main() {
     };
     let mut rows: Vec<[String; 6]> = Vec::new();
 
-    // capture: a batch of 1,000 SQS records of 1 KB, twice (cold, then warm).
+    // capture: a batch of `events` SQS records of 1 KB, twice (cold, then warm).
     let batches = [
-        kilobyte_events(&to_datadog, EVENTS),
-        kilobyte_events(&to_cloudwatch, EVENTS),
+        kilobyte_events(&to_datadog, events),
+        kilobyte_events(&to_cloudwatch, events),
     ];
     proxy.reset();
     let capture = Function::start(
@@ -176,17 +185,18 @@ async fn main() {
         "capture".into(),
         format!("{:.1} ms", capture.init.as_secs_f64() * 1e3),
         format!("{:.1} MB", capture.peak_kib() as f64 / 1024.0),
-        format!("{:.0} /s", EVENTS as f64 / capture_times[1].as_secs_f64()),
+        format!("{:.0} /s", events as f64 / capture_times[1].as_secs_f64()),
         format!("BatchWriteItem {}", proxy.count("BatchWriteItem") / 2),
         format!("{calls_during_init} calls"),
     ]);
 
-    // stream: 1,000 records to Datadog, 1,000 to CloudWatch, then 1,000 more to CloudWatch.
-    let more = kilobyte_events(&to_cloudwatch, EVENTS);
+    // stream: `events` records to Datadog, as many to CloudWatch, then as many more to
+    // CloudWatch.
+    let more = kilobyte_events(&to_cloudwatch, events);
     let records = stream_records(&aws, &stack.dynamodb, &stack.events_table).await;
     let dd_records = of_project(&records, &to_datadog);
     let cw_records = of_project(&records, &to_cloudwatch);
-    assert_eq!((dd_records.len(), cw_records.len()), (EVENTS, EVENTS));
+    assert_eq!((dd_records.len(), cw_records.len()), (events, events));
     proxy.reset();
     let stream = Function::start(
         &release.join("audit-log-stream"),
@@ -247,9 +257,9 @@ async fn main() {
         format!("{:.1} MB", stream.peak_kib() as f64 / 1024.0),
         format!(
             "Datadog {:.0} /s, CloudWatch {:.0} /s (warm {:.0} /s)",
-            EVENTS as f64 / dd_took.as_secs_f64(),
-            EVENTS as f64 / cw_took.as_secs_f64(),
-            EVENTS as f64 / warm_took.as_secs_f64()
+            events as f64 / dd_took.as_secs_f64(),
+            events as f64 / cw_took.as_secs_f64(),
+            events as f64 / warm_took.as_secs_f64()
         ),
         format!(
             "Datadog {datadog_requests}; PutLogEvents {puts} (first write finds no stream: +1), then {puts_again}; AssumeRole {assumes} then {assumes_again}; GetSecretValue {secrets} (one per project) then {secrets_again}"
@@ -365,10 +375,10 @@ async fn main() {
     });
 
     println!(
-        "\n{EVENTS} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
+        "\n{events} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
     );
     println!(
-        "| function | init | peak memory | events per second (handler, with its calls) | calls per 1,000 events | calls during init |"
+        "| function | init | peak memory | events per second (handler, with its calls) | calls per {events} events | calls during init |"
     );
     println!("|---|---|---|---|---|---|");
     for row in &rows {
@@ -376,7 +386,7 @@ async fn main() {
     }
     println!("\n| per-event CPU (one core) | time per event | floor | ratio |");
     println!("|---|---|---|---|");
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / EVENTS as f64;
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / events as f64;
     for (name, work, floor) in [
         (
             "capture: parse, validate, build the item",

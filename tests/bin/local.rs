@@ -36,11 +36,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    // The functions' own log lines: errors only, unless RUST_LOG asks for more.
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // The functions' own log lines on stderr: errors only, unless RUST_LOG asks for more. The
+    // one global subscriber is the log tap's (see `emulator()`), so every line is also read
+    // for leaked secrets.
+    audit_log_tests::install_log_tap_echoing(&std::env::var("RUST_LOG").unwrap_or_default());
     let aws = audit_log_tests::emulator().await;
     let options = Options {
         events: args.events,

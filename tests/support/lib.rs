@@ -433,20 +433,49 @@ impl std::io::Write for LeakTap {
 /// Lambda's log level at TRACE (`audit_log::logging`'s filter). `emulator()` installs it, so
 /// every test that talks to the emulator is watched.
 pub fn install_log_tap() {
+    install_subscriber(None);
+}
+
+/// [`install_log_tap`], plus the lines that `directives` (`RUST_LOG` syntax; `error` when
+/// empty) let through, as text on stderr, with the dependencies never below INFO, as in the
+/// functions: the output of a command such as `./scripts/local`. Call it before anything
+/// talks to the emulator; the first installation in a process is the one that stays. Every
+/// line still goes through the leak tap.
+pub fn install_log_tap_echoing(directives: &str) {
+    install_subscriber(Some(directives));
+}
+
+fn install_subscriber(echo: Option<&str>) {
     use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
     use tracing_subscriber::layer::SubscriberExt;
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let lambda = tracing_subscriber::fmt::layer()
             .json()
             .with_writer(|| ThreadSink)
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+            .with_filter(LevelFilter::INFO);
         let tap = tracing_subscriber::fmt::layer()
             .json()
             .with_writer(|| LeakTap)
             .with_filter(audit_log::logging::dependencies_at_info());
-        let subscriber = tracing_subscriber::registry().with(lambda).with(tap);
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        let echo = echo.map(|directives| {
+            let chosen = EnvFilter::builder()
+                .with_default_directive(LevelFilter::ERROR.into())
+                .parse_lossy(directives);
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(chosen.and(audit_log::logging::dependencies_at_info()))
+        });
+        let subscriber = tracing_subscriber::registry()
+            .with(lambda)
+            .with(tap)
+            .with(echo);
+        tracing::subscriber::set_global_default(subscriber).expect(
+            "another global subscriber was installed before the log tap: \
+             use install_log_tap_echoing instead of one of your own",
+        );
     });
 }
 

@@ -69,14 +69,20 @@ impl ApiError {
         )
     }
 
-    pub fn rate_limited(retry_after: u64, limit: u32) -> Self {
+    pub fn rate_limited(retry_after: u64, limit: audit_log::streaming::RateLimit) -> Self {
+        let window = match limit.window_seconds {
+            60 => "minute".to_owned(),
+            3600 => "hour".to_owned(),
+            s => format!("{s} seconds"),
+        };
         Self {
             retry_after: Some(retry_after),
             ..Self::new(
                 429,
                 "rate_limited",
                 format!(
-                    "at most {limit} connection tests per organization per minute; retry in {retry_after} s"
+                    "at most {} {} per organization per {window}; retry in {retry_after} s",
+                    limit.per_window, limit.noun
                 ),
             )
         }

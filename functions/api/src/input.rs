@@ -3,6 +3,7 @@
 //! Messages name the field and the rule, never the value sent.
 
 use crate::error::ApiError;
+use audit_log::destination::regions::is_region_of;
 use audit_log::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination};
 use regex_lite::Regex;
 use secrecy::SecretString;
@@ -14,9 +15,6 @@ pub const MAX_NAME_CHARS: usize = 128;
 static ROLE_ARN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^arn:aws(-cn|-us-gov)?:iam::[0-9]{12}:role/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]{1,64}$")
         .expect("role ARN pattern")
-});
-static REGION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$").expect("region pattern")
 });
 static API_KEY: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[0-9a-fA-F]{32}$").expect("API key pattern"));
@@ -113,6 +111,16 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// The partition of a valid role ARN (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn role_partition(role_arn: &str) -> &str {
+    role_arn.split(':').nth(1).unwrap_or_default()
+}
+
+/// The account of a valid role ARN.
+pub fn role_account(role_arn: &str) -> &str {
+    role_arn.split(':').nth(4).unwrap_or_default()
+}
+
 /// Parses and validates a destination body.
 pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
     let object = json_object(body)?;
@@ -150,10 +158,10 @@ pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
                 ));
             }
             let region = required(c, "region", "cloudwatch.region")?;
-            if !REGION.is_match(region) {
+            if !is_region_of(role_partition(role_arn), region) {
                 return Err(invalid(
                     "cloudwatch.region",
-                    "must be an AWS region name such as us-west-2",
+                    "must be an AWS region of the role's partition, such as us-west-2",
                 ));
             }
             (
@@ -429,23 +437,51 @@ mod tests {
 
     #[test]
     fn regions_and_role_arns_of_every_partition_pass() {
-        for region in [
-            "us-east-1",
-            "eu-central-2",
-            "ap-southeast-7",
-            "us-gov-west-1",
-            "cn-north-1",
-            "il-central-1",
-            "mx-central-1",
-        ] {
-            assert!(REGION.is_match(region), "{region}");
-        }
-        for arn in [
-            "arn:aws:iam::123456789012:role/a",
-            "arn:aws-us-gov:iam::123456789012:role/path/to/role_name+=,.@-",
-            "arn:aws-cn:iam::123456789012:role/service-role/x",
+        for (arn, region) in [
+            ("arn:aws:iam::123456789012:role/a", "us-east-1"),
+            ("arn:aws:iam::123456789012:role/a", "eu-central-2"),
+            ("arn:aws:iam::123456789012:role/a", "ap-southeast-7"),
+            ("arn:aws:iam::123456789012:role/a", "il-central-1"),
+            ("arn:aws:iam::123456789012:role/a", "mx-central-1"),
+            (
+                "arn:aws-us-gov:iam::123456789012:role/path/to/role_name+=,.@-",
+                "us-gov-west-1",
+            ),
+            (
+                "arn:aws-cn:iam::123456789012:role/service-role/x",
+                "cn-north-1",
+            ),
         ] {
             assert!(ROLE_ARN.is_match(arn), "{arn}");
+            let body = json!({"provider": "cloudwatch", "name": "x",
+                "cloudwatch": {"role_arn": arn, "region": region}});
+            assert!(check(body).is_ok(), "{arn} {region}");
+        }
+        assert_eq!(
+            role_account("arn:aws:iam::123456789012:role/a"),
+            "123456789012"
+        );
+        assert_eq!(
+            role_partition("arn:aws-cn:iam::123456789012:role/a"),
+            "aws-cn"
+        );
+    }
+
+    #[test]
+    fn regions_that_do_not_exist_or_belong_to_another_partition_are_refused() {
+        for (arn, region) in [
+            ("arn:aws:iam::123456789012:role/a", "zz-evil-9"),
+            ("arn:aws:iam::123456789012:role/a", "us-west-9"),
+            ("arn:aws:iam::123456789012:role/a", "cn-north-1"),
+            ("arn:aws-cn:iam::123456789012:role/a", "us-east-1"),
+            ("arn:aws-us-gov:iam::123456789012:role/a", "us-east-1"),
+        ] {
+            let body = json!({"provider": "cloudwatch", "name": "x",
+                "cloudwatch": {"role_arn": arn, "region": region}});
+            let err = check(body).unwrap_err();
+            assert_eq!((err.status, err.code), (400, "invalid_field"), "{region}");
+            assert!(err.message.contains("`cloudwatch.region`"));
+            assert!(!err.message.contains(region), "{}", err.message);
         }
     }
 

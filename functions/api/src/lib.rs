@@ -2,6 +2,7 @@
 //! Gateway HTTP API with a JWT authorizer. The caller's organization comes only from the
 //! verified claim named by `ORGANIZATION_CLAIM`; it must be the path's organization.
 
+pub mod cursor;
 pub mod error;
 pub mod input;
 pub mod request;
@@ -15,11 +16,12 @@ use audit_log::destination::{CloudWatchSettings, DatadogSite, Destination};
 use audit_log::settings::{SettingsError, required_env};
 use audit_log::store::{EventTable, PageRequest};
 use audit_log::streaming::{
-    ConfigError, ConfigTable, Replay, ReplayState, StreamingConfig, TestRecord,
+    CONNECTION_TESTS, ConfigError, ConfigTable, NewConfig, REPLAYS_STARTED, Replay, ReplayState,
+    StreamingConfig, TestRecord,
 };
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use base64::Engine;
+use cursor::Scope;
 use error::ApiError;
 use lambda_runtime::LambdaEvent;
 use request::{Caller, IfMatch, Route, Target};
@@ -53,12 +55,16 @@ pub const ENVIRONMENT: [&str; 8] = [
 ];
 
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
-pub const TESTS_PER_MINUTE: u32 = 10;
+/// A PUT without `If-Match` that loses a race with another save tries again, up to this many
+/// times in all, rather than answer 412 to a caller who set no condition: every round has a
+/// winner, so this many writers at once all get through.
+const SAVE_ATTEMPTS: usize = 10;
 /// Connection tests listed by `GET /streaming/tests`.
 pub const KEPT_TESTS: usize = 10;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1_000;
-/// Event JSON per page: a Lambda response is capped at 6 MB.
+/// Bytes of events (or failures) per page, as the Lambda response carries them: it is capped at
+/// 6 MB, and the rest of the page is small.
 const PAGE_BYTES: usize = 5_000_000;
 /// A connection test must answer well inside API Gateway's 30 seconds.
 const TEST_BUDGET: Duration = Duration::from_secs(20);
@@ -130,7 +136,7 @@ fn internal(context: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ApiErro
 
 fn config_error(e: ConfigError) -> ApiError {
     match e {
-        ConfigError::VersionMismatch { expected } => ApiError::version_mismatch(expected),
+        ConfigError::VersionMismatch { current } => ApiError::version_mismatch(current),
         other => internal("configuration table")(&other),
     }
 }
@@ -222,7 +228,8 @@ impl Api {
                 let body = request::body(request)?;
                 let input = input::destination(&body)?;
                 let if_match = request::if_match(request)?;
-                self.put(&caller, org, project, input, if_match).await
+                self.check_role_account(&input.destination).await?;
+                self.put(&caller, org, project, &input, if_match).await
             }
             Route::DeleteStreaming => {
                 let if_match = request::if_match(request)?;
@@ -240,12 +247,17 @@ impl Api {
             }
             Route::GetReplay => {
                 let id = target.replay_id.as_deref().unwrap_or_default();
+                let unknown = || ApiError::not_found("no replay of this project has that id");
+                // Replay ids are 32 hex digits; anything else names none (and is no key).
+                if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(unknown());
+                }
                 let replay = self
                     .configs
                     .replay(org, project, id)
                     .await
                     .map_err(config_error)?
-                    .ok_or_else(|| ApiError::not_found("no replay of this project has that id"))?;
+                    .ok_or_else(unknown)?;
                 Ok(json_response(200, &replay))
             }
             Route::ListTests => {
@@ -274,6 +286,36 @@ impl Api {
             })
             .await
             .cloned()
+    }
+
+    /// Counts one costly request of the organization: 429 with `Retry-After` over the limit.
+    async fn rate_limit(
+        &self,
+        org: &str,
+        limit: audit_log::streaming::RateLimit,
+        now: OffsetDateTime,
+    ) -> Result<(), ApiError> {
+        match self.configs.take_slot(org, limit, now).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(retry_after)) => Err(ApiError::rate_limited(retry_after, limit)),
+            Err(e) => Err(config_error(e)),
+        }
+    }
+
+    /// A role in the service's own account could trust the account root without an External
+    /// ID: the service would be a confused deputy. Refused before any call (and by IAM, through
+    /// the template's `aws:ResourceAccount` condition).
+    async fn check_role_account(&self, destination: &Destination) -> Result<(), ApiError> {
+        let Destination::Cloudwatch(settings) = destination else {
+            return Ok(());
+        };
+        if input::role_account(&settings.role_arn) == self.aws_account_id().await? {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "`cloudwatch.role_arn` must be a role in your own AWS account, not in the service's (the AWS ID that GET /streaming shows)",
+            ));
+        }
+        Ok(())
     }
 
     async fn view(
@@ -306,9 +348,34 @@ impl Api {
         caller: &Caller,
         org: &str,
         project: &str,
-        input: input::DestinationInput,
+        input: &input::DestinationInput,
         if_match: Option<IfMatch>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.put_once(caller, org, project, input, if_match).await? {
+                Ok(response) => return Ok(response),
+                Err(current) if if_match.is_some() || attempt == SAVE_ATTEMPTS => {
+                    return Err(ApiError::version_mismatch(current));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One try at a save: `Ok(Err(current))` when another save got in between the read and
+    /// this one's conditional write. The credentials go to a new secret version that only
+    /// becomes current once the configuration naming it is saved: a PUT that answers 412 or
+    /// fails leaves the stored credentials exactly as they were.
+    async fn put_once(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        input: &input::DestinationInput,
+        if_match: Option<IfMatch>,
+    ) -> Result<Result<ApiGatewayV2httpResponse, u64>, ApiError> {
         let current = self.configs.get(org, project).await.map_err(config_error)?;
         let current_version = current.as_ref().map_or(0, |c| c.version);
         if if_match.is_some_and(|m| !m.allows(current_version)) {
@@ -325,8 +392,8 @@ impl Api {
                 None,
             ),
             Destination::Datadog(_) => {
-                let key = match input.api_key {
-                    Some(key) => key,
+                let key = match &input.api_key {
+                    Some(key) => key.clone(),
                     None => {
                         self.saved_datadog_key(org, project, current.as_ref())
                             .await?
@@ -344,22 +411,32 @@ impl Api {
                 (Credentials::Datadog { api_key: key }, Some(last4))
             }
         };
-        self.secrets
-            .put(org, project, &credentials)
+        let secret_version = self
+            .secrets
+            .stage(org, project, &credentials)
             .await
             .map_err(credentials_error)?;
-        let saved = self
-            .configs
-            .save(
-                org,
-                project,
-                &input.name,
-                input.destination,
-                last4,
-                Some(current_version),
-            )
-            .await
-            .map_err(config_error)?;
+        let new = NewConfig {
+            name: input.name.clone(),
+            destination: input.destination.clone(),
+            api_key_last4: last4,
+            secret_version: Some(secret_version.clone()),
+        };
+        let saved = match self.configs.save(org, project, new, current_version).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                self.secrets.discard(org, project, &secret_version).await;
+                return match e {
+                    ConfigError::VersionMismatch { current } => Ok(Err(current)),
+                    other => Err(config_error(other)),
+                };
+            }
+        };
+        if let Err(e) = self.secrets.promote(org, project, &secret_version).await {
+            // The configuration names its secret version, so delivery already uses the new
+            // credentials; only the label is behind, and the next save moves it.
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "saved secret version not made current");
+        }
         let (action, description) = if current.is_some() {
             ("update", "Updated streaming configuration")
         } else {
@@ -367,7 +444,7 @@ impl Api {
         };
         self.audit(caller, org, project, action, description, Some(&saved))
             .await;
-        self.view(org, project, Some(&saved)).await
+        self.view(org, project, Some(&saved)).await.map(Ok)
     }
 
     /// The Datadog key already saved, for a request that leaves `api_key` out.
@@ -386,9 +463,10 @@ impl Api {
         if !current.is_some_and(|c| matches!(c.destination, Destination::Datadog(_))) {
             return Err(required());
         }
+        let version = current.and_then(|c| c.secret_version.as_deref());
         match &*self
             .secrets
-            .get(org, project, true)
+            .get(org, project, version, true)
             .await
             .map_err(credentials_error)?
         {
@@ -404,29 +482,39 @@ impl Api {
         project: &str,
         if_match: Option<IfMatch>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let current = self.configs.get(org, project).await.map_err(config_error)?;
-        let current_version = current.as_ref().map_or(0, |c| c.version);
-        if if_match.is_some_and(|m| !m.allows(current_version)) {
-            return Err(ApiError::version_mismatch(current_version));
-        }
-        let condition = current.as_ref().map(|c| c.version);
-        let deleted = self
-            .configs
-            .delete(org, project, condition)
-            .await
-            .map_err(config_error)?;
+        // Without If-Match the delete is unconditional: it cannot lose a race, so never 412.
+        let condition = match if_match {
+            None => None,
+            Some(m) => {
+                let current = self.configs.get(org, project).await.map_err(config_error)?;
+                let current_version = current.as_ref().map_or(0, |c| c.version);
+                if !m.allows(current_version) {
+                    return Err(ApiError::version_mismatch(current_version));
+                }
+                current.map(|c| c.version)
+            }
+        };
+        let deleted = if if_match.is_some() && condition.is_none() {
+            // If-Match: 0 and nothing saved: nothing to delete.
+            None
+        } else {
+            self.configs
+                .delete(org, project, condition)
+                .await
+                .map_err(config_error)?
+        };
         self.secrets
             .delete(org, project)
             .await
             .map_err(credentials_error)?;
-        if deleted {
+        if let Some(deleted) = &deleted {
             self.audit(
                 caller,
                 org,
                 project,
                 "delete",
                 "Deleted streaming configuration",
-                current.as_ref(),
+                Some(deleted),
             )
             .await;
         }
@@ -481,6 +569,7 @@ impl Api {
             (saved.destination.clone(), key)
         } else {
             let input = input::destination(body)?;
+            self.check_role_account(&input.destination).await?;
             let key = match (&input.destination, input.api_key) {
                 (Destination::Datadog(_), Some(key)) => Some(key),
                 (Destination::Datadog(_), None) => {
@@ -491,15 +580,8 @@ impl Api {
             (input.destination, key)
         };
         let now = OffsetDateTime::now_utc();
-        if let Err(retry_after) = self
-            .configs
-            .take_test_slot(org, TESTS_PER_MINUTE, now)
-            .await
-            .map_err(config_error)?
-        {
-            return Err(ApiError::rate_limited(retry_after, TESTS_PER_MINUTE));
-        }
-        let event = test_event(caller, org, project, now);
+        self.rate_limit(org, CONNECTION_TESTS, now).await?;
+        let event = test_event(caller, org, project, now)?;
         let deadline = Instant::now() + TEST_BUDGET;
         let result = match (&destination, key) {
             (Destination::Cloudwatch(settings), _) => {
@@ -648,16 +730,7 @@ impl Api {
         org: &str,
         project: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let time = |name: &str| -> Result<Option<OffsetDateTime>, ApiError> {
-            request::query(request, name)
-                .map(|v| {
-                    OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
-                        ApiError::bad_request("invalid_query", format!("`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"))
-                    })
-                })
-                .transpose()
-        };
-        let (since, until) = (time("since")?, time("until")?);
+        let (since, until) = (time_query(request, "since")?, time_query(request, "until")?);
         if let (Some(s), Some(u)) = (since, until)
             && s > u
         {
@@ -666,22 +739,25 @@ impl Api {
                 "`since` must not be after `until`",
             ));
         }
-        let limit = match request::query(request, "limit") {
-            None => DEFAULT_PAGE_SIZE,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("`limit` must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                    )
-                })?,
-        };
+        let limit = limit_query(request, MAX_PAGE_SIZE)?;
+        let scope = Scope::new(
+            "events",
+            org,
+            project,
+            &[
+                request::query(request, "since"),
+                request::query(request, "until"),
+            ],
+        );
         let after = request::query(request, "cursor")
-            .map(decode_cursor)
+            .map(|c| scope.decode(c))
             .transpose()?;
+        if after
+            .as_deref()
+            .is_some_and(|sk| !audit_log::store::is_sort_key_within(sk, since, until))
+        {
+            return Err(cursor::invalid());
+        }
         let page = self
             .events
             .page(
@@ -702,9 +778,47 @@ impl Api {
             200,
             &EventPage {
                 events: page.events,
-                next_cursor: page.next_after.map(|sk| encode_cursor(&sk)),
+                next_cursor: page.next_after.map(|sk| scope.encode(&sk)),
             },
         ))
+    }
+}
+
+/// An RFC 3339 query parameter, in UTC whatever offset it was given with.
+fn time_query(
+    request: &ApiGatewayV2httpRequest,
+    name: &str,
+) -> Result<Option<OffsetDateTime>, ApiError> {
+    request::query(request, name)
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339)
+                .map(|t| t.to_offset(time::UtcOffset::UTC))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!(
+                            "`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"
+                        ),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// `limit`, from 1 to `max`; 100 when absent (or `max` when smaller).
+fn limit_query(request: &ApiGatewayV2httpRequest, max: usize) -> Result<usize, ApiError> {
+    match request::query(request, "limit") {
+        None => Ok(DEFAULT_PAGE_SIZE.min(max)),
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`limit` must be a whole number from 1 to {max}"),
+                )
+            }),
     }
 }
 
@@ -719,6 +833,10 @@ impl Api {
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let (since, until, only_failed) = input::replay(body)?;
+        let (since, until) = (
+            since.to_offset(time::UtcOffset::UTC),
+            until.to_offset(time::UtcOffset::UTC),
+        );
         if self
             .configs
             .get(org, project)
@@ -730,7 +848,9 @@ impl Api {
                 "nothing is saved to replay to; save a destination first",
             ));
         }
-        let now = now_text(OffsetDateTime::now_utc());
+        let now = OffsetDateTime::now_utc();
+        self.rate_limit(org, REPLAYS_STARTED, now).await?;
+        let now = now_text(now);
         let replay = Replay {
             replay_id: audit_log::streaming::new_external_id(),
             organization_id: org.to_owned(),
@@ -801,23 +921,18 @@ impl Api {
         org: &str,
         project: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let limit = match request::query(request, "limit") {
-            None => DEFAULT_PAGE_SIZE,
-            Some(v) => v
-                .parse()
-                .ok()
-                .filter(|n| (1..=MAX_FAILURE_PAGE).contains(n))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!("`limit` must be a whole number from 1 to {MAX_FAILURE_PAGE}"),
-                    )
-                })?,
-        };
+        let limit = limit_query(request, MAX_FAILURE_PAGE)?;
+        let scope = Scope::new("failures", org, project, &[]);
         let after = request::query(request, "cursor")
-            .map(decode_cursor)
+            .map(|c| scope.decode(c))
             .transpose()?;
-        let (failures, next) = self
+        if after
+            .as_deref()
+            .is_some_and(|sk| !audit_log::store::is_sort_key_within(sk, None, None))
+        {
+            return Err(cursor::invalid());
+        }
+        let (failures, mut next) = self
             .configs
             .failures(org, project, after.as_deref(), limit)
             .await
@@ -831,45 +946,32 @@ impl Api {
             .into_iter()
             .map(|(key, json)| (key.sort_key, json))
             .collect();
-        let listed: Vec<serde_json::Value> = failures
-            .into_iter()
-            .map(|f| {
-                let event = events
-                    .remove(&f.event_sort_key)
-                    .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok());
-                json!({"event_id": f.event_id, "failed_at": f.failed_at, "reason": f.reason, "event": event})
-            })
-            .collect();
+        let mut listed: Vec<serde_json::Value> = Vec::with_capacity(failures.len());
+        let mut bytes = 0;
+        for f in failures {
+            let event = events
+                .remove(&f.event_sort_key)
+                .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok());
+            let item = json!({"event_id": f.event_id, "failed_at": f.failed_at, "reason": f.reason, "event": event});
+            let size = audit_log::store::bytes_in_response(&item.to_string()) + 1;
+            // A failure carries its event (up to 1 MiB): the page ends before the response
+            // would pass Lambda's 6 MB, and the cursor picks up at the next one.
+            if !listed.is_empty() && bytes + size > PAGE_BYTES {
+                next = keys.get(listed.len() - 1).cloned();
+                break;
+            }
+            bytes += size;
+            listed.push(item);
+        }
         Ok(json_response(
             200,
-            &json!({"failures": listed, "next_cursor": next.map(|sk| encode_cursor(&sk))}),
+            &json!({"failures": listed, "next_cursor": next.map(|sk| scope.encode(&sk))}),
         ))
     }
 }
 
 /// Failures listed per page at most (their events come along).
 pub const MAX_FAILURE_PAGE: usize = 100;
-
-/// Cursors are opaque to callers: the sort key of the last event shown, encoded.
-fn encode_cursor(sort_key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sort_key)
-}
-
-fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_query",
-            "`cursor` must be a `next_cursor` this API returned",
-        )
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| invalid())?;
-    String::from_utf8(bytes)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(invalid)
-}
 
 /// The actor of a request: a user when the token names an email, a service otherwise.
 fn actor(caller: &Caller) -> serde_json::Value {
@@ -918,8 +1020,14 @@ pub fn configuration_event(
     event
 }
 
-/// The event "Test connection" sends.
-fn test_event(caller: &Caller, org: &str, project: &str, now: OffsetDateTime) -> AuditEvent {
+/// The event "Test connection" sends. The path's ids were checked as an event's are, so this
+/// is valid; should it not be, the caller learns which field, not a 500.
+fn test_event(
+    caller: &Caller,
+    org: &str,
+    project: &str,
+    now: OffsetDateTime,
+) -> Result<AuditEvent, ApiError> {
     let value = json!({
         "status": "OK",
         "action": "create",
@@ -930,7 +1038,7 @@ fn test_event(caller: &Caller, org: &str, project: &str, now: OffsetDateTime) ->
         "actor": actor(caller),
         "test": true,
     });
-    AuditEvent::from_value(value).expect("the test event is valid")
+    AuditEvent::from_value(value).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
 }
 
 #[cfg(test)]
@@ -963,16 +1071,8 @@ mod tests {
     }
 
     #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let sk = "2026-01-01T00:00:00.000000000Z#m-1";
-        assert_eq!(decode_cursor(&encode_cursor(sk)).unwrap(), sk);
-        assert_eq!(decode_cursor("!!!").unwrap_err().code, "invalid_query");
-        assert_eq!(decode_cursor("").unwrap_err().code, "invalid_query");
-    }
-
-    #[test]
     fn the_test_event_is_valid() {
-        let e = test_event(&caller(None), "o", "p", OffsetDateTime::now_utc());
+        let e = test_event(&caller(None), "o", "p", OffsetDateTime::now_utc()).unwrap();
         assert_eq!(e.fields()["test"], json!(true));
     }
 }

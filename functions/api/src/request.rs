@@ -64,10 +64,13 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         projects.as_str(),
         audit_logs.as_str(),
     ) != ("v1", "organizations", "projects", "audit-logs")
-        || org.is_empty()
-        || project.is_empty()
     {
         return Err(not_found());
+    }
+    // The ids become keys and secret names: the same rule as an event's ids, checked once.
+    for (field, id) in [("organization_id", org), ("project_id", project)] {
+        audit_log::id::check(field, id)
+            .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
     }
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     let route = match (method, rest.as_slice()) {

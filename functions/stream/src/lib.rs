@@ -340,7 +340,11 @@ impl Stream {
     ) -> Failures {
         let failures: Failures = match &config.destination {
             Destination::Cloudwatch(settings) => {
-                match self.secrets.get(org, project, false).await {
+                match self
+                    .secrets
+                    .get(org, project, config.secret_version.as_deref(), false)
+                    .await
+                {
                     Ok(credentials) => match &*credentials {
                         Credentials::Cloudwatch {
                             role_arn,
@@ -363,8 +367,10 @@ impl Stream {
             Destination::Datadog(settings) => {
                 let keys = ProjectKey {
                     secrets: &self.secrets,
+                    configs: &self.configs,
                     organization_id: org,
                     project_id: project,
+                    version: config.secret_version.as_deref(),
                 };
                 self.datadog
                     .deliver(settings.site, &keys, events, deadline)
@@ -494,15 +500,34 @@ fn credentials_failure(e: &CredentialsError) -> DeliveryError {
 /// A project's Datadog API key, from its secret.
 struct ProjectKey<'a> {
     secrets: &'a SecretStore,
+    configs: &'a ConfigTable,
     organization_id: &'a str,
     project_id: &'a str,
+    /// The secret version saved with the configuration.
+    version: Option<&'a str>,
 }
 
 impl ApiKeySource for ProjectKey<'_> {
     async fn api_key(&self, refresh: bool) -> Result<SecretString, DeliveryError> {
+        // A refused key may have been rotated since the configuration was cached: a fresh read
+        // takes the secret version the configuration names now.
+        let fresh = if refresh {
+            self.configs
+                .get(self.organization_id, self.project_id)
+                .await
+                .map_err(|e| {
+                    DeliveryError::Retryable(format!(
+                        "could not read the streaming configuration: {e}"
+                    ))
+                })?
+                .and_then(|c| c.secret_version)
+        } else {
+            None
+        };
+        let version = fresh.as_deref().or(self.version);
         let credentials = self
             .secrets
-            .get(self.organization_id, self.project_id, refresh)
+            .get(self.organization_id, self.project_id, version, refresh)
             .await
             .map_err(|e| credentials_failure(&e))?;
         match &*credentials {

@@ -455,10 +455,16 @@ impl CloudWatch {
                 Ok(Err(err)) => match classify(&err) {
                     Problem::Missing if !created => {
                         // First write to a new stream: create it, then write again. Steady
-                        // state makes no create or describe call at all.
-                        created = true;
-                        create(client, group, stream, deadline).await?;
-                        continue;
+                        // state makes no create or describe call at all. A creation racing
+                        // another writer (or a busy service) backs off like any other write.
+                        match create(client, group, stream, deadline).await {
+                            Ok(()) => {
+                                created = true;
+                                continue;
+                            }
+                            Err(DeliveryError::Retryable(message)) => message,
+                            Err(refused) => return Err(refused),
+                        }
                     }
                     Problem::Missing => {
                         return Err(DeliveryError::Retryable(format!(
@@ -505,14 +511,16 @@ async fn create(
     check_created(stream_created, "log stream", stream)
 }
 
-fn check_created<T, E, R>(
-    result: Result<Result<T, SdkError<E, R>>, tokio::time::error::Elapsed>,
+fn check_created<T, E>(
+    result: Result<
+        Result<T, SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>>,
+        tokio::time::error::Elapsed,
+    >,
     what: &str,
     name: &str,
 ) -> Result<(), DeliveryError>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match result {
         Err(_) => Err(DeliveryError::Retryable(format!(
@@ -542,10 +550,9 @@ enum Problem {
     Refused(DeliveryError),
 }
 
-fn classify<E, R>(err: &SdkError<E, R>) -> Problem
+fn classify<E>(err: &SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>) -> Problem
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     // A refused AssumeRole surfaces from inside the SDK's credentials resolution.
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
@@ -562,14 +569,19 @@ where
     match err {
         SdkError::ServiceError(service) => match service.err().code() {
             Some("ResourceNotFoundException") => Problem::Missing,
+            // OperationAborted: another writer is creating the same group or stream right now
+            // (two batches of a new customer at once); the next attempt finds it made.
             Some(
-                "ThrottlingException"
+                code @ ("ThrottlingException"
                 | "ServiceUnavailableException"
                 | "ServiceUnavailable"
-                | "LimitExceededException",
-            ) => Problem::Transient(format!(
-                "CloudWatch Logs was busy ({})",
-                service.err().code().unwrap_or_default()
+                | "LimitExceededException"
+                | "OperationAbortedException"),
+            ) => Problem::Transient(format!("CloudWatch Logs was busy ({code})")),
+            // Any answer of the 5xx family is CloudWatch's trouble, whatever it is called.
+            code if service.raw().status().is_server_error() => Problem::Transient(format!(
+                "CloudWatch Logs failed ({})",
+                code.unwrap_or("unknown error")
             )),
             Some(code @ ("AccessDeniedException" | "UnrecognizedClientException")) => {
                 Problem::Refused(DeliveryError::Permanent(format!(
@@ -911,6 +923,73 @@ mod tests {
                 (put.num_calls(), group.num_calls(), stream.num_calls()),
                 (2, 1, 1)
             );
+        }
+
+        #[tokio::test]
+        async fn a_creation_racing_another_writer_and_unknown_5xx_answers_are_retried() {
+            // Two batches of a new customer at once: the other writer is creating the group
+            // (OperationAborted) and the service has a bad moment (an unnamed 5xx).
+            let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+                .sequence()
+                .http_response(|| logs_error(400, "ResourceNotFoundException"))
+                .times(2)
+                .http_response(|| logs_error(502, "BadGatewayOfSomeKind"))
+                .output(|| PutLogEventsOutput::builder().build())
+                .build();
+            let group = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+                .sequence()
+                .http_response(|| logs_error(400, "OperationAbortedException"))
+                .http_response(|| logs_error(400, "ResourceAlreadyExistsException"))
+                .build();
+            let stream = mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
+                .then_http_response(|| logs_error(400, "ResourceAlreadyExistsException"));
+            let client = mock_client!(
+                aws_sdk_cloudwatchlogs,
+                RuleMode::MatchAny,
+                [&put, &group, &stream]
+            );
+            let cw = fast(CloudWatch::new(&base(), "/hashicorp"));
+            let failures = cw.write_with(&client, "g", "s", &recent(2), soon()).await;
+            assert_eq!(failures, vec![]);
+            assert_eq!(put.num_calls(), 4);
+            assert_eq!(group.num_calls(), 2);
+        }
+
+        #[test]
+        fn operation_aborted_and_any_5xx_are_transient_and_access_denied_is_not() {
+            use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsError;
+            let error = |status: u16, code: &str| {
+                let meta = aws_sdk_cloudwatchlogs::error::ErrorMetadata::builder()
+                    .code(code)
+                    .build();
+                SdkError::service_error(
+                    PutLogEventsError::generic(meta),
+                    aws_smithy_runtime_api::http::Response::new(
+                        StatusCode::try_from(status).unwrap(),
+                        SdkBody::empty(),
+                    ),
+                )
+            };
+            assert!(matches!(
+                classify(&error(400, "OperationAbortedException")),
+                Problem::Transient(_)
+            ));
+            assert!(matches!(
+                classify(&error(503, "Whatever")),
+                Problem::Transient(_)
+            ));
+            assert!(matches!(
+                classify(&error(500, "InternalFailure")),
+                Problem::Transient(_)
+            ));
+            assert!(matches!(
+                classify(&error(400, "AccessDeniedException")),
+                Problem::Refused(_)
+            ));
+            assert!(matches!(
+                classify(&error(400, "InvalidParameterException")),
+                Problem::Refused(_)
+            ));
         }
 
         #[tokio::test]

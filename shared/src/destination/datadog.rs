@@ -5,8 +5,9 @@
 //! itself, so the service writes those: `status` is the severity (`info` for an `OK` event,
 //! `error` for a `FAILED` one, since Datadog would read "FAILED" as an emergency), `timestamp` is
 //! when it happened, `message` its description. Where the event's own value differs, it is kept
-//! under `event_<name>` (so `event_status` holds "OK" or "FAILED"). `event_id` is the stored
-//! event's stable id, the same on every delivery of it.
+//! under `event_<name>` (so `event_status` holds "OK" or "FAILED"), unless the event has a field
+//! of that name itself: then the event's own field wins, and every key appears once. `event_id`
+//! is the stored event's stable id, the same on every delivery of it.
 
 use super::{DatadogSite, DeliveryError, Failures};
 use crate::event::{AuditEvent, Status};
@@ -135,9 +136,13 @@ impl serde::Serialize for Entry<'_> {
         }
         for (name, value) in ours {
             map.serialize_entry(name, value)?;
+            let copy = format!("event_{name}");
             match fields.get(name) {
                 Some(Value::String(original)) if original == value => {}
-                Some(original) => map.serialize_entry(&format!("event_{name}"), original)?,
+                // The event's own field of that name was written above and wins: one key per
+                // name, always.
+                Some(_) if fields.contains_key(&copy) => {}
+                Some(original) => map.serialize_entry(&copy, original)?,
                 None => {}
             }
         }
@@ -436,6 +441,66 @@ mod tests {
     }
 
     const RECENT: OffsetDateTime = datetime!(2023-07-14 18:00 UTC);
+
+    /// Every key of an entry, in order and with repeats (a map would hide a repeated key).
+    fn keys(bytes: &[u8]) -> Vec<String> {
+        struct Keys(Vec<String>);
+        impl<'de> serde::Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some((k, _)) =
+                            map.next_entry::<String, serde::de::IgnoredAny>()?
+                        {
+                            keys.push(k);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(Visitor)
+            }
+        }
+        serde_json::from_slice::<Keys>(bytes).unwrap().0
+    }
+
+    #[test]
+    fn an_event_with_its_own_event_fields_still_gets_one_key_per_name() {
+        let mut value = seed(0).into_value();
+        value["status"] = json!("FAILED");
+        value["message"] = json!("the producer's own message");
+        value["event_id"] = json!("the producer's own id");
+        value["event_status"] = json!("the producer's own event_status");
+        value["event_message"] = json!("the producer's own event_message");
+        value["event_event_id"] = json!("the producer's own event_event_id");
+        let event = AuditEvent::from_value(value).unwrap().with_id("m-1");
+        let bytes = encode(&event, RECENT);
+        let mut names = keys(&bytes);
+        let total = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            total,
+            "a key repeats: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let e = entry(&event, RECENT);
+        // The service's attributes keep their names; the event's own `event_*` fields win theirs.
+        assert_eq!(e["status"], "error");
+        assert_eq!(e["event_id"], "m-1");
+        assert_eq!(e["event_status"], "the producer's own event_status");
+        assert_eq!(e["event_message"], "the producer's own event_message");
+        assert_eq!(e["event_event_id"], "the producer's own event_event_id");
+    }
 
     #[test]
     fn an_entry_carries_every_field_severity_time_and_tags() {

@@ -4,6 +4,7 @@
 
 pub mod cloudwatch;
 pub mod datadog;
+pub mod regions;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,7 +1,9 @@
 //! Writing events to the events table: `BatchWriteItem` in requests of 25, unprocessed items and
 //! transient errors retried with jittered backoff until the invocation's deadline.
 
-use super::{StoredEvent, StoredKey, attr, event_json, partition_key, sort_key_time};
+use super::{
+    StoredEvent, StoredKey, attr, bytes_in_response, event_json, partition_key, sort_key_time,
+};
 use crate::retry::Backoff;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -107,9 +109,37 @@ impl EventTable {
 
     async fn write_chunk(
         &self,
-        mut pending: Vec<WriteRequest>,
+        pending: Vec<WriteRequest>,
         deadline: Instant,
     ) -> Vec<WriteFailure> {
+        match self.try_write(pending, deadline).await {
+            Err((refused, _)) if refused.len() > 1 => {
+                // A refused request fails as a whole; one item DynamoDB refuses must not fail
+                // its neighbours, so each is written on its own and only that one is reported.
+                futures::stream::iter(refused)
+                    .map(|request| async move {
+                        match self.try_write(vec![request], deadline).await {
+                            Ok(failures) => failures,
+                            Err((refused, reason)) => failed(&refused, reason),
+                        }
+                    })
+                    .buffer_unordered(CONCURRENT_REQUESTS)
+                    .flat_map(futures::stream::iter)
+                    .collect()
+                    .await
+            }
+            Err((refused, reason)) => failed(&refused, reason),
+            Ok(failures) => failures,
+        }
+    }
+
+    /// Writes `pending` with retries until `deadline`: the events still unwritten then, or the
+    /// requests of a refused call with the refusal.
+    async fn try_write(
+        &self,
+        mut pending: Vec<WriteRequest>,
+        deadline: Instant,
+    ) -> Result<Vec<WriteFailure>, (Vec<WriteRequest>, StoreError)> {
         let mut attempt = 0;
         loop {
             let call = self
@@ -118,14 +148,14 @@ impl EventTable {
                 .request_items(&self.name, pending.clone())
                 .send();
             let reason = match timeout_at(deadline, call).await {
-                Err(_) => return failed(&pending, StoreError::TimedOut),
+                Err(_) => return Ok(failed(&pending, StoreError::TimedOut)),
                 Ok(Ok(output)) => {
                     let unprocessed = output
                         .unprocessed_items
                         .and_then(|mut tables| tables.remove(&self.name))
                         .unwrap_or_default();
                     if unprocessed.is_empty() {
-                        return Vec::new();
+                        return Ok(Vec::new());
                     }
                     // Retry exactly what DynamoDB handed back.
                     let left: HashSet<&str> = unprocessed.iter().filter_map(message_id).collect();
@@ -135,14 +165,14 @@ impl EventTable {
                 Ok(Err(err)) => {
                     let reason = classify(&err);
                     if !reason.is_retryable() {
-                        return failed(&pending, reason);
+                        return Err((pending, reason));
                     }
                     reason
                 }
             };
             attempt += 1;
             if !self.backoff.wait(attempt, deadline).await {
-                return failed(&pending, reason);
+                return Ok(failed(&pending, reason));
             }
         }
     }
@@ -156,7 +186,8 @@ pub struct PageRequest {
     /// Sort key of the last event of the previous page.
     pub after: Option<String>,
     pub limit: usize,
-    /// Bytes of event JSON a page may carry (a Lambda response is capped at 6 MB).
+    /// Bytes the page's events may take in the Lambda response (capped at 6 MB), counted as
+    /// [`super::bytes_in_response`] does.
     pub max_bytes: usize,
     /// Events whose TTL (epoch seconds) is at or before this are left out.
     pub now: i64,
@@ -248,14 +279,16 @@ impl EventTable {
             let count = items.len();
             for (i, item) in items.into_iter().enumerate() {
                 let json = event_json(&item).map_err(|e| StoreError::Refused(e.to_string()))?;
-                if !events.is_empty() && bytes + json.len() > request.max_bytes {
+                // The event and the comma before it, as the response carries them.
+                let size = bytes_in_response(&json) + 1;
+                if !events.is_empty() && bytes + size > request.max_bytes {
                     return Ok(Page {
                         events,
                         keys,
                         next_after: last,
                     });
                 }
-                bytes += json.len();
+                bytes += size;
                 let raw = RawValue::from_string(json)
                     .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?;
                 events.push(raw);
@@ -501,7 +534,28 @@ mod tests {
         assert!(
             matches!(&failures[0].reason, StoreError::Refused(text) if text.contains("ValidationException"))
         );
-        assert_eq!(refused.num_calls(), 1);
+        // The pair once, then each alone; none retried.
+        assert_eq!(refused.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn one_refused_item_fails_alone_and_its_neighbours_are_stored() {
+        let refuses_m1 = mock!(Client::batch_write_item)
+            .match_requests(|r| {
+                r.request_items().unwrap()[TABLE]
+                    .iter()
+                    .any(|w| message_id(w) == Some("m1"))
+            })
+            .then_http_response(|| dynamodb_error(400, "ValidationException"));
+        let takes =
+            mock!(Client::batch_write_item).then_output(|| BatchWriteItemOutput::builder().build());
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refuses_m1, &takes]);
+        let table = EventTable::new(client, TABLE).with_backoff(fast());
+        let failures = table.put_events(events(25), soon()).await;
+        assert_eq!(ids(&failures), vec!["m1"]);
+        assert!(matches!(&failures[0].reason, StoreError::Refused(_)));
+        // The other 24 were each written on their own.
+        assert_eq!(takes.num_calls(), 24);
     }
 
     #[tokio::test]

@@ -43,10 +43,6 @@ pub mod attr {
 pub const COMPRESS_OVER_BYTES: usize = 16 * 1024;
 /// DynamoDB's item size limit (names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
-/// Bound on an id inside a key: DynamoDB caps a partition key at 2,048 bytes, and one
-/// oversized key would make DynamoDB refuse the whole batch it travels in.
-pub const MAX_ID_CHARS: usize = 255;
-
 /// `#` separates the key's parts and `%` escapes, so ids containing them stay unambiguous.
 const KEY_ESCAPES: &AsciiSet = &CONTROLS.add(b'#').add(b'%');
 
@@ -65,9 +61,34 @@ pub fn partition_key(organization_id: &str, project_id: &str) -> String {
 }
 
 /// The time part of a sort key: every sort key of an event at or after `t` is `>=` this.
+/// Any offset is turned into UTC first: the format writes a literal `Z`.
 pub fn sort_key_time(t: OffsetDateTime) -> String {
     // Years outside 0..=9999 cannot be parsed from RFC 3339, so formatting cannot fail.
-    t.format(SORT_TIME).unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC)
+        .format(SORT_TIME)
+        .unwrap_or_default()
+}
+
+/// Whether `sk` is a sort key this table writes (a time part, `#`, a message id) inside the
+/// range: a position from a caller's cursor that is not one never reaches DynamoDB.
+pub fn is_sort_key_within(
+    sk: &str,
+    since: Option<OffsetDateTime>,
+    until: Option<OffsetDateTime>,
+) -> bool {
+    let Some((time, id)) = sk.split_once('#') else {
+        return false;
+    };
+    !id.is_empty()
+        && time::PrimitiveDateTime::parse(time, SORT_TIME).is_ok()
+        && since.is_none_or(|s| sk >= sort_key_time(s).as_str())
+        && until.is_none_or(|u| sk <= format!("{}$", sort_key_time(u)).as_str())
+}
+
+/// Bytes a piece of JSON takes inside a Lambda response: the HTTP body travels as a JSON
+/// string there, so every `"` and `\` is escaped once more. Lambda answers at most 6 MB.
+pub fn bytes_in_response(json: &str) -> usize {
+    json.len() + json.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
 }
 
 pub fn sort_key(t: OffsetDateTime, message_id: &str) -> String {
@@ -93,17 +114,6 @@ impl StoredEvent {
         event: &AuditEvent,
         retention: Retention,
     ) -> Result<Self, EventError> {
-        for (field, id) in [
-            ("organization_id", event.organization_id()),
-            ("project_id", event.project_id()),
-        ] {
-            if id.chars().count() > MAX_ID_CHARS {
-                return Err(EventError::TooLong {
-                    field,
-                    max: MAX_ID_CHARS,
-                });
-            }
-        }
         let json = event.to_compact_json();
         let body = if json.len() > COMPRESS_OVER_BYTES {
             AttributeValue::B(Blob::new(gzip(json.as_bytes())))
@@ -350,20 +360,58 @@ mod tests {
     }
 
     #[test]
-    fn over_long_ids_are_refused_before_they_can_poison_a_batch() {
-        let long = "x".repeat(MAX_ID_CHARS + 1);
-        let e = event(&long, "p", "2024-01-01T00:00:00Z");
-        assert_eq!(
-            StoredEvent::new("m", &e, Retention::default()).unwrap_err(),
-            EventError::TooLong {
-                field: "organization_id",
-                max: MAX_ID_CHARS
-            }
-        );
-        let widest = "#".repeat(MAX_ID_CHARS);
+    fn the_widest_valid_ids_make_keys_dynamodb_takes() {
+        let widest = "#".repeat(crate::id::MAX_ID_CHARS);
         let e = event(&widest, &widest, "2024-01-01T00:00:00Z");
         let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
         assert!(s(&stored.item, attr::PARTITION_KEY).len() <= 2048);
+    }
+
+    #[test]
+    fn only_sort_keys_inside_the_range_are_positions() {
+        let sk = sort_key(datetime!(2026-01-01 12:00 UTC), "m-1");
+        assert!(is_sort_key_within(&sk, None, None));
+        assert!(is_sort_key_within(
+            &sk,
+            Some(datetime!(2026-01-01 21:00 +09:00)),
+            Some(datetime!(2026-01-01 04:00 -08:00))
+        ));
+        assert!(!is_sort_key_within(
+            &sk,
+            Some(datetime!(2026-01-02 0:00 UTC)),
+            None
+        ));
+        assert!(!is_sort_key_within(
+            &sk,
+            None,
+            Some(datetime!(2026-01-01 0:00 UTC))
+        ));
+        for bad in [
+            "",
+            "#m",
+            "2026-01-01T12:00:00Z#m",
+            "garbage",
+            "2026-01-01T12:00:00.000000000Z#",
+        ] {
+            assert!(!is_sort_key_within(bad, None, None), "{bad}");
+        }
+    }
+
+    #[test]
+    fn response_bytes_count_the_escaping_of_the_body() {
+        assert_eq!(bytes_in_response(r#"{"a":"b"}"#), 9 + 4);
+        assert_eq!(bytes_in_response(r#"{"a":"\n"}"#), 10 + 4 + 1);
+        assert_eq!(bytes_in_response("{}"), 2);
+    }
+
+    #[test]
+    fn times_with_offsets_make_the_sort_key_of_the_same_instant() {
+        let utc = datetime!(2026-01-01 00:00 UTC);
+        let tokyo = datetime!(2026-01-01 09:00 +09:00);
+        let pacific = datetime!(2025-12-31 16:00 -08:00);
+        assert_eq!(sort_key_time(tokyo), sort_key_time(utc));
+        assert_eq!(sort_key_time(pacific), sort_key_time(utc));
+        assert_eq!(sort_key_time(tokyo), "2026-01-01T00:00:00.000000000Z");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod attr {
     pub const LAST_ERROR: &str = "last_error";
     pub const FAILING_SINCE: &str = "failing_since";
     pub const LAST_FAILURE_PERMANENT: &str = "last_failure_permanent";
+    pub const SECRET_VERSION: &str = "secret_version";
 }
 
 /// A project's saved streaming configuration.
@@ -48,9 +49,21 @@ pub struct StreamingConfig {
     pub destination: Destination,
     /// The last four characters of the Datadog API key, to tell keys apart without showing one.
     pub api_key_last4: Option<String>,
+    /// The version of the project's secret saved with this configuration (`None` in items
+    /// saved before versions were recorded: the current one).
+    pub secret_version: Option<String>,
     pub version: u64,
     pub updated_at: String,
     pub health: Health,
+}
+
+/// What a save writes: the destination's settings and the secret version that goes with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConfig {
+    pub name: String,
+    pub destination: Destination,
+    pub api_key_last4: Option<String>,
+    pub secret_version: Option<String>,
 }
 
 /// What the last deliveries to the destination did.
@@ -127,8 +140,9 @@ pub struct HealthReport {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("the configuration changed since version {expected}; read it again")]
-    VersionMismatch { expected: u64 },
+    /// The stored version is not the one the save was conditional on.
+    #[error("the configuration is at version {current}; read it again")]
+    VersionMismatch { current: u64 },
     #[error("the stored configuration is damaged: {0}")]
     Corrupt(&'static str),
     #[error("DynamoDB failed: {0}")]
@@ -204,6 +218,9 @@ impl StreamingConfig {
         if let Some(last4) = &self.api_key_last4 {
             item.insert(attr::API_KEY_LAST4.into(), s(last4));
         }
+        if let Some(version) = &self.secret_version {
+            item.insert(attr::SECRET_VERSION.into(), s(version));
+        }
         item.insert(
             attr::VERSION.into(),
             AttributeValue::N(self.version.to_string()),
@@ -259,6 +276,7 @@ impl StreamingConfig {
             name: text(item, attr::NAME)?.to_owned(),
             destination,
             api_key_last4: optional(item, attr::API_KEY_LAST4),
+            secret_version: optional(item, attr::SECRET_VERSION),
             version: text_number(item, attr::VERSION)?,
             updated_at: text(item, attr::UPDATED_AT)?.to_owned(),
             health: Health {
@@ -338,65 +356,67 @@ impl ConfigTable {
             .transpose()
     }
 
-    /// Saves a configuration as the next version. `if_version` makes the save conditional on
-    /// the stored version (`If-Match`; 0 means nothing saved); without it the save replaces
-    /// whatever is there.
+    /// Saves a configuration as the version after `read` (the version the caller read; 0:
+    /// nothing saved), only if the stored version is still `read`. A concurrent save in between
+    /// makes this one fail with the version now stored.
     /// Health starts afresh: it described the previous settings.
     pub async fn save(
         &self,
         organization_id: &str,
         project_id: &str,
-        name: &str,
-        destination: Destination,
-        api_key_last4: Option<String>,
-        if_version: Option<u64>,
+        new: NewConfig,
+        read: u64,
     ) -> Result<StreamingConfig, ConfigError> {
-        let current = self.get(organization_id, project_id).await?;
-        let current_version = current.as_ref().map(|c| c.version);
-        if let Some(expected) = if_version
-            && current_version.unwrap_or(0) != expected
-        {
-            return Err(ConfigError::VersionMismatch { expected });
-        }
         let config = StreamingConfig {
             organization_id: organization_id.to_owned(),
             project_id: project_id.to_owned(),
-            name: name.to_owned(),
-            destination,
-            api_key_last4,
-            version: current_version.unwrap_or(0) + 1,
+            name: new.name,
+            destination: new.destination,
+            api_key_last4: new.api_key_last4,
+            secret_version: new.secret_version,
+            version: read + 1,
             updated_at: now_rfc3339(),
             health: Health::default(),
         };
-        let mut put = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.name)
             .set_item(Some(config.to_item()));
-        // Whatever was read is what is replaced: a concurrent save in between loses the race.
-        put = match current_version {
-            Some(v) => put
-                .condition_expression("#v = :v")
+        let put = if read == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#v = :v")
                 .expression_attribute_names("#v", attr::VERSION)
-                .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
-            None => put.condition_expression("attribute_not_exists(pk)"),
+                .expression_attribute_values(":v", AttributeValue::N(read.to_string()))
         };
         match put.send().await {
             Ok(_) => Ok(config),
-            Err(e) if is_condition_failure(&e) => Err(ConfigError::VersionMismatch {
-                expected: if_version.or(current_version).unwrap_or(0),
-            }),
+            Err(e) if is_condition_failure(&e) => {
+                Err(self.mismatch(organization_id, project_id).await)
+            }
             Err(e) => Err(store_error(e)),
         }
     }
 
-    /// Removes the project's configuration; `true` when there was one.
+    /// The error of a lost condition: the version stored now, as the caller must retry with it.
+    async fn mismatch(&self, organization_id: &str, project_id: &str) -> ConfigError {
+        match self.get(organization_id, project_id).await {
+            Ok(current) => ConfigError::VersionMismatch {
+                current: current.map_or(0, |c| c.version),
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Removes the project's configuration, only at version `if_version` when given, and
+    /// returns what it removed.
     pub async fn delete(
         &self,
         organization_id: &str,
         project_id: &str,
         if_version: Option<u64>,
-    ) -> Result<bool, ConfigError> {
+    ) -> Result<Option<StreamingConfig>, ConfigError> {
         let mut delete = self
             .client
             .delete_item()
@@ -410,10 +430,14 @@ impl ConfigTable {
                 .expression_attribute_values(":v", AttributeValue::N(v.to_string()));
         }
         match delete.send().await {
-            Ok(out) => Ok(out.attributes.is_some_and(|a| !a.is_empty())),
-            Err(e) if is_condition_failure(&e) => Err(ConfigError::VersionMismatch {
-                expected: if_version.unwrap_or(0),
-            }),
+            Ok(out) => out
+                .attributes
+                .filter(|a| !a.is_empty())
+                .map(|a| StreamingConfig::from_item(&a))
+                .transpose(),
+            Err(e) if is_condition_failure(&e) => {
+                Err(self.mismatch(organization_id, project_id).await)
+            }
             Err(e) => Err(store_error(e)),
         }
     }
@@ -594,42 +618,71 @@ impl ConfigTable {
             .and_then(|item| optional(item, EXTERNAL_ID)))
     }
 
-    /// Counts one "Test connection" of the organization in the current minute. `Err` holds the
-    /// seconds until the next minute when `limit` tests already ran in this one.
-    pub async fn take_test_slot(
+    /// Counts one use of `limit.what` by the organization in the current window. `Err` holds
+    /// the seconds until the next window when `limit.per_window` uses already happened in this
+    /// one.
+    pub async fn take_slot(
         &self,
         organization_id: &str,
-        limit: u32,
+        limit: RateLimit,
         now: OffsetDateTime,
     ) -> Result<Result<(), u64>, ConfigError> {
-        let minute = now.unix_timestamp().div_euclid(60);
-        let next_minute = (minute + 1) * 60;
+        let window = limit.window_seconds.max(1);
+        let current = now.unix_timestamp().div_euclid(window);
+        let next_window = (current + 1) * window;
         let result = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(organization_key(
                 organization_id,
-                format!("{TESTS_IN_MINUTE}#{minute}"),
+                format!("{}#{current}", limit.what),
             )))
             .update_expression("SET #exp = :exp ADD #n :one")
             .condition_expression("attribute_not_exists(#n) OR #n < :limit")
             .expression_attribute_names("#n", "count")
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()))
-            .expression_attribute_values(":exp", AttributeValue::N((next_minute + 300).to_string()))
+            .expression_attribute_values(":limit", AttributeValue::N(limit.per_window.to_string()))
+            .expression_attribute_values(":exp", AttributeValue::N((next_window + 300).to_string()))
             .send()
             .await;
         match result {
             Ok(_) => Ok(Ok(())),
             Err(e) if is_condition_failure(&e) => {
-                Ok(Err((next_minute - now.unix_timestamp()).max(1) as u64))
+                Ok(Err((next_window - now.unix_timestamp()).max(1) as u64))
             }
             Err(e) => Err(store_error(e)),
         }
     }
 }
+
+/// How often an organization may do something costly: `per_window` times per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Names the counter (and prefixes its sort key).
+    pub what: &'static str,
+    /// What is counted, in the 429's words.
+    pub noun: &'static str,
+    pub per_window: u32,
+    pub window_seconds: i64,
+}
+
+/// "Test connection": 10 per organization per minute.
+pub const CONNECTION_TESTS: RateLimit = RateLimit {
+    what: TESTS_IN_MINUTE,
+    noun: "connection tests",
+    per_window: 10,
+    window_seconds: 60,
+};
+
+/// Replay requests: 10 per organization per hour, whatever the number of its projects.
+pub const REPLAYS_STARTED: RateLimit = RateLimit {
+    what: "replays",
+    noun: "replay requests",
+    per_window: 10,
+    window_seconds: 3600,
+};
 
 /// How long a connection test's result is kept.
 const TEST_RESULT_DAYS: i64 = 30;
@@ -830,6 +883,7 @@ mod tests {
                 region: "us-west-2".into(),
             }),
             api_key_last4: None,
+            secret_version: Some("0123456789abcdef0123456789abcdef".into()),
             version: 3,
             updated_at: "2026-01-01T00:00:00Z".into(),
             health: Health {

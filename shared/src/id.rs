@@ -1,0 +1,92 @@
+//! The rule every organization and project id follows, in an event and in an API path alike:
+//! not blank, no control characters, at most 255 characters, and short enough once escaped into
+//! a key. DynamoDB caps a partition key at 2,048 bytes and a sort key at 1,024; ids are
+//! percent-encoded inside keys (every non-ASCII byte takes three), so 255 `項` would need 2,295
+//! bytes and make DynamoDB refuse every item of the request it travels in.
+
+use crate::event::EventError;
+use crate::store::key_part;
+
+pub const MAX_ID_CHARS: usize = 255;
+/// Bytes of an id once escaped into a key. Two ids and a separator stay under the partition
+/// key's 2,048 bytes; the longest configuration-table sort key (a failure record's:
+/// `failure#<project>#<event sort key>`) stays under 1,024.
+pub const MAX_ID_KEY_BYTES: usize = 880;
+
+/// Checks one id; `field` names it in the error (never its value).
+pub fn check(field: &'static str, id: &str) -> Result<(), EventError> {
+    if id.trim().is_empty() {
+        return Err(EventError::Empty(field));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(EventError::ControlCharacters(field));
+    }
+    if id.chars().count() > MAX_ID_CHARS || key_part(id).len() > MAX_ID_KEY_BYTES {
+        return Err(EventError::IdTooLong {
+            field,
+            max_chars: MAX_ID_CHARS,
+            max_bytes: MAX_ID_KEY_BYTES,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_control_and_oversized_ids_are_refused_by_name() {
+        assert_eq!(
+            check("project_id", "   "),
+            Err(EventError::Empty("project_id"))
+        );
+        assert_eq!(
+            check("project_id", "a\u{0}b"),
+            Err(EventError::ControlCharacters("project_id"))
+        );
+        assert_eq!(
+            check("project_id", "a\u{85}b"),
+            Err(EventError::ControlCharacters("project_id"))
+        );
+        let too_many = "x".repeat(MAX_ID_CHARS + 1);
+        assert!(matches!(
+            check("organization_id", &too_many),
+            Err(EventError::IdTooLong {
+                field: "organization_id",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn non_ascii_ids_are_bounded_by_their_escaped_bytes() {
+        // 255 characters, but 2,295 bytes once escaped: over a partition key on its own.
+        let wide = "項".repeat(MAX_ID_CHARS);
+        assert_eq!(key_part(&wide).len(), 2_295);
+        assert!(check("organization_id", &wide).is_err());
+        // As many as fit.
+        let fits = "項".repeat(MAX_ID_KEY_BYTES / 9);
+        assert_eq!(check("organization_id", &fits), Ok(()));
+        // The widest ASCII id (every character escaped) still passes.
+        assert_eq!(check("organization_id", &"#".repeat(MAX_ID_CHARS)), Ok(()));
+        assert_eq!(check("organization_id", &"x".repeat(MAX_ID_CHARS)), Ok(()));
+    }
+
+    #[test]
+    fn two_of_the_widest_ids_fit_every_key() {
+        let widest = "é".repeat(MAX_ID_KEY_BYTES / 6);
+        assert_eq!(check("organization_id", &widest), Ok(()));
+        let pk = crate::store::partition_key(&widest, &widest);
+        assert!(pk.len() <= 2_048, "{}", pk.len());
+        // A failure record's sort key: prefix, project, the event's sort key (time and an SQS
+        // message id of at most 100 characters).
+        let sk = format!(
+            "failure#{}#{}#{}",
+            key_part(&widest),
+            "2026-01-01T00:00:00.000000000Z",
+            "m".repeat(100)
+        );
+        assert!(sk.len() <= 1_024, "{}", sk.len());
+    }
+}
