@@ -41,6 +41,7 @@ struct World {
     secrets: SecretStore,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
+    lane_queue_url: String,
     capture: Capture,
     datadog: MockServer,
     log_group_prefix: String,
@@ -57,6 +58,7 @@ fn settings(w: &WorldParts) -> Settings {
         config_table: w.config_table.clone(),
         events_queue_url: w.queue_url.clone(),
         replay_queue_url: w.queue_url.clone(),
+        lane_queue_url: w.lane_queue_url.clone(),
         secret_prefix: w.secret_prefix.clone(),
         log_group_prefix: w.log_group_prefix.clone(),
         organization_claim: "organization_id".into(),
@@ -69,6 +71,7 @@ struct WorldParts {
     events_table: String,
     config_table: String,
     queue_url: String,
+    lane_queue_url: String,
     secret_prefix: String,
     log_group_prefix: String,
 }
@@ -94,6 +97,7 @@ impl World {
             events_table: create_table(&dynamodb, "EventsTable").await,
             config_table: create_table(&dynamodb, "ConfigTable").await,
             queue_url: queue_url.clone(),
+            lane_queue_url: audit_log_tests::new_queue(&sqs, "lanes").await,
             secret_prefix: format!("{}/streaming/", unique("stack")),
             log_group_prefix: format!("/{}", unique("hashicorp")),
         };
@@ -116,6 +120,7 @@ impl World {
             events: EventTable::new(dynamodb.clone(), &parts.events_table),
             sqs,
             queue_url,
+            lane_queue_url: parts.lane_queue_url.clone(),
             datadog,
             log_group_prefix: parts.log_group_prefix,
             org: unique("org"),
@@ -1040,6 +1045,112 @@ fn no_route_ever_shows_or_logs_a_secret() {
     );
 }
 
+// ---- the delivery lane: pause, resume, health ----------------------------------------------
+
+#[tokio::test]
+async fn pause_and_resume_answer_the_view_with_the_lanes_state_and_are_audited() {
+    let w = World::new().await;
+    for route in ["/streaming/pause", "/streaming/resume"] {
+        assert_eq!(w.call("POST", route, None).await.status, 404, "{route}");
+    }
+    w.put(datadog(Some(KEY))).await;
+    // The save's own audit event, taken off the queue.
+    w.audit_events().await;
+    let paused = w.call("POST", "/streaming/pause", None).await;
+    assert_eq!(paused.status, 200);
+    assert_eq!(paused.body["health"]["state"], "paused");
+    assert_eq!(paused.body["health"]["pending"], 0);
+    assert_eq!(w.get().await.body["health"]["state"], "paused");
+    let resumed = w.call("POST", "/streaming/resume", None).await;
+    assert_eq!(resumed.status, 200);
+    // Catching up what it was owed: delivering, its next attempt due now.
+    assert_eq!(resumed.body["health"]["state"], "delivering");
+    assert!(resumed.body["health"]["next_attempt_at"].is_string());
+    // Resuming again changes nothing.
+    let again = w.call("POST", "/streaming/resume", None).await;
+    assert_eq!(again.status, 200);
+    let audited: Vec<String> = w
+        .audit_events()
+        .await
+        .iter()
+        .map(|e| e["description"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(audited, ["Paused log streaming", "Resumed log streaming"]);
+    // Each change scheduled the lane's next call: the resume's catching up at once, the
+    // pause's look at what it owes in fifteen minutes (still delayed).
+    let calls = audit_log_tests::take_all(&w.sqs, &w.lane_queue_url).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("lane_call"));
+    let delayed = w
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&w.lane_queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    assert_eq!(
+        delayed[&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed],
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
+    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owed};
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let key = LaneKey::new(&w.org, &w.project);
+    let now_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let owed: Vec<Owed> = (0..3)
+        .map(|i| Owed {
+            event: audit_log::store::StoredKey {
+                sort_key: format!("2026-11-30T10:00:0{i}.000000000Z#m{i}"),
+                message_id: format!("m{i}"),
+                expires_at: now_ms / 1000 + 86_400,
+            },
+            // Owed for ten minutes: more than five is failing.
+            owed_at_ms: now_ms - 600_000,
+            bytes: 1_000,
+        })
+        .collect();
+    let retrying = Lane {
+        state: LaneState::Retrying,
+        attempt: Some("a1".into()),
+        next_attempt_at: Some(now_ms + 40_000),
+        interval_ms: 40_000,
+        since: Some(now_ms - 600_000),
+        reason: Some("Datadog answered HTTP 503".into()),
+        ..Lane::default()
+    };
+    assert_eq!(
+        w.configs.owe(&key, &owed, Some(&retrying)).await.unwrap(),
+        audit_log::lane::Owing::Owed
+    );
+    let health = w.get().await.body["health"].clone();
+    assert_eq!(health["state"], "retrying");
+    assert_eq!(health["status"], "failing");
+    assert_eq!(health["pending"], 3);
+    let oldest =
+        OffsetDateTime::parse(health["oldest_pending_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!((oldest.unix_timestamp() - (now_ms - 600_000) / 1000).abs() <= 1);
+    let next =
+        OffsetDateTime::parse(health["next_attempt_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    assert!((next.unix_timestamp() - (now_ms + 40_000) / 1000).abs() <= 1);
+    // A save keeps the lane as it is and asks it to try at once with the new settings.
+    let saved = w.put(datadog(Some(KEY))).await;
+    assert_eq!(saved.body["health"]["pending"], 3);
+    assert_eq!(saved.body["health"]["state"], "retrying");
+    let next_now = OffsetDateTime::parse(
+        saved.body["health"]["next_attempt_at"].as_str().unwrap(),
+        &Rfc3339,
+    )
+    .unwrap();
+    assert!(next_now < next);
+}
+
 // ---- the OpenAPI document -------------------------------------------------------------------
 
 #[tokio::test]
@@ -1050,7 +1161,7 @@ async fn every_documented_route_answers_as_documented() {
     w.mount(intake().respond_with(ResponseTemplate::new(202)))
         .await;
     let operations = w.openapi.operations();
-    assert_eq!(operations.len(), 9);
+    assert_eq!(operations.len(), 11);
     let mut replay_id = String::new();
     for (method, template) in operations {
         // Every route but DELETE answers about a saved destination.
@@ -1065,6 +1176,7 @@ async fn every_documented_route_answers_as_documented() {
             ("POST", "/streaming/replay") => {
                 Some(json!({"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"}))
             }
+            ("POST", "/streaming/pause" | "/streaming/resume") => None,
             ("PUT", _) | ("POST", _) => Some(datadog(Some(KEY))),
             _ => None,
         };

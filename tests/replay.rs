@@ -1,9 +1,11 @@
-//! Nothing lost, everything visible: a destination down for a while, then healthy again; its
-//! failures listed; a replay delivering everything missed; old events dated as documented.
+//! Nothing lost, everything visible: a destination down for a while catches up by itself;
+//! what is owed past the retry window is listed, and a replay delivers it; old events are
+//! dated as documented.
 
 use audit_log_tests::local::{
     Project, Stack, StreamLimits, StreamRun, call_api, datadog_entries, drain_events_queue,
     drain_stream_queues, drain_stream_within, event_of_datadog_entry, listed_failures,
+    settle_lanes,
 };
 use audit_log_tests::{customer_logs, emulator, unique};
 use serde_json::{Value, json};
@@ -71,86 +73,180 @@ async fn received(server: &MockServer) -> BTreeSet<i64> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what_it_missed() {
-    let aws = emulator().await;
-    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
-    let datadog = stand_in(503).await;
-    let api = stack.api(Some(datadog.uri()));
-    let stream = stack.stream(Some(datadog.uri()));
-    let p = project();
-    let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": audit_log_tests::SENTINEL_API_KEY}});
-    assert_eq!(
-        call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
-        200
-    );
+/// Lanes on a test's time scale: probes within a second, a retry window of `window`.
+fn lanes(window: Duration) -> audit_log::lane::Policy {
+    audit_log::lane::Policy {
+        first_backoff: Duration::from_millis(200),
+        budget: Duration::from_secs(2),
+        catch_up_budget: Duration::from_secs(4),
+        housekeeping: Duration::from_secs(1),
+        ..audit_log::lane::Policy::new(window, Duration::from_secs(1))
+    }
+}
 
-    // The outage: 12 events, every delivery answered 503 until the retries run out.
-    let start = now() - Duration::from_secs(600);
-    let missed: Vec<Value> = (0..12)
-        .map(|n| event(&p, start + Duration::from_secs(n as u64 * 10), n))
-        .collect();
-    send_and_capture(&stack, &missed).await;
+/// A project streaming to a Datadog stand-in that answers `status`, and twelve events of the
+/// last ten minutes stored while it does.
+struct Setup {
+    stack: Stack,
+    datadog: MockServer,
+    api: audit_log_api::Api,
+    stream: audit_log_stream::Stream,
+    project: Project,
+    /// The saved destination.
+    body: Value,
+    /// The first event's time.
+    start: OffsetDateTime,
+}
+
+impl Setup {
+    async fn missing_twelve(status: u16, retry_window: Duration) -> Self {
+        let aws = emulator().await;
+        let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+        let datadog = stand_in(status).await;
+        let api = stack.api(Some(datadog.uri()));
+        let stream = stack
+            .stream(Some(datadog.uri()))
+            .with_lanes(lanes(retry_window));
+        let project = project();
+        let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": audit_log_tests::SENTINEL_API_KEY}});
+        assert_eq!(
+            call_api(&api, &project, "PUT", "/streaming", Some(&body))
+                .await
+                .0,
+            200
+        );
+        let start = now() - Duration::from_secs(600);
+        let missed: Vec<Value> = (0..12)
+            .map(|n| event(&project, start + Duration::from_secs(n as u64 * 10), n))
+            .collect();
+        send_and_capture(&stack, &missed).await;
+        Self {
+            stack,
+            datadog,
+            api,
+            stream,
+            project,
+            body,
+            start,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_destination_down_for_a_while_loses_nothing_and_catches_up_by_itself() {
+    // The outage: 12 events, every delivery answered 503.
+    let Setup {
+        stack,
+        datadog,
+        api,
+        stream,
+        project: p,
+        ..
+    } = Setup::missing_twelve(503, Duration::from_secs(3600)).await;
     let limits = StreamLimits {
-        timeout: Duration::from_secs(2),
-        max_retries: 2,
+        timeout: Duration::from_secs(6),
         ..StreamLimits::from_template()
     };
     let mut run = StreamRun::default();
-    let after =
-        drain_stream_within(&stack, &stream, &HashMap::new(), &mut run, &limits, |_| {}).await;
-    assert_eq!(run.sent_to_failure_queue, 1, "the batch ran out of retries");
-    assert_eq!(run.retries, 2);
-    drain_stream_queues(&stack, &stream).await;
-    assert_eq!(
-        stack.depth("StreamFailureQueue").await,
-        0,
-        "recorded and removed"
-    );
+    drain_stream_within(&stack, &stream, &HashMap::new(), &mut run, &limits, |_| {}).await;
+    assert_eq!(run.retries, 0, "the shard moved on at once");
+    assert_eq!(run.sent_to_failure_queue, 0);
 
     let (_, view) = call_api(&api, &p, "GET", "/streaming", None).await;
-    assert_eq!(view["health"]["status"], "failing", "{view}");
-    assert!(view["health"]["failed_24h"].as_u64().unwrap() >= 12);
+    let health = &view["health"];
+    assert_eq!(health["status"], "failing", "{view}");
+    assert_eq!(health["state"], "retrying", "{view}");
+    // The 12 events, and the audit event of the PUT that configured the destination.
+    assert_eq!(health["pending"], 13, "{view}");
+    assert!(health["next_attempt_at"].is_string());
+    assert!(health["last_error"].as_str().unwrap().contains("503"));
+    // Owed, not failed: nothing to replay.
+    assert!(listed_failures(&api, &p, 5).await.unwrap().is_empty());
+
+    // A few probes while it is still down: one request each, about a second apart.
+    let before = datadog.received_requests().await.unwrap().len();
+    let settled = settle_lanes(&stack, &stream, None, Duration::from_secs(3)).await;
+    assert!(!settled);
+    let probes = datadog.received_requests().await.unwrap().len() - before;
+    assert!((1..=5).contains(&probes), "{probes} probes in 3 s");
+
+    // It answers again; nobody calls replay.
+    answer(&datadog, 202).await;
+    assert!(settle_lanes(&stack, &stream, None, Duration::from_secs(20)).await);
+    let all: BTreeSet<i64> = (0..12).collect();
+    assert_eq!(received(&datadog).await, all, "nothing stored is missing");
+    let order: Vec<i64> = datadog_entries(&datadog)
+        .await
+        .iter()
+        .map(event_of_datadog_entry)
+        .filter_map(|e| e["n"].as_i64())
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "oldest first");
+    let (_, view) = call_api(&api, &p, "GET", "/streaming", None).await;
+    assert_eq!(view["health"]["status"], "healthy", "{view}");
+    assert_eq!(view["health"]["state"], "delivering", "{view}");
+    assert_eq!(view["health"]["pending"], 0, "{view}");
+    assert!(listed_failures(&api, &p, 5).await.unwrap().is_empty());
+    // Every log carries the event's stable id.
+    let entries = datadog_entries(&datadog).await;
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["event_id"].as_str().is_some_and(|id| !id.is_empty()))
+    );
+}
+
+#[tokio::test]
+async fn events_owed_past_the_retry_window_are_listed_and_a_replay_delivers_them() {
+    // The key is refused: nothing more is sent, the events are owed.
+    let Setup {
+        stack,
+        datadog,
+        api,
+        stream,
+        project: p,
+        body,
+        start,
+    } = Setup::missing_twelve(403, Duration::from_secs(2)).await;
+    let mut run = StreamRun::default();
+    let limits = StreamLimits::from_template();
+    drain_stream_within(&stack, &stream, &HashMap::new(), &mut run, &limits, |_| {}).await;
+    let (_, view) = call_api(&api, &p, "GET", "/streaming", None).await;
+    assert_eq!(view["health"]["state"], "refused", "{view}");
     assert!(
         view["health"]["last_error"]
             .as_str()
             .unwrap()
-            .contains("503")
+            .contains("API key")
     );
+    let refused_requests = datadog.received_requests().await.unwrap().len();
 
-    // Every missed event is listed, page by page, with why.
+    // Past the window, the lane's look at what it owes turns it into failures.
+    settle_lanes(&stack, &stream, None, Duration::from_secs(4)).await;
+    assert_eq!(
+        datadog.received_requests().await.unwrap().len(),
+        refused_requests,
+        "a refused destination gets no traffic"
+    );
     let listed = listed_failures(&api, &p, 5).await.unwrap();
-    // The 12 events, and the audit event of the PUT that configured the destination.
-    assert_eq!(listed.len(), 13);
-    let failed: BTreeSet<i64> = listed
-        .iter()
-        .filter_map(|f| f["event"]["n"].as_i64())
-        .collect();
-    assert_eq!(failed, (0..12).collect());
+    assert_eq!(listed.len(), 13, "{listed:?}");
     assert!(
         listed
             .iter()
-            .any(|f| f["event"]["description"] == "Created streaming configuration")
+            .all(|f| f["reason"].as_str().unwrap().contains("retry window"))
     );
-    assert!(
-        listed
-            .iter()
-            .all(|f| f["reason"].as_str().unwrap().contains("retries ran out"))
-    );
-
-    // Recovery: the destination answers again, new events flow, health says so.
-    answer(&datadog, 202).await;
-    let later: Vec<Value> = (100..103)
-        .map(|n| event(&p, now() - Duration::from_secs(5), n))
-        .collect();
-    send_and_capture(&stack, &later).await;
-    drain_stream_within(&stack, &stream, &after, &mut run, &limits, |_| {}).await;
     let (_, view) = call_api(&api, &p, "GET", "/streaming", None).await;
-    assert_eq!(view["health"]["status"], "healthy", "{view}");
-    assert!(view["health"]["failing_since"].is_null());
-    assert_eq!(received(&datadog).await, (100..103).collect());
+    assert_eq!(view["health"]["pending"], 0, "{view}");
 
-    // The replay of the window delivers every missed event.
+    // A working key: saved, the lane delivers again, and the replay brings what was listed.
+    answer(&datadog, 202).await;
+    assert_eq!(
+        call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
+        200
+    );
+    assert!(settle_lanes(&stack, &stream, None, Duration::from_secs(10)).await);
     let window = json!({"since": (start - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
                         "until": (now() + Duration::from_secs(60)).format(&Rfc3339).unwrap(),
                         "only_failed": true});
@@ -164,24 +260,12 @@ async fn a_destination_down_for_a_while_loses_nothing_and_a_replay_delivers_what
     assert_eq!(replay["state"], "completed", "{replay}");
     assert_eq!(replay["delivered"], 13);
     assert_eq!(replay["failed"], 0);
-    let all: BTreeSet<i64> = (0..12).chain(100..103).collect();
-    assert_eq!(
-        received(&datadog).await,
-        all,
-        "nothing stored is missing at the destination"
-    );
+    assert_eq!(received(&datadog).await, (0..12).collect());
     let (_, failures) = call_api(&api, &p, "GET", "/streaming/failures", None).await;
     assert_eq!(
         failures["failures"],
         json!([]),
         "delivered failures are forgotten"
-    );
-    // Every log carries the event's stable id.
-    let entries = datadog_entries(&datadog).await;
-    assert!(
-        entries
-            .iter()
-            .all(|e| e["event_id"].as_str().is_some_and(|id| !id.is_empty()))
     );
 }
 

@@ -11,7 +11,7 @@ use audit_log::{AuditEvent, Retention};
 use audit_log_capture::Capture;
 use audit_log_stream::Stream;
 use audit_log_tests::{
-    create_table, emulator, environment_of, resource, sqs_batch, stream_records, unique,
+    create_table, emulator, environment_of, new_queue, resource, sqs_batch, stream_records, unique,
 };
 use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -41,6 +41,7 @@ struct World {
     secrets: SecretStore,
     capture: Capture,
     prefix: String,
+    lane_queue: String,
 }
 
 fn fast() -> Backoff {
@@ -48,6 +49,25 @@ fn fast() -> Backoff {
         base: Duration::from_millis(5),
         max: Duration::from_millis(20),
     }
+}
+
+/// Lanes on a test's time scale: outages found within two seconds, probes a second apart.
+fn lanes() -> audit_log::lane::Policy {
+    audit_log::lane::Policy {
+        first_backoff: Duration::from_millis(200),
+        budget: Duration::from_secs(2),
+        catch_up_budget: Duration::from_secs(4),
+        ..audit_log::lane::Policy::new(Duration::from_secs(3600), Duration::from_secs(1))
+    }
+}
+
+/// Whether the stream function handed every record on (reported none for Lambda to retry).
+async fn handed_on(stream: &Stream, records: &[EventRecord]) -> bool {
+    stream
+        .deliver(records, soon())
+        .await
+        .batch_item_failures
+        .is_empty()
 }
 
 fn soon() -> Instant {
@@ -66,7 +86,9 @@ impl World {
             EventTable::new(dynamodb.clone(), &events_table),
             Retention::default(),
         );
+        let lane_queue = new_queue(&aws_sdk_sqs::Client::new(&aws), "lanes").await;
         Self {
+            lane_queue,
             configs: ConfigTable::new(dynamodb.clone(), &config_table),
             config_table,
             aws,
@@ -86,6 +108,8 @@ impl World {
             secret_prefix: self.secret_prefix.clone(),
             log_group_prefix: self.prefix.clone(),
             replay_queue_url: "http://127.0.0.1:1/no-replays-here".into(),
+            lane_queue_url: self.lane_queue.clone(),
+            lanes: lanes(),
             datadog_endpoint_override: None,
         }
     }
@@ -101,6 +125,73 @@ impl World {
 
     fn stream(&self) -> Stream {
         self.stream_with(DatadogClient::new(None))
+    }
+
+    /// The lanes queue's event source mapping: runs the calls that come due until `done`
+    /// holds or `patience` runs out (calls are delayed messages: real time must pass).
+    async fn run_lane_calls(
+        &self,
+        stream: &Stream,
+        patience: Duration,
+        done: impl AsyncFn() -> bool,
+    ) -> bool {
+        let sqs = aws_sdk_sqs::Client::new(&self.aws);
+        let until = Instant::now() + patience;
+        while Instant::now() < until {
+            if done().await {
+                return true;
+            }
+            let messages = sqs
+                .receive_message()
+                .queue_url(&self.lane_queue)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default();
+            if messages.is_empty() {
+                continue;
+            }
+            let batch = audit_log_tests::sqs_batch(messages.iter().map(|m| {
+                (
+                    m.message_id.clone().unwrap_or_default(),
+                    m.body.as_deref().unwrap_or_default(),
+                )
+            }));
+            let mut context = lambda_runtime::Context::default();
+            // The template's timeout.
+            context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let response = stream
+                .handle_queue(lambda_runtime::LambdaEvent::new(batch, context))
+                .await;
+            assert!(response.batch_item_failures.is_empty(), "lane calls fail");
+            for m in &messages {
+                sqs.delete_message()
+                    .queue_url(&self.lane_queue)
+                    .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        done().await
+    }
+
+    /// Captures events and returns the stream records that are new since `seen`.
+    async fn capture_more(&self, events: &[Value], seen: &[EventRecord]) -> Vec<EventRecord> {
+        let all = self.capture(events).await;
+        all.into_iter()
+            .filter(|r| !seen.iter().any(|f| f.event_id == r.event_id))
+            .collect()
+    }
+
+    async fn lane(&self, org: &str, project: &str) -> audit_log::lane::Lane {
+        self.configs.get(org, project).await.unwrap().unwrap().lane
     }
 
     async fn capture(&self, events: &[Value]) -> Vec<EventRecord> {
@@ -283,26 +374,12 @@ async fn the_customers_role_is_assumed_once_and_its_credentials_reused() {
         audit_log::destination::cloudwatch::CloudWatch::new(&w.aws, &w.prefix).with_sts(sts),
     );
     let first = w.capture(&[recent(&org, &project, 90, "OK")]).await;
-    assert!(
-        stream
-            .deliver(&first, soon())
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
-    let all = w.capture(&[recent(&org, &project, 80, "FAILED")]).await;
-    let second: Vec<EventRecord> = all
-        .into_iter()
-        .filter(|r| !first.iter().any(|f| f.event_id == r.event_id))
-        .collect();
+    assert!(handed_on(&stream, &first).await);
+    let second = w
+        .capture_more(&[recent(&org, &project, 80, "FAILED")], &first)
+        .await;
     assert_eq!(second.len(), 1);
-    assert!(
-        stream
-            .deliver(&second, soon())
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    assert!(handed_on(&stream, &second).await);
     assert_eq!(sts_requests.count("AssumeRole"), 1);
 }
 
@@ -451,6 +528,16 @@ impl Datadog {
         mock.mount(&self.server).await;
     }
 
+    /// Log requests carrying `key` get `status`.
+    async fn answer_key(&self, key: &str, status: u16) {
+        self.mount(
+            intake()
+                .and(header("DD-API-KEY", key))
+                .respond_with(ResponseTemplate::new(status)),
+        )
+        .await;
+    }
+
     async fn requests(&self) -> Vec<Request> {
         self.server.received_requests().await.unwrap_or_default()
     }
@@ -473,12 +560,7 @@ fn intake() -> wiremock::MockBuilder {
 #[tokio::test]
 async fn datadog_receives_gzipped_entries_with_the_api_key() {
     let dd = Datadog::new().await;
-    dd.mount(
-        intake()
-            .and(header("DD-API-KEY", KEY))
-            .respond_with(ResponseTemplate::new(202)),
-    )
-    .await;
+    dd.answer_key(KEY, 202).await;
     let (events, records) = dd.events(3).await;
     let response = dd.deliver(&records).await;
     assert!(response.batch_item_failures.is_empty());
@@ -549,49 +631,171 @@ async fn a_server_error_is_retried_and_then_succeeds() {
 }
 
 #[tokio::test]
-async fn throttling_that_outlasts_the_invocation_reports_the_first_record_for_retry() {
+async fn throttling_that_outlasts_the_budget_owes_the_events_and_holds_nothing_back() {
     let dd = Datadog::new().await;
     dd.mount(intake().respond_with(ResponseTemplate::new(429)))
         .await;
     let (_, records) = dd.events(3).await;
-    let deadline = Instant::now() + Duration::from_millis(1500);
-    let response = dd
-        .stream(Duration::from_secs(5))
-        .deliver(&records, deadline)
-        .await;
-    assert_eq!(response.batch_item_failures.len(), 1);
-    assert_eq!(
-        response.batch_item_failures[0].item_identifier,
-        records[0].change.sequence_number
+    let started = Instant::now();
+    let response = dd.deliver(&records).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a destination's trouble never fails a stream record"
     );
     assert!(
-        dd.requests().await.len() > 1,
-        "retried inside the invocation"
+        started.elapsed() < lanes().budget + Duration::from_secs(1),
+        "the stream waits no longer than the lane's budget"
     );
+    assert!(dd.requests().await.len() > 1, "retried inside the budget");
+    let lane = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(lane.state, audit_log::lane::LaneState::Retrying);
+    assert_eq!(lane.owed, 3);
+    assert!(lane.reason.unwrap().contains("429"));
     let health = dd.health().await;
     assert_eq!(health.status(), "failing");
-    assert!(health.last_error.unwrap().contains("429"));
+    // Owed is not failed: nothing is listed for a replay.
+    let (listed, _) = dd
+        .world
+        .configs
+        .failures(&dd.org, &dd.project, None, 10)
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
 }
 
 #[tokio::test]
-async fn a_datadog_that_does_not_answer_in_time_is_a_retryable_failure() {
+async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_first() {
     let dd = Datadog::new().await;
-    dd.mount(intake().respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(3))))
+    dd.mount(intake().respond_with(ResponseTemplate::new(503)))
+        .await;
+    let stream = dd.stream(Duration::from_secs(1));
+    let (_, first) = dd.events(3).await;
+    assert!(handed_on(&stream, &first).await);
+    // More events while it is down: owed at once, nothing sent.
+    let sent_while_down = dd.requests().await.len();
+    let more = dd
+        .world
+        .capture_more(&[recent(&dd.org, &dd.project, 1, "OK")], &first)
+        .await;
+    assert!(handed_on(&stream, &more).await);
+    assert_eq!(dd.requests().await.len(), sent_while_down);
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 4);
+
+    // It answers again; nobody calls anything.
+    dd.server.reset().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    let caught_up = dd
+        .world
+        .run_lane_calls(&stream, Duration::from_secs(20), async || {
+            dd.world.lane(&dd.org, &dd.project).await.state
+                == audit_log::lane::LaneState::Delivering
+        })
+        .await;
+    assert!(caught_up, "the lane delivers again");
+    let arrived: Vec<String> = dd
+        .requests()
+        .await
+        .iter()
+        .flat_map(entries)
+        .map(|e| e["timestamp"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(arrived.len(), 4);
+    let mut sorted = arrived.clone();
+    sorted.sort();
+    assert_eq!(arrived, sorted, "oldest first");
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 0);
+    assert_eq!(dd.health().await.status(), "healthy");
+}
+
+#[tokio::test]
+async fn one_organizations_outage_costs_another_on_the_same_shard_nothing() {
+    let dd = Datadog::new().await;
+    // Organization B streams to the same stand-in with its own key; only A's is answered 503.
+    let b_key = "0123456789abcdef0123456789abcdef";
+    let (b_org, b_project) = (unique("org-b"), unique("project-b"));
+    dd.world.configure_datadog(&b_org, &b_project, b_key).await;
+    dd.answer_key(KEY, 503).await;
+    dd.answer_key(b_key, 202).await;
+    let stream = dd.stream(Duration::from_secs(1));
+    let mut delivered_to_b = 0;
+    for round in 0..3u64 {
+        // One batch, A's and B's events interleaved.
+        let events: Vec<Value> = (0..6)
+            .map(|i| match i % 2 {
+                0 => recent(&dd.org, &dd.project, 100 - 10 * round - i, "OK"),
+                _ => recent(&b_org, &b_project, 100 - 10 * round - i, "OK"),
+            })
+            .collect();
+        let mut records = dd.world.capture(&events).await;
+        // The stream holds every earlier round too: this round's are the last six.
+        let records: Vec<EventRecord> = records.split_off(records.len() - 6);
+        let started = Instant::now();
+        let response = stream.deliver(&records, soon()).await;
+        assert!(response.batch_item_failures.is_empty(), "round {round}");
+        if round > 0 {
+            // A is retrying: its events are owed without a request, and B's go through at once.
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "round {round}: {:?}",
+                started.elapsed()
+            );
+        }
+        delivered_to_b += 3;
+        let b_received = dd
+            .requests()
+            .await
+            .iter()
+            .filter(|r| r.headers.get("DD-API-KEY").unwrap() == b_key)
+            .flat_map(entries)
+            .count();
+        assert_eq!(b_received, delivered_to_b, "round {round}");
+    }
+    for (org, project) in [(&dd.org, &dd.project), (&b_org, &b_project)] {
+        let (listed, _) = dd
+            .world
+            .configs
+            .failures(org, project, None, 10)
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "nobody's failures list shows anything");
+    }
+    assert_eq!(
+        dd.world.lane(&b_org, &b_project).await.state,
+        audit_log::lane::LaneState::Delivering
+    );
+    let a = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(a.state, audit_log::lane::LaneState::Retrying);
+    assert_eq!(a.owed, 9);
+}
+
+#[tokio::test]
+async fn a_datadog_that_does_not_answer_costs_the_stream_its_budget_once() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(30))))
         .await;
     let (_, records) = dd.events(1).await;
-    let deadline = Instant::now() + Duration::from_millis(1500);
-    let response = dd
-        .stream(Duration::from_millis(200))
-        .deliver(&records, deadline)
-        .await;
-    assert_eq!(response.batch_item_failures.len(), 1);
+    let stream = dd.stream(Duration::from_secs(20));
+    let started = Instant::now();
+    let response = stream.deliver(&records, soon()).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert!(started.elapsed() < lanes().budget + Duration::from_secs(1));
     assert!(
-        dd.health()
+        dd.world
+            .lane(&dd.org, &dd.project)
             .await
-            .last_error
+            .reason
             .unwrap()
             .contains("did not answer")
     );
+    // The next batch does not wait on it at all.
+    let more = dd
+        .world
+        .capture_more(&[recent(&dd.org, &dd.project, 1, "OK")], &records)
+        .await;
+    let started = Instant::now();
+    assert!(handed_on(&stream, &more).await);
+    assert!(started.elapsed() < Duration::from_millis(500));
 }
 
 #[tokio::test]
@@ -705,7 +909,7 @@ async fn a_refusal_that_cannot_be_recorded_is_retried_rather_than_lost() {
 }
 
 #[tokio::test]
-async fn a_refused_key_is_read_again_once_and_the_rotated_key_delivers() {
+async fn a_rotated_key_is_used_by_the_next_delivery_after_the_save() {
     let dd = Datadog::new().await;
     let stream = dd.stream(Duration::from_secs(5));
     dd.mount(
@@ -716,32 +920,16 @@ async fn a_refused_key_is_read_again_once_and_the_rotated_key_delivers() {
     )
     .await;
     let (_, first) = dd.events(1).await;
-    assert!(
-        stream
-            .deliver(&first, soon())
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    assert!(handed_on(&stream, &first).await);
 
-    // The customer rotates the key; this container still holds the old one.
+    // The customer rotates the key; this container read the old one.
     let rotated = "fedcba9876543210fedcba9876543210";
     dd.world
         .configure_datadog(&dd.org, &dd.project, rotated)
         .await;
     dd.server.reset().await;
-    dd.mount(
-        intake()
-            .and(header("DD-API-KEY", KEY))
-            .respond_with(ResponseTemplate::new(403)),
-    )
-    .await;
-    dd.mount(
-        intake()
-            .and(header("DD-API-KEY", rotated))
-            .respond_with(ResponseTemplate::new(202)),
-    )
-    .await;
+    dd.answer_key(KEY, 403).await;
+    dd.answer_key(rotated, 202).await;
     let records = stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await;
     let more: Vec<Value> = vec![recent(&dd.org, &dd.project, 5, "OK")];
     let records = {
@@ -765,7 +953,8 @@ async fn a_refused_key_is_read_again_once_and_the_rotated_key_delivers() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(keys, [KEY, rotated]);
+    // The configuration names its secret version: the old key is never tried again.
+    assert_eq!(keys, [rotated]);
 }
 
 #[tokio::test]
@@ -796,21 +985,9 @@ async fn records_delivered_before_a_retry_are_not_sent_again() {
         .await;
     let (_, records) = dd.events(3).await;
     let stream = dd.stream(Duration::from_secs(5));
-    assert!(
-        stream
-            .deliver(&records, soon())
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    assert!(handed_on(&stream, &records).await);
     // Lambda hands the same records again (a retry from an earlier sequence number).
-    assert!(
-        stream
-            .deliver(&records, soon())
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    assert!(handed_on(&stream, &records).await);
     assert_eq!(dd.requests().await.len(), 1);
 }
 
@@ -888,13 +1065,7 @@ async fn health_counts_the_last_day_and_tracks_a_run_of_failures() {
     .await;
     let (_, first) = dd.events(3).await;
     let stream = dd.stream(Duration::from_secs(5));
-    assert!(
-        stream
-            .deliver(&first, soon())
-            .await
-            .batch_item_failures
-            .is_empty()
-    );
+    assert!(handed_on(&stream, &first).await);
     let health = dd.health().await;
     assert_eq!(health.counts_24h(OffsetDateTime::now_utc()), (3, 0));
     assert!(health.failing_since.is_none());
@@ -902,19 +1073,18 @@ async fn health_counts_the_last_day_and_tracks_a_run_of_failures() {
 
     // Then the destination refuses: counted, and failing at once because it is a refusal.
     dd.server.reset().await;
-    dd.mount(intake().respond_with(ResponseTemplate::new(400)))
+    dd.mount(intake().respond_with(ResponseTemplate::new(403)))
         .await;
-    let more = dd
+    let fresh = dd
         .world
-        .capture(&[
-            recent(&dd.org, &dd.project, 1, "OK"),
-            recent(&dd.org, &dd.project, 2, "OK"),
-        ])
+        .capture_more(
+            &[
+                recent(&dd.org, &dd.project, 1, "OK"),
+                recent(&dd.org, &dd.project, 2, "OK"),
+            ],
+            &first,
+        )
         .await;
-    let fresh: Vec<EventRecord> = more
-        .into_iter()
-        .filter(|r| !first.iter().any(|f| f.event_id == r.event_id))
-        .collect();
     stream.deliver(&fresh, soon()).await;
     let health = dd.health().await;
     assert_eq!(health.counts_24h(OffsetDateTime::now_utc()), (3, 2));

@@ -1,11 +1,13 @@
 //! The audit-log service's domain: the audit event, its validation and its storage.
 //! The capture, stream and api functions are thin shells around this library.
 
+pub mod clock;
 pub mod credentials;
 pub mod destination;
 pub mod event;
 pub mod fixtures;
 pub mod id;
+pub mod lane;
 pub mod logging;
 pub mod retry;
 pub mod settings;

@@ -21,6 +21,12 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// No retry at all: one try, then report (a probe of a destination that was failing).
+    pub const NONE: Backoff = Backoff {
+        base: Duration::ZERO,
+        max: Duration::ZERO,
+    };
+
     /// "Full jitter": a uniform delay up to the exponential ceiling, so concurrent writers that
     /// were throttled together do not come back together.
     pub fn delay(&self, attempt: u32) -> Duration {
@@ -33,6 +39,9 @@ impl Backoff {
 
     /// Sleeps before another attempt, or says there is no time left for one.
     pub async fn wait(&self, attempt: u32, deadline: Instant) -> bool {
+        if self.max.is_zero() {
+            return false;
+        }
         let delay = self.delay(attempt);
         if Instant::now() + delay >= deadline {
             return false;
@@ -80,6 +89,12 @@ mod tests {
         };
         let deadline = Instant::now();
         assert!(!b.wait(3, deadline).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn none_never_retries() {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        assert!(!Backoff::NONE.wait(0, deadline).await);
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub enum SettingsError {
         "RETENTION_DAYS is {0}, under the {MIN_RETENTION_DAYS} days audit events must be kept for"
     )]
     RetentionTooShort(u32),
+    #[error("{0} must be a whole number, at least 1")]
+    NotAPositiveNumber(&'static str),
+    #[error(
+        "DELIVERY_RETRY_WINDOW_HOURS is {hours}, longer than the events are kept ({most} hours)"
+    )]
+    RetryWindowOutlastsRetention { hours: u64, most: u64 },
 }
 
 /// How long an audit event is kept: the TTL is the event's timestamp plus this.

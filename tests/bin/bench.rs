@@ -206,6 +206,7 @@ async fn main() {
             ("SECRET_NAME_PREFIX", &stack.secret_prefix),
             ("LOG_GROUP_PREFIX", "/hashicorp"),
             ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),
+            ("LANE_QUEUE_URL", stack.queue("LaneQueue")),
             ("DATADOG_ENDPOINT_OVERRIDE", &datadog.uri()),
         ]),
     )
@@ -276,6 +277,7 @@ async fn main() {
             ("CONFIG_TABLE_NAME", &stack.config_table),
             ("EVENTS_QUEUE_URL", stack.queue("EventsQueue")),
             ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),
+            ("LANE_QUEUE_URL", stack.queue("LaneQueue")),
             ("SECRET_NAME_PREFIX", &stack.secret_prefix),
             ("SERVICE_AWS_ACCOUNT_ID", "123456789012"),
         ]),

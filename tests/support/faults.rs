@@ -82,6 +82,8 @@ struct ProxyState {
     enabled: bool,
     dice: StdRng,
     outage: Outage,
+    /// A `PutLogEvents` got past the outage.
+    wrote_past_outage: bool,
 }
 
 /// A proxy in front of the AWS emulator that counts requests by operation and injects
@@ -132,6 +134,7 @@ impl AwsProxy {
                     length: faults.logs_outage,
                     ..Default::default()
                 },
+                wrote_past_outage: false,
             })),
             injected: Injected::default(),
         };
@@ -233,7 +236,12 @@ impl AwsProxy {
                         ),
                     );
                 }
-                if state.dice.random_bool(faults.logs_throttling) {
+                // The first write past the outage is throttled, so that a run meets throttling
+                // however few writes it makes; then it comes at random.
+                let first = !std::mem::replace(&mut state.wrote_past_outage, true);
+                if (first && faults.logs_throttling > 0.0)
+                    || state.dice.random_bool(faults.logs_throttling)
+                {
                     return self.refuse(
                         "CloudWatch Logs throttling",
                         aws_error(400, logs, "ThrottlingException", "Rate exceeded"),
@@ -403,6 +411,8 @@ struct IntakeState {
     armed: std::sync::atomic::AtomicBool,
     dice: Mutex<StdRng>,
     outage: Mutex<Outage>,
+    /// Requests answered since the outage, armed or not.
+    after_outage: std::sync::atomic::AtomicUsize,
     /// Bodies of the log requests the intake took (gzip), in arrival order.
     taken: Mutex<Vec<Vec<u8>>>,
     injected: Injected,
@@ -426,7 +436,14 @@ impl wiremock::Respond for Responder {
             state.injected.add("Datadog outage (503)");
             return ResponseTemplate::new(503);
         }
-        let fault = {
+        // The first three answers after the outage are one of each failure, so that every kind
+        // is met however few requests a run makes; then they come at random.
+        let nth = state
+            .after_outage
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let fault = if state.faults.failing > 0.0 && nth < 3 {
+            Some(nth as u32)
+        } else {
             let mut dice = state.dice.lock().expect("dice");
             dice.random_bool(state.faults.failing)
                 .then(|| dice.random_range(0..3))
@@ -478,6 +495,7 @@ impl DatadogIntake {
                 length: faults.outage,
                 ..Default::default()
             }),
+            after_outage: Default::default(),
             taken: Mutex::default(),
             injected: Injected::default(),
         });

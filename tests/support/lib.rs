@@ -4,7 +4,9 @@
 
 pub mod bench;
 pub mod faults;
+pub mod figures;
 pub mod local;
+pub mod neighbours;
 pub mod serve;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
@@ -240,6 +242,17 @@ pub fn operation_name(target: Option<&str>, body: &[u8]) -> String {
             .map(|(_, v)| v.into_owned())
             .unwrap_or_else(|| "unknown".into()),
     }
+}
+
+/// A new queue named after `prefix`, for one test; its URL.
+pub async fn new_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    sqs.create_queue()
+        .queue_name(unique(prefix))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
 }
 
 /// Every body in a queue, received and deleted.

@@ -148,6 +148,11 @@ impl Stack {
                 secret_prefix: self.secret_prefix.clone(),
                 log_group_prefix: self.log_group_prefix.clone(),
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),
+                lane_queue_url: self.queue("LaneQueue").to_owned(),
+                // The operator's settings when given, as the deployed function reads them.
+                lanes: audit_log::Retention::from_env()
+                    .and_then(audit_log::lane::Policy::from_env)
+                    .expect("DELIVERY_RETRY_* settings"),
                 datadog_endpoint_override: datadog,
             },
             &self.functions_aws,
@@ -162,6 +167,7 @@ impl Stack {
                 config_table: self.config_table.clone(),
                 events_queue_url: self.queue("EventsQueue").to_owned(),
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),
+                lane_queue_url: self.queue("LaneQueue").to_owned(),
                 secret_prefix: self.secret_prefix.clone(),
                 log_group_prefix: self.log_group_prefix.clone(),
                 organization_claim: "organization_id".into(),
@@ -307,8 +313,9 @@ pub async fn drain_events_queue_with(
     .await
 }
 
-/// The stream function's SQS mappings: batches whose delivery retries ran out (recorded as
-/// failures) and replays (run part by part), until both queues are empty.
+/// The stream function's SQS mappings: lanes' scheduled calls that are due, batches whose
+/// retries ran out (handed to the lanes again) and replays (run part by part), until none of
+/// these queues has a message ready.
 pub async fn drain_stream_queues(stack: &Stack, stream: &Stream) {
     drain_stream_queues_with(stack, stream, None).await;
 }
@@ -317,6 +324,7 @@ pub async fn drain_stream_queues(stack: &Stack, stream: &Stream) {
 pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Option<&Faulty<'_>>) {
     let timeout = function_timeout("StreamFunction");
     for (queue, mapping) in [
+        ("LaneQueue", "LaneCalls"),
         ("StreamFailureQueue", "ExhaustedDeliveries"),
         ("ReplayQueue", "Replays"),
     ] {
@@ -348,6 +356,91 @@ pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Op
             |_| {},
         )
         .await;
+    }
+}
+
+/// Runs the stream function's queues as time passes (lanes schedule their calls as delayed
+/// messages) until every lane delivers and owes nothing, or `limit` passes. Whether they did.
+pub async fn settle_lanes(
+    stack: &Stack,
+    stream: &Stream,
+    faults: Option<&Faulty<'_>>,
+    limit: Duration,
+) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        drain_stream_queues_with(stack, stream, faults).await;
+        if lanes_settled(stack).await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        // Delayed messages become visible as real time passes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The lanes that do not deliver, or owe events: `project state (owed n)`.
+pub async fn lanes_unsettled(stack: &Stack) -> Vec<String> {
+    let items = crate::scan_all(&stack.dynamodb, &stack.config_table).await;
+    let sort_key = |i: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
+        i.get("sk")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let owed = items
+        .iter()
+        .filter(|i| sort_key(i).starts_with("owed#"))
+        .count();
+    let mut out: Vec<String> = items
+        .iter()
+        .filter(|i| sort_key(i).starts_with("project#"))
+        .map(|i| {
+            let lane = audit_log::streaming::lane_of(i);
+            format!(
+                "{} {:?} (owed {}, next attempt {:?})",
+                sort_key(i),
+                lane.state,
+                lane.owed,
+                lane.next_attempt_at
+            )
+        })
+        .collect();
+    out.push(format!("{owed} owed items"));
+    out
+}
+
+/// Every configured lane delivers and nothing is owed.
+pub async fn lanes_settled(stack: &Stack) -> bool {
+    let items = crate::scan_all(&stack.dynamodb, &stack.config_table).await;
+    items.iter().all(|item| {
+        let sk = item
+            .get("sk")
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str);
+        if sk.is_some_and(|sk| sk.starts_with("owed#")) {
+            return false;
+        }
+        !sk.is_some_and(|sk| sk.starts_with("project#"))
+            || audit_log::streaming::lane_of(item).state == audit_log::lane::LaneState::Delivering
+    })
+}
+
+/// Lane timings for a run whose outages are `time_scale` times shorter than in AWS.
+pub fn compressed_lanes(time_scale: u32) -> audit_log::lane::Policy {
+    let request = audit_log::destination::datadog::REQUEST_TIMEOUT * 2 / time_scale;
+    audit_log::lane::Policy {
+        first_backoff: Duration::from_millis(500),
+        budget: request,
+        catch_up_budget: request * 2,
+        lease: Duration::from_secs(120) / time_scale,
+        housekeeping: Duration::from_secs(900) / time_scale,
+        ..audit_log::lane::Policy::new(
+            audit_log::lane::Policy::default().retry_window,
+            Duration::from_secs(2),
+        )
     }
 }
 
@@ -819,7 +912,9 @@ impl FaultPlan {
                 dynamodb_throttling: 0.1,
                 dynamodb_unprocessed: 0.2,
                 logs_throttling: 0.1,
-                logs_rejected: 0.05,
+                // A rejection is of one event, for good: listed as a failure, never retried. It
+                // has its own tests; here every event must arrive by itself.
+                logs_rejected: 0.0,
                 logs_outage: Some(outage),
                 seed,
             },
@@ -842,7 +937,7 @@ pub struct Timings {
     pub capture: Duration,
     /// The stream delivering the stored backlog, retries and the on-failure queue included.
     pub delivery: Duration,
-    /// Replaying what was listed as failed until nothing is.
+    /// The lanes catching up after the backlog was handed to them (outages included).
     pub recovery: Duration,
 }
 
@@ -868,12 +963,9 @@ pub struct Report {
     pub stream: StreamRun,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, usize>,
-    /// Events listed by `GET /streaming/failures` once delivery was over.
+    /// Events listed by `GET /streaming/failures` once the lanes caught up.
     pub listed_failures: usize,
-    /// Replays of failed events asked for through the API.
-    pub replays: usize,
     /// Events still listed as failed at the end.
-    pub failures_left: usize,
     pub timings: Timings,
     pub problems: Vec<String>,
 }
@@ -1084,26 +1176,6 @@ pub async fn listed_failures(
     }
 }
 
-/// Replay windows (at most what the API takes) that cover every failed event's time.
-fn replay_windows(failures: &[Value]) -> Vec<(time::OffsetDateTime, time::OffsetDateTime)> {
-    use time::format_description::well_known::Rfc3339;
-    let mut times: Vec<time::OffsetDateTime> = failures
-        .iter()
-        .filter_map(|f| f["event"]["timestamp"].as_str())
-        .filter_map(|t| time::OffsetDateTime::parse(t, &Rfc3339).ok())
-        .collect();
-    times.sort();
-    let longest = time::Duration::days(audit_log_api::MAX_REPLAY_DAYS) - time::Duration::minutes(1);
-    let mut windows: Vec<(time::OffsetDateTime, time::OffsetDateTime)> = Vec::new();
-    for t in times {
-        match windows.last_mut() {
-            Some((since, until)) if t - *since < longest => *until = t + time::Duration::SECOND,
-            _ => windows.push((t - time::Duration::SECOND, t + time::Duration::SECOND)),
-        }
-    }
-    windows
-}
-
 /// Runs the whole service over generated events, with the faults `options` asks for, and
 /// checks every promise.
 pub async fn run(
@@ -1131,7 +1203,7 @@ pub async fn run(
         }
         None => None,
     };
-    // The proxy's faults are off while the customer sets up and asks for replays.
+    // The proxy's faults are off while the customer sets up and while the runner checks.
     let aws_faults = |on: bool| {
         if let Some(proxy) = &proxy {
             proxy.enable(on);
@@ -1146,12 +1218,14 @@ pub async fn run(
     let new_stream = || {
         let stream = stack.stream(datadog_url.clone());
         match plan {
-            Some(plan) => stream.with_datadog(
-                audit_log::destination::datadog::DatadogClient::with_timeout(
-                    datadog_url.clone(),
-                    audit_log::destination::datadog::REQUEST_TIMEOUT / plan.time_scale,
-                ),
-            ),
+            Some(plan) => stream
+                .with_datadog(
+                    audit_log::destination::datadog::DatadogClient::with_timeout(
+                        datadog_url.clone(),
+                        audit_log::destination::datadog::REQUEST_TIMEOUT / plan.time_scale,
+                    ),
+                )
+                .with_lanes(compressed_lanes(plan.time_scale)),
             None => stream,
         }
     };
@@ -1321,56 +1395,38 @@ pub async fn run(
         stream_run.sent_to_failure_queue
     ));
 
-    // What could not be delivered is listed; the customer replays it until nothing is.
+    // Destinations that were down catch up by themselves: nobody calls replay.
     let recovering = std::time::Instant::now();
-    for round in 0..5 {
-        let mut listed = 0;
-        for project in &projects {
-            aws_faults(false);
-            let failures = match listed_failures(&api, project, 100).await {
-                Ok(f) => f,
-                Err(problem) => {
-                    report.problems.push(problem);
-                    break;
-                }
-            };
-            listed += failures.len();
-            for (since, until) in replay_windows(&failures) {
-                use time::format_description::well_known::Rfc3339;
-                let window = json!({"since": since.format(&Rfc3339).expect("formats"),
-                                    "until": until.format(&Rfc3339).expect("formats"),
-                                    "only_failed": true});
-                let (status, replay) =
-                    call_api(&api, project, "POST", "/streaming/replay", Some(&window)).await;
-                if status != 202 {
-                    report
-                        .problems
-                        .push(format!("asking for a replay answered {status}: {replay}"));
-                    continue;
-                }
-                report.replays += 1;
-                aws_faults(true);
-                drain_stream_queues_with(&stack, &stream, faulty.as_ref()).await;
-            }
-        }
-        if round == 0 {
-            report.listed_failures = listed;
-        }
-        if listed == 0 {
-            break;
-        }
-        say(format!(
-            "recovery: {listed} events listed as failed, replayed"
+    aws_faults(true);
+    let outage = plan
+        .and_then(|p| p.aws.logs_outage.max(p.datadog.outage))
+        .unwrap_or_default();
+    if !settle_lanes(
+        &stack,
+        &stream,
+        faulty.as_ref(),
+        outage + Duration::from_secs(120),
+    )
+    .await
+    {
+        report.problems.push(format!(
+            "the destinations' lanes did not catch up within the outage and two minutes: {}; {} lane calls dead-lettered",
+            lanes_unsettled(&stack).await.join(", "),
+            stack.depth("LaneDeadLetterQueue").await
         ));
     }
     aws_faults(false);
+    report.timings.recovery = recovering.elapsed();
+    say(format!(
+        "lanes: every destination delivers again and owes nothing ({:.1} s after the backlog)",
+        report.timings.recovery.as_secs_f64()
+    ));
     for project in &projects {
-        report.failures_left += listed_failures(&api, project, 100)
+        report.listed_failures += listed_failures(&api, project, 100)
             .await
             .map(|f| f.len())
             .unwrap_or(0);
     }
-    report.timings.recovery = recovering.elapsed();
     if let Some(proxy) = &proxy {
         say(format!(
             "the functions made {} AWS calls through the fault proxy",
@@ -1529,10 +1585,10 @@ pub async fn run(
             report.undelivered
         ));
     }
-    if report.failures_left > 0 {
+    if report.listed_failures > 0 {
         report.problems.push(format!(
-            "{} events are still listed as failed after replaying them",
-            report.failures_left
+            "{} events are listed as failed: every one should have arrived by itself",
+            report.listed_failures
         ));
     }
     (report, stack, datadog)
@@ -1567,11 +1623,11 @@ impl std::fmt::Display for Report {
             self.delivered, self.provider, self.undelivered, self.delivered_twice
         )?;
         writeln!(f, "lost        {:>7}", self.lost())?;
-        if self.listed_failures > 0 || self.replays > 0 {
+        if self.listed_failures > 0 {
             writeln!(
                 f,
-                "recovered   {:>7} listed as failed, {} replays, {} left",
-                self.listed_failures, self.replays, self.failures_left
+                "failures    {:>7} listed (every event should arrive by itself)",
+                self.listed_failures
             )?;
         }
         writeln!(

@@ -5,6 +5,7 @@
 pub mod cursor;
 pub mod error;
 pub mod input;
+mod lanes;
 pub mod request;
 pub mod view;
 
@@ -31,7 +32,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
-use view::{DestinationView, EventPage, HealthView, TestResult, View};
+use view::{DestinationView, EventPage, TestResult, View};
 
 pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
 pub const CONFIG_TABLE_ENV: &str = "CONFIG_TABLE_NAME";
@@ -42,8 +43,9 @@ pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
 pub const ORGANIZATION_CLAIM_ENV: &str = "ORGANIZATION_CLAIM";
 pub const SERVICE_ACCOUNT_ENV: &str = "SERVICE_AWS_ACCOUNT_ID";
 pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
+pub const LANE_QUEUE_ENV: &str = "LANE_QUEUE_URL";
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 8] = [
+pub const ENVIRONMENT: [&str; 9] = [
     EVENTS_TABLE_ENV,
     CONFIG_TABLE_ENV,
     EVENTS_QUEUE_ENV,
@@ -52,6 +54,7 @@ pub const ENVIRONMENT: [&str; 8] = [
     LOG_GROUP_PREFIX_ENV,
     ORGANIZATION_CLAIM_ENV,
     SERVICE_ACCOUNT_ENV,
+    LANE_QUEUE_ENV,
 ];
 
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
@@ -75,6 +78,7 @@ pub struct Settings {
     pub config_table: String,
     pub events_queue_url: String,
     pub replay_queue_url: String,
+    pub lane_queue_url: String,
     pub secret_prefix: String,
     pub log_group_prefix: String,
     pub organization_claim: String,
@@ -93,6 +97,7 @@ impl Settings {
             config_table: required_env(CONFIG_TABLE_ENV)?,
             events_queue_url: required_env(EVENTS_QUEUE_ENV)?,
             replay_queue_url: required_env(REPLAY_QUEUE_ENV)?,
+            lane_queue_url: required_env(LANE_QUEUE_ENV)?,
             secret_prefix: required_env(SECRET_PREFIX_ENV)?,
             log_group_prefix: optional_env(LOG_GROUP_PREFIX_ENV)
                 .unwrap_or_else(|| "/hashicorp".into()),
@@ -114,6 +119,8 @@ pub struct Api {
     cloudwatch: CloudWatch,
     datadog: DatadogClient,
     account_id: tokio::sync::OnceCell<String>,
+    timers: audit_log::lane::timers::SqsTimers,
+    lanes: audit_log::lane::Policy,
 }
 
 pub fn json_response(status: u16, body: &impl serde::Serialize) -> ApiGatewayV2httpResponse {
@@ -156,6 +163,11 @@ impl Api {
                 &settings.secret_prefix,
             ),
             sqs: aws_sdk_sqs::Client::new(aws),
+            timers: audit_log::lane::timers::SqsTimers::new(
+                aws_sdk_sqs::Client::new(aws),
+                &settings.lane_queue_url,
+            ),
+            lanes: audit_log::lane::Policy::default(),
             sts: aws_sdk_sts::Client::new(aws),
             cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix),
             datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
@@ -239,6 +251,8 @@ impl Api {
                 let body = request::body(request)?;
                 self.test(&caller, org, project, &body).await
             }
+            Route::PauseStreaming => self.pause(&caller, org, project).await,
+            Route::ResumeStreaming => self.resume(&caller, org, project).await,
             Route::ListEvents => self.list(request, org, project).await,
             Route::ListFailures => self.failures(request, org, project).await,
             Route::StartReplay => {
@@ -331,7 +345,7 @@ impl Api {
             aws_account_id: self.aws_account_id().await?,
             external_id,
             destination: config.map(DestinationView::from),
-            health: HealthView::from(&config.map(|c| c.health.clone()).unwrap_or_default()),
+            health: self.health(org, project, config).await?,
             version: config.map_or(0, |c| c.version),
             updated_at: config.map(|c| c.updated_at.clone()),
         };
@@ -444,6 +458,14 @@ impl Api {
         };
         self.audit(caller, org, project, action, description, Some(&saved))
             .await;
+        // New settings may be what a refused or retrying destination needed.
+        self.retry_lane_now(org, project).await;
+        let saved = self
+            .configs
+            .get(org, project)
+            .await
+            .map_err(config_error)?
+            .unwrap_or(saved);
         self.view(org, project, Some(&saved)).await.map(Ok)
     }
 
@@ -508,6 +530,7 @@ impl Api {
             .await
             .map_err(credentials_error)?;
         if let Some(deleted) = &deleted {
+            self.forget_owed(org, project).await;
             self.audit(
                 caller,
                 org,
@@ -601,6 +624,11 @@ impl Api {
             success = result.success,
             "connection tested"
         );
+        // A saved destination that passes its test is tried again at once.
+        let tested_saved = saved.as_ref().is_some_and(|s| s.destination == destination);
+        if result.success && tested_saved {
+            self.retry_lane_now(org, project).await;
+        }
         let record = TestRecord {
             tested_at: now_text(now),
             provider: result.provider.to_owned(),

@@ -1,7 +1,8 @@
 //! What the API answers: the streaming view, a connection test's result, a page of events.
 
 use audit_log::destination::Destination;
-use audit_log::streaming::{Health, StreamingConfig};
+use audit_log::lane::{Lane, LaneState};
+use audit_log::streaming::{FAILING_AFTER, Health, StreamingConfig};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -51,14 +52,56 @@ pub struct HealthView {
     pub seconds_since_last_success: Option<i64>,
     pub delivered_24h: u64,
     pub failed_24h: u64,
+    /// The delivery lane: `delivering`, `retrying`, `refused` or `paused`.
+    pub state: &'static str,
+    /// Events owed to the destination.
+    pub pending: u64,
+    pub oldest_pending_at: Option<String>,
+    /// When a retrying destination is tried next.
+    pub next_attempt_at: Option<String>,
 }
 
-impl From<&Health> for HealthView {
-    fn from(h: &Health) -> Self {
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    t.replace_millisecond(0)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+impl HealthView {
+    /// Health from the recorded deliveries and the lane (`oldest_owed_ms`: when its oldest
+    /// owed event became owed). A lane retrying or refused, or owing an event for more than
+    /// five minutes, is `failing`.
+    pub fn new(h: &Health, lane: &Lane, oldest_owed_ms: Option<i64>) -> Self {
         let now = time::OffsetDateTime::now_utc();
+        Self::at(h, lane, oldest_owed_ms, now)
+    }
+
+    pub fn at(
+        h: &Health,
+        lane: &Lane,
+        oldest_owed_ms: Option<i64>,
+        now: time::OffsetDateTime,
+    ) -> Self {
         let (delivered_24h, failed_24h) = h.counts_24h(now);
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let owed_too_long =
+            oldest_owed_ms.is_some_and(|at| now_ms - at >= FAILING_AFTER.as_millis() as i64);
+        let status =
+            if matches!(lane.state, LaneState::Retrying | LaneState::Refused) || owed_too_long {
+                "failing"
+            } else {
+                h.status_at(now)
+            };
+        let next_attempt_at = match lane.state {
+            LaneState::Retrying | LaneState::CatchingUp => {
+                lane.next_attempt_at.and_then(rfc3339_ms)
+            }
+            _ => None,
+        };
         Self {
-            status: h.status_at(now),
+            status,
             last_success_at: h.last_success_at.clone(),
             last_failure_at: h.last_failure_at.clone(),
             last_error: h.last_error.clone(),
@@ -66,6 +109,10 @@ impl From<&Health> for HealthView {
             seconds_since_last_success: h.seconds_since_last_success(now),
             delivered_24h,
             failed_24h,
+            state: lane.state.shown(),
+            pending: lane.owed,
+            oldest_pending_at: oldest_owed_ms.and_then(rfc3339_ms),
+            next_attempt_at,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Stream batches whose retries ran out reach the on-failure queue as a shard and a range of
-//! sequence numbers, not as events. Their events are read back from the stream (which keeps
-//! them 24 hours, longer than the mapping's 6-hour record age) and recorded as failures of
-//! their projects, with the destination's last error as the reason.
+//! sequence numbers, not as events. Only the service's own trouble gets a batch there (a
+//! destination's never does: its lane keeps what it owes). Their events are read back from
+//! the stream (which keeps them 24 hours, longer than the mapping's 6-hour record age) and
+//! handed to their lanes again: delivered, or owed, exactly as a live batch would be. Nothing
+//! is recorded as a failure for a destination that took it, or for a project without one.
 
-use crate::{Stream, event_of};
-use audit_log::store::StoredKey;
+use crate::Stream;
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use serde_json::Value;
-use std::collections::HashMap;
+use tokio::time::Instant;
 
 fn unreadable<E: std::error::Error + 'static, R: std::fmt::Debug>(
     e: aws_sdk_dynamodbstreams::error::SdkError<E, R>,
@@ -24,7 +25,11 @@ fn sequence_le(a: &str, b: &str) -> bool {
 }
 
 impl Stream {
-    pub(crate) async fn record_exhausted(&self, message: &Value) -> Result<(), String> {
+    pub(crate) async fn redeliver_exhausted(
+        &self,
+        message: &Value,
+        deadline: Instant,
+    ) -> Result<(), String> {
         let info = &message["DDBStreamBatchInfo"];
         let field = |name: &str| {
             info[name]
@@ -52,7 +57,7 @@ impl Stream {
             .await
             .map_err(unreadable)?
             .shard_iterator;
-        let mut failed: HashMap<(String, String), Vec<StoredKey>> = HashMap::new();
+        let mut records = Vec::new();
         'shard: while let Some(it) = iterator {
             let page = self
                 .streams
@@ -61,11 +66,11 @@ impl Stream {
                 .send()
                 .await
                 .map_err(unreadable)?;
-            let records = page.records.unwrap_or_default();
-            if records.is_empty() {
+            let read = page.records.unwrap_or_default();
+            if read.is_empty() {
                 break;
             }
-            for r in records {
+            for r in read {
                 let Some(change) = r.dynamodb else { continue };
                 let seq = change.sequence_number.clone().unwrap_or_default();
                 if !sequence_le(&seq, &end) {
@@ -75,37 +80,25 @@ impl Stream {
                     continue;
                 }
                 let mut record = aws_lambda_events::event::dynamodb::EventRecord::default();
+                record.event_name = "INSERT".into();
+                record.event_id = r.event_id.unwrap_or_default();
+                record.change.sequence_number = Some(seq);
                 record.change.new_image = change.new_image.unwrap_or_default().into();
-                if let Ok((event, key)) = event_of(&record) {
-                    failed
-                        .entry((
-                            event.organization_id().to_owned(),
-                            event.project_id().to_owned(),
-                        ))
-                        .or_default()
-                        .push(key);
-                }
+                records.push(record);
             }
             iterator = page.next_shard_iterator;
         }
-        for ((org, project), keys) in failed {
-            let last_error = self
-                .configs
-                .get(&org, &project)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|c| c.health.last_error);
-            let reason = match last_error {
-                Some(e) => format!("delivery retries ran out ({condition}): {e}"),
-                None => format!("delivery retries ran out ({condition})"),
-            };
-            self.configs
-                .record_failures(&org, &project, &keys, &reason)
-                .await
-                .map_err(|e| e.to_string())?;
-            tracing::warn!(organization_id = org, project_id = project, events = keys.len(), %reason, "undelivered events recorded");
+        let response = self.deliver(&records, deadline).await;
+        if !response.batch_item_failures.is_empty() {
+            return Err(format!(
+                "the batch's events could not all be handed to their lanes ({condition}); trying again"
+            ));
         }
+        tracing::warn!(
+            records = records.len(),
+            %condition,
+            "a stream batch whose retries ran out went through the lanes again"
+        );
         Ok(())
     }
 }

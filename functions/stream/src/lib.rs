@@ -1,41 +1,40 @@
-//! stream: events table stream → each organization's destination.
+//! stream: events table stream → each organization's destination, one lane per destination.
 //!
 //! Only `INSERT` records are events to deliver (a TTL expiry is a `REMOVE` and must never look
-//! like one). Records are grouped by organization and project and each group goes to the one
-//! destination its configuration names; a project without a destination keeps its events
-//! stored and is not a failure.
+//! like one). Records are grouped by organization and project, and each group goes to its
+//! destination's lane (`audit_log::lane`): a delivering lane sends them within a short budget,
+//! any other lane keeps them owed. A destination's outage, refusal or pause therefore never
+//! fails a stream record: the shard moves on, and the lane catches up by itself through its
+//! scheduled calls (the lanes queue). A project without a destination keeps its events stored
+//! and is not a failure.
 //!
-//! The same function records stream batches whose retries ran out (from its on-failure queue,
-//! `exhausted.rs`) and runs replays (from the replay queue, `replay.rs`).
+//! Only the service's own trouble (its tables or queues failing) reports a record to Lambda,
+//! which retries from there; batches whose retries run out come back through the on-failure
+//! queue (`exhausted.rs`) and go through the lanes again.
 //!
-//! Failure policy:
-//! - A retryable failure (throttling, an outage, a timeout that outlived the in-invocation
-//!   retries) reports the first failed record's sequence number, so Lambda retries from there.
-//!   Records this container already delivered are remembered and not sent again on that retry.
-//! - A permanent failure (refused credentials, a role that cannot be assumed, an event the
-//!   destination cannot take) is logged and recorded in the destination's health, and not
-//!   reported to Lambda: retrying cannot help until the customer fixes the setup, and it would
-//!   hold back every other organization's events on the same shard. The events stay stored, and
-//!   are recorded as failures (`GET /streaming/failures`) for a replay.
+//! The same function runs replays (the replay queue, `replay.rs`).
 
 use audit_log::AuditEvent;
-use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
+use audit_log::clock::{Clock, SystemClock};
+use audit_log::credentials::SecretStore;
 use audit_log::destination::cloudwatch::CloudWatch;
-use audit_log::destination::datadog::{ApiKeySource, DatadogClient};
-use audit_log::destination::{CloudWatchSettings, DeliveryError, Destination, Failures};
+use audit_log::destination::datadog::DatadogClient;
+use audit_log::lane::timers::SqsTimers;
+use audit_log::lane::{LaneCall, LaneKey, Lanes, Policy};
 use audit_log::settings::{SettingsError, required_env};
 use audit_log::store::{EventTable, StoredKey};
-use audit_log::streaming::{ConfigTable, HealthReport, StreamingConfig};
+use audit_log::streaming::ConfigTable;
 
 mod exhausted;
 mod replay;
+mod sink;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
-use secrecy::SecretString;
 use serde_json::Value;
+use sink::ProjectSink;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,23 +45,27 @@ pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
 pub const SECRET_PREFIX_ENV: &str = "SECRET_NAME_PREFIX";
 pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
 pub const REPLAY_QUEUE_ENV: &str = "REPLAY_QUEUE_URL";
+pub const LANE_QUEUE_ENV: &str = "LANE_QUEUE_URL";
 pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 5] = [
+pub const ENVIRONMENT: [&str; 9] = [
     CONFIG_TABLE_ENV,
     EVENTS_TABLE_ENV,
     SECRET_PREFIX_ENV,
     LOG_GROUP_PREFIX_ENV,
     REPLAY_QUEUE_ENV,
+    LANE_QUEUE_ENV,
+    "RETENTION_DAYS",
+    audit_log::lane::RETRY_WINDOW_ENV,
+    audit_log::lane::MAX_BACKOFF_ENV,
 ];
 pub const DEFAULT_LOG_GROUP_PREFIX: &str = "/hashicorp";
 
-/// A saved configuration reaches a warm container within this long.
-const CONFIG_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Delivered records remembered per container, to skip them when Lambda retries a batch.
-const DELIVERED_MEMORY: u64 = 200_000;
-/// Destinations delivered to at once.
-const CONCURRENT_DESTINATIONS: usize = 8;
+/// Delivered or owed records remembered per container, to skip them when Lambda retries a
+/// batch after the service's own trouble.
+const HANDLED_MEMORY: u64 = 200_000;
+/// Destinations served at once. Each waits at most the lanes' budget.
+const CONCURRENT_DESTINATIONS: usize = 32;
 const REPORT_MARGIN: Duration = Duration::from_secs(1);
 
 /// The function's settings, from its environment.
@@ -73,6 +76,8 @@ pub struct Settings {
     pub secret_prefix: String,
     pub log_group_prefix: String,
     pub replay_queue_url: String,
+    pub lane_queue_url: String,
+    pub lanes: Policy,
     pub datadog_endpoint_override: Option<String>,
 }
 
@@ -87,6 +92,8 @@ impl Settings {
                 .filter(|p| !p.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.to_owned()),
             replay_queue_url: required_env(REPLAY_QUEUE_ENV)?,
+            lane_queue_url: required_env(LANE_QUEUE_ENV)?,
+            lanes: Policy::from_env(audit_log::Retention::from_env()?)?,
             datadog_endpoint_override: std::env::var(DATADOG_ENDPOINT_OVERRIDE_ENV)
                 .ok()
                 .filter(|u| !u.trim().is_empty()),
@@ -96,16 +103,18 @@ impl Settings {
 
 pub struct Stream {
     configs: ConfigTable,
-    config_cache: moka::future::Cache<(String, String), Option<Arc<StreamingConfig>>>,
     secrets: SecretStore,
     cloudwatch: CloudWatch,
     datadog: DatadogClient,
-    delivered: moka::sync::Cache<String, ()>,
+    handled: moka::sync::Cache<String, ()>,
     events: EventTable,
     streams: aws_sdk_dynamodbstreams::Client,
     sqs: aws_sdk_sqs::Client,
     replay_queue_url: String,
     replay_pages: replay::Pages,
+    timers: SqsTimers,
+    policy: Policy,
+    clock: Arc<dyn Clock>,
 }
 
 /// A record on its way out: where it sits in the batch and the event it carries.
@@ -116,37 +125,28 @@ struct Pending {
     event: AuditEvent,
 }
 
-/// Which failures a delivery records for `GET /streaming/failures` and replays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Record {
-    /// Live delivery: Lambda retries the others, and records them if retries run out.
-    Refusals,
-    /// Replays: nothing retries after them.
-    Every,
-}
-
 impl Stream {
     /// Builds the function from its settings and the AWS configuration.
     pub fn from_settings(settings: &Settings, aws: &aws_config::SdkConfig) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        let sqs = aws_sdk_sqs::Client::new(aws);
         Self {
             configs: ConfigTable::new(dynamodb.clone(), &settings.config_table),
-            config_cache: moka::future::Cache::builder()
-                .time_to_live(CONFIG_CACHE_TTL)
-                .max_capacity(10_000)
-                .build(),
             secrets: SecretStore::new(
                 aws_sdk_secretsmanager::Client::new(aws),
                 &settings.secret_prefix,
             ),
             cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix),
             datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
-            delivered: moka::sync::Cache::new(DELIVERED_MEMORY),
+            handled: moka::sync::Cache::new(HANDLED_MEMORY),
             events: EventTable::new(dynamodb, &settings.events_table),
             streams: aws_sdk_dynamodbstreams::Client::new(aws),
-            sqs: aws_sdk_sqs::Client::new(aws),
+            timers: SqsTimers::new(sqs.clone(), &settings.lane_queue_url),
+            sqs,
             replay_queue_url: settings.replay_queue_url.clone(),
             replay_pages: replay::Pages::default(),
+            policy: settings.lanes.clone(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -172,8 +172,23 @@ impl Stream {
         self
     }
 
-    /// The Lambda entry: stream records to deliver, or messages of the on-failure and replay
-    /// queues. Both answers are `{"batchItemFailures": [...]}`.
+    /// Uses these lane timings (tests and local runs: compressed outages).
+    pub fn with_lanes(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    fn lanes(&self) -> Lanes<'_, ConfigTable, SqsTimers, dyn Clock> {
+        Lanes {
+            store: &self.configs,
+            timers: &self.timers,
+            clock: &*self.clock,
+            policy: &self.policy,
+        }
+    }
+
+    /// The Lambda entry: stream records to deliver, or messages of the on-failure, replay and
+    /// lanes queues. Both answers are `{"batchItemFailures": [...]}`.
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
         let (payload, context) = event.into_parts();
         let source = payload["Records"][0]["eventSource"]
@@ -195,17 +210,18 @@ impl Stream {
         self.deliver(&event.payload.records, deadline).await
     }
 
-    /// Delivers one batch of stream records, retrying inside the invocation until `deadline`.
+    /// Hands one batch of stream records to their destinations' lanes. Only the service's own
+    /// trouble reports a record for Lambda to retry from.
     pub async fn deliver(
         &self,
         records: &[EventRecord],
         deadline: Instant,
     ) -> DynamoDbEventResponse {
-        let mut groups: Vec<((String, String), Vec<Pending>)> = Vec::new();
-        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        let mut groups: Vec<(LaneKey, Vec<Pending>)> = Vec::new();
+        let mut index: HashMap<LaneKey, usize> = HashMap::new();
         let mut skipped = 0;
         for (position, record) in records.iter().enumerate() {
-            if record.event_name != "INSERT" || self.delivered.contains_key(&record.event_id) {
+            if record.event_name != "INSERT" || self.handled.contains_key(&record.event_id) {
                 skipped += 1;
                 continue;
             }
@@ -216,12 +232,9 @@ impl Stream {
                     continue;
                 }
             };
-            let project = (
-                event.organization_id().to_owned(),
-                event.project_id().to_owned(),
-            );
-            let slot = *index.entry(project.clone()).or_insert_with(|| {
-                groups.push((project, Vec::new()));
+            let lane = LaneKey::new(event.organization_id(), event.project_id());
+            let slot = *index.entry(lane.clone()).or_insert_with(|| {
+                groups.push((lane, Vec::new()));
                 groups.len() - 1
             });
             groups[slot].1.push(Pending {
@@ -231,19 +244,15 @@ impl Stream {
                 event,
             });
         }
-        let failed: Vec<(usize, DeliveryError)> = futures::stream::iter(groups)
-            .map(|((org, project), pending)| self.deliver_group(org, project, pending, deadline))
+        let failed: Vec<usize> = futures::stream::iter(groups)
+            .map(|(lane, pending)| self.deliver_group(lane, pending, deadline))
             .buffer_unordered(CONCURRENT_DESTINATIONS)
             .flat_map(futures::stream::iter)
             .collect()
             .await;
-        let first_retryable = failed
-            .iter()
-            .filter(|(_, e)| e.is_retryable())
-            .map(|&(position, _)| position)
-            .min();
+        let first_failed = failed.iter().copied().min();
         let mut response = DynamoDbEventResponse::default();
-        if let Some(position) = first_retryable {
+        if let Some(position) = first_failed {
             let mut failure = DynamoDbBatchItemFailure::default();
             failure.item_identifier = records[position].change.sequence_number.clone();
             response.batch_item_failures.push(failure);
@@ -252,39 +261,23 @@ impl Stream {
             records = records.len(),
             skipped,
             failed = failed.len(),
-            retry_from = first_retryable,
+            retry_from = first_failed,
             "stream batch done"
         );
         response
     }
 
-    async fn configuration(
-        &self,
-        org: &str,
-        project: &str,
-    ) -> Result<Option<Arc<StreamingConfig>>, DeliveryError> {
-        self.config_cache
-            .try_get_with((org.to_owned(), project.to_owned()), async {
-                self.configs
-                    .get(org, project)
-                    .await
-                    .map(|c| c.map(Arc::new))
-            })
-            .await
-            .map_err(|e| {
-                DeliveryError::Retryable(format!("could not read the streaming configuration: {e}"))
-            })
-    }
-
-    /// Delivers one project's records; returns the batch positions that failed.
+    /// One project's records, through its lane; returns the batch positions the service
+    /// could not handle.
     async fn deliver_group(
         &self,
-        org: String,
-        project: String,
+        lane: LaneKey,
         pending: Vec<Pending>,
         deadline: Instant,
-    ) -> Vec<(usize, DeliveryError)> {
-        let config = match self.configuration(&org, &project).await {
+    ) -> Vec<usize> {
+        let (org, project) = (&lane.organization_id, &lane.project_id);
+        // Read at every batch: a save takes effect with the next delivery after it.
+        let config = match self.configs.get(org, project).await {
             Ok(Some(config)) => config,
             Ok(None) => {
                 tracing::info!(
@@ -295,156 +288,79 @@ impl Stream {
                 );
                 return Vec::new();
             }
-            Err(e) => return pending.iter().map(|p| (p.position, e.clone())).collect(),
+            Err(e) => {
+                tracing::error!(organization_id = org, project_id = project, error = %e, "could not read the streaming configuration");
+                return pending.iter().map(|p| p.position).collect();
+            }
         };
-        let events: Vec<AuditEvent> = pending.iter().map(|p| p.event.clone()).collect();
-        let keys: Vec<StoredKey> = pending.iter().map(|p| p.key.clone()).collect();
-        let failures = self
-            .deliver_to(
-                &org,
-                &project,
-                &config,
-                &events,
-                &keys,
-                deadline,
-                Record::Refusals,
-            )
-            .await;
-        let mut failed_at = vec![false; pending.len()];
-        for (i, _) in &failures {
-            failed_at[*i] = true;
-        }
-        for (p, failed) in pending.iter().zip(&failed_at) {
-            if !failed {
-                self.delivered.insert(p.event_id.clone(), ());
+        let events = pending
+            .iter()
+            .map(|p| (p.key.clone(), p.event.clone()))
+            .collect();
+        let sink = ProjectSink {
+            stream: self,
+            config: &config,
+        };
+        match self
+            .lanes()
+            .live(&lane, &config.lane, events, &sink, deadline)
+            .await
+        {
+            Ok(outcome) => {
+                for p in &pending {
+                    self.handled.insert(p.event_id.clone(), ());
+                }
+                tracing::info!(
+                    organization_id = org,
+                    project_id = project,
+                    provider = config.destination.provider().as_str(),
+                    delivered = outcome.delivered,
+                    owed = outcome.owed,
+                    rejected = outcome.rejected,
+                    lane = outcome.entered.unwrap_or(config.lane.state).as_str(),
+                    "events handed to their lane"
+                );
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be handed to their lane; Lambda retries them");
+                pending.iter().map(|p| p.position).collect()
             }
         }
-        failures
-            .into_iter()
-            .map(|(i, e)| (pending[i].position, e))
-            .collect()
     }
 
-    /// Delivers a project's events to its destination, records the destination's health and
-    /// the failures `record` asks for, and returns the positions that failed.
-    #[allow(clippy::too_many_arguments)]
-    async fn deliver_to(
-        &self,
-        org: &str,
-        project: &str,
-        config: &StreamingConfig,
-        events: &[AuditEvent],
-        keys: &[StoredKey],
-        deadline: Instant,
-        record: Record,
-    ) -> Failures {
-        let failures: Failures = match &config.destination {
-            Destination::Cloudwatch(settings) => {
-                match self
-                    .secrets
-                    .get(org, project, config.secret_version.as_deref(), false)
-                    .await
-                {
-                    Ok(credentials) => match &*credentials {
-                        Credentials::Cloudwatch {
-                            role_arn,
-                            external_id,
-                        } => {
-                            // The role ARN of record is the one stored with its External ID.
-                            let settings = CloudWatchSettings {
-                                role_arn: role_arn.clone(),
-                                region: settings.region.clone(),
-                            };
-                            self.cloudwatch
-                                .deliver(org, project, &settings, external_id, events, deadline)
-                                .await
-                        }
-                        Credentials::Datadog { .. } => all_failed(events.len(), mismatched()),
-                    },
-                    Err(e) => all_failed(events.len(), credentials_failure(&e)),
-                }
-            }
-            Destination::Datadog(settings) => {
-                let keys = ProjectKey {
-                    secrets: &self.secrets,
-                    configs: &self.configs,
-                    organization_id: org,
-                    project_id: project,
-                    version: config.secret_version.as_deref(),
-                };
-                self.datadog
-                    .deliver(settings.site, &keys, events, deadline)
-                    .await
-            }
-        };
-        let report = HealthReport {
-            delivered: events.len() - failures.len(),
-            failed: failures.len(),
-            last_error: failures.first().map(|(_, e)| e.message().to_owned()),
-            permanent: failures.first().is_some_and(|(_, e)| !e.is_retryable()),
-        };
-        if let Err(e) = self.configs.record_health(org, project, &report).await {
-            tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");
-        }
-        let provider = config.destination.provider().as_str();
-        if failures.is_empty() {
-            tracing::info!(
-                organization_id = org,
-                project_id = project,
-                provider,
-                delivered = report.delivered,
-                "events delivered"
-            );
-            return failures;
-        }
-        let retryable = failures.iter().filter(|(_, e)| e.is_retryable()).count();
-        tracing::error!(
-            organization_id = org,
-            project_id = project,
-            provider,
-            delivered = report.delivered,
-            failed = report.failed,
-            retryable,
-            reason = report.last_error.as_deref().unwrap_or_default(),
-            "events not delivered"
+    /// A lane's scheduled call: a probe, a page of catching up, or housekeeping.
+    async fn run_lane_call(&self, call: &LaneCall, deadline: Instant) -> Result<(), String> {
+        let key = &call.lane;
+        let config = self
+            .configs
+            .get(&key.organization_id, &key.project_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sink = config.as_ref().map(|config| ProjectSink {
+            stream: self,
+            config,
+        });
+        let target = config
+            .as_ref()
+            .zip(sink.as_ref())
+            .map(|(c, s)| (&c.lane, s));
+        let outcome = self
+            .lanes()
+            .call(call, target, &self.events, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            organization_id = key.organization_id,
+            project_id = key.project_id,
+            delivered = outcome.delivered,
+            expired = outcome.expired,
+            rejected = outcome.rejected,
+            lane = outcome.entered.map(|s| s.as_str()),
+            skipped = outcome.skipped,
+            "lane call done"
         );
-        let mut by_reason: HashMap<&str, Vec<StoredKey>> = HashMap::new();
-        for (i, e) in &failures {
-            if record == Record::Every || !e.is_retryable() {
-                by_reason
-                    .entry(e.message())
-                    .or_default()
-                    .push(keys[*i].clone());
-            }
-        }
-        let mut unrecorded: Vec<String> = Vec::new();
-        for (reason, failed) in by_reason {
-            if let Err(e) = self
-                .configs
-                .record_failures(org, project, &failed, reason)
-                .await
-            {
-                tracing::error!(organization_id = org, project_id = project, error = %e, events = failed.len(), "could not record failed events");
-                unrecorded.push(reason.to_owned());
-            }
-        }
-        if record == Record::Every || unrecorded.is_empty() {
-            return failures;
-        }
-        // A refusal neither delivered nor listed would be lost: Lambda retries it instead.
-        failures
-            .into_iter()
-            .map(|(i, e)| match e {
-                e if !e.is_retryable() && unrecorded.iter().any(|r| r == e.message()) => (
-                    i,
-                    DeliveryError::Retryable(format!(
-                        "{} (and the failure could not be recorded)",
-                        e.message()
-                    )),
-                ),
-                e => (i, e),
-            })
-            .collect()
+        Ok(())
     }
 }
 
@@ -479,67 +395,9 @@ pub fn event_of(record: &EventRecord) -> Result<(AuditEvent, StoredKey), String>
     Ok((event.with_id(key.message_id.clone()), key))
 }
 
-fn all_failed(n: usize, error: DeliveryError) -> Failures {
-    (0..n).map(|i| (i, error.clone())).collect()
-}
-
-fn mismatched() -> DeliveryError {
-    DeliveryError::Permanent(
-        "the stored credentials belong to another provider than the destination; save the streaming configuration again".into(),
-    )
-}
-
-fn credentials_failure(e: &CredentialsError) -> DeliveryError {
-    if e.is_retryable() {
-        DeliveryError::Retryable(e.to_string())
-    } else {
-        DeliveryError::Permanent(e.to_string())
-    }
-}
-
-/// A project's Datadog API key, from its secret.
-struct ProjectKey<'a> {
-    secrets: &'a SecretStore,
-    configs: &'a ConfigTable,
-    organization_id: &'a str,
-    project_id: &'a str,
-    /// The secret version saved with the configuration.
-    version: Option<&'a str>,
-}
-
-impl ApiKeySource for ProjectKey<'_> {
-    async fn api_key(&self, refresh: bool) -> Result<SecretString, DeliveryError> {
-        // A refused key may have been rotated since the configuration was cached: a fresh read
-        // takes the secret version the configuration names now.
-        let fresh = if refresh {
-            self.configs
-                .get(self.organization_id, self.project_id)
-                .await
-                .map_err(|e| {
-                    DeliveryError::Retryable(format!(
-                        "could not read the streaming configuration: {e}"
-                    ))
-                })?
-                .and_then(|c| c.secret_version)
-        } else {
-            None
-        };
-        let version = fresh.as_deref().or(self.version);
-        let credentials = self
-            .secrets
-            .get(self.organization_id, self.project_id, version, refresh)
-            .await
-            .map_err(|e| credentials_failure(&e))?;
-        match &*credentials {
-            Credentials::Datadog { api_key } => Ok(api_key.clone()),
-            Credentials::Cloudwatch { .. } => Err(mismatched()),
-        }
-    }
-}
-
 impl Stream {
-    /// Messages of the on-failure queue (stream batches whose retries ran out) and of the
-    /// replay queue. A message that cannot be handled is reported, so SQS keeps it and finally
+    /// Messages of the lanes queue, the on-failure queue (stream batches whose retries ran out)
+    /// and the replay queue. A message that cannot be handled is reported, so SQS keeps it and finally
     /// dead-letters it: nothing leaves either queue unrecorded.
     pub async fn handle_queue(
         &self,
@@ -551,13 +409,18 @@ impl Stream {
             let id = message.message_id.clone().unwrap_or_default();
             let body: Value = serde_json::from_str(message.body.as_deref().unwrap_or_default())
                 .unwrap_or(Value::Null);
-            let outcome = if body.get("DDBStreamBatchInfo").is_some() {
-                self.record_exhausted(&body).await
+            let outcome = if let Some(call) = body.get(audit_log::lane::timers::MESSAGE_KEY) {
+                match serde_json::from_value::<LaneCall>(call.clone()) {
+                    Ok(call) => self.run_lane_call(&call, deadline).await,
+                    Err(e) => Err(format!("the lane call is unreadable: {e}")),
+                }
+            } else if body.get("DDBStreamBatchInfo").is_some() {
+                self.redeliver_exhausted(&body, deadline).await
             } else if body.get("replay_id").is_some() {
                 self.continue_replay(&body, deadline).await
             } else {
                 Err(
-                    "the message is neither a stream batch whose retries ran out nor a replay"
+                    "the message is neither a lane call, a stream batch whose retries ran out, nor a replay"
                         .to_owned(),
                 )
             };

@@ -4,7 +4,7 @@
 //! invocation that dies leaves its message in the queue, which delivers it again and the replay
 //! resumes from the saved position. Duplicates this can cause are at most one page.
 
-use crate::{Record, Stream};
+use crate::Stream;
 use audit_log::AuditEvent;
 use audit_log::store::{PageRequest, StoredKey};
 use audit_log::streaming::{Replay, ReplayState};
@@ -102,15 +102,7 @@ impl Stream {
             if !events.is_empty() {
                 let page_deadline = deadline.min(Instant::now() + PAGE_TIME);
                 let failures = self
-                    .deliver_to(
-                        &org,
-                        &project,
-                        &config,
-                        &events,
-                        &keys,
-                        page_deadline,
-                        Record::Every,
-                    )
+                    .deliver_recorded(&config, &events, &keys, page_deadline)
                     .await;
                 replay.delivered += (events.len() - failures.len()) as u64;
                 replay.failed += failures.len() as u64;

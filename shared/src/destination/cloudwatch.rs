@@ -106,7 +106,7 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
         if size > MAX_BATCH_BYTES {
             failures.push((
                 position,
-                DeliveryError::Permanent(format!(
+                DeliveryError::Rejected(format!(
                     "the event is {} bytes, over CloudWatch Logs' {} -byte limit for one event",
                     message.len(),
                     MAX_BATCH_BYTES - EVENT_OVERHEAD_BYTES
@@ -268,7 +268,9 @@ fn session_name(organization_id: &str) -> String {
 }
 
 /// Writes to customers' CloudWatch Logs. Clients (and with them the assumed-role credentials)
-/// are kept per organization, role and region for the life of the container.
+/// are kept per organization, role and region for the life of the container (a clone shares
+/// them).
+#[derive(Clone)]
 pub struct CloudWatch {
     base: SdkConfig,
     sts: aws_sdk_sts::Client,
@@ -561,7 +563,7 @@ where
             return if refused.retryable {
                 Problem::Transient(refused.message.clone())
             } else {
-                Problem::Refused(DeliveryError::Permanent(refused.message.clone()))
+                Problem::Refused(DeliveryError::Refused(refused.message.clone()))
             };
         }
         source = e.source();
@@ -584,12 +586,12 @@ where
                 code.unwrap_or("unknown error")
             )),
             Some(code @ ("AccessDeniedException" | "UnrecognizedClientException")) => {
-                Problem::Refused(DeliveryError::Permanent(format!(
+                Problem::Refused(DeliveryError::Refused(format!(
                     "the customer's role may not write to CloudWatch Logs ({code}): attach the \
                      policy from infra/ to the role"
                 )))
             }
-            code => Problem::Refused(DeliveryError::Permanent(format!(
+            code => Problem::Refused(DeliveryError::Refused(format!(
                 "CloudWatch Logs refused the events ({})",
                 code.unwrap_or("unknown error")
             ))),
@@ -597,7 +599,7 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             Problem::Transient("CloudWatch Logs did not answer".into())
         }
-        _ => Problem::Refused(DeliveryError::Permanent(
+        _ => Problem::Refused(DeliveryError::Refused(
             "the request to CloudWatch Logs could not be built".into(),
         )),
     }
@@ -618,7 +620,7 @@ fn rejected(
         for i in range {
             failures.push((
                 batch.positions[i],
-                DeliveryError::Permanent(format!("CloudWatch Logs rejected the event as {why}")),
+                DeliveryError::Rejected(format!("CloudWatch Logs rejected the event as {why}")),
             ));
         }
     };

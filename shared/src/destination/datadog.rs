@@ -197,7 +197,7 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
         if entry.len() > MAX_ENTRY_BYTES {
             failures.push((
                 position,
-                DeliveryError::Permanent(format!(
+                DeliveryError::Rejected(format!(
                     "the event is {} bytes as a Datadog log, over Datadog's {MAX_ENTRY_BYTES}-byte limit for one log",
                     entry.len()
                 )),
@@ -329,7 +329,7 @@ impl DatadogClient {
                     queue.push_front(left);
                     continue;
                 }
-                Sent::TooLarge => DeliveryError::Permanent(
+                Sent::TooLarge => DeliveryError::Rejected(
                     "Datadog refused the log as too large (HTTP 413)".into(),
                 ),
                 Sent::Unauthorized(_) if !refreshed => {
@@ -344,7 +344,7 @@ impl DatadogClient {
                         Err(e) => e,
                     }
                 }
-                Sent::Unauthorized(status) => DeliveryError::Permanent(format!(
+                Sent::Unauthorized(status) => DeliveryError::Refused(format!(
                     "Datadog refused the API key (HTTP {status}) on {site}: check that the key is \
                      valid and belongs to an organization on this site, then save the \
                      configuration with a working key"
@@ -406,9 +406,15 @@ impl DatadogClient {
                     413 => return Sent::TooLarge,
                     status @ (401 | 403) => return Sent::Unauthorized(status),
                     status @ (408 | 429 | 500..=599) => format!("Datadog answered HTTP {status}"),
-                    status => {
-                        return Sent::Failed(DeliveryError::Permanent(format!(
+                    // The request's content: these logs only.
+                    status @ (400 | 422) => {
+                        return Sent::Failed(DeliveryError::Rejected(format!(
                             "Datadog rejected the logs (HTTP {status})"
+                        )));
+                    }
+                    status => {
+                        return Sent::Failed(DeliveryError::Refused(format!(
+                            "Datadog refused the logs (HTTP {status}) on {site}"
                         )));
                     }
                 },

@@ -134,12 +134,16 @@ impl fmt::Display for DatadogSite {
 /// change, never a secret and never the destination's raw answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
-    /// Worth another try later: throttling, an outage, a timeout.
+    /// The destination is in trouble (an outage, throttling, a timeout): try again later.
     #[error("{0}")]
     Retryable(String),
-    /// Will fail again until someone changes the setup: refused credentials, a bad request.
+    /// The destination refuses us (credentials, key or role): nothing more is sent until the
+    /// configuration changes or a Test connection succeeds.
     #[error("{0}")]
-    Permanent(String),
+    Refused(String),
+    /// This event only will never be taken as it is (too large, malformed for the destination).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl DeliveryError {
@@ -147,9 +151,15 @@ impl DeliveryError {
         matches!(self, DeliveryError::Retryable(_))
     }
 
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DeliveryError::Refused(_))
+    }
+
     pub fn message(&self) -> &str {
         match self {
-            DeliveryError::Retryable(m) | DeliveryError::Permanent(m) => m,
+            DeliveryError::Retryable(m)
+            | DeliveryError::Refused(m)
+            | DeliveryError::Rejected(m) => m,
         }
     }
 }
@@ -157,6 +167,26 @@ impl DeliveryError {
 /// The outcome of delivering a list of events: the positions that failed, with why.
 /// Every position not listed was delivered.
 pub type Failures = Vec<(usize, DeliveryError)>;
+
+/// What every destination does: deliver a batch of events by `deadline` and say, per event,
+/// what went wrong. Lanes drive destinations through this alone.
+pub trait Sink: Sync {
+    fn deliver(
+        &self,
+        events: &[crate::AuditEvent],
+        deadline: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = Failures> + Send;
+
+    /// One try without retries: how a lane probes a destination that was failing, so that a
+    /// destination that is down gets about one request per probe interval.
+    fn probe(
+        &self,
+        events: &[crate::AuditEvent],
+        deadline: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = Failures> + Send {
+        self.deliver(events, deadline)
+    }
+}
 
 #[cfg(test)]
 mod tests {

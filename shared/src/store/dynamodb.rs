@@ -324,7 +324,8 @@ impl EventTable {
 }
 
 impl EventTable {
-    /// Stored events of one project by sort key, in the order asked (missing ones left out).
+    /// Stored events of one project by sort key, in the order asked (missing ones, and
+    /// repeats, left out).
     pub async fn events_at(
         &self,
         organization_id: &str,
@@ -333,13 +334,17 @@ impl EventTable {
     ) -> Result<Vec<(StoredKey, String)>, StoreError> {
         let pk = AttributeValue::S(partition_key(organization_id, project_id));
         let mut found: HashMap<String, (StoredKey, String)> = HashMap::new();
-        for chunk in sort_keys.chunks(100) {
+        // DynamoDB refuses a request that names a key twice; each is read once.
+        let mut distinct: Vec<&String> = sort_keys.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        for chunk in distinct.chunks(100) {
             let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
                 .iter()
                 .map(|sk| {
                     HashMap::from([
                         (attr::PARTITION_KEY.to_owned(), pk.clone()),
-                        (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.clone())),
+                        (attr::SORT_KEY.to_owned(), AttributeValue::S((*sk).clone())),
                     ])
                 })
                 .collect();
@@ -351,6 +356,8 @@ impl EventTable {
                         &self.name,
                         aws_sdk_dynamodb::types::KeysAndAttributes::builder()
                             .set_keys(Some(std::mem::take(&mut keys)))
+                            // An event just written (then owed) must be found.
+                            .consistent_read(true)
                             .build()
                             .map_err(|e| StoreError::Refused(e.to_string()))?,
                     )

@@ -17,6 +17,30 @@ pub struct FailureRecord {
     pub reason: String,
 }
 
+/// A batch write's put of `item`.
+pub(super) fn put(item: std::collections::HashMap<String, AttributeValue>) -> WriteRequest {
+    WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .expect("item is set"),
+        )
+        .build()
+}
+
+/// A batch write's delete of the item at `key`.
+pub(super) fn delete(key: std::collections::HashMap<String, AttributeValue>) -> WriteRequest {
+    WriteRequest::builder()
+        .delete_request(
+            DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .expect("key is set"),
+        )
+        .build()
+}
+
 fn prefix(project_id: &str) -> String {
     format!("failure#{}#", key_part(project_id))
 }
@@ -47,14 +71,7 @@ impl ConfigTable {
                     super::EXPIRES_AT.into(),
                     AttributeValue::N(event.expires_at.to_string()),
                 );
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .expect("item is set"),
-                    )
-                    .build()
+                put(item)
             })
             .collect();
         self.write_all(requests).await
@@ -70,27 +87,20 @@ impl ConfigTable {
         let requests: Vec<WriteRequest> = event_sort_keys
             .iter()
             .map(|sk| {
-                WriteRequest::builder()
-                    .delete_request(
-                        DeleteRequest::builder()
-                            .set_key(Some(organization_key(
-                                organization_id,
-                                format!("{}{sk}", prefix(project_id)),
-                            )))
-                            .build()
-                            .expect("key is set"),
-                    )
-                    .build()
+                delete(organization_key(
+                    organization_id,
+                    format!("{}{sk}", prefix(project_id)),
+                ))
             })
             .collect();
         self.write_all(requests).await
     }
 
-    async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
+    pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
         for chunk in requests.chunks(25) {
             let mut pending = chunk.to_vec();
             // Unprocessed writes are few and rare here: a few quick rounds.
-            for round in 0..5u64 {
+            for round in 0..8u64 {
                 if pending.is_empty() {
                     break;
                 }
@@ -106,12 +116,12 @@ impl ConfigTable {
                     .and_then(|mut u| u.remove(&self.name))
                     .unwrap_or_default();
                 if !pending.is_empty() {
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(25 << round.min(5))).await;
                 }
             }
             if !pending.is_empty() {
                 return Err(ConfigError::Store(
-                    "DynamoDB left failure records unwritten".into(),
+                    "DynamoDB left writes unprocessed after 8 rounds".into(),
                 ));
             }
         }

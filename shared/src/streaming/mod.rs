@@ -4,12 +4,15 @@
 //! `project#<project>`, so an organization's items share a partition.
 
 mod failures;
+mod lanes;
 mod replays;
 
 pub use failures::FailureRecord;
+pub use lanes::lane_of;
 pub use replays::{Replay, ReplayState};
 
 use crate::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination, Provider};
+use crate::lane::Lane;
 use crate::store::key_part;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -55,6 +58,8 @@ pub struct StreamingConfig {
     pub version: u64,
     pub updated_at: String,
     pub health: Health,
+    /// The destination's delivery lane (kept by the stream function, not by saves).
+    pub lane: Lane,
 }
 
 /// What a save writes: the destination's settings and the secret version that goes with them.
@@ -306,6 +311,7 @@ impl StreamingConfig {
                     })
                     .collect(),
             },
+            lane: lanes::lane_of(item),
         })
     }
 }
@@ -377,26 +383,62 @@ impl ConfigTable {
             version: read + 1,
             updated_at: now_rfc3339(),
             health: Health::default(),
+            lane: Lane::default(),
         };
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(config.to_item()));
-        let put = if read == 0 {
-            put.condition_expression("attribute_not_exists(pk)")
-        } else {
-            put.condition_expression("#v = :v")
-                .expression_attribute_names("#v", attr::VERSION)
-                .expression_attribute_values(":v", AttributeValue::N(read.to_string()))
-        };
-        match put.send().await {
-            Ok(_) => Ok(config),
-            Err(e) if is_condition_failure(&e) => {
-                Err(self.mismatch(organization_id, project_id).await)
+        // A put of the whole item, carrying the lane as it was read and conditional on it
+        // being unchanged: the lane's state and counters stay as the stream left them.
+        for _ in 0..LANE_RACES {
+            let lane = if read == 0 {
+                Lane::default()
+            } else {
+                match self.get(organization_id, project_id).await? {
+                    Some(stored) if stored.version == read => stored.lane,
+                    stored => {
+                        return Err(ConfigError::VersionMismatch {
+                            current: stored.map_or(0, |c| c.version),
+                        });
+                    }
+                }
+            };
+            let mut item = config.to_item();
+            let mut names = HashMap::new();
+            let mut values = HashMap::new();
+            let condition = if read == 0 {
+                "attribute_not_exists(pk)".to_owned()
+            } else {
+                names.insert("#v".to_owned(), attr::VERSION.to_owned());
+                values.insert(":read".to_owned(), AttributeValue::N(read.to_string()));
+                let unchanged = lanes::unchanged(&lane, &mut names, &mut values);
+                format!("#v = :read AND {unchanged}")
+            };
+            let lane = Lane {
+                writes: lane.writes + lanes::WRITES_MOVED_BY_SAVE,
+                version: config.version,
+                ..lane
+            };
+            item.extend(lanes::attributes(&lane));
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                .set_expression_attribute_values((!values.is_empty()).then_some(values));
+            match put.send().await {
+                Ok(_) => return Ok(StreamingConfig { lane, ..config }),
+                Err(e) if is_condition_failure(&e) => {
+                    // Another save won, or only the lane moved on: then try again with it.
+                    if read == 0 {
+                        return Err(self.mismatch(organization_id, project_id).await);
+                    }
+                }
+                Err(e) => return Err(store_error(e)),
             }
-            Err(e) => Err(store_error(e)),
         }
+        Err(ConfigError::Store(
+            "the destination's delivery lane kept changing during the save".into(),
+        ))
     }
 
     /// The error of a lost condition: the version stored now, as the caller must retry with it.
@@ -537,6 +579,9 @@ impl ConfigTable {
         }
     }
 }
+
+/// A save retries this often when only the destination's lane changed under it.
+const LANE_RACES: usize = 20;
 
 /// The counting slot of an epoch hour: its hour of the day.
 fn hour_slot(hour: i64) -> String {
@@ -893,6 +938,11 @@ mod tests {
                 failing_since: Some("2026-01-01T00:00:05Z".into()),
                 last_failure_permanent: true,
                 hours: vec![(493_000, 12, 3), (493_001, 0, 4)],
+            },
+            // The lane knows the version it was read with.
+            lane: Lane {
+                version: 3,
+                ..Lane::default()
             },
         };
         assert_eq!(

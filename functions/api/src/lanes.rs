@@ -1,0 +1,145 @@
+//! The destination's delivery lane through the API: pause, resume, a new try after a fix,
+//! and the lane's part of the health view.
+
+use crate::error::ApiError;
+use crate::request::Caller;
+use crate::view::HealthView;
+use crate::{Api, config_error};
+use audit_log::clock::SystemClock;
+use audit_log::lane::{LaneKey, Lanes};
+use audit_log::streaming::{ConfigTable, StreamingConfig};
+use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+
+impl Api {
+    fn lanes(&self) -> Lanes<'_, ConfigTable, audit_log::lane::timers::SqsTimers, SystemClock> {
+        Lanes {
+            store: &self.configs,
+            timers: &self.timers,
+            clock: &SystemClock,
+            policy: &self.lanes,
+        }
+    }
+
+    async fn saved(&self, org: &str, project: &str) -> Result<StreamingConfig, ApiError> {
+        self.configs
+            .get(org, project)
+            .await
+            .map_err(config_error)?
+            .ok_or_else(|| ApiError::not_found("no destination is saved for this project"))
+    }
+
+    /// `POST /streaming/pause`: nothing is sent; events are kept owed until resumed.
+    pub(crate) async fn pause(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        self.saved(org, project).await?;
+        let key = LaneKey::new(org, project);
+        if !self.lanes().pause(&key).await.map_err(lane_error)? {
+            return Err(ApiError::not_found(
+                "no destination is saved for this project",
+            ));
+        }
+        tracing::info!(
+            organization_id = org,
+            project_id = project,
+            "delivery paused"
+        );
+        let saved = self.saved(org, project).await?;
+        self.audit(
+            caller,
+            org,
+            project,
+            "update",
+            "Paused log streaming",
+            Some(&saved),
+        )
+        .await;
+        self.view(org, project, Some(&saved)).await
+    }
+
+    /// `POST /streaming/resume`: what was owed is delivered oldest first, then live events.
+    /// Resuming a lane that is not paused changes nothing.
+    pub(crate) async fn resume(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        self.saved(org, project).await?;
+        let key = LaneKey::new(org, project);
+        let resumed = self.lanes().resume(&key).await.map_err(lane_error)?;
+        let saved = self.saved(org, project).await?;
+        if resumed {
+            tracing::info!(
+                organization_id = org,
+                project_id = project,
+                "delivery resumed"
+            );
+            self.audit(
+                caller,
+                org,
+                project,
+                "update",
+                "Resumed log streaming",
+                Some(&saved),
+            )
+            .await;
+        }
+        self.view(org, project, Some(&saved)).await
+    }
+
+    /// A refused or retrying destination tries again at once (after a save or a successful
+    /// Test connection). The lane's own schedule is the fallback if this fails.
+    pub(crate) async fn retry_lane_now(&self, org: &str, project: &str) {
+        if let Err(e) = self.lanes().retry_now(&LaneKey::new(org, project)).await {
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "could not ask the destination's lane to try again");
+        }
+    }
+
+    /// A removed destination is owed nothing: a destination saved later must not inherit
+    /// events owed to this one. The lane's own call finishes what this leaves (a few seconds'
+    /// worth here, inside the request).
+    pub(crate) async fn forget_owed(&self, org: &str, project: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        if let Err(e) = self
+            .lanes()
+            .forget(&LaneKey::new(org, project), deadline)
+            .await
+        {
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "owed events of a removed destination left for its lane's call");
+        }
+    }
+
+    /// Health as the view shows it: the recorded deliveries and the lane.
+    pub(crate) async fn health(
+        &self,
+        org: &str,
+        project: &str,
+        config: Option<&StreamingConfig>,
+    ) -> Result<HealthView, ApiError> {
+        let Some(config) = config else {
+            return Ok(HealthView::new(
+                &Default::default(),
+                &Default::default(),
+                None,
+            ));
+        };
+        let oldest = if config.lane.owed > 0 || config.lane.state != Default::default() {
+            self.configs
+                .oldest_owed_at(&LaneKey::new(org, project))
+                .await
+                .map_err(config_error)?
+        } else {
+            None
+        };
+        Ok(HealthView::new(&config.health, &config.lane, oldest))
+    }
+}
+
+fn lane_error(e: audit_log::lane::LaneError) -> ApiError {
+    tracing::error!(error = %e, "lane not updated");
+    ApiError::internal()
+}

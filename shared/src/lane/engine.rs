@@ -1,0 +1,610 @@
+//! What a lane does with live events and with its scheduled attempts. It drives any
+//! destination through [`Sink`] and keeps its state through [`LaneStore`]: it knows neither
+//! which destination nor which database.
+
+use super::{
+    EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Policy,
+    Timers,
+};
+use crate::AuditEvent;
+use crate::clock::Clock;
+use crate::destination::{DeliveryError, Sink};
+use crate::store::StoredKey;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A call that arrives this early still acts: queues are not exact clocks.
+const EARLY_TOLERANCE_MS: i64 = 1_000;
+/// SQS delays a message at most this long; later calls take several hops.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// The lanes of the service, with what they need.
+pub struct Lanes<'a, S, T, C: ?Sized> {
+    pub store: &'a S,
+    pub timers: &'a T,
+    pub clock: &'a C,
+    pub policy: &'a Policy,
+}
+
+/// What one delivery or attempt did to a lane, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub delivered: usize,
+    /// Newly owed (live events of a lane that is not delivering).
+    pub owed: usize,
+    /// Rejected by the destination, recorded as failures.
+    pub rejected: usize,
+    /// Owed beyond the retry window, recorded as failures.
+    pub expired: usize,
+    /// The state the lane was left in, when this changed it.
+    pub entered: Option<LaneState>,
+    /// Why nothing was done: the call was stale, early, or its lane is gone.
+    pub skipped: Option<&'static str>,
+}
+
+/// A delivery's result, event by event.
+struct Sent {
+    delivered: usize,
+    rejected: usize,
+    /// Not taken because of `trouble`, with their keys: still owed.
+    unsent: Vec<(StoredKey, AuditEvent)>,
+    /// Keys of what is no longer owed: delivered, or rejected and recorded.
+    done: Vec<StoredKey>,
+    trouble: Option<DeliveryError>,
+}
+
+impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
+    fn owed_now(&self, events: &[(StoredKey, AuditEvent)]) -> Vec<Owed> {
+        let now = self.clock.now_ms();
+        events
+            .iter()
+            .map(|(key, event)| Owed {
+                event: key.clone(),
+                owed_at_ms: now,
+                bytes: event.to_compact_json().len() as u64,
+            })
+            .collect()
+    }
+
+    /// Live events of one lane, whose state was read as `lane` just before. A delivering lane
+    /// sends them, within the policy's budget and before `deadline` (the invocation's); any
+    /// other lane owes them. Trouble moves the lane out of `delivering` with what it did not
+    /// take owed: nothing is left to Lambda.
+    pub async fn live(
+        &self,
+        key: &LaneKey,
+        lane: &Lane,
+        events: Vec<(StoredKey, AuditEvent)>,
+        sink: &impl Sink,
+        deadline: Instant,
+    ) -> Result<Outcome, LaneError> {
+        let mut out = Outcome::default();
+        let mut pending = events;
+        let mut delivering = lane.state == LaneState::Delivering;
+        if !delivering {
+            self.heal(key, lane).await?;
+        }
+        // Each round follows a change of the lane by someone else; a few are plenty.
+        for _ in 0..4 {
+            if pending.is_empty() {
+                return Ok(out);
+            }
+            if !delivering {
+                let owed = self.owed_now(&pending);
+                match self.store.owe(key, &owed, None).await? {
+                    Owing::Owed => {
+                        out.owed += owed.len();
+                        return Ok(out);
+                    }
+                    Owing::Gone => return Ok(skipped("its destination was removed")),
+                    Owing::Delivering => {}
+                }
+            }
+            let (entering, reason) =
+                if deadline.saturating_duration_since(Instant::now()) < self.policy.budget {
+                    // No time left to give the destination its budget: the lane catches up
+                    // with these at once, in an invocation of its own.
+                    let call = LaneCall::new(key, self.clock.now_ms());
+                    self.schedule(&call).await?;
+                    let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+                    to.since = Some(self.clock.now_ms());
+                    (to, "no time left in this invocation".to_owned())
+                } else {
+                    let budget = Instant::now() + self.policy.budget;
+                    let sent = self.send(key, pending, sink, budget, false).await?;
+                    out.delivered += sent.delivered;
+                    out.rejected += sent.rejected;
+                    let Some(trouble) = sent.trouble else {
+                        return Ok(out);
+                    };
+                    pending = sent.unsent;
+                    let to = self.after_trouble(key, &trouble, 0, lane.version).await?;
+                    (to, trouble.message().to_owned())
+                };
+            let owed = self.owed_now(&pending);
+            match self.store.owe(key, &owed, Some(&entering)).await? {
+                Owing::Owed => {
+                    out.owed += owed.len();
+                    out.entered = Some(entering.state);
+                    tracing::warn!(
+                        organization_id = key.organization_id,
+                        project_id = key.project_id,
+                        state = entering.state.as_str(),
+                        owed = owed.len(),
+                        %reason,
+                        "events kept owed to the destination"
+                    );
+                    return Ok(out);
+                }
+                Owing::Gone => return Ok(skipped("its destination was removed")),
+                Owing::Delivering => delivering = true,
+            }
+        }
+        Err(LaneError::Contended)
+    }
+
+    /// A lane that is not delivering always has a call on its way; should that call have been
+    /// lost (dead-lettered after the service's own trouble), the next live batch schedules
+    /// another.
+    async fn heal(&self, key: &LaneKey, lane: &Lane) -> Result<(), LaneError> {
+        let now = self.clock.now_ms();
+        let overdue = now - 2 * self.policy.lease.as_millis() as i64;
+        let (Some(attempt), Some(due)) = (&lane.attempt, lane.next_attempt_at) else {
+            return Ok(());
+        };
+        if due >= overdue {
+            return Ok(());
+        }
+        let call = LaneCall::new(key, now);
+        self.schedule(&call).await?;
+        let to = Lane::to(lane.state, Some(&call), lane.interval_ms);
+        if self.store.update(key, attempt, &to).await? {
+            tracing::warn!(
+                organization_id = key.organization_id,
+                project_id = key.project_id,
+                overdue_ms = now - due,
+                "the lane's scheduled attempt never came; scheduled again"
+            );
+        }
+        Ok(())
+    }
+
+    /// The lane a destination in trouble enters, with its next attempt scheduled (before the
+    /// lane is written, so the call exists whatever happens next).
+    async fn after_trouble(
+        &self,
+        key: &LaneKey,
+        trouble: &DeliveryError,
+        interval_ms: u64,
+        version: u64,
+    ) -> Result<Lane, LaneError> {
+        let now = self.clock.now_ms();
+        let (state, interval, due) = if trouble.is_refusal() {
+            (
+                LaneState::Refused,
+                interval_ms,
+                now + self.policy.housekeeping.as_millis() as i64,
+            )
+        } else {
+            let interval = self.policy.next_interval(interval_ms);
+            (
+                LaneState::Retrying,
+                interval,
+                self.policy.jittered(interval, now),
+            )
+        };
+        let call = LaneCall::new(key, due);
+        self.schedule(&call).await?;
+        let mut lane = Lane::to(state, Some(&call), interval);
+        lane.since = Some(now);
+        lane.reason = Some(trouble.message().to_owned());
+        if state == LaneState::Refused {
+            lane.refused_version = Some(version);
+        }
+        Ok(lane)
+    }
+
+    async fn schedule(&self, call: &LaneCall) -> Result<(), LaneError> {
+        let wait = (call.due_ms - self.clock.now_ms()).max(0) as u64;
+        let delay = Duration::from_millis(wait).min(MAX_DELAY);
+        self.timers.schedule(call, delay).await
+    }
+
+    /// Sends events (oldest first; a `probe` tries once) and records what the destination
+    /// rejected and the attempt.
+    async fn send(
+        &self,
+        key: &LaneKey,
+        mut events: Vec<(StoredKey, AuditEvent)>,
+        sink: &impl Sink,
+        deadline: Instant,
+        probe: bool,
+    ) -> Result<Sent, LaneError> {
+        events.sort_by(|a, b| a.0.sort_key.cmp(&b.0.sort_key));
+        // An event owed twice (a batch handed over again) is sent once.
+        events.dedup_by(|a, b| a.0.sort_key == b.0.sort_key);
+        let list: Vec<AuditEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+        let failures = if probe {
+            sink.probe(&list, deadline).await
+        } else {
+            sink.deliver(&list, deadline).await
+        };
+        let mut failed: Vec<Option<DeliveryError>> = vec![None; events.len()];
+        for (i, e) in failures {
+            if let Some(slot) = failed.get_mut(i) {
+                *slot = Some(e);
+            }
+        }
+        let trouble = failed
+            .iter()
+            .flatten()
+            .find(|e| e.is_refusal())
+            .or_else(|| failed.iter().flatten().find(|e| e.is_retryable()))
+            .cloned();
+        let mut rejected: HashMap<String, Vec<StoredKey>> = HashMap::new();
+        let mut sent = Sent {
+            delivered: 0,
+            rejected: 0,
+            unsent: Vec::new(),
+            done: Vec::new(),
+            trouble: None,
+        };
+        let mut first_rejection = None;
+        for ((key, event), failure) in events.into_iter().zip(failed) {
+            match failure {
+                None => {
+                    sent.delivered += 1;
+                    sent.done.push(key);
+                }
+                Some(DeliveryError::Rejected(reason)) => {
+                    sent.rejected += 1;
+                    rejected
+                        .entry(reason.clone())
+                        .or_default()
+                        .push(key.clone());
+                    first_rejection.get_or_insert(DeliveryError::Rejected(reason));
+                    sent.done.push(key);
+                }
+                Some(_) => sent.unsent.push((key, event)),
+            }
+        }
+        for (reason, keys) in &rejected {
+            self.store.record_failures(key, keys, reason).await?;
+        }
+        let failed = sent.rejected + sent.unsent.len();
+        let shown = trouble.as_ref().or(first_rejection.as_ref());
+        if let Err(e) = self
+            .store
+            .record_attempt(key, sent.delivered, failed, shown)
+            .await
+        {
+            // Health is for people; delivery goes on without it.
+            tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "could not record delivery health");
+        }
+        sent.trouble = trouble;
+        Ok(sent)
+    }
+
+    /// A scheduled attempt. `target` is the lane as read just now with its destination
+    /// (`None`: its configuration is gone); `deadline` the invocation's.
+    pub async fn call(
+        &self,
+        call: &LaneCall,
+        target: Option<(&Lane, &impl Sink)>,
+        source: &impl EventSource,
+        deadline: Instant,
+    ) -> Result<Outcome, LaneError> {
+        let key = &call.lane;
+        let Some((lane, sink)) = target else {
+            if !self.forget(key, deadline).await? {
+                // More than one invocation's worth: a fresh call goes on.
+                self.schedule(&LaneCall::new(key, self.clock.now_ms()))
+                    .await?;
+            }
+            return Ok(skipped("its destination was removed"));
+        };
+        if lane.attempt.as_deref() != Some(call.attempt.as_str())
+            || lane.state == LaneState::Delivering
+        {
+            return Ok(skipped("another attempt replaced it"));
+        }
+        let now = self.clock.now_ms();
+        if call.due_ms > now + EARLY_TOLERANCE_MS {
+            self.schedule(call).await?;
+            return Ok(skipped("not due yet"));
+        }
+        // Claim the attempt under a lease: should this invocation die, the lease's call
+        // takes over.
+        let lease = LaneCall::new(key, now + self.policy.lease.as_millis() as i64);
+        self.schedule(&lease).await?;
+        let held = Lane::to(lane.state, Some(&lease), lane.interval_ms);
+        if !self.store.update(key, &call.attempt, &held).await? {
+            return Ok(skipped("another attempt replaced it"));
+        }
+        let mut out = Outcome {
+            expired: self.expire(key, lane, now, deadline).await?,
+            ..Outcome::default()
+        };
+        // A refused lane whose configuration was saved since is tried again (the save's own
+        // call to do so may have been lost, or raced with the refusal).
+        let fixed = lane.state == LaneState::Refused
+            && lane.refused_version.is_some_and(|v| v != lane.version);
+        match lane.state {
+            LaneState::Refused if fixed => {
+                let retrying = Lane {
+                    state: LaneState::Retrying,
+                    interval_ms: 0,
+                    ..lane.clone()
+                };
+                self.catch_up(key, &retrying, lease, sink, source, deadline, &mut out)
+                    .await?;
+                Ok(out)
+            }
+            LaneState::Refused | LaneState::Paused => {
+                let next = LaneCall::new(key, now + self.policy.housekeeping.as_millis() as i64);
+                self.schedule(&next).await?;
+                let to = Lane::to(lane.state, Some(&next), lane.interval_ms);
+                self.store.update(key, &lease.attempt, &to).await?;
+                Ok(out)
+            }
+            _ => {
+                self.catch_up(key, lane, lease, sink, source, deadline, &mut out)
+                    .await?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Delivers what the lane owes, oldest first, page by page, until nothing is owed (the
+    /// lane delivers again), the destination is in trouble again, or time runs out (a fresh
+    /// call goes on from there). The first page is the probe of a retrying lane.
+    #[allow(clippy::too_many_arguments)]
+    async fn catch_up(
+        &self,
+        key: &LaneKey,
+        lane: &Lane,
+        held: LaneCall,
+        sink: &impl Sink,
+        source: &impl EventSource,
+        deadline: Instant,
+        out: &mut Outcome,
+    ) -> Result<(), LaneError> {
+        let mut state = lane.state;
+        let interval = lane.interval_ms;
+        let mut pages = 0;
+        loop {
+            // A page needs its budget (a fresh invocation has it): without it, the destination
+            // would be blamed for the invocation's own end. A fresh call goes on instead.
+            let needed = if pages == 0 {
+                self.policy.budget
+            } else {
+                self.policy.catch_up_budget
+            };
+            if deadline.saturating_duration_since(Instant::now()) < needed {
+                let next = LaneCall::new(key, self.clock.now_ms());
+                self.schedule(&next).await?;
+                let to = Lane::to(state, Some(&next), interval);
+                self.store.update(key, &held.attempt, &to).await?;
+                return Ok(());
+            }
+            let Some(fresh) = self.store.read(key).await? else {
+                return Ok(());
+            };
+            if fresh.attempt.as_deref() != Some(held.attempt.as_str()) {
+                out.skipped = Some("another attempt replaced it");
+                return Ok(());
+            }
+            let probe = state == LaneState::Retrying;
+            let limit = if probe {
+                self.policy.probe_page
+            } else {
+                self.policy.page
+            };
+            let mut page = self.store.owed(key, limit, None).await?;
+            // Cut by bytes too (at least one event): events may be up to 1 MiB each.
+            let mut bytes = 0;
+            if let Some(cut) = page.iter().position(|o| {
+                bytes += o.bytes;
+                bytes > self.policy.page_bytes
+            }) {
+                page.truncate(cut.max(1));
+            }
+            if page.is_empty() {
+                if self.store.finish(key, &held.attempt, fresh.writes).await? {
+                    out.entered = Some(LaneState::Delivering);
+                    tracing::info!(
+                        organization_id = key.organization_id,
+                        project_id = key.project_id,
+                        delivered = out.delivered,
+                        "destination caught up; live delivery resumes"
+                    );
+                    return Ok(());
+                }
+                // Something was owed meanwhile: look again.
+                continue;
+            }
+            pages += 1;
+            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
+            let found = source.events(key, &keys).await?;
+            let missing: Vec<StoredKey> = keys
+                .iter()
+                .filter(|k| !found.iter().any(|(f, _)| f.sort_key == k.sort_key))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                // Past its retention, or damaged: listed, never silently dropped.
+                self.store
+                    .record_failures(key, &missing, "the stored event could not be read back")
+                    .await?;
+            }
+            let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
+            let sent = self.send(key, found, sink, budget, probe).await?;
+            out.delivered += sent.delivered;
+            out.rejected += sent.rejected;
+            let unsent: std::collections::HashSet<&str> = sent
+                .unsent
+                .iter()
+                .map(|(k, _)| k.sort_key.as_str())
+                .collect();
+            // Delivered, rejected, or no longer stored: owed no more.
+            let settled: Vec<Owed> = page
+                .into_iter()
+                .filter(|o| !unsent.contains(o.event.sort_key.as_str()))
+                .collect();
+            self.store.settle(key, &settled).await?;
+            if let Some(trouble) = sent.trouble {
+                let from = if state == LaneState::CatchingUp {
+                    0
+                } else {
+                    interval
+                };
+                let mut to = self
+                    .after_trouble(key, &trouble, from, lane.version)
+                    .await?;
+                // Still the same stretch away from delivering.
+                to.since = None;
+                self.store.update(key, &held.attempt, &to).await?;
+                out.entered = Some(to.state);
+                tracing::warn!(
+                    organization_id = key.organization_id,
+                    project_id = key.project_id,
+                    state = to.state.as_str(),
+                    next_attempt_in_ms =
+                        to.next_attempt_at.unwrap_or_default() - self.clock.now_ms(),
+                    reason = trouble.message(),
+                    "attempt failed; the destination stays owed its events"
+                );
+                return Ok(());
+            }
+            if state != LaneState::CatchingUp {
+                state = LaneState::CatchingUp;
+                let to = Lane::to(state, Some(&held), 0);
+                if !self.store.update(key, &held.attempt, &to).await? {
+                    return Ok(());
+                }
+                out.entered = Some(state);
+                tracing::info!(
+                    organization_id = key.organization_id,
+                    project_id = key.project_id,
+                    "destination takes events again; catching up"
+                );
+            }
+        }
+    }
+
+    /// Owed events beyond the retry window become failures, with the lane's reason.
+    async fn expire(
+        &self,
+        key: &LaneKey,
+        lane: &Lane,
+        now: i64,
+        deadline: Instant,
+    ) -> Result<usize, LaneError> {
+        let cutoff = now - self.policy.retry_window.as_millis() as i64;
+        let window = self.policy.retry_window.as_secs();
+        let window = if window.is_multiple_of(3600) {
+            format!("{}-hour", window / 3600)
+        } else {
+            format!("{window}-second")
+        };
+        let reason = format!(
+            "not delivered within the {window} retry window: {}",
+            lane.reason
+                .as_deref()
+                .unwrap_or("the destination did not take events")
+        );
+        let mut expired = 0;
+        while Instant::now() < deadline {
+            let page = self.store.owed(key, self.policy.page, Some(cutoff)).await?;
+            if page.is_empty() {
+                break;
+            }
+            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
+            self.store.record_failures(key, &keys, &reason).await?;
+            self.store.settle(key, &page).await?;
+            expired += page.len();
+        }
+        if expired > 0 {
+            tracing::warn!(
+                organization_id = key.organization_id,
+                project_id = key.project_id,
+                expired,
+                %reason,
+                "owed events became failures"
+            );
+        }
+        Ok(expired)
+    }
+
+    /// A lane whose destination was removed owes nothing any more. Whether it is all gone
+    /// by `deadline`.
+    pub async fn forget(&self, key: &LaneKey, deadline: Instant) -> Result<bool, LaneError> {
+        while Instant::now() < deadline {
+            let page = self.store.owed(key, self.policy.page, None).await?;
+            if page.is_empty() {
+                return Ok(true);
+            }
+            self.store.settle(key, &page).await?;
+        }
+        Ok(false)
+    }
+
+    /// Stops sending to the lane: what arrives is owed until it resumes.
+    pub async fn pause(&self, key: &LaneKey) -> Result<bool, LaneError> {
+        let now = self.clock.now_ms();
+        let call = LaneCall::new(key, now + self.policy.housekeeping.as_millis() as i64);
+        self.schedule(&call).await?;
+        let mut to = Lane::to(LaneState::Paused, Some(&call), 0);
+        to.since = Some(now);
+        to.reason = Some("paused by the customer".into());
+        self.store.update_from(key, &[], &to).await
+    }
+
+    /// A paused lane delivers what it is owed, oldest first, then live events.
+    pub async fn resume(&self, key: &LaneKey) -> Result<bool, LaneError> {
+        self.now_from(key, &[LaneState::Paused], LaneState::CatchingUp)
+            .await
+    }
+
+    /// The configuration changed or a Test connection succeeded: a refused, retrying or
+    /// catching-up lane tries at once (a catching-up one with the new settings, and a fresh
+    /// call should its own have been lost).
+    pub async fn retry_now(&self, key: &LaneKey) -> Result<bool, LaneError> {
+        self.now_from(
+            key,
+            &[
+                LaneState::Refused,
+                LaneState::Retrying,
+                LaneState::CatchingUp,
+            ],
+            LaneState::Retrying,
+        )
+        .await
+    }
+
+    async fn now_from(
+        &self,
+        key: &LaneKey,
+        from: &[LaneState],
+        state: LaneState,
+    ) -> Result<bool, LaneError> {
+        // Read first: most lanes deliver, and need no call.
+        match self.store.read(key).await? {
+            Some(lane) if from.contains(&lane.state) => {}
+            _ => return Ok(false),
+        }
+        let call = LaneCall::new(key, self.clock.now_ms());
+        self.schedule(&call).await?;
+        self.store
+            .update_from(key, from, &Lane::to(state, Some(&call), 0))
+            .await
+    }
+}
+
+fn skipped(why: &'static str) -> Outcome {
+    Outcome {
+        skipped: Some(why),
+        ..Outcome::default()
+    }
+}

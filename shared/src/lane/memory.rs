@@ -1,0 +1,314 @@
+//! In-memory doubles of the lanes' ports: a store, a queue of timers, stored events and a
+//! destination that answers as scripted. For unit tests of lanes without an emulator.
+
+use super::{
+    EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Timers,
+};
+use crate::AuditEvent;
+use crate::destination::{DeliveryError, Failures, Sink};
+use crate::store::StoredKey;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct MemoryLane {
+    pub lane: Lane,
+    /// Owed events by (owed at, event sort key), as the table orders them.
+    pub owed: BTreeMap<(i64, String), Owed>,
+    pub failures: Vec<(StoredKey, String)>,
+    /// `(delivered, failed)` of every attempt.
+    pub attempts: Vec<(usize, usize)>,
+}
+
+/// Lanes kept in memory. A lane exists once [`MemoryLanes::configure`] gave it a destination.
+#[derive(Debug, Default)]
+pub struct MemoryLanes {
+    lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
+}
+
+impl MemoryLanes {
+    pub fn configure(&self, key: &LaneKey) {
+        lock(&self.lanes).entry(key.clone()).or_default();
+    }
+
+    /// A save of the lane's configuration: its version moves on.
+    pub fn saved(&self, key: &LaneKey) {
+        self.with(key, |m| m.lane.version += 1);
+    }
+
+    pub fn remove(&self, key: &LaneKey) -> Option<MemoryLane> {
+        lock(&self.lanes).remove(key)
+    }
+
+    pub fn get(&self, key: &LaneKey) -> MemoryLane {
+        lock(&self.lanes).get(key).cloned().unwrap_or_default()
+    }
+
+    fn with<R>(&self, key: &LaneKey, f: impl FnOnce(&mut MemoryLane) -> R) -> Option<R> {
+        lock(&self.lanes).get_mut(key).map(f)
+    }
+}
+
+fn apply(lane: &mut Lane, to: &Lane) {
+    lane.state = to.state;
+    lane.attempt.clone_from(&to.attempt);
+    lane.next_attempt_at = to.next_attempt_at;
+    lane.interval_ms = to.interval_ms;
+    if lane.since.is_none() {
+        lane.since = to.since;
+    }
+    if to.reason.is_some() {
+        lane.reason.clone_from(&to.reason);
+    }
+    if to.refused_version.is_some() || to.state != LaneState::Refused {
+        lane.refused_version = to.refused_version;
+    }
+}
+
+impl LaneStore for MemoryLanes {
+    async fn owe(
+        &self,
+        key: &LaneKey,
+        owed: &[Owed],
+        entering: Option<&Lane>,
+    ) -> Result<Owing, LaneError> {
+        Ok(self
+            .with(key, |m| {
+                match (m.lane.state, entering) {
+                    (LaneState::Delivering, Some(to)) => apply(&mut m.lane, to),
+                    (LaneState::Delivering, None) => return Owing::Delivering,
+                    _ => {}
+                }
+                for o in owed {
+                    m.owed
+                        .insert((o.owed_at_ms, o.event.sort_key.clone()), o.clone());
+                }
+                m.lane.writes += 1;
+                m.lane.owed += owed.len() as u64;
+                Owing::Owed
+            })
+            .unwrap_or(Owing::Gone))
+    }
+
+    async fn read(&self, key: &LaneKey) -> Result<Option<Lane>, LaneError> {
+        Ok(self.with(key, |m| m.lane.clone()))
+    }
+
+    async fn update(&self, key: &LaneKey, attempt: &str, to: &Lane) -> Result<bool, LaneError> {
+        Ok(self
+            .with(key, |m| {
+                if m.lane.attempt.as_deref() != Some(attempt) {
+                    return false;
+                }
+                apply(&mut m.lane, to);
+                true
+            })
+            .unwrap_or(false))
+    }
+
+    async fn update_from(
+        &self,
+        key: &LaneKey,
+        from: &[LaneState],
+        to: &Lane,
+    ) -> Result<bool, LaneError> {
+        Ok(self
+            .with(key, |m| {
+                if !from.is_empty() && !from.contains(&m.lane.state) {
+                    return false;
+                }
+                apply(&mut m.lane, to);
+                true
+            })
+            .unwrap_or(false))
+    }
+
+    async fn finish(&self, key: &LaneKey, attempt: &str, writes: u64) -> Result<bool, LaneError> {
+        Ok(self
+            .with(key, |m| {
+                if m.lane.attempt.as_deref() != Some(attempt) || m.lane.writes != writes {
+                    return false;
+                }
+                m.lane = Lane {
+                    writes: m.lane.writes,
+                    version: m.lane.version,
+                    ..Lane::default()
+                };
+                true
+            })
+            .unwrap_or(false))
+    }
+
+    async fn owed(
+        &self,
+        key: &LaneKey,
+        limit: usize,
+        before_ms: Option<i64>,
+    ) -> Result<Vec<Owed>, LaneError> {
+        let all = lock(&self.lanes)
+            .get(key)
+            .map(|m| m.owed.clone())
+            .unwrap_or_default();
+        Ok(all
+            .into_values()
+            .filter(|o| before_ms.is_none_or(|b| o.owed_at_ms < b))
+            .take(limit)
+            .collect())
+    }
+
+    async fn settle(&self, key: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+        self.with(key, |m| {
+            for o in owed {
+                if m.owed
+                    .remove(&(o.owed_at_ms, o.event.sort_key.clone()))
+                    .is_some()
+                {
+                    m.lane.owed = m.lane.owed.saturating_sub(1);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn record_failures(
+        &self,
+        key: &LaneKey,
+        events: &[StoredKey],
+        reason: &str,
+    ) -> Result<(), LaneError> {
+        self.with(key, |m| {
+            m.failures
+                .extend(events.iter().map(|e| (e.clone(), reason.to_owned())));
+        });
+        Ok(())
+    }
+
+    async fn record_attempt(
+        &self,
+        key: &LaneKey,
+        delivered: usize,
+        failed: usize,
+        _error: Option<&DeliveryError>,
+    ) -> Result<(), LaneError> {
+        self.with(key, |m| m.attempts.push((delivered, failed)));
+        Ok(())
+    }
+}
+
+/// Scheduled calls, in the order they were made.
+#[derive(Debug, Default)]
+pub struct MemoryTimers {
+    pub calls: Mutex<VecDeque<(LaneCall, Duration)>>,
+}
+
+impl MemoryTimers {
+    pub fn take(&self) -> Vec<(LaneCall, Duration)> {
+        lock(&self.calls).drain(..).collect()
+    }
+}
+
+impl Timers for MemoryTimers {
+    async fn schedule(&self, call: &LaneCall, delay: Duration) -> Result<(), LaneError> {
+        lock(&self.calls).push_back((call.clone(), delay));
+        Ok(())
+    }
+}
+
+/// Stored events, by sort key.
+#[derive(Debug, Default)]
+pub struct MemoryEvents {
+    pub events: Mutex<HashMap<String, (StoredKey, AuditEvent)>>,
+}
+
+impl MemoryEvents {
+    pub fn put(&self, key: &StoredKey, event: &AuditEvent) {
+        lock(&self.events).insert(key.sort_key.clone(), (key.clone(), event.clone()));
+    }
+}
+
+impl EventSource for MemoryEvents {
+    async fn events(
+        &self,
+        _lane: &LaneKey,
+        keys: &[StoredKey],
+    ) -> Result<Vec<(StoredKey, AuditEvent)>, LaneError> {
+        let events = lock(&self.events);
+        Ok(keys
+            .iter()
+            .filter_map(|k| events.get(&k.sort_key).cloned())
+            .collect())
+    }
+}
+
+/// How a scripted destination answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Take,
+    Fail(DeliveryError),
+    /// Never answers (a hung destination, or an invocation that dies while waiting).
+    Hang,
+}
+
+/// A destination that answers every request as told, and keeps what it took, in order.
+#[derive(Debug)]
+pub struct ScriptedSink {
+    pub answer: Mutex<Answer>,
+    pub received: Mutex<Vec<AuditEvent>>,
+    pub requests: Mutex<usize>,
+    /// Requests made as probes (one try, no retries).
+    pub probes: Mutex<usize>,
+}
+
+impl Default for ScriptedSink {
+    fn default() -> Self {
+        Self {
+            answer: Mutex::new(Answer::Take),
+            received: Mutex::default(),
+            requests: Mutex::default(),
+            probes: Mutex::default(),
+        }
+    }
+}
+
+impl ScriptedSink {
+    pub fn answer(&self, answer: Answer) {
+        *lock(&self.answer) = answer;
+    }
+
+    pub fn received(&self) -> Vec<AuditEvent> {
+        lock(&self.received).clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        *lock(&self.requests)
+    }
+
+    pub fn probes(&self) -> usize {
+        *lock(&self.probes)
+    }
+}
+
+impl Sink for ScriptedSink {
+    async fn deliver(&self, events: &[AuditEvent], _deadline: tokio::time::Instant) -> Failures {
+        *lock(&self.requests) += 1;
+        let answer = lock(&self.answer).clone();
+        match answer {
+            Answer::Take => {
+                lock(&self.received).extend(events.iter().cloned());
+                Vec::new()
+            }
+            Answer::Fail(e) => (0..events.len()).map(|i| (i, e.clone())).collect(),
+            Answer::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn probe(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
+        *lock(&self.probes) += 1;
+        self.deliver(events, deadline).await
+    }
+}

@@ -1,0 +1,371 @@
+//! Delivery lanes: one per destination (an organization's project), so that one destination's
+//! trouble costs no other destination anything.
+//!
+//! A lane is `delivering` (live events are sent as they arrive), `retrying` (an outage: one
+//! attempt per interval, the interval doubling up to `DELIVERY_RETRY_MAX_BACKOFF_SECONDS`),
+//! `refused` (credentials refused: nothing is sent until the configuration changes or a Test
+//! connection succeeds), `paused` (by the customer), or catching up (the destination takes
+//! events again and is sent what it is owed, oldest first, before live delivery resumes).
+//!
+//! While a lane is not delivering, its events are *owed*: a small item per event names it
+//! (the event itself stays where it is stored). What is owed longer than
+//! `DELIVERY_RETRY_WINDOW_HOURS` becomes a failure, listed and replayable.
+//!
+//! Attempts are scheduled through a queue of delayed messages ([`LaneCall`]); each names the
+//! attempt it is for, so a late, duplicated or superseded message does nothing. A message is
+//! always sent before the lane is updated to expect it, so a crash never leaves a lane waiting
+//! for a message that does not exist.
+
+pub mod engine;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
+pub mod sources;
+#[cfg(test)]
+mod tests;
+pub mod timers;
+
+pub use engine::Lanes;
+
+use crate::destination::DeliveryError;
+use crate::settings::SettingsError;
+use crate::store::StoredKey;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LaneState {
+    #[default]
+    Delivering,
+    /// Delivering what it is owed, oldest first; live events are owed until it is done.
+    CatchingUp,
+    Retrying,
+    Refused,
+    Paused,
+}
+
+impl LaneState {
+    pub const ALL: [LaneState; 5] = [
+        LaneState::Delivering,
+        LaneState::CatchingUp,
+        LaneState::Retrying,
+        LaneState::Refused,
+        LaneState::Paused,
+    ];
+
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LaneState::Delivering => "delivering",
+            LaneState::CatchingUp => "catching_up",
+            LaneState::Retrying => "retrying",
+            LaneState::Refused => "refused",
+            LaneState::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// As the contract names it: a lane catching up is delivering (with events pending).
+    pub fn shown(self) -> &'static str {
+        match self {
+            LaneState::CatchingUp => LaneState::Delivering.as_str(),
+            other => other.as_str(),
+        }
+    }
+}
+
+/// Which lane: an organization's project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LaneKey {
+    pub organization_id: String,
+    pub project_id: String,
+}
+
+impl LaneKey {
+    pub fn new(organization_id: impl Into<String>, project_id: impl Into<String>) -> Self {
+        Self {
+            organization_id: organization_id.into(),
+            project_id: project_id.into(),
+        }
+    }
+}
+
+/// A lane's state as stored with its configuration. Instants are epoch milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lane {
+    pub state: LaneState,
+    /// The attempt the lane waits for (the one [`LaneCall`] that may act on it).
+    pub attempt: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    /// The current wait between two attempts of a retrying lane.
+    pub interval_ms: u64,
+    /// When the lane stopped delivering.
+    pub since: Option<i64>,
+    /// Why, for a person.
+    pub reason: Option<String>,
+    /// Counts every write of owed events: a lane only becomes `delivering` again if none
+    /// happened since it last looked for owed events.
+    pub writes: u64,
+    /// Events owed (kept exact when the lane catches up; a count for people in between).
+    pub owed: u64,
+    /// The configuration's version, read with the lane (not part of the lane's own state).
+    pub version: u64,
+    /// The configuration version a refused lane was refused under: a save since then is a
+    /// fix to try, even if the save's own call to try again was lost.
+    pub refused_version: Option<u64>,
+}
+
+impl Lane {
+    /// What a lane becomes: its state and schedule, nothing else.
+    fn to(state: LaneState, attempt: Option<&LaneCall>, interval_ms: u64) -> Self {
+        Self {
+            state,
+            attempt: attempt.map(|c| c.attempt.clone()),
+            next_attempt_at: attempt.map(|c| c.due_ms),
+            interval_ms,
+            ..Self::default()
+        }
+    }
+}
+
+/// An event a lane owes: where it is stored, when it became owed, and its size (pages of
+/// catching up are cut by bytes as well as by count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owed {
+    pub event: StoredKey,
+    pub owed_at_ms: i64,
+    pub bytes: u64,
+}
+
+/// What writing owed events found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owing {
+    /// They are owed.
+    Owed,
+    /// The lane delivers (again): nothing is owed and the caller delivers them.
+    Delivering,
+    /// The destination was removed: nothing is owed and nothing is to be delivered.
+    Gone,
+}
+
+/// A scheduled look at a lane: the lanes queue's message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneCall {
+    pub lane: LaneKey,
+    pub attempt: String,
+    pub due_ms: i64,
+}
+
+impl LaneCall {
+    pub fn new(lane: &LaneKey, due_ms: i64) -> Self {
+        use rand::Rng;
+        Self {
+            lane: lane.clone(),
+            attempt: format!("{:016x}", rand::rng().random::<u64>()),
+            due_ms,
+        }
+    }
+}
+
+/// The operator's settings and the lanes' fixed timings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// How long a lane is owed its events before they become failures.
+    pub retry_window: Duration,
+    /// The longest wait between two attempts of a retrying lane.
+    pub max_backoff: Duration,
+    /// The first wait after an outage begins.
+    pub first_backoff: Duration,
+    /// The longest a live delivery to one destination may take before it counts as an outage.
+    pub budget: Duration,
+    /// The same for a probe or a page of catching up: longer, so a destination that is slow
+    /// but working still gets everything.
+    pub catch_up_budget: Duration,
+    /// How often a refused or paused lane's owed events are checked against the retry window.
+    pub housekeeping: Duration,
+    /// How long an attempt may run before another call takes over from it.
+    pub lease: Duration,
+    /// Owed events delivered per request when catching up, at most, and at most this many
+    /// bytes of them (at least one event).
+    pub page: usize,
+    pub page_bytes: u64,
+    /// Owed events a probe sends: few, as it is expected to fail.
+    pub probe_page: usize,
+}
+
+pub const RETRY_WINDOW_ENV: &str = "DELIVERY_RETRY_WINDOW_HOURS";
+pub const MAX_BACKOFF_ENV: &str = "DELIVERY_RETRY_MAX_BACKOFF_SECONDS";
+pub const DEFAULT_RETRY_WINDOW_HOURS: u64 = 168;
+pub const DEFAULT_MAX_BACKOFF_SECONDS: u64 = 300;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::new(
+            Duration::from_secs(DEFAULT_RETRY_WINDOW_HOURS * 3600),
+            Duration::from_secs(DEFAULT_MAX_BACKOFF_SECONDS),
+        )
+    }
+}
+
+impl Policy {
+    pub fn new(retry_window: Duration, max_backoff: Duration) -> Self {
+        Self {
+            retry_window,
+            max_backoff,
+            first_backoff: Duration::from_secs(5).min(max_backoff),
+            budget: Duration::from_secs(5),
+            catch_up_budget: Duration::from_secs(30),
+            housekeeping: Duration::from_secs(900),
+            // Twice the stream function's timeout.
+            lease: Duration::from_secs(120),
+            page: 500,
+            page_bytes: 4 * 1024 * 1024,
+            probe_page: 10,
+        }
+    }
+
+    /// Reads the two operator settings; the window may not outlast the events themselves.
+    pub fn from_env(retention: crate::Retention) -> Result<Self, SettingsError> {
+        let read = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
+            match std::env::var(name).ok().as_deref().map(str::trim) {
+                None | Some("") => Ok(default),
+                Some(s) => s
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or(SettingsError::NotAPositiveNumber(name)),
+            }
+        };
+        let hours = read(RETRY_WINDOW_ENV, DEFAULT_RETRY_WINDOW_HOURS)?;
+        let most = u64::from(retention.as_days()) * 24;
+        if hours > most {
+            return Err(SettingsError::RetryWindowOutlastsRetention { hours, most });
+        }
+        let backoff = read(MAX_BACKOFF_ENV, DEFAULT_MAX_BACKOFF_SECONDS)?;
+        Ok(Self::new(
+            Duration::from_secs(hours * 3600),
+            Duration::from_secs(backoff),
+        ))
+    }
+
+    /// The interval after `current` (0: the outage just began), doubling up to the cap.
+    pub fn next_interval(&self, current_ms: u64) -> u64 {
+        let first = self.first_backoff.as_millis() as u64;
+        let max = self.max_backoff.as_millis() as u64;
+        if current_ms == 0 {
+            first.min(max).max(1)
+        } else {
+            current_ms.saturating_mul(2).min(max).max(1)
+        }
+    }
+
+    /// When to try again after waiting about `interval_ms`: between half of it and all of it,
+    /// so lanes that failed together do not come back together.
+    pub fn jittered(&self, interval_ms: u64, now_ms: i64) -> i64 {
+        use rand::Rng;
+        let half = interval_ms / 2;
+        now_ms + (half + rand::rng().random_range(0..=interval_ms - half)) as i64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaneError {
+    /// The service's own table or queue failed: worth another try.
+    #[error("the lane's state could not be kept: {0}")]
+    Store(String),
+    #[error("the lane kept changing under this delivery")]
+    Contended,
+}
+
+/// Where lanes and what they owe are kept (the configuration table; in tests, memory).
+pub trait LaneStore: Sync {
+    /// Writes owed events, then counts them against the lane. A lane that is `delivering`
+    /// leaves it for `entering` (when given); a lane that is not delivering just owes them.
+    fn owe(
+        &self,
+        lane: &LaneKey,
+        owed: &[Owed],
+        entering: Option<&Lane>,
+    ) -> impl Future<Output = Result<Owing, LaneError>> + Send;
+
+    /// The lane, read after every write before it; `None` once its configuration is gone.
+    fn read(&self, lane: &LaneKey) -> impl Future<Output = Result<Option<Lane>, LaneError>> + Send;
+
+    /// Sets the lane's state and schedule if it still waits for `attempt`.
+    fn update(
+        &self,
+        lane: &LaneKey,
+        attempt: &str,
+        to: &Lane,
+    ) -> impl Future<Output = Result<bool, LaneError>> + Send;
+
+    /// Sets the lane's state and schedule if its state is one of `from` (any state when empty).
+    fn update_from(
+        &self,
+        lane: &LaneKey,
+        from: &[LaneState],
+        to: &Lane,
+    ) -> impl Future<Output = Result<bool, LaneError>> + Send;
+
+    /// The lane delivers again, if it still waits for `attempt` and nothing was owed to it
+    /// since it counted `writes`.
+    fn finish(
+        &self,
+        lane: &LaneKey,
+        attempt: &str,
+        writes: u64,
+    ) -> impl Future<Output = Result<bool, LaneError>> + Send;
+
+    /// The oldest owed events, at most `limit`, only those owed before `before_ms` if given.
+    fn owed(
+        &self,
+        lane: &LaneKey,
+        limit: usize,
+        before_ms: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<Owed>, LaneError>> + Send;
+
+    /// Owed events that are no longer owed (delivered, or recorded as failures).
+    fn settle(
+        &self,
+        lane: &LaneKey,
+        owed: &[Owed],
+    ) -> impl Future<Output = Result<(), LaneError>> + Send;
+
+    /// Events the destination will never take as they are: listed for the customer.
+    fn record_failures(
+        &self,
+        lane: &LaneKey,
+        events: &[StoredKey],
+        reason: &str,
+    ) -> impl Future<Output = Result<(), LaneError>> + Send;
+
+    /// One delivery's outcome, for the destination's health.
+    fn record_attempt(
+        &self,
+        lane: &LaneKey,
+        delivered: usize,
+        failed: usize,
+        error: Option<&DeliveryError>,
+    ) -> impl Future<Output = Result<(), LaneError>> + Send;
+}
+
+/// Schedules [`LaneCall`]s (the lanes queue's delayed messages).
+pub trait Timers: Sync {
+    fn schedule(
+        &self,
+        call: &LaneCall,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), LaneError>> + Send;
+}
+
+/// Stored events by key, for a lane catching up. Events no longer stored are left out.
+pub trait EventSource: Sync {
+    fn events(
+        &self,
+        lane: &LaneKey,
+        keys: &[StoredKey],
+    ) -> impl Future<Output = Result<Vec<(StoredKey, crate::AuditEvent)>, LaneError>> + Send;
+}

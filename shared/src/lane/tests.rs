@@ -1,0 +1,569 @@
+//! The lane's state machine against in-memory doubles, with a clock that moves only when told.
+
+use super::memory::{Answer, MemoryEvents, MemoryLanes, MemoryTimers, ScriptedSink};
+use super::*;
+use crate::AuditEvent;
+use crate::clock::{Clock, ManualClock};
+use crate::fixtures::SEED_EVENTS;
+use futures::FutureExt;
+use time::macros::datetime;
+use tokio::time::Instant;
+
+struct World {
+    lanes: MemoryLanes,
+    timers: MemoryTimers,
+    clock: ManualClock,
+    policy: Policy,
+    events: MemoryEvents,
+    sink: ScriptedSink,
+    key: LaneKey,
+    next: usize,
+}
+
+/// An invocation's deadline with time to spare.
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+fn outage() -> DeliveryError {
+    DeliveryError::Retryable("Datadog answered HTTP 503".into())
+}
+
+fn refusal() -> DeliveryError {
+    DeliveryError::Refused("Datadog refused the API key (HTTP 403)".into())
+}
+
+impl World {
+    fn new() -> Self {
+        let key = LaneKey::new("org-a", "registry-1");
+        let lanes = MemoryLanes::default();
+        lanes.configure(&key);
+        Self {
+            lanes,
+            timers: MemoryTimers::default(),
+            clock: ManualClock::at(datetime!(2026-11-30 10:00 UTC)),
+            policy: Policy::new(Duration::from_secs(168 * 3600), Duration::from_secs(300)),
+            events: MemoryEvents::default(),
+            sink: ScriptedSink::default(),
+            key,
+            next: 0,
+        }
+    }
+
+    fn engine(&self) -> Lanes<'_, MemoryLanes, MemoryTimers, ManualClock> {
+        Lanes {
+            store: &self.lanes,
+            timers: &self.timers,
+            clock: &self.clock,
+            policy: &self.policy,
+        }
+    }
+
+    /// `n` new stored events, timed at the clock, numbered in order.
+    fn arrive(&mut self, n: usize) -> Vec<(StoredKey, AuditEvent)> {
+        (0..n)
+            .map(|_| {
+                self.next += 1;
+                let mut value: serde_json::Value = serde_json::from_str(SEED_EVENTS[0].1).unwrap();
+                value["description"] = format!("event {:05}", self.next).into();
+                let event = AuditEvent::from_value(value).unwrap();
+                let key = StoredKey {
+                    sort_key: format!(
+                        "{}#m{:05}",
+                        crate::store::sort_key_time(self.clock.now()),
+                        self.next
+                    ),
+                    message_id: format!("m{:05}", self.next),
+                    expires_at: self.clock.now().unix_timestamp() + 400 * 86_400,
+                };
+                self.events.put(&key, &event);
+                self.clock.advance(Duration::from_millis(1));
+                (key, event)
+            })
+            .collect()
+    }
+
+    async fn live(&mut self, n: usize) -> engine::Outcome {
+        let events = self.arrive(n);
+        let lane = self.lanes.get(&self.key).lane;
+        self.engine()
+            .live(&self.key, &lane, events, &self.sink, later())
+            .await
+            .unwrap()
+    }
+
+    fn lane(&self) -> Lane {
+        self.lanes.get(&self.key).lane
+    }
+
+    /// The one call the lane waits for, taken from the queue (others are stale).
+    fn pending_call(&self) -> (LaneCall, Duration) {
+        let calls = self.timers.take();
+        let attempt = self.lane().attempt.expect("the lane waits for an attempt");
+        calls
+            .into_iter()
+            .find(|(c, _)| c.attempt == attempt)
+            .expect("the attempt the lane waits for was scheduled")
+    }
+
+    /// Runs the call the lane waits for when it is due.
+    async fn run_due_call(&self) -> engine::Outcome {
+        let (call, _) = self.pending_call();
+        let wait = call.due_ms - self.clock.now_ms();
+        if wait > 0 {
+            self.clock.advance(Duration::from_millis(wait as u64));
+        }
+        self.call(&call).await
+    }
+
+    async fn call(&self, call: &LaneCall) -> engine::Outcome {
+        let lane = self.lanes.read(&call.lane).await.unwrap();
+        self.engine()
+            .call(
+                call,
+                lane.as_ref().map(|l| (l, &self.sink)),
+                &self.events,
+                Instant::now() + Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.sink
+            .received()
+            .iter()
+            .map(|e| e.description().to_owned())
+            .collect()
+    }
+}
+
+fn numbered(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+    range.map(|i| format!("event {i:05}")).collect()
+}
+
+#[tokio::test]
+async fn a_delivering_lane_sends_live_events_and_schedules_nothing() {
+    let mut w = World::new();
+    let out = w.live(3).await;
+    assert_eq!(out.delivered, 3);
+    assert_eq!(w.received(), numbered(1..=3));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+    assert!(w.timers.take().is_empty());
+}
+
+#[tokio::test]
+async fn an_outage_owes_the_events_and_probes_once_per_doubling_interval() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    let out = w.live(2).await;
+    assert_eq!((out.delivered, out.owed), (0, 2));
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    assert_eq!(w.sink.requests(), 1);
+
+    // Live events of a retrying lane are owed and not sent.
+    w.live(3).await;
+    assert_eq!(w.sink.requests(), 1);
+    assert_eq!(w.lane().owed, 5);
+
+    let mut expected = 5_000u64;
+    for probe in 0..10 {
+        let (call, delay) = w.pending_call();
+        assert!(
+            delay.as_millis() as u64 >= expected / 2 && delay.as_millis() as u64 <= expected,
+            "probe {probe}: waited {delay:?}, interval {expected} ms"
+        );
+        // Early: nothing is sent and the call waits on.
+        w.timers
+            .schedule(&call, Duration::ZERO)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.call(&call).await.skipped, Some("not due yet"));
+        assert_eq!(w.sink.requests(), 1 + probe);
+        w.timers.take();
+        w.timers
+            .schedule(&call, delay)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        let out = w.run_due_call().await;
+        assert_eq!(out.entered, Some(LaneState::Retrying));
+        assert_eq!(w.sink.requests(), 2 + probe, "one request per probe");
+        assert_eq!(
+            w.sink.probes(),
+            1 + probe,
+            "probes try once, without retries"
+        );
+        expected = (expected * 2).min(300_000);
+    }
+    assert_eq!(w.lane().interval_ms, 300_000, "the interval is capped");
+    assert_eq!(w.lane().owed, 5);
+}
+
+#[tokio::test]
+async fn after_an_outage_everything_owed_arrives_oldest_first_then_live_delivery_resumes() {
+    let mut w = World::new();
+    w.policy.page = 4;
+    w.policy.probe_page = 1;
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(3).await;
+    for _ in 0..3 {
+        w.live(2).await;
+        w.run_due_call().await;
+    }
+    assert_eq!(w.lane().owed, 9);
+    w.sink.answer(Answer::Take);
+    let out = w.run_due_call().await;
+    // The probe (one event), then pages of four.
+    assert_eq!(out.delivered, 9);
+    assert_eq!(w.sink.probes(), 4);
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=9));
+    assert_eq!(
+        w.lane(),
+        Lane {
+            writes: 4,
+            ..Lane::default()
+        }
+    );
+    assert!(w.lanes.get(&w.key).owed.is_empty());
+    // Live again: straight through.
+    w.live(1).await;
+    assert_eq!(w.received(), numbered(1..=10));
+    assert!(w.lanes.get(&w.key).failures.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_lane_sends_nothing_until_told_to_retry() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(2).await;
+    assert_eq!(w.lane().state, LaneState::Refused);
+    assert!(w.lane().reason.unwrap().contains("API key"));
+    w.sink.answer(Answer::Take);
+    // Its calls only keep the retry window.
+    for _ in 0..4 {
+        w.live(1).await;
+        w.run_due_call().await;
+    }
+    assert_eq!(w.sink.requests(), 1);
+    assert_eq!(w.lane().state, LaneState::Refused);
+    // The key is fixed (a save, or a Test connection that succeeds).
+    assert!(w.engine().retry_now(&w.key).await.unwrap());
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=6));
+}
+
+#[tokio::test]
+async fn a_paused_lane_keeps_events_owed_and_resume_delivers_them_in_order() {
+    let mut w = World::new();
+    w.live(1).await;
+    assert!(w.engine().pause(&w.key).await.unwrap());
+    w.live(3).await;
+    w.run_due_call().await;
+    assert_eq!(w.received(), numbered(1..=1));
+    assert_eq!(w.lane().state, LaneState::Paused);
+    // Resuming a lane that is not paused changes nothing.
+    assert!(!w.engine().retry_now(&w.key).await.unwrap());
+    assert!(w.engine().resume(&w.key).await.unwrap());
+    w.run_due_call().await;
+    assert_eq!(w.received(), numbered(1..=4));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
+#[tokio::test]
+async fn events_owed_beyond_the_retry_window_become_failures() {
+    let mut w = World::new();
+    w.policy = Policy::new(Duration::from_secs(3600), Duration::from_secs(300));
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(2).await;
+    w.clock.advance(Duration::from_secs(1800));
+    w.live(1).await;
+    // Housekeeping every 15 minutes; the first two events pass the hour's window.
+    let mut expired = 0;
+    for _ in 0..4 {
+        expired += w.run_due_call().await.expired;
+    }
+    assert_eq!(expired, 2);
+    let failures = w.lanes.get(&w.key).failures;
+    assert_eq!(failures.len(), 2);
+    assert!(failures[0].1.contains("1-hour retry window"));
+    assert!(failures[0].1.contains("API key"));
+    assert_eq!(w.lanes.get(&w.key).owed.len(), 1);
+    assert_eq!(w.sink.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_rejected_event_is_a_failure_and_the_lane_keeps_delivering() {
+    let mut w = World::new();
+    w.sink
+        .answer(Answer::Fail(DeliveryError::Rejected("too large".into())));
+    let out = w.live(2).await;
+    assert_eq!(out.rejected, 2);
+    assert_eq!(w.lane().state, LaneState::Delivering);
+    assert_eq!(w.lanes.get(&w.key).failures.len(), 2);
+    assert!(w.timers.take().is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_or_duplicated_call_does_nothing() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    let (call, _) = w.pending_call();
+    w.clock.advance(Duration::from_secs(10));
+    w.call(&call).await;
+    let requests = w.sink.requests();
+    // The same message again (SQS delivers at least once).
+    assert_eq!(
+        w.call(&call).await.skipped,
+        Some("another attempt replaced it")
+    );
+    assert_eq!(w.sink.requests(), requests);
+}
+
+#[tokio::test]
+async fn an_attempt_that_dies_is_taken_over_by_its_lease() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    let (call, _) = w.pending_call();
+    w.clock.advance(Duration::from_secs(10));
+    // The destination hangs and the invocation dies mid-attempt.
+    w.sink.answer(Answer::Hang);
+    assert!(w.call(&call).now_or_never().is_none());
+    w.sink.answer(Answer::Take);
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=2));
+}
+
+#[tokio::test]
+async fn nothing_owed_during_the_handover_is_left_behind() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    let lane = w.lane();
+    // A write the catching-up lane has not seen stops it from delivering live again.
+    assert!(
+        !w.lanes
+            .finish(&w.key, lane.attempt.as_deref().unwrap(), lane.writes - 1)
+            .await
+            .unwrap()
+    );
+    w.sink.answer(Answer::Take);
+    w.run_due_call().await;
+    assert_eq!(w.lane().state, LaneState::Delivering);
+    // A live batch that read `retrying` just before: owing fails, it delivers itself.
+    let stale = Lane {
+        state: LaneState::Retrying,
+        ..Lane::default()
+    };
+    let events = w.arrive(2);
+    let out = w
+        .engine()
+        .live(&w.key, &stale, events, &w.sink, later())
+        .await
+        .unwrap();
+    assert_eq!((out.delivered, out.owed), (2, 0));
+    assert_eq!(w.received(), numbered(1..=3));
+    assert!(w.lanes.get(&w.key).owed.is_empty());
+}
+
+#[tokio::test]
+async fn a_removed_destination_owes_nothing() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(3).await;
+    let (call, _) = w.pending_call();
+    let removed = w.lanes.remove(&w.key).unwrap();
+    assert_eq!(removed.owed.len(), 3);
+    let out = w
+        .engine()
+        .call(
+            &call,
+            None::<(&Lane, &ScriptedSink)>,
+            &w.events,
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.skipped, Some("its destination was removed"));
+}
+
+#[test]
+fn settings_default_to_seven_days_and_five_minutes_and_the_window_fits_the_retention() {
+    let p = Policy::default();
+    assert_eq!(p.retry_window, Duration::from_secs(168 * 3600));
+    assert_eq!(p.max_backoff, Duration::from_secs(300));
+    assert_eq!(p.next_interval(0), 5_000);
+    assert_eq!(p.next_interval(160_000), 300_000);
+    let short = Policy::new(Duration::from_secs(3600), Duration::from_secs(2));
+    assert_eq!(
+        short.next_interval(0),
+        2_000,
+        "the first wait is within the cap"
+    );
+    for _ in 0..100 {
+        let at = p.jittered(10_000, 0);
+        assert!((5_000..=10_000).contains(&at));
+    }
+}
+
+#[tokio::test]
+async fn an_event_owed_twice_is_sent_once_and_owed_no_more() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    let events = w.arrive(2);
+    let lane = w.lane();
+    w.engine()
+        .live(&w.key, &lane, events.clone(), &w.sink, later())
+        .await
+        .unwrap();
+    // Lambda hands the same batch over again (another container, nothing remembered).
+    w.clock.advance(Duration::from_millis(5));
+    let lane = w.lane();
+    w.engine()
+        .live(&w.key, &lane, events, &w.sink, later())
+        .await
+        .unwrap();
+    assert_eq!(w.lanes.get(&w.key).owed.len(), 4);
+    w.sink.answer(Answer::Take);
+    w.run_due_call().await;
+    assert_eq!(w.received(), numbered(1..=2));
+    assert!(w.lanes.get(&w.key).owed.is_empty());
+}
+
+#[tokio::test]
+async fn a_call_without_its_budget_left_hands_on_without_blaming_the_destination() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(5).await;
+    w.sink.answer(Answer::Take);
+    let (call, _) = w.pending_call();
+    w.clock.advance(Duration::from_secs(10));
+    let requests = w.sink.requests();
+    let lane = w.lanes.read(&w.key).await.unwrap().unwrap();
+    let out = w
+        .engine()
+        .call(&call, Some((&lane, &w.sink)), &w.events, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(out.delivered, 0);
+    assert_eq!(
+        w.sink.requests(),
+        requests,
+        "nothing sent without its budget"
+    );
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    // A fresh call, due at once, goes on.
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=5));
+}
+
+#[tokio::test]
+async fn a_live_batch_without_the_budget_left_hands_its_events_to_catching_up() {
+    let mut w = World::new();
+    let events = w.arrive(3);
+    let lane = w.lane();
+    let out = w
+        .engine()
+        .live(&w.key, &lane, events, &w.sink, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!((out.delivered, out.owed), (0, 3));
+    assert_eq!(w.sink.requests(), 0);
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    w.run_due_call().await;
+    assert_eq!(w.received(), numbered(1..=3));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
+#[tokio::test]
+async fn a_refused_lane_saved_since_tries_again_even_if_the_saves_call_was_lost() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(2).await;
+    assert_eq!(w.lane().refused_version, Some(0));
+    // The customer saves a working key; the save's own call to try again never comes.
+    w.lanes.saved(&w.key);
+    w.sink.answer(Answer::Take);
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=2));
+}
+
+#[tokio::test]
+async fn a_lane_whose_call_was_lost_gets_another_from_the_next_live_batch() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    // The call is lost (dead-lettered after the service's own trouble).
+    w.timers.take();
+    w.clock.advance(w.policy.lease * 3);
+    w.live(1).await;
+    w.sink.answer(Answer::Take);
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=2));
+}
+
+#[tokio::test]
+async fn live_events_of_a_removed_destination_are_neither_owed_nor_an_error() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    let lane = w.lane();
+    w.lanes.remove(&w.key);
+    let events = w.arrive(2);
+    let out = w
+        .engine()
+        .live(&w.key, &lane, events, &w.sink, later())
+        .await
+        .unwrap();
+    assert_eq!(out.skipped, Some("its destination was removed"));
+}
+
+#[tokio::test]
+async fn an_owed_event_no_longer_stored_is_listed_not_dropped() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    let events = w.arrive(2);
+    // The first is gone from the events table by the time the lane catches up.
+    w.events
+        .events
+        .lock()
+        .unwrap()
+        .remove(&events[0].0.sort_key);
+    let lane = w.lane();
+    w.engine()
+        .live(&w.key, &lane, events, &w.sink, later())
+        .await
+        .unwrap();
+    w.sink.answer(Answer::Take);
+    w.run_due_call().await;
+    assert_eq!(w.received(), numbered(2..=2));
+    let failures = w.lanes.get(&w.key).failures;
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].1.contains("could not be read back"));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
+#[tokio::test]
+async fn pages_of_catching_up_are_cut_by_bytes() {
+    let mut w = World::new();
+    w.policy.probe_page = 1;
+    let one = w.arrive(1)[0].1.to_compact_json().len() as u64;
+    // Room for two events a page.
+    w.policy.page_bytes = one * 2 + 1;
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(6).await;
+    w.sink.answer(Answer::Take);
+    w.run_due_call().await;
+    // The probe, then pages of two.
+    assert_eq!(w.sink.requests(), 1 + 1 + 3);
+    assert_eq!(w.received(), numbered(2..=7));
+}

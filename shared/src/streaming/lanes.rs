@@ -1,0 +1,561 @@
+//! Lanes in the configuration table. A lane's state lives on its project's configuration item
+//! (one read gives a delivery both), what it owes in items of their own beside it:
+//! `owed#<project>#<owed at, ms>#<event's sort key>`, so they list oldest first and the ones
+//! beyond the retry window form a prefix.
+
+use super::{
+    ConfigError, ConfigTable, HealthReport, is_condition_failure, key, organization_key, s,
+    store_error,
+};
+use crate::destination::DeliveryError;
+use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing};
+use crate::store::{StoredKey, key_part};
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+
+pub mod attr {
+    pub const STATE: &str = "lane_state";
+    pub const ATTEMPT: &str = "lane_attempt";
+    pub const NEXT_ATTEMPT_AT: &str = "lane_next_attempt_at";
+    pub const INTERVAL_MS: &str = "lane_interval_ms";
+    pub const SINCE: &str = "lane_since";
+    pub const REASON: &str = "lane_reason";
+    pub const WRITES: &str = "lane_writes";
+    pub const OWED: &str = "lane_owed";
+    pub const REFUSED_VERSION: &str = "lane_refused_version";
+}
+
+/// How far a save moves the lane's count of writes: beyond any value a catching-up call may
+/// hold, so that call looks for owed events again rather than trust a count the save rewrote.
+pub(super) const WRITES_MOVED_BY_SAVE: u64 = 1 << 32;
+
+fn prefix(project_id: &str) -> String {
+    format!("owed#{}#", key_part(project_id))
+}
+
+fn owed_sort_key(project_id: &str, owed: &Owed) -> String {
+    format!(
+        "{}{:013}#{}",
+        prefix(project_id),
+        owed.owed_at_ms.max(0),
+        owed.event.sort_key
+    )
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// The lane stored on a configuration item (a configuration saved before lanes: delivering).
+pub fn lane_of(item: &HashMap<String, AttributeValue>) -> Lane {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Lane {
+        state: text(attr::STATE)
+            .and_then(|s| LaneState::parse(&s))
+            .unwrap_or_default(),
+        attempt: text(attr::ATTEMPT),
+        next_attempt_at: number(item, attr::NEXT_ATTEMPT_AT),
+        interval_ms: number(item, attr::INTERVAL_MS).unwrap_or(0).max(0) as u64,
+        since: number(item, attr::SINCE),
+        reason: text(attr::REASON),
+        writes: number(item, attr::WRITES).unwrap_or(0).max(0) as u64,
+        // Concurrent settlements may take the count below zero until the lane catches up.
+        owed: number(item, attr::OWED).unwrap_or(0).max(0) as u64,
+        version: number(item, super::attr::VERSION).unwrap_or(0).max(0) as u64,
+        refused_version: number(item, attr::REFUSED_VERSION).map(|v| v.max(0) as u64),
+    }
+}
+
+/// The lane's attributes, to write it whole.
+pub(super) fn attributes(lane: &Lane) -> Vec<(String, AttributeValue)> {
+    let mut out = vec![
+        (attr::STATE.to_owned(), s(lane.state.as_str())),
+        (attr::INTERVAL_MS.to_owned(), n(lane.interval_ms)),
+        (attr::WRITES.to_owned(), n(lane.writes)),
+        (attr::OWED.to_owned(), n(lane.owed)),
+    ];
+    if let Some(attempt) = &lane.attempt {
+        out.push((attr::ATTEMPT.to_owned(), s(attempt)));
+    }
+    for (name, value) in [
+        (attr::NEXT_ATTEMPT_AT, lane.next_attempt_at),
+        (attr::SINCE, lane.since),
+    ] {
+        if let Some(v) = value {
+            out.push((name.to_owned(), n(v)));
+        }
+    }
+    if let Some(reason) = &lane.reason {
+        out.push((attr::REASON.to_owned(), s(reason)));
+    }
+    if let Some(version) = lane.refused_version {
+        out.push((attr::REFUSED_VERSION.to_owned(), n(version)));
+    }
+    out
+}
+
+/// A condition that holds while the stored lane is still `lane` (as read): what a writer of
+/// the whole item must not overwrite. Names and values go into the maps given.
+pub(super) fn unchanged(
+    lane: &Lane,
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> String {
+    // Writes of owed events may come in between: the save moves the count far on (see
+    // `WRITES_MOVED_BY_SAVE`), and the owed count is for people only (reset whenever the lane
+    // catches up), so neither is a condition and a busy lane never holds a save back.
+    let mut parts = Vec::new();
+    names.insert("#la".into(), attr::ATTEMPT.to_owned());
+    parts.push(match &lane.attempt {
+        Some(attempt) => {
+            values.insert(":la".into(), s(attempt));
+            "#la = :la".to_owned()
+        }
+        None => "attribute_not_exists(#la)".to_owned(),
+    });
+    names.insert("#ls".into(), attr::STATE.to_owned());
+    values.insert(":ls".into(), s(lane.state.as_str()));
+    parts.push(if lane.state == LaneState::Delivering {
+        "(attribute_not_exists(#ls) OR #ls = :ls)".to_owned()
+    } else {
+        "#ls = :ls".to_owned()
+    });
+    parts.join(" AND ")
+}
+
+fn lane_error(e: ConfigError) -> LaneError {
+    LaneError::Store(e.to_string())
+}
+
+/// An update expression's parts, built up clause by clause.
+#[derive(Default)]
+struct Update {
+    set: Vec<String>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Update {
+    fn name(&mut self, attr: &str) -> String {
+        let placeholder = format!("#{}", attr.replace('_', ""));
+        self.names.insert(placeholder.clone(), attr.to_owned());
+        placeholder
+    }
+
+    fn set(&mut self, attr: &str, value: AttributeValue) {
+        let name = self.name(attr);
+        let placeholder = format!(":{}", &name[1..]);
+        self.set.push(format!("{name} = {placeholder}"));
+        self.values.insert(placeholder, value);
+    }
+
+    fn set_if_absent(&mut self, attr: &str, value: AttributeValue) {
+        let name = self.name(attr);
+        let placeholder = format!(":{}", &name[1..]);
+        self.set
+            .push(format!("{name} = if_not_exists({name}, {placeholder})"));
+        self.values.insert(placeholder, value);
+    }
+
+    fn add(&mut self, attr: &str, value: AttributeValue) {
+        let name = self.name(attr);
+        let placeholder = format!(":{}", &name[1..]);
+        self.add.push(format!("{name} {placeholder}"));
+        self.values.insert(placeholder, value);
+    }
+
+    fn remove(&mut self, attr: &str) {
+        let name = self.name(attr);
+        self.remove.push(name);
+    }
+
+    /// The lane's state and schedule as `to` has them.
+    fn lane(&mut self, to: &Lane) {
+        self.set(attr::STATE, s(to.state.as_str()));
+        match (&to.attempt, to.next_attempt_at) {
+            (Some(attempt), Some(at)) => {
+                self.set(attr::ATTEMPT, s(attempt));
+                self.set(attr::NEXT_ATTEMPT_AT, n(at));
+            }
+            _ => {
+                self.remove(attr::ATTEMPT);
+                self.remove(attr::NEXT_ATTEMPT_AT);
+            }
+        }
+        self.set(attr::INTERVAL_MS, n(to.interval_ms));
+        if let Some(since) = to.since {
+            self.set_if_absent(attr::SINCE, n(since));
+        }
+        if let Some(reason) = &to.reason {
+            self.set(attr::REASON, s(reason));
+        }
+        match to.refused_version {
+            Some(version) => self.set(attr::REFUSED_VERSION, n(version)),
+            None if to.state != LaneState::Refused => self.remove(attr::REFUSED_VERSION),
+            None => {}
+        }
+    }
+
+    fn expression(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.set.is_empty() {
+            parts.push(format!("SET {}", self.set.join(", ")));
+        }
+        if !self.add.is_empty() {
+            parts.push(format!("ADD {}", self.add.join(", ")));
+        }
+        if !self.remove.is_empty() {
+            parts.push(format!("REMOVE {}", self.remove.join(", ")));
+        }
+        parts.join(" ")
+    }
+}
+
+/// A condition on the lane's state: one of `states`.
+fn state_in(update: &mut Update, states: &[LaneState]) -> String {
+    let name = update.name(attr::STATE);
+    let mut options = Vec::new();
+    for (i, state) in states.iter().enumerate() {
+        if *state == LaneState::Delivering {
+            options.push(format!("attribute_not_exists({name})"));
+        }
+        let placeholder = format!(":state{i}");
+        options.push(format!("{name} = {placeholder}"));
+        update.values.insert(placeholder, s(state.as_str()));
+    }
+    format!("({})", options.join(" OR "))
+}
+
+impl ConfigTable {
+    /// Runs an update of the lane's item under `condition`; `Ok(false)` when the condition
+    /// does not hold.
+    async fn update_lane(
+        &self,
+        lane: &LaneKey,
+        update: Update,
+        condition: &str,
+    ) -> Result<bool, LaneError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(key(&lane.organization_id, &lane.project_id)))
+            .update_expression(update.expression())
+            .condition_expression(format!("attribute_exists(pk) AND {condition}"))
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values((!update.values.is_empty()).then_some(update.values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(lane_error(store_error(e))),
+        }
+    }
+
+    async fn write_owed(&self, lane: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+        let requests = owed
+            .iter()
+            .map(|o| {
+                let mut item =
+                    organization_key(&lane.organization_id, owed_sort_key(&lane.project_id, o));
+                item.insert("event_sort_key".into(), s(&o.event.sort_key));
+                item.insert("event_id".into(), s(&o.event.message_id));
+                item.insert("owed_at".into(), n(o.owed_at_ms));
+                item.insert("bytes".into(), n(o.bytes));
+                // Owed no longer than the event is kept.
+                item.insert(super::EXPIRES_AT.into(), n(o.event.expires_at));
+                super::failures::put(item)
+            })
+            .collect();
+        self.write_all(requests).await.map_err(lane_error)
+    }
+
+    async fn delete_owed(&self, lane: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+        let requests = owed
+            .iter()
+            .map(|o| {
+                super::failures::delete(organization_key(
+                    &lane.organization_id,
+                    owed_sort_key(&lane.project_id, o),
+                ))
+            })
+            .collect();
+        self.write_all(requests).await.map_err(lane_error)
+    }
+
+    /// The age of the oldest owed event, for health: when it became owed (epoch ms).
+    pub async fn oldest_owed_at(&self, lane: &LaneKey) -> Result<Option<i64>, ConfigError> {
+        Ok(self
+            .query_owed(lane, 1, None)
+            .await?
+            .first()
+            .map(|o| o.owed_at_ms))
+    }
+
+    async fn query_owed(
+        &self,
+        lane: &LaneKey,
+        limit: usize,
+        before_ms: Option<i64>,
+    ) -> Result<Vec<Owed>, ConfigError> {
+        let prefix = prefix(&lane.project_id);
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .expression_attribute_values(":pk", s(&key_part(&lane.organization_id)))
+            .expression_attribute_values(":lo", s(&prefix))
+            .scan_index_forward(true)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .consistent_read(true);
+        let query = match before_ms {
+            // Keys owed at `before_ms` or later sort after this one.
+            Some(before) => query
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":hi", s(&format!("{prefix}{:013}", before.max(0)))),
+            None => query.key_condition_expression("pk = :pk AND begins_with(sk, :lo)"),
+        };
+        let out = query.send().await.map_err(store_error)?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                Some(Owed {
+                    event: StoredKey {
+                        sort_key: item.get("event_sort_key")?.as_s().ok()?.clone(),
+                        message_id: item.get("event_id")?.as_s().ok()?.clone(),
+                        expires_at: number(item, super::EXPIRES_AT)?,
+                    },
+                    owed_at_ms: number(item, "owed_at")?,
+                    bytes: number(item, "bytes").unwrap_or(0).max(0) as u64,
+                })
+            })
+            .collect())
+    }
+}
+
+impl ConfigTable {
+    /// Counts owed events against the lane (see [`LaneStore::owe`]); `None` when the lane
+    /// delivers or is gone.
+    async fn count_owed(
+        &self,
+        lane: &LaneKey,
+        owed: &[Owed],
+        entering: Option<&Lane>,
+    ) -> Result<Option<Owing>, LaneError> {
+        let counted = |update: &mut Update| {
+            update.add(attr::WRITES, n(1));
+            update.add(attr::OWED, n(owed.len()));
+        };
+        if let Some(to) = entering {
+            let mut update = Update::default();
+            update.lane(to);
+            counted(&mut update);
+            let condition = state_in(&mut update, &[LaneState::Delivering]);
+            if self.update_lane(lane, update, &condition).await? {
+                return Ok(Some(Owing::Owed));
+            }
+        }
+        let mut update = Update::default();
+        counted(&mut update);
+        let state = update.name(attr::STATE);
+        update
+            .values
+            .insert(":delivering".into(), s(LaneState::Delivering.as_str()));
+        let condition = format!("attribute_exists({state}) AND {state} <> :delivering");
+        Ok(self
+            .update_lane(lane, update, &condition)
+            .await?
+            .then_some(Owing::Owed))
+    }
+}
+
+impl LaneStore for ConfigTable {
+    async fn owe(
+        &self,
+        lane: &LaneKey,
+        owed: &[Owed],
+        entering: Option<&Lane>,
+    ) -> Result<Owing, LaneError> {
+        self.write_owed(lane, owed).await?;
+        match self.count_owed(lane, owed, entering).await {
+            Ok(Some(owing)) => Ok(owing),
+            Ok(None) => {
+                // Not owed after all: the caller delivers them, or there is nothing to deliver.
+                self.delete_owed(lane, owed).await?;
+                Ok(match self.read(lane).await? {
+                    Some(_) => Owing::Delivering,
+                    None => Owing::Gone,
+                })
+            }
+            Err(e) => {
+                // Lambda retries the batch: leave no owed item behind it, as far as possible.
+                if let Err(cleanup) = self.delete_owed(lane, owed).await {
+                    tracing::warn!(organization_id = lane.organization_id, project_id = lane.project_id, error = %cleanup, "owed events left behind a failed write");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn read(&self, lane: &LaneKey) -> Result<Option<Lane>, LaneError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key(&lane.organization_id, &lane.project_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| lane_error(store_error(e)))?;
+        Ok(out.item.as_ref().map(lane_of))
+    }
+
+    async fn update(&self, lane: &LaneKey, attempt: &str, to: &Lane) -> Result<bool, LaneError> {
+        let mut update = Update::default();
+        update.lane(to);
+        let name = update.name(attr::ATTEMPT);
+        update.values.insert(":held".into(), s(attempt));
+        self.update_lane(lane, update, &format!("{name} = :held"))
+            .await
+    }
+
+    async fn update_from(
+        &self,
+        lane: &LaneKey,
+        from: &[LaneState],
+        to: &Lane,
+    ) -> Result<bool, LaneError> {
+        let mut update = Update::default();
+        update.lane(to);
+        let condition = if from.is_empty() {
+            "attribute_exists(sk)".to_owned()
+        } else {
+            state_in(&mut update, from)
+        };
+        self.update_lane(lane, update, &condition).await
+    }
+
+    async fn finish(&self, lane: &LaneKey, attempt: &str, writes: u64) -> Result<bool, LaneError> {
+        let mut update = Update::default();
+        update.set(attr::STATE, s(LaneState::Delivering.as_str()));
+        update.set(attr::OWED, n(0));
+        for name in [
+            attr::ATTEMPT,
+            attr::NEXT_ATTEMPT_AT,
+            attr::SINCE,
+            attr::REASON,
+            attr::INTERVAL_MS,
+            attr::REFUSED_VERSION,
+        ] {
+            update.remove(name);
+        }
+        let held = update.name(attr::ATTEMPT);
+        let counted = update.name(attr::WRITES);
+        update.values.insert(":held".into(), s(attempt));
+        update.values.insert(":writes".into(), n(writes));
+        let unchanged = if writes == 0 {
+            format!("(attribute_not_exists({counted}) OR {counted} = :writes)")
+        } else {
+            format!("{counted} = :writes")
+        };
+        self.update_lane(lane, update, &format!("{held} = :held AND {unchanged}"))
+            .await
+    }
+
+    async fn owed(
+        &self,
+        lane: &LaneKey,
+        limit: usize,
+        before_ms: Option<i64>,
+    ) -> Result<Vec<Owed>, LaneError> {
+        self.query_owed(lane, limit, before_ms)
+            .await
+            .map_err(lane_error)
+    }
+
+    async fn settle(&self, lane: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+        if owed.is_empty() {
+            return Ok(());
+        }
+        self.delete_owed(lane, owed).await?;
+        let mut update = Update::default();
+        update.add(attr::OWED, n(-(owed.len() as i64)));
+        // A removed configuration stays removed.
+        self.update_lane(lane, update, "attribute_exists(sk)")
+            .await?;
+        Ok(())
+    }
+
+    async fn record_failures(
+        &self,
+        lane: &LaneKey,
+        events: &[StoredKey],
+        reason: &str,
+    ) -> Result<(), LaneError> {
+        ConfigTable::record_failures(
+            self,
+            &lane.organization_id,
+            &lane.project_id,
+            events,
+            reason,
+        )
+        .await
+        .map_err(lane_error)
+    }
+
+    async fn record_attempt(
+        &self,
+        lane: &LaneKey,
+        delivered: usize,
+        failed: usize,
+        error: Option<&DeliveryError>,
+    ) -> Result<(), LaneError> {
+        let report = HealthReport {
+            delivered,
+            failed,
+            last_error: error.map(|e| e.message().to_owned()),
+            permanent: error.is_some_and(DeliveryError::is_refusal),
+        };
+        self.record_health(&lane.organization_id, &lane.project_id, &report)
+            .await
+            .map_err(lane_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owed_keys_order_by_when_they_became_owed_then_by_event() {
+        let owed = |at: i64, sk: &str| Owed {
+            event: StoredKey {
+                sort_key: sk.into(),
+                message_id: "m".into(),
+                expires_at: 0,
+            },
+            owed_at_ms: at,
+            bytes: 1,
+        };
+        let a = owed_sort_key("p", &owed(999, "2026-01-02T00:00:00.000000000Z#b"));
+        let b = owed_sort_key("p", &owed(1_000, "2026-01-01T00:00:00.000000000Z#a"));
+        let c = owed_sort_key("p", &owed(1_000, "2026-01-03T00:00:00.000000000Z#a"));
+        assert!(a < b && b < c);
+        // Another project's owed events never share the prefix.
+        assert!(!owed_sort_key("p#q", &owed(1, "x")).starts_with(&prefix("p")));
+    }
+
+    #[test]
+    fn a_configuration_saved_before_lanes_delivers() {
+        assert_eq!(lane_of(&HashMap::new()), Lane::default());
+    }
+}
