@@ -49,8 +49,6 @@ struct Sent {
     rejected: usize,
     /// Not taken because of `trouble`, with their keys: still owed.
     unsent: Vec<(StoredKey, AuditEvent)>,
-    /// Keys of what is no longer owed: delivered, or rejected and recorded.
-    done: Vec<StoredKey>,
     trouble: Option<DeliveryError>,
 }
 
@@ -247,24 +245,16 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             delivered: 0,
             rejected: 0,
             unsent: Vec::new(),
-            done: Vec::new(),
             trouble: None,
         };
         let mut first_rejection = None;
         for ((key, event), failure) in events.into_iter().zip(failed) {
             match failure {
-                None => {
-                    sent.delivered += 1;
-                    sent.done.push(key);
-                }
+                None => sent.delivered += 1,
                 Some(DeliveryError::Rejected(reason)) => {
                     sent.rejected += 1;
-                    rejected
-                        .entry(reason.clone())
-                        .or_default()
-                        .push(key.clone());
+                    rejected.entry(reason.clone()).or_default().push(key);
                     first_rejection.get_or_insert(DeliveryError::Rejected(reason));
-                    sent.done.push(key);
                 }
                 Some(_) => sent.unsent.push((key, event)),
             }
