@@ -3,7 +3,9 @@
 
 use audit_log::credentials::{Credentials, SecretStore};
 use audit_log::destination::datadog::DatadogClient;
-use audit_log::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination};
+use audit_log::destination::{
+    CloudWatchSettings, DatadogSettings, DatadogSite, Destination, Project, Sink,
+};
 use audit_log::retry::Backoff;
 use audit_log::store::EventTable;
 use audit_log::streaming::{ConfigTable, NewConfig};
@@ -1009,13 +1011,19 @@ async fn ten_thousand_events_of_one_kilobyte_make_exactly_ten_datadog_requests()
     assert_eq!(event.to_compact_json().len(), 1024);
     let events = vec![event; 10_000];
     let client = DatadogClient::new(Some(server.uri()));
+    let project = Project {
+        organization_id: "o",
+        project_id: "p",
+        credentials: Box::new(Credentials::Datadog {
+            api_key: SecretString::from(KEY),
+        }),
+    };
+    let settings = DatadogSettings {
+        site: DatadogSite::Us1,
+    };
     let failures = client
-        .deliver(
-            DatadogSite::Us1,
-            &SecretString::from(KEY),
-            &events,
-            Instant::now() + Duration::from_secs(60),
-        )
+        .sink(project, &settings)
+        .deliver(&events, Instant::now() + Duration::from_secs(60))
         .await;
     assert!(failures.is_empty());
     let requests = server.received_requests().await.unwrap();

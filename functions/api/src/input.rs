@@ -3,7 +3,7 @@
 //! Messages name the field and the rule, never the value sent.
 
 use crate::error::ApiError;
-use audit_log::destination::regions::is_region_of;
+use audit_log::destination::cloudwatch::regions::is_region_of;
 use audit_log::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination};
 use regex_lite::Regex;
 use secrecy::SecretString;

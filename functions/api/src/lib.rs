@@ -11,9 +11,9 @@ pub mod view;
 
 use audit_log::AuditEvent;
 use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
-use audit_log::destination::cloudwatch::{CloudWatch, test_log_group};
+use audit_log::destination::cloudwatch::CloudWatch;
 use audit_log::destination::datadog::DatadogClient;
-use audit_log::destination::{CloudWatchSettings, DatadogSite, Destination};
+use audit_log::destination::{Destination, DestinationClients, Project};
 use audit_log::settings::{SettingsError, required_env};
 use audit_log::store::{EventTable, PageRequest};
 use audit_log::streaming::{
@@ -115,10 +115,7 @@ pub struct Api {
     configs: ConfigTable,
     secrets: SecretStore,
     sqs: aws_sdk_sqs::Client,
-    sts: aws_sdk_sts::Client,
-    cloudwatch: CloudWatch,
-    datadog: DatadogClient,
-    account_id: tokio::sync::OnceCell<String>,
+    destinations: DestinationClients,
     timers: audit_log::lane::timers::SqsTimers,
     lanes: audit_log::lane::Policy,
 }
@@ -168,22 +165,23 @@ impl Api {
                 &settings.lane_queue_url,
             ),
             lanes: audit_log::lane::Policy::default(),
-            sts: aws_sdk_sts::Client::new(aws),
-            cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix),
-            datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
-            account_id: tokio::sync::OnceCell::new(),
+            destinations: DestinationClients {
+                cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix)
+                    .with_service_account(settings.service_account_id.clone()),
+                datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
+            },
             settings,
         }
     }
 
     /// Uses this STS client to assume customers' roles (tests hand in a mocked one).
     pub fn with_customer_sts(mut self, sts: aws_sdk_sts::Client) -> Self {
-        self.cloudwatch = self.cloudwatch.with_sts(sts);
+        self.destinations.cloudwatch = self.destinations.cloudwatch.with_sts(sts);
         self
     }
 
     pub fn with_datadog(mut self, datadog: DatadogClient) -> Self {
-        self.datadog = datadog;
+        self.destinations.datadog = datadog;
         self
     }
 
@@ -287,19 +285,12 @@ impl Api {
 
     /// The AWS account customers trust: the setting, or the function's own account.
     async fn aws_account_id(&self) -> Result<String, ApiError> {
-        if let Some(id) = &self.settings.service_account_id {
-            return Ok(id.clone());
-        }
-        self.account_id
-            .get_or_try_init(|| async {
-                let out =
-                    self.sts.get_caller_identity().send().await.map_err(|e| {
-                        internal("sts")(&aws_sdk_sts::error::DisplayErrorContext(e))
-                    })?;
-                out.account.ok_or_else(ApiError::internal)
-            })
+        self.destinations
+            .cloudwatch
+            .service_account()
+            .id()
             .await
-            .cloned()
+            .map_err(|e| internal("sts")(&e))
     }
 
     /// Counts one costly request of the organization: 429 with `Retry-After` over the limit.
@@ -605,17 +596,33 @@ impl Api {
         let now = OffsetDateTime::now_utc();
         self.rate_limit(org, CONNECTION_TESTS, now).await?;
         let event = test_event(caller, org, project, now)?;
-        let deadline = Instant::now() + TEST_BUDGET;
-        let result = match (&destination, key) {
-            (Destination::Cloudwatch(settings), _) => {
-                self.test_cloudwatch(org, project, settings, &event, deadline)
-                    .await?
-            }
-            (Destination::Datadog(settings), Some(key)) => {
-                self.test_datadog(settings.site, &key, &event, deadline)
-                    .await
-            }
+        let credentials = match (&destination, key) {
+            (Destination::Cloudwatch(settings), _) => Credentials::Cloudwatch {
+                role_arn: settings.role_arn.clone(),
+                external_id: SecretString::from(
+                    self.configs.external_id(org).await.map_err(config_error)?,
+                ),
+            },
+            (Destination::Datadog(_), Some(api_key)) => Credentials::Datadog { api_key },
             (Destination::Datadog(_), None) => return Err(ApiError::internal()),
+        };
+        let tested = self
+            .destinations
+            .sink(
+                &destination,
+                Project {
+                    organization_id: org,
+                    project_id: project,
+                    credentials: Box::new(credentials),
+                },
+            )
+            .test_connection(&event, Instant::now() + TEST_BUDGET)
+            .await;
+        let result = TestResult {
+            success: tested.success,
+            provider: destination.provider().as_str(),
+            message: tested.message,
+            log_group: tested.log_group,
         };
         tracing::info!(
             organization_id = org,
@@ -639,117 +646,6 @@ impl Api {
             tracing::error!(organization_id = org, project_id = project, error = %e, "connection test not recorded");
         }
         Ok(json_response(200, &result))
-    }
-
-    async fn test_cloudwatch(
-        &self,
-        org: &str,
-        project: &str,
-        settings: &CloudWatchSettings,
-        event: &AuditEvent,
-        deadline: Instant,
-    ) -> Result<TestResult, ApiError> {
-        let external_id =
-            SecretString::from(self.configs.external_id(org).await.map_err(config_error)?);
-        let group = test_log_group(self.cloudwatch.log_group_prefix());
-        let failures = self
-            .cloudwatch
-            .write(
-                org,
-                project,
-                settings,
-                &external_id,
-                &group,
-                std::slice::from_ref(event),
-                deadline,
-            )
-            .await;
-        let message = match failures.first() {
-            None => format!("Wrote a test event to {group} in {}.", settings.region),
-            Some((_, e)) if e.message().contains("trust policy") => format!(
-                "Could not assume {}: its trust policy must allow AWS account {} with the External ID shown by GET /streaming (sts:AssumeRole with sts:ExternalId).",
-                settings.role_arn,
-                self.aws_account_id().await?
-            ),
-            Some((_, e)) => format!("Could not write a test event to {group}: {}", e.message()),
-        };
-        Ok(TestResult {
-            success: failures.is_empty(),
-            provider: "cloudwatch",
-            message,
-            log_group: Some(group),
-        })
-    }
-
-    async fn test_datadog(
-        &self,
-        site: DatadogSite,
-        key: &SecretString,
-        event: &AuditEvent,
-        deadline: Instant,
-    ) -> TestResult {
-        let result = |success: bool, message: String| TestResult {
-            success,
-            provider: "datadog",
-            message,
-            log_group: None,
-        };
-        let validate = self
-            .datadog
-            .http()
-            .get(format!("{}/api/v1/validate", self.datadog.api_url(site)))
-            .header("DD-API-KEY", key.expose_secret())
-            .send()
-            .await;
-        match validate {
-            Err(e) if e.is_timeout() => {
-                return result(
-                    false,
-                    format!("Datadog's {site} API did not answer in time; try again."),
-                );
-            }
-            Err(_) => {
-                return result(
-                    false,
-                    format!("Could not reach Datadog's {site} API; check the site and try again."),
-                );
-            }
-            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
-                return result(
-                    false,
-                    format!(
-                        "Datadog refused the API key on {site}: check that it is a valid API key (not an application key) of an organization on {site}."
-                    ),
-                );
-            }
-            Ok(r) if !r.status().is_success() => {
-                return result(
-                    false,
-                    format!(
-                        "Datadog's {site} API answered HTTP {} while checking the key; try again.",
-                        r.status().as_u16()
-                    ),
-                );
-            }
-            Ok(_) => {}
-        }
-        let failures = self
-            .datadog
-            .deliver(site, key, std::slice::from_ref(event), deadline)
-            .await;
-        match failures.first() {
-            None => result(
-                true,
-                format!("Datadog accepted the API key and a test log on {site}."),
-            ),
-            Some((_, e)) => result(
-                false,
-                format!(
-                    "The API key is valid but the test log was not accepted: {}",
-                    e.message()
-                ),
-            ),
-        }
     }
 
     async fn list(

@@ -17,6 +17,7 @@
 use audit_log::AuditEvent;
 use audit_log::clock::{Clock, SystemClock};
 use audit_log::credentials::SecretStore;
+use audit_log::destination::DestinationClients;
 use audit_log::destination::cloudwatch::CloudWatch;
 use audit_log::destination::datadog::DatadogClient;
 use audit_log::lane::timers::SqsTimers;
@@ -34,7 +35,6 @@ use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventR
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
-use sink::ProjectSink;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,8 +104,7 @@ impl Settings {
 pub struct Stream {
     configs: ConfigTable,
     secrets: SecretStore,
-    cloudwatch: CloudWatch,
-    datadog: DatadogClient,
+    destinations: DestinationClients,
     handled: moka::sync::Cache<String, ()>,
     events: EventTable,
     streams: aws_sdk_dynamodbstreams::Client,
@@ -136,8 +135,10 @@ impl Stream {
                 aws_sdk_secretsmanager::Client::new(aws),
                 &settings.secret_prefix,
             ),
-            cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix),
-            datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
+            destinations: DestinationClients {
+                cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix),
+                datadog: DatadogClient::new(settings.datadog_endpoint_override.clone()),
+            },
             handled: moka::sync::Cache::new(HANDLED_MEMORY),
             events: EventTable::new(dynamodb, &settings.events_table),
             streams: aws_sdk_dynamodbstreams::Client::new(aws),
@@ -162,13 +163,13 @@ impl Stream {
 
     /// Uses this CloudWatch writer (tests: a counted STS client, a short backoff).
     pub fn with_cloudwatch(mut self, cloudwatch: CloudWatch) -> Self {
-        self.cloudwatch = cloudwatch;
+        self.destinations.cloudwatch = cloudwatch;
         self
     }
 
     /// Uses this Datadog client (tests and local runs: a stand-in, a short timeout).
     pub fn with_datadog(mut self, datadog: DatadogClient) -> Self {
-        self.datadog = datadog;
+        self.destinations.datadog = datadog;
         self
     }
 
@@ -297,13 +298,10 @@ impl Stream {
             .iter()
             .map(|p| (p.key.clone(), p.event.clone()))
             .collect();
-        let sink = ProjectSink {
-            stream: self,
-            config: &config,
-        };
+        let sink = self.sink(&config);
         match self
             .lanes()
-            .live(&lane, &config.lane, events, &sink, deadline)
+            .live(&lane, &config.lane, events, &*sink, deadline)
             .await
         {
             Ok(outcome) => {
@@ -337,13 +335,10 @@ impl Stream {
             .get(&key.organization_id, &key.project_id)
             .await
             .map_err(|e| e.to_string())?;
-        let sink = config.as_ref().map(|config| ProjectSink {
-            stream: self,
-            config,
-        });
+        let sink = config.as_ref().map(|config| self.sink(config));
         let target = config
             .as_ref()
-            .zip(sink.as_ref())
+            .zip(sink.as_deref())
             .map(|(c, s)| (&c.lane, s));
         let outcome = self
             .lanes()

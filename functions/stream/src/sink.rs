@@ -1,97 +1,35 @@
 //! A project's saved destination as a [`Sink`]: its credentials read at the secret version
-//! saved with the configuration, then CloudWatch Logs or Datadog.
+//! saved with the configuration.
 
 use crate::Stream;
 use audit_log::AuditEvent;
-use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
-use audit_log::destination::datadog::ApiKeySource;
-use audit_log::destination::{CloudWatchSettings, DeliveryError, Destination, Failures, Sink};
-use audit_log::retry::Backoff;
+use audit_log::credentials::{Credentials, SecretStore};
+use audit_log::destination::{CredentialSource, DeliveryError, Failures, Project, Sink};
 use audit_log::store::StoredKey;
 use audit_log::streaming::{ConfigTable, HealthReport, StreamingConfig};
-use secrecy::SecretString;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The destination a project's configuration names.
-pub(crate) struct ProjectSink<'a> {
-    pub stream: &'a Stream,
-    pub config: &'a StreamingConfig,
-}
-
-impl Sink for ProjectSink<'_> {
-    async fn deliver(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
-        self.send(events, deadline, None).await
-    }
-
-    async fn probe(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
-        self.send(events, deadline, Some(Backoff::NONE)).await
-    }
-}
-
-impl ProjectSink<'_> {
-    /// Delivers with the clients' own retries, or with `backoff` in their place.
-    async fn send(
-        &self,
-        events: &[AuditEvent],
-        deadline: Instant,
-        backoff: Option<Backoff>,
-    ) -> Failures {
-        let (stream, config) = (self.stream, self.config);
-        let (org, project) = (config.organization_id.as_str(), config.project_id.as_str());
-        match &config.destination {
-            Destination::Cloudwatch(settings) => {
-                let credentials = stream
-                    .secrets
-                    .get(org, project, config.secret_version.as_deref(), false)
-                    .await;
-                match credentials.as_deref() {
-                    Ok(Credentials::Cloudwatch {
-                        role_arn,
-                        external_id,
-                    }) => {
-                        // The role ARN of record is the one stored with its External ID.
-                        let settings = CloudWatchSettings {
-                            role_arn: role_arn.clone(),
-                            region: settings.region.clone(),
-                        };
-                        let once;
-                        let cloudwatch = match backoff {
-                            Some(b) => {
-                                once = stream.cloudwatch.clone().with_backoff(b);
-                                &once
-                            }
-                            None => &stream.cloudwatch,
-                        };
-                        cloudwatch
-                            .deliver(org, project, &settings, external_id, events, deadline)
-                            .await
-                    }
-                    Ok(Credentials::Datadog { .. }) => all_failed(events.len(), mismatched()),
-                    Err(e) => all_failed(events.len(), credentials_failure(e)),
-                }
-            }
-            Destination::Datadog(settings) => {
-                let keys = ProjectKey {
-                    secrets: &stream.secrets,
-                    configs: &stream.configs,
-                    organization_id: org,
-                    project_id: project,
-                    version: config.secret_version.as_deref(),
-                };
-                let once;
-                let datadog = match backoff {
-                    Some(b) => {
-                        once = stream.datadog.clone().with_backoff(b);
-                        &once
-                    }
-                    None => &stream.datadog,
-                };
-                datadog
-                    .deliver(settings.site, &keys, events, deadline)
-                    .await
-            }
-        }
+impl Stream {
+    /// The destination a project's configuration names.
+    pub(crate) fn sink<'a>(&'a self, config: &'a StreamingConfig) -> Box<dyn Sink + 'a> {
+        let (organization_id, project_id) = (&config.organization_id, &config.project_id);
+        let credentials = SavedCredentials {
+            secrets: &self.secrets,
+            configs: &self.configs,
+            organization_id,
+            project_id,
+            version: config.secret_version.as_deref(),
+        };
+        self.destinations.sink(
+            &config.destination,
+            Project {
+                organization_id,
+                project_id,
+                credentials: Box::new(credentials),
+            },
+        )
     }
 }
 
@@ -106,12 +44,7 @@ impl Stream {
         deadline: Instant,
     ) -> Failures {
         let (org, project) = (config.organization_id.as_str(), config.project_id.as_str());
-        let failures = ProjectSink {
-            stream: self,
-            config,
-        }
-        .deliver(events, deadline)
-        .await;
+        let failures = self.sink(config).deliver(events, deadline).await;
         let report = HealthReport {
             delivered: events.len() - failures.len(),
             failed: failures.len(),
@@ -141,26 +74,8 @@ impl Stream {
     }
 }
 
-fn all_failed(n: usize, error: DeliveryError) -> Failures {
-    (0..n).map(|i| (i, error.clone())).collect()
-}
-
-fn mismatched() -> DeliveryError {
-    DeliveryError::Refused(
-        "the stored credentials belong to another provider than the destination; save the streaming configuration again".into(),
-    )
-}
-
-fn credentials_failure(e: &CredentialsError) -> DeliveryError {
-    if e.is_retryable() {
-        DeliveryError::Retryable(e.to_string())
-    } else {
-        DeliveryError::Refused(e.to_string())
-    }
-}
-
-/// A project's Datadog API key, from its secret.
-struct ProjectKey<'a> {
+/// A project's credentials, from its secret.
+struct SavedCredentials<'a> {
     secrets: &'a SecretStore,
     configs: &'a ConfigTable,
     organization_id: &'a str,
@@ -169,10 +84,11 @@ struct ProjectKey<'a> {
     version: Option<&'a str>,
 }
 
-impl ApiKeySource for ProjectKey<'_> {
-    async fn api_key(&self, refresh: bool) -> Result<SecretString, DeliveryError> {
-        // A refused key may have been rotated since the configuration was read: a fresh read
-        // takes the secret version the configuration names now.
+#[async_trait::async_trait]
+impl CredentialSource for SavedCredentials<'_> {
+    async fn credentials(&self, refresh: bool) -> Result<Arc<Credentials>, DeliveryError> {
+        // Refused credentials may have been rotated since the configuration was read: a fresh
+        // read takes the secret version the configuration names now.
         let fresh = if refresh {
             self.configs
                 .get(self.organization_id, self.project_id)
@@ -187,14 +103,9 @@ impl ApiKeySource for ProjectKey<'_> {
             None
         };
         let version = fresh.as_deref().or(self.version);
-        let credentials = self
-            .secrets
+        self.secrets
             .get(self.organization_id, self.project_id, version, refresh)
             .await
-            .map_err(|e| credentials_failure(&e))?;
-        match &*credentials {
-            Credentials::Datadog { api_key } => Ok(api_key.clone()),
-            Credentials::Cloudwatch { .. } => Err(mismatched()),
-        }
+            .map_err(|e| DeliveryError::from(&e))
     }
 }

@@ -1,10 +1,21 @@
-//! Where an organization's project streams its audit events: CloudWatch Logs in the customer's
-//! account, or Datadog. One folder per destination: request building (batches cut by the
-//! destination's real limits) and the sending, with its retry policy, beside it.
+//! Where an organization's project streams its audit events. Every destination is one folder
+//! (`cloudwatch/`, `datadog/`): its settings, request building and batching, sending with its
+//! retry policy, the reading of its answers and its health check, behind the one [`Sink`]
+//! interface that lanes, replays and Test connection use; none of them knows which destination
+//! it drives. A new destination (S3, Splunk HEC, a webhook) is a new folder, and one line
+//! each in [`Destination`], [`Provider`], [`crate::credentials::Credentials`] and
+//! [`DestinationClients`] (its client and its arm of `sink`), besides the API's validation of
+//! its settings.
 
 pub mod cloudwatch;
 pub mod datadog;
-pub mod regions;
+mod sink;
+
+pub use cloudwatch::CloudWatchSettings;
+pub use datadog::{DatadogSettings, DatadogSite};
+pub use sink::{
+    ConnectionTest, CredentialSource, DeliveryError, Failures, Project, Sink, all_failed,
+};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -15,17 +26,6 @@ use std::fmt;
 pub enum Destination {
     Cloudwatch(CloudWatchSettings),
     Datadog(DatadogSettings),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloudWatchSettings {
-    pub role_arn: String,
-    pub region: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatadogSettings {
-    pub site: DatadogSite,
 }
 
 impl Destination {
@@ -67,169 +67,30 @@ impl fmt::Display for Provider {
     }
 }
 
-/// The Datadog sites the service delivers to; nothing else is ever called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum DatadogSite {
-    #[serde(rename = "datadoghq.com")]
-    Us1,
-    #[serde(rename = "us3.datadoghq.com")]
-    Us3,
-    #[serde(rename = "us5.datadoghq.com")]
-    Us5,
-    #[serde(rename = "datadoghq.eu")]
-    Eu1,
-    #[serde(rename = "ap1.datadoghq.com")]
-    Ap1,
-    #[serde(rename = "ap2.datadoghq.com")]
-    Ap2,
-    #[serde(rename = "ddog-gov.com")]
-    Us1Fed,
+/// Every destination's client, built once per container and shared by all projects.
+#[derive(Clone)]
+pub struct DestinationClients {
+    pub cloudwatch: cloudwatch::CloudWatch,
+    pub datadog: datadog::DatadogClient,
 }
 
-impl DatadogSite {
-    pub const ALL: [DatadogSite; 7] = [
-        DatadogSite::Us1,
-        DatadogSite::Us3,
-        DatadogSite::Us5,
-        DatadogSite::Eu1,
-        DatadogSite::Ap1,
-        DatadogSite::Ap2,
-        DatadogSite::Us1Fed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatadogSite::Us1 => "datadoghq.com",
-            DatadogSite::Us3 => "us3.datadoghq.com",
-            DatadogSite::Us5 => "us5.datadoghq.com",
-            DatadogSite::Eu1 => "datadoghq.eu",
-            DatadogSite::Ap1 => "ap1.datadoghq.com",
-            DatadogSite::Ap2 => "ap2.datadoghq.com",
-            DatadogSite::Us1Fed => "ddog-gov.com",
+impl DestinationClients {
+    /// A project's destination, bound to whose events they are and to its credentials.
+    pub fn sink<'a>(
+        &'a self,
+        destination: &'a Destination,
+        project: Project<'a>,
+    ) -> Box<dyn Sink + 'a> {
+        match destination {
+            Destination::Cloudwatch(settings) => Box::new(self.cloudwatch.sink(project, settings)),
+            Destination::Datadog(settings) => Box::new(self.datadog.sink(project, settings)),
         }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|site| site.as_str() == s)
-    }
-
-    /// Base URL of the logs intake (`POST /api/v2/logs`).
-    pub fn intake_url(self) -> String {
-        format!("https://http-intake.logs.{}", self.as_str())
-    }
-
-    /// Base URL of the API (`GET /api/v1/validate`).
-    pub fn api_url(self) -> String {
-        format!("https://api.{}", self.as_str())
-    }
-}
-
-impl fmt::Display for DatadogSite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why events did not reach a destination. Messages are for a person: what failed and what to
-/// change, never a secret and never the destination's raw answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeliveryError {
-    /// The destination is in trouble (an outage, throttling, a timeout): try again later.
-    #[error("{0}")]
-    Retryable(String),
-    /// The destination refuses us (credentials, key or role): nothing more is sent until the
-    /// configuration changes or a Test connection succeeds.
-    #[error("{0}")]
-    Refused(String),
-    /// This event only will never be taken as it is (too large, malformed for the destination).
-    #[error("{0}")]
-    Rejected(String),
-}
-
-impl DeliveryError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, DeliveryError::Retryable(_))
-    }
-
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, DeliveryError::Refused(_))
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            DeliveryError::Retryable(m)
-            | DeliveryError::Refused(m)
-            | DeliveryError::Rejected(m) => m,
-        }
-    }
-}
-
-/// The outcome of delivering a list of events: the positions that failed, with why.
-/// Every position not listed was delivered.
-pub type Failures = Vec<(usize, DeliveryError)>;
-
-/// What every destination does: deliver a batch of events by `deadline` and say, per event,
-/// what went wrong. Lanes drive destinations through this alone.
-pub trait Sink: Sync {
-    fn deliver(
-        &self,
-        events: &[crate::AuditEvent],
-        deadline: tokio::time::Instant,
-    ) -> impl std::future::Future<Output = Failures> + Send;
-
-    /// One try without retries: how a lane probes a destination that was failing, so that a
-    /// destination that is down gets about one request per probe interval.
-    fn probe(
-        &self,
-        events: &[crate::AuditEvent],
-        deadline: tokio::time::Instant,
-    ) -> impl std::future::Future<Output = Failures> + Send {
-        self.deliver(events, deadline)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_contract_site_parses_and_nothing_else_does() {
-        for name in [
-            "datadoghq.com",
-            "us3.datadoghq.com",
-            "us5.datadoghq.com",
-            "datadoghq.eu",
-            "ap1.datadoghq.com",
-            "ap2.datadoghq.com",
-            "ddog-gov.com",
-        ] {
-            let site = DatadogSite::parse(name).unwrap();
-            assert_eq!(site.as_str(), name);
-            assert_eq!(serde_json::to_value(site).unwrap(), serde_json::json!(name));
-        }
-        for bad in [
-            "evil.com",
-            "datadoghq.com.evil.com",
-            "DATADOGHQ.COM",
-            "us2.datadoghq.com",
-            "",
-        ] {
-            assert_eq!(DatadogSite::parse(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn hosts_come_from_the_site() {
-        assert_eq!(
-            DatadogSite::Eu1.intake_url(),
-            "https://http-intake.logs.datadoghq.eu"
-        );
-        assert_eq!(DatadogSite::Us3.api_url(), "https://api.us3.datadoghq.com");
-        assert_eq!(
-            DatadogSite::Us1Fed.intake_url(),
-            "https://http-intake.logs.ddog-gov.com"
-        );
-    }
 
     #[test]
     fn destinations_serialize_with_their_provider() {

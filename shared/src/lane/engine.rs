@@ -74,7 +74,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         key: &LaneKey,
         lane: &Lane,
         events: Vec<(StoredKey, AuditEvent)>,
-        sink: &impl Sink,
+        sink: &dyn Sink,
         deadline: Instant,
     ) -> Result<Outcome, LaneError> {
         let mut out = Outcome::default();
@@ -215,7 +215,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         &self,
         key: &LaneKey,
         mut events: Vec<(StoredKey, AuditEvent)>,
-        sink: &impl Sink,
+        sink: &dyn Sink,
         deadline: Instant,
         probe: bool,
     ) -> Result<Sent, LaneError> {
@@ -281,7 +281,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     pub async fn call(
         &self,
         call: &LaneCall,
-        target: Option<(&Lane, &impl Sink)>,
+        target: Option<(&Lane, &dyn Sink)>,
         source: &impl EventSource,
         deadline: Instant,
     ) -> Result<Outcome, LaneError> {
@@ -355,7 +355,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         key: &LaneKey,
         lane: &Lane,
         held: LaneCall,
-        sink: &impl Sink,
+        sink: &dyn Sink,
         source: &impl EventSource,
         deadline: Instant,
         out: &mut Outcome,

@@ -5,7 +5,7 @@ use super::{
     EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Timers,
 };
 use crate::AuditEvent;
-use crate::destination::{DeliveryError, Failures, Sink};
+use crate::destination::{ConnectionTest, DeliveryError, Failures, Sink};
 use crate::store::StoredKey;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
@@ -293,6 +293,7 @@ impl ScriptedSink {
     }
 }
 
+#[async_trait::async_trait]
 impl Sink for ScriptedSink {
     async fn deliver(&self, events: &[AuditEvent], _deadline: tokio::time::Instant) -> Failures {
         *lock(&self.requests) += 1;
@@ -310,5 +311,28 @@ impl Sink for ScriptedSink {
     async fn probe(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
         *lock(&self.probes) += 1;
         self.deliver(events, deadline).await
+    }
+
+    async fn test_connection(
+        &self,
+        event: &AuditEvent,
+        deadline: tokio::time::Instant,
+    ) -> ConnectionTest {
+        match self
+            .deliver(std::slice::from_ref(event), deadline)
+            .await
+            .pop()
+        {
+            None => ConnectionTest {
+                success: true,
+                message: "took the test event".into(),
+                log_group: None,
+            },
+            Some((_, e)) => ConnectionTest {
+                success: false,
+                message: e.message().to_owned(),
+                log_group: None,
+            },
+        }
     }
 }

@@ -121,7 +121,8 @@ impl World {
         self.engine()
             .call(
                 call,
-                lane.as_ref().map(|l| (l, &self.sink)),
+                lane.as_ref()
+                    .map(|l| (l, &self.sink as &dyn crate::destination::Sink)),
                 &self.events,
                 Instant::now() + Duration::from_secs(60),
             )
@@ -384,7 +385,7 @@ async fn a_removed_destination_owes_nothing() {
         .engine()
         .call(
             &call,
-            None::<(&Lane, &ScriptedSink)>,
+            None,
             &w.events,
             Instant::now() + Duration::from_secs(5),
         )

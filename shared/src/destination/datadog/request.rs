@@ -1,5 +1,5 @@
-//! Datadog Logs: `POST <intake>/api/v2/logs`, gzip, batches cut by Datadog's limits while
-//! encoding, and the retry policy (what is retried, split, refreshed or given up) in `send`.
+//! What one request to Datadog's logs intake carries: events encoded as log entries, cut into
+//! requests by Datadog's limits while encoding, gzipped.
 //!
 //! Each log carries every field of the event as a top-level attribute. Datadog reads a few names
 //! itself, so the service writes those: `status` is the severity (`info` for an `OK` event,
@@ -9,20 +9,16 @@
 //! of that name itself: then the event's own field wins, and every key appears once. `event_id`
 //! is the stored event's stable id, the same on every delivery of it.
 
-use super::{DatadogSite, DeliveryError, Failures};
+use crate::destination::{DeliveryError, Failures};
 use crate::event::{AuditEvent, Status};
-use crate::retry::Backoff;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use secrecy::{ExposeSecret, SecretString};
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::Value;
-use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::time::{Instant, timeout_at};
 
 /// Datadog's documented intake limits.
 pub const MAX_ENTRIES: usize = 1_000;
@@ -31,9 +27,6 @@ pub const MAX_ENTRY_BYTES: usize = 1_000_000;
 /// Datadog drops logs dated more than 18 hours back; those are dated at delivery instead
 /// (their own time stays in `event_timestamp`). A margin keeps clock skew on our side.
 pub const MAX_AGE: Duration = Duration::from_secs(17 * 3600);
-
-/// One request to Datadog, from connecting to the last byte of the answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub const SOURCE: &str = "hcp-packer";
 pub const SERVICE: &str = "hcp-packer-audit-log";
@@ -95,7 +88,7 @@ impl Batch {
         self.entries.iter().map(Vec::as_slice)
     }
 
-    fn split(mut self) -> (Batch, Batch) {
+    pub(super) fn split(mut self) -> (Batch, Batch) {
         let half = self.entries.len() / 2;
         let right = Batch {
             positions: self.positions.split_off(half),
@@ -222,212 +215,6 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(bytes);
     encoder.finish().unwrap_or_default()
-}
-
-/// Where the API key comes from, and how to get a fresh one after Datadog refused it.
-pub trait ApiKeySource {
-    fn api_key(
-        &self,
-        refresh: bool,
-    ) -> impl std::future::Future<Output = Result<SecretString, DeliveryError>> + Send;
-}
-
-/// A key given with the request (Test connection of unsaved settings): nothing to refresh.
-impl ApiKeySource for SecretString {
-    async fn api_key(&self, _refresh: bool) -> Result<SecretString, DeliveryError> {
-        Ok(self.clone())
-    }
-}
-
-/// How one request ended, before the retry policy decides what happens next.
-#[derive(Debug)]
-enum Sent {
-    Accepted,
-    TooLarge,
-    Unauthorized(u16),
-    Failed(DeliveryError),
-}
-
-#[derive(Debug, Clone)]
-pub struct DatadogClient {
-    http: reqwest::Client,
-    endpoint_override: Option<String>,
-    backoff: Backoff,
-}
-
-impl DatadogClient {
-    /// `endpoint_override` (`DATADOG_ENDPOINT_OVERRIDE`) replaces every site's hosts, for local
-    /// runs and tests.
-    pub fn new(endpoint_override: Option<String>) -> Self {
-        Self::with_timeout(endpoint_override, REQUEST_TIMEOUT)
-    }
-
-    /// A client whose requests give up after `timeout` (tests use a short one).
-    pub fn with_timeout(endpoint_override: Option<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
-        Self {
-            http,
-            endpoint_override: endpoint_override.map(|u| u.trim_end_matches('/').to_owned()),
-            backoff: Backoff::default(),
-        }
-    }
-
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    pub fn intake_url(&self, site: DatadogSite) -> String {
-        self.endpoint_override
-            .clone()
-            .unwrap_or_else(|| site.intake_url())
-    }
-
-    pub fn api_url(&self, site: DatadogSite) -> String {
-        self.endpoint_override
-            .clone()
-            .unwrap_or_else(|| site.api_url())
-    }
-
-    /// Delivers events, and returns the positions that failed.
-    pub async fn deliver(
-        &self,
-        site: DatadogSite,
-        keys: &impl ApiKeySource,
-        events: &[AuditEvent],
-        deadline: Instant,
-    ) -> Failures {
-        let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
-        let mut queue: VecDeque<Batch> = batches.into();
-        let mut key = match keys.api_key(false).await {
-            Ok(key) => key,
-            Err(e) => {
-                failures.extend(
-                    queue
-                        .iter()
-                        .flat_map(|b| b.positions.iter().map(|&p| (p, e.clone()))),
-                );
-                return failures;
-            }
-        };
-        let mut refreshed = false;
-        while let Some(batch) = queue.pop_front() {
-            let outcome = self.send(site, &key, &batch, deadline).await;
-            let error = match outcome {
-                Sent::Accepted => continue,
-                Sent::TooLarge if batch.len() > 1 => {
-                    let (left, right) = batch.split();
-                    queue.push_front(right);
-                    queue.push_front(left);
-                    continue;
-                }
-                Sent::TooLarge => DeliveryError::Rejected(
-                    "Datadog refused the log as too large (HTTP 413)".into(),
-                ),
-                Sent::Unauthorized(_) if !refreshed => {
-                    // The key may have been rotated since this container cached it.
-                    refreshed = true;
-                    match keys.api_key(true).await {
-                        Ok(fresh) => {
-                            key = fresh;
-                            queue.push_front(batch);
-                            continue;
-                        }
-                        Err(e) => e,
-                    }
-                }
-                Sent::Unauthorized(status) => DeliveryError::Refused(format!(
-                    "Datadog refused the API key (HTTP {status}) on {site}: check that the key is \
-                     valid and belongs to an organization on this site, then save the \
-                     configuration with a working key"
-                )),
-                Sent::Failed(e) => e,
-            };
-            failures.extend(batch.positions.iter().map(|&p| (p, error.clone())));
-            // A refused key or an exhausted deadline will not fare better for the rest.
-            if !error.is_retryable() || Instant::now() >= deadline {
-                failures.extend(queue.drain(..).flat_map(|b| {
-                    b.positions
-                        .into_iter()
-                        .map(|p| (p, error.clone()))
-                        .collect::<Vec<_>>()
-                }));
-            }
-        }
-        failures
-    }
-
-    /// Sends one batch, retrying what is worth retrying until `deadline`.
-    async fn send(
-        &self,
-        site: DatadogSite,
-        key: &SecretString,
-        batch: &Batch,
-        deadline: Instant,
-    ) -> Sent {
-        let url = format!("{}/api/v2/logs", self.intake_url(site));
-        let body = gzip(&batch.body());
-        let mut attempt = 0;
-        let mut last_problem: Option<String> = None;
-        loop {
-            let request = self
-                .http
-                .post(&url)
-                .header("DD-API-KEY", key.expose_secret())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                .body(body.clone())
-                .send();
-            let problem = match timeout_at(deadline, request).await {
-                Err(_) => {
-                    // Name what went wrong before the deadline cut the last try short.
-                    return Sent::Failed(DeliveryError::Retryable(match last_problem {
-                        Some(problem) => format!(
-                            "{problem}; gave up at the delivery's deadline after {attempt} attempts"
-                        ),
-                        None => "Datadog did not answer before the delivery's deadline".into(),
-                    }));
-                }
-                Ok(Err(e)) if e.is_timeout() => "Datadog did not answer in time".to_owned(),
-                Ok(Err(e)) if e.is_connect() => {
-                    format!("could not connect to Datadog's {site} intake")
-                }
-                Ok(Err(_)) => "the connection to Datadog failed".to_owned(),
-                Ok(Ok(response)) => match response.status().as_u16() {
-                    200..=299 => return Sent::Accepted,
-                    413 => return Sent::TooLarge,
-                    status @ (401 | 403) => return Sent::Unauthorized(status),
-                    status @ (408 | 429 | 500..=599) => format!("Datadog answered HTTP {status}"),
-                    // The request's content: these logs only.
-                    status @ (400 | 422) => {
-                        return Sent::Failed(DeliveryError::Rejected(format!(
-                            "Datadog rejected the logs (HTTP {status})"
-                        )));
-                    }
-                    status => {
-                        return Sent::Failed(DeliveryError::Refused(format!(
-                            "Datadog refused the logs (HTTP {status}) on {site}"
-                        )));
-                    }
-                },
-            };
-            attempt += 1;
-            if !self.backoff.wait(attempt, deadline).await {
-                return Sent::Failed(DeliveryError::Retryable(format!(
-                    "{problem}; gave up after {attempt} attempts"
-                )));
-            }
-            last_problem = Some(problem);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,194 @@
+//! The customer's role, assumed with the organization's External ID, and the service's own AWS
+//! account that the role's trust policy names.
+
+use aws_credential_types::Credentials as AwsCredentials;
+use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+use aws_sdk_sts::error::ProvideErrorMetadata;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// The customer's role, assumed with the organization's External ID. The SDK's identity cache
+/// in front of it keeps the credentials until shortly before they expire.
+#[derive(Clone)]
+pub struct CustomerRole {
+    sts: aws_sdk_sts::Client,
+    role_arn: String,
+    external_id: SecretString,
+    session_name: String,
+}
+
+impl std::fmt::Debug for CustomerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerRole")
+            .field("role_arn", &self.role_arn)
+            .field("session_name", &self.session_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the customer's role could not be assumed, carried inside the SDK's credentials error.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct RoleRefused {
+    pub retryable: bool,
+    /// STS said the role does not trust the service with this External ID: the customer's
+    /// trust policy is what to fix.
+    pub untrusted: bool,
+    pub message: String,
+}
+
+impl CustomerRole {
+    pub fn new(
+        sts: aws_sdk_sts::Client,
+        role_arn: &str,
+        external_id: SecretString,
+        organization_id: &str,
+    ) -> Self {
+        Self {
+            sts,
+            role_arn: role_arn.to_owned(),
+            external_id,
+            session_name: session_name(organization_id),
+        }
+    }
+
+    /// Assumes the role once; a refusal says whether trying again later may succeed.
+    pub async fn assume(&self) -> Result<AwsCredentials, RoleRefused> {
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .external_id(self.external_id.expose_secret())
+            .role_session_name(&self.session_name)
+            .send()
+            .await
+            .map_err(|e| {
+                let permanent = |message: String| RoleRefused {
+                    retryable: false,
+                    untrusted: false,
+                    message,
+                };
+                match e.as_service_error().and_then(|s| s.code()) {
+                    None => RoleRefused {
+                        retryable: true,
+                        untrusted: false,
+                        message: "STS did not answer while assuming the customer's role".into(),
+                    },
+                    Some("AccessDenied" | "AccessDeniedException") => RoleRefused {
+                        untrusted: true,
+                        ..permanent(format!(
+                            "could not assume {}: its trust policy must allow the service's AWS \
+                             account with the organization's External ID (see GET /streaming)",
+                            self.role_arn
+                        ))
+                    },
+                    Some(code) if super::answer::BUSY.contains(&code) => RoleRefused {
+                        retryable: true,
+                        untrusted: false,
+                        message: "STS was busy while assuming the customer's role".into(),
+                    },
+                    Some(code) => permanent(format!("could not assume {} ({code})", self.role_arn)),
+                }
+            })?;
+        let c = out.credentials.ok_or_else(|| RoleRefused {
+            retryable: true,
+            untrusted: false,
+            message: "STS returned no credentials".into(),
+        })?;
+        let expires = std::time::SystemTime::try_from(c.expiration).ok();
+        Ok(AwsCredentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            expires,
+            "CustomerRole",
+        ))
+    }
+}
+
+impl ProvideCredentials for CustomerRole {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        // The refusal travels inside the SDK's error, where `answer` finds it again.
+        future::ProvideCredentials::new(async {
+            self.assume()
+                .await
+                .map_err(CredentialsError::provider_error)
+        })
+    }
+}
+
+/// `[\w+=,.@-]{2,64}`, naming the organization so the customer's CloudTrail shows who wrote.
+fn session_name(organization_id: &str) -> String {
+    let clean: String = organization_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = format!("audit-log-{clean}");
+    name.truncate(64);
+    name
+}
+
+/// The service's own AWS account, which customers' trust policies name: the operator's setting,
+/// or else the account the function runs in, asked of STS once per container.
+#[derive(Clone)]
+pub struct ServiceAccount {
+    setting: Option<String>,
+    sts: aws_sdk_sts::Client,
+    found: Arc<OnceCell<String>>,
+}
+
+impl ServiceAccount {
+    pub fn new(setting: Option<String>, sts: aws_sdk_sts::Client) -> Self {
+        Self {
+            setting,
+            sts,
+            found: Arc::default(),
+        }
+    }
+
+    pub async fn id(&self) -> Result<String, String> {
+        if let Some(id) = &self.setting {
+            return Ok(id.clone());
+        }
+        self.found
+            .get_or_try_init(|| async {
+                let out = self.sts.get_caller_identity().send().await.map_err(|e| {
+                    format!(
+                        "STS did not tell the service's account: {}",
+                        aws_sdk_sts::error::DisplayErrorContext(e)
+                    )
+                })?;
+                out.account
+                    .ok_or_else(|| "STS did not tell the service's account".to_owned())
+            })
+            .await
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_fit_sts_rules() {
+        let name = session_name("77f447d4-def0-46f2-bf09-6850d36745ed");
+        assert_eq!(name, "audit-log-77f447d4-def0-46f2-bf09-6850d36745ed");
+        let odd = session_name(&"é/ ".repeat(40));
+        assert!(odd.len() <= 64);
+        assert!(
+            odd.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c))
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Sending: `PutLogEvents` batch by batch, creating the log group and stream on first use, and
+//! retrying what [`super::answer`] calls transient until the deadline.
+
+use super::answer::{Problem, classify, rejected};
+use super::request::{Batch, batches};
+use crate::destination::{DeliveryError, Failures};
+use crate::event::AuditEvent;
+use crate::retry::Backoff;
+use aws_sdk_cloudwatchlogs::Client as LogsClient;
+use aws_sdk_cloudwatchlogs::config::Builder;
+use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
+use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use time::OffsetDateTime;
+use tokio::time::{Instant, timeout_at};
+
+/// The SDK does not retry on its own: `put` decides what is tried again, and a lane's probe is
+/// one request, not three.
+pub fn without_sdk_retries(config: Builder) -> Builder {
+    config.retry_config(RetryConfig::disabled())
+}
+
+/// Writes events to a log group of the customer's account, in as few requests as the limits
+/// allow, each retried with `backoff` until `deadline`.
+pub async fn write(
+    client: &LogsClient,
+    group: &str,
+    stream: &str,
+    events: &[AuditEvent],
+    deadline: Instant,
+    backoff: &Backoff,
+) -> Failures {
+    let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
+    let mut batches = batches.into_iter();
+    while let Some(batch) = batches.next() {
+        let positions = batch.positions.clone();
+        match put(client, group, stream, batch, deadline, backoff).await {
+            Ok(rejected) => failures.extend(rejected),
+            Err(error) => {
+                failures.extend(positions.into_iter().map(|p| (p, error.clone())));
+                // The rest would meet the same refusal or the same spent deadline.
+                if !error.is_retryable() || Instant::now() >= deadline {
+                    for rest in batches.by_ref() {
+                        failures.extend(rest.positions.into_iter().map(|p| (p, error.clone())));
+                    }
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// One `PutLogEvents`, creating the group and stream on first use and retrying throttling
+/// and outages until `deadline`. Returns the events CloudWatch rejected inside a success.
+async fn put(
+    client: &LogsClient,
+    group: &str,
+    stream: &str,
+    batch: Batch,
+    deadline: Instant,
+    backoff: &Backoff,
+) -> Result<Failures, DeliveryError> {
+    let mut attempt = 0;
+    let mut created = false;
+    let mut last_problem: Option<String> = None;
+    loop {
+        let call = client
+            .put_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .set_log_events(Some(batch.events.clone()))
+            .send();
+        let problem = match timeout_at(deadline, call).await {
+            Err(_) => {
+                return Err(DeliveryError::Retryable(match last_problem {
+                    Some(problem) => format!(
+                        "{problem}; gave up at the delivery's deadline after {attempt} attempts"
+                    ),
+                    None => "CloudWatch Logs did not answer before the delivery's deadline".into(),
+                }));
+            }
+            Ok(Ok(out)) => return Ok(rejected(&batch, out.rejected_log_events_info())),
+            Ok(Err(err)) => match classify(&err) {
+                Problem::Missing if !created => {
+                    // First write to a new stream: create it, then write again. Steady
+                    // state makes no create or describe call at all. A creation racing
+                    // another writer (or a busy service) backs off like any other write.
+                    match create(client, group, stream, deadline).await {
+                        Ok(()) => {
+                            created = true;
+                            continue;
+                        }
+                        Err(DeliveryError::Retryable(message)) => message,
+                        Err(refused) => return Err(refused),
+                    }
+                }
+                Problem::Missing => {
+                    return Err(DeliveryError::Retryable(format!(
+                        "log group {group} or stream {stream} disappeared while writing"
+                    )));
+                }
+                Problem::Transient(message) => message,
+                Problem::Refused(error) => return Err(error),
+            },
+        };
+        attempt += 1;
+        if !backoff.wait(attempt, deadline).await {
+            return Err(DeliveryError::Retryable(format!(
+                "{problem}; gave up after {attempt} attempts"
+            )));
+        }
+        last_problem = Some(problem);
+    }
+}
+
+/// Creates the log group and stream; one that already exists is success.
+async fn create(
+    client: &LogsClient,
+    group: &str,
+    stream: &str,
+    deadline: Instant,
+) -> Result<(), DeliveryError> {
+    let group_created = timeout_at(
+        deadline,
+        client.create_log_group().log_group_name(group).send(),
+    )
+    .await;
+    check_created(group_created, "log group", group)?;
+    let stream_created = timeout_at(
+        deadline,
+        client
+            .create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .send(),
+    )
+    .await;
+    check_created(stream_created, "log stream", stream)
+}
+
+fn check_created<T, E>(
+    result: Result<
+        Result<T, SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>>,
+        tokio::time::error::Elapsed,
+    >,
+    what: &str,
+    name: &str,
+) -> Result<(), DeliveryError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Err(_) => Err(DeliveryError::Retryable(format!(
+            "CloudWatch Logs did not answer while creating {what} {name}"
+        ))),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err))
+            if err.as_service_error().and_then(|e| e.code())
+                == Some("ResourceAlreadyExistsException") =>
+        {
+            Ok(())
+        }
+        Ok(Err(err)) => match classify(&err) {
+            Problem::Transient(m) => Err(DeliveryError::Retryable(m)),
+            Problem::Refused(e) => Err(e),
+            Problem::Missing => Err(DeliveryError::Retryable(format!(
+                "could not create {what} {name}"
+            ))),
+        },
+    }
+}

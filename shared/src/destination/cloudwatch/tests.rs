@@ -1,0 +1,352 @@
+//! The CloudWatch sink against the SDK's mocked clients: what the emulator cannot answer
+//! (refused roles, throttling, rejected events, creation races).
+
+use super::request::tests::at;
+use super::*;
+use time::OffsetDateTime;
+
+use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamOutput;
+use aws_sdk_cloudwatchlogs::operation::put_log_events::PutLogEventsOutput;
+use aws_sdk_cloudwatchlogs::types::RejectedLogEventsInfo;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use aws_smithy_runtime_api::http::{Response, StatusCode};
+use aws_smithy_types::body::SdkBody;
+
+fn recent(n: usize) -> Vec<AuditEvent> {
+    let now = OffsetDateTime::now_utc();
+    (0..n)
+        .map(|i| at(now - Duration::from_secs(600 + i as u64), 0))
+        .collect()
+}
+
+const FAST: Backoff = Backoff {
+    base: Duration::from_millis(1),
+    max: Duration::from_millis(5),
+};
+
+fn fast(cw: CloudWatch) -> CloudWatch {
+    cw.with_backoff(FAST)
+}
+
+const ROLE: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
+
+fn role_credentials() -> Credentials {
+    Credentials::Cloudwatch {
+        role_arn: ROLE.into(),
+        external_id: SecretString::from("ext-id-sentinel"),
+    }
+}
+
+fn refused_sts() -> (aws_smithy_mocks::Rule, aws_sdk_sts::Client) {
+    let refused = mock!(aws_sdk_sts::Client::assume_role).then_http_response(|| {
+        Response::new(
+            StatusCode::try_from(403).unwrap(),
+            SdkBody::from(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code>\
+                 <Message>not authorized to perform sts:AssumeRole</Message></Error>\
+                 <RequestId>r</RequestId></ErrorResponse>",
+            ),
+        )
+    });
+    let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&refused]);
+    (refused, sts)
+}
+
+fn base() -> SdkConfig {
+    SdkConfig::builder()
+        .region(Region::new("us-east-1"))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        // Nothing listens there: a call no mock answers fails at once.
+        .endpoint_url("http://127.0.0.1:1")
+        .build()
+}
+
+fn logs_error(status: u16, kind: &str) -> Response {
+    Response::new(
+        StatusCode::try_from(status).unwrap(),
+        SdkBody::from(format!(
+            r#"{{"__type":"{kind}","message":"from the test"}}"#
+        )),
+    )
+}
+
+fn settings() -> CloudWatchSettings {
+    CloudWatchSettings {
+        role_arn: ROLE.into(),
+        region: "us-west-2".into(),
+    }
+}
+
+fn project(credentials: Credentials) -> Project<'static> {
+    Project {
+        organization_id: "org",
+        project_id: "proj",
+        credentials: Box::new(credentials),
+    }
+}
+
+/// A logs client answering from `rules`, configured as the service configures its own.
+fn logs(mode: RuleMode, rules: &[&aws_smithy_mocks::Rule]) -> aws_sdk_cloudwatchlogs::Client {
+    mock_client!(
+        aws_sdk_cloudwatchlogs,
+        mode,
+        rules.iter().copied(),
+        service::without_sdk_retries
+    )
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+#[tokio::test]
+async fn a_role_that_refuses_to_be_assumed_fails_every_event_for_good_and_says_why() {
+    let (refused, sts) = refused_sts();
+    let cw = fast(CloudWatch::new(&base(), "/hashicorp").with_sts(sts));
+    let (settings, project) = (settings(), project(role_credentials()));
+    let events = recent(3);
+    let failures = cw.sink(project, &settings).deliver(&events, soon()).await;
+    let mut failed: Vec<usize> = failures.iter().map(|f| f.0).collect();
+    failed.sort();
+    assert_eq!(failed, [0, 1, 2]);
+    for (_, error) in &failures {
+        assert!(!error.is_retryable(), "{error}");
+        assert!(error.message().contains("trust policy"), "{error}");
+        assert!(
+            error
+                .message()
+                .contains("arn:aws:iam::111111111111:role/hcp-log-streaming")
+        );
+        assert!(!error.message().contains("ext-id-sentinel"));
+    }
+    assert_eq!(refused.num_calls(), 1, "a refusal is not retried in a loop");
+}
+
+#[tokio::test]
+async fn throttled_writes_are_retried_until_they_pass() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .sequence()
+        .http_response(|| logs_error(400, "ThrottlingException"))
+        .times(4)
+        .output(|| PutLogEventsOutput::builder().build())
+        .build();
+    let client = logs(RuleMode::Sequential, &[&put]);
+    let failures = service::write(&client, "g", "s", &recent(5), soon(), &FAST).await;
+    assert_eq!(failures, vec![]);
+    assert_eq!(put.num_calls(), 5);
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_deadline_is_a_retryable_failure() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_http_response(|| logs_error(400, "ThrottlingException"));
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let failures = service::write(&client, "g", "s", &recent(2), deadline, &FAST).await;
+    assert_eq!(failures.len(), 2);
+    assert!(failures.iter().all(|(_, e)| e.is_retryable()));
+}
+
+#[tokio::test]
+async fn events_rejected_inside_a_success_are_failures_not_deliveries() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events).then_output(|| {
+        PutLogEventsOutput::builder()
+            .rejected_log_events_info(
+                RejectedLogEventsInfo::builder()
+                    .too_old_log_event_end_index(0)
+                    .too_new_log_event_start_index(3)
+                    .build(),
+            )
+            .build()
+    });
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    // Sorted by time, the oldest (position 3) comes first and the newest (0, 1) last.
+    let events = recent(4);
+    let failures = service::write(&client, "g", "s", &events, soon(), &FAST).await;
+    let mut failed: Vec<usize> = failures.iter().map(|f| f.0).collect();
+    failed.sort();
+    assert_eq!(failed, [0, 3]);
+    assert!(failures.iter().all(|(_, e)| !e.is_retryable()));
+    assert_eq!(put.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_group_and_stream_are_created_once_then_written() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .sequence()
+        .http_response(|| logs_error(400, "ResourceNotFoundException"))
+        .output(|| PutLogEventsOutput::builder().build())
+        .build();
+    let group = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+        .then_http_response(|| logs_error(400, "ResourceAlreadyExistsException"));
+    let stream = mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
+        .then_output(|| CreateLogStreamOutput::builder().build());
+    let client = logs(RuleMode::MatchAny, &[&put, &group, &stream]);
+    let failures = service::write(&client, "g", "s", &recent(2), soon(), &FAST).await;
+    assert_eq!(failures, vec![]);
+    assert_eq!(
+        (put.num_calls(), group.num_calls(), stream.num_calls()),
+        (2, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_creation_racing_another_writer_and_unknown_5xx_answers_are_retried() {
+    // Two batches of a new customer at once: the other writer is creating the group
+    // (OperationAborted) and the service has a bad moment (an unnamed 5xx).
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .sequence()
+        .http_response(|| logs_error(400, "ResourceNotFoundException"))
+        .times(2)
+        .http_response(|| logs_error(502, "BadGatewayOfSomeKind"))
+        .output(|| PutLogEventsOutput::builder().build())
+        .build();
+    let group = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+        .sequence()
+        .http_response(|| logs_error(400, "OperationAbortedException"))
+        .http_response(|| logs_error(400, "ResourceAlreadyExistsException"))
+        .build();
+    let stream = mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
+        .then_http_response(|| logs_error(400, "ResourceAlreadyExistsException"));
+    let client = logs(RuleMode::MatchAny, &[&put, &group, &stream]);
+    let failures = service::write(&client, "g", "s", &recent(2), soon(), &FAST).await;
+    assert_eq!(failures, vec![]);
+    assert_eq!(put.num_calls(), 4);
+    assert_eq!(group.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn ten_thousand_events_of_one_kilobyte_take_at_most_eleven_put_log_events() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .match_requests(|r| {
+            let events = r.log_events();
+            events.len() <= MAX_BATCH_EVENTS
+                && events
+                    .iter()
+                    .map(|e| e.message().len() + EVENT_OVERHEAD_BYTES)
+                    .sum::<usize>()
+                    <= MAX_BATCH_BYTES
+        })
+        .then_output(|| PutLogEventsOutput::builder().build());
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let now = OffsetDateTime::now_utc() - Duration::from_secs(60);
+    let one = at(now, 0);
+    let event = at(now, 1024 - one.to_compact_json().len());
+    assert_eq!(event.to_compact_json().len(), 1024);
+    let failures = service::write(
+        &client,
+        "g",
+        "s",
+        &vec![event; 10_000],
+        soon(),
+        &Backoff::default(),
+    )
+    .await;
+    assert_eq!(failures, vec![]);
+    assert!(put.num_calls() <= 11, "{} calls", put.num_calls());
+    assert!(put.num_calls() >= 10, "bytes alone need 10");
+}
+
+#[tokio::test]
+async fn a_probe_makes_one_request_however_busy_the_destination_is() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_http_response(|| logs_error(400, "ThrottlingException"));
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let failures = service::write(&client, "g", "s", &recent(2), soon(), &Backoff::NONE).await;
+    assert_eq!(failures.len(), 2);
+    assert!(failures.iter().all(|(_, e)| e.is_retryable()));
+    assert_eq!(put.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_test_connection_to_an_untrusting_role_names_the_account_to_trust_and_hides_the_external_id()
+ {
+    let (refused, sts) = refused_sts();
+    let cw = fast(CloudWatch::new(&base(), "/hashicorp").with_sts(sts))
+        .with_service_account(Some("123456789012".into()));
+    let (settings, project) = (settings(), project(role_credentials()));
+    let check = cw
+        .sink(project, &settings)
+        .test_connection(&recent(1)[0], soon())
+        .await;
+    assert!(!check.success);
+    assert!(check.message.contains(ROLE), "{}", check.message);
+    assert!(
+        check.message.contains("AWS account 123456789012"),
+        "{}",
+        check.message
+    );
+    assert!(check.message.contains("trust policy"), "{}", check.message);
+    assert!(!check.message.contains("ext-id-sentinel"));
+    assert_eq!(
+        check.log_group.as_deref(),
+        Some("/hashicorp/packer/audit-logs-test")
+    );
+    assert_eq!(refused.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn credentials_of_another_provider_are_refused_without_a_call() {
+    let (refused, sts) = refused_sts();
+    let cw = CloudWatch::new(&base(), "/hashicorp").with_sts(sts);
+    let settings = settings();
+    let project = project(Credentials::Datadog {
+        api_key: SecretString::from("key"),
+    });
+    let failures = cw
+        .sink(project, &settings)
+        .deliver(&recent(2), soon())
+        .await;
+    assert_eq!(failures.len(), 2);
+    assert!(failures.iter().all(|(_, e)| e.is_refusal()));
+    assert_eq!(refused.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_test_connection_waits_out_a_busy_sts_then_writes_its_event() {
+    use aws_sdk_sts::operation::assume_role::AssumeRoleOutput;
+    let assumed = mock!(aws_sdk_sts::Client::assume_role)
+        .sequence()
+        .http_response(|| {
+            Response::new(
+                StatusCode::try_from(400).unwrap(),
+                SdkBody::from(
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>\
+                     <Message>slow down</Message></Error></ErrorResponse>",
+                ),
+            )
+        })
+        .output(|| {
+            let expires = aws_smithy_types::DateTime::from_secs(4_000_000_000);
+            AssumeRoleOutput::builder()
+                .credentials(
+                    aws_sdk_sts::types::Credentials::builder()
+                        .access_key_id("a")
+                        .secret_access_key("s")
+                        .session_token("t")
+                        .expiration(expires)
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+        .build();
+    let sts = mock_client!(aws_sdk_sts, RuleMode::Sequential, [&assumed], |c| c
+        .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled()));
+    let cw = fast(CloudWatch::new(&base(), "/hashicorp").with_sts(sts));
+    let tested = cw
+        .sink(project(role_credentials()), &settings())
+        .test_connection(&recent(1)[0], Instant::now() + Duration::from_secs(1))
+        .await;
+    assert_eq!(assumed.num_calls(), 2);
+    // The write goes where the test's base configuration points, where nothing listens: the
+    // failure is the write's, after STS gave the role's credentials.
+    assert!(!tested.success);
+    assert!(
+        tested.message.starts_with(
+            "Could not write a test event to /hashicorp/packer/audit-logs-test: CloudWatch Logs"
+        ),
+        "{}",
+        tested.message
+    );
+}

@@ -1,0 +1,123 @@
+//! Datadog Logs: `POST <intake>/api/v2/logs`. Events become log entries cut into requests by
+//! Datadog's limits (`request`), are sent with the retry policy (`service`), the intake's
+//! answers are read in `answer`, and Test connection checks the key then sends a test log
+//! (`test_connection`).
+
+mod answer;
+mod request;
+mod service;
+mod site;
+mod test_connection;
+
+pub use request::{
+    Batch, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES, RESERVED, SERVICE, SOURCE,
+    batches, encode, gzip, severity,
+};
+pub use site::DatadogSite;
+
+use super::{ConnectionTest, DeliveryError, Failures, Project, Sink};
+use crate::credentials::Credentials;
+use crate::event::AuditEvent;
+use crate::retry::Backoff;
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Where a project's Datadog logs go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatadogSettings {
+    pub site: DatadogSite,
+}
+
+/// One request to Datadog, from connecting to the last byte of the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The HTTP client every project's Datadog delivery shares.
+#[derive(Debug, Clone)]
+pub struct DatadogClient {
+    http: reqwest::Client,
+    endpoint_override: Option<String>,
+    backoff: Backoff,
+}
+
+impl DatadogClient {
+    /// `endpoint_override` (`DATADOG_ENDPOINT_OVERRIDE`) replaces every site's hosts, for local
+    /// runs and tests.
+    pub fn new(endpoint_override: Option<String>) -> Self {
+        Self::with_timeout(endpoint_override, REQUEST_TIMEOUT)
+    }
+
+    /// A client whose requests give up after `timeout` (tests use a short one).
+    pub fn with_timeout(endpoint_override: Option<String>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            endpoint_override: endpoint_override.map(|u| u.trim_end_matches('/').to_owned()),
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn intake_url(&self, site: DatadogSite) -> String {
+        self.endpoint_override
+            .clone()
+            .unwrap_or_else(|| site.intake_url())
+    }
+
+    pub fn api_url(&self, site: DatadogSite) -> String {
+        self.endpoint_override
+            .clone()
+            .unwrap_or_else(|| site.api_url())
+    }
+
+    /// A project's logs on its Datadog site, as a sink.
+    pub fn sink<'a>(&'a self, project: Project<'a>, settings: &DatadogSettings) -> Intake<'a> {
+        Intake {
+            datadog: self,
+            project,
+            site: settings.site,
+        }
+    }
+}
+
+/// A project's logs on one Datadog site: what lanes, replays and Test connection drive.
+pub struct Intake<'a> {
+    datadog: &'a DatadogClient,
+    project: Project<'a>,
+    site: DatadogSite,
+}
+
+impl Intake<'_> {
+    /// The project's API key; `refresh` after Datadog refused it, as it may have been rotated.
+    async fn key(&self, refresh: bool) -> Result<SecretString, DeliveryError> {
+        match &*self.project.credentials.credentials(refresh).await? {
+            Credentials::Datadog { api_key } => Ok(api_key.clone()),
+            _ => Err(DeliveryError::mismatched()),
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for Intake<'_> {
+    async fn deliver(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
+        service::deliver(self, events, deadline, &self.datadog.backoff).await
+    }
+
+    async fn probe(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
+        service::deliver(self, events, deadline, &Backoff::NONE).await
+    }
+
+    async fn test_connection(&self, event: &AuditEvent, deadline: Instant) -> ConnectionTest {
+        test_connection::test_connection(self, event, deadline).await
+    }
+}

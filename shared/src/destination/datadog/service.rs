@@ -1,0 +1,122 @@
+//! Sending: one gzipped request per batch, a batch Datadog finds too large split in two, a
+//! refused key read again once, and Datadog's trouble retried with backoff until the deadline.
+
+use super::Intake;
+use super::answer::{Answer, read, refused_key};
+use super::request::{Batch, batches, gzip};
+use crate::destination::{DeliveryError, Failures};
+use crate::event::AuditEvent;
+use crate::retry::Backoff;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::VecDeque;
+use time::OffsetDateTime;
+use tokio::time::{Instant, timeout_at};
+
+/// Delivers events, and returns the positions that failed.
+pub(super) async fn deliver(
+    intake: &Intake<'_>,
+    events: &[AuditEvent],
+    deadline: Instant,
+    backoff: &Backoff,
+) -> Failures {
+    let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
+    let mut queue: VecDeque<Batch> = batches.into();
+    let mut key = match intake.key(false).await {
+        Ok(key) => key,
+        Err(e) => {
+            failures.extend(
+                queue
+                    .iter()
+                    .flat_map(|b| b.positions.iter().map(|&p| (p, e.clone()))),
+            );
+            return failures;
+        }
+    };
+    let mut refreshed = false;
+    while let Some(batch) = queue.pop_front() {
+        let error = match send(intake, &key, &batch, deadline, backoff).await {
+            Answer::Accepted => continue,
+            Answer::TooLarge if batch.len() > 1 => {
+                let (left, right) = batch.split();
+                queue.push_front(right);
+                queue.push_front(left);
+                continue;
+            }
+            Answer::TooLarge => {
+                DeliveryError::Rejected("Datadog refused the log as too large (HTTP 413)".into())
+            }
+            Answer::Unauthorized(_) if !refreshed => {
+                // The key may have been rotated since this container cached it.
+                refreshed = true;
+                match intake.key(true).await {
+                    Ok(fresh) => {
+                        key = fresh;
+                        queue.push_front(batch);
+                        continue;
+                    }
+                    Err(e) => e,
+                }
+            }
+            Answer::Unauthorized(status) => refused_key(status, intake.site),
+            Answer::Trouble(problem) => DeliveryError::Retryable(problem),
+            Answer::Failed(e) => e,
+        };
+        failures.extend(batch.positions.iter().map(|&p| (p, error.clone())));
+        // A refused key or an exhausted deadline will not fare better for the rest.
+        if !error.is_retryable() || Instant::now() >= deadline {
+            failures.extend(queue.drain(..).flat_map(|b| {
+                b.positions
+                    .into_iter()
+                    .map(|p| (p, error.clone()))
+                    .collect::<Vec<_>>()
+            }));
+        }
+    }
+    failures
+}
+
+/// Sends one batch, trying again after Datadog's trouble until `backoff` or `deadline` says
+/// stop. Trouble that outlasts them comes back as [`Answer::Trouble`] naming the last problem.
+async fn send(
+    intake: &Intake<'_>,
+    key: &SecretString,
+    batch: &Batch,
+    deadline: Instant,
+    backoff: &Backoff,
+) -> Answer {
+    let url = format!("{}/api/v2/logs", intake.datadog.intake_url(intake.site));
+    let body = gzip(&batch.body());
+    let mut attempt = 0;
+    let mut last_problem: Option<String> = None;
+    loop {
+        let request = intake
+            .datadog
+            .http
+            .post(&url)
+            .header("DD-API-KEY", key.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .body(body.clone())
+            .send();
+        let problem = match timeout_at(deadline, request).await {
+            // Name what went wrong before the deadline cut the last try short.
+            Err(_) => {
+                return Answer::Trouble(match last_problem {
+                    Some(problem) => format!(
+                        "{problem}; gave up at the delivery's deadline after {attempt} attempts"
+                    ),
+                    None => "Datadog did not answer before the delivery's deadline".into(),
+                });
+            }
+            Ok(outcome) => match read(outcome, intake.site) {
+                Answer::Trouble(problem) => problem,
+                settled => return settled,
+            },
+        };
+        attempt += 1;
+        if !backoff.wait(attempt, deadline).await {
+            return Answer::Trouble(format!("{problem}; gave up after {attempt} attempts"));
+        }
+        last_problem = Some(problem);
+    }
+}

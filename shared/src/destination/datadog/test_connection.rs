@@ -1,0 +1,90 @@
+//! Test connection: the key checked with Datadog's validate call (a refused key is told apart
+//! from a refused log), then one test log sent as delivery sends it.
+
+use super::Intake;
+use crate::destination::ConnectionTest;
+use crate::event::AuditEvent;
+use secrecy::ExposeSecret;
+use tokio::time::{Instant, timeout_at};
+
+pub(super) async fn test_connection(
+    intake: &Intake<'_>,
+    event: &AuditEvent,
+    deadline: Instant,
+) -> ConnectionTest {
+    let site = intake.site;
+    let result = |success: bool, message: String| ConnectionTest {
+        success,
+        message,
+        log_group: None,
+    };
+    let key = match intake.key(false).await {
+        Ok(key) => key,
+        Err(e) => {
+            return result(
+                false,
+                format!("Could not read the API key: {}", e.message()),
+            );
+        }
+    };
+    let validate = intake
+        .datadog
+        .http
+        .get(format!("{}/api/v1/validate", intake.datadog.api_url(site)))
+        .header("DD-API-KEY", key.expose_secret())
+        .send();
+    let response = match timeout_at(deadline, validate).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) if !e.is_timeout() => {
+            return result(
+                false,
+                format!("Could not reach Datadog's {site} API; check the site and try again."),
+            );
+        }
+        _ => {
+            return result(
+                false,
+                format!("Datadog's {site} API did not answer in time; try again."),
+            );
+        }
+    };
+    match response.status().as_u16() {
+        401 | 403 => {
+            return result(
+                false,
+                format!(
+                    "Datadog refused the API key on {site}: check that it is a valid API key (not an application key) of an organization on {site}."
+                ),
+            );
+        }
+        status if !response.status().is_success() => {
+            return result(
+                false,
+                format!(
+                    "Datadog's {site} API answered HTTP {status} while checking the key; try again."
+                ),
+            );
+        }
+        _ => {}
+    }
+    let failures = super::service::deliver(
+        intake,
+        std::slice::from_ref(event),
+        deadline,
+        &intake.datadog.backoff,
+    )
+    .await;
+    match failures.first() {
+        None => result(
+            true,
+            format!("Datadog accepted the API key and a test log on {site}."),
+        ),
+        Some((_, e)) => result(
+            false,
+            format!(
+                "The API key is valid but the test log was not accepted: {}",
+                e.message()
+            ),
+        ),
+    }
+}

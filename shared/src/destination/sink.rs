@@ -1,0 +1,117 @@
+//! The one interface every destination implements, and what it is given: whose events, and
+//! where the credentials come from.
+
+use crate::credentials::{Credentials, CredentialsError};
+use crate::event::AuditEvent;
+use async_trait::async_trait;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// What every destination does. Lanes, replays and Test connection drive destinations through
+/// this alone.
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Delivers events by `deadline`, retrying what the destination's answers say is worth
+    /// another try, and says per event what went wrong.
+    async fn deliver(&self, events: &[AuditEvent], deadline: Instant) -> Failures;
+
+    /// One try without retries: how a lane probes a destination that was failing, so that a
+    /// destination that is down gets about one request per probe interval.
+    async fn probe(&self, events: &[AuditEvent], deadline: Instant) -> Failures;
+
+    /// Test connection: what delivery does, with one harmless test event, told to a person.
+    async fn test_connection(&self, event: &AuditEvent, deadline: Instant) -> ConnectionTest;
+}
+
+/// The outcome of a Test connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTest {
+    pub success: bool,
+    /// What worked or what to fix, for a person; never a secret.
+    pub message: String,
+    /// CloudWatch: the log group the test event was written to.
+    pub log_group: Option<String>,
+}
+
+/// Whose events a sink delivers, and where its credentials come from.
+pub struct Project<'a> {
+    pub organization_id: &'a str,
+    pub project_id: &'a str,
+    pub credentials: Box<dyn CredentialSource + 'a>,
+}
+
+/// Where a destination's credentials come from: the project's secret at the version saved with
+/// its configuration, or the request of a Test connection.
+#[async_trait]
+pub trait CredentialSource: Send + Sync {
+    /// `refresh`: the destination refused what it was given, and a rotated secret may be newer.
+    async fn credentials(&self, refresh: bool) -> Result<Arc<Credentials>, DeliveryError>;
+}
+
+/// Credentials in hand (Test connection): nothing to refresh.
+#[async_trait]
+impl CredentialSource for Credentials {
+    async fn credentials(&self, _refresh: bool) -> Result<Arc<Credentials>, DeliveryError> {
+        Ok(Arc::new(self.clone()))
+    }
+}
+
+/// Why events did not reach a destination. Messages are for a person: what failed and what to
+/// change, never a secret and never the destination's raw answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The destination is in trouble (an outage, throttling, a timeout): try again later.
+    #[error("{0}")]
+    Retryable(String),
+    /// The destination refuses us (credentials, key or role): nothing more is sent until the
+    /// configuration changes or a Test connection succeeds.
+    #[error("{0}")]
+    Refused(String),
+    /// This event only will never be taken as it is (too large, malformed for the destination).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl DeliveryError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DeliveryError::Retryable(_))
+    }
+
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DeliveryError::Refused(_))
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            DeliveryError::Retryable(m)
+            | DeliveryError::Refused(m)
+            | DeliveryError::Rejected(m) => m,
+        }
+    }
+
+    /// The secret holds another provider's credentials than the configuration names.
+    pub fn mismatched() -> Self {
+        DeliveryError::Refused(
+            "the stored credentials belong to another provider than the destination; save the streaming configuration again".into(),
+        )
+    }
+}
+
+impl From<&CredentialsError> for DeliveryError {
+    fn from(e: &CredentialsError) -> Self {
+        if e.is_retryable() {
+            DeliveryError::Retryable(e.to_string())
+        } else {
+            DeliveryError::Refused(e.to_string())
+        }
+    }
+}
+
+/// The outcome of delivering a list of events: the positions that failed, with why.
+/// Every position not listed was delivered.
+pub type Failures = Vec<(usize, DeliveryError)>;
+
+/// Every one of `n` events failed for the same reason.
+pub fn all_failed(n: usize, error: DeliveryError) -> Failures {
+    (0..n).map(|i| (i, error.clone())).collect()
+}
