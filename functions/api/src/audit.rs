@@ -1,0 +1,111 @@
+//! The audit events the api writes about itself: who changed a project's streaming, and the
+//! Test connection event.
+
+use crate::Api;
+use crate::request::Caller;
+use audit_log::streaming::StreamingConfig;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+impl Api {
+    /// Puts an audit event about a configuration change on the events queue, like any other.
+    pub(crate) async fn audit(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        action: &str,
+        description: &str,
+        config: Option<&StreamingConfig>,
+    ) {
+        let event = configuration_event(caller, org, project, action, description, config);
+        if let Err(e) = self.send(&self.settings.events_queue_url, &event).await {
+            tracing::error!(
+                organization_id = org,
+                project_id = project,
+                action,
+                error = %e,
+                "audit event of a configuration change not sent"
+            );
+        }
+    }
+}
+
+/// The actor of a request: a user when the token names an email, a service otherwise.
+pub(crate) fn actor(caller: &Caller) -> serde_json::Value {
+    match &caller.email {
+        Some(email) => json!({
+            "principal_id": caller.subject,
+            "type": "TYPE_USER",
+            "user": {"id": caller.subject, "email": email, "name": caller.name.as_deref().unwrap_or(email)},
+        }),
+        None => json!({
+            "principal_id": caller.subject,
+            "type": "TYPE_SERVICE",
+            "service": {"id": caller.subject, "name": caller.name.as_deref().unwrap_or(&caller.subject)},
+        }),
+    }
+}
+
+pub(crate) fn now_text(now: OffsetDateTime) -> String {
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The audit event of a configuration change: who, what, which destination; no credential.
+pub fn configuration_event(
+    caller: &Caller,
+    org: &str,
+    project: &str,
+    action: &str,
+    description: &str,
+    config: Option<&StreamingConfig>,
+) -> serde_json::Value {
+    let mut event = json!({
+        "status": "OK",
+        "action": action,
+        "description": description,
+        "organization_id": org,
+        "project_id": project,
+        "timestamp": now_text(OffsetDateTime::now_utc()),
+        "actor": actor(caller),
+    });
+    if let Some(c) = config {
+        event["streaming"] = json!({"provider": c.destination.provider().as_str(), "name": c.name, "version": c.version});
+    }
+    event
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audit_log::AuditEvent;
+
+    fn caller(email: Option<&str>) -> Caller {
+        Caller {
+            organization_id: "o".into(),
+            subject: "user-1".into(),
+            email: email.map(str::to_owned),
+            name: None,
+        }
+    }
+
+    #[test]
+    fn configuration_events_are_valid_audit_events() {
+        for email in [Some("a@example.com"), None] {
+            let event = configuration_event(
+                &caller(email),
+                "o",
+                "p",
+                "update",
+                "Updated streaming configuration",
+                None,
+            );
+            let parsed = AuditEvent::from_value(event).unwrap();
+            assert_eq!(parsed.description(), "Updated streaming configuration");
+        }
+    }
+}

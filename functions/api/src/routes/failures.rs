@@ -1,0 +1,67 @@
+//! `GET /streaming/failures`: events a destination never took, with their events.
+
+use super::events::limit_query;
+use crate::cursor::{self, Scope};
+use crate::error::ApiError;
+use crate::{Api, PAGE_BYTES, config_error, internal, json_response, request};
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use serde_json::json;
+
+/// Failures listed per page at most (their events come along).
+pub const MAX_FAILURE_PAGE: usize = 100;
+
+impl Api {
+    pub(crate) async fn failures(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        org: &str,
+        project: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let limit = limit_query(request, MAX_FAILURE_PAGE)?;
+        let scope = Scope::new("failures", org, project, &[]);
+        let after = request::query(request, "cursor")
+            .map(|c| scope.decode(c))
+            .transpose()?;
+        if after
+            .as_deref()
+            .is_some_and(|sk| !audit_log::store::is_sort_key_within(sk, None, None))
+        {
+            return Err(cursor::invalid());
+        }
+        let (failures, mut next) = self
+            .configs
+            .failures(org, project, after.as_deref(), limit)
+            .await
+            .map_err(config_error)?;
+        let keys: Vec<String> = failures.iter().map(|f| f.event_sort_key.clone()).collect();
+        let mut events: std::collections::HashMap<String, String> = self
+            .events
+            .events_at(org, project, &keys)
+            .await
+            .map_err(|e| internal("events table")(&e))?
+            .into_iter()
+            .map(|(key, json)| (key.sort_key, json))
+            .collect();
+        let mut listed: Vec<serde_json::Value> = Vec::with_capacity(failures.len());
+        let mut bytes = 0;
+        for f in failures {
+            let event = events
+                .remove(&f.event_sort_key)
+                .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok());
+            let item = json!({"event_id": f.event_id, "failed_at": f.failed_at, "reason": f.reason, "event": event});
+            let size = audit_log::store::bytes_in_response(&item.to_string()) + 1;
+            // A failure carries its event (up to 1 MiB): the page ends before the response
+            // would pass Lambda's 6 MB, and the cursor picks up at the next one.
+            if !listed.is_empty() && bytes + size > PAGE_BYTES {
+                next = keys.get(listed.len() - 1).cloned();
+                break;
+            }
+            bytes += size;
+            listed.push(item);
+        }
+        Ok(json_response(
+            200,
+            &json!({"failures": listed, "next_cursor": next.map(|sk| scope.encode(&sk))}),
+        ))
+    }
+}

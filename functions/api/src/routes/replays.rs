@@ -1,0 +1,108 @@
+//! `POST /streaming/replays` and its status: stored events delivered again.
+
+use crate::audit::now_text;
+use crate::error::ApiError;
+use crate::{Api, config_error, input, internal, json_response};
+use audit_log::streaming::{REPLAYS_STARTED, Replay, ReplayState};
+use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A replay asks for at most this many days.
+pub const MAX_REPLAY_DAYS: i64 = 366;
+
+impl Api {
+    pub(crate) async fn start_replay(
+        &self,
+        org: &str,
+        project: &str,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let (since, until, only_failed) = input::replay(body)?;
+        let (since, until) = (
+            since.to_offset(time::UtcOffset::UTC),
+            until.to_offset(time::UtcOffset::UTC),
+        );
+        if self
+            .configs
+            .get(org, project)
+            .await
+            .map_err(config_error)?
+            .is_none()
+        {
+            return Err(ApiError::not_found(
+                "nothing is saved to replay to; save a destination first",
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        self.rate_limit(org, REPLAYS_STARTED, now).await?;
+        let now = now_text(now);
+        let replay = Replay {
+            replay_id: audit_log::streaming::new_external_id(),
+            organization_id: org.to_owned(),
+            project_id: project.to_owned(),
+            state: ReplayState::Running,
+            since: since.format(&Rfc3339).unwrap_or_default(),
+            until: until.format(&Rfc3339).unwrap_or_default(),
+            only_failed,
+            cursor: None,
+            delivered: 0,
+            failed: 0,
+            created_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+            last_error: None,
+        };
+        if !self
+            .configs
+            .start_replay(&replay)
+            .await
+            .map_err(config_error)?
+        {
+            return Err(ApiError::conflict(
+                "replay_running",
+                "a replay of this project is running; wait for it to finish (GET its replay id)",
+            ));
+        }
+        let message =
+            json!({"organization_id": org, "project_id": project, "replay_id": replay.replay_id});
+        if let Err(e) = self.send(&self.settings.replay_queue_url, &message).await {
+            let mut failed = replay.clone();
+            failed.state = ReplayState::Failed;
+            failed.last_error = Some("the replay could not be queued".into());
+            let _ = self.configs.save_replay(&failed).await;
+            return Err(internal("replay queue")(&e));
+        }
+        tracing::info!(
+            organization_id = org,
+            project_id = project,
+            replay_id = replay.replay_id,
+            only_failed,
+            "replay started"
+        );
+        let mut response = json_response(202, &replay);
+        if let Ok(location) =
+            http::HeaderValue::from_str(&format!("streaming/replays/{}", replay.replay_id))
+        {
+            response.headers.insert(http::header::LOCATION, location);
+        }
+        Ok(response)
+    }
+
+    /// Puts a JSON message on one of the service's queues.
+    pub(crate) async fn send(
+        &self,
+        queue_url: &str,
+        message: &serde_json::Value,
+    ) -> Result<(), String> {
+        self.sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(message.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    }
+}

@@ -1,0 +1,256 @@
+//! `GET`, `PUT` and `DELETE /streaming`: a project's destination, saved with its credentials.
+
+use crate::error::ApiError;
+use crate::request::{Caller, IfMatch};
+use crate::view::{DestinationView, View};
+use crate::{Api, SAVE_ATTEMPTS, config_error, credentials_error, input, internal, json_response};
+use audit_log::credentials::Credentials;
+use audit_log::destination::Destination;
+use audit_log::streaming::{ConfigError, NewConfig, StreamingConfig};
+use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+use secrecy::{ExposeSecret, SecretString};
+
+impl Api {
+    /// The AWS account customers trust: the setting, or the function's own account.
+    pub(crate) async fn aws_account_id(&self) -> Result<String, ApiError> {
+        self.destinations
+            .cloudwatch
+            .service_account()
+            .id()
+            .await
+            .map_err(|e| internal("sts")(&e))
+    }
+
+    /// A role in the service's own account could trust the account root without an External
+    /// ID: the service would be a confused deputy. Refused before any call (and by IAM, through
+    /// the template's `aws:ResourceAccount` condition).
+    pub(crate) async fn check_role_account(
+        &self,
+        destination: &Destination,
+    ) -> Result<(), ApiError> {
+        let Destination::Cloudwatch(settings) = destination else {
+            return Ok(());
+        };
+        if input::role_account(&settings.role_arn) == self.aws_account_id().await? {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "`cloudwatch.role_arn` must be a role in your own AWS account, not in the service's (the AWS ID that GET /streaming shows)",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn view(
+        &self,
+        org: &str,
+        project: &str,
+        config: Option<&StreamingConfig>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let external_id = self.configs.external_id(org).await.map_err(config_error)?;
+        let view = View {
+            organization_id: org.to_owned(),
+            project_id: project.to_owned(),
+            aws_account_id: self.aws_account_id().await?,
+            external_id,
+            destination: config.map(DestinationView::from),
+            health: self.health(org, project, config).await?,
+            version: config.map_or(0, |c| c.version),
+            updated_at: config.map(|c| c.updated_at.clone()),
+        };
+        let mut response = json_response(200, &view);
+        response.headers.insert(
+            http::header::ETAG,
+            http::HeaderValue::from_str(&format!("\"{}\"", view.version)).expect("digits"),
+        );
+        Ok(response)
+    }
+
+    pub(crate) async fn put(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        input: &input::DestinationInput,
+        if_match: Option<IfMatch>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.put_once(caller, org, project, input, if_match).await? {
+                Ok(response) => return Ok(response),
+                Err(current) if if_match.is_some() || attempt == SAVE_ATTEMPTS => {
+                    return Err(ApiError::version_mismatch(current));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One try at a save: `Ok(Err(current))` when another save got in between the read and
+    /// this one's conditional write. The credentials go to a new secret version that only
+    /// becomes current once the configuration naming it is saved: a PUT that answers 412 or
+    /// fails leaves the stored credentials exactly as they were.
+    pub(crate) async fn put_once(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        input: &input::DestinationInput,
+        if_match: Option<IfMatch>,
+    ) -> Result<Result<ApiGatewayV2httpResponse, u64>, ApiError> {
+        let current = self.configs.get(org, project).await.map_err(config_error)?;
+        let current_version = current.as_ref().map_or(0, |c| c.version);
+        if if_match.is_some_and(|m| !m.allows(current_version)) {
+            return Err(ApiError::version_mismatch(current_version));
+        }
+        let (credentials, last4) = match &input.destination {
+            Destination::Cloudwatch(c) => (
+                Credentials::Cloudwatch {
+                    role_arn: c.role_arn.clone(),
+                    external_id: SecretString::from(
+                        self.configs.external_id(org).await.map_err(config_error)?,
+                    ),
+                },
+                None,
+            ),
+            Destination::Datadog(_) => {
+                let key = match &input.api_key {
+                    Some(key) => key.clone(),
+                    None => {
+                        self.saved_datadog_key(org, project, current.as_ref())
+                            .await?
+                    }
+                };
+                let last4 = key
+                    .expose_secret()
+                    .chars()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                (Credentials::Datadog { api_key: key }, Some(last4))
+            }
+        };
+        let secret_version = self
+            .secrets
+            .stage(org, project, &credentials)
+            .await
+            .map_err(credentials_error)?;
+        let new = NewConfig {
+            name: input.name.clone(),
+            destination: input.destination.clone(),
+            api_key_last4: last4,
+            secret_version: Some(secret_version.clone()),
+        };
+        let saved = match self.configs.save(org, project, new, current_version).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                self.secrets.discard(org, project, &secret_version).await;
+                return match e {
+                    ConfigError::VersionMismatch { current } => Ok(Err(current)),
+                    other => Err(config_error(other)),
+                };
+            }
+        };
+        if let Err(e) = self.secrets.promote(org, project, &secret_version).await {
+            // The configuration names its secret version, so delivery already uses the new
+            // credentials; only the label is behind, and the next save moves it.
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "saved secret version not made current");
+        }
+        let (action, description) = if current.is_some() {
+            ("update", "Updated streaming configuration")
+        } else {
+            ("create", "Created streaming configuration")
+        };
+        self.audit(caller, org, project, action, description, Some(&saved))
+            .await;
+        // New settings may be what a refused or retrying destination needed.
+        self.retry_lane_now(org, project).await;
+        let saved = self
+            .configs
+            .get(org, project)
+            .await
+            .map_err(config_error)?
+            .unwrap_or(saved);
+        self.view(org, project, Some(&saved)).await.map(Ok)
+    }
+
+    /// The Datadog key already saved, for a request that leaves `api_key` out.
+    pub(crate) async fn saved_datadog_key(
+        &self,
+        org: &str,
+        project: &str,
+        current: Option<&StreamingConfig>,
+    ) -> Result<SecretString, ApiError> {
+        let required = || {
+            ApiError::bad_request(
+                "missing_field",
+                "`datadog.api_key` is required unless the saved destination is Datadog",
+            )
+        };
+        if !current.is_some_and(|c| matches!(c.destination, Destination::Datadog(_))) {
+            return Err(required());
+        }
+        let version = current.and_then(|c| c.secret_version.as_deref());
+        match &*self
+            .secrets
+            .get(org, project, version, true)
+            .await
+            .map_err(credentials_error)?
+        {
+            Credentials::Datadog { api_key } => Ok(api_key.clone()),
+            Credentials::Cloudwatch { .. } => Err(required()),
+        }
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        if_match: Option<IfMatch>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        // Without If-Match the delete is unconditional: it cannot lose a race, so never 412.
+        let condition = match if_match {
+            None => None,
+            Some(m) => {
+                let current = self.configs.get(org, project).await.map_err(config_error)?;
+                let current_version = current.as_ref().map_or(0, |c| c.version);
+                if !m.allows(current_version) {
+                    return Err(ApiError::version_mismatch(current_version));
+                }
+                current.map(|c| c.version)
+            }
+        };
+        let deleted = if if_match.is_some() && condition.is_none() {
+            // If-Match: 0 and nothing saved: nothing to delete.
+            None
+        } else {
+            self.configs
+                .delete(org, project, condition)
+                .await
+                .map_err(config_error)?
+        };
+        self.secrets
+            .delete(org, project)
+            .await
+            .map_err(credentials_error)?;
+        if let Some(deleted) = &deleted {
+            self.forget_owed(org, project).await;
+            self.audit(
+                caller,
+                org,
+                project,
+                "delete",
+                "Deleted streaming configuration",
+                Some(deleted),
+            )
+            .await;
+        }
+        let mut response = ApiGatewayV2httpResponse::default();
+        response.status_code = 204;
+        Ok(response)
+    }
+}
