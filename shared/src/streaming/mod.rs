@@ -1,14 +1,23 @@
 //! The streaming configuration table: per organization, its External ID; per project, the one
 //! destination's non-secret settings, a version for `If-Match`, and the delivery health the
 //! stream function records. Keys: `pk` = organization, `sk` = `organization` or
-//! `project#<project>`, so an organization's items share a partition.
+//! `project#<project>`, so an organization's items share a partition. This file holds the
+//! configuration items; each other kind of item has its file: `health.rs`, `organization.rs`
+//! (External ID, rate limits), `connection_tests.rs`, `failures.rs`, `replays.rs`, and
+//! `lanes.rs` (the lanes' state and what they owe).
 
+mod connection_tests;
 mod failures;
+mod health;
 mod lanes;
+mod organization;
 mod replays;
 
+pub use connection_tests::TestRecord;
 pub use failures::FailureRecord;
+pub use health::{FAILING_AFTER, Health, HealthReport};
 pub use lanes::lane_of;
+pub use organization::{CONNECTION_TESTS, EXPIRES_AT, REPLAYS_STARTED, RateLimit, new_external_id};
 pub use replays::{Replay, ReplayState};
 
 use crate::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination, Provider};
@@ -17,7 +26,7 @@ use crate::store::key_part;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Serialize;
+use health::hour_slot;
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -69,78 +78,6 @@ pub struct NewConfig {
     pub destination: Destination,
     pub api_key_last4: Option<String>,
     pub secret_version: Option<String>,
-}
-
-/// What the last deliveries to the destination did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Health {
-    pub last_success_at: Option<String>,
-    pub last_failure_at: Option<String>,
-    pub last_error: Option<String>,
-    /// Start of the current run of failures with no delivery in between.
-    pub failing_since: Option<String>,
-    /// Whether the last failure was a refusal (fix the setup), not an outage (wait).
-    pub last_failure_permanent: bool,
-    /// `(epoch hour, delivered, failed)` of the last 24 hours, one slot per hour of the day.
-    pub hours: Vec<(i64, u64, u64)>,
-}
-
-/// Failures this long with no delivery in between make a destination `failing`; a refusal or
-/// a destination that never took an event is `failing` at once.
-pub const FAILING_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
-
-fn parse_time(t: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(t, &Rfc3339).ok()
-}
-
-impl Health {
-    pub fn status(&self) -> &'static str {
-        self.status_at(OffsetDateTime::now_utc())
-    }
-
-    /// `unknown` before any delivery; `failing` per [`FAILING_AFTER`]; `healthy` otherwise.
-    pub fn status_at(&self, now: OffsetDateTime) -> &'static str {
-        if self.last_success_at.is_none() && self.last_failure_at.is_none() {
-            return "unknown";
-        }
-        let Some(since) = self.failing_since.as_deref().and_then(parse_time) else {
-            return "healthy";
-        };
-        if self.last_success_at.is_none()
-            || self.last_failure_permanent
-            || now - since >= FAILING_AFTER
-        {
-            "failing"
-        } else {
-            "healthy"
-        }
-    }
-
-    /// Events delivered and failed over the 24 hours before `now`.
-    pub fn counts_24h(&self, now: OffsetDateTime) -> (u64, u64) {
-        let current = now.unix_timestamp().div_euclid(3600);
-        self.hours
-            .iter()
-            .filter(|(hour, _, _)| (current - 23..=current).contains(hour))
-            .fold((0, 0), |(d, f), (_, delivered, failed)| {
-                (d + delivered, f + failed)
-            })
-    }
-
-    pub fn seconds_since_last_success(&self, now: OffsetDateTime) -> Option<i64> {
-        let last = parse_time(self.last_success_at.as_deref()?)?;
-        Some((now - last).whole_seconds().max(0))
-    }
-}
-
-/// The outcome of one batch's delivery to one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthReport {
-    pub delivered: usize,
-    pub failed: usize,
-    pub last_error: Option<String>,
-    /// The error is a refusal that retrying will not fix.
-    pub permanent: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -483,119 +420,13 @@ impl ConfigTable {
             Err(e) => Err(store_error(e)),
         }
     }
-
-    /// Records one batch's delivery outcome in a single write (a second one, at most once an
-    /// hour, when the hour's counting slot still holds the same hour of an earlier day). A
-    /// configuration deleted in the meantime is left deleted.
-    pub async fn record_health(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-        report: &HealthReport,
-    ) -> Result<(), ConfigError> {
-        if report.delivered == 0 && report.failed == 0 {
-            return Ok(());
-        }
-        let now = OffsetDateTime::now_utc();
-        let hour = now.unix_timestamp().div_euclid(3600);
-        let slot = hour_slot(hour);
-        let mut sets = vec!["#h = :hour"];
-        let mut names = HashMap::from([
-            ("#h".to_owned(), format!("hour_{slot}")),
-            ("#d".to_owned(), format!("delivered_{slot}")),
-            ("#f".to_owned(), format!("failed_{slot}")),
-            ("#since".to_owned(), attr::FAILING_SINCE.to_owned()),
-        ]);
-        let mut values = HashMap::from([
-            (":hour".to_owned(), AttributeValue::N(hour.to_string())),
-            (
-                ":d".to_owned(),
-                AttributeValue::N(report.delivered.to_string()),
-            ),
-            (
-                ":f".to_owned(),
-                AttributeValue::N(report.failed.to_string()),
-            ),
-            (":now".to_owned(), s(&now_rfc3339())),
-        ]);
-        let mut remove = "";
-        if report.delivered > 0 {
-            sets.push("#ok = :now");
-            names.insert("#ok".into(), attr::LAST_SUCCESS_AT.into());
-            remove = " REMOVE #since";
-        } else {
-            sets.push("#since = if_not_exists(#since, :now)");
-        }
-        if report.failed > 0 {
-            sets.extend([
-                "#failed = :now",
-                "#error = :error",
-                "#permanent = :permanent",
-            ]);
-            names.insert("#failed".into(), attr::LAST_FAILURE_AT.into());
-            names.insert("#error".into(), attr::LAST_ERROR.into());
-            names.insert("#permanent".into(), attr::LAST_FAILURE_PERMANENT.into());
-            values.insert(
-                ":error".into(),
-                s(report.last_error.as_deref().unwrap_or("delivery failed")),
-            );
-            values.insert(":permanent".into(), AttributeValue::Bool(report.permanent));
-        }
-        let sets = sets.join(", ");
-        let counted = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(key(organization_id, project_id)))
-            .update_expression(format!("SET {sets} ADD #d :d, #f :f{remove}"))
-            .condition_expression(
-                "attribute_exists(pk) AND (attribute_not_exists(#h) OR #h = :hour)",
-            )
-            .set_expression_attribute_names(Some(names.clone()))
-            .set_expression_attribute_values(Some(values.clone()))
-            .send()
-            .await;
-        match counted {
-            Ok(_) => return Ok(()),
-            Err(e) if !is_condition_failure(&e) => return Err(store_error(e)),
-            Err(_) => {}
-        }
-        // Either the configuration is gone, or the slot counts a day-old hour: start it afresh.
-        let restarted = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(key(organization_id, project_id)))
-            .update_expression(format!("SET {sets}, #d = :d, #f = :f{remove}"))
-            .condition_expression("attribute_exists(pk)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match restarted {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => Ok(()),
-            Err(e) => Err(store_error(e)),
-        }
-    }
 }
 
-/// A save retries this often when only the destination's lane changed under it.
-const LANE_RACES: usize = 20;
-
-/// The counting slot of an epoch hour: its hour of the day.
-fn hour_slot(hour: i64) -> String {
-    format!("{:02}", hour.rem_euclid(24))
-}
-
-/// Sort key of an organization's own item (its External ID).
-const ORGANIZATION_ITEM: &str = "organization";
-const EXTERNAL_ID: &str = "external_id";
-const TESTS_IN_MINUTE: &str = "tests";
-/// TTL of short-lived items (test counters), as in the template's `TimeToLiveSpecification`.
-pub const EXPIRES_AT: &str = "expires_at";
-
-fn organization_key(organization_id: &str, sort_key: String) -> HashMap<String, AttributeValue> {
+/// An item of an organization's partition other than its projects' configurations.
+pub(crate) fn organization_key(
+    organization_id: &str,
+    sort_key: String,
+) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
             attr::PARTITION_KEY.to_owned(),
@@ -605,209 +436,10 @@ fn organization_key(organization_id: &str, sort_key: String) -> HashMap<String, 
     ])
 }
 
-/// A new External ID: 128 bits from the operating system's CSPRNG, as 32 hex digits.
-pub fn new_external_id() -> String {
-    use rand::Rng;
-    format!("{:032x}", rand::rng().random::<u128>())
-}
+/// A save retries this often when only the destination's lane changed under it.
+const LANE_RACES: usize = 20;
 
 impl ConfigTable {
-    /// The organization's External ID, created the first time it is needed. It never changes
-    /// on its own; two first requests at once agree on one.
-    pub async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
-        if let Some(id) = self.stored_external_id(organization_id).await? {
-            return Ok(id);
-        }
-        let candidate = new_external_id();
-        let mut item = organization_key(organization_id, ORGANIZATION_ITEM.to_owned());
-        item.insert(EXTERNAL_ID.to_owned(), s(&candidate));
-        item.insert(attr::ORGANIZATION_ID.to_owned(), s(organization_id));
-        item.insert(attr::UPDATED_AT.to_owned(), s(&now_rfc3339()));
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(candidate),
-            Err(e) if is_condition_failure(&e) => self
-                .stored_external_id(organization_id)
-                .await?
-                .ok_or(ConfigError::Corrupt(EXTERNAL_ID)),
-            Err(e) => Err(store_error(e)),
-        }
-    }
-
-    async fn stored_external_id(
-        &self,
-        organization_id: &str,
-    ) -> Result<Option<String>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(organization_key(
-                organization_id,
-                ORGANIZATION_ITEM.to_owned(),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(|item| optional(item, EXTERNAL_ID)))
-    }
-
-    /// Counts one use of `limit.what` by the organization in the current window. `Err` holds
-    /// the seconds until the next window when `limit.per_window` uses already happened in this
-    /// one.
-    pub async fn take_slot(
-        &self,
-        organization_id: &str,
-        limit: RateLimit,
-        now: OffsetDateTime,
-    ) -> Result<Result<(), u64>, ConfigError> {
-        let window = limit.window_seconds.max(1);
-        let current = now.unix_timestamp().div_euclid(window);
-        let next_window = (current + 1) * window;
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(organization_key(
-                organization_id,
-                format!("{}#{current}", limit.what),
-            )))
-            .update_expression("SET #exp = :exp ADD #n :one")
-            .condition_expression("attribute_not_exists(#n) OR #n < :limit")
-            .expression_attribute_names("#n", "count")
-            .expression_attribute_names("#exp", EXPIRES_AT)
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":limit", AttributeValue::N(limit.per_window.to_string()))
-            .expression_attribute_values(":exp", AttributeValue::N((next_window + 300).to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Ok(())),
-            Err(e) if is_condition_failure(&e) => {
-                Ok(Err((next_window - now.unix_timestamp()).max(1) as u64))
-            }
-            Err(e) => Err(store_error(e)),
-        }
-    }
-}
-
-/// How often an organization may do something costly: `per_window` times per window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Names the counter (and prefixes its sort key).
-    pub what: &'static str,
-    /// What is counted, in the 429's words.
-    pub noun: &'static str,
-    pub per_window: u32,
-    pub window_seconds: i64,
-}
-
-/// "Test connection": 10 per organization per minute.
-pub const CONNECTION_TESTS: RateLimit = RateLimit {
-    what: TESTS_IN_MINUTE,
-    noun: "connection tests",
-    per_window: 10,
-    window_seconds: 60,
-};
-
-/// Replay requests: 10 per organization per hour, whatever the number of its projects.
-pub const REPLAYS_STARTED: RateLimit = RateLimit {
-    what: "replays",
-    noun: "replay requests",
-    per_window: 10,
-    window_seconds: 3600,
-};
-
-/// How long a connection test's result is kept.
-const TEST_RESULT_DAYS: i64 = 30;
-
-/// One "Test connection" and what it found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TestRecord {
-    pub tested_at: String,
-    pub provider: String,
-    pub success: bool,
-    pub message: String,
-}
-
-impl ConfigTable {
-    /// Keeps a connection test's result (for 30 days).
-    pub async fn record_test(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-        record: &TestRecord,
-    ) -> Result<(), ConfigError> {
-        let now = OffsetDateTime::now_utc();
-        let sort_key = format!(
-            "test#{}#{}#{:08x}",
-            key_part(project_id),
-            crate::store::sort_key_time(now),
-            rand::random::<u32>()
-        );
-        let mut item = organization_key(organization_id, sort_key);
-        item.insert("tested_at".into(), s(&record.tested_at));
-        item.insert(attr::PROVIDER.into(), s(&record.provider));
-        item.insert("success".into(), AttributeValue::Bool(record.success));
-        item.insert("message".into(), s(&record.message));
-        item.insert(
-            EXPIRES_AT.into(),
-            AttributeValue::N((now.unix_timestamp() + TEST_RESULT_DAYS * 86_400).to_string()),
-        );
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    /// The project's last `n` connection tests, newest first.
-    pub async fn recent_tests(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-        n: usize,
-    ) -> Result<Vec<TestRecord>, ConfigError> {
-        let items = self
-            .query_prefix(
-                organization_id,
-                &format!("test#{}#", key_part(project_id)),
-                n,
-                None,
-            )
-            .await?
-            .0;
-        items
-            .iter()
-            .map(|item| {
-                Ok(TestRecord {
-                    tested_at: text(item, "tested_at")?.to_owned(),
-                    provider: text(item, attr::PROVIDER)?.to_owned(),
-                    success: item
-                        .get("success")
-                        .and_then(|v| v.as_bool().ok())
-                        .copied()
-                        .unwrap_or(false),
-                    message: text(item, "message")?.to_owned(),
-                })
-            })
-            .collect()
-    }
-
     /// Items of an organization whose sort key starts with `prefix`, newest (greatest) first,
     /// after `after`; with the sort key to continue from when more may follow.
     async fn query_prefix(
@@ -853,60 +485,6 @@ fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn external_ids_carry_128_random_bits() {
-        let ids: std::collections::HashSet<String> =
-            (0..1_000).map(|_| new_external_id()).collect();
-        assert_eq!(ids.len(), 1_000);
-        assert!(
-            ids.iter()
-                .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()))
-        );
-    }
-
-    #[test]
-    fn a_destination_is_failing_after_five_minutes_of_failures_or_at_once_when_refused() {
-        let at = |t: &str| OffsetDateTime::parse(t, &Rfc3339).unwrap();
-        let mut h = Health::default();
-        assert_eq!(h.status_at(at("2026-01-01T00:00:00Z")), "unknown");
-        h.last_success_at = Some("2026-01-01T00:00:00Z".into());
-        assert_eq!(h.status_at(at("2026-01-01T00:01:00Z")), "healthy");
-        // An outage begins: healthy for five minutes, then failing.
-        h.last_failure_at = Some("2026-01-01T00:01:00Z".into());
-        h.failing_since = Some("2026-01-01T00:01:00Z".into());
-        assert_eq!(h.status_at(at("2026-01-01T00:05:59Z")), "healthy");
-        assert_eq!(h.status_at(at("2026-01-01T00:06:00Z")), "failing");
-        // A refusal is failing at once.
-        h.last_failure_permanent = true;
-        assert_eq!(h.status_at(at("2026-01-01T00:01:01Z")), "failing");
-        // A delivery ends the run of failures.
-        h.failing_since = None;
-        assert_eq!(h.status_at(at("2026-01-01T00:07:00Z")), "healthy");
-        // Never delivered and failing: failing at once.
-        let never = Health {
-            last_failure_at: Some("2026-01-01T00:00:00Z".into()),
-            failing_since: Some("2026-01-01T00:00:00Z".into()),
-            ..Default::default()
-        };
-        assert_eq!(never.status_at(at("2026-01-01T00:00:01Z")), "failing");
-    }
-
-    #[test]
-    fn counts_cover_the_last_24_hours_only() {
-        let now = OffsetDateTime::parse("2026-01-02T10:30:00Z", &Rfc3339).unwrap();
-        let current = now.unix_timestamp() / 3600;
-        let h = Health {
-            hours: vec![
-                (current, 5, 1),
-                (current - 23, 7, 2),
-                (current - 24, 100, 100),
-            ],
-            ..Default::default()
-        };
-        assert_eq!(h.counts_24h(now), (12, 3));
-        assert_eq!(hour_slot(current), hour_slot(current - 24));
-    }
 
     #[test]
     fn keys_separate_organizations_and_projects() {

@@ -1,0 +1,87 @@
+//! The results of "Test connection", kept 30 days, newest first.
+
+use super::{ConfigError, ConfigTable, EXPIRES_AT, attr, organization_key, s, store_error, text};
+use crate::store::key_part;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// How long a connection test's result is kept.
+const TEST_RESULT_DAYS: i64 = 30;
+
+/// One "Test connection" and what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestRecord {
+    pub tested_at: String,
+    pub provider: String,
+    pub success: bool,
+    pub message: String,
+}
+
+impl ConfigTable {
+    /// Keeps a connection test's result (for 30 days).
+    pub async fn record_test(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        record: &TestRecord,
+    ) -> Result<(), ConfigError> {
+        let now = OffsetDateTime::now_utc();
+        let sort_key = format!(
+            "test#{}#{}#{:08x}",
+            key_part(project_id),
+            crate::store::sort_key_time(now),
+            rand::random::<u32>()
+        );
+        let mut item = organization_key(organization_id, sort_key);
+        item.insert("tested_at".into(), s(&record.tested_at));
+        item.insert(attr::PROVIDER.into(), s(&record.provider));
+        item.insert("success".into(), AttributeValue::Bool(record.success));
+        item.insert("message".into(), s(&record.message));
+        item.insert(
+            EXPIRES_AT.into(),
+            AttributeValue::N((now.unix_timestamp() + TEST_RESULT_DAYS * 86_400).to_string()),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The project's last `n` connection tests, newest first.
+    pub async fn recent_tests(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        n: usize,
+    ) -> Result<Vec<TestRecord>, ConfigError> {
+        let items = self
+            .query_prefix(
+                organization_id,
+                &format!("test#{}#", key_part(project_id)),
+                n,
+                None,
+            )
+            .await?
+            .0;
+        items
+            .iter()
+            .map(|item| {
+                Ok(TestRecord {
+                    tested_at: text(item, "tested_at")?.to_owned(),
+                    provider: text(item, attr::PROVIDER)?.to_owned(),
+                    success: item
+                        .get("success")
+                        .and_then(|v| v.as_bool().ok())
+                        .copied()
+                        .unwrap_or(false),
+                    message: text(item, "message")?.to_owned(),
+                })
+            })
+            .collect()
+    }
+}
