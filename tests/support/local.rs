@@ -12,6 +12,7 @@ use audit_log_capture::Capture;
 use audit_log_stream::Stream;
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
@@ -381,51 +382,83 @@ pub async fn settle_lanes(
     }
 }
 
-/// The lanes that do not deliver, or owe events: `project state (owed n)`.
-pub async fn lanes_unsettled(stack: &Stack) -> Vec<String> {
-    let items = crate::scan_all(&stack.dynamodb, &stack.config_table).await;
-    let sort_key = |i: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
-        i.get("sk")
+/// A configured lane as the harness watches it: its project's item and whether any event is
+/// still owed to it.
+struct WatchedLane {
+    sort_key: String,
+    lane: audit_log::lane::Lane,
+    owes: bool,
+}
+
+/// Every configured lane, read without walking what lanes owe: the project items through a
+/// filtered scan, then one single-item query per lane for its oldest owed event. (Scanning
+/// the whole table every tick took most of a minute per look once tens of thousands of
+/// events were owed, slower than the lanes paid them back.)
+async fn watched_lanes(stack: &Stack) -> Vec<WatchedLane> {
+    use audit_log::streaming::attr::{PARTITION_KEY, SORT_KEY};
+    let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+        item.get(name)
             .and_then(|v| v.as_s().ok())
             .cloned()
             .unwrap_or_default()
     };
-    let owed = items
-        .iter()
-        .filter(|i| sort_key(i).starts_with("owed#"))
-        .count();
-    let mut out: Vec<String> = items
-        .iter()
-        .filter(|i| sort_key(i).starts_with("project#"))
-        .map(|i| {
-            let lane = audit_log::streaming::lane_of(i);
+    let projects: Vec<HashMap<String, AttributeValue>> = stack
+        .dynamodb
+        .scan()
+        .table_name(&stack.config_table)
+        .filter_expression("begins_with(#sk, :project)")
+        .expression_attribute_names("#sk", SORT_KEY)
+        .expression_attribute_values(":project", AttributeValue::S("project#".into()))
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .expect("scan the configured projects");
+    let mut out = Vec::with_capacity(projects.len());
+    for item in projects {
+        let sort_key = text(&item, SORT_KEY);
+        let owed_prefix = format!("owed#{}#", sort_key.trim_start_matches("project#"));
+        let oldest = stack
+            .dynamodb
+            .query()
+            .table_name(&stack.config_table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :owed)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(text(&item, PARTITION_KEY)))
+            .expression_attribute_values(":owed", AttributeValue::S(owed_prefix))
+            .limit(1)
+            .send()
+            .await
+            .expect("query a lane's owed events");
+        out.push(WatchedLane {
+            owes: oldest.count() > 0,
+            lane: audit_log::streaming::lane_of(&item),
+            sort_key,
+        });
+    }
+    out
+}
+
+/// The lanes that do not deliver, or owe events: `project state (owed n)`.
+pub async fn lanes_unsettled(stack: &Stack) -> Vec<String> {
+    watched_lanes(stack)
+        .await
+        .into_iter()
+        .filter(|w| w.owes || w.lane.state != audit_log::lane::LaneState::Delivering)
+        .map(|w| {
             format!(
                 "{} {:?} (owed {}, next attempt {:?})",
-                sort_key(i),
-                lane.state,
-                lane.owed,
-                lane.next_attempt_at
+                w.sort_key, w.lane.state, w.lane.owed, w.lane.next_attempt_at
             )
         })
-        .collect();
-    out.push(format!("{owed} owed items"));
-    out
+        .collect()
 }
 
 /// Every configured lane delivers and nothing is owed.
 pub async fn lanes_settled(stack: &Stack) -> bool {
-    let items = crate::scan_all(&stack.dynamodb, &stack.config_table).await;
-    items.iter().all(|item| {
-        let sk = item
-            .get("sk")
-            .and_then(|v| v.as_s().ok())
-            .map(String::as_str);
-        if sk.is_some_and(|sk| sk.starts_with("owed#")) {
-            return false;
-        }
-        !sk.is_some_and(|sk| sk.starts_with("project#"))
-            || audit_log::streaming::lane_of(item).state == audit_log::lane::LaneState::Delivering
-    })
+    lanes_unsettled(stack).await.is_empty()
 }
 
 /// Lane timings for a run whose outages are `time_scale` times shorter than in AWS.
