@@ -2,6 +2,7 @@
 //! test receives is held to `functions/api/openapi.yaml`.
 
 use audit_log::Retention;
+use audit_log::clock::ManualClock;
 use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
 use audit_log::destination::datadog::DatadogClient;
 use audit_log::store::EventTable;
@@ -15,6 +16,7 @@ use aws_lambda_events::encodings::Body;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -700,24 +702,34 @@ async fn testing_with_nothing_saved_and_no_body_is_404() {
     assert_eq!(reply.status, 404);
 }
 
+/// A clock for the api held at the start of the current minute, moved only by the test.
+fn minute_clock() -> Arc<ManualClock> {
+    let now = OffsetDateTime::now_utc();
+    let start = now.replace_second(0).and_then(|t| t.replace_nanosecond(0));
+    Arc::new(ManualClock::at(start.expect("the minute's start")))
+}
+
 #[tokio::test]
 async fn more_than_ten_tests_a_minute_are_refused_with_429() {
-    let w = World::new().await;
+    // Eleven tests a second apart, all in one minute of the api's clock.
+    let clock = minute_clock();
+    let w = World::with({
+        let clock = clock.clone();
+        move |api| api.with_clock(clock)
+    })
+    .await;
     w.mount(validate().respond_with(ResponseTemplate::new(200)))
         .await;
     w.mount(intake().respond_with(ResponseTemplate::new(202)))
         .await;
-    // Eleven tests must fall in one minute.
-    let second = OffsetDateTime::now_utc().second();
-    if second > 50 {
-        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
-    }
     for i in 0..10 {
+        clock.advance(Duration::from_secs(1));
         let reply = w
             .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
             .await;
         assert_eq!(reply.status, 200, "test {i}");
     }
+    clock.advance(Duration::from_secs(1));
     let limited = w
         .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
         .await;
@@ -731,7 +743,10 @@ async fn more_than_ten_tests_a_minute_are_refused_with_429() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=60).contains(&retry_after));
+    assert_eq!(
+        retry_after, 49,
+        "the minute's window closes 49 s after the eleventh test"
+    );
     let other = unique("other-org");
     let theirs = w
         .call_as(
@@ -1249,7 +1264,12 @@ fn the_template_routes_match_the_openapi_document() {
 
 #[tokio::test]
 async fn the_last_ten_connection_tests_are_kept_newest_first() {
-    let w = World::new().await;
+    let clock = minute_clock();
+    let w = World::with({
+        let clock = clock.clone();
+        move |api| api.with_clock(clock)
+    })
+    .await;
     w.mount(
         validate()
             .respond_with(ResponseTemplate::new(403))
@@ -1264,11 +1284,8 @@ async fn the_last_ten_connection_tests_are_kept_newest_first() {
         w.call("GET", "/streaming/tests", None).await.body,
         json!({"tests": []})
     );
-    let second = OffsetDateTime::now_utc().second();
-    if second > 50 {
-        tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
-    }
     for _ in 0..10 {
+        clock.advance(Duration::from_secs(1));
         w.call("POST", "/streaming/test", Some(datadog(Some(KEY))))
             .await;
     }

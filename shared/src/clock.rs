@@ -1,4 +1,5 @@
-//! The time of day, behind a trait so the lanes' schedule can be tested without waiting.
+//! The time of day, behind a trait so the lanes' schedule and the handlers' time windows
+//! can be tested without waiting.
 
 use std::sync::Mutex;
 use time::OffsetDateTime;
@@ -10,6 +11,15 @@ pub trait Clock: Send + Sync {
     fn now_ms(&self) -> i64 {
         (self.now().unix_timestamp_nanos() / 1_000_000) as i64
     }
+}
+
+/// `t` as RFC 3339 in UTC to the whole second: fixed width, so such texts order as times.
+pub fn seconds_text(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The system's clock.

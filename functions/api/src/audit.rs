@@ -3,10 +3,10 @@
 
 use crate::Api;
 use crate::request::Caller;
+use audit_log::clock::seconds_text;
 use audit_log::streaming::StreamingConfig;
 use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 impl Api {
     /// Puts an audit event about a configuration change on the events queue, like any other.
@@ -19,7 +19,15 @@ impl Api {
         description: &str,
         config: Option<&StreamingConfig>,
     ) {
-        let event = configuration_event(caller, org, project, action, description, config);
+        let event = configuration_event(
+            caller,
+            org,
+            project,
+            action,
+            description,
+            config,
+            self.clock.now(),
+        );
         if let Err(e) = self.send(&self.settings.events_queue_url, &event).await {
             tracing::error!(
                 organization_id = org,
@@ -48,13 +56,6 @@ pub(crate) fn actor(caller: &Caller) -> serde_json::Value {
     }
 }
 
-pub(crate) fn now_text(now: OffsetDateTime) -> String {
-    now.replace_nanosecond(0)
-        .unwrap_or(now)
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
 /// The audit event of a configuration change: who, what, which destination; no credential.
 pub fn configuration_event(
     caller: &Caller,
@@ -63,6 +64,7 @@ pub fn configuration_event(
     action: &str,
     description: &str,
     config: Option<&StreamingConfig>,
+    now: OffsetDateTime,
 ) -> serde_json::Value {
     let mut event = json!({
         "status": "OK",
@@ -70,7 +72,7 @@ pub fn configuration_event(
         "description": description,
         "organization_id": org,
         "project_id": project,
-        "timestamp": now_text(OffsetDateTime::now_utc()),
+        "timestamp": seconds_text(now),
         "actor": actor(caller),
     });
     if let Some(c) = config {
@@ -103,6 +105,7 @@ mod tests {
                 "update",
                 "Updated streaming configuration",
                 None,
+                OffsetDateTime::now_utc(),
             );
             let parsed = AuditEvent::from_value(event).unwrap();
             assert_eq!(parsed.description(), "Updated streaming configuration");

@@ -13,6 +13,7 @@ pub mod view;
 pub use audit::configuration_event;
 pub use routes::{MAX_FAILURE_PAGE, MAX_REPLAY_DAYS};
 
+use audit_log::clock::{Clock, SystemClock};
 use audit_log::credentials::{CredentialsError, SecretStore};
 use audit_log::destination::DestinationClients;
 use audit_log::destination::cloudwatch::CloudWatch;
@@ -26,6 +27,7 @@ use error::ApiError;
 use lambda_runtime::LambdaEvent;
 use request::{Route, Target};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -113,6 +115,8 @@ pub struct Api {
     destinations: DestinationClients,
     timers: audit_log::lane::timers::SqsTimers,
     lanes: audit_log::lane::Policy,
+    /// Where handlers read the time: rate-limit windows, event pages, health, timestamps.
+    clock: Arc<dyn Clock>,
 }
 
 pub fn json_response(status: u16, body: &impl serde::Serialize) -> ApiGatewayV2httpResponse {
@@ -160,6 +164,7 @@ impl Api {
                 &settings.lane_queue_url,
             ),
             lanes: audit_log::lane::Policy::default(),
+            clock: Arc::new(SystemClock),
             destinations: DestinationClients {
                 cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix)
                     .with_service_account(settings.service_account_id.clone()),
@@ -172,6 +177,12 @@ impl Api {
     /// Uses this STS client to assume customers' roles (tests hand in a mocked one).
     pub fn with_customer_sts(mut self, sts: aws_sdk_sts::Client) -> Self {
         self.destinations.cloudwatch = self.destinations.cloudwatch.with_sts(sts);
+        self
+    }
+
+    /// Reads the time from this clock (tests hold it still or move it by hand).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -72,12 +72,7 @@ fn rfc3339_ms(ms: i64) -> Option<String> {
 impl HealthView {
     /// Health from the recorded deliveries and the lane (`oldest_owed_ms`: when its oldest
     /// owed event became owed). A lane retrying or refused, or owing an event for more than
-    /// five minutes, is `failing`.
-    pub fn new(h: &Health, lane: &Lane, oldest_owed_ms: Option<i64>) -> Self {
-        let now = time::OffsetDateTime::now_utc();
-        Self::at(h, lane, oldest_owed_ms, now)
-    }
-
+    /// five minutes, is `failing`, as of `now`.
     pub fn at(
         h: &Health,
         lane: &Lane,

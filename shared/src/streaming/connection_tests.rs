@@ -19,14 +19,14 @@ pub struct TestRecord {
 }
 
 impl ConfigTable {
-    /// Keeps a connection test's result (for 30 days).
+    /// Keeps a connection test's result (for 30 days from `now`, the time it ran).
     pub async fn record_test(
         &self,
         organization_id: &str,
         project_id: &str,
         record: &TestRecord,
+        now: OffsetDateTime,
     ) -> Result<(), ConfigError> {
-        let now = OffsetDateTime::now_utc();
         let sort_key = format!(
             "test#{}#{}#{:08x}",
             key_part(project_id),

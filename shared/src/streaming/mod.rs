@@ -29,7 +29,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use health::hour_slot;
 use std::collections::HashMap;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub mod attr {
     pub const PARTITION_KEY: &str = "pk";
@@ -92,11 +91,7 @@ pub enum ConfigError {
 }
 
 pub fn now_rfc3339() -> String {
-    // Second precision, UTC, fixed width: orders as text.
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    now.format(&Rfc3339).unwrap_or_default()
+    crate::clock::seconds_text(OffsetDateTime::now_utc())
 }
 
 fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValue> {

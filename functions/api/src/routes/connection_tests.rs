@@ -1,11 +1,12 @@
 //! `POST /streaming/test`: Test connection, through the destination's own test.
 
-use crate::audit::{actor, now_text};
+use crate::audit::actor;
 use crate::error::ApiError;
 use crate::request::Caller;
 use crate::view::TestResult;
 use crate::{Api, TEST_BUDGET, config_error, input, json_response};
 use audit_log::AuditEvent;
+use audit_log::clock::seconds_text;
 use audit_log::credentials::Credentials;
 use audit_log::destination::{Destination, Project};
 use audit_log::streaming::{CONNECTION_TESTS, TestRecord};
@@ -50,7 +51,7 @@ impl Api {
             };
             (input.destination, key)
         };
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         self.rate_limit(org, CONNECTION_TESTS, now).await?;
         let event = test_event(caller, org, project, now)?;
         let credentials = match (&destination, key) {
@@ -94,12 +95,12 @@ impl Api {
             self.retry_lane_now(org, project).await;
         }
         let record = TestRecord {
-            tested_at: now_text(now),
+            tested_at: seconds_text(now),
             provider: result.provider.to_owned(),
             success: result.success,
             message: result.message.clone(),
         };
-        if let Err(e) = self.configs.record_test(org, project, &record).await {
+        if let Err(e) = self.configs.record_test(org, project, &record, now).await {
             tracing::error!(organization_id = org, project_id = project, error = %e, "connection test not recorded");
         }
         Ok(json_response(200, &result))
@@ -120,7 +121,7 @@ pub(crate) fn test_event(
         "description": "Test connection",
         "organization_id": org,
         "project_id": project,
-        "timestamp": now_text(now),
+        "timestamp": seconds_text(now),
         "actor": actor(caller),
         "test": true,
     });

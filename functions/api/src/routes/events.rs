@@ -55,7 +55,7 @@ impl Api {
                     after,
                     limit,
                     max_bytes: PAGE_BYTES,
-                    now: OffsetDateTime::now_utc().unix_timestamp(),
+                    now: self.clock.now().unix_timestamp(),
                 },
             )
             .await

@@ -121,10 +121,11 @@ impl Api {
         config: Option<&StreamingConfig>,
     ) -> Result<HealthView, ApiError> {
         let Some(config) = config else {
-            return Ok(HealthView::new(
+            return Ok(HealthView::at(
                 &Default::default(),
                 &Default::default(),
                 None,
+                self.clock.now(),
             ));
         };
         let oldest = if config.lane.owed > 0 || config.lane.state != Default::default() {
@@ -135,7 +136,12 @@ impl Api {
         } else {
             None
         };
-        Ok(HealthView::new(&config.health, &config.lane, oldest))
+        Ok(HealthView::at(
+            &config.health,
+            &config.lane,
+            oldest,
+            self.clock.now(),
+        ))
     }
 }
 

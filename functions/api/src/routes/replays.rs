@@ -1,12 +1,11 @@
 //! `POST /streaming/replays` and its status: stored events delivered again.
 
-use crate::audit::now_text;
 use crate::error::ApiError;
 use crate::{Api, config_error, input, internal, json_response};
+use audit_log::clock::seconds_text;
 use audit_log::streaming::{REPLAYS_STARTED, Replay, ReplayState};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use serde_json::json;
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
@@ -35,9 +34,9 @@ impl Api {
                 "nothing is saved to replay to; save a destination first",
             ));
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.clock.now();
         self.rate_limit(org, REPLAYS_STARTED, now).await?;
-        let now = now_text(now);
+        let now = seconds_text(now);
         let replay = Replay {
             replay_id: audit_log::streaming::new_external_id(),
             organization_id: org.to_owned(),
