@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod id;
 pub mod lane;
 pub mod logging;
+pub mod message;
 pub mod retry;
 pub mod settings;
 pub mod store;

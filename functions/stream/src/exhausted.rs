@@ -6,8 +6,8 @@
 //! is recorded as a failure for a destination that took it, or for a project without one.
 
 use crate::Stream;
+use audit_log::message::{ExhaustedBatch, StreamBatchInfo};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
-use serde_json::Value;
 use tokio::time::Instant;
 
 fn unreadable<E: std::error::Error + 'static, R: std::fmt::Debug>(
@@ -27,32 +27,27 @@ fn sequence_le(a: &str, b: &str) -> bool {
 impl Stream {
     pub(crate) async fn redeliver_exhausted(
         &self,
-        message: &Value,
+        exhausted: &ExhaustedBatch,
         deadline: Instant,
     ) -> Result<(), String> {
-        let info = &message["DDBStreamBatchInfo"];
-        let field = |name: &str| {
-            info[name]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or(format!("DDBStreamBatchInfo.{name} is missing"))
-        };
-        let (arn, shard, start, end) = (
-            field("streamArn")?,
-            field("shardId")?,
-            field("startSequenceNumber")?,
-            field("endSequenceNumber")?,
-        );
-        let condition = message["requestContext"]["condition"]
-            .as_str()
+        let StreamBatchInfo {
+            stream_arn: arn,
+            shard_id: shard,
+            start_sequence_number: start,
+            end_sequence_number: end,
+        } = &exhausted.batch;
+        let condition = exhausted
+            .request_context
+            .condition
+            .as_deref()
             .unwrap_or("RetryAttemptsExhausted");
         let mut iterator = self
             .streams
             .get_shard_iterator()
-            .stream_arn(&arn)
-            .shard_id(&shard)
+            .stream_arn(arn)
+            .shard_id(shard)
             .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .sequence_number(&start)
+            .sequence_number(start)
             .send()
             .await
             .map_err(unreadable)?
@@ -73,7 +68,7 @@ impl Stream {
             for r in read {
                 let Some(change) = r.dynamodb else { continue };
                 let seq = change.sequence_number.clone().unwrap_or_default();
-                if !sequence_le(&seq, &end) {
+                if !sequence_le(&seq, end) {
                     break 'shard;
                 }
                 if r.event_name.as_ref().map(|n| n.as_str()) != Some("INSERT") {

@@ -22,19 +22,21 @@ use audit_log::destination::cloudwatch::CloudWatch;
 use audit_log::destination::datadog::DatadogClient;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{LaneCall, LaneKey, Lanes, Policy};
+use audit_log::message::QueueMessage;
 use audit_log::settings::{SettingsError, required_env};
 use audit_log::store::{EventTable, StoredKey};
 use audit_log::streaming::ConfigTable;
 
 mod exhausted;
+mod invocation;
 mod replay;
 mod sink;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::StreamExt;
+pub use invocation::{Answer, Invocation};
 use lambda_runtime::LambdaEvent;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,20 +192,19 @@ impl Stream {
 
     /// The Lambda entry: stream records to deliver, or messages of the on-failure, replay and
     /// lanes queues. Both answers are `{"batchItemFailures": [...]}`.
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Invocation>,
+    ) -> Result<Answer, std::convert::Infallible> {
         let (payload, context) = event.into_parts();
-        let source = payload["Records"][0]["eventSource"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let response = if source == "aws:sqs" {
-            let messages: SqsEvent = serde_json::from_value(payload)?;
-            serde_json::to_value(self.handle_queue(LambdaEvent::new(messages, context)).await)?
-        } else {
-            let records: Event = serde_json::from_value(payload)?;
-            serde_json::to_value(self.handle_stream(LambdaEvent::new(records, context)).await)?
-        };
-        Ok(response)
+        Ok(match payload {
+            Invocation::Queue(messages) => {
+                Answer::Queue(self.handle_queue(LambdaEvent::new(messages, context)).await)
+            }
+            Invocation::Stream(records) => {
+                Answer::Stream(self.handle_stream(LambdaEvent::new(records, context)).await)
+            }
+        })
     }
 
     pub async fn handle_stream(&self, event: LambdaEvent<Event>) -> DynamoDbEventResponse {
@@ -402,22 +403,13 @@ impl Stream {
         let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
         for message in event.payload.records {
             let id = message.message_id.clone().unwrap_or_default();
-            let body: Value = serde_json::from_str(message.body.as_deref().unwrap_or_default())
-                .unwrap_or(Value::Null);
-            let outcome = if let Some(call) = body.get(audit_log::lane::timers::MESSAGE_KEY) {
-                match serde_json::from_value::<LaneCall>(call.clone()) {
-                    Ok(call) => self.run_lane_call(&call, deadline).await,
-                    Err(e) => Err(format!("the lane call is unreadable: {e}")),
+            let outcome = match QueueMessage::parse(message.body.as_deref().unwrap_or_default()) {
+                Ok(QueueMessage::LaneCall(m)) => self.run_lane_call(&m.lane_call, deadline).await,
+                Ok(QueueMessage::Exhausted(batch)) => {
+                    self.redeliver_exhausted(&batch, deadline).await
                 }
-            } else if body.get("DDBStreamBatchInfo").is_some() {
-                self.redeliver_exhausted(&body, deadline).await
-            } else if body.get("replay_id").is_some() {
-                self.continue_replay(&body, deadline).await
-            } else {
-                Err(
-                    "the message is neither a lane call, a stream batch whose retries ran out, nor a replay"
-                        .to_owned(),
-                )
+                Ok(QueueMessage::Replay(part)) => self.continue_replay(&part, deadline).await,
+                Err(e) => Err(e.to_string()),
             };
             if let Err(reason) = outcome {
                 tracing::error!(message_id = id, %reason, "queue message not handled; SQS will deliver it again");

@@ -6,9 +6,9 @@
 
 use crate::Stream;
 use audit_log::AuditEvent;
+use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
 use audit_log::streaming::{Replay, ReplayState};
-use serde_json::{Value, json};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -35,23 +35,13 @@ const PAGE_TIME: Duration = Duration::from_secs(20);
 impl Stream {
     pub(crate) async fn continue_replay(
         &self,
-        message: &Value,
+        part: &ReplayPart,
         deadline: Instant,
     ) -> Result<(), String> {
-        let field = |name: &str| {
-            message[name]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or(format!("`{name}` is missing"))
-        };
-        let (org, project, id) = (
-            field("organization_id")?,
-            field("project_id")?,
-            field("replay_id")?,
-        );
+        let (org, project, id) = (&part.organization_id, &part.project_id, &part.replay_id);
         let Some(mut replay) = self
             .configs
-            .replay(&org, &project, &id)
+            .replay(org, project, id)
             .await
             .map_err(|e| e.to_string())?
         else {
@@ -62,7 +52,7 @@ impl Stream {
         }
         let Some(config) = self
             .configs
-            .get(&org, &project)
+            .get(org, project)
             .await
             .map_err(|e| e.to_string())?
         else {
@@ -82,19 +72,9 @@ impl Stream {
         let mut pages = 0;
         loop {
             if Instant::now() + PAGE_TIME > deadline || pages == self.replay_pages.per_invocation {
-                let next = json!({"organization_id": org, "project_id": project, "replay_id": id});
-                self.sqs
-                    .send_message()
-                    .queue_url(&self.replay_queue_url)
-                    .message_body(next.to_string())
-                    .send()
+                audit_log::message::send(&self.sqs, &self.replay_queue_url, part, 0)
                     .await
-                    .map_err(|e| {
-                        format!(
-                            "could not queue the replay's next part: {}",
-                            aws_sdk_sqs::error::DisplayErrorContext(e)
-                        )
-                    })?;
+                    .map_err(|e| format!("could not queue the replay's next part: {e}"))?;
                 return Ok(());
             }
             pages += 1;
@@ -119,7 +99,7 @@ impl Stream {
                         .map(|(_, k)| k.sort_key.clone())
                         .collect();
                     self.configs
-                        .forget_failures(&org, &project, &delivered)
+                        .forget_failures(org, project, &delivered)
                         .await
                         .map_err(|e| e.to_string())?;
                 }

@@ -3,9 +3,9 @@
 use crate::error::ApiError;
 use crate::{Api, config_error, input, internal, json_response};
 use audit_log::clock::seconds_text;
+use audit_log::message::ReplayPart;
 use audit_log::streaming::{REPLAYS_STARTED, Replay, ReplayState};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
-use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
@@ -64,8 +64,11 @@ impl Api {
                 "a replay of this project is running; wait for it to finish (GET its replay id)",
             ));
         }
-        let message =
-            json!({"organization_id": org, "project_id": project, "replay_id": replay.replay_id});
+        let message = ReplayPart {
+            organization_id: org.to_owned(),
+            project_id: project.to_owned(),
+            replay_id: replay.replay_id.clone(),
+        };
         if let Err(e) = self.send(&self.settings.replay_queue_url, &message).await {
             let mut failed = replay.clone();
             failed.state = ReplayState::Failed;
@@ -93,15 +96,8 @@ impl Api {
     pub(crate) async fn send(
         &self,
         queue_url: &str,
-        message: &serde_json::Value,
+        message: &impl serde::Serialize,
     ) -> Result<(), String> {
-        self.sqs
-            .send_message()
-            .queue_url(queue_url)
-            .message_body(message.to_string())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+        audit_log::message::send(&self.sqs, queue_url, message, 0).await
     }
 }
