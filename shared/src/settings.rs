@@ -40,7 +40,7 @@ impl Retention {
 
     /// Reads `RETENTION_DAYS`, defaulting to 400.
     pub fn from_env() -> Result<Self, SettingsError> {
-        Self::parse(std::env::var("RETENTION_DAYS").ok().as_deref())
+        Self::parse(std::env::var(env::RETENTION_DAYS).ok().as_deref())
     }
 
     pub fn parse(value: Option<&str>) -> Result<Self, SettingsError> {
@@ -68,6 +68,32 @@ impl Default for Retention {
 }
 
 /// A required environment variable naming a resource (a table, a queue).
+/// The names of the environment variables the functions read, one list for all three
+/// (each function's `ENVIRONMENT` says which of them `template.yaml` gives it).
+pub mod env {
+    pub const EVENTS_TABLE: &str = "EVENTS_TABLE_NAME";
+    pub const CONFIG_TABLE: &str = "CONFIG_TABLE_NAME";
+    pub const EVENTS_QUEUE: &str = "EVENTS_QUEUE_URL";
+    pub const REPLAY_QUEUE: &str = "REPLAY_QUEUE_URL";
+    pub const LANE_QUEUE: &str = "LANE_QUEUE_URL";
+    pub const SECRET_PREFIX: &str = "SECRET_NAME_PREFIX";
+    pub const LOG_GROUP_PREFIX: &str = "LOG_GROUP_PREFIX";
+    pub const ORGANIZATION_CLAIM: &str = "ORGANIZATION_CLAIM";
+    pub const SERVICE_ACCOUNT: &str = "SERVICE_AWS_ACCOUNT_ID";
+    pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
+    /// Local runs only: where Datadog's API is.
+    pub const DATADOG_ENDPOINT_OVERRIDE: &str = "DATADOG_ENDPOINT_OVERRIDE";
+    pub use crate::lane::{MAX_BACKOFF_ENV as MAX_BACKOFF, RETRY_WINDOW_ENV as RETRY_WINDOW};
+}
+
+/// Where customers' log groups go when `LOG_GROUP_PREFIX` is left out (the seed's example).
+pub const DEFAULT_LOG_GROUP_PREFIX: &str = "/hashicorp";
+
+/// A variable that may be left out; blank counts as left out.
+pub fn optional_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 pub fn required_env(name: &'static str) -> Result<String, SettingsError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(v),

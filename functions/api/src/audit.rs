@@ -8,6 +8,15 @@ use audit_log::streaming::StreamingConfig;
 use serde_json::json;
 use time::OffsetDateTime;
 
+/// A change to a project's streaming, as its audit event tells it.
+pub struct Change<'a> {
+    /// The event's action: `create`, `update` or `delete`.
+    pub action: &'a str,
+    pub description: &'a str,
+    /// The destination after the change (before it, for a deletion).
+    pub config: Option<&'a StreamingConfig>,
+}
+
 impl Api {
     /// Puts an audit event about a configuration change on the events queue, like any other.
     pub(crate) async fn audit(
@@ -15,24 +24,14 @@ impl Api {
         caller: &Caller,
         org: &str,
         project: &str,
-        action: &str,
-        description: &str,
-        config: Option<&StreamingConfig>,
+        change: Change<'_>,
     ) {
-        let event = configuration_event(
-            caller,
-            org,
-            project,
-            action,
-            description,
-            config,
-            self.clock.now(),
-        );
+        let event = configuration_event(caller, org, project, &change, self.clock.now());
         if let Err(e) = self.send(&self.settings.events_queue_url, &event).await {
             tracing::error!(
                 organization_id = org,
                 project_id = project,
-                action,
+                action = change.action,
                 error = %e,
                 "audit event of a configuration change not sent"
             );
@@ -61,21 +60,19 @@ pub fn configuration_event(
     caller: &Caller,
     org: &str,
     project: &str,
-    action: &str,
-    description: &str,
-    config: Option<&StreamingConfig>,
+    change: &Change<'_>,
     now: OffsetDateTime,
 ) -> serde_json::Value {
     let mut event = json!({
         "status": "OK",
-        "action": action,
-        "description": description,
+        "action": change.action,
+        "description": change.description,
         "organization_id": org,
         "project_id": project,
         "timestamp": seconds_text(now),
         "actor": actor(caller),
     });
-    if let Some(c) = config {
+    if let Some(c) = change.config {
         event["streaming"] = json!({"provider": c.destination.provider().as_str(), "name": c.name, "version": c.version});
     }
     event
@@ -102,9 +99,11 @@ mod tests {
                 &caller(email),
                 "o",
                 "p",
-                "update",
-                "Updated streaming configuration",
-                None,
+                &Change {
+                    action: "update",
+                    description: "Updated streaming configuration",
+                    config: None,
+                },
                 OffsetDateTime::now_utc(),
             );
             let parsed = AuditEvent::from_value(event).unwrap();

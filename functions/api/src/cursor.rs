@@ -61,6 +61,24 @@ impl Scope {
     }
 }
 
+/// Where a listing resumes: the sort key the request's `cursor` names, which must be in this
+/// scope and between `since` and `until`; `None` without a cursor.
+pub fn resume_after(
+    scope: &Scope,
+    cursor: Option<&str>,
+    since: Option<time::OffsetDateTime>,
+    until: Option<time::OffsetDateTime>,
+) -> Result<Option<String>, ApiError> {
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
+    let sort_key = scope.decode(cursor)?;
+    if !audit_log::store::is_sort_key_within(&sort_key, since, until) {
+        return Err(invalid());
+    }
+    Ok(Some(sort_key))
+}
+
 pub fn invalid() -> ApiError {
     ApiError::bad_request(
         "invalid_cursor",

@@ -18,7 +18,9 @@ use audit_log::credentials::{CredentialsError, SecretStore};
 use audit_log::destination::DestinationClients;
 use audit_log::destination::cloudwatch::CloudWatch;
 use audit_log::destination::datadog::DatadogClient;
-use audit_log::settings::{SettingsError, required_env};
+use audit_log::settings::{
+    DEFAULT_LOG_GROUP_PREFIX, SettingsError, env, optional_env, required_env,
+};
 use audit_log::store::EventTable;
 use audit_log::streaming::{ConfigError, ConfigTable};
 use aws_lambda_events::encodings::Body;
@@ -31,27 +33,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
-pub const CONFIG_TABLE_ENV: &str = "CONFIG_TABLE_NAME";
-pub const EVENTS_QUEUE_ENV: &str = "EVENTS_QUEUE_URL";
-pub const REPLAY_QUEUE_ENV: &str = "REPLAY_QUEUE_URL";
-pub const SECRET_PREFIX_ENV: &str = "SECRET_NAME_PREFIX";
-pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
-pub const ORGANIZATION_CLAIM_ENV: &str = "ORGANIZATION_CLAIM";
-pub const SERVICE_ACCOUNT_ENV: &str = "SERVICE_AWS_ACCOUNT_ID";
-pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
-pub const LANE_QUEUE_ENV: &str = "LANE_QUEUE_URL";
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
 pub const ENVIRONMENT: [&str; 9] = [
-    EVENTS_TABLE_ENV,
-    CONFIG_TABLE_ENV,
-    EVENTS_QUEUE_ENV,
-    REPLAY_QUEUE_ENV,
-    SECRET_PREFIX_ENV,
-    LOG_GROUP_PREFIX_ENV,
-    ORGANIZATION_CLAIM_ENV,
-    SERVICE_ACCOUNT_ENV,
-    LANE_QUEUE_ENV,
+    env::EVENTS_TABLE,
+    env::CONFIG_TABLE,
+    env::EVENTS_QUEUE,
+    env::REPLAY_QUEUE,
+    env::SECRET_PREFIX,
+    env::LOG_GROUP_PREFIX,
+    env::ORGANIZATION_CLAIM,
+    env::SERVICE_ACCOUNT,
+    env::LANE_QUEUE,
 ];
 
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
@@ -83,25 +75,21 @@ pub struct Settings {
     pub datadog_endpoint_override: Option<String>,
 }
 
-fn optional_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
         Ok(Self {
-            events_table: required_env(EVENTS_TABLE_ENV)?,
-            config_table: required_env(CONFIG_TABLE_ENV)?,
-            events_queue_url: required_env(EVENTS_QUEUE_ENV)?,
-            replay_queue_url: required_env(REPLAY_QUEUE_ENV)?,
-            lane_queue_url: required_env(LANE_QUEUE_ENV)?,
-            secret_prefix: required_env(SECRET_PREFIX_ENV)?,
-            log_group_prefix: optional_env(LOG_GROUP_PREFIX_ENV)
-                .unwrap_or_else(|| "/hashicorp".into()),
-            organization_claim: optional_env(ORGANIZATION_CLAIM_ENV)
+            events_table: required_env(env::EVENTS_TABLE)?,
+            config_table: required_env(env::CONFIG_TABLE)?,
+            events_queue_url: required_env(env::EVENTS_QUEUE)?,
+            replay_queue_url: required_env(env::REPLAY_QUEUE)?,
+            lane_queue_url: required_env(env::LANE_QUEUE)?,
+            secret_prefix: required_env(env::SECRET_PREFIX)?,
+            log_group_prefix: optional_env(env::LOG_GROUP_PREFIX)
+                .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.into()),
+            organization_claim: optional_env(env::ORGANIZATION_CLAIM)
                 .unwrap_or_else(|| DEFAULT_ORGANIZATION_CLAIM.into()),
-            service_account_id: optional_env(SERVICE_ACCOUNT_ENV),
-            datadog_endpoint_override: optional_env(DATADOG_ENDPOINT_OVERRIDE_ENV),
+            service_account_id: optional_env(env::SERVICE_ACCOUNT),
+            datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
         })
     }
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The environment variables capture reads; `template.yaml` must give exactly these.
-pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
-pub const ENVIRONMENT: [&str; 2] = [EVENTS_TABLE_ENV, "RETENTION_DAYS"];
+pub const ENVIRONMENT: [&str; 2] = [
+    audit_log::settings::env::EVENTS_TABLE,
+    audit_log::settings::env::RETENTION_DAYS,
+];
 
 /// Time kept back from the invocation's deadline to answer Lambda after the last retry.
 const REPORT_MARGIN: Duration = Duration::from_millis(500);

@@ -1,14 +1,15 @@
 use audit_log::Retention;
+use audit_log::settings::env;
 use audit_log::settings::required_env;
 use audit_log::store::EventTable;
-use audit_log_capture::{Capture, EVENTS_TABLE_ENV};
+use audit_log_capture::Capture;
 use lambda_runtime::{Error, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     audit_log::logging::init();
     // Settings are checked before the first poll: a bad deployment fails at init, loudly.
-    let (retention, table_name) = match (Retention::from_env(), required_env(EVENTS_TABLE_ENV)) {
+    let (retention, table_name) = match (Retention::from_env(), required_env(env::EVENTS_TABLE)) {
         (Ok(retention), Ok(table)) => (retention, table),
         (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "capture refuses to start");

@@ -23,7 +23,9 @@ use audit_log::destination::datadog::DatadogClient;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{LaneCall, LaneKey, Lanes, Policy};
 use audit_log::message::QueueMessage;
-use audit_log::settings::{SettingsError, required_env};
+use audit_log::settings::{
+    DEFAULT_LOG_GROUP_PREFIX, SettingsError, env, optional_env, required_env,
+};
 use audit_log::store::{EventTable, StoredKey};
 use audit_log::streaming::ConfigTable;
 
@@ -42,26 +44,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub const CONFIG_TABLE_ENV: &str = "CONFIG_TABLE_NAME";
-pub const EVENTS_TABLE_ENV: &str = "EVENTS_TABLE_NAME";
-pub const SECRET_PREFIX_ENV: &str = "SECRET_NAME_PREFIX";
-pub const LOG_GROUP_PREFIX_ENV: &str = "LOG_GROUP_PREFIX";
-pub const REPLAY_QUEUE_ENV: &str = "REPLAY_QUEUE_URL";
-pub const LANE_QUEUE_ENV: &str = "LANE_QUEUE_URL";
-pub const DATADOG_ENDPOINT_OVERRIDE_ENV: &str = "DATADOG_ENDPOINT_OVERRIDE";
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
 pub const ENVIRONMENT: [&str; 9] = [
-    CONFIG_TABLE_ENV,
-    EVENTS_TABLE_ENV,
-    SECRET_PREFIX_ENV,
-    LOG_GROUP_PREFIX_ENV,
-    REPLAY_QUEUE_ENV,
-    LANE_QUEUE_ENV,
-    "RETENTION_DAYS",
-    audit_log::lane::RETRY_WINDOW_ENV,
-    audit_log::lane::MAX_BACKOFF_ENV,
+    env::CONFIG_TABLE,
+    env::EVENTS_TABLE,
+    env::SECRET_PREFIX,
+    env::LOG_GROUP_PREFIX,
+    env::REPLAY_QUEUE,
+    env::LANE_QUEUE,
+    env::RETENTION_DAYS,
+    env::RETRY_WINDOW,
+    env::MAX_BACKOFF,
 ];
-pub const DEFAULT_LOG_GROUP_PREFIX: &str = "/hashicorp";
 
 /// Delivered or owed records remembered per container, to skip them when Lambda retries a
 /// batch after the service's own trouble.
@@ -86,19 +80,15 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Result<Self, SettingsError> {
         Ok(Self {
-            config_table: required_env(CONFIG_TABLE_ENV)?,
-            events_table: required_env(EVENTS_TABLE_ENV)?,
-            secret_prefix: required_env(SECRET_PREFIX_ENV)?,
-            log_group_prefix: std::env::var(LOG_GROUP_PREFIX_ENV)
-                .ok()
-                .filter(|p| !p.trim().is_empty())
+            config_table: required_env(env::CONFIG_TABLE)?,
+            events_table: required_env(env::EVENTS_TABLE)?,
+            secret_prefix: required_env(env::SECRET_PREFIX)?,
+            log_group_prefix: optional_env(env::LOG_GROUP_PREFIX)
                 .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.to_owned()),
-            replay_queue_url: required_env(REPLAY_QUEUE_ENV)?,
-            lane_queue_url: required_env(LANE_QUEUE_ENV)?,
+            replay_queue_url: required_env(env::REPLAY_QUEUE)?,
+            lane_queue_url: required_env(env::LANE_QUEUE)?,
             lanes: Policy::from_env(audit_log::Retention::from_env()?)?,
-            datadog_endpoint_override: std::env::var(DATADOG_ENDPOINT_OVERRIDE_ENV)
-                .ok()
-                .filter(|u| !u.trim().is_empty()),
+            datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
         })
     }
 }

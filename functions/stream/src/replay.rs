@@ -178,7 +178,7 @@ impl Stream {
                     after: replay.cursor.clone(),
                     limit: self.replay_pages.size,
                     max_bytes: 50_000_000,
-                    now: OffsetDateTime::now_utc().unix_timestamp(),
+                    now: self.clock.now().unix_timestamp(),
                 },
             )
             .await
@@ -202,7 +202,7 @@ impl Stream {
     ) -> Result<(), String> {
         replay.state = state;
         replay.last_error = error;
-        replay.finished_at = Some(audit_log::streaming::now_rfc3339());
+        replay.finished_at = Some(audit_log::clock::seconds_text(self.clock.now()));
         tracing::info!(
             organization_id = replay.organization_id,
             project_id = replay.project_id,

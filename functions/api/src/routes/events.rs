@@ -35,15 +35,7 @@ impl Api {
                 request::query(request, "until"),
             ],
         );
-        let after = request::query(request, "cursor")
-            .map(|c| scope.decode(c))
-            .transpose()?;
-        if after
-            .as_deref()
-            .is_some_and(|sk| !audit_log::store::is_sort_key_within(sk, since, until))
-        {
-            return Err(cursor::invalid());
-        }
+        let after = cursor::resume_after(&scope, request::query(request, "cursor"), since, until)?;
         let page = self
             .events
             .page(

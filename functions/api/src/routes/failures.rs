@@ -19,15 +19,7 @@ impl Api {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let limit = limit_query(request, MAX_FAILURE_PAGE)?;
         let scope = Scope::new("failures", org, project, &[]);
-        let after = request::query(request, "cursor")
-            .map(|c| scope.decode(c))
-            .transpose()?;
-        if after
-            .as_deref()
-            .is_some_and(|sk| !audit_log::store::is_sort_key_within(sk, None, None))
-        {
-            return Err(cursor::invalid());
-        }
+        let after = cursor::resume_after(&scope, request::query(request, "cursor"), None, None)?;
         let (failures, mut next) = self
             .configs
             .failures(org, project, after.as_deref(), limit)

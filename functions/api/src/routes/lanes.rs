@@ -1,6 +1,7 @@
 //! The destination's delivery lane through the API: pause, resume, a new try after a fix,
 //! and the lane's part of the health view.
 
+use crate::audit::Change;
 use crate::error::ApiError;
 use crate::request::Caller;
 use crate::view::HealthView;
@@ -42,22 +43,8 @@ impl Api {
                 "no destination is saved for this project",
             ));
         }
-        tracing::info!(
-            organization_id = org,
-            project_id = project,
-            "delivery paused"
-        );
-        let saved = self.saved(org, project).await?;
-        self.audit(
-            caller,
-            org,
-            project,
-            "update",
-            "Paused log streaming",
-            Some(&saved),
-        )
-        .await;
-        self.view(org, project, Some(&saved)).await
+        self.lane_changed(caller, org, project, Some("Paused log streaming"))
+            .await
     }
 
     /// `POST /streaming/resume`: what was owed is delivered oldest first, then live events.
@@ -71,22 +58,33 @@ impl Api {
         self.saved(org, project).await?;
         let key = LaneKey::new(org, project);
         let resumed = self.lanes().resume(&key).await.map_err(lane_error)?;
+        let change = resumed.then_some("Resumed log streaming");
+        self.lane_changed(caller, org, project, change).await
+    }
+
+    /// Logs and audits a pause or resume that changed the lane (`change`: its description),
+    /// then answers with the configuration as it now is.
+    async fn lane_changed(
+        &self,
+        caller: &Caller,
+        org: &str,
+        project: &str,
+        change: Option<&str>,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let saved = self.saved(org, project).await?;
-        if resumed {
+        if let Some(description) = change {
             tracing::info!(
                 organization_id = org,
                 project_id = project,
-                "delivery resumed"
+                description,
+                "delivery changed"
             );
-            self.audit(
-                caller,
-                org,
-                project,
-                "update",
-                "Resumed log streaming",
-                Some(&saved),
-            )
-            .await;
+            let change = Change {
+                action: "update",
+                description,
+                config: Some(&saved),
+            };
+            self.audit(caller, org, project, change).await;
         }
         self.view(org, project, Some(&saved)).await
     }

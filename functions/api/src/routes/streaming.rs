@@ -1,5 +1,6 @@
 //! `GET`, `PUT` and `DELETE /streaming`: a project's destination, saved with its credentials.
 
+use crate::audit::Change;
 use crate::error::ApiError;
 use crate::request::{Caller, IfMatch};
 use crate::view::{DestinationView, View};
@@ -164,8 +165,12 @@ impl Api {
         } else {
             ("create", "Created streaming configuration")
         };
-        self.audit(caller, org, project, action, description, Some(&saved))
-            .await;
+        let change = Change {
+            action,
+            description,
+            config: Some(&saved),
+        };
+        self.audit(caller, org, project, change).await;
         // New settings may be what a refused or retrying destination needed.
         self.retry_lane_now(org, project).await;
         let saved = self
@@ -243,9 +248,11 @@ impl Api {
                 caller,
                 org,
                 project,
-                "delete",
-                "Deleted streaming configuration",
-                Some(deleted),
+                Change {
+                    action: "delete",
+                    description: "Deleted streaming configuration",
+                    config: Some(deleted),
+                },
             )
             .await;
         }
