@@ -48,7 +48,7 @@ start_emulator() {
   local port
   port=$(free_port)
   local log="${TMPDIR:-/tmp}/audit-log-moto-$port.log"
-  timeout "${EMULATOR_LIFETIME:-3600}" moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  timeout "${EMULATOR_LIFETIME:-3600}" "$VENV/bin/python" scripts/emulator.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   EMULATOR_PID=$!
   trap stop_emulator EXIT
   export AWS_ENDPOINT_URL="http://127.0.0.1:$port"

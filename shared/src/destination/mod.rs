@@ -18,7 +18,6 @@ pub use sink::{
 };
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The non-secret settings of the one destination a project streams to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +36,21 @@ impl Destination {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Provider {
     Cloudwatch,
     Datadog,
@@ -46,24 +58,11 @@ pub enum Provider {
 
 impl Provider {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Provider::Cloudwatch => "cloudwatch",
-            Provider::Datadog => "datadog",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "cloudwatch" => Some(Provider::Cloudwatch),
-            "datadog" => Some(Provider::Datadog),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Provider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        s.parse().ok()
     }
 }
 

@@ -33,7 +33,19 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum LaneState {
     #[default]
     Delivering,
@@ -45,27 +57,13 @@ pub enum LaneState {
 }
 
 impl LaneState {
-    pub const ALL: [LaneState; 5] = [
-        LaneState::Delivering,
-        LaneState::CatchingUp,
-        LaneState::Retrying,
-        LaneState::Refused,
-        LaneState::Paused,
-    ];
-
     /// As stored.
     pub fn as_str(self) -> &'static str {
-        match self {
-            LaneState::Delivering => "delivering",
-            LaneState::CatchingUp => "catching_up",
-            LaneState::Retrying => "retrying",
-            LaneState::Refused => "refused",
-            LaneState::Paused => "paused",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s)
+        s.parse().ok()
     }
 
     /// As the contract names it: a lane catching up is delivering (with events pending).

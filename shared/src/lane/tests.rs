@@ -395,6 +395,16 @@ async fn a_removed_destination_owes_nothing() {
 }
 
 #[test]
+fn every_lane_state_reads_back_from_its_stored_name() {
+    use strum::IntoEnumIterator;
+    for state in LaneState::iter() {
+        assert_eq!(LaneState::parse(state.as_str()), Some(state));
+    }
+    assert_eq!(LaneState::CatchingUp.as_str(), "catching_up");
+    assert_eq!(LaneState::parse("Delivering"), None);
+}
+
+#[test]
 fn settings_default_to_seven_days_and_five_minutes_and_the_window_fits_the_retention() {
     let p = Policy::default();
     assert_eq!(p.retry_window, Duration::from_secs(168 * 3600));

@@ -16,8 +16,9 @@ use time::OffsetDateTime;
 /// A lock whose replay has not moved for this long is taken over.
 pub const STALE_AFTER_SECONDS: i64 = 15 * 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::EnumString, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ReplayState {
     Running,
     Completed,
@@ -26,21 +27,11 @@ pub enum ReplayState {
 
 impl ReplayState {
     fn as_str(self) -> &'static str {
-        match self {
-            ReplayState::Running => "running",
-            ReplayState::Completed => "completed",
-            ReplayState::Failed => "failed",
-        }
+        self.into()
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [
-            ReplayState::Running,
-            ReplayState::Completed,
-            ReplayState::Failed,
-        ]
-        .into_iter()
-        .find(|state| state.as_str() == s)
+        s.parse().ok()
     }
 }
 

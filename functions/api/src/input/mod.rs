@@ -183,10 +183,10 @@ pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
             only(d, &["site", "api_key"], "datadog.")?;
             let site =
                 DatadogSite::parse(required(d, "site", "datadog.site")?).ok_or_else(|| {
-                    let sites: Vec<&str> = DatadogSite::ALL.iter().map(|s| s.as_str()).collect();
+                    use strum::VariantNames;
                     invalid(
                         "datadog.site",
-                        &format!("must be one of {}", sites.join(", ")),
+                        &format!("must be one of {}", DatadogSite::VARIANTS.join(", ")),
                     )
                 })?;
             let api_key = match text(d, "api_key", "datadog.api_key")? {

@@ -1,52 +1,56 @@
 //! Datadog's sites: the only hosts the service ever sends a customer's logs or key to.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
-/// The Datadog sites the service delivers to; nothing else is ever called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The Datadog sites the service delivers to; nothing else is ever called. Each site's name
+/// is written once, here; parsing, printing and serde all use it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum DatadogSite {
-    #[serde(rename = "datadoghq.com")]
+    #[strum(serialize = "datadoghq.com")]
     Us1,
-    #[serde(rename = "us3.datadoghq.com")]
+    #[strum(serialize = "us3.datadoghq.com")]
     Us3,
-    #[serde(rename = "us5.datadoghq.com")]
+    #[strum(serialize = "us5.datadoghq.com")]
     Us5,
-    #[serde(rename = "datadoghq.eu")]
+    #[strum(serialize = "datadoghq.eu")]
     Eu1,
-    #[serde(rename = "ap1.datadoghq.com")]
+    #[strum(serialize = "ap1.datadoghq.com")]
     Ap1,
-    #[serde(rename = "ap2.datadoghq.com")]
+    #[strum(serialize = "ap2.datadoghq.com")]
     Ap2,
-    #[serde(rename = "ddog-gov.com")]
+    #[strum(serialize = "ddog-gov.com")]
     Us1Fed,
 }
 
-impl DatadogSite {
-    pub const ALL: [DatadogSite; 7] = [
-        DatadogSite::Us1,
-        DatadogSite::Us3,
-        DatadogSite::Us5,
-        DatadogSite::Eu1,
-        DatadogSite::Ap1,
-        DatadogSite::Ap2,
-        DatadogSite::Us1Fed,
-    ];
+impl TryFrom<String> for DatadogSite {
+    type Error = strum::ParseError;
 
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+impl DatadogSite {
     pub fn as_str(self) -> &'static str {
-        match self {
-            DatadogSite::Us1 => "datadoghq.com",
-            DatadogSite::Us3 => "us3.datadoghq.com",
-            DatadogSite::Us5 => "us5.datadoghq.com",
-            DatadogSite::Eu1 => "datadoghq.eu",
-            DatadogSite::Ap1 => "ap1.datadoghq.com",
-            DatadogSite::Ap2 => "ap2.datadoghq.com",
-            DatadogSite::Us1Fed => "ddog-gov.com",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|site| site.as_str() == s)
+        s.parse().ok()
     }
 
     /// Base URL of the logs intake (`POST /api/v2/logs`).
@@ -57,12 +61,6 @@ impl DatadogSite {
     /// Base URL of the API (`GET /api/v1/validate`).
     pub fn api_url(self) -> String {
         format!("https://api.{}", self.as_str())
-    }
-}
-
-impl fmt::Display for DatadogSite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -84,7 +82,13 @@ mod tests {
             let site = DatadogSite::parse(name).unwrap();
             assert_eq!(site.as_str(), name);
             assert_eq!(serde_json::to_value(site).unwrap(), serde_json::json!(name));
+            let back: DatadogSite = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(back, site);
         }
+        let refused = serde_json::from_value::<DatadogSite>(serde_json::json!("evil.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(!refused.contains("evil"), "{refused}");
         for bad in [
             "evil.com",
             "datadoghq.com.evil.com",

@@ -1,0 +1,304 @@
+use super::*;
+use crate::fixtures;
+use serde_json::json;
+use strum::IntoEnumIterator;
+
+fn valid() -> Value {
+    json!({
+        "status": "OK",
+        "action": "create",
+        "description": "Created bucket",
+        "organization_id": "77f447d4-def0-46f2-bf09-6850d36745ed",
+        "project_id": "a98c3c31-5760-4db1-b62b-0988080a66ad",
+        "timestamp": "2023-07-14T17:23:21Z",
+        "actor": {"principal_id": "6f212631", "type": "TYPE_USER"}
+    })
+}
+
+fn with(path: &[&str], replacement: Option<Value>) -> Value {
+    let mut v = valid();
+    let (last, parents) = path.split_last().unwrap();
+    let mut target = &mut v;
+    for p in parents {
+        target = target.get_mut(*p).unwrap();
+    }
+    let obj = target.as_object_mut().unwrap();
+    match replacement {
+        Some(r) => {
+            obj.insert(last.to_string(), r);
+        }
+        None => {
+            obj.remove(*last);
+        }
+    }
+    v
+}
+
+const REQUIRED: [(&[&str], &str); 8] = [
+    (&["status"], "status"),
+    (&["action"], "action"),
+    (&["description"], "description"),
+    (&["organization_id"], "organization_id"),
+    (&["project_id"], "project_id"),
+    (&["timestamp"], "timestamp"),
+    (&["actor"], "actor"),
+    (&["actor", "principal_id"], "actor.principal_id"),
+];
+
+#[test]
+fn ids_follow_the_id_rules() {
+    for (id, field) in [
+        ("organization_id", "organization_id"),
+        ("project_id", "project_id"),
+    ] {
+        for bad in [
+            "   ".to_owned(),
+            "a\nb".to_owned(),
+            "項".repeat(255),
+            "x".repeat(256),
+        ] {
+            let err = AuditEvent::from_value(with(&[id], Some(json!(bad)))).unwrap_err();
+            assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
+            assert!(!err.to_string().contains(&bad), "{err}");
+        }
+    }
+}
+
+#[test]
+fn a_minimal_event_is_accepted() {
+    let e = AuditEvent::from_value(valid()).unwrap();
+    assert_eq!(e.organization_id(), "77f447d4-def0-46f2-bf09-6850d36745ed");
+    assert_eq!(e.project_id(), "a98c3c31-5760-4db1-b62b-0988080a66ad");
+    assert_eq!(e.status(), Status::Ok);
+    assert_eq!(e.action(), Action::Create);
+    assert_eq!(e.timestamp().unix_timestamp(), 1_689_355_401);
+}
+
+#[test]
+fn every_required_field_missing_is_named() {
+    let mut all = REQUIRED.to_vec();
+    all.push((&["actor", "type"], "actor.type"));
+    for (path, name) in all {
+        let err = AuditEvent::from_value(with(path, None)).unwrap_err();
+        assert_eq!(err, EventError::Missing(name), "removing {name}");
+        let err = AuditEvent::from_value(with(path, Some(Value::Null))).unwrap_err();
+        assert_eq!(err, EventError::Missing(name), "null {name}");
+    }
+}
+
+#[test]
+fn every_required_field_of_the_wrong_type_is_named() {
+    for (path, name) in REQUIRED
+        .iter()
+        .chain([(&["actor", "type"][..], "actor.type")].iter())
+    {
+        for wrong in [json!(42), json!(true), json!(["x"]), json!({"x": 1})] {
+            let expect_object = *name == "actor";
+            if expect_object && wrong.is_object() {
+                continue;
+            }
+            let err = AuditEvent::from_value(with(path, Some(wrong.clone()))).unwrap_err();
+            let expected = if expect_object {
+                "an object"
+            } else {
+                "a string"
+            };
+            assert_eq!(
+                err,
+                EventError::WrongType {
+                    field: name,
+                    expected
+                },
+                "{name} = {wrong}"
+            );
+        }
+    }
+    assert_eq!(
+        AuditEvent::from_value(with(&["actor"], Some(json!("someone")))).unwrap_err(),
+        EventError::WrongType {
+            field: "actor",
+            expected: "an object"
+        }
+    );
+}
+
+#[test]
+fn empty_text_fields_are_refused() {
+    for name in ["description", "organization_id", "project_id"] {
+        for empty in ["", "   "] {
+            let err = AuditEvent::from_value(with(&[name], Some(json!(empty)))).unwrap_err();
+            assert_eq!(err, EventError::Empty(name));
+        }
+    }
+}
+
+#[test]
+fn every_enum_value_is_accepted_and_others_refused() {
+    for s in Status::iter() {
+        let e = AuditEvent::from_value(with(&["status"], Some(json!(s.as_str())))).unwrap();
+        assert_eq!(e.status(), s);
+    }
+    for a in Action::iter() {
+        let e = AuditEvent::from_value(with(&["action"], Some(json!(a.as_str())))).unwrap();
+        assert_eq!(e.action(), a);
+    }
+    for t in ActorType::iter() {
+        AuditEvent::from_value(with(&["actor", "type"], Some(json!(t.as_str())))).unwrap();
+    }
+    for (path, bad) in [
+        (&["status"][..], "ok"),
+        (&["status"], "SUCCESS"),
+        (&["action"], "CREATE"),
+        (&["action"], "revoke"),
+        (&["actor", "type"], "PERSON"),
+        (&["actor", "type"], "type_user"),
+    ] {
+        let err = AuditEvent::from_value(with(path, Some(json!(bad)))).unwrap_err();
+        assert!(
+            matches!(err, EventError::NotAllowed { .. }),
+            "{path:?}={bad}: {err}"
+        );
+        assert!(
+            !err.to_string().contains(bad),
+            "the reason must not echo the value"
+        );
+    }
+}
+
+#[test]
+fn bad_timestamps_are_refused() {
+    for bad in [
+        "",
+        "yesterday",
+        "2023-07-14",
+        "2023-07-14 17:23:21",
+        "2023-07-14T17:23:21",
+        "2023-13-14T17:23:21Z",
+        "2023-07-14T25:23:21Z",
+        "2023-07-14T17:23:21+02:00",
+        "2023-07-14 17:34:31.196808811 +0000 UTC",
+        "1689355401",
+    ] {
+        let err = AuditEvent::from_value(with(&["timestamp"], Some(json!(bad)))).unwrap_err();
+        assert_eq!(err, EventError::BadTimestamp, "{bad:?}");
+    }
+    for good in [
+        "2023-07-14T17:23:21Z",
+        "2023-07-14T17:23:21.123456789Z",
+        "2023-07-14T17:23:21+00:00",
+        "2023-07-14t17:23:21z",
+    ] {
+        AuditEvent::from_value(with(&["timestamp"], Some(json!(good))))
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
+
+#[test]
+fn unknown_fields_are_kept_verbatim_and_in_order() {
+    let body = r#"{"zeta":{"nested":[1,2.5,"x",null]},"status":"OK","action":"read","description":"d","organization_id":"o","project_id":"p","timestamp":"2024-01-01T00:00:00Z","actor":{"type":"TYPE_ANONYMOUS","principal_id":"","extra":true},"alpha":"kept","skip_descendants_revocation":true}"#;
+    let e = AuditEvent::from_json(body).unwrap();
+    assert_eq!(e.to_compact_json(), body);
+}
+
+#[test]
+fn whitespace_is_compacted_but_the_value_is_unchanged() {
+    let pretty = serde_json::to_string_pretty(&valid()).unwrap();
+    let e = AuditEvent::from_json(&pretty).unwrap();
+    let compact = e.to_compact_json();
+    assert!(!compact.contains('\n') && !compact.contains(": "));
+    assert_eq!(serde_json::from_str::<Value>(&compact).unwrap(), valid());
+}
+
+#[test]
+fn non_objects_and_non_json_are_refused_without_echo() {
+    assert_eq!(
+        AuditEvent::from_json("[1,2]").unwrap_err(),
+        EventError::NotAnObject
+    );
+    assert_eq!(
+        AuditEvent::from_json("\"s\"").unwrap_err(),
+        EventError::NotAnObject
+    );
+    let err = AuditEvent::from_json("{\"secret-token-123\": ").unwrap_err();
+    assert!(matches!(err, EventError::NotJson(_)));
+    assert!(!err.to_string().contains("secret-token-123"), "{err}");
+    let err = AuditEvent::from_json("not json secret-token-123").unwrap_err();
+    assert!(!err.to_string().contains("secret-token-123"), "{err}");
+}
+
+#[test]
+fn bodies_over_the_sqs_limit_are_refused_before_parsing() {
+    let body = format!("{{\"pad\":\"{}\"}}", "a".repeat(MAX_EVENT_BYTES));
+    assert!(matches!(
+        AuditEvent::from_json(&body).unwrap_err(),
+        EventError::TooLarge { .. }
+    ));
+}
+
+#[test]
+fn every_seed_example_is_accepted() {
+    for (name, body) in fixtures::SEED_EVENTS {
+        let e = AuditEvent::from_json(body).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let original: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(e.clone().into_value(), original, "{name}");
+        assert_eq!(e.organization_id(), "77f447d4-def0-46f2-bf09-6850d36745ed");
+    }
+    assert_eq!(fixtures::SEED_EVENTS.len(), 5);
+}
+
+#[test]
+fn the_seed_examples_keep_their_undocumented_fields() {
+    let (_, revoked) = fixtures::SEED_EVENTS
+        .iter()
+        .find(|(name, _)| *name == "version-revoked")
+        .unwrap();
+    let e = AuditEvent::from_json(revoked).unwrap();
+    assert_eq!(e.fields()["skip_descendants_revocation"], json!(true));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(body in ".{0,300}") {
+            let _ = AuditEvent::from_json(&body);
+        }
+
+        #[test]
+        fn arbitrary_json_objects_never_panic(v in arb_json()) {
+            let _ = AuditEvent::from_value(v);
+        }
+
+        #[test]
+        fn extra_fields_survive_validation(extra in proptest::collection::btree_map("[a-z_]{1,12}", arb_json(), 0..6)) {
+            let mut v = valid();
+            let obj = v.as_object_mut().unwrap();
+            for (k, x) in &extra {
+                if !obj.contains_key(k) {
+                    obj.insert(k.clone(), x.clone());
+                }
+            }
+            let e = AuditEvent::from_value(v.clone()).unwrap();
+            let back: Value = serde_json::from_str(&e.to_compact_json()).unwrap();
+            prop_assert_eq!(back, v);
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[ -~]{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}
