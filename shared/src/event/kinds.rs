@@ -2,7 +2,7 @@
 //! from one attribute per value, for parsing, printing and the error that lists them.
 
 use super::EventError;
-use strum::VariantNames;
+use strum::{Display, EnumIter, EnumString, IntoStaticStr, VariantNames};
 
 /// A field whose value is one of a fixed set of names.
 pub(super) trait OneOf: std::str::FromStr + VariantNames {
@@ -25,11 +25,11 @@ pub(super) trait OneOf: std::str::FromStr + VariantNames {
     PartialEq,
     Eq,
     Hash,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-    strum::VariantNames,
-    strum::EnumIter,
+    EnumString,
+    IntoStaticStr,
+    Display,
+    VariantNames,
+    EnumIter,
 )]
 pub enum Status {
     #[strum(serialize = "OK")]
@@ -45,11 +45,11 @@ pub enum Status {
     PartialEq,
     Eq,
     Hash,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-    strum::VariantNames,
-    strum::EnumIter,
+    EnumString,
+    IntoStaticStr,
+    Display,
+    VariantNames,
+    EnumIter,
 )]
 #[strum(serialize_all = "lowercase")]
 pub enum Action {
@@ -66,11 +66,11 @@ pub enum Action {
     PartialEq,
     Eq,
     Hash,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-    strum::VariantNames,
-    strum::EnumIter,
+    EnumString,
+    IntoStaticStr,
+    Display,
+    VariantNames,
+    EnumIter,
 )]
 pub enum ActorType {
     #[strum(serialize = "TYPE_UNSET")]

@@ -32,19 +32,9 @@ use crate::store::StoredKey;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
+use strum::{EnumIter, EnumString, IntoStaticStr};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::EnumIter,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, EnumString, IntoStaticStr, EnumIter)]
 #[strum(serialize_all = "snake_case")]
 pub enum LaneState {
     #[default]

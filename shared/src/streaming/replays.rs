@@ -11,12 +11,13 @@ use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use std::collections::HashMap;
+use strum::{EnumString, IntoStaticStr};
 use time::OffsetDateTime;
 
 /// A lock whose replay has not moved for this long is taken over.
 pub const STALE_AFTER_SECONDS: i64 = 15 * 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::EnumString, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, EnumString, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum ReplayState {

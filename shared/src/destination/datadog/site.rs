@@ -1,6 +1,7 @@
 //! Datadog's sites: the only hosts the service ever sends a customer's logs or key to.
 
 use serde::{Deserialize, Serialize};
+use strum::{Display, EnumString, IntoStaticStr, VariantNames};
 
 /// The Datadog sites the service delivers to; nothing else is ever called. Each site's name
 /// is written once, here; parsing, printing and serde all use it.
@@ -13,10 +14,10 @@ use serde::{Deserialize, Serialize};
     Hash,
     Serialize,
     Deserialize,
-    strum::EnumString,
-    strum::IntoStaticStr,
-    strum::Display,
-    strum::VariantNames,
+    EnumString,
+    IntoStaticStr,
+    Display,
+    VariantNames,
 )]
 #[serde(into = "&'static str", try_from = "String")]
 pub enum DatadogSite {
