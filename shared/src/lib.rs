@@ -12,6 +12,7 @@ pub mod lane;
 pub mod logging;
 pub mod message;
 pub mod retry;
+pub mod sdk;
 pub mod settings;
 pub mod store;
 pub mod streaming;

@@ -1,5 +1,5 @@
-//! Jittered exponential backoff bounded by the invocation's deadline, shared by every writer
-//! that retries inside one Lambda invocation.
+//! Jittered exponential backoff bounded by the invocation's deadline, and the one loop that
+//! retries with it ([`retry`]), shared by every writer that tries again inside one invocation.
 
 use rand::Rng;
 use std::time::Duration;
@@ -48,6 +48,80 @@ impl Backoff {
         }
         tokio::time::sleep(delay).await;
         true
+    }
+}
+
+/// What one attempt of an operation came to: done (a success, or a refusal that another
+/// attempt would not change), or trouble worth another attempt, and what it was.
+#[derive(Debug)]
+pub enum Attempt<T, P> {
+    Done(T),
+    Again(P),
+}
+
+/// An operation no longer tried: the last trouble (`None` when the deadline cut the first
+/// attempt short), the attempts made, and whether the deadline cut the last one short.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GaveUp<P> {
+    pub last: Option<P>,
+    pub attempts: u32,
+    pub at_deadline: bool,
+}
+
+impl<P: std::fmt::Display> GaveUp<P> {
+    /// In words, naming `service` when it never answered.
+    pub fn describe(&self, service: &str) -> String {
+        match (&self.last, self.at_deadline) {
+            (Some(problem), true) => format!(
+                "{problem}; gave up at the delivery's deadline after {} attempts",
+                self.attempts
+            ),
+            (Some(problem), false) => {
+                format!("{problem}; gave up after {} attempts", self.attempts)
+            }
+            (None, _) => format!("{service} did not answer before the delivery's deadline"),
+        }
+    }
+}
+
+/// Runs `attempt` until it is done, `backoff` says stop, or `deadline` passes; an attempt
+/// still running at the deadline is cut short. The one retry loop of the service: each
+/// caller's attempt says, in its destination's or store's terms, what is worth repeating.
+pub async fn retry<T, P, F, Fut>(
+    backoff: &Backoff,
+    deadline: Instant,
+    mut attempt: F,
+) -> Result<T, GaveUp<P>>
+where
+    // A closure making futures rather than an async closure: async closures' futures are not
+    // yet known to be `Send` where the futures of `async_trait` methods must be.
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, P>>,
+{
+    let mut attempts = 0;
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Err(_) => {
+                return Err(GaveUp {
+                    last,
+                    attempts,
+                    at_deadline: true,
+                });
+            }
+            Ok(Attempt::Done(value)) => return Ok(value),
+            Ok(Attempt::Again(problem)) => {
+                attempts += 1;
+                if !backoff.wait(attempts, deadline).await {
+                    return Err(GaveUp {
+                        last: Some(problem),
+                        attempts,
+                        at_deadline: false,
+                    });
+                }
+                last = Some(problem);
+            }
+        }
     }
 }
 
@@ -101,5 +175,63 @@ mod tests {
     fn a_past_deadline_leaves_no_time() {
         let past = std::time::SystemTime::now() - Duration::from_secs(5);
         assert!(deadline_before(past, Duration::from_secs(1)) <= Instant::now());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operation_is_tried_until_done() {
+        let mut calls = 0;
+        let out = retry(
+            &Backoff::default(),
+            Instant::now() + Duration::from_secs(60),
+            || {
+                calls += 1;
+                let calls = calls;
+                async move {
+                    if calls < 3 {
+                        Attempt::Again(format!("busy {calls}"))
+                    } else {
+                        Attempt::Done(calls)
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(out, Ok(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_trouble_is_told_when_the_backoff_stops() {
+        let out: Result<(), _> = retry(
+            &Backoff::NONE,
+            Instant::now() + Duration::from_secs(60),
+            || async { Attempt::Again("throttled") },
+        )
+        .await;
+        let gave_up = out.unwrap_err();
+        assert_eq!(
+            gave_up,
+            GaveUp {
+                last: Some("throttled"),
+                attempts: 1,
+                at_deadline: false
+            }
+        );
+        assert_eq!(gave_up.describe("X"), "throttled; gave up after 1 attempts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_running_at_the_deadline_is_cut_short() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let out: Result<(), GaveUp<&str>> = retry(&Backoff::default(), deadline, || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Attempt::Done(())
+        })
+        .await;
+        let gave_up = out.unwrap_err();
+        assert!(gave_up.at_deadline && gave_up.last.is_none());
+        assert_eq!(
+            gave_up.describe("Datadog"),
+            "Datadog did not answer before the delivery's deadline"
+        );
     }
 }

@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
             return Err(e.to_string().into());
         }
     };
-    let config = aws_config::load_from_env().await;
+    let config = audit_log::sdk::load_config().await;
     let table = EventTable::new(aws_sdk_dynamodb::Client::new(&config), table_name);
     let capture = Capture::new(table, retention);
     lambda_runtime::run(service_fn(|event| capture.handle(event))).await

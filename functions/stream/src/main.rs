@@ -6,7 +6,7 @@ async fn main() -> Result<(), Error> {
     audit_log::logging::init();
     let settings = Settings::from_env()
         .inspect_err(|e| tracing::error!(error = %e, "stream refuses to start"))?;
-    let aws = aws_config::load_from_env().await;
+    let aws = audit_log::sdk::load_config().await;
     let stream = Stream::from_settings(&settings, &aws);
     lambda_runtime::run(service_fn(|event| stream.handle(event))).await
 }

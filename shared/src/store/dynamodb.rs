@@ -4,7 +4,7 @@
 use super::{
     StoredEvent, StoredKey, attr, bytes_in_response, event_json, partition_key, sort_key_time,
 };
-use crate::retry::Backoff;
+use crate::retry::{Attempt, Backoff, GaveUp, retry};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::collections::HashSet;
 use time::OffsetDateTime;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 /// `BatchWriteItem` takes at most 25 requests.
 pub const BATCH_WRITE_LIMIT: usize = 25;
@@ -25,6 +25,8 @@ const CONCURRENT_REQUESTS: usize = 8;
 #[derive(Debug, Clone)]
 pub struct EventTable {
     client: Client,
+    /// The same table for `BatchWriteItem`, which `try_write` retries itself.
+    writer: Client,
     name: String,
     backoff: Backoff,
 }
@@ -56,8 +58,16 @@ pub struct WriteFailure {
 
 impl EventTable {
     pub fn new(client: Client, name: impl Into<String>) -> Self {
+        let writer = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(crate::sdk::retried_by_the_service())
+                .build(),
+        );
         Self {
             client,
+            writer,
             name: name.into(),
             backoff: Backoff::default(),
         }
@@ -137,43 +147,56 @@ impl EventTable {
     /// requests of a refused call with the refusal.
     async fn try_write(
         &self,
-        mut pending: Vec<WriteRequest>,
+        pending: Vec<WriteRequest>,
         deadline: Instant,
     ) -> Result<Vec<WriteFailure>, (Vec<WriteRequest>, StoreError)> {
-        let mut attempt = 0;
-        loop {
-            let call = self
-                .client
+        // What is still to write, shared by the attempts: each retries what the last left.
+        let left_to_write = std::sync::Mutex::new(pending);
+        let unwritten = &left_to_write;
+        let written = retry(&self.backoff, deadline, move || async move {
+            let requests = unwritten.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let answer = self
+                .writer
                 .batch_write_item()
-                .request_items(&self.name, pending.clone())
-                .send();
-            let reason = match timeout_at(deadline, call).await {
-                Err(_) => return Ok(failed(&pending, StoreError::TimedOut)),
-                Ok(Ok(output)) => {
+                .request_items(&self.name, requests)
+                .send()
+                .await;
+            match answer {
+                Ok(output) => {
                     let unprocessed = output
                         .unprocessed_items
                         .and_then(|mut tables| tables.remove(&self.name))
                         .unwrap_or_default();
                     if unprocessed.is_empty() {
-                        return Ok(Vec::new());
+                        return Attempt::Done(Ok(()));
                     }
                     // Retry exactly what DynamoDB handed back.
                     let left: HashSet<&str> = unprocessed.iter().filter_map(message_id).collect();
-                    pending.retain(|r| message_id(r).is_some_and(|id| left.contains(id)));
-                    StoreError::Unprocessed
+                    unwritten
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|r| message_id(r).is_some_and(|id| left.contains(id)));
+                    Attempt::Again(StoreError::Unprocessed)
                 }
-                Ok(Err(err)) => {
-                    let reason = classify(&err);
-                    if !reason.is_retryable() {
-                        return Err((pending, reason));
-                    }
-                    reason
-                }
-            };
-            attempt += 1;
-            if !self.backoff.wait(attempt, deadline).await {
-                return Ok(failed(&pending, reason));
+                Err(err) => match classify(&err) {
+                    reason if reason.is_retryable() => Attempt::Again(reason),
+                    refused => Attempt::Done(Err(refused)),
+                },
             }
+        })
+        .await;
+        let pending = left_to_write
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        match written {
+            Ok(Ok(())) => Ok(Vec::new()),
+            Ok(Err(refused)) => Err((pending, refused)),
+            Err(GaveUp {
+                last: Some(reason),
+                at_deadline: false,
+                ..
+            }) => Ok(failed(&pending, reason)),
+            Err(_) => Ok(failed(&pending, StoreError::TimedOut)),
         }
     }
 }
@@ -528,6 +551,31 @@ mod tests {
         let table = EventTable::new(client, TABLE).with_backoff(fast());
         assert_eq!(table.put_events(events(2), soon()).await, vec![]);
         assert_eq!(throttled.num_calls(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_sdk_does_not_retry_under_the_service_s_own_attempts() {
+        let throttled = mock!(Client::batch_write_item)
+            .sequence()
+            .http_response(|| dynamodb_error(400, "ProvisionedThroughputExceededException"))
+            .times(2)
+            .output(|| BatchWriteItemOutput::builder().build())
+            .build();
+        // A client as the functions build it, with the SDK's standard retries.
+        let client = mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::Sequential,
+            [&throttled],
+            |config| config.retry_config(crate::sdk::standard_retries())
+        );
+        let table = EventTable::new(client, TABLE).with_backoff(Backoff::NONE);
+        let failures = table.put_events(events(2), soon()).await;
+        assert_eq!(ids(&failures), vec!["m0", "m1"]);
+        assert_eq!(
+            throttled.num_calls(),
+            1,
+            "one call: the backoff allowed no retry"
+        );
     }
 
     #[tokio::test]

@@ -5,18 +5,18 @@ use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
 use crate::destination::{DeliveryError, Failures};
 use crate::event::AuditEvent;
-use crate::retry::Backoff;
+use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
 use aws_sdk_cloudwatchlogs::config::Builder;
-use aws_sdk_cloudwatchlogs::config::retry::RetryConfig;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
 /// The SDK does not retry on its own: `put` decides what is tried again, and a lane's probe is
 /// one request, not three.
 pub fn without_sdk_retries(config: Builder) -> Builder {
-    config.retry_config(RetryConfig::disabled())
+    config.retry_config(crate::sdk::retried_by_the_service())
 }
 
 /// Writes events to a log group of the customer's account, in as few requests as the limits
@@ -59,57 +59,52 @@ async fn put(
     deadline: Instant,
     backoff: &Backoff,
 ) -> Result<Failures, DeliveryError> {
-    let mut attempt = 0;
-    let mut created = false;
-    let mut last_problem: Option<String> = None;
-    loop {
-        let call = client
-            .put_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .set_log_events(Some(batch.events.clone()))
-            .send();
-        let problem = match timeout_at(deadline, call).await {
-            Err(_) => {
-                return Err(DeliveryError::Retryable(match last_problem {
-                    Some(problem) => format!(
-                        "{problem}; gave up at the delivery's deadline after {attempt} attempts"
-                    ),
-                    None => "CloudWatch Logs did not answer before the delivery's deadline".into(),
-                }));
-            }
-            Ok(Ok(out)) => return Ok(rejected(&batch, out.rejected_log_events_info())),
-            Ok(Err(err)) => match classify(&err) {
-                Problem::Missing if !created => {
-                    // First write to a new stream: create it, then write again. Steady
-                    // state makes no create or describe call at all. A creation racing
-                    // another writer (or a busy service) backs off like any other write.
+    // Whether this write created the group and stream; the one flag the attempts share.
+    let created = AtomicBool::new(false);
+    let (batch, created) = (&batch, &created);
+    let written = retry(backoff, deadline, move || async move {
+        loop {
+            let answer = client
+                .put_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .set_log_events(Some(batch.events.clone()))
+                .send()
+                .await;
+            let err = match answer {
+                Ok(out) => {
+                    return Attempt::Done(Ok(rejected(batch, out.rejected_log_events_info())));
+                }
+                Err(err) => err,
+            };
+            return match classify(&err) {
+                // First write to a new stream: create it, then write again at once. Steady
+                // state makes no create or describe call at all. A creation racing another
+                // writer (or a busy service) backs off like any other write.
+                Problem::Missing if !created.load(Ordering::Relaxed) => {
                     match create(client, group, stream, deadline).await {
                         Ok(()) => {
-                            created = true;
+                            created.store(true, Ordering::Relaxed);
                             continue;
                         }
-                        Err(DeliveryError::Retryable(message)) => message,
-                        Err(refused) => return Err(refused),
+                        Err(DeliveryError::Retryable(message)) => Attempt::Again(message),
+                        Err(refused) => Attempt::Done(Err(refused)),
                     }
                 }
-                Problem::Missing => {
-                    return Err(DeliveryError::Retryable(format!(
-                        "log group {group} or stream {stream} disappeared while writing"
-                    )));
-                }
-                Problem::Transient(message) => message,
-                Problem::Refused(error) => return Err(error),
-            },
-        };
-        attempt += 1;
-        if !backoff.wait(attempt, deadline).await {
-            return Err(DeliveryError::Retryable(format!(
-                "{problem}; gave up after {attempt} attempts"
-            )));
+                Problem::Missing => Attempt::Done(Err(DeliveryError::Retryable(format!(
+                    "log group {group} or stream {stream} disappeared while writing"
+                )))),
+                Problem::Transient(message) => Attempt::Again(message),
+                Problem::Refused(error) => Attempt::Done(Err(error)),
+            };
         }
-        last_problem = Some(problem);
-    }
+    })
+    .await;
+    written.unwrap_or_else(|gave_up| {
+        Err(DeliveryError::Retryable(
+            gave_up.describe("CloudWatch Logs"),
+        ))
+    })
 }
 
 /// Creates the log group and stream; one that already exists is success.

@@ -5,6 +5,7 @@ use super::role::{CustomerRole, RoleRefused};
 use super::{Logs, service, test_log_group};
 use crate::destination::ConnectionTest;
 use crate::event::AuditEvent;
+use crate::retry::{Attempt, Backoff, GaveUp, retry};
 use aws_credential_types::Credentials as AwsCredentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatchlogs::config::IdentityCache;
@@ -80,24 +81,29 @@ pub(super) async fn test_connection(
 /// Assumes the role, trying a busy STS again until `deadline` as delivery would.
 async fn assume(
     role: &CustomerRole,
-    backoff: &crate::retry::Backoff,
+    backoff: &Backoff,
     deadline: Instant,
 ) -> Result<AwsCredentials, RoleRefused> {
-    let mut attempt = 0;
-    loop {
-        let refused = match timeout_at(deadline, role.assume()).await {
-            Ok(Ok(credentials)) => return Ok(credentials),
-            Ok(Err(refused)) if !refused.retryable => return Err(refused),
-            Ok(Err(busy)) => busy,
-            Err(_) => RoleRefused {
+    let assumed = retry(backoff, deadline, || async {
+        match role.assume().await {
+            Ok(credentials) => Attempt::Done(Ok(credentials)),
+            Err(refused) if !refused.retryable => Attempt::Done(Err(refused)),
+            Err(busy) => Attempt::Again(busy),
+        }
+    })
+    .await;
+    assumed.unwrap_or_else(|gave_up| {
+        Err(match gave_up {
+            GaveUp {
+                last: Some(busy),
+                at_deadline: false,
+                ..
+            } => busy,
+            _ => RoleRefused {
                 retryable: true,
                 untrusted: false,
                 message: "STS did not answer in time; try again".into(),
             },
-        };
-        attempt += 1;
-        if !backoff.wait(attempt, deadline).await {
-            return Err(refused);
-        }
-    }
+        })
+    })
 }

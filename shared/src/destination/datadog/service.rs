@@ -6,11 +6,11 @@ use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, batches, gzip};
 use crate::destination::{DeliveryError, Failures};
 use crate::event::AuditEvent;
-use crate::retry::Backoff;
+use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::VecDeque;
 use time::OffsetDateTime;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 /// Delivers events, and returns the positions that failed.
 pub(super) async fn deliver(
@@ -86,37 +86,23 @@ async fn send(
 ) -> Answer {
     let url = format!("{}/api/v2/logs", intake.datadog.intake_url(intake.site));
     let body = gzip(&batch.body());
-    let mut attempt = 0;
-    let mut last_problem: Option<String> = None;
-    loop {
-        let request = intake
+    let (url, body) = (&url, &body);
+    retry(backoff, deadline, move || async move {
+        let answer = intake
             .datadog
             .http
-            .post(&url)
+            .post(url)
             .header("DD-API-KEY", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .body(body.clone())
-            .send();
-        let problem = match timeout_at(deadline, request).await {
-            // Name what went wrong before the deadline cut the last try short.
-            Err(_) => {
-                return Answer::Trouble(match last_problem {
-                    Some(problem) => format!(
-                        "{problem}; gave up at the delivery's deadline after {attempt} attempts"
-                    ),
-                    None => "Datadog did not answer before the delivery's deadline".into(),
-                });
-            }
-            Ok(outcome) => match read(outcome, intake.site) {
-                Answer::Trouble(problem) => problem,
-                settled => return settled,
-            },
-        };
-        attempt += 1;
-        if !backoff.wait(attempt, deadline).await {
-            return Answer::Trouble(format!("{problem}; gave up after {attempt} attempts"));
+            .send()
+            .await;
+        match read(answer, intake.site) {
+            Answer::Trouble(problem) => Attempt::Again(problem),
+            settled => Attempt::Done(settled),
         }
-        last_problem = Some(problem);
-    }
+    })
+    .await
+    .unwrap_or_else(|gave_up| Answer::Trouble(gave_up.describe("Datadog")))
 }
