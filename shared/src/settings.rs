@@ -67,7 +67,6 @@ impl Default for Retention {
     }
 }
 
-/// A required environment variable naming a resource (a table, a queue).
 /// The names of the environment variables the functions read, one list for all three
 /// (each function's `ENVIRONMENT` says which of them `template.yaml` gives it).
 pub mod env {
@@ -94,6 +93,7 @@ pub fn optional_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A required environment variable naming a resource (a table, a queue).
 pub fn required_env(name: &'static str) -> Result<String, SettingsError> {
     match std::env::var(name) {
         Ok(v) if !v.trim().is_empty() => Ok(v),

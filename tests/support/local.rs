@@ -390,7 +390,8 @@ struct WatchedLane {
     owes: bool,
 }
 
-/// Every configured lane, read without walking what lanes owe: the project items through a
+/// Every configured lane (owed items of a project whose configuration was deleted are not
+/// watched: no run here deletes one), read without walking what lanes owe: the project items through a
 /// filtered scan, then one single-item query per lane for its oldest owed event. (Scanning
 /// the whole table every tick took most of a minute per look once tens of thousands of
 /// events were owed, slower than the lanes paid them back.)
@@ -418,7 +419,9 @@ async fn watched_lanes(stack: &Stack) -> Vec<WatchedLane> {
     let mut out = Vec::with_capacity(projects.len());
     for item in projects {
         let sort_key = text(&item, SORT_KEY);
-        let owed_prefix = format!("owed#{}#", sort_key.trim_start_matches("project#"));
+        // The lane's owed items sit beside its project item, keyed by the same escaped id.
+        let project_key = sort_key.strip_prefix("project#").unwrap_or_default();
+        let owed_prefix = format!("owed#{project_key}#");
         let oldest = stack
             .dynamodb
             .query()
@@ -449,8 +452,8 @@ pub async fn lanes_unsettled(stack: &Stack) -> Vec<String> {
         .filter(|w| w.owes || w.lane.state != audit_log::lane::LaneState::Delivering)
         .map(|w| {
             format!(
-                "{} {:?} (owed {}, next attempt {:?})",
-                w.sort_key, w.lane.state, w.lane.owed, w.lane.next_attempt_at
+                "{} {:?} (owes events: {}, owed count {}, next attempt {:?})",
+                w.sort_key, w.lane.state, w.owes, w.lane.owed, w.lane.next_attempt_at
             )
         })
         .collect()

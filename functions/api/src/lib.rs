@@ -10,7 +10,7 @@ pub mod request;
 mod routes;
 pub mod view;
 
-pub use audit::configuration_event;
+pub use audit::{Change, configuration_event};
 pub use routes::{MAX_FAILURE_PAGE, MAX_REPLAY_DAYS};
 
 use audit_log::clock::{Clock, SystemClock};

@@ -6,17 +6,17 @@ use crate::error::ApiError;
 use crate::request::Caller;
 use crate::view::HealthView;
 use crate::{Api, config_error};
-use audit_log::clock::SystemClock;
+use audit_log::clock::Clock;
 use audit_log::lane::{LaneKey, Lanes};
 use audit_log::streaming::{ConfigTable, StreamingConfig};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 
 impl Api {
-    fn lanes(&self) -> Lanes<'_, ConfigTable, audit_log::lane::timers::SqsTimers, SystemClock> {
+    fn lanes(&self) -> Lanes<'_, ConfigTable, audit_log::lane::timers::SqsTimers, dyn Clock> {
         Lanes {
             store: &self.configs,
             timers: &self.timers,
-            clock: &SystemClock,
+            clock: &*self.clock,
             policy: &self.lanes,
         }
     }
