@@ -1,0 +1,173 @@
+use super::*;
+use crate::event::AuditEvent;
+use crate::fixtures::SEED_EVENTS;
+use crate::settings::Retention;
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+use aws_smithy_mocks::{RuleMode, mock, mock_client};
+use std::time::Duration;
+
+const TABLE: &str = "events";
+
+fn events(n: usize) -> Vec<StoredEvent> {
+    (0..n)
+        .map(|i| {
+            let e = AuditEvent::from_json(SEED_EVENTS[i % SEED_EVENTS.len()].1).unwrap();
+            StoredEvent::new(&format!("m{i}"), &e, Retention::default()).unwrap()
+        })
+        .collect()
+}
+
+fn fast() -> Backoff {
+    Backoff {
+        base: Duration::from_millis(1),
+        max: Duration::from_millis(5),
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
+}
+
+fn ids(failures: &[WriteFailure]) -> Vec<&str> {
+    let mut ids: Vec<_> = failures.iter().map(|f| f.message_id.as_str()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn unprocessed_items_are_retried_until_written() {
+    // The first answer hands back the first two requests it was given; the second takes all.
+    let partial = mock!(Client::batch_write_item)
+        .match_requests(|r| r.request_items().unwrap()[TABLE].len() == 3)
+        .then_compute_output(|r| {
+            let back = r.request_items().unwrap()[TABLE][..2].to_vec();
+            BatchWriteItemOutput::builder()
+                .unprocessed_items(TABLE, back)
+                .build()
+        });
+    let rest = mock!(Client::batch_write_item)
+        .match_requests(|r| r.request_items().unwrap()[TABLE].len() == 2)
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&partial, &rest]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let failures = table.put_events(events(3), soon()).await;
+    assert_eq!(failures, vec![]);
+    assert_eq!(partial.num_calls(), 1);
+    assert_eq!(rest.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn items_still_unprocessed_at_the_deadline_are_reported_and_only_they() {
+    let stuck = mock!(Client::batch_write_item).then_compute_output(|r| {
+        let stuck: Vec<_> = r.request_items().unwrap()[TABLE]
+            .iter()
+            .filter(|w| message_id(w) == Some("m1"))
+            .cloned()
+            .collect();
+        BatchWriteItemOutput::builder()
+            .unprocessed_items(TABLE, stuck)
+            .build()
+    });
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let failures = table.put_events(events(3), deadline).await;
+    assert_eq!(ids(&failures), vec!["m1"]);
+    assert_eq!(failures[0].reason, StoreError::Unprocessed);
+    assert!(stuck.num_calls() > 2, "retried while time was left");
+}
+
+/// An error as DynamoDB's JSON protocol sends it, so the SDK parses it as in production.
+fn dynamodb_error(status: u16, kind: &str) -> aws_smithy_runtime_api::http::Response {
+    aws_smithy_runtime_api::http::Response::new(
+        aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap(),
+        aws_smithy_types::body::SdkBody::from(format!(
+            r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{kind}","message":"from the test"}}"#
+        )),
+    )
+}
+
+#[tokio::test]
+async fn throttling_is_retried_with_backoff() {
+    let throttled = mock!(Client::batch_write_item)
+        .sequence()
+        .http_response(|| dynamodb_error(400, "ProvisionedThroughputExceededException"))
+        .times(4)
+        .output(|| BatchWriteItemOutput::builder().build())
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&throttled]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    assert_eq!(table.put_events(events(2), soon()).await, vec![]);
+    assert_eq!(throttled.num_calls(), 5);
+}
+
+#[tokio::test]
+async fn the_sdk_does_not_retry_under_the_service_s_own_attempts() {
+    let throttled = mock!(Client::batch_write_item)
+        .sequence()
+        .http_response(|| dynamodb_error(400, "ProvisionedThroughputExceededException"))
+        .times(2)
+        .output(|| BatchWriteItemOutput::builder().build())
+        .build();
+    // A client as the functions build it, with the SDK's standard retries.
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::Sequential,
+        [&throttled],
+        |config| config.retry_config(crate::sdk::standard_retries())
+    );
+    let table = EventTable::new(client, TABLE).with_backoff(Backoff::NONE);
+    let failures = table.put_events(events(2), soon()).await;
+    assert_eq!(ids(&failures), vec!["m0", "m1"]);
+    assert_eq!(
+        throttled.num_calls(),
+        1,
+        "one call: the backoff allowed no retry"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_fails_its_events_without_retrying() {
+    let refused = mock!(Client::batch_write_item)
+        .then_http_response(|| dynamodb_error(400, "ValidationException"));
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let failures = table.put_events(events(2), soon()).await;
+    assert_eq!(ids(&failures), vec!["m0", "m1"]);
+    assert!(
+        matches!(&failures[0].reason, StoreError::Refused(text) if text.contains("ValidationException"))
+    );
+    // The pair once, then each alone; none retried.
+    assert_eq!(refused.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn one_refused_item_fails_alone_and_its_neighbours_are_stored() {
+    let refuses_m1 = mock!(Client::batch_write_item)
+        .match_requests(|r| {
+            r.request_items().unwrap()[TABLE]
+                .iter()
+                .any(|w| message_id(w) == Some("m1"))
+        })
+        .then_http_response(|| dynamodb_error(400, "ValidationException"));
+    let takes =
+        mock!(Client::batch_write_item).then_output(|| BatchWriteItemOutput::builder().build());
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refuses_m1, &takes]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let failures = table.put_events(events(25), soon()).await;
+    assert_eq!(ids(&failures), vec!["m1"]);
+    assert!(matches!(&failures[0].reason, StoreError::Refused(_)));
+    // The other 24 were each written on their own.
+    assert_eq!(takes.num_calls(), 24);
+}
+
+#[tokio::test]
+async fn requests_carry_at_most_25_items() {
+    let rule = mock!(Client::batch_write_item)
+        .match_requests(|r| r.request_items().unwrap()[TABLE].len() <= BATCH_WRITE_LIMIT)
+        .then_output(|| BatchWriteItemOutput::builder().build());
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&rule]);
+    let table = EventTable::new(client, TABLE);
+    assert_eq!(table.put_events(events(101), soon()).await, vec![]);
+    assert_eq!(rule.num_calls(), 5);
+}
