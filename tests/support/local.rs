@@ -391,12 +391,12 @@ struct WatchedLane {
 }
 
 /// Every configured lane (owed items of a project whose configuration was deleted are not
-/// watched: no run here deletes one), read without walking what lanes owe: the project items through a
-/// filtered scan, then one single-item query per lane for its oldest owed event. (Scanning
+/// watched: no run here deletes one), read without walking what lanes owe: the project items
+/// through a filtered scan, then each lane's oldest owed event as health reads it. (Scanning
 /// the whole table every tick took most of a minute per look once tens of thousands of
 /// events were owed, slower than the lanes paid them back.)
 async fn watched_lanes(stack: &Stack) -> Vec<WatchedLane> {
-    use audit_log::streaming::attr::{PARTITION_KEY, SORT_KEY};
+    use audit_log::streaming::attr::{ORGANIZATION_ID, PROJECT_ID, SORT_KEY};
     let text = |item: &HashMap<String, AttributeValue>, name: &str| {
         item.get(name)
             .and_then(|v| v.as_s().ok())
@@ -416,29 +416,20 @@ async fn watched_lanes(stack: &Stack) -> Vec<WatchedLane> {
         .collect::<Result<_, _>>()
         .await
         .expect("scan the configured projects");
+    let configs =
+        audit_log::streaming::ConfigTable::new(stack.dynamodb.clone(), &stack.config_table);
     let mut out = Vec::with_capacity(projects.len());
     for item in projects {
-        let sort_key = text(&item, SORT_KEY);
-        // The lane's owed items sit beside its project item, keyed by the same escaped id.
-        let project_key = sort_key.strip_prefix("project#").unwrap_or_default();
-        let owed_prefix = format!("owed#{project_key}#");
-        let oldest = stack
-            .dynamodb
-            .query()
-            .table_name(&stack.config_table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :owed)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
-            .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_values(":pk", AttributeValue::S(text(&item, PARTITION_KEY)))
-            .expression_attribute_values(":owed", AttributeValue::S(owed_prefix))
-            .limit(1)
-            .send()
+        let lane =
+            audit_log::lane::LaneKey::new(text(&item, ORGANIZATION_ID), text(&item, PROJECT_ID));
+        let oldest = configs
+            .oldest_owed_at(&lane)
             .await
-            .expect("query a lane's owed events");
+            .expect("query a lane's oldest owed event");
         out.push(WatchedLane {
-            owes: oldest.count() > 0,
+            owes: oldest.is_some(),
             lane: audit_log::streaming::lane_of(&item),
-            sort_key,
+            sort_key: text(&item, SORT_KEY),
         });
     }
     out
