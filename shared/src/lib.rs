@@ -6,6 +6,7 @@ pub mod compression;
 pub mod credentials;
 pub mod destination;
 pub mod event;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod id;
 pub mod lane;

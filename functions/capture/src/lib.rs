@@ -2,7 +2,7 @@
 //! in batches; exactly the records that failed are handed back to SQS, which redelivers them and
 //! finally moves them to the dead-letter queue.
 
-use audit_log::store::{EventTable, StoredEvent, WriteFailure};
+use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
 use audit_log::{AuditEvent, EventError, Retention};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -41,13 +41,14 @@ impl From<CaptureError> for Diagnostic {
     }
 }
 
-pub struct Capture {
-    table: EventTable,
+/// The capture function over where it writes: the events table, or a double in unit tests.
+pub struct Capture<W = EventTable> {
+    table: W,
     retention: Retention,
 }
 
-impl Capture {
-    pub fn new(table: EventTable, retention: Retention) -> Self {
+impl<W: EventWriter> Capture<W> {
+    pub fn new(table: W, retention: Retention) -> Self {
         Self { table, retention }
     }
 
@@ -120,6 +121,9 @@ impl Capture {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// Capture's work on one message before storage: parse, validate, lay out the item.
 pub fn prepare(

@@ -40,6 +40,7 @@ impl Stream {
     ) -> Result<(), String> {
         let (org, project, id) = (&part.organization_id, &part.project_id, &part.replay_id);
         let Some(mut replay) = self
+            .delivery
             .configs
             .replay(org, project, id)
             .await
@@ -51,6 +52,7 @@ impl Stream {
             return Ok(());
         }
         let Some(config) = self
+            .delivery
             .configs
             .get(org, project)
             .await
@@ -98,7 +100,8 @@ impl Stream {
                         .filter(|(i, _)| !failed.contains(i))
                         .map(|(_, k)| k.sort_key.clone())
                         .collect();
-                    self.configs
+                    self.delivery
+                        .configs
                         .forget_failures(org, project, &delivered)
                         .await
                         .map_err(|e| e.to_string())?;
@@ -107,6 +110,7 @@ impl Stream {
             replay.cursor = next.clone();
             match next {
                 Some(_) => self
+                    .delivery
                     .configs
                     .save_replay(&replay)
                     .await
@@ -134,6 +138,7 @@ impl Stream {
         let (org, project) = (&replay.organization_id, &replay.project_id);
         if replay.only_failed {
             let (failures, next) = self
+                .delivery
                 .configs
                 .failures(
                     org,
@@ -153,6 +158,7 @@ impl Stream {
                 .filter(|sk| *sk >= low && *sk <= high)
                 .collect();
             let found = self
+                .delivery
                 .events
                 .events_at(org, project, &wanted)
                 .await
@@ -168,6 +174,7 @@ impl Stream {
             return Ok((events, keys, next));
         }
         let page = self
+            .delivery
             .events
             .page(
                 org,
@@ -178,7 +185,7 @@ impl Stream {
                     after: replay.cursor.clone(),
                     limit: self.replay_pages.size,
                     max_bytes: 50_000_000,
-                    now: self.clock.now().unix_timestamp(),
+                    now: self.delivery.clock.now().unix_timestamp(),
                 },
             )
             .await
@@ -202,7 +209,7 @@ impl Stream {
     ) -> Result<(), String> {
         replay.state = state;
         replay.last_error = error;
-        replay.finished_at = Some(audit_log::clock::seconds_text(self.clock.now()));
+        replay.finished_at = Some(audit_log::clock::seconds_text(self.delivery.clock.now()));
         tracing::info!(
             organization_id = replay.organization_id,
             project_id = replay.project_id,
@@ -211,7 +218,8 @@ impl Stream {
             failed = replay.failed,
             "replay finished"
         );
-        self.configs
+        self.delivery
+            .configs
             .save_replay(replay)
             .await
             .map_err(|e| e.to_string())

@@ -4,16 +4,25 @@
 use crate::Stream;
 use audit_log::AuditEvent;
 use audit_log::credentials::{Credentials, SecretStore};
-use audit_log::destination::{CredentialSource, DeliveryError, Failures, Project, Sink};
+use audit_log::destination::{
+    CredentialSource, DeliveryError, DestinationClients, Destinations, Failures, Project, Sink,
+};
 use audit_log::store::StoredKey;
 use audit_log::streaming::{ConfigTable, HealthReport, StreamingConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-impl Stream {
-    /// The destination a project's configuration names.
-    pub(crate) fn sink<'a>(&'a self, config: &'a StreamingConfig) -> Box<dyn Sink + 'a> {
+/// The destinations as the function reaches them: every provider's client, the projects'
+/// secrets, and the configurations (read again when a destination refuses a rotated secret).
+pub struct SavedDestinations {
+    pub clients: DestinationClients,
+    pub secrets: SecretStore,
+    pub configs: ConfigTable,
+}
+
+impl Destinations for SavedDestinations {
+    fn sink<'a>(&'a self, config: &'a StreamingConfig) -> Box<dyn Sink + 'a> {
         let (organization_id, project_id) = (&config.organization_id, &config.project_id);
         let credentials = SavedCredentials {
             secrets: &self.secrets,
@@ -22,7 +31,7 @@ impl Stream {
             project_id,
             version: config.secret_version.as_deref(),
         };
-        self.destinations.sink(
+        self.clients.sink(
             &config.destination,
             Project {
                 organization_id,
@@ -44,14 +53,20 @@ impl Stream {
         deadline: Instant,
     ) -> Failures {
         let (org, project) = (config.organization_id.as_str(), config.project_id.as_str());
-        let failures = self.sink(config).deliver(events, deadline).await;
+        let configs = &self.delivery.configs;
+        let failures = self
+            .delivery
+            .destinations
+            .sink(config)
+            .deliver(events, deadline)
+            .await;
         let report = HealthReport {
             delivered: events.len() - failures.len(),
             failed: failures.len(),
             last_error: failures.first().map(|(_, e)| e.message().to_owned()),
             permanent: failures.first().is_some_and(|(_, e)| e.is_refusal()),
         };
-        if let Err(e) = self.configs.record_health(org, project, &report).await {
+        if let Err(e) = configs.record_health(org, project, &report).await {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");
         }
         let mut by_reason: HashMap<&str, Vec<StoredKey>> = HashMap::new();
@@ -62,11 +77,7 @@ impl Stream {
                 .push(keys[*i].clone());
         }
         for (reason, failed) in by_reason {
-            if let Err(e) = self
-                .configs
-                .record_failures(org, project, &failed, reason)
-                .await
-            {
+            if let Err(e) = configs.record_failures(org, project, &failed, reason).await {
                 tracing::error!(organization_id = org, project_id = project, error = %e, events = failed.len(), "could not record failed events");
             }
         }

@@ -67,6 +67,12 @@ impl Provider {
     }
 }
 
+/// A project's destination as its saved configuration names it, bound to the credentials saved
+/// with it (the stream function's clients and secrets; in tests, scripted destinations).
+pub trait Destinations: Sync {
+    fn sink<'a>(&'a self, config: &'a crate::streaming::StreamingConfig) -> Box<dyn Sink + 'a>;
+}
+
 /// Every destination's client, built once per container and shared by all projects.
 #[derive(Clone)]
 pub struct DestinationClients {

@@ -1,14 +1,19 @@
-//! In-memory doubles of the lanes' ports: a store, a queue of timers, stored events and a
-//! destination that answers as scripted. For unit tests of lanes without an emulator.
+//! In-memory doubles of the lanes' ports: a store (which also answers for the projects'
+//! configurations), a queue of timers, stored events and destinations that answer as scripted.
+//! For unit tests of lanes and of the stream function without an emulator.
 
 use super::{
     EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Timers,
 };
 use crate::AuditEvent;
-use crate::destination::{ConnectionTest, DeliveryError, Failures, Sink};
+use crate::destination::{
+    ConnectionTest, DatadogSettings, DatadogSite, DeliveryError, Destination, Destinations,
+    Failures, Sink,
+};
 use crate::store::StoredKey;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use crate::streaming::{ConfigError, Configurations, StreamingConfig};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -29,11 +34,22 @@ pub struct MemoryLane {
 #[derive(Debug, Default)]
 pub struct MemoryLanes {
     lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
+    /// Projects whose configuration cannot be read (the table fails for them).
+    unreadable: Mutex<HashSet<LaneKey>>,
 }
 
 impl MemoryLanes {
     pub fn configure(&self, key: &LaneKey) {
         lock(&self.lanes).entry(key.clone()).or_default();
+    }
+
+    pub fn set_unreadable(&self, key: &LaneKey, unreadable: bool) {
+        let mut keys = lock(&self.unreadable);
+        if unreadable {
+            keys.insert(key.clone());
+        } else {
+            keys.remove(key);
+        }
     }
 
     /// A save of the lane's configuration: its version moves on.
@@ -200,6 +216,34 @@ impl LaneStore for MemoryLanes {
     }
 }
 
+/// A configured lane is a project streaming to Datadog; its lane as the store keeps it.
+impl Configurations for MemoryLanes {
+    async fn configuration(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<StreamingConfig>, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        if lock(&self.unreadable).contains(&key) {
+            return Err(ConfigError::Store("the table is unreachable".into()));
+        }
+        Ok(lock(&self.lanes).get(&key).map(|m| StreamingConfig {
+            organization_id: key.organization_id.clone(),
+            project_id: key.project_id.clone(),
+            name: "scripted".into(),
+            destination: Destination::Datadog(DatadogSettings {
+                site: DatadogSite::Us1,
+            }),
+            api_key_last4: None,
+            secret_version: None,
+            version: m.lane.version,
+            updated_at: String::new(),
+            health: Default::default(),
+            lane: m.lane.clone(),
+        }))
+    }
+}
+
 /// Scheduled calls, in the order they were made.
 #[derive(Debug, Default)]
 pub struct MemoryTimers {
@@ -252,6 +296,9 @@ pub enum Answer {
     Fail(DeliveryError),
     /// Never answers (a hung destination, or an invocation that dies while waiting).
     Hang,
+    /// Answers nothing until the deadline it was given, as a real destination's client gives
+    /// up on a destination that does not answer.
+    TimeOut,
 }
 
 /// A destination that answers every request as told, and keeps what it took, in order.
@@ -295,7 +342,7 @@ impl ScriptedSink {
 
 #[async_trait::async_trait]
 impl Sink for ScriptedSink {
-    async fn deliver(&self, events: &[AuditEvent], _deadline: tokio::time::Instant) -> Failures {
+    async fn deliver(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
         *lock(&self.requests) += 1;
         let answer = lock(&self.answer).clone();
         match answer {
@@ -305,6 +352,12 @@ impl Sink for ScriptedSink {
             }
             Answer::Fail(e) => (0..events.len()).map(|i| (i, e.clone())).collect(),
             Answer::Hang => std::future::pending().await,
+            Answer::TimeOut => {
+                tokio::time::sleep_until(deadline).await;
+                let late =
+                    DeliveryError::Retryable("the destination did not answer in time".into());
+                crate::destination::all_failed(events.len(), late)
+            }
         }
     }
 
@@ -334,5 +387,47 @@ impl Sink for ScriptedSink {
                 log_group: None,
             },
         }
+    }
+}
+
+/// One scripted destination per project, made on first use.
+#[derive(Debug, Default)]
+pub struct ScriptedDestinations {
+    sinks: Mutex<HashMap<LaneKey, Arc<ScriptedSink>>>,
+}
+
+impl ScriptedDestinations {
+    /// The project's destination, to script its answers and read what it took.
+    pub fn of(&self, key: &LaneKey) -> Arc<ScriptedSink> {
+        lock(&self.sinks).entry(key.clone()).or_default().clone()
+    }
+}
+
+impl Destinations for ScriptedDestinations {
+    fn sink<'a>(&'a self, config: &'a StreamingConfig) -> Box<dyn Sink + 'a> {
+        Box::new(Shared(
+            self.of(&LaneKey::new(&config.organization_id, &config.project_id)),
+        ))
+    }
+}
+
+struct Shared(Arc<ScriptedSink>);
+
+#[async_trait::async_trait]
+impl Sink for Shared {
+    async fn deliver(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
+        self.0.deliver(events, deadline).await
+    }
+
+    async fn probe(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
+        self.0.probe(events, deadline).await
+    }
+
+    async fn test_connection(
+        &self,
+        event: &AuditEvent,
+        deadline: tokio::time::Instant,
+    ) -> ConnectionTest {
+        self.0.test_connection(event, deadline).await
     }
 }

@@ -8,6 +8,8 @@
 //! The names here must match `template.yaml` (`EventsTable`); a test holds them together.
 
 pub mod dynamodb;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
 
 use crate::event::{AuditEvent, EventError};
 use crate::settings::Retention;
@@ -23,6 +25,27 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 
 pub use dynamodb::{EventTable, Page, PageRequest, StoreError, WriteFailure};
+
+/// Where capture writes events (the events table; in tests, memory).
+pub trait EventWriter: Sync {
+    /// Writes every event, and returns those that could not be written by `deadline`.
+    /// Events must have distinct message ids.
+    fn put_events(
+        &self,
+        events: Vec<StoredEvent>,
+        deadline: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = Vec<WriteFailure>> + Send;
+}
+
+impl EventWriter for EventTable {
+    async fn put_events(
+        &self,
+        events: Vec<StoredEvent>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<WriteFailure> {
+        EventTable::put_events(self, events, deadline).await
+    }
+}
 
 /// Attribute names of an item in the events table.
 pub mod attr {

@@ -258,6 +258,27 @@ fn text_number(
         .ok_or(ConfigError::Corrupt(name))
 }
 
+/// Where delivery reads a project's destination and lane (the configuration table; in tests,
+/// memory).
+pub trait Configurations: Sync {
+    /// The project's configuration, as saved last; `None` when it streams nowhere.
+    fn configuration(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
+}
+
+impl Configurations for ConfigTable {
+    async fn configuration(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<StreamingConfig>, ConfigError> {
+        self.get(organization_id, project_id).await
+    }
+}
+
 /// The configuration table.
 #[derive(Debug, Clone)]
 pub struct ConfigTable {

@@ -1,0 +1,158 @@
+//! Capture's handling of a batch, against the events table in memory: no emulator, no wait.
+
+use super::*;
+use audit_log::fixtures::SEED_EVENTS;
+use audit_log::store::memory::MemoryEventTable;
+use audit_log::store::{StoreError, attr};
+use aws_lambda_events::event::sqs::SqsMessage;
+use std::collections::BTreeSet;
+
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(30)
+}
+
+fn message(id: &str, body: &str) -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some(id.to_owned());
+    m.body = Some(body.to_owned());
+    m
+}
+
+fn seed(n: usize) -> &'static str {
+    SEED_EVENTS[n % SEED_EVENTS.len()].1
+}
+
+fn capture() -> Capture<MemoryEventTable> {
+    Capture::new(MemoryEventTable::default(), Retention::days(400).unwrap())
+}
+
+fn reported(response: &SqsBatchResponse) -> BTreeSet<&str> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_valid_event_is_stored_once_under_its_message_id() {
+    // GIVEN the five example events of the seed
+    let capture = capture();
+    let batch = (0..5)
+        .map(|n| message(&format!("m-{n}"), seed(n)))
+        .collect();
+    // WHEN capture handles them as one batch
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN none is reported and each is stored, with its TTL more than a year after it happened
+    assert!(reported(&response).is_empty());
+    assert_eq!(capture.table.items().len(), 5);
+    for n in 0..5 {
+        let item = capture.table.item_of(&format!("m-{n}")).expect("stored");
+        let event = AuditEvent::from_json(seed(n)).unwrap();
+        let expires: i64 = item[attr::EXPIRES_AT].as_n().unwrap().parse().unwrap();
+        assert_eq!(
+            expires - event.timestamp().unix_timestamp(),
+            400 * 24 * 3600
+        );
+    }
+    assert_eq!(capture.table.calls(), 1, "one write for the whole batch");
+}
+
+#[tokio::test]
+async fn invalid_events_are_reported_alone_and_the_rest_stored() {
+    // GIVEN a batch where two bodies are not valid audit events
+    let capture = capture();
+    let batch = vec![
+        message("good-1", seed(0)),
+        message("not-json", "{\"organization_id\":"),
+        message("good-2", seed(1)),
+        message("no-action", &seed(2).replace("\"action\"", "\"verb\"")),
+    ];
+    // WHEN it is captured
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN exactly those two go back to SQS (and on to the dead-letter queue), and the others
+    // are stored
+    assert_eq!(
+        reported(&response),
+        BTreeSet::from(["not-json", "no-action"])
+    );
+    assert!(capture.table.item_of("good-1").is_some());
+    assert!(capture.table.item_of("good-2").is_some());
+    assert_eq!(capture.table.items().len(), 2);
+}
+
+#[tokio::test]
+async fn a_message_redelivered_overwrites_its_own_item() {
+    // GIVEN an event already captured
+    let capture = capture();
+    capture
+        .capture(vec![message("m-1", seed(0))], later())
+        .await
+        .unwrap();
+    // WHEN SQS delivers the same message again, twice in one batch
+    let response = capture
+        .capture(
+            vec![message("m-1", seed(0)), message("m-1", seed(0))],
+            later(),
+        )
+        .await
+        .unwrap();
+    // THEN it is still stored once, and nothing is reported
+    assert!(reported(&response).is_empty());
+    assert_eq!(capture.table.items().len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_the_table_refuses_is_reported_for_redelivery() {
+    // GIVEN a table that refuses one event of the batch
+    let capture = capture();
+    capture
+        .table
+        .refuse("m-2", StoreError::Unavailable("throttled".into()));
+    let batch = (0..4)
+        .map(|n| message(&format!("m-{n}"), seed(n)))
+        .collect();
+    // WHEN the batch is captured
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN only that event goes back to SQS; the three others are stored
+    assert_eq!(reported(&response), BTreeSet::from(["m-2"]));
+    assert_eq!(capture.table.items().len(), 3);
+}
+
+#[tokio::test]
+async fn a_batch_that_is_all_failures_is_an_invocation_error() {
+    // GIVEN a table that is down
+    let capture = capture();
+    capture
+        .table
+        .set_down(Some(StoreError::Unavailable("unreachable".into())));
+    let batch = vec![message("m-1", seed(0)), message("bad", "[]")];
+    // WHEN a batch is captured
+    let outcome = capture.capture(batch, later()).await;
+    // THEN Lambda is told the invocation failed, so it backs off rather than spin
+    assert!(matches!(outcome, Err(CaptureError::EveryRecordFailed(2))));
+    assert!(capture.table.items().is_empty());
+    // AND once the table is back, the redelivered batch is stored
+    capture.table.set_down(None);
+    let response = capture
+        .capture(vec![message("m-1", seed(0))], later())
+        .await
+        .unwrap();
+    assert!(reported(&response).is_empty());
+    assert_eq!(capture.table.items().len(), 1);
+}
+
+#[tokio::test]
+async fn a_record_without_a_message_id_fails_the_batch_and_stores_nothing() {
+    // GIVEN a record SQS handed without its id
+    let capture = capture();
+    let mut anonymous = message("", seed(1));
+    anonymous.message_id = None;
+    // WHEN it is captured with a valid neighbour
+    let outcome = capture
+        .capture(vec![message("m-1", seed(0)), anonymous], later())
+        .await;
+    // THEN the whole batch fails, as its failure could not be reported alone
+    assert!(matches!(outcome, Err(CaptureError::MissingMessageId)));
+    assert_eq!(capture.table.calls(), 0);
+}

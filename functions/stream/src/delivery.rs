@@ -1,0 +1,260 @@
+//! Live delivery through the lanes, over its ports: where configurations and lanes are kept,
+//! the lanes' timers, stored events and the destinations. The function runs it over the
+//! configuration table, the lanes queue, the events table and the saved destinations; unit
+//! tests run it over the library's in-memory doubles.
+
+use crate::sink::SavedDestinations;
+use audit_log::AuditEvent;
+use audit_log::clock::Clock;
+use audit_log::destination::Destinations;
+use audit_log::lane::timers::SqsTimers;
+use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Timers};
+use audit_log::store::{EventTable, StoredKey};
+use audit_log::streaming::{ConfigTable, Configurations};
+use aws_lambda_events::event::dynamodb::EventRecord;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Delivered or owed records remembered per container, to skip them when Lambda retries a
+/// batch after the service's own trouble.
+const HANDLED_MEMORY: u64 = 200_000;
+/// Destinations served at once. Each waits at most the lanes' budget.
+const CONCURRENT_DESTINATIONS: usize = 32;
+
+pub struct Delivery<C = ConfigTable, T = SqsTimers, E = EventTable, D = SavedDestinations> {
+    pub(crate) configs: C,
+    pub(crate) timers: T,
+    pub(crate) events: E,
+    pub(crate) destinations: D,
+    pub(crate) policy: Policy,
+    pub(crate) clock: Arc<dyn Clock>,
+    handled: moka::sync::Cache<String, ()>,
+}
+
+/// A record on its way out: where it sits in the batch and the event it carries.
+struct Pending {
+    position: usize,
+    event_id: String,
+    key: StoredKey,
+    event: AuditEvent,
+}
+
+impl<C, T, E, D> Delivery<C, T, E, D>
+where
+    C: Configurations + LaneStore,
+    T: Timers,
+    E: EventSource,
+    D: Destinations,
+{
+    pub fn new(
+        configs: C,
+        timers: T,
+        events: E,
+        destinations: D,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            configs,
+            timers,
+            events,
+            destinations,
+            policy,
+            clock,
+            handled: moka::sync::Cache::new(HANDLED_MEMORY),
+        }
+    }
+
+    fn lanes(&self) -> Lanes<'_, C, T, dyn Clock> {
+        Lanes {
+            store: &self.configs,
+            timers: &self.timers,
+            clock: &*self.clock,
+            policy: &self.policy,
+        }
+    }
+
+    /// Hands one batch of stream records to their destinations' lanes. Only the service's own
+    /// trouble reports a record for Lambda to retry from.
+    pub async fn deliver(
+        &self,
+        records: &[EventRecord],
+        deadline: Instant,
+    ) -> DynamoDbEventResponse {
+        let mut groups: Vec<(LaneKey, Vec<Pending>)> = Vec::new();
+        let mut index: HashMap<LaneKey, usize> = HashMap::new();
+        let mut skipped = 0;
+        for (position, record) in records.iter().enumerate() {
+            if record.event_name != "INSERT" || self.handled.contains_key(&record.event_id) {
+                skipped += 1;
+                continue;
+            }
+            let (event, key) = match event_of(record) {
+                Ok(found) => found,
+                Err(reason) => {
+                    tracing::error!(event_id = record.event_id, %reason, "stored event unreadable; not delivered");
+                    continue;
+                }
+            };
+            let lane = LaneKey::new(event.organization_id(), event.project_id());
+            let slot = *index.entry(lane.clone()).or_insert_with(|| {
+                groups.push((lane, Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(Pending {
+                position,
+                event_id: record.event_id.clone(),
+                key,
+                event,
+            });
+        }
+        let failed: Vec<usize> = futures::stream::iter(groups)
+            .map(|(lane, pending)| self.deliver_group(lane, pending, deadline))
+            .buffer_unordered(CONCURRENT_DESTINATIONS)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+        let first_failed = failed.iter().copied().min();
+        let mut response = DynamoDbEventResponse::default();
+        if let Some(position) = first_failed {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = records[position].change.sequence_number.clone();
+            response.batch_item_failures.push(failure);
+        }
+        tracing::info!(
+            records = records.len(),
+            skipped,
+            failed = failed.len(),
+            retry_from = first_failed,
+            "stream batch done"
+        );
+        response
+    }
+
+    /// One project's records, through its lane; returns the batch positions the service
+    /// could not handle.
+    async fn deliver_group(
+        &self,
+        lane: LaneKey,
+        pending: Vec<Pending>,
+        deadline: Instant,
+    ) -> Vec<usize> {
+        let (org, project) = (&lane.organization_id, &lane.project_id);
+        // Read at every batch: a save takes effect with the next delivery after it.
+        let config = match self.configs.configuration(org, project).await {
+            Ok(Some(config)) => config,
+            Ok(None) => {
+                tracing::info!(
+                    organization_id = org,
+                    project_id = project,
+                    events = pending.len(),
+                    "no destination configured; events stay stored"
+                );
+                return Vec::new();
+            }
+            Err(e) => {
+                tracing::error!(organization_id = org, project_id = project, error = %e, "could not read the streaming configuration");
+                return pending.iter().map(|p| p.position).collect();
+            }
+        };
+        let events = pending
+            .iter()
+            .map(|p| (p.key.clone(), p.event.clone()))
+            .collect();
+        let sink = self.destinations.sink(&config);
+        match self
+            .lanes()
+            .live(&lane, &config.lane, events, &*sink, deadline)
+            .await
+        {
+            Ok(outcome) => {
+                for p in &pending {
+                    self.handled.insert(p.event_id.clone(), ());
+                }
+                tracing::info!(
+                    organization_id = org,
+                    project_id = project,
+                    provider = config.destination.provider().as_str(),
+                    delivered = outcome.delivered,
+                    owed = outcome.owed,
+                    rejected = outcome.rejected,
+                    lane = outcome.entered.unwrap_or(config.lane.state).as_str(),
+                    "events handed to their lane"
+                );
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be handed to their lane; Lambda retries them");
+                pending.iter().map(|p| p.position).collect()
+            }
+        }
+    }
+
+    /// A lane's scheduled call: a probe, a page of catching up, or housekeeping.
+    pub async fn run_lane_call(&self, call: &LaneCall, deadline: Instant) -> Result<(), String> {
+        let key = &call.lane;
+        let config = self
+            .configs
+            .configuration(&key.organization_id, &key.project_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let sink = config.as_ref().map(|config| self.destinations.sink(config));
+        let target = config
+            .as_ref()
+            .zip(sink.as_deref())
+            .map(|(c, s)| (&c.lane, s));
+        let outcome = self
+            .lanes()
+            .call(call, target, &self.events, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            organization_id = key.organization_id,
+            project_id = key.project_id,
+            delivered = outcome.delivered,
+            expired = outcome.expired,
+            rejected = outcome.rejected,
+            lane = outcome.entered.map(|s| s.as_str()),
+            skipped = outcome.skipped,
+            "lane call done"
+        );
+        Ok(())
+    }
+}
+
+/// The audit event a stream record's new image holds (known by its stable id), and where it
+/// is stored. Reads the image in place: this runs for every event delivered.
+pub fn event_of(record: &EventRecord) -> Result<(AuditEvent, StoredKey), String> {
+    use serde_dynamo::AttributeValue as Value;
+    let image = record.change.new_image.inner();
+    let text = |name: &str| match image.get(name) {
+        Some(Value::S(s)) => Ok(s.as_str()),
+        _ => Err(format!("the stored event has no `{name}`")),
+    };
+    let expires_at = match image.get(audit_log::store::attr::EXPIRES_AT) {
+        Some(Value::N(n)) => n
+            .parse()
+            .map_err(|_| "the stored event's TTL is not a number")?,
+        _ => return Err("the stored event has no TTL".into()),
+    };
+    let key = StoredKey {
+        sort_key: text(audit_log::store::attr::SORT_KEY)?.to_owned(),
+        message_id: text(audit_log::store::attr::MESSAGE_ID)?.to_owned(),
+        expires_at,
+    };
+    let event = match image.get(audit_log::store::attr::EVENT) {
+        Some(Value::S(json)) => AuditEvent::from_json(json),
+        Some(Value::B(gzip)) => {
+            AuditEvent::from_json(&audit_log::store::gunzip(gzip).map_err(|e| e.to_string())?)
+        }
+        _ => return Err("the stored event has no `event`".into()),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok((event.with_id(key.message_id.clone()), key))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,280 @@
+//! Live delivery against the library's in-memory doubles: several projects in one batch, each
+//! through its own lane, with a clock that moves only when told. No emulator, no wait.
+
+use super::*;
+use audit_log::Retention;
+use audit_log::clock::ManualClock;
+use audit_log::destination::DeliveryError;
+use audit_log::fixtures::SEED_EVENTS;
+use audit_log::lane::LaneState;
+use audit_log::lane::memory::{
+    Answer, MemoryEvents, MemoryLanes, MemoryTimers, ScriptedDestinations,
+};
+use audit_log::store::StoredEvent;
+use std::time::Duration;
+use time::macros::datetime;
+
+type Doubles = Delivery<MemoryLanes, MemoryTimers, MemoryEvents, ScriptedDestinations>;
+
+struct World {
+    delivery: Doubles,
+    clock: Arc<ManualClock>,
+    next: usize,
+}
+
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+fn outage() -> DeliveryError {
+    DeliveryError::Retryable("Datadog answered HTTP 503".into())
+}
+
+fn lane(project: &str) -> LaneKey {
+    LaneKey::new("org-a", project)
+}
+
+impl World {
+    /// Projects `a` and `b` of one organization stream to destinations that take everything.
+    fn new() -> Self {
+        let clock = Arc::new(ManualClock::at(datetime!(2026-11-30 10:00 UTC)));
+        let delivery = Delivery::new(
+            MemoryLanes::default(),
+            MemoryTimers::default(),
+            MemoryEvents::default(),
+            ScriptedDestinations::default(),
+            Policy::default(),
+            clock.clone(),
+        );
+        delivery.configs.configure(&lane("a"));
+        delivery.configs.configure(&lane("b"));
+        Self {
+            delivery,
+            clock,
+            next: 0,
+        }
+    }
+
+    /// A new event of `project` as the stream hands it: an `INSERT` of its stored item.
+    fn inserted(&mut self, project: &str) -> (EventRecord, AuditEvent) {
+        self.next += 1;
+        let mut value: serde_json::Value = serde_json::from_str(SEED_EVENTS[0].1).unwrap();
+        value["organization_id"] = "org-a".into();
+        value["project_id"] = project.into();
+        value["description"] = format!("event {:03}", self.next).into();
+        let event = AuditEvent::from_value(value).unwrap();
+        let id = format!("m{:03}", self.next);
+        let stored = StoredEvent::new(&id, &event, Retention::default()).unwrap();
+        let mut record = EventRecord::default();
+        record.event_name = "INSERT".into();
+        record.event_id = format!("e{:03}", self.next);
+        record.change.sequence_number = Some(format!("{}", 1000 + self.next));
+        record.change.new_image = stored.item.into();
+        let (event, key) = event_of(&record).unwrap();
+        // The events table holds what the stream reports.
+        self.delivery.events.put(&key, &event);
+        (record, event)
+    }
+
+    fn batch(&mut self, projects: &[&str]) -> (Vec<EventRecord>, Vec<AuditEvent>) {
+        projects.iter().map(|p| self.inserted(p)).unzip()
+    }
+
+    fn received(&self, project: &str) -> Vec<String> {
+        described(&self.delivery.destinations.of(&lane(project)).received())
+    }
+
+    /// Runs the lane's scheduled calls as they fall due, until it delivers again.
+    async fn run_calls_until_delivering(&self, key: &LaneKey) {
+        for _ in 0..20 {
+            if self.delivery.configs.get(key).lane.state == LaneState::Delivering {
+                return;
+            }
+            let attempt = self.delivery.configs.get(key).lane.attempt;
+            let calls = self.delivery.timers.take();
+            let (call, _) = calls
+                .into_iter()
+                .find(|(c, _)| Some(&c.attempt) == attempt.as_ref())
+                .expect("the lane scheduled the call it waits for");
+            let wait = call.due_ms - self.clock.now_ms();
+            if wait > 0 {
+                self.clock.advance(Duration::from_millis(wait as u64));
+            }
+            self.delivery.run_lane_call(&call, later()).await.unwrap();
+        }
+        panic!("the lane did not deliver again");
+    }
+}
+
+fn described(events: &[AuditEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            e.clone().into_value()["description"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn failed(response: &DynamoDbEventResponse) -> Vec<Option<String>> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_project_receives_its_own_events_in_order() {
+    // GIVEN two projects with destinations
+    let mut w = World::new();
+    let (records, events) = w.batch(&["a", "b", "a", "b", "a"]);
+    // WHEN one stream batch carries events of both
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN each destination receives exactly its project's events, in order, with their ids,
+    // and Lambda is told nothing failed
+    assert!(failed(&response).is_empty());
+    assert_eq!(
+        w.received("a"),
+        described(&[events[0].clone(), events[2].clone(), events[4].clone()])
+    );
+    assert_eq!(
+        w.received("b"),
+        described(&[events[1].clone(), events[3].clone()])
+    );
+    let sent = w.delivery.destinations.of(&lane("a")).received();
+    assert_eq!(sent[0].id(), Some("m001"));
+}
+
+#[tokio::test]
+async fn a_destination_that_is_down_owes_its_events_and_holds_back_no_neighbour() {
+    // GIVEN project a's destination is down
+    let mut w = World::new();
+    w.delivery
+        .destinations
+        .of(&lane("a"))
+        .answer(Answer::Fail(outage()));
+    let (records, _) = w.batch(&["a", "b", "a", "b"]);
+    // WHEN a batch for both arrives
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN b's events are delivered, a's are owed by its lane (retrying, a call scheduled), and
+    // the shard moves on: nothing is reported to Lambda
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("b"), ["event 002", "event 004"]);
+    let a = w.delivery.configs.get(&lane("a"));
+    assert_eq!(a.lane.state, LaneState::Retrying);
+    assert_eq!(a.owed.len(), 2);
+    assert!(w.received("a").is_empty());
+    // AND once a's destination is back, its scheduled calls deliver what it was owed, oldest
+    // first, by themselves
+    w.delivery.destinations.of(&lane("a")).answer(Answer::Take);
+    w.run_calls_until_delivering(&lane("a")).await;
+    assert_eq!(w.received("a"), ["event 001", "event 003"]);
+    assert!(w.delivery.configs.get(&lane("a")).owed.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_that_never_answers_costs_its_neighbour_nothing() {
+    // GIVEN project a's destination does not answer
+    let mut w = World::new();
+    w.delivery
+        .destinations
+        .of(&lane("a"))
+        .answer(Answer::TimeOut);
+    let (records, _) = w.batch(&["a", "b"]);
+    // WHEN a batch for both arrives
+    let started = Instant::now();
+    let delivery = w.delivery.deliver(&records, later());
+    tokio::pin!(delivery);
+    // THEN b is delivered while a's destination is still being waited for
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut delivery)
+            .await
+            .is_err()
+    );
+    assert_eq!(w.received("b"), ["event 002"]);
+    // AND a's event is owed once the lanes' budget is spent, long before the invocation's end
+    let response = delivery.await;
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.delivery.configs.get(&lane("a")).owed.len(), 1);
+    assert!(started.elapsed() <= w.delivery.policy.budget + Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn only_new_events_are_delivered() {
+    // GIVEN records that are not inserts: a TTL expiry and a modification
+    let mut w = World::new();
+    let (mut records, _) = w.batch(&["a", "a", "a"]);
+    records[0].event_name = "REMOVE".into();
+    records[1].event_name = "MODIFY".into();
+    // WHEN they arrive
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN only the insert is delivered
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("a"), ["event 003"]);
+}
+
+#[tokio::test]
+async fn a_project_without_a_destination_keeps_its_events_and_fails_nothing() {
+    // GIVEN a project that streams nowhere
+    let mut w = World::new();
+    let (records, _) = w.batch(&["unconfigured", "a"]);
+    // WHEN its events arrive
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN nothing is reported and its neighbour is delivered
+    assert!(failed(&response).is_empty());
+    assert!(w.received("unconfigured").is_empty());
+    assert_eq!(w.received("a"), ["event 002"]);
+}
+
+#[tokio::test]
+async fn the_services_own_trouble_is_retried_from_the_first_record_it_could_not_handle() {
+    // GIVEN project a's configuration cannot be read
+    let mut w = World::new();
+    w.delivery.configs.set_unreadable(&lane("a"), true);
+    let (records, _) = w.batch(&["b", "a", "b", "a"]);
+    // WHEN a batch for both arrives
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN b is delivered and Lambda retries from a's first record
+    assert_eq!(failed(&response), [Some("1002".to_owned())]);
+    assert_eq!(w.received("b"), ["event 001", "event 003"]);
+    // AND when Lambda hands the rest of the batch again and the table answers, a's events are
+    // delivered and b's already delivered one is not sent twice
+    w.delivery.configs.set_unreadable(&lane("a"), false);
+    let response = w.delivery.deliver(&records[1..], later()).await;
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("a"), ["event 002", "event 004"]);
+    assert_eq!(w.received("b"), ["event 001", "event 003"]);
+}
+
+#[test]
+fn small_and_compressed_stored_events_come_back_whole_with_their_id_and_key() {
+    let small = AuditEvent::from_json(SEED_EVENTS[2].1).unwrap();
+    let mut big = small.clone().into_value();
+    big["padding"] = serde_json::json!("x".repeat(100_000));
+    let big = AuditEvent::from_value(big).unwrap();
+    for (event, id) in [(small, "m-small"), (big, "m-big")] {
+        let stored = StoredEvent::new(id, &event, Retention::default()).unwrap();
+        let mut record = EventRecord::default();
+        record.event_name = "INSERT".into();
+        record.change.new_image = stored.item.into();
+        let (back, key) = event_of(&record).unwrap();
+        assert_eq!(back.to_compact_json(), event.to_compact_json());
+        assert_eq!(back.id(), Some(id));
+        assert_eq!(key.message_id, id);
+        assert!(key.sort_key.ends_with(id));
+        assert_eq!(
+            key.expires_at,
+            event.timestamp().unix_timestamp() + 400 * 86_400
+        );
+    }
+}
+
+#[test]
+fn an_image_without_an_event_is_reported_not_delivered() {
+    let mut record = EventRecord::default();
+    record.event_name = "INSERT".into();
+    assert!(event_of(&record).is_err());
+}

@@ -1,0 +1,98 @@
+//! The events table in memory, for unit tests of capture without an emulator: items keyed as
+//! the table keys them (so a redelivered message overwrites its own item), and writes that fail
+//! as a test tells them to.
+
+use super::{EventWriter, StoreError, StoredEvent, WriteFailure, attr};
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Default)]
+pub struct MemoryEventTable {
+    /// Items by (partition key, sort key).
+    items: Mutex<BTreeMap<(String, String), Item>>,
+    /// Message ids whose writes fail, and how.
+    refused: Mutex<HashMap<String, StoreError>>,
+    /// When set, every write fails so.
+    down: Mutex<Option<StoreError>>,
+    /// Calls of `put_events`.
+    calls: Mutex<usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn key_of(item: &Item) -> (String, String) {
+    let text = |name| {
+        item.get(name)
+            .and_then(|v: &AttributeValue| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    (text(attr::PARTITION_KEY), text(attr::SORT_KEY))
+}
+
+impl MemoryEventTable {
+    /// The write of this message fails with `error` until told otherwise.
+    pub fn refuse(&self, message_id: &str, error: StoreError) {
+        lock(&self.refused).insert(message_id.to_owned(), error);
+    }
+
+    /// Every write fails with `error` (`None`: the table is back).
+    pub fn set_down(&self, error: Option<StoreError>) {
+        *lock(&self.down) = error;
+    }
+
+    /// Every stored item, in key order.
+    pub fn items(&self) -> Vec<Item> {
+        lock(&self.items).values().cloned().collect()
+    }
+
+    /// The item a message was stored as.
+    pub fn item_of(&self, message_id: &str) -> Option<Item> {
+        lock(&self.items)
+            .values()
+            .find(|item| {
+                item.get(attr::MESSAGE_ID)
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|id| id == message_id)
+            })
+            .cloned()
+    }
+
+    pub fn calls(&self) -> usize {
+        *lock(&self.calls)
+    }
+}
+
+impl EventWriter for MemoryEventTable {
+    async fn put_events(
+        &self,
+        events: Vec<StoredEvent>,
+        _deadline: tokio::time::Instant,
+    ) -> Vec<WriteFailure> {
+        *lock(&self.calls) += 1;
+        let down = lock(&self.down).clone();
+        let refused = lock(&self.refused).clone();
+        let mut items = lock(&self.items);
+        let mut failures = Vec::new();
+        for event in events {
+            match down
+                .clone()
+                .or_else(|| refused.get(&event.message_id).cloned())
+            {
+                Some(reason) => failures.push(WriteFailure {
+                    message_id: event.message_id,
+                    reason,
+                }),
+                None => {
+                    items.insert(key_of(&event.item), event.item);
+                }
+            }
+        }
+        failures
+    }
+}
