@@ -1771,6 +1771,7 @@ async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
             &w.project,
             &stored.keys,
             "Datadog answered HTTP 503",
+            time::OffsetDateTime::now_utc(),
         )
         .await
         .unwrap();

@@ -276,7 +276,10 @@ impl World {
             .await
             .unwrap()
             .map_or(0, |c| c.version);
-        self.configs.save(org, project, new, read).await.unwrap();
+        self.configs
+            .save(org, project, new, read, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap();
     }
 
     async fn customer_logs(&self) -> aws_sdk_cloudwatchlogs::Client {
@@ -358,7 +361,7 @@ async fn events_reach_the_customers_cloudwatch_logs_in_the_assumed_account() {
 
     let health = w.configs.get(&org, &project).await.unwrap().unwrap().health;
     assert!(health.last_success_at.is_some());
-    assert_eq!(health.status(), "healthy");
+    assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "healthy");
 }
 
 #[tokio::test]
@@ -449,7 +452,7 @@ async fn modify_and_remove_records_are_never_delivered() {
             .unwrap()
             .unwrap()
             .health
-            .status(),
+            .status_at(time::OffsetDateTime::now_utc()),
         "unknown"
     );
 }
@@ -601,7 +604,10 @@ async fn datadog_receives_gzipped_entries_with_the_api_key() {
             )
         );
     }
-    assert_eq!(dd.health().await.status(), "healthy");
+    assert_eq!(
+        dd.health().await.status_at(time::OffsetDateTime::now_utc()),
+        "healthy"
+    );
 }
 
 #[tokio::test]
@@ -654,7 +660,7 @@ async fn throttling_that_outlasts_the_budget_owes_the_events_and_holds_nothing_b
     assert_eq!(lane.owed, 3);
     assert!(lane.reason.unwrap().contains("429"));
     let health = dd.health().await;
-    assert_eq!(health.status(), "failing");
+    assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "failing");
     // Owed is not failed: nothing is listed for a replay.
     let (listed, _) = dd
         .world
@@ -707,7 +713,10 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
     sorted.sort();
     assert_eq!(arrived, sorted, "oldest first");
     assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 0);
-    assert_eq!(dd.health().await.status(), "healthy");
+    assert_eq!(
+        dd.health().await.status_at(time::OffsetDateTime::now_utc()),
+        "healthy"
+    );
 }
 
 #[tokio::test]
@@ -850,7 +859,7 @@ async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_st
     );
     assert_eq!(dd.requests().await.len(), 1);
     let health = dd.health().await;
-    assert_eq!(health.status(), "failing");
+    assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "failing");
     let error = health.last_error.unwrap();
     assert!(error.contains("HTTP 400"), "{error}");
     assert!(
@@ -1077,7 +1086,7 @@ async fn health_counts_the_last_day_and_tracks_a_run_of_failures() {
     let health = dd.health().await;
     assert_eq!(health.counts_24h(OffsetDateTime::now_utc()), (3, 0));
     assert!(health.failing_since.is_none());
-    assert_eq!(health.status(), "healthy");
+    assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "healthy");
 
     // Then the destination refuses: counted, and failing at once because it is a refusal.
     dd.server.reset().await;
@@ -1098,5 +1107,5 @@ async fn health_counts_the_last_day_and_tracks_a_run_of_failures() {
     assert_eq!(health.counts_24h(OffsetDateTime::now_utc()), (3, 2));
     assert!(health.failing_since.is_some());
     assert!(health.last_failure_permanent);
-    assert_eq!(health.status(), "failing");
+    assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "failing");
 }

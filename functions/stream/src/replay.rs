@@ -112,7 +112,7 @@ impl Stream {
                 Some(_) => self
                     .delivery
                     .configs
-                    .save_replay(&replay)
+                    .save_replay(&replay, self.delivery.clock.now())
                     .await
                     .map_err(|e| e.to_string())?,
                 None => {
@@ -220,7 +220,7 @@ impl Stream {
         );
         self.delivery
             .configs
-            .save_replay(replay)
+            .save_replay(replay, self.delivery.clock.now())
             .await
             .map_err(|e| e.to_string())
     }

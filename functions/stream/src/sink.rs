@@ -54,6 +54,7 @@ impl Stream {
     ) -> Failures {
         let (org, project) = (config.organization_id.as_str(), config.project_id.as_str());
         let configs = &self.delivery.configs;
+        let now = self.delivery.clock.now();
         let failures = self
             .delivery
             .destinations
@@ -66,7 +67,7 @@ impl Stream {
             last_error: failures.first().map(|(_, e)| e.message().to_owned()),
             permanent: failures.first().is_some_and(|(_, e)| e.is_refusal()),
         };
-        if let Err(e) = configs.record_health(org, project, &report).await {
+        if let Err(e) = configs.record_health(org, project, &report, now).await {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");
         }
         let mut by_reason: HashMap<&str, Vec<StoredKey>> = HashMap::new();
@@ -77,7 +78,10 @@ impl Stream {
                 .push(keys[*i].clone());
         }
         for (reason, failed) in by_reason {
-            if let Err(e) = configs.record_failures(org, project, &failed, reason).await {
+            if let Err(e) = configs
+                .record_failures(org, project, &failed, reason, now)
+                .await
+            {
                 tracing::error!(organization_id = org, project_id = project, error = %e, events = failed.len(), "could not record failed events");
             }
         }

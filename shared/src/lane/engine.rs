@@ -260,13 +260,15 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             }
         }
         for (reason, keys) in &rejected {
-            self.store.record_failures(key, keys, reason).await?;
+            self.store
+                .record_failures(key, keys, reason, self.clock.now())
+                .await?;
         }
         let failed = sent.rejected + sent.unsent.len();
         let shown = trouble.as_ref().or(first_rejection.as_ref());
         if let Err(e) = self
             .store
-            .record_attempt(key, sent.delivered, failed, shown)
+            .record_attempt(key, sent.delivered, failed, shown, self.clock.now())
             .await
         {
             // Health is for people; delivery goes on without it.
@@ -425,7 +427,12 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             if !missing.is_empty() {
                 // Past its retention, or damaged: listed, never silently dropped.
                 self.store
-                    .record_failures(key, &missing, "the stored event could not be read back")
+                    .record_failures(
+                        key,
+                        &missing,
+                        "the stored event could not be read back",
+                        self.clock.now(),
+                    )
                     .await?;
             }
             let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
@@ -511,7 +518,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 break;
             }
             let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
-            self.store.record_failures(key, &keys, &reason).await?;
+            self.store
+                .record_failures(key, &keys, &reason, self.clock.now())
+                .await?;
             self.store.settle(key, &page).await?;
             expired += page.len();
         }

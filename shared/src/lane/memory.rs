@@ -196,6 +196,7 @@ impl LaneStore for MemoryLanes {
         key: &LaneKey,
         events: &[StoredKey],
         reason: &str,
+        _now: time::OffsetDateTime,
     ) -> Result<(), LaneError> {
         self.with(key, |m| {
             m.failures
@@ -210,6 +211,7 @@ impl LaneStore for MemoryLanes {
         delivered: usize,
         failed: usize,
         _error: Option<&DeliveryError>,
+        _now: time::OffsetDateTime,
     ) -> Result<(), LaneError> {
         self.with(key, |m| m.attempts.push((delivered, failed)));
         Ok(())

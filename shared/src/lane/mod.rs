@@ -328,6 +328,7 @@ pub trait LaneStore: Sync {
         lane: &LaneKey,
         events: &[StoredKey],
         reason: &str,
+        now: time::OffsetDateTime,
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 
     /// One delivery's outcome, for the destination's health.
@@ -337,6 +338,7 @@ pub trait LaneStore: Sync {
         delivered: usize,
         failed: usize,
         error: Option<&DeliveryError>,
+        now: time::OffsetDateTime,
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 }
 

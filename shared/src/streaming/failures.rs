@@ -2,12 +2,18 @@
 //! person can see them (`GET /streaming/failures`) and have them delivered again (a replay).
 //! Sort key: `failure#<project>#<event's sort key>`, so they list newest event first.
 
-use super::{ConfigError, ConfigTable, organization_key, s, store_error, text};
+use super::{ConfigError, ConfigTable, organization_key, store_error};
+use crate::retry::{Attempt, Backoff, retry};
 use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use time::OffsetDateTime;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// How long unprocessed writes are tried again before the write is reported failed.
+const UNPROCESSED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
     /// Where the event is stored (its sort key in the events table).
     pub event_sort_key: String,
@@ -18,7 +24,7 @@ pub struct FailureRecord {
 }
 
 /// A batch write's put of `item`.
-pub(super) fn put(item: std::collections::HashMap<String, AttributeValue>) -> WriteRequest {
+pub(super) fn put(item: HashMap<String, AttributeValue>) -> WriteRequest {
     WriteRequest::builder()
         .put_request(
             PutRequest::builder()
@@ -30,7 +36,7 @@ pub(super) fn put(item: std::collections::HashMap<String, AttributeValue>) -> Wr
 }
 
 /// A batch write's delete of the item at `key`.
-pub(super) fn delete(key: std::collections::HashMap<String, AttributeValue>) -> WriteRequest {
+pub(super) fn delete(key: HashMap<String, AttributeValue>) -> WriteRequest {
     WriteRequest::builder()
         .delete_request(
             DeleteRequest::builder()
@@ -53,27 +59,32 @@ impl ConfigTable {
         project_id: &str,
         events: &[StoredKey],
         reason: &str,
+        now: OffsetDateTime,
     ) -> Result<(), ConfigError> {
-        let now = super::now_rfc3339();
-        let requests: Vec<WriteRequest> = events
+        let failed_at = crate::clock::seconds_text(now);
+        let requests = events
             .iter()
             .map(|event| {
-                let mut item = organization_key(
+                let record = FailureRecord {
+                    event_sort_key: event.sort_key.clone(),
+                    event_id: event.message_id.clone(),
+                    failed_at: failed_at.clone(),
+                    reason: reason.to_owned(),
+                };
+                let mut item: HashMap<String, AttributeValue> =
+                    serde_dynamo::to_item(&record).map_err(|_| ConfigError::Corrupt("failure"))?;
+                item.extend(organization_key(
                     organization_id,
                     format!("{}{}", prefix(project_id), event.sort_key),
-                );
-                item.insert("event_sort_key".into(), s(&event.sort_key));
-                item.insert("event_id".into(), s(&event.message_id));
-                item.insert("failed_at".into(), s(&now));
-                item.insert("reason".into(), s(reason));
+                ));
                 // Kept as long as the event itself.
                 item.insert(
                     super::EXPIRES_AT.into(),
                     AttributeValue::N(event.expires_at.to_string()),
                 );
-                put(item)
+                Ok(put(item))
             })
-            .collect();
+            .collect::<Result<Vec<WriteRequest>, ConfigError>>()?;
         self.write_all(requests).await
     }
 
@@ -96,33 +107,43 @@ impl ConfigTable {
         self.write_all(requests).await
     }
 
+    /// Writes everything in batches, retrying what DynamoDB leaves unprocessed (few and rare
+    /// here: a few quick rounds). The SDK's own retries handle errors.
     pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
+        let backoff = Backoff {
+            base: std::time::Duration::from_millis(25),
+            max: std::time::Duration::from_millis(800),
+        };
         for chunk in requests.chunks(25) {
-            let mut pending = chunk.to_vec();
-            // Unprocessed writes are few and rare here: a few quick rounds.
-            for round in 0..8u64 {
-                if pending.is_empty() {
-                    break;
-                }
-                let out = self
+            let left_to_write = std::sync::Mutex::new(chunk.to_vec());
+            let unwritten = &left_to_write;
+            let deadline = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
+            let written = retry(&backoff, deadline, move || async move {
+                let pending = unwritten.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let out = match self
                     .client
                     .batch_write_item()
                     .request_items(&self.name, pending)
                     .send()
                     .await
-                    .map_err(store_error)?;
-                pending = out
+                {
+                    Ok(out) => out,
+                    Err(e) => return Attempt::Done(Err(store_error(e))),
+                };
+                let left = out
                     .unprocessed_items
                     .and_then(|mut u| u.remove(&self.name))
                     .unwrap_or_default();
-                if !pending.is_empty() {
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << round.min(5))).await;
+                if left.is_empty() {
+                    return Attempt::Done(Ok(()));
                 }
-            }
-            if !pending.is_empty() {
-                return Err(ConfigError::Store(
-                    "DynamoDB left writes unprocessed after 8 rounds".into(),
-                ));
+                *unwritten.lock().unwrap_or_else(|e| e.into_inner()) = left;
+                Attempt::Again("DynamoDB left writes unprocessed")
+            })
+            .await;
+            match written {
+                Ok(done) => done?,
+                Err(gave_up) => return Err(ConfigError::Store(gave_up.describe("DynamoDB"))),
             }
         }
         Ok(())
@@ -142,16 +163,9 @@ impl ConfigTable {
             .query_prefix(organization_id, &prefix, limit, after.as_deref())
             .await?;
         let records = items
-            .iter()
-            .map(|item| {
-                Ok(FailureRecord {
-                    event_sort_key: text(item, "event_sort_key")?.to_owned(),
-                    event_id: text(item, "event_id")?.to_owned(),
-                    failed_at: text(item, "failed_at")?.to_owned(),
-                    reason: text(item, "reason")?.to_owned(),
-                })
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt("failure")))
+            .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
         let next = next.map(|sk| sk.trim_start_matches(&prefix).to_owned());
         Ok((records, next))
     }

@@ -1,9 +1,7 @@
 //! A destination's delivery health as the stream records it on the project's item: the last
 //! success and failure, and counts per hour of the last day.
 
-use super::{
-    ConfigError, ConfigTable, attr, is_condition_failure, key, now_rfc3339, s, store_error,
-};
+use super::{ConfigError, ConfigTable, attr, is_condition_failure, key, s, store_error};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -33,10 +31,6 @@ fn parse_time(t: &str) -> Option<OffsetDateTime> {
 }
 
 impl Health {
-    pub fn status(&self) -> &'static str {
-        self.status_at(OffsetDateTime::now_utc())
-    }
-
     /// `unknown` before any delivery; `failing` per [`FAILING_AFTER`]; `healthy` otherwise.
     pub fn status_at(&self, now: OffsetDateTime) -> &'static str {
         if self.last_success_at.is_none() && self.last_failure_at.is_none() {
@@ -91,11 +85,11 @@ impl ConfigTable {
         organization_id: &str,
         project_id: &str,
         report: &HealthReport,
+        now: OffsetDateTime,
     ) -> Result<(), ConfigError> {
         if report.delivered == 0 && report.failed == 0 {
             return Ok(());
         }
-        let now = OffsetDateTime::now_utc();
         let hour = now.unix_timestamp().div_euclid(3600);
         let slot = hour_slot(hour);
         let mut sets = vec!["#h = :hour"];
@@ -115,7 +109,7 @@ impl ConfigTable {
                 ":f".to_owned(),
                 AttributeValue::N(report.failed.to_string()),
             ),
-            (":now".to_owned(), s(&now_rfc3339())),
+            (":now".to_owned(), s(&crate::clock::seconds_text(now))),
         ]);
         let mut remove = "";
         if report.delivered > 0 {

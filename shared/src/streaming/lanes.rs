@@ -12,6 +12,7 @@ use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing};
 use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
+use time::OffsetDateTime;
 
 pub mod attr {
     pub const STATE: &str = "lane_state";
@@ -500,6 +501,7 @@ impl LaneStore for ConfigTable {
         lane: &LaneKey,
         events: &[StoredKey],
         reason: &str,
+        now: OffsetDateTime,
     ) -> Result<(), LaneError> {
         ConfigTable::record_failures(
             self,
@@ -507,6 +509,7 @@ impl LaneStore for ConfigTable {
             &lane.project_id,
             events,
             reason,
+            now,
         )
         .await
         .map_err(lane_error)
@@ -518,6 +521,7 @@ impl LaneStore for ConfigTable {
         delivered: usize,
         failed: usize,
         error: Option<&DeliveryError>,
+        now: OffsetDateTime,
     ) -> Result<(), LaneError> {
         let report = HealthReport {
             delivered,
@@ -525,7 +529,7 @@ impl LaneStore for ConfigTable {
             last_error: error.map(|e| e.message().to_owned()),
             permanent: error.is_some_and(DeliveryError::is_refusal),
         };
-        self.record_health(&lane.organization_id, &lane.project_id, &report)
+        self.record_health(&lane.organization_id, &lane.project_id, &report, now)
             .await
             .map_err(lane_error)
     }

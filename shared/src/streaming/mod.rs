@@ -325,6 +325,7 @@ impl ConfigTable {
         project_id: &str,
         new: NewConfig,
         read: u64,
+        now: OffsetDateTime,
     ) -> Result<StreamingConfig, ConfigError> {
         let config = StreamingConfig {
             organization_id: organization_id.to_owned(),
@@ -334,7 +335,7 @@ impl ConfigTable {
             api_key_last4: new.api_key_last4,
             secret_version: new.secret_version,
             version: read + 1,
-            updated_at: now_rfc3339(),
+            updated_at: crate::clock::seconds_text(now),
             health: Health::default(),
             lane: Lane::default(),
         };

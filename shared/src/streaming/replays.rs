@@ -4,39 +4,28 @@
 //! interrupted by a dying invocation resumes where it stopped.
 
 use super::{
-    ConfigError, ConfigTable, is_condition_failure, now_rfc3339, optional, organization_key, s,
-    store_error, text,
+    ConfigError, ConfigTable, is_condition_failure, optional, organization_key, s, store_error,
+    text,
 };
 use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use strum::{EnumString, IntoStaticStr};
 use time::OffsetDateTime;
 
 /// A lock whose replay has not moved for this long is taken over.
 pub const STALE_AFTER_SECONDS: i64 = 15 * 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, EnumString, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[strum(serialize_all = "lowercase")]
 pub enum ReplayState {
     Running,
     Completed,
     Failed,
 }
 
-impl ReplayState {
-    fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A replay as the API shows it; the table keeps it with its project and cursor besides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replay {
     pub replay_id: String,
     #[serde(skip)]
@@ -76,76 +65,52 @@ fn lock_key(organization_id: &str, project_id: &str) -> HashMap<String, Attribut
     )
 }
 
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> u64 {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
+/// Attributes only the table keeps: whose replay it is and where it stands.
+const ORGANIZATION_ID: &str = "organization_id";
+const PROJECT_ID: &str = "project_id";
+const CURSOR: &str = "cursor";
+/// Finished replays are kept 30 days.
+const KEPT_SECONDS: i64 = 30 * 86_400;
 
 impl Replay {
-    fn to_item(&self) -> HashMap<String, AttributeValue> {
-        let mut item = replay_key(&self.organization_id, &self.project_id, &self.replay_id);
-        for (name, value) in [
-            ("replay_id", Some(&self.replay_id)),
-            ("organization_id", Some(&self.organization_id)),
-            ("project_id", Some(&self.project_id)),
-            ("since", Some(&self.since)),
-            ("until", Some(&self.until)),
-            ("cursor", self.cursor.as_ref()),
-            ("created_at", Some(&self.created_at)),
-            ("updated_at", Some(&self.updated_at)),
-            ("finished_at", self.finished_at.as_ref()),
-            ("last_error", self.last_error.as_ref()),
-        ] {
-            if let Some(v) = value {
-                item.insert(name.into(), s(v));
-            }
+    fn to_item(&self, now: OffsetDateTime) -> Result<HashMap<String, AttributeValue>, ConfigError> {
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(self).map_err(|_| ConfigError::Corrupt("replay"))?;
+        item.extend(replay_key(
+            &self.organization_id,
+            &self.project_id,
+            &self.replay_id,
+        ));
+        item.insert(ORGANIZATION_ID.into(), s(&self.organization_id));
+        item.insert(PROJECT_ID.into(), s(&self.project_id));
+        if let Some(cursor) = &self.cursor {
+            item.insert(CURSOR.into(), s(cursor));
         }
-        item.insert("state".into(), s(self.state.as_str()));
-        item.insert("only_failed".into(), AttributeValue::Bool(self.only_failed));
-        item.insert(
-            "delivered".into(),
-            AttributeValue::N(self.delivered.to_string()),
-        );
-        item.insert("failed".into(), AttributeValue::N(self.failed.to_string()));
-        // Finished replays are kept 30 days.
-        let keep = OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400;
         item.insert(
             super::EXPIRES_AT.into(),
-            AttributeValue::N(keep.to_string()),
+            AttributeValue::N((now.unix_timestamp() + KEPT_SECONDS).to_string()),
         );
-        item
+        Ok(item)
     }
 
     fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, ConfigError> {
-        Ok(Self {
-            replay_id: text(item, "replay_id")?.to_owned(),
-            organization_id: text(item, "organization_id")?.to_owned(),
-            project_id: text(item, "project_id")?.to_owned(),
-            state: ReplayState::parse(text(item, "state")?).ok_or(ConfigError::Corrupt("state"))?,
-            since: text(item, "since")?.to_owned(),
-            until: text(item, "until")?.to_owned(),
-            only_failed: item
-                .get("only_failed")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            cursor: optional(item, "cursor"),
-            delivered: number(item, "delivered"),
-            failed: number(item, "failed"),
-            created_at: text(item, "created_at")?.to_owned(),
-            updated_at: text(item, "updated_at")?.to_owned(),
-            finished_at: optional(item, "finished_at"),
-            last_error: optional(item, "last_error"),
-        })
+        let mut replay: Replay =
+            serde_dynamo::from_item(item.clone()).map_err(|_| ConfigError::Corrupt("replay"))?;
+        replay.organization_id = text(item, ORGANIZATION_ID)?.to_owned();
+        replay.project_id = text(item, PROJECT_ID)?.to_owned();
+        replay.cursor = optional(item, CURSOR);
+        Ok(replay)
     }
 }
 
 impl ConfigTable {
     /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
-    pub async fn start_replay(&self, replay: &Replay) -> Result<bool, ConfigError> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+    pub async fn start_replay(
+        &self,
+        replay: &Replay,
+        at: OffsetDateTime,
+    ) -> Result<bool, ConfigError> {
+        let now = at.unix_timestamp();
         let mut lock = lock_key(&replay.organization_id, &replay.project_id);
         lock.insert("replay_id".into(), s(&replay.replay_id));
         lock.insert("heartbeat".into(), AttributeValue::N(now.to_string()));
@@ -166,7 +131,7 @@ impl ConfigTable {
             Err(e) if is_condition_failure(&e) => return Ok(false),
             Err(e) => return Err(store_error(e)),
         }
-        self.save_replay(replay).await?;
+        self.save_replay(replay, at).await?;
         Ok(true)
     }
 
@@ -190,13 +155,17 @@ impl ConfigTable {
 
     /// Saves progress (and keeps the lock's heartbeat fresh); releases the lock when the
     /// replay has finished.
-    pub async fn save_replay(&self, replay: &Replay) -> Result<(), ConfigError> {
+    pub async fn save_replay(
+        &self,
+        replay: &Replay,
+        now: OffsetDateTime,
+    ) -> Result<(), ConfigError> {
         let mut replay = replay.clone();
-        replay.updated_at = now_rfc3339();
+        replay.updated_at = crate::clock::seconds_text(now);
         self.client
             .put_item()
             .table_name(&self.name)
-            .set_item(Some(replay.to_item()))
+            .set_item(Some(replay.to_item(now)?))
             .send()
             .await
             .map_err(store_error)?;
@@ -211,7 +180,7 @@ impl ConfigTable {
                 .expression_attribute_values(":id", s(&replay.replay_id))
                 .expression_attribute_values(
                     ":now",
-                    AttributeValue::N(OffsetDateTime::now_utc().unix_timestamp().to_string()),
+                    AttributeValue::N(now.unix_timestamp().to_string()),
                 )
                 .send()
                 .await;
@@ -234,5 +203,51 @@ impl ConfigTable {
             Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn replay() -> Replay {
+        Replay {
+            replay_id: "0123456789abcdef0123456789abcdef".into(),
+            organization_id: "org#1".into(),
+            project_id: "project-1".into(),
+            state: ReplayState::Running,
+            since: "2026-11-01T00:00:00Z".into(),
+            until: "2026-11-02T00:00:00Z".into(),
+            only_failed: true,
+            cursor: Some("2026-11-01T10:00:00.000000000Z#m-1".into()),
+            delivered: 500,
+            failed: 2,
+            created_at: "2026-11-30T10:00:00Z".into(),
+            updated_at: "2026-11-30T10:01:00Z".into(),
+            finished_at: None,
+            last_error: Some("Datadog answered HTTP 503".into()),
+        }
+    }
+
+    #[test]
+    fn a_replay_comes_back_from_its_item_whole_and_expires_30_days_after_its_save() {
+        let now = datetime!(2026-11-30 10:01 UTC);
+        let item = replay().to_item(now).unwrap();
+        assert_eq!(Replay::from_item(&item).unwrap(), replay());
+        assert_eq!(
+            item[super::super::EXPIRES_AT].as_n().unwrap(),
+            &(now.unix_timestamp() + 30 * 86_400).to_string()
+        );
+        assert_eq!(item["state"].as_s().unwrap(), "running");
+    }
+
+    #[test]
+    fn the_api_sees_neither_the_project_nor_the_cursor() {
+        let shown = serde_json::to_value(replay()).unwrap();
+        for hidden in ["organization_id", "project_id", "cursor"] {
+            assert!(shown.get(hidden).is_none(), "{hidden} is shown");
+        }
+        assert_eq!(shown["finished_at"], serde_json::Value::Null);
     }
 }

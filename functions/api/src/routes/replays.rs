@@ -34,9 +34,9 @@ impl Api {
                 "nothing is saved to replay to; save a destination first",
             ));
         }
-        let now = self.clock.now();
-        self.rate_limit(org, REPLAYS_STARTED, now).await?;
-        let now = seconds_text(now);
+        let at = self.clock.now();
+        self.rate_limit(org, REPLAYS_STARTED, at).await?;
+        let now = seconds_text(at);
         let replay = Replay {
             replay_id: audit_log::streaming::new_external_id(),
             organization_id: org.to_owned(),
@@ -55,7 +55,7 @@ impl Api {
         };
         if !self
             .configs
-            .start_replay(&replay)
+            .start_replay(&replay, at)
             .await
             .map_err(config_error)?
         {
@@ -73,7 +73,7 @@ impl Api {
             let mut failed = replay.clone();
             failed.state = ReplayState::Failed;
             failed.last_error = Some("the replay could not be queued".into());
-            let _ = self.configs.save_replay(&failed).await;
+            let _ = self.configs.save_replay(&failed, at).await;
             return Err(internal("replay queue")(&e));
         }
         tracing::info!(

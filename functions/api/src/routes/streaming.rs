@@ -145,7 +145,11 @@ impl Api {
             api_key_last4: last4,
             secret_version: Some(secret_version.clone()),
         };
-        let saved = match self.configs.save(org, project, new, current_version).await {
+        let saved = match self
+            .configs
+            .save(org, project, new, current_version, self.clock.now())
+            .await
+        {
             Ok(saved) => saved,
             Err(e) => {
                 self.secrets.discard(org, project, &secret_version).await;
