@@ -3,7 +3,7 @@
 
 use audit_log::Retention;
 use audit_log::clock::ManualClock;
-use audit_log::credentials::{Credentials, CredentialsError, SecretStore};
+use audit_log::credentials::{Credentials, CredentialsError, SecretStore, Secrets};
 use audit_log::destination::datadog::DatadogClient;
 use audit_log::store::EventTable;
 use audit_log_api::{Api, Settings};

@@ -3,12 +3,12 @@
 
 use crate::Stream;
 use audit_log::AuditEvent;
-use audit_log::credentials::{Credentials, SecretStore};
+use audit_log::credentials::{Credentials, SecretStore, Secrets};
 use audit_log::destination::{
     CredentialSource, DeliveryError, DestinationClients, Destinations, Failures, Project, Sink,
 };
 use audit_log::store::StoredKey;
-use audit_log::streaming::{ConfigTable, HealthReport, StreamingConfig};
+use audit_log::streaming::{ConfigTable, Configurations, HealthReport, StreamingConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -90,9 +90,9 @@ impl Stream {
 }
 
 /// A project's credentials, from its secret.
-struct SavedCredentials<'a> {
-    secrets: &'a SecretStore,
-    configs: &'a ConfigTable,
+struct SavedCredentials<'a, K, C> {
+    secrets: &'a K,
+    configs: &'a C,
     organization_id: &'a str,
     project_id: &'a str,
     /// The secret version saved with the configuration.
@@ -100,13 +100,13 @@ struct SavedCredentials<'a> {
 }
 
 #[async_trait::async_trait]
-impl CredentialSource for SavedCredentials<'_> {
+impl<K: Secrets, C: Configurations> CredentialSource for SavedCredentials<'_, K, C> {
     async fn credentials(&self, refresh: bool) -> Result<Arc<Credentials>, DeliveryError> {
         // Refused credentials may have been rotated since the configuration was read: a fresh
         // read takes the secret version the configuration names now.
         let fresh = if refresh {
             self.configs
-                .get(self.organization_id, self.project_id)
+                .configuration(self.organization_id, self.project_id)
                 .await
                 .map_err(|e| {
                     DeliveryError::Retryable(format!(
@@ -122,5 +122,124 @@ impl CredentialSource for SavedCredentials<'_> {
             .get(self.organization_id, self.project_id, version, refresh)
             .await
             .map_err(|e| DeliveryError::from(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use audit_log::credentials::CredentialsError;
+    use audit_log::credentials::memory::MemorySecrets;
+    use audit_log::lane::LaneKey;
+    use audit_log::lane::memory::MemoryLanes;
+    use secrecy::{ExposeSecret, SecretString};
+
+    fn datadog(key: &str) -> Credentials {
+        Credentials::Datadog {
+            api_key: SecretString::from(key.to_owned()),
+        }
+    }
+
+    fn api_key(credentials: &Credentials) -> String {
+        match credentials {
+            Credentials::Datadog { api_key } => api_key.expose_secret().to_owned(),
+            Credentials::Cloudwatch { .. } => panic!("not Datadog"),
+        }
+    }
+
+    struct World {
+        secrets: MemorySecrets,
+        configs: MemoryLanes,
+        key: LaneKey,
+    }
+
+    impl World {
+        /// A project saved with its first key.
+        async fn new() -> (Self, String) {
+            let w = Self {
+                secrets: MemorySecrets::default(),
+                configs: MemoryLanes::default(),
+                key: LaneKey::new("org-a", "registry-1"),
+            };
+            w.configs.configure(&w.key);
+            let first = w.save("first-key").await;
+            (w, first)
+        }
+
+        /// A save of the configuration with a new key: staged, named, promoted.
+        async fn save(&self, api_key: &str) -> String {
+            let (org, project) = (&self.key.organization_id, &self.key.project_id);
+            let version = self
+                .secrets
+                .stage(org, project, &datadog(api_key))
+                .await
+                .unwrap();
+            self.configs.name_secret(&self.key, &version);
+            self.secrets.promote(org, project, &version).await.unwrap();
+            version
+        }
+
+        fn credentials<'a>(
+            &'a self,
+            read_with: &'a str,
+        ) -> SavedCredentials<'a, MemorySecrets, MemoryLanes> {
+            SavedCredentials {
+                secrets: &self.secrets,
+                configs: &self.configs,
+                organization_id: &self.key.organization_id,
+                project_id: &self.key.project_id,
+                version: Some(read_with),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_uses_the_secret_version_its_configuration_was_read_with() {
+        // GIVEN a configuration read with its first key, then a save of a second key
+        let (w, first) = World::new().await;
+        w.save("second-key").await;
+        // WHEN the delivery that read the first configuration asks for credentials
+        let credentials = w.credentials(&first).credentials(false).await.unwrap();
+        // THEN it gets the key saved with that configuration, never a newer one mid-delivery
+        assert_eq!(api_key(&credentials), "first-key");
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_read_again_at_the_version_saved_since() {
+        // GIVEN a delivery holding the first key, and the key rotated by a save since
+        let (w, first) = World::new().await;
+        w.save("rotated-key").await;
+        // WHEN the destination refused the first key and the delivery asks again
+        let credentials = w.credentials(&first).credentials(true).await.unwrap();
+        // THEN it reads the configuration again and gets the rotated key
+        assert_eq!(api_key(&credentials), "rotated-key");
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_secret_store_is_an_outage_and_a_missing_secret_a_refusal() {
+        let (w, first) = World::new().await;
+        // GIVEN Secrets Manager is unavailable THEN the lane retries later
+        w.secrets
+            .set_down(Some(CredentialsError::Unavailable("throttled".into())));
+        let outage = w.credentials(&first).credentials(false).await.unwrap_err();
+        assert!(outage.is_retryable());
+        // GIVEN the secret is gone THEN nothing is sent until the configuration is saved again
+        w.secrets.set_down(None);
+        w.secrets.delete("org-a", "registry-1").await.unwrap();
+        let refusal = w.credentials(&first).credentials(false).await.unwrap_err();
+        assert!(refusal.is_refusal());
+        assert!(
+            refusal
+                .message()
+                .contains("save the streaming configuration again")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configuration_that_cannot_be_read_again_is_an_outage() {
+        let (w, first) = World::new().await;
+        w.configs.set_unreadable(&w.key, true);
+        let e = w.credentials(&first).credentials(true).await.unwrap_err();
+        assert!(e.is_retryable());
     }
 }

@@ -28,6 +28,8 @@ pub struct MemoryLane {
     pub failures: Vec<(StoredKey, String)>,
     /// `(delivered, failed)` of every attempt.
     pub attempts: Vec<(usize, usize)>,
+    /// The secret version the project's configuration names.
+    pub secret_version: Option<String>,
 }
 
 /// Lanes kept in memory. A lane exists once [`MemoryLanes::configure`] gave it a destination.
@@ -41,6 +43,14 @@ pub struct MemoryLanes {
 impl MemoryLanes {
     pub fn configure(&self, key: &LaneKey) {
         lock(&self.lanes).entry(key.clone()).or_default();
+    }
+
+    /// A save that names a new secret version.
+    pub fn name_secret(&self, key: &LaneKey, version: &str) {
+        self.with(key, |m| {
+            m.lane.version += 1;
+            m.secret_version = Some(version.to_owned());
+        });
     }
 
     pub fn set_unreadable(&self, key: &LaneKey, unreadable: bool) {
@@ -237,7 +247,7 @@ impl Configurations for MemoryLanes {
                 site: DatadogSite::Us1,
             }),
             api_key_last4: None,
-            secret_version: None,
+            secret_version: m.secret_version.clone(),
             version: m.lane.version,
             updated_at: String::new(),
             health: Default::default(),

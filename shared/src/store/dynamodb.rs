@@ -2,7 +2,8 @@
 //! transient errors retried with jittered backoff until the invocation's deadline.
 
 use super::{
-    StoredEvent, StoredKey, attr, bytes_in_response, event_json, partition_key, sort_key_time,
+    EventWriter, StoredEvent, StoredKey, attr, bytes_in_response, event_json, partition_key,
+    sort_key_time,
 };
 use crate::retry::{Attempt, Backoff, GaveUp, retry};
 use aws_sdk_dynamodb::Client;
@@ -80,41 +81,6 @@ impl EventTable {
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Writes every event, and returns those that could not be written by `deadline`.
-    /// Events must have distinct message ids: DynamoDB refuses a batch with a key twice.
-    pub async fn put_events(
-        &self,
-        events: Vec<StoredEvent>,
-        deadline: Instant,
-    ) -> Vec<WriteFailure> {
-        let mut chunks = Vec::with_capacity(events.len().div_ceil(BATCH_WRITE_LIMIT));
-        let mut requests = Vec::with_capacity(BATCH_WRITE_LIMIT);
-        for event in events {
-            requests.push(
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(event.item))
-                            .build()
-                            .expect("item is set"),
-                    )
-                    .build(),
-            );
-            if requests.len() == BATCH_WRITE_LIMIT {
-                chunks.push(std::mem::take(&mut requests));
-            }
-        }
-        if !requests.is_empty() {
-            chunks.push(requests);
-        }
-        futures::stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk, deadline))
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .flat_map(futures::stream::iter)
-            .collect()
-            .await
     }
 
     async fn write_chunk(
@@ -198,6 +164,38 @@ impl EventTable {
             }) => Ok(failed(&pending, reason)),
             Err(_) => Ok(failed(&pending, StoreError::TimedOut)),
         }
+    }
+}
+
+impl EventWriter for EventTable {
+    /// DynamoDB refuses a batch with a key twice: hence distinct message ids.
+    async fn put_events(&self, events: Vec<StoredEvent>, deadline: Instant) -> Vec<WriteFailure> {
+        let mut chunks = Vec::with_capacity(events.len().div_ceil(BATCH_WRITE_LIMIT));
+        let mut requests = Vec::with_capacity(BATCH_WRITE_LIMIT);
+        for event in events {
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(event.item))
+                            .build()
+                            .expect("item is set"),
+                    )
+                    .build(),
+            );
+            if requests.len() == BATCH_WRITE_LIMIT {
+                chunks.push(std::mem::take(&mut requests));
+            }
+        }
+        if !requests.is_empty() {
+            chunks.push(requests);
+        }
+        futures::stream::iter(chunks)
+            .map(|chunk| self.write_chunk(chunk, deadline))
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
     }
 }
 

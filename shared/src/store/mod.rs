@@ -37,16 +37,6 @@ pub trait EventWriter: Sync {
     ) -> impl std::future::Future<Output = Vec<WriteFailure>> + Send;
 }
 
-impl EventWriter for EventTable {
-    async fn put_events(
-        &self,
-        events: Vec<StoredEvent>,
-        deadline: tokio::time::Instant,
-    ) -> Vec<WriteFailure> {
-        EventTable::put_events(self, events, deadline).await
-    }
-}
-
 /// Attribute names of an item in the events table.
 pub mod attr {
     pub const PARTITION_KEY: &str = "pk";

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::request::{Caller, IfMatch};
 use crate::view::{DestinationView, View};
 use crate::{Api, SAVE_ATTEMPTS, config_error, credentials_error, input, internal, json_response};
-use audit_log::credentials::Credentials;
+use audit_log::credentials::{Credentials, Secrets};
 use audit_log::destination::Destination;
 use audit_log::streaming::{ConfigError, NewConfig, StreamingConfig};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;

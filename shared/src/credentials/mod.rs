@@ -7,8 +7,12 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
@@ -82,41 +86,57 @@ impl CredentialsError {
     }
 }
 
-/// The service's secrets, under one name prefix that IAM scopes the functions to.
-#[derive(Clone)]
-pub struct SecretStore {
-    client: Client,
-    prefix: String,
-    cache: moka::future::Cache<String, Arc<Credentials>>,
+/// Where destination credentials are kept, version by version (Secrets Manager; in tests,
+/// memory). A save stages a version, saves the configuration naming it, then promotes it.
+pub trait Secrets: Sync {
+    /// The version a saved configuration names (`None`: the current one); `refresh` reads
+    /// past any cache.
+    fn get(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: Option<&str>,
+        refresh: bool,
+    ) -> impl Future<Output = Result<Arc<Credentials>, CredentialsError>> + Send;
+
+    /// Stores a version that is not current yet, and returns its id.
+    fn stage(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        credentials: &Credentials,
+    ) -> impl Future<Output = Result<String, CredentialsError>> + Send;
+
+    /// Makes a staged version current.
+    fn promote(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<(), CredentialsError>> + Send;
+
+    /// Gives up a staged version whose configuration was not saved (best effort).
+    fn discard(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: &str,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Removes every version of the project's credentials.
+    fn delete(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> impl Future<Output = Result<(), CredentialsError>> + Send;
 }
 
-impl SecretStore {
-    pub fn new(client: Client, prefix: impl Into<String>) -> Self {
-        Self {
-            client,
-            prefix: prefix.into(),
-            cache: moka::future::Cache::builder()
-                .time_to_live(SECRET_CACHE_TTL)
-                .max_capacity(10_000)
-                .build(),
-        }
-    }
-
-    /// The secret of an organization's project: `<prefix><organization>/<project>`.
-    pub fn secret_name(&self, organization_id: &str, project_id: &str) -> String {
-        format!(
-            "{}{}/{}",
-            self.prefix,
-            name_part(organization_id),
-            name_part(project_id)
-        )
-    }
-
+impl Secrets for SecretStore {
     /// The project's credentials: the version a saved configuration names (`None`: the current
     /// one), from the cache unless `refresh` asks for a fresh read. Naming the version keeps a
     /// configuration and its secret together: a new configuration is never paired with an old
     /// secret, nor an old one with a new secret.
-    pub async fn get(
+    async fn get(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -136,30 +156,10 @@ impl SecretStore {
             .map_err(|e| (*e).clone())
     }
 
-    async fn read(
-        &self,
-        name: &str,
-        version: Option<&str>,
-    ) -> Result<Credentials, CredentialsError> {
-        let out = self
-            .client
-            .get_secret_value()
-            .secret_id(name)
-            .set_version_id(version.map(str::to_owned))
-            // Named, not left to the default: the local emulator's default does not follow
-            // the label when it moves.
-            .set_version_stage(version.is_none().then(|| CURRENT.to_owned()))
-            .send()
-            .await
-            .map_err(classify)?;
-        let value = SecretString::from(out.secret_string.unwrap_or_default());
-        serde_json::from_str(value.expose_secret()).map_err(|_| CredentialsError::Unreadable)
-    }
-
     /// Stores credentials as a new version that is not current yet (labelled `AWSPENDING`), and
     /// returns its version id. Until [`SecretStore::promote`] makes it current, only a reader
     /// that names this version sees it: a PUT that loses its race never replaces the secret.
-    pub async fn stage(
+    async fn stage(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -207,7 +207,7 @@ impl SecretStore {
     /// Makes a staged version current, once the configuration that names it is saved, and
     /// takes the labels off the version it replaces, so a rotated key or a switched provider's
     /// credentials cannot be read back by label (Secrets Manager removes unlabelled versions).
-    pub async fn promote(
+    async fn promote(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -251,11 +251,88 @@ impl SecretStore {
 
     /// Takes a staged version that was not saved out of reach of labels (best effort: a later
     /// stage moves the label anyway, and the version never became current).
-    pub async fn discard(&self, organization_id: &str, project_id: &str, version: &str) {
+    async fn discard(&self, organization_id: &str, project_id: &str, version: &str) {
         let name = self.secret_name(organization_id, project_id);
         if let Err(e) = self.unlabel(&name, PENDING, version).await {
             tracing::debug!(error = %e, "staged secret version kept its label");
         }
+    }
+
+    /// Removes the project's credentials at once (no recovery window: a deleted destination's
+    /// key must stop existing).
+    async fn delete(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<(), CredentialsError> {
+        let name = self.secret_name(organization_id, project_id);
+        let deleted = self
+            .client
+            .delete_secret()
+            .secret_id(&name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await;
+        // Versioned entries name versions no configuration will name again.
+        self.cache.invalidate(&format!("{name}@{CURRENT}")).await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(e) => match classify(e) {
+                CredentialsError::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+/// The service's secrets, under one name prefix that IAM scopes the functions to.
+#[derive(Clone)]
+pub struct SecretStore {
+    client: Client,
+    prefix: String,
+    cache: moka::future::Cache<String, Arc<Credentials>>,
+}
+
+impl SecretStore {
+    pub fn new(client: Client, prefix: impl Into<String>) -> Self {
+        Self {
+            client,
+            prefix: prefix.into(),
+            cache: moka::future::Cache::builder()
+                .time_to_live(SECRET_CACHE_TTL)
+                .max_capacity(10_000)
+                .build(),
+        }
+    }
+
+    /// The secret of an organization's project: `<prefix><organization>/<project>`.
+    pub fn secret_name(&self, organization_id: &str, project_id: &str) -> String {
+        format!(
+            "{}{}/{}",
+            self.prefix,
+            name_part(organization_id),
+            name_part(project_id)
+        )
+    }
+
+    async fn read(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Credentials, CredentialsError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(name)
+            .set_version_id(version.map(str::to_owned))
+            // Named, not left to the default: the local emulator's default does not follow
+            // the label when it moves.
+            .set_version_stage(version.is_none().then(|| CURRENT.to_owned()))
+            .send()
+            .await
+            .map_err(classify)?;
+        let value = SecretString::from(out.secret_string.unwrap_or_default());
+        serde_json::from_str(value.expose_secret()).map_err(|_| CredentialsError::Unreadable)
     }
 
     async fn unlabel(
@@ -291,32 +368,6 @@ impl SecretStore {
         let version = self.stage(organization_id, project_id, credentials).await?;
         self.promote(organization_id, project_id, &version).await?;
         Ok(version)
-    }
-
-    /// Removes the project's credentials at once (no recovery window: a deleted destination's
-    /// key must stop existing).
-    pub async fn delete(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-    ) -> Result<(), CredentialsError> {
-        let name = self.secret_name(organization_id, project_id);
-        let deleted = self
-            .client
-            .delete_secret()
-            .secret_id(&name)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
-        // Versioned entries name versions no configuration will name again.
-        self.cache.invalidate(&format!("{name}@{CURRENT}")).await;
-        match deleted {
-            Ok(_) => Ok(()),
-            Err(e) => match classify(e) {
-                CredentialsError::NotFound => Ok(()),
-                other => Err(other),
-            },
-        }
     }
 }
 

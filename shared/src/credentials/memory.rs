@@ -1,0 +1,135 @@
+//! Credentials kept in memory, version by version, for unit tests without an emulator: the
+//! staging and promoting a save does, reads by version or of the current one, and a store that
+//! fails when told to.
+
+use super::{Credentials, CredentialsError, Secrets};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default, Clone)]
+struct Secret {
+    versions: HashMap<String, Arc<Credentials>>,
+    current: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct MemorySecrets {
+    secrets: Mutex<HashMap<(String, String), Secret>>,
+    /// When set, every call fails so.
+    down: Mutex<Option<CredentialsError>>,
+    next: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn key(organization_id: &str, project_id: &str) -> (String, String) {
+    (organization_id.to_owned(), project_id.to_owned())
+}
+
+impl MemorySecrets {
+    pub fn set_down(&self, error: Option<CredentialsError>) {
+        *lock(&self.down) = error;
+    }
+
+    /// The current version's id, if any.
+    pub fn current(&self, organization_id: &str, project_id: &str) -> Option<String> {
+        lock(&self.secrets)
+            .get(&key(organization_id, project_id))
+            .and_then(|s| s.current.clone())
+    }
+
+    /// Versions kept for the project.
+    pub fn versions(&self, organization_id: &str, project_id: &str) -> usize {
+        lock(&self.secrets)
+            .get(&key(organization_id, project_id))
+            .map_or(0, |s| s.versions.len())
+    }
+
+    fn check(&self) -> Result<(), CredentialsError> {
+        lock(&self.down).clone().map_or(Ok(()), Err)
+    }
+}
+
+impl Secrets for MemorySecrets {
+    async fn get(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: Option<&str>,
+        _refresh: bool,
+    ) -> Result<Arc<Credentials>, CredentialsError> {
+        self.check()?;
+        let secrets = lock(&self.secrets);
+        let secret = secrets
+            .get(&key(organization_id, project_id))
+            .ok_or(CredentialsError::NotFound)?;
+        let version = version
+            .map(str::to_owned)
+            .or_else(|| secret.current.clone())
+            .ok_or(CredentialsError::NotFound)?;
+        secret
+            .versions
+            .get(&version)
+            .cloned()
+            .ok_or(CredentialsError::NotFound)
+    }
+
+    async fn stage(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        credentials: &Credentials,
+    ) -> Result<String, CredentialsError> {
+        self.check()?;
+        let version = {
+            let mut next = lock(&self.next);
+            *next += 1;
+            format!("v{next}")
+        };
+        lock(&self.secrets)
+            .entry(key(organization_id, project_id))
+            .or_default()
+            .versions
+            .insert(version.clone(), Arc::new(credentials.clone()));
+        Ok(version)
+    }
+
+    async fn promote(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: &str,
+    ) -> Result<(), CredentialsError> {
+        self.check()?;
+        let mut secrets = lock(&self.secrets);
+        let secret = secrets
+            .get_mut(&key(organization_id, project_id))
+            .filter(|s| s.versions.contains_key(version))
+            .ok_or(CredentialsError::NotFound)?;
+        // The replaced version stays readable by its id, as in Secrets Manager until it
+        // cleans up unlabelled versions.
+        secret.current = Some(version.to_owned());
+        Ok(())
+    }
+
+    async fn discard(&self, organization_id: &str, project_id: &str, version: &str) {
+        let mut secrets = lock(&self.secrets);
+        if let Some(secret) = secrets.get_mut(&key(organization_id, project_id))
+            && secret.current.as_deref() != Some(version)
+        {
+            secret.versions.remove(version);
+        }
+    }
+
+    async fn delete(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<(), CredentialsError> {
+        self.check()?;
+        lock(&self.secrets).remove(&key(organization_id, project_id));
+        Ok(())
+    }
+}
