@@ -6,6 +6,7 @@ use audit_log::clock::ManualClock;
 use audit_log::credentials::{Credentials, CredentialsError, SecretStore, Secrets};
 use audit_log::destination::datadog::DatadogClient;
 use audit_log::store::EventTable;
+use audit_log::streaming::FailureLog;
 use audit_log_api::{Api, Settings};
 use audit_log_capture::Capture;
 use audit_log_tests::{

@@ -8,7 +8,7 @@ use audit_log::destination::{
 };
 use audit_log::retry::Backoff;
 use audit_log::store::EventTable;
-use audit_log::streaming::{ConfigTable, NewConfig};
+use audit_log::streaming::{ConfigTable, Configurations, FailureLog, NewConfig};
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::Capture;
 use audit_log_stream::Stream;

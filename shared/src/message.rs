@@ -73,22 +73,71 @@ pub fn body(message: &impl Serialize) -> String {
     serde_json::to_string(message).unwrap_or_default()
 }
 
-/// Puts `message` on a queue, visible after `delay_seconds` (0 to 900). The error says why
-/// SQS refused, in its words.
+/// Where messages are put (SQS; in tests, memory).
+pub trait Queues: Sync {
+    /// Puts a body on the queue, visible after `delay_seconds` (0 to 900). The error says why
+    /// the queue refused, in its words.
+    fn put(
+        &self,
+        queue_url: &str,
+        body: String,
+        delay_seconds: i32,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+impl Queues for aws_sdk_sqs::Client {
+    async fn put(&self, queue_url: &str, body: String, delay_seconds: i32) -> Result<(), String> {
+        self.send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .delay_seconds(delay_seconds)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    }
+}
+
+/// Puts `message` on a queue, visible after `delay_seconds`.
 pub async fn send(
-    sqs: &aws_sdk_sqs::Client,
+    queues: &impl Queues,
     queue_url: &str,
     message: &impl Serialize,
     delay_seconds: i32,
 ) -> Result<(), String> {
-    sqs.send_message()
-        .queue_url(queue_url)
-        .message_body(body(message))
-        .delay_seconds(delay_seconds)
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    queues.put(queue_url, body(message), delay_seconds).await
+}
+
+/// Queues in memory: what was put where, in order; a queue that refuses when told to.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug, Default)]
+pub struct MemoryQueues {
+    pub sent: std::sync::Mutex<Vec<(String, String)>>,
+    pub refusing: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl MemoryQueues {
+    /// The bodies put on `queue_url`.
+    pub fn bodies(&self, queue_url: &str) -> Vec<String> {
+        let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.iter()
+            .filter(|(url, _)| url == queue_url)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl Queues for MemoryQueues {
+    async fn put(&self, queue_url: &str, body: String, _delay_seconds: i32) -> Result<(), String> {
+        if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the queue refused the message".into());
+        }
+        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        sent.push((queue_url.to_owned(), body));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

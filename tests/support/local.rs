@@ -422,8 +422,7 @@ async fn watched_lanes(stack: &Stack) -> Vec<WatchedLane> {
     for item in projects {
         let lane =
             audit_log::lane::LaneKey::new(text(&item, ORGANIZATION_ID), text(&item, PROJECT_ID));
-        let oldest = configs
-            .oldest_owed_at(&lane)
+        let oldest = audit_log::lane::LaneStore::oldest_owed_at(&configs, &lane)
             .await
             .expect("query a lane's oldest owed event");
         out.push(WatchedLane {

@@ -1,8 +1,8 @@
 //! The audit events the api writes about itself: who changed a project's streaming, and the
 //! Test connection event.
 
-use crate::Api;
 use crate::request::Caller;
+use crate::{Api, Ports};
 use audit_log::clock::seconds_text;
 use audit_log::streaming::StreamingConfig;
 use serde_json::json;
@@ -17,7 +17,7 @@ pub struct Change<'a> {
     pub config: Option<&'a StreamingConfig>,
 }
 
-impl Api {
+impl<P: Ports> Api<P> {
     /// Puts an audit event about a configuration change on the events queue, like any other.
     pub(crate) async fn audit(
         &self,

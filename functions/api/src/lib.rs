@@ -10,19 +10,27 @@ pub mod request;
 mod routes;
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 pub use audit::{Change, configuration_event};
 pub use routes::{MAX_FAILURE_PAGE, MAX_REPLAY_DAYS};
 
 use audit_log::clock::{Clock, SystemClock};
-use audit_log::credentials::{CredentialsError, SecretStore};
+use audit_log::credentials::{CredentialsError, SecretStore, Secrets};
 use audit_log::destination::DestinationClients;
 use audit_log::destination::cloudwatch::CloudWatch;
 use audit_log::destination::datadog::DatadogClient;
+use audit_log::lane::timers::SqsTimers;
+use audit_log::lane::{LaneStore, Timers};
+use audit_log::message::Queues;
 use audit_log::settings::{
     DEFAULT_LOG_GROUP_PREFIX, SettingsError, env, optional_env, required_env,
 };
 use audit_log::store::EventTable;
-use audit_log::streaming::{ConfigError, ConfigTable};
+use audit_log::streaming::{
+    ConfigError, ConfigTable, Configurations, ConnectionTests, FailureLog, Organizations, Replays,
+};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use error::ApiError;
@@ -94,14 +102,38 @@ impl Settings {
     }
 }
 
-pub struct Api {
+/// What the API reaches besides the events table and the destinations, as ports: the AWS
+/// services in the function ([`Aws`]), in-memory doubles in its unit tests.
+pub trait Ports: 'static {
+    type Configs: Configurations
+        + Organizations
+        + ConnectionTests
+        + FailureLog
+        + Replays
+        + LaneStore;
+    type Secrets: Secrets;
+    type Timers: Timers;
+    type Queues: Queues;
+}
+
+/// The function's ports: the configuration table, Secrets Manager, the lanes queue and SQS.
+pub struct Aws;
+
+impl Ports for Aws {
+    type Configs = ConfigTable;
+    type Secrets = SecretStore;
+    type Timers = SqsTimers;
+    type Queues = aws_sdk_sqs::Client;
+}
+
+pub struct Api<P: Ports = Aws> {
     settings: Settings,
     events: EventTable,
-    configs: ConfigTable,
-    secrets: SecretStore,
-    sqs: aws_sdk_sqs::Client,
+    configs: P::Configs,
+    secrets: P::Secrets,
+    queues: P::Queues,
     destinations: DestinationClients,
-    timers: audit_log::lane::timers::SqsTimers,
+    timers: P::Timers,
     lanes: audit_log::lane::Policy,
     /// Where handlers read the time: rate-limit windows, event pages, health, timestamps.
     clock: Arc<dyn Clock>,
@@ -139,18 +171,39 @@ fn credentials_error(e: CredentialsError) -> ApiError {
 impl Api {
     pub fn new(settings: Settings, aws: &aws_config::SdkConfig) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-        Self {
-            events: EventTable::new(dynamodb.clone(), &settings.events_table),
-            configs: ConfigTable::new(dynamodb, &settings.config_table),
-            secrets: SecretStore::new(
+        let sqs = aws_sdk_sqs::Client::new(aws);
+        Api::with_ports(
+            aws,
+            ConfigTable::new(dynamodb, &settings.config_table),
+            SecretStore::new(
                 aws_sdk_secretsmanager::Client::new(aws),
                 &settings.secret_prefix,
             ),
-            sqs: aws_sdk_sqs::Client::new(aws),
-            timers: audit_log::lane::timers::SqsTimers::new(
-                aws_sdk_sqs::Client::new(aws),
-                &settings.lane_queue_url,
-            ),
+            SqsTimers::new(sqs.clone(), &settings.lane_queue_url),
+            sqs,
+            settings,
+        )
+    }
+}
+
+impl<P: Ports> Api<P> {
+    /// The API over these ports; the events table and the destinations' clients come from
+    /// `aws` (nothing is called before a request needs it).
+    pub fn with_ports(
+        aws: &aws_config::SdkConfig,
+        configs: P::Configs,
+        secrets: P::Secrets,
+        timers: P::Timers,
+        queues: P::Queues,
+        settings: Settings,
+    ) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+        Self {
+            events: EventTable::new(dynamodb, &settings.events_table),
+            configs,
+            secrets,
+            queues,
+            timers,
             lanes: audit_log::lane::Policy::default(),
             clock: Arc::new(SystemClock),
             destinations: DestinationClients {
@@ -225,7 +278,11 @@ impl Api {
         let (org, project) = (&target.organization_id, &target.project_id);
         match target.route {
             Route::GetStreaming => {
-                let config = self.configs.get(org, project).await.map_err(config_error)?;
+                let config = self
+                    .configs
+                    .configuration(org, project)
+                    .await
+                    .map_err(config_error)?;
                 self.view(org, project, config.as_ref()).await
             }
             Route::PutStreaming => {

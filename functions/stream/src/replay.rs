@@ -8,7 +8,7 @@ use crate::Stream;
 use audit_log::AuditEvent;
 use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
-use audit_log::streaming::{Replay, ReplayState};
+use audit_log::streaming::{FailureLog, Replay, ReplayState, Replays};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

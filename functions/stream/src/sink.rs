@@ -8,7 +8,9 @@ use audit_log::destination::{
     CredentialSource, DeliveryError, DestinationClients, Destinations, Failures, Project, Sink,
 };
 use audit_log::store::StoredKey;
-use audit_log::streaming::{ConfigTable, Configurations, HealthReport, StreamingConfig};
+use audit_log::streaming::{
+    ConfigTable, Configurations, FailureLog, HealthReport, StreamingConfig,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::time::Instant;

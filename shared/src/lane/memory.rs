@@ -6,17 +6,14 @@ use super::{
     EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Timers,
 };
 use crate::AuditEvent;
-use crate::destination::{
-    ConnectionTest, DatadogSettings, DatadogSite, DeliveryError, Destination, Destinations,
-    Failures, Sink,
-};
+use crate::destination::{ConnectionTest, DeliveryError, Destinations, Failures, Sink};
 use crate::store::StoredKey;
-use crate::streaming::{ConfigError, Configurations, StreamingConfig};
+use crate::streaming::StreamingConfig;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -35,9 +32,11 @@ pub struct MemoryLane {
 /// Lanes kept in memory. A lane exists once [`MemoryLanes::configure`] gave it a destination.
 #[derive(Debug, Default)]
 pub struct MemoryLanes {
-    lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
+    pub(crate) lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
     /// Projects whose configuration cannot be read (the table fails for them).
-    unreadable: Mutex<HashSet<LaneKey>>,
+    pub(crate) unreadable: Mutex<HashSet<LaneKey>>,
+    /// The rest of the configuration table (`streaming::memory`).
+    pub(crate) table: Mutex<crate::streaming::memory::Table>,
 }
 
 impl MemoryLanes {
@@ -206,13 +205,20 @@ impl LaneStore for MemoryLanes {
         key: &LaneKey,
         events: &[StoredKey],
         reason: &str,
-        _now: time::OffsetDateTime,
+        now: time::OffsetDateTime,
     ) -> Result<(), LaneError> {
         self.with(key, |m| {
             m.failures
                 .extend(events.iter().map(|e| (e.clone(), reason.to_owned())));
         });
+        self.log_failures(key, events, reason, now);
         Ok(())
+    }
+
+    async fn oldest_owed_at(&self, key: &LaneKey) -> Result<Option<i64>, LaneError> {
+        Ok(self
+            .with(key, |m| m.owed.keys().next().map(|(at, _)| *at))
+            .flatten())
     }
 
     async fn record_attempt(
@@ -225,34 +231,6 @@ impl LaneStore for MemoryLanes {
     ) -> Result<(), LaneError> {
         self.with(key, |m| m.attempts.push((delivered, failed)));
         Ok(())
-    }
-}
-
-/// A configured lane is a project streaming to Datadog; its lane as the store keeps it.
-impl Configurations for MemoryLanes {
-    async fn configuration(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-    ) -> Result<Option<StreamingConfig>, ConfigError> {
-        let key = LaneKey::new(organization_id, project_id);
-        if lock(&self.unreadable).contains(&key) {
-            return Err(ConfigError::Store("the table is unreachable".into()));
-        }
-        Ok(lock(&self.lanes).get(&key).map(|m| StreamingConfig {
-            organization_id: key.organization_id.clone(),
-            project_id: key.project_id.clone(),
-            name: "scripted".into(),
-            destination: Destination::Datadog(DatadogSettings {
-                site: DatadogSite::Us1,
-            }),
-            api_key_last4: None,
-            secret_version: m.secret_version.clone(),
-            version: m.lane.version,
-            updated_at: String::new(),
-            health: Default::default(),
-            lane: m.lane.clone(),
-        }))
     }
 }
 

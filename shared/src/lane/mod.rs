@@ -331,6 +331,12 @@ pub trait LaneStore: Sync {
         now: time::OffsetDateTime,
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 
+    /// When the oldest event the lane owes became owed (epoch ms), for its health.
+    fn oldest_owed_at(
+        &self,
+        lane: &LaneKey,
+    ) -> impl Future<Output = Result<Option<i64>, LaneError>> + Send;
+
     /// One delivery's outcome, for the destination's health.
     fn record_attempt(
         &self,

@@ -4,6 +4,7 @@ use super::{ConfigError, ConfigTable, EXPIRES_AT, attr, organization_key, s, sto
 use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
+use std::future::Future;
 use time::OffsetDateTime;
 
 /// How long a connection test's result is kept.
@@ -18,9 +19,29 @@ pub struct TestRecord {
     pub message: String,
 }
 
-impl ConfigTable {
+/// The results of "Test connection" of each project.
+pub trait ConnectionTests: Sync {
     /// Keeps a connection test's result (for 30 days from `now`, the time it ran).
-    pub async fn record_test(
+    fn record_test(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        record: &TestRecord,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+
+    /// The project's last `n` connection tests, newest first.
+    fn recent_tests(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        n: usize,
+    ) -> impl Future<Output = Result<Vec<TestRecord>, ConfigError>> + Send;
+}
+
+impl ConnectionTests for ConfigTable {
+    /// Keeps a connection test's result (for 30 days from `now`, the time it ran).
+    async fn record_test(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -53,7 +74,7 @@ impl ConfigTable {
     }
 
     /// The project's last `n` connection tests, newest first.
-    pub async fn recent_tests(
+    async fn recent_tests(
         &self,
         organization_id: &str,
         project_id: &str,

@@ -8,6 +8,7 @@ use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::future::Future;
 use time::OffsetDateTime;
 
 /// How long unprocessed writes are tried again before the write is reported failed.
@@ -51,9 +52,39 @@ fn prefix(project_id: &str) -> String {
     format!("failure#{}#", key_part(project_id))
 }
 
-impl ConfigTable {
+/// Events that could not be delivered, per project.
+pub trait FailureLog: Sync {
     /// Records events that failed, with why. Recording one again replaces it.
-    pub async fn record_failures(
+    fn record_failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        events: &[StoredKey],
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+
+    /// Forgets failures of events that have now been delivered.
+    fn forget_failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        event_sort_keys: &[String],
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+
+    /// A page of the project's failures, newest event first, and where the next one starts.
+    fn failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<FailureRecord>, Option<String>), ConfigError>> + Send;
+}
+
+impl FailureLog for ConfigTable {
+    /// Records events that failed, with why. Recording one again replaces it.
+    async fn record_failures(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -89,7 +120,7 @@ impl ConfigTable {
     }
 
     /// Forgets failures of events that have now been delivered.
-    pub async fn forget_failures(
+    async fn forget_failures(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -107,6 +138,29 @@ impl ConfigTable {
         self.write_all(requests).await
     }
 
+    /// A page of the project's failures, newest event first, and where the next one starts.
+    async fn failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
+        let prefix = prefix(project_id);
+        let after = after.map(|event_sk| format!("{prefix}{event_sk}"));
+        let (items, next) = self
+            .query_prefix(organization_id, &prefix, limit, after.as_deref())
+            .await?;
+        let records = items
+            .into_iter()
+            .map(|item| serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt("failure")))
+            .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
+        let next = next.map(|sk| sk.trim_start_matches(&prefix).to_owned());
+        Ok((records, next))
+    }
+}
+
+impl ConfigTable {
     /// Writes everything in batches, retrying what DynamoDB leaves unprocessed (few and rare
     /// here: a few quick rounds). The SDK's own retries handle errors.
     pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
@@ -147,26 +201,5 @@ impl ConfigTable {
             }
         }
         Ok(())
-    }
-
-    /// A page of the project's failures, newest event first, and where the next one starts.
-    pub async fn failures(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
-        let prefix = prefix(project_id);
-        let after = after.map(|event_sk| format!("{prefix}{event_sk}"));
-        let (items, next) = self
-            .query_prefix(organization_id, &prefix, limit, after.as_deref())
-            .await?;
-        let records = items
-            .into_iter()
-            .map(|item| serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt("failure")))
-            .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
-        let next = next.map(|sk| sk.trim_start_matches(&prefix).to_owned());
-        Ok((records, next))
     }
 }

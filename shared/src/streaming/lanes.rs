@@ -291,15 +291,6 @@ impl ConfigTable {
         self.write_all(requests).await.map_err(lane_error)
     }
 
-    /// The age of the oldest owed event, for health: when it became owed (epoch ms).
-    pub async fn oldest_owed_at(&self, lane: &LaneKey) -> Result<Option<i64>, ConfigError> {
-        Ok(self
-            .query_owed(lane, 1, None)
-            .await?
-            .first()
-            .map(|o| o.owed_at_ms))
-    }
-
     async fn query_owed(
         &self,
         lane: &LaneKey,
@@ -503,7 +494,7 @@ impl LaneStore for ConfigTable {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(), LaneError> {
-        ConfigTable::record_failures(
+        super::FailureLog::record_failures(
             self,
             &lane.organization_id,
             &lane.project_id,
@@ -513,6 +504,15 @@ impl LaneStore for ConfigTable {
         )
         .await
         .map_err(lane_error)
+    }
+
+    async fn oldest_owed_at(&self, lane: &LaneKey) -> Result<Option<i64>, LaneError> {
+        Ok(self
+            .query_owed(lane, 1, None)
+            .await
+            .map_err(lane_error)?
+            .first()
+            .map(|o| o.owed_at_ms))
     }
 
     async fn record_attempt(

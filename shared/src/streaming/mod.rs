@@ -10,15 +10,19 @@ mod connection_tests;
 mod failures;
 mod health;
 mod lanes;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
 mod organization;
 mod replays;
 
-pub use connection_tests::TestRecord;
-pub use failures::FailureRecord;
+pub use connection_tests::{ConnectionTests, TestRecord};
+pub use failures::{FailureLog, FailureRecord};
 pub use health::{FAILING_AFTER, Health, HealthReport};
 pub use lanes::lane_of;
-pub use organization::{CONNECTION_TESTS, EXPIRES_AT, REPLAYS_STARTED, RateLimit, new_external_id};
-pub use replays::{Replay, ReplayState};
+pub use organization::{
+    CONNECTION_TESTS, EXPIRES_AT, Organizations, REPLAYS_STARTED, RateLimit, new_external_id,
+};
+pub use replays::{Replay, ReplayState, Replays};
 
 use crate::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination, Provider};
 use crate::lane::Lane;
@@ -28,6 +32,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::AttributeValue;
 use health::hour_slot;
 use std::collections::HashMap;
+use std::future::Future;
 use time::OffsetDateTime;
 
 pub mod attr {
@@ -258,15 +263,36 @@ fn text_number(
         .ok_or(ConfigError::Corrupt(name))
 }
 
-/// Where delivery reads a project's destination and lane (the configuration table; in tests,
-/// memory).
+/// The projects' saved configurations: where each streams (the configuration table; in tests,
+/// memory). Every save moves the version on; a save or delete at a version no longer stored
+/// fails with the stored one.
 pub trait Configurations: Sync {
     /// The project's configuration, as saved last; `None` when it streams nowhere.
     fn configuration(
         &self,
         organization_id: &str,
         project_id: &str,
-    ) -> impl std::future::Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
+    ) -> impl Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
+
+    /// Saves a configuration as the version after `read` (0: nothing saved), only if the
+    /// stored version is still `read`.
+    fn save(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        new: NewConfig,
+        read: u64,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<StreamingConfig, ConfigError>> + Send;
+
+    /// Removes the project's configuration, only at version `if_version` when given, and
+    /// returns what it removed.
+    fn delete(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        if_version: Option<u64>,
+    ) -> impl Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
 }
 
 impl Configurations for ConfigTable {
@@ -277,49 +303,12 @@ impl Configurations for ConfigTable {
     ) -> Result<Option<StreamingConfig>, ConfigError> {
         self.get(organization_id, project_id).await
     }
-}
-
-/// The configuration table.
-#[derive(Debug, Clone)]
-pub struct ConfigTable {
-    client: Client,
-    name: String,
-}
-
-impl ConfigTable {
-    pub fn new(client: Client, name: impl Into<String>) -> Self {
-        Self {
-            client,
-            name: name.into(),
-        }
-    }
-
-    /// The project's configuration, read strongly so a save is seen at once.
-    pub async fn get(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-    ) -> Result<Option<StreamingConfig>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(key(organization_id, project_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.item
-            .as_ref()
-            .map(StreamingConfig::from_item)
-            .transpose()
-    }
 
     /// Saves a configuration as the version after `read` (the version the caller read; 0:
     /// nothing saved), only if the stored version is still `read`. A concurrent save in between
     /// makes this one fail with the version now stored.
     /// Health starts afresh: it described the previous settings.
-    pub async fn save(
+    async fn save(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -395,19 +384,9 @@ impl ConfigTable {
         ))
     }
 
-    /// The error of a lost condition: the version stored now, as the caller must retry with it.
-    async fn mismatch(&self, organization_id: &str, project_id: &str) -> ConfigError {
-        match self.get(organization_id, project_id).await {
-            Ok(current) => ConfigError::VersionMismatch {
-                current: current.map_or(0, |c| c.version),
-            },
-            Err(e) => e,
-        }
-    }
-
     /// Removes the project's configuration, only at version `if_version` when given, and
     /// returns what it removed.
-    pub async fn delete(
+    async fn delete(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -435,6 +414,53 @@ impl ConfigTable {
                 Err(self.mismatch(organization_id, project_id).await)
             }
             Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
+/// The configuration table.
+#[derive(Debug, Clone)]
+pub struct ConfigTable {
+    client: Client,
+    name: String,
+}
+
+impl ConfigTable {
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    /// The project's configuration, read strongly so a save is seen at once.
+    pub async fn get(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<StreamingConfig>, ConfigError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key(organization_id, project_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        out.item
+            .as_ref()
+            .map(StreamingConfig::from_item)
+            .transpose()
+    }
+
+    /// The error of a lost condition: the version stored now, as the caller must retry with it.
+    async fn mismatch(&self, organization_id: &str, project_id: &str) -> ConfigError {
+        match self.get(organization_id, project_id).await {
+            Ok(current) => ConfigError::VersionMismatch {
+                current: current.map_or(0, |c| c.version),
+            },
+            Err(e) => e,
         }
     }
 }

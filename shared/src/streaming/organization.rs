@@ -6,6 +6,7 @@ use super::{
     s, store_error,
 };
 use aws_sdk_dynamodb::types::AttributeValue;
+use std::future::Future;
 use time::OffsetDateTime;
 
 /// Sort key of an organization's own item (its External ID).
@@ -21,10 +22,28 @@ pub fn new_external_id() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
 }
 
-impl ConfigTable {
+/// An organization's own items: its External ID and the counters of its rate limits.
+pub trait Organizations: Sync {
+    /// The organization's External ID, created the first time it is needed.
+    fn external_id(
+        &self,
+        organization_id: &str,
+    ) -> impl Future<Output = Result<String, ConfigError>> + Send;
+
+    /// Counts one use of `limit.what` by the organization in the window of `now`; `Ok(Err)`
+    /// holds the seconds until the next window when the window's uses are spent.
+    fn take_slot(
+        &self,
+        organization_id: &str,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Result<(), u64>, ConfigError>> + Send;
+}
+
+impl Organizations for ConfigTable {
     /// The organization's External ID, created the first time it is needed. It never changes
     /// on its own; two first requests at once agree on one.
-    pub async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
+    async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
         if let Some(id) = self.stored_external_id(organization_id).await? {
             return Ok(id);
         }
@@ -51,32 +70,10 @@ impl ConfigTable {
         }
     }
 
-    async fn stored_external_id(
-        &self,
-        organization_id: &str,
-    ) -> Result<Option<String>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(organization_key(
-                organization_id,
-                ORGANIZATION_ITEM.to_owned(),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(|item| optional(item, EXTERNAL_ID)))
-    }
-
     /// Counts one use of `limit.what` by the organization in the current window. `Err` holds
     /// the seconds until the next window when `limit.per_window` uses already happened in this
     /// one.
-    pub async fn take_slot(
+    async fn take_slot(
         &self,
         organization_id: &str,
         limit: RateLimit,
@@ -109,6 +106,30 @@ impl ConfigTable {
             }
             Err(e) => Err(store_error(e)),
         }
+    }
+}
+
+impl ConfigTable {
+    async fn stored_external_id(
+        &self,
+        organization_id: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(organization_key(
+                organization_id,
+                ORGANIZATION_ITEM.to_owned(),
+            )))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|item| optional(item, EXTERNAL_ID)))
     }
 }
 

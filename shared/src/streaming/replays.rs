@@ -11,6 +11,7 @@ use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::future::Future;
 use time::OffsetDateTime;
 
 /// A lock whose replay has not moved for this long is taken over.
@@ -103,13 +104,34 @@ impl Replay {
     }
 }
 
-impl ConfigTable {
+/// Replays of each project, and the lock that lets one run at a time.
+pub trait Replays: Sync {
     /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
-    pub async fn start_replay(
+    fn start_replay(
         &self,
         replay: &Replay,
         at: OffsetDateTime,
-    ) -> Result<bool, ConfigError> {
+    ) -> impl Future<Output = Result<bool, ConfigError>> + Send;
+
+    fn replay(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        replay_id: &str,
+    ) -> impl Future<Output = Result<Option<Replay>, ConfigError>> + Send;
+
+    /// Saves progress (and keeps the lock's heartbeat fresh); releases the lock when the
+    /// replay has finished.
+    fn save_replay(
+        &self,
+        replay: &Replay,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+}
+
+impl Replays for ConfigTable {
+    /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
+    async fn start_replay(&self, replay: &Replay, at: OffsetDateTime) -> Result<bool, ConfigError> {
         let now = at.unix_timestamp();
         let mut lock = lock_key(&replay.organization_id, &replay.project_id);
         lock.insert("replay_id".into(), s(&replay.replay_id));
@@ -135,7 +157,7 @@ impl ConfigTable {
         Ok(true)
     }
 
-    pub async fn replay(
+    async fn replay(
         &self,
         organization_id: &str,
         project_id: &str,
@@ -155,11 +177,7 @@ impl ConfigTable {
 
     /// Saves progress (and keeps the lock's heartbeat fresh); releases the lock when the
     /// replay has finished.
-    pub async fn save_replay(
-        &self,
-        replay: &Replay,
-        now: OffsetDateTime,
-    ) -> Result<(), ConfigError> {
+    async fn save_replay(&self, replay: &Replay, now: OffsetDateTime) -> Result<(), ConfigError> {
         let mut replay = replay.clone();
         replay.updated_at = crate::clock::seconds_text(now);
         self.client

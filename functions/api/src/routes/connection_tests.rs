@@ -4,19 +4,21 @@ use crate::audit::actor;
 use crate::error::ApiError;
 use crate::request::Caller;
 use crate::view::TestResult;
-use crate::{Api, TEST_BUDGET, config_error, input, json_response};
+use crate::{Api, Ports, TEST_BUDGET, config_error, input, json_response};
 use audit_log::AuditEvent;
 use audit_log::clock::seconds_text;
 use audit_log::credentials::Credentials;
 use audit_log::destination::{Destination, Project};
-use audit_log::streaming::{CONNECTION_TESTS, TestRecord};
+use audit_log::streaming::{
+    CONNECTION_TESTS, Configurations, ConnectionTests, Organizations, TestRecord,
+};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use secrecy::SecretString;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-impl Api {
+impl<P: Ports> Api<P> {
     pub(crate) async fn test(
         &self,
         caller: &Caller,
@@ -24,7 +26,11 @@ impl Api {
         project: &str,
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let saved = self.configs.get(org, project).await.map_err(config_error)?;
+        let saved = self
+            .configs
+            .configuration(org, project)
+            .await
+            .map_err(config_error)?;
         // An empty body tests what is saved; a body tests the settings it carries.
         let (destination, key) = if body.iter().all(u8::is_ascii_whitespace) {
             let saved = saved.as_ref().ok_or_else(|| {

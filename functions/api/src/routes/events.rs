@@ -3,13 +3,15 @@
 use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::view::EventPage;
-use crate::{Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PAGE_BYTES, internal, json_response, request};
+use crate::{
+    Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PAGE_BYTES, Ports, internal, json_response, request,
+};
 use audit_log::store::PageRequest;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-impl Api {
+impl<P: Ports> Api<P> {
     pub(crate) async fn list(
         &self,
         request: &ApiGatewayV2httpRequest,

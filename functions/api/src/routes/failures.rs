@@ -3,14 +3,15 @@
 use super::events::limit_query;
 use crate::cursor::{self, Scope};
 use crate::error::ApiError;
-use crate::{Api, PAGE_BYTES, config_error, internal, json_response, request};
+use crate::{Api, PAGE_BYTES, Ports, config_error, internal, json_response, request};
+use audit_log::streaming::FailureLog;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::json;
 
 /// Failures listed per page at most (their events come along).
 pub const MAX_FAILURE_PAGE: usize = 100;
 
-impl Api {
+impl<P: Ports> Api<P> {
     pub(crate) async fn failures(
         &self,
         request: &ApiGatewayV2httpRequest,

@@ -5,14 +5,14 @@ use crate::audit::Change;
 use crate::error::ApiError;
 use crate::request::Caller;
 use crate::view::HealthView;
-use crate::{Api, config_error};
+use crate::{Api, Ports, config_error};
 use audit_log::clock::Clock;
-use audit_log::lane::{LaneKey, Lanes};
-use audit_log::streaming::{ConfigTable, StreamingConfig};
+use audit_log::lane::{LaneKey, LaneStore, Lanes};
+use audit_log::streaming::{Configurations, StreamingConfig};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 
-impl Api {
-    fn lanes(&self) -> Lanes<'_, ConfigTable, audit_log::lane::timers::SqsTimers, dyn Clock> {
+impl<P: Ports> Api<P> {
+    fn lanes(&self) -> Lanes<'_, P::Configs, P::Timers, dyn Clock> {
         Lanes {
             store: &self.configs,
             timers: &self.timers,
@@ -23,7 +23,7 @@ impl Api {
 
     async fn saved(&self, org: &str, project: &str) -> Result<StreamingConfig, ApiError> {
         self.configs
-            .get(org, project)
+            .configuration(org, project)
             .await
             .map_err(config_error)?
             .ok_or_else(|| ApiError::not_found("no destination is saved for this project"))
@@ -130,7 +130,7 @@ impl Api {
             self.configs
                 .oldest_owed_at(&LaneKey::new(org, project))
                 .await
-                .map_err(config_error)?
+                .map_err(lane_error)?
         } else {
             None
         };

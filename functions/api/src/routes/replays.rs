@@ -1,17 +1,17 @@
 //! `POST /streaming/replays` and its status: stored events delivered again.
 
 use crate::error::ApiError;
-use crate::{Api, config_error, input, internal, json_response};
+use crate::{Api, Ports, config_error, input, internal, json_response};
 use audit_log::clock::seconds_text;
 use audit_log::message::ReplayPart;
-use audit_log::streaming::{REPLAYS_STARTED, Replay, ReplayState};
+use audit_log::streaming::{Configurations, REPLAYS_STARTED, Replay, ReplayState, Replays};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
 pub const MAX_REPLAY_DAYS: i64 = 366;
 
-impl Api {
+impl<P: Ports> Api<P> {
     pub(crate) async fn start_replay(
         &self,
         org: &str,
@@ -25,7 +25,7 @@ impl Api {
         );
         if self
             .configs
-            .get(org, project)
+            .configuration(org, project)
             .await
             .map_err(config_error)?
             .is_none()
@@ -98,6 +98,6 @@ impl Api {
         queue_url: &str,
         message: &impl serde::Serialize,
     ) -> Result<(), String> {
-        audit_log::message::send(&self.sqs, queue_url, message, 0).await
+        audit_log::message::send(&self.queues, queue_url, message, 0).await
     }
 }

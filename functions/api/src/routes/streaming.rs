@@ -4,14 +4,18 @@ use crate::audit::Change;
 use crate::error::ApiError;
 use crate::request::{Caller, IfMatch};
 use crate::view::{DestinationView, View};
-use crate::{Api, SAVE_ATTEMPTS, config_error, credentials_error, input, internal, json_response};
+use crate::{
+    Api, Ports, SAVE_ATTEMPTS, config_error, credentials_error, input, internal, json_response,
+};
 use audit_log::credentials::{Credentials, Secrets};
 use audit_log::destination::Destination;
-use audit_log::streaming::{ConfigError, NewConfig, StreamingConfig};
+use audit_log::streaming::{
+    ConfigError, Configurations, NewConfig, Organizations, StreamingConfig,
+};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use secrecy::{ExposeSecret, SecretString};
 
-impl Api {
+impl<P: Ports> Api<P> {
     /// The AWS account customers trust: the setting, or the function's own account.
     pub(crate) async fn aws_account_id(&self) -> Result<String, ApiError> {
         self.destinations
@@ -99,7 +103,11 @@ impl Api {
         input: &input::DestinationInput,
         if_match: Option<IfMatch>,
     ) -> Result<Result<ApiGatewayV2httpResponse, u64>, ApiError> {
-        let current = self.configs.get(org, project).await.map_err(config_error)?;
+        let current = self
+            .configs
+            .configuration(org, project)
+            .await
+            .map_err(config_error)?;
         let current_version = current.as_ref().map_or(0, |c| c.version);
         if if_match.is_some_and(|m| !m.allows(current_version)) {
             return Err(ApiError::version_mismatch(current_version));
@@ -179,7 +187,7 @@ impl Api {
         self.retry_lane_now(org, project).await;
         let saved = self
             .configs
-            .get(org, project)
+            .configuration(org, project)
             .await
             .map_err(config_error)?
             .unwrap_or(saved);
@@ -225,7 +233,11 @@ impl Api {
         let condition = match if_match {
             None => None,
             Some(m) => {
-                let current = self.configs.get(org, project).await.map_err(config_error)?;
+                let current = self
+                    .configs
+                    .configuration(org, project)
+                    .await
+                    .map_err(config_error)?;
                 let current_version = current.as_ref().map_or(0, |c| c.version);
                 if !m.allows(current_version) {
                     return Err(ApiError::version_mismatch(current_version));

@@ -1,0 +1,311 @@
+//! The API's handlers against the library's in-memory doubles: the configuration table, the
+//! secrets, the lanes' timers and the queues in memory, a clock that moves only when told. No
+//! emulator; `tests/api.rs` drives the same handlers against one.
+
+use super::*;
+use audit_log::clock::ManualClock;
+use audit_log::credentials::Credentials;
+use audit_log::credentials::memory::MemorySecrets;
+use audit_log::lane::memory::{MemoryLanes, MemoryTimers};
+use audit_log::lane::{LaneKey, LaneState};
+use audit_log::message::MemoryQueues;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use time::macros::datetime;
+
+struct Doubles;
+
+impl Ports for Doubles {
+    type Configs = MemoryLanes;
+    type Secrets = MemorySecrets;
+    type Timers = MemoryTimers;
+    type Queues = MemoryQueues;
+}
+
+const ORG: &str = "org-a";
+const PROJECT: &str = "registry-1";
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const EVENTS_QUEUE: &str = "https://sqs.local/events";
+const REPLAY_QUEUE: &str = "https://sqs.local/replay";
+
+struct World {
+    api: Api<Doubles>,
+    clock: Arc<ManualClock>,
+}
+
+struct Reply {
+    status: i64,
+    body: Value,
+    headers: http::HeaderMap,
+}
+
+fn settings() -> Settings {
+    Settings {
+        events_table: "events".into(),
+        config_table: "config".into(),
+        events_queue_url: EVENTS_QUEUE.into(),
+        replay_queue_url: REPLAY_QUEUE.into(),
+        lane_queue_url: "https://sqs.local/lanes".into(),
+        secret_prefix: "audit-log/streaming/".into(),
+        log_group_prefix: DEFAULT_LOG_GROUP_PREFIX.into(),
+        organization_claim: DEFAULT_ORGANIZATION_CLAIM.into(),
+        // Named, so no STS call is made for it.
+        service_account_id: Some("111122223333".into()),
+        datadog_endpoint_override: None,
+    }
+}
+
+impl World {
+    fn new() -> Self {
+        // Only the events table and the destinations' clients come from here; no test below
+        // reaches them.
+        let aws = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let clock = Arc::new(ManualClock::at(datetime!(2026-11-30 10:00:30 UTC)));
+        let api = Api::<Doubles>::with_ports(
+            &aws,
+            MemoryLanes::default(),
+            MemorySecrets::default(),
+            MemoryTimers::default(),
+            MemoryQueues::default(),
+            settings(),
+        )
+        .with_clock(clock.clone());
+        Self { api, clock }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        suffix: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let fixture = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/lambda/apigw-http-api-request.json"
+        ));
+        let mut v: Value = serde_json::from_str(fixture).unwrap();
+        let path = format!("/v1/organizations/{ORG}/projects/{PROJECT}/audit-logs{suffix}");
+        v["rawPath"] = path.clone().into();
+        v["requestContext"]["http"]["method"] = method.into();
+        v["requestContext"]["http"]["path"] = path.into();
+        v["rawQueryString"] = "".into();
+        v["queryStringParameters"] = serde_json::json!({});
+        let mut all: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, val)| (k.to_string(), Value::from(*val)))
+            .collect();
+        all.insert("content-type".into(), "application/json".into());
+        v["headers"] = all.into();
+        v["isBase64Encoded"] = false.into();
+        v["requestContext"]["authorizer"]["jwt"]["claims"] =
+            serde_json::json!({"organization_id": ORG, "email": "ops@example.com"});
+        match body {
+            Some(b) => v["body"] = b.to_string().into(),
+            None => {
+                v.as_object_mut().unwrap().remove("body");
+            }
+        }
+        let response = self.api.respond(&serde_json::from_value(v).unwrap()).await;
+        let body = match response.body {
+            Some(Body::Text(text)) => serde_json::from_str(&text).unwrap(),
+            _ => Value::Null,
+        };
+        Reply {
+            status: response.status_code,
+            body,
+            headers: response.headers,
+        }
+    }
+
+    async fn put(&self, body: Value) -> Reply {
+        self.call("PUT", "/streaming", &[], Some(body)).await
+    }
+
+    /// The audit events the API put on the events queue, as their actions and descriptions.
+    fn audited(&self) -> Vec<(String, String)> {
+        self.api
+            .queues
+            .bodies(EVENTS_QUEUE)
+            .iter()
+            .map(|b| {
+                let v: Value = serde_json::from_str(b).unwrap();
+                (
+                    v["action"].as_str().unwrap().to_owned(),
+                    v["description"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    async fn saved(&self) -> audit_log::streaming::StreamingConfig {
+        let config = self.api.configs.configuration(ORG, PROJECT).await;
+        config.unwrap().expect("a saved configuration")
+    }
+
+    async fn stored_key(&self) -> Option<String> {
+        let credentials = self.api.secrets.get(ORG, PROJECT, None, true).await.ok()?;
+        match &*credentials {
+            Credentials::Datadog { api_key } => Some(api_key.expose_secret().to_owned()),
+            Credentials::Cloudwatch { .. } => None,
+        }
+    }
+}
+
+fn datadog(key: Option<&str>) -> Value {
+    let mut v = serde_json::json!({"provider": "datadog", "name": "dd-eu", "datadog": {"site": "datadoghq.eu"}});
+    if let Some(key) = key {
+        v["datadog"]["api_key"] = key.into();
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_first_save_keeps_the_key_as_the_current_secret_and_is_audited() {
+    // GIVEN a project that streams nowhere
+    let w = World::new();
+    // WHEN its Datadog destination is saved
+    let saved = w.put(datadog(Some(KEY))).await;
+    // THEN it is version 1, shows the key's last four characters only, and names the secret
+    // version that is now current
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["version"], 1);
+    assert_eq!(saved.headers["etag"], "\"1\"");
+    assert_eq!(
+        saved.body["destination"]["datadog"]["api_key_last4"],
+        "cdef"
+    );
+    assert!(!saved.body.to_string().contains(KEY));
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+    let config = w.saved().await;
+    assert_eq!(config.secret_version, w.api.secrets.current(ORG, PROJECT));
+    assert_eq!(config.updated_at, "2026-11-30T10:00:30Z");
+    // AND the change is itself an audit event on the events queue
+    assert_eq!(
+        w.audited(),
+        [(
+            "create".to_owned(),
+            "Created streaming configuration".to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_save_without_a_key_keeps_the_saved_key() {
+    // GIVEN a saved Datadog destination
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    // WHEN it is saved again without `api_key` (a rename)
+    let mut renamed = datadog(None);
+    renamed["name"] = "dd-renamed".into();
+    let saved = w.put(renamed).await;
+    // THEN the key is kept and the version moves on
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["version"], 2);
+    assert_eq!(saved.body["destination"]["name"], "dd-renamed");
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_save_at_a_version_no_longer_stored_is_412_and_changes_nothing() {
+    // GIVEN a destination saved twice (version 2)
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.put(datadog(None)).await;
+    // WHEN a caller who read version 1 saves a new key
+    let other = "fedcba9876543210fedcba9876543210";
+    let stale = w
+        .call(
+            "PUT",
+            "/streaming",
+            &[("if-match", "\"1\"")],
+            Some(datadog(Some(other))),
+        )
+        .await;
+    // THEN it is told the current version, and the stored key is unchanged
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+    let config = w.saved().await;
+    assert_eq!(config.version, 2);
+}
+
+#[tokio::test]
+async fn a_delete_removes_the_destination_and_its_key() {
+    // GIVEN a saved destination
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    // WHEN it is deleted
+    let deleted = w.call("DELETE", "/streaming", &[], None).await;
+    // THEN nothing streams, the key no longer exists, and the deletion is audited
+    assert_eq!(deleted.status, 204);
+    let shown = w.call("GET", "/streaming", &[], None).await;
+    assert_eq!(shown.body["destination"], Value::Null);
+    assert_eq!(w.stored_key().await, None);
+    assert_eq!(w.audited().last().unwrap().0, "delete");
+}
+
+#[tokio::test]
+async fn a_paused_destination_shows_paused_until_resumed() {
+    // GIVEN a saved destination
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    // WHEN it is paused
+    let paused = w.call("POST", "/streaming/pause", &[], None).await;
+    // THEN its lane keeps what arrives instead of sending it, and the view says so
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(paused.body["health"]["state"], "paused");
+    let key = LaneKey::new(ORG, PROJECT);
+    assert_eq!(w.api.configs.get(&key).lane.state, LaneState::Paused);
+    // AND resuming hands it back to delivery
+    let resumed = w.call("POST", "/streaming/resume", &[], None).await;
+    assert_eq!(resumed.status, 200, "{}", resumed.body);
+    assert_ne!(w.api.configs.get(&key).lane.state, LaneState::Paused);
+    let actions: Vec<String> = w.audited().into_iter().map(|(_, d)| d).collect();
+    assert!(actions.contains(&"Paused log streaming".to_owned()));
+}
+
+#[tokio::test]
+async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
+    // GIVEN a saved destination
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    let range =
+        serde_json::json!({"since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"});
+    // WHEN a replay is asked for
+    let started = w
+        .call("POST", "/streaming/replay", &[], Some(range.clone()))
+        .await;
+    // THEN it is running and its first part is on the replay queue
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["replay_id"].as_str().unwrap().to_owned();
+    let queued = w.api.queues.bodies(REPLAY_QUEUE);
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].contains(&id));
+    let shown = w
+        .call("GET", &format!("/streaming/replays/{id}"), &[], None)
+        .await;
+    assert_eq!(shown.body["state"], "running");
+    // AND another one while it runs is refused
+    let second = w
+        .call("POST", "/streaming/replay", &[], Some(range.clone()))
+        .await;
+    assert_eq!(second.status, 409);
+    // AND past ten requests in the hour the organization is told when to come back
+    for _ in 2..10 {
+        w.call("POST", "/streaming/replay", &[], Some(range.clone()))
+            .await;
+    }
+    let limited = w
+        .call("POST", "/streaming/replay", &[], Some(range.clone()))
+        .await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.headers["retry-after"], "3570");
+    // AND in the next hour it may ask again; the first replay, without progress for an hour,
+    // has left its lock to be taken over
+    w.clock.advance(std::time::Duration::from_secs(3570));
+    let later = w.call("POST", "/streaming/replay", &[], Some(range)).await;
+    assert_eq!(later.status, 202, "{}", later.body);
+}

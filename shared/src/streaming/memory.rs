@@ -1,0 +1,333 @@
+//! The configuration table in memory, for unit tests of the handlers without an emulator: saved
+//! configurations with their versions, External IDs, rate-limit counters, connection tests,
+//! failures and replays, beside the lanes of [`MemoryLanes`], which it extends.
+
+use super::{
+    ConfigError, Configurations, ConnectionTests, FailureLog, FailureRecord, Health, NewConfig,
+    Organizations, RateLimit, Replay, ReplayState, Replays, StreamingConfig, TestRecord,
+    new_external_id, replays::STALE_AFTER_SECONDS,
+};
+use crate::clock::seconds_text;
+use crate::destination::{DatadogSettings, DatadogSite, Destination};
+use crate::lane::memory::{MemoryLanes, lock};
+use crate::lane::{Lane, LaneKey};
+use crate::store::StoredKey;
+use std::collections::{BTreeMap, HashMap};
+use time::OffsetDateTime;
+
+/// What the configuration table keeps besides lanes.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    saved: HashMap<LaneKey, StreamingConfig>,
+    external_ids: HashMap<String, String>,
+    /// Uses by (organization, what, window).
+    slots: HashMap<(String, &'static str, i64), u32>,
+    /// Oldest first.
+    tests: HashMap<LaneKey, Vec<TestRecord>>,
+    /// By event sort key.
+    failures: HashMap<LaneKey, BTreeMap<String, FailureRecord>>,
+    replays: HashMap<(LaneKey, String), Replay>,
+    /// The running replay's id and its heartbeat (epoch seconds).
+    locks: HashMap<LaneKey, (String, i64)>,
+}
+
+impl MemoryLanes {
+    fn check(&self, key: &LaneKey) -> Result<(), ConfigError> {
+        if lock(&self.unreadable).contains(key) {
+            return Err(ConfigError::Store("the table is unreachable".into()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn log_failures(
+        &self,
+        key: &LaneKey,
+        events: &[StoredKey],
+        reason: &str,
+        now: OffsetDateTime,
+    ) {
+        let mut table = lock(&self.table);
+        let log = table.failures.entry(key.clone()).or_default();
+        for event in events {
+            log.insert(
+                event.sort_key.clone(),
+                FailureRecord {
+                    event_sort_key: event.sort_key.clone(),
+                    event_id: event.message_id.clone(),
+                    failed_at: seconds_text(now),
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+    }
+}
+
+/// A project saved through [`Configurations::save`] is as it was saved; a lane only
+/// [`MemoryLanes::configure`]d streams to Datadog. Either way with its lane as kept.
+impl Configurations for MemoryLanes {
+    async fn configuration(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<StreamingConfig>, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        self.check(&key)?;
+        let saved = lock(&self.table).saved.get(&key).cloned();
+        Ok(lock(&self.lanes).get(&key).map(|m| {
+            let mut config = saved.unwrap_or_else(|| StreamingConfig {
+                organization_id: key.organization_id.clone(),
+                project_id: key.project_id.clone(),
+                name: "scripted".into(),
+                destination: Destination::Datadog(DatadogSettings {
+                    site: DatadogSite::Us1,
+                }),
+                api_key_last4: None,
+                secret_version: None,
+                version: 0,
+                updated_at: String::new(),
+                health: Health::default(),
+                lane: Lane::default(),
+            });
+            config.secret_version = m.secret_version.clone();
+            config.version = m.lane.version;
+            config.lane = m.lane.clone();
+            config
+        }))
+    }
+
+    async fn save(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        new: NewConfig,
+        read: u64,
+        now: OffsetDateTime,
+    ) -> Result<StreamingConfig, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        self.check(&key)?;
+        let mut lanes = lock(&self.lanes);
+        let current = lanes.get(&key).map_or(0, |m| m.lane.version);
+        if current != read {
+            return Err(ConfigError::VersionMismatch { current });
+        }
+        let lane = lanes.entry(key.clone()).or_default();
+        lane.lane.version = read + 1;
+        lane.secret_version.clone_from(&new.secret_version);
+        let config = StreamingConfig {
+            organization_id: key.organization_id.clone(),
+            project_id: key.project_id.clone(),
+            name: new.name,
+            destination: new.destination,
+            api_key_last4: new.api_key_last4,
+            secret_version: new.secret_version,
+            version: read + 1,
+            updated_at: seconds_text(now),
+            health: Health::default(),
+            lane: lane.lane.clone(),
+        };
+        lock(&self.table).saved.insert(key, config.clone());
+        Ok(config)
+    }
+
+    async fn delete(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        if_version: Option<u64>,
+    ) -> Result<Option<StreamingConfig>, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        let stored = self.configuration(organization_id, project_id).await?;
+        if let Some(v) = if_version {
+            let current = stored.as_ref().map_or(0, |c| c.version);
+            if current != v {
+                return Err(ConfigError::VersionMismatch { current });
+            }
+        }
+        lock(&self.table).saved.remove(&key);
+        lock(&self.lanes).remove(&key);
+        Ok(stored)
+    }
+}
+
+impl Organizations for MemoryLanes {
+    async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
+        Ok(lock(&self.table)
+            .external_ids
+            .entry(organization_id.to_owned())
+            .or_insert_with(new_external_id)
+            .clone())
+    }
+
+    async fn take_slot(
+        &self,
+        organization_id: &str,
+        limit: RateLimit,
+        now: OffsetDateTime,
+    ) -> Result<Result<(), u64>, ConfigError> {
+        let window = limit.window_seconds.max(1);
+        let current = now.unix_timestamp().div_euclid(window);
+        let mut table = lock(&self.table);
+        let used = table
+            .slots
+            .entry((organization_id.to_owned(), limit.what, current))
+            .or_default();
+        if *used >= limit.per_window {
+            let next_window = (current + 1) * window;
+            return Ok(Err((next_window - now.unix_timestamp()).max(1) as u64));
+        }
+        *used += 1;
+        Ok(Ok(()))
+    }
+}
+
+impl ConnectionTests for MemoryLanes {
+    async fn record_test(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        record: &TestRecord,
+        _now: OffsetDateTime,
+    ) -> Result<(), ConfigError> {
+        lock(&self.table)
+            .tests
+            .entry(LaneKey::new(organization_id, project_id))
+            .or_default()
+            .push(record.clone());
+        Ok(())
+    }
+
+    async fn recent_tests(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        n: usize,
+    ) -> Result<Vec<TestRecord>, ConfigError> {
+        let table = lock(&self.table);
+        let tests = table.tests.get(&LaneKey::new(organization_id, project_id));
+        Ok(tests.map_or_else(Vec::new, |t| t.iter().rev().take(n).cloned().collect()))
+    }
+}
+
+impl FailureLog for MemoryLanes {
+    async fn record_failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        events: &[StoredKey],
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), ConfigError> {
+        self.log_failures(
+            &LaneKey::new(organization_id, project_id),
+            events,
+            reason,
+            now,
+        );
+        Ok(())
+    }
+
+    async fn forget_failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        event_sort_keys: &[String],
+    ) -> Result<(), ConfigError> {
+        let mut table = lock(&self.table);
+        if let Some(log) = table
+            .failures
+            .get_mut(&LaneKey::new(organization_id, project_id))
+        {
+            for sk in event_sort_keys {
+                log.remove(sk);
+            }
+        }
+        Ok(())
+    }
+
+    async fn failures(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
+        let table = lock(&self.table);
+        let Some(log) = table
+            .failures
+            .get(&LaneKey::new(organization_id, project_id))
+        else {
+            return Ok((Vec::new(), None));
+        };
+        // Newest event first, after the cursor's event.
+        let mut page: Vec<FailureRecord> = log
+            .values()
+            .rev()
+            .filter(|f| after.is_none_or(|a| f.event_sort_key.as_str() < a))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = (page.len() > limit).then(|| {
+            page.truncate(limit);
+            page[limit - 1].event_sort_key.clone()
+        });
+        Ok((page, next))
+    }
+}
+
+impl Replays for MemoryLanes {
+    async fn start_replay(&self, replay: &Replay, at: OffsetDateTime) -> Result<bool, ConfigError> {
+        let key = LaneKey::new(&replay.organization_id, &replay.project_id);
+        {
+            let mut table = lock(&self.table);
+            let now = at.unix_timestamp();
+            if table
+                .locks
+                .get(&key)
+                .is_some_and(|(_, beat)| *beat >= now - STALE_AFTER_SECONDS)
+            {
+                return Ok(false);
+            }
+            table.locks.insert(key, (replay.replay_id.clone(), now));
+        }
+        self.save_replay(replay, at).await?;
+        Ok(true)
+    }
+
+    async fn replay(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        replay_id: &str,
+    ) -> Result<Option<Replay>, ConfigError> {
+        let key = (
+            LaneKey::new(organization_id, project_id),
+            replay_id.to_owned(),
+        );
+        Ok(lock(&self.table).replays.get(&key).cloned())
+    }
+
+    async fn save_replay(&self, replay: &Replay, now: OffsetDateTime) -> Result<(), ConfigError> {
+        let key = LaneKey::new(&replay.organization_id, &replay.project_id);
+        let mut replay = replay.clone();
+        replay.updated_at = seconds_text(now);
+        let mut table = lock(&self.table);
+        let ours = table
+            .locks
+            .get(&key)
+            .is_some_and(|(id, _)| *id == replay.replay_id);
+        if ours {
+            if replay.state == ReplayState::Running {
+                table.locks.insert(
+                    key.clone(),
+                    (replay.replay_id.clone(), now.unix_timestamp()),
+                );
+            } else {
+                table.locks.remove(&key);
+            }
+        }
+        table
+            .replays
+            .insert((key, replay.replay_id.clone()), replay);
+        Ok(())
+    }
+}
