@@ -203,7 +203,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Ok(lane)
     }
 
-    async fn schedule(&self, call: &LaneCall) -> Result<(), LaneError> {
+    pub(super) async fn schedule(&self, call: &LaneCall) -> Result<(), LaneError> {
         let wait = (call.due_ms - self.clock.now_ms()).max(0) as u64;
         let delay = Duration::from_millis(wait).min(MAX_DELAY);
         self.timers.schedule(call, delay).await
@@ -534,70 +534,6 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             );
         }
         Ok(expired)
-    }
-
-    /// A lane whose destination was removed owes nothing any more. Whether it is all gone
-    /// by `deadline`.
-    pub async fn forget(&self, key: &LaneKey, deadline: Instant) -> Result<bool, LaneError> {
-        while Instant::now() < deadline {
-            let page = self.store.owed(key, self.policy.page, None).await?;
-            if page.is_empty() {
-                return Ok(true);
-            }
-            self.store.settle(key, &page).await?;
-        }
-        Ok(false)
-    }
-
-    /// Stops sending to the lane: what arrives is owed until it resumes.
-    pub async fn pause(&self, key: &LaneKey) -> Result<bool, LaneError> {
-        let now = self.clock.now_ms();
-        let call = LaneCall::new(key, now + self.policy.housekeeping.as_millis() as i64);
-        self.schedule(&call).await?;
-        let mut to = Lane::to(LaneState::Paused, Some(&call), 0);
-        to.since = Some(now);
-        to.reason = Some("paused by the customer".into());
-        self.store.update_from(key, &[], &to).await
-    }
-
-    /// A paused lane delivers what it is owed, oldest first, then live events.
-    pub async fn resume(&self, key: &LaneKey) -> Result<bool, LaneError> {
-        self.now_from(key, &[LaneState::Paused], LaneState::CatchingUp)
-            .await
-    }
-
-    /// The configuration changed or a Test connection succeeded: a refused, retrying or
-    /// catching-up lane tries at once (a catching-up one with the new settings, and a fresh
-    /// call should its own have been lost).
-    pub async fn retry_now(&self, key: &LaneKey) -> Result<bool, LaneError> {
-        self.now_from(
-            key,
-            &[
-                LaneState::Refused,
-                LaneState::Retrying,
-                LaneState::CatchingUp,
-            ],
-            LaneState::Retrying,
-        )
-        .await
-    }
-
-    async fn now_from(
-        &self,
-        key: &LaneKey,
-        from: &[LaneState],
-        state: LaneState,
-    ) -> Result<bool, LaneError> {
-        // Read first: most lanes deliver, and need no call.
-        match self.store.read(key).await? {
-            Some(lane) if from.contains(&lane.state) => {}
-            _ => return Ok(false),
-        }
-        let call = LaneCall::new(key, self.clock.now_ms());
-        self.schedule(&call).await?;
-        self.store
-            .update_from(key, from, &Lane::to(state, Some(&call), 0))
-            .await
     }
 }
 

@@ -16,6 +16,7 @@
 //! always sent before the lane is updated to expect it, so a crash never leaves a lane waiting
 //! for a message that does not exist.
 
+mod controls;
 pub mod engine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;

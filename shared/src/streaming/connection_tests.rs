@@ -1,9 +1,10 @@
 //! The results of "Test connection", kept 30 days, newest first.
 
-use super::{ConfigError, ConfigTable, EXPIRES_AT, attr, organization_key, s, store_error, text};
+use super::{ConfigError, ConfigTable, EXPIRES_AT, organization_key, store_error};
 use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use time::OffsetDateTime;
 
@@ -11,7 +12,7 @@ use time::OffsetDateTime;
 const TEST_RESULT_DAYS: i64 = 30;
 
 /// One "Test connection" and what it found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestRecord {
     pub tested_at: String,
     pub provider: String,
@@ -54,11 +55,9 @@ impl ConnectionTests for ConfigTable {
             crate::store::sort_key_time(now),
             rand::random::<u32>()
         );
-        let mut item = organization_key(organization_id, sort_key);
-        item.insert("tested_at".into(), s(&record.tested_at));
-        item.insert(attr::PROVIDER.into(), s(&record.provider));
-        item.insert("success".into(), AttributeValue::Bool(record.success));
-        item.insert("message".into(), s(&record.message));
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(record).map_err(|_| ConfigError::Corrupt("connection test"))?;
+        item.extend(organization_key(organization_id, sort_key));
         item.insert(
             EXPIRES_AT.into(),
             AttributeValue::N((now.unix_timestamp() + TEST_RESULT_DAYS * 86_400).to_string()),
@@ -90,18 +89,9 @@ impl ConnectionTests for ConfigTable {
             .await?
             .0;
         items
-            .iter()
+            .into_iter()
             .map(|item| {
-                Ok(TestRecord {
-                    tested_at: text(item, "tested_at")?.to_owned(),
-                    provider: text(item, attr::PROVIDER)?.to_owned(),
-                    success: item
-                        .get("success")
-                        .and_then(|v| v.as_bool().ok())
-                        .copied()
-                        .unwrap_or(false),
-                    message: text(item, "message")?.to_owned(),
-                })
+                serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt("connection test"))
             })
             .collect()
     }

@@ -24,6 +24,24 @@ pub mod attr {
     pub const WRITES: &str = "lane_writes";
     pub const OWED: &str = "lane_owed";
     pub const REFUSED_VERSION: &str = "lane_refused_version";
+
+    /// Every lane attribute of a configuration item.
+    pub const ALL: [&str; 9] = [
+        STATE,
+        ATTEMPT,
+        NEXT_ATTEMPT_AT,
+        INTERVAL_MS,
+        SINCE,
+        REASON,
+        WRITES,
+        OWED,
+        REFUSED_VERSION,
+    ];
+}
+
+/// Whether a configuration item's attribute is the lane's.
+pub(super) fn is_lane_attribute(name: &str) -> bool {
+    attr::ALL.contains(&name)
 }
 
 /// How far a save moves the lane's count of writes: beyond any value a catching-up call may

@@ -24,13 +24,14 @@ pub use organization::{
 };
 pub use replays::{Replay, ReplayState, Replays};
 
-use crate::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination, Provider};
+use crate::destination::Destination;
 use crate::lane::Lane;
 use crate::store::key_part;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use health::hour_slot;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use time::OffsetDateTime;
@@ -138,53 +139,55 @@ where
     ConfigError::Store(DisplayErrorContext(err).to_string())
 }
 
+/// A configuration item's saved settings and recorded health, as serde_dynamo lays them out.
+/// The item also holds health's hourly slots and the lane, which are read and written beside.
+#[derive(Serialize, Deserialize)]
+struct SavedItem {
+    organization_id: String,
+    project_id: String,
+    name: String,
+    #[serde(flatten)]
+    destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_key_last4: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret_version: Option<String>,
+    version: u64,
+    updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_success_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_failure_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failing_since: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    last_failure_permanent: bool,
+}
+
 impl StreamingConfig {
-    fn to_item(&self) -> HashMap<String, AttributeValue> {
-        let mut item = key(&self.organization_id, &self.project_id);
-        item.insert(attr::ORGANIZATION_ID.into(), s(&self.organization_id));
-        item.insert(attr::PROJECT_ID.into(), s(&self.project_id));
-        item.insert(attr::NAME.into(), s(&self.name));
-        item.insert(
-            attr::PROVIDER.into(),
-            s(self.destination.provider().as_str()),
-        );
-        match &self.destination {
-            Destination::Cloudwatch(c) => {
-                item.insert(attr::ROLE_ARN.into(), s(&c.role_arn));
-                item.insert(attr::REGION.into(), s(&c.region));
-            }
-            Destination::Datadog(d) => {
-                item.insert(attr::SITE.into(), s(d.site.as_str()));
-            }
-        }
-        if let Some(last4) = &self.api_key_last4 {
-            item.insert(attr::API_KEY_LAST4.into(), s(last4));
-        }
-        if let Some(version) = &self.secret_version {
-            item.insert(attr::SECRET_VERSION.into(), s(version));
-        }
-        item.insert(
-            attr::VERSION.into(),
-            AttributeValue::N(self.version.to_string()),
-        );
-        item.insert(attr::UPDATED_AT.into(), s(&self.updated_at));
-        for (name, value) in [
-            (attr::LAST_SUCCESS_AT, &self.health.last_success_at),
-            (attr::LAST_FAILURE_AT, &self.health.last_failure_at),
-            (attr::LAST_ERROR, &self.health.last_error),
-            (attr::FAILING_SINCE, &self.health.failing_since),
-        ] {
-            if let Some(v) = value {
-                item.insert(name.into(), s(v));
-            }
-        }
-        if self.health.last_failure_permanent {
-            item.insert(
-                attr::LAST_FAILURE_PERMANENT.into(),
-                AttributeValue::Bool(true),
-            );
-        }
-        for (hour, delivered, failed) in &self.health.hours {
+    fn to_item(&self) -> Result<HashMap<String, AttributeValue>, ConfigError> {
+        let health = self.health.clone();
+        let saved = SavedItem {
+            organization_id: self.organization_id.clone(),
+            project_id: self.project_id.clone(),
+            name: self.name.clone(),
+            destination: self.destination.clone(),
+            api_key_last4: self.api_key_last4.clone(),
+            secret_version: self.secret_version.clone(),
+            version: self.version,
+            updated_at: self.updated_at.clone(),
+            last_success_at: health.last_success_at,
+            last_failure_at: health.last_failure_at,
+            last_error: health.last_error,
+            failing_since: health.failing_since,
+            last_failure_permanent: health.last_failure_permanent,
+        };
+        let mut item: HashMap<String, AttributeValue> =
+            serde_dynamo::to_item(&saved).map_err(|_| ConfigError::Corrupt("configuration"))?;
+        item.extend(key(&self.organization_id, &self.project_id));
+        for (hour, delivered, failed) in &health.hours {
             let slot = hour_slot(*hour);
             item.insert(format!("hour_{slot}"), AttributeValue::N(hour.to_string()));
             item.insert(
@@ -196,41 +199,33 @@ impl StreamingConfig {
                 AttributeValue::N(failed.to_string()),
             );
         }
-        item
+        Ok(item)
     }
 
     fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, ConfigError> {
-        let provider = Provider::parse(text(item, attr::PROVIDER)?)
-            .ok_or(ConfigError::Corrupt(attr::PROVIDER))?;
-        let destination = match provider {
-            Provider::Cloudwatch => Destination::Cloudwatch(CloudWatchSettings {
-                role_arn: text(item, attr::ROLE_ARN)?.to_owned(),
-                region: text(item, attr::REGION)?.to_owned(),
-            }),
-            Provider::Datadog => Destination::Datadog(DatadogSettings {
-                site: DatadogSite::parse(text(item, attr::SITE)?)
-                    .ok_or(ConfigError::Corrupt(attr::SITE))?,
-            }),
-        };
+        // The settings alone: the rest of the item is the lane's and the hourly slots'.
+        let settings: HashMap<String, AttributeValue> = item
+            .iter()
+            .filter(|(name, _)| !is_slot_or_lane(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let saved: SavedItem =
+            serde_dynamo::from_item(settings).map_err(|_| ConfigError::Corrupt("configuration"))?;
         Ok(Self {
-            organization_id: text(item, attr::ORGANIZATION_ID)?.to_owned(),
-            project_id: text(item, attr::PROJECT_ID)?.to_owned(),
-            name: text(item, attr::NAME)?.to_owned(),
-            destination,
-            api_key_last4: optional(item, attr::API_KEY_LAST4),
-            secret_version: optional(item, attr::SECRET_VERSION),
-            version: text_number(item, attr::VERSION)?,
-            updated_at: text(item, attr::UPDATED_AT)?.to_owned(),
+            organization_id: saved.organization_id,
+            project_id: saved.project_id,
+            name: saved.name,
+            destination: saved.destination,
+            api_key_last4: saved.api_key_last4,
+            secret_version: saved.secret_version,
+            version: saved.version,
+            updated_at: saved.updated_at,
             health: Health {
-                last_success_at: optional(item, attr::LAST_SUCCESS_AT),
-                last_failure_at: optional(item, attr::LAST_FAILURE_AT),
-                last_error: optional(item, attr::LAST_ERROR),
-                failing_since: optional(item, attr::FAILING_SINCE),
-                last_failure_permanent: item
-                    .get(attr::LAST_FAILURE_PERMANENT)
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(false),
+                last_success_at: saved.last_success_at,
+                last_failure_at: saved.last_failure_at,
+                last_error: saved.last_error,
+                failing_since: saved.failing_since,
+                last_failure_permanent: saved.last_failure_permanent,
                 hours: (0..24)
                     .filter_map(|slot| {
                         let n = |name: &str| -> Option<i64> {
@@ -253,14 +248,14 @@ impl StreamingConfig {
     }
 }
 
-fn text_number(
-    item: &HashMap<String, AttributeValue>,
-    name: &'static str,
-) -> Result<u64, ConfigError> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
-        .ok_or(ConfigError::Corrupt(name))
+/// Attributes of a configuration item that are not its saved settings.
+fn is_slot_or_lane(name: &str) -> bool {
+    name == attr::PARTITION_KEY
+        || name == attr::SORT_KEY
+        || name.starts_with("hour_")
+        || name.starts_with("delivered_")
+        || name.starts_with("failed_")
+        || lanes::is_lane_attribute(name)
 }
 
 /// The projects' saved configurations: where each streams (the configuration table; in tests,
@@ -343,7 +338,7 @@ impl Configurations for ConfigTable {
                     }
                 }
             };
-            let mut item = config.to_item();
+            let mut item = config.to_item()?;
             let mut names = HashMap::new();
             let mut values = HashMap::new();
             let condition = if read == 0 {
@@ -544,7 +539,7 @@ mod tests {
             organization_id: "o".into(),
             project_id: "p".into(),
             name: "prod-audit".into(),
-            destination: Destination::Cloudwatch(CloudWatchSettings {
+            destination: Destination::Cloudwatch(crate::destination::CloudWatchSettings {
                 role_arn: "arn:aws:iam::123456789012:role/r".into(),
                 region: "us-west-2".into(),
             }),
@@ -566,9 +561,38 @@ mod tests {
                 ..Lane::default()
             },
         };
+        let item = config.to_item().unwrap();
+        assert_eq!(StreamingConfig::from_item(&item).unwrap(), config);
+        // The names items have always had, so items saved before read as they were.
+        assert_eq!(item[attr::PROVIDER].as_s().unwrap(), "cloudwatch");
         assert_eq!(
-            StreamingConfig::from_item(&config.to_item()).unwrap(),
-            config
+            item[attr::ROLE_ARN].as_s().unwrap(),
+            "arn:aws:iam::123456789012:role/r"
         );
+        assert_eq!(item[attr::VERSION].as_n().unwrap(), "3");
+        assert_eq!(item["hour_16"].as_n().unwrap(), "493000");
+        assert!(!item.contains_key(attr::API_KEY_LAST4));
+
+        let mut datadog = config.clone();
+        datadog.destination = Destination::Datadog(crate::destination::DatadogSettings {
+            site: crate::destination::DatadogSite::Eu1,
+        });
+        datadog.api_key_last4 = Some("cdef".into());
+        datadog.health = Health::default();
+        datadog.lane.state = crate::lane::LaneState::Retrying;
+        let mut item = datadog.to_item().unwrap();
+        assert_eq!(item[attr::SITE].as_s().unwrap(), "datadoghq.eu");
+        // The lane's attributes share the item and are the lane's alone.
+        item.insert(
+            lanes::attr::STATE.into(),
+            AttributeValue::S("retrying".into()),
+        );
+        assert_eq!(StreamingConfig::from_item(&item).unwrap(), datadog);
+    }
+
+    #[test]
+    fn a_damaged_configuration_is_reported_not_guessed() {
+        let config = StreamingConfig::from_item(&key("o", "p"));
+        assert!(matches!(config, Err(ConfigError::Corrupt(_))));
     }
 }
