@@ -11,6 +11,7 @@ use crate::destination::DeliveryError;
 use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing};
 use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
@@ -67,6 +68,44 @@ fn n(v: impl ToString) -> AttributeValue {
 
 fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// An owed event's item: which event, since when, and how large.
+#[derive(Serialize, Deserialize)]
+struct OwedItem {
+    event_sort_key: String,
+    event_id: String,
+    owed_at: i64,
+    #[serde(default)]
+    bytes: u64,
+    /// Owed no longer than the event is kept.
+    expires_at: i64,
+}
+
+impl From<&Owed> for OwedItem {
+    fn from(o: &Owed) -> Self {
+        Self {
+            event_sort_key: o.event.sort_key.clone(),
+            event_id: o.event.message_id.clone(),
+            owed_at: o.owed_at_ms,
+            bytes: o.bytes,
+            expires_at: o.event.expires_at,
+        }
+    }
+}
+
+impl From<OwedItem> for Owed {
+    fn from(o: OwedItem) -> Self {
+        Self {
+            event: StoredKey {
+                sort_key: o.event_sort_key,
+                message_id: o.event_id,
+                expires_at: o.expires_at,
+            },
+            owed_at_ms: o.owed_at,
+            bytes: o.bytes,
+        }
+    }
 }
 
 /// The lane stored on a configuration item (a configuration saved before lanes: delivering).
@@ -282,17 +321,17 @@ impl ConfigTable {
         let requests = owed
             .iter()
             .map(|o| {
-                let mut item =
-                    organization_key(&lane.organization_id, owed_sort_key(&lane.project_id, o));
-                item.insert("event_sort_key".into(), s(&o.event.sort_key));
-                item.insert("event_id".into(), s(&o.event.message_id));
-                item.insert("owed_at".into(), n(o.owed_at_ms));
-                item.insert("bytes".into(), n(o.bytes));
-                // Owed no longer than the event is kept.
-                item.insert(super::EXPIRES_AT.into(), n(o.event.expires_at));
-                super::failures::put(item)
+                let mut item: HashMap<String, AttributeValue> =
+                    serde_dynamo::to_item(OwedItem::from(o)).map_err(|_| {
+                        LaneError::Store("an owed event could not be laid out".into())
+                    })?;
+                item.extend(organization_key(
+                    &lane.organization_id,
+                    owed_sort_key(&lane.project_id, o),
+                ));
+                Ok(super::failures::put(item))
             })
-            .collect();
+            .collect::<Result<Vec<_>, LaneError>>()?;
         self.write_all(requests).await.map_err(lane_error)
     }
 
@@ -336,18 +375,9 @@ impl ConfigTable {
         Ok(out
             .items
             .unwrap_or_default()
-            .iter()
-            .filter_map(|item| {
-                Some(Owed {
-                    event: StoredKey {
-                        sort_key: item.get("event_sort_key")?.as_s().ok()?.clone(),
-                        message_id: item.get("event_id")?.as_s().ok()?.clone(),
-                        expires_at: number(item, super::EXPIRES_AT)?,
-                    },
-                    owed_at_ms: number(item, "owed_at")?,
-                    bytes: number(item, "bytes").unwrap_or(0).max(0) as u64,
-                })
-            })
+            .into_iter()
+            .filter_map(|item| serde_dynamo::from_item::<_, OwedItem>(item).ok())
+            .map(Owed::from)
             .collect())
     }
 }

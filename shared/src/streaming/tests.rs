@@ -1,0 +1,75 @@
+//! The configuration item's keys and layout.
+
+use super::*;
+
+#[test]
+fn keys_separate_organizations_and_projects() {
+    let a = key("org#1", "p");
+    let b = key("org", "1#p");
+    assert_ne!(a, b);
+    assert_eq!(a["pk"].as_s().unwrap(), "org%231");
+    assert_eq!(a["sk"].as_s().unwrap(), "project#p");
+}
+
+#[test]
+fn a_configuration_survives_its_item_round_trip() {
+    let config = StreamingConfig {
+        organization_id: "o".into(),
+        project_id: "p".into(),
+        name: "prod-audit".into(),
+        destination: Destination::Cloudwatch(crate::destination::CloudWatchSettings {
+            role_arn: "arn:aws:iam::123456789012:role/r".into(),
+            region: "us-west-2".into(),
+        }),
+        api_key_last4: None,
+        secret_version: Some("0123456789abcdef0123456789abcdef".into()),
+        version: 3,
+        updated_at: "2026-01-01T00:00:00Z".into(),
+        health: Health {
+            last_success_at: Some("2026-01-01T00:00:00Z".into()),
+            last_failure_at: Some("2026-01-01T00:00:05Z".into()),
+            last_error: Some("Datadog answered HTTP 503".into()),
+            failing_since: Some("2026-01-01T00:00:05Z".into()),
+            last_failure_permanent: true,
+            hours: vec![(493_000, 12, 3), (493_001, 0, 4)],
+        },
+        // The lane knows the version it was read with.
+        lane: Lane {
+            version: 3,
+            ..Lane::default()
+        },
+    };
+    let item = config.to_item().unwrap();
+    assert_eq!(StreamingConfig::from_item(&item).unwrap(), config);
+    // The names items have always had, so items saved before read as they were.
+    assert_eq!(item[attr::PROVIDER].as_s().unwrap(), "cloudwatch");
+    assert_eq!(
+        item[attr::ROLE_ARN].as_s().unwrap(),
+        "arn:aws:iam::123456789012:role/r"
+    );
+    assert_eq!(item[attr::VERSION].as_n().unwrap(), "3");
+    assert_eq!(item["hour_16"].as_n().unwrap(), "493000");
+    assert!(!item.contains_key(attr::API_KEY_LAST4));
+
+    let mut datadog = config.clone();
+    datadog.destination = Destination::Datadog(crate::destination::DatadogSettings {
+        site: crate::destination::DatadogSite::Eu1,
+    });
+    datadog.api_key_last4 = Some("cdef".into());
+    datadog.health = Health::default();
+    datadog.lane.state = crate::lane::LaneState::Retrying;
+    let mut item = datadog.to_item().unwrap();
+    assert_eq!(item[attr::SITE].as_s().unwrap(), "datadoghq.eu");
+    // The lane's attributes share the item and are the lane's alone.
+    item.insert(
+        lanes::attr::STATE.into(),
+        AttributeValue::S("retrying".into()),
+    );
+    assert_eq!(StreamingConfig::from_item(&item).unwrap(), datadog);
+}
+
+#[test]
+fn a_damaged_configuration_is_reported_not_guessed() {
+    let config = StreamingConfig::from_item(&key("o", "p"));
+    assert!(matches!(config, Err(ConfigError::Corrupt(_))));
+}
