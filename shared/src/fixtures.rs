@@ -1,5 +1,5 @@
 //! The seed's example events (repaired where the seed is defective), for tests and benchmarks.
-//! The files live in `tests/fixtures/events/`; unused strings cost nothing in a release binary.
+//! The files live in `tests/fixtures/events/`; built only for tests and the `test-util` feature.
 
 macro_rules! seed {
     ($name:literal) => {

@@ -130,9 +130,13 @@ impl MemoryQueues {
 
 #[cfg(any(test, feature = "test-util"))]
 impl Queues for MemoryQueues {
-    async fn put(&self, queue_url: &str, body: String, _delay_seconds: i32) -> Result<(), String> {
+    async fn put(&self, queue_url: &str, body: String, delay_seconds: i32) -> Result<(), String> {
         if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("the queue refused the message".into());
+        }
+        // As SQS: a delay beyond 15 minutes is an invalid request.
+        if !(0..=900).contains(&delay_seconds) {
+            return Err(format!("DelaySeconds {delay_seconds} is outside 0 to 900"));
         }
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         sent.push((queue_url.to_owned(), body));

@@ -73,13 +73,13 @@ impl<P: std::fmt::Display> GaveUp<P> {
     pub fn describe(&self, service: &str) -> String {
         match (&self.last, self.at_deadline) {
             (Some(problem), true) => format!(
-                "{problem}; gave up at the delivery's deadline after {} attempts",
+                "{problem}; gave up at the deadline after {} attempts",
                 self.attempts
             ),
             (Some(problem), false) => {
                 format!("{problem}; gave up after {} attempts", self.attempts)
             }
-            (None, _) => format!("{service} did not answer before the delivery's deadline"),
+            (None, _) => format!("{service} did not answer in the time it was given"),
         }
     }
 }
@@ -231,7 +231,7 @@ mod tests {
         assert!(gave_up.at_deadline && gave_up.last.is_none());
         assert_eq!(
             gave_up.describe("Datadog"),
-            "Datadog did not answer before the delivery's deadline"
+            "Datadog did not answer in the time it was given"
         );
     }
 }

@@ -4,11 +4,12 @@
 
 use super::*;
 use audit_log::clock::ManualClock;
-use audit_log::credentials::Credentials;
 use audit_log::credentials::memory::MemorySecrets;
+use audit_log::credentials::{Credentials, CredentialsError};
 use audit_log::lane::memory::{MemoryLanes, MemoryTimers};
-use audit_log::lane::{LaneKey, LaneState};
+use audit_log::lane::{LaneKey, LaneState, LaneStore, Owed};
 use audit_log::message::MemoryQueues;
+use audit_log::store::StoredKey;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use time::macros::datetime;
@@ -147,7 +148,11 @@ impl World {
     }
 
     async fn stored_key(&self) -> Option<String> {
-        let credentials = self.api.secrets.get(ORG, PROJECT, None, true).await.ok()?;
+        let credentials = match self.api.secrets.get(ORG, PROJECT, None, true).await {
+            Ok(credentials) => credentials,
+            Err(CredentialsError::NotFound) => return None,
+            Err(e) => panic!("the stored key cannot be read: {e}"),
+        };
         match &*credentials {
             Credentials::Datadog { api_key } => Some(api_key.expose_secret().to_owned()),
             Credentials::Cloudwatch { .. } => None,
@@ -209,6 +214,33 @@ async fn a_save_without_a_key_keeps_the_saved_key() {
     assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
 }
 
+/// A caller who read version 1 saves a new key.
+async fn save_new_key_having_read_version_1(w: &World) -> Reply {
+    let other = "fedcba9876543210fedcba9876543210";
+    w.call(
+        "PUT",
+        "/streaming",
+        &[("if-match", "\"1\"")],
+        Some(datadog(Some(other))),
+    )
+    .await
+}
+
+/// The save lost to version 2: told so, the stored key unchanged, and its own staged key
+/// neither current nor labelled for anyone to pick up.
+async fn assert_lost_to_version_2(w: &World, reply: &Reply) {
+    assert_eq!(reply.status, 412, "{}", reply.body);
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("version 2"), "{message}");
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+    assert_eq!(
+        w.api.secrets.pending(ORG, PROJECT),
+        None,
+        "a staged key left"
+    );
+    assert_eq!(w.saved().await.version, 2);
+}
+
 #[tokio::test]
 async fn a_save_at_a_version_no_longer_stored_is_412_and_changes_nothing() {
     // GIVEN a destination saved twice (version 2)
@@ -216,34 +248,50 @@ async fn a_save_at_a_version_no_longer_stored_is_412_and_changes_nothing() {
     w.put(datadog(Some(KEY))).await;
     w.put(datadog(None)).await;
     // WHEN a caller who read version 1 saves a new key
-    let other = "fedcba9876543210fedcba9876543210";
-    let stale = w
-        .call(
-            "PUT",
-            "/streaming",
-            &[("if-match", "\"1\"")],
-            Some(datadog(Some(other))),
-        )
-        .await;
-    // THEN it is told the current version, and the stored key is unchanged
-    assert_eq!(stale.status, 412, "{}", stale.body);
-    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
-    let config = w.saved().await;
-    assert_eq!(config.version, 2);
+    let stale = save_new_key_having_read_version_1(&w).await;
+    // THEN it is told the current version, and nothing changed
+    assert_lost_to_version_2(&w, &stale).await;
+}
+
+#[tokio::test]
+async fn a_save_that_loses_its_race_after_staging_its_key_leaves_no_staged_key() {
+    // GIVEN a destination at version 1, and another save that lands while this one is under way
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api.configs.race_next_save(&LaneKey::new(ORG, PROJECT));
+    // WHEN a caller who read version 1 saves a new key
+    let lost = save_new_key_having_read_version_1(&w).await;
+    // THEN it is 412 with the version that won, and its staged key was discarded
+    assert_lost_to_version_2(&w, &lost).await;
 }
 
 #[tokio::test]
 async fn a_delete_removes_the_destination_and_its_key() {
-    // GIVEN a saved destination
+    // GIVEN a saved destination that is owed events
     let w = World::new();
     w.put(datadog(Some(KEY))).await;
+    let key = LaneKey::new(ORG, PROJECT);
+    let owed: Vec<Owed> = (0..3)
+        .map(|i| Owed {
+            event: StoredKey {
+                sort_key: format!("2026-11-30T10:00:0{i}Z#m-{i}"),
+                message_id: format!("m-{i}"),
+                expires_at: 0,
+            },
+            owed_at_ms: i,
+            bytes: 100,
+        })
+        .collect();
+    w.api.configs.owe(&key, &owed, None).await.unwrap();
     // WHEN it is deleted
     let deleted = w.call("DELETE", "/streaming", &[], None).await;
-    // THEN nothing streams, the key no longer exists, and the deletion is audited
+    // THEN nothing streams, the key no longer exists, nothing is owed any more, and the
+    // deletion is audited
     assert_eq!(deleted.status, 204);
     let shown = w.call("GET", "/streaming", &[], None).await;
     assert_eq!(shown.body["destination"], Value::Null);
     assert_eq!(w.stored_key().await, None);
+    assert!(w.api.configs.get(&key).owed.is_empty());
     assert_eq!(w.audited().last().unwrap().0, "delete");
 }
 

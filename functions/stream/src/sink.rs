@@ -56,13 +56,14 @@ impl Stream {
     ) -> Failures {
         let (org, project) = (config.organization_id.as_str(), config.project_id.as_str());
         let configs = &self.delivery.configs;
-        let now = self.delivery.clock.now();
         let failures = self
             .delivery
             .destinations
             .sink(config)
             .deliver(events, deadline)
             .await;
+        // When the destination answered, which may be long after the call began.
+        let now = self.delivery.clock.now();
         let report = HealthReport {
             delivered: events.len() - failures.len(),
             failed: failures.len(),

@@ -6,10 +6,14 @@ use super::{Credentials, CredentialsError, Secrets};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// One project's secret. Versions stay readable by id until the secret is deleted; labels
+/// move as Secrets Manager moves them.
 #[derive(Debug, Default, Clone)]
 struct Secret {
     versions: HashMap<String, Arc<Credentials>>,
     current: Option<String>,
+    /// The version labelled pending (staged, not promoted nor discarded yet).
+    pending: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -40,11 +44,11 @@ impl MemorySecrets {
             .and_then(|s| s.current.clone())
     }
 
-    /// Versions kept for the project.
-    pub fn versions(&self, organization_id: &str, project_id: &str) -> usize {
+    /// The staged version still labelled pending, if any.
+    pub fn pending(&self, organization_id: &str, project_id: &str) -> Option<String> {
         lock(&self.secrets)
             .get(&key(organization_id, project_id))
-            .map_or(0, |s| s.versions.len())
+            .and_then(|s| s.pending.clone())
     }
 
     fn check(&self) -> Result<(), CredentialsError> {
@@ -65,10 +69,12 @@ impl Secrets for MemorySecrets {
         let secret = secrets
             .get(&key(organization_id, project_id))
             .ok_or(CredentialsError::NotFound)?;
+        // Before its first promotion the secret's current value is a placeholder that no
+        // provider reads as credentials.
         let version = version
             .map(str::to_owned)
             .or_else(|| secret.current.clone())
-            .ok_or(CredentialsError::NotFound)?;
+            .ok_or(CredentialsError::Unreadable)?;
         secret
             .versions
             .get(&version)
@@ -88,11 +94,12 @@ impl Secrets for MemorySecrets {
             *next += 1;
             format!("v{next}")
         };
-        lock(&self.secrets)
-            .entry(key(organization_id, project_id))
-            .or_default()
+        let mut secrets = lock(&self.secrets);
+        let secret = secrets.entry(key(organization_id, project_id)).or_default();
+        secret
             .versions
             .insert(version.clone(), Arc::new(credentials.clone()));
+        secret.pending = Some(version.clone());
         Ok(version)
     }
 
@@ -111,15 +118,18 @@ impl Secrets for MemorySecrets {
         // The replaced version stays readable by its id, as in Secrets Manager until it
         // cleans up unlabelled versions.
         secret.current = Some(version.to_owned());
+        if secret.pending.as_deref() == Some(version) {
+            secret.pending = None;
+        }
         Ok(())
     }
 
     async fn discard(&self, organization_id: &str, project_id: &str, version: &str) {
         let mut secrets = lock(&self.secrets);
         if let Some(secret) = secrets.get_mut(&key(organization_id, project_id))
-            && secret.current.as_deref() != Some(version)
+            && secret.pending.as_deref() == Some(version)
         {
-            secret.versions.remove(version);
+            secret.pending = None;
         }
     }
 

@@ -19,6 +19,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLane {
+    /// Whether the project has a destination. Its owed events outlive it, as owed items in the
+    /// table outlive the configuration item, until someone forgets them.
+    pub configured: bool,
     pub lane: Lane,
     /// Owed events by (owed at, event sort key), as the table orders them.
     pub owed: BTreeMap<(i64, String), Owed>,
@@ -29,7 +32,17 @@ pub struct MemoryLane {
     pub secret_version: Option<String>,
 }
 
-/// Lanes kept in memory. A lane exists once [`MemoryLanes::configure`] gave it a destination.
+impl MemoryLane {
+    /// What a save of the configuration does to the lane kept in its item.
+    pub(crate) fn saved(&mut self) {
+        self.configured = true;
+        self.lane.version += 1;
+        self.lane.writes += crate::streaming::WRITES_MOVED_BY_SAVE;
+    }
+}
+
+/// Lanes kept in memory. A lane exists while its project has a destination: from
+/// [`MemoryLanes::configure`] or a save until a delete or [`MemoryLanes::unconfigure`].
 #[derive(Debug, Default)]
 pub struct MemoryLanes {
     pub(crate) lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
@@ -41,13 +54,13 @@ pub struct MemoryLanes {
 
 impl MemoryLanes {
     pub fn configure(&self, key: &LaneKey) {
-        lock(&self.lanes).entry(key.clone()).or_default();
+        lock(&self.lanes).entry(key.clone()).or_default().configured = true;
     }
 
     /// A save that names a new secret version.
     pub fn name_secret(&self, key: &LaneKey, version: &str) {
         self.with(key, |m| {
-            m.lane.version += 1;
+            m.saved();
             m.secret_version = Some(version.to_owned());
         });
     }
@@ -63,19 +76,35 @@ impl MemoryLanes {
 
     /// A save of the lane's configuration: its version moves on.
     pub fn saved(&self, key: &LaneKey) {
-        self.with(key, |m| m.lane.version += 1);
+        self.with(key, MemoryLane::saved);
     }
 
-    pub fn remove(&self, key: &LaneKey) -> Option<MemoryLane> {
-        lock(&self.lanes).remove(key)
+    /// The destination is removed: the lane goes with it, what it is owed stays.
+    pub fn unconfigure(&self, key: &LaneKey) -> Option<MemoryLane> {
+        self.with(key, |m| {
+            let before = m.clone();
+            m.configured = false;
+            m.lane = Lane::default();
+            m.secret_version = None;
+            before
+        })
     }
 
     pub fn get(&self, key: &LaneKey) -> MemoryLane {
         lock(&self.lanes).get(key).cloned().unwrap_or_default()
     }
 
-    fn with<R>(&self, key: &LaneKey, f: impl FnOnce(&mut MemoryLane) -> R) -> Option<R> {
-        lock(&self.lanes).get_mut(key).map(f)
+    /// `f` on the lane of a configured destination.
+    pub(crate) fn with<R>(&self, key: &LaneKey, f: impl FnOnce(&mut MemoryLane) -> R) -> Option<R> {
+        lock(&self.lanes)
+            .get_mut(key)
+            .filter(|m| m.configured)
+            .map(f)
+    }
+
+    /// `f` on what is kept for the project, configured or not.
+    fn kept<R>(&self, key: &LaneKey, f: impl FnOnce(&mut MemoryLane) -> R) -> R {
+        f(lock(&self.lanes).entry(key.clone()).or_default())
     }
 }
 
@@ -187,7 +216,7 @@ impl LaneStore for MemoryLanes {
     }
 
     async fn settle(&self, key: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
-        self.with(key, |m| {
+        self.kept(key, |m| {
             for o in owed {
                 if m.owed
                     .remove(&(o.owed_at_ms, o.event.sort_key.clone()))
@@ -216,9 +245,7 @@ impl LaneStore for MemoryLanes {
     }
 
     async fn oldest_owed_at(&self, key: &LaneKey) -> Result<Option<i64>, LaneError> {
-        Ok(self
-            .with(key, |m| m.owed.keys().next().map(|(at, _)| *at))
-            .flatten())
+        Ok(self.kept(key, |m| m.owed.keys().next().map(|(at, _)| *at)))
     }
 
     async fn record_attempt(

@@ -379,8 +379,13 @@ async fn a_removed_destination_owes_nothing() {
     w.sink.answer(Answer::Fail(outage()));
     w.live(3).await;
     let (call, _) = w.pending_call();
-    let removed = w.lanes.remove(&w.key).unwrap();
+    let removed = w.lanes.unconfigure(&w.key).unwrap();
     assert_eq!(removed.owed.len(), 3);
+    assert_eq!(
+        w.lanes.get(&w.key).owed.len(),
+        3,
+        "owed events outlive the destination"
+    );
     let out = w
         .engine()
         .call(
@@ -392,6 +397,10 @@ async fn a_removed_destination_owes_nothing() {
         .await
         .unwrap();
     assert_eq!(out.skipped, Some("its destination was removed"));
+    assert!(
+        w.lanes.get(&w.key).owed.is_empty(),
+        "its lane's call forgot them"
+    );
 }
 
 #[test]
@@ -528,7 +537,7 @@ async fn live_events_of_a_removed_destination_are_neither_owed_nor_an_error() {
     w.sink.answer(Answer::Fail(outage()));
     w.live(1).await;
     let lane = w.lane();
-    w.lanes.remove(&w.key);
+    w.lanes.unconfigure(&w.key);
     let events = w.arrive(2);
     let out = w
         .engine()

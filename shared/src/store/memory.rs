@@ -1,6 +1,6 @@
 //! The events table in memory, for unit tests of capture without an emulator: items keyed as
-//! the table keys them (so a redelivered message overwrites its own item), and writes that fail
-//! as a test tells them to.
+//! the table keys them (so a redelivered message overwrites its own item), batches refused as
+//! DynamoDB refuses them, and writes that fail as a test tells them to.
 
 use super::{EventWriter, StoreError, StoredEvent, WriteFailure, attr};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -78,6 +78,20 @@ impl EventWriter for MemoryEventTable {
         let down = lock(&self.down).clone();
         let refused = lock(&self.refused).clone();
         let mut items = lock(&self.items);
+        // DynamoDB refuses a whole batch that names one key twice.
+        let mut keys = std::collections::HashSet::new();
+        if !events.iter().all(|e| keys.insert(key_of(&e.item))) {
+            let reason = StoreError::Refused(
+                "ValidationException: Provided list of item keys contains duplicates".into(),
+            );
+            return events
+                .into_iter()
+                .map(|e| WriteFailure {
+                    message_id: e.message_id,
+                    reason: reason.clone(),
+                })
+                .collect();
+        }
         let mut failures = Vec::new();
         for event in events {
             match down

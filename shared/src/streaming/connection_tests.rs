@@ -1,10 +1,11 @@
 //! The results of "Test connection", kept 30 days, newest first.
 
-use super::{ConfigError, ConfigTable, EXPIRES_AT, organization_key, store_error};
+use super::{
+    ConfigError, ConfigTable, EXPIRES_AT, from_item, organization_key, store_error, to_item,
+};
 use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::future::Future;
 use time::OffsetDateTime;
 
@@ -55,8 +56,7 @@ impl ConnectionTests for ConfigTable {
             crate::store::sort_key_time(now),
             rand::random::<u32>()
         );
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(record).map_err(|_| ConfigError::Corrupt("connection test"))?;
+        let mut item = to_item(record, "connection test")?;
         item.extend(organization_key(organization_id, sort_key));
         item.insert(
             EXPIRES_AT.into(),
@@ -90,9 +90,7 @@ impl ConnectionTests for ConfigTable {
             .0;
         items
             .into_iter()
-            .map(|item| {
-                serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt("connection test"))
-            })
+            .map(|item| from_item(item, "connection test"))
             .collect()
     }
 }

@@ -2,7 +2,7 @@
 //! person can see them (`GET /streaming/failures`) and have them delivered again (a replay).
 //! Sort key: `failure#<project>#<event's sort key>`, so they list newest event first.
 
-use super::{ConfigError, ConfigTable, organization_key, store_error};
+use super::{ConfigError, ConfigTable, from_item, organization_key, store_error, to_item};
 use crate::retry::{Attempt, Backoff, retry};
 use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
@@ -102,8 +102,7 @@ impl FailureLog for ConfigTable {
                     failed_at: failed_at.clone(),
                     reason: reason.to_owned(),
                 };
-                let mut item: HashMap<String, AttributeValue> =
-                    serde_dynamo::to_item(&record).map_err(|_| ConfigError::Corrupt("failure"))?;
+                let mut item = to_item(&record, "failure")?;
                 item.extend(organization_key(
                     organization_id,
                     format!("{}{}", prefix(project_id), event.sort_key),
@@ -153,7 +152,7 @@ impl FailureLog for ConfigTable {
             .await?;
         let records = items
             .into_iter()
-            .map(|item| serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt("failure")))
+            .map(|item| from_item(item, "failure"))
             .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
         let next = next.map(|sk| sk.trim_start_matches(&prefix).to_owned());
         Ok((records, next))

@@ -47,7 +47,7 @@ pub(super) fn is_lane_attribute(name: &str) -> bool {
 
 /// How far a save moves the lane's count of writes: beyond any value a catching-up call may
 /// hold, so that call looks for owed events again rather than trust a count the save rewrote.
-pub(super) const WRITES_MOVED_BY_SAVE: u64 = 1 << 32;
+pub(crate) const WRITES_MOVED_BY_SAVE: u64 = 1 << 32;
 
 fn prefix(project_id: &str) -> String {
     format!("owed#{}#", key_part(project_id))

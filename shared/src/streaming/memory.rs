@@ -29,9 +29,17 @@ pub(crate) struct Table {
     replays: HashMap<(LaneKey, String), Replay>,
     /// The running replay's id and its heartbeat (epoch seconds).
     locks: HashMap<LaneKey, (String, i64)>,
+    /// Projects whose next save another save beats to the table.
+    raced: std::collections::HashSet<LaneKey>,
 }
 
 impl MemoryLanes {
+    /// The next save of the project loses a race: another save lands between its read and its
+    /// write.
+    pub fn race_next_save(&self, key: &LaneKey) {
+        lock(&self.table).raced.insert(key.clone());
+    }
+
     fn check(&self, key: &LaneKey) -> Result<(), ConfigError> {
         if lock(&self.unreadable).contains(key) {
             return Err(ConfigError::Store("the table is unreachable".into()));
@@ -73,7 +81,7 @@ impl Configurations for MemoryLanes {
         let key = LaneKey::new(organization_id, project_id);
         self.check(&key)?;
         let saved = lock(&self.table).saved.get(&key).cloned();
-        Ok(lock(&self.lanes).get(&key).map(|m| {
+        Ok(self.with(&key, |m| {
             let mut config = saved.unwrap_or_else(|| StreamingConfig {
                 organization_id: key.organization_id.clone(),
                 project_id: key.project_id.clone(),
@@ -105,13 +113,19 @@ impl Configurations for MemoryLanes {
     ) -> Result<StreamingConfig, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
         self.check(&key)?;
+        if lock(&self.table).raced.remove(&key) {
+            self.saved(&key);
+        }
         let mut lanes = lock(&self.lanes);
-        let current = lanes.get(&key).map_or(0, |m| m.lane.version);
+        let current = lanes
+            .get(&key)
+            .filter(|m| m.configured)
+            .map_or(0, |m| m.lane.version);
         if current != read {
             return Err(ConfigError::VersionMismatch { current });
         }
         let lane = lanes.entry(key.clone()).or_default();
-        lane.lane.version = read + 1;
+        lane.saved();
         lane.secret_version.clone_from(&new.secret_version);
         let config = StreamingConfig {
             organization_id: key.organization_id.clone(),
@@ -144,13 +158,17 @@ impl Configurations for MemoryLanes {
             }
         }
         lock(&self.table).saved.remove(&key);
-        lock(&self.lanes).remove(&key);
+        self.unconfigure(&key);
         Ok(stored)
     }
 }
 
 impl Organizations for MemoryLanes {
-    async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
+    async fn external_id(
+        &self,
+        organization_id: &str,
+        _now: OffsetDateTime,
+    ) -> Result<String, ConfigError> {
         Ok(lock(&self.table)
             .external_ids
             .entry(organization_id.to_owned())
@@ -258,18 +276,19 @@ impl FailureLog for MemoryLanes {
         else {
             return Ok((Vec::new(), None));
         };
-        // Newest event first, after the cursor's event.
-        let mut page: Vec<FailureRecord> = log
+        // Newest event first, after the cursor's event; as a query with a limit, a full page
+        // names where the next starts even when nothing follows.
+        let page: Vec<FailureRecord> = log
             .values()
             .rev()
             .filter(|f| after.is_none_or(|a| f.event_sort_key.as_str() < a))
-            .take(limit + 1)
+            .take(limit)
             .cloned()
             .collect();
-        let next = (page.len() > limit).then(|| {
-            page.truncate(limit);
-            page[limit - 1].event_sort_key.clone()
-        });
+        let next = page
+            .last()
+            .filter(|_| page.len() == limit)
+            .map(|last| last.event_sort_key.clone());
         Ok((page, next))
     }
 }

@@ -18,6 +18,8 @@ mod replays;
 pub use connection_tests::{ConnectionTests, TestRecord};
 pub use failures::{FailureLog, FailureRecord};
 pub use health::{FAILING_AFTER, Health, HealthReport};
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) use lanes::WRITES_MOVED_BY_SAVE;
 pub use lanes::lane_of;
 pub use organization::{
     CONNECTION_TESTS, EXPIRES_AT, Organizations, REPLAYS_STARTED, RateLimit, new_external_id,
@@ -96,10 +98,6 @@ pub enum ConfigError {
     Store(String),
 }
 
-pub fn now_rfc3339() -> String {
-    crate::clock::seconds_text(OffsetDateTime::now_utc())
-}
-
 fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
@@ -111,6 +109,26 @@ fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValu
             AttributeValue::S(format!("project#{}", key_part(project_id))),
         ),
     ])
+}
+
+/// An item's attributes from `value`, leaving out what is absent rather than storing NULL.
+fn to_item<T: Serialize>(
+    value: &T,
+    what: &'static str,
+) -> Result<HashMap<String, AttributeValue>, ConfigError> {
+    let mut item: HashMap<String, AttributeValue> =
+        serde_dynamo::to_item(value).map_err(|_| ConfigError::Corrupt(what))?;
+    item.retain(|_, v| !matches!(v, AttributeValue::Null(_)));
+    Ok(item)
+}
+
+/// A `T` read from an item's attributes (others ignored). The error names what was read, not
+/// what the item held.
+fn from_item<T: serde::de::DeserializeOwned>(
+    item: HashMap<String, AttributeValue>,
+    what: &'static str,
+) -> Result<T, ConfigError> {
+    serde_dynamo::from_item(item).map_err(|_| ConfigError::Corrupt(what))
 }
 
 fn s(v: &str) -> AttributeValue {
@@ -184,8 +202,7 @@ impl StreamingConfig {
             failing_since: health.failing_since,
             last_failure_permanent: health.last_failure_permanent,
         };
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(&saved).map_err(|_| ConfigError::Corrupt("configuration"))?;
+        let mut item = to_item(&saved, "configuration")?;
         item.extend(key(&self.organization_id, &self.project_id));
         for (hour, delivered, failed) in &health.hours {
             let slot = hour_slot(*hour);
@@ -209,8 +226,7 @@ impl StreamingConfig {
             .filter(|(name, _)| !is_slot_or_lane(name))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        let saved: SavedItem =
-            serde_dynamo::from_item(settings).map_err(|_| ConfigError::Corrupt("configuration"))?;
+        let saved: SavedItem = from_item(settings, "configuration")?;
         Ok(Self {
             organization_id: saved.organization_id,
             project_id: saved.project_id,

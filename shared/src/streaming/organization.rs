@@ -2,8 +2,8 @@
 //! do something costly.
 
 use super::{
-    ConfigError, ConfigTable, attr, is_condition_failure, now_rfc3339, optional, organization_key,
-    s, store_error,
+    ConfigError, ConfigTable, attr, is_condition_failure, optional, organization_key, s,
+    store_error,
 };
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::future::Future;
@@ -24,10 +24,11 @@ pub fn new_external_id() -> String {
 
 /// An organization's own items: its External ID and the counters of its rate limits.
 pub trait Organizations: Sync {
-    /// The organization's External ID, created the first time it is needed.
+    /// The organization's External ID, created (at `now`) the first time it is needed.
     fn external_id(
         &self,
         organization_id: &str,
+        now: OffsetDateTime,
     ) -> impl Future<Output = Result<String, ConfigError>> + Send;
 
     /// Counts one use of `limit.what` by the organization in the window of `now`; `Ok(Err)`
@@ -43,7 +44,11 @@ pub trait Organizations: Sync {
 impl Organizations for ConfigTable {
     /// The organization's External ID, created the first time it is needed. It never changes
     /// on its own; two first requests at once agree on one.
-    async fn external_id(&self, organization_id: &str) -> Result<String, ConfigError> {
+    async fn external_id(
+        &self,
+        organization_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<String, ConfigError> {
         if let Some(id) = self.stored_external_id(organization_id).await? {
             return Ok(id);
         }
@@ -51,7 +56,10 @@ impl Organizations for ConfigTable {
         let mut item = organization_key(organization_id, ORGANIZATION_ITEM.to_owned());
         item.insert(EXTERNAL_ID.to_owned(), s(&candidate));
         item.insert(attr::ORGANIZATION_ID.to_owned(), s(organization_id));
-        item.insert(attr::UPDATED_AT.to_owned(), s(&now_rfc3339()));
+        item.insert(
+            attr::UPDATED_AT.to_owned(),
+            s(&crate::clock::seconds_text(now)),
+        );
         let put = self
             .client
             .put_item()

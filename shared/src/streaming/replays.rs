@@ -4,8 +4,8 @@
 //! interrupted by a dying invocation resumes where it stopped.
 
 use super::{
-    ConfigError, ConfigTable, is_condition_failure, optional, organization_key, s, store_error,
-    text,
+    ConfigError, ConfigTable, from_item, is_condition_failure, optional, organization_key, s,
+    store_error, text, to_item,
 };
 use crate::store::key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -36,11 +36,15 @@ pub struct Replay {
     pub state: ReplayState,
     pub since: String,
     pub until: String,
+    // Defaults: replays stored before these were kept.
+    #[serde(default)]
     pub only_failed: bool,
     /// Sort key of the last event handled.
     #[serde(skip)]
     pub cursor: Option<String>,
+    #[serde(default)]
     pub delivered: u64,
+    #[serde(default)]
     pub failed: u64,
     pub created_at: String,
     pub updated_at: String,
@@ -74,9 +78,11 @@ const CURSOR: &str = "cursor";
 const KEPT_SECONDS: i64 = 30 * 86_400;
 
 impl Replay {
-    fn to_item(&self, now: OffsetDateTime) -> Result<HashMap<String, AttributeValue>, ConfigError> {
-        let mut item: HashMap<String, AttributeValue> =
-            serde_dynamo::to_item(self).map_err(|_| ConfigError::Corrupt("replay"))?;
+    pub(super) fn to_item(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<HashMap<String, AttributeValue>, ConfigError> {
+        let mut item = to_item(self, "replay")?;
         item.extend(replay_key(
             &self.organization_id,
             &self.project_id,
@@ -94,9 +100,8 @@ impl Replay {
         Ok(item)
     }
 
-    fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, ConfigError> {
-        let mut replay: Replay =
-            serde_dynamo::from_item(item.clone()).map_err(|_| ConfigError::Corrupt("replay"))?;
+    pub(super) fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Self, ConfigError> {
+        let mut replay: Replay = from_item(item.clone(), "replay")?;
         replay.organization_id = text(item, ORGANIZATION_ID)?.to_owned();
         replay.project_id = text(item, PROJECT_ID)?.to_owned();
         replay.cursor = optional(item, CURSOR);

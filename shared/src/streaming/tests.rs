@@ -73,3 +73,42 @@ fn a_damaged_configuration_is_reported_not_guessed() {
     let config = StreamingConfig::from_item(&key("o", "p"));
     assert!(matches!(config, Err(ConfigError::Corrupt(_))));
 }
+
+#[test]
+fn a_replay_stores_nothing_for_what_it_lacks_and_reads_older_items() {
+    let replay = Replay {
+        replay_id: "r-1".into(),
+        organization_id: "o".into(),
+        project_id: "p".into(),
+        state: ReplayState::Running,
+        since: "2026-01-01T00:00:00Z".into(),
+        until: "2026-01-02T00:00:00Z".into(),
+        only_failed: true,
+        cursor: None,
+        delivered: 7,
+        failed: 1,
+        created_at: "2026-01-02T00:00:00Z".into(),
+        updated_at: "2026-01-02T00:00:01Z".into(),
+        finished_at: None,
+        last_error: None,
+    };
+    let now = time::macros::datetime!(2026-01-02 00:00:01 UTC);
+    let item = replay.to_item(now).unwrap();
+    assert!(
+        item.values().all(|v| !v.is_null()),
+        "no NULL attributes: {item:?}"
+    );
+    assert!(!item.contains_key("finished_at") && !item.contains_key("cursor"));
+    assert_eq!(Replay::from_item(&item).unwrap(), replay);
+
+    // An item written before replays kept their counts and filter.
+    let mut older = item.clone();
+    for name in ["delivered", "failed", "only_failed"] {
+        older.remove(name);
+    }
+    let read = Replay::from_item(&older).unwrap();
+    assert_eq!(
+        (read.delivered, read.failed, read.only_failed),
+        (0, 0, false)
+    );
+}

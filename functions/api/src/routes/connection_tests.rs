@@ -64,7 +64,10 @@ impl<P: Ports> Api<P> {
             (Destination::Cloudwatch(settings), _) => Credentials::Cloudwatch {
                 role_arn: settings.role_arn.clone(),
                 external_id: SecretString::from(
-                    self.configs.external_id(org).await.map_err(config_error)?,
+                    self.configs
+                        .external_id(org, self.clock.now())
+                        .await
+                        .map_err(config_error)?,
                 ),
             },
             (Destination::Datadog(_), Some(api_key)) => Credentials::Datadog { api_key },

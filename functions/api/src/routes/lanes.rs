@@ -144,6 +144,6 @@ impl<P: Ports> Api<P> {
 }
 
 fn lane_error(e: audit_log::lane::LaneError) -> ApiError {
-    tracing::error!(error = %e, "lane not updated");
+    tracing::error!(error = %e, "the delivery lane could not be read or updated");
     ApiError::internal()
 }

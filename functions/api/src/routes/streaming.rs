@@ -51,7 +51,11 @@ impl<P: Ports> Api<P> {
         project: &str,
         config: Option<&StreamingConfig>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let external_id = self.configs.external_id(org).await.map_err(config_error)?;
+        let external_id = self
+            .configs
+            .external_id(org, self.clock.now())
+            .await
+            .map_err(config_error)?;
         let view = View {
             organization_id: org.to_owned(),
             project_id: project.to_owned(),
@@ -117,7 +121,10 @@ impl<P: Ports> Api<P> {
                 Credentials::Cloudwatch {
                     role_arn: c.role_arn.clone(),
                     external_id: SecretString::from(
-                        self.configs.external_id(org).await.map_err(config_error)?,
+                        self.configs
+                            .external_id(org, self.clock.now())
+                            .await
+                            .map_err(config_error)?,
                     ),
                 },
                 None,
