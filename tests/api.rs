@@ -50,6 +50,7 @@ struct World {
     log_group_prefix: String,
     configs: audit_log::streaming::ConfigTable,
     events: EventTable,
+    events_table: String,
     org: String,
     project: String,
     openapi: OpenApi,
@@ -121,6 +122,7 @@ impl World {
             ),
             configs: audit_log::streaming::ConfigTable::new(dynamodb.clone(), &parts.config_table),
             events: EventTable::new(dynamodb.clone(), &parts.events_table),
+            events_table: parts.events_table.clone(),
             sqs,
             queue_url,
             lane_queue_url: parts.lane_queue_url.clone(),
@@ -789,6 +791,29 @@ impl World {
         assert!(r.batch_item_failures.is_empty());
     }
 
+    /// Stores events as capture wrote them before events were packed (issue 16), alternately
+    /// as text and gzipped.
+    async fn store_as_before(&self, events: &[Value]) {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.aws);
+        for (i, e) in events.iter().enumerate() {
+            let event = audit_log::AuditEvent::from_value(e.clone()).unwrap();
+            let expires_at = OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+            let item = audit_log::fixtures::item_written_before_packing(
+                &event,
+                &unique("m"),
+                i % 2 == 1,
+                expires_at,
+            );
+            dynamodb
+                .put_item()
+                .table_name(&self.events_table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
     /// `n` events of this project, `step` apart, the first `ago` before now; `n` field = index.
     fn series(&self, n: usize, ago: Duration, step: Duration) -> Vec<Value> {
         let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - ago;
@@ -838,6 +863,24 @@ async fn stored_events_come_back_newest_first_page_by_page_exactly_as_sent() {
         seen, newest_first,
         "every event once, newest first, exactly as sent"
     );
+}
+
+#[tokio::test]
+async fn events_stored_before_they_were_packed_list_exactly_as_sent_among_new_ones() {
+    let w = World::new().await;
+    let events = w.series(8, Duration::from_secs(3600), Duration::from_secs(60));
+    // Two of every three as before, the rest as now.
+    let (before, after): (Vec<Value>, Vec<Value>) = events
+        .iter()
+        .cloned()
+        .partition(|e| e["n"].as_u64().unwrap() % 3 != 0);
+    w.store_as_before(&before).await;
+    w.store(&after).await;
+    let page = w.list(&[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut newest_first = events.clone();
+    newest_first.reverse();
+    assert_eq!(page.body["events"].as_array().unwrap(), &newest_first);
 }
 
 #[tokio::test]

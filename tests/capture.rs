@@ -1,7 +1,7 @@
 //! capture against the local AWS emulator, with the events table built from template.yaml.
 
 use audit_log::fixtures::SEED_EVENTS;
-use audit_log::store::{EventTable, attr, event_json};
+use audit_log::store::{EventTable, StoredKey, attr, event_json};
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::{Capture, CaptureError, ENVIRONMENT};
 use audit_log_tests::{
@@ -54,7 +54,7 @@ impl Fixture {
         scan_all(&self.client, &self.table)
             .await
             .into_iter()
-            .map(|item| (item[attr::MESSAGE_ID].as_s().unwrap().clone(), item))
+            .map(|item| (StoredKey::of(&item).unwrap().message_id, item))
             .collect()
     }
 }

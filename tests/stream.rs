@@ -611,6 +611,48 @@ async fn datadog_receives_gzipped_entries_with_the_api_key() {
 }
 
 #[tokio::test]
+async fn events_stored_before_they_were_packed_are_delivered_as_they_were() {
+    let dd = Datadog::new().await;
+    dd.answer_key(KEY, 202).await;
+    let events: Vec<Value> = (0..4)
+        .map(|i| recent(&dd.org, &dd.project, 100 - i, "OK"))
+        .collect();
+    for (i, e) in events.iter().enumerate() {
+        let event = audit_log::AuditEvent::from_value(e.clone()).unwrap();
+        let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+        let item = audit_log::fixtures::item_written_before_packing(
+            &event,
+            &format!("old-{i}"),
+            i % 2 == 1,
+            expires_at,
+        );
+        dd.world
+            .dynamodb
+            .put_item()
+            .table_name(&dd.world.events_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    let records = stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    let requests = dd.requests().await;
+    let got: Vec<Value> = requests.iter().flat_map(entries).collect();
+    assert_eq!(got.len(), 4);
+    for (i, (entry, original)) in got.iter().zip(&events).enumerate() {
+        assert_eq!(entry["timestamp"], original["timestamp"]);
+        assert_eq!(entry["actor"], original["actor"]);
+        assert_eq!(
+            entry["event_id"],
+            format!("old-{i}"),
+            "known by its message id"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_server_error_is_retried_and_then_succeeds() {
     let dd = Datadog::new().await;
     dd.mount(

@@ -1,5 +1,5 @@
-//! gzip, for the events stored compressed and the bodies sent to Datadog. Each caller picks
-//! its level: storage pays for bytes every month, a delivery pays for CPU once.
+//! gzip, for the bodies sent to Datadog (and the events stored gzipped before they were packed
+//! with zstd, which tests still write). The caller picks the level.
 
 use flate2::Compression;
 use flate2::write::GzEncoder;

@@ -23,3 +23,38 @@ pub const SEED_EVENTS: [(&str, &str); 5] = [
     seed!("build-created-failed"),
     seed!("channel-version-assigned"),
 ];
+
+/// An item as capture wrote it before events were packed (issue 16): the organization, project
+/// and message ids beside the key, the JSON as a string, or gzipped (as it was above 16 KiB).
+pub fn item_written_before_packing(
+    event: &crate::AuditEvent,
+    message_id: &str,
+    gzipped: bool,
+    expires_at: i64,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use crate::store::{partition_key, sort_key};
+    use aws_sdk_dynamodb::types::AttributeValue::{B, N, S};
+    let json = event.to_compact_json();
+    let body = if gzipped {
+        B(aws_sdk_dynamodb::primitives::Blob::new(
+            crate::compression::gzip(json.as_bytes(), flate2::Compression::default()),
+        ))
+    } else {
+        S(json)
+    };
+    [
+        (
+            "pk",
+            S(partition_key(event.organization_id(), event.project_id())),
+        ),
+        ("sk", S(sort_key(event.timestamp(), message_id))),
+        ("organization_id", S(event.organization_id().to_owned())),
+        ("project_id", S(event.project_id().to_owned())),
+        ("message_id", S(message_id.to_owned())),
+        ("expires_at", N(expires_at.to_string())),
+        ("event", body),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}

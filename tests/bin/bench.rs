@@ -1,7 +1,6 @@
 //! `./scripts/bench`: the functions' release binaries measured as Lambda runs them. See
 //! BENCHMARKS.md for the figures and what dominates each.
 
-use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::StoredEvent;
 use audit_log::{AuditEvent, Retention};
 use audit_log_tests::bench::Function;
@@ -9,6 +8,7 @@ use audit_log_tests::faults::{AwsFaults, AwsProxy};
 use audit_log_tests::local::{
     Project, Stack, call_api, datadog_entries, datadog_stand_in, drain_events_queue,
 };
+use audit_log_tests::samples::event_of_size;
 use audit_log_tests::{repo_root, sqs_batch, stream_records, unique};
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use serde_json::{Value, json};
@@ -27,29 +27,23 @@ struct Args {
     events: u16,
 }
 
-/// `n` events of exactly 1 KB of JSON for a project, dated within the last hour.
+/// `n` events of exactly 1 KB of JSON for a project, dated within the last hour, with ids and
+/// names as varied as real ones (`samples`), so stored sizes are not flattered.
 fn kilobyte_events(p: &Project, n: usize) -> Vec<String> {
     let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let mut rng = rand::rng();
     (0..n)
         .map(|i| {
-            let mut v: Value = serde_json::from_str(SEED_EVENTS[0].1).unwrap();
-            v["organization_id"] = json!(p.organization_id);
-            v["project_id"] = json!(p.project_id);
-            v["timestamp"] = json!(
-                (now - Duration::from_secs(i as u64))
-                    .format(&Rfc3339)
-                    .unwrap()
-            );
-            v["padding"] = json!("");
-            let base = AuditEvent::from_value(v.clone())
-                .unwrap()
-                .to_compact_json()
-                .len();
-            v["padding"] = json!("p".repeat(1024usize.saturating_sub(base)));
-            v.to_string()
+            let at = (now - Duration::from_secs(i as u64 % 3600))
+                .format(&Rfc3339)
+                .unwrap();
+            event_of_size(&mut rng, &p.organization_id, &p.project_id, &at, 1024)
         })
         .collect()
 }
+
+/// Warm batches per destination over which whole-function CPU is measured.
+const ROUNDS: usize = 5;
 
 /// Best of `runs` timings of `work`.
 fn best(runs: usize, mut work: impl FnMut()) -> Duration {
@@ -87,7 +81,7 @@ fn of_project(records: &[EventRecord], p: &Project) -> Vec<EventRecord> {
         .filter(|r| r.event_name == "INSERT")
         .filter(|r| {
             audit_log_stream::event_of(r)
-                .map(|(e, _)| e.project_id() == p.project_id && e.fields().contains_key("padding"))
+                .map(|(e, _)| e.project_id() == p.project_id && e.fields().contains_key("notes"))
                 .unwrap_or(false)
         })
         .cloned()
@@ -268,6 +262,81 @@ async fn main() {
         format!("{stream_init_calls} calls"),
     ]);
 
+    // Whole functions, warm: CPU of the process (all threads, user and system) over
+    // `ROUNDS` more batches to each destination, against the floor of parsing the same Lambda
+    // events with serde_json; and the bytes each event is stored in.
+    let mut cpu_rows: Vec<(String, Duration, Duration)> = Vec::new();
+    let mut stored_bytes = Vec::new();
+    let mut capture_cpu_total = Duration::ZERO;
+    let mut capture_floor = Duration::ZERO;
+    let mut sqs_events = Vec::new();
+    for p in [&to_datadog, &to_cloudwatch] {
+        for _ in 0..ROUNDS {
+            let bodies = kilobyte_events(p, events);
+            for (i, b) in bodies.iter().enumerate() {
+                let event = AuditEvent::from_json(b).unwrap();
+                let stored = StoredEvent::new(&format!("{i:036}"), &event, Retention::default());
+                stored_bytes.push(stored.unwrap().size());
+            }
+            let event = sqs_batch(
+                bodies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (format!("{}-{i}", unique("cpu")), b.as_str())),
+            );
+            sqs_events.push(serde_json::to_string(&event).unwrap());
+        }
+    }
+    for event in &sqs_events {
+        let before = capture.cpu();
+        let (_, answer) = capture.runtime.invoke(event.clone()).await;
+        capture_cpu_total += capture.cpu() - before;
+        assert!(
+            answer.contains("\"batchItemFailures\":[]"),
+            "capture answered {answer}"
+        );
+        capture_floor += best(5, || {
+            black_box(serde_json::from_str::<Value>(event).unwrap());
+        });
+    }
+    cpu_rows.push(("capture".into(), capture_cpu_total, capture_floor));
+    let records = stream_records(&aws, &stack.dynamodb, &stack.events_table).await;
+    for (p, name) in [
+        (&to_datadog, "stream to Datadog"),
+        (&to_cloudwatch, "stream to CloudWatch"),
+    ] {
+        let seen: std::collections::HashSet<&str> = dd_records
+            .iter()
+            .chain(&cw_records)
+            .chain(&newer)
+            .map(|r| r.event_id.as_str())
+            .collect();
+        let fresh: Vec<EventRecord> = of_project(&records, p)
+            .into_iter()
+            .filter(|r| !seen.contains(r.event_id.as_str()))
+            .collect();
+        assert_eq!(
+            fresh.len(),
+            ROUNDS * events,
+            "{name}: records of the CPU rounds"
+        );
+        let (mut used, mut floor) = (Duration::ZERO, Duration::ZERO);
+        for batch in fresh.chunks(events) {
+            let event = stream_event(batch);
+            let before = stream.cpu();
+            let (_, answer) = stream.runtime.invoke(event.clone()).await;
+            used += stream.cpu() - before;
+            assert!(
+                answer.contains("\"batchItemFailures\":[]"),
+                "stream answered {answer}"
+            );
+            floor += best(5, || {
+                black_box(serde_json::from_str::<Value>(&event).unwrap());
+            });
+        }
+        cpu_rows.push((name.into(), used, floor));
+    }
+
     // api: init, and one GET /streaming.
     proxy.reset();
     let api_function = Function::start(
@@ -356,6 +425,36 @@ async fn main() {
                 .sum::<usize>(),
         );
     });
+    // What each gzip level costs and saves on these requests' bodies.
+    let bodies_to_send: Vec<Vec<u8>> = {
+        let events: Vec<AuditEvent> = stored
+            .iter()
+            .map(|r| audit_log_stream::event_of(r).unwrap().0)
+            .collect();
+        audit_log::destination::datadog::batches(&events, now)
+            .0
+            .iter()
+            .map(|b| b.body())
+            .collect()
+    };
+    let gzip_levels: Vec<(u32, Duration, usize)> = [1, 2, 3, 4, 6, 9]
+        .into_iter()
+        .map(|level| {
+            let compress = || -> usize {
+                bodies_to_send
+                    .iter()
+                    .map(|b| audit_log::compression::gzip(b, flate2::Compression::new(level)).len())
+                    .sum()
+            };
+            (
+                level,
+                best(5, || {
+                    black_box(compress());
+                }),
+                compress(),
+            )
+        })
+        .collect();
     let cloudwatch_cpu = best(7, || {
         let events: Vec<AuditEvent> = stored
             .iter()
@@ -413,6 +512,50 @@ async fn main() {
             work.as_secs_f64() / floor.as_secs_f64()
         );
     }
+    println!("\n| Datadog body, gzip level | CPU per event | bytes per event |");
+    println!("|---|---|---|");
+    for (level, took, bytes) in &gzip_levels {
+        println!(
+            "| {level}{} | {:.2} µs | {:.0} |",
+            if *level == audit_log::destination::datadog::GZIP_LEVEL {
+                " (used)"
+            } else {
+                ""
+            },
+            per(*took),
+            *bytes as f64 / events as f64
+        );
+    }
+    let counted = ROUNDS * events * 2;
+    println!(
+        "\n| whole function, warm ({ROUNDS} batches of {events} per destination) | CPU per event | floor: serde_json parse of the Lambda event | ratio |"
+    );
+    println!("|---|---|---|---|");
+    for (name, used, floor) in &cpu_rows {
+        let n = if name == "capture" {
+            counted
+        } else {
+            counted / 2
+        };
+        println!(
+            "| {name} | {:.1} µs | {:.1} µs | {:.2}x |",
+            used.as_secs_f64() * 1e6 / n as f64,
+            floor.as_secs_f64() * 1e6 / n as f64,
+            used.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
+    stored_bytes.sort_unstable();
+    let mean = stored_bytes.iter().sum::<usize>() as f64 / stored_bytes.len() as f64;
+    let largest = stored_bytes.last().copied().unwrap_or(0);
+    let write_units = stored_bytes
+        .iter()
+        .map(|b| b.div_ceil(1024))
+        .max()
+        .unwrap_or(0);
+    println!(
+        "\nStored: {} events of 1 KB as items of {mean:.0} bytes on average, {largest} at most ({write_units} write unit each).",
+        stored_bytes.len()
+    );
     println!("\n| arm64 bootstrap | size | zipped |");
     println!("|---|---|---|");
     for f in ["audit-log-capture", "audit-log-stream", "audit-log-api"] {

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod figures;
 pub mod local;
 pub mod neighbours;
+pub mod samples;
 pub mod serve;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
@@ -128,6 +129,9 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, logical_id: &str) -
         .billing_mode(BillingMode::from(text(&props["BillingMode"])))
         .set_attribute_definitions(Some(definitions))
         .set_key_schema(Some(key_schema(&props["KeySchema"])));
+    if let Some(class) = props["TableClass"].as_str() {
+        create = create.table_class(aws_sdk_dynamodb::types::TableClass::from(class));
+    }
     if let Some(indexes) = props["GlobalSecondaryIndexes"].as_sequence() {
         for index in indexes {
             let projection = &index["Projection"];

@@ -240,16 +240,14 @@ pub fn event_of(record: &EventRecord) -> Result<(AuditEvent, StoredKey), String>
             .map_err(|_| "the stored event's TTL is not a number")?,
         _ => return Err("the stored event has no TTL".into()),
     };
-    let key = StoredKey {
-        sort_key: text(audit_log::store::attr::SORT_KEY)?.to_owned(),
-        message_id: text(audit_log::store::attr::MESSAGE_ID)?.to_owned(),
-        expires_at,
-    };
+    let key = StoredKey::new(text(audit_log::store::attr::SORT_KEY)?, expires_at)
+        .ok_or("the stored event's sort key names no message")?;
     let event = match image.get(audit_log::store::attr::EVENT) {
+        Some(Value::B(packed)) => AuditEvent::from_json(
+            &audit_log::store::codec::unpack(packed).map_err(|e| e.to_string())?,
+        ),
+        // Items written before events were packed.
         Some(Value::S(json)) => AuditEvent::from_json(json),
-        Some(Value::B(gzip)) => {
-            AuditEvent::from_json(&audit_log::store::gunzip(gzip).map_err(|e| e.to_string())?)
-        }
         _ => return Err("the stored event has no `event`".into()),
     }
     .map_err(|e| e.to_string())?;

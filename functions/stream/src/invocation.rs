@@ -23,20 +23,64 @@ pub enum Answer {
 
 const SQS_SOURCE: &str = "aws:sqs";
 
+/// The batch's records, typed by the first one's source, in one pass over the payload: only the
+/// first record is read twice (a batch has one source).
+struct Records;
+
+impl<'de> serde::de::Visitor<'de> for Records {
+    type Value = Invocation;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of stream records or queue messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Invocation, A::Error> {
+        use serde::de::Error;
+        let Some(first) = seq.next_element::<Value>()? else {
+            // Nothing to deliver either way.
+            return Ok(Invocation::Stream(Event::default()));
+        };
+        if first["eventSource"].as_str() == Some(SQS_SOURCE) {
+            let mut event = SqsEvent::default();
+            event.records = rest(
+                serde_json::from_value(first).map_err(A::Error::custom)?,
+                seq,
+            )?;
+            Ok(Invocation::Queue(event))
+        } else {
+            let mut event = Event::default();
+            event.records = rest(
+                serde_json::from_value(first).map_err(A::Error::custom)?,
+                seq,
+            )?;
+            Ok(Invocation::Stream(event))
+        }
+    }
+}
+
+fn rest<'de, T: Deserialize<'de>, A: serde::de::SeqAccess<'de>>(
+    first: T,
+    mut seq: A,
+) -> Result<Vec<T>, A::Error> {
+    let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0) + 1);
+    all.push(first);
+    while let Some(record) = seq.next_element()? {
+        all.push(record);
+    }
+    Ok(all)
+}
+
 impl<'de> Deserialize<'de> for Invocation {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let payload = Value::deserialize(deserializer)?;
-        // A batch has one source; an empty one is a stream batch with nothing to deliver.
-        if payload["Records"][0]["eventSource"].as_str() == Some(SQS_SOURCE) {
-            serde_json::from_value(payload)
-                .map(Self::Queue)
-                .map_err(D::Error::custom)
-        } else {
-            serde_json::from_value(payload)
-                .map(Self::Stream)
-                .map_err(D::Error::custom)
+        #[derive(Deserialize)]
+        struct Payload {
+            #[serde(rename = "Records", deserialize_with = "records")]
+            invocation: Invocation,
         }
+        fn records<'de, D: Deserializer<'de>>(d: D) -> Result<Invocation, D::Error> {
+            d.deserialize_seq(Records)
+        }
+        Payload::deserialize(deserializer).map(|p| p.invocation)
     }
 }
 

@@ -55,11 +55,7 @@ impl MemoryEventTable {
     pub fn item_of(&self, message_id: &str) -> Option<Item> {
         lock(&self.items)
             .values()
-            .find(|item| {
-                item.get(attr::MESSAGE_ID)
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|id| id == message_id)
-            })
+            .find(|item| super::StoredKey::of(item).is_some_and(|k| k.message_id == message_id))
             .cloned()
     }
 

@@ -7,6 +7,7 @@
 //!
 //! The names here must match `template.yaml` (`EventsTable`); a test holds them together.
 
+pub mod codec;
 pub mod dynamodb;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
@@ -15,11 +16,8 @@ use crate::event::{AuditEvent, EventError};
 use crate::settings::Retention;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use flate2::Compression;
-use flate2::read::GzDecoder;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use std::collections::HashMap;
-use std::io::Read;
 use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
@@ -37,22 +35,19 @@ pub trait EventWriter: Sync {
     ) -> impl std::future::Future<Output = Vec<WriteFailure>> + Send;
 }
 
-/// Attribute names of an item in the events table.
+/// Attribute names of an item in the events table. Nothing repeats the key: the organization
+/// and project are in the event, the message id ends the sort key.
 pub mod attr {
     pub const PARTITION_KEY: &str = "pk";
     pub const SORT_KEY: &str = "sk";
-    pub const ORGANIZATION_ID: &str = "organization_id";
-    pub const PROJECT_ID: &str = "project_id";
-    pub const MESSAGE_ID: &str = "message_id";
     /// The TTL attribute: epoch seconds.
     pub const EXPIRES_AT: &str = "expires_at";
-    /// The event's compact JSON: a String, or a gzip Binary when large.
+    /// The event's compact JSON, packed (`codec`): a Binary. Items written before kept it as a
+    /// String, or gzipped when large, beside `organization_id`, `project_id` and `message_id`
+    /// attributes that are no longer written (nor needed to read them).
     pub const EVENT: &str = "event";
 }
 
-/// Events larger than this are gzipped: it keeps large events under DynamoDB's item limit while
-/// ordinary ones stay readable in the console and cost no compression time.
-pub const COMPRESS_OVER_BYTES: usize = 16 * 1024;
 /// DynamoDB's item size limit (names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// `#` separates the key's parts and `%` escapes, so ids containing them stay unambiguous.
@@ -126,12 +121,6 @@ impl StoredEvent {
         event: &AuditEvent,
         retention: Retention,
     ) -> Result<Self, EventError> {
-        let json = event.to_compact_json();
-        let body = if json.len() > COMPRESS_OVER_BYTES {
-            AttributeValue::B(Blob::new(gzip(json.as_bytes())))
-        } else {
-            AttributeValue::S(json)
-        };
         let t = event.timestamp();
         let item = HashMap::from([
             (
@@ -143,22 +132,13 @@ impl StoredEvent {
                 AttributeValue::S(sort_key(t, message_id)),
             ),
             (
-                attr::ORGANIZATION_ID.to_owned(),
-                AttributeValue::S(event.organization_id().to_owned()),
-            ),
-            (
-                attr::PROJECT_ID.to_owned(),
-                AttributeValue::S(event.project_id().to_owned()),
-            ),
-            (
-                attr::MESSAGE_ID.to_owned(),
-                AttributeValue::S(message_id.to_owned()),
-            ),
-            (
                 attr::EXPIRES_AT.to_owned(),
                 AttributeValue::N(expires_at(t, retention).to_string()),
             ),
-            (attr::EVENT.to_owned(), body),
+            (
+                attr::EVENT.to_owned(),
+                AttributeValue::B(Blob::new(codec::pack(&event.to_compact_json()))),
+            ),
         ]);
         let size = item_size(&item);
         if size > MAX_ITEM_BYTES {
@@ -171,6 +151,11 @@ impl StoredEvent {
             message_id: message_id.to_owned(),
             item,
         })
+    }
+
+    /// What the item counts for DynamoDB's size limit, its write units and its storage.
+    pub fn size(&self) -> usize {
+        item_size(&self.item)
     }
 }
 
@@ -185,10 +170,19 @@ pub struct StoredKey {
 
 impl StoredKey {
     pub fn of(item: &HashMap<String, AttributeValue>) -> Option<Self> {
+        Self::new(
+            item.get(attr::SORT_KEY)?.as_s().ok()?,
+            item.get(attr::EXPIRES_AT)?.as_n().ok()?.parse().ok()?,
+        )
+    }
+
+    /// The key of the event stored under `sort_key`, which ends with its message id.
+    pub fn new(sort_key: &str, expires_at: i64) -> Option<Self> {
+        let (_, message_id) = sort_key.split_once('#')?;
         Some(Self {
-            sort_key: item.get(attr::SORT_KEY)?.as_s().ok()?.clone(),
-            message_id: item.get(attr::MESSAGE_ID)?.as_s().ok()?.clone(),
-            expires_at: item.get(attr::EXPIRES_AT)?.as_n().ok()?.parse().ok()?,
+            sort_key: sort_key.to_owned(),
+            message_id: message_id.to_owned(),
+            expires_at,
         })
     }
 
@@ -211,25 +205,10 @@ pub enum DecodeError {
 /// The original event's compact JSON, from a stored item.
 pub fn event_json(item: &HashMap<String, AttributeValue>) -> Result<String, DecodeError> {
     match item.get(attr::EVENT) {
+        Some(AttributeValue::B(b)) => codec::unpack(b.as_ref()),
         Some(AttributeValue::S(s)) => Ok(s.clone()),
-        Some(AttributeValue::B(b)) => gunzip(b.as_ref()),
         _ => Err(DecodeError::Missing(attr::EVENT)),
     }
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    crate::compression::gzip(bytes, Compression::default())
-}
-
-/// The JSON of an event stored compressed.
-pub fn gunzip(bytes: &[u8]) -> Result<String, DecodeError> {
-    let mut json = String::new();
-    // Bounded: nothing larger than an SQS message was ever stored.
-    GzDecoder::new(bytes)
-        .take(crate::event::MAX_EVENT_BYTES as u64 + 1)
-        .read_to_string(&mut json)
-        .map_err(|_| DecodeError::Corrupt)?;
-    Ok(json)
 }
 
 /// DynamoDB's item size: names plus values, numbers counted at their largest.
@@ -268,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn the_item_carries_keys_ids_ttl_and_the_event() {
+    fn the_item_carries_keys_the_ttl_and_the_packed_event_and_nothing_else() {
         let e = event("org-1", "proj-1", "2023-07-14T17:23:21Z");
         let stored = StoredEvent::new("msg-1", &e, Retention::default()).unwrap();
         let item = &stored.item;
@@ -277,9 +256,11 @@ mod tests {
             s(item, attr::SORT_KEY),
             "2023-07-14T17:23:21.000000000Z#msg-1"
         );
-        assert_eq!(s(item, attr::ORGANIZATION_ID), "org-1");
-        assert_eq!(s(item, attr::PROJECT_ID), "proj-1");
-        assert_eq!(s(item, attr::MESSAGE_ID), "msg-1");
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["event", "expires_at", "pk", "sk"]);
+        assert!(item[attr::EVENT].is_b());
+        assert_eq!(StoredKey::of(item).unwrap().message_id, "msg-1");
         assert_eq!(
             item[attr::EXPIRES_AT].as_n().unwrap(),
             &(1_689_355_401 + 400 * 86_400).to_string()
@@ -323,13 +304,17 @@ mod tests {
     }
 
     #[test]
-    fn large_events_are_compressed_and_come_back_identical() {
+    fn events_of_every_size_are_packed_and_come_back_identical() {
         for (_, body) in SEED_EVENTS {
             let e = AuditEvent::from_json(body).unwrap();
             let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
+            assert!(stored.item[attr::EVENT].is_b());
+            assert_eq!(event_json(&stored.item).unwrap(), e.to_compact_json());
             assert!(
-                stored.item[attr::EVENT].is_s(),
-                "small events stay readable"
+                stored.size() < e.to_compact_json().len(),
+                "{} bytes stored for {}",
+                stored.size(),
+                e.to_compact_json().len()
             );
         }
         let mut big = event("o", "p", "2024-01-01T00:00:00Z").into_value();
@@ -341,9 +326,29 @@ mod tests {
         let e = AuditEvent::from_value(big.clone()).unwrap();
         assert!(e.to_compact_json().len() > MAX_ITEM_BYTES);
         let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
-        assert!(stored.item[attr::EVENT].is_b());
         let back: Value = serde_json::from_str(&event_json(&stored.item).unwrap()).unwrap();
         assert_eq!(back, big);
+    }
+
+    #[test]
+    fn items_written_before_events_were_packed_read_as_they_were() {
+        for (_, body) in SEED_EVENTS {
+            let e = AuditEvent::from_json(body).unwrap();
+            for gzipped in [false, true] {
+                let item = crate::fixtures::item_written_before_packing(
+                    &e,
+                    "m-old",
+                    gzipped,
+                    1_800_000_000,
+                );
+                assert_eq!(event_json(&item).unwrap(), e.to_compact_json());
+                let key = StoredKey::of(&item).unwrap();
+                assert_eq!(
+                    (key.message_id.as_str(), key.expires_at),
+                    ("m-old", 1_800_000_000)
+                );
+            }
+        }
     }
 
     #[test]
@@ -432,5 +437,15 @@ mod tests {
             AttributeValue::B(Blob::new(b"not gzip".to_vec())),
         );
         assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
+        // A zstd frame cut short, and one naming a dictionary this service never had.
+        let packed = codec::pack(&event("o", "p", "2024-01-01T00:00:00Z").to_compact_json());
+        for bad in [packed[..packed.len() / 2].to_vec(), {
+            let mut other = packed.clone();
+            other[5..9].copy_from_slice(&[1, 2, 3, 4]);
+            other
+        }] {
+            item.insert(attr::EVENT.to_owned(), AttributeValue::B(Blob::new(bad)));
+            assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
+        }
     }
 }

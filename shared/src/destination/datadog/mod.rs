@@ -10,8 +10,8 @@ mod site;
 mod test_connection;
 
 pub use request::{
-    Batch, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES, RESERVED, SERVICE, SOURCE,
-    batches, encode, gzip, severity,
+    Batch, GZIP_LEVEL, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES, RESERVED, SERVICE,
+    SOURCE, batches, encode, gzip, severity,
 };
 pub use site::DatadogSite;
 

@@ -208,9 +208,13 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
     (out, failures)
 }
 
-/// A request body as sent: compressed for speed, not size.
+/// The level request bodies are gzipped at, chosen by measuring CPU and bytes of each level on
+/// the bench's requests (BENCHMARKS.md).
+pub const GZIP_LEVEL: u32 = 6;
+
+/// A request body as sent.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    crate::compression::gzip(bytes, Compression::fast())
+    crate::compression::gzip(bytes, Compression::new(GZIP_LEVEL))
 }
 
 #[cfg(test)]
