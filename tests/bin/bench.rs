@@ -290,7 +290,7 @@ async fn main() {
     for event in &sqs_events {
         let before = capture.cpu();
         let (_, answer) = capture.runtime.invoke(event.clone()).await;
-        capture_cpu_total += capture.cpu() - before;
+        capture_cpu_total += capture.cpu().saturating_sub(before);
         assert!(
             answer.contains("\"batchItemFailures\":[]"),
             "capture answered {answer}"
@@ -325,7 +325,7 @@ async fn main() {
             let event = stream_event(batch);
             let before = stream.cpu();
             let (_, answer) = stream.runtime.invoke(event.clone()).await;
-            used += stream.cpu() - before;
+            used += stream.cpu().saturating_sub(before);
             assert!(
                 answer.contains("\"batchItemFailures\":[]"),
                 "stream answered {answer}"

@@ -267,9 +267,10 @@ async fn a_save_that_loses_its_race_after_staging_its_key_leaves_no_staged_key()
 
 #[tokio::test]
 async fn a_delete_removes_the_destination_and_its_key() {
-    // GIVEN a saved destination that is owed events
+    // GIVEN a saved destination, paused, that is owed events
     let w = World::new();
     w.put(datadog(Some(KEY))).await;
+    w.call("POST", "/streaming/pause", &[], None).await;
     let key = LaneKey::new(ORG, PROJECT);
     let owed: Vec<Owed> = (0..3)
         .map(|i| Owed {
@@ -282,7 +283,9 @@ async fn a_delete_removes_the_destination_and_its_key() {
             bytes: 100,
         })
         .collect();
-    w.api.configs.owe(&key, &owed, None).await.unwrap();
+    let owing = w.api.configs.owe(&key, &owed, None).await.unwrap();
+    assert_eq!(owing, audit_log::lane::Owing::Owed);
+    assert_eq!(w.api.configs.get(&key).owed.len(), 3);
     // WHEN it is deleted
     let deleted = w.call("DELETE", "/streaming", &[], None).await;
     // THEN nothing streams, the key no longer exists, nothing is owed any more, and the

@@ -107,6 +107,24 @@ mod tests {
         assert!(matches!(empty, Invocation::Stream(e) if e.records.is_empty()));
     }
 
+    /// The fixture's one record, `n` times in one payload.
+    fn many(name: &str, n: usize) -> String {
+        let mut payload: Value = serde_json::from_str(&fixture(name)).unwrap();
+        let record = payload["Records"][0].clone();
+        payload["Records"] = Value::Array(vec![record; n]);
+        payload.to_string()
+    }
+
+    #[test]
+    fn every_record_of_a_batch_is_read_and_a_batch_without_records_is_refused() {
+        let stream: Invocation =
+            serde_json::from_str(&many("dynamodb-stream-insert.json", 3)).unwrap();
+        assert!(matches!(stream, Invocation::Stream(e) if e.records.len() == 3));
+        let queue: Invocation = serde_json::from_str(&many("sqs-receive-message.json", 4)).unwrap();
+        assert!(matches!(queue, Invocation::Queue(e) if e.records.len() == 4));
+        assert!(serde_json::from_str::<Invocation>("{}").is_err());
+    }
+
     #[test]
     fn both_answers_are_batch_item_failures() {
         for answer in [

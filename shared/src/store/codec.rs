@@ -57,9 +57,10 @@ pub fn pack(json: &str) -> Vec<u8> {
 
 fn new_compressor() -> zstd::bulk::Compressor<'static> {
     let mut c = zstd::bulk::Compressor::with_prepared_dictionary(&ENCODER).expect("a zstd context");
-    // The size lets a reader allocate once; DynamoDB already guards the bytes.
+    // The size lets a reader allocate once; the checksum (4 bytes) makes damage an error
+    // rather than a different event.
     let _ = c.include_contentsize(true);
-    let _ = c.include_checksum(false);
+    let _ = c.include_checksum(true);
     c
 }
 

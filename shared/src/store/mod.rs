@@ -121,6 +121,15 @@ impl StoredEvent {
         event: &AuditEvent,
         retention: Retention,
     ) -> Result<Self, EventError> {
+        // What is stored is the compact form, which may be longer than the body it came from
+        // (`1e2` comes back as `100.0`): it is what must stay readable.
+        let json = event.to_compact_json();
+        if json.len() > crate::event::MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge {
+                size: json.len(),
+                max: crate::event::MAX_EVENT_BYTES,
+            });
+        }
         let t = event.timestamp();
         let item = HashMap::from([
             (
@@ -137,7 +146,7 @@ impl StoredEvent {
             ),
             (
                 attr::EVENT.to_owned(),
-                AttributeValue::B(Blob::new(codec::pack(&event.to_compact_json()))),
+                AttributeValue::B(Blob::new(codec::pack(&json))),
             ),
         ]);
         let size = item_size(&item);
@@ -352,6 +361,25 @@ mod tests {
     }
 
     #[test]
+    fn an_event_whose_stored_form_outgrows_the_limit_is_refused_with_its_size() {
+        // `1e2` is written back as `100.0`: a body under the limit, a stored form over it.
+        let mut body = event("o", "p", "2024-01-01T00:00:00Z")
+            .into_value()
+            .to_string();
+        body.pop();
+        body.push_str(r#","n":["#);
+        body.push_str(&vec!["1e2"; 240_000].join(","));
+        body.push_str("]}");
+        assert!(body.len() <= crate::event::MAX_EVENT_BYTES);
+        let e = AuditEvent::from_json(&body).unwrap();
+        let err = StoredEvent::new("m", &e, Retention::default()).unwrap_err();
+        assert!(
+            matches!(err, EventError::TooLarge { size, max } if size > max),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_event_that_cannot_fit_even_compressed_is_refused_with_its_size() {
         let mut big = event("o", "p", "2024-01-01T00:00:00Z").into_value();
         // Pseudo-random hex barely compresses.
@@ -439,11 +467,14 @@ mod tests {
         assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
         // A zstd frame cut short, and one naming a dictionary this service never had.
         let packed = codec::pack(&event("o", "p", "2024-01-01T00:00:00Z").to_compact_json());
-        for bad in [packed[..packed.len() / 2].to_vec(), {
-            let mut other = packed.clone();
-            other[5..9].copy_from_slice(&[1, 2, 3, 4]);
-            other
-        }] {
+        let mut other = packed.clone();
+        other[5..9].copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(
+            zstd::zstd_safe::get_dict_id_from_frame(&other).map(|id| id.get()),
+            Some(0x0403_0201),
+            "the frame now names another dictionary"
+        );
+        for bad in [packed[..packed.len() / 2].to_vec(), other] {
             item.insert(attr::EVENT.to_owned(), AttributeValue::B(Blob::new(bad)));
             assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
         }

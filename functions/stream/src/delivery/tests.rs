@@ -250,7 +250,7 @@ async fn the_services_own_trouble_is_retried_from_the_first_record_it_could_not_
 }
 
 #[test]
-fn small_and_compressed_stored_events_come_back_whole_with_their_id_and_key() {
+fn small_and_large_stored_events_come_back_whole_with_their_id_and_key() {
     let small = AuditEvent::from_json(SEED_EVENTS[2].1).unwrap();
     let mut big = small.clone().into_value();
     big["padding"] = serde_json::json!("x".repeat(100_000));
@@ -269,6 +269,25 @@ fn small_and_compressed_stored_events_come_back_whole_with_their_id_and_key() {
             key.expires_at,
             event.timestamp().unix_timestamp() + 400 * 86_400
         );
+    }
+}
+
+#[test]
+fn images_of_items_written_before_events_were_packed_read_as_they_were() {
+    let event = AuditEvent::from_json(SEED_EVENTS[1].1).unwrap();
+    for gzipped in [false, true] {
+        let item = audit_log::fixtures::item_written_before_packing(
+            &event,
+            "m-old",
+            gzipped,
+            1_900_000_000,
+        );
+        let mut record = EventRecord::default();
+        record.event_name = "INSERT".into();
+        record.change.new_image = item.into();
+        let (back, key) = event_of(&record).unwrap();
+        assert_eq!(back.to_compact_json(), event.to_compact_json());
+        assert_eq!((back.id(), key.expires_at), (Some("m-old"), 1_900_000_000));
     }
 }
 
