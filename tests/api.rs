@@ -794,24 +794,10 @@ impl World {
     /// Stores events as capture wrote them before events were packed (issue 16), alternately
     /// as text and gzipped.
     async fn store_as_before(&self, events: &[Value]) {
+        let events: Vec<(String, Value)> =
+            events.iter().map(|e| (unique("m"), e.clone())).collect();
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.aws);
-        for (i, e) in events.iter().enumerate() {
-            let event = audit_log::AuditEvent::from_value(e.clone()).unwrap();
-            let expires_at = OffsetDateTime::now_utc().unix_timestamp() + 86_400;
-            let item = audit_log::fixtures::item_written_before_packing(
-                &event,
-                &unique("m"),
-                i % 2 == 1,
-                expires_at,
-            );
-            dynamodb
-                .put_item()
-                .table_name(&self.events_table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .unwrap();
-        }
+        audit_log_tests::store_as_before(&dynamodb, &self.events_table, &events).await;
     }
 
     /// `n` events of this project, `step` apart, the first `ago` before now; `n` field = index.

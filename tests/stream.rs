@@ -617,24 +617,12 @@ async fn events_stored_before_they_were_packed_are_delivered_as_they_were() {
     let events: Vec<Value> = (0..4)
         .map(|i| recent(&dd.org, &dd.project, 100 - i, "OK"))
         .collect();
-    for (i, e) in events.iter().enumerate() {
-        let event = audit_log::AuditEvent::from_value(e.clone()).unwrap();
-        let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
-        let item = audit_log::fixtures::item_written_before_packing(
-            &event,
-            &format!("old-{i}"),
-            i % 2 == 1,
-            expires_at,
-        );
-        dd.world
-            .dynamodb
-            .put_item()
-            .table_name(&dd.world.events_table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .unwrap();
-    }
+    let old: Vec<(String, Value)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (format!("old-{i}"), e.clone()))
+        .collect();
+    audit_log_tests::store_as_before(&dd.world.dynamodb, &dd.world.events_table, &old).await;
     let records = stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await;
     let response = dd.deliver(&records).await;
     assert!(response.batch_item_failures.is_empty());

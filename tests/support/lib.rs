@@ -803,3 +803,29 @@ pub async fn customer_logs(
             .build(),
     )
 }
+
+/// Writes `(message id, event)` pairs into the events table as capture wrote them before events
+/// were packed (issue 16), alternately as text and gzipped, kept a day.
+pub async fn store_as_before(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    events: &[(String, serde_json::Value)],
+) {
+    let expires_at = time::OffsetDateTime::now_utc().unix_timestamp() + 86_400;
+    for (i, (message_id, e)) in events.iter().enumerate() {
+        let event = audit_log::AuditEvent::from_value(e.clone()).expect("a valid event");
+        let item = audit_log::fixtures::item_written_before_packing(
+            &event,
+            message_id,
+            i % 2 == 1,
+            expires_at,
+        );
+        dynamodb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("an item written");
+    }
+}

@@ -35,35 +35,31 @@ impl<'de> serde::de::Visitor<'de> for Records {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Invocation, A::Error> {
-        use serde::de::Error;
         let Some(first) = seq.next_element::<Value>()? else {
             // Nothing to deliver either way.
             return Ok(Invocation::Stream(Event::default()));
         };
         if first["eventSource"].as_str() == Some(SQS_SOURCE) {
             let mut event = SqsEvent::default();
-            event.records = rest(
-                serde_json::from_value(first).map_err(A::Error::custom)?,
-                seq,
-            )?;
+            event.records = all_as(first, seq)?;
             Ok(Invocation::Queue(event))
         } else {
             let mut event = Event::default();
-            event.records = rest(
-                serde_json::from_value(first).map_err(A::Error::custom)?,
-                seq,
-            )?;
+            event.records = all_as(first, seq)?;
             Ok(Invocation::Stream(event))
         }
     }
 }
 
-fn rest<'de, T: Deserialize<'de>, A: serde::de::SeqAccess<'de>>(
-    first: T,
-    mut seq: A,
-) -> Result<Vec<T>, A::Error> {
+/// The first record (already read) and the rest, as `T`.
+fn all_as<'de, T, A>(first: Value, mut seq: A) -> Result<Vec<T>, A::Error>
+where
+    T: serde::de::DeserializeOwned,
+    A: serde::de::SeqAccess<'de>,
+{
+    use serde::de::Error;
     let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0) + 1);
-    all.push(first);
+    all.push(serde_json::from_value(first).map_err(A::Error::custom)?);
     while let Some(record) = seq.next_element()? {
         all.push(record);
     }

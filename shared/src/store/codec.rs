@@ -37,7 +37,7 @@ thread_local! {
     static DECOMPRESSORS: RefCell<Vec<(u32, zstd::bulk::Decompressor<'static>)>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(crate) fn dictionary_id(dictionary: &[u8]) -> u32 {
+fn dictionary_id(dictionary: &[u8]) -> u32 {
     zstd_safe::get_dict_id_from_dict(dictionary).map_or(0, |id| id.get())
 }
 

@@ -408,7 +408,7 @@ impl EventTable {
 /// The message id that ends the sort key of the item a request writes.
 fn message_id(request: &WriteRequest) -> Option<&str> {
     match request.put_request()?.item().get(attr::SORT_KEY)? {
-        AttributeValue::S(sk) => sk.split_once('#').map(|(_, id)| id),
+        AttributeValue::S(sk) => super::message_id_in(sk),
         _ => None,
     }
 }

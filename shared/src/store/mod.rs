@@ -98,6 +98,11 @@ pub fn bytes_in_response(json: &str) -> usize {
     json.len() + json.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
 }
 
+/// The message id a sort key ends with.
+pub fn message_id_in(sort_key: &str) -> Option<&str> {
+    sort_key.split_once('#').map(|(_, id)| id)
+}
+
 pub fn sort_key(t: OffsetDateTime, message_id: &str) -> String {
     format!("{}#{message_id}", sort_key_time(t))
 }
@@ -185,12 +190,11 @@ impl StoredKey {
         )
     }
 
-    /// The key of the event stored under `sort_key`, which ends with its message id.
+    /// The key of the event stored under `sort_key`.
     pub fn new(sort_key: &str, expires_at: i64) -> Option<Self> {
-        let (_, message_id) = sort_key.split_once('#')?;
         Some(Self {
             sort_key: sort_key.to_owned(),
-            message_id: message_id.to_owned(),
+            message_id: message_id_in(sort_key)?.to_owned(),
             expires_at,
         })
     }
