@@ -5,7 +5,8 @@ use audit_log::store::EventTable;
 use audit_log_capture::Capture;
 use lambda_runtime::{Error, service_fn};
 
-#[tokio::main]
+// At 512 MB a function has about a third of a vCPU: worker threads would only add wake-ups.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     audit_log::logging::init();
     // Settings are checked before the first poll: a bad deployment fails at init, loudly.

@@ -1,7 +1,8 @@
 use audit_log_stream::{Settings, Stream};
 use lambda_runtime::{Error, service_fn};
 
-#[tokio::main]
+// At 512 MB a function has about a third of a vCPU: worker threads would only add wake-ups.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     audit_log::logging::init();
     let settings = Settings::from_env()
