@@ -26,6 +26,16 @@ use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BASE: &str = "/v1/organizations/{organization_id}/projects/{project_id}/audit-logs";
+const ORGANIZATION_BASE: &str = "/v1/organizations/{organization_id}/audit-logs";
+
+/// One HTTP request's parts.
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a [(&'a str, &'a str)],
+    headers: &'a [(&'a str, &'a str)],
+    body: Option<&'a str>,
+}
 const ROLE_ARN: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
 const KEY: &str = audit_log_tests::SENTINEL_API_KEY;
 const ROTATED: &str = "fedcba9876543210fedcba9876543210";
@@ -118,6 +128,7 @@ impl World {
             ),
             capture: Capture::new(
                 EventTable::new(dynamodb.clone(), &parts.events_table),
+                audit_log::streaming::ConfigTable::new(dynamodb.clone(), &parts.config_table),
                 Retention::default(),
             ),
             configs: audit_log::streaming::ConfigTable::new(dynamodb.clone(), &parts.config_table),
@@ -152,6 +163,45 @@ impl World {
             "/v1/organizations/{org}/projects/{}/audit-logs{suffix}",
             self.project
         );
+        let template = match suffix.strip_prefix("/streaming/replays/") {
+            Some(_) => "/streaming/replays/{replay_id}".to_owned(),
+            None => suffix.to_owned(),
+        };
+        let request = Request {
+            method,
+            path: &path,
+            query,
+            headers,
+            body,
+        };
+        self.send(as_org, request, &format!("{BASE}{template}"))
+            .await
+    }
+
+    /// Calls a route of `org` itself (`/v1/organizations/{org}/audit-logs{suffix}`) as a member
+    /// of `as_org`.
+    async fn call_organization(
+        &self,
+        as_org: Option<&str>,
+        org: &str,
+        suffix: &str,
+        query: &[(&str, &str)],
+    ) -> Reply {
+        let path = format!("/v1/organizations/{org}/audit-logs{suffix}");
+        let request = Request {
+            method: "GET",
+            path: &path,
+            query,
+            headers: &[],
+            body: None,
+        };
+        self.send(as_org, request, &format!("{ORGANIZATION_BASE}{suffix}"))
+            .await
+    }
+
+    /// Sends a request as a member of `as_org` (None: no verified claims) and checks the
+    /// answer against the OpenAPI document's `template`.
+    async fn send(&self, as_org: Option<&str>, r: Request<'_>, template: &str) -> Reply {
         let claims: Option<Vec<(&str, &str)>> = as_org.map(|o| {
             vec![
                 ("organization_id", o),
@@ -159,7 +209,14 @@ impl World {
                 ("email", "ops@example.com"),
             ]
         });
-        let request = api_request(method, &path, query, headers, body, claims.as_deref());
+        let request = api_request(
+            r.method,
+            r.path,
+            r.query,
+            r.headers,
+            r.body,
+            claims.as_deref(),
+        );
         let response = self.api.respond(&request).await;
         let lambda_bytes = serde_json::to_string(&response).unwrap().len();
         let status = u16::try_from(response.status_code).unwrap();
@@ -171,12 +228,8 @@ impl World {
         if let Some(body) = &body {
             audit_log_tests::watch_external_ids(body);
         }
-        let template = match suffix.strip_prefix("/streaming/replays/") {
-            Some(_) => "/streaming/replays/{replay_id}".to_owned(),
-            None => suffix.to_owned(),
-        };
         self.openapi
-            .check(method, &format!("{BASE}{template}"), status, body.as_ref());
+            .check(r.method, template, status, body.as_ref());
         Reply {
             status,
             body: body.unwrap_or(Value::Null),
@@ -825,24 +878,12 @@ async fn stored_events_come_back_newest_first_page_by_page_exactly_as_sent() {
     w.store(&mine).await;
     w.store(&other_project).await;
 
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut query = vec![("limit", "10")];
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.as_str()));
-        }
-        let page = w.list(&query).await;
-        assert_eq!(page.status, 200);
-        pages += 1;
-        seen.extend(page.body["events"].as_array().unwrap().clone());
-        match page.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
-    assert_eq!(pages, 3);
+    let (_, pages) = all_pages(&w, false, &[("limit", "10")]).await;
+    let seen: Vec<Value> = pages
+        .iter()
+        .flat_map(|p| p.body["events"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(pages.len(), 3);
     let mut newest_first = mine.clone();
     newest_first.reverse();
     assert_eq!(
@@ -931,6 +972,354 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
     }
 }
 
+// ---- search ---------------------------------------------------------------------------------
+
+/// The `n` field of each event of a page.
+fn ns(reply: &Reply) -> Vec<i64> {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["n"].as_i64().unwrap())
+        .collect()
+}
+
+/// Every page of a listing, followed to the end: the `n` of every event, and the pages.
+async fn all_pages(
+    w: &World,
+    organization_wide: bool,
+    query: &[(&str, &str)],
+) -> (Vec<i64>, Vec<Reply>) {
+    let mut cursor: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let mut q = query.to_vec();
+        if let Some(c) = &cursor {
+            q.push(("cursor", c.as_str()));
+        }
+        let page = if organization_wide {
+            w.call_organization(Some(&w.org), &w.org, "", &q).await
+        } else {
+            w.list(&q).await
+        };
+        assert_eq!(page.status, 200, "{}", page.body);
+        cursor = page.body["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        if cursor.is_none() {
+            let all = pages.iter().flat_map(ns).collect();
+            return (all, pages);
+        }
+        assert!(pages.len() < 1_000, "paging must end");
+    }
+}
+
+/// `n` from `top` down to 0 that `keep` keeps: newest first, as a listing answers.
+fn newest_first(top: i64, keep: impl Fn(i64) -> bool) -> Vec<i64> {
+    (0..=top).rev().filter(|n| keep(*n)).collect()
+}
+
+#[tokio::test]
+async fn each_filter_finds_exactly_the_events_it_names() {
+    let w = World::new().await;
+    // n % 5 picks the seed event: 0 bucket labels (create, a service), 1 revoked version
+    // (update, a user, builds), 2 updated build, 3 created build (FAILED), 4 channel assigned
+    // (a user, previous_builds).
+    let events = w.series(20, Duration::from_secs(3600), Duration::from_secs(60));
+    let descriptions: Vec<&str> = events[..5]
+        .iter()
+        .map(|e| e["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            "Added bucket labels",
+            "Revoked version",
+            "Updated build",
+            "Created build",
+            "Assigned version to channel"
+        ]
+    );
+    w.store(&events).await;
+    let kind = |n: i64| n % 5;
+    for (query, keep) in [
+        (
+            vec![("status", "FAILED")],
+            Box::new(move |n| kind(n) == 3) as Box<dyn Fn(i64) -> bool>,
+        ),
+        (
+            vec![("action", "create")],
+            Box::new(move |n| kind(n) == 0 || kind(n) == 3),
+        ),
+        (
+            vec![("actor", "test.user@hashicorp.com")],
+            Box::new(move |n| kind(n) == 1 || kind(n) == 4),
+        ),
+        (
+            vec![("actor", "6f212631-5bcc-48a2-9082-37d752904032")],
+            Box::new(move |n| kind(n) == 1 || kind(n) == 4),
+        ),
+        (
+            vec![("resource_type", "channel")],
+            Box::new(move |n| kind(n) == 4),
+        ),
+        (vec![("resource_type", "bucket")], Box::new(|_| true)),
+        // In `builds` (1), as `build` (2), in `previous_builds` (4).
+        (
+            vec![("resource_id", "01H5APPBYYF4D0NMVZCRKR85E7")],
+            Box::new(move |n| [1, 2, 4].contains(&kind(n))),
+        ),
+        (
+            vec![("resource_id", "01GNZQS84K3PTGVVB2YY9R81BC")],
+            Box::new(|_| true),
+        ),
+        (vec![("q", "rEvOkEd")], Box::new(move |n| kind(n) == 1)),
+        (
+            vec![("q", "test-channel-history")],
+            Box::new(move |n| kind(n) == 4),
+        ),
+        (
+            vec![("action", "update"), ("resource_type", "build")],
+            Box::new(move |n| [1, 2, 4].contains(&kind(n))),
+        ),
+        (vec![("action", "delete")], Box::new(|_| false)),
+    ] {
+        let (found, _) = all_pages(&w, false, &query).await;
+        assert_eq!(found, newest_first(19, &keep), "{query:?}");
+    }
+    // With a time range and a page size.
+    let since = events[5]["timestamp"].as_str().unwrap().to_owned();
+    let until = events[14]["timestamp"].as_str().unwrap().to_owned();
+    let (found, pages) = all_pages(
+        &w,
+        false,
+        &[
+            ("status", "OK"),
+            ("since", &since),
+            ("until", &until),
+            ("limit", "3"),
+        ],
+    )
+    .await;
+    assert_eq!(found, [14, 12, 11, 10, 9, 7, 6, 5]);
+    assert!(pages.iter().all(|p| ns(p).len() <= 3));
+}
+
+#[tokio::test]
+async fn a_rare_search_answers_in_pages_of_bounded_reads_and_finds_every_match() {
+    // A page may read 7 stored events: 1 match in 10 comes back a few at a time.
+    let w = World::with(|api| api.with_search_budget(7)).await;
+    let events = w.series(60, Duration::from_secs(7200), Duration::from_secs(60));
+    w.store(&events).await;
+    let (found, pages) = all_pages(&w, false, &[("status", "FAILED"), ("limit", "100")]).await;
+    assert_eq!(found, newest_first(59, |n| n % 5 == 3));
+    assert!(pages.len() >= 60 / 7, "{} pages", pages.len());
+    assert!(
+        pages
+            .iter()
+            .any(|p| ns(p).is_empty() && !p.body["next_cursor"].is_null())
+            || pages.iter().all(|p| ns(p).len() < 12),
+        "pages end when their reads are spent, not when they are full"
+    );
+}
+
+#[tokio::test]
+async fn bad_filters_get_a_400_that_names_the_parameter() {
+    let w = World::new().await;
+    for (query, named) in [
+        (vec![("colour", "red")], "`colour`"),
+        (vec![("action", "destroy")], "`action`"),
+        (vec![("status", "ok")], "`status`"),
+        (vec![("resource_type", "registry")], "`resource_type`"),
+        (vec![("actor", "")], "`actor`"),
+        (vec![("q", "x\u{1}")], "`q`"),
+        (vec![("action", "create"), ("action", "read")], "`action`"),
+    ] {
+        let reply = w.list(&query).await;
+        assert_eq!(reply.status, 400, "{query:?}");
+        assert_eq!(reply.body["error"]["code"], "invalid_query");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{query:?}: {message}");
+        let organization_wide = w.call_organization(Some(&w.org), &w.org, "", &query).await;
+        assert_eq!(organization_wide.status, 400, "{query:?}");
+    }
+    // Text keeps its commas (API Gateway splits parameters at them; the raw query does not).
+    let mut commas = event_at(
+        &w.org,
+        &w.project,
+        OffsetDateTime::now_utc() - Duration::from_secs(5),
+        7,
+    );
+    commas["description"] = json!("Revoked version, then restored it");
+    w.store(&[commas]).await;
+    assert_eq!(ns(&w.list(&[("q", "version, THEN")]).await), [7]);
+    // Text that looks like an expression is only text.
+    let injected = w.list(&[("q", "') OR attribute_exists(pk) OR ('")]).await;
+    assert_eq!(injected.status, 200);
+    assert!(ns(&injected).is_empty());
+}
+
+#[tokio::test]
+async fn a_cursor_only_goes_on_with_the_filters_that_made_it() {
+    let w = World::new().await;
+    w.store(&w.series(6, Duration::from_secs(600), Duration::from_secs(60)))
+        .await;
+    let first = w.list(&[("action", "update"), ("limit", "1")]).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
+    let same = w
+        .list(&[("action", "update"), ("limit", "1"), ("cursor", &cursor)])
+        .await;
+    assert_eq!(same.status, 200);
+    for other in [
+        vec![("action", "create")],
+        vec![],
+        vec![("action", "update"), ("q", "build")],
+    ] {
+        let mut query = other.clone();
+        query.push(("cursor", &cursor));
+        let reply = w.list(&query).await;
+        assert_eq!(reply.status, 400, "{other:?}");
+        assert_eq!(reply.body["error"]["code"], "invalid_cursor");
+    }
+    let elsewhere = w
+        .call_organization(
+            Some(&w.org),
+            &w.org,
+            "",
+            &[("action", "update"), ("cursor", &cursor)],
+        )
+        .await;
+    assert_eq!(
+        elsewhere.body["error"]["code"], "invalid_cursor",
+        "a project's cursor is not the organization's"
+    );
+}
+
+#[tokio::test]
+async fn the_organization_lists_every_projects_events_newest_first_deleted_registries_included() {
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let start =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(3600);
+    // Three projects interleaved in time: this one (configured), another (never configured: a
+    // deleted registry's logs), a third; and another organization's events at the same times.
+    let projects = [
+        w.project.clone(),
+        unique("deleted-registry"),
+        unique("third"),
+    ];
+    let mine: Vec<Value> = (0..30)
+        .map(|i| {
+            event_at(
+                &w.org,
+                &projects[i % 3],
+                start + Duration::from_secs(60 * i as u64),
+                i,
+            )
+        })
+        .collect();
+    let theirs: Vec<Value> = (0..5)
+        .map(|i| {
+            event_at(
+                &unique("other-org"),
+                &projects[0],
+                start + Duration::from_secs(60 * i as u64 + 30),
+                100 + i,
+            )
+        })
+        .collect();
+    w.store(&mine).await;
+    w.store(&theirs).await;
+    let (found, pages) = all_pages(&w, true, &[("limit", "7")]).await;
+    assert_eq!(found, newest_first(29, |_| true));
+    assert_eq!(pages.len(), 5);
+    // Filters and ranges apply across projects.
+    let since = mine[10]["timestamp"].as_str().unwrap().to_owned();
+    let (failed, _) = all_pages(&w, true, &[("status", "FAILED"), ("since", &since)]).await;
+    assert_eq!(failed, newest_first(29, |n| n >= 10 && n % 5 == 3));
+    // Every event exactly as sent.
+    let page = w
+        .call_organization(Some(&w.org), &w.org, "", &[("limit", "1")])
+        .await;
+    assert_eq!(page.body["events"][0], mine[29]);
+    // Only members of the organization.
+    let intruder = w.call_organization(Some("intruder"), &w.org, "", &[]).await;
+    assert_eq!(intruder.status, 403);
+    let anonymous = w.call_organization(None, &w.org, "", &[]).await;
+    assert_eq!(anonymous.status, 401);
+}
+
+#[tokio::test]
+async fn projects_with_stored_events_are_listed_with_their_newest_and_oldest_event() {
+    let w = World::new().await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let at = |ago: u64| now - Duration::from_secs(ago);
+    let gone = unique("gone");
+    let expired = unique("expired");
+    w.store(&[
+        event_at(&w.org, &w.project, at(3600), 1),
+        event_at(&w.org, &w.project, at(60), 2),
+        event_at(&w.org, &w.project, at(600), 3),
+        event_at(&w.org, &gone, at(7200), 4),
+        // Past its TTL: DynamoDB has not deleted it yet, but it is not listed.
+        event_at(&w.org, &expired, now - Duration::from_secs(500 * 86_400), 5),
+        event_at(&unique("other-org"), &unique("theirs"), at(10), 6),
+    ])
+    .await;
+    let reply = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let rfc = |t: OffsetDateTime| t.format(&Rfc3339).unwrap();
+    let mut listed = reply.body["projects"].as_array().unwrap().clone();
+    listed.sort_by_key(|p| p["project_id"].as_str().unwrap().to_owned());
+    let mut expected = vec![
+        json!({"project_id": w.project, "newest_event_at": rfc(at(60)), "oldest_event_at": rfc(at(3600))}),
+        json!({"project_id": gone, "newest_event_at": rfc(at(7200)), "oldest_event_at": rfc(at(7200))}),
+    ];
+    expected.sort_by_key(|p| p["project_id"].as_str().unwrap().to_owned());
+    assert_eq!(listed, expected);
+    assert!(reply.body["next_cursor"].is_null());
+    // One noted project per page (a page may list none: the expired project's).
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page = w
+            .call_organization(Some(&w.org), &w.org, "/projects", &query)
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body["projects"].as_array().unwrap().len() <= 1);
+        paged.extend(page.body["projects"].as_array().unwrap().clone());
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    paged.sort_by_key(|p| p["project_id"].as_str().unwrap().to_owned());
+    assert_eq!(paged, expected);
+    let intruder = w
+        .call_organization(Some("intruder"), &w.org, "/projects", &[])
+        .await;
+    assert_eq!(intruder.status, 403);
+    let bad = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[("limit", "101")])
+        .await;
+    assert_eq!(bad.status, 400);
+    let foreign = w
+        .call_organization(
+            Some(&w.org),
+            &w.org,
+            "/projects",
+            &[("cursor", "bm90IGEgY3Vyc29y")],
+        )
+        .await;
+    assert_eq!(foreign.body["error"]["code"], "invalid_cursor");
+}
+
 // ---- security -------------------------------------------------------------------------------
 
 fn every_route() -> Vec<(&'static str, &'static str, Option<String>)> {
@@ -1002,6 +1391,15 @@ async fn without_claims_every_route_is_401_and_with_another_organization_403_and
     assert!(
         matches!(w.stored_credentials().await.unwrap(), Credentials::Datadog { ref api_key } if api_key.expose_secret() == KEY)
     );
+    for suffix in ["", "/projects"] {
+        let anonymous = w.call_organization(None, &w.org, suffix, &[]).await;
+        assert_eq!(anonymous.status, 401, "organization {suffix}");
+        let other = w
+            .call_organization(Some(&intruder), &w.org, suffix, &[])
+            .await;
+        assert_eq!(other.status, 403, "organization {suffix}");
+        assert!(other.body.get("events").is_none() && other.body.get("projects").is_none());
+    }
     assert!(w.datadog.received_requests().await.unwrap().is_empty());
     assert!(w.audit_events().await.is_empty());
     assert_eq!(
@@ -1206,9 +1604,14 @@ async fn every_documented_route_answers_as_documented() {
     w.mount(intake().respond_with(ResponseTemplate::new(202)))
         .await;
     let operations = w.openapi.operations();
-    assert_eq!(operations.len(), 11);
+    assert_eq!(operations.len(), 13);
     let mut replay_id = String::new();
     for (method, template) in operations {
+        if let Some(suffix) = template.strip_prefix(ORGANIZATION_BASE) {
+            let reply = w.call_organization(Some(&w.org), &w.org, suffix, &[]).await;
+            assert_eq!(reply.status, 200, "{method} {template}: {}", reply.body);
+            continue;
+        }
         // Every route but DELETE answers about a saved destination.
         if method != "DELETE" {
             w.put(datadog(Some(KEY))).await;
@@ -1782,16 +2185,8 @@ async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
     let stored = w
         .events
         .page(
-            &w.org,
-            &w.project,
-            &audit_log::store::PageRequest {
-                since: None,
-                until: None,
-                after: None,
-                limit: 10,
-                max_bytes: usize::MAX,
-                now: 0,
-            },
+            &[audit_log::store::partition_key(&w.org, &w.project)],
+            &audit_log::store::PageRequest::new(10, usize::MAX, 0),
         )
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::{EventTable, StoredKey, attr, event_json};
+use audit_log::streaming::ConfigTable;
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::{Capture, CaptureError, ENVIRONMENT};
 use audit_log_tests::{
@@ -32,8 +33,10 @@ impl Fixture {
                 .build(),
         );
         let table = create_table(&client, "EventsTable").await;
+        let config_table = create_table(&client, "ConfigTable").await;
         let capture = Capture::new(
             EventTable::new(client.clone(), &table),
+            ConfigTable::new(client.clone(), config_table),
             Retention::default(),
         );
         Self {
@@ -228,8 +231,22 @@ async fn a_batch_of_100_makes_4_batch_write_item_calls() {
     let response = f.capture(&batch).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(f.requests.count("BatchWriteItem"), 4);
-    assert_eq!(f.requests.count("PutItem"), 0);
+    assert_eq!(
+        f.requests.count("PutItem"),
+        5,
+        "one note per project with events (five organizations), none per event"
+    );
     assert_eq!(f.items().await.len(), 100);
+    let again: Vec<_> = (100..200)
+        .map(|i| (format!("{run}-{i}"), event(&format!("org-{}", i % 5), i)))
+        .collect();
+    f.capture(&again).await.unwrap();
+    assert_eq!(f.requests.count("BatchWriteItem"), 8);
+    assert_eq!(
+        f.requests.count("PutItem"),
+        5,
+        "noted projects are not noted again"
+    );
 }
 
 #[tokio::test]
@@ -249,8 +266,10 @@ async fn a_batch_where_every_record_fails_is_an_invocation_error() {
 async fn a_table_that_cannot_be_written_fails_the_batch_for_redelivery() {
     let config = emulator().await;
     let client = aws_sdk_dynamodb::Client::new(&config);
+    let config_table = create_table(&client, "ConfigTable").await;
     let capture = Capture::new(
-        EventTable::new(client, unique("no-such-table")),
+        EventTable::new(client.clone(), unique("no-such-table")),
+        ConfigTable::new(client, config_table),
         Retention::default(),
     );
     let batch = sqs_batch([("m-valid".to_owned(), event("org", 1).as_str())]);

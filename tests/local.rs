@@ -125,6 +125,26 @@ async fn the_served_api_answers_http_and_keeps_delivering() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     assert!(listed, "the event sent while serving was captured");
+    // The organization's own routes: its events across its projects, and its projects.
+    let organization = format!("{base}/v1/organizations/{org}/audit-logs");
+    let across = get(format!("{organization}?limit=5&action=create")).await;
+    assert!(
+        across["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["served"] == true),
+        "{across}"
+    );
+    let projects = get(format!("{organization}/projects")).await;
+    assert!(
+        projects["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["project_id"] == project),
+        "{projects}"
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

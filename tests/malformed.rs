@@ -68,8 +68,10 @@ fn ten_thousand_malformed_messages_are_all_refused_with_a_reason_and_none_stored
         let config = emulator().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let table = create_table(&dynamodb, "EventsTable").await;
+        let config_table = create_table(&dynamodb, "ConfigTable").await;
         let capture = Capture::new(
             EventTable::new(dynamodb.clone(), &table),
+            audit_log::streaming::ConfigTable::new(dynamodb.clone(), config_table),
             Retention::default(),
         );
         let mut refused_batches = 0;

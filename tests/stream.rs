@@ -86,6 +86,7 @@ impl World {
         let secrets = SecretStore::new(aws_sdk_secretsmanager::Client::new(&aws), &secret_prefix);
         let capture = Capture::new(
             EventTable::new(dynamodb.clone(), &events_table),
+            ConfigTable::new(dynamodb.clone(), &config_table),
             Retention::default(),
         );
         let lane_queue = new_queue(&aws_sdk_sqs::Client::new(&aws), "lanes").await;

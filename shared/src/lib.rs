@@ -14,6 +14,7 @@ pub mod logging;
 pub mod message;
 pub mod retry;
 pub mod sdk;
+pub mod search;
 pub mod settings;
 pub mod store;
 pub mod streaming;

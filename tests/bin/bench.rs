@@ -152,6 +152,7 @@ async fn main() {
         &release.join("audit-log-capture"),
         &through_proxy(&[
             ("EVENTS_TABLE_NAME", &stack.events_table),
+            ("CONFIG_TABLE_NAME", &stack.config_table),
             ("RETENTION_DAYS", "400"),
         ]),
     )
@@ -373,6 +374,7 @@ async fn main() {
         answer.contains("\"statusCode\":200"),
         "api answered {answer}"
     );
+    let search = search(&stack, &api_function, events * 100).await;
     rows.push([
         "api".into(),
         format!("{:.1} ms", api_function.init.as_secs_f64() * 1e3),
@@ -569,5 +571,116 @@ async fn main() {
             Err(_) => println!("| {f} | not built | |"),
         }
     }
+    search.print();
     println!("\nDatadog stand-in received {delivered} logs.");
+}
+
+/// What a filtered search over one project's stored events cost.
+struct Search {
+    stored: usize,
+    matching: usize,
+    /// Per page: wall time (with the emulator) and the api function's CPU.
+    pages: Vec<(Duration, Duration)>,
+}
+
+impl Search {
+    fn print(&self) {
+        let n = self.pages.len().max(1) as f64;
+        let wall: Vec<f64> = self
+            .pages
+            .iter()
+            .map(|(w, _)| w.as_secs_f64() * 1e3)
+            .collect();
+        let cpu: f64 = self
+            .pages
+            .iter()
+            .map(|(_, c)| c.as_secs_f64() * 1e3)
+            .sum::<f64>()
+            / n;
+        println!(
+            "\nSearch: `status=FAILED` over {} stored events of one project, {} matching ({:.1}%): {} pages to the end; per page {:.0} ms on average, {:.0} ms at most with the emulator, {:.1} ms of the api function's CPU on average.",
+            self.stored,
+            self.matching,
+            self.matching as f64 * 100.0 / self.stored.max(1) as f64,
+            self.pages.len(),
+            wall.iter().sum::<f64>() / n,
+            wall.iter().cloned().fold(0.0, f64::max),
+            cpu,
+        );
+    }
+}
+
+/// Stores `n` events of 1 KB in a new project, one in a hundred FAILED, then pages through
+/// `status=FAILED` with the api function to the end.
+async fn search(stack: &Stack, api: &Function, n: usize) -> Search {
+    use audit_log::store::EventWriter;
+    let p = Project {
+        organization_id: unique("org"),
+        project_id: unique("searched"),
+    };
+    let table = audit_log::store::EventTable::new(stack.dynamodb.clone(), &stack.events_table);
+    let mut matching = 0;
+    for (c, chunk) in kilobyte_events(&p, n).chunks(1_000).enumerate() {
+        let stored: Vec<StoredEvent> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                let mut event: Value = serde_json::from_str(body).unwrap();
+                let failed = (c * 1_000 + i) % 100 == 0;
+                event["status"] = json!(if failed { "FAILED" } else { "OK" });
+                matching += usize::from(failed);
+                let event = AuditEvent::from_value(event).unwrap();
+                StoredEvent::new(&format!("s-{c}-{i}"), &event, Retention::default()).unwrap()
+            })
+            .collect();
+        let failures = table
+            .put_events(
+                stored,
+                tokio::time::Instant::now() + Duration::from_secs(600),
+            )
+            .await;
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+    let path = format!(
+        "/v1/organizations/{}/projects/{}/audit-logs",
+        p.organization_id, p.project_id
+    );
+    let mut found = 0;
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("status", "FAILED"), ("limit", "100")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c));
+        }
+        let request = audit_log_tests::api_request(
+            "GET",
+            &path,
+            &query,
+            &[],
+            None,
+            Some(&[("organization_id", p.organization_id.as_str())]),
+        );
+        let cpu = api.cpu();
+        let (took, answer) = api
+            .runtime
+            .invoke(serde_json::to_string(&request).unwrap())
+            .await;
+        pages.push((took, api.cpu() - cpu));
+        let response: Value = serde_json::from_str(answer.trim_start_matches("response: "))
+            .unwrap_or_else(|_| panic!("the api answered {answer}"));
+        assert_eq!(response["statusCode"], 200, "{answer}");
+        let page: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+        found += page["events"].as_array().unwrap().len();
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(found, matching, "the search finds every match once");
+    Search {
+        stored: n,
+        matching,
+        pages,
+    }
 }

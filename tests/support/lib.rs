@@ -650,17 +650,21 @@ pub fn api_request(
     v["routeKey"] = format!("{method} {path}").into();
     v["requestContext"]["http"]["method"] = method.into();
     v["requestContext"]["http"]["path"] = path.into();
-    v["rawQueryString"] = query
-        .iter()
-        .map(|(k, val)| format!("{k}={val}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    v["rawQueryString"] = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish()
         .into();
-    v["queryStringParameters"] = query
-        .iter()
-        .map(|(k, val)| (k.to_string(), serde_json::Value::from(*val)))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+    // As API Gateway's payload 2.0 gives them: a repeated parameter's values joined by commas.
+    let mut parameters = serde_json::Map::new();
+    for (k, val) in query {
+        match parameters.get_mut(*k) {
+            Some(serde_json::Value::String(joined)) => *joined = format!("{joined},{val}"),
+            _ => {
+                parameters.insert(k.to_string(), (*val).into());
+            }
+        }
+    }
+    v["queryStringParameters"] = parameters.into();
     let mut all_headers: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .map(|(k, val)| (k.to_lowercase(), (*val).into()))

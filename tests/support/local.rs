@@ -131,11 +131,10 @@ impl Stack {
     pub fn capture(&self) -> Capture {
         let retention = number(&template()["Parameters"]["RetentionDays"]["Default"])
             .expect("retention default");
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.functions_aws);
         Capture::new(
-            EventTable::new(
-                aws_sdk_dynamodb::Client::new(&self.functions_aws),
-                &self.events_table,
-            ),
+            EventTable::new(dynamodb.clone(), &self.events_table),
+            audit_log::streaming::ConfigTable::new(dynamodb, &self.config_table),
             Retention::days(retention as u32).expect("the template's retention is valid"),
         )
     }

@@ -29,7 +29,8 @@ use audit_log::settings::{
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::{
-    ConfigError, ConfigTable, Configurations, ConnectionTests, FailureLog, Organizations, Replays,
+    ConfigError, ConfigTable, Configurations, ConnectionTests, FailureLog, Organizations,
+    ProjectIndex, Replays,
 };
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -66,6 +67,11 @@ pub const MAX_PAGE_SIZE: usize = 1_000;
 /// Bytes of events (or failures) per page, as the Lambda response carries them: it is capped at
 /// 6 MB, and the rest of the page is small.
 const PAGE_BYTES: usize = 5_000_000;
+/// Items a page of events reads at most (about 3.5 MB of packed events: a few queries, well
+/// inside API Gateway's 30 seconds however rare the matches of a search).
+const SEARCH_BUDGET: usize = 5_000;
+/// Projects listed per page at most (each costs two queries).
+pub const MAX_PROJECT_PAGE: usize = 100;
 /// A connection test must answer well inside API Gateway's 30 seconds.
 const TEST_BUDGET: Duration = Duration::from_secs(20);
 
@@ -106,6 +112,7 @@ impl Settings {
 /// services in the function ([`Aws`]), in-memory doubles in its unit tests.
 pub trait Ports: 'static {
     type Configs: Configurations
+        + ProjectIndex
         + Organizations
         + ConnectionTests
         + FailureLog
@@ -137,6 +144,8 @@ pub struct Api<P: Ports = Aws> {
     lanes: audit_log::lane::Policy,
     /// Where handlers read the time: rate-limit windows, event pages, health, timestamps.
     clock: Arc<dyn Clock>,
+    /// Items one page of events may read before it answers with what it found.
+    search_budget: usize,
 }
 
 pub fn json_response(status: u16, body: &impl serde::Serialize) -> ApiGatewayV2httpResponse {
@@ -206,6 +215,7 @@ impl<P: Ports> Api<P> {
             timers,
             lanes: audit_log::lane::Policy::default(),
             clock: Arc::new(SystemClock),
+            search_budget: SEARCH_BUDGET,
             destinations: DestinationClients {
                 cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix)
                     .with_service_account(settings.service_account_id.clone()),
@@ -224,6 +234,12 @@ impl<P: Ports> Api<P> {
     /// Reads the time from this clock (tests hold it still or move it by hand).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Lets a page of events read at most `items` (tests show the budget at small sizes).
+    pub fn with_search_budget(mut self, items: usize) -> Self {
+        self.search_budget = items.max(1);
         self
     }
 
@@ -302,7 +318,9 @@ impl<P: Ports> Api<P> {
             }
             Route::PauseStreaming => self.pause(&caller, org, project).await,
             Route::ResumeStreaming => self.resume(&caller, org, project).await,
-            Route::ListEvents => self.list(request, org, project).await,
+            Route::ListEvents => self.list(request, org, Some(project)).await,
+            Route::ListOrganizationEvents => self.list(request, org, None).await,
+            Route::ListProjects => self.projects(request, org).await,
             Route::ListFailures => self.failures(request, org, project).await,
             Route::StartReplay => {
                 let body = request::body(request)?;

@@ -12,6 +12,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     ListEvents,
+    /// The organization's events across its projects.
+    ListOrganizationEvents,
+    /// The organization's projects with stored events.
+    ListProjects,
     GetStreaming,
     PutStreaming,
     DeleteStreaming,
@@ -24,11 +28,12 @@ pub enum Route {
     GetReplay,
 }
 
-/// A request aimed at one organization's project.
+/// A request aimed at one organization's project, or at the organization.
 #[derive(Debug)]
 pub struct Target {
     pub route: Route,
     pub organization_id: String,
+    /// Empty for the organization's own routes.
     pub project_id: String,
     /// `GetReplay`'s replay.
     pub replay_id: Option<String>,
@@ -48,27 +53,45 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
-    let [
-        v1,
-        organizations,
-        org,
-        projects,
-        project,
-        audit_logs,
-        rest @ ..,
-    ] = segments.as_slice()
-    else {
-        return Err(not_found());
+    let (org, project, rest) = match segments.as_slice() {
+        [
+            v1,
+            organizations,
+            org,
+            projects,
+            project,
+            audit_logs,
+            rest @ ..,
+        ] if (
+            v1.as_str(),
+            organizations.as_str(),
+            projects.as_str(),
+            audit_logs.as_str(),
+        ) == ("v1", "organizations", "projects", "audit-logs") =>
+        {
+            (org, Some(project), rest)
+        }
+        [v1, organizations, org, audit_logs, rest @ ..]
+            if (v1.as_str(), organizations.as_str(), audit_logs.as_str())
+                == ("v1", "organizations", "audit-logs") =>
+        {
+            let route = match (method, rest) {
+                (&Method::GET, []) => Route::ListOrganizationEvents,
+                (&Method::GET, [projects]) if projects == "projects" => Route::ListProjects,
+                _ => return Err(not_found()),
+            };
+            audit_log::id::check("organization_id", org)
+                .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+            return Ok(Target {
+                route,
+                organization_id: org.clone(),
+                project_id: String::new(),
+                replay_id: None,
+            });
+        }
+        _ => return Err(not_found()),
     };
-    if (
-        v1.as_str(),
-        organizations.as_str(),
-        projects.as_str(),
-        audit_logs.as_str(),
-    ) != ("v1", "organizations", "projects", "audit-logs")
-    {
-        return Err(not_found());
-    }
+    let project = project.expect("a project route");
     // The ids become keys and secret names: the same rule as an event's ids, checked once.
     for (field, id) in [("organization_id", org), ("project_id", project)] {
         audit_log::id::check(field, id)
@@ -198,4 +221,47 @@ impl IfMatch {
 /// One query parameter, if given once.
 pub fn query<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
     request.query_string_parameters.first(name)
+}
+
+/// The query's parameters as the caller sent them. API Gateway splits the values of
+/// `queryStringParameters` at commas, which a search's text may hold: the raw query string
+/// keeps them.
+pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
+    match request.raw_query_string.as_deref() {
+        Some(raw) if !raw.is_empty() => form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect(),
+        _ => request
+            .query_string_parameters
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    }
+}
+
+/// Refuses a query parameter the route does not take, or one given twice, by name.
+pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashSet::new();
+    for (name, _) in query_pairs(request) {
+        if !known.contains(&name.as_str()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "unknown query parameter `{}`; this route takes {}",
+                    name.chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>(),
+                    known.join(", ")
+                ),
+            ));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`{name}` is given more than once"),
+            ));
+        }
+    }
+    Ok(())
 }

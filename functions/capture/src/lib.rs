@@ -3,18 +3,27 @@
 //! finally moves them to the dead-letter queue.
 
 use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
+use audit_log::streaming::{ConfigTable, ProjectIndex};
 use audit_log::{AuditEvent, EventError, Retention};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use lambda_runtime::{Diagnostic, LambdaEvent};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The environment variables capture reads; `template.yaml` must give exactly these.
-pub const ENVIRONMENT: [&str; 2] = [
+pub const ENVIRONMENT: [&str; 3] = [
     audit_log::settings::env::EVENTS_TABLE,
+    audit_log::settings::env::CONFIG_TABLE,
     audit_log::settings::env::RETENTION_DAYS,
 ];
+
+/// Projects a container remembers having noted; past this it forgets them all and notes again.
+const REMEMBERED_PROJECTS: usize = 10_000;
+
+/// An organization's project: `(organization_id, project_id)`.
+pub type Project = (String, String);
 
 /// Time kept back from the invocation's deadline to answer Lambda after the last retry.
 const REPORT_MARGIN: Duration = Duration::from_millis(500);
@@ -41,15 +50,24 @@ impl From<CaptureError> for Diagnostic {
     }
 }
 
-/// The capture function over where it writes: the events table, or a double in unit tests.
-pub struct Capture<W = EventTable> {
+/// The capture function over where it writes: the events table and the projects with events
+/// (in the configuration table), or doubles in unit tests.
+pub struct Capture<W = EventTable, P = ConfigTable> {
     table: W,
+    projects: P,
+    /// Projects this container has noted already: each is noted once, not once per event.
+    noted: Mutex<HashSet<Project>>,
     retention: Retention,
 }
 
-impl<W: EventWriter> Capture<W> {
-    pub fn new(table: W, retention: Retention) -> Self {
-        Self { table, retention }
+impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
+    pub fn new(table: W, projects: P, retention: Retention) -> Self {
+        Self {
+            table,
+            projects,
+            noted: Mutex::new(HashSet::new()),
+            retention,
+        }
     }
 
     pub async fn handle(
@@ -70,6 +88,7 @@ impl<W: EventWriter> Capture<W> {
         let mut failed: Vec<String> = Vec::new();
         let mut seen = HashSet::with_capacity(received);
         let mut valid = Vec::with_capacity(received);
+        let mut projects: HashMap<Project, Vec<usize>> = HashMap::new();
         for record in records {
             let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
                 tracing::error!(received, "record without a message id; failing the batch");
@@ -85,7 +104,10 @@ impl<W: EventWriter> Capture<W> {
                 record.body.as_deref().unwrap_or_default(),
                 self.retention,
             ) {
-                Ok(stored) => valid.push(stored),
+                Ok((stored, project)) => {
+                    projects.entry(project).or_default().push(valid.len());
+                    valid.push(Some(stored));
+                }
                 Err(reason) => {
                     tracing::warn!(message_id, %reason, "audit event rejected");
                     failed.push(message_id);
@@ -93,7 +115,17 @@ impl<W: EventWriter> Capture<W> {
             }
         }
         let rejected = failed.len();
-        let attempted = valid.len();
+        // A project is noted before its events are stored, or they are not stored: an event
+        // is never kept where its organization's listing of projects would not find it.
+        if let Err(unnoted) = self.note(projects).await {
+            for i in unnoted {
+                if let Some(stored) = valid[i].take() {
+                    failed.push(stored.message_id);
+                }
+            }
+        }
+        let valid: Vec<StoredEvent> = valid.into_iter().flatten().collect();
+        let attempted = valid.len() + (failed.len() - rejected);
         let unwritten = self.table.put_events(valid, deadline).await;
         for WriteFailure { message_id, reason } in &unwritten {
             tracing::error!(message_id, %reason, retryable = reason.is_retryable(), "audit event not stored");
@@ -120,17 +152,51 @@ impl<W: EventWriter> Capture<W> {
             .collect();
         Ok(response)
     }
+
+    /// Notes the projects not noted yet; on failure, the events (indexes) of those projects.
+    async fn note(&self, projects: HashMap<Project, Vec<usize>>) -> Result<(), Vec<usize>> {
+        let new: Vec<(Project, Vec<usize>)> = {
+            let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+            projects
+                .into_iter()
+                .filter(|(p, _)| !noted.contains(p))
+                .collect()
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
+        match self.projects.note(&keys).await {
+            Ok(()) => {
+                let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+                if noted.len() + keys.len() > REMEMBERED_PROJECTS {
+                    noted.clear();
+                }
+                noted.extend(keys);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, projects = keys.len(), "projects not noted; their events are handed back");
+                Err(new.into_iter().flat_map(|(_, events)| events).collect())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests;
 
-/// Capture's work on one message before storage: parse, validate, lay out the item.
+/// Capture's work on one message before storage: parse, validate, lay out the item; with the
+/// project it belongs to.
 pub fn prepare(
     message_id: &str,
     body: &str,
     retention: Retention,
-) -> Result<StoredEvent, EventError> {
+) -> Result<(StoredEvent, Project), EventError> {
     let event = AuditEvent::from_json(body)?;
-    StoredEvent::new(message_id, &event, retention)
+    let stored = StoredEvent::new(message_id, &event, retention)?;
+    Ok((
+        stored,
+        (event.organization_id().into(), event.project_id().into()),
+    ))
 }

@@ -2,6 +2,7 @@ use audit_log::Retention;
 use audit_log::settings::env;
 use audit_log::settings::required_env;
 use audit_log::store::EventTable;
+use audit_log::streaming::ConfigTable;
 use audit_log_capture::Capture;
 use lambda_runtime::{Error, service_fn};
 
@@ -10,15 +11,21 @@ use lambda_runtime::{Error, service_fn};
 async fn main() -> Result<(), Error> {
     audit_log::logging::init();
     // Settings are checked before the first poll: a bad deployment fails at init, loudly.
-    let (retention, table_name) = match (Retention::from_env(), required_env(env::EVENTS_TABLE)) {
-        (Ok(retention), Ok(table)) => (retention, table),
-        (Err(e), _) | (_, Err(e)) => {
+    let settings = (
+        Retention::from_env(),
+        required_env(env::EVENTS_TABLE),
+        required_env(env::CONFIG_TABLE),
+    );
+    let (retention, table_name, config_table) = match settings {
+        (Ok(retention), Ok(table), Ok(config)) => (retention, table, config),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             tracing::error!(error = %e, "capture refuses to start");
             return Err(e.to_string().into());
         }
     };
     let config = audit_log::sdk::load_config().await;
-    let table = EventTable::new(aws_sdk_dynamodb::Client::new(&config), table_name);
-    let capture = Capture::new(table, retention);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    let table = EventTable::new(dynamodb.clone(), table_name);
+    let capture = Capture::new(table, ConfigTable::new(dynamodb, config_table), retention);
     lambda_runtime::run(service_fn(|event| capture.handle(event))).await
 }

@@ -4,8 +4,10 @@ use super::*;
 use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::memory::MemoryEventTable;
 use audit_log::store::{StoreError, attr};
+use audit_log::streaming::{MemoryProjects, ProjectIndex};
 use aws_lambda_events::event::sqs::SqsMessage;
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 fn later() -> Instant {
     Instant::now() + Duration::from_secs(30)
@@ -22,8 +24,12 @@ fn seed(n: usize) -> &'static str {
     SEED_EVENTS[n % SEED_EVENTS.len()].1
 }
 
-fn capture() -> Capture<MemoryEventTable> {
-    Capture::new(MemoryEventTable::default(), Retention::days(400).unwrap())
+fn capture() -> Capture<MemoryEventTable, MemoryProjects> {
+    Capture::new(
+        MemoryEventTable::default(),
+        MemoryProjects::default(),
+        Retention::days(400).unwrap(),
+    )
 }
 
 fn reported(response: &SqsBatchResponse) -> BTreeSet<&str> {
@@ -155,4 +161,68 @@ async fn a_record_without_a_message_id_fails_the_batch_and_stores_nothing() {
     // THEN the whole batch fails, as its failure could not be reported alone
     assert!(matches!(outcome, Err(CaptureError::MissingMessageId)));
     assert_eq!(capture.table.calls(), 0);
+}
+
+fn of_project(id: &str, project: &str) -> SqsMessage {
+    let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
+    event["project_id"] = serde_json::json!(project);
+    message(id, &event.to_string())
+}
+
+#[tokio::test]
+async fn each_project_with_events_is_noted_once_per_container_not_once_per_event() {
+    let capture = capture();
+    let org = AuditEvent::from_json(seed(0))
+        .unwrap()
+        .organization_id()
+        .to_owned();
+    let first = vec![
+        of_project("m-1", "p-1"),
+        of_project("m-2", "p-1"),
+        of_project("m-3", "p-2"),
+    ];
+    assert!(reported(&capture.capture(first, later()).await.unwrap()).is_empty());
+    let second = vec![of_project("m-4", "p-1"), of_project("m-5", "p-2")];
+    assert!(reported(&capture.capture(second, later()).await.unwrap()).is_empty());
+    assert_eq!(
+        capture.projects.calls.load(Ordering::SeqCst),
+        1,
+        "the second batch notes nothing"
+    );
+    let (noted, _) = capture.projects.noted(&org, None, 10).await.unwrap();
+    assert_eq!(noted, ["p-1", "p-2"]);
+    capture
+        .capture(vec![of_project("m-6", "p-3")], later())
+        .await
+        .unwrap();
+    assert_eq!(
+        capture.projects.noted(&org, None, 10).await.unwrap().0,
+        ["p-1", "p-2", "p-3"]
+    );
+}
+
+#[tokio::test]
+async fn events_of_a_project_that_could_not_be_noted_are_handed_back_not_stored() {
+    let capture = capture();
+    capture
+        .capture(vec![of_project("m-1", "known")], later())
+        .await
+        .unwrap();
+    capture.projects.fail.store(true, Ordering::SeqCst);
+    let batch = vec![
+        of_project("m-2", "known"),
+        of_project("m-3", "new"),
+        of_project("m-4", "new"),
+    ];
+    let response = capture.capture(batch, later()).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["m-3", "m-4"]));
+    assert!(
+        capture.table.item_of("m-2").is_some(),
+        "a noted project's event is stored"
+    );
+    assert!(capture.table.item_of("m-3").is_none());
+    capture.projects.fail.store(false, Ordering::SeqCst);
+    let again = vec![of_project("m-3", "new"), of_project("m-4", "new")];
+    assert!(reported(&capture.capture(again, later()).await.unwrap()).is_empty());
+    assert!(capture.table.item_of("m-4").is_some());
 }

@@ -177,15 +177,16 @@ impl Stream {
             .delivery
             .events
             .page(
-                org,
-                project,
+                &[audit_log::store::partition_key(org, project)],
                 &PageRequest {
                     since: Some(since),
                     until: Some(until),
                     after: replay.cursor.clone(),
-                    limit: self.replay_pages.size,
-                    max_bytes: 50_000_000,
-                    now: self.delivery.clock.now().unix_timestamp(),
+                    ..PageRequest::new(
+                        self.replay_pages.size,
+                        50_000_000,
+                        self.delivery.clock.now().unix_timestamp(),
+                    )
                 },
             )
             .await

@@ -50,6 +50,8 @@ pub struct MemoryLanes {
     pub(crate) unreadable: Mutex<HashSet<LaneKey>>,
     /// The rest of the configuration table (`streaming::memory`).
     pub(crate) table: Mutex<crate::streaming::memory::Table>,
+    /// Projects noted as having stored events.
+    pub projects: crate::streaming::MemoryProjects,
 }
 
 impl MemoryLanes {

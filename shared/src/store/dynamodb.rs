@@ -1,19 +1,15 @@
 //! Writing events to the events table: `BatchWriteItem` in requests of 25, unprocessed items and
 //! transient errors retried with jittered backoff until the invocation's deadline.
 
-use super::{
-    EventWriter, StoredEvent, StoredKey, attr, bytes_in_response, event_json, partition_key,
-    sort_key_time,
-};
+use super::pages::{Chunk, Chunks, Page, PageRequest};
+use super::{EventWriter, StoredEvent, StoredKey, attr, event_json, partition_key, sort_key_time};
 use crate::retry::{Attempt, Backoff, GaveUp, retry};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt;
-use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::collections::HashSet;
-use time::OffsetDateTime;
 use tokio::time::Instant;
 
 /// `BatchWriteItem` takes at most 25 requests.
@@ -199,148 +195,142 @@ impl EventWriter for EventTable {
     }
 }
 
-/// A read of one project's stored events, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageRequest {
-    pub since: Option<OffsetDateTime>,
-    pub until: Option<OffsetDateTime>,
-    /// Sort key of the last event of the previous page.
-    pub after: Option<String>,
-    pub limit: usize,
-    /// Bytes the page's events may take in the Lambda response (capped at 6 MB), counted as
-    /// [`super::bytes_in_response`] does.
-    pub max_bytes: usize,
-    /// Events whose TTL (epoch seconds) is at or before this are left out.
-    pub now: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub events: Vec<Box<RawValue>>,
-    /// Where each event is stored, in the same order.
-    pub keys: Vec<StoredKey>,
-    /// Where the next page starts, when more events may follow.
-    pub next_after: Option<String>,
+impl EventTable {
+    /// One page of the partitions' events (`pages`), newest first.
+    pub async fn page(
+        &self,
+        partitions: &[String],
+        request: &PageRequest,
+    ) -> Result<Page, StoreError> {
+        super::pages::page(self, partitions, request).await
+    }
 }
 
 impl EventTable {
-    /// One page of a project's events, newest first, within the request's time range. The
-    /// partition comes from the ids alone, so no position can reach another project.
-    pub async fn page(
+    /// The sort keys of the partition's newest and oldest events not past their TTL; `None`
+    /// when it has none.
+    pub async fn span(
         &self,
-        organization_id: &str,
-        project_id: &str,
-        request: &PageRequest,
-    ) -> Result<Page, StoreError> {
-        let pk = AttributeValue::S(partition_key(organization_id, project_id));
-        let mut condition = "#pk = :pk".to_owned();
-        let mut values = HashMap::from([
-            (":pk".to_owned(), pk.clone()),
-            (
-                ":now".to_owned(),
-                AttributeValue::N(request.now.to_string()),
-            ),
-        ]);
-        // Every sort key of an event at or after `t` is >= `t`'s prefix; `$` sorts after the `#`
-        // that ends the time part, so `until` itself is included.
-        match (request.since, request.until) {
-            (Some(since), Some(until)) => {
-                condition.push_str(" AND #sk BETWEEN :lo AND :hi");
-                values.insert(":lo".into(), AttributeValue::S(sort_key_time(since)));
-                values.insert(
-                    ":hi".into(),
-                    AttributeValue::S(format!("{}$", sort_key_time(until))),
-                );
-            }
-            (Some(since), None) => {
-                condition.push_str(" AND #sk >= :lo");
-                values.insert(":lo".into(), AttributeValue::S(sort_key_time(since)));
-            }
-            (None, Some(until)) => {
-                condition.push_str(" AND #sk <= :hi");
-                values.insert(
-                    ":hi".into(),
-                    AttributeValue::S(format!("{}$", sort_key_time(until))),
-                );
-            }
-            (None, None) => {}
-        }
-        let mut names = HashMap::from([
-            ("#pk".to_owned(), attr::PARTITION_KEY.to_owned()),
-            ("#exp".to_owned(), attr::EXPIRES_AT.to_owned()),
-        ]);
-        if condition.contains("#sk") {
-            names.insert("#sk".to_owned(), attr::SORT_KEY.to_owned());
-        }
-        let mut start = request.after.as_ref().map(|sk| {
-            HashMap::from([
-                (attr::PARTITION_KEY.to_owned(), pk.clone()),
-                (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.clone())),
-            ])
-        });
-        let mut events = Vec::new();
-        let mut keys = Vec::new();
-        let mut bytes = 0;
-        let mut last: Option<String> = None;
+        partition: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let newest = self.first_live(partition, now, false).await?;
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let oldest = self.first_live(partition, now, true).await?;
+        Ok(Some((newest.clone(), oldest.unwrap_or(newest))))
+    }
+
+    /// The first sort key of a live event from one end of the partition. Expired items that
+    /// DynamoDB has not deleted yet are stepped over a few at a time.
+    async fn first_live(
+        &self,
+        partition: &str,
+        now: i64,
+        oldest_first: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let mut start = None;
         loop {
             let out = self
                 .client
                 .query()
                 .table_name(&self.name)
-                .key_condition_expression(&condition)
+                .key_condition_expression("#pk = :pk")
                 .filter_expression("#exp > :now")
-                .set_expression_attribute_names(Some(names.clone()))
-                .set_expression_attribute_values(Some(values.clone()))
-                .scan_index_forward(false)
-                .limit(i32::try_from(request.limit - events.len()).unwrap_or(i32::MAX))
+                .projection_expression("#sk")
+                .expression_attribute_names("#pk", attr::PARTITION_KEY)
+                .expression_attribute_names("#sk", attr::SORT_KEY)
+                .expression_attribute_names("#exp", attr::EXPIRES_AT)
+                .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .scan_index_forward(oldest_first)
+                .limit(25)
                 .set_exclusive_start_key(start.take())
-                .send();
-            let out = out.await.map_err(|e| classify(&e))?;
-            let items = out.items.unwrap_or_default();
-            let count = items.len();
-            for (i, item) in items.into_iter().enumerate() {
-                let json = event_json(&item).map_err(|e| StoreError::Refused(e.to_string()))?;
-                // The event and the comma before it, as the response carries them.
-                let size = bytes_in_response(&json) + 1;
-                if !events.is_empty() && bytes + size > request.max_bytes {
-                    return Ok(Page {
-                        events,
-                        keys,
-                        next_after: last,
-                    });
-                }
-                bytes += size;
-                let raw = RawValue::from_string(json)
-                    .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?;
-                events.push(raw);
-                keys.push(
-                    StoredKey::of(&item)
-                        .ok_or_else(|| StoreError::Refused("a stored event has no key".into()))?,
-                );
-                last = item
-                    .get(attr::SORT_KEY)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned();
-                if events.len() == request.limit {
-                    let more = i + 1 < count || out.last_evaluated_key.is_some();
-                    return Ok(Page {
-                        events,
-                        keys,
-                        next_after: if more { last } else { None },
-                    });
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => {
-                    return Ok(Page {
-                        events,
-                        keys,
-                        next_after: None,
-                    });
-                }
+                .send()
+                .await
+                .map_err(|e| classify(&e))?;
+            let first = out
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|mut item| item.remove(attr::SORT_KEY)?.as_s().ok().cloned());
+            match (first, out.last_evaluated_key) {
+                (Some(sk), _) => return Ok(Some(sk)),
+                (None, Some(key)) => start = Some(key),
+                (None, None) => return Ok(None),
             }
         }
+    }
+}
+
+impl Chunks for EventTable {
+    async fn chunk(
+        &self,
+        partition: &str,
+        request: &PageRequest,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Chunk, StoreError> {
+        // Every sort key of an event at or after `t` is >= `t`'s prefix; `$` sorts after the `#`
+        // that ends the time part, so `until` itself is included. `before` is a bound too (a
+        // key condition, not a start key: it may name an item of another partition), taken
+        // inclusively and its own item dropped: one more item is read so that a chunk always
+        // gets below it.
+        let lo = request.since.map(sort_key_time);
+        let hi = [
+            request.until.map(|u| format!("{}$", sort_key_time(u))),
+            before.map(str::to_owned),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let condition = match (&lo, &hi) {
+            (Some(_), Some(_)) => "#pk = :pk AND #sk BETWEEN :lo AND :hi",
+            (Some(_), None) => "#pk = :pk AND #sk >= :lo",
+            (None, Some(_)) => "#pk = :pk AND #sk <= :hi",
+            (None, None) => "#pk = :pk",
+        };
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression(condition)
+            .filter_expression("#exp > :now")
+            .expression_attribute_names("#pk", attr::PARTITION_KEY)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(request.now.to_string()))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit + usize::from(before.is_some())).unwrap_or(i32::MAX));
+        if lo.is_some() || hi.is_some() {
+            query = query.expression_attribute_names("#sk", attr::SORT_KEY);
+        }
+        if let Some(lo) = lo {
+            query = query.expression_attribute_values(":lo", AttributeValue::S(lo));
+        }
+        if let Some(hi) = hi {
+            query = query.expression_attribute_values(":hi", AttributeValue::S(hi));
+        }
+        let out = query.send().await.map_err(|e| classify(&e))?;
+        let mut chunk = Chunk {
+            scanned: usize::try_from(out.scanned_count).unwrap_or_default(),
+            next: out
+                .last_evaluated_key
+                .and_then(|mut k| k.remove(attr::SORT_KEY))
+                .and_then(|v| v.as_s().ok().cloned()),
+            events: Vec::new(),
+        };
+        for item in out.items.unwrap_or_default() {
+            let key = StoredKey::of(&item)
+                .ok_or_else(|| StoreError::Refused("a stored event has no key".into()))?;
+            if before.is_some_and(|b| key.sort_key == b) {
+                continue;
+            }
+            let json = event_json(&item).map_err(|e| StoreError::Refused(e.to_string()))?;
+            chunk.events.push((key, json));
+        }
+        Ok(chunk)
     }
 }
 

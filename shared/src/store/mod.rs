@@ -11,6 +11,7 @@ pub mod codec;
 pub mod dynamodb;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod pages;
 
 use crate::event::{AuditEvent, EventError};
 use crate::settings::Retention;
@@ -22,7 +23,8 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-pub use dynamodb::{EventTable, Page, PageRequest, StoreError, WriteFailure};
+pub use dynamodb::{EventTable, StoreError, WriteFailure};
+pub use pages::{Page, PageRequest};
 
 /// Where capture writes events (the events table; in tests, memory).
 pub trait EventWriter: Sync {
@@ -96,6 +98,15 @@ pub fn is_sort_key_within(
 /// string there, so every `"` and `\` is escaped once more. Lambda answers at most 6 MB.
 pub fn bytes_in_response(json: &str) -> usize {
     json.len() + json.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
+}
+
+/// The RFC 3339 form of a sort key's time part (`None` if it is not one).
+pub fn rfc3339_of_sort_time(time_part: &str) -> Option<String> {
+    time::PrimitiveDateTime::parse(time_part, SORT_TIME)
+        .ok()?
+        .assume_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
 /// The message id a sort key ends with.

@@ -350,3 +350,18 @@ impl Replays for MemoryLanes {
         Ok(())
     }
 }
+
+impl super::ProjectIndex for MemoryLanes {
+    async fn note(&self, projects: &[(String, String)]) -> Result<(), ConfigError> {
+        self.projects.note(projects).await
+    }
+
+    async fn noted(
+        &self,
+        organization_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), ConfigError> {
+        self.projects.noted(organization_id, after, limit).await
+    }
+}

@@ -13,6 +13,7 @@ mod lanes;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 mod organization;
+mod projects;
 mod replays;
 
 pub use connection_tests::{ConnectionTests, TestRecord};
@@ -24,6 +25,9 @@ pub use lanes::lane_of;
 pub use organization::{
     CONNECTION_TESTS, EXPIRES_AT, Organizations, REPLAYS_STARTED, RateLimit, new_external_id,
 };
+#[cfg(any(test, feature = "test-util"))]
+pub use projects::MemoryProjects;
+pub use projects::{ProjectIndex, noted_projects};
 pub use replays::{Replay, ReplayState, Replays};
 
 use crate::destination::Destination;
@@ -503,6 +507,19 @@ impl ConfigTable {
         limit: usize,
         after: Option<&str>,
     ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
+        self.query_prefix_in(organization_id, prefix, limit, after, false)
+            .await
+    }
+
+    /// As [`Self::query_prefix`], in either order.
+    async fn query_prefix_in(
+        &self,
+        organization_id: &str,
+        prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+        ascending: bool,
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
         let pk = AttributeValue::S(key_part(organization_id));
         let start = after.map(|sk| {
             HashMap::from([
@@ -517,7 +534,7 @@ impl ConfigTable {
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", pk)
             .expression_attribute_values(":prefix", s(prefix))
-            .scan_index_forward(false)
+            .scan_index_forward(ascending)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start)
             .consistent_read(true)

@@ -1,23 +1,33 @@
-//! `GET /events`: the stored audit events of a project, by time, in pages.
+//! The events listings: one project's stored events (`GET <base>`) and the organization's
+//! across its projects (`GET /v1/organizations/{organization_id}/audit-logs`), by time, with
+//! the search's filters, in pages.
 
 use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::view::EventPage;
 use crate::{
-    Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PAGE_BYTES, Ports, internal, json_response, request,
+    Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PAGE_BYTES, Ports, config_error, internal,
+    json_response, request,
 };
-use audit_log::store::PageRequest;
+use audit_log::search::{Filter, PARAMETERS};
+use audit_log::store::{PageRequest, partition_key};
+use audit_log::streaming::noted_projects;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// The listings' query parameters besides the filters.
+const PAGING: [&str; 4] = ["since", "until", "limit", "cursor"];
+
 impl<P: Ports> Api<P> {
+    /// One page of a project's events, or (without a project) of the organization's.
     pub(crate) async fn list(
         &self,
         request: &ApiGatewayV2httpRequest,
         org: &str,
-        project: &str,
+        project: Option<&str>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        request::only_parameters(request, &[&PAGING[..], &PARAMETERS[..]].concat())?;
         let (since, until) = (time_query(request, "since")?, time_query(request, "until")?);
         if let (Some(s), Some(u)) = (since, until)
             && s > u
@@ -28,21 +38,31 @@ impl<P: Ports> Api<P> {
             ));
         }
         let limit = limit_query(request, MAX_PAGE_SIZE)?;
-        let scope = Scope::new(
-            "events",
-            org,
-            project,
-            &[
-                request::query(request, "since"),
-                request::query(request, "until"),
-            ],
-        );
+        let filter = filter_query(request)?;
+        let mut shape = vec![
+            request::query(request, "since").map(str::to_owned),
+            request::query(request, "until").map(str::to_owned),
+        ];
+        shape.extend(filter.named());
+        let shape: Vec<Option<&str>> = shape.iter().map(Option::as_deref).collect();
+        let scope = match project {
+            Some(project) => Scope::new("events", org, project, &shape),
+            None => Scope::new("organization-events", org, "", &shape),
+        };
         let after = cursor::resume_after(&scope, request::query(request, "cursor"), since, until)?;
+        let partitions = match project {
+            Some(project) => vec![partition_key(org, project)],
+            None => noted_projects(&self.configs, org)
+                .await
+                .map_err(config_error)?
+                .iter()
+                .map(|project| partition_key(org, project))
+                .collect(),
+        };
         let page = self
             .events
             .page(
-                org,
-                project,
+                &partitions,
                 &PageRequest {
                     since,
                     until,
@@ -50,6 +70,8 @@ impl<P: Ports> Api<P> {
                     limit,
                     max_bytes: PAGE_BYTES,
                     now: self.clock.now().unix_timestamp(),
+                    filter,
+                    read_budget: self.search_budget,
                 },
             )
             .await
@@ -62,6 +84,17 @@ impl<P: Ports> Api<P> {
             },
         ))
     }
+}
+
+/// The search's filters among the query parameters.
+pub(crate) fn filter_query(request: &ApiGatewayV2httpRequest) -> Result<Filter, ApiError> {
+    let mut filter = Filter::default();
+    for (name, value) in request::query_pairs(request) {
+        filter
+            .set(&name, &value)
+            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    }
+    Ok(filter)
 }
 
 /// An RFC 3339 query parameter, in UTC whatever offset it was given with.

@@ -6,6 +6,7 @@ mod connection_tests;
 mod events;
 mod failures;
 mod lanes;
+mod projects;
 mod replays;
 mod streaming;
 

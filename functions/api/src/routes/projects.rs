@@ -1,0 +1,75 @@
+//! `GET /v1/organizations/{organization_id}/audit-logs/projects`: the organization's projects
+//! with stored events, deleted registries included, so their logs can be found after the
+//! registry is gone.
+
+use super::events::limit_query;
+use crate::cursor::Scope;
+use crate::error::ApiError;
+use crate::{Api, MAX_PROJECT_PAGE, Ports, config_error, internal, json_response, request};
+use audit_log::store::{StoredKey, partition_key};
+use audit_log::streaming::ProjectIndex;
+use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+/// Projects whose events are looked up at once.
+const CONCURRENT_LOOKUPS: usize = 8;
+
+#[derive(Debug, Serialize)]
+struct ProjectWithEvents {
+    project_id: String,
+    newest_event_at: String,
+    oldest_event_at: String,
+}
+
+impl<P: Ports> Api<P> {
+    pub(crate) async fn projects(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        org: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        request::only_parameters(request, &["limit", "cursor"])?;
+        let limit = limit_query(request, MAX_PROJECT_PAGE)?;
+        let scope = Scope::new("projects", org, "", &[]);
+        let after = request::query(request, "cursor")
+            .map(|c| scope.decode(c))
+            .transpose()?;
+        let (noted, next) = self
+            .configs
+            .noted(org, after.as_deref(), limit)
+            .await
+            .map_err(config_error)?;
+        let now = self.clock.now().unix_timestamp();
+        let spans: Vec<Option<ProjectWithEvents>> = futures::stream::iter(noted)
+            .map(|project| async move {
+                let span = self.events.span(&partition_key(org, &project), now).await?;
+                Ok::<_, audit_log::store::StoreError>(span.map(|(newest, oldest)| {
+                    ProjectWithEvents {
+                        newest_event_at: time_of(&newest),
+                        oldest_event_at: time_of(&oldest),
+                        project_id: project,
+                    }
+                }))
+            })
+            .buffered(CONCURRENT_LOOKUPS)
+            .try_collect()
+            .await
+            .map_err(|e| internal("events table")(&e))?;
+        // A noted project whose events have all expired is not listed.
+        let projects: Vec<ProjectWithEvents> = spans.into_iter().flatten().collect();
+        Ok(json_response(
+            200,
+            &serde_json::json!({
+                "projects": projects,
+                "next_cursor": next.map(|p| scope.encode(&p)),
+            }),
+        ))
+    }
+}
+
+/// The RFC 3339 time a sort key starts with.
+fn time_of(sort_key: &str) -> String {
+    StoredKey::new(sort_key, 0)
+        .and_then(|k| audit_log::store::rfc3339_of_sort_time(k.time_part()))
+        .unwrap_or_default()
+}

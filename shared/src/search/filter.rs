@@ -1,0 +1,228 @@
+//! The filters of the events listing and of exports (`CONTRACT.md`, "Search and export").
+//! They are checked here against each event's own JSON and never become DynamoDB expressions:
+//! events are stored packed, and no caller text ever reaches a query.
+
+use super::resource::{self, ResourceType};
+use crate::event::{Action, Status};
+use serde_json::Value;
+use strum::VariantNames;
+
+/// The filters' names, as query parameters and as fields of an export's body.
+pub const PARAMETERS: [&str; 6] = [
+    "action",
+    "status",
+    "actor",
+    "resource_type",
+    "resource_id",
+    "q",
+];
+/// Ids, e-mail addresses and search text are at most this long.
+pub const MAX_TEXT_CHARS: usize = 255;
+
+/// Which events a search keeps; the default keeps every one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub action: Option<Action>,
+    pub status: Option<Status>,
+    /// An actor's `principal_id` or `user.email`, exactly.
+    pub actor: Option<String>,
+    pub resource_type: Option<ResourceType>,
+    /// The id of any resource the event names.
+    pub resource_id: Option<String>,
+    /// `q`, lowercased: text in the description or a resource's name, in any case.
+    pub text: Option<String>,
+}
+
+/// A filter's value that cannot be used, with what to send instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{parameter}` {problem}")]
+pub struct FilterError {
+    pub parameter: String,
+    pub problem: String,
+}
+
+impl Filter {
+    /// Sets the filter `name` names from `value`; `Ok(false)` when `name` is no filter.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<bool, FilterError> {
+        let wrong = |problem: String| FilterError {
+            parameter: name.to_owned(),
+            problem,
+        };
+        let one_of = |allowed: &[&str]| wrong(format!("must be one of {}", allowed.join(", ")));
+        match name {
+            "action" => self.action = Some(value.parse().map_err(|_| one_of(Action::VARIANTS))?),
+            "status" => self.status = Some(value.parse().map_err(|_| one_of(Status::VARIANTS))?),
+            "resource_type" => {
+                self.resource_type =
+                    Some(value.parse().map_err(|_| one_of(ResourceType::VARIANTS))?)
+            }
+            "actor" | "resource_id" | "q" => {
+                if value.trim().is_empty()
+                    || value.chars().any(char::is_control)
+                    || value.chars().count() > MAX_TEXT_CHARS
+                {
+                    return Err(wrong(format!(
+                        "must be non-blank text of at most {MAX_TEXT_CHARS} characters, without control characters"
+                    )));
+                }
+                let value = value.to_owned();
+                match name {
+                    "actor" => self.actor = Some(value),
+                    "resource_id" => self.resource_id = Some(value),
+                    _ => self.text = Some(value.to_lowercase()),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The filters set, by name, in `PARAMETERS` order: what shapes a listing, for its cursors.
+    pub fn named(&self) -> [Option<String>; 6] {
+        [
+            self.action.map(|a| a.to_string()),
+            self.status.map(|s| s.to_string()),
+            self.actor.clone(),
+            self.resource_type.map(|r| r.to_string()),
+            self.resource_id.clone(),
+            self.text.clone(),
+        ]
+    }
+
+    /// Whether the event (its original JSON) passes every filter set.
+    pub fn matches(&self, event: &Value) -> bool {
+        let field = |name: &str| event.get(name).and_then(Value::as_str);
+        self.action
+            .is_none_or(|a| field("action") == Some(<&str>::from(a)))
+            && self
+                .status
+                .is_none_or(|s| field("status") == Some(<&str>::from(s)))
+            && self.actor.as_deref().is_none_or(|who| {
+                let actor = event.get("actor");
+                let at = |path: &[&str]| {
+                    path.iter()
+                        .try_fold(actor?, |v, k| v.get(k))
+                        .and_then(Value::as_str)
+                };
+                at(&["principal_id"]) == Some(who) || at(&["user", "email"]) == Some(who)
+            })
+            && self.resource_type.is_none_or(|t| t.is_named_in(event))
+            && self
+                .resource_id
+                .as_deref()
+                .is_none_or(|id| resource::ids(event).any(|i| i == id))
+            && self.text.as_deref().is_none_or(|text| {
+                field("description")
+                    .into_iter()
+                    .chain(resource::names(event))
+                    .any(|t| t.to_lowercase().contains(text))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::SEED_EVENTS;
+
+    fn filter(pairs: &[(&str, &str)]) -> Filter {
+        let mut f = Filter::default();
+        for (name, value) in pairs {
+            assert!(f.set(name, value).unwrap(), "{name}");
+        }
+        f
+    }
+
+    fn matching(pairs: &[(&str, &str)]) -> Vec<String> {
+        let f = filter(pairs);
+        SEED_EVENTS
+            .iter()
+            .filter(|(_, body)| f.matches(&serde_json::from_str(body).unwrap()))
+            .map(|(_, body)| {
+                serde_json::from_str::<Value>(body).unwrap()["description"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_filter_keeps_exactly_the_seed_events_it_names() {
+        assert_eq!(matching(&[]).len(), SEED_EVENTS.len());
+        assert_eq!(matching(&[("status", "FAILED")]), ["Created build"]);
+        assert_eq!(
+            matching(&[("action", "create")]),
+            ["Added bucket labels", "Created build"]
+        );
+        assert_eq!(
+            matching(&[("actor", "test.user@hashicorp.com")]),
+            ["Revoked version", "Assigned version to channel"]
+        );
+        assert_eq!(
+            matching(&[("actor", "6f212631-5bcc-48a2-9082-37d752904032")]),
+            ["Revoked version", "Assigned version to channel"]
+        );
+        assert_eq!(
+            matching(&[("resource_type", "channel")]),
+            ["Assigned version to channel"]
+        );
+        // A build inside `previous_builds` counts.
+        assert_eq!(
+            matching(&[("resource_id", "01H5APPBYYF4D0NMVZCRKR85E7")]),
+            [
+                "Revoked version",
+                "Updated build",
+                "Assigned version to channel"
+            ]
+        );
+        assert_eq!(
+            matching(&[("q", "REVOKED")]),
+            ["Revoked version"],
+            "case-insensitive"
+        );
+        assert_eq!(
+            matching(&[("q", "fgtj")]),
+            ["Assigned version to channel"],
+            "a channel's name"
+        );
+        assert_eq!(
+            matching(&[("action", "update"), ("resource_type", "build")]),
+            [
+                "Revoked version",
+                "Updated build",
+                "Assigned version to channel"
+            ]
+        );
+        assert!(matching(&[("action", "delete")]).is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter_and_unknown_names_are_not_taken() {
+        let mut f = Filter::default();
+        for (name, value) in [
+            ("action", "destroy"),
+            ("status", "ok"),
+            ("resource_type", "registry"),
+            ("actor", " "),
+            ("q", "a\u{7}b"),
+            ("resource_id", &"x".repeat(MAX_TEXT_CHARS + 1)),
+        ] {
+            let e = f.set(name, value).unwrap_err();
+            assert_eq!(e.parameter, name);
+            assert!(e.to_string().starts_with(&format!("`{name}` must")), "{e}");
+        }
+        assert!(
+            f.set("action", "destroy")
+                .unwrap_err()
+                .to_string()
+                .contains("create, update, delete, read")
+        );
+        assert!(!f.set("colour", "red").unwrap());
+        assert!(f.is_empty());
+    }
+}

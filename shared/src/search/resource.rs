@@ -1,0 +1,156 @@
+//! The registry resources an audit event names (`seeds/audit-log-metadata.txt`): a bucket, a
+//! version (and the version a channel held before), a build (alone, or among `builds` and
+//! `previous_builds`), a channel, and the registry itself.
+
+use serde_json::Value;
+use strum::{Display, EnumString, IntoStaticStr, VariantNames};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, Display, VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
+pub enum ResourceType {
+    Bucket,
+    Version,
+    Build,
+    Channel,
+}
+
+impl ResourceType {
+    /// The event's fields that hold resources of this type: an object, or (for builds) a list.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            ResourceType::Bucket => &["bucket"],
+            ResourceType::Version => &["version", "previous_version"],
+            ResourceType::Build => &["build", "builds", "previous_builds"],
+            ResourceType::Channel => &["channel"],
+        }
+    }
+
+    /// Whether the event names a resource of this type.
+    pub fn is_named_in(self, event: &Value) -> bool {
+        self.fields()
+            .iter()
+            .any(|f| objects(event, f).next().is_some())
+    }
+}
+
+/// The resource an event is about: the most specific one it names (a channel's assignment is
+/// about the channel, a build's update about the build, a revocation about the version, a
+/// label about the bucket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource<'a> {
+    pub kind: ResourceType,
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> Resource<'a> {
+    pub fn of(event: &'a Value) -> Option<Self> {
+        let (kind, object) = [
+            (ResourceType::Channel, "channel"),
+            (ResourceType::Build, "build"),
+            (ResourceType::Version, "version"),
+            (ResourceType::Build, "builds"),
+            (ResourceType::Bucket, "bucket"),
+        ]
+        .into_iter()
+        .find_map(|(kind, field)| objects(event, field).next().map(|o| (kind, o)))?;
+        Some(Self {
+            kind,
+            id: text(object, "id"),
+            name: text(object, "name"),
+        })
+    }
+}
+
+/// Ids of every resource the event names, the registry's included.
+pub fn ids(event: &Value) -> impl Iterator<Item = &str> {
+    const FIELDS: [&str; 8] = [
+        "bucket",
+        "version",
+        "previous_version",
+        "build",
+        "builds",
+        "previous_builds",
+        "channel",
+        "registry",
+    ];
+    FIELDS
+        .into_iter()
+        .flat_map(move |f| objects(event, f))
+        .filter_map(|o| o.get("id").and_then(Value::as_str))
+}
+
+/// Names of the resources the event names (builds have none).
+pub fn names(event: &Value) -> impl Iterator<Item = &str> {
+    [
+        "bucket",
+        "version",
+        "previous_version",
+        "channel",
+        "registry",
+    ]
+    .into_iter()
+    .flat_map(move |f| objects(event, f))
+    .filter_map(|o| o.get("name").and_then(Value::as_str))
+}
+
+/// The objects in one field: the object itself, or those of a list.
+fn objects<'a>(event: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
+    let found: Box<dyn Iterator<Item = &'a Value>> = match event.get(field) {
+        Some(Value::Array(list)) => Box::new(list.iter().filter(|v| v.is_object())),
+        Some(v @ Value::Object(_)) => Box::new(std::iter::once(v)),
+        _ => Box::new(std::iter::empty()),
+    };
+    found
+}
+
+fn text<'a>(object: &'a Value, field: &str) -> &'a str {
+    object
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::SEED_EVENTS;
+
+    fn seed(n: usize) -> Value {
+        serde_json::from_str(SEED_EVENTS[n].1).unwrap()
+    }
+
+    #[test]
+    fn each_seed_event_is_about_its_most_specific_resource() {
+        let about: Vec<(ResourceType, String)> = (0..SEED_EVENTS.len())
+            .map(|n| {
+                let e = seed(n);
+                let r = Resource::of(&e).unwrap();
+                (r.kind, format!("{}/{}", r.id, r.name))
+            })
+            .collect();
+        let kinds: Vec<ResourceType> = about.iter().map(|(k, _)| *k).collect();
+        assert!(kinds.contains(&ResourceType::Channel), "{about:?}");
+        assert!(kinds.contains(&ResourceType::Bucket), "{about:?}");
+        assert!(kinds.contains(&ResourceType::Build), "{about:?}");
+        assert!(kinds.contains(&ResourceType::Version), "{about:?}");
+    }
+
+    #[test]
+    fn ids_include_builds_in_lists_and_the_registry() {
+        let e = serde_json::json!({
+            "registry": {"id": "r"}, "builds": [{"id": "b1"}, {"id": "b2"}, "junk"],
+            "previous_builds": [{"id": "b0"}], "channel": {"id": "c", "name": "prod"},
+            "version": null
+        });
+        let mut all: Vec<&str> = ids(&e).collect();
+        all.sort_unstable();
+        assert_eq!(all, ["b0", "b1", "b2", "c", "r"]);
+        assert_eq!(names(&e).collect::<Vec<_>>(), ["prod"]);
+        assert!(ResourceType::Build.is_named_in(&e));
+        assert!(!ResourceType::Version.is_named_in(&e));
+        assert!(!ResourceType::Bucket.is_named_in(&e));
+    }
+}

@@ -1,0 +1,223 @@
+//! Pages of stored events, newest first: one project's, or an organization's across its
+//! projects merged by time, kept or dropped by a search's filter, and cut short when a page has
+//! read its budget, so that every page answers in time however rare the matches are.
+//!
+//! Each partition is read newest first, a chunk at a time. An event may be answered only once
+//! no partition can still hold a newer one: once every partition has been read down to it. When
+//! the budget is spent, the page ends where the least-read partition stands; the next page goes
+//! on from there, and no event is answered twice or skipped.
+
+use super::{StoreError, StoredKey, bytes_in_response};
+use crate::search::Filter;
+use serde_json::value::RawValue;
+use std::collections::VecDeque;
+use std::future::Future;
+use time::OffsetDateTime;
+
+/// A read of stored events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Sort key of the last event of the previous page: this page holds older ones.
+    pub after: Option<String>,
+    pub limit: usize,
+    /// Bytes the page's events may take in the Lambda response (capped at 6 MB), counted as
+    /// [`super::bytes_in_response`] does.
+    pub max_bytes: usize,
+    /// Events whose TTL (epoch seconds) is at or before this are left out.
+    pub now: i64,
+    pub filter: Filter,
+    /// Items the page may read from the table before it answers with what it found.
+    pub read_budget: usize,
+}
+
+impl PageRequest {
+    /// Every event in the range, up to `limit`, within the response's bytes.
+    pub fn new(limit: usize, max_bytes: usize, now: i64) -> Self {
+        Self {
+            since: None,
+            until: None,
+            after: None,
+            limit,
+            max_bytes,
+            now,
+            filter: Filter::default(),
+            read_budget: usize::MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub events: Vec<Box<RawValue>>,
+    /// Where each event is stored, in the same order.
+    pub keys: Vec<StoredKey>,
+    /// Where the next page starts, when more events may follow.
+    pub next_after: Option<String>,
+}
+
+/// Some events of one partition, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    /// Events older than the chunk's bound, within the request's range and not expired.
+    pub events: Vec<(StoredKey, String)>,
+    /// Items the table read for it.
+    pub scanned: usize,
+    /// The sort key down to which the partition has been read, when older items may remain.
+    pub next: Option<String>,
+}
+
+/// Where pages are read from: the events table, or memory in tests.
+pub trait Chunks: Sync {
+    /// Up to `limit` items of `partition` older than `before` (all, without it), within the
+    /// request's range.
+    fn chunk(
+        &self,
+        partition: &str,
+        request: &PageRequest,
+        before: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Chunk, StoreError>> + Send;
+}
+
+/// Items read at once when most of them may be filtered out.
+const FILTERED_CHUNK: usize = 1_000;
+
+enum Read {
+    Unread,
+    /// Read down to this sort key; older items may remain.
+    Down(String),
+    Done,
+}
+
+struct Partition<'a> {
+    name: &'a str,
+    read: Read,
+    /// Events read and kept by the filter, not answered yet.
+    found: VecDeque<(StoredKey, String)>,
+}
+
+/// One page of the partitions' events, merged newest first.
+pub async fn page(
+    source: &impl Chunks,
+    partitions: &[String],
+    request: &PageRequest,
+) -> Result<Page, StoreError> {
+    let mut parts: Vec<Partition> = partitions
+        .iter()
+        .map(|name| Partition {
+            name,
+            read: Read::Unread,
+            found: VecDeque::new(),
+        })
+        .collect();
+    let mut page = Page::default();
+    let (mut bytes, mut scanned) = (0, 0);
+    loop {
+        // No partition holds an unread event newer than this; `None` while one is unread.
+        let horizon: Option<Option<&str>> =
+            parts.iter().try_fold(None, |newest, p| match &p.read {
+                Read::Unread => None,
+                Read::Down(sk) => Some(newest.max(Some(sk.as_str()))),
+                Read::Done => Some(newest),
+            });
+        let Some(horizon) = horizon.map(|h| h.map(str::to_owned)) else {
+            let unread = parts
+                .iter_mut()
+                .find(|p| matches!(p.read, Read::Unread))
+                .expect("an unread partition");
+            scanned += read_more(source, unread, request, page.events.len(), scanned).await?;
+            continue;
+        };
+        // Answer every event no unread one can precede.
+        while let Some(p) = newest_found(&mut parts).filter(|p| {
+            horizon
+                .as_deref()
+                .is_none_or(|h| p.found[0].0.sort_key.as_str() >= h)
+        }) {
+            let size = bytes_in_response(&p.found[0].1) + 1;
+            if page.events.len() == request.limit
+                || (!page.events.is_empty() && bytes + size > request.max_bytes)
+            {
+                page.next_after = page.keys.last().map(|k| k.sort_key.clone());
+                return Ok(page);
+            }
+            let (key, json) = p.found.pop_front().expect("a found event");
+            bytes += size;
+            page.events.push(
+                RawValue::from_string(json)
+                    .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?,
+            );
+            page.keys.push(key);
+        }
+        let Some(horizon) = horizon else {
+            // Every partition read to its end, every event answered.
+            return Ok(page);
+        };
+        if page.events.len() == request.limit {
+            page.next_after = page.keys.last().map(|k| k.sort_key.clone());
+            return Ok(page);
+        }
+        if scanned >= request.read_budget {
+            // Everything down to the horizon is answered: the next page reads below it.
+            page.next_after = Some(horizon);
+            return Ok(page);
+        }
+        let behind = parts
+            .iter_mut()
+            .find(|p| matches!(p.read, Read::Down(ref sk) if *sk == horizon))
+            .expect("the partition at the horizon");
+        scanned += read_more(source, behind, request, page.events.len(), scanned).await?;
+    }
+}
+
+/// The partition whose next found event is the newest.
+fn newest_found<'p, 'a>(parts: &'p mut [Partition<'a>]) -> Option<&'p mut Partition<'a>> {
+    parts
+        .iter_mut()
+        .filter(|p| !p.found.is_empty())
+        .max_by(|a, b| a.found[0].0.sort_key.cmp(&b.found[0].0.sort_key))
+}
+
+/// Reads the partition's next chunk, keeps what the filter keeps; the items it scanned.
+async fn read_more(
+    source: &impl Chunks,
+    part: &mut Partition<'_>,
+    request: &PageRequest,
+    answered: usize,
+    scanned: usize,
+) -> Result<usize, StoreError> {
+    let before = match &part.read {
+        Read::Unread => request.after.as_deref(),
+        Read::Down(sk) => Some(sk.as_str()),
+        Read::Done => return Ok(0),
+    };
+    // Unfiltered, one more than the page still needs tells whether another page follows.
+    let wanted = if request.filter.is_empty() {
+        request.limit.saturating_sub(answered) + 1
+    } else {
+        FILTERED_CHUNK
+    }
+    .min(request.read_budget.saturating_sub(scanned).max(1));
+    let chunk = source.chunk(part.name, request, before, wanted).await?;
+    for (key, json) in chunk.events {
+        if request.filter.is_empty() || kept(&request.filter, &json)? {
+            part.found.push_back((key, json));
+        }
+    }
+    part.read = match chunk.next {
+        Some(sk) => Read::Down(sk),
+        None => Read::Done,
+    };
+    Ok(chunk.scanned)
+}
+
+fn kept(filter: &Filter, json: &str) -> Result<bool, StoreError> {
+    let event: serde_json::Value = serde_json::from_str(json)
+        .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?;
+    Ok(filter.matches(&event))
+}
+
+#[cfg(test)]
+mod tests;

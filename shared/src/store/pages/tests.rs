@@ -1,0 +1,187 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+/// Partitions in memory: sort key → (event JSON, TTL), read as the table reads them.
+#[derive(Default)]
+struct Memory {
+    partitions: BTreeMap<String, BTreeMap<String, (String, i64)>>,
+    /// Chunks read, by partition.
+    reads: std::sync::Mutex<Vec<String>>,
+}
+
+impl Memory {
+    fn add(&mut self, partition: &str, second: u32, status: &str, expires_at: i64) -> String {
+        let sk = format!(
+            "2026-01-01T00:{:02}:{:02}.000000000Z#{partition}-{second}",
+            second / 60,
+            second % 60
+        );
+        let json = format!(r#"{{"status":"{status}","n":"{partition}-{second}"}}"#);
+        self.partitions
+            .entry(partition.to_owned())
+            .or_default()
+            .insert(sk.clone(), (json, expires_at));
+        sk
+    }
+}
+
+impl Chunks for Memory {
+    async fn chunk(
+        &self,
+        partition: &str,
+        request: &PageRequest,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Chunk, StoreError> {
+        self.reads.lock().unwrap().push(partition.to_owned());
+        let mut chunk = Chunk::default();
+        let lo = request
+            .since
+            .map(crate::store::sort_key_time)
+            .unwrap_or_default();
+        let items = self.partitions.get(partition).into_iter().flatten().rev();
+        let in_range = items
+            .filter(|(sk, _)| before.is_none_or(|b| sk.as_str() < b) && sk.as_str() >= lo.as_str());
+        for (sk, (json, expires_at)) in in_range {
+            if chunk.scanned == limit {
+                return Ok(chunk);
+            }
+            chunk.scanned += 1;
+            chunk.next = Some(sk.clone());
+            if *expires_at > request.now {
+                chunk
+                    .events
+                    .push((StoredKey::new(sk, *expires_at).unwrap(), json.clone()));
+            }
+        }
+        chunk.next = None;
+        Ok(chunk)
+    }
+}
+
+fn ns(page: &Page) -> Vec<String> {
+    page.events
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(e.get()).unwrap()["n"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Every page from the first, as a caller follows `next_after`.
+fn all_pages(memory: &Memory, partitions: &[String], request: &PageRequest) -> Vec<Page> {
+    let mut pages = Vec::new();
+    let mut request = request.clone();
+    loop {
+        let page = futures::executor::block_on(page(memory, partitions, &request)).unwrap();
+        let next = page.next_after.clone();
+        pages.push(page);
+        match next {
+            Some(after) => request.after = Some(after),
+            None => return pages,
+        }
+        assert!(pages.len() < 10_000, "paging must end");
+    }
+}
+
+fn names(ps: &[&str]) -> Vec<String> {
+    ps.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn partitions_merge_newest_first() {
+    let mut m = Memory::default();
+    for s in [1, 4, 7] {
+        m.add("a", s, "OK", i64::MAX);
+    }
+    for s in [2, 3, 9] {
+        m.add("b", s, "OK", i64::MAX);
+    }
+    let request = PageRequest::new(4, usize::MAX, 0);
+    let pages = all_pages(&m, &names(&["a", "b"]), &request);
+    let seen: Vec<Vec<String>> = pages.iter().map(ns).collect();
+    assert_eq!(seen, [vec!["b-9", "a-7", "a-4", "b-3"], vec!["b-2", "a-1"]]);
+}
+
+#[test]
+fn a_spent_budget_ends_the_page_early_where_reading_stopped_and_the_next_goes_on() {
+    let mut m = Memory::default();
+    for s in 0..100 {
+        m.add("a", s, if s % 10 == 0 { "FAILED" } else { "OK" }, i64::MAX);
+    }
+    let mut request = PageRequest::new(100, usize::MAX, 0);
+    request.filter.set("status", "FAILED").unwrap();
+    request.read_budget = 25;
+    let pages = all_pages(&m, &names(&["a"]), &request);
+    let found: Vec<String> = pages.iter().flat_map(ns).collect();
+    assert_eq!(
+        found,
+        (0..10)
+            .rev()
+            .map(|s| format!("a-{}", s * 10))
+            .collect::<Vec<_>>()
+    );
+    assert!(pages.len() > 1, "the budget cut the search into pages");
+    assert!(pages.iter().all(|p| p.events.len() < 10));
+}
+
+#[test]
+fn expired_events_are_left_out_and_bytes_end_a_page() {
+    let mut m = Memory::default();
+    m.add("a", 1, "OK", 50);
+    m.add("a", 2, "OK", 500);
+    m.add("a", 3, "OK", 500);
+    let request = PageRequest::new(10, 40, 100);
+    let pages = all_pages(&m, &names(&["a"]), &request);
+    let seen: Vec<Vec<String>> = pages.iter().map(ns).collect();
+    assert_eq!(seen, [vec!["a-3"], vec!["a-2"]]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever the events, partitions, filter, page size and budget: paging to the end gives
+    /// every kept, unexpired event once, newest first.
+    #[test]
+    fn paging_to_the_end_gives_every_match_once_newest_first(
+        events in prop::collection::vec((0..4usize, 0..600u32, any::<bool>(), any::<bool>()), 0..120),
+        limit in 1..20usize,
+        budget in 1..50usize,
+        filtered in any::<bool>(),
+        since in prop::option::of(0..600u32),
+    ) {
+        let mut m = Memory::default();
+        let mut expected = Vec::new();
+        // One item per key: the last write of a key is what is stored.
+        let stored: BTreeMap<(usize, u32), (bool, bool)> =
+            events.into_iter().map(|(p, s, failed, expired)| ((p, s), (failed, expired))).collect();
+        for ((p, s), (failed, expired)) in stored {
+            let partition = format!("p{p}");
+            let sk = m.add(&partition, s, if failed { "FAILED" } else { "OK" }, if expired { 5 } else { 500 });
+            let in_range = since.is_none_or(|lo| s >= lo);
+            if !expired && (!filtered || failed) && in_range {
+                expected.push((sk, format!("{partition}-{s}")));
+            }
+        }
+        expected.sort();
+        expected.reverse();
+        let mut request = PageRequest::new(limit, usize::MAX, 100);
+        request.read_budget = budget;
+        if filtered {
+            request.filter.set("status", "FAILED").unwrap();
+        }
+        let partitions = names(&["p0", "p1", "p2", "p3"]);
+        request.since = since.map(|lo| time::macros::datetime!(2026-01-01 0:00 UTC) + std::time::Duration::from_secs(lo.into()));
+        let pages = all_pages(&m, &partitions, &request);
+        let got: Vec<String> = pages.iter().flat_map(ns).collect();
+        let want: Vec<String> = expected.into_iter().map(|(_, n)| n).collect();
+        prop_assert_eq!(got, want);
+        for p in &pages {
+            prop_assert!(p.events.len() <= limit);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Projects with stored events. Capture notes a project in its organization's partition the
+//! first time a container stores one of its events, so the organization's projects (deleted
+//! registries included: nothing removes the note) are one query away, and no item is written
+//! per event. Events keep the project's partition; the note only says where to look.
+
+use super::{ConfigError, ConfigTable, attr, organization_key, s, store_error};
+use crate::store::key_part;
+use std::future::Future;
+
+const PREFIX: &str = "events#";
+
+/// Where projects with stored events are noted.
+pub trait ProjectIndex: Sync {
+    /// Notes that these projects, `(organization, project)`, have stored events.
+    fn note(
+        &self,
+        projects: &[(String, String)],
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+
+    /// The organization's noted project ids, in order, after `after`; with where to go on.
+    fn noted(
+        &self,
+        organization_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<String>, Option<String>), ConfigError>> + Send;
+}
+
+impl ProjectIndex for ConfigTable {
+    async fn note(&self, projects: &[(String, String)]) -> Result<(), ConfigError> {
+        futures::future::try_join_all(projects.iter().map(|(org, project)| {
+            self.client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(organization_key(
+                    org,
+                    format!("{PREFIX}{}", key_part(project)),
+                )))
+                .item(attr::ORGANIZATION_ID, s(org))
+                .item(attr::PROJECT_ID, s(project))
+                .send()
+        }))
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn noted(
+        &self,
+        organization_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), ConfigError> {
+        let after = after.map(|p| format!("{PREFIX}{}", key_part(p)));
+        let (items, next) = self
+            .query_prefix_in(organization_id, PREFIX, limit, after.as_deref(), true)
+            .await?;
+        let projects = items
+            .iter()
+            .map(|item| {
+                item.get(attr::PROJECT_ID)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .ok_or(ConfigError::Corrupt("a noted project"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Go on after the last project read, by its id.
+        let next = next.and(projects.last().cloned());
+        Ok((projects, next))
+    }
+}
+
+/// Every project the organization has noted.
+pub async fn noted_projects(
+    index: &impl ProjectIndex,
+    organization_id: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = index
+            .noted(organization_id, after.as_deref(), 1_000)
+            .await?;
+        all.extend(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// Projects noted in memory, for unit tests.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug, Default)]
+pub struct MemoryProjects {
+    noted: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Notes calls made, and whether the next one fails.
+    pub calls: std::sync::atomic::AtomicUsize,
+    pub fail: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl ProjectIndex for MemoryProjects {
+    async fn note(&self, projects: &[(String, String)]) -> Result<(), ConfigError> {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(ConfigError::Store("the table is unreachable".into()));
+        }
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        noted.extend(projects.iter().cloned());
+        Ok(())
+    }
+
+    async fn noted(
+        &self,
+        organization_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<String>), ConfigError> {
+        let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        let mine: Vec<String> = noted
+            .iter()
+            .filter(|(o, p)| o == organization_id && after.is_none_or(|a| p.as_str() > a))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let more = mine.len() > limit;
+        let page: Vec<String> = mine.into_iter().take(limit).collect();
+        let next = more.then(|| page.last().cloned()).flatten();
+        Ok((page, next))
+    }
+}
