@@ -985,12 +985,16 @@ fn ns(reply: &Reply) -> Vec<i64> {
         .collect()
 }
 
-/// Every page of a listing, followed to the end: the `n` of every event, and the pages.
-async fn all_pages(
-    w: &World,
-    organization_wide: bool,
-    query: &[(&str, &str)],
-) -> (Vec<i64>, Vec<Reply>) {
+/// The listings that page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    Project,
+    Organization,
+    Projects,
+}
+
+/// Every page of a listing, followed to the end.
+async fn pages_of(w: &World, listing: Listing, query: &[(&str, &str)]) -> Vec<Reply> {
     let mut cursor: Option<String> = None;
     let mut pages = Vec::new();
     loop {
@@ -998,20 +1002,58 @@ async fn all_pages(
         if let Some(c) = &cursor {
             q.push(("cursor", c.as_str()));
         }
-        let page = if organization_wide {
-            w.call_organization(Some(&w.org), &w.org, "", &q).await
-        } else {
-            w.list(&q).await
+        let page = match listing {
+            Listing::Project => w.list(&q).await,
+            Listing::Organization => w.call_organization(Some(&w.org), &w.org, "", &q).await,
+            Listing::Projects => {
+                w.call_organization(Some(&w.org), &w.org, "/projects", &q)
+                    .await
+            }
         };
         assert_eq!(page.status, 200, "{}", page.body);
         cursor = page.body["next_cursor"].as_str().map(str::to_owned);
         pages.push(page);
         if cursor.is_none() {
-            let all = pages.iter().flat_map(ns).collect();
-            return (all, pages);
+            return pages;
         }
         assert!(pages.len() < 1_000, "paging must end");
     }
+}
+
+/// Every page of a project's (or the organization's) events: the `n` of every event, and the
+/// pages.
+async fn all_pages(
+    w: &World,
+    organization_wide: bool,
+    query: &[(&str, &str)],
+) -> (Vec<i64>, Vec<Reply>) {
+    let listing = if organization_wide {
+        Listing::Organization
+    } else {
+        Listing::Project
+    };
+    let pages = pages_of(w, listing, query).await;
+    (pages.iter().flat_map(ns).collect(), pages)
+}
+
+/// `n` events of the organization, `step` apart from `start`, its projects in turn.
+fn across(
+    org: &str,
+    projects: &[String],
+    n: usize,
+    start: OffsetDateTime,
+    step: Duration,
+) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            event_at(
+                org,
+                &projects[i % projects.len()],
+                start + step * i as u32,
+                i,
+            )
+        })
+        .collect()
 }
 
 /// `n` from `top` down to 0 that `keep` keeps: newest first, as a listing answers.
@@ -1113,14 +1155,9 @@ async fn a_rare_search_answers_in_pages_of_bounded_reads_and_finds_every_match()
     w.store(&events).await;
     let (found, pages) = all_pages(&w, false, &[("status", "FAILED"), ("limit", "100")]).await;
     assert_eq!(found, newest_first(59, |n| n % 5 == 3));
-    assert!(pages.len() >= 60 / 7, "{} pages", pages.len());
-    assert!(
-        pages
-            .iter()
-            .any(|p| ns(p).is_empty() && !p.body["next_cursor"].is_null())
-            || pages.iter().all(|p| ns(p).len() < 12),
-        "pages end when their reads are spent, not when they are full"
-    );
+    // A page reads 7 or 8 stored events, so it holds at most 2 of them, never 100.
+    assert!(pages.len() >= 60 / 8, "{} pages", pages.len());
+    assert!(pages.iter().all(|p| ns(p).len() <= 2));
 }
 
 #[tokio::test]
@@ -1208,16 +1245,7 @@ async fn the_organization_lists_every_projects_events_newest_first_deleted_regis
         unique("deleted-registry"),
         unique("third"),
     ];
-    let mine: Vec<Value> = (0..30)
-        .map(|i| {
-            event_at(
-                &w.org,
-                &projects[i % 3],
-                start + Duration::from_secs(60 * i as u64),
-                i,
-            )
-        })
-        .collect();
+    let mine = across(&w.org, &projects, 30, start, Duration::from_secs(60));
     let theirs: Vec<Value> = (0..5)
         .map(|i| {
             event_at(
@@ -1247,6 +1275,20 @@ async fn the_organization_lists_every_projects_events_newest_first_deleted_regis
     assert_eq!(intruder.status, 403);
     let anonymous = w.call_organization(None, &w.org, "", &[]).await;
     assert_eq!(anonymous.status, 401);
+}
+
+#[tokio::test]
+async fn a_rare_search_across_many_projects_moves_on_every_page() {
+    // Twelve projects, a budget of 30 items a page: less than one chunk of each.
+    let w = World::with(|api| api.with_search_budget(30)).await;
+    let start =
+        OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(7200);
+    let projects: Vec<String> = (0..12).map(|i| format!("{}-{i}", w.project)).collect();
+    let events = across(&w.org, &projects, 120, start, Duration::from_secs(30));
+    w.store(&events).await;
+    let (found, pages) = all_pages(&w, true, &[("status", "FAILED")]).await;
+    assert_eq!(found, newest_first(119, |n| n % 5 == 3));
+    assert!(pages.len() <= 20, "{} pages for 120 events", pages.len());
 }
 
 #[tokio::test]
@@ -1281,24 +1323,16 @@ async fn projects_with_stored_events_are_listed_with_their_newest_and_oldest_eve
     assert_eq!(listed, expected);
     assert!(reply.body["next_cursor"].is_null());
     // One noted project per page (a page may list none: the expired project's).
-    let mut paged = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut query = vec![("limit", "1")];
-        if let Some(c) = &cursor {
-            query.push(("cursor", c.as_str()));
-        }
-        let page = w
-            .call_organization(Some(&w.org), &w.org, "/projects", &query)
-            .await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        assert!(page.body["projects"].as_array().unwrap().len() <= 1);
-        paged.extend(page.body["projects"].as_array().unwrap().clone());
-        match page.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let pages = pages_of(&w, Listing::Projects, &[("limit", "1")]).await;
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.body["projects"].as_array().unwrap().len() <= 1)
+    );
+    let mut paged: Vec<Value> = pages
+        .iter()
+        .flat_map(|p| p.body["projects"].as_array().unwrap().clone())
+        .collect();
     paged.sort_by_key(|p| p["project_id"].as_str().unwrap().to_owned());
     assert_eq!(paged, expected);
     let intruder = w

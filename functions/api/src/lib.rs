@@ -67,10 +67,14 @@ pub const MAX_PAGE_SIZE: usize = 1_000;
 /// Bytes of events (or failures) per page, as the Lambda response carries them: it is capped at
 /// 6 MB, and the rest of the page is small.
 const PAGE_BYTES: usize = 5_000_000;
-/// Items a page of events reads at most (about 3.5 MB of packed events: a few queries, well
-/// inside API Gateway's 30 seconds however rare the matches of a search).
+/// Items a page of events reads at most before it answers with what it found: about 3.5 MB
+/// of packed events, a few queries of one project. The organization's listing also reads
+/// every project once per page, 16 at a time, so its pages stop at `SEARCH_TIME` too.
 const SEARCH_BUDGET: usize = 5_000;
-/// Projects listed per page at most (each costs two queries).
+/// A page of events answers with what it found after this long, well inside API Gateway's
+/// 30 seconds.
+const SEARCH_TIME: Duration = Duration::from_secs(10);
+/// Projects listed per page at most (each costs at least two queries).
 pub const MAX_PROJECT_PAGE: usize = 100;
 /// A connection test must answer well inside API Gateway's 30 seconds.
 const TEST_BUDGET: Duration = Duration::from_secs(20);

@@ -75,48 +75,39 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
             if (v1.as_str(), organizations.as_str(), audit_logs.as_str())
                 == ("v1", "organizations", "audit-logs") =>
         {
-            let route = match (method, rest) {
-                (&Method::GET, []) => Route::ListOrganizationEvents,
-                (&Method::GET, [projects]) if projects == "projects" => Route::ListProjects,
-                _ => return Err(not_found()),
-            };
-            audit_log::id::check("organization_id", org)
-                .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
-            return Ok(Target {
-                route,
-                organization_id: org.clone(),
-                project_id: String::new(),
-                replay_id: None,
-            });
+            (org, None, rest)
         }
         _ => return Err(not_found()),
     };
-    let project = project.expect("a project route");
     // The ids become keys and secret names: the same rule as an event's ids, checked once.
-    for (field, id) in [("organization_id", org), ("project_id", project)] {
+    let ids = [("organization_id", Some(org)), ("project_id", project)];
+    for (field, id) in ids.iter().filter_map(|(f, id)| Some((*f, (*id)?))) {
         audit_log::id::check(field, id)
             .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
     }
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let route = match (method, rest.as_slice()) {
-        (&Method::GET, []) => Route::ListEvents,
-        (&Method::GET, ["streaming"]) => Route::GetStreaming,
-        (&Method::PUT, ["streaming"]) => Route::PutStreaming,
-        (&Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
-        (&Method::POST, ["streaming", "test"]) => Route::TestStreaming,
-        (&Method::POST, ["streaming", "pause"]) => Route::PauseStreaming,
-        (&Method::POST, ["streaming", "resume"]) => Route::ResumeStreaming,
-        (&Method::GET, ["streaming", "tests"]) => Route::ListTests,
-        (&Method::GET, ["streaming", "failures"]) => Route::ListFailures,
-        (&Method::POST, ["streaming", "replay"]) => Route::StartReplay,
-        (&Method::GET, ["streaming", "replays", id]) if !id.is_empty() => Route::GetReplay,
+    let route = match (project.is_some(), method, rest.as_slice()) {
+        (false, &Method::GET, []) => Route::ListOrganizationEvents,
+        (false, &Method::GET, ["projects"]) => Route::ListProjects,
+        (false, ..) => return Err(not_found()),
+        (true, &Method::GET, []) => Route::ListEvents,
+        (true, &Method::GET, ["streaming"]) => Route::GetStreaming,
+        (true, &Method::PUT, ["streaming"]) => Route::PutStreaming,
+        (true, &Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
+        (true, &Method::POST, ["streaming", "test"]) => Route::TestStreaming,
+        (true, &Method::POST, ["streaming", "pause"]) => Route::PauseStreaming,
+        (true, &Method::POST, ["streaming", "resume"]) => Route::ResumeStreaming,
+        (true, &Method::GET, ["streaming", "tests"]) => Route::ListTests,
+        (true, &Method::GET, ["streaming", "failures"]) => Route::ListFailures,
+        (true, &Method::POST, ["streaming", "replay"]) => Route::StartReplay,
+        (true, &Method::GET, ["streaming", "replays", id]) if !id.is_empty() => Route::GetReplay,
         _ => return Err(not_found()),
     };
     let replay_id = (route == Route::GetReplay).then(|| rest[2].to_owned());
     Ok(Target {
         route,
         organization_id: org.clone(),
-        project_id: project.clone(),
+        project_id: project.cloned().unwrap_or_default(),
         replay_id,
     })
 }
@@ -218,14 +209,16 @@ impl IfMatch {
     }
 }
 
-/// One query parameter, if given once.
-pub fn query<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
-    request.query_string_parameters.first(name)
+/// One query parameter (its first value), as the caller sent it.
+pub fn query(request: &ApiGatewayV2httpRequest, name: &str) -> Option<String> {
+    query_pairs(request)
+        .into_iter()
+        .find_map(|(k, v)| (k == name).then_some(v))
 }
 
-/// The query's parameters as the caller sent them. API Gateway splits the values of
-/// `queryStringParameters` at commas, which a search's text may hold: the raw query string
-/// keeps them.
+/// The query's parameters as the caller sent them. API Gateway joins a repeated parameter's
+/// values with commas in `queryStringParameters`, and the Lambda event's deserializer splits
+/// every value at its commas, which a search's text may hold: the raw query string keeps both.
 pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
     match request.raw_query_string.as_deref() {
         Some(raw) if !raw.is_empty() => form_urlencoded::parse(raw.as_bytes())

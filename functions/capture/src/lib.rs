@@ -2,6 +2,7 @@
 //! in batches; exactly the records that failed are handed back to SQS, which redelivers them and
 //! finally moves them to the dead-letter queue.
 
+use audit_log::retry::{Attempt, Backoff, retry};
 use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
 use audit_log::streaming::{ConfigTable, ProjectIndex};
 use audit_log::{AuditEvent, EventError, Retention};
@@ -57,6 +58,8 @@ pub struct Capture<W = EventTable, P = ConfigTable> {
     projects: P,
     /// Projects this container has noted already: each is noted once, not once per event.
     noted: Mutex<HashSet<Project>>,
+    /// How noting a project is tried again until the batch's deadline.
+    backoff: Backoff,
     retention: Retention,
 }
 
@@ -66,8 +69,14 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
             table,
             projects,
             noted: Mutex::new(HashSet::new()),
+            backoff: Backoff::default(),
             retention,
         }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 
     pub async fn handle(
@@ -115,9 +124,9 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
             }
         }
         let rejected = failed.len();
-        // A project is noted before its events are stored, or they are not stored: an event
-        // is never kept where its organization's listing of projects would not find it.
-        if let Err(unnoted) = self.note(projects).await {
+        // A project is noted before its events are stored, or they are not stored (SQS hands
+        // them back): what capture stores, its organization's listing of projects finds.
+        if let Err(unnoted) = self.note(projects, deadline).await {
             for i in unnoted {
                 if let Some(stored) = valid[i].take() {
                     failed.push(stored.message_id);
@@ -153,8 +162,13 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
         Ok(response)
     }
 
-    /// Notes the projects not noted yet; on failure, the events (indexes) of those projects.
-    async fn note(&self, projects: HashMap<Project, Vec<usize>>) -> Result<(), Vec<usize>> {
+    /// Notes the projects not noted yet, trying again until `deadline`; on failure, the events
+    /// (indexes) of those projects.
+    async fn note(
+        &self,
+        projects: HashMap<Project, Vec<usize>>,
+        deadline: Instant,
+    ) -> Result<(), Vec<usize>> {
         let new: Vec<(Project, Vec<usize>)> = {
             let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
             projects
@@ -166,7 +180,13 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
             return Ok(());
         }
         let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
-        match self.projects.note(&keys).await {
+        let noting = retry(&self.backoff, deadline, || async {
+            match self.projects.note(&keys).await {
+                Ok(()) => Attempt::Done(()),
+                Err(e) => Attempt::Again(e),
+            }
+        });
+        match noting.await {
             Ok(()) => {
                 let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
                 if noted.len() + keys.len() > REMEMBERED_PROJECTS {
@@ -175,8 +195,12 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
                 noted.extend(keys);
                 Ok(())
             }
-            Err(e) => {
-                tracing::error!(error = %e, projects = keys.len(), "projects not noted; their events are handed back");
+            Err(gave_up) => {
+                tracing::error!(
+                    error = gave_up.describe("the configuration table"),
+                    projects = keys.len(),
+                    "projects not noted; their events are handed back"
+                );
                 Err(new.into_iter().flat_map(|(_, events)| events).collect())
             }
         }

@@ -16,22 +16,25 @@ pub enum ResourceType {
     Channel,
 }
 
-impl ResourceType {
-    /// The event's fields that hold resources of this type: an object, or (for builds) a list.
-    fn fields(self) -> &'static [&'static str] {
-        match self {
-            ResourceType::Bucket => &["bucket"],
-            ResourceType::Version => &["version", "previous_version"],
-            ResourceType::Build => &["build", "builds", "previous_builds"],
-            ResourceType::Channel => &["channel"],
-        }
-    }
+/// The event's fields that hold resources, and the type of each (the registry has none).
+const FIELDS: [(&str, Option<ResourceType>); 8] = [
+    ("bucket", Some(ResourceType::Bucket)),
+    ("version", Some(ResourceType::Version)),
+    ("previous_version", Some(ResourceType::Version)),
+    ("build", Some(ResourceType::Build)),
+    ("builds", Some(ResourceType::Build)),
+    ("previous_builds", Some(ResourceType::Build)),
+    ("channel", Some(ResourceType::Channel)),
+    ("registry", None),
+];
 
+impl ResourceType {
     /// Whether the event names a resource of this type.
     pub fn is_named_in(self, event: &Value) -> bool {
-        self.fields()
+        FIELDS
             .iter()
-            .any(|f| objects(event, f).next().is_some())
+            .filter(|(_, t)| *t == Some(self))
+            .any(|(f, _)| objects(event, f).next().is_some())
     }
 }
 
@@ -64,36 +67,19 @@ impl<'a> Resource<'a> {
     }
 }
 
-/// Ids of every resource the event names, the registry's included.
+/// The resources the event names, the registry included.
+fn resources(event: &Value) -> impl Iterator<Item = &Value> {
+    FIELDS.iter().flat_map(move |(f, _)| objects(event, f))
+}
+
+/// Ids of every resource the event names.
 pub fn ids(event: &Value) -> impl Iterator<Item = &str> {
-    const FIELDS: [&str; 8] = [
-        "bucket",
-        "version",
-        "previous_version",
-        "build",
-        "builds",
-        "previous_builds",
-        "channel",
-        "registry",
-    ];
-    FIELDS
-        .into_iter()
-        .flat_map(move |f| objects(event, f))
-        .filter_map(|o| o.get("id").and_then(Value::as_str))
+    resources(event).filter_map(|o| o.get("id").and_then(Value::as_str))
 }
 
 /// Names of the resources the event names (builds have none).
 pub fn names(event: &Value) -> impl Iterator<Item = &str> {
-    [
-        "bucket",
-        "version",
-        "previous_version",
-        "channel",
-        "registry",
-    ]
-    .into_iter()
-    .flat_map(move |f| objects(event, f))
-    .filter_map(|o| o.get("name").and_then(Value::as_str))
+    resources(event).filter_map(|o| o.get("name").and_then(Value::as_str))
 }
 
 /// The objects in one field: the object itself, or those of a list.

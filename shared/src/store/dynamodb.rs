@@ -223,7 +223,8 @@ impl EventTable {
     }
 
     /// The first sort key of a live event from one end of the partition. Expired items that
-    /// DynamoDB has not deleted yet are stepped over a few at a time.
+    /// DynamoDB has not deleted yet (it takes up to a few days) are stepped over a thousand at
+    /// a time.
     async fn first_live(
         &self,
         partition: &str,
@@ -245,7 +246,7 @@ impl EventTable {
                 .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .scan_index_forward(oldest_first)
-                .limit(25)
+                .limit(1_000)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

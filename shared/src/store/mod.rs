@@ -85,6 +85,10 @@ pub fn is_sort_key_within(
     since: Option<OffsetDateTime>,
     until: Option<OffsetDateTime>,
 ) -> bool {
+    // DynamoDB takes sort keys of at most 1,024 bytes.
+    if sk.len() > 1_024 {
+        return false;
+    }
     let Some((time, id)) = sk.split_once('#') else {
         return false;
     };

@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 pub struct PageRequest {
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
-    /// Sort key of the last event of the previous page: this page holds older ones.
+    /// Where the previous page ended (its last event, or how far it had read when its budget
+    /// was spent): this page holds older events.
     pub after: Option<String>,
     pub limit: usize,
     /// Bytes the page's events may take in the Lambda response (capped at 6 MB), counted as
@@ -28,8 +29,11 @@ pub struct PageRequest {
     /// Events whose TTL (epoch seconds) is at or before this are left out.
     pub now: i64,
     pub filter: Filter,
-    /// Items the page may read from the table before it answers with what it found.
+    /// Items the page may read from the table before it answers with what it found (every
+    /// partition's first chunk is read whatever the budget).
     pub read_budget: usize,
+    /// When the page answers with what it found, however much budget is left.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl PageRequest {
@@ -44,6 +48,7 @@ impl PageRequest {
             now,
             filter: Filter::default(),
             read_budget: usize::MAX,
+            deadline: None,
         }
     }
 }
@@ -70,8 +75,8 @@ pub struct Chunk {
 
 /// Where pages are read from: the events table, or memory in tests.
 pub trait Chunks: Sync {
-    /// Up to `limit` items of `partition` older than `before` (all, without it), within the
-    /// request's range.
+    /// About `limit` items of `partition` (one more when `before` is given) older than
+    /// `before` (all, without it), within the request's range.
     fn chunk(
         &self,
         partition: &str,
@@ -83,6 +88,8 @@ pub trait Chunks: Sync {
 
 /// Items read at once when most of them may be filtered out.
 const FILTERED_CHUNK: usize = 1_000;
+/// Partitions whose first chunks are read at once.
+const CONCURRENT_READS: usize = 16;
 
 enum Read {
     Unread,
@@ -112,24 +119,33 @@ pub async fn page(
             found: VecDeque::new(),
         })
         .collect();
+    // Every partition's first chunk, read together, each with its share of the budget: a
+    // partition's events can be answered only once every partition has been read that far.
+    let share = first_share(request, parts.len());
+    let mut scanned = 0;
+    for group in parts.chunks_mut(CONCURRENT_READS) {
+        // A loop, not a closure: the future stays `Send` for any caller.
+        let mut reads = Vec::with_capacity(group.len());
+        for part in group.iter_mut() {
+            reads.push(read_more(source, part, request, share));
+        }
+        scanned += futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .sum::<usize>();
+    }
     let mut page = Page::default();
-    let (mut bytes, mut scanned) = (0, 0);
+    let mut bytes = 0;
     loop {
-        // No partition holds an unread event newer than this; `None` while one is unread.
-        let horizon: Option<Option<&str>> =
-            parts.iter().try_fold(None, |newest, p| match &p.read {
-                Read::Unread => None,
-                Read::Down(sk) => Some(newest.max(Some(sk.as_str()))),
-                Read::Done => Some(newest),
-            });
-        let Some(horizon) = horizon.map(|h| h.map(str::to_owned)) else {
-            let unread = parts
-                .iter_mut()
-                .find(|p| matches!(p.read, Read::Unread))
-                .expect("an unread partition");
-            scanned += read_more(source, unread, request, page.events.len(), scanned).await?;
-            continue;
-        };
+        // No partition holds an unread event newer than this; `None`: all are read to the end.
+        let horizon: Option<String> = parts
+            .iter()
+            .filter_map(|p| match &p.read {
+                Read::Down(sk) => Some(sk),
+                _ => None,
+            })
+            .max()
+            .cloned();
         // Answer every event no unread one can precede.
         while let Some(p) = newest_found(&mut parts).filter(|p| {
             horizon
@@ -140,15 +156,12 @@ pub async fn page(
             if page.events.len() == request.limit
                 || (!page.events.is_empty() && bytes + size > request.max_bytes)
             {
-                page.next_after = page.keys.last().map(|k| k.sort_key.clone());
-                return Ok(page);
+                return Ok(page.going_on());
             }
             let (key, json) = p.found.pop_front().expect("a found event");
             bytes += size;
-            page.events.push(
-                RawValue::from_string(json)
-                    .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?,
-            );
+            page.events
+                .push(RawValue::from_string(json).map_err(|_| not_json())?);
             page.keys.push(key);
         }
         let Some(horizon) = horizon else {
@@ -156,19 +169,47 @@ pub async fn page(
             return Ok(page);
         };
         if page.events.len() == request.limit {
-            page.next_after = page.keys.last().map(|k| k.sort_key.clone());
-            return Ok(page);
+            return Ok(page.going_on());
         }
-        if scanned >= request.read_budget {
+        let out_of_time = request
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d);
+        if scanned >= request.read_budget || out_of_time {
             // Everything down to the horizon is answered: the next page reads below it.
             page.next_after = Some(horizon);
             return Ok(page);
         }
+        let wanted = if request.filter.is_empty() {
+            // One more than the page still needs tells whether another page follows; a share
+            // of it when other partitions may hold the rest.
+            share.min(request.limit - page.events.len() + 1)
+        } else {
+            FILTERED_CHUNK.min(request.read_budget - scanned)
+        };
         let behind = parts
             .iter_mut()
             .find(|p| matches!(p.read, Read::Down(ref sk) if *sk == horizon))
             .expect("the partition at the horizon");
-        scanned += read_more(source, behind, request, page.events.len(), scanned).await?;
+        scanned += read_more(source, behind, request, wanted).await?;
+    }
+}
+
+impl Page {
+    /// The page ends at its last event; the next one goes on below it.
+    fn going_on(mut self) -> Self {
+        self.next_after = self.keys.last().map(|k| k.sort_key.clone());
+        self
+    }
+}
+
+/// Items each partition's first chunk reads: a fair part of the budget when a filter may keep
+/// few of them, about as many as the page could take from it otherwise.
+fn first_share(request: &PageRequest, partitions: usize) -> usize {
+    let partitions = partitions.max(1);
+    if request.filter.is_empty() {
+        ((request.limit + 1) / partitions + 1).clamp(2, request.limit + 1)
+    } else {
+        (request.read_budget / partitions).clamp(1, FILTERED_CHUNK)
     }
 }
 
@@ -180,27 +221,22 @@ fn newest_found<'p, 'a>(parts: &'p mut [Partition<'a>]) -> Option<&'p mut Partit
         .max_by(|a, b| a.found[0].0.sort_key.cmp(&b.found[0].0.sort_key))
 }
 
-/// Reads the partition's next chunk, keeps what the filter keeps; the items it scanned.
+/// Reads up to `wanted` more items of the partition and keeps what the filter keeps; the
+/// items it scanned.
 async fn read_more(
     source: &impl Chunks,
     part: &mut Partition<'_>,
     request: &PageRequest,
-    answered: usize,
-    scanned: usize,
+    wanted: usize,
 ) -> Result<usize, StoreError> {
     let before = match &part.read {
         Read::Unread => request.after.as_deref(),
         Read::Down(sk) => Some(sk.as_str()),
         Read::Done => return Ok(0),
     };
-    // Unfiltered, one more than the page still needs tells whether another page follows.
-    let wanted = if request.filter.is_empty() {
-        request.limit.saturating_sub(answered) + 1
-    } else {
-        FILTERED_CHUNK
-    }
-    .min(request.read_budget.saturating_sub(scanned).max(1));
-    let chunk = source.chunk(part.name, request, before, wanted).await?;
+    let chunk = source
+        .chunk(part.name, request, before, wanted.max(1))
+        .await?;
     for (key, json) in chunk.events {
         if request.filter.is_empty() || kept(&request.filter, &json)? {
             part.found.push_back((key, json));
@@ -214,9 +250,12 @@ async fn read_more(
 }
 
 fn kept(filter: &Filter, json: &str) -> Result<bool, StoreError> {
-    let event: serde_json::Value = serde_json::from_str(json)
-        .map_err(|_| StoreError::Refused("a stored event is not JSON".into()))?;
+    let event: serde_json::Value = serde_json::from_str(json).map_err(|_| not_json())?;
     Ok(filter.matches(&event))
+}
+
+fn not_json() -> StoreError {
+    StoreError::Refused("a stored event is not JSON".into())
 }
 
 #[cfg(test)]

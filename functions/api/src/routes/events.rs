@@ -6,7 +6,7 @@ use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::view::EventPage;
 use crate::{
-    Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PAGE_BYTES, Ports, config_error, internal,
+    Api, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PAGE_BYTES, Ports, SEARCH_TIME, config_error, internal,
     json_response, request,
 };
 use audit_log::search::{Filter, PARAMETERS};
@@ -40,8 +40,8 @@ impl<P: Ports> Api<P> {
         let limit = limit_query(request, MAX_PAGE_SIZE)?;
         let filter = filter_query(request)?;
         let mut shape = vec![
-            request::query(request, "since").map(str::to_owned),
-            request::query(request, "until").map(str::to_owned),
+            request::query(request, "since"),
+            request::query(request, "until"),
         ];
         shape.extend(filter.named());
         let shape: Vec<Option<&str>> = shape.iter().map(Option::as_deref).collect();
@@ -49,7 +49,12 @@ impl<P: Ports> Api<P> {
             Some(project) => Scope::new("events", org, project, &shape),
             None => Scope::new("organization-events", org, "", &shape),
         };
-        let after = cursor::resume_after(&scope, request::query(request, "cursor"), since, until)?;
+        let after = cursor::resume_after(
+            &scope,
+            request::query(request, "cursor").as_deref(),
+            since,
+            until,
+        )?;
         let partitions = match project {
             Some(project) => vec![partition_key(org, project)],
             None => noted_projects(&self.configs, org)
@@ -72,6 +77,7 @@ impl<P: Ports> Api<P> {
                     now: self.clock.now().unix_timestamp(),
                     filter,
                     read_budget: self.search_budget,
+                    deadline: Some(tokio::time::Instant::now() + SEARCH_TIME),
                 },
             )
             .await
@@ -104,7 +110,7 @@ pub(crate) fn time_query(
 ) -> Result<Option<OffsetDateTime>, ApiError> {
     request::query(request, name)
         .map(|v| {
-            OffsetDateTime::parse(v, &Rfc3339)
+            OffsetDateTime::parse(&v, &Rfc3339)
                 .map(|t| t.to_offset(time::UtcOffset::UTC))
                 .map_err(|_| {
                     ApiError::bad_request(

@@ -20,7 +20,12 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let limit = limit_query(request, MAX_FAILURE_PAGE)?;
         let scope = Scope::new("failures", org, project, &[]);
-        let after = cursor::resume_after(&scope, request::query(request, "cursor"), None, None)?;
+        let after = cursor::resume_after(
+            &scope,
+            request::query(request, "cursor").as_deref(),
+            None,
+            None,
+        )?;
         let (failures, mut next) = self
             .configs
             .failures(org, project, after.as_deref(), limit)

@@ -3,7 +3,7 @@
 //! registry is gone.
 
 use super::events::limit_query;
-use crate::cursor::Scope;
+use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::{Api, MAX_PROJECT_PAGE, Ports, config_error, internal, json_response, request};
 use audit_log::store::{StoredKey, partition_key};
@@ -32,7 +32,12 @@ impl<P: Ports> Api<P> {
         let limit = limit_query(request, MAX_PROJECT_PAGE)?;
         let scope = Scope::new("projects", org, "", &[]);
         let after = request::query(request, "cursor")
-            .map(|c| scope.decode(c))
+            .map(|c| {
+                // A position is a project id: anything else is no cursor of this listing.
+                let project = scope.decode(&c)?;
+                audit_log::id::check("project_id", &project).map_err(|_| cursor::invalid())?;
+                Ok::<_, ApiError>(project)
+            })
             .transpose()?;
         let (noted, next) = self
             .configs
@@ -43,12 +48,12 @@ impl<P: Ports> Api<P> {
         let spans: Vec<Option<ProjectWithEvents>> = futures::stream::iter(noted)
             .map(|project| async move {
                 let span = self.events.span(&partition_key(org, &project), now).await?;
-                Ok::<_, audit_log::store::StoreError>(span.map(|(newest, oldest)| {
-                    ProjectWithEvents {
-                        newest_event_at: time_of(&newest),
-                        oldest_event_at: time_of(&oldest),
+                Ok::<_, audit_log::store::StoreError>(span.and_then(|(newest, oldest)| {
+                    Some(ProjectWithEvents {
+                        newest_event_at: time_of(&newest)?,
+                        oldest_event_at: time_of(&oldest)?,
                         project_id: project,
-                    }
+                    })
                 }))
             })
             .buffered(CONCURRENT_LOOKUPS)
@@ -68,8 +73,6 @@ impl<P: Ports> Api<P> {
 }
 
 /// The RFC 3339 time a sort key starts with.
-fn time_of(sort_key: &str) -> String {
-    StoredKey::new(sort_key, 0)
-        .and_then(|k| audit_log::store::rfc3339_of_sort_time(k.time_part()))
-        .unwrap_or_default()
+fn time_of(sort_key: &str) -> Option<String> {
+    audit_log::store::rfc3339_of_sort_time(StoredKey::new(sort_key, 0)?.time_part())
 }

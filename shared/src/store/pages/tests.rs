@@ -6,15 +6,16 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 struct Memory {
     partitions: BTreeMap<String, BTreeMap<String, (String, i64)>>,
-    /// Chunks read, by partition.
-    reads: std::sync::Mutex<Vec<String>>,
+    /// Items read, in all.
+    scanned: std::sync::atomic::AtomicUsize,
 }
 
 impl Memory {
     fn add(&mut self, partition: &str, second: u32, status: &str, expires_at: i64) -> String {
         let sk = format!(
-            "2026-01-01T00:{:02}:{:02}.000000000Z#{partition}-{second}",
-            second / 60,
+            "2026-01-01T{:02}:{:02}:{:02}.000000000Z#{partition}-{second}",
+            second / 3600,
+            second / 60 % 60,
             second % 60
         );
         let json = format!(r#"{{"status":"{status}","n":"{partition}-{second}"}}"#);
@@ -34,7 +35,6 @@ impl Chunks for Memory {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Chunk, StoreError> {
-        self.reads.lock().unwrap().push(partition.to_owned());
         let mut chunk = Chunk::default();
         let lo = request
             .since
@@ -48,6 +48,8 @@ impl Chunks for Memory {
                 return Ok(chunk);
             }
             chunk.scanned += 1;
+            self.scanned
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             chunk.next = Some(sk.clone());
             if *expires_at > request.now {
                 chunk
@@ -139,6 +141,43 @@ fn expired_events_are_left_out_and_bytes_end_a_page() {
     let pages = all_pages(&m, &names(&["a"]), &request);
     let seen: Vec<Vec<String>> = pages.iter().map(ns).collect();
     assert_eq!(seen, [vec!["a-3"], vec!["a-2"]]);
+}
+
+/// Partitions of events interleaved in time, one in 50 FAILED.
+fn interleaved(partitions: u32, each: u32) -> (Memory, Vec<String>) {
+    let mut m = Memory::default();
+    for i in 0..each {
+        for p in 0..partitions {
+            let s = i * partitions + p;
+            let status = if s.is_multiple_of(50) { "FAILED" } else { "OK" };
+            m.add(&format!("p{p}"), s, status, i64::MAX);
+        }
+    }
+    (m, (0..partitions).map(|p| format!("p{p}")).collect())
+}
+
+#[test]
+fn many_partitions_share_a_search_budget_and_every_page_moves_on() {
+    let (m, partitions) = interleaved(40, 200);
+    let mut request = PageRequest::new(100, usize::MAX, 0);
+    request.filter.set("status", "FAILED").unwrap();
+    request.read_budget = 200;
+    let pages = all_pages(&m, &partitions, &request);
+    let found: usize = pages.iter().map(|p| p.events.len()).sum();
+    assert_eq!(found, 8_000 / 50);
+    assert!(pages.len() <= 2 * 8_000 / 200, "{} pages", pages.len());
+    let scanned = m.scanned.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(scanned <= 3 * 8_000, "{scanned} items read for 8,000");
+}
+
+#[test]
+fn many_partitions_listed_unfiltered_read_about_what_the_pages_hold() {
+    let (m, partitions) = interleaved(40, 200);
+    let pages = all_pages(&m, &partitions, &PageRequest::new(100, usize::MAX, 0));
+    assert_eq!(pages.iter().map(|p| p.events.len()).sum::<usize>(), 8_000);
+    assert_eq!(pages.len(), 80);
+    let scanned = m.scanned.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(scanned <= 3 * 8_000, "{scanned} items read for 8,000");
 }
 
 proptest! {
