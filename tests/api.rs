@@ -61,6 +61,7 @@ struct World {
     configs: audit_log::streaming::ConfigTable,
     events: EventTable,
     events_table: String,
+    config_table: String,
     org: String,
     project: String,
     openapi: OpenApi,
@@ -134,6 +135,7 @@ impl World {
             configs: audit_log::streaming::ConfigTable::new(dynamodb.clone(), &parts.config_table),
             events: EventTable::new(dynamodb.clone(), &parts.events_table),
             events_table: parts.events_table.clone(),
+            config_table: parts.config_table.clone(),
             sqs,
             queue_url,
             lane_queue_url: parts.lane_queue_url.clone(),
@@ -1275,6 +1277,55 @@ async fn the_organization_lists_every_projects_events_newest_first_deleted_regis
     assert_eq!(intruder.status, 403);
     let anonymous = w.call_organization(None, &w.org, "", &[]).await;
     assert_eq!(anonymous.status, 401);
+}
+
+#[tokio::test]
+async fn projects_whose_events_were_stored_before_they_were_noted_are_found_after_noting() {
+    let w = World::new().await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let (old, odd) = (unique("old"), unique("odd#project%"));
+    // Written as capture wrote them before it noted projects.
+    w.store_as_before(&[
+        event_at(&w.org, &old, now - Duration::from_secs(600), 1),
+        event_at(&w.org, &odd, now - Duration::from_secs(60), 2),
+    ])
+    .await;
+    let before = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[])
+        .await;
+    assert_eq!(before.body["projects"], json!([]));
+    // The README's command, as an operator runs it against the stack's tables (`cargo test
+    // --workspace` builds it for the capture package's own tests).
+    let binary = audit_log_tests::repo_root().join("target/debug/audit-log-note-projects");
+    let out = std::process::Command::new(&binary)
+        .env("EVENTS_TABLE_NAME", &w.events_table)
+        .env("CONFIG_TABLE_NAME", &w.config_table)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (cargo test builds it with the capture package)",
+                binary.display()
+            )
+        });
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.starts_with("noted "), "{said}");
+    let pages = pages_of(&w, Listing::Projects, &[]).await;
+    let mut found: Vec<&str> = pages
+        .iter()
+        .flat_map(|p| p.body["projects"].as_array().unwrap())
+        .map(|p| p["project_id"].as_str().unwrap())
+        .collect();
+    found.sort_unstable();
+    let mut expected = [old.as_str(), odd.as_str()];
+    expected.sort_unstable();
+    assert_eq!(found, expected);
+    let (all, _) = all_pages(&w, true, &[]).await;
+    assert_eq!(all, [2, 1]);
 }
 
 #[tokio::test]

@@ -34,3 +34,16 @@ fn a_missing_table_name_stops_the_function_at_start_up() {
     assert!(!ok);
     assert!(output.contains("EVENTS_TABLE_NAME is not set"), "{output}");
 }
+
+#[test]
+fn noting_projects_without_its_settings_says_which_is_missing() {
+    let out = Command::new(env!("CARGO_BIN_EXE_audit-log-note-projects"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EVENTS_TABLE_NAME", "events")
+        .output()
+        .expect("run the binary");
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("CONFIG_TABLE_NAME is not set"), "{text}");
+}

@@ -21,10 +21,10 @@ const CONCURRENT_REQUESTS: usize = 8;
 /// The events table, for writing.
 #[derive(Debug, Clone)]
 pub struct EventTable {
-    client: Client,
+    pub(super) client: Client,
     /// The same table for `BatchWriteItem`, which `try_write` retries itself.
     writer: Client,
-    name: String,
+    pub(super) name: String,
     backoff: Backoff,
 }
 
@@ -416,7 +416,7 @@ fn failed(requests: &[WriteRequest], reason: StoreError) -> Vec<WriteFailure> {
 }
 
 /// Throttling and service faults are worth another try; a refused request is not.
-fn classify<E, R>(err: &SdkError<E, R>) -> StoreError
+pub(super) fn classify<E, R>(err: &SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

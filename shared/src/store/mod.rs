@@ -12,6 +12,7 @@ pub mod dynamodb;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod pages;
+mod projects;
 
 use crate::event::{AuditEvent, EventError};
 use crate::settings::Retention;
@@ -67,6 +68,20 @@ pub fn key_part(id: &str) -> String {
 /// The partition key of an organization's project.
 pub fn partition_key(organization_id: &str, project_id: &str) -> String {
     format!("{}#{}", key_part(organization_id), key_part(project_id))
+}
+
+/// The organization and project a partition key names (`None` if it is not one).
+pub fn project_of(partition_key: &str) -> Option<(String, String)> {
+    let (org, project) = partition_key.split_once('#')?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .ok()
+            .map(|id| id.into_owned())
+    };
+    // An escaped `#` never appears bare: a second one means this is no partition key.
+    (!project.contains('#')).then_some(())?;
+    Some((decode(org)?, decode(project)?))
 }
 
 /// The time part of a sort key: every sort key of an event at or after `t` is `>=` this.
@@ -294,6 +309,14 @@ mod tests {
             &(1_689_355_401 + 400 * 86_400).to_string()
         );
         assert_eq!(event_json(item).unwrap(), e.to_compact_json());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_partition_key_names_its_organization_and_project(org in "\\PC{1,20}", project in "\\PC{1,20}") {
+            let key = partition_key(&org, &project);
+            proptest::prop_assert_eq!(project_of(&key), Some((org, project)));
+        }
     }
 
     #[test]

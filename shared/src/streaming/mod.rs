@@ -27,7 +27,7 @@ pub use organization::{
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use projects::MemoryProjects;
-pub use projects::{ProjectIndex, noted_projects};
+pub use projects::{ProjectIndex, note_stored_projects, noted_projects};
 pub use replays::{Replay, ReplayState, Replays};
 
 use crate::destination::Destination;

@@ -70,6 +70,24 @@ impl ProjectIndex for ConfigTable {
     }
 }
 
+/// Notes every project with an item in the events table, in batches: for events stored
+/// before capture noted projects (a one-off after updating such a stack). Returns how many.
+pub async fn note_stored_projects(
+    events: &crate::store::EventTable,
+    index: &impl ProjectIndex,
+) -> Result<usize, String> {
+    let projects: Vec<(String, String)> = events
+        .projects()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    for batch in projects.chunks(25) {
+        index.note(batch).await.map_err(|e| e.to_string())?;
+    }
+    Ok(projects.len())
+}
+
 /// Every project the organization has noted.
 pub async fn noted_projects(
     index: &impl ProjectIndex,
