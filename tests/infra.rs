@@ -313,6 +313,61 @@ fn replays_run_at_most_two_at_a_time() {
     );
 }
 
+/// Issue 17, point 4: export files are private, encrypted, reached over TLS only and gone
+/// after 7 days; their steps never take the API's concurrency.
+#[test]
+fn export_files_are_private_encrypted_and_kept_seven_days() {
+    let bucket = &template()["Resources"]["ExportBucket"]["Properties"];
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting].as_bool(), Some(true), "{setting}");
+    }
+    let encryption = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(
+        encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(),
+        Some("AES256")
+    );
+    let rules = bucket["LifecycleConfiguration"]["Rules"]
+        .as_sequence()
+        .unwrap();
+    let everything = rules
+        .iter()
+        .find(|r| r["Prefix"].is_null() && r["Filter"].is_null())
+        .expect("a rule for every object");
+    assert_eq!(everything["ExpirationInDays"].as_u64(), Some(7));
+    assert_eq!(
+        everything["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"].as_u64(),
+        Some(7)
+    );
+    let policy = yaml_to_json(
+        &template()["Resources"]["ExportBucketPolicy"]["Properties"]["PolicyDocument"],
+    );
+    assert!(
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["Effect"] == "Deny"
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == "false"),
+        "{policy}"
+    );
+    let steps = &resource("ApiFunction")["Events"]["ExportSteps"];
+    assert!(is_get_att(&steps["Properties"]["Queue"], "ExportQueue.Arn"));
+    assert_eq!(steps["Properties"]["BatchSize"].as_u64(), Some(1));
+    assert_eq!(
+        steps["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+        Some(5)
+    );
+    // A step's lease outlasts the function: no second step writes while the first may.
+    let timeout = resource("ApiFunction")["Timeout"].as_u64().unwrap();
+    assert!(audit_log_api::export::STEP_LEASE.as_secs() > timeout);
+}
+
 /// `!Ref <name>` in the template.
 fn is_ref(v: &Yaml, name: &str) -> bool {
     matches!(v, Yaml::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some(name))

@@ -145,6 +145,49 @@ async fn the_served_api_answers_http_and_keeps_delivering() {
             .any(|p| p["project_id"] == project),
         "{projects}"
     );
+    // An export started over HTTP runs while serving, and its link downloads the file from
+    // the emulator's S3.
+    let started = http
+        .post(format!("{url}/exports"))
+        .header("X-Organization-Id", org)
+        .json(&serde_json::json!({"format": "csv", "action": "create"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let id = started.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut export = serde_json::Value::Null;
+    for _ in 0..120 {
+        export = get(format!("{url}/exports/{id}")).await;
+        if export["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert_eq!(export["state"], "completed", "{export}");
+    let file = http
+        .get(export["download_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(file.status().is_success());
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&file.bytes().await.unwrap()[..]),
+        &mut text,
+    )
+    .unwrap();
+    assert!(
+        text.starts_with("timestamp,organization_id,project_id,action,"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"""served"":true"#),
+        "the event sent while serving is exported"
+    );
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

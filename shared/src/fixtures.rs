@@ -24,6 +24,16 @@ pub const SEED_EVENTS: [(&str, &str); 5] = [
     seed!("channel-version-assigned"),
 ];
 
+/// A Lambda event of `tests/fixtures/lambda/` (an SQS batch, a stream batch, an API request),
+/// as the functions' unit tests read it.
+pub fn lambda_event(name: &str) -> String {
+    let path = format!(
+        "{}/../tests/fixtures/lambda/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// An item as capture wrote it before events were packed (issue 16): the organization, project
 /// and message ids beside the key, the JSON as a string, or gzipped (as it was above 16 KiB).
 pub fn item_written_before_packing(

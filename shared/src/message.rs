@@ -1,4 +1,4 @@
-//! The messages on the stream function's queues, one type per kind, shared by whoever puts
+//! The messages on the service's queues, one type per kind, shared by whoever puts
 //! them there and the function that takes them. The wire shapes are the ones already in
 //! flight (a delayed lane call waits up to 15 minutes), so a deploy reads what the previous
 //! version wrote.
@@ -18,6 +18,15 @@ pub struct ReplayPart {
     pub organization_id: String,
     pub project_id: String,
     pub replay_id: String,
+}
+
+/// The next step of an export, on the export queue (the api function's); the export itself is
+/// read from its item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportStep {
+    pub organization_id: String,
+    pub project_id: String,
+    pub export_id: String,
 }
 
 /// A stream batch whose retries ran out, as Lambda writes it to the on-failure queue: where

@@ -348,6 +348,8 @@ async fn main() {
             ("EVENTS_QUEUE_URL", stack.queue("EventsQueue")),
             ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),
             ("LANE_QUEUE_URL", stack.queue("LaneQueue")),
+            ("EXPORT_QUEUE_URL", stack.queue("ExportQueue")),
+            ("EXPORT_BUCKET_NAME", &stack.export_bucket),
             ("SECRET_NAME_PREFIX", &stack.secret_prefix),
             ("SERVICE_AWS_ACCOUNT_ID", "123456789012"),
         ]),
@@ -374,7 +376,8 @@ async fn main() {
         answer.contains("\"statusCode\":200"),
         "api answered {answer}"
     );
-    let search = search(&stack, &api_function, events * 100).await;
+    let (search, searched) = search(&stack, &api_function, events * 100).await;
+    let export = export(&stack, &api_function, &searched, events * 100).await;
     rows.push([
         "api".into(),
         format!("{:.1} ms", api_function.init.as_secs_f64() * 1e3),
@@ -572,6 +575,7 @@ async fn main() {
         }
     }
     search.print();
+    export.print();
     println!("\nDatadog stand-in received {delivered} logs.");
 }
 
@@ -581,6 +585,7 @@ struct Search {
     matching: usize,
     /// Per page: wall time (with the emulator) and the api function's CPU.
     pages: Vec<(Duration, Duration)>,
+    peak_kib: u64,
 }
 
 impl Search {
@@ -598,7 +603,7 @@ impl Search {
             .sum::<f64>()
             / n;
         println!(
-            "\nSearch: `status=FAILED` over {} stored events of one project, {} matching ({:.1}%): {} pages to the end; per page {:.0} ms on average, {:.0} ms at most with the emulator, {:.1} ms of the api function's CPU on average.",
+            "\nSearch: `status=FAILED` over {} stored events of one project, {} matching ({:.1}%): {} pages to the end; per page {:.0} ms on average, {:.0} ms at most with the emulator, {:.1} ms of the api function's CPU on average; api peak memory {:.1} MB.",
             self.stored,
             self.matching,
             self.matching as f64 * 100.0 / self.stored.max(1) as f64,
@@ -606,13 +611,14 @@ impl Search {
             wall.iter().sum::<f64>() / n,
             wall.iter().cloned().fold(0.0, f64::max),
             cpu,
+            self.peak_kib as f64 / 1024.0,
         );
     }
 }
 
 /// Stores `n` events of 1 KB in a new project, one in a hundred FAILED, then pages through
 /// `status=FAILED` with the api function to the end.
-async fn search(stack: &Stack, api: &Function, n: usize) -> Search {
+async fn search(stack: &Stack, api: &Function, n: usize) -> (Search, Project) {
     use audit_log::store::EventWriter;
     let p = Project {
         organization_id: unique("org"),
@@ -678,9 +684,136 @@ async fn search(stack: &Stack, api: &Function, n: usize) -> Search {
         }
     }
     assert_eq!(found, matching, "the search finds every match once");
-    Search {
+    let search = Search {
         stored: n,
         matching,
         pages,
+        peak_kib: api.peak_kib(),
+    };
+    (search, p)
+}
+
+/// What exporting one project's stored events cost.
+struct Export {
+    events: u64,
+    bytes: u64,
+    /// Per step: wall time (with the emulator) and the api function's CPU.
+    steps: Vec<(Duration, Duration)>,
+    wall: Duration,
+    peak_kib: u64,
+}
+
+impl Export {
+    fn print(&self) {
+        let cpu: Duration = self.steps.iter().map(|(_, c)| *c).sum();
+        let longest = self.steps.iter().map(|(w, _)| *w).max().unwrap_or_default();
+        println!(
+            "\nExport: all {} stored events of the searched project as NDJSON, {} steps, {:.1} s from POST to completed with the emulator (longest step {:.1} s), {:.1} s of the api function's CPU ({:.1} µs per event), file {:.1} MB of gzip ({:.0} bytes per event), api peak memory {:.1} MB.",
+            self.events,
+            self.steps.len(),
+            self.wall.as_secs_f64(),
+            longest.as_secs_f64(),
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / self.events.max(1) as f64,
+            self.bytes as f64 / 1e6,
+            self.bytes as f64 / self.events.max(1) as f64,
+            self.peak_kib as f64 / 1024.0,
+        );
+    }
+}
+
+/// Exports every stored event of `p` through the api function: the POST as API Gateway sends
+/// it, then each step as the export queue's mapping hands it over, with the function's timeout
+/// from the template; the file is downloaded through its link and counted.
+async fn export(stack: &Stack, api: &Function, p: &Project, n: usize) -> Export {
+    let timeout = audit_log_tests::resource("ApiFunction")["Timeout"]
+        .as_u64()
+        .expect("the api function's timeout");
+    api.runtime.set_timeout(Duration::from_secs(timeout));
+    let base = format!(
+        "/v1/organizations/{}/projects/{}/audit-logs/exports",
+        p.organization_id, p.project_id
+    );
+    let claims = [("organization_id", p.organization_id.as_str())];
+    let call = |method: &'static str, path: String, body: Option<&'static str>| async move {
+        let request =
+            audit_log_tests::api_request(method, &path, &[], &[], body, Some(&claims[..]));
+        let (_, answer) = api
+            .runtime
+            .invoke(serde_json::to_string(&request).unwrap())
+            .await;
+        let response: Value = serde_json::from_str(answer.trim_start_matches("response: "))
+            .unwrap_or_else(|_| panic!("the api answered {answer}"));
+        let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+        (response["statusCode"].as_u64().unwrap(), body)
+    };
+    let started = Instant::now();
+    let (status, export) = call("POST", base.clone(), Some("{}")).await;
+    assert_eq!(status, 202, "{export}");
+    let id = export["id"].as_str().unwrap().to_owned();
+    let queue = stack.queue("ExportQueue");
+    let mut steps = Vec::new();
+    loop {
+        let messages = stack
+            .sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(1)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        let Some(message) = messages.into_iter().next() else {
+            break;
+        };
+        let event = audit_log_tests::sqs_batch([(
+            message.message_id.clone().unwrap_or_default(),
+            message.body.as_deref().unwrap_or_default(),
+        )]);
+        let cpu = api.cpu();
+        let (took, answer) = api
+            .runtime
+            .invoke(serde_json::to_string(&event).unwrap())
+            .await;
+        steps.push((took, api.cpu() - cpu));
+        assert!(
+            answer.contains("\"batchItemFailures\":[]"),
+            "the export step answered {answer}"
+        );
+        stack
+            .sqs
+            .delete_message()
+            .queue_url(queue)
+            .receipt_handle(message.receipt_handle.unwrap_or_default())
+            .send()
+            .await
+            .expect("delete the step");
+    }
+    let wall = started.elapsed();
+    let (_, shown) = call("GET", format!("{base}/{id}"), None).await;
+    assert_eq!(shown["state"], "completed", "{shown}");
+    let file = reqwest::get(shown["download_url"].as_str().unwrap())
+        .await
+        .expect("the link answers")
+        .bytes()
+        .await
+        .unwrap();
+    let mut lines = 0;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(&file[..]), &mut text)
+        .expect("a gzip file");
+    for line in text.lines() {
+        serde_json::from_str::<Value>(line).expect("an event per line");
+        lines += 1;
+    }
+    assert_eq!(lines, n, "the export holds every stored event once");
+    Export {
+        events: shown["events"].as_u64().unwrap(),
+        bytes: file.len() as u64,
+        steps,
+        wall,
+        peak_kib: api.peak_kib(),
     }
 }

@@ -15,6 +15,8 @@ type Reply = oneshot::Sender<(Duration, String)>;
 #[derive(Default)]
 struct RuntimeState {
     first_poll: Option<Instant>,
+    /// What an invocation may take (its deadline); 60 s unless set.
+    timeout: Option<Duration>,
     pending: VecDeque<(String, Reply)>,
     in_flight: HashMap<String, (Instant, Reply)>,
 }
@@ -82,7 +84,9 @@ impl RuntimeApi {
                         .expect("state")
                         .in_flight
                         .insert(id.clone(), (Instant::now(), reply));
-                    let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+                    let timeout = self.state.lock().expect("state").timeout;
+                    let timeout = timeout.unwrap_or(Duration::from_secs(60));
+                    let deadline = (std::time::SystemTime::now() + timeout)
                         .duration_since(std::time::UNIX_EPOCH)
                         .expect("after 1970")
                         .as_millis();
@@ -111,6 +115,11 @@ impl RuntimeApi {
             .status(202)
             .body(Full::new(Bytes::new()))
             .expect("response")
+    }
+
+    /// Gives the invocations from now on this long, as a function's timeout does.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.state.lock().expect("state").timeout = Some(timeout);
     }
 
     /// Hands an event to the function; resolves with how long it took and what it answered.

@@ -46,6 +46,15 @@ pub async fn emulator() -> aws_config::SdkConfig {
 }
 
 /// A name no other test in this run uses, so tests share one emulator without meeting.
+/// S3 of the emulator, buckets in the path as the functions address them locally.
+pub fn s3(aws: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(

@@ -32,6 +32,7 @@ pub struct Stack {
     pub queues: HashMap<String, String>,
     pub events_table: String,
     pub config_table: String,
+    pub export_bucket: String,
     pub secret_prefix: String,
     pub log_group_prefix: String,
 }
@@ -108,6 +109,7 @@ impl Stack {
         Self {
             events_table: create_table(&dynamodb, "EventsTable").await,
             config_table: create_table(&dynamodb, "ConfigTable").await,
+            export_bucket: create_bucket(aws).await,
             aws: aws.clone(),
             functions_aws: aws.clone(),
             dynamodb,
@@ -168,6 +170,8 @@ impl Stack {
                 events_queue_url: self.queue("EventsQueue").to_owned(),
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),
                 lane_queue_url: self.queue("LaneQueue").to_owned(),
+                export_queue_url: self.queue("ExportQueue").to_owned(),
+                export_bucket: self.export_bucket.clone(),
                 secret_prefix: self.secret_prefix.clone(),
                 log_group_prefix: self.log_group_prefix.clone(),
                 organization_claim: "organization_id".into(),
@@ -345,18 +349,57 @@ pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Op
                     Some(faults) => faults.run(invocation).await?,
                     None => invocation.await,
                 };
-                Some(
-                    response
-                        .batch_item_failures
-                        .into_iter()
-                        .map(|f| f.item_identifier)
-                        .collect(),
-                )
+                Some(failed_ids(response))
             },
             |_| {},
         )
         .await;
     }
+}
+
+/// The ids of the messages a function reported failed.
+pub fn failed_ids(response: aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+/// The api function's SQS mapping: export steps, each handing on to the next, until the export
+/// queue is empty.
+pub async fn drain_export_queue(stack: &Stack, api: &Api) -> CaptureRun {
+    let timeout = function_timeout("ApiFunction");
+    let properties = &resource("ApiFunction")["Events"]["ExportSteps"]["Properties"];
+    let batch_size = number(&properties["BatchSize"]).unwrap_or(10) as usize;
+    drain_queue(
+        stack,
+        "ExportQueue",
+        batch_size,
+        |event| async move {
+            let deadline = audit_log::retry::deadline_before(
+                context(timeout).deadline(),
+                Duration::from_secs(2),
+            );
+            Some(failed_ids(
+                Box::pin(api.handle_exports(event, deadline)).await,
+            ))
+        },
+        |_| {},
+    )
+    .await
+}
+
+/// The template's export bucket, with its lifecycle rules.
+async fn create_bucket(aws: &aws_config::SdkConfig) -> String {
+    let s3 = crate::s3(aws);
+    let name = unique("exports");
+    s3.create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create the export bucket");
+    name
 }
 
 /// Runs the stream function's queues as time passes (lanes schedule their calls as delayed

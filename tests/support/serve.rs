@@ -1,10 +1,12 @@
 //! `--serve`: the api function on http://127.0.0.1:PORT, as API Gateway would call it, while
-//! the event source mappings keep moving events along.
+//! the event source mappings keep moving events along and exports' steps running.
 //!
 //! There is no token to verify locally: the organization claim comes from the development
 //! header `X-Organization-Id` (absent: no verified claims, so 401, as in production).
 
-use crate::local::{Stack, StreamRun, drain_events_queue, drain_stream, drain_stream_queues};
+use crate::local::{
+    Stack, StreamRun, drain_events_queue, drain_export_queue, drain_stream, drain_stream_queues,
+};
 use aws_lambda_events::encodings::Body;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -82,6 +84,7 @@ pub async fn serve(
     let api = Arc::new(stack.api(datadog.clone()));
     let mover = {
         let stack = stack.clone();
+        let api = api.clone();
         let (capture, stream) = (stack.capture(), stack.stream(datadog));
         tokio::spawn(async move {
             let mut after: HashMap<String, String> = HashMap::new();
@@ -90,6 +93,7 @@ pub async fn serve(
                 drain_events_queue(&stack, &capture, |_| {}).await;
                 after = drain_stream(&stack, &stream, &after, &mut run, |_| {}).await;
                 drain_stream_queues(&stack, &stream).await;
+                drain_export_queue(&stack, &api).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         })

@@ -88,6 +88,14 @@ impl ApiError {
         }
     }
 
+    /// 429 for what the organization already has under way.
+    pub fn too_many(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(429, code, message)
+        }
+    }
+
     /// The details go to the log; the caller learns only that it was on our side.
     pub fn internal() -> Self {
         Self::new(500, "internal", "the service failed; retry later")

@@ -1,11 +1,14 @@
-//! api: streaming configuration, "Test connection" and stored audit events, behind an API
-//! Gateway HTTP API with a JWT authorizer. The caller's organization comes only from the
-//! verified claim named by `ORGANIZATION_CLAIM`; it must be the path's organization.
+//! api: streaming configuration, "Test connection", stored audit events and their exports,
+//! behind an API Gateway HTTP API with a JWT authorizer. The caller's organization comes only
+//! from the verified claim named by `ORGANIZATION_CLAIM`; it must be the path's organization.
+//! The export queue hands the same function the steps of running exports (`export`).
 
 mod audit;
 pub mod cursor;
 pub mod error;
+pub mod export;
 pub mod input;
+mod invocation;
 pub mod request;
 mod routes;
 pub mod view;
@@ -14,7 +17,8 @@ pub mod view;
 mod tests;
 
 pub use audit::{Change, configuration_event};
-pub use routes::{MAX_FAILURE_PAGE, MAX_REPLAY_DAYS};
+pub use invocation::{Answer, Invocation};
+pub use routes::{DOWNLOAD_VALID, MAX_FAILURE_PAGE, MAX_REPLAY_DAYS};
 
 use audit_log::clock::{Clock, SystemClock};
 use audit_log::credentials::{CredentialsError, SecretStore, Secrets};
@@ -29,12 +33,14 @@ use audit_log::settings::{
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::{
-    ConfigError, ConfigTable, Configurations, ConnectionTests, FailureLog, Organizations,
+    ConfigError, ConfigTable, Configurations, ConnectionTests, Exports, FailureLog, Organizations,
     ProjectIndex, Replays,
 };
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use error::ApiError;
+use export::ExportSteps;
+use export::bucket::ExportBucket;
 use lambda_runtime::LambdaEvent;
 use request::{Route, Target};
 use serde_json::json;
@@ -43,11 +49,13 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 9] = [
+pub const ENVIRONMENT: [&str; 11] = [
     env::EVENTS_TABLE,
     env::CONFIG_TABLE,
     env::EVENTS_QUEUE,
     env::REPLAY_QUEUE,
+    env::EXPORT_QUEUE,
+    env::EXPORT_BUCKET,
     env::SECRET_PREFIX,
     env::LOG_GROUP_PREFIX,
     env::ORGANIZATION_CLAIM,
@@ -76,6 +84,8 @@ const SEARCH_BUDGET: usize = 5_000;
 const SEARCH_TIME: Duration = Duration::from_secs(10);
 /// Projects listed per page at most (each costs at least two queries).
 pub const MAX_PROJECT_PAGE: usize = 100;
+/// An export step stops this long before the invocation's deadline.
+const STEP_MARGIN: Duration = Duration::from_secs(2);
 /// A connection test must answer well inside API Gateway's 30 seconds.
 const TEST_BUDGET: Duration = Duration::from_secs(20);
 
@@ -86,6 +96,8 @@ pub struct Settings {
     pub events_queue_url: String,
     pub replay_queue_url: String,
     pub lane_queue_url: String,
+    pub export_queue_url: String,
+    pub export_bucket: String,
     pub secret_prefix: String,
     pub log_group_prefix: String,
     pub organization_claim: String,
@@ -101,6 +113,8 @@ impl Settings {
             events_queue_url: required_env(env::EVENTS_QUEUE)?,
             replay_queue_url: required_env(env::REPLAY_QUEUE)?,
             lane_queue_url: required_env(env::LANE_QUEUE)?,
+            export_queue_url: required_env(env::EXPORT_QUEUE)?,
+            export_bucket: required_env(env::EXPORT_BUCKET)?,
             secret_prefix: required_env(env::SECRET_PREFIX)?,
             log_group_prefix: optional_env(env::LOG_GROUP_PREFIX)
                 .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.into()),
@@ -121,6 +135,7 @@ pub trait Ports: 'static {
         + ConnectionTests
         + FailureLog
         + Replays
+        + Exports
         + LaneStore;
     type Secrets: Secrets;
     type Timers: Timers;
@@ -140,6 +155,8 @@ impl Ports for Aws {
 pub struct Api<P: Ports = Aws> {
     settings: Settings,
     events: EventTable,
+    bucket: ExportBucket,
+    export_steps: ExportSteps,
     configs: P::Configs,
     secrets: P::Secrets,
     queues: P::Queues,
@@ -213,6 +230,8 @@ impl<P: Ports> Api<P> {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
         Self {
             events: EventTable::new(dynamodb, &settings.events_table),
+            bucket: ExportBucket::new(aws, &settings.export_bucket),
+            export_steps: ExportSteps::default(),
             configs,
             secrets,
             queues,
@@ -247,16 +266,32 @@ impl<P: Ports> Api<P> {
         self
     }
 
+    /// Cuts exports this way (tests: small parts, a few pages per step).
+    pub fn with_export_steps(mut self, steps: ExportSteps) -> Self {
+        self.export_steps = steps;
+        self
+    }
+
     pub fn with_datadog(mut self, datadog: DatadogClient) -> Self {
         self.destinations.datadog = datadog;
         self
     }
 
+    /// The Lambda entry: a request from API Gateway, or steps of exports from the export queue.
     pub async fn handle(
         &self,
-        event: LambdaEvent<ApiGatewayV2httpRequest>,
-    ) -> Result<ApiGatewayV2httpResponse, std::convert::Infallible> {
-        Ok(self.respond(&event.payload).await)
+        event: LambdaEvent<Invocation>,
+    ) -> Result<Answer, std::convert::Infallible> {
+        let (payload, context) = event.into_parts();
+        Ok(match payload {
+            Invocation::Request(request) => {
+                Answer::Response(Box::new(self.respond(&request).await))
+            }
+            Invocation::Exports(steps) => {
+                let deadline = audit_log::retry::deadline_before(context.deadline(), STEP_MARGIN);
+                Answer::Exports(self.handle_exports(steps, deadline).await)
+            }
+        })
     }
 
     /// Answers one request; every outcome, errors included, is a response.
@@ -330,8 +365,16 @@ impl<P: Ports> Api<P> {
                 let body = request::body(request)?;
                 self.start_replay(org, project, &body).await
             }
+            Route::StartExport => {
+                let body = request::body(request)?;
+                self.start_export(org, project, &body).await
+            }
+            Route::GetExport => {
+                let id = target.job_id.as_deref().unwrap_or_default();
+                self.get_export(org, project, id).await
+            }
             Route::GetReplay => {
-                let id = target.replay_id.as_deref().unwrap_or_default();
+                let id = target.job_id.as_deref().unwrap_or_default();
                 let unknown = || ApiError::not_found("no replay of this project has that id");
                 // Replay ids are 32 hex digits; anything else names none (and is no key).
                 if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {

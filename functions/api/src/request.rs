@@ -26,6 +26,8 @@ pub enum Route {
     ListFailures,
     StartReplay,
     GetReplay,
+    StartExport,
+    GetExport,
 }
 
 /// A request aimed at one organization's project, or at the organization.
@@ -35,8 +37,8 @@ pub struct Target {
     pub organization_id: String,
     /// Empty for the organization's own routes.
     pub project_id: String,
-    /// `GetReplay`'s replay.
-    pub replay_id: Option<String>,
+    /// `GetReplay`'s replay or `GetExport`'s export.
+    pub job_id: Option<String>,
 }
 
 /// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
@@ -101,14 +103,20 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         (true, &Method::GET, ["streaming", "failures"]) => Route::ListFailures,
         (true, &Method::POST, ["streaming", "replay"]) => Route::StartReplay,
         (true, &Method::GET, ["streaming", "replays", id]) if !id.is_empty() => Route::GetReplay,
+        (true, &Method::POST, ["exports"]) => Route::StartExport,
+        (true, &Method::GET, ["exports", id]) if !id.is_empty() => Route::GetExport,
         _ => return Err(not_found()),
     };
-    let replay_id = (route == Route::GetReplay).then(|| rest[2].to_owned());
+    let job_id = match route {
+        Route::GetReplay => Some(rest[2].to_owned()),
+        Route::GetExport => Some(rest[1].to_owned()),
+        _ => None,
+    };
     Ok(Target {
         route,
         organization_id: org.clone(),
         project_id: project.cloned().unwrap_or_default(),
-        replay_id,
+        job_id,
     })
 }
 

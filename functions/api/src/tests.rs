@@ -10,6 +10,7 @@ use audit_log::lane::memory::{MemoryLanes, MemoryTimers};
 use audit_log::lane::{LaneKey, LaneState, LaneStore, Owed};
 use audit_log::message::MemoryQueues;
 use audit_log::store::StoredKey;
+use audit_log::streaming::Exports;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use time::macros::datetime;
@@ -28,6 +29,7 @@ const PROJECT: &str = "registry-1";
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const EVENTS_QUEUE: &str = "https://sqs.local/events";
 const REPLAY_QUEUE: &str = "https://sqs.local/replay";
+const EXPORT_QUEUE: &str = "https://sqs.local/exports";
 
 struct World {
     api: Api<Doubles>,
@@ -47,6 +49,8 @@ fn settings() -> Settings {
         events_queue_url: EVENTS_QUEUE.into(),
         replay_queue_url: REPLAY_QUEUE.into(),
         lane_queue_url: "https://sqs.local/lanes".into(),
+        export_queue_url: EXPORT_QUEUE.into(),
+        export_bucket: "exports".into(),
         secret_prefix: "audit-log/streaming/".into(),
         log_group_prefix: DEFAULT_LOG_GROUP_PREFIX.into(),
         organization_claim: DEFAULT_ORGANIZATION_CLAIM.into(),
@@ -84,12 +88,24 @@ impl World {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Reply {
+        self.call_in(PROJECT, method, suffix, headers, body).await
+    }
+
+    /// A request to another project of the organization.
+    async fn call_in(
+        &self,
+        project: &str,
+        method: &str,
+        suffix: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
         let fixture = include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/fixtures/lambda/apigw-http-api-request.json"
         ));
         let mut v: Value = serde_json::from_str(fixture).unwrap();
-        let path = format!("/v1/organizations/{ORG}/projects/{PROJECT}/audit-logs{suffix}");
+        let path = format!("/v1/organizations/{ORG}/projects/{project}/audit-logs{suffix}");
         v["rawPath"] = path.clone().into();
         v["requestContext"]["http"]["method"] = method.into();
         v["requestContext"]["http"]["path"] = path.into();
@@ -359,4 +375,144 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
     w.clock.advance(std::time::Duration::from_secs(3570));
     let later = w.call("POST", "/streaming/replay", &[], Some(range)).await;
     assert_eq!(later.status, 202, "{}", later.body);
+}
+
+#[tokio::test]
+async fn an_export_is_started_with_its_filters_queued_and_shown_running() {
+    let w = World::new();
+    // WHEN a CSV export of failed revocations in a range is asked for
+    let body = serde_json::json!({
+        "format": "csv", "since": "2026-01-01T00:00:00+01:00", "action": "update",
+        "status": "FAILED", "q": "Revoked"
+    });
+    let started = w.call("POST", "/exports", &[], Some(body)).await;
+    // THEN it is running, its range ends now, and its first step is on the export queue
+    assert_eq!(started.status, 202, "{}", started.body);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(started.headers["location"], format!("exports/{id}"));
+    assert_eq!(started.body["state"], "running");
+    assert_eq!(started.body["format"], "csv");
+    assert_eq!(started.body["since"], "2025-12-31T23:00:00Z");
+    assert_eq!(started.body["until"], "2026-11-30T10:00:30Z");
+    assert_eq!(started.body["filters"]["q"], "Revoked");
+    assert_eq!(started.body["download_url"], Value::Null);
+    let queued = w.api.queues.bodies(EXPORT_QUEUE);
+    assert_eq!(queued.len(), 1);
+    let step: audit_log::message::ExportStep = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(
+        (step.organization_id.as_str(), step.project_id.as_str()),
+        (ORG, PROJECT)
+    );
+    assert_eq!(step.export_id, id);
+    let shown = w.call("GET", &format!("/exports/{id}"), &[], None).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["state"], "running");
+    assert_eq!(shown.body["events"], 0);
+}
+
+#[tokio::test]
+async fn export_bodies_that_cannot_be_used_are_400s_that_name_the_field() {
+    let w = World::new();
+    for (body, field) in [
+        (serde_json::json!({"format": "xml"}), "format"),
+        (serde_json::json!({"action": "revoke"}), "action"),
+        (
+            serde_json::json!({"resource_type": "registry"}),
+            "resource_type",
+        ),
+        (serde_json::json!({"actor": 7}), "actor"),
+        (serde_json::json!({"q": " "}), "q"),
+        (serde_json::json!({"since": "yesterday"}), "since"),
+        (
+            serde_json::json!({"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}),
+            "until",
+        ),
+        (serde_json::json!({"limit": 5}), "limit"),
+    ] {
+        let refused = w.call("POST", "/exports", &[], Some(body.clone())).await;
+        assert_eq!(refused.status, 400, "{body}");
+        let message = refused.body["error"]["message"].as_str().unwrap();
+        let named = [format!("`{field}`"), format!("\"{field}\"")];
+        assert!(
+            named.iter().any(|n| message.contains(n)),
+            "{body}: {message}"
+        );
+    }
+    assert!(w.api.queues.bodies(EXPORT_QUEUE).is_empty());
+}
+
+#[tokio::test]
+async fn two_exports_run_at_once_per_organization_and_a_third_waits() {
+    let w = World::new();
+    let start = |project: &'static str| w.call_in(project, "POST", "/exports", &[], None);
+    let first = start("registry-1").await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert_eq!(start("registry-2").await.status, 202);
+    // WHEN a third is asked for while both run
+    let third = start("registry-3").await;
+    // THEN it is turned away with when to ask again
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert_eq!(third.body["error"]["code"], "exports_running");
+    assert_eq!(third.headers["retry-after"], "60");
+    // AND once one has finished, another may start
+    let id = first.body["id"].as_str().unwrap();
+    let now = w.clock.now();
+    let mut taken = w
+        .api
+        .configs
+        .take_export(
+            ORG,
+            "registry-1",
+            id,
+            now,
+            now + std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap()
+        .expect("the running export can be taken");
+    taken.state = audit_log::streaming::ExportState::Completed;
+    assert!(w.api.configs.save_export(&taken, now, false).await.unwrap());
+    assert_eq!(start("registry-3").await.status, 202);
+    assert_eq!(start("registry-4").await.status, 429);
+    // AND an export that stopped moving (its steps dead-lettered) shows as failed and frees
+    // its slot
+    w.clock.advance(std::time::Duration::from_secs(31 * 60));
+    let second = w.api.queues.bodies(EXPORT_QUEUE)[1].clone();
+    let step: audit_log::message::ExportStep = serde_json::from_str(&second).unwrap();
+    let stopped = w
+        .call_in(
+            &step.project_id,
+            "GET",
+            &format!("/exports/{}", step.export_id),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(stopped.body["state"], "failed");
+    assert!(
+        stopped.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("start it again")
+    );
+    assert_eq!(start("registry-4").await.status, 202);
+}
+
+#[tokio::test]
+async fn an_export_id_resolves_only_in_its_own_project() {
+    let w = World::new();
+    let started = w.call("POST", "/exports", &[], None).await;
+    let id = started.body["id"].as_str().unwrap();
+    let elsewhere = w
+        .call_in("registry-2", "GET", &format!("/exports/{id}"), &[], None)
+        .await;
+    assert_eq!(elsewhere.status, 404);
+    for bad in [
+        "x",
+        "../streaming",
+        &id.to_uppercase().replace(|c: char| c.is_ascii_digit(), "g"),
+    ] {
+        let shown = w.call("GET", &format!("/exports/{bad}"), &[], None).await;
+        assert_eq!(shown.status, 404, "{bad}");
+    }
 }

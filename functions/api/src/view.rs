@@ -1,10 +1,14 @@
-//! What the API answers: the streaming view, a connection test's result, a page of events.
+//! What the API answers: the streaming view, a connection test's result, a page of events, an
+//! export.
 
 use audit_log::destination::Destination;
 use audit_log::lane::{Lane, LaneState};
-use audit_log::streaming::{FAILING_AFTER, Health, StreamingConfig};
+use audit_log::streaming::{
+    Export, ExportFormat, ExportState, FAILING_AFTER, Health, StreamingConfig,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Serialize)]
 pub struct View {
@@ -152,4 +156,43 @@ pub struct TestResult {
 pub struct EventPage {
     pub events: Vec<Box<RawValue>>,
     pub next_cursor: Option<String>,
+}
+
+/// An export as the API shows it; `download_url` and when it stops working once completed.
+#[derive(Debug, Serialize)]
+pub struct ExportView {
+    pub id: String,
+    pub state: ExportState,
+    pub format: ExportFormat,
+    pub since: Option<String>,
+    pub until: String,
+    pub filters: BTreeMap<String, String>,
+    pub events: u64,
+    pub bytes: u64,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub download_url: Option<String>,
+    pub expires_at: Option<String>,
+    pub error: Option<String>,
+}
+
+impl ExportView {
+    pub fn of(export: &Export, download: Option<(String, String)>) -> Self {
+        let (download_url, expires_at) = download.unzip();
+        Self {
+            id: export.export_id.clone(),
+            state: export.state,
+            format: export.format,
+            since: export.since.clone(),
+            until: export.until.clone(),
+            filters: export.filters.clone(),
+            events: export.events,
+            bytes: export.bytes,
+            created_at: export.created_at.clone(),
+            finished_at: export.finished_at.clone(),
+            download_url,
+            expires_at,
+            error: export.error.clone(),
+        }
+    }
 }

@@ -84,13 +84,7 @@ impl<'de> Deserialize<'de> for Invocation {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/../../tests/fixtures/lambda/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read_to_string(path).expect("fixture")
-    }
+    use audit_log::fixtures::lambda_event as fixture;
 
     #[test]
     fn queue_messages_and_stream_records_are_told_apart_by_their_source() {

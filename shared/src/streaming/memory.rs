@@ -2,6 +2,7 @@
 //! configurations with their versions, External IDs, rate-limit counters, connection tests,
 //! failures and replays, beside the lanes of [`MemoryLanes`], which it extends.
 
+use super::exports::{EXPORT_STALE_AFTER_SECONDS, Export, ExportState, Exports, RUNNING_EXPORTS};
 use super::{
     ConfigError, Configurations, ConnectionTests, FailureLog, FailureRecord, Health, NewConfig,
     Organizations, RateLimit, Replay, ReplayState, Replays, StreamingConfig, TestRecord,
@@ -31,6 +32,9 @@ pub(crate) struct Table {
     locks: HashMap<LaneKey, (String, i64)>,
     /// Projects whose next save another save beats to the table.
     raced: std::collections::HashSet<LaneKey>,
+    exports: HashMap<(LaneKey, String), Export>,
+    /// Running exports' ids and heartbeats, by organization.
+    export_slots: HashMap<String, Vec<(String, i64)>>,
 }
 
 impl MemoryLanes {
@@ -363,5 +367,115 @@ impl super::ProjectIndex for MemoryLanes {
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
         self.projects.noted(organization_id, after, limit).await
+    }
+}
+
+impl Exports for MemoryLanes {
+    async fn start_export(
+        &self,
+        export: &mut Export,
+        at: OffsetDateTime,
+    ) -> Result<bool, ConfigError> {
+        let now = at.unix_timestamp();
+        let mut table = lock(&self.table);
+        let slots = table
+            .export_slots
+            .entry(export.organization_id.clone())
+            .or_default();
+        slots.retain(|(_, beat)| *beat >= now - EXPORT_STALE_AFTER_SECONDS);
+        if slots.len() >= RUNNING_EXPORTS {
+            return Ok(false);
+        }
+        export.slot = slots.len();
+        slots.push((export.export_id.clone(), now));
+        let key = LaneKey::new(&export.organization_id, &export.project_id);
+        table
+            .exports
+            .insert((key, export.export_id.clone()), export.clone());
+        Ok(true)
+    }
+
+    async fn export(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        export_id: &str,
+    ) -> Result<Option<Export>, ConfigError> {
+        let key = (
+            LaneKey::new(organization_id, project_id),
+            export_id.to_owned(),
+        );
+        Ok(lock(&self.table).exports.get(&key).cloned())
+    }
+
+    async fn take_export(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        export_id: &str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> Result<Option<Export>, ConfigError> {
+        let key = (
+            LaneKey::new(organization_id, project_id),
+            export_id.to_owned(),
+        );
+        let mut table = lock(&self.table);
+        let Some(export) = table.exports.get_mut(&key) else {
+            return Ok(None);
+        };
+        if export.state != ExportState::Running || export.lease_until > now.unix_timestamp() {
+            return Ok(None);
+        }
+        export.step += 1;
+        export.lease_until = lease_until.unix_timestamp();
+        export.updated_at = seconds_text(now);
+        let taken = export.clone();
+        let slots = table
+            .export_slots
+            .entry(taken.organization_id.clone())
+            .or_default();
+        for slot in slots.iter_mut().filter(|(id, _)| *id == taken.export_id) {
+            slot.1 = now.unix_timestamp();
+        }
+        Ok(Some(taken))
+    }
+
+    async fn save_export(
+        &self,
+        export: &Export,
+        now: OffsetDateTime,
+        keep_lease: bool,
+    ) -> Result<bool, ConfigError> {
+        let key = (
+            LaneKey::new(&export.organization_id, &export.project_id),
+            export.export_id.clone(),
+        );
+        let mut table = lock(&self.table);
+        if table
+            .exports
+            .get(&key)
+            .is_none_or(|e| e.step != export.step)
+        {
+            return Ok(false);
+        }
+        let mut saved = export.clone();
+        saved.updated_at = seconds_text(now);
+        if !keep_lease {
+            saved.lease_until = 0;
+        }
+        table.exports.insert(key, saved);
+        let slots = table
+            .export_slots
+            .entry(export.organization_id.clone())
+            .or_default();
+        if export.state == ExportState::Running {
+            for slot in slots.iter_mut().filter(|(id, _)| *id == export.export_id) {
+                slot.1 = now.unix_timestamp();
+            }
+        } else {
+            slots.retain(|(id, _)| *id != export.export_id);
+        }
+        Ok(true)
     }
 }

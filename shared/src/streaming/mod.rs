@@ -3,10 +3,11 @@
 //! stream function records. Keys: `pk` = organization, `sk` = `organization` or
 //! `project#<project>`, so an organization's items share a partition. This file holds the
 //! configuration items; each other kind of item has its file: `health.rs`, `organization.rs`
-//! (External ID, rate limits), `connection_tests.rs`, `failures.rs`, `replays.rs`, and
-//! `lanes.rs` (the lanes' state and what they owe).
+//! (External ID, rate limits), `connection_tests.rs`, `exports.rs`, `failures.rs`,
+//! `replays.rs`, and `lanes.rs` (the lanes' state and what they owe).
 
 mod connection_tests;
+mod exports;
 mod failures;
 mod health;
 mod lanes;
@@ -17,6 +18,10 @@ mod projects;
 mod replays;
 
 pub use connection_tests::{ConnectionTests, TestRecord};
+pub use exports::{
+    EXPORT_KEPT_DAYS, EXPORT_STALE_AFTER_SECONDS, Export, ExportFormat, ExportPart, ExportState,
+    Exports, RUNNING_EXPORTS,
+};
 pub use failures::{FailureLog, FailureRecord};
 pub use health::{FAILING_AFTER, Health, HealthReport};
 #[cfg(any(test, feature = "test-util"))]

@@ -1,13 +1,17 @@
-//! The destination a PUT or a connection test sends, validated before any outbound call:
-//! unknown fields and any `external_id` refused, role ARN, region, site, key and name checked.
-//! Messages name the field and the rule, never the value sent.
+//! The bodies requests send: the destination a PUT or a connection test sends, validated before
+//! any outbound call (unknown fields and any `external_id` refused, role ARN, region, site, key
+//! and name checked), a replay's range, an export's range, format and filters. Messages name the
+//! field and the rule, never the value sent.
 
 use crate::error::ApiError;
 use audit_log::destination::cloudwatch::regions::is_region_of;
 use audit_log::destination::{CloudWatchSettings, DatadogSettings, DatadogSite, Destination};
+use audit_log::search::{Filter, PARAMETERS};
+use audit_log::streaming::ExportFormat;
 use regex_lite::Regex;
 use secrecy::SecretString;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 pub const MAX_NAME_CHARS: usize = 128;
@@ -214,17 +218,7 @@ pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
 pub fn replay(body: &[u8]) -> Result<(time::OffsetDateTime, time::OffsetDateTime, bool), ApiError> {
     let object = json_object(body)?;
     only(&object, &["since", "until", "only_failed"], "")?;
-    let time = |name: &str| -> Result<time::OffsetDateTime, ApiError> {
-        let text = required(&object, name, name)?;
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
-            |_| {
-                invalid(
-                    name,
-                    "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z",
-                )
-            },
-        )
-    };
+    let time = |name: &str| time_field(&object, name)?.ok_or_else(|| missing(name));
     let (since, until) = (time("since")?, time("until")?);
     if since >= until {
         return Err(invalid("until", "must be after `since`"));
@@ -244,6 +238,75 @@ pub fn replay(body: &[u8]) -> Result<(time::OffsetDateTime, time::OffsetDateTime
         Some(_) => return Err(invalid("only_failed", "must be true or false")),
     };
     Ok((since, until, only_failed))
+}
+
+/// An RFC 3339 field, in UTC.
+fn time_field(
+    object: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<time::OffsetDateTime>, ApiError> {
+    text(object, name, name)?
+        .map(|text| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map(|t| t.to_offset(time::UtcOffset::UTC))
+                .map_err(|_| {
+                    invalid(
+                        name,
+                        "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z",
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// An export request: `{"since", "until", "format", <the search's filters>}`, every field
+/// optional (everything kept, as NDJSON). The filters are checked as the listing checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportRequest {
+    pub since: Option<time::OffsetDateTime>,
+    pub until: Option<time::OffsetDateTime>,
+    pub format: ExportFormat,
+    pub filters: BTreeMap<String, String>,
+}
+
+pub fn export(body: &[u8]) -> Result<ExportRequest, ApiError> {
+    let object = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        json_object(body)?
+    };
+    only(
+        &object,
+        &[&["since", "until", "format"][..], &PARAMETERS[..]].concat(),
+        "",
+    )?;
+    let (since, until) = (time_field(&object, "since")?, time_field(&object, "until")?);
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(invalid("until", "must not be before `since`"));
+    }
+    let format = match text(&object, "format", "format")? {
+        None => ExportFormat::Ndjson,
+        Some(f) => f
+            .parse()
+            .map_err(|_| invalid("format", "must be ndjson or csv"))?,
+    };
+    let mut filters = BTreeMap::new();
+    for name in PARAMETERS {
+        if let Some(value) = text(&object, name, name)? {
+            Filter::default()
+                .set(name, value)
+                .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+            filters.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    Ok(ExportRequest {
+        since,
+        until,
+        format,
+        filters,
+    })
 }
 
 #[cfg(test)]

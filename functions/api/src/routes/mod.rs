@@ -4,11 +4,13 @@
 
 mod connection_tests;
 mod events;
+mod exports;
 mod failures;
 mod lanes;
 mod projects;
 mod replays;
 mod streaming;
 
+pub use exports::DOWNLOAD_VALID;
 pub use failures::MAX_FAILURE_PAGE;
 pub use replays::MAX_REPLAY_DAYS;
