@@ -163,14 +163,13 @@ impl<P: Ports> Api<P> {
             Some(pending) => self.bucket.get(pending).await?,
             None => Vec::new(),
         };
-        let mut uploaded: u64 = export.parts.iter().map(|p| p.bytes).sum();
         let mut file = ExportFile::new(export.format, carried, export.bytes == 0)
             .map_err(|e| e.to_string())?;
         let partitions = [partition_key(&export.organization_id, &export.project_id)];
         let mut pages = 0;
         loop {
             if Instant::now() + PAGE_TIME > deadline || pages == self.export_steps.pages_per_step {
-                return self.hand_on(export, file, uploaded, carried_from).await;
+                return self.hand_on(export, file, carried_from).await;
             }
             pages += 1;
             let page = self
@@ -222,7 +221,6 @@ impl<P: Ports> Api<P> {
             if done {
                 return self.complete(export).await;
             }
-            uploaded = export.bytes;
             file = ExportFile::new(export.format, Vec::new(), false).map_err(|e| e.to_string())?;
         }
     }
@@ -257,11 +255,10 @@ impl<P: Ports> Api<P> {
         &self,
         export: &mut Export,
         file: ExportFile,
-        uploaded: u64,
         carried_from: Option<String>,
     ) -> Result<(), String> {
         let bytes = file.finish().map_err(|e| e.to_string())?;
-        export.bytes = uploaded + bytes.len() as u64;
+        export.bytes = export.parts.iter().map(|p| p.bytes).sum::<u64>() + bytes.len() as u64;
         let pending = format!("pending/{}/{}", export.export_id, export.step);
         self.bucket.put(&pending, bytes).await?;
         export.pending = Some(pending);
