@@ -38,6 +38,30 @@ ensure_tools() {
   fi
 }
 
+# Debian's Chromium, Node.js and tests/console's pinned npm packages (playwright-core), for the
+# console's browser tests; each is installed only when missing or changed.
+ensure_browser() {
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  local missing=()
+  [[ -n ${CHROMIUM:-} ]] || command -v chromium >/dev/null || missing+=(chromium)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "==> installing ${missing[*]} (apt)"
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  local stamp=tests/console/node_modules/.package-lock.sha256
+  local want
+  want=$(sha256sum tests/console/package-lock.json | cut -d' ' -f1)
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    echo "==> installing tests/console's npm packages (package-lock.json)"
+    npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
+    echo "$want" >"$stamp"
+  fi
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -82,6 +82,7 @@ fn settings(w: &WorldParts) -> Settings {
         organization_claim: "organization_id".into(),
         service_account_id: None,
         datadog_endpoint_override: None,
+        console: audit_log_api::console::SignIn::Off,
     }
 }
 
@@ -1773,14 +1774,46 @@ fn the_template_gives_the_api_exactly_the_settings_it_reads() {
     assert_eq!(environment_of("ApiFunction"), expected);
 }
 
-#[test]
-fn the_template_routes_match_the_openapi_document() {
+/// The api function's HTTP routes in the template: the API's, or the console's static files.
+fn template_routes(console: bool) -> Vec<serde_yaml::Value> {
     let events = &audit_log_tests::resource("ApiFunction")["Events"];
-    let mut routes: Vec<(String, String)> = events
+    events
         .as_mapping()
         .unwrap()
         .values()
         .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+        .filter(|e| {
+            let path = e["Properties"]["Path"].as_str().unwrap();
+            audit_log_api::console::is_console(path) == console
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn only_the_console_files_are_served_without_a_token() {
+    let console = template_routes(true);
+    let paths: Vec<&str> = console
+        .iter()
+        .map(|e| e["Properties"]["Path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    for e in &console {
+        assert_eq!(e["Properties"]["Method"].as_str(), Some("GET"));
+        assert_eq!(e["Properties"]["Auth"]["Authorizer"].as_str(), Some("NONE"));
+    }
+    for e in template_routes(false) {
+        assert!(
+            e["Properties"].get("Auth").is_none(),
+            "an API route keeps the default JWT authorizer: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn the_template_routes_match_the_openapi_document() {
+    let mut routes: Vec<(String, String)> = template_routes(false)
+        .iter()
         .map(|e| {
             (
                 e["Properties"]["Method"].as_str().unwrap().to_owned(),

@@ -82,6 +82,9 @@ pub mod env {
     pub const ORGANIZATION_CLAIM: &str = "ORGANIZATION_CLAIM";
     pub const SERVICE_ACCOUNT: &str = "SERVICE_AWS_ACCOUNT_ID";
     pub const RETENTION_DAYS: &str = "RETENTION_DAYS";
+    /// The console's OpenID Connect client and the issuer it signs people in with.
+    pub const CONSOLE_CLIENT_ID: &str = "CONSOLE_CLIENT_ID";
+    pub const CONSOLE_ISSUER: &str = "CONSOLE_ISSUER";
     /// Local runs only: where Datadog's API is.
     pub const DATADOG_ENDPOINT_OVERRIDE: &str = "DATADOG_ENDPOINT_OVERRIDE";
     pub use crate::lane::{MAX_BACKOFF_ENV as MAX_BACKOFF, RETRY_WINDOW_ENV as RETRY_WINDOW};

@@ -1,5 +1,6 @@
 //! `./scripts/local`: the whole service on this machine. See the README.
 
+use audit_log_tests::faults::{DatadogIntake, REFUSED_DATADOG_KEY};
 use audit_log_tests::local::{Options, run};
 use clap::Parser;
 
@@ -71,6 +72,16 @@ async fn main() -> std::process::ExitCode {
         println!(
             "\nAPI served on http://{address}; the organization comes from the X-Organization-Id header. Ctrl-C stops."
         );
+        println!("console:           http://{address}/console/");
+        // The console can set up either provider: Datadog goes to a stand-in, never to Datadog.
+        let datadog = match datadog {
+            Some(intake) => intake,
+            None => DatadogIntake::start(Default::default()).await,
+        };
+        println!(
+            "Datadog stand-in:  {} (it refuses the API key {REFUSED_DATADOG_KEY})",
+            datadog.uri()
+        );
         println!("events queue:      {}", stack.queue("EventsQueue"));
         println!(
             "dead-letter queue: {}",
@@ -80,7 +91,7 @@ async fn main() -> std::process::ExitCode {
             "AWS endpoint:      {}",
             std::env::var("AWS_ENDPOINT_URL").unwrap_or_default()
         );
-        let datadog_url = datadog.as_ref().map(|d| d.uri());
+        let datadog_url = Some(datadog.uri());
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };

@@ -476,7 +476,24 @@ impl wiremock::Respond for Responder {
     }
 }
 
-/// A local stand-in for Datadog's intake: validates any key, takes logs, and fails as told.
+/// The one key the Datadog stand-in refuses (403, as Datadog answers a revoked key), so that a
+/// refusal can be seen locally.
+pub const REFUSED_DATADOG_KEY: &str = "00000000000000000000000000000000";
+
+/// The stand-in's own listing of what it took (`GET /stand-in/logs`), for those outside the
+/// process, such as the console's browser tests.
+struct Taken(Arc<IntakeState>);
+
+impl wiremock::Respond for Taken {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let bodies = self.0.taken.lock().expect("taken").clone();
+        let entries: Vec<Value> = bodies.iter().flat_map(|b| log_entries(b)).collect();
+        wiremock::ResponseTemplate::new(200).set_body_json(entries)
+    }
+}
+
+/// A local stand-in for Datadog's intake: validates any key but [`REFUSED_DATADOG_KEY`], takes
+/// logs, and fails as told.
 pub struct DatadogIntake {
     pub server: wiremock::MockServer,
     state: Arc<IntakeState>,
@@ -499,6 +516,19 @@ impl DatadogIntake {
             taken: Mutex::default(),
             injected: Injected::default(),
         });
+        Mock::given(wiremock::matchers::header(
+            "DD-API-KEY",
+            REFUSED_DATADOG_KEY,
+        ))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"errors": ["Forbidden"]})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+        Mock::given(method("GET"))
+            .and(path("/stand-in/logs"))
+            .respond_with(Taken(state.clone()))
+            .mount(&server)
+            .await;
         Mock::given(method("GET"))
             .and(path("/api/v1/validate"))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"valid": true})))

@@ -4,6 +4,7 @@
 //! The export queue hands the same function the steps of running exports (`export`).
 
 mod audit;
+pub mod console;
 pub mod cursor;
 pub mod error;
 pub mod export;
@@ -38,6 +39,7 @@ use audit_log::streaming::{
 };
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use console::{ConsoleSettings, SignIn};
 use error::ApiError;
 use export::ExportSteps;
 use export::bucket::ExportBucket;
@@ -49,7 +51,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 11] = [
+pub const ENVIRONMENT: [&str; 13] = [
     env::EVENTS_TABLE,
     env::CONFIG_TABLE,
     env::EVENTS_QUEUE,
@@ -61,6 +63,8 @@ pub const ENVIRONMENT: [&str; 11] = [
     env::ORGANIZATION_CLAIM,
     env::SERVICE_ACCOUNT,
     env::LANE_QUEUE,
+    env::CONSOLE_CLIENT_ID,
+    env::CONSOLE_ISSUER,
 ];
 
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
@@ -103,6 +107,8 @@ pub struct Settings {
     pub organization_claim: String,
     pub service_account_id: Option<String>,
     pub datadog_endpoint_override: Option<String>,
+    /// How the console signs people in (`CONSOLE_CLIENT_ID` and `CONSOLE_ISSUER`).
+    pub console: SignIn,
 }
 
 impl Settings {
@@ -122,6 +128,13 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_ORGANIZATION_CLAIM.into()),
             service_account_id: optional_env(env::SERVICE_ACCOUNT),
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
+            console: match (
+                optional_env(env::CONSOLE_ISSUER),
+                optional_env(env::CONSOLE_CLIENT_ID),
+            ) {
+                (Some(issuer), Some(client_id)) => SignIn::Oidc { issuer, client_id },
+                _ => SignIn::Off,
+            },
         })
     }
 }
@@ -297,6 +310,14 @@ impl<P: Ports> Api<P> {
     /// Answers one request; every outcome, errors included, is a response.
     pub async fn respond(&self, request: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
         let started = std::time::Instant::now();
+        let path = request::path(request);
+        if console::is_console(path) {
+            let settings = ConsoleSettings {
+                sign_in: &self.settings.console,
+                log_group_prefix: &self.settings.log_group_prefix,
+            };
+            return console::respond(&request.request_context.http.method, path, &settings);
+        }
         let target = request::route(request);
         let (route, organization_id) = match &target {
             Ok(t) => (Some(t.route), Some(t.organization_id.clone())),

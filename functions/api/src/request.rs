@@ -41,14 +41,19 @@ pub struct Target {
     pub job_id: Option<String>,
 }
 
-/// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
-pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
-    let method = &request.request_context.http.method;
-    let path = request
+/// The path the caller asked for.
+pub fn path(request: &ApiGatewayV2httpRequest) -> &str {
+    request
         .raw_path
         .as_deref()
         .or(request.request_context.http.path.as_deref())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
+pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
+    let method = &request.request_context.http.method;
+    let path = path(request);
     let segments: Vec<String> = path
         .trim_matches('/')
         .split('/')

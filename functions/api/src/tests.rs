@@ -57,6 +57,7 @@ fn settings() -> Settings {
         // Named, so no STS call is made for it.
         service_account_id: Some("111122223333".into()),
         datadog_endpoint_override: None,
+        console: crate::console::SignIn::Off,
     }
 }
 
@@ -515,4 +516,41 @@ async fn an_export_id_resolves_only_in_its_own_project() {
         let shown = w.call("GET", &format!("/exports/{bad}"), &[], None).await;
         assert_eq!(shown.status, 404, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn the_console_is_served_to_a_caller_without_claims_and_the_api_is_not() {
+    let w = World::new();
+    let fixture = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/lambda/apigw-http-api-request.json"
+    ));
+    let request = |path: &str| {
+        let mut v: Value = serde_json::from_str(fixture).unwrap();
+        v["rawPath"] = path.into();
+        v["requestContext"]["http"]["method"] = "GET".into();
+        v["requestContext"]["http"]["path"] = path.into();
+        v["requestContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorizer");
+        serde_json::from_value::<ApiGatewayV2httpRequest>(v).unwrap()
+    };
+    let page = w.api.respond(&request("/console/")).await;
+    assert_eq!(page.status_code, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let config = w.api.respond(&request("/console/config.json")).await;
+    let Some(Body::Text(text)) = config.body else {
+        panic!("a JSON body")
+    };
+    let config: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(config["sign_in"]["mode"], "off");
+    assert_eq!(config["log_group_prefix"], "/hashicorp");
+    let api = w
+        .api
+        .respond(&request(&format!(
+            "/v1/organizations/{ORG}/projects/{PROJECT}/audit-logs/streaming"
+        )))
+        .await;
+    assert_eq!(api.status_code, 401);
 }

@@ -56,6 +56,8 @@ pub struct HealthView {
     pub seconds_since_last_success: Option<i64>,
     pub delivered_24h: u64,
     pub failed_24h: u64,
+    /// The same counts hour by hour, oldest first: the console's chart.
+    pub hours_24h: Vec<HourView>,
     /// The delivery lane: `delivering`, `retrying`, `refused` or `paused`.
     pub state: &'static str,
     /// Events owed to the destination.
@@ -63,6 +65,14 @@ pub struct HealthView {
     pub oldest_pending_at: Option<String>,
     /// When a retrying destination is tried next.
     pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourView {
+    /// Start of the hour.
+    pub hour: String,
+    pub delivered: u64,
+    pub failed: u64,
 }
 
 fn rfc3339_ms(ms: i64) -> Option<String> {
@@ -84,6 +94,15 @@ impl HealthView {
         now: time::OffsetDateTime,
     ) -> Self {
         let (delivered_24h, failed_24h) = h.counts_24h(now);
+        let hours_24h = h
+            .hourly_24h(now)
+            .into_iter()
+            .map(|(hour, delivered, failed)| HourView {
+                hour: rfc3339_ms(hour * 3_600_000).unwrap_or_default(),
+                delivered,
+                failed,
+            })
+            .collect();
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let owed_too_long =
             oldest_owed_ms.is_some_and(|at| now_ms - at >= FAILING_AFTER.as_millis() as i64);
@@ -108,6 +127,7 @@ impl HealthView {
             seconds_since_last_success: h.seconds_since_last_success(now),
             delivered_24h,
             failed_24h,
+            hours_24h,
             state: lane.state.shown(),
             pending: lane.owed,
             oldest_pending_at: oldest_owed_ms.and_then(rfc3339_ms),

@@ -51,13 +51,27 @@ impl Health {
 
     /// Events delivered and failed over the 24 hours before `now`.
     pub fn counts_24h(&self, now: OffsetDateTime) -> (u64, u64) {
-        let current = now.unix_timestamp().div_euclid(3600);
-        self.hours
+        self.hourly_24h(now)
             .iter()
-            .filter(|(hour, _, _)| (current - 23..=current).contains(hour))
             .fold((0, 0), |(d, f), (_, delivered, failed)| {
                 (d + delivered, f + failed)
             })
+    }
+
+    /// `(epoch hour, delivered, failed)` of each of the 24 hours up to `now`'s, oldest first,
+    /// hours without deliveries included.
+    pub fn hourly_24h(&self, now: OffsetDateTime) -> Vec<(i64, u64, u64)> {
+        let current = now.unix_timestamp().div_euclid(3600);
+        (current - 23..=current)
+            .map(|hour| {
+                self.hours
+                    .iter()
+                    .filter(|(h, _, _)| *h == hour)
+                    .fold((hour, 0, 0), |(h, d, f), (_, delivered, failed)| {
+                        (h, d + delivered, f + failed)
+                    })
+            })
+            .collect()
     }
 
     pub fn seconds_since_last_success(&self, now: OffsetDateTime) -> Option<i64> {
@@ -223,5 +237,11 @@ mod tests {
         };
         assert_eq!(h.counts_24h(now), (12, 3));
         assert_eq!(hour_slot(current), hour_slot(current - 24));
+        // Hour by hour for the chart: 24 hours, oldest first, quiet hours as zeros.
+        let hourly = h.hourly_24h(now);
+        assert_eq!(hourly.len(), 24);
+        assert_eq!(hourly[0], (current - 23, 7, 2));
+        assert_eq!(hourly[23], (current, 5, 1));
+        assert!(hourly[1..23].iter().all(|(_, d, f)| (*d, *f) == (0, 0)));
     }
 }

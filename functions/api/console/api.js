@@ -1,0 +1,67 @@
+// The audit-log HTTP API as the console calls it: as the signed-in person, a refusal as an
+// error carrying the API's own message.
+
+import { signIn } from "./sign-in.js";
+import { place } from "./router.js";
+
+export const config = await getJson("config.json");
+export const auth = { token: null, endSession: null };
+
+export async function getJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return response.json();
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Calls the API as the signed-in person; a refusal becomes an `ApiError` with its message. */
+export async function call(method, path, body, headers = {}) {
+  const sent = { accept: "application/json", ...headers };
+  if (config.sign_in.mode === "development") sent["x-organization-id"] = place().org;
+  else if (auth.token) sent.authorization = `Bearer ${auth.token}`;
+  if (body !== undefined) sent["content-type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers: sent,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (response.status === 401 && config.sign_in.mode === "oidc") {
+    auth.token = null;
+    await signIn();
+  }
+  if (!response.ok) {
+    const error = data && data.error ? data.error : {};
+    throw new ApiError(
+      response.status,
+      error.code || "http_error",
+      error.message || `The API answered ${response.status}.`,
+    );
+  }
+  return data;
+}
+
+export const enc = encodeURIComponent;
+export const organizationPath = (org) => `/v1/organizations/${enc(org)}/audit-logs`;
+export const projectPath = (p) => `/v1/organizations/${enc(p.org)}/projects/${enc(p.project)}/audit-logs`;
+
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value) q.set(key, value);
+  const text = q.toString();
+  return text ? `?${text}` : "";
+}

@@ -1,0 +1,86 @@
+// Building the page. Strings always become text nodes: nothing here parses markup.
+
+/** An element with attributes, listeners (`on...`) and children (strings become text). */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "value" || key === "checked") el[key] = value;
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+export function append(el, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+export const svg = (tag, attributes = {}, ...children) => {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, String(value));
+  return append(el, children);
+};
+
+let idCount = 0;
+export const newId = (stem) => `${stem}-${++idCount}`;
+
+/** A labelled control: the label's text is the control's accessible name. */
+export function field(label, control, hint) {
+  control.id ||= newId("field");
+  const hintEl = hint ? h("p", { class: "hint", id: newId("hint") }, hint) : null;
+  if (hintEl) control.setAttribute("aria-describedby", hintEl.id);
+  return h("div", { class: "field" }, h("label", { for: control.id }, label), control, hintEl);
+}
+
+export function select(options, value) {
+  return h(
+    "select",
+    {},
+    options.map(([v, text]) => h("option", { value: v, selected: v === value }, text)),
+  );
+}
+
+export function button(text, onclick, props = {}) {
+  return h("button", { type: "button", onclick, ...props }, text);
+}
+
+export function when(ts) {
+  if (!ts) return "—";
+  const date = new Date(ts);
+  if (Number.isNaN(date.getTime())) return String(ts);
+  return `${date.toISOString().slice(0, 19).replace("T", " ")} UTC`;
+}
+
+/** A `datetime-local` value (the person's own time) as RFC 3339, or nothing. */
+export function rfc3339(local) {
+  if (!local) return undefined;
+  const date = new Date(local);
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+}
+
+export function localValue(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/** A message region: `status` for news, `alert` for what went wrong. */
+export function say(region, text, kind = "status") {
+  region.className = `message ${kind === "alert" ? "bad" : kind === "good" ? "good" : ""}`;
+  region.setAttribute("role", kind === "alert" ? "alert" : "status");
+  region.textContent = text;
+}
+
+export async function copy(text, region, what) {
+  try {
+    await navigator.clipboard.writeText(text);
+    say(region, `${what} copied.`);
+  } catch {
+    say(region, `Copying is not allowed here: select the ${what} and copy it by hand.`, "alert");
+  }
+}

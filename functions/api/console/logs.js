@@ -1,0 +1,290 @@
+// The Audit Logs page: the streaming state, the events with their filters and paging, Export.
+
+import { call, enc, projectPath, query } from "./api.js";
+import { h, field, select, button, when, rfc3339, say } from "./dom.js";
+import { go, render, projectHeader, failure, announce } from "./router.js";
+import { manageMenu } from "./menu.js";
+import { chart } from "./chart.js";
+
+export const PROVIDERS = { cloudwatch: "Amazon CloudWatch", datadog: "Datadog" };
+
+export function logsPage(p) {
+  const streaming = h(
+    "section",
+    { class: "panel", "aria-labelledby": "streaming-heading" },
+    h("h2", { id: "streaming-heading" }, "Log streaming"),
+    h("p", { role: "status" }, "Loading…"),
+  );
+  loadStreaming(p, streaming);
+  return h("section", {}, projectHeader(p, "Audit Logs", "logs"), streaming, eventsSection(p));
+}
+
+export async function loadStreaming(p, panel) {
+  const heading = panel.firstChild;
+  let view;
+  try {
+    view = await call("GET", `${projectPath(p)}/streaming`);
+  } catch (error) {
+    const region = h("div");
+    panel.replaceChildren(heading, region);
+    return failure(region, error);
+  }
+  if (!view.destination) {
+    panel.replaceChildren(
+      heading,
+      h("p", {}, "Log streaming is off: events are kept here and sent nowhere else."),
+      button("Enable Log Streaming", () => go({ ...p, view: "streaming" }), { class: "primary" }),
+    );
+    return;
+  }
+  const d = view.destination;
+  const health = view.health;
+  const message = h("div", { class: "message" });
+  const rows = [
+    ["Provider", PROVIDERS[d.provider] || d.provider],
+    ["Destination name", d.name],
+    d.cloudwatch && ["Role ARN", d.cloudwatch.role_arn],
+    d.cloudwatch && ["AWS region", d.cloudwatch.region],
+    d.datadog && ["Datadog site", d.datadog.site],
+    d.datadog && ["API Key", d.datadog.api_key_last4 ? `ending in ${d.datadog.api_key_last4}` : "saved"],
+    ["Health", `${health.status} (${health.state})`],
+    ["Last success", when(health.last_success_at)],
+    ["Last error", health.last_error || "—"],
+    ["Pending events", String(health.pending)],
+    health.next_attempt_at && ["Next attempt", when(health.next_attempt_at)],
+    ["Last 24 hours", `${health.delivered_24h} delivered, ${health.failed_24h} failed`],
+  ].filter(Boolean);
+  const details = h(
+    "dl",
+    { class: "facts" },
+    rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
+  );
+  const reload = (text) => {
+    announce(text);
+    render();
+  };
+  const act = async (method, path, done, headers) => {
+    try {
+      await call(method, `${projectPath(p)}/streaming${path}`, undefined, headers);
+      reload(done);
+    } catch (error) {
+      failure(message, error);
+    }
+  };
+  const confirmDelete = () => {
+    const keep = button("Keep it", () => {
+      box.remove();
+      menu.button.focus();
+    });
+    const box = h(
+      "div",
+      { class: "confirm", role: "group", "aria-label": "Delete the streaming configuration" },
+      h(
+        "p",
+        {},
+        "Delete the streaming configuration? Events stop being sent and the saved credentials are removed.",
+      ),
+      button(
+        "Delete streaming configuration",
+        () => act("DELETE", "", "Streaming configuration deleted.", { "if-match": String(view.version) }),
+        { class: "danger" },
+      ),
+      keep,
+    );
+    message.before(box);
+    keep.focus();
+  };
+  const menu = manageMenu([
+    ["Edit streaming configuration", () => go({ ...p, view: "streaming" })],
+    health.state === "paused"
+      ? ["Resume", () => act("POST", "/resume", "Streaming resumed: what was held back is on its way.")]
+      : ["Pause", () => act("POST", "/pause", "Streaming paused: events are kept until you resume.")],
+    ["Delete", confirmDelete],
+  ]);
+  panel.replaceChildren(
+    h("div", { class: "panel-head" }, heading, menu.root),
+    details,
+    chart(health.hours_24h || []),
+    message,
+  );
+}
+
+export const ACTIONS = [["", "Any action"], ["create", "create"], ["update", "update"], ["delete", "delete"], ["read", "read"]];
+export const STATUSES = [["", "Any status"], ["OK", "OK"], ["FAILED", "FAILED"]];
+export const RESOURCES = [["", "Any resource"], ["bucket", "bucket"], ["version", "version"], ["build", "build"], ["channel", "channel"]];
+
+/** What an event names first: its build, version, channel or bucket. */
+export function resourceOf(event) {
+  for (const kind of ["build", "version", "channel", "bucket"]) {
+    const r = event[kind];
+    if (r && typeof r === "object") return `${kind} ${r.name || r.fingerprint || r.id || ""}`.trim();
+  }
+  return "—";
+}
+
+export function actorOf(event) {
+  const actor = event.actor || {};
+  return (actor.user && actor.user.email) || actor.principal_id || "—";
+}
+
+export function eventsSection(p) {
+  const inputs = {
+    since: h("input", { type: "datetime-local" }),
+    until: h("input", { type: "datetime-local" }),
+    action: select(ACTIONS, ""),
+    status: select(STATUSES, ""),
+    actor: h("input", { autocomplete: "off" }),
+    resource_type: select(RESOURCES, ""),
+    resource_id: h("input", { autocomplete: "off" }),
+    q: h("input", { type: "search", autocomplete: "off" }),
+    limit: select([["25", "25"], ["50", "50"], ["100", "100"]], "50"),
+  };
+  const filters = () => ({
+    since: rfc3339(inputs.since.value),
+    until: rfc3339(inputs.until.value),
+    action: inputs.action.value,
+    status: inputs.status.value,
+    actor: inputs.actor.value.trim(),
+    resource_type: inputs.resource_type.value,
+    resource_id: inputs.resource_id.value.trim(),
+    q: inputs.q.value.trim(),
+  });
+  const table = h("div", { class: "events" });
+  const status = h("div", { class: "message" });
+  // Cursors of the pages shown so far: the last one is the page on screen.
+  let cursors = [null];
+  const older = button("Older events", () => show([...cursors, older.dataset.cursor]));
+  const newer = button("Newer events", () => show(cursors.slice(0, -1)));
+  const pageNumber = h("span", { class: "page-number" });
+  const show = async (stack) => {
+    say(status, "Loading events…");
+    try {
+      const data = await call(
+        "GET",
+        projectPath(p) + query({ ...filters(), limit: inputs.limit.value, cursor: stack[stack.length - 1] }),
+      );
+      cursors = stack;
+      table.replaceChildren(eventsTable(data.events));
+      say(status, data.events.length ? `${data.events.length} events on this page.` : "No events match on this page.");
+      older.hidden = !data.next_cursor;
+      older.dataset.cursor = data.next_cursor || "";
+      newer.hidden = cursors.length < 2;
+      pageNumber.textContent = `Page ${cursors.length}`;
+    } catch (error) {
+      failure(status, error);
+    }
+  };
+  const search = h(
+    "form",
+    {
+      role: "search",
+      "aria-label": "Search events",
+      class: "filters",
+      onsubmit: (e) => {
+        e.preventDefault();
+        show([null]);
+      },
+    },
+    field("Since", inputs.since),
+    field("Until", inputs.until),
+    field("Action", inputs.action),
+    field("Status", inputs.status),
+    field("Actor", inputs.actor, "principal id or e-mail, exact"),
+    field("Resource type", inputs.resource_type),
+    field("Resource ID", inputs.resource_id),
+    field("Text", inputs.q, "in descriptions and resource names"),
+    field("Per page", inputs.limit),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Search"), button("Clear", () => {
+      search.reset();
+      show([null]);
+    })),
+  );
+  older.hidden = true;
+  newer.hidden = true;
+  show([null]);
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "events-heading" },
+    h("h2", { id: "events-heading" }, "Events"),
+    search,
+    exportControls(p, filters),
+    status,
+    table,
+    h("div", { class: "pager" }, newer, pageNumber, older),
+  );
+}
+
+export function eventsTable(events) {
+  if (!events.length) return h("p", {}, "No events.");
+  const body = h("tbody");
+  for (const event of events) {
+    const json = h("tr", { class: "json", hidden: true }, h("td", { colspan: 7 }, h("pre", {}, JSON.stringify(event, null, 2))));
+    const toggle = button("Show JSON", () => {
+      json.hidden = !json.hidden;
+      toggle.setAttribute("aria-expanded", String(!json.hidden));
+      toggle.textContent = json.hidden ? "Show JSON" : "Hide JSON";
+    }, { "aria-expanded": "false" });
+    body.append(
+      h(
+        "tr",
+        {},
+        h("td", { class: "nowrap" }, when(event.timestamp)),
+        h("td", {}, String(event.action ?? "")),
+        h("td", { class: event.status === "FAILED" ? "bad" : "" }, String(event.status ?? "")),
+        h("td", {}, String(event.description ?? "")),
+        h("td", {}, actorOf(event)),
+        h("td", {}, resourceOf(event)),
+        h("td", {}, toggle),
+      ),
+      json,
+    );
+  }
+  return h(
+    "table",
+    {},
+    h("caption", { class: "visually-hidden" }, "Audit events, newest first"),
+    h("thead", {}, h("tr", {}, ["Time", "Action", "Status", "Description", "Actor", "Resource", "Event"].map((c) => h("th", { scope: "col" }, c)))),
+    body,
+  );
+}
+
+export function exportControls(p, filters) {
+  const format = select([["ndjson", "NDJSON (gzip)"], ["csv", "CSV (gzip)"]], "ndjson");
+  const status = h("div", { class: "message" });
+  const start = async () => {
+    const { since, until, ...rest } = filters();
+    const body = { format: format.value, ...rest };
+    if (since) body.since = since;
+    if (until) body.until = until;
+    for (const key of Object.keys(body)) if (body[key] === "") delete body[key];
+    try {
+      const job = await call("POST", `${projectPath(p)}/exports`, body);
+      say(status, "Export started…");
+      follow(job.id);
+    } catch (error) {
+      failure(status, error);
+    }
+  };
+  const follow = async (id) => {
+    while (document.contains(status)) {
+      let job;
+      try {
+        job = await call("GET", `${projectPath(p)}/exports/${enc(id)}`);
+      } catch (error) {
+        return failure(status, error);
+      }
+      if (job.state === "completed") {
+        status.replaceChildren(
+          `Export ready: ${job.events} events, ${(job.bytes / 1e6).toFixed(2)} MB. `,
+          h("a", { href: job.download_url, download: "" }, "Download export"),
+          ` (the link works until ${when(job.expires_at)})`,
+        );
+        return;
+      }
+      if (job.state === "failed") return say(status, `Export failed: ${job.error || "no reason given"}`, "alert");
+      say(status, `Export running: ${job.events} events so far…`);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+    }
+  };
+  return h("div", { class: "export" }, field("Export format", format), button("Export", start), status);
+}

@@ -1,0 +1,125 @@
+// Delivery problems: failed events, replays with their progress, the last connection tests.
+
+import { call, enc, projectPath, query } from "./api.js";
+import { h, newId, field, button, when, rfc3339, localValue, say } from "./dom.js";
+import { projectHeader, failure } from "./router.js";
+import { PROVIDERS } from "./logs.js";
+
+export function problemsPage(p) {
+  return h("section", {}, projectHeader(p, "Delivery problems", "problems"), failuresSection(p), replaySection(p), testsSection(p));
+}
+
+export function failuresSection(p) {
+  const body = h("tbody");
+  const status = h("div", { class: "message" });
+  const more = button("More failures", () => load(more.dataset.cursor));
+  more.hidden = true;
+  const load = async (cursor) => {
+    try {
+      const data = await call("GET", `${projectPath(p)}/streaming/failures${query({ limit: "50", cursor })}`);
+      for (const f of data.failures) {
+        const e = f.event || {};
+        body.append(h("tr", {}, h("td", { class: "nowrap" }, when(e.timestamp)), h("td", {}, String(e.description ?? f.event_id)), h("td", { class: "nowrap" }, when(f.failed_at)), h("td", {}, String(f.reason ?? ""))));
+      }
+      say(status, body.children.length ? `${body.children.length} failed events listed.` : "No failed events: every event reached the destination or is still owed to it.");
+      more.hidden = !data.next_cursor;
+      more.dataset.cursor = data.next_cursor || "";
+    } catch (error) {
+      failure(status, error);
+    }
+  };
+  load();
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "failures-heading" },
+    h("h2", { id: "failures-heading" }, "Failed events"),
+    h("p", {}, "Events the destination did not take within the retry window. Replay sends them again."),
+    status,
+    h("table", {}, h("thead", {}, h("tr", {}, ["Event time", "Description", "Failed at", "Reason"].map((c) => h("th", { scope: "col" }, c)))), body),
+    more,
+  );
+}
+
+export function replaySection(p) {
+  const now = new Date();
+  const since = h("input", { type: "datetime-local", value: localValue(new Date(now - 24 * 3600 * 1000)) });
+  const until = h("input", { type: "datetime-local", value: localValue(new Date(now.getTime() + 60 * 1000)) });
+  const onlyFailed = h("input", { type: "checkbox", id: newId("only-failed"), checked: true });
+  const status = h("div", { class: "message" });
+  const follow = async (id) => {
+    while (document.contains(status)) {
+      let replay;
+      try {
+        replay = await call("GET", `${projectPath(p)}/streaming/replays/${enc(id)}`);
+      } catch (error) {
+        return failure(status, error);
+      }
+      const counts = `${replay.delivered} delivered, ${replay.failed} failed`;
+      if (replay.state === "completed") return say(status, `Replay completed: ${counts}.`, "good");
+      if (replay.state === "failed") return say(status, `Replay failed (${counts}): ${replay.last_error || "no reason given"}`, "alert");
+      say(status, `Replay running: ${counts} so far…`);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+    }
+  };
+  const form = h(
+    "form",
+    {
+      onsubmit: async (e) => {
+        e.preventDefault();
+        try {
+          const replay = await call("POST", `${projectPath(p)}/streaming/replay`, {
+            since: rfc3339(since.value),
+            until: rfc3339(until.value),
+            only_failed: onlyFailed.checked,
+          });
+          say(status, "Replay started…");
+          follow(replay.replay_id);
+        } catch (error) {
+          failure(status, error);
+        }
+      },
+    },
+    field("Since", since),
+    field("Until", until),
+    h("div", { class: "choice" }, onlyFailed, h("label", { for: onlyFailed.id }, "Only failed events")),
+    h("button", { type: "submit", class: "primary" }, "Replay"),
+    status,
+  );
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "replay-heading" },
+    h("h2", { id: "replay-heading" }, "Replay"),
+    h("p", {}, "Sends stored events of a time range to the saved destination again: only the failed ones, or all of them."),
+    form,
+  );
+}
+
+export function testsSection(p) {
+  const region = h("div", {}, h("p", { role: "status" }, "Loading…"));
+  call("GET", `${projectPath(p)}/streaming/tests`).then(
+    (data) =>
+      region.replaceChildren(
+        data.tests.length
+          ? h(
+              "table",
+              {},
+              h("thead", {}, h("tr", {}, ["Tested at", "Provider", "Result", "Message"].map((c) => h("th", { scope: "col" }, c)))),
+              h(
+                "tbody",
+                {},
+                data.tests.map((t) =>
+                  h("tr", {}, h("td", { class: "nowrap" }, when(t.tested_at)), h("td", {}, PROVIDERS[t.provider] || t.provider), h("td", { class: t.success ? "good" : "bad" }, t.success ? "succeeded" : "failed"), h("td", {}, t.message)),
+                ),
+              ),
+            )
+          : h("p", {}, "No connection tests in the last 30 days."),
+      ),
+    (error) => failure(region, error),
+  );
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "tests-heading" },
+    h("h2", { id: "tests-heading" }, "Last connection tests"),
+    region,
+  );
+}

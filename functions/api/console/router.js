@@ -1,0 +1,98 @@
+// Where the person is: the address is the page's state, and links move within the page.
+
+import { query } from "./api.js";
+import { h, say } from "./dom.js";
+import { startPage } from "./start.js";
+import { logsPage } from "./logs.js";
+import { streamingPage } from "./streaming.js";
+import { problemsPage } from "./problems.js";
+
+export function place() {
+  const q = new URLSearchParams(location.search);
+  return {
+    org: q.get("organization_id") || "",
+    project: q.get("project_id") || "",
+    view: q.get("view") || "logs",
+  };
+}
+
+export function href(p) {
+  return `${location.pathname}${query({
+    organization_id: p.org,
+    project_id: p.project,
+    view: p.view === "logs" ? "" : p.view,
+  })}`;
+}
+
+export function go(p) {
+  history.pushState(null, "", href(p));
+  render();
+}
+
+export function link(text, p, props = {}) {
+  return h(
+    "a",
+    {
+      href: href(p),
+      onclick: (e) => {
+        if (e.metaKey || e.ctrlKey || e.shiftKey || e.altKey || e.button !== 0) return;
+        e.preventDefault();
+        go(p);
+      },
+      ...props,
+    },
+    text,
+  );
+}
+
+/** News for the next page (after a save, say), shown once. */
+let notice = null;
+
+export function announce(text) {
+  notice = text;
+}
+
+export function render() {
+  const p = place();
+  let page;
+  if (!p.org || !p.project) page = startPage(p);
+  else if (p.view === "streaming") page = streamingPage(p);
+  else if (p.view === "problems") page = problemsPage(p);
+  else page = logsPage(p);
+  const main = document.getElementById("main");
+  const news = notice ? h("p", { class: "message good", role: "status" }, notice) : null;
+  notice = null;
+  main.replaceChildren(...(news ? [news, page] : [page]));
+  const heading = main.querySelector("h1");
+  document.title = heading ? `${heading.textContent} · Audit log service` : "Audit log service";
+}
+
+export function projectHeader(p, title, current) {
+  return [
+    h(
+      "p",
+      { class: "crumbs" },
+      "Organization ",
+      h("code", {}, p.org),
+      " · project ",
+      h("code", {}, p.project),
+      " · ",
+      link("Change project", { org: p.org }),
+    ),
+    h("h1", { tabindex: "-1" }, title),
+    h(
+      "nav",
+      { "aria-label": "Project pages", class: "tabs" },
+      link("Audit Logs", { ...p, view: "logs" }, { "aria-current": current === "logs" && "page" }),
+      link(
+        "Delivery problems",
+        { ...p, view: "problems" },
+        { "aria-current": current === "problems" && "page" },
+      ),
+    ),
+  ];
+}
+
+export function failure(region, error) {
+  say(region, error instanceof Error ? error.message : String(error), "alert");
+}

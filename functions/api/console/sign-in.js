@@ -1,0 +1,112 @@
+// Signing in as in AWS: OpenID Connect, authorization code with PKCE, the token in this
+// page's memory only; locally, the development header instead.
+
+import { config, auth, getJson } from "./api.js";
+import { h, button } from "./dom.js";
+
+export const SIGN_IN_KEY = "audit-log-console.sign-in";
+
+export function base64url(bytes) {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+export const redirectUri = () => `${location.origin}${location.pathname}`;
+
+export async function discovery() {
+  const issuer = config.sign_in.issuer.replace(/\/+$/, "");
+  const found = await getJson(`${issuer}/.well-known/openid-configuration`);
+  if (found.issuer && found.issuer.replace(/\/+$/, "") !== issuer) {
+    throw new Error("The issuer's discovery document names another issuer.");
+  }
+  return found;
+}
+
+/** Sends the person to the issuer; only the PKCE verifier and state wait in session storage. */
+export async function signIn() {
+  const provider = await discovery();
+  const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
+  const state = base64url(crypto.getRandomValues(new Uint8Array(16)));
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
+  sessionStorage.setItem(
+    SIGN_IN_KEY,
+    JSON.stringify({ state, verifier, back: location.search }),
+  );
+  const url = new URL(provider.authorization_endpoint);
+  url.search = new URLSearchParams({
+    response_type: "code",
+    client_id: config.sign_in.client_id,
+    redirect_uri: redirectUri(),
+    scope: "openid",
+    state,
+    code_challenge: base64url(new Uint8Array(digest)),
+    code_challenge_method: "S256",
+  }).toString();
+  location.assign(url.toString());
+  await new Promise(() => {}); // the page is leaving
+}
+
+/** Back from the issuer: trades the code for a token, kept in this page's memory only. */
+export async function finishSignIn(params) {
+  const started = JSON.parse(sessionStorage.getItem(SIGN_IN_KEY) || "null");
+  sessionStorage.removeItem(SIGN_IN_KEY);
+  if (params.get("error")) {
+    throw new Error(`Sign-in failed: ${params.get("error_description") || params.get("error")}`);
+  }
+  if (!started || started.state !== params.get("state")) {
+    throw new Error("This sign-in answer belongs to no sign-in this page started; sign in again.");
+  }
+  const provider = await discovery();
+  const response = await fetch(provider.token_endpoint, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({
+      grant_type: "authorization_code",
+      code: params.get("code"),
+      redirect_uri: redirectUri(),
+      client_id: config.sign_in.client_id,
+      code_verifier: started.verifier,
+    }),
+  });
+  if (!response.ok) throw new Error(`The issuer refused the sign-in (${response.status}).`);
+  const tokens = await response.json();
+  auth.token = tokens.access_token;
+  auth.endSession = provider.end_session_endpoint || null;
+  history.replaceState(null, "", `${location.pathname}${started.back || ""}`);
+}
+
+export async function ensureSignedIn() {
+  const mode = config.sign_in.mode;
+  const who = document.getElementById("who");
+  if (mode === "development") {
+    who.replaceChildren("Local development: the organization is sent as X-Organization-Id");
+    return true;
+  }
+  if (mode === "off") {
+    document.getElementById("main").replaceChildren(
+      h("h1", {}, "Audit Logs"),
+      h(
+        "p",
+        { role: "alert", class: "message bad" },
+        "Sign-in is not configured. Deploy the stack with the ConsoleClientId parameter (an " +
+          "OpenID Connect public client of the JwtIssuer whose redirect URI is this page).",
+      ),
+    );
+    return false;
+  }
+  const params = new URLSearchParams(location.search);
+  if (params.has("code") || params.has("error")) await finishSignIn(params);
+  if (!auth.token) {
+    await signIn();
+    return false;
+  }
+  who.replaceChildren(
+    button("Sign out", () => {
+      auth.token = null;
+      if (auth.endSession) location.assign(auth.endSession);
+      else location.reload();
+    }),
+  );
+  return true;
+}

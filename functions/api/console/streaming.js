@@ -1,0 +1,186 @@
+// Enable Log Streaming and Edit streaming configuration: one form, empty or filled in.
+
+import { config, call, projectPath } from "./api.js";
+import { h, newId, field, select, button, say, copy } from "./dom.js";
+import { go, link, projectHeader, failure, announce } from "./router.js";
+
+export function streamingPage(p) {
+  const page = h("section", {}, projectHeader(p, "Enable Log Streaming", "streaming"), h("p", { role: "status" }, "Loading…"));
+  call("GET", `${projectPath(p)}/streaming`).then(
+    (view) => {
+      const form = streamingForm(p, view);
+      const title = page.querySelector("h1");
+      if (view.destination) title.textContent = "Edit streaming configuration";
+      document.title = `${title.textContent} · Audit log service`;
+      page.lastChild.replaceWith(form);
+    },
+    (error) => failure(page.lastChild, error),
+  );
+  return page;
+}
+
+/** `${name}` placeholders of infra/'s templates, filled in. */
+export function fill(template, values) {
+  return template.replace(/\$\{(\w+)\}/g, (whole, name) => (name in values ? values[name] : whole));
+}
+
+export function streamingForm(p, view) {
+  const saved = view.destination;
+  const message = h("div", { class: "message", "aria-live": "polite" });
+  const radio = (value, label) => {
+    const input = h("input", { type: "radio", name: "provider", value, id: newId("provider"), checked: (saved ? saved.provider : "cloudwatch") === value });
+    input.addEventListener("change", switchProvider);
+    return h("div", { class: "choice" }, input, h("label", { for: input.id }, label));
+  };
+  const name = h("input", { name: "name", autocomplete: "off", value: saved ? saved.name : "" });
+
+  // Amazon CloudWatch
+  const awsId = h("input", { readonly: true, value: view.aws_account_id || "" });
+  const externalId = h("input", { readonly: true, value: view.external_id || "" });
+  const copied = h("div", { class: "message" });
+  const roleArn = h("input", {
+    name: "role_arn",
+    autocomplete: "off",
+    placeholder: "arn:aws:iam::123456789012:role/hcp-log-streaming",
+    value: saved && saved.cloudwatch ? saved.cloudwatch.role_arn : "",
+  });
+  const region = h(
+    "select",
+    { name: "region" },
+    Object.entries(config.regions).map(([partition, regions]) =>
+      h("optgroup", { label: partition }, regions.map((r) => h("option", { value: r }, r))),
+    ),
+  );
+  region.value = saved && saved.cloudwatch ? saved.cloudwatch.region : "us-east-1";
+  const values = () => ({
+    partition: (/^arn:([a-z-]+):iam::/.exec(roleArn.value.trim()) || [])[1] || "aws",
+    account_id: (/^arn:[a-z-]+:iam::(\d{12}):/.exec(roleArn.value.trim()) || [])[1] || "*",
+    log_group_prefix: config.log_group_prefix,
+    service_aws_account_id: view.aws_account_id,
+    external_id: view.external_id,
+  });
+  const terraform = () =>
+    [
+      `module "hcp_log_streaming" {`,
+      `  source                 = "./infra/terraform/customer-role"`,
+      `  service_aws_account_id = "${view.aws_account_id}"`,
+      `  external_id            = "${view.external_id}"`,
+      `  log_group_prefix       = "${config.log_group_prefix}"`,
+      `}`,
+      ``,
+      `output "role_arn" {`,
+      `  value = module.hcp_log_streaming.role_arn`,
+      `}`,
+    ].join("\n");
+  const snippet = (title, text) => {
+    const pre = h("pre", { tabindex: "0", "aria-label": title }, text());
+    roleArn.addEventListener("input", () => (pre.textContent = text()));
+    return h("div", { class: "snippet" }, h("div", { class: "snippet-head" }, h("h4", {}, title), button(`Copy ${title}`, () => copy(pre.textContent, copied, title))), pre);
+  };
+  const cloudwatch = h(
+    "fieldset",
+    { class: "provider" },
+    h("legend", {}, "Amazon CloudWatch"),
+    h("p", {}, "Keep the AWS ID and External ID handy: the role you create trusts them."),
+    h("div", { class: "copyable" }, field("AWS ID", awsId), button("Copy AWS ID", () => copy(awsId.value, copied, "AWS ID"))),
+    h("div", { class: "copyable" }, field("External ID", externalId), button("Copy External ID", () => copy(externalId.value, copied, "External ID"))),
+    copied,
+    h(
+      "details",
+      {},
+      h("summary", {}, "Create the IAM policy and role"),
+      h("p", {}, "Attach this policy to a role that trusts the AWS ID with the External ID (require external ID), or apply the Terraform module of infra/terraform/customer-role. Then paste the role's ARN below."),
+      snippet("IAM policy", () => fill(config.role_policy, values())),
+      snippet("Trust policy", () => fill(config.role_trust_policy, values())),
+      snippet("Terraform", terraform),
+    ),
+    field("Role ARN", roleArn),
+    field("AWS region", region, "where the log groups are created"),
+  );
+
+  // Datadog
+  const savedKey = saved && saved.datadog && saved.datadog.api_key_last4;
+  const apiKey = h("input", { type: "password", name: "api_key", autocomplete: "off", spellcheck: "false" });
+  const site = select(config.datadog_sites.map((s) => [s, s]), saved && saved.datadog ? saved.datadog.site : config.datadog_sites[0]);
+  const datadog = h(
+    "fieldset",
+    { class: "provider" },
+    h("legend", {}, "Datadog"),
+    field(
+      "API Key",
+      apiKey,
+      savedKey ? `The saved key ends in ${savedKey}; leave this empty to keep it.` : "32 hexadecimal characters, from Organization Settings > API Keys.",
+    ),
+    field("Datadog site", site, "the site of your Datadog account"),
+  );
+
+  const provider = () => form.querySelector('input[name="provider"]:checked').value;
+  function switchProvider() {
+    cloudwatch.hidden = provider() !== "cloudwatch";
+    datadog.hidden = provider() !== "datadog";
+  }
+  const settings = () => {
+    const body = { provider: provider(), name: name.value.trim() };
+    if (body.provider === "cloudwatch") body.cloudwatch = { role_arn: roleArn.value.trim(), region: region.value };
+    else {
+      body.datadog = { site: site.value };
+      if (apiKey.value.trim()) body.datadog.api_key = apiKey.value.trim();
+    }
+    return body;
+  };
+  const missing = () => {
+    const s = settings();
+    if (!s.name) return [name, "Enter a Destination name."];
+    if (s.cloudwatch && !s.cloudwatch.role_arn) return [roleArn, "Enter the Role ARN of the role you created."];
+    return null;
+  };
+  const testButton = button("Test connection", async () => {
+    const problem = missing();
+    if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
+    testButton.disabled = true;
+    say(message, "Sending a test event…");
+    try {
+      const result = await call("POST", `${projectPath(p)}/streaming/test`, settings());
+      const where = result.log_group ? ` (log group ${result.log_group})` : "";
+      if (result.success) say(message, `Connection succeeded${where}: ${result.message}`, "good");
+      else say(message, `Connection failed: ${result.message}`, "alert");
+    } catch (error) {
+      say(message, `Connection not tested: ${error.message}`, "alert");
+    } finally {
+      testButton.disabled = false;
+    }
+  });
+  const form = h(
+    "form",
+    {
+      class: "panel",
+      "aria-labelledby": "streaming-form-heading",
+      onsubmit: async (e) => {
+        e.preventDefault();
+        const problem = missing();
+        if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
+        const headers = saved ? { "if-match": String(view.version) } : {};
+        try {
+          await call("PUT", `${projectPath(p)}/streaming`, settings(), headers);
+          apiKey.value = "";
+          announce("Streaming configuration saved.");
+          go({ ...p, view: "logs" });
+        } catch (error) {
+          const text = error.status === 412
+            ? "Someone saved another configuration meanwhile: reload the page to see it, then edit again."
+            : error.message;
+          say(message, `Not saved: ${text}`, "alert");
+        }
+      },
+    },
+    h("h2", { id: "streaming-form-heading", class: "visually-hidden" }, "Streaming configuration"),
+    h("fieldset", { class: "choices" }, h("legend", {}, "Provider"), radio("cloudwatch", "Amazon CloudWatch"), radio("datadog", "Datadog")),
+    field("Destination name", name),
+    cloudwatch,
+    datadog,
+    message,
+    h("div", { class: "actions" }, testButton, h("button", { type: "submit", class: "primary" }, "Save"), link("Cancel", { ...p, view: "logs" })),
+  );
+  switchProvider();
+  return form;
+}

@@ -1,0 +1,435 @@
+//! The console: the pages a person uses to configure streaming, read events and mend delivery,
+//! served by this function under `/console/` on routes without the JWT authorizer. They are
+//! static files compiled into the binary; every call they make goes to the API with the
+//! person's token, so the console holds no power the API does not check.
+
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+use http::{HeaderValue, Method, header};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::LazyLock;
+
+pub const PREFIX: &str = "/console";
+
+/// How the console signs a person in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignIn {
+    /// No client id is configured: the console says how to configure one.
+    Off,
+    /// The stack's OpenID Connect issuer, authorization code with PKCE, as a public client.
+    Oidc { issuer: String, client_id: String },
+    /// `./scripts/local --serve`: no token; the API takes the development organization header.
+    Development,
+}
+
+/// One static file of the console.
+struct Asset {
+    name: &'static str,
+    content_type: &'static str,
+    text: &'static str,
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The console's files: `console.js` starts it, each page is an ES module of its own and
+/// imports the others by relative name.
+const ASSETS: [Asset; 12] = [
+    Asset {
+        name: "console.css",
+        content_type: "text/css; charset=utf-8",
+        text: include_str!("../console/console.css"),
+    },
+    Asset {
+        name: "console.js",
+        content_type: JS,
+        text: include_str!("../console/console.js"),
+    },
+    Asset {
+        name: "api.js",
+        content_type: JS,
+        text: include_str!("../console/api.js"),
+    },
+    Asset {
+        name: "dom.js",
+        content_type: JS,
+        text: include_str!("../console/dom.js"),
+    },
+    Asset {
+        name: "sign-in.js",
+        content_type: JS,
+        text: include_str!("../console/sign-in.js"),
+    },
+    Asset {
+        name: "router.js",
+        content_type: JS,
+        text: include_str!("../console/router.js"),
+    },
+    Asset {
+        name: "start.js",
+        content_type: JS,
+        text: include_str!("../console/start.js"),
+    },
+    Asset {
+        name: "logs.js",
+        content_type: JS,
+        text: include_str!("../console/logs.js"),
+    },
+    Asset {
+        name: "menu.js",
+        content_type: JS,
+        text: include_str!("../console/menu.js"),
+    },
+    Asset {
+        name: "chart.js",
+        content_type: JS,
+        text: include_str!("../console/chart.js"),
+    },
+    Asset {
+        name: "streaming.js",
+        content_type: JS,
+        text: include_str!("../console/streaming.js"),
+    },
+    Asset {
+        name: "problems.js",
+        content_type: JS,
+        text: include_str!("../console/problems.js"),
+    },
+];
+
+/// A digest of every file: they are served under `assets/<version>/`, so a browser may keep
+/// them for a year and a new deployment's are new addresses, relative imports included.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    let mut digest = Sha256::new();
+    for asset in &ASSETS {
+        digest.update(asset.name.as_bytes());
+        digest.update([0]);
+        digest.update(asset.text.as_bytes());
+        digest.update([0]);
+    }
+    digest.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+});
+
+/// The page, pointing at the current version's files (`{{version}}` in the file).
+static INDEX: LazyLock<String> =
+    LazyLock::new(|| include_str!("../console/index.html").replace("{{version}}", &VERSION));
+
+/// The customer role's policies, as `infra/` applies them: the console fills them in.
+const ROLE_POLICY: &str = include_str!("../../../infra/terraform/customer-role/policy.json.tftpl");
+const ROLE_TRUST_POLICY: &str =
+    include_str!("../../../infra/terraform/customer-role/trust-policy.json.tftpl");
+
+pub fn is_console(path: &str) -> bool {
+    path == PREFIX || path.starts_with("/console/")
+}
+
+/// What the console needs to know before it calls the API.
+pub struct ConsoleSettings<'a> {
+    pub sign_in: &'a SignIn,
+    pub log_group_prefix: &'a str,
+}
+
+/// Answers a request under `/console`.
+pub fn respond(
+    method: &Method,
+    path: &str,
+    settings: &ConsoleSettings,
+) -> ApiGatewayV2httpResponse {
+    if method != Method::GET && method != Method::HEAD {
+        return text(
+            405,
+            "text/plain; charset=utf-8",
+            "the console only answers GET",
+        )
+        .with_header(header::ALLOW, "GET, HEAD");
+    }
+    let rest = path.strip_prefix(PREFIX).unwrap_or_default();
+    let mut response = match rest {
+        // Relative links in the page resolve against `/console/`, never `/`.
+        "" => text(308, "text/plain; charset=utf-8", "").with_header(header::LOCATION, "/console/"),
+        "/" | "/index.html" => text(200, "text/html; charset=utf-8", &INDEX)
+            .with_header(header::CACHE_CONTROL, "no-cache"),
+        "/config.json" => {
+            let body = config(settings).to_string();
+            text(200, "application/json", &body).with_header(header::CACHE_CONTROL, "no-store")
+        }
+        _ => match rest
+            .strip_prefix("/assets/")
+            .and_then(|file| file.strip_prefix(VERSION.as_str()))
+            .and_then(|file| file.strip_prefix('/'))
+            .and_then(|name| ASSETS.iter().find(|a| a.name == name))
+        {
+            Some(asset) => text(200, asset.content_type, asset.text)
+                .with_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            None => text(
+                404,
+                "text/plain; charset=utf-8",
+                "no such page in the console",
+            ),
+        },
+    };
+    let csp = content_security_policy(settings.sign_in);
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, csp.as_str()),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // The sign-in code sits in the address for a moment: it is never sent anywhere else.
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        response = response.with_header(name, value);
+    }
+    if method == Method::HEAD {
+        response.body = None;
+    }
+    response
+}
+
+/// Scripts and styles only from the console's own files: no inline script, no `eval`, no
+/// other origin but the sign-in issuer's for the token exchange.
+pub fn content_security_policy(sign_in: &SignIn) -> String {
+    let issuer = match sign_in {
+        SignIn::Oidc { issuer, .. } => origin(issuer).map(|o| match cognito_region(&o) {
+            // A Cognito user pool's token endpoint is on its domain, not on the issuer's host.
+            Some(region) => format!(" {o} https://*.auth.{region}.amazoncognito.com"),
+            None => format!(" {o}"),
+        }),
+        _ => None,
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        issuer.unwrap_or_default()
+    )
+}
+
+/// `https://host[:port]` of a URL, or nothing when it is not one.
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let safe = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
+    (matches!(scheme, "https" | "http") && !host.is_empty() && host.chars().all(safe))
+        .then(|| format!("{scheme}://{host}"))
+}
+
+/// The region of a Cognito user pool's issuer origin (`https://cognito-idp.<region>.amazonaws.com`).
+fn cognito_region(origin: &str) -> Option<&str> {
+    let region = origin
+        .strip_prefix("https://cognito-idp.")?
+        .strip_suffix(".amazonaws.com")?;
+    (!region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    .then_some(region)
+}
+
+fn config(settings: &ConsoleSettings) -> serde_json::Value {
+    let sign_in = match settings.sign_in {
+        SignIn::Off => json!({"mode": "off"}),
+        SignIn::Development => json!({"mode": "development"}),
+        SignIn::Oidc { issuer, client_id } => {
+            json!({"mode": "oidc", "issuer": issuer, "client_id": client_id})
+        }
+    };
+    let regions: serde_json::Map<String, serde_json::Value> =
+        audit_log::destination::cloudwatch::regions::PARTITIONS
+            .iter()
+            .map(|(partition, regions)| ((*partition).to_owned(), json!(regions)))
+            .collect();
+    json!({
+        "sign_in": sign_in,
+        "log_group_prefix": settings.log_group_prefix,
+        "regions": regions,
+        "datadog_sites": <audit_log::destination::DatadogSite as strum::VariantNames>::VARIANTS,
+        "role_policy": ROLE_POLICY,
+        "role_trust_policy": ROLE_TRUST_POLICY,
+    })
+}
+
+fn text(status: u16, content_type: &'static str, body: &str) -> ApiGatewayV2httpResponse {
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = i64::from(status);
+    response
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.body = Some(Body::Text(body.to_owned()));
+    response
+}
+
+trait WithHeader {
+    fn with_header(self, name: header::HeaderName, value: &str) -> Self;
+}
+
+impl WithHeader for ApiGatewayV2httpResponse {
+    fn with_header(mut self, name: header::HeaderName, value: &str) -> Self {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            self.headers.insert(name, value);
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, sign_in: &SignIn) -> ApiGatewayV2httpResponse {
+        respond(
+            &Method::GET,
+            path,
+            &ConsoleSettings {
+                sign_in,
+                log_group_prefix: "/hashicorp",
+            },
+        )
+    }
+
+    fn body(r: &ApiGatewayV2httpResponse) -> &str {
+        match &r.body {
+            Some(Body::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    fn header<'a>(r: &'a ApiGatewayV2httpResponse, name: &str) -> &'a str {
+        r.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_page_names_its_files_by_their_version_and_they_are_cached_for_a_year() {
+        let page = get("/console/", &SignIn::Off);
+        assert_eq!(page.status_code, 200);
+        assert_eq!(header(&page, "cache-control"), "no-cache");
+        assert!(!body(&page).contains("{{"), "{}", body(&page));
+        for name in ["console.js", "console.css"] {
+            assert!(body(&page).contains(&format!("assets/{}/{name}", *VERSION)));
+        }
+        for asset in &ASSETS {
+            let served = get(
+                &format!("/console/assets/{}/{}", *VERSION, asset.name),
+                &SignIn::Off,
+            );
+            assert_eq!(served.status_code, 200, "{}", asset.name);
+            assert_eq!(body(&served), asset.text);
+            assert!(header(&served, "cache-control").contains("immutable"));
+            // Another version's address (an old deployment's) is no file of this one.
+            let stale = get(
+                &format!("/console/assets/000000000000/{}", asset.name),
+                &SignIn::Off,
+            );
+            assert_eq!(stale.status_code, 404);
+        }
+    }
+
+    #[test]
+    fn every_module_the_console_imports_is_served() {
+        for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
+            for line in asset.text.lines().filter(|l| l.starts_with("import ")) {
+                let imported = line
+                    .rsplit_once("from \"./")
+                    .and_then(|(_, rest)| rest.strip_suffix("\";"))
+                    .unwrap_or_else(|| panic!("{}: a relative import: {line}", asset.name));
+                assert!(
+                    ASSETS.iter().any(|a| a.name == imported),
+                    "{} imports {imported}, which is not served",
+                    asset.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_answer_carries_a_policy_that_runs_no_inline_script() {
+        for path in [
+            "/console/",
+            "/console/config.json",
+            "/console/nothing",
+            "/console",
+        ] {
+            let r = get(path, &SignIn::Development);
+            let csp = header(&r, "content-security-policy");
+            assert!(csp.contains("script-src 'self';"), "{path}: {csp}");
+            assert!(!csp.contains("unsafe"), "{path}: {csp}");
+            assert!(csp.contains("frame-ancestors 'none'"));
+            assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+        }
+        assert_eq!(get("/console", &SignIn::Off).status_code, 308);
+        assert_eq!(get("/console/nothing", &SignIn::Off).status_code, 404);
+        let post = respond(
+            &Method::POST,
+            "/console/",
+            &ConsoleSettings {
+                sign_in: &SignIn::Off,
+                log_group_prefix: "/hashicorp",
+            },
+        );
+        assert_eq!(post.status_code, 405);
+    }
+
+    #[test]
+    fn the_page_has_no_inline_script_or_style() {
+        let page = get("/console/", &SignIn::Off);
+        let html = body(&page);
+        assert!(
+            !html.contains("<script>") && !html.contains("style="),
+            "{html}"
+        );
+        let handler = html
+            .split(|c: char| c.is_whitespace() || c == '<')
+            .find(|w| w.starts_with("on") && w.contains('='));
+        assert_eq!(handler, None, "no inline handlers");
+    }
+
+    #[test]
+    fn the_issuer_alone_is_added_to_where_the_page_may_connect() {
+        let oidc = SignIn::Oidc {
+            issuer: "https://auth.example.com/tenant/".into(),
+            client_id: "console".into(),
+        };
+        let csp = content_security_policy(&oidc);
+        assert!(
+            csp.contains("connect-src 'self' https://auth.example.com;"),
+            "{csp}"
+        );
+        let cognito = SignIn::Oidc {
+            issuer: "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf".into(),
+            client_id: "console".into(),
+        };
+        assert!(
+            content_security_policy(&cognito).contains(
+                "connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com \
+                 https://*.auth.eu-west-1.amazoncognito.com;"
+            ),
+            "{}",
+            content_security_policy(&cognito)
+        );
+        let hostile = SignIn::Oidc {
+            issuer: "https://a.example.com; script-src *".into(),
+            client_id: "c".into(),
+        };
+        assert!(content_security_policy(&hostile).contains("connect-src 'self';"));
+        let config: serde_json::Value =
+            serde_json::from_str(body(&get("/console/config.json", &oidc))).unwrap();
+        assert_eq!(config["sign_in"]["mode"], "oidc");
+        assert_eq!(config["sign_in"]["client_id"], "console");
+        assert_eq!(config["datadog_sites"][0], "datadoghq.com");
+        assert!(
+            config["regions"]["aws"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("us-west-2"))
+        );
+        assert!(
+            config["role_trust_policy"]
+                .as_str()
+                .unwrap()
+                .contains("${external_id}")
+        );
+    }
+}

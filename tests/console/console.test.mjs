@@ -1,0 +1,374 @@
+// The console end to end: headless Chromium against `./scripts/local --serve`, finding every
+// control by the seed's words (its accessible name), as a person reads them.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { gunzipSync } from "node:zlib";
+import {
+  REFUSED_KEY,
+  ROLE_ARN,
+  auditEvent,
+  browser,
+  cloudWatchMessages,
+  datadogEntries,
+  eventually,
+  page,
+  screenshot,
+  send,
+  serve,
+  unique,
+} from "./support.mjs";
+
+let server;
+let chrome;
+
+before(async () => {
+  server = await serve();
+  chrome = await browser();
+});
+
+after(async () => {
+  await chrome?.close();
+  await server?.stop();
+});
+
+const ORG = "7d3f0c4e-console-tests";
+const open = (p, project, view = "") =>
+  p.goto(`${server.console}?organization_id=${ORG}&project_id=${project}${view ? `&view=${view}` : ""}`);
+const button = (p, name) => p.getByRole("button", { name, exact: true });
+const label = (p, name) => p.getByLabel(name, { exact: true });
+
+/** Waits for `text` to be shown (polled by the browser, up to `seconds`). */
+async function shows(p, text, seconds = 30) {
+  await p.getByText(text).first().waitFor({ state: "visible", timeout: seconds * 1000 });
+}
+
+/** Reloads the Audit Logs page until it shows `text`: delivery runs in the background. */
+async function reloadUntil(p, text, seconds = 90) {
+  await eventually(`the page showing "${text}"`, async () => {
+    await p.reload();
+    await shows(p, "Last 24 hours", 10);
+    return (await p.locator("main").innerText()).includes(text);
+  }, seconds);
+}
+
+/** The Log streaming panel's text, once it has loaded the configuration. */
+async function streamingPanel(p) {
+  const panel = p.getByRole("region", { name: "Log streaming" });
+  await panel.getByText("Destination name").waitFor();
+  return panel.innerText();
+}
+
+function noProblems(p) {
+  assert.deepEqual(p.problems, [], "the page ran into no script error and opened no dialog");
+}
+
+test("the seed's Amazon CloudWatch flow, from an empty project to events arriving", async () => {
+  const p = await page(chrome);
+  const project = unique("cloudwatch");
+  await open(p, project);
+  await shows(p, "Log streaming is off");
+  await screenshot(p, "audit-logs-empty");
+  await button(p, "Enable Log Streaming").click();
+  await p.getByRole("heading", { name: "Enable Log Streaming" }).waitFor();
+  await p.getByRole("radio", { name: "Amazon CloudWatch" }).check();
+
+  const awsId = await label(p, "AWS ID").inputValue();
+  const externalId = await label(p, "External ID").inputValue();
+  assert.match(awsId, /^\d{12}$/);
+  assert.ok(externalId.length >= 22, externalId);
+  // The role's policies and the Terraform module, filled in with them.
+  await p.getByText("Create the IAM policy and role").click();
+  const trust = await label(p, "Trust policy").innerText();
+  assert.equal(JSON.parse(trust).Statement[0].Condition.StringEquals["sts:ExternalId"], externalId);
+  assert.match(JSON.parse(trust).Statement[0].Principal.AWS, new RegExp(`:${awsId}:root$`));
+  const terraform = await label(p, "Terraform").innerText();
+  assert.ok(terraform.includes(`external_id            = "${externalId}"`), terraform);
+  const policy = JSON.parse(await label(p, "IAM policy").innerText());
+  assert.ok(policy.Statement.some((s) => String(s.Resource).includes("log-group:/hashicorp/")));
+
+  await label(p, "Destination name").fill("prod-audit");
+  await label(p, "Role ARN").fill(ROLE_ARN);
+  await label(p, "AWS region").selectOption("us-east-1");
+  await screenshot(p, "enable-log-streaming-cloudwatch");
+  await button(p, "Test connection").click();
+  await shows(p, "Connection succeeded");
+  assert.match(await p.getByRole("status").filter({ hasText: "Connection" }).innerText(), /audit-logs-test/);
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+  assert.match(await streamingPanel(p), /Amazon CloudWatch[\s\S]*prod-audit/);
+
+  // Events of the project arrive in the customer's log group, and the page says so.
+  const descriptions = [1, 2, 3].map((n) => `console cloudwatch event ${n} of ${project}`);
+  await send(server, descriptions.map((d) => auditEvent(ORG, project, d)));
+  await eventually("the events in the customer's CloudWatch Logs", async () => {
+    const messages = await cloudWatchMessages(server);
+    return descriptions.every((d) => messages.some((m) => JSON.parse(m).description === d));
+  });
+  // The configuration's own audit event ("Created streaming configuration") went too.
+  await reloadUntil(p, "4 delivered, 0 failed");
+  for (const d of descriptions) await shows(p, d);
+  const chart = await p.getByRole("img", { name: /Deliveries in the last 24 hours/ }).getAttribute("aria-label");
+  assert.match(chart, /4 delivered, 0 failed/);
+  await screenshot(p, "audit-logs");
+
+  // One event's whole JSON, on demand.
+  await button(p, "Show JSON").first().click();
+  const json = JSON.parse(await p.locator("tr.json:not([hidden]) pre").innerText());
+  assert.equal(json.project_id, project);
+  noProblems(p);
+  await p.context().close();
+});
+
+test("the seed's Datadog flow, and the API key is never shown or kept after saving", async () => {
+  const p = await page(chrome);
+  const project = unique("datadog");
+  const key = "0123456789abcdef0123456789abcdef";
+  await open(p, project);
+  await button(p, "Enable Log Streaming").click();
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  assert.equal(await label(p, "Role ARN").isVisible(), false, "CloudWatch's fields are hidden");
+  await label(p, "Destination name").fill("dd-eu");
+  await label(p, "API Key").fill(key);
+  await label(p, "Datadog site").selectOption("datadoghq.eu");
+  await screenshot(p, "enable-log-streaming-datadog");
+  await button(p, "Test connection").click();
+  await shows(p, "Connection succeeded");
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+  await shows(p, "ending in cdef");
+
+  const descriptions = [1, 2].map((n) => `console datadog event ${n} of ${project}`);
+  await send(server, descriptions.map((d) => auditEvent(ORG, project, d)));
+  await eventually("the events at the Datadog stand-in", async () => {
+    const entries = await datadogEntries(server);
+    return descriptions.every((d) => entries.some((e) => e.description === d || e.message?.includes?.(d)));
+  });
+  await reloadUntil(p, "3 delivered, 0 failed");
+
+  // Editing shows the last four characters only, and nothing keeps the key.
+  await button(p, "Manage").click();
+  await p.getByRole("menuitem", { name: "Edit streaming configuration" }).click();
+  await p.getByRole("heading", { name: "Edit streaming configuration" }).waitFor();
+  assert.equal(await label(p, "API Key").inputValue(), "");
+  await shows(p, "The saved key ends in cdef");
+  const html = await p.content();
+  assert.ok(!html.includes(key), "the page holds no saved key");
+  const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+  assert.ok(!stored.includes(key), "browser storage holds no key");
+  noProblems(p);
+  await p.context().close();
+});
+
+test("a refused key shows Datadog's refusal, and nothing is saved", async () => {
+  const p = await page(chrome);
+  const project = unique("refused");
+  await open(p, project, "streaming");
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  await label(p, "Destination name").fill("revoked");
+  await label(p, "API Key").fill(REFUSED_KEY);
+  await button(p, "Test connection").click();
+  await shows(p, "Connection failed");
+  const alert = await p.getByRole("alert").innerText();
+  assert.match(alert, /key/i, alert);
+  await screenshot(p, "test-connection-refused");
+  await open(p, project);
+  await shows(p, "Log streaming is off");
+  noProblems(p);
+  await p.context().close();
+});
+
+test("Edit streaming configuration switches the provider from CloudWatch to Datadog", async () => {
+  const p = await page(chrome);
+  const project = unique("switch");
+  await open(p, project, "streaming");
+  await p.getByRole("radio", { name: "Amazon CloudWatch" }).check();
+  await label(p, "Destination name").fill("first");
+  await label(p, "Role ARN").fill(ROLE_ARN);
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+
+  await button(p, "Manage").click();
+  await p.getByRole("menuitem", { name: "Edit streaming configuration" }).click();
+  await p.getByRole("heading", { name: "Edit streaming configuration" }).waitFor();
+  assert.equal(await label(p, "Role ARN").inputValue(), ROLE_ARN, "the form is filled in");
+  assert.equal(await label(p, "Destination name").inputValue(), "first");
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  await label(p, "Destination name").fill("second");
+  // Switching provider needs a key: the form says so rather than saving half a destination.
+  await button(p, "Save").click();
+  await shows(p, "Not saved:");
+  await label(p, "API Key").fill("fedcba9876543210fedcba9876543210");
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+  const panel = await streamingPanel(p);
+  assert.match(panel, /Datadog[\s\S]*second/);
+  assert.ok(!panel.includes("Amazon CloudWatch"), panel);
+
+  const description = `after the switch, ${project}`;
+  await send(server, [auditEvent(ORG, project, description)]);
+  await eventually("the event at the Datadog stand-in", async () =>
+    (await datadogEntries(server)).some((e) => e.description === description));
+  noProblems(p);
+  await p.context().close();
+});
+
+test("hostile events show as text and run nothing", async () => {
+  const p = await page(chrome);
+  const project = unique("hostile");
+  const bucket = "<img src=x onerror=alert(1)>";
+  const description = "<script>window.__pwned = 1</script> created a bucket";
+  await send(server, [
+    auditEvent(ORG, project, description, { bucket: { id: "b-1", name: bucket } }),
+    auditEvent(ORG, project, `"><svg onload=alert(2)> updated`, { action: "update" }),
+  ]);
+  await open(p, project);
+  await eventually("the hostile events listed", async () => {
+    await p.reload();
+    await shows(p, "Log streaming", 10);
+    await p.getByRole("table").waitFor({ timeout: 5000 });
+    return (await p.getByRole("table").innerText()).includes(bucket);
+  });
+  await shows(p, description);
+  await shows(p, `"><svg onload=alert(2)> updated`);
+  await p.getByRole("row").filter({ hasText: bucket }).getByRole("button", { name: "Show JSON" }).click();
+  await shows(p, '"name": "<img src=x onerror=alert(1)>"');
+  assert.equal(await p.locator("main img, main script, main svg[onload]").count(), 0);
+  assert.equal(await p.evaluate(() => window.__pwned), undefined);
+  await screenshot(p, "hostile-events");
+  noProblems(p);
+  await p.context().close();
+});
+
+/** Presses Tab until `control` has the focus, as a person would. */
+async function tabTo(control) {
+  for (let presses = 0; presses < 60; presses++) {
+    await control.page().keyboard.press("Tab");
+    if (await control.evaluate((el) => el === document.activeElement)) return;
+  }
+  throw new Error(`Tab never reached ${control}`);
+}
+
+
+test("keyboard only: enable Datadog streaming, test, save and pause without a pointer", async () => {
+  const p = await page(chrome);
+  const project = unique("keyboard");
+  await open(p, project);
+  await shows(p, "Log streaming is off");
+  await tabTo(p.getByRole("button", { name: "Enable Log Streaming", exact: true }));
+  await p.keyboard.press("Enter");
+  await p.getByRole("heading", { name: "Enable Log Streaming" }).waitFor();
+  await tabTo(p.getByRole("radio", { name: "Amazon CloudWatch", exact: true }));
+  await p.keyboard.press("ArrowDown");
+  assert.ok(await p.getByRole("radio", { name: "Datadog" }).isChecked(), "arrows choose Datadog");
+  await tabTo(label(p, "Destination name"));
+  await p.keyboard.type("keyboard");
+  await tabTo(label(p, "API Key"));
+  await p.keyboard.type("00112233445566778899aabbccddeeff");
+  await tabTo(label(p, "Datadog site"));
+  await p.keyboard.press("ArrowDown");
+  assert.equal(await label(p, "Datadog site").inputValue(), "us3.datadoghq.com");
+  await tabTo(p.getByRole("button", { name: "Test connection", exact: true }));
+  await p.keyboard.press("Enter");
+  await shows(p, "Connection succeeded");
+  await tabTo(p.getByRole("button", { name: "Save", exact: true }));
+  await p.keyboard.press("Enter");
+  await shows(p, "Streaming configuration saved.");
+  await shows(p, "us3.datadoghq.com");
+
+  // The Manage menu: Enter opens it, arrows move, Enter picks.
+  await tabTo(p.getByRole("button", { name: "Manage", exact: true }));
+  await p.keyboard.press("Enter");
+  await p.getByRole("menuitem", { name: "Edit streaming configuration" }).waitFor();
+  await p.keyboard.press("ArrowDown");
+  await p.keyboard.press("Enter");
+  await shows(p, "Streaming paused");
+  await shows(p, "(paused)");
+  await tabTo(p.getByRole("button", { name: "Manage", exact: true }));
+  await p.keyboard.press("ArrowDown");
+  await p.keyboard.press("ArrowDown");
+  await p.keyboard.press("Enter");
+  await shows(p, "Streaming resumed");
+  noProblems(p);
+  await p.context().close();
+});
+
+test("Delivery problems: connection tests, a replay with its progress, and failures", async () => {
+  const p = await page(chrome);
+  const project = unique("problems");
+  await open(p, project, "streaming");
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  await label(p, "Destination name").fill("problems");
+  await label(p, "API Key").fill(REFUSED_KEY);
+  await button(p, "Test connection").click();
+  await shows(p, "Connection failed");
+  await label(p, "API Key").fill("abcdefabcdefabcdefabcdefabcdef12");
+  await button(p, "Test connection").click();
+  await shows(p, "Connection succeeded");
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+  const description = `to replay, ${project}`;
+  await send(server, [auditEvent(ORG, project, description)]);
+  await reloadUntil(p, "2 delivered, 0 failed");
+
+  await p.getByRole("link", { name: "Delivery problems" }).click();
+  await p.getByRole("heading", { name: "Delivery problems" }).waitFor();
+  await shows(p, "No failed events");
+  const tests = p.getByRole("region", { name: "Last connection tests" });
+  await tests.getByRole("table").waitFor();
+  const rows = await tests.getByRole("row").allInnerTexts();
+  assert.equal(rows.length, 3, rows.join("\n"));
+  assert.match(rows[1], /succeeded/);
+  assert.match(rows[2], /failed/);
+
+  await p.getByLabel("Only failed events").uncheck();
+  await button(p, "Replay").click();
+  // The event and the configuration's own audit event, again.
+  await shows(p, "Replay completed: 2 delivered, 0 failed.", 90);
+  await screenshot(p, "delivery-problems");
+  await eventually("the replayed event at the Datadog stand-in twice", async () =>
+    (await datadogEntries(server)).filter((e) => e.description === description).length === 2);
+  noProblems(p);
+  await p.context().close();
+});
+
+test("Export downloads the events the filters select", async () => {
+  const p = await page(chrome);
+  const project = unique("export");
+  await send(server, [
+    auditEvent(ORG, project, "exported one", { status: "FAILED" }),
+    auditEvent(ORG, project, "left out", { status: "OK" }),
+  ]);
+  await open(p, project);
+  await eventually("both events listed", async () => {
+    await p.reload();
+    await p.getByRole("table").waitFor({ timeout: 10_000 });
+    return (await p.getByRole("table").getByRole("row").count()) === 3;
+  });
+  await label(p, "Status").selectOption("FAILED");
+  await button(p, "Search").click();
+  await eventually("the filtered listing", async () => (await p.getByRole("table").getByRole("row").count()) === 2);
+  await label(p, "Export format").selectOption("ndjson");
+  await button(p, "Export").click();
+  const download = p.getByRole("link", { name: "Download export" });
+  await download.waitFor({ timeout: 90_000 });
+  const url = await download.getAttribute("href");
+  const lines = gunzipSync(Buffer.from(await (await fetch(url)).arrayBuffer())).toString().trim().split("\n");
+  assert.deepEqual(lines.map((l) => JSON.parse(l).description), ["exported one"]);
+  noProblems(p);
+  await p.context().close();
+});
+
+test("/console/ without a project asks for one and lists the organization's projects", async () => {
+  const p = await page(chrome);
+  await p.goto(`${server.console}?organization_id=${ORG}`);
+  await p.getByRole("heading", { name: "Projects with events" }).waitFor();
+  await shows(p, "cloudwatch-");
+  await screenshot(p, "start");
+  await label(p, "Project ID").fill("typed-project");
+  await button(p, "Open").click();
+  await p.getByRole("heading", { name: "Audit Logs" }).waitFor();
+  assert.ok(p.url().includes("project_id=typed-project"), p.url());
+  noProblems(p);
+  await p.context().close();
+});

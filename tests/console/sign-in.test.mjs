@@ -1,0 +1,105 @@
+// Signing in as in AWS: the console against an OpenID Connect issuer (a stand-in on
+// 127.0.0.1), authorization code with PKCE, the token in the page's memory only.
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { createServer } from "node:http";
+import { after, before, test } from "node:test";
+import { browser, page, serve } from "./support.mjs";
+
+const TOKEN = "token-from-the-issuer-7f3a";
+let issuer;
+let server;
+let chrome;
+const seen = { authorize: [], token: [] };
+
+/** The issuer: discovery, an authorization endpoint that signs anyone in, a token endpoint
+ * that checks the PKCE verifier against the challenge it was shown. */
+function startIssuer() {
+  const codes = new Map();
+  const http = createServer(async (request, response) => {
+    const url = new URL(request.url, issuer);
+    const cors = { "access-control-allow-origin": "*", "content-type": "application/json" };
+    if (url.pathname === "/.well-known/openid-configuration") {
+      response.writeHead(200, cors).end(JSON.stringify({
+        issuer,
+        authorization_endpoint: `${issuer}/authorize`,
+        token_endpoint: `${issuer}/token`,
+      }));
+    } else if (url.pathname === "/authorize") {
+      const q = Object.fromEntries(url.searchParams);
+      seen.authorize.push(q);
+      codes.set("code-1", q);
+      const back = new URL(q.redirect_uri);
+      back.search = new URLSearchParams({ code: "code-1", state: q.state }).toString();
+      response.writeHead(302, { location: back.toString() }).end();
+    } else if (url.pathname === "/token" && request.method === "POST") {
+      let body = "";
+      for await (const chunk of request) body += chunk;
+      const form = Object.fromEntries(new URLSearchParams(body));
+      seen.token.push(form);
+      const asked = codes.get(form.code);
+      const challenge = createHash("sha256").update(form.code_verifier || "").digest("base64url");
+      if (!asked || asked.code_challenge !== challenge || form.redirect_uri !== asked.redirect_uri) {
+        response.writeHead(400, cors).end(JSON.stringify({ error: "invalid_grant" }));
+        return;
+      }
+      response.writeHead(200, cors).end(JSON.stringify({ access_token: TOKEN, token_type: "Bearer", expires_in: 3600 }));
+    } else {
+      response.writeHead(404).end();
+    }
+  });
+  return new Promise((resolve) => http.listen(0, "127.0.0.1", () => resolve(http)));
+}
+
+let http;
+before(async () => {
+  http = await startIssuer();
+  issuer = `http://127.0.0.1:${http.address().port}`;
+  server = await serve({ CONSOLE_ISSUER: issuer, CONSOLE_CLIENT_ID: "audit-log-console" });
+  chrome = await browser();
+});
+
+after(async () => {
+  await chrome?.close();
+  await server?.stop();
+  http?.close();
+});
+
+test("the console signs in with the issuer (code with PKCE) and calls the API with its token", async () => {
+  const p = await page(chrome);
+  const calls = [];
+  // The local server takes no token: the API's answers come from here, and so do its checks.
+  await p.route("**/v1/**", (route) => {
+    const headers = route.request().headers();
+    calls.push({ url: route.request().url(), authorization: headers.authorization, organization: headers["x-organization-id"] });
+    const body = route.request().url().includes("/streaming")
+      ? { organization_id: "o", project_id: "p", aws_account_id: "123456789012", external_id: "e".repeat(32), destination: null,
+          health: { status: "unknown", state: "delivering", pending: 0, delivered_24h: 0, failed_24h: 0, hours_24h: [] }, version: 0, updated_at: null }
+      : { events: [], next_cursor: null };
+    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
+  });
+  await p.goto(`${server.console}?organization_id=o&project_id=p`);
+  await p.getByText("Log streaming is off").waitFor();
+
+  assert.equal(seen.authorize.length, 1);
+  const asked = seen.authorize[0];
+  assert.equal(asked.client_id, "audit-log-console");
+  assert.equal(asked.response_type, "code");
+  assert.equal(asked.code_challenge_method, "S256");
+  assert.equal(asked.redirect_uri, new URL(server.console).toString());
+  assert.equal(seen.token.length, 1, "one code exchanged, with the verifier the issuer checked");
+  assert.ok(calls.length >= 2, JSON.stringify(calls));
+  for (const call of calls) {
+    assert.equal(call.authorization, `Bearer ${TOKEN}`);
+    assert.equal(call.organization, undefined, "no development header in AWS");
+  }
+  // Back on the page that was asked for, without the code in its address.
+  const url = new URL(p.url());
+  assert.equal(url.searchParams.get("project_id"), "p");
+  assert.equal(url.searchParams.get("code"), null);
+  const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
+  assert.ok(!stored.includes(TOKEN), `the token is kept in memory only: ${stored}`);
+  assert.deepEqual(p.problems, []);
+  await p.context().close();
+});
