@@ -57,7 +57,7 @@ ensure_browser() {
   want=$(sha256sum tests/console/package-lock.json | cut -d' ' -f1)
   if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "==> installing tests/console's npm packages (package-lock.json)"
-    npm ci --prefix tests/console --no-audit --no-fund --loglevel=error
+    npm ci --prefix tests/console --no-audit --no-fund --loglevel=error || return 1
     echo "$want" >"$stamp"
   fi
 }

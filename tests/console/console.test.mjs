@@ -154,6 +154,8 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await shows(p, "The saved key ends in cdef");
   const html = await p.content();
   assert.ok(!html.includes(key), "the page holds no saved key");
+  const values = await p.locator("input").evaluateAll((inputs) => inputs.map((i) => i.value));
+  assert.ok(!values.includes(key), "no input holds the saved key");
   const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
   assert.ok(!stored.includes(key), "browser storage holds no key");
   noProblems(p);
@@ -359,16 +361,31 @@ test("Export downloads the events the filters select", async () => {
   await p.context().close();
 });
 
-test("/console/ without a project asks for one and lists the organization's projects", async () => {
+test("/console/ without a project asks for one and lists the organization's projects as text", async () => {
   const p = await page(chrome);
-  await p.goto(`${server.console}?organization_id=${ORG}`);
-  await p.getByRole("heading", { name: "Projects with events" }).waitFor();
-  await shows(p, "cloudwatch-");
+  const org = unique("start-org");
+  const hostile = "<img src=x onerror=alert(3)>";
+  await send(server, [auditEvent(org, "listed-project", "listed"), auditEvent(org, hostile, "hostile project id")]);
+  await eventually("both projects listed", async () => {
+    await p.goto(`${server.console}?organization_id=${org}`);
+    await p.getByRole("heading", { name: "Projects with events" }).waitFor();
+    await shows(p, "projects.", 10);
+    return (await p.getByRole("listitem").count()) === 2;
+  });
+  await shows(p, hostile);
+  assert.equal(await p.locator("main img").count(), 0);
   await screenshot(p, "start");
+  await p.getByRole("link", { name: hostile }).click();
+  await p.getByRole("heading", { name: "Events" }).waitFor();
+  await shows(p, "hostile project id");
+  assert.equal(new URL(p.url()).searchParams.get("project_id"), hostile);
+
+  await p.goto(`${server.console}?organization_id=${org}`);
   await label(p, "Project ID").fill("typed-project");
   await button(p, "Open").click();
-  await p.getByRole("heading", { name: "Audit Logs" }).waitFor();
-  assert.ok(p.url().includes("project_id=typed-project"), p.url());
+  await p.getByRole("heading", { name: "Events" }).waitFor();
+  await shows(p, "Log streaming is off");
+  assert.equal(new URL(p.url()).searchParams.get("project_id"), "typed-project");
   noProblems(p);
   await p.context().close();
 });

@@ -103,3 +103,23 @@ test("the console signs in with the issuer (code with PKCE) and calls the API wi
   assert.deepEqual(p.problems, []);
   await p.context().close();
 });
+
+test("a forged sign-in answer or a refused token stops with a reason, not a redirect loop", async () => {
+  const p = await page(chrome);
+  const before = { authorize: seen.authorize.length, token: seen.token.length };
+  // An answer this page never asked for, with a message to mislead: neither is acted on.
+  await p.goto(`${server.console}?code=stolen&state=forged&error=x&error_description=Call+0800-SCAM`);
+  await p.getByText("This sign-in answer belongs to no sign-in this page started.").waitFor();
+  assert.equal(await p.getByText("0800-SCAM").count(), 0);
+  assert.deepEqual({ authorize: seen.authorize.length, token: seen.token.length }, before);
+
+  // A token the API refuses at once: one sign-in, then the reason, however often it happens.
+  await p.route("**/v1/**", (route) =>
+    route.fulfill({ status: 401, contentType: "application/json", body: JSON.stringify({ error: { code: "unauthenticated", message: "no" } }) }));
+  await p.getByRole("button", { name: "Sign in", exact: true }).waitFor();
+  await p.goto(`${server.console}?organization_id=o&project_id=p`);
+  await p.getByText("The API refused the token").first().waitFor();
+  assert.equal(seen.authorize.length, before.authorize + 1, "one sign-in only");
+  assert.equal(seen.token.length, before.token + 1);
+  await p.context().close();
+});

@@ -1,11 +1,11 @@
 // The audit-log HTTP API as the console calls it: as the signed-in person, a refusal as an
 // error carrying the API's own message.
 
-import { signIn } from "./sign-in.js";
+import { signIn, signedOut } from "./sign-in.js";
 import { place } from "./router.js";
 
 export const config = await getJson("config.json");
-export const auth = { token: null, endSession: null };
+export const auth = { token: null, since: 0, endSession: null };
 
 export async function getJson(url) {
   const response = await fetch(url, { cache: "no-store" });
@@ -42,7 +42,14 @@ export async function call(method, path, body, headers = {}) {
   }
   if (response.status === 401 && config.sign_in.mode === "oidc") {
     auth.token = null;
-    await signIn();
+    // An expired token: sign in again. A token refused as soon as it was issued would be
+    // refused again after any number of redirects: say why instead.
+    if (Date.now() - auth.since > 60_000) await signIn();
+    signedOut(
+      "The API refused the token the issuer gave the console (401): its authorizer must accept " +
+        "the ConsoleClientId as an audience, and the token must carry the organization claim.",
+    );
+    throw new ApiError(401, "unauthenticated", "Not signed in.");
   }
   if (!response.ok) {
     const error = data && data.error ? data.error : {};

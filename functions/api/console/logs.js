@@ -139,7 +139,7 @@ export function eventsSection(p) {
     q: h("input", { type: "search", autocomplete: "off" }),
     limit: select([["25", "25"], ["50", "50"], ["100", "100"]], "50"),
   };
-  const filters = () => ({
+  const read = () => ({
     since: rfc3339(inputs.since.value),
     until: rfc3339(inputs.until.value),
     action: inputs.action.value,
@@ -148,7 +148,12 @@ export function eventsSection(p) {
     resource_type: inputs.resource_type.value,
     resource_id: inputs.resource_id.value.trim(),
     q: inputs.q.value.trim(),
+    limit: inputs.limit.value,
   });
+  // What the table shows: a cursor belongs to the search that made it, and Export exports it,
+  // whatever has been typed into the form since.
+  let applied = read();
+  let asked = 0;
   const table = h("div", { class: "events" });
   const status = h("div", { class: "message" });
   // Cursors of the pages shown so far: the last one is the page on screen.
@@ -157,12 +162,11 @@ export function eventsSection(p) {
   const newer = button("Newer events", () => show(cursors.slice(0, -1)));
   const pageNumber = h("span", { class: "page-number" });
   const show = async (stack) => {
+    const ask = ++asked;
     say(status, "Loading events…");
     try {
-      const data = await call(
-        "GET",
-        projectPath(p) + query({ ...filters(), limit: inputs.limit.value, cursor: stack[stack.length - 1] }),
-      );
+      const data = await call("GET", projectPath(p) + query({ ...applied, cursor: stack[stack.length - 1] }));
+      if (ask !== asked) return; // a later request's answer is the one to show
       cursors = stack;
       table.replaceChildren(eventsTable(data.events));
       say(status, data.events.length ? `${data.events.length} events on this page.` : "No events match on this page.");
@@ -182,6 +186,7 @@ export function eventsSection(p) {
       class: "filters",
       onsubmit: (e) => {
         e.preventDefault();
+        applied = read();
         show([null]);
       },
     },
@@ -196,6 +201,7 @@ export function eventsSection(p) {
     field("Per page", inputs.limit),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Search"), button("Clear", () => {
       search.reset();
+      applied = read();
       show([null]);
     })),
   );
@@ -207,7 +213,7 @@ export function eventsSection(p) {
     { class: "panel", "aria-labelledby": "events-heading" },
     h("h2", { id: "events-heading" }, "Events"),
     search,
-    exportControls(p, filters),
+    exportControls(p, () => applied),
     status,
     table,
     h("div", { class: "pager" }, newer, pageNumber, older),
@@ -252,7 +258,7 @@ export function exportControls(p, filters) {
   const format = select([["ndjson", "NDJSON (gzip)"], ["csv", "CSV (gzip)"]], "ndjson");
   const status = h("div", { class: "message" });
   const start = async () => {
-    const { since, until, ...rest } = filters();
+    const { since, until, limit, ...rest } = filters();
     const body = { format: format.value, ...rest };
     if (since) body.since = since;
     if (until) body.until = until;

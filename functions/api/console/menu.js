@@ -36,9 +36,9 @@ export function manageMenu(items) {
   };
   trigger.addEventListener("click", () => (menu.hidden ? open() : close()));
   trigger.addEventListener("keydown", (e) => {
-    if (e.key === "ArrowDown") {
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
       e.preventDefault();
-      open();
+      open(e.key === "ArrowDown" ? 0 : entries.length - 1);
     }
   });
   menu.addEventListener("keydown", (e) => {

@@ -65,6 +65,8 @@ export function render() {
   main.replaceChildren(...(news ? [news, page] : [page]));
   const heading = main.querySelector("h1");
   document.title = heading ? `${heading.textContent} · Audit log service` : "Audit log service";
+  // A new page starts at its heading, for keyboards and screen readers alike.
+  heading?.focus();
 }
 
 export function projectHeader(p, title, current) {

@@ -47,15 +47,19 @@ export async function signIn() {
   await new Promise(() => {}); // the page is leaving
 }
 
+/** Sign-in went wrong in a way another redirect would not mend: say so, offer to try again. */
+export class SignInStopped extends Error {}
+
 /** Back from the issuer: trades the code for a token, kept in this page's memory only. */
 export async function finishSignIn(params) {
   const started = JSON.parse(sessionStorage.getItem(SIGN_IN_KEY) || "null");
   sessionStorage.removeItem(SIGN_IN_KEY);
-  if (params.get("error")) {
-    throw new Error(`Sign-in failed: ${params.get("error_description") || params.get("error")}`);
-  }
+  // Whatever the address says is shown only when it answers the sign-in this page started.
   if (!started || started.state !== params.get("state")) {
-    throw new Error("This sign-in answer belongs to no sign-in this page started; sign in again.");
+    throw new SignInStopped("This sign-in answer belongs to no sign-in this page started.");
+  }
+  if (params.get("error")) {
+    throw new SignInStopped(`The issuer did not sign you in: ${params.get("error_description") || params.get("error")}`);
   }
   const provider = await discovery();
   const response = await fetch(provider.token_endpoint, {
@@ -71,7 +75,9 @@ export async function finishSignIn(params) {
   });
   if (!response.ok) throw new Error(`The issuer refused the sign-in (${response.status}).`);
   const tokens = await response.json();
+  if (!tokens.access_token) throw new SignInStopped("The issuer answered no access token.");
   auth.token = tokens.access_token;
+  auth.since = Date.now();
   auth.endSession = provider.end_session_endpoint || null;
   history.replaceState(null, "", `${location.pathname}${started.back || ""}`);
 }
@@ -96,17 +102,41 @@ export async function ensureSignedIn() {
     return false;
   }
   const params = new URLSearchParams(location.search);
-  if (params.has("code") || params.has("error")) await finishSignIn(params);
+  try {
+    if (params.has("state")) await finishSignIn(params);
+  } catch (error) {
+    if (!(error instanceof SignInStopped)) throw error;
+    history.replaceState(null, "", location.pathname);
+    signedOut(error.message);
+    return false;
+  }
   if (!auth.token) {
     await signIn();
     return false;
   }
-  who.replaceChildren(
-    button("Sign out", () => {
-      auth.token = null;
-      if (auth.endSession) location.assign(auth.endSession);
-      else location.reload();
-    }),
-  );
+  who.replaceChildren(button("Sign out", signOut));
   return true;
+}
+
+/** Forgets the token, ends the issuer's session when it has an end-session endpoint. */
+function signOut() {
+  auth.token = null;
+  document.getElementById("who").replaceChildren();
+  if (auth.endSession) {
+    const url = new URL(auth.endSession);
+    url.searchParams.set("client_id", config.sign_in.client_id);
+    url.searchParams.set("post_logout_redirect_uri", redirectUri());
+    location.assign(url.toString());
+  } else {
+    signedOut("You are signed out of the console.");
+  }
+}
+
+/** A page with a reason and a Sign in button: no redirect happens by itself. */
+export function signedOut(reason) {
+  document.getElementById("main").replaceChildren(
+    h("h1", { tabindex: "-1" }, "Audit Logs"),
+    h("p", { role: "status", class: "message" }, reason),
+    button("Sign in", () => signIn(), { class: "primary" }),
+  );
 }

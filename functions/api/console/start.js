@@ -1,7 +1,7 @@
 // The start page: choose an organization's project.
 
-import { call, organizationPath } from "./api.js";
-import { h, field, when, say } from "./dom.js";
+import { call, organizationPath, query } from "./api.js";
+import { h, field, button, when, say } from "./dom.js";
 import { go, link, failure } from "./router.js";
 
 export function startPage(p) {
@@ -34,17 +34,16 @@ export function startPage(p) {
   if (p.org) {
     const list = h("section", { class: "panel" }, h("h2", {}, "Projects with events"));
     const status = h("p", { role: "status" }, "Loading projects…");
-    list.append(status);
+    const projects = h("ul");
+    const more = button("More projects", () => load(more.dataset.cursor));
+    more.hidden = true;
+    list.append(status, projects, more);
     page.append(list);
-    call("GET", `${organizationPath(p.org)}/projects?limit=100`).then(
-      (data) => {
-        status.remove();
-        if (!data.projects.length) list.append(h("p", {}, "No project has stored events yet."));
-        list.append(
-          h(
-            "ul",
-            {},
-            data.projects.map((x) =>
+    const load = (cursor) =>
+      call("GET", `${organizationPath(p.org)}/projects${query({ limit: "100", cursor })}`).then(
+        (data) => {
+          projects.append(
+            ...data.projects.map((x) =>
               h(
                 "li",
                 {},
@@ -52,11 +51,14 @@ export function startPage(p) {
                 ` · newest event ${when(x.newest_event_at)}`,
               ),
             ),
-          ),
-        );
-      },
-      (error) => failure(status, error),
-    );
+          );
+          say(status, projects.children.length ? `${projects.children.length} projects.` : "No project has stored events yet.");
+          more.hidden = !data.next_cursor;
+          more.dataset.cursor = data.next_cursor || "";
+        },
+        (error) => failure(status, error),
+      );
+    load();
   }
   return page;
 }

@@ -136,6 +136,7 @@ pub struct ConsoleSettings<'a> {
 pub fn respond(
     method: &Method,
     path: &str,
+    query: &str,
     settings: &ConsoleSettings,
 ) -> ApiGatewayV2httpResponse {
     if method != Method::GET && method != Method::HEAD {
@@ -149,7 +150,13 @@ pub fn respond(
     let rest = path.strip_prefix(PREFIX).unwrap_or_default();
     let mut response = match rest {
         // Relative links in the page resolve against `/console/`, never `/`.
-        "" => text(308, "text/plain; charset=utf-8", "").with_header(header::LOCATION, "/console/"),
+        "" => {
+            let to = match query {
+                "" => "/console/".to_owned(),
+                query => format!("/console/?{query}"),
+            };
+            text(308, "text/plain; charset=utf-8", "").with_header(header::LOCATION, &to)
+        }
         "/" | "/index.html" => text(200, "text/html; charset=utf-8", &INDEX)
             .with_header(header::CACHE_CONTROL, "no-cache"),
         "/config.json" => {
@@ -277,9 +284,11 @@ mod tests {
     use super::*;
 
     fn get(path: &str, sign_in: &SignIn) -> ApiGatewayV2httpResponse {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
         respond(
             &Method::GET,
             path,
+            query,
             &ConsoleSettings {
                 sign_in,
                 log_group_prefix: "/hashicorp",
@@ -360,10 +369,17 @@ mod tests {
             assert_eq!(header(&r, "x-content-type-options"), "nosniff");
         }
         assert_eq!(get("/console", &SignIn::Off).status_code, 308);
+        // The project the address named survives the missing slash.
+        let moved = get("/console?organization_id=o&project_id=p", &SignIn::Off);
+        assert_eq!(
+            header(&moved, "location"),
+            "/console/?organization_id=o&project_id=p"
+        );
         assert_eq!(get("/console/nothing", &SignIn::Off).status_code, 404);
         let post = respond(
             &Method::POST,
             "/console/",
+            "",
             &ConsoleSettings {
                 sign_in: &SignIn::Off,
                 log_group_prefix: "/hashicorp",

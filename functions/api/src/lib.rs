@@ -316,7 +316,8 @@ impl<P: Ports> Api<P> {
                 sign_in: &self.settings.console,
                 log_group_prefix: &self.settings.log_group_prefix,
             };
-            return console::respond(&request.request_context.http.method, path, &settings);
+            let query = request.raw_query_string.as_deref().unwrap_or_default();
+            return console::respond(&request.request_context.http.method, path, query, &settings);
         }
         let target = request::route(request);
         let (route, organization_id) = match &target {
