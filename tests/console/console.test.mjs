@@ -77,6 +77,10 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   const externalId = await label(p, "External ID").inputValue();
   assert.match(awsId, /^\d{12}$/);
   assert.ok(externalId.length >= 22, externalId);
+  await p.context().grantPermissions(["clipboard-read", "clipboard-write"]);
+  await button(p, "Copy External ID").click();
+  await shows(p, "External ID copied.");
+  assert.equal(await p.evaluate(() => navigator.clipboard.readText()), externalId);
   // The role's policies and the Terraform module, filled in with them.
   await p.getByText("Create the IAM policy and role").click();
   const trust = await label(p, "Trust policy").innerText();
@@ -158,6 +162,14 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   assert.ok(!values.includes(key), "no input holds the saved key");
   const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
   assert.ok(!stored.includes(key), "browser storage holds no key");
+
+  // Rotating the key, as the seed's "Updating streaming configuration" does.
+  await label(p, "API Key").fill("ffffffffffffffffffffffffffff9999");
+  await button(p, "Test connection").click();
+  await shows(p, "Connection succeeded");
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+  await shows(p, "ending in 9999");
   noProblems(p);
   await p.context().close();
 });
@@ -211,6 +223,13 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await send(server, [auditEvent(ORG, project, description)]);
   await eventually("the event at the Datadog stand-in", async () =>
     (await datadogEntries(server)).some((e) => e.description === description));
+
+  // Delete, from the Manage menu, after a confirmation.
+  await button(p, "Manage").click();
+  await p.getByRole("menuitem", { name: "Delete" }).click();
+  await button(p, "Delete streaming configuration").click();
+  await shows(p, "Streaming configuration deleted.");
+  await shows(p, "Log streaming is off");
   noProblems(p);
   await p.context().close();
 });
