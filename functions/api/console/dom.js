@@ -50,6 +50,9 @@ export function button(text, onclick, props = {}) {
   return h("button", { type: "button", onclick, ...props }, text);
 }
 
+/** "1 event", "2 events". */
+export const count = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+
 export function when(ts) {
   if (!ts) return "—";
   const date = new Date(ts);

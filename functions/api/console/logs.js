@@ -1,7 +1,7 @@
 // The Audit Logs page: the streaming state, the events with their filters and paging, Export.
 
 import { call, enc, projectPath, query } from "./api.js";
-import { h, field, select, button, when, rfc3339, say } from "./dom.js";
+import { h, field, select, button, when, rfc3339, say, count } from "./dom.js";
 import { go, render, projectHeader, failure, announce } from "./router.js";
 import { manageMenu } from "./menu.js";
 import { chart } from "./chart.js";
@@ -169,7 +169,7 @@ export function eventsSection(p) {
       if (ask !== asked) return; // a later request's answer is the one to show
       cursors = stack;
       table.replaceChildren(eventsTable(data.events));
-      say(status, data.events.length ? `${data.events.length} events on this page.` : "No events match on this page.");
+      say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : "No events match on this page.");
       older.hidden = !data.next_cursor;
       older.dataset.cursor = data.next_cursor || "";
       newer.hidden = cursors.length < 2;

@@ -1,7 +1,7 @@
 // Delivery problems: failed events, replays with their progress, the last connection tests.
 
 import { call, enc, projectPath, query } from "./api.js";
-import { h, newId, field, button, when, rfc3339, localValue, say } from "./dom.js";
+import { h, newId, field, button, when, rfc3339, localValue, say, count } from "./dom.js";
 import { projectHeader, failure } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
@@ -21,7 +21,7 @@ export function failuresSection(p) {
         const e = f.event || {};
         body.append(h("tr", {}, h("td", { class: "nowrap" }, when(e.timestamp)), h("td", {}, String(e.description ?? f.event_id)), h("td", { class: "nowrap" }, when(f.failed_at)), h("td", {}, String(f.reason ?? ""))));
       }
-      say(status, body.children.length ? `${body.children.length} failed events listed.` : "No failed events: every event reached the destination or is still owed to it.");
+      say(status, body.children.length ? `${count(body.children.length, "failed event")} listed.` : "No failed events: every event reached the destination or is still owed to it.");
       more.hidden = !data.next_cursor;
       more.dataset.cursor = data.next_cursor || "";
     } catch (error) {

@@ -1,7 +1,7 @@
 // The start page: choose an organization's project.
 
 import { call, organizationPath, query } from "./api.js";
-import { h, field, button, when, say } from "./dom.js";
+import { h, field, button, when, say, count } from "./dom.js";
 import { go, link, failure } from "./router.js";
 
 export function startPage(p) {
@@ -52,7 +52,7 @@ export function startPage(p) {
               ),
             ),
           );
-          say(status, projects.children.length ? `${projects.children.length} projects.` : "No project has stored events yet.");
+          say(status, projects.children.length ? `${count(projects.children.length, "project")}.` : "No project has stored events yet.");
           more.hidden = !data.next_cursor;
           more.dataset.cursor = data.next_cursor || "";
         },
