@@ -42,6 +42,18 @@ pub struct FilterError {
 }
 
 impl Filter {
+    /// The filter of these `(name, value)` pairs (a query's, an export's); names that are no
+    /// filter are left to the caller to refuse or ignore.
+    pub fn from_pairs<N: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (N, V)>,
+    ) -> Result<Self, FilterError> {
+        let mut filter = Filter::default();
+        for (name, value) in pairs {
+            filter.set(name.as_ref(), value.as_ref())?;
+        }
+        Ok(filter)
+    }
+
     /// Sets the filter `name` names from `value`; `Ok(false)` when `name` is no filter.
     pub fn set(&mut self, name: &str, value: &str) -> Result<bool, FilterError> {
         let wrong = |problem: String| FilterError {
@@ -149,6 +161,15 @@ mod tests {
                     .to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn pairs_make_the_same_filter_and_a_bad_value_is_named() {
+        let pairs = [("status", "FAILED"), ("limit", "5"), ("q", "Build")];
+        let made = Filter::from_pairs(pairs).unwrap();
+        assert_eq!(made, filter(&[("status", "FAILED"), ("q", "Build")]));
+        let bad = Filter::from_pairs([("action", "create"), ("status", "ok")]).unwrap_err();
+        assert_eq!(bad.parameter, "status");
     }
 
     #[test]

@@ -314,9 +314,5 @@ impl<P: Ports> Api<P> {
 
 /// The export's filters, as the search reads them.
 pub(crate) fn filter_of(export: &Export) -> Result<Filter, String> {
-    let mut filter = Filter::default();
-    for (name, value) in &export.filters {
-        filter.set(name, value).map_err(|e| e.to_string())?;
-    }
-    Ok(filter)
+    Filter::from_pairs(&export.filters).map_err(|e| e.to_string())
 }

@@ -295,12 +295,12 @@ pub fn export(body: &[u8]) -> Result<ExportRequest, ApiError> {
     let mut filters = BTreeMap::new();
     for name in PARAMETERS {
         if let Some(value) = text(&object, name, name)? {
-            Filter::default()
-                .set(name, value)
-                .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
             filters.insert(name.to_owned(), value.to_owned());
         }
     }
+    // Checked as the export's steps will read them.
+    Filter::from_pairs(&filters)
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     Ok(ExportRequest {
         since,
         until,

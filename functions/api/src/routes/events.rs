@@ -94,13 +94,8 @@ impl<P: Ports> Api<P> {
 
 /// The search's filters among the query parameters.
 pub(crate) fn filter_query(request: &ApiGatewayV2httpRequest) -> Result<Filter, ApiError> {
-    let mut filter = Filter::default();
-    for (name, value) in request::query_pairs(request) {
-        filter
-            .set(&name, &value)
-            .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
-    }
-    Ok(filter)
+    Filter::from_pairs(request::query_pairs(request))
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))
 }
 
 /// An RFC 3339 query parameter, in UTC whatever offset it was given with.
