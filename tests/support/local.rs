@@ -1742,14 +1742,6 @@ impl std::fmt::Display for Report {
 /// How the local console signs in: with the development header, unless `CONSOLE_ISSUER` and
 /// `CONSOLE_CLIENT_ID` name an OpenID Connect client as in AWS (the console's sign-in test).
 fn local_sign_in() -> audit_log_api::console::SignIn {
-    use audit_log::settings::{env, optional_env};
-    match (
-        optional_env(env::CONSOLE_ISSUER),
-        optional_env(env::CONSOLE_CLIENT_ID),
-    ) {
-        (Some(issuer), Some(client_id)) => {
-            audit_log_api::console::SignIn::Oidc { issuer, client_id }
-        }
-        _ => audit_log_api::console::SignIn::Development,
-    }
+    use audit_log_api::console::SignIn;
+    SignIn::oidc_from_env().unwrap_or(SignIn::Development)
 }

@@ -23,6 +23,17 @@ pub enum SignIn {
     Development,
 }
 
+impl SignIn {
+    /// The OpenID Connect client `CONSOLE_ISSUER` and `CONSOLE_CLIENT_ID` name, if both are set.
+    pub fn oidc_from_env() -> Option<SignIn> {
+        use audit_log::settings::{env, optional_env};
+        Some(SignIn::Oidc {
+            issuer: optional_env(env::CONSOLE_ISSUER)?,
+            client_id: optional_env(env::CONSOLE_CLIENT_ID)?,
+        })
+    }
+}
+
 /// One static file of the console.
 struct Asset {
     name: &'static str,

@@ -128,13 +128,7 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_ORGANIZATION_CLAIM.into()),
             service_account_id: optional_env(env::SERVICE_ACCOUNT),
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
-            console: match (
-                optional_env(env::CONSOLE_ISSUER),
-                optional_env(env::CONSOLE_CLIENT_ID),
-            ) {
-                (Some(issuer), Some(client_id)) => SignIn::Oidc { issuer, client_id },
-                _ => SignIn::Off,
-            },
+            console: SignIn::oidc_from_env().unwrap_or(SignIn::Off),
         })
     }
 }
