@@ -52,6 +52,18 @@ async function reloadUntil(p, text, seconds = 90) {
   }, seconds);
 }
 
+/** Save, and back on Audit Logs with the news. */
+async function save(p) {
+  await button(p, "Save").click();
+  await shows(p, "Streaming configuration saved.");
+}
+
+/** Picks `item` from the Manage menu, with the pointer. */
+async function manage(p, item) {
+  await button(p, "Manage").click();
+  await p.getByRole("menuitem", { name: item }).click();
+}
+
 /** The Log streaming panel's text, once it has loaded the configuration. */
 async function streamingPanel(p) {
   const panel = p.getByRole("region", { name: "Log streaming" });
@@ -98,8 +110,7 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   await button(p, "Test connection").click();
   await shows(p, "Connection succeeded");
   assert.match(await p.getByRole("status").filter({ hasText: "Connection" }).innerText(), /audit-logs-test/);
-  await button(p, "Save").click();
-  await shows(p, "Streaming configuration saved.");
+  await save(p);
   assert.match(await streamingPanel(p), /Amazon CloudWatch[\s\S]*prod-audit/);
 
   // Events of the project arrive in the customer's log group, and the page says so.
@@ -138,8 +149,7 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await screenshot(p, "enable-log-streaming-datadog");
   await button(p, "Test connection").click();
   await shows(p, "Connection succeeded");
-  await button(p, "Save").click();
-  await shows(p, "Streaming configuration saved.");
+  await save(p);
   await shows(p, "ending in cdef");
 
   const descriptions = [1, 2].map((n) => `console datadog event ${n} of ${project}`);
@@ -151,8 +161,7 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await reloadUntil(p, "3 delivered, 0 failed");
 
   // Editing shows the last four characters only, and nothing keeps the key.
-  await button(p, "Manage").click();
-  await p.getByRole("menuitem", { name: "Edit streaming configuration" }).click();
+  await manage(p, "Edit streaming configuration");
   await p.getByRole("heading", { name: "Edit streaming configuration" }).waitFor();
   assert.equal(await label(p, "API Key").inputValue(), "");
   await shows(p, "The saved key ends in cdef");
@@ -167,8 +176,7 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await label(p, "API Key").fill("ffffffffffffffffffffffffffff9999");
   await button(p, "Test connection").click();
   await shows(p, "Connection succeeded");
-  await button(p, "Save").click();
-  await shows(p, "Streaming configuration saved.");
+  await save(p);
   await shows(p, "ending in 9999");
   noProblems(p);
   await p.context().close();
@@ -199,11 +207,9 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await p.getByRole("radio", { name: "Amazon CloudWatch" }).check();
   await label(p, "Destination name").fill("first");
   await label(p, "Role ARN").fill(ROLE_ARN);
-  await button(p, "Save").click();
-  await shows(p, "Streaming configuration saved.");
+  await save(p);
 
-  await button(p, "Manage").click();
-  await p.getByRole("menuitem", { name: "Edit streaming configuration" }).click();
+  await manage(p, "Edit streaming configuration");
   await p.getByRole("heading", { name: "Edit streaming configuration" }).waitFor();
   assert.equal(await label(p, "Role ARN").inputValue(), ROLE_ARN, "the form is filled in");
   assert.equal(await label(p, "Destination name").inputValue(), "first");
@@ -213,8 +219,7 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await button(p, "Save").click();
   await shows(p, "Not saved:");
   await label(p, "API Key").fill("fedcba9876543210fedcba9876543210");
-  await button(p, "Save").click();
-  await shows(p, "Streaming configuration saved.");
+  await save(p);
   const panel = await streamingPanel(p);
   assert.match(panel, /Datadog[\s\S]*second/);
   assert.ok(!panel.includes("Amazon CloudWatch"), panel);
@@ -225,8 +230,7 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
     (await datadogEntries(server)).some((e) => e.description === description));
 
   // Delete, from the Manage menu, after a confirmation.
-  await button(p, "Manage").click();
-  await p.getByRole("menuitem", { name: "Delete" }).click();
+  await manage(p, "Delete");
   await button(p, "Delete streaming configuration").click();
   await shows(p, "Streaming configuration deleted.");
   await shows(p, "Log streaming is off");
@@ -326,8 +330,7 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   await label(p, "API Key").fill("abcdefabcdefabcdefabcdefabcdef12");
   await button(p, "Test connection").click();
   await shows(p, "Connection succeeded");
-  await button(p, "Save").click();
-  await shows(p, "Streaming configuration saved.");
+  await save(p);
   const description = `to replay, ${project}`;
   await send(server, [auditEvent(ORG, project, description)]);
   await reloadUntil(p, "2 delivered, 0 failed");

@@ -3,6 +3,7 @@
 
 import { signIn, signedOut } from "./sign-in.js";
 import { place } from "./router.js";
+import { failure } from "./dom.js";
 
 export const config = await getJson("config.json");
 export const auth = { token: null, since: 0, endSession: null };
@@ -60,6 +61,19 @@ export async function call(method, path, body, headers = {}) {
     );
   }
   return data;
+}
+
+/** Polls a running job (an export, a replay) while `region` is on the page: `show` shows its
+ * state and says whether the job is finished; a refused poll is shown in `region`. */
+export async function follow(region, path, show) {
+  while (document.contains(region)) {
+    try {
+      if (show(await call("GET", path))) return;
+    } catch (error) {
+      return failure(region, error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+  }
 }
 
 export const enc = encodeURIComponent;

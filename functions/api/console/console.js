@@ -7,9 +7,9 @@
 // lives in its input only: it is sent with Test connection or Save and never kept anywhere.
 //
 // This file starts the console; each page is a module of its own (see router.js).
-import { h } from "./dom.js";
+import { h, failure } from "./dom.js";
 import { ensureSignedIn } from "./sign-in.js";
-import { render, failure } from "./router.js";
+import { render } from "./router.js";
 
 window.addEventListener("popstate", render);
 try {

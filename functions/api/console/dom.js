@@ -79,6 +79,11 @@ export function say(region, text, kind = "status") {
   region.textContent = text;
 }
 
+/** What went wrong, in the region that was waiting for it. */
+export function failure(region, error) {
+  say(region, error instanceof Error ? error.message : String(error), "alert");
+}
+
 export async function copy(text, region, what) {
   try {
     await navigator.clipboard.writeText(text);

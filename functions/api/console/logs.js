@@ -1,8 +1,8 @@
 // The Audit Logs page: the streaming state, the events with their filters and paging, Export.
 
-import { call, enc, projectPath, query } from "./api.js";
-import { h, field, select, button, when, rfc3339, say, count } from "./dom.js";
-import { go, render, projectHeader, failure, announce } from "./router.js";
+import { call, enc, follow, projectPath, query } from "./api.js";
+import { h, field, select, button, when, rfc3339, say, count, failure } from "./dom.js";
+import { go, render, projectHeader, announce } from "./router.js";
 import { manageMenu } from "./menu.js";
 import { chart } from "./chart.js";
 
@@ -257,39 +257,30 @@ export function eventsTable(events) {
 export function exportControls(p, filters) {
   const format = select([["ndjson", "NDJSON (gzip)"], ["csv", "CSV (gzip)"]], "ndjson");
   const status = h("div", { class: "message" });
+  const show = (job) => {
+    if (job.state === "completed") {
+      status.replaceChildren(
+        `Export ready: ${job.events} events, ${(job.bytes / 1e6).toFixed(2)} MB. `,
+        h("a", { href: job.download_url, download: "" }, "Download export"),
+        ` (the link works until ${when(job.expires_at)})`,
+      );
+    } else if (job.state === "failed") {
+      say(status, `Export failed: ${job.error || "no reason given"}`, "alert");
+    } else {
+      say(status, `Export running: ${job.events} events so far…`);
+    }
+    return job.state !== "running";
+  };
   const start = async () => {
-    const { since, until, limit, ...rest } = filters();
-    const body = { format: format.value, ...rest };
-    if (since) body.since = since;
-    if (until) body.until = until;
-    for (const key of Object.keys(body)) if (body[key] === "") delete body[key];
+    // The search on screen, without its page size; what is not set is left out.
+    const { limit, ...search } = filters();
+    const body = Object.fromEntries(Object.entries({ format: format.value, ...search }).filter(([, v]) => v));
     try {
       const job = await call("POST", `${projectPath(p)}/exports`, body);
       say(status, "Export started…");
-      follow(job.id);
+      follow(status, `${projectPath(p)}/exports/${enc(job.id)}`, show);
     } catch (error) {
       failure(status, error);
-    }
-  };
-  const follow = async (id) => {
-    while (document.contains(status)) {
-      let job;
-      try {
-        job = await call("GET", `${projectPath(p)}/exports/${enc(id)}`);
-      } catch (error) {
-        return failure(status, error);
-      }
-      if (job.state === "completed") {
-        status.replaceChildren(
-          `Export ready: ${job.events} events, ${(job.bytes / 1e6).toFixed(2)} MB. `,
-          h("a", { href: job.download_url, download: "" }, "Download export"),
-          ` (the link works until ${when(job.expires_at)})`,
-        );
-        return;
-      }
-      if (job.state === "failed") return say(status, `Export failed: ${job.error || "no reason given"}`, "alert");
-      say(status, `Export running: ${job.events} events so far…`);
-      await new Promise((resolve) => setTimeout(resolve, 1500));
     }
   };
   return h("div", { class: "export" }, field("Export format", format), button("Export", start), status);

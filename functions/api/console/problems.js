@@ -1,8 +1,8 @@
 // Delivery problems: failed events, replays with their progress, the last connection tests.
 
-import { call, enc, projectPath, query } from "./api.js";
-import { h, newId, field, button, when, rfc3339, localValue, say, count } from "./dom.js";
-import { projectHeader, failure } from "./router.js";
+import { call, enc, follow, projectPath, query } from "./api.js";
+import { h, newId, field, button, when, rfc3339, localValue, say, count, failure } from "./dom.js";
+import { projectHeader } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
 export function problemsPage(p) {
@@ -46,20 +46,12 @@ export function replaySection(p) {
   const until = h("input", { type: "datetime-local", value: localValue(new Date(now.getTime() + 60 * 1000)) });
   const onlyFailed = h("input", { type: "checkbox", id: newId("only-failed"), checked: true });
   const status = h("div", { class: "message" });
-  const follow = async (id) => {
-    while (document.contains(status)) {
-      let replay;
-      try {
-        replay = await call("GET", `${projectPath(p)}/streaming/replays/${enc(id)}`);
-      } catch (error) {
-        return failure(status, error);
-      }
-      const counts = `${replay.delivered} delivered, ${replay.failed} failed`;
-      if (replay.state === "completed") return say(status, `Replay completed: ${counts}.`, "good");
-      if (replay.state === "failed") return say(status, `Replay failed (${counts}): ${replay.last_error || "no reason given"}`, "alert");
-      say(status, `Replay running: ${counts} so far…`);
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-    }
+  const show = (replay) => {
+    const counts = `${replay.delivered} delivered, ${replay.failed} failed`;
+    if (replay.state === "completed") say(status, `Replay completed: ${counts}.`, "good");
+    else if (replay.state === "failed") say(status, `Replay failed (${counts}): ${replay.last_error || "no reason given"}`, "alert");
+    else say(status, `Replay running: ${counts} so far…`);
+    return replay.state !== "running";
   };
   const form = h(
     "form",
@@ -73,7 +65,7 @@ export function replaySection(p) {
             only_failed: onlyFailed.checked,
           });
           say(status, "Replay started…");
-          follow(replay.replay_id);
+          follow(status, `${projectPath(p)}/streaming/replays/${enc(replay.replay_id)}`, show);
         } catch (error) {
           failure(status, error);
         }

@@ -1,7 +1,7 @@
 // Where the person is: the address is the page's state, and links move within the page.
 
 import { query } from "./api.js";
-import { h, say } from "./dom.js";
+import { h } from "./dom.js";
 import { startPage } from "./start.js";
 import { logsPage } from "./logs.js";
 import { streamingPage } from "./streaming.js";
@@ -95,6 +95,3 @@ export function projectHeader(p, title, current) {
   ];
 }
 
-export function failure(region, error) {
-  say(region, error instanceof Error ? error.message : String(error), "alert");
-}

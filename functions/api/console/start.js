@@ -1,8 +1,8 @@
 // The start page: choose an organization's project.
 
 import { call, organizationPath, query } from "./api.js";
-import { h, field, button, when, say, count } from "./dom.js";
-import { go, link, failure } from "./router.js";
+import { h, field, button, when, say, count, failure } from "./dom.js";
+import { go, link } from "./router.js";
 
 export function startPage(p) {
   const org = h("input", { name: "organization_id", value: p.org, autocomplete: "off" });

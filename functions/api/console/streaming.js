@@ -1,8 +1,8 @@
 // Enable Log Streaming and Edit streaming configuration: one form, empty or filled in.
 
 import { config, call, projectPath } from "./api.js";
-import { h, newId, field, select, button, say, copy } from "./dom.js";
-import { go, link, projectHeader, failure, announce } from "./router.js";
+import { h, newId, field, select, button, say, copy, failure } from "./dom.js";
+import { go, link, projectHeader, announce } from "./router.js";
 
 export function streamingPage(p) {
   const page = h("section", {}, projectHeader(p, "Enable Log Streaming", "streaming"), h("p", { role: "status" }, "Loading…"));

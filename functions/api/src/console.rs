@@ -170,10 +170,8 @@ pub fn respond(
         }
         "/" | "/index.html" => text(200, "text/html; charset=utf-8", &INDEX)
             .with_header(header::CACHE_CONTROL, "no-cache"),
-        "/config.json" => {
-            let body = config(settings).to_string();
-            text(200, "application/json", &body).with_header(header::CACHE_CONTROL, "no-store")
-        }
+        "/config.json" => crate::json_response(200, &config(settings))
+            .with_header(header::CACHE_CONTROL, "no-store"),
         _ => match rest
             .strip_prefix("/assets/")
             .and_then(|file| file.strip_prefix(VERSION.as_str()))
