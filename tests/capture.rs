@@ -295,7 +295,11 @@ async fn the_lambda_handler_takes_the_sqs_event_as_lambda_sends_it() {
         .as_millis() as u64;
     let response = f
         .capture
-        .handle(lambda_runtime::LambdaEvent::new(payload, context))
+        .handle(lambda_runtime::LambdaEvent::new(
+            // As Lambda sends it: the JSON of the SQS event, read as the handler reads it.
+            serde_json::from_str(&serde_json::to_string(&payload).unwrap()).unwrap(),
+            context,
+        ))
         .await
         .unwrap();
     let json = serde_json::to_value(&response).unwrap();

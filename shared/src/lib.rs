@@ -2,7 +2,6 @@
 //! The capture, stream and api functions are thin shells around this library.
 
 pub mod clock;
-pub mod compression;
 pub mod credentials;
 pub mod destination;
 pub mod event;

@@ -413,8 +413,8 @@ struct IntakeState {
     outage: Mutex<Outage>,
     /// Requests answered since the outage, armed or not.
     after_outage: std::sync::atomic::AtomicUsize,
-    /// Bodies of the log requests the intake took (gzip), in arrival order.
-    taken: Mutex<Vec<Vec<u8>>>,
+    /// The log entries of the requests the intake took, in arrival order.
+    taken: Mutex<Vec<Value>>,
     injected: Injected,
 }
 
@@ -424,12 +424,13 @@ impl wiremock::Respond for Responder {
     fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
         let state = &self.0;
         use wiremock::ResponseTemplate;
+        // As the intake does, a body it cannot read is refused, whatever else is going on.
+        let Some(entries) = try_log_entries(request) else {
+            return ResponseTemplate::new(400)
+                .set_body_json(json!({"errors": ["unreadable body or Content-Encoding"]}));
+        };
         if !state.armed.load(std::sync::atomic::Ordering::Relaxed) {
-            state
-                .taken
-                .lock()
-                .expect("taken")
-                .push(request.body.clone());
+            state.taken.lock().expect("taken").extend(entries);
             return ResponseTemplate::new(202).set_body_json(json!({}));
         }
         if state.outage.lock().expect("outage").down() {
@@ -461,11 +462,7 @@ impl wiremock::Respond for Responder {
                 if other.is_some() {
                     state.injected.add("Datadog answer too late");
                 }
-                state
-                    .taken
-                    .lock()
-                    .expect("taken")
-                    .push(request.body.clone());
+                state.taken.lock().expect("taken").extend(entries);
                 let accepted = ResponseTemplate::new(202).set_body_json(json!({}));
                 match other {
                     Some(_) => accepted.set_delay(state.faults.too_late),
@@ -486,8 +483,7 @@ struct Taken(Arc<IntakeState>);
 
 impl wiremock::Respond for Taken {
     fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let bodies = self.0.taken.lock().expect("taken").clone();
-        let entries: Vec<Value> = bodies.iter().flat_map(|b| log_entries(b)).collect();
+        let entries = self.0.taken.lock().expect("taken").clone();
         wiremock::ResponseTemplate::new(200).set_body_json(entries)
     }
 }
@@ -560,19 +556,40 @@ impl DatadogIntake {
 
     /// Every log entry the intake took, duplicates included.
     pub fn entries(&self) -> Vec<Value> {
-        let bodies = self.state.taken.lock().expect("taken").clone();
-        bodies.iter().flat_map(|b| log_entries(b)).collect()
+        self.state.taken.lock().expect("taken").clone()
     }
 }
 
-/// The log entries of one intake request body (a gzip JSON array).
-pub fn log_entries(gzip: &[u8]) -> Vec<Value> {
+/// The log entries of one intake request: its body decoded as its `Content-Encoding` says.
+pub fn log_entries(request: &wiremock::Request) -> Vec<Value> {
+    try_log_entries(request).expect("a JSON array, in an encoding the intake reads")
+}
+
+/// The intake reads bodies plain, gzip, deflate or zstd, and nothing else.
+fn try_log_entries(request: &wiremock::Request) -> Option<Vec<Value>> {
     use std::io::Read;
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(gzip)
-        .read_to_string(&mut json)
-        .expect("gzip body");
-    serde_json::from_str(&json).expect("a JSON array")
+    let encoding = request
+        .headers
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap_or("?"));
+    let body = &request.body[..];
+    let mut json = Vec::new();
+    match encoding {
+        None | Some("identity") => json.extend_from_slice(body),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut json)
+                .ok()?;
+        }
+        Some("deflate") => {
+            flate2::read::ZlibDecoder::new(body)
+                .read_to_end(&mut json)
+                .ok()?;
+        }
+        Some("zstd") => json = zstd::decode_all(body).ok()?,
+        Some(_) => return None,
+    }
+    serde_json::from_slice(&json).ok()
 }
 
 // ---- the functions dying ----------------------------------------------------------------------

@@ -297,8 +297,10 @@ pub async fn drain_events_queue_with(
                 .iter()
                 .filter_map(|r| r.message_id.clone())
                 .collect();
-            let invocation =
-                capture.handle(lambda_runtime::LambdaEvent::new(event, context(timeout)));
+            let invocation = capture.handle(lambda_runtime::LambdaEvent::new(
+                event.into(),
+                context(timeout),
+            ));
             let answer = match kills {
                 Some(kills) => kills.run("capture", invocation).await?,
                 None => invocation.await,
@@ -1183,7 +1185,7 @@ pub async fn datadog_entries(server: &wiremock::MockServer) -> Vec<Value> {
         .unwrap_or_default()
         .iter()
         .filter(|r| r.url.path() == "/api/v2/logs")
-        .flat_map(|r| crate::faults::log_entries(&r.body))
+        .flat_map(crate::faults::log_entries)
         .collect()
 }
 

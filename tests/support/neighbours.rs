@@ -140,7 +140,7 @@ impl wiremock::Respond for Responder {
         }
         let now = Instant::now();
         let mut taken = intake.taken.lock().expect("taken");
-        for entry in crate::faults::log_entries(&request.body) {
+        for entry in crate::faults::log_entries(request) {
             let event = crate::local::event_of_datadog_entry(&entry);
             taken.push((
                 now,

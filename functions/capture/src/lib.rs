@@ -6,12 +6,15 @@ use audit_log::retry::{Attempt, Backoff, retry};
 use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
 use audit_log::streaming::{ConfigTable, ProjectIndex};
 use audit_log::{AuditEvent, EventError, Retention};
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+
+mod messages;
+pub use messages::{Message, Messages};
 
 /// The environment variables capture reads; `template.yaml` must give exactly these.
 pub const ENVIRONMENT: [&str; 3] = [
@@ -81,7 +84,7 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
 
     pub async fn handle(
         &self,
-        event: LambdaEvent<aws_lambda_events::event::sqs::SqsEvent>,
+        event: LambdaEvent<Messages>,
     ) -> Result<SqsBatchResponse, CaptureError> {
         let deadline = audit_log::retry::deadline_before(event.context.deadline(), REPORT_MARGIN);
         self.capture(event.payload.records, deadline).await
@@ -90,9 +93,10 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
     /// Captures one SQS batch, retrying storage until `deadline`.
     pub async fn capture(
         &self,
-        records: Vec<SqsMessage>,
+        records: impl IntoIterator<Item = impl Into<Message>>,
         deadline: Instant,
     ) -> Result<SqsBatchResponse, CaptureError> {
+        let records: Vec<Message> = records.into_iter().map(Into::into).collect();
         let received = records.len();
         let mut failed: Vec<String> = Vec::new();
         let mut seen = HashSet::with_capacity(received);

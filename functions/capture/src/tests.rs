@@ -5,7 +5,6 @@ use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::memory::MemoryEventTable;
 use audit_log::store::{StoreError, attr};
 use audit_log::streaming::{MemoryProjects, ProjectIndex};
-use aws_lambda_events::event::sqs::SqsMessage;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
@@ -13,11 +12,11 @@ fn later() -> Instant {
     Instant::now() + Duration::from_secs(30)
 }
 
-fn message(id: &str, body: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = Some(id.to_owned());
-    m.body = Some(body.to_owned());
-    m
+fn message(id: &str, body: &str) -> Message {
+    Message {
+        message_id: Some(id.to_owned()),
+        body: Some(body.to_owned()),
+    }
 }
 
 fn seed(n: usize) -> &'static str {
@@ -44,7 +43,7 @@ fn reported(response: &SqsBatchResponse) -> BTreeSet<&str> {
 async fn every_valid_event_is_stored_once_under_its_message_id() {
     // GIVEN the five example events of the seed
     let capture = capture();
-    let batch = (0..5)
+    let batch: Vec<Message> = (0..5)
         .map(|n| message(&format!("m-{n}"), seed(n)))
         .collect();
     // WHEN capture handles them as one batch
@@ -115,7 +114,7 @@ async fn an_event_the_table_refuses_is_reported_for_redelivery() {
     capture
         .table
         .refuse("m-2", StoreError::Unavailable("throttled".into()));
-    let batch = (0..4)
+    let batch: Vec<Message> = (0..4)
         .map(|n| message(&format!("m-{n}"), seed(n)))
         .collect();
     // WHEN the batch is captured
@@ -163,7 +162,7 @@ async fn a_record_without_a_message_id_fails_the_batch_and_stores_nothing() {
     assert_eq!(capture.table.calls(), 0);
 }
 
-fn of_project(id: &str, project: &str) -> SqsMessage {
+fn of_project(id: &str, project: &str) -> Message {
     let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
     event["project_id"] = serde_json::json!(project);
     message(id, &event.to_string())

@@ -1,5 +1,5 @@
 //! Turning stream records into destination requests: decode the stored event, encode, batch
-//! by the destination's limits, and (Datadog) gzip. Throughput is in bytes of event JSON.
+//! by the destination's limits, and (Datadog) compress. Throughput is in bytes of event JSON.
 //! Figures and the command are in BENCHMARKS.md.
 
 use audit_log::destination::{cloudwatch, datadog};
@@ -47,13 +47,13 @@ fn requests(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc();
     let mut group = c.benchmark_group("stream");
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function("records to datadog requests (gzip)", |b| {
+    group.bench_function("records to datadog requests (zstd)", |b| {
         b.iter(|| {
             let events = decode(black_box(&records));
             let (batches, _) = datadog::batches(&events, now);
             batches
                 .iter()
-                .map(|batch| datadog::gzip(&batch.body()).len())
+                .map(|batch| datadog::compress(&batch.body()).len())
                 .sum::<usize>()
         })
     });
@@ -63,12 +63,12 @@ fn requests(c: &mut Criterion) {
             cloudwatch::batches(&events, now).0.len()
         })
     });
-    // The floor: parsing the same JSON and gzipping it, nothing else.
+    // The floor: parsing the same JSON and compressing it, nothing else.
     let jsons: Vec<String> = decode(&records)
         .iter()
         .map(AuditEvent::to_compact_json)
         .collect();
-    group.bench_function("floor: serde_json parse + gzip", |b| {
+    group.bench_function("floor: serde_json parse + zstd", |b| {
         b.iter(|| {
             let mut all = Vec::with_capacity(bytes as usize);
             for j in black_box(&jsons) {
@@ -76,7 +76,7 @@ fn requests(c: &mut Criterion) {
                 black_box(&v);
                 all.extend_from_slice(j.as_bytes());
             }
-            datadog::gzip(&all).len()
+            datadog::compress(&all).len()
         })
     });
     group.finish();

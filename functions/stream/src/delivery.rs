@@ -34,12 +34,12 @@ pub struct Delivery<C = ConfigTable, T = SqsTimers, E = EventTable, D = SavedDes
     handled: moka::sync::Cache<String, ()>,
 }
 
-/// A record on its way out: where it sits in the batch and the event it carries.
+/// A project's records on their way out: the events, and where each record sits in the batch
+/// (the answer names it if the service fails it), by its stream id (remembered once handled).
+#[derive(Default)]
 struct Pending {
-    position: usize,
-    event_id: String,
-    key: StoredKey,
-    event: AuditEvent,
+    events: Vec<(StoredKey, AuditEvent)>,
+    records: Vec<(usize, String)>,
 }
 
 impl<C, T, E, D> Delivery<C, T, E, D>
@@ -84,7 +84,7 @@ where
         records: &[EventRecord],
         deadline: Instant,
     ) -> DynamoDbEventResponse {
-        let mut groups: Vec<(LaneKey, Vec<Pending>)> = Vec::new();
+        let mut groups: Vec<(LaneKey, Pending)> = Vec::new();
         let mut index: HashMap<LaneKey, usize> = HashMap::new();
         let mut skipped = 0;
         for (position, record) in records.iter().enumerate() {
@@ -101,15 +101,12 @@ where
             };
             let lane = LaneKey::new(event.organization_id(), event.project_id());
             let slot = *index.entry(lane.clone()).or_insert_with(|| {
-                groups.push((lane, Vec::new()));
+                groups.push((lane, Pending::default()));
                 groups.len() - 1
             });
-            groups[slot].1.push(Pending {
-                position,
-                event_id: record.event_id.clone(),
-                key,
-                event,
-            });
+            let pending = &mut groups[slot].1;
+            pending.events.push((key, event));
+            pending.records.push((position, record.event_id.clone()));
         }
         let failed: Vec<usize> = futures::stream::iter(groups)
             .map(|(lane, pending)| self.deliver_group(lane, pending, deadline))
@@ -139,9 +136,11 @@ where
     async fn deliver_group(
         &self,
         lane: LaneKey,
-        pending: Vec<Pending>,
+        pending: Pending,
         deadline: Instant,
     ) -> Vec<usize> {
+        let Pending { events, records } = pending;
+        let positions = || records.iter().map(|(position, _)| *position).collect();
         let (org, project) = (&lane.organization_id, &lane.project_id);
         // Read at every batch: a save takes effect with the next delivery after it.
         let config = match self.configs.configuration(org, project).await {
@@ -150,20 +149,16 @@ where
                 tracing::info!(
                     organization_id = org,
                     project_id = project,
-                    events = pending.len(),
+                    events = events.len(),
                     "no destination configured; events stay stored"
                 );
                 return Vec::new();
             }
             Err(e) => {
                 tracing::error!(organization_id = org, project_id = project, error = %e, "could not read the streaming configuration");
-                return pending.iter().map(|p| p.position).collect();
+                return positions();
             }
         };
-        let events = pending
-            .iter()
-            .map(|p| (p.key.clone(), p.event.clone()))
-            .collect();
         let sink = self.destinations.sink(&config);
         match self
             .lanes()
@@ -171,8 +166,8 @@ where
             .await
         {
             Ok(outcome) => {
-                for p in &pending {
-                    self.handled.insert(p.event_id.clone(), ());
+                for (_, event_id) in records {
+                    self.handled.insert(event_id, ());
                 }
                 tracing::info!(
                     organization_id = org,
@@ -188,7 +183,7 @@ where
             }
             Err(e) => {
                 tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be handed to their lane; Lambda retries them");
-                pending.iter().map(|p| p.position).collect()
+                positions()
             }
         }
     }

@@ -10,8 +10,9 @@ mod site;
 mod test_connection;
 
 pub use request::{
-    Batch, GZIP_LEVEL, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES, RESERVED, SERVICE,
-    SOURCE, batches, encode, gzip, severity,
+    Batch, CONTENT_ENCODING, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES, RESERVED,
+    SERVICE, SOURCE, ZSTD_LEVEL, ZSTD_MIN_MATCH, batches, compress, compress_with, encode,
+    severity,
 };
 pub use site::DatadogSite;
 

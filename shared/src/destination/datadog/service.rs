@@ -1,9 +1,9 @@
-//! Sending: one gzipped request per batch, a batch Datadog finds too large split in two, a
+//! Sending: one compressed request per batch, a batch Datadog finds too large split in two, a
 //! refused key read again once, and Datadog's trouble retried with backoff until the deadline.
 
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
-use super::request::{Batch, batches, gzip};
+use super::request::{Batch, CONTENT_ENCODING, batches, compress};
 use crate::destination::{DeliveryError, Failures};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
@@ -85,7 +85,7 @@ async fn send(
     backoff: &Backoff,
 ) -> Answer {
     let url = format!("{}/api/v2/logs", intake.datadog.intake_url(intake.site));
-    let body = gzip(&batch.body());
+    let body = compress(&batch.body());
     let (url, body) = (&url, &body);
     retry(backoff, deadline, move || async move {
         let answer = intake
@@ -94,7 +94,7 @@ async fn send(
             .post(url)
             .header("DD-API-KEY", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .header(reqwest::header::CONTENT_ENCODING, CONTENT_ENCODING)
             .body(body.clone())
             .send()
             .await;
