@@ -222,13 +222,14 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         events.sort_by(|a, b| a.0.sort_key.cmp(&b.0.sort_key));
         // An event owed twice (a batch handed over again) is sent once.
         events.dedup_by(|a, b| a.0.sort_key == b.0.sort_key);
-        let list: Vec<AuditEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+        // The sink takes the events side by side; they are paired with their keys again after.
+        let (keys, list): (Vec<StoredKey>, Vec<AuditEvent>) = events.into_iter().unzip();
         let failures = if probe {
             sink.probe(&list, deadline).await
         } else {
             sink.deliver(&list, deadline).await
         };
-        let mut failed: Vec<Option<DeliveryError>> = vec![None; events.len()];
+        let mut failed: Vec<Option<DeliveryError>> = vec![None; list.len()];
         for (i, e) in failures {
             if let Some(slot) = failed.get_mut(i) {
                 *slot = Some(e);
@@ -248,7 +249,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             trouble: None,
         };
         let mut first_rejection = None;
-        for ((key, event), failure) in events.into_iter().zip(failed) {
+        for ((key, event), failure) in keys.into_iter().zip(list).zip(failed) {
             match failure {
                 None => sent.delivered += 1,
                 Some(DeliveryError::Rejected(reason)) => {
