@@ -416,7 +416,7 @@ async fn main() {
         answer.contains("\"statusCode\":200"),
         "api answered {answer}"
     );
-    let searched = if args.functions_only {
+    let search_and_export = if args.functions_only {
         None
     } else {
         let (search, searched) = search(&stack, &api_function, events * 100).await;
@@ -432,7 +432,7 @@ async fn main() {
         format!("{api_init_calls} calls"),
     ]);
 
-    // CPU per event against the floor of parsing the same JSON (and gzip, for Datadog).
+    // CPU per event against the floor of parsing the same JSON (and compressing it, for Datadog).
     let bodies = &batches[0];
     let capture_cpu = best(7, || {
         for (i, b) in bodies.iter().enumerate() {
@@ -475,8 +475,8 @@ async fn main() {
                 .sum::<usize>(),
         );
     });
-    // What each compression costs and saves on these requests' bodies: gzip 6 is the Datadog
-    // Forwarder's, and the size not to exceed.
+    // What each compression costs and saves on these requests' bodies: gzip 6 is what was sent
+    // before (and what the Datadog Forwarder sends), the size to match.
     let bodies_to_send: Vec<Vec<u8>> = {
         let events: Vec<AuditEvent> = stored
             .iter()
@@ -626,7 +626,7 @@ async fn main() {
             Err(_) => println!("| {f} | not built | |"),
         }
     }
-    if let Some((search, export)) = searched {
+    if let Some((search, export)) = search_and_export {
         search.print();
         export.print();
     }

@@ -566,7 +566,7 @@ pub fn log_entries(request: &wiremock::Request) -> Vec<Value> {
 }
 
 /// The intake reads bodies plain, gzip, deflate or zstd, and nothing else.
-fn try_log_entries(request: &wiremock::Request) -> Option<Vec<Value>> {
+pub fn try_log_entries(request: &wiremock::Request) -> Option<Vec<Value>> {
     use std::io::Read;
     let encoding = request
         .headers

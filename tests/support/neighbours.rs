@@ -138,9 +138,13 @@ impl wiremock::Respond for Responder {
                 Mode::Up => {}
             }
         }
+        // As the intake does, a body it cannot read is refused.
+        let Some(entries) = crate::faults::try_log_entries(request) else {
+            return ResponseTemplate::new(400);
+        };
         let now = Instant::now();
         let mut taken = intake.taken.lock().expect("taken");
-        for entry in crate::faults::log_entries(request) {
+        for entry in entries {
             let event = crate::local::event_of_datadog_entry(&entry);
             taken.push((
                 now,

@@ -222,7 +222,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         events.sort_by(|a, b| a.0.sort_key.cmp(&b.0.sort_key));
         // An event owed twice (a batch handed over again) is sent once.
         events.dedup_by(|a, b| a.0.sort_key == b.0.sort_key);
-        // The sink takes the events side by side; they are paired with their keys again after.
+        // Split rather than copied: the sink borrows the events alone, and the positions of its
+        // failures are positions in `keys` too.
         let (keys, list): (Vec<StoredKey>, Vec<AuditEvent>) = events.into_iter().unzip();
         let failures = if probe {
             sink.probe(&list, deadline).await

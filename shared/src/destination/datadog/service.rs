@@ -1,9 +1,10 @@
-//! Sending: one compressed request per batch, a batch Datadog finds too large split in two, a
-//! refused key read again once, and Datadog's trouble retried with backoff until the deadline.
+//! Sending: one zstd request per batch (gzip if the intake refuses it), a batch Datadog finds
+//! too large split in two, a refused key read again once, and Datadog's trouble retried with
+//! backoff until the deadline.
 
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
-use super::request::{Batch, CONTENT_ENCODING, batches, compress};
+use super::request::{Batch, CONTENT_ENCODING, batches, compress, gzip};
 use crate::destination::{DeliveryError, Failures};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
@@ -75,8 +76,9 @@ pub(super) async fn deliver(
     failures
 }
 
-/// Sends one batch, trying again after Datadog's trouble until `backoff` or `deadline` says
-/// stop. Trouble that outlasts them comes back as [`Answer::Trouble`] naming the last problem.
+/// Sends one batch as zstd. An intake that refuses it for its content is sent the same logs
+/// once more as gzip, which every Datadog intake reads, before they count as rejected: should a
+/// site not read zstd, its logs still arrive, at one request more each.
 async fn send(
     intake: &Intake<'_>,
     key: &SecretString,
@@ -84,8 +86,36 @@ async fn send(
     deadline: Instant,
     backoff: &Backoff,
 ) -> Answer {
+    let body = batch.body();
+    match send_as(
+        intake,
+        key,
+        CONTENT_ENCODING,
+        compress(&body),
+        deadline,
+        backoff,
+    )
+    .await
+    {
+        Answer::Failed(refused) => {
+            tracing::warn!(site = %intake.site, error = %refused, "Datadog refused a zstd body; sending it as gzip");
+            send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await
+        }
+        answer => answer,
+    }
+}
+
+/// Sends one body, trying again after Datadog's trouble until `backoff` or `deadline` says
+/// stop. Trouble that outlasts them comes back as [`Answer::Trouble`] naming the last problem.
+async fn send_as(
+    intake: &Intake<'_>,
+    key: &SecretString,
+    encoding: &'static str,
+    body: Vec<u8>,
+    deadline: Instant,
+    backoff: &Backoff,
+) -> Answer {
     let url = format!("{}/api/v2/logs", intake.datadog.intake_url(intake.site));
-    let body = compress(&batch.body());
     let (url, body) = (&url, &body);
     retry(backoff, deadline, move || async move {
         let answer = intake
@@ -94,7 +124,7 @@ async fn send(
             .post(url)
             .header("DD-API-KEY", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::CONTENT_ENCODING, CONTENT_ENCODING)
+            .header(reqwest::header::CONTENT_ENCODING, encoding)
             .body(body.clone())
             .send()
             .await;
