@@ -46,11 +46,8 @@ pub fn item_written_before_packing(
     use aws_sdk_dynamodb::types::AttributeValue::{B, N, S};
     let json = event.to_compact_json();
     let body = if gzipped {
-        use std::io::Write;
-        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gzip.write_all(json.as_bytes()).expect("gzip into memory");
         B(aws_sdk_dynamodb::primitives::Blob::new(
-            gzip.finish().expect("gzip into memory"),
+            crate::compression::gzip(json.as_bytes(), flate2::Compression::default()),
         ))
     } else {
         S(json)

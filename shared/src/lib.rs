@@ -2,6 +2,7 @@
 //! The capture, stream and api functions are thin shells around this library.
 
 pub mod clock;
+pub mod compression;
 pub mod credentials;
 pub mod destination;
 pub mod event;

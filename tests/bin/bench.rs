@@ -57,13 +57,9 @@ enum Encoding {
 impl Encoding {
     /// The body's size compressed.
     fn len(self, body: &[u8]) -> usize {
-        use std::io::Write;
         match self {
             Encoding::Gzip(level) => {
-                let mut gzip =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-                gzip.write_all(body).unwrap();
-                gzip.finish().unwrap().len()
+                audit_log::compression::gzip(body, flate2::Compression::new(level)).len()
             }
             Encoding::Zstd(level, min_match) => {
                 audit_log::destination::datadog::compress_with(body, level, min_match).len()

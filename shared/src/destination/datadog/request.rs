@@ -223,14 +223,7 @@ pub const ZSTD_MIN_MATCH: u32 = 7;
 
 /// gzip at level 6, for an intake that would refuse zstd.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut gzip = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 4),
-        flate2::Compression::new(6),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = gzip.write_all(bytes);
-    gzip.finish().unwrap_or_default()
+    crate::compression::gzip(bytes, flate2::Compression::new(6))
 }
 
 /// A request body as sent.
