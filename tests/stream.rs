@@ -591,6 +591,20 @@ async fn an_intake_that_refuses_zstd_gets_the_same_logs_as_gzip() {
 }
 
 #[tokio::test]
+async fn logs_datadog_rejects_for_what_they_say_are_not_sent_again_as_gzip() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(422)))
+        .await;
+    let (_, records) = dd.events(2).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    // 422 is about the logs, not their compression: one request.
+    assert_eq!(dd.each("content-encoding").await, ["zstd"]);
+    let error = dd.health().await.last_error.unwrap();
+    assert!(error.contains("HTTP 422"), "{error}");
+}
+
+#[tokio::test]
 async fn datadog_receives_zstd_entries_with_the_api_key() {
     let dd = Datadog::new().await;
     dd.answer_key(KEY, 202).await;

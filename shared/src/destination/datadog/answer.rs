@@ -12,6 +12,9 @@ pub(super) enum Answer {
     /// Datadog's trouble, not ours: try again after a backoff.
     Trouble(String),
     Failed(DeliveryError),
+    /// The intake could not read the body (400, 415): perhaps its compression, so the logs are
+    /// worth one more request as gzip before this counts.
+    Unreadable(DeliveryError),
 }
 
 /// Reads the outcome of one request to the intake.
@@ -37,8 +40,14 @@ pub(super) fn read(
             Answer::Trouble(format!("Datadog answered HTTP {status}"))
         }
         // The request's content: these logs only.
-        status @ (400 | 422) => Answer::Failed(DeliveryError::Rejected(format!(
-            "Datadog rejected the logs (HTTP {status})"
+        400 => Answer::Unreadable(DeliveryError::Rejected(
+            "Datadog rejected the logs (HTTP 400)".into(),
+        )),
+        422 => Answer::Failed(DeliveryError::Rejected(
+            "Datadog rejected the logs (HTTP 422)".into(),
+        )),
+        415 => Answer::Unreadable(DeliveryError::Refused(format!(
+            "Datadog refused the logs (HTTP 415) on {site}"
         ))),
         status => Answer::Failed(DeliveryError::Refused(format!(
             "Datadog refused the logs (HTTP {status}) on {site}"
@@ -74,11 +83,19 @@ mod tests {
         for trouble in [408, 429, 500, 503] {
             assert!(matches!(answer(trouble), Answer::Trouble(_)), "{trouble}");
         }
-        for rejected in [400, 422] {
-            assert!(
-                matches!(answer(rejected), Answer::Failed(DeliveryError::Rejected(_))),
-                "{rejected}"
-            );
+        assert!(matches!(
+            answer(400),
+            Answer::Unreadable(DeliveryError::Rejected(_))
+        ));
+        assert!(matches!(
+            answer(422),
+            Answer::Failed(DeliveryError::Rejected(_))
+        ));
+        match answer(415) {
+            Answer::Unreadable(DeliveryError::Refused(m)) => {
+                assert!(m.contains("HTTP 415") && m.contains("datadoghq.eu"), "{m}")
+            }
+            other => panic!("{other:?}"),
         }
         match answer(404) {
             Answer::Failed(DeliveryError::Refused(m)) => assert!(m.contains("datadoghq.eu"), "{m}"),

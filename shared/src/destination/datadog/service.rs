@@ -60,7 +60,7 @@ pub(super) async fn deliver(
             }
             Answer::Unauthorized(status) => refused_key(status, intake.site),
             Answer::Trouble(problem) => DeliveryError::Retryable(problem),
-            Answer::Failed(e) => e,
+            Answer::Failed(e) | Answer::Unreadable(e) => e,
         };
         failures.extend(batch.positions.iter().map(|&p| (p, error.clone())));
         // A refused key or an exhausted deadline will not fare better for the rest.
@@ -76,9 +76,9 @@ pub(super) async fn deliver(
     failures
 }
 
-/// Sends one batch as zstd. An intake that refuses it for its content is sent the same logs
-/// once more as gzip, which every Datadog intake reads, before they count as rejected: should a
-/// site not read zstd, its logs still arrive, at one request more each.
+/// Sends one batch as zstd. An intake that cannot read it is sent the same logs once more as
+/// gzip, which every Datadog intake reads, before they count: should a site not read zstd, its
+/// logs still arrive, at one request more each.
 async fn send(
     intake: &Intake<'_>,
     key: &SecretString,
@@ -97,8 +97,8 @@ async fn send(
     )
     .await
     {
-        Answer::Failed(refused) => {
-            tracing::warn!(site = %intake.site, error = %refused, "Datadog refused a zstd body; sending it as gzip");
+        Answer::Unreadable(refused) => {
+            tracing::warn!(site = %intake.site, error = %refused, "Datadog could not read a zstd body; sending it as gzip");
             send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await
         }
         answer => answer,
