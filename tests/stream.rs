@@ -331,9 +331,7 @@ async fn events_reach_the_customers_cloudwatch_logs_in_the_assumed_account() {
         let message = log.message.as_deref().unwrap();
         assert_eq!(
             message,
-            AuditEvent::from_value(original.clone())
-                .unwrap()
-                .to_compact_json()
+            AuditEvent::from_value(original.clone()).unwrap().json()
         );
         let t = OffsetDateTime::parse(original["timestamp"].as_str().unwrap(), &Rfc3339).unwrap();
         assert_eq!(
@@ -1075,13 +1073,10 @@ async fn ten_thousand_events_of_one_kilobyte_make_exactly_ten_datadog_requests()
         .await;
     let now = OffsetDateTime::now_utc();
     let mut v = recent("o", "p", 60, "OK");
-    let base = AuditEvent::from_value(v.clone())
-        .unwrap()
-        .to_compact_json()
-        .len();
+    let base = AuditEvent::from_value(v.clone()).unwrap().json().len();
     v["padding"] = json!("k".repeat(1024 - base - r#","padding":"""#.len()));
     let event = AuditEvent::from_value(v).unwrap();
-    assert_eq!(event.to_compact_json().len(), 1024);
+    assert_eq!(event.json().len(), 1024);
     let events = vec![event; 10_000];
     let client = DatadogClient::new(Some(server.uri()));
     let project = Project {

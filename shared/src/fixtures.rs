@@ -44,13 +44,13 @@ pub fn item_written_before_packing(
 ) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
     use crate::store::{partition_key, sort_key};
     use aws_sdk_dynamodb::types::AttributeValue::{B, N, S};
-    let json = event.to_compact_json();
+    let json = event.json();
     let body = if gzipped {
         B(aws_sdk_dynamodb::primitives::Blob::new(
             crate::compression::gzip(json.as_bytes(), flate2::Compression::default()),
         ))
     } else {
-        S(json)
+        S(json.to_owned())
     };
     [
         (

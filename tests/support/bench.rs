@@ -167,6 +167,8 @@ impl Function {
             .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
             .env("AWS_LAMBDA_LOG_LEVEL", "WARN")
             .envs(environment.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Passed on so allocator settings can be tried on the functions as they are.
+            .envs(std::env::vars().filter(|(k, _)| k == "GLIBC_TUNABLES" || k == "LD_PRELOAD"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .kill_on_drop(true);

@@ -107,6 +107,23 @@ fn aws_error(status: u16, protocol: &str, kind: &str, message: &str) -> Response
         .expect("response")
 }
 
+/// Headers about one connection, which a proxy keeps to itself (RFC 9110, 7.6.1). The emulator
+/// closes every connection it answers; passing its `Connection: close` on would make the
+/// functions connect anew for every call, which AWS's endpoints, keeping connections open, do
+/// not make them do.
+fn hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// What the proxy decided for one request.
 enum Plan {
     Forward,
@@ -291,7 +308,7 @@ impl AwsProxy {
         };
         let mut forward = http.request(parts.method.clone(), format!("{upstream}{}", parts.uri));
         for (name, value) in &parts.headers {
-            if name != "host" && name != "content-length" {
+            if name != "host" && name != "content-length" && !hop_by_hop(name.as_str()) {
                 forward = forward.header(name, value);
             }
         }
@@ -305,7 +322,8 @@ impl AwsProxy {
         let mut out = Response::builder().status(status);
         for (name, value) in answer.headers() {
             // A rewritten answer has another length and checksum.
-            if merge.is_none() || !matches!(name.as_str(), "content-length" | "x-amz-crc32") {
+            let rewritten = matches!(name.as_str(), "content-length" | "x-amz-crc32");
+            if (merge.is_none() || !rewritten) && !hop_by_hop(name.as_str()) {
                 out = out.header(name.as_str(), value.as_bytes());
             }
         }

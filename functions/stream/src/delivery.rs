@@ -238,11 +238,11 @@ pub fn event_of(record: &EventRecord) -> Result<(AuditEvent, StoredKey), String>
     let key = StoredKey::new(text(audit_log::store::attr::SORT_KEY)?, expires_at)
         .ok_or("the stored event's sort key names no message")?;
     let event = match image.get(audit_log::store::attr::EVENT) {
-        Some(Value::B(packed)) => AuditEvent::from_json(
-            &audit_log::store::codec::unpack(packed).map_err(|e| e.to_string())?,
+        Some(Value::B(packed)) => AuditEvent::from_stored(
+            audit_log::store::codec::unpack(packed).map_err(|e| e.to_string())?,
         ),
         // Items written before events were packed.
-        Some(Value::S(json)) => AuditEvent::from_json(json),
+        Some(Value::S(json)) => AuditEvent::from_stored(json.clone()),
         _ => return Err("the stored event has no `event`".into()),
     }
     .map_err(|e| e.to_string())?;

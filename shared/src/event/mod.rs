@@ -2,11 +2,18 @@
 //!
 //! Only the shared metadata fields are checked; everything else (`registry`, `bucket`, `version`,
 //! `builds`, `channel`, fields not documented yet) travels verbatim, in the producer's field order.
+//!
+//! An event is kept as its compact JSON text, not as a tree of values: that text is what is
+//! stored, what CloudWatch Logs receives and what Datadog's entries are cut from, so the
+//! functions read each event's fields once and never build them into maps on the way through.
 
 mod kinds;
+mod raw_fields;
+mod required;
 
-use kinds::OneOf;
 pub use kinds::{Action, ActorType, Status};
+pub use raw_fields::RawFields;
+use required::Required;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -14,10 +21,14 @@ use time::format_description::well_known::Rfc3339;
 /// SQS's own ceiling on a message body; anything larger cannot have come from the queue intact.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-/// A validated audit event. The JSON object is kept whole so it can be given back exactly.
+/// A validated audit event: its compact JSON, with the fields the service reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEvent {
-    fields: Map<String, Value>,
+    /// The producer's object as compact JSON, in the producer's field order.
+    json: String,
+    organization_id: String,
+    project_id: String,
+    description: String,
     timestamp: OffsetDateTime,
     status: Status,
     action: Action,
@@ -76,40 +87,64 @@ impl AuditEvent {
                 max: MAX_EVENT_BYTES,
             });
         }
-        let value: Value =
-            serde_json::from_str(body).map_err(|e| EventError::NotJson(syntax_error(&e)))?;
-        Self::from_value(value)
+        // Two passes over the text, neither building a tree: the required fields (which fails
+        // on any body that is not plainly valid, left to the parsed path to name the problem),
+        // then the whole body compacted.
+        let Ok(required) = serde_json::from_str::<Required>(body) else {
+            return Self::parse(body);
+        };
+        let checked = required.check()?;
+        let mut json = Vec::with_capacity(body.len());
+        let mut compact = serde_json::Serializer::new(&mut json);
+        if serde_transcode::transcode(&mut serde_json::Deserializer::from_str(body), &mut compact)
+            .is_err()
+        {
+            return Self::parse(body);
+        }
+        match String::from_utf8(json) {
+            Ok(json) => Ok(Self::new(json, checked)),
+            // serde_json writes only UTF-8; were it ever not, the parsed path stands.
+            Err(_) => Self::parse(body),
+        }
+    }
+
+    /// An event as the events table keeps it: compact JSON that capture validated. Checked
+    /// again, but kept as the text it is, not written again.
+    pub fn from_stored(json: String) -> Result<Self, EventError> {
+        match serde_json::from_str::<Required>(&json).map(Required::check) {
+            Ok(Ok(checked)) => Ok(Self::new(json, checked)),
+            _ => Self::from_json(&json),
+        }
     }
 
     pub fn from_value(value: Value) -> Result<Self, EventError> {
         let Value::Object(fields) = value else {
             return Err(EventError::NotAnObject);
         };
-        let status = Status::parse_field(required_str(&fields, "status")?)?;
-        let action = Action::parse_field(required_str(&fields, "action")?)?;
-        non_empty(&fields, "description")?;
-        crate::id::check("organization_id", required_str(&fields, "organization_id")?)?;
-        crate::id::check("project_id", required_str(&fields, "project_id")?)?;
-        let timestamp = parse_timestamp(required_str(&fields, "timestamp")?)?;
-        let actor = match fields.get("actor") {
-            None | Some(Value::Null) => return Err(EventError::Missing("actor")),
-            Some(Value::Object(actor)) => actor,
-            Some(_) => {
-                return Err(EventError::WrongType {
-                    field: "actor",
-                    expected: "an object",
-                });
-            }
-        };
-        required_nested_str(actor, "principal_id", "actor.principal_id")?;
-        ActorType::parse_field(required_nested_str(actor, "type", "actor.type")?)?;
-        Ok(Self {
-            fields,
-            timestamp,
-            status,
-            action,
+        let checked = Required::of(&fields)?.check()?;
+        // Serializing a map of `Value`s has no failure case: keys are strings, numbers finite.
+        let json = serde_json::to_string(&fields).unwrap_or_default();
+        Ok(Self::new(json, checked))
+    }
+
+    /// The parsed path: every body the text path declines, and the error naming what is wrong.
+    fn parse(body: &str) -> Result<Self, EventError> {
+        let value: Value =
+            serde_json::from_str(body).map_err(|e| EventError::NotJson(syntax_error(&e)))?;
+        Self::from_value(value)
+    }
+
+    fn new(json: String, checked: required::Checked) -> Self {
+        Self {
+            json,
+            organization_id: checked.organization_id,
+            project_id: checked.project_id,
+            description: checked.description,
+            timestamp: checked.timestamp,
+            status: checked.status,
+            action: checked.action,
             id: None,
-        })
+        }
     }
 
     /// The same event, known by its stable id.
@@ -123,15 +158,15 @@ impl AuditEvent {
     }
 
     pub fn organization_id(&self) -> &str {
-        self.str_field("organization_id")
+        &self.organization_id
     }
 
     pub fn project_id(&self) -> &str {
-        self.str_field("project_id")
+        &self.project_id
     }
 
     pub fn description(&self) -> &str {
-        self.str_field("description")
+        &self.description
     }
 
     pub fn timestamp(&self) -> OffsetDateTime {
@@ -146,24 +181,25 @@ impl AuditEvent {
         self.action
     }
 
-    /// Every field of the event, in the producer's order.
-    pub fn fields(&self) -> &Map<String, Value> {
-        &self.fields
+    /// The event as compact JSON: what is stored and what destinations receive.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// Every field of the event, in the producer's order, parsed from its JSON.
+    pub fn fields(&self) -> Map<String, Value> {
+        // The text was written from a JSON object by serde_json.
+        serde_json::from_str(&self.json).unwrap_or_default()
+    }
+
+    /// Every field of the event, each value as its JSON text.
+    pub fn raw_fields(&self) -> RawFields<'_> {
+        // The text was written from a JSON object by serde_json.
+        serde_json::from_str(&self.json).unwrap_or(RawFields(Vec::new()))
     }
 
     pub fn into_value(self) -> Value {
-        Value::Object(self.fields)
-    }
-
-    /// The event as compact JSON: what is stored and what destinations receive.
-    pub fn to_compact_json(&self) -> String {
-        // Serializing a map of `Value`s has no failure case: keys are strings, numbers finite.
-        serde_json::to_string(&self.fields).unwrap_or_default()
-    }
-
-    fn str_field(&self, name: &str) -> &str {
-        // Validation guaranteed these are present strings.
-        self.fields.get(name).and_then(Value::as_str).unwrap_or("")
+        Value::Object(self.fields())
     }
 }
 
@@ -187,40 +223,6 @@ fn syntax_error(e: &serde_json::Error) -> String {
         Category::Io => "read error",
     };
     format!("{kind} at line {} column {}", e.line(), e.column())
-}
-
-fn required_str<'a>(
-    fields: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<&'a str, EventError> {
-    required_nested_str(fields, name, name)
-}
-
-fn required_nested_str<'a>(
-    fields: &'a Map<String, Value>,
-    name: &str,
-    path: &'static str,
-) -> Result<&'a str, EventError> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Err(EventError::Missing(path)),
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(EventError::WrongType {
-            field: path,
-            expected: "a string",
-        }),
-    }
-}
-
-fn non_empty<'a>(
-    fields: &'a Map<String, Value>,
-    name: &'static str,
-) -> Result<&'a str, EventError> {
-    let s = required_str(fields, name)?;
-    if s.trim().is_empty() {
-        Err(EventError::Empty(name))
-    } else {
-        Ok(s)
-    }
 }
 
 #[cfg(test)]

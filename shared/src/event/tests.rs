@@ -197,16 +197,16 @@ fn bad_timestamps_are_refused() {
 fn unknown_fields_are_kept_verbatim_and_in_order() {
     let body = r#"{"zeta":{"nested":[1,2.5,"x",null]},"status":"OK","action":"read","description":"d","organization_id":"o","project_id":"p","timestamp":"2024-01-01T00:00:00Z","actor":{"type":"TYPE_ANONYMOUS","principal_id":"","extra":true},"alpha":"kept","skip_descendants_revocation":true}"#;
     let e = AuditEvent::from_json(body).unwrap();
-    assert_eq!(e.to_compact_json(), body);
+    assert_eq!(e.json(), body);
 }
 
 #[test]
 fn whitespace_is_compacted_but_the_value_is_unchanged() {
     let pretty = serde_json::to_string_pretty(&valid()).unwrap();
     let e = AuditEvent::from_json(&pretty).unwrap();
-    let compact = e.to_compact_json();
+    let compact = e.json();
     assert!(!compact.contains('\n') && !compact.contains(": "));
-    assert_eq!(serde_json::from_str::<Value>(&compact).unwrap(), valid());
+    assert_eq!(serde_json::from_str::<Value>(compact).unwrap(), valid());
 }
 
 #[test]
@@ -256,11 +256,98 @@ fn the_seed_examples_keep_their_undocumented_fields() {
     assert_eq!(e.fields()["skip_descendants_revocation"], json!(true));
 }
 
+#[test]
+fn a_required_field_given_twice_counts_once_with_its_last_value() {
+    let body = valid().to_string().replacen('{', r#"{"status":"BAD","#, 1);
+    let e = AuditEvent::from_json(&body).unwrap();
+    assert_eq!(e.status(), Status::Ok);
+    assert_eq!(e.json().matches("\"status\"").count(), 1, "{}", e.json());
+    assert_eq!(e.json(), AuditEvent::from_value(valid()).unwrap().json());
+    let body = valid().to_string().replacen('}', r#"},"status":"BAD""#, 1);
+    assert!(matches!(
+        AuditEvent::from_json(&body).unwrap_err(),
+        EventError::NotAllowed {
+            field: "status",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn escaped_text_in_required_fields_reads_as_its_value() {
+    let body = valid()
+        .to_string()
+        .replace("Created bucket", r#"Created \"b\u00e9\" \\ bucket"#)
+        .replace(r#""organization_id""#, r#""organization\u005fid""#);
+    let e = AuditEvent::from_json(&body).unwrap();
+    assert_eq!(e.description(), r#"Created "bé" \ bucket"#);
+    assert_eq!(e.organization_id(), "77f447d4-def0-46f2-bf09-6850d36745ed");
+    assert_eq!(
+        e.json(),
+        serde_json::to_string(&serde_json::from_str::<Value>(&body).unwrap()).unwrap()
+    );
+}
+
+#[test]
+fn a_stored_event_reads_back_as_the_event_that_was_stored() {
+    for (name, body) in fixtures::SEED_EVENTS {
+        let e = AuditEvent::from_json(body).unwrap();
+        assert_eq!(
+            AuditEvent::from_stored(e.json().to_owned()).unwrap(),
+            e,
+            "{name}"
+        );
+    }
+    // Text the in-place reading declines still reads as its event, by the parsed path.
+    let twice = valid().to_string().replacen('{', r#"{"status":"BAD","#, 1);
+    let compact = AuditEvent::from_value(valid()).unwrap();
+    assert_eq!(AuditEvent::from_stored(twice).unwrap(), compact);
+    assert_eq!(
+        AuditEvent::from_stored("{}".into()).unwrap_err(),
+        EventError::Missing("status")
+    );
+}
+
+#[test]
+fn raw_fields_are_the_events_fields_as_json_text() {
+    let e = AuditEvent::from_json(fixtures::SEED_EVENTS[0].1).unwrap();
+    let raw = e.raw_fields();
+    let fields = e.fields();
+    assert_eq!(raw.0.len(), fields.len());
+    for ((name, value), (parsed_name, parsed)) in raw.0.iter().zip(&fields) {
+        assert_eq!(name, parsed_name);
+        assert_eq!(&serde_json::from_str::<Value>(value.get()).unwrap(), parsed);
+    }
+    // A name given twice keeps its first place and its last value.
+    let twice: RawFields = serde_json::from_str(r#"{"a":1,"b\u0032":2,"a":3}"#).unwrap();
+    let names: Vec<(&str, &str)> = twice.0.iter().map(|(n, v)| (n.as_ref(), v.get())).collect();
+    assert_eq!(names, [("a", "3"), ("b2", "2")]);
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
+        /// The text path and the parsed path are one validation: same verdict, same event.
+        #[test]
+        fn reading_in_place_and_parsing_agree(
+            extra in proptest::collection::vec(("[a-z_]{1,12}", arb_json()), 0..6),
+            replaced in proptest::option::of((0..REQUIRED.len(), arb_json())),
+            pretty in any::<bool>(),
+        ) {
+            let mut v = valid();
+            let obj = v.as_object_mut().unwrap();
+            for (k, x) in &extra {
+                obj.insert(k.clone(), x.clone());
+            }
+            if let Some((i, x)) = replaced {
+                v = with(REQUIRED[i].0, Some(x));
+            }
+            let body = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) }.unwrap();
+            prop_assert_eq!(AuditEvent::from_json(&body), AuditEvent::from_value(v.clone()));
+        }
+
         #[test]
         fn arbitrary_text_never_panics(body in ".{0,300}") {
             let _ = AuditEvent::from_json(&body);
@@ -281,7 +368,7 @@ mod properties {
                 }
             }
             let e = AuditEvent::from_value(v.clone()).unwrap();
-            let back: Value = serde_json::from_str(&e.to_compact_json()).unwrap();
+            let back: Value = serde_json::from_str(e.json()).unwrap();
             prop_assert_eq!(back, v);
         }
     }

@@ -60,7 +60,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             .map(|(key, event)| Owed {
                 event: key.clone(),
                 owed_at_ms: now,
-                bytes: event.to_compact_json().len() as u64,
+                bytes: event.json().len() as u64,
             })
             .collect()
     }

@@ -576,7 +576,7 @@ async fn an_owed_event_no_longer_stored_is_listed_not_dropped() {
 async fn pages_of_catching_up_are_cut_by_bytes() {
     let mut w = World::new();
     w.policy.probe_page = 1;
-    let one = w.arrive(1)[0].1.to_compact_json().len() as u64;
+    let one = w.arrive(1)[0].1.json().len() as u64;
     // Room for two events a page.
     w.policy.page_bytes = one * 2 + 1;
     w.sink.answer(Answer::Fail(outage()));

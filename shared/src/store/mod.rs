@@ -158,7 +158,7 @@ impl StoredEvent {
     ) -> Result<Self, EventError> {
         // What is stored is the compact form, which may be longer than the body it came from
         // (`1e2` comes back as `100.0`): it is what must stay readable.
-        let json = event.to_compact_json();
+        let json = event.json();
         if json.len() > crate::event::MAX_EVENT_BYTES {
             return Err(EventError::TooLarge {
                 size: json.len(),
@@ -181,7 +181,7 @@ impl StoredEvent {
             ),
             (
                 attr::EVENT.to_owned(),
-                AttributeValue::B(Blob::new(codec::pack(&json))),
+                AttributeValue::B(Blob::new(codec::pack(json))),
             ),
         ]);
         let size = item_size(&item);
@@ -308,7 +308,7 @@ mod tests {
             item[attr::EXPIRES_AT].as_n().unwrap(),
             &(1_689_355_401 + 400 * 86_400).to_string()
         );
-        assert_eq!(event_json(item).unwrap(), e.to_compact_json());
+        assert_eq!(event_json(item).unwrap(), e.json());
     }
 
     proptest::proptest! {
@@ -360,12 +360,12 @@ mod tests {
             let e = AuditEvent::from_json(body).unwrap();
             let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
             assert!(stored.item[attr::EVENT].is_b());
-            assert_eq!(event_json(&stored.item).unwrap(), e.to_compact_json());
+            assert_eq!(event_json(&stored.item).unwrap(), e.json());
             assert!(
-                stored.size() < e.to_compact_json().len(),
+                stored.size() < e.json().len(),
                 "{} bytes stored for {}",
                 stored.size(),
-                e.to_compact_json().len()
+                e.json().len()
             );
         }
         let mut big = event("o", "p", "2024-01-01T00:00:00Z").into_value();
@@ -375,7 +375,7 @@ mod tests {
             .collect();
         big["builds"] = Value::Array(builds);
         let e = AuditEvent::from_value(big.clone()).unwrap();
-        assert!(e.to_compact_json().len() > MAX_ITEM_BYTES);
+        assert!(e.json().len() > MAX_ITEM_BYTES);
         let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
         let back: Value = serde_json::from_str(&event_json(&stored.item).unwrap()).unwrap();
         assert_eq!(back, big);
@@ -392,7 +392,7 @@ mod tests {
                     gzipped,
                     1_800_000_000,
                 );
-                assert_eq!(event_json(&item).unwrap(), e.to_compact_json());
+                assert_eq!(event_json(&item).unwrap(), e.json());
                 let key = StoredKey::of(&item).unwrap();
                 assert_eq!(
                     (key.message_id.as_str(), key.expires_at),
@@ -508,7 +508,7 @@ mod tests {
         );
         assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
         // A zstd frame cut short, and one naming a dictionary this service never had.
-        let packed = codec::pack(&event("o", "p", "2024-01-01T00:00:00Z").to_compact_json());
+        let packed = codec::pack(event("o", "p", "2024-01-01T00:00:00Z").json());
         let mut other = packed.clone();
         other[5..9].copy_from_slice(&[1, 2, 3, 4]);
         assert_eq!(

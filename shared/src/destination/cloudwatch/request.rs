@@ -88,7 +88,7 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
     };
     let mut bytes = 0;
     for (position, ms) in timed {
-        let message = events[position].to_compact_json();
+        let message = events[position].json();
         let size = message.len() + EVENT_OVERHEAD_BYTES;
         if size > MAX_BATCH_BYTES {
             failures.push((
@@ -121,7 +121,7 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
         current.events.push(
             InputLogEvent::builder()
                 .timestamp(ms)
-                .message(message)
+                .message(message.to_owned())
                 .build()
                 .expect("timestamp and message are set"),
         );
@@ -164,7 +164,7 @@ pub(super) mod tests {
         assert_eq!(batches[0].positions, [1, 2, 0]);
         let times: Vec<i64> = batches[0].events.iter().map(|e| e.timestamp).collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(batches[0].events[0].message, events[1].to_compact_json());
+        assert_eq!(batches[0].events[0].message, events[1].json());
     }
 
     #[test]
@@ -178,7 +178,7 @@ pub(super) mod tests {
         let (batches, _) = batches(std::slice::from_ref(&old), NOW);
         assert_eq!(
             batches[0].events[0].message,
-            old.to_compact_json(),
+            old.json(),
             "the original time stays in the message"
         );
     }
@@ -200,9 +200,9 @@ pub(super) mod tests {
     #[test]
     fn ten_thousand_one_kilobyte_events_make_at_most_eleven_requests() {
         let one = at(NOW - Duration::from_secs(60), 0);
-        let pad = 1024usize.saturating_sub(one.to_compact_json().len());
+        let pad = 1024usize.saturating_sub(one.json().len());
         let event = at(NOW - Duration::from_secs(60), pad);
-        assert_eq!(event.to_compact_json().len(), 1024);
+        assert_eq!(event.json().len(), 1024);
         let events = vec![event; 10_000];
         let (batches, failures) = batches(&events, NOW);
         assert!(failures.is_empty());

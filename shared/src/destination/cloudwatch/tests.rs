@@ -231,8 +231,8 @@ async fn ten_thousand_events_of_one_kilobyte_take_at_most_eleven_put_log_events(
     let client = logs(RuleMode::MatchAny, &[&put]);
     let now = OffsetDateTime::now_utc() - Duration::from_secs(60);
     let one = at(now, 0);
-    let event = at(now, 1024 - one.to_compact_json().len());
-    assert_eq!(event.to_compact_json().len(), 1024);
+    let event = at(now, 1024 - one.json().len());
+    assert_eq!(event.json().len(), 1024);
     let failures = service::write(
         &client,
         "g",

@@ -12,7 +12,7 @@
 use crate::destination::{DeliveryError, Failures};
 use crate::event::{AuditEvent, Status};
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -105,10 +105,11 @@ struct Entry<'a> {
 
 impl serde::Serialize for Entry<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fields = self.event.fields();
+        // The event's values are copied as the JSON text they are stored as, never parsed.
+        let fields = self.event.raw_fields();
         let mut map = s.serialize_map(None)?;
-        for (name, value) in fields {
-            if !RESERVED.contains(&name.as_str()) {
+        for (name, value) in &fields.0 {
+            if !RESERVED.contains(&name.as_ref()) {
                 map.serialize_entry(name, value)?;
             }
         }
@@ -126,17 +127,28 @@ impl serde::Serialize for Entry<'_> {
         }
         for (name, value) in ours {
             map.serialize_entry(name, value)?;
+            let Some(original) = fields.get(name) else {
+                continue;
+            };
             let copy = format!("event_{name}");
-            match fields.get(name) {
-                Some(Value::String(original)) if original == value => {}
-                // The event's own field of that name was written above and wins: one key per
-                // name, always.
-                Some(_) if fields.contains_key(&copy) => {}
-                Some(original) => map.serialize_entry(&copy, original)?,
-                None => {}
+            // The event's own field of that name was written above and wins: one key per
+            // name, always.
+            if !is_string(original, value) && !fields.contains(&copy) {
+                map.serialize_entry(&copy, original)?;
             }
         }
         map.end()
+    }
+}
+
+/// Whether a JSON text is the string `s`.
+fn is_string(json: &RawValue, s: &str) -> bool {
+    let text = json.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        // Written plainly, as serde_json writes any string without quotes, backslashes or
+        // control characters.
+        Some(inner) if !inner.contains('\\') => inner == s,
+        _ => serde_json::from_str::<std::borrow::Cow<str>>(text).is_ok_and(|t| t == s),
     }
 }
 
@@ -249,6 +261,7 @@ mod tests {
     use super::*;
     use crate::fixtures::SEED_EVENTS;
     use proptest::prelude::*;
+    use serde_json::Value;
     use serde_json::json;
     use time::macros::datetime;
 
@@ -329,9 +342,9 @@ mod tests {
             let e = entry(&event, RECENT);
             for (name, value) in event.fields() {
                 if name == "status" {
-                    assert_eq!(e["event_status"], *value);
+                    assert_eq!(e["event_status"], value);
                 } else {
-                    assert_eq!(e[name], *value, "{name}");
+                    assert_eq!(e[&name], value, "{name}");
                 }
             }
             let expected = if event.status() == Status::Failed {
