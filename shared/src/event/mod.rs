@@ -90,7 +90,7 @@ impl AuditEvent {
         // Two passes over the text, neither building a tree: the required fields (which fails
         // on any body that is not plainly valid, left to the parsed path to name the problem),
         // then the whole body compacted.
-        let Ok(required) = serde_json::from_str::<Required>(body) else {
+        let Some(required) = Required::read(body) else {
             return Self::parse(body);
         };
         let checked = required.check()?;
@@ -111,8 +111,8 @@ impl AuditEvent {
     /// An event as the events table keeps it: compact JSON that capture validated. Checked
     /// again, but kept as the text it is, not written again.
     pub fn from_stored(json: String) -> Result<Self, EventError> {
-        match serde_json::from_str::<Required>(&json).map(Required::check) {
-            Ok(Ok(checked)) => Ok(Self::new(json, checked)),
+        match Required::read(&json).map(Required::check) {
+            Some(Ok(checked)) => Ok(Self::new(json, checked)),
             _ => Self::from_json(&json),
         }
     }
@@ -195,7 +195,7 @@ impl AuditEvent {
     /// Every field of the event, each value as its JSON text.
     pub fn raw_fields(&self) -> RawFields<'_> {
         // The text was written from a JSON object by serde_json.
-        serde_json::from_str(&self.json).unwrap_or(RawFields(Vec::new()))
+        serde_json::from_str(&self.json).unwrap_or(RawFields(Default::default()))
     }
 
     pub fn into_value(self) -> Value {

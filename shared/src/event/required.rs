@@ -2,10 +2,13 @@
 //! they are plain strings (the common case), or from a parsed object when they are not.
 
 use super::kinds::{Action, ActorType, OneOf, Status};
+use super::raw_fields::Text;
 use super::{EventError, parse_timestamp};
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::fmt;
 use time::OffsetDateTime;
 
 /// The required fields as text, borrowed from the body where no escape forced a copy. Reading
@@ -30,13 +33,47 @@ pub(super) struct Required<'a> {
     actor: Actor<'a>,
 }
 
-#[derive(Deserialize)]
+/// The actor's `type`; its `principal_id` is asked only to be a string.
 struct Actor<'a> {
-    /// Asked only to be a string.
-    #[serde(borrow, rename = "principal_id")]
-    _principal_id: Cow<'a, str>,
-    #[serde(borrow, rename = "type")]
     kind: Cow<'a, str>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Actor<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // An object only: a derived struct would read an array of its fields as well.
+        d.deserialize_map(ActorVisitor)
+    }
+}
+
+struct ActorVisitor;
+
+impl<'de> Visitor<'de> for ActorVisitor {
+    type Value = Actor<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Actor<'de>, A::Error> {
+        let (mut principal_id, mut kind) = (None, None);
+        while let Some(Text(name)) = map.next_key()? {
+            let slot = match name.as_ref() {
+                "principal_id" => &mut principal_id,
+                "type" => &mut kind,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.replace(map.next_value::<Text>()?.0).is_some() {
+                return Err(A::Error::custom("a field given twice"));
+            }
+        }
+        match (principal_id, kind) {
+            (Some(_), Some(kind)) => Ok(Actor { kind }),
+            _ => Err(A::Error::custom("a field missing")),
+        }
+    }
 }
 
 /// What the checks found, for the event to keep.
@@ -50,6 +87,15 @@ pub(super) struct Checked {
 }
 
 impl<'a> Required<'a> {
+    /// The required fields read in place from a JSON text, if it is plainly an event.
+    pub fn read(text: &'a str) -> Option<Self> {
+        // A derived struct reads an array of its fields too; an event is an object.
+        let object = text
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{');
+        object.then(|| serde_json::from_str(text).ok()).flatten()
+    }
+
     /// The required fields of a parsed object, or the first one missing or not a string.
     pub fn of(fields: &'a Map<String, Value>) -> Result<Self, EventError> {
         let text = |name: &'static str| required_str(fields, name, name).map(Cow::Borrowed);
@@ -76,9 +122,11 @@ impl<'a> Required<'a> {
             organization_id,
             project_id,
             timestamp,
-            actor: Actor {
-                _principal_id: required_str(actor, "principal_id", "actor.principal_id")?.into(),
-                kind: required_str(actor, "type", "actor.type")?.into(),
+            actor: {
+                required_str(actor, "principal_id", "actor.principal_id")?;
+                Actor {
+                    kind: required_str(actor, "type", "actor.type")?.into(),
+                }
             },
         })
     }

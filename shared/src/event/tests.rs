@@ -274,6 +274,27 @@ fn a_required_field_given_twice_counts_once_with_its_last_value() {
 }
 
 #[test]
+fn arrays_are_not_events_even_with_the_fields_in_order() {
+    let fields = r#"["OK","read","d","o","p","2024-01-01T00:00:00Z",["u","TYPE_USER"]]"#;
+    assert_eq!(
+        AuditEvent::from_json(fields).unwrap_err(),
+        EventError::NotAnObject
+    );
+    assert_eq!(
+        AuditEvent::from_stored(fields.into()).unwrap_err(),
+        EventError::NotAnObject
+    );
+    let actor = with(&["actor"], Some(json!(["6f212631", "TYPE_USER"])));
+    assert_eq!(
+        AuditEvent::from_json(&actor.to_string()).unwrap_err(),
+        EventError::WrongType {
+            field: "actor",
+            expected: "an object"
+        }
+    );
+}
+
+#[test]
 fn escaped_text_in_required_fields_reads_as_its_value() {
     let body = valid()
         .to_string()
