@@ -26,12 +26,7 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub struct AuditEvent {
     /// The producer's object as compact JSON, in the producer's field order.
     json: String,
-    organization_id: String,
-    project_id: String,
-    description: String,
-    timestamp: OffsetDateTime,
-    status: Status,
-    action: Action,
+    metadata: required::Metadata,
     /// The stored event's stable id (its SQS message id), once it has been stored.
     id: Option<String>,
 }
@@ -134,15 +129,10 @@ impl AuditEvent {
         Self::from_value(value)
     }
 
-    fn new(json: String, checked: required::Checked) -> Self {
+    fn new(json: String, metadata: required::Metadata) -> Self {
         Self {
             json,
-            organization_id: checked.organization_id,
-            project_id: checked.project_id,
-            description: checked.description,
-            timestamp: checked.timestamp,
-            status: checked.status,
-            action: checked.action,
+            metadata,
             id: None,
         }
     }
@@ -158,27 +148,27 @@ impl AuditEvent {
     }
 
     pub fn organization_id(&self) -> &str {
-        &self.organization_id
+        &self.metadata.organization_id
     }
 
     pub fn project_id(&self) -> &str {
-        &self.project_id
+        &self.metadata.project_id
     }
 
     pub fn description(&self) -> &str {
-        &self.description
+        &self.metadata.description
     }
 
     pub fn timestamp(&self) -> OffsetDateTime {
-        self.timestamp
+        self.metadata.timestamp
     }
 
     pub fn status(&self) -> Status {
-        self.status
+        self.metadata.status
     }
 
     pub fn action(&self) -> Action {
-        self.action
+        self.metadata.action
     }
 
     /// The event as compact JSON: what is stored and what destinations receive.

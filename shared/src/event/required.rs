@@ -76,8 +76,9 @@ impl<'de> Visitor<'de> for ActorVisitor {
     }
 }
 
-/// What the checks found, for the event to keep.
-pub(super) struct Checked {
+/// What the checks found: the fields the service reads of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Metadata {
     pub organization_id: String,
     pub project_id: String,
     pub description: String,
@@ -132,7 +133,7 @@ impl<'a> Required<'a> {
     }
 
     /// The contract's rules on each field, in the order the fields are listed there.
-    pub fn check(self) -> Result<Checked, EventError> {
+    pub fn check(self) -> Result<Metadata, EventError> {
         let status = Status::parse_field(&self.status)?;
         let action = Action::parse_field(&self.action)?;
         if self.description.trim().is_empty() {
@@ -142,7 +143,7 @@ impl<'a> Required<'a> {
         crate::id::check("project_id", &self.project_id)?;
         let timestamp = parse_timestamp(&self.timestamp)?;
         ActorType::parse_field(&self.actor.kind)?;
-        Ok(Checked {
+        Ok(Metadata {
             organization_id: self.organization_id.into_owned(),
             project_id: self.project_id.into_owned(),
             description: self.description.into_owned(),
