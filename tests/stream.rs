@@ -12,10 +12,11 @@ use audit_log::streaming::{ConfigTable, Configurations, FailureLog, NewConfig};
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::Capture;
 use audit_log_stream::Stream;
+use audit_log_stream::StreamRecord;
 use audit_log_tests::{
-    create_table, emulator, environment_of, new_queue, resource, sqs_batch, stream_records, unique,
+    as_sent, create_table, emulator, environment_of, new_queue, resource, sqs_batch,
+    stream_records, unique,
 };
-use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_sdk_dynamodb::types::AttributeValue;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -62,7 +63,7 @@ fn lanes() -> audit_log::lane::Policy {
 }
 
 /// Whether the stream function handed every record on (reported none for Lambda to retry).
-async fn handed_on(stream: &Stream, records: &[EventRecord]) -> bool {
+async fn handed_on(stream: &Stream, records: &[StreamRecord]) -> bool {
     stream
         .deliver(records, soon())
         .await
@@ -184,7 +185,7 @@ impl World {
     }
 
     /// Captures events and returns the stream records that are new since `seen`.
-    async fn capture_more(&self, events: &[Value], seen: &[EventRecord]) -> Vec<EventRecord> {
+    async fn capture_more(&self, events: &[Value], seen: &[StreamRecord]) -> Vec<StreamRecord> {
         let all = self.capture(events).await;
         all.into_iter()
             .filter(|r| !seen.iter().any(|f| f.event_id == r.event_id))
@@ -195,7 +196,7 @@ impl World {
         self.configs.get(org, project).await.unwrap().unwrap().lane
     }
 
-    async fn capture(&self, events: &[Value]) -> Vec<EventRecord> {
+    async fn capture(&self, events: &[Value]) -> Vec<StreamRecord> {
         let batch: Vec<(String, String)> = events
             .iter()
             .map(|e| (unique("msg"), e.to_string()))
@@ -207,7 +208,7 @@ impl World {
             .await
             .expect("captured");
         assert!(response.batch_item_failures.is_empty());
-        stream_records(&self.aws, &self.dynamodb, &self.events_table).await
+        as_sent(&stream_records(&self.aws, &self.dynamodb, &self.events_table).await)
     }
 
     async fn configure_cloudwatch(&self, org: &str, project: &str) {
@@ -396,7 +397,9 @@ async fn modify_and_remove_records_are_never_delivered() {
             recent(&org, &project, 50, "OK"),
         ])
         .await;
-    let key = inserted[0].change.keys.clone();
+    let full = stream_records(&w.aws, &w.dynamodb, &w.events_table).await;
+    let first = full.iter().find(|r| r.event_id == inserted[0].event_id);
+    let key = first.expect("the record as sent").change.keys.clone();
     let key: std::collections::HashMap<String, AttributeValue> = key.into();
     w.dynamodb
         .update_item()
@@ -414,8 +417,8 @@ async fn modify_and_remove_records_are_never_delivered() {
         .send()
         .await
         .unwrap();
-    let records = stream_records(&w.aws, &w.dynamodb, &w.events_table).await;
-    let later: Vec<EventRecord> = records
+    let records = as_sent(&stream_records(&w.aws, &w.dynamodb, &w.events_table).await);
+    let later: Vec<StreamRecord> = records
         .into_iter()
         .filter(|r| r.event_name != "INSERT")
         .collect();
@@ -497,7 +500,7 @@ impl Datadog {
         ))
     }
 
-    async fn events(&self, n: u64) -> (Vec<Value>, Vec<EventRecord>) {
+    async fn events(&self, n: u64) -> (Vec<Value>, Vec<StreamRecord>) {
         let events: Vec<Value> = (0..n)
             .map(|i| {
                 recent(
@@ -515,7 +518,7 @@ impl Datadog {
     /// Delivers with a Datadog client of ordinary patience and a deadline of ten seconds.
     async fn deliver(
         &self,
-        records: &[EventRecord],
+        records: &[StreamRecord],
     ) -> aws_lambda_events::event::streams::DynamoDbEventResponse {
         self.stream(Duration::from_secs(5))
             .deliver(records, soon())
@@ -665,7 +668,8 @@ async fn events_stored_before_they_were_packed_are_delivered_as_they_were() {
         .map(|(i, e)| (format!("old-{i}"), e.clone()))
         .collect();
     audit_log_tests::store_as_before(&dd.world.dynamodb, &dd.world.events_table, &old).await;
-    let records = stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await;
+    let records =
+        as_sent(&stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await);
     let response = dd.deliver(&records).await;
     assert!(response.batch_item_failures.is_empty());
     let requests = dd.requests().await;
@@ -812,7 +816,7 @@ async fn one_organizations_outage_costs_another_on_the_same_shard_nothing() {
             .collect();
         let mut records = dd.world.capture(&events).await;
         // The stream holds every earlier round too: this round's are the last six.
-        let records: Vec<EventRecord> = records.split_off(records.len() - 6);
+        let records: Vec<StreamRecord> = records.split_off(records.len() - 6);
         let started = Instant::now();
         let response = stream.deliver(&records, soon()).await;
         assert!(response.batch_item_failures.is_empty(), "round {round}");
@@ -1015,7 +1019,8 @@ async fn a_rotated_key_is_used_by_the_next_delivery_after_the_save() {
     dd.server.reset().await;
     dd.answer_key(KEY, 403).await;
     dd.answer_key(rotated, 202).await;
-    let records = stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await;
+    let records =
+        as_sent(&stream_records(&dd.world.aws, &dd.world.dynamodb, &dd.world.events_table).await);
     let more: Vec<Value> = vec![recent(&dd.org, &dd.project, 5, "OK")];
     let records = {
         let mut r = dd.world.capture(&more).await;

@@ -115,7 +115,7 @@ fn of_project(records: &[EventRecord], p: &Project) -> Vec<EventRecord> {
         .iter()
         .filter(|r| r.event_name == "INSERT")
         .filter(|r| {
-            audit_log_stream::event_of(r)
+            audit_log_stream::event_of(&(*r).into())
                 .map(|(e, _)| e.project_id() == p.project_id && e.fields().contains_key("notes"))
                 .unwrap_or(false)
         })
@@ -440,7 +440,7 @@ async fn main() {
             black_box(serde_json::from_str::<Value>(b).unwrap());
         }
     });
-    let stored: Vec<EventRecord> = bodies
+    let stored: Vec<audit_log_stream::StreamRecord> = bodies
         .iter()
         .enumerate()
         .map(|(i, b)| {
@@ -454,7 +454,7 @@ async fn main() {
             .unwrap()
             .item
             .into();
-            r
+            audit_log_stream::StreamRecord::from(&r)
         })
         .collect();
     let now = OffsetDateTime::now_utc();

@@ -528,6 +528,16 @@ pub fn with_captured_logs<F: std::future::Future>(
     (output, lines)
 }
 
+/// Records as Lambda sends them (JSON), read as the stream function reads them.
+pub fn as_sent(
+    records: &[aws_lambda_events::event::dynamodb::EventRecord],
+) -> Vec<audit_log_stream::StreamRecord> {
+    let sent = serde_json::json!({ "Records": records }).to_string();
+    serde_json::from_str::<audit_log_stream::StreamRecords>(&sent)
+        .expect("the stream function reads what Lambda sends")
+        .records
+}
+
 /// Every record the emulator's DynamoDB stream holds for a table, shaped as Lambda hands them to
 /// the stream function.
 pub async fn stream_records(

@@ -9,8 +9,7 @@ use audit_log::Retention;
 use audit_log::store::EventTable;
 use audit_log_api::Api;
 use audit_log_capture::Capture;
-use audit_log_stream::Stream;
-use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
+use audit_log_stream::{Stream, StreamRecord, StreamRecords};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{
@@ -742,17 +741,18 @@ pub async fn drain_stream_with(
     for (shard, records) in
         stream_records_since(&stack.aws, &stack.dynamodb, &stack.events_table, after).await
     {
-        let inserts: Vec<EventRecord> = records
-            .iter()
+        let stream_arn = records.first().and_then(|r| r.event_source_arn.clone());
+        let inserts: Vec<StreamRecord> = crate::as_sent(&records)
+            .into_iter()
             .filter(|r| r.event_name == "INSERT")
-            .cloned()
             .collect();
         for batch in inserts.chunks(batch_size) {
-            let mut pending: &[EventRecord] = batch;
+            let mut pending: &[StreamRecord] = batch;
             let mut attempts = 0;
             loop {
-                let mut event = StreamEvent::default();
-                event.records = pending.to_vec();
+                let event = StreamRecords {
+                    records: pending.to_vec(),
+                };
                 run.invocations += 1;
                 let instance = faults.and_then(Faulty::restarted);
                 let current = instance.as_deref().unwrap_or(stream);
@@ -791,7 +791,7 @@ pub async fn drain_stream_with(
                     let record = json!({
                         "requestContext": {"condition": "RetryAttemptsExhausted"},
                         "DDBStreamBatchInfo": {
-                            "streamArn": pending.first().and_then(|r| r.event_source_arn.clone()),
+                            "streamArn": stream_arn,
                             "shardId": shard,
                             "startSequenceNumber": failed,
                             "endSequenceNumber": pending.last().and_then(|r| r.change.sequence_number.clone()),

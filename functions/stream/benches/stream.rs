@@ -6,6 +6,7 @@ use audit_log::destination::{cloudwatch, datadog};
 use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::StoredEvent;
 use audit_log::{AuditEvent, Retention};
+use audit_log_stream::StreamRecord;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
@@ -14,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// 1,000 stream records of the seed's events, dated within the last hour.
-fn records() -> (Vec<EventRecord>, u64) {
+fn records() -> (Vec<StreamRecord>, u64) {
     let now = OffsetDateTime::now_utc();
     let mut bytes = 0;
     let records = (0..1_000)
@@ -29,13 +30,13 @@ fn records() -> (Vec<EventRecord>, u64) {
             let mut record = EventRecord::default();
             record.event_name = "INSERT".into();
             record.change.new_image = stored.item.into();
-            record
+            StreamRecord::from(&record)
         })
         .collect();
     (records, bytes)
 }
 
-fn decode(records: &[EventRecord]) -> Vec<AuditEvent> {
+fn decode(records: &[StreamRecord]) -> Vec<AuditEvent> {
     records
         .iter()
         .map(|r| audit_log_stream::event_of(r).unwrap().0)

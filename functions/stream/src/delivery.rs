@@ -3,6 +3,7 @@
 //! configuration table, the lanes queue, the events table and the saved destinations; unit
 //! tests run it over the library's in-memory doubles.
 
+use crate::records::{Attribute, StreamRecord};
 use crate::sink::SavedDestinations;
 use audit_log::AuditEvent;
 use audit_log::clock::Clock;
@@ -11,7 +12,6 @@ use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Timers};
 use audit_log::store::{EventTable, StoredKey};
 use audit_log::streaming::{ConfigTable, Configurations};
-use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -81,7 +81,7 @@ where
     /// trouble reports a record for Lambda to retry from.
     pub async fn deliver(
         &self,
-        records: &[EventRecord],
+        records: &[StreamRecord],
         deadline: Instant,
     ) -> DynamoDbEventResponse {
         let mut groups: Vec<(LaneKey, Pending)> = Vec::new();
@@ -221,28 +221,32 @@ where
 }
 
 /// The audit event a stream record's new image holds (known by its stable id), and where it
-/// is stored. Reads the image in place: this runs for every event delivered.
-pub fn event_of(record: &EventRecord) -> Result<(AuditEvent, StoredKey), String> {
-    use serde_dynamo::AttributeValue as Value;
-    let image = record.change.new_image.inner();
-    let text = |name: &str| match image.get(name) {
-        Some(Value::S(s)) => Ok(s.as_str()),
-        _ => Err(format!("the stored event has no `{name}`")),
-    };
-    let expires_at = match image.get(audit_log::store::attr::EXPIRES_AT) {
-        Some(Value::N(n)) => n
+/// is stored. This runs for every event delivered.
+pub fn event_of(record: &StreamRecord) -> Result<(AuditEvent, StoredKey), String> {
+    let image = &record.change.new_image;
+    let expires_at = match &image.expires_at {
+        Some(Attribute::N(n)) => n
             .parse()
             .map_err(|_| "the stored event's TTL is not a number")?,
         _ => return Err("the stored event has no TTL".into()),
     };
-    let key = StoredKey::new(text(audit_log::store::attr::SORT_KEY)?, expires_at)
+    let sort_key = match &image.sort_key {
+        Some(Attribute::S(s)) => s,
+        _ => {
+            return Err(format!(
+                "the stored event has no `{}`",
+                audit_log::store::attr::SORT_KEY
+            ));
+        }
+    };
+    let key = StoredKey::new(sort_key, expires_at)
         .ok_or("the stored event's sort key names no message")?;
-    let event = match image.get(audit_log::store::attr::EVENT) {
-        Some(Value::B(packed)) => AuditEvent::from_stored(
+    let event = match &image.event {
+        Some(Attribute::B(packed)) => AuditEvent::from_stored(
             audit_log::store::codec::unpack(packed).map_err(|e| e.to_string())?,
         ),
         // Items written before events were packed.
-        Some(Value::S(json)) => AuditEvent::from_stored(json.clone()),
+        Some(Attribute::S(json)) => AuditEvent::from_stored(json.clone()),
         _ => return Err("the stored event has no `event`".into()),
     }
     .map_err(|e| e.to_string())?;

@@ -6,6 +6,7 @@
 //! is recorded as a failure for a destination that took it, or for a project without one.
 
 use crate::Stream;
+use crate::records::{Change, Image, StreamRecord};
 use audit_log::message::{ExhaustedBatch, StreamBatchInfo};
 use aws_sdk_dynamodbstreams::types::ShardIteratorType;
 use tokio::time::Instant;
@@ -74,11 +75,14 @@ impl Stream {
                 if r.event_name.as_ref().map(|n| n.as_str()) != Some("INSERT") {
                     continue;
                 }
-                let mut record = aws_lambda_events::event::dynamodb::EventRecord::default();
-                record.event_name = "INSERT".into();
-                record.event_id = r.event_id.unwrap_or_default();
-                record.change.sequence_number = Some(seq);
-                record.change.new_image = change.new_image.unwrap_or_default().into();
+                let record = StreamRecord {
+                    event_id: r.event_id.unwrap_or_default(),
+                    event_name: "INSERT".into(),
+                    change: Change {
+                        sequence_number: Some(seq),
+                        new_image: Image::from_stream(change.new_image.unwrap_or_default()),
+                    },
+                };
                 records.push(record);
             }
             iterator = page.next_shard_iterator;

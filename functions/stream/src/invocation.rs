@@ -2,7 +2,7 @@
 //! its queues (lanes, replays, the on-failure queue). Both arrive as `{"Records": [...]}` and
 //! both are answered with `{"batchItemFailures": [...]}`; each record names its source.
 
-use aws_lambda_events::event::dynamodb::Event;
+use crate::records::StreamRecords;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 #[derive(Debug)]
 pub enum Invocation {
-    Stream(Event),
+    Stream(StreamRecords),
     Queue(SqsEvent),
 }
 
@@ -37,16 +37,16 @@ impl<'de> serde::de::Visitor<'de> for Records {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Invocation, A::Error> {
         let Some(first) = seq.next_element::<Value>()? else {
             // Nothing to deliver either way.
-            return Ok(Invocation::Stream(Event::default()));
+            return Ok(Invocation::Stream(StreamRecords::default()));
         };
         if first["eventSource"].as_str() == Some(SQS_SOURCE) {
             let mut event = SqsEvent::default();
             event.records = all_as(first, seq)?;
             Ok(Invocation::Queue(event))
         } else {
-            let mut event = Event::default();
-            event.records = all_as(first, seq)?;
-            Ok(Invocation::Stream(event))
+            Ok(Invocation::Stream(StreamRecords {
+                records: all_as(first, seq)?,
+            }))
         }
     }
 }

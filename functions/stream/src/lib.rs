@@ -31,14 +31,15 @@ use audit_log::streaming::ConfigTable;
 mod delivery;
 mod exhausted;
 mod invocation;
+mod records;
 mod replay;
 mod sink;
-use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 pub use delivery::{Delivery, event_of};
 pub use invocation::{Answer, Invocation};
 use lambda_runtime::LambdaEvent;
+pub use records::{Attribute, Change, Image, StreamRecord, StreamRecords};
 pub use sink::SavedDestinations;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,7 +177,7 @@ impl Stream {
         })
     }
 
-    pub async fn handle_stream(&self, event: LambdaEvent<Event>) -> DynamoDbEventResponse {
+    pub async fn handle_stream(&self, event: LambdaEvent<StreamRecords>) -> DynamoDbEventResponse {
         let deadline = audit_log::retry::deadline_before(event.context.deadline(), REPORT_MARGIN);
         self.deliver(&event.payload.records, deadline).await
     }
@@ -184,7 +185,7 @@ impl Stream {
     /// Hands one batch of stream records to their destinations' lanes.
     pub async fn deliver(
         &self,
-        records: &[EventRecord],
+        records: &[StreamRecord],
         deadline: Instant,
     ) -> DynamoDbEventResponse {
         self.delivery.deliver(records, deadline).await

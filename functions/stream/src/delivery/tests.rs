@@ -11,6 +11,7 @@ use audit_log::lane::memory::{
     Answer, MemoryEvents, MemoryLanes, MemoryTimers, ScriptedDestinations,
 };
 use audit_log::store::StoredEvent;
+use aws_lambda_events::event::dynamodb::EventRecord;
 use std::time::Duration;
 use time::macros::datetime;
 
@@ -20,6 +21,15 @@ struct World {
     delivery: Doubles,
     clock: Arc<ManualClock>,
     next: usize,
+}
+
+/// A record as Lambda sends it, read as the function reads it.
+fn as_sent(record: EventRecord) -> StreamRecord {
+    let sent = serde_json::json!({ "Records": [record] }).to_string();
+    serde_json::from_str::<crate::StreamRecords>(&sent)
+        .unwrap()
+        .records
+        .remove(0)
 }
 
 fn later() -> Instant {
@@ -56,7 +66,7 @@ impl World {
     }
 
     /// A new event of `project` as the stream hands it: an `INSERT` of its stored item.
-    fn inserted(&mut self, project: &str) -> (EventRecord, AuditEvent) {
+    fn inserted(&mut self, project: &str) -> (StreamRecord, AuditEvent) {
         self.next += 1;
         let mut value: serde_json::Value = serde_json::from_str(SEED_EVENTS[0].1).unwrap();
         value["organization_id"] = "org-a".into();
@@ -70,13 +80,14 @@ impl World {
         record.event_id = format!("e{:03}", self.next);
         record.change.sequence_number = Some(format!("{}", 1000 + self.next));
         record.change.new_image = stored.item.into();
+        let record = as_sent(record);
         let (event, key) = event_of(&record).unwrap();
         // The events table holds what the stream reports.
         self.delivery.events.put(&key, &event);
         (record, event)
     }
 
-    fn batch(&mut self, projects: &[&str]) -> (Vec<EventRecord>, Vec<AuditEvent>) {
+    fn batch(&mut self, projects: &[&str]) -> (Vec<StreamRecord>, Vec<AuditEvent>) {
         projects.iter().map(|p| self.inserted(p)).unzip()
     }
 
@@ -260,7 +271,7 @@ fn small_and_large_stored_events_come_back_whole_with_their_id_and_key() {
         let mut record = EventRecord::default();
         record.event_name = "INSERT".into();
         record.change.new_image = stored.item.into();
-        let (back, key) = event_of(&record).unwrap();
+        let (back, key) = event_of(&as_sent(record)).unwrap();
         assert_eq!(back.json(), event.json());
         assert_eq!(back.id(), Some(id));
         assert_eq!(key.message_id, id);
@@ -285,7 +296,7 @@ fn images_of_items_written_before_events_were_packed_read_as_they_were() {
         let mut record = EventRecord::default();
         record.event_name = "INSERT".into();
         record.change.new_image = item.into();
-        let (back, key) = event_of(&record).unwrap();
+        let (back, key) = event_of(&as_sent(record)).unwrap();
         assert_eq!(back.json(), event.json());
         assert_eq!((back.id(), key.expires_at), (Some("m-old"), 1_900_000_000));
     }
@@ -295,5 +306,5 @@ fn images_of_items_written_before_events_were_packed_read_as_they_were() {
 fn an_image_without_an_event_is_reported_not_delivered() {
     let mut record = EventRecord::default();
     record.event_name = "INSERT".into();
-    assert!(event_of(&record).is_err());
+    assert!(event_of(&as_sent(record)).is_err());
 }
