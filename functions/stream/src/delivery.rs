@@ -247,7 +247,10 @@ pub fn event_of(record: &StreamRecord) -> Result<(AuditEvent, StoredKey), String
         ),
         // Items written before events were packed.
         Some(Attribute::S(json)) => AuditEvent::from_stored(json.clone()),
-        _ => return Err("the stored event has no `event`".into()),
+        Some(Attribute::N(_) | Attribute::Other) => {
+            return Err("the stored event's `event` is neither packed bytes nor text".into());
+        }
+        None => return Err("the stored event has no `event`".into()),
     }
     .map_err(|e| e.to_string())?;
     Ok((event.with_id(key.message_id.clone()), key))

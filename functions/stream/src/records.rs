@@ -16,14 +16,16 @@ pub struct StreamRecords {
     pub records: Vec<StreamRecord>,
 }
 
+/// A record's id and kind are required, as `aws_lambda_events` requires them: a payload
+/// without them is not a stream batch, and an empty id would pass for a handled record.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 pub struct StreamRecord {
-    #[serde(rename = "eventID", default)]
+    #[serde(rename = "eventID")]
     pub event_id: String,
     /// `INSERT`, `MODIFY` or `REMOVE` (a TTL expiry).
-    #[serde(rename = "eventName", default)]
+    #[serde(rename = "eventName")]
     pub event_name: String,
-    #[serde(rename = "dynamodb", default)]
+    #[serde(rename = "dynamodb", default, deserialize_with = "absent_if_null")]
     pub change: Change,
 }
 
@@ -31,8 +33,15 @@ pub struct StreamRecord {
 pub struct Change {
     #[serde(rename = "SequenceNumber", default)]
     pub sequence_number: Option<String>,
-    #[serde(rename = "NewImage", default)]
+    #[serde(rename = "NewImage", default, deserialize_with = "absent_if_null")]
     pub new_image: Image,
+}
+
+/// A `null` where an object may be, read as its absence (`aws_lambda_events` reads images so).
+fn absent_if_null<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// The attributes of an item that make a stored event (their names are

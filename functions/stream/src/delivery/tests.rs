@@ -308,3 +308,24 @@ fn an_image_without_an_event_is_reported_not_delivered() {
     record.event_name = "INSERT".into();
     assert!(event_of(&as_sent(record)).is_err());
 }
+
+#[tokio::test]
+async fn an_unreadable_stored_event_is_skipped_and_holds_back_no_other() {
+    // GIVEN a batch whose middle records hold what is no stored event: a binary that is not
+    // base64, and bytes that are no packed event
+    let mut w = World::new();
+    let (mut records, events) = w.batch(&["a", "a", "a"]);
+    records[1].change.new_image.event = Some(crate::records::Attribute::Other);
+    let mut garbled = records[2].clone();
+    garbled.event_id = "e-garbled".into();
+    garbled.change.new_image.event = Some(crate::records::Attribute::B(vec![1, 2, 3]));
+    records.insert(2, garbled);
+    // WHEN it is delivered
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN the readable events arrive, and Lambda is not asked to retry what no retry mends
+    assert!(failed(&response).is_empty());
+    assert_eq!(
+        w.received("a"),
+        described(&[events[0].clone(), events[2].clone()])
+    );
+}

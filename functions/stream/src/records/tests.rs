@@ -115,13 +115,55 @@ fn a_binary_that_is_not_base64_spoils_its_record_only() {
 
 #[test]
 fn a_record_without_an_image_or_a_sequence_number_still_reads() {
-    let read: StreamRecords = serde_json::from_str(
-        r#"{"Records": [{"eventID": "1", "eventName": "REMOVE", "dynamodb": {"Keys": {"pk": {"S": "a"}}}}]}"#,
-    )
-    .unwrap();
-    assert_eq!(read.records[0].event_name, "REMOVE");
-    assert_eq!(read.records[0].change.sequence_number, None);
-    assert_eq!(read.records[0].change.new_image, Image::default());
+    for change in [
+        r#"{"Keys": {"pk": {"S": "a"}}}"#,
+        r#"{"Keys": null, "NewImage": null, "OldImage": null}"#,
+        "null",
+    ] {
+        let payload = format!(
+            r#"{{"Records": [{{"eventID": "1", "eventName": "REMOVE", "dynamodb": {change}}}]}}"#
+        );
+        let read: StreamRecords = serde_json::from_str(&payload).unwrap();
+        assert_eq!(read.records[0].event_name, "REMOVE");
+        assert_eq!(read.records[0].change.sequence_number, None);
+        assert_eq!(read.records[0].change.new_image, Image::default());
+    }
+    assert_reads_as_full(&record_with_image(Value::Null).to_string());
+}
+
+#[test]
+fn a_record_without_its_id_or_kind_is_not_a_stream_record() {
+    for record in [r#"{"eventName": "INSERT"}"#, r#"{"eventID": "1"}"#] {
+        let payload = format!(r#"{{"Records": [{record}]}}"#);
+        assert!(serde_json::from_str::<StreamRecords>(&payload).is_err());
+        assert!(serde_json::from_str::<Event>(&payload).is_err());
+    }
+}
+
+/// As `lambda_runtime` reads each invocation (its `deserializer.rs`).
+fn as_the_runtime_reads(body: &str) -> crate::Invocation {
+    let mut json = serde_json::Deserializer::from_str(body);
+    serde_path_to_error::deserialize(&mut json).unwrap()
+}
+
+#[test]
+fn a_batch_reads_whole_through_the_runtime_first_record_and_rest_alike() {
+    let mut payload = record_with_image(json!({
+        "sk": {"S": "2026-11-30T10:00:00.000000000Z#m-1"},
+        "expires_at": {"N": "1800000000"},
+        "event": {"B": "KLUv/QBYSQAAeyJpZCI6MX0="},
+    }));
+    let record = payload["Records"][0].clone();
+    payload["Records"] = json!([record, record, record]);
+    let crate::Invocation::Stream(read) = as_the_runtime_reads(&payload.to_string()) else {
+        panic!("a stream batch");
+    };
+    assert_eq!(read.records.len(), 3);
+    let full: Event = serde_json::from_value(payload).unwrap();
+    for (read, full) in read.records.iter().zip(&full.records) {
+        assert_eq!(read, &StreamRecord::from(full));
+        assert!(matches!(read.change.new_image.event, Some(Attribute::B(_))));
+    }
 }
 
 #[test]
