@@ -11,8 +11,7 @@ use audit_log::store::EventTable;
 use audit_log::streaming::{ConfigTable, Configurations, FailureLog, NewConfig};
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::Capture;
-use audit_log_stream::Stream;
-use audit_log_stream::StreamRecord;
+use audit_log_stream::{Stream, StreamRecord};
 use audit_log_tests::{
     as_sent, create_table, emulator, environment_of, new_queue, resource, sqs_batch,
     stream_records, unique,

@@ -96,17 +96,12 @@ impl From<&serde_dynamo::AttributeValue> for Attribute {
 impl From<&aws_lambda_events::event::dynamodb::EventRecord> for StreamRecord {
     fn from(full: &aws_lambda_events::event::dynamodb::EventRecord) -> Self {
         let image = full.change.new_image.inner();
-        let take = |name: &str| image.get(name).map(Attribute::from);
         Self {
             event_id: full.event_id.clone(),
             event_name: full.event_name.clone(),
             change: Change {
                 sequence_number: full.change.sequence_number.clone(),
-                new_image: Image {
-                    sort_key: take(attr::SORT_KEY),
-                    expires_at: take(attr::EXPIRES_AT),
-                    event: take(attr::EVENT),
-                },
+                new_image: Image::taking(|name| image.get(name).map(Attribute::from)),
             },
         }
     }
@@ -120,11 +115,15 @@ impl Image {
             aws_sdk_dynamodbstreams::types::AttributeValue,
         >,
     ) -> Self {
-        let mut take = |name: &str| image.remove(name).map(Attribute::from);
+        Self::taking(|name| image.remove(name).map(Attribute::from))
+    }
+
+    /// The image of an item whose attributes `attribute` gives by name.
+    fn taking(mut attribute: impl FnMut(&str) -> Option<Attribute>) -> Self {
         Self {
-            sort_key: take(attr::SORT_KEY),
-            expires_at: take(attr::EXPIRES_AT),
-            event: take(attr::EVENT),
+            sort_key: attribute(attr::SORT_KEY),
+            expires_at: attribute(attr::EXPIRES_AT),
+            event: attribute(attr::EVENT),
         }
     }
 }
