@@ -214,7 +214,7 @@ async fn main() {
     }
     rows.push([
         "capture".into(),
-        format!("{:.1} ms", capture.init.as_secs_f64() * 1e3),
+        capture.init_figure(),
         format!("{:.1} MB", capture.peak_kib() as f64 / 1024.0),
         format!("{:.0} /s", events as f64 / capture_times[1].as_secs_f64()),
         format!("BatchWriteItem {}", proxy.count("BatchWriteItem") / 2),
@@ -285,7 +285,7 @@ async fn main() {
     let delivered = datadog_entries(&datadog).await.len();
     rows.push([
         "stream".into(),
-        format!("{:.1} ms", stream.init.as_secs_f64() * 1e3),
+        stream.init_figure(),
         format!("{:.1} MB", stream.peak_kib() as f64 / 1024.0),
         format!(
             "Datadog {:.0} /s, CloudWatch {:.0} /s (warm {:.0} /s)",
@@ -421,7 +421,7 @@ async fn main() {
     };
     rows.push([
         "api".into(),
-        format!("{:.1} ms", api_function.init.as_secs_f64() * 1e3),
+        api_function.init_figure(),
         format!("{:.1} MB", api_function.peak_kib() as f64 / 1024.0),
         format!("GET /streaming in {:.1} ms", api_took.as_secs_f64() * 1e3),
         "-".into(),
@@ -531,7 +531,7 @@ async fn main() {
         "\n{events} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
     );
     println!(
-        "| function | init | peak memory | events per second (handler, with its calls) | calls per {events} events | calls during init |"
+        "| function | init (of it CPU) | peak memory | events per second (handler, with its calls) | calls per {events} events | calls during init |"
     );
     println!("|---|---|---|---|---|---|");
     for row in &rows {

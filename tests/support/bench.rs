@@ -151,6 +151,9 @@ pub struct Function {
     pub child: tokio::process::Child,
     pub runtime: RuntimeApi,
     pub init: Duration,
+    /// CPU the process used during `init`: unlike the wall time, not stretched when this
+    /// machine's cores are busy with the emulator or anything else.
+    pub init_cpu: Duration,
 }
 
 impl Function {
@@ -177,11 +180,24 @@ impl Function {
         let polled = tokio::time::timeout(Duration::from_secs(10), runtime.first_poll())
             .await
             .expect("the function polled for an event");
-        Self {
+        let mut function = Self {
             child,
             runtime,
             init: polled - started,
-        }
+            init_cpu: Duration::ZERO,
+        };
+        // It waits for its first event now, using no CPU.
+        function.init_cpu = function.cpu();
+        function
+    }
+
+    /// Init as the summary prints it: the wall time, then the CPU of it.
+    pub fn init_figure(&self) -> String {
+        format!(
+            "{:.1} ms ({:.1} ms CPU)",
+            self.init.as_secs_f64() * 1e3,
+            self.init_cpu.as_secs_f64() * 1e3
+        )
     }
 
     /// Peak resident memory so far, in KiB (the kernel's high-water mark).

@@ -167,7 +167,10 @@ where
         {
             Ok(outcome) => {
                 for (_, event_id) in records {
-                    self.handled.insert(event_id, ());
+                    // A record read back without an id (`exhausted`) must not pass for another.
+                    if !event_id.is_empty() {
+                        self.handled.insert(event_id, ());
+                    }
                 }
                 tracing::info!(
                     organization_id = org,

@@ -228,6 +228,22 @@ async fn only_new_events_are_delivered() {
 }
 
 #[tokio::test]
+async fn records_without_a_stream_id_are_each_delivered() {
+    // GIVEN records read back from the stream without an id, in two batches
+    let mut w = World::new();
+    let (mut records, _) = w.batch(&["a", "a", "a"]);
+    for record in &mut records {
+        record.event_id.clear();
+    }
+    // WHEN they arrive
+    let first = w.delivery.deliver(&records[..1], later()).await;
+    let rest = w.delivery.deliver(&records[1..], later()).await;
+    // THEN none is taken for one delivered before
+    assert!(failed(&first).is_empty() && failed(&rest).is_empty());
+    assert_eq!(w.received("a"), ["event 001", "event 002", "event 003"]);
+}
+
+#[tokio::test]
 async fn a_project_without_a_destination_keeps_its_events_and_fails_nothing() {
     // GIVEN a project that streams nowhere
     let mut w = World::new();

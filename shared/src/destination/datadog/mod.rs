@@ -23,6 +23,7 @@ use crate::retry::Backoff;
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -35,10 +36,14 @@ pub struct DatadogSettings {
 /// One request to Datadog, from connecting to the last byte of the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The HTTP client every project's Datadog delivery shares.
+/// The HTTP client every project's Datadog delivery shares (a clone shares it too).
 #[derive(Debug, Clone)]
 pub struct DatadogClient {
-    http: reqwest::Client,
+    /// Made at the first request, not at init: making it reads the system's root certificates,
+    /// about two fifths of the api function's init CPU, which a container that never calls
+    /// Datadog would spend for nothing (BENCHMARKS.md).
+    http: Arc<OnceLock<reqwest::Client>>,
+    timeout: Duration,
     endpoint_override: Option<String>,
     backoff: Backoff,
 }
@@ -52,16 +57,22 @@ impl DatadogClient {
 
     /// A client whose requests give up after `timeout` (tests use a short one).
     pub fn with_timeout(endpoint_override: Option<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
         Self {
-            http,
+            http: Arc::default(),
+            timeout,
             endpoint_override: endpoint_override.map(|u| u.trim_end_matches('/').to_owned()),
             backoff: Backoff::default(),
         }
+    }
+
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(self.timeout)
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -120,5 +131,20 @@ impl Sink for Intake<'_> {
 
     async fn test_connection(&self, event: &AuditEvent, deadline: Instant) -> ConnectionTest {
         test_connection::test_connection(self, event, deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_http_client_is_made_at_the_first_request_and_shared_by_clones() {
+        let client = DatadogClient::new(None);
+        let clone = client.clone();
+        assert!(client.http.get().is_none(), "made before any request");
+        let made: *const reqwest::Client = client.http();
+        assert!(std::ptr::eq(made, clone.http()), "each clone made its own");
+        assert!(std::ptr::eq(made, client.http()));
     }
 }

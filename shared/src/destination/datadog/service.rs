@@ -120,7 +120,7 @@ async fn send_as(
     retry(backoff, deadline, move || async move {
         let answer = intake
             .datadog
-            .http
+            .http()
             .post(url)
             .header("DD-API-KEY", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")

@@ -29,7 +29,7 @@ pub(super) async fn test_connection(
     };
     let validate = intake
         .datadog
-        .http
+        .http()
         .get(format!("{}/api/v1/validate", intake.datadog.api_url(site)))
         .header("DD-API-KEY", key.expose_secret())
         .send();
