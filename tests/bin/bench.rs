@@ -531,7 +531,7 @@ async fn main() {
         "\n{events} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
     );
     println!(
-        "| function | init (of it CPU) | peak memory | events per second (handler, with its calls) | calls per {events} events | calls during init |"
+        "| function | init, wall (CPU) | peak memory | events per second (handler, with its calls) | calls per {events} events | calls during init |"
     );
     println!("|---|---|---|---|---|---|");
     for row in &rows {

@@ -17,7 +17,8 @@ pub struct StreamRecords {
 }
 
 /// A record's id and kind are required, as `aws_lambda_events` requires them: a payload
-/// without them is not a stream batch, and an empty id would pass for a handled record.
+/// without them is not a stream batch. (An id that is there but empty is never remembered as
+/// handled: `delivery.rs`.)
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 pub struct StreamRecord {
     #[serde(rename = "eventID")]

@@ -42,7 +42,7 @@ pub struct DatadogClient {
     /// Made at the first request, not at init: making it reads the system's root certificates,
     /// about two fifths of the api function's init CPU, which a container that never calls
     /// Datadog would spend for nothing (BENCHMARKS.md).
-    http: Arc<OnceLock<reqwest::Client>>,
+    http: Arc<OnceLock<Result<reqwest::Client, String>>>,
     timeout: Duration,
     endpoint_override: Option<String>,
     backoff: Backoff,
@@ -65,14 +65,22 @@ impl DatadogClient {
         }
     }
 
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(self.timeout)
-                .build()
-                .unwrap_or_default()
-        })
+    /// The shared client, or why it could not be made (no root certificates to read): then
+    /// each call fails as Datadog's trouble does, and what it carried is owed, not lost.
+    fn http(&self) -> Result<&reqwest::Client, &str> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .timeout(self.timeout)
+                    .build()
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "no HTTP client for Datadog");
+                        format!("no HTTP client for Datadog could be made ({e})")
+                    })
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
@@ -143,8 +151,11 @@ mod tests {
         let client = DatadogClient::new(None);
         let clone = client.clone();
         assert!(client.http.get().is_none(), "made before any request");
-        let made: *const reqwest::Client = client.http();
-        assert!(std::ptr::eq(made, clone.http()), "each clone made its own");
-        assert!(std::ptr::eq(made, client.http()));
+        let made: *const reqwest::Client = client.http().unwrap();
+        assert!(
+            std::ptr::eq(made, clone.http().unwrap()),
+            "each clone made its own"
+        );
+        assert!(std::ptr::eq(made, client.http().unwrap()));
     }
 }

@@ -117,10 +117,12 @@ async fn send_as(
 ) -> Answer {
     let url = format!("{}/api/v2/logs", intake.datadog.intake_url(intake.site));
     let (url, body) = (&url, &body);
+    let http = match intake.datadog.http() {
+        Ok(http) => http,
+        Err(problem) => return Answer::Trouble(problem.to_owned()),
+    };
     retry(backoff, deadline, move || async move {
-        let answer = intake
-            .datadog
-            .http()
+        let answer = http
             .post(url)
             .header("DD-API-KEY", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")

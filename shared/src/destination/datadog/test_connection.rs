@@ -27,9 +27,11 @@ pub(super) async fn test_connection(
             );
         }
     };
-    let validate = intake
-        .datadog
-        .http()
+    let http = match intake.datadog.http() {
+        Ok(http) => http,
+        Err(problem) => return result(false, format!("Could not call Datadog: {problem}.")),
+    };
+    let validate = http
         .get(format!("{}/api/v1/validate", intake.datadog.api_url(site)))
         .header("DD-API-KEY", key.expose_secret())
         .send();
