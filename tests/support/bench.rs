@@ -180,15 +180,14 @@ impl Function {
         let polled = tokio::time::timeout(Duration::from_secs(10), runtime.first_poll())
             .await
             .expect("the function polled for an event");
-        let mut function = Self {
+        // It waits for its first event now, using no CPU.
+        let init_cpu = process_cpu(child.id().expect("the function is running"));
+        Self {
             child,
             runtime,
             init: polled - started,
-            init_cpu: Duration::ZERO,
-        };
-        // It waits for its first event now, using no CPU.
-        function.init_cpu = function.cpu();
-        function
+            init_cpu,
+        }
     }
 
     /// Init as the summary prints it: the wall time, then the CPU of it.
@@ -218,17 +217,21 @@ impl Function {
     /// nanosecond counts of each thread; a thread that ended is not counted, and the functions'
     /// threads live as long as the process).
     pub fn cpu(&self) -> Duration {
-        let pid = self.child.id().expect("the function is running");
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the kernel's counts");
-        let nanos: u64 = tasks
-            .filter_map(Result::ok)
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse::<u64>().ok())
-            })
-            .sum();
-        Duration::from_nanos(nanos)
+        process_cpu(self.child.id().expect("the function is running"))
     }
+}
+
+/// CPU process `pid` has used so far: see [`Function::cpu`].
+fn process_cpu(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the kernel's counts");
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum();
+    Duration::from_nanos(nanos)
 }
