@@ -3,8 +3,8 @@
 //! events are stored packed, and no caller text ever reaches a query.
 
 use super::resource::{self, ResourceType};
-use crate::event::{Action, Status};
-use serde_json::Value;
+use crate::event::{Action, RawFields, Status};
+use serde_json::{Map, Value};
 use strum::VariantNames;
 
 /// The filters' names, as query parameters and as fields of an export's body.
@@ -105,6 +105,38 @@ impl Filter {
         ]
     }
 
+    /// Whether the event, as its JSON text, passes every filter set. Only the fields the
+    /// filters read are parsed: the rest of the event is passed over as text, which is most of
+    /// what a search of many stored events costs.
+    pub fn matches_json(&self, json: &str) -> serde_json::Result<bool> {
+        let Ok(fields) = serde_json::from_str::<RawFields>(json) else {
+            // Not an object (a stored event always is): read whole, as `matches` reads it.
+            return serde_json::from_str(json).map(|event| self.matches(&event));
+        };
+        let mut read = Map::new();
+        for name in self.fields_read() {
+            if let Some(value) = fields.get(name) {
+                read.insert(name.to_owned(), serde_json::from_str(value.get())?);
+            }
+        }
+        Ok(self.matches(&Value::Object(read)))
+    }
+
+    /// The event's top-level fields the filters set read.
+    fn fields_read(&self) -> impl Iterator<Item = &'static str> {
+        let resources =
+            self.resource_type.is_some() || self.resource_id.is_some() || self.text.is_some();
+        [
+            self.action.map(|_| "action"),
+            self.status.map(|_| "status"),
+            self.actor.as_ref().map(|_| "actor"),
+            self.text.as_ref().map(|_| "description"),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(resource::fields().filter(move |_| resources))
+    }
+
     /// Whether the event (its original JSON) passes every filter set.
     pub fn matches(&self, event: &Value) -> bool {
         let field = |name: &str| event.get(name).and_then(Value::as_str);
@@ -140,6 +172,8 @@ impl Filter {
 mod tests {
     use super::*;
     use crate::fixtures::SEED_EVENTS;
+    use proptest::prelude::*;
+    use serde_json::json;
 
     fn filter(pairs: &[(&str, &str)]) -> Filter {
         let mut f = Filter::default();
@@ -220,6 +254,78 @@ mod tests {
             ]
         );
         assert!(matching(&[("action", "delete")]).is_empty());
+    }
+
+    /// Values the filters below look for, in every place and shape an event may hold them.
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let text = prop::sample::select(vec!["FAILED", "create", "b1", "a@b.c", "Prod", "x"]);
+        let leaf = prop_oneof![
+            text.clone().prop_map(Value::from),
+            Just(Value::Null),
+            Just(json!(7)),
+        ];
+        leaf.prop_recursive(3, 16, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop::sample::select(vec!["id", "name", "email", "principal_id", "user"]),
+                    inner,
+                    0..3,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.into(), v)).collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Reading only the fields a filter needs decides as parsing the whole event does,
+        /// whatever those fields hold, and with keys escaped or given twice.
+        #[test]
+        fn the_lean_read_keeps_what_the_whole_event_keeps(
+            seed in 0..SEED_EVENTS.len(),
+            changes in prop::collection::vec((
+                prop::sample::select(vec![
+                    "action", "status", "actor", "description", "bucket", "version",
+                    "previous_version", "build", "builds", "previous_builds", "channel", "registry",
+                ]),
+                arb_value(),
+            ), 0..4),
+            twice in any::<bool>(),
+            escaped in any::<bool>(),
+            pairs in prop::collection::vec((
+                prop::sample::select(PARAMETERS.to_vec()),
+                prop::sample::select(vec!["FAILED", "create", "b1", "a@b.c", "prod", "bucket", "build"]),
+            ), 1..3),
+        ) {
+            let Ok(filter) = Filter::from_pairs(pairs) else { return Ok(()) };
+            let mut event: Map<String, Value> = serde_json::from_str(SEED_EVENTS[seed].1).unwrap();
+            for (field, value) in changes {
+                event.insert(field.into(), value);
+            }
+            let mut json = Value::Object(event).to_string();
+            if escaped {
+                json = json.replacen("\"status\"", "\"st\\u0061tus\"", 1);
+            }
+            if twice {
+                // A second `action` after the rest: the last one given is the event's.
+                json.pop();
+                json.push_str(r#","action":"create"}"#);
+            }
+            let whole: Value = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(filter.matches_json(&json).unwrap(), filter.matches(&whole), "{}", json);
+        }
+    }
+
+    #[test]
+    fn an_event_that_is_no_object_matches_no_filter_and_bad_json_is_an_error() {
+        let failed = filter(&[("status", "FAILED")]);
+        assert!(!failed.matches_json("[1, 2]").unwrap());
+        assert!(failed.matches_json(r#"{"status": "FAILED""#).is_err());
+        assert!(
+            failed
+                .matches_json(r#"{"status": "FAILED", "x": [}"#)
+                .is_err()
+        );
     }
 
     #[test]

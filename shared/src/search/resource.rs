@@ -28,6 +28,11 @@ const FIELDS: [(&str, Option<ResourceType>); 8] = [
     ("registry", None),
 ];
 
+/// The event's fields that may hold resources.
+pub(super) fn fields() -> impl Iterator<Item = &'static str> {
+    FIELDS.iter().map(|(name, _)| *name)
+}
+
 impl ResourceType {
     /// Whether the event names a resource of this type.
     pub fn is_named_in(self, event: &Value) -> bool {

@@ -250,8 +250,7 @@ async fn read_more(
 }
 
 fn kept(filter: &Filter, json: &str) -> Result<bool, StoreError> {
-    let event: serde_json::Value = serde_json::from_str(json).map_err(|_| not_json())?;
-    Ok(filter.matches(&event))
+    filter.matches_json(json).map_err(|_| not_json())
 }
 
 fn not_json() -> StoreError {
