@@ -1,4 +1,4 @@
-"""moto's server, with DynamoDB's conditional writes made atomic.
+"""moto's server, with DynamoDB's conditional writes made atomic and its batches keyed.
 
 moto answers requests on threads and checks a write's condition apart from making the write,
 so two racing writes to one item can both pass a condition that only one of them may: a save
@@ -6,14 +6,21 @@ guarded by its version, a rate-limit counter, a lane's state. DynamoDB never let
 to an item, and the service relies on it, so here each write runs whole before the next.
 Reads are left concurrent.
 
+DynamoDB refuses a whole `BatchWriteItem` that names one item (its key) twice; moto refuses
+only requests that are the same byte for byte, so two writes of one key whose other attributes
+differ, or come in another order, pass here and fail there. Here they fail as they do there.
+
 Usage: python scripts/emulator.py -H 127.0.0.1 -p PORT (the options of moto_server).
 """
 
 import functools
+import json
 import sys
 import threading
 
+from moto.dynamodb.exceptions import MockValidationException
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 
 WRITES = ("put_item", "update_item", "delete_item", "transact_write_items")
@@ -31,6 +38,29 @@ def atomic(write):
 
 for name in WRITES:
     setattr(DynamoDBBackend, name, atomic(getattr(DynamoDBBackend, name)))
+
+def keyed(batch_write):
+    @functools.wraps(batch_write)
+    def checked(self):
+        for table_name, requests in self.body["RequestItems"].items():
+            table = self.dynamodb_backend.get_table(table_name)
+            names = [table.hash_key_attr, table.range_key_attr]
+            seen = set()
+            for request in requests:
+                for kind, body in request.items():
+                    fields = body["Item"] if kind == "PutRequest" else body["Key"]
+                    key = json.dumps([fields.get(n) for n in names if n], sort_keys=True)
+                    if key in seen:
+                        raise MockValidationException(
+                            "Provided list of item keys contains duplicates"
+                        )
+                    seen.add(key)
+        return batch_write(self)
+
+    return checked
+
+
+DynamoHandler.batch_write_item = keyed(DynamoHandler.batch_write_item)
 
 if __name__ == "__main__":
     sys.exit(main())

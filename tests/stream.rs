@@ -918,6 +918,42 @@ async fn a_request_too_large_for_datadog_is_split_until_it_passes() {
 }
 
 #[tokio::test]
+async fn a_log_datadog_will_never_take_costs_the_others_in_its_request_nothing() {
+    let dd = Datadog::new().await;
+    let (events, records) = dd.events(5).await;
+    // The first event is too large for Datadog alone; the others are fine.
+    let first = events[0]["sequence_in_test"].clone();
+    let holds_the_first =
+        move |r: &Request| entries(r).iter().any(|e| e["sequence_in_test"] == first);
+    dd.mount(
+        intake()
+            .and(holds_the_first.clone())
+            .respond_with(ResponseTemplate::new(413)),
+    )
+    .await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    let others: Vec<i64> = events[1..]
+        .iter()
+        .map(|e| e["sequence_in_test"].as_i64().unwrap())
+        .collect();
+    let mut accepted: Vec<i64> = dd
+        .requests()
+        .await
+        .iter()
+        .filter(|r| !holds_the_first(r))
+        .flat_map(entries)
+        .map(|e| e["sequence_in_test"].as_i64().unwrap())
+        .collect();
+    accepted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(accepted, others, "each of the others sent, once");
+    let error = dd.health().await.last_error.unwrap();
+    assert!(error.contains("too large"), "{error}");
+}
+
+#[tokio::test]
 async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_stream() {
     let dd = Datadog::new().await;
     dd.mount(

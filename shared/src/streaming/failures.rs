@@ -4,7 +4,7 @@
 
 use super::{ConfigError, ConfigTable, from_item, organization_key, store_error, to_item};
 use crate::retry::{Attempt, Backoff, retry};
-use crate::store::{StoredKey, key_part};
+use crate::store::{StoredKey, attr, key_part};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -163,6 +163,7 @@ impl ConfigTable {
     /// Writes everything in batches, retrying what DynamoDB leaves unprocessed (few and rare
     /// here: a few quick rounds). The SDK's own retries handle errors.
     pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
+        let requests = last_per_item(requests);
         let backoff = Backoff {
             base: std::time::Duration::from_millis(25),
             max: std::time::Duration::from_millis(800),
@@ -200,5 +201,69 @@ impl ConfigTable {
             }
         }
         Ok(())
+    }
+}
+
+/// The requests with only the last one for each item: DynamoDB refuses a whole batch that
+/// names an item twice (an event owed twice becomes one failure, recorded once).
+fn last_per_item(requests: Vec<WriteRequest>) -> Vec<WriteRequest> {
+    let item_key = |r: &WriteRequest| {
+        let fields = match (&r.put_request, &r.delete_request) {
+            (Some(put), _) => &put.item,
+            (None, Some(delete)) => &delete.key,
+            (None, None) => return None,
+        };
+        let text = |name: &str| fields.get(name).and_then(|v| v.as_s().ok()).cloned();
+        Some((text(attr::PARTITION_KEY)?, text(attr::SORT_KEY)?))
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<WriteRequest> = requests
+        .into_iter()
+        .rev()
+        .filter(|r| item_key(r).is_none_or(|key| seen.insert(key)))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_of(sort_key: &str, reason: &str) -> WriteRequest {
+        let mut item = organization_key("o", sort_key.into());
+        item.insert("reason".into(), AttributeValue::S(reason.into()));
+        put(item)
+    }
+
+    #[test]
+    fn an_item_written_twice_in_one_call_is_written_once_as_last_given() {
+        let requests = vec![
+            put_of("failure#p#a", "first"),
+            put_of("failure#p#b", "only"),
+            delete(organization_key("o", "owed#p#c".into())),
+            put_of("failure#p#a", "second"),
+            delete(organization_key("o", "owed#p#c".into())),
+        ];
+        let kept = last_per_item(requests);
+        let described: Vec<(String, Option<String>)> = kept
+            .iter()
+            .map(|r| match (&r.put_request, &r.delete_request) {
+                (Some(p), _) => (
+                    p.item[attr::SORT_KEY].as_s().unwrap().clone(),
+                    p.item["reason"].as_s().ok().cloned(),
+                ),
+                (_, Some(d)) => (d.key[attr::SORT_KEY].as_s().unwrap().clone(), None),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("failure#p#b".into(), Some("only".into())),
+                ("failure#p#a".into(), Some("second".into())),
+                ("owed#p#c".into(), None),
+            ]
+        );
     }
 }

@@ -63,8 +63,9 @@ pub(super) async fn deliver(
             Answer::Failed(e) | Answer::Unreadable(e) => e,
         };
         failures.extend(batch.positions.iter().map(|&p| (p, error.clone())));
-        // A refused key or an exhausted deadline will not fare better for the rest.
-        if !error.is_retryable() || Instant::now() >= deadline {
+        // A refused key or an exhausted deadline will not fare better for the rest; a log
+        // Datadog will never take is that log's alone, and trouble is worth the next batch.
+        if error.is_refusal() || Instant::now() >= deadline {
             failures.extend(queue.drain(..).flat_map(|b| {
                 b.positions
                     .into_iter()
