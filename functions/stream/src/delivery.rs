@@ -10,7 +10,7 @@ use audit_log::clock::Clock;
 use audit_log::destination::Destinations;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Timers};
-use audit_log::store::{EventTable, StoredKey};
+use audit_log::store::{EventTable, StoredKey, project_of};
 use audit_log::streaming::{ConfigTable, Configurations};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::StreamExt;
@@ -34,11 +34,13 @@ pub struct Delivery<C = ConfigTable, T = SqsTimers, E = EventTable, D = SavedDes
     handled: moka::sync::Cache<String, ()>,
 }
 
-/// A project's records on their way out: the events, and where each record sits in the batch
-/// (the answer names it if the service fails it), by its stream id (remembered once handled).
+/// A project's records on their way out: the events, those stored that cannot be read (with
+/// why), and where each record sits in the batch (the answer names it if the service fails
+/// it), by its stream id (remembered once handled).
 #[derive(Default)]
 struct Pending {
     events: Vec<(StoredKey, AuditEvent)>,
+    unreadable: Vec<(StoredKey, String)>,
     records: Vec<(usize, String)>,
 }
 
@@ -92,20 +94,31 @@ where
                 skipped += 1;
                 continue;
             }
-            let (event, key) = match event_of(record) {
-                Ok(found) => found,
-                Err(reason) => {
-                    tracing::error!(event_id = record.event_id, %reason, "stored event unreadable; not delivered");
-                    continue;
-                }
+            let (lane, found) = match event_of(record) {
+                Ok((event, key)) => (
+                    LaneKey::new(event.organization_id(), event.project_id()),
+                    Ok((key, event)),
+                ),
+                Err(reason) => match stored_at(record) {
+                    // Listed as its project's failure: a replay can bring it once it reads
+                    // (a stream function older than the capture that packed it). A retry by
+                    // Lambda would mend nothing and hold the shard.
+                    Ok((lane, key)) => (lane, Err((key, reason))),
+                    Err(_) => {
+                        tracing::error!(event_id = record.event_id, %reason, "record holds no stored event; skipped");
+                        continue;
+                    }
+                },
             };
-            let lane = LaneKey::new(event.organization_id(), event.project_id());
             let slot = *index.entry(lane.clone()).or_insert_with(|| {
                 groups.push((lane, Pending::default()));
                 groups.len() - 1
             });
             let pending = &mut groups[slot].1;
-            pending.events.push((key, event));
+            match found {
+                Ok(event) => pending.events.push(event),
+                Err(unreadable) => pending.unreadable.push(unreadable),
+            }
             pending.records.push((position, record.event_id.clone()));
         }
         let failed: Vec<usize> = futures::stream::iter(groups)
@@ -139,7 +152,11 @@ where
         pending: Pending,
         deadline: Instant,
     ) -> Vec<usize> {
-        let Pending { events, records } = pending;
+        let Pending {
+            events,
+            unreadable,
+            records,
+        } = pending;
         let positions = || records.iter().map(|(position, _)| *position).collect();
         let (org, project) = (&lane.organization_id, &lane.project_id);
         // Read at every batch: a save takes effect with the next delivery after it.
@@ -159,12 +176,27 @@ where
                 return positions();
             }
         };
+        for (key, reason) in &unreadable {
+            tracing::error!(organization_id = org, project_id = project, %reason, "stored event unreadable; listed as a failure");
+            let reason = format!("the stored event could not be read: {reason}");
+            let listed = self
+                .configs
+                .record_failures(&lane, std::slice::from_ref(key), &reason, self.clock.now())
+                .await;
+            if let Err(e) = listed {
+                tracing::error!(organization_id = org, project_id = project, error = %e, "an unreadable event could not be listed; Lambda retries it");
+                return positions();
+            }
+        }
         let sink = self.destinations.sink(&config);
-        match self
-            .lanes()
-            .live(&lane, &config.lane, events, &*sink, deadline)
-            .await
-        {
+        let handed = if events.is_empty() {
+            Ok(Default::default())
+        } else {
+            self.lanes()
+                .live(&lane, &config.lane, events, &*sink, deadline)
+                .await
+        };
+        match handed {
             Ok(outcome) => {
                 for (_, event_id) in records {
                     // A record read back without an id (`exhausted`) must not pass for another.
@@ -223,9 +255,21 @@ where
     }
 }
 
-/// The audit event a stream record's new image holds (known by its stable id), and where it
-/// is stored. This runs for every event delivered.
-pub fn event_of(record: &StreamRecord) -> Result<(AuditEvent, StoredKey), String> {
+/// The project and key of the stored event a record names, read from its keys alone.
+fn stored_at(record: &StreamRecord) -> Result<(LaneKey, StoredKey), String> {
+    let Some(Attribute::S(pk)) = &record.change.new_image.partition_key else {
+        return Err("the stored event has no partition key".into());
+    };
+    let (organization_id, project_id) =
+        project_of(pk).ok_or("the stored event's partition key names no project")?;
+    Ok((
+        LaneKey::new(organization_id, project_id),
+        stored_key(record)?,
+    ))
+}
+
+/// Where a record's stored event is kept: its sort key and TTL.
+fn stored_key(record: &StreamRecord) -> Result<StoredKey, String> {
     let image = &record.change.new_image;
     let expires_at = match &image.expires_at {
         Some(Attribute::N(n)) => n
@@ -242,8 +286,15 @@ pub fn event_of(record: &StreamRecord) -> Result<(AuditEvent, StoredKey), String
             ));
         }
     };
-    let key = StoredKey::new(sort_key, expires_at)
-        .ok_or("the stored event's sort key names no message")?;
+    StoredKey::new(sort_key, expires_at)
+        .ok_or_else(|| "the stored event's sort key names no message".into())
+}
+
+/// The audit event a stream record's new image holds (known by its stable id), and where it
+/// is stored. This runs for every event delivered.
+pub fn event_of(record: &StreamRecord) -> Result<(AuditEvent, StoredKey), String> {
+    let key = stored_key(record)?;
+    let image = &record.change.new_image;
     let event = match &image.event {
         Some(Attribute::B(packed)) => AuditEvent::from_stored(
             audit_log::store::codec::unpack(packed).map_err(|e| e.to_string())?,

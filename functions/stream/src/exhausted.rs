@@ -25,68 +25,24 @@ fn sequence_le(a: &str, b: &str) -> bool {
     (a.len(), a) <= (b.len(), b)
 }
 
+/// Empty pages read in a row before the range counts as unreadable for now. DynamoDB Streams
+/// may answer an empty page where records lie further on (several calls may be needed to get
+/// there), so one empty page is no end; a shard that stays empty past the range's records
+/// (trimmed) is.
+const EMPTY_PAGES_IN_A_ROW: usize = 20;
+
 impl Stream {
     pub(crate) async fn redeliver_exhausted(
         &self,
         exhausted: &ExhaustedBatch,
         deadline: Instant,
     ) -> Result<(), String> {
-        let StreamBatchInfo {
-            stream_arn: arn,
-            shard_id: shard,
-            start_sequence_number: start,
-            end_sequence_number: end,
-        } = &exhausted.batch;
         let condition = exhausted
             .request_context
             .condition
             .as_deref()
             .unwrap_or("RetryAttemptsExhausted");
-        let mut iterator = self
-            .streams
-            .get_shard_iterator()
-            .stream_arn(arn)
-            .shard_id(shard)
-            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .sequence_number(start)
-            .send()
-            .await
-            .map_err(unreadable)?
-            .shard_iterator;
-        let mut records = Vec::new();
-        'shard: while let Some(it) = iterator {
-            let page = self
-                .streams
-                .get_records()
-                .shard_iterator(it)
-                .send()
-                .await
-                .map_err(unreadable)?;
-            let read = page.records.unwrap_or_default();
-            if read.is_empty() {
-                break;
-            }
-            for r in read {
-                let Some(change) = r.dynamodb else { continue };
-                let seq = change.sequence_number.clone().unwrap_or_default();
-                if !sequence_le(&seq, end) {
-                    break 'shard;
-                }
-                if r.event_name.as_ref().map(|n| n.as_str()) != Some("INSERT") {
-                    continue;
-                }
-                let record = StreamRecord {
-                    event_id: r.event_id.unwrap_or_default(),
-                    event_name: "INSERT".into(),
-                    change: Change {
-                        sequence_number: Some(seq),
-                        new_image: Image::from_stream(change.new_image.unwrap_or_default()),
-                    },
-                };
-                records.push(record);
-            }
-            iterator = page.next_shard_iterator;
-        }
+        let records = read_back(&self.streams, &exhausted.batch, deadline).await?;
         let response = self.deliver(&records, deadline).await;
         if !response.batch_item_failures.is_empty() {
             return Err(format!(
@@ -102,9 +58,168 @@ impl Stream {
     }
 }
 
+/// The `INSERT` records of the batch's range, read back from its shard. An error (the message
+/// is then tried again) when the range cannot be read to its end before `deadline`.
+async fn read_back(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    batch: &StreamBatchInfo,
+    deadline: Instant,
+) -> Result<Vec<StreamRecord>, String> {
+    let StreamBatchInfo {
+        stream_arn: arn,
+        shard_id: shard,
+        start_sequence_number: start,
+        end_sequence_number: end,
+    } = batch;
+    let mut iterator = streams
+        .get_shard_iterator()
+        .stream_arn(arn)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+        .sequence_number(start)
+        .send()
+        .await
+        .map_err(unreadable)?
+        .shard_iterator;
+    let mut records = Vec::new();
+    let mut empty_in_a_row = 0;
+    while let Some(it) = iterator {
+        if Instant::now() >= deadline || empty_in_a_row == EMPTY_PAGES_IN_A_ROW {
+            return Err(format!(
+                "could not read the stream back to the batch's last record ({} read); trying again",
+                records.len()
+            ));
+        }
+        let page = streams
+            .get_records()
+            .shard_iterator(it)
+            .send()
+            .await
+            .map_err(unreadable)?;
+        let read = page.records.unwrap_or_default();
+        empty_in_a_row = if read.is_empty() {
+            empty_in_a_row + 1
+        } else {
+            0
+        };
+        for r in read {
+            let Some(change) = r.dynamodb else { continue };
+            let seq = change.sequence_number.clone().unwrap_or_default();
+            if !sequence_le(&seq, end) {
+                return Ok(records);
+            }
+            let last = seq == *end;
+            if r.event_name.as_ref().map(|n| n.as_str()) == Some("INSERT") {
+                records.push(StreamRecord {
+                    event_id: r.event_id.unwrap_or_default(),
+                    event_name: "INSERT".into(),
+                    change: Change {
+                        sequence_number: Some(seq),
+                        new_image: Image::from_stream(change.new_image.unwrap_or_default()),
+                    },
+                });
+            }
+            if last {
+                return Ok(records);
+            }
+        }
+        iterator = page.next_shard_iterator;
+    }
+    // A closed shard ends with the last record it holds.
+    Ok(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodbstreams::Client;
+    use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsOutput;
+    use aws_sdk_dynamodbstreams::operation::get_shard_iterator::GetShardIteratorOutput;
+    use aws_sdk_dynamodbstreams::types::{OperationType, Record, StreamRecord as Change};
+    use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+
+    fn record(seq: &str, kind: OperationType) -> Record {
+        Record::builder()
+            .event_id(format!("e{seq}"))
+            .event_name(kind)
+            .dynamodb(Change::builder().sequence_number(seq).build())
+            .build()
+    }
+
+    /// A shard whose iterators are `i0`, `i1`...: page `n` holds `pages[n]` and names the next.
+    fn shard(pages: Vec<Vec<Record>>) -> Vec<Rule> {
+        let start = mock!(Client::get_shard_iterator).then_output(|| {
+            GetShardIteratorOutput::builder()
+                .shard_iterator("i0")
+                .build()
+        });
+        let mut rules = vec![start];
+        for (n, page) in pages.into_iter().enumerate() {
+            rules.push(
+                mock!(Client::get_records)
+                    .match_requests(move |r| r.shard_iterator() == Some(&format!("i{n}")))
+                    .then_output(move || {
+                        GetRecordsOutput::builder()
+                            .set_records(Some(page.clone()))
+                            .next_shard_iterator(format!("i{}", n + 1))
+                            .build()
+                    }),
+            );
+        }
+        // Past the pages: the tip of an open shard, empty for ever.
+        rules.push(mock!(Client::get_records).then_output(|| {
+            GetRecordsOutput::builder()
+                .next_shard_iterator("tip")
+                .build()
+        }));
+        rules
+    }
+
+    fn range(start: &str, end: &str) -> StreamBatchInfo {
+        serde_json::from_value(serde_json::json!({
+            "shardId": "shard-1",
+            "startSequenceNumber": start,
+            "endSequenceNumber": end,
+            "streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/1",
+        }))
+        .unwrap()
+    }
+
+    async fn read(rules: &[Rule], start: &str, end: &str) -> Result<Vec<String>, String> {
+        let client = mock_client!(aws_sdk_dynamodbstreams, RuleMode::MatchAny, rules);
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let records = read_back(&client, &range(start, end), far).await?;
+        Ok(records
+            .into_iter()
+            .map(|r| r.change.sequence_number.unwrap())
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn a_range_is_read_past_empty_pages_to_its_last_record() {
+        let rules = shard(vec![
+            vec![],
+            vec![],
+            vec![
+                record("100", OperationType::Insert),
+                record("101", OperationType::Remove),
+            ],
+            vec![
+                record("102", OperationType::Insert),
+                record("103", OperationType::Insert),
+            ],
+        ]);
+        assert_eq!(read(&rules, "100", "102").await.unwrap(), ["100", "102"]);
+        // A range that ends on a record that is no event ends there too.
+        assert_eq!(read(&rules, "100", "101").await.unwrap(), ["100"]);
+    }
+
+    #[tokio::test]
+    async fn a_range_whose_records_never_come_is_tried_again_not_taken_as_empty() {
+        let rules = shard(vec![vec![record("100", OperationType::Insert)]]);
+        let e = read(&rules, "100", "105").await.unwrap_err();
+        assert!(e.contains("trying again"), "{e}");
+    }
 
     #[test]
     fn sequence_numbers_compare_as_numbers() {

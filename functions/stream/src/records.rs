@@ -1,8 +1,8 @@
 //! What the stream function reads of a DynamoDB stream record: its id, its kind, its sequence
-//! number, and the three attributes of the new image that hold a stored event. Lambda's record
-//! carries much more (the keys, the old image, the stream's ARN, the region...);
+//! number, and the four attributes of the new image that hold a stored event. Lambda's record
+//! carries much more (the keys again, the old image, the stream's ARN, the region...);
 //! `aws_lambda_events`' `EventRecord` builds a map of every attribute of every image, for every
-//! record, and delivery uses three of them. The rest is skipped while parsing instead.
+//! record, and delivery uses four of them. The rest is skipped while parsing instead.
 
 use audit_log::store::attr;
 use serde::Deserialize;
@@ -49,6 +49,9 @@ fn absent_if_null<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
 /// `audit_log::store::attr`'s); any other is skipped unread.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 pub struct Image {
+    /// Names the event's project even when the event itself cannot be read.
+    #[serde(rename = "pk", default)]
+    pub partition_key: Option<Attribute>,
     #[serde(rename = "sk", default)]
     pub sort_key: Option<Attribute>,
     #[serde(default)]
@@ -122,6 +125,7 @@ impl Image {
     /// The image of an item whose attributes `attribute` gives by name.
     fn taking(mut attribute: impl FnMut(&str) -> Option<Attribute>) -> Self {
         Self {
+            partition_key: attribute(attr::PARTITION_KEY),
             sort_key: attribute(attr::SORT_KEY),
             expires_at: attribute(attr::EXPIRES_AT),
             event: attribute(attr::EVENT),

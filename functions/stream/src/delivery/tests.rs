@@ -344,4 +344,31 @@ async fn an_unreadable_stored_event_is_skipped_and_holds_back_no_other() {
         w.received("a"),
         described(&[events[0].clone(), events[2].clone()])
     );
+    // AND the unreadable ones are listed as the project's failures, for a replay to bring
+    // once they read
+    let failures = w.delivery.configs.get(&lane("a")).failures;
+    let listed: Vec<&str> = failures.iter().map(|(k, _)| k.sort_key.as_str()).collect();
+    let unreadable = [&records[1], &records[2]].map(|r| stored_key(r).unwrap().sort_key);
+    assert_eq!(listed, unreadable);
+    assert!(
+        failures
+            .iter()
+            .all(|(_, why)| why.starts_with("the stored event could not be read")),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_record_that_names_no_stored_event_is_skipped_and_listed_nowhere() {
+    // GIVEN a record whose image has no partition key either
+    let mut w = World::new();
+    let (mut records, events) = w.batch(&["a", "a"]);
+    records[0].change.new_image.event = None;
+    records[0].change.new_image.partition_key = None;
+    // WHEN it is delivered
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN the rest arrives, nothing is retried, and no project lists it
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("a"), described(&events[1..]));
+    assert!(w.delivery.configs.get(&lane("a")).failures.is_empty());
 }

@@ -48,6 +48,7 @@ fn a_record_gives_its_id_kind_sequence_number_and_the_stored_event_attributes() 
     assert_eq!(
         record.change.new_image,
         Image {
+            partition_key: Some(Attribute::S("org-1#project-1".into())),
             sort_key: Some(Attribute::S("2026-11-30T10:00:00.000000000Z#m-1".into())),
             expires_at: Some(Attribute::N("1800000000".into())),
             event: Some(Attribute::B(
