@@ -981,6 +981,57 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
     }
 }
 
+#[tokio::test]
+async fn a_time_whose_utc_is_past_the_year_9999_gets_a_400_not_a_crash() {
+    let w = World::new().await;
+    let late = "9999-12-31T23:30:00-01:00";
+    for query in [vec![("since", late)], vec![("until", late)]] {
+        let reply = w.list(&query).await;
+        assert_eq!(reply.status, 400, "{query:?}: {}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_query");
+    }
+    for (path, body, field) in [
+        ("/exports", json!({"until": late}), "`until`"),
+        (
+            "/streaming/replay",
+            json!({"since": "9999-12-30T00:00:00Z", "until": late}),
+            "`until`",
+        ),
+    ] {
+        let reply = w.call("POST", path, Some(body)).await;
+        assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_field");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn an_export_from_the_future_to_now_is_refused_before_it_starts() {
+    let w = World::new().await;
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let reply = w
+        .call("POST", "/exports", Some(json!({"since": tomorrow})))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "invalid_field");
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`since`")
+    );
+    // It holds none of the organization's export slots: two others start.
+    for _ in 0..2 {
+        assert_eq!(
+            w.call("POST", "/exports", Some(json!({}))).await.status,
+            202
+        );
+    }
+}
+
 // ---- search ---------------------------------------------------------------------------------
 
 /// The `n` field of each event of a page.

@@ -22,6 +22,15 @@ pub fn seconds_text(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 date-time given with any offset, in UTC; `None` for text that is none, or
+/// for a time whose UTC falls outside the years 0000 to 9999 (`9999-12-31T23:30:00-01:00`).
+pub fn utc_from_rfc3339(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()?
+        .checked_to_offset(time::UtcOffset::UTC)
+        .filter(|t| (0..=9999).contains(&t.year()))
+}
+
 /// The system's clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

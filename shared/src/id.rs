@@ -31,9 +31,49 @@ pub fn check(field: &'static str, id: &str) -> Result<(), EventError> {
     Ok(())
 }
 
+/// `escaped` (an id escaped into a name) when it is at most `max` bytes; otherwise its start,
+/// then `marker`, then a digest of the whole id. Names outside DynamoDB (a secret's, a log
+/// stream's) are shorter than keys may be, and a name that does not fit would refuse the
+/// project for good. `marker` must be text the escaping never writes, so that such a name is
+/// no other id's, and two long ids that start alike differ by their digests.
+pub fn fitted(escaped: String, id: &str, max: usize, marker: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if escaped.len() <= max {
+        return escaped;
+    }
+    let digest: String = Sha256::digest(id.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut keep = max.saturating_sub(marker.len() + digest.len());
+    while !escaped.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{marker}{digest}", &escaped[..keep])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_that_does_not_fit_keeps_its_start_and_a_digest_of_the_whole_id() {
+        let short = fitted("abc".into(), "abc", 10, "~~");
+        assert_eq!(short, "abc");
+        let long_a = fitted("a".repeat(40), &"a".repeat(40), 40, "~~");
+        assert_eq!(long_a, "a".repeat(40));
+        let (one, two) = ("x".repeat(41) + "1", "x".repeat(41) + "2");
+        let (one, two) = (
+            fitted(one.clone(), &one, 40, "~~"),
+            fitted(two.clone(), &two, 40, "~~"),
+        );
+        assert_eq!((one.len(), two.len()), (40, 40));
+        assert_ne!(one, two);
+        assert!(one.starts_with("xxxxxx~~"), "{one}");
+        // Multi-byte text is cut where a character ends.
+        let wide = "é".repeat(30);
+        assert!(fitted(wide.clone(), &wide, 41, "~~").len() <= 41);
+    }
 
     #[test]
     fn blank_control_and_oversized_ids_are_refused_by_name() {

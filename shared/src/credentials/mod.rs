@@ -60,10 +60,16 @@ fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S:
 /// valid, unambiguous secret name.
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-');
 
+/// Bytes of one id in a secret's name: two and the stack's prefix (at most 139 bytes) stay
+/// within Secrets Manager's 512.
+const MAX_NAME_PART: usize = 180;
+
 fn name_part(id: &str) -> String {
-    utf8_percent_encode(id, NAME_ESCAPES)
+    let escaped = utf8_percent_encode(id, NAME_ESCAPES)
         .to_string()
-        .replace('%', "_")
+        .replace('%', "_");
+    // Every `_` of an escaped id starts `_XX` (hex digits): `__` is never one.
+    crate::id::fitted(escaped, id, MAX_NAME_PART, "__")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -423,6 +429,21 @@ mod tests {
         assert_eq!(odd, "audit-log/streaming/_2E_2E_2Fother-org/p_20q");
         assert_ne!(store.secret_name("a/b", "c"), store.secret_name("a", "b/c"));
         assert_ne!(store.secret_name("a_2F", "c"), store.secret_name("a/", "c"));
+        // The longest ids the API takes, under the longest stack name's prefix, still make a
+        // name Secrets Manager takes (at most 512 characters, of its own set), each its own.
+        let store = SecretStore::new(
+            mock_client!(aws_sdk_secretsmanager, []),
+            format!("{}/streaming/", "s".repeat(128)),
+        );
+        let (dots, more_dots) = (".".repeat(255), format!("{}!", ".".repeat(254)));
+        let name = store.secret_name(&dots, &dots);
+        assert!(name.len() <= 512, "{} characters", name.len());
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c))
+        );
+        assert_ne!(name, store.secret_name(&dots, &more_dots));
+        assert_ne!(name, store.secret_name(&more_dots, &dots));
     }
 
     #[test]

@@ -286,6 +286,12 @@ impl Chunks for EventTable {
         .into_iter()
         .flatten()
         .min();
+        if let (Some(lo), Some(hi)) = (&lo, &hi)
+            && lo > hi
+        {
+            // A range that ends before it starts holds nothing, and DynamoDB refuses it.
+            return Ok(Chunk::default());
+        }
         let condition = match (&lo, &hi) {
             (Some(_), Some(_)) => "#pk = :pk AND #sk BETWEEN :lo AND :hi",
             (Some(_), None) => "#pk = :pk AND #sk >= :lo",

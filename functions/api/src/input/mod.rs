@@ -247,14 +247,12 @@ fn time_field(
 ) -> Result<Option<time::OffsetDateTime>, ApiError> {
     text(object, name, name)?
         .map(|text| {
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                .map(|t| t.to_offset(time::UtcOffset::UTC))
-                .map_err(|_| {
-                    invalid(
-                        name,
-                        "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z",
-                    )
-                })
+            audit_log::clock::utc_from_rfc3339(text).ok_or_else(|| {
+                invalid(
+                    name,
+                    "must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z",
+                )
+            })
         })
         .transpose()
 }

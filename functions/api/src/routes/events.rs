@@ -14,7 +14,6 @@ use audit_log::store::{PageRequest, partition_key};
 use audit_log::streaming::noted_projects;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// The listings' query parameters besides the filters.
 const PAGING: [&str; 4] = ["since", "until", "limit", "cursor"];
@@ -105,16 +104,12 @@ pub(crate) fn time_query(
 ) -> Result<Option<OffsetDateTime>, ApiError> {
     request::query(request, name)
         .map(|v| {
-            OffsetDateTime::parse(&v, &Rfc3339)
-                .map(|t| t.to_offset(time::UtcOffset::UTC))
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        format!(
-                            "`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"
-                        ),
-                    )
-                })
+            audit_log::clock::utc_from_rfc3339(&v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"),
+                )
+            })
         })
         .transpose()
 }

@@ -31,6 +31,13 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let request = input::export(body)?;
         let now = self.clock.now();
+        // A range that ends before it starts reads nothing, and DynamoDB refuses it.
+        if request.until.is_none() && request.since.is_some_and(|since| since > now) {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "`since` must not be in the future when `until` is not given (it is then now)",
+            ));
+        }
         let time = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
         let mut export = Export {
             export_id: audit_log::streaming::new_external_id(),

@@ -18,11 +18,8 @@ impl<P: Ports> Api<P> {
         project: &str,
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        // Both in UTC already.
         let (since, until, only_failed) = input::replay(body)?;
-        let (since, until) = (
-            since.to_offset(time::UtcOffset::UTC),
-            until.to_offset(time::UtcOffset::UTC),
-        );
         if self
             .configs
             .configuration(org, project)

@@ -34,9 +34,14 @@ pub fn test_log_group(prefix: &str) -> String {
 /// CloudWatch forbids `:` and `*` in stream names.
 const STREAM_ESCAPES: &AsciiSet = &CONTROLS.add(b':').add(b'*').add(b'%');
 
+/// CloudWatch's longest log stream name.
+const MAX_STREAM_NAME: usize = 512;
+
 /// One log stream per project.
 pub fn log_stream(project_id: &str) -> String {
-    utf8_percent_encode(project_id, STREAM_ESCAPES).to_string()
+    let escaped = utf8_percent_encode(project_id, STREAM_ESCAPES).to_string();
+    // Every `%` of an escaped id starts `%XX` (hex digits): `%%` is never one.
+    crate::id::fitted(escaped, project_id, MAX_STREAM_NAME, "%%")
 }
 
 /// One `PutLogEvents` request's events, sorted by time, with the positions they came from.
@@ -213,6 +218,12 @@ pub(super) mod tests {
     fn stream_names_escape_what_cloudwatch_forbids() {
         assert_eq!(log_stream("a98c3c31-5760"), "a98c3c31-5760");
         assert_eq!(log_stream("a:b*c"), "a%3Ab%2Ac");
+        // The longest id the API takes (255 characters, 880 bytes in a key) fits too.
+        let longest = "項".repeat(97);
+        assert!(crate::id::check("project_id", &longest).is_ok());
+        let name = log_stream(&longest);
+        assert!(name.len() <= 512 && name.contains("%%"), "{name}");
+        assert_ne!(name, log_stream(&"項".repeat(96)));
         assert_eq!(
             events_log_group("/hashicorp"),
             "/hashicorp/packer/audit-logs"
