@@ -979,6 +979,20 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
         assert_eq!(reply.status, 400, "{query:?}");
         assert_eq!(reply.body["error"]["code"], "invalid_query");
     }
+    // The failures listing takes only its own parameters too.
+    let reply = w
+        .call_as(
+            Some(&w.org),
+            &w.org,
+            "GET",
+            "/streaming/failures",
+            &[("colour", "red")],
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "invalid_query");
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ impl<P: Ports> Api<P> {
         org: &str,
         project: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_FAILURE_PAGE)?;
         let scope = Scope::new("failures", org, project, &[]);
         let after = cursor::resume_after(
