@@ -100,9 +100,10 @@ where
                     Ok((key, event)),
                 ),
                 Err(reason) => match stored_at(record) {
-                    // Listed as its project's failure: a replay can bring it once it reads
-                    // (a stream function older than the capture that packed it). A retry by
-                    // Lambda would mend nothing and hold the shard.
+                    // Listed as its project's failure, never silently dropped: a replay brings
+                    // it once this function reads it (one older than the capture that packed
+                    // it is replaced at the next deploy). Reporting it to Lambda instead would
+                    // hold the whole shard, every tenant on it, until the deploy.
                     Ok((lane, key)) => (lane, Err((key, reason))),
                     Err(_) => {
                         tracing::error!(event_id = record.event_id, %reason, "record holds no stored event; skipped");
@@ -176,15 +177,20 @@ where
                 return positions();
             }
         };
+        // One write per reason: a deploy out of step makes a whole batch unreadable alike.
+        let mut by_reason: HashMap<&str, Vec<StoredKey>> = HashMap::new();
         for (key, reason) in &unreadable {
-            tracing::error!(organization_id = org, project_id = project, %reason, "stored event unreadable; listed as a failure");
+            by_reason.entry(reason).or_default().push(key.clone());
+        }
+        for (reason, keys) in by_reason {
+            tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "stored events unreadable; listed as failures");
             let reason = format!("the stored event could not be read: {reason}");
             let listed = self
                 .configs
-                .record_failures(&lane, std::slice::from_ref(key), &reason, self.clock.now())
+                .record_failures(&lane, &keys, &reason, self.clock.now())
                 .await;
             if let Err(e) = listed {
-                tracing::error!(organization_id = org, project_id = project, error = %e, "an unreadable event could not be listed; Lambda retries it");
+                tracing::error!(organization_id = org, project_id = project, error = %e, "unreadable events could not be listed; Lambda retries them");
                 return positions();
             }
         }

@@ -25,11 +25,13 @@ fn sequence_le(a: &str, b: &str) -> bool {
     (a.len(), a) <= (b.len(), b)
 }
 
-/// Empty pages read in a row before the range counts as unreadable for now. DynamoDB Streams
-/// may answer an empty page where records lie further on (several calls may be needed to get
-/// there), so one empty page is no end; a shard that stays empty past the range's records
-/// (trimmed) is.
+/// Empty pages read in a row before reading back gives up for now (the message is tried
+/// again). DynamoDB Streams may answer an empty page where records lie further on (several
+/// calls may be needed to get there), so an empty page is no end of the range.
 const EMPTY_PAGES_IN_A_ROW: usize = 20;
+/// The pause after an empty page: a shard takes 5 `GetRecords` a second, and Lambda's own
+/// poller reads the same shard.
+const EMPTY_PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Stream {
     pub(crate) async fn redeliver_exhausted(
@@ -90,18 +92,18 @@ async fn read_back(
                 records.len()
             ));
         }
-        let page = streams
-            .get_records()
-            .shard_iterator(it)
-            .send()
-            .await
-            .map_err(unreadable)?;
+        let page =
+            tokio::time::timeout_at(deadline, streams.get_records().shard_iterator(it).send())
+                .await
+                .map_err(|_| "could not read the stream back before the deadline; trying again")?
+                .map_err(unreadable)?;
         let read = page.records.unwrap_or_default();
-        empty_in_a_row = if read.is_empty() {
-            empty_in_a_row + 1
+        if read.is_empty() {
+            empty_in_a_row += 1;
+            tokio::time::sleep_until(deadline.min(Instant::now() + EMPTY_PAGE_PAUSE)).await;
         } else {
-            0
-        };
+            empty_in_a_row = 0;
+        }
         for r in read {
             let Some(change) = r.dynamodb else { continue };
             let seq = change.sequence_number.clone().unwrap_or_default();
@@ -195,7 +197,8 @@ mod tests {
             .collect())
     }
 
-    #[tokio::test]
+    // Paused time: the pauses after empty pages pass at once.
+    #[tokio::test(start_paused = true)]
     async fn a_range_is_read_past_empty_pages_to_its_last_record() {
         let rules = shard(vec![
             vec![],
@@ -214,11 +217,40 @@ mod tests {
         assert_eq!(read(&rules, "100", "101").await.unwrap(), ["100"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_range_whose_records_never_come_is_tried_again_not_taken_as_empty() {
         let rules = shard(vec![vec![record("100", OperationType::Insert)]]);
         let e = read(&rules, "100", "105").await.unwrap_err();
         assert!(e.contains("trying again"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_range_ends_at_the_first_record_past_it_when_its_last_one_is_gone() {
+        let rules = shard(vec![vec![
+            record("100", OperationType::Insert),
+            record("104", OperationType::Insert),
+        ]]);
+        assert_eq!(read(&rules, "100", "102").await.unwrap(), ["100"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_shard_ends_the_range_with_its_last_record() {
+        let start = mock!(Client::get_shard_iterator).then_output(|| {
+            GetShardIteratorOutput::builder()
+                .shard_iterator("i0")
+                .build()
+        });
+        // The shard was split: its last page names no next iterator.
+        let last = mock!(Client::get_records).then_output(|| {
+            GetRecordsOutput::builder()
+                .records(record("100", OperationType::Insert))
+                .records(record("101", OperationType::Insert))
+                .build()
+        });
+        assert_eq!(
+            read(&[start, last], "100", "105").await.unwrap(),
+            ["100", "101"]
+        );
     }
 
     #[test]

@@ -60,16 +60,13 @@ fn expose<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S:
 /// valid, unambiguous secret name.
 const NAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-');
 
-/// Bytes of one id in a secret's name: two and the stack's prefix (at most 139 bytes) stay
-/// within Secrets Manager's 512.
-const MAX_NAME_PART: usize = 180;
+/// Secrets Manager's longest secret name.
+const MAX_SECRET_NAME: usize = 512;
 
 fn name_part(id: &str) -> String {
-    let escaped = utf8_percent_encode(id, NAME_ESCAPES)
+    utf8_percent_encode(id, NAME_ESCAPES)
         .to_string()
-        .replace('%', "_");
-    // Every `_` of an escaped id starts `_XX` (hex digits): `__` is never one.
-    crate::id::fitted(escaped, id, MAX_NAME_PART, "__")
+        .replace('%', "_")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -311,13 +308,22 @@ impl SecretStore {
         }
     }
 
-    /// The secret of an organization's project: `<prefix><organization>/<project>`.
+    /// The secret of an organization's project: `<prefix><organization>/<project>`. Where
+    /// that is too long for Secrets Manager, each id takes at most half of what the prefix
+    /// leaves, shortened to its start and a digest of it (`__` between them, which no escaped
+    /// id holds): a name that fits is never changed.
     pub fn secret_name(&self, organization_id: &str, project_id: &str) -> String {
+        let (org, project) = (name_part(organization_id), name_part(project_id));
+        let name = format!("{}{org}/{project}", self.prefix);
+        if name.len() <= MAX_SECRET_NAME {
+            return name;
+        }
+        let half = MAX_SECRET_NAME.saturating_sub(self.prefix.len() + 1) / 2;
         format!(
             "{}{}/{}",
             self.prefix,
-            name_part(organization_id),
-            name_part(project_id)
+            crate::id::fitted(org, organization_id, half, "__"),
+            crate::id::fitted(project, project_id, half, "__")
         )
     }
 
@@ -444,6 +450,12 @@ mod tests {
         );
         assert_ne!(name, store.secret_name(&dots, &more_dots));
         assert_ne!(name, store.secret_name(&more_dots, &dots));
+        // A name that fits keeps the form it always had, however long one of its ids is.
+        let long = "a".repeat(255);
+        assert_eq!(
+            store.secret_name("77f447d4-def0", &long),
+            format!("{}/streaming/77f447d4-def0/{long}", "s".repeat(128))
+        );
     }
 
     #[test]

@@ -326,7 +326,7 @@ fn an_image_without_an_event_is_reported_not_delivered() {
 }
 
 #[tokio::test]
-async fn an_unreadable_stored_event_is_skipped_and_holds_back_no_other() {
+async fn an_unreadable_stored_event_is_listed_as_a_failure_and_holds_back_no_other() {
     // GIVEN a batch whose middle records hold what is no stored event: a binary that is not
     // base64, and bytes that are no packed event
     let mut w = World::new();

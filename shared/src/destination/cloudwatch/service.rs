@@ -37,9 +37,8 @@ pub async fn write(
             Ok(rejected) => failures.extend(rejected),
             Err(error) => {
                 failures.extend(positions.into_iter().map(|p| (p, error.clone())));
-                // The rest would meet the same refusal or the same spent deadline; a batch
-                // CloudWatch rejects is that batch's alone.
-                if error.is_refusal() || Instant::now() >= deadline {
+                // The rest would meet the same refusal or the same spent deadline.
+                if !error.is_retryable() || Instant::now() >= deadline {
                     for rest in batches.by_ref() {
                         failures.extend(rest.positions.into_iter().map(|p| (p, error.clone())));
                     }
