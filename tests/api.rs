@@ -2354,6 +2354,30 @@ async fn tampered_foreign_or_reused_cursors_are_400_invalid_cursor() {
     }
 }
 
+#[tokio::test]
+async fn every_container_of_a_deployment_signs_cursors_with_one_key_of_its_own() {
+    let aws = emulator().await;
+    let prefix = format!("{}/streaming/", unique("stack"));
+    let container = || SecretStore::new(aws_sdk_secretsmanager::Client::new(&aws), &prefix);
+    // Two containers meet the first listing at once: one makes the key, both use it.
+    let (a, b) = (container(), container());
+    let (ka, kb) = tokio::join!(a.service_key(), b.service_key());
+    let (ka, kb) = (ka.unwrap(), kb.unwrap());
+    assert_eq!(ka.expose_secret(), kb.expose_secret());
+    assert_eq!(ka.expose_secret().len(), 64);
+    // A later container reads it; another deployment has its own.
+    let later = container().service_key().await.unwrap();
+    assert_eq!(later.expose_secret(), ka.expose_secret());
+    let elsewhere = SecretStore::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        format!("{}/streaming/", unique("stack")),
+    );
+    assert_ne!(
+        elsewhere.service_key().await.unwrap().expose_secret(),
+        ka.expose_secret()
+    );
+}
+
 /// An event of about `bytes` whose text is mostly quotes: each doubles once escaped into the
 /// Lambda response.
 fn quoted_event(w: &World, n: usize, bytes: usize) -> Value {

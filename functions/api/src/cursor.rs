@@ -1,17 +1,26 @@
 //! Cursors: opaque to callers, and bound to the listing that made them. A cursor carries a
-//! position and a digest of its scope (route, organization, project and the query that shapes
-//! the listing), so a cursor of another project, another organization or another time range,
-//! or one whose text was edited, is a 400 `invalid_cursor` and never reaches DynamoDB.
+//! position and a MAC of it and its scope (route, organization, project and the query that
+//! shapes the listing) under the service's own key, so a cursor of another project, another
+//! organization or another time range, or one whose text was edited (its MAC made again
+//! included: the key is the service's alone), is a 400 `invalid_cursor` and never reaches
+//! DynamoDB.
 
 use crate::error::ApiError;
 use base64::Engine;
-use sha2::{Digest, Sha256};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
 
-/// What a cursor belongs to: one listing of one project with one query.
-pub struct Scope(String);
+/// What a cursor belongs to: one listing of one project with one query, under the service's
+/// key.
+pub struct Scope {
+    text: String,
+    key: std::sync::Arc<SecretString>,
+}
 
 impl Scope {
     pub fn new(
+        key: std::sync::Arc<SecretString>,
         route: &str,
         organization_id: &str,
         project_id: &str,
@@ -28,15 +37,19 @@ impl Scope {
                 None => text.push_str("-;"),
             }
         }
-        Self(text)
+        Self { text, key }
     }
 
     fn digest(&self, position: &str) -> String {
-        let mut hash = Sha256::new();
-        hash.update(self.0.as_bytes());
-        hash.update([0]);
-        hash.update(position.as_bytes());
-        hash.finalize()[..12]
+        // HMAC takes a key of any length.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes())
+        else {
+            return String::new();
+        };
+        mac.update(self.text.as_bytes());
+        mac.update(&[0]);
+        mac.update(position.as_bytes());
+        mac.finalize().into_bytes()[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
@@ -54,7 +67,8 @@ impl Scope {
             .map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (position, digest) = text.rsplit_once('\n').ok_or_else(invalid)?;
-        if position.is_empty() || digest != self.digest(position) {
+        let expected = self.digest(position);
+        if position.is_empty() || expected.is_empty() || digest != expected {
             return Err(invalid());
         }
         Ok(position.to_owned())
@@ -90,8 +104,12 @@ pub fn invalid() -> ApiError {
 mod tests {
     use super::*;
 
+    fn key(text: &str) -> std::sync::Arc<SecretString> {
+        std::sync::Arc::new(SecretString::from(text.repeat(64)))
+    }
+
     fn scope(project: &str, since: Option<&str>) -> Scope {
-        Scope::new("events", "o", project, &[since, None])
+        Scope::new(key("k"), "events", "o", project, &[since, None])
     }
 
     #[test]
@@ -103,8 +121,8 @@ mod tests {
             assert_eq!(other.decode(&cursor).unwrap_err().code, "invalid_cursor");
         }
         assert_ne!(
-            Scope::new("events", "ab", "c", &[]).0,
-            Scope::new("events", "a", "bc", &[]).0
+            Scope::new(key("k"), "events", "ab", "c", &[]).text,
+            Scope::new(key("k"), "events", "a", "bc", &[]).text
         );
     }
 
@@ -124,5 +142,16 @@ mod tests {
         let edited =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.replace("2026", "2025"));
         assert_eq!(s.decode(&edited).unwrap_err().code, "invalid_cursor");
+    }
+
+    #[test]
+    fn a_cursor_edited_with_its_mac_made_again_without_the_key_is_refused() {
+        let s = scope("p", None);
+        let position = "2025-01-01T00:00:00.000000000Z#m-1";
+        // Whoever knows the scope but not the service's key signs the edited position.
+        let forged = Scope::new(key("x"), "events", "o", "p", &[None, None]).encode(position);
+        assert_eq!(s.decode(&forged).unwrap_err().code, "invalid_cursor");
+        // The same position under the service's key is taken.
+        assert_eq!(s.decode(&s.encode(position)).unwrap(), position);
     }
 }

@@ -415,6 +415,22 @@ impl<P: Ports> Api<P> {
         }
     }
 
+    /// What a listing's cursors belong to, under the service's key.
+    pub(crate) async fn cursor_scope(
+        &self,
+        route: &str,
+        org: &str,
+        project: &str,
+        query: &[Option<&str>],
+    ) -> Result<cursor::Scope, ApiError> {
+        let key = self
+            .secrets
+            .service_key()
+            .await
+            .map_err(credentials_error)?;
+        Ok(cursor::Scope::new(key, route, org, project, query))
+    }
+
     /// Counts one costly request of the organization: 429 with `Retry-After` over the limit.
     async fn rate_limit(
         &self,

@@ -3,6 +3,7 @@
 //! fails when told to.
 
 use super::{Credentials, CredentialsError, Secrets};
+use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +23,7 @@ pub struct MemorySecrets {
     /// When set, every call fails so.
     down: Mutex<Option<CredentialsError>>,
     next: Mutex<u64>,
+    service_key: std::sync::OnceLock<Arc<SecretString>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -141,5 +143,13 @@ impl Secrets for MemorySecrets {
         self.check()?;
         lock(&self.secrets).remove(&key(organization_id, project_id));
         Ok(())
+    }
+
+    async fn service_key(&self) -> Result<Arc<SecretString>, CredentialsError> {
+        self.check()?;
+        let key = self
+            .service_key
+            .get_or_init(|| Arc::new(SecretString::from(super::new_service_key())));
+        Ok(key.clone())
     }
 }

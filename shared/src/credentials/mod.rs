@@ -132,6 +132,12 @@ pub trait Secrets: Sync {
         organization_id: &str,
         project_id: &str,
     ) -> impl Future<Output = Result<(), CredentialsError>> + Send;
+
+    /// The service's own key, for what it hands callers and must know again as its own
+    /// (listing cursors): made at its first use by any function of the deployment, then kept.
+    fn service_key(
+        &self,
+    ) -> impl Future<Output = Result<Arc<SecretString>, CredentialsError>> + Send;
 }
 
 impl Secrets for SecretStore {
@@ -286,6 +292,13 @@ impl Secrets for SecretStore {
             },
         }
     }
+
+    async fn service_key(&self) -> Result<Arc<SecretString>, CredentialsError> {
+        self.service_key
+            .try_get_with((), self.read_or_make_service_key())
+            .await
+            .map_err(|e| (*e).clone())
+    }
 }
 
 /// The service's secrets, under one name prefix that IAM scopes the functions to.
@@ -294,6 +307,8 @@ pub struct SecretStore {
     client: Client,
     prefix: String,
     cache: moka::future::Cache<String, Arc<Credentials>>,
+    /// The service key, once read: one entry, kept for the container's life.
+    service_key: moka::future::Cache<(), Arc<SecretString>>,
 }
 
 impl SecretStore {
@@ -305,6 +320,49 @@ impl SecretStore {
                 .time_to_live(SECRET_CACHE_TTL)
                 .max_capacity(10_000)
                 .build(),
+            service_key: moka::future::Cache::new(1),
+        }
+    }
+
+    /// The service key's secret: no project's secret is named without a `/` after the prefix.
+    fn service_key_name(&self) -> String {
+        format!("{}service-key", self.prefix)
+    }
+
+    /// Reads the service key, making it first if no function of the deployment has yet.
+    async fn read_or_make_service_key(&self) -> Result<Arc<SecretString>, CredentialsError> {
+        let name = self.service_key_name();
+        let read = || async {
+            let out = self
+                .client
+                .get_secret_value()
+                .secret_id(&name)
+                .send()
+                .await
+                .map_err(classify)?;
+            match out.secret_string {
+                Some(key) if key.len() >= 64 => Ok(Arc::new(SecretString::from(key))),
+                _ => Err(CredentialsError::Unreadable),
+            }
+        };
+        match read().await {
+            Err(CredentialsError::NotFound) => {}
+            other => return other,
+        }
+        let key = new_service_key();
+        let created = self
+            .client
+            .create_secret()
+            .name(&name)
+            .description("Key the audit-log service signs its listing cursors with")
+            .secret_string(&key)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(Arc::new(SecretString::from(key))),
+            // Another container made it in between: its key is the one.
+            Err(e) if code(&e) == Some("ResourceExistsException") => read().await,
+            Err(e) => Err(classify(e)),
         }
     }
 
@@ -381,6 +439,15 @@ impl SecretStore {
         self.promote(organization_id, project_id, &version).await?;
         Ok(version)
     }
+}
+
+/// A new service key: 256 random bits, as hex.
+fn new_service_key() -> String {
+    format!(
+        "{}{}",
+        crate::streaming::new_external_id(),
+        crate::streaming::new_external_id()
+    )
 }
 
 fn classify<E, R>(err: SdkError<E, R>) -> CredentialsError

@@ -2,7 +2,7 @@
 //! across its projects (`GET /v1/organizations/{organization_id}/audit-logs`), by time, with
 //! the search's filters, in pages.
 
-use crate::cursor::{self, Scope};
+use crate::cursor;
 use crate::error::ApiError;
 use crate::view::EventPage;
 use crate::{
@@ -45,8 +45,11 @@ impl<P: Ports> Api<P> {
         shape.extend(filter.named());
         let shape: Vec<Option<&str>> = shape.iter().map(Option::as_deref).collect();
         let scope = match project {
-            Some(project) => Scope::new("events", org, project, &shape),
-            None => Scope::new("organization-events", org, "", &shape),
+            Some(project) => self.cursor_scope("events", org, project, &shape).await?,
+            None => {
+                self.cursor_scope("organization-events", org, "", &shape)
+                    .await?
+            }
         };
         let after = cursor::resume_after(
             &scope,

@@ -1,7 +1,7 @@
 //! `GET /streaming/failures`: events a destination never took, with their events.
 
 use super::events::limit_query;
-use crate::cursor::{self, Scope};
+use crate::cursor;
 use crate::error::ApiError;
 use crate::{Api, PAGE_BYTES, Ports, config_error, internal, json_response, request};
 use audit_log::streaming::FailureLog;
@@ -20,7 +20,7 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_FAILURE_PAGE)?;
-        let scope = Scope::new("failures", org, project, &[]);
+        let scope = self.cursor_scope("failures", org, project, &[]).await?;
         let after = cursor::resume_after(
             &scope,
             request::query(request, "cursor").as_deref(),

@@ -3,7 +3,7 @@
 //! registry is gone.
 
 use super::events::limit_query;
-use crate::cursor::{self, Scope};
+use crate::cursor;
 use crate::error::ApiError;
 use crate::{Api, MAX_PROJECT_PAGE, Ports, config_error, internal, json_response, request};
 use audit_log::store::{StoredKey, partition_key};
@@ -30,7 +30,7 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_PROJECT_PAGE)?;
-        let scope = Scope::new("projects", org, "", &[]);
+        let scope = self.cursor_scope("projects", org, "", &[]).await?;
         let after = request::query(request, "cursor")
             .map(|c| {
                 // A position is a project id: anything else is no cursor of this listing.
