@@ -58,6 +58,8 @@ struct World {
     capture: Capture,
     datadog: MockServer,
     log_group_prefix: String,
+    /// Where the api keeps its secrets: `<stack>/streaming/`.
+    secret_prefix: String,
     configs: audit_log::streaming::ConfigTable,
     events: EventTable,
     events_table: String,
@@ -145,6 +147,7 @@ impl World {
             lane_queue_url: parts.lane_queue_url.clone(),
             datadog,
             log_group_prefix: parts.log_group_prefix,
+            secret_prefix: parts.secret_prefix.clone(),
             org: unique("org"),
             project: unique("project"),
             openapi: OpenApi::load(),
@@ -281,6 +284,17 @@ impl World {
 
     async fn get(&self) -> Reply {
         self.call("GET", "/streaming", None).await
+    }
+
+    /// The deployment's service key, if a listing has made it.
+    async fn service_key_made(&self) -> Option<String> {
+        aws_sdk_secretsmanager::Client::new(&self.aws)
+            .get_secret_value()
+            .secret_id(format!("{}service-key", self.secret_prefix))
+            .send()
+            .await
+            .ok()
+            .and_then(|s| s.secret_string)
     }
 
     async fn stored_credentials(&self) -> Result<Credentials, CredentialsError> {
@@ -2355,6 +2369,29 @@ async fn tampered_foreign_or_reused_cursors_are_400_invalid_cursor() {
 }
 
 #[tokio::test]
+async fn a_listing_that_reads_or_makes_no_cursor_needs_no_key() {
+    let w = World::new().await;
+    w.store(&w.series(3, Duration::from_secs(600), Duration::from_secs(60)))
+        .await;
+    // One page holds everything: Secrets Manager is not asked.
+    let all = w.list(&[("limit", "10")]).await;
+    assert_eq!(ns(&all).len(), 3);
+    assert!(all.body["next_cursor"].is_null());
+    assert!(
+        w.service_key_made().await.is_none(),
+        "no key made for a page without a cursor"
+    );
+    // A page with more after it makes the key, and its cursor goes on.
+    let first = w.list(&[("limit", "2")]).await;
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    assert!(w.service_key_made().await.is_some());
+    assert_eq!(
+        ns(&w.list(&[("limit", "2"), ("cursor", cursor)]).await).len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn every_container_of_a_deployment_signs_cursors_with_one_key_of_its_own() {
     let aws = emulator().await;
     let prefix = format!("{}/streaming/", unique("stack"));
@@ -2368,6 +2405,8 @@ async fn every_container_of_a_deployment_signs_cursors_with_one_key_of_its_own()
     // A later container reads it; another deployment has its own.
     let later = container().service_key().await.unwrap();
     assert_eq!(later.expose_secret(), ka.expose_secret());
+    // Its logs never show it.
+    audit_log_tests::watch_secret(ka.expose_secret());
     let elsewhere = SecretStore::new(
         aws_sdk_secretsmanager::Client::new(&aws),
         format!("{}/streaming/", unique("stack")),

@@ -11,16 +11,14 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-/// What a cursor belongs to: one listing of one project with one query, under the service's
-/// key.
+/// What a cursor belongs to: one listing of one project with one query. The service's key is
+/// asked for only where a cursor is read or made: a first page needs no secret.
 pub struct Scope {
     text: String,
-    key: std::sync::Arc<SecretString>,
 }
 
 impl Scope {
     pub fn new(
-        key: std::sync::Arc<SecretString>,
         route: &str,
         organization_id: &str,
         project_id: &str,
@@ -37,13 +35,12 @@ impl Scope {
                 None => text.push_str("-;"),
             }
         }
-        Self { text, key }
+        Self { text }
     }
 
-    fn digest(&self, position: &str) -> String {
-        // HMAC takes a key of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(self.key.expose_secret().as_bytes())
-        else {
+    fn digest(&self, key: &SecretString, position: &str) -> String {
+        // HMAC takes a key of any length: this never fails.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.expose_secret().as_bytes()) else {
             return String::new();
         };
         mac.update(self.text.as_bytes());
@@ -55,19 +52,19 @@ impl Scope {
             .collect()
     }
 
-    pub fn encode(&self, position: &str) -> String {
-        let text = format!("{position}\n{}", self.digest(position));
+    pub fn encode(&self, key: &SecretString, position: &str) -> String {
+        let text = format!("{position}\n{}", self.digest(key, position));
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
     }
 
     /// The position a cursor names, if it was made for this scope.
-    pub fn decode(&self, cursor: &str) -> Result<String, ApiError> {
+    pub fn decode(&self, key: &SecretString, cursor: &str) -> Result<String, ApiError> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
             .map_err(|_| invalid())?;
         let text = String::from_utf8(bytes).map_err(|_| invalid())?;
         let (position, digest) = text.rsplit_once('\n').ok_or_else(invalid)?;
-        let expected = self.digest(position);
+        let expected = self.digest(key, position);
         if position.is_empty() || expected.is_empty() || digest != expected {
             return Err(invalid());
         }
@@ -75,22 +72,20 @@ impl Scope {
     }
 }
 
-/// Where a listing resumes: the sort key the request's `cursor` names, which must be in this
-/// scope and between `since` and `until`; `None` without a cursor.
+/// Where a listing resumes: the sort key `cursor` names, which must be in this scope and
+/// between `since` and `until`.
 pub fn resume_after(
     scope: &Scope,
-    cursor: Option<&str>,
+    key: &SecretString,
+    cursor: &str,
     since: Option<time::OffsetDateTime>,
     until: Option<time::OffsetDateTime>,
-) -> Result<Option<String>, ApiError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    let sort_key = scope.decode(cursor)?;
+) -> Result<String, ApiError> {
+    let sort_key = scope.decode(key, cursor)?;
     if !audit_log::store::is_sort_key_within(&sort_key, since, until) {
         return Err(invalid());
     }
-    Ok(Some(sort_key))
+    Ok(sort_key)
 }
 
 pub fn invalid() -> ApiError {
@@ -104,25 +99,28 @@ pub fn invalid() -> ApiError {
 mod tests {
     use super::*;
 
-    fn key(text: &str) -> std::sync::Arc<SecretString> {
-        std::sync::Arc::new(SecretString::from(text.repeat(64)))
+    fn key(text: &str) -> SecretString {
+        SecretString::from(text.repeat(64))
     }
 
     fn scope(project: &str, since: Option<&str>) -> Scope {
-        Scope::new(key("k"), "events", "o", project, &[since, None])
+        Scope::new("events", "o", project, &[since, None])
     }
 
     #[test]
     fn a_cursor_comes_back_only_in_its_own_scope() {
         let sk = "2026-01-01T00:00:00.000000000Z#m-1";
-        let cursor = scope("p", None).encode(sk);
-        assert_eq!(scope("p", None).decode(&cursor).unwrap(), sk);
+        let cursor = scope("p", None).encode(&key("k"), sk);
+        assert_eq!(scope("p", None).decode(&key("k"), &cursor).unwrap(), sk);
         for other in [scope("q", None), scope("p", Some("2026-01-01T00:00:00Z"))] {
-            assert_eq!(other.decode(&cursor).unwrap_err().code, "invalid_cursor");
+            assert_eq!(
+                other.decode(&key("k"), &cursor).unwrap_err().code,
+                "invalid_cursor"
+            );
         }
         assert_ne!(
-            Scope::new(key("k"), "events", "ab", "c", &[]).text,
-            Scope::new(key("k"), "events", "a", "bc", &[]).text
+            Scope::new("events", "ab", "c", &[]).text,
+            Scope::new("events", "a", "bc", &[]).text
         );
     }
 
@@ -130,9 +128,13 @@ mod tests {
     fn garbage_and_edited_cursors_are_refused() {
         let s = scope("p", None);
         for bad in ["", "!!!", "bm8gZGlnZXN0"] {
-            assert_eq!(s.decode(bad).unwrap_err().code, "invalid_cursor", "{bad}");
+            assert_eq!(
+                s.decode(&key("k"), bad).unwrap_err().code,
+                "invalid_cursor",
+                "{bad}"
+            );
         }
-        let cursor = s.encode("2026-01-01T00:00:00.000000000Z#m-1");
+        let cursor = s.encode(&key("k"), "2026-01-01T00:00:00.000000000Z#m-1");
         let text = String::from_utf8(
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(&cursor)
@@ -141,7 +143,10 @@ mod tests {
         .unwrap();
         let edited =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.replace("2026", "2025"));
-        assert_eq!(s.decode(&edited).unwrap_err().code, "invalid_cursor");
+        assert_eq!(
+            s.decode(&key("k"), &edited).unwrap_err().code,
+            "invalid_cursor"
+        );
     }
 
     #[test]
@@ -149,9 +154,15 @@ mod tests {
         let s = scope("p", None);
         let position = "2025-01-01T00:00:00.000000000Z#m-1";
         // Whoever knows the scope but not the service's key signs the edited position.
-        let forged = Scope::new(key("x"), "events", "o", "p", &[None, None]).encode(position);
-        assert_eq!(s.decode(&forged).unwrap_err().code, "invalid_cursor");
+        let forged = Scope::new("events", "o", "p", &[None, None]).encode(&key("x"), position);
+        assert_eq!(
+            s.decode(&key("k"), &forged).unwrap_err().code,
+            "invalid_cursor"
+        );
         // The same position under the service's key is taken.
-        assert_eq!(s.decode(&s.encode(position)).unwrap(), position);
+        assert_eq!(
+            s.decode(&key("k"), &s.encode(&key("k"), position)).unwrap(),
+            position
+        );
     }
 }

@@ -45,6 +45,7 @@ use export::ExportSteps;
 use export::bucket::ExportBucket;
 use lambda_runtime::LambdaEvent;
 use request::{Route, Target};
+use secrecy::SecretString;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -415,20 +416,24 @@ impl<P: Ports> Api<P> {
         }
     }
 
-    /// What a listing's cursors belong to, under the service's key.
-    pub(crate) async fn cursor_scope(
-        &self,
-        route: &str,
-        org: &str,
-        project: &str,
-        query: &[Option<&str>],
-    ) -> Result<cursor::Scope, ApiError> {
-        let key = self
-            .secrets
+    /// The key cursors are signed with. Asked for only where a cursor is read or made.
+    pub(crate) async fn service_key(&self) -> Result<Arc<SecretString>, ApiError> {
+        self.secrets
             .service_key()
             .await
-            .map_err(credentials_error)?;
-        Ok(cursor::Scope::new(key, route, org, project, query))
+            .map_err(|e| internal("the service key (Secrets Manager)")(&e))
+    }
+
+    /// The cursor of the next page, if there is one.
+    pub(crate) async fn next_cursor(
+        &self,
+        scope: &cursor::Scope,
+        position: Option<String>,
+    ) -> Result<Option<String>, ApiError> {
+        match position {
+            Some(p) => Ok(Some(scope.encode(&*self.service_key().await?, &p))),
+            None => Ok(None),
+        }
     }
 
     /// Counts one costly request of the organization: 429 with `Retry-After` over the limit.

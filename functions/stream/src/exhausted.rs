@@ -73,14 +73,17 @@ async fn read_back(
         start_sequence_number: start,
         end_sequence_number: end,
     } = batch;
-    let mut iterator = streams
+    let late = |_| "could not read the stream back before the deadline; trying again".to_owned();
+    let start_at = streams
         .get_shard_iterator()
         .stream_arn(arn)
         .shard_id(shard)
         .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
         .sequence_number(start)
-        .send()
+        .send();
+    let mut iterator = tokio::time::timeout_at(deadline, start_at)
         .await
+        .map_err(late)?
         .map_err(unreadable)?
         .shard_iterator;
     let mut records = Vec::new();
@@ -95,7 +98,7 @@ async fn read_back(
         let page =
             tokio::time::timeout_at(deadline, streams.get_records().shard_iterator(it).send())
                 .await
-                .map_err(|_| "could not read the stream back before the deadline; trying again")?
+                .map_err(late)?
                 .map_err(unreadable)?;
         let read = page.records.unwrap_or_default();
         if read.is_empty() {

@@ -146,6 +146,10 @@ impl Secrets for MemorySecrets {
     }
 
     async fn service_key(&self) -> Result<Arc<SecretString>, CredentialsError> {
+        // As the real store: once read, the key is kept whatever Secrets Manager does.
+        if let Some(key) = self.service_key.get() {
+            return Ok(key.clone());
+        }
         self.check()?;
         let key = self
             .service_key

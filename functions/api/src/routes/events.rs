@@ -2,7 +2,7 @@
 //! across its projects (`GET /v1/organizations/{organization_id}/audit-logs`), by time, with
 //! the search's filters, in pages.
 
-use crate::cursor;
+use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::view::EventPage;
 use crate::{
@@ -45,18 +45,16 @@ impl<P: Ports> Api<P> {
         shape.extend(filter.named());
         let shape: Vec<Option<&str>> = shape.iter().map(Option::as_deref).collect();
         let scope = match project {
-            Some(project) => self.cursor_scope("events", org, project, &shape).await?,
-            None => {
-                self.cursor_scope("organization-events", org, "", &shape)
-                    .await?
-            }
+            Some(project) => Scope::new("events", org, project, &shape),
+            None => Scope::new("organization-events", org, "", &shape),
         };
-        let after = cursor::resume_after(
-            &scope,
-            request::query(request, "cursor").as_deref(),
-            since,
-            until,
-        )?;
+        let after = match request::query(request, "cursor") {
+            Some(c) => {
+                let key = self.service_key().await?;
+                Some(cursor::resume_after(&scope, &key, &c, since, until)?)
+            }
+            None => None,
+        };
         let partitions = match project {
             Some(project) => vec![partition_key(org, project)],
             None => noted_projects(&self.configs, org)
@@ -88,7 +86,7 @@ impl<P: Ports> Api<P> {
             200,
             &EventPage {
                 events: page.events,
-                next_cursor: page.next_after.map(|sk| scope.encode(&sk)),
+                next_cursor: self.next_cursor(&scope, page.next_after).await?,
             },
         ))
     }

@@ -1,7 +1,7 @@
 //! `GET /streaming/failures`: events a destination never took, with their events.
 
 use super::events::limit_query;
-use crate::cursor;
+use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::{Api, PAGE_BYTES, Ports, config_error, internal, json_response, request};
 use audit_log::streaming::FailureLog;
@@ -20,13 +20,14 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_FAILURE_PAGE)?;
-        let scope = self.cursor_scope("failures", org, project, &[]).await?;
-        let after = cursor::resume_after(
-            &scope,
-            request::query(request, "cursor").as_deref(),
-            None,
-            None,
-        )?;
+        let scope = Scope::new("failures", org, project, &[]);
+        let after = match request::query(request, "cursor") {
+            Some(c) => {
+                let key = self.service_key().await?;
+                Some(cursor::resume_after(&scope, &key, &c, None, None)?)
+            }
+            None => None,
+        };
         let (failures, mut next) = self
             .configs
             .failures(org, project, after.as_deref(), limit)
@@ -60,7 +61,7 @@ impl<P: Ports> Api<P> {
         }
         Ok(json_response(
             200,
-            &json!({"failures": listed, "next_cursor": next.map(|sk| scope.encode(&sk))}),
+            &json!({"failures": listed, "next_cursor": self.next_cursor(&scope, next).await?}),
         ))
     }
 }

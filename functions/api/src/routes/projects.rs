@@ -3,7 +3,7 @@
 //! registry is gone.
 
 use super::events::limit_query;
-use crate::cursor;
+use crate::cursor::{self, Scope};
 use crate::error::ApiError;
 use crate::{Api, MAX_PROJECT_PAGE, Ports, config_error, internal, json_response, request};
 use audit_log::store::{StoredKey, partition_key};
@@ -30,15 +30,16 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_PROJECT_PAGE)?;
-        let scope = self.cursor_scope("projects", org, "", &[]).await?;
-        let after = request::query(request, "cursor")
-            .map(|c| {
+        let scope = Scope::new("projects", org, "", &[]);
+        let after = match request::query(request, "cursor") {
+            Some(c) => {
                 // A position is a project id: anything else is no cursor of this listing.
-                let project = scope.decode(&c)?;
+                let project = scope.decode(&*self.service_key().await?, &c)?;
                 audit_log::id::check("project_id", &project).map_err(|_| cursor::invalid())?;
-                Ok::<_, ApiError>(project)
-            })
-            .transpose()?;
+                Some(project)
+            }
+            None => None,
+        };
         let (noted, next) = self
             .configs
             .noted(org, after.as_deref(), limit)
@@ -66,7 +67,7 @@ impl<P: Ports> Api<P> {
             200,
             &serde_json::json!({
                 "projects": projects,
-                "next_cursor": next.map(|p| scope.encode(&p)),
+                "next_cursor": self.next_cursor(&scope, next).await?,
             }),
         ))
     }
