@@ -888,6 +888,20 @@ impl World {
         self.call_as(Some(&self.org), &self.org, "GET", "", query, &[], None)
             .await
     }
+
+    /// A page of the project's failures, as a member of its organization.
+    async fn failures(&self, query: &[(&str, &str)]) -> Reply {
+        self.call_as(
+            Some(&self.org),
+            &self.org,
+            "GET",
+            "/streaming/failures",
+            query,
+            &[],
+            None,
+        )
+        .await
+    }
 }
 
 #[tokio::test]
@@ -994,17 +1008,7 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
         assert_eq!(reply.body["error"]["code"], "invalid_query");
     }
     // The failures listing takes only its own parameters too.
-    let reply = w
-        .call_as(
-            Some(&w.org),
-            &w.org,
-            "GET",
-            "/streaming/failures",
-            &[("colour", "red")],
-            &[],
-            None,
-        )
-        .await;
+    let reply = w.failures(&[("colour", "red")]).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.body["error"]["code"], "invalid_query");
 }
@@ -2352,17 +2356,7 @@ async fn tampered_foreign_or_reused_cursors_are_400_invalid_cursor() {
     assert_eq!(w.api.respond(&request).await.status_code, 400);
     // The failures listing: tampered and foreign cursors alike.
     for cursor in [tampered.as_str(), cursor.as_str(), garbage.as_str()] {
-        let reply = w
-            .call_as(
-                Some(&w.org),
-                &w.org,
-                "GET",
-                "/streaming/failures",
-                &[("cursor", cursor)],
-                &[],
-                None,
-            )
-            .await;
+        let reply = w.failures(&[("cursor", cursor)]).await;
         assert_eq!(reply.status, 400);
         assert_eq!(reply.body["error"]["code"], "invalid_cursor");
     }
@@ -2489,17 +2483,7 @@ async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
         if let Some(c) = &cursor {
             query.push(("cursor", c.as_str()));
         }
-        let page = w
-            .call_as(
-                Some(&w.org),
-                &w.org,
-                "GET",
-                "/streaming/failures",
-                &query,
-                &[],
-                None,
-            )
-            .await;
+        let page = w.failures(&query).await;
         assert_eq!(page.status, 200);
         assert!(
             page.lambda_bytes <= 6_291_456,

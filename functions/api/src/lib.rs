@@ -424,6 +424,24 @@ impl<P: Ports> Api<P> {
             .map_err(|e| internal("the service key (Secrets Manager)")(&e))
     }
 
+    /// Where a listing resumes: the sort key the request's `cursor` names in `scope`, between
+    /// `since` and `until`; `None` without a cursor (and then no key is read).
+    pub(crate) async fn resume_after(
+        &self,
+        scope: &cursor::Scope,
+        request: &ApiGatewayV2httpRequest,
+        since: Option<time::OffsetDateTime>,
+        until: Option<time::OffsetDateTime>,
+    ) -> Result<Option<String>, ApiError> {
+        match request::query(request, "cursor") {
+            Some(c) => {
+                let key = self.service_key().await?;
+                cursor::resume_after(scope, &key, &c, since, until).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The cursor of the next page, if there is one.
     pub(crate) async fn next_cursor(
         &self,

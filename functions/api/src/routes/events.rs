@@ -2,7 +2,7 @@
 //! across its projects (`GET /v1/organizations/{organization_id}/audit-logs`), by time, with
 //! the search's filters, in pages.
 
-use crate::cursor::{self, Scope};
+use crate::cursor::Scope;
 use crate::error::ApiError;
 use crate::view::EventPage;
 use crate::{
@@ -48,13 +48,7 @@ impl<P: Ports> Api<P> {
             Some(project) => Scope::new("events", org, project, &shape),
             None => Scope::new("organization-events", org, "", &shape),
         };
-        let after = match request::query(request, "cursor") {
-            Some(c) => {
-                let key = self.service_key().await?;
-                Some(cursor::resume_after(&scope, &key, &c, since, until)?)
-            }
-            None => None,
-        };
+        let after = self.resume_after(&scope, request, since, until).await?;
         let partitions = match project {
             Some(project) => vec![partition_key(org, project)],
             None => noted_projects(&self.configs, org)

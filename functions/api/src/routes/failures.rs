@@ -1,7 +1,7 @@
 //! `GET /streaming/failures`: events a destination never took, with their events.
 
 use super::events::limit_query;
-use crate::cursor::{self, Scope};
+use crate::cursor::Scope;
 use crate::error::ApiError;
 use crate::{Api, PAGE_BYTES, Ports, config_error, internal, json_response, request};
 use audit_log::streaming::FailureLog;
@@ -21,13 +21,7 @@ impl<P: Ports> Api<P> {
         request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_FAILURE_PAGE)?;
         let scope = Scope::new("failures", org, project, &[]);
-        let after = match request::query(request, "cursor") {
-            Some(c) => {
-                let key = self.service_key().await?;
-                Some(cursor::resume_after(&scope, &key, &c, None, None)?)
-            }
-            None => None,
-        };
+        let after = self.resume_after(&scope, request, None, None).await?;
         let (failures, mut next) = self
             .configs
             .failures(org, project, after.as_deref(), limit)
