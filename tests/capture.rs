@@ -288,11 +288,7 @@ async fn the_lambda_handler_takes_the_sqs_event_as_lambda_sends_it() {
             .records
             .remove(0),
     );
-    let mut context = lambda_runtime::Context::default();
-    context.deadline = (std::time::SystemTime::now() + Duration::from_secs(10))
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let context = audit_log_tests::invocation_context(Duration::from_secs(10));
     let response = f
         .capture
         .handle(lambda_runtime::LambdaEvent::new(

@@ -428,11 +428,7 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
             died = true;
             let stream = &stream;
             async move {
-                let mut context = lambda_runtime::Context::default();
-                context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis() as u64;
+                let context = audit_log_tests::invocation_context(Duration::from_secs(60));
                 let answer = stream
                     .handle_queue(lambda_runtime::LambdaEvent::new(event, context))
                     .await;

@@ -161,12 +161,8 @@ impl World {
                     m.body.as_deref().unwrap_or_default(),
                 )
             }));
-            let mut context = lambda_runtime::Context::default();
             // The template's timeout.
-            context.deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64;
+            let context = audit_log_tests::invocation_context(Duration::from_secs(60));
             let response = stream
                 .handle_queue(lambda_runtime::LambdaEvent::new(batch, context))
                 .await;
@@ -181,6 +177,37 @@ impl World {
             }
         }
         done().await
+    }
+
+    /// Every call on the lanes queue is lost (as if dead-lettered).
+    async fn lose_lane_calls(&self) {
+        aws_sdk_sqs::Client::new(&self.aws)
+            .purge_queue()
+            .queue_url(&self.lane_queue)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// The lane's next attempt was due `ago` before now: the table as it is that long after
+    /// its call was lost.
+    async fn lane_due_ago(&self, org: &str, project: &str, ago: Duration) {
+        let lane = self.lane(org, project).await;
+        let due = lane.next_attempt_at.expect("the lane waits for a call") - ago.as_millis() as i64;
+        self.dynamodb
+            .update_item()
+            .table_name(&self.config_table)
+            .key("pk", AttributeValue::S(audit_log::store::key_part(org)))
+            .key(
+                "sk",
+                AttributeValue::S(format!("project#{}", audit_log::store::key_part(project))),
+            )
+            .update_expression("SET #due = :due")
+            .expression_attribute_names("#due", audit_log::streaming::lane_attr::NEXT_ATTEMPT_AT)
+            .expression_attribute_values(":due", AttributeValue::N(due.to_string()))
+            .send()
+            .await
+            .unwrap();
     }
 
     /// Captures events and returns the stream records that are new since `seen`.
@@ -514,6 +541,30 @@ impl Datadog {
         (events, records)
     }
 
+    /// Datadog is down (HTTP 503) and owed `n` events: the stream function that owes them.
+    async fn down_owing(&self, n: u64) -> (Stream, Vec<StreamRecord>) {
+        self.mount(intake().respond_with(ResponseTemplate::new(503)))
+            .await;
+        let stream = self.stream(Duration::from_secs(1));
+        let (_, records) = self.events(n).await;
+        assert!(handed_on(&stream, &records).await);
+        (stream, records)
+    }
+
+    /// Datadog takes logs again: whether the lane caught up by itself (its calls run as they
+    /// come due) within 20 seconds.
+    async fn back_and_caught_up(&self, stream: &Stream) -> bool {
+        self.server.reset().await;
+        self.mount(intake().respond_with(ResponseTemplate::new(202)))
+            .await;
+        self.world
+            .run_lane_calls(stream, Duration::from_secs(20), async || {
+                self.world.lane(&self.org, &self.project).await.state
+                    == audit_log::lane::LaneState::Delivering
+            })
+            .await
+    }
+
     /// Delivers with a Datadog client of ordinary patience and a deadline of ten seconds.
     async fn deliver(
         &self,
@@ -749,11 +800,7 @@ async fn throttling_that_outlasts_the_budget_owes_the_events_and_holds_nothing_b
 #[tokio::test]
 async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_first() {
     let dd = Datadog::new().await;
-    dd.mount(intake().respond_with(ResponseTemplate::new(503)))
-        .await;
-    let stream = dd.stream(Duration::from_secs(1));
-    let (_, first) = dd.events(3).await;
-    assert!(handed_on(&stream, &first).await);
+    let (stream, first) = dd.down_owing(3).await;
     // More events while it is down: owed at once, nothing sent.
     let sent_while_down = dd.requests().await.len();
     let more = dd
@@ -765,17 +812,10 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
     assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 4);
 
     // It answers again; nobody calls anything.
-    dd.server.reset().await;
-    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
-        .await;
-    let caught_up = dd
-        .world
-        .run_lane_calls(&stream, Duration::from_secs(20), async || {
-            dd.world.lane(&dd.org, &dd.project).await.state
-                == audit_log::lane::LaneState::Delivering
-        })
-        .await;
-    assert!(caught_up, "the lane delivers again");
+    assert!(
+        dd.back_and_caught_up(&stream).await,
+        "the lane delivers again"
+    );
     let arrived: Vec<String> = dd
         .requests()
         .await
@@ -792,6 +832,92 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
         dd.health().await.status_at(time::OffsetDateTime::now_utc()),
         "healthy"
     );
+}
+
+/// The schedule's call, as Lambda hands it to the function.
+async fn sweep(stream: &Stream) -> Value {
+    let scheduled: audit_log_stream::Invocation = serde_json::from_str(
+        &audit_log::fixtures::lambda_event("eventbridge-scheduled-event.json"),
+    )
+    .unwrap();
+    let context = audit_log_tests::invocation_context(Duration::from_secs(60));
+    let answer = stream
+        .handle(lambda_runtime::LambdaEvent::new(scheduled, context))
+        .await
+        .expect("the sweep runs");
+    serde_json::to_value(answer).unwrap()
+}
+
+#[tokio::test]
+async fn a_quiet_lane_whose_call_was_lost_is_found_by_the_sweep_and_catches_up() {
+    let dd = Datadog::new().await;
+    let (stream, records) = dd.down_owing(3).await;
+    // Its call is lost, and an hour passes without a new event for the project.
+    dd.world.lose_lane_calls().await;
+    dd.world
+        .lane_due_ago(&dd.org, &dd.project, Duration::from_secs(3600))
+        .await;
+    let lost = dd.world.lane(&dd.org, &dd.project).await;
+    // Another organization's lane is retrying too, its call on the way.
+    let b_key = "0123456789abcdef0123456789abcdef";
+    let (b_org, b_project) = (unique("org-b"), unique("project-b"));
+    dd.world.configure_datadog(&b_org, &b_project, b_key).await;
+    let b_records = dd
+        .world
+        .capture_more(&[recent(&b_org, &b_project, 5, "OK")], &records)
+        .await;
+    assert!(handed_on(&stream, &b_records).await);
+    let waiting = dd.world.lane(&b_org, &b_project).await;
+    assert_eq!(waiting.state, audit_log::lane::LaneState::Retrying);
+
+    assert_eq!(sweep(&stream).await, json!({"lanes": 1}));
+    let found = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(found.state, audit_log::lane::LaneState::Retrying);
+    assert_ne!(
+        found.attempt, lost.attempt,
+        "the lost lane waits for a new call"
+    );
+    assert_eq!(dd.world.lane(&b_org, &b_project).await, waiting);
+
+    assert!(
+        dd.back_and_caught_up(&stream).await,
+        "the lane delivers again"
+    );
+    let to_a = dd
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.headers.get("DD-API-KEY").unwrap() == KEY)
+        .flat_map(entries)
+        .count();
+    assert_eq!(to_a, 3);
+    assert_eq!(sweep(&stream).await, json!({"lanes": 0}));
+}
+
+#[test]
+fn the_template_sweeps_the_lanes_through_the_index_the_code_queries() {
+    let sweep = &resource("StreamFunction")["Events"]["LaneSweep"];
+    assert_eq!(sweep["Type"].as_str(), Some("Schedule"));
+    assert!(
+        sweep["Properties"]["Schedule"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("rate(")),
+    );
+    let indexes = &resource("ConfigTable")["GlobalSecondaryIndexes"];
+    let index = indexes
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|i| i["IndexName"].as_str() == Some(audit_log::streaming::LANES_BY_NEXT_ATTEMPT))
+        .expect("the lanes' index");
+    let keys: Vec<&str> = index["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| k["AttributeName"].as_str().unwrap())
+        .collect();
+    use audit_log::streaming::lane_attr;
+    assert_eq!(keys, [lane_attr::STATE, lane_attr::NEXT_ATTEMPT_AT]);
 }
 
 #[tokio::test]

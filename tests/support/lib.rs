@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -113,6 +114,17 @@ fn key_schema(keys: &Yaml) -> Vec<KeySchemaElement> {
                 .expect("key schema element")
         })
         .collect()
+}
+
+/// What Lambda hands a handler beside its event: a request id, and a deadline `timeout` away.
+pub fn invocation_context(timeout: Duration) -> lambda_runtime::Context {
+    let mut context = lambda_runtime::Context::default();
+    context.request_id = unique("request");
+    context.deadline = (std::time::SystemTime::now() + timeout)
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    context
 }
 
 /// Creates, in the emulator, the table a template resource declares (keys, indexes, stream,

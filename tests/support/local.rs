@@ -240,16 +240,6 @@ impl Stack {
     }
 }
 
-fn context(timeout: Duration) -> lambda_runtime::Context {
-    let mut context = lambda_runtime::Context::default();
-    context.request_id = unique("local-request");
-    context.deadline = (std::time::SystemTime::now() + timeout)
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis() as u64;
-    context
-}
-
 fn function_timeout(function: &str) -> Duration {
     Duration::from_secs(number(&resource(function)["Timeout"]).expect("timeout"))
 }
@@ -298,7 +288,7 @@ pub async fn drain_events_queue_with(
                 .collect();
             let invocation = capture.handle(lambda_runtime::LambdaEvent::new(
                 event.into(),
-                context(timeout),
+                crate::invocation_context(timeout),
             ));
             let answer = match kills {
                 Some(kills) => kills.run("capture", invocation).await?,
@@ -344,9 +334,10 @@ pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Op
                 let instance = faults.and_then(Faulty::restarted);
                 let current = instance.as_deref().unwrap_or(stream);
                 // On the heap: the handlers' futures are large, and a debug build's stack is not.
-                let invocation = Box::pin(
-                    current.handle_queue(lambda_runtime::LambdaEvent::new(event, context(timeout))),
-                );
+                let invocation = Box::pin(current.handle_queue(lambda_runtime::LambdaEvent::new(
+                    event,
+                    crate::invocation_context(timeout),
+                )));
                 let response = match faults {
                     Some(faults) => faults.run(invocation).await?,
                     None => invocation.await,
@@ -380,7 +371,7 @@ pub async fn drain_export_queue(stack: &Stack, api: &Api) -> CaptureRun {
         batch_size,
         |event| async move {
             let deadline = audit_log::retry::deadline_before(
-                context(timeout).deadline(),
+                crate::invocation_context(timeout).deadline(),
                 Duration::from_secs(2),
             );
             Some(failed_ids(
@@ -757,10 +748,10 @@ pub async fn drain_stream_with(
                 let instance = faults.and_then(Faulty::restarted);
                 let current = instance.as_deref().unwrap_or(stream);
                 // On the heap: the handlers' futures are large, and a debug build's stack is not.
-                let invocation = Box::pin(
-                    current
-                        .handle_stream(lambda_runtime::LambdaEvent::new(event, context(timeout))),
-                );
+                let invocation = Box::pin(current.handle_stream(lambda_runtime::LambdaEvent::new(
+                    event,
+                    crate::invocation_context(timeout),
+                )));
                 let response = match faults {
                     Some(faults) => faults.run(invocation).await,
                     None => Some(invocation.await),

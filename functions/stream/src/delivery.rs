@@ -21,6 +21,9 @@ use tokio::time::Instant;
 /// Delivered or owed records remembered per container, to skip them when Lambda retries a
 /// batch after the service's own trouble.
 const HANDLED_MEMORY: u64 = 200_000;
+/// Lanes one sweep gives a new call: lost calls are rare (the service's own trouble), and the
+/// next sweep takes the rest.
+const SWEPT_AT_MOST: usize = 1_000;
 /// Destinations served at once. Each waits at most the lanes' budget.
 const CONCURRENT_DESTINATIONS: usize = 32;
 
@@ -227,6 +230,17 @@ where
                 positions()
             }
         }
+    }
+
+    /// The periodic sweep: lanes whose scheduled call never came get another.
+    pub async fn sweep(&self, deadline: Instant) -> Result<usize, String> {
+        let healed = self
+            .lanes()
+            .sweep(SWEPT_AT_MOST, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(lanes = healed, "lanes swept");
+        Ok(healed)
     }
 
     /// A lane's scheduled call: a probe, a page of catching up, or housekeeping.

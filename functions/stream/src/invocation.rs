@@ -1,6 +1,8 @@
 //! What Lambda hands the stream function: records of the events table's stream, or messages of
-//! its queues (lanes, replays, the on-failure queue). Both arrive as `{"Records": [...]}` and
-//! both are answered with `{"batchItemFailures": [...]}`; each record names its source.
+//! its queues (lanes, replays, the on-failure queue), or the schedule's call to sweep the lanes.
+//! Records and messages arrive as `{"Records": [...]}` and are answered with
+//! `{"batchItemFailures": [...]}` (each record names its source); the schedule's call is an
+//! EventBridge `Scheduled Event`, answered with what the sweep did.
 
 use crate::records::StreamRecords;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -12,6 +14,8 @@ use serde_json::Value;
 pub enum Invocation {
     Stream(StreamRecords),
     Queue(SqsEvent),
+    /// EventBridge's schedule: lanes whose call never came are given another.
+    Sweep,
 }
 
 #[derive(Debug, Serialize)]
@@ -19,9 +23,19 @@ pub enum Invocation {
 pub enum Answer {
     Stream(DynamoDbEventResponse),
     Queue(SqsBatchResponse),
+    Sweep(Swept),
+}
+
+/// What a sweep did.
+#[derive(Debug, Default, Serialize)]
+pub struct Swept {
+    /// Lanes given a new call.
+    pub lanes: usize,
 }
 
 const SQS_SOURCE: &str = "aws:sqs";
+/// The `detail-type` of the events an EventBridge schedule sends.
+const SCHEDULED: &str = "Scheduled Event";
 
 /// The batch's records, typed by the first one's source, in one pass over the payload: only the
 /// first record is read twice (a batch has one source).
@@ -68,15 +82,25 @@ where
 
 impl<'de> Deserialize<'de> for Invocation {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
         #[derive(Deserialize)]
         struct Payload {
-            #[serde(rename = "Records", deserialize_with = "records")]
-            invocation: Invocation,
+            #[serde(rename = "Records", default, deserialize_with = "records")]
+            invocation: Option<Invocation>,
+            #[serde(rename = "detail-type")]
+            detail_type: Option<String>,
         }
-        fn records<'de, D: Deserializer<'de>>(d: D) -> Result<Invocation, D::Error> {
-            d.deserialize_seq(Records)
+        fn records<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Invocation>, D::Error> {
+            d.deserialize_seq(Records).map(Some)
         }
-        Payload::deserialize(deserializer).map(|p| p.invocation)
+        let payload = Payload::deserialize(deserializer)?;
+        match (payload.invocation, payload.detail_type.as_deref()) {
+            (Some(invocation), _) => Ok(invocation),
+            (None, Some(SCHEDULED)) => Ok(Invocation::Sweep),
+            (None, _) => Err(D::Error::custom(
+                "neither records, messages nor a scheduled event",
+            )),
+        }
     }
 }
 
@@ -113,6 +137,21 @@ mod tests {
         let queue: Invocation = serde_json::from_str(&many("sqs-receive-message.json", 4)).unwrap();
         assert!(matches!(queue, Invocation::Queue(e) if e.records.len() == 4));
         assert!(serde_json::from_str::<Invocation>("{}").is_err());
+    }
+
+    #[test]
+    fn the_schedules_event_is_a_sweep_and_no_other_event_is() {
+        let scheduled: Invocation =
+            serde_json::from_str(&fixture("eventbridge-scheduled-event.json")).unwrap();
+        assert!(matches!(scheduled, Invocation::Sweep));
+        let mut other: Value =
+            serde_json::from_str(&fixture("eventbridge-scheduled-event.json")).unwrap();
+        other["detail-type"] = "Object Created".into();
+        assert!(serde_json::from_value::<Invocation>(other).is_err());
+        assert_eq!(
+            serde_json::to_value(Answer::Sweep(Swept { lanes: 2 })).unwrap(),
+            serde_json::json!({"lanes": 2})
+        );
     }
 
     #[test]

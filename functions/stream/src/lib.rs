@@ -12,7 +12,8 @@
 //! which retries from there; batches whose retries run out come back through the on-failure
 //! queue (`exhausted.rs`) and go through the lanes again.
 //!
-//! The same function runs replays (the replay queue, `replay.rs`).
+//! The same function runs replays (the replay queue, `replay.rs`), and the schedule's sweep of
+//! lanes whose scheduled call was lost (`Delivery::sweep`).
 
 use audit_log::clock::SystemClock;
 use audit_log::credentials::SecretStore;
@@ -37,7 +38,7 @@ mod sink;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 pub use delivery::{Delivery, event_of};
-pub use invocation::{Answer, Invocation};
+pub use invocation::{Answer, Invocation, Swept};
 use lambda_runtime::LambdaEvent;
 pub use records::{Attribute, Change, Image, StreamRecord, StreamRecords};
 pub use sink::SavedDestinations;
@@ -162,10 +163,12 @@ impl Stream {
 
     /// The Lambda entry: stream records to deliver, or messages of the on-failure, replay and
     /// lanes queues. Both answers are `{"batchItemFailures": [...]}`.
+    /// The schedule's call sweeps the lanes; its failure is the invocation's (counted in the
+    /// function's errors), and the next call sweeps again.
     pub async fn handle(
         &self,
         event: LambdaEvent<Invocation>,
-    ) -> Result<Answer, std::convert::Infallible> {
+    ) -> Result<Answer, lambda_runtime::Error> {
         let (payload, context) = event.into_parts();
         Ok(match payload {
             Invocation::Queue(messages) => {
@@ -173,6 +176,13 @@ impl Stream {
             }
             Invocation::Stream(records) => {
                 Answer::Stream(self.handle_stream(LambdaEvent::new(records, context)).await)
+            }
+            Invocation::Sweep => {
+                let deadline = audit_log::retry::deadline_before(context.deadline(), REPORT_MARGIN);
+                let lanes = self.delivery.sweep(deadline).await.inspect_err(
+                    |reason| tracing::error!(%reason, "the lanes could not be swept"),
+                )?;
+                Answer::Sweep(Swept { lanes })
             }
         })
     }

@@ -144,20 +144,20 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
 
     /// A lane that is not delivering always has a call on its way; should that call have been
     /// lost (dead-lettered after the service's own trouble), the next live batch schedules
-    /// another.
-    async fn heal(&self, key: &LaneKey, lane: &Lane) -> Result<(), LaneError> {
+    /// another, or else the sweep does. Whether it did.
+    async fn heal(&self, key: &LaneKey, lane: &Lane) -> Result<bool, LaneError> {
         let now = self.clock.now_ms();
-        let overdue = now - 2 * self.policy.lease.as_millis() as i64;
         let (Some(attempt), Some(due)) = (&lane.attempt, lane.next_attempt_at) else {
-            return Ok(());
+            return Ok(false);
         };
-        if due >= overdue {
-            return Ok(());
+        if lane.state == LaneState::Delivering || due >= self.overdue_before() {
+            return Ok(false);
         }
         let call = LaneCall::new(key, now);
         self.schedule(&call).await?;
         let to = Lane::to(lane.state, Some(&call), lane.interval_ms);
-        if self.store.update(key, attempt, &to).await? {
+        let healed = self.store.update(key, attempt, &to).await?;
+        if healed {
             tracing::warn!(
                 organization_id = key.organization_id,
                 project_id = key.project_id,
@@ -165,7 +165,30 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 "the lane's scheduled attempt never came; scheduled again"
             );
         }
-        Ok(())
+        Ok(healed)
+    }
+
+    /// A call due before this is lost: one that runs holds its lane for a lease at most.
+    fn overdue_before(&self) -> i64 {
+        self.clock.now_ms() - 2 * self.policy.lease.as_millis() as i64
+    }
+
+    /// The periodic sweep: lanes whose scheduled call never came, each given another. A quiet
+    /// lane (no live events to notice it) would otherwise wait for ever. At most `limit` lanes,
+    /// as long as `deadline` allows; how many were given one.
+    pub async fn sweep(&self, limit: usize, deadline: Instant) -> Result<usize, LaneError> {
+        let mut healed = 0;
+        for key in self.store.overdue(self.overdue_before(), limit).await? {
+            if Instant::now() >= deadline {
+                break;
+            }
+            if let Some(lane) = self.store.read(&key).await?
+                && self.heal(&key, &lane).await?
+            {
+                healed += 1;
+            }
+        }
+        Ok(healed)
     }
 
     /// The lane a destination in trouble enters, with its next attempt scheduled (before the

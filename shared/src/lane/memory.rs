@@ -231,6 +231,17 @@ impl LaneStore for MemoryLanes {
         Ok(())
     }
 
+    async fn overdue(&self, before_ms: i64, limit: usize) -> Result<Vec<LaneKey>, LaneError> {
+        let mut due: Vec<(i64, LaneKey)> = lock(&self.lanes)
+            .iter()
+            .filter(|(_, m)| m.configured && m.lane.state != LaneState::Delivering)
+            .filter_map(|(key, m)| Some((m.lane.next_attempt_at?, key.clone())))
+            .filter(|(at, _)| *at < before_ms)
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, key)| key).collect())
+    }
+
     async fn record_failures(
         &self,
         key: &LaneKey,

@@ -323,6 +323,14 @@ pub trait LaneStore: Sync {
         owed: &[Owed],
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 
+    /// Lanes whose scheduled call was due before `before_ms` (none that deliver), at most
+    /// `limit`.
+    fn overdue(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LaneKey>, LaneError>> + Send;
+
     /// Events the destination will never take as they are: listed for the customer.
     fn record_failures(
         &self,

@@ -531,6 +531,50 @@ async fn a_lane_whose_call_was_lost_gets_another_from_the_next_live_batch() {
     assert_eq!(w.received(), numbered(1..=2));
 }
 
+impl World {
+    async fn sweep(&self) -> usize {
+        self.engine().sweep(100, later()).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_lane_whose_call_was_lost_gets_another_from_the_sweep() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    // The call is lost, and no live event comes to notice.
+    w.timers.take();
+    w.clock.advance(w.policy.lease * 3);
+    assert_eq!(w.sweep().await, 1);
+    w.sink.answer(Answer::Take);
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=2));
+    // Healed once: the next sweep finds nothing.
+    assert_eq!(w.sweep().await, 0);
+}
+
+#[tokio::test]
+async fn the_sweep_leaves_calls_on_their_way_and_delivering_lanes_alone() {
+    let mut w = World::new();
+    let delivering = LaneKey::new("org-b", "registry-2");
+    w.lanes.configure(&delivering);
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(1).await;
+    let waiting = w.lane();
+    // A refused lane's call comes after a long wait: due, and within the lease, it is not lost.
+    w.clock.advance(w.policy.housekeeping + w.policy.lease);
+    assert_eq!(w.sweep().await, 0);
+    assert_eq!(w.lane(), waiting);
+    assert_eq!(w.timers.take().len(), 1);
+    assert_eq!(w.lanes.get(&delivering).lane, Lane::default());
+    // Later still, the call is lost: the refused lane gets another and stays refused.
+    w.clock.advance(w.policy.lease * 2);
+    assert_eq!(w.sweep().await, 1);
+    assert_eq!(w.lane().state, LaneState::Refused);
+    assert_ne!(w.lane().attempt, waiting.attempt);
+}
+
 #[tokio::test]
 async fn live_events_of_a_removed_destination_are_neither_owed_nor_an_error() {
     let mut w = World::new();

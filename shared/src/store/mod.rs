@@ -65,6 +65,14 @@ pub fn key_part(id: &str) -> String {
     utf8_percent_encode(id, KEY_ESCAPES).to_string()
 }
 
+/// The id a key part names (`None` if it is not one [`key_part`] made).
+pub fn id_of_key_part(part: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .ok()
+        .map(|id| id.into_owned())
+}
+
 /// The partition key of an organization's project.
 pub fn partition_key(organization_id: &str, project_id: &str) -> String {
     format!("{}#{}", key_part(organization_id), key_part(project_id))
@@ -73,15 +81,9 @@ pub fn partition_key(organization_id: &str, project_id: &str) -> String {
 /// The organization and project a partition key names (`None` if it is not one).
 pub fn project_of(partition_key: &str) -> Option<(String, String)> {
     let (org, project) = partition_key.split_once('#')?;
-    let decode = |part: &str| {
-        percent_encoding::percent_decode_str(part)
-            .decode_utf8()
-            .ok()
-            .map(|id| id.into_owned())
-    };
     // An escaped `#` never appears bare: a second one means this is no partition key.
     (!project.contains('#')).then_some(())?;
-    Some((decode(org)?, decode(project)?))
+    Some((id_of_key_part(org)?, id_of_key_part(project)?))
 }
 
 /// The time part of a sort key: every sort key of an event at or after `t` is `>=` this.

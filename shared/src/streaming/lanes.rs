@@ -4,8 +4,8 @@
 //! beyond the retry window form a prefix.
 
 use super::{
-    ConfigError, ConfigTable, HealthReport, is_condition_failure, key, organization_key, s,
-    store_error,
+    ConfigError, ConfigTable, HealthReport, is_condition_failure, key, organization_key,
+    project_of_key, s, store_error,
 };
 use crate::destination::DeliveryError;
 use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing};
@@ -13,7 +13,12 @@ use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use strum::IntoEnumIterator;
 use time::OffsetDateTime;
+
+/// The configuration table's index of lanes by state and next attempt (`template.yaml`). Only
+/// lanes with a call scheduled have `lane_next_attempt_at`, so only they are in it.
+pub const LANES_BY_NEXT_ATTEMPT: &str = "lanes-by-next-attempt";
 
 pub mod attr {
     pub const STATE: &str = "lane_state";
@@ -533,6 +538,35 @@ impl LaneStore for ConfigTable {
         self.update_lane(lane, update, "attribute_exists(sk)")
             .await?;
         Ok(())
+    }
+
+    async fn overdue(&self, before_ms: i64, limit: usize) -> Result<Vec<LaneKey>, LaneError> {
+        let mut found = Vec::new();
+        for state in LaneState::iter().filter(|s| *s != LaneState::Delivering) {
+            let mut items = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .index_name(LANES_BY_NEXT_ATTEMPT)
+                .key_condition_expression("#state = :state AND #due < :before")
+                .expression_attribute_names("#state", attr::STATE)
+                .expression_attribute_names("#due", attr::NEXT_ATTEMPT_AT)
+                .expression_attribute_values(":state", s(state.as_str()))
+                .expression_attribute_values(":before", n(before_ms))
+                .into_paginator()
+                .items()
+                .send();
+            while found.len() < limit {
+                let Some(item) = items.next().await else {
+                    break;
+                };
+                let item = item.map_err(|e| lane_error(store_error(e)))?;
+                if let Some((organization_id, project_id)) = project_of_key(&item) {
+                    found.push(LaneKey::new(organization_id, project_id));
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn record_failures(

@@ -26,7 +26,7 @@ pub use failures::{FailureLog, FailureRecord};
 pub use health::{FAILING_AFTER, Health, HealthReport};
 #[cfg(any(test, feature = "test-util"))]
 pub(crate) use lanes::WRITES_MOVED_BY_SAVE;
-pub use lanes::lane_of;
+pub use lanes::{LANES_BY_NEXT_ATTEMPT, attr as lane_attr, lane_of};
 pub use organization::{
     CONNECTION_TESTS, EXPIRES_AT, Organizations, REPLAYS_STARTED, RateLimit, new_external_id,
 };
@@ -107,6 +107,9 @@ pub enum ConfigError {
     Store(String),
 }
 
+/// Sort keys of project configurations begin with this.
+const PROJECT_SORT_PREFIX: &str = "project#";
+
 fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([
         (
@@ -115,9 +118,20 @@ fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValu
         ),
         (
             attr::SORT_KEY.to_owned(),
-            AttributeValue::S(format!("project#{}", key_part(project_id))),
+            AttributeValue::S(format!("{PROJECT_SORT_PREFIX}{}", key_part(project_id))),
         ),
     ])
+}
+
+/// The organization and project whose configuration item has these keys (`None` for any
+/// other item).
+fn project_of_key(item: &HashMap<String, AttributeValue>) -> Option<(String, String)> {
+    let text = |name: &str| item.get(name)?.as_s().ok();
+    let project = text(attr::SORT_KEY)?.strip_prefix(PROJECT_SORT_PREFIX)?;
+    Some((
+        crate::store::id_of_key_part(text(attr::PARTITION_KEY)?)?,
+        crate::store::id_of_key_part(project)?,
+    ))
 }
 
 /// An item's attributes from `value`, leaving out what is absent rather than storing NULL.
