@@ -7,6 +7,7 @@
 //! stored, what CloudWatch Logs receives and what Datadog's entries are cut from, so the
 //! functions read each event's fields once and never build them into maps on the way through.
 
+mod compact;
 mod kinds;
 mod raw_fields;
 mod required;
@@ -84,11 +85,14 @@ impl AuditEvent {
         }
         // Two passes over the text, neither building a tree: the required fields (which fails
         // on any body that is not plainly valid, left to the parsed path to name the problem),
-        // then the whole body compacted.
+        // then the whole body compacted, unless it is already as compacting would write it.
         let Some(required) = Required::read(body) else {
             return Self::parse(body);
         };
         let checked = required.check()?;
+        if compact::is_compact(body) {
+            return Ok(Self::new(body.to_owned(), checked));
+        }
         let mut json = Vec::with_capacity(body.len());
         let mut compact = serde_json::Serializer::new(&mut json);
         if serde_transcode::transcode(&mut serde_json::Deserializer::from_str(body), &mut compact)
