@@ -834,8 +834,8 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
     );
 }
 
-/// The schedule's call, as Lambda hands it to the function.
-async fn sweep(stream: &Stream) -> Value {
+/// The schedule's call, as Lambda hands it to the function: its answer, or its error.
+async fn sweeping(stream: &Stream) -> Result<Value, lambda_runtime::Error> {
     let scheduled: audit_log_stream::Invocation = serde_json::from_str(
         &audit_log::fixtures::lambda_event("eventbridge-scheduled-event.json"),
     )
@@ -843,9 +843,22 @@ async fn sweep(stream: &Stream) -> Value {
     let context = audit_log_tests::invocation_context(Duration::from_secs(60));
     let answer = stream
         .handle(lambda_runtime::LambdaEvent::new(scheduled, context))
-        .await
-        .expect("the sweep runs");
-    serde_json::to_value(answer).unwrap()
+        .await?;
+    Ok(serde_json::to_value(answer).unwrap())
+}
+
+async fn sweep(stream: &Stream) -> Value {
+    sweeping(stream).await.expect("the sweep runs")
+}
+
+#[tokio::test]
+async fn a_sweep_that_cannot_read_the_lanes_fails_its_invocation() {
+    let world = World::new().await;
+    let mut settings = world.settings();
+    settings.config_table = unique("no-such-table");
+    let stream = Stream::from_settings(&settings, &world.aws);
+    let failed = sweeping(&stream).await.expect_err("the sweep fails");
+    assert!(failed.to_string().contains("lane"), "{failed}");
 }
 
 #[tokio::test]
@@ -918,6 +931,13 @@ fn the_template_sweeps_the_lanes_through_the_index_the_code_queries() {
         .collect();
     use audit_log::streaming::lane_attr;
     assert_eq!(keys, [lane_attr::STATE, lane_attr::NEXT_ATTEMPT_AT]);
+    // A call is lost only once SQS would have handed back one whose invocation failed.
+    assert_eq!(
+        resource("LaneQueue")["VisibilityTimeout"].as_u64(),
+        Some(audit_log::lane::LANE_QUEUE_VISIBILITY.as_secs())
+    );
+    let policy = audit_log::lane::Policy::default();
+    assert!(policy.lost_after >= audit_log::lane::LANE_QUEUE_VISIBILITY + policy.lease);
 }
 
 #[tokio::test]

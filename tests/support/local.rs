@@ -497,6 +497,7 @@ pub fn compressed_lanes(time_scale: u32) -> audit_log::lane::Policy {
         budget: request,
         catch_up_budget: request * 2,
         lease: Duration::from_secs(120) / time_scale,
+        lost_after: audit_log::lane::Policy::default().lost_after / time_scale,
         housekeeping: Duration::from_secs(900) / time_scale,
         ..audit_log::lane::Policy::new(
             audit_log::lane::Policy::default().retry_window,

@@ -9,14 +9,28 @@
 
 /// Digits a plain integer may have and still be read and written back exactly as a 64-bit one.
 const EXACT_DIGITS: usize = 18;
+/// Nesting this deep is left to compacting, which refuses what serde_json's recursion limit
+/// (128) does; reading the required fields skips other fields without that limit.
+const MAX_DEPTH: usize = 64;
 
 /// Whether `json`, a valid JSON document, is its own compact form. `false` means only that it
 /// must be compacted to know.
 pub(super) fn is_compact(json: &str) -> bool {
     let bytes = json.as_bytes();
-    let mut at = 0;
+    let (mut at, mut depth) = (0, 0usize);
     while at < bytes.len() {
         match bytes[at] {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+                at += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                at += 1;
+            }
             b'"' => {
                 // A valid document closes every string; one with an escape is written back.
                 match memchr::memchr2(b'"', b'\\', &bytes[at + 1..]) {
@@ -65,7 +79,7 @@ mod tests {
 
     #[test]
     fn what_compacting_would_change_is_never_taken_as_compact() {
-        for changed in [
+        for changed in &[
             r#"{"a": 1}"#,
             "{\"a\":1}\n",
             r#"{"a":"\/"}"#,
@@ -77,6 +91,7 @@ mod tests {
             r#"{"a":-0}"#,
             r#"{"a":18446744073709551616}"#,
             r#"{"a":[1,2.0]}"#,
+            &format!(r#"{{"a":{}1{}}}"#, "[".repeat(64), "]".repeat(64)),
         ] {
             assert!(!is_compact(changed), "{changed}");
         }

@@ -410,3 +410,29 @@ mod properties {
         })
     }
 }
+
+#[test]
+fn bodies_nested_past_the_parsers_limit_are_refused_however_compact() {
+    let nested = |depth: usize| {
+        let mut event = valid();
+        event["deep"] = json!(1);
+        let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        event
+            .to_string()
+            .replace(r#""deep":1"#, &format!(r#""deep":{deep}"#))
+    };
+    for depth in [130, 200] {
+        assert!(
+            matches!(
+                AuditEvent::from_json(&nested(depth)),
+                Err(EventError::NotJson(_))
+            ),
+            "{depth} levels"
+        );
+    }
+    // Deep, but within the limit: kept as it came, and read back whole.
+    let body = nested(100);
+    let kept = AuditEvent::from_json(&body).unwrap();
+    assert_eq!(kept.json(), body);
+    assert!(kept.fields().contains_key("deep"));
+}

@@ -168,9 +168,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Ok(healed)
     }
 
-    /// A call due before this is lost: one that runs holds its lane for a lease at most.
+    /// A call due before this is lost (see [`Policy::lost_after`]).
     fn overdue_before(&self) -> i64 {
-        self.clock.now_ms() - 2 * self.policy.lease.as_millis() as i64
+        self.clock.now_ms() - self.policy.lost_after.as_millis() as i64
     }
 
     /// The periodic sweep: lanes whose scheduled call never came, each given another. A quiet

@@ -177,6 +177,10 @@ pub struct Policy {
     pub housekeeping: Duration,
     /// How long an attempt may run before another call takes over from it.
     pub lease: Duration,
+    /// How late a scheduled call may be before it counts as lost: the lanes queue hands a
+    /// call whose invocation failed back only after its visibility timeout, and a call that
+    /// runs holds its lane for a lease.
+    pub lost_after: Duration,
     /// Owed events delivered per request when catching up, at most, and at most this many
     /// bytes of them (at least one event).
     pub page: usize,
@@ -184,6 +188,9 @@ pub struct Policy {
     /// Owed events a probe sends: few, as it is expected to fail.
     pub probe_page: usize,
 }
+
+/// The lanes queue's visibility timeout (`template.yaml`, six times the function's timeout).
+pub const LANE_QUEUE_VISIBILITY: Duration = Duration::from_secs(360);
 
 pub const RETRY_WINDOW_ENV: &str = "DELIVERY_RETRY_WINDOW_HOURS";
 pub const MAX_BACKOFF_ENV: &str = "DELIVERY_RETRY_MAX_BACKOFF_SECONDS";
@@ -210,6 +217,7 @@ impl Policy {
             housekeeping: Duration::from_secs(900),
             // Twice the stream function's timeout.
             lease: Duration::from_secs(120),
+            lost_after: LANE_QUEUE_VISIBILITY + Duration::from_secs(120),
             page: 500,
             page_bytes: 4 * 1024 * 1024,
             probe_page: 10,

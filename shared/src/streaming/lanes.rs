@@ -10,6 +10,7 @@ use super::{
 use crate::destination::DeliveryError;
 use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing};
 use crate::store::{StoredKey, key_part};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -188,6 +189,14 @@ pub(super) fn unchanged(
         "#ls = :ls".to_owned()
     });
     parts.join(" AND ")
+}
+
+/// DynamoDB's answer to a read of an index it is still building.
+fn is_backfilling<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().is_some_and(|e| {
+        e.code() == Some("ValidationException")
+            && e.message().is_some_and(|m| m.contains("backfilling"))
+    })
 }
 
 fn lane_error(e: ConfigError) -> LaneError {
@@ -560,7 +569,16 @@ impl LaneStore for ConfigTable {
                 let Some(item) = items.next().await else {
                     break;
                 };
-                let item = item.map_err(|e| lane_error(store_error(e)))?;
+                let item = match item {
+                    Ok(item) => item,
+                    Err(e) if is_backfilling(&e) => {
+                        // Just added to a table that has items: nothing to find until DynamoDB
+                        // has built it (minutes), and then every lane is in it.
+                        tracing::warn!("the lanes' index is still being built; nothing swept");
+                        return Ok(found);
+                    }
+                    Err(e) => return Err(lane_error(store_error(e))),
+                };
                 if let Some((organization_id, project_id)) = project_of_key(&item) {
                     found.push(LaneKey::new(organization_id, project_id));
                 }

@@ -25,3 +25,77 @@ fn owed_keys_order_by_when_they_became_owed_then_by_event() {
 fn a_configuration_saved_before_lanes_delivers() {
     assert_eq!(lane_of(&HashMap::new()), Lane::default());
 }
+
+mod sweep {
+    use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::query::{QueryError, QueryOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    fn refused(message: &'static str) -> QueryError {
+        QueryError::generic(
+            ErrorMetadata::builder()
+                .code("ValidationException")
+                .message(message)
+                .build(),
+        )
+    }
+
+    fn overdue_item(org: &str, project: &str) -> HashMap<String, AttributeValue> {
+        key(org, project)
+    }
+
+    #[tokio::test]
+    async fn lanes_are_found_in_every_state_but_delivering_and_named_by_their_keys() {
+        let asked = mock!(Client::query)
+            .match_requests(|r| {
+                r.index_name() == Some(LANES_BY_NEXT_ATTEMPT)
+                    && r.expression_attribute_values().unwrap()[":before"] == n(1_000)
+            })
+            .then_compute_output(|r| {
+                let state = r.expression_attribute_values().unwrap()[":state"].clone();
+                let items = match state.as_s().unwrap().as_str() {
+                    "retrying" => vec![overdue_item("org#1", "p%1"), overdue_item("o", "q")],
+                    "paused" => vec![overdue_item("o", "r")],
+                    _ => vec![],
+                };
+                QueryOutput::builder().set_items(Some(items)).build()
+            });
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&asked]),
+            "config",
+        );
+        let found = table.overdue(1_000, 10).await.unwrap();
+        assert_eq!(
+            found,
+            [
+                LaneKey::new("org#1", "p%1"),
+                LaneKey::new("o", "q"),
+                LaneKey::new("o", "r")
+            ]
+        );
+        // Every state a lane waits in, delivering never.
+        assert_eq!(asked.num_calls(), 4);
+        assert_eq!(table.overdue(1_000, 2).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_index_still_being_built_finds_nothing_and_other_failures_are_errors() {
+        let building = mock!(Client::query).then_error(|| {
+            refused("Cannot read from backfilling global secondary index: lanes-by-next-attempt")
+        });
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&building]),
+            "config",
+        );
+        assert_eq!(table.overdue(1_000, 10).await.unwrap(), []);
+        let missing = mock!(Client::query)
+            .then_error(|| refused("The table does not have the specified index"));
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&missing]),
+            "config",
+        );
+        assert!(table.overdue(1_000, 10).await.is_err());
+    }
+}
