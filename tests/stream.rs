@@ -593,6 +593,16 @@ impl Datadog {
         self.server.received_requests().await.unwrap_or_default()
     }
 
+    /// Log entries received in requests carrying the API key `key`.
+    async fn entries_sent_with(&self, key: &str) -> usize {
+        self.requests()
+            .await
+            .iter()
+            .filter(|r| r.headers.get("DD-API-KEY").unwrap() == key)
+            .flat_map(entries)
+            .count()
+    }
+
     /// Each request's value of the header `name`, in order.
     async fn each(&self, name: &str) -> Vec<String> {
         self.requests()
@@ -896,14 +906,7 @@ async fn a_quiet_lane_whose_call_was_lost_is_found_by_the_sweep_and_catches_up()
         dd.back_and_caught_up(&stream).await,
         "the lane delivers again"
     );
-    let to_a = dd
-        .requests()
-        .await
-        .iter()
-        .filter(|r| r.headers.get("DD-API-KEY").unwrap() == KEY)
-        .flat_map(entries)
-        .count();
-    assert_eq!(to_a, 3);
+    assert_eq!(dd.entries_sent_with(KEY).await, 3);
     assert_eq!(sweep(&stream).await, json!({"lanes": 0}));
 }
 
@@ -974,14 +977,11 @@ async fn one_organizations_outage_costs_another_on_the_same_shard_nothing() {
             );
         }
         delivered_to_b += 3;
-        let b_received = dd
-            .requests()
-            .await
-            .iter()
-            .filter(|r| r.headers.get("DD-API-KEY").unwrap() == b_key)
-            .flat_map(entries)
-            .count();
-        assert_eq!(b_received, delivered_to_b, "round {round}");
+        assert_eq!(
+            dd.entries_sent_with(b_key).await,
+            delivered_to_b,
+            "round {round}"
+        );
     }
     for (org, project) in [(&dd.org, &dd.project), (&b_org, &b_project)] {
         let (listed, _) = dd

@@ -208,6 +208,8 @@ impl Default for Policy {
 
 impl Policy {
     pub fn new(retry_window: Duration, max_backoff: Duration) -> Self {
+        // Twice the stream function's timeout.
+        let lease = Duration::from_secs(120);
         Self {
             retry_window,
             max_backoff,
@@ -215,9 +217,8 @@ impl Policy {
             budget: Duration::from_secs(5),
             catch_up_budget: Duration::from_secs(30),
             housekeeping: Duration::from_secs(900),
-            // Twice the stream function's timeout.
-            lease: Duration::from_secs(120),
-            lost_after: LANE_QUEUE_VISIBILITY + Duration::from_secs(120),
+            lease,
+            lost_after: LANE_QUEUE_VISIBILITY + lease,
             page: 500,
             page_bytes: 4 * 1024 * 1024,
             probe_page: 10,

@@ -42,10 +42,6 @@ mod sweep {
         )
     }
 
-    fn overdue_item(org: &str, project: &str) -> HashMap<String, AttributeValue> {
-        key(org, project)
-    }
-
     #[tokio::test]
     async fn lanes_are_found_in_every_state_but_delivering_and_named_by_their_keys() {
         let asked = mock!(Client::query)
@@ -56,8 +52,8 @@ mod sweep {
             .then_compute_output(|r| {
                 let state = r.expression_attribute_values().unwrap()[":state"].clone();
                 let items = match state.as_s().unwrap().as_str() {
-                    "retrying" => vec![overdue_item("org#1", "p%1"), overdue_item("o", "q")],
-                    "paused" => vec![overdue_item("o", "r")],
+                    "retrying" => vec![key("org#1", "p%1"), key("o", "q")],
+                    "paused" => vec![key("o", "r")],
                     _ => vec![],
                 };
                 QueryOutput::builder().set_items(Some(items)).build()
