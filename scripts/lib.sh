@@ -7,11 +7,14 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN=test
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# Runs one named step and says how long it took (CI's budget is kept step by step).
 step() {
-  local name=$1
+  local name=$1 started=$SECONDS status=0
   shift
   echo "==> $name"
-  "$@"
+  "$@" || status=$?
+  echo "<== $name: $((SECONDS - started)) s"
+  return "$status"
 }
 
 # Creates .venv and installs requirements-dev.txt, again only when the file changed.
