@@ -1079,11 +1079,21 @@ async fn an_export_from_the_future_to_now_is_refused_before_it_starts() {
     );
     // It holds none of the organization's export slots: two others start.
     for _ in 0..2 {
-        assert_eq!(
-            w.call("POST", "/exports", Some(json!({}))).await.status,
-            202
-        );
+        let started = w.call("POST", "/exports", Some(json!({}))).await;
+        assert_eq!(started.status, 202, "{}", started.body);
+        let shown = w.call("GET", &followed("/exports", &started), None).await;
+        assert_eq!(shown.status, 200, "{}", shown.body);
+        assert_eq!(shown.body["id"], started.body["id"]);
     }
+}
+
+/// The route a reply's `Location` leads to from the request to `suffix`, resolved as a client
+/// resolves a relative reference, as a suffix of the same base path.
+fn followed(suffix: &str, reply: &Reply) -> String {
+    let location = reply.headers[http::header::LOCATION].to_str().unwrap();
+    let request = url::Url::parse(&format!("https://api.test/base{suffix}")).unwrap();
+    let target = request.join(location).unwrap();
+    target.path().strip_prefix("/base").unwrap().to_owned()
 }
 
 // ---- search ---------------------------------------------------------------------------------
@@ -2018,8 +2028,10 @@ async fn a_replay_needs_a_destination_a_valid_range_and_a_known_id() {
     assert_eq!(started.body["state"], "running");
     let id = started.body["replay_id"].as_str().unwrap();
     let shown = w
-        .call("GET", &format!("/streaming/replays/{id}"), None)
+        .call("GET", &followed("/streaming/replay", &started), None)
         .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["replay_id"], id);
     // The same replay, but for when it was last updated.
     let mut expected = started.body.clone();
     expected["updated_at"] = shown.body["updated_at"].clone();

@@ -250,14 +250,20 @@ async fn a_batch_of_100_makes_4_batch_write_item_calls() {
 }
 
 #[tokio::test]
-async fn a_batch_where_every_record_fails_is_an_invocation_error() {
+async fn a_batch_of_invalid_messages_reports_each_as_a_batch_item_failure() {
     let f = Fixture::new().await;
     let run = unique("all-bad");
     let batch: Vec<_> = (0..3)
         .map(|i| (format!("{run}-{i}"), format!("not json {i}")))
         .collect();
-    let err = f.capture(&batch).await.unwrap_err();
-    assert!(matches!(err, CaptureError::EveryRecordFailed(3)), "{err}");
+    let response = f.capture(&batch).await.unwrap();
+    let reported: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let sent: Vec<&str> = batch.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(reported, sent);
     assert!(f.items().await.is_empty());
     assert_eq!(f.requests.count("BatchWriteItem"), 0);
 }

@@ -105,7 +105,7 @@ impl HealthView {
             .collect();
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let owed_too_long =
-            oldest_owed_ms.is_some_and(|at| now_ms - at >= FAILING_AFTER.as_millis() as i64);
+            oldest_owed_ms.is_some_and(|at| now_ms - at > FAILING_AFTER.as_millis() as i64);
         let status =
             if matches!(lane.state, LaneState::Retrying | LaneState::Refused) || owed_too_long {
                 "failing"
@@ -214,5 +214,26 @@ impl ExportView {
             expires_at,
             error: export.error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_owed_for_more_than_five_minutes_make_the_destination_failing() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let now_ms = 1_800_000_000_000;
+        let delivered = Health {
+            last_success_at: Some("2027-01-15T08:00:00Z".into()),
+            ..Default::default()
+        };
+        let five_minutes = FAILING_AFTER.as_millis() as i64;
+        let status = |owed_since: i64| {
+            HealthView::at(&delivered, &Lane::default(), Some(owed_since), now).status
+        };
+        assert_eq!(status(now_ms - five_minutes), "healthy");
+        assert_eq!(status(now_ms - five_minutes - 1), "failing");
     }
 }

@@ -34,7 +34,8 @@ const REPORT_MARGIN: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// Reported as an invocation error so Lambda backs off instead of spinning on the batch.
+    /// None of the batch's valid records could be stored (and none was invalid): reported as an
+    /// invocation error so Lambda backs off instead of spinning on the batch.
     #[error("none of the {0} records in the batch could be captured")]
     EveryRecordFailed(usize),
     #[error("a record has no message id, so its failure could not be reported alone")]
@@ -151,7 +152,10 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
             not_stored = failed.len() - rejected,
             "batch captured"
         );
-        if !failed.is_empty() && failed.len() == seen.len() {
+        // Storage down for the whole batch is an invocation error, so Lambda backs off rather
+        // than spin. An invalid message is always answered as a batch item failure (the
+        // contract's word), so a batch holding one is answered record by record.
+        if rejected == 0 && !failed.is_empty() && failed.len() == seen.len() {
             return Err(CaptureError::EveryRecordFailed(received));
         }
         let mut response = SqsBatchResponse::default();

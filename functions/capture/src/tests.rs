@@ -131,7 +131,7 @@ async fn a_batch_that_is_all_failures_is_an_invocation_error() {
     capture
         .table
         .set_down(Some(StoreError::Unavailable("unreachable".into())));
-    let batch = vec![message("m-1", seed(0)), message("bad", "[]")];
+    let batch = vec![message("m-1", seed(0)), message("m-2", seed(1))];
     // WHEN a batch is captured
     let outcome = capture.capture(batch, later()).await;
     // THEN Lambda is told the invocation failed, so it backs off rather than spin
@@ -145,6 +145,28 @@ async fn a_batch_that_is_all_failures_is_an_invocation_error() {
         .unwrap();
     assert!(reported(&response).is_empty());
     assert_eq!(capture.table.items().len(), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_message_is_a_batch_item_failure_even_when_nothing_is_stored() {
+    // GIVEN a table that is down
+    let capture = capture();
+    capture
+        .table
+        .set_down(Some(StoreError::Unavailable("unreachable".into())));
+    // WHEN a batch with an invalid message is captured, and one of invalid messages only
+    let mixed = capture
+        .capture(vec![message("m-1", seed(0)), message("bad", "[]")], later())
+        .await
+        .unwrap();
+    let invalid = capture
+        .capture(vec![message("bad-1", "[]"), message("bad-2", "{")], later())
+        .await
+        .unwrap();
+    // THEN each record is answered on its own, the invalid ones as batch item failures
+    assert_eq!(reported(&mixed), BTreeSet::from(["m-1", "bad"]));
+    assert_eq!(reported(&invalid), BTreeSet::from(["bad-1", "bad-2"]));
+    assert!(capture.table.items().is_empty());
 }
 
 #[tokio::test]

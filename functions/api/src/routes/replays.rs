@@ -82,7 +82,9 @@ impl<P: Ports> Api<P> {
         );
         let mut response = json_response(202, &replay);
         if let Ok(location) =
-            http::HeaderValue::from_str(&format!("streaming/replays/{}", replay.replay_id))
+            // Relative to the request's `.../streaming/replay`: a client resolves it to
+            // `.../streaming/replays/{id}`.
+            http::HeaderValue::from_str(&format!("replays/{}", replay.replay_id))
         {
             response.headers.insert(http::header::LOCATION, location);
         }
