@@ -261,7 +261,8 @@ async fn events_owed_past_the_retry_window_are_listed_and_a_replay_delivers_them
     let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
     assert_eq!(status, 202, "{started}");
     let (status, second) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
-    assert_eq!(status, 409, "one running replay per project: {second}");
+    assert_eq!(status, 429, "one running replay per project: {second}");
+    assert_eq!(second["error"]["code"], "replay_running");
     drain_stream_queues(&stack, &stream).await;
     let id = started["replay_id"].as_str().unwrap();
     let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;

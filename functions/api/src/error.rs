@@ -57,10 +57,6 @@ impl ApiError {
         )
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(409, code, message)
-    }
-
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             413,

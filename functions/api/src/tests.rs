@@ -360,7 +360,9 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
     let second = w
         .call("POST", "/streaming/replay", &[], Some(range.clone()))
         .await;
-    assert_eq!(second.status, 409);
+    assert_eq!(second.status, 429);
+    assert_eq!(second.body["error"]["code"], "replay_running");
+    assert!(second.headers.contains_key("retry-after"));
     // AND past ten requests in the hour the organization is told when to come back
     for _ in 2..10 {
         w.call("POST", "/streaming/replay", &[], Some(range.clone()))

@@ -10,6 +10,8 @@ use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
 pub const MAX_REPLAY_DAYS: i64 = 366;
+/// Seconds a caller is told to wait while the project's replay runs.
+const RUNNING_REPLAY_RETRY_AFTER: u64 = 60;
 
 impl<P: Ports> Api<P> {
     pub(crate) async fn start_replay(
@@ -56,9 +58,11 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?
         {
-            return Err(ApiError::conflict(
+            // 429 like a third export: what the project already has under way.
+            return Err(ApiError::too_many(
                 "replay_running",
                 "a replay of this project is running; wait for it to finish (GET its replay id)",
+                RUNNING_REPLAY_RETRY_AFTER,
             ));
         }
         let message = ReplayPart {
