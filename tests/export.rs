@@ -7,10 +7,8 @@ use audit_log::clock::{Clock, ManualClock};
 use audit_log::streaming::{ConfigTable, Exports};
 use audit_log_api::Api;
 use audit_log_api::export::{ExportSteps, STEP_LEASE};
-use audit_log_tests::local::{
-    Stack, drain_events_queue, drain_export_queue, drain_queue, failed_ids,
-};
-use audit_log_tests::{OpenApi, api_request, emulator, unique};
+use audit_log_tests::local::{Stack, drain_events_queue, drain_export_queue, drain_queue};
+use audit_log_tests::{OpenApi, api_request, emulator, failed_ids, unique};
 use aws_lambda_events::encodings::Body;
 use flate2::read::MultiGzDecoder;
 use rand::{Rng, SeedableRng};
@@ -323,7 +321,7 @@ async fn a_large_export_goes_up_in_parts_and_steps_that_die_lose_nothing() {
                 } else {
                     step.await
                 };
-                Some(failed_ids(answer))
+                Some(failed_ids(&answer))
             }
         },
         |_| {},

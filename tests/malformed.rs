@@ -5,7 +5,9 @@
 use audit_log::Retention;
 use audit_log::store::EventTable;
 use audit_log_capture::Capture;
-use audit_log_tests::{create_table, emulator, scan_all, sqs_batch, unique, with_captured_logs};
+use audit_log_tests::{
+    create_table, emulator, failed_ids, scan_all, sqs_batch, unique, with_captured_logs,
+};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -93,12 +95,10 @@ fn ten_thousand_malformed_messages_are_all_refused_with_a_reason_and_none_stored
             // Every record is invalid: each is answered as a batch item failure, so the whole
             // batch goes back to SQS (nothing is acknowledged).
             let answer = answer.expect("invalid messages are answered record by record");
-            let reported: HashSet<&str> = answer
-                .batch_item_failures
-                .iter()
-                .map(|f| f.item_identifier.as_str())
-                .collect();
-            assert_eq!(reported, chunk.iter().map(String::as_str).collect());
+            assert_eq!(
+                failed_ids::<HashSet<_>>(&answer),
+                chunk.iter().cloned().collect()
+            );
             refused_batches += 1;
         }
         (refused_batches, scan_all(&dynamodb, &table).await.len())

@@ -7,7 +7,7 @@ use audit_log_tests::local::{
     drain_stream_queues, drain_stream_within, event_of_datadog_entry, listed_failures,
     settle_lanes,
 };
-use audit_log_tests::{customer_logs, emulator, unique};
+use audit_log_tests::{customer_logs, emulator, failed_ids, unique};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -434,13 +434,7 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
                     .handle_queue(lambda_runtime::LambdaEvent::new(event, context))
                     .await;
                 // A death: Lambda never hears back.
-                (!dies).then(|| {
-                    answer
-                        .batch_item_failures
-                        .into_iter()
-                        .map(|f| f.item_identifier)
-                        .collect()
-                })
+                (!dies).then(|| failed_ids(&answer))
             }
         },
         |_| {},

@@ -10,7 +10,7 @@ pub mod neighbours;
 pub mod samples;
 pub mod serve;
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
@@ -240,6 +240,17 @@ pub fn sqs_batch<'a>(messages: impl IntoIterator<Item = (String, &'a str)>) -> S
         })
         .collect();
     event
+}
+
+/// The ids of the messages a function reported failed, in its order or as a set.
+pub fn failed_ids<C: FromIterator<String>>(
+    response: &SqsBatchResponse,
+) -> C {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
 }
 
 /// Counts the requests a client sends, by operation (see [`operation_name`]), retries included.

@@ -4,7 +4,7 @@
 //! stream → stream, in order per shard, retrying from the reported record).
 
 use crate::faults::{AwsFaults, AwsProxy, DatadogFaults, DatadogIntake, Kills};
-use crate::{create_table, resource, stream_records_since, template, unique};
+use crate::{create_table, failed_ids, resource, stream_records_since, template, unique};
 use audit_log::Retention;
 use audit_log::store::EventTable;
 use audit_log_api::Api;
@@ -342,21 +342,12 @@ pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Op
                     Some(faults) => faults.run(invocation).await?,
                     None => invocation.await,
                 };
-                Some(failed_ids(response))
+                Some(failed_ids(&response))
             },
             |_| {},
         )
         .await;
     }
-}
-
-/// The ids of the messages a function reported failed.
-pub fn failed_ids(response: aws_lambda_events::event::sqs::SqsBatchResponse) -> Vec<String> {
-    response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect()
 }
 
 /// The api function's SQS mapping: export steps, each handing on to the next, until the export
@@ -375,7 +366,7 @@ pub async fn drain_export_queue(stack: &Stack, api: &Api) -> CaptureRun {
                 Duration::from_secs(2),
             );
             Some(failed_ids(
-                Box::pin(api.handle_exports(event, deadline)).await,
+                &Box::pin(api.handle_exports(event, deadline)).await,
             ))
         },
         |_| {},
