@@ -6,9 +6,8 @@ use audit_log::streaming::ConfigTable;
 use audit_log::{AuditEvent, Retention};
 use audit_log_capture::{Capture, CaptureError, ENVIRONMENT};
 use audit_log_tests::{
-    RequestCounter, create_table, emulator, environment_of, failed_ids, resource, scan_all, sqs_batch,
-    unique,
-    with_captured_logs,
+    RequestCounter, create_table, emulator, environment_of, failed_ids, resource, scan_all,
+    sqs_batch, unique, with_captured_logs,
 };
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -62,7 +61,6 @@ impl Fixture {
             .collect()
     }
 }
-
 
 /// A valid event for `org`'s project at `second` seconds past a fixed instant.
 fn event(org: &str, second: u32) -> String {
@@ -165,10 +163,7 @@ async fn the_same_batch_delivered_again_stores_nothing_new() {
     let first = f.capture(&batch).await.unwrap();
     let before = f.items().await;
     let second = f.capture(&batch).await.unwrap();
-    assert_eq!(
-        failed_ids::<Vec<_>>(&first),
-        failed_ids::<Vec<_>>(&second)
-    );
+    assert_eq!(failed_ids::<Vec<_>>(&first), failed_ids::<Vec<_>>(&second));
     assert_eq!(f.items().await, before, "same items, same content");
 }
 

@@ -2,6 +2,7 @@
 //! what is owed past the retry window is listed, and a replay delivers it; old events are
 //! dated as documented.
 
+use audit_log_stream::ReplayPages;
 use audit_log_tests::local::{
     Project, Stack, StreamLimits, StreamRun, call_api, datadog_entries, drain_events_queue,
     drain_stream_queues, drain_stream_within, event_of_datadog_entry, listed_failures,
@@ -383,24 +384,22 @@ async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time(
     );
 }
 
-#[tokio::test]
-async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
-    let aws = emulator().await;
-    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
-    let datadog = stand_in(202).await;
-    let api = stack.api(Some(datadog.uri()));
-    // Pages of 5 events, one page per invocation.
-    let stream = stack.stream(Some(datadog.uri())).with_replay_pages(5, 1);
-    let p = project();
-    // Stored while nothing is configured, so only the replay delivers them.
+/// Twelve events of the last hour stored while nothing is configured, so only a replay
+/// delivers them, then a Datadog destination saved; the replay body whose range holds them.
+async fn stored_before_a_destination(
+    stack: &Stack,
+    api: &audit_log_api::Api,
+    stream: &audit_log_stream::Stream,
+    p: &Project,
+) -> Value {
     let start = now() - Duration::from_secs(3600);
     let stored: Vec<Value> = (0..12)
-        .map(|n| event(&p, start + Duration::from_secs(n as u64 * 60), n))
+        .map(|n| event(p, start + Duration::from_secs(n as u64 * 60), n))
         .collect();
-    send_and_capture(&stack, &stored).await;
+    send_and_capture(stack, &stored).await;
     drain_stream_within(
-        &stack,
-        &stream,
+        stack,
+        stream,
         &HashMap::new(),
         &mut StreamRun::default(),
         &StreamLimits::from_template(),
@@ -409,43 +408,111 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
     .await;
     let body = json!({"provider": "datadog", "name": "dd", "datadog": {"site": "datadoghq.com", "api_key": audit_log_tests::SENTINEL_API_KEY}});
     assert_eq!(
-        call_api(&api, &p, "PUT", "/streaming", Some(&body)).await.0,
+        call_api(api, p, "PUT", "/streaming", Some(&body)).await.0,
         200
     );
-    let window = json!({"since": (start - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
-                        "until": (start + Duration::from_secs(3000)).format(&Rfc3339).unwrap()});
-    let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
-    assert_eq!(status, 202);
+    json!({"since": (start - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
+           "until": (start + Duration::from_secs(3000)).format(&Rfc3339).unwrap()})
+}
 
-    // The first invocation delivers its page and saves its progress, then dies before SQS hears
-    // of it: its message comes back.
-    let mut died = false;
+/// A project whose twelve events were stored before its Datadog destination (a stand-in
+/// answering `status`) was saved, and a replay of them started.
+struct Replaying {
+    stack: Stack,
+    datadog: MockServer,
+    api: audit_log_api::Api,
+    stream: audit_log_stream::Stream,
+    project: Project,
+    /// `GET` path of the replay.
+    replay: String,
+}
+
+impl Replaying {
+    /// `before` runs between the destination's save and the replay's start.
+    async fn start(status: u16, pages: ReplayPages, before: &[&str]) -> Self {
+        let aws = emulator().await;
+        let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+        let datadog = stand_in(status).await;
+        let api = stack.api(Some(datadog.uri()));
+        let stream = stack.stream(Some(datadog.uri())).with_replay_pages(pages);
+        let project = project();
+        let range = stored_before_a_destination(&stack, &api, &stream, &project).await;
+        for route in before {
+            assert_eq!(call_api(&api, &project, "POST", route, None).await.0, 200);
+        }
+        let (status, started) =
+            call_api(&api, &project, "POST", "/streaming/replay", Some(&range)).await;
+        assert_eq!(status, 202, "{started}");
+        let replay = format!(
+            "/streaming/replays/{}",
+            started["replay_id"].as_str().unwrap()
+        );
+        Self {
+            stack,
+            datadog,
+            api,
+            stream,
+            project,
+            replay,
+        }
+    }
+
+    async fn replay(&self) -> Value {
+        call_api(&self.api, &self.project, "GET", &self.replay, None)
+            .await
+            .1
+    }
+
+    async fn run<Fut: std::future::Future<Output = bool>>(&self, after: impl FnMut(usize) -> Fut) {
+        run_replays(&self.stack, &self.stream, after).await;
+    }
+}
+
+/// Runs the replay queue's messages one at a time until it is empty; `after` runs after each
+/// invocation with its number, from 1, and says whether Lambda heard back from it (false: it
+/// died, and its message comes back).
+async fn run_replays<F, Fut>(stack: &Stack, stream: &audit_log_stream::Stream, mut after: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut invocations = 0;
     audit_log_tests::local::drain_queue(
-        &stack,
+        stack,
         "ReplayQueue",
         1,
         |event| {
-            let dies = !died;
-            died = true;
-            let stream = &stream;
+            invocations += 1;
+            let after = after(invocations);
             async move {
                 let context = audit_log_tests::invocation_context(Duration::from_secs(60));
                 let answer = stream
                     .handle_queue(lambda_runtime::LambdaEvent::new(event, context))
                     .await;
-                // A death: Lambda never hears back.
-                (!dies).then(|| failed_ids(&answer))
+                after.await.then(|| failed_ids(&answer))
             }
         },
         |_| {},
     )
     .await;
+}
 
-    let id = started["replay_id"].as_str().unwrap();
-    let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;
+#[tokio::test]
+async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
+    // Pages of 5 events, one page per invocation.
+    let pages = ReplayPages {
+        size: 5,
+        per_invocation: 1,
+        ..ReplayPages::default()
+    };
+    let r = Replaying::start(202, pages, &[]).await;
+    // The first invocation delivers its page and saves its progress, then dies before SQS hears
+    // of it: its message comes back.
+    r.run(|n| async move { n > 1 }).await;
+    let replay = r.replay().await;
     assert_eq!(replay["state"], "completed", "{replay}");
     assert_eq!(replay["delivered"], 12);
-    let mut delivered: Vec<i64> = datadog_entries(&datadog)
+    let mut delivered: Vec<i64> = datadog_entries(&r.datadog)
         .await
         .iter()
         .map(event_of_datadog_entry)
@@ -457,4 +524,82 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
         (0..12).collect::<Vec<_>>(),
         "resumed where it stopped: each event once"
     );
+}
+
+#[tokio::test]
+async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resume() {
+    let pages = ReplayPages {
+        size: 5,
+        paused_wait: 0,
+        ..ReplayPages::default()
+    };
+    let r = Replaying::start(202, pages, &["/streaming/pause"]).await;
+    let paused = std::sync::Mutex::new(None);
+    let (r, seen) = (&r, &paused);
+    r.run(|n| async move {
+        if n == 1 {
+            let replay = r.replay().await;
+            *seen.lock().unwrap() = Some((replay, datadog_entries(&r.datadog).await.len()));
+            let resumed = call_api(&r.api, &r.project, "POST", "/streaming/resume", None).await;
+            assert_eq!(resumed.0, 200);
+        }
+        true
+    })
+    .await;
+    let (replay, sent) = paused.into_inner().unwrap().expect("a first invocation");
+    assert_eq!(sent, 0, "nothing is sent while paused");
+    assert_eq!(replay["state"], "running", "{replay}");
+    assert_eq!(replay["delivered"], 0);
+    let replay = r.replay().await;
+    assert_eq!(replay["state"], "completed", "{replay}");
+    assert_eq!(replay["delivered"], 12);
+    assert_eq!(received(&r.datadog).await, (0..12).collect());
+}
+
+/// A replay of the twelve events in pages of two to a stand-in answering `status`, which
+/// fails with nothing delivered and every event it tried listed as a failure: its last error,
+/// the invocations it took and the events it tried.
+async fn replay_to_a_broken_destination(status: u16) -> (String, usize, u64) {
+    let pages = ReplayPages {
+        size: 2,
+        page_time: Duration::from_millis(500),
+        first_backoff: 0,
+        ..ReplayPages::default()
+    };
+    let r = Replaying::start(status, pages, &[]).await;
+    let invocations = std::sync::atomic::AtomicUsize::new(0);
+    r.run(|n| {
+        invocations.store(n, std::sync::atomic::Ordering::Relaxed);
+        async { true }
+    })
+    .await;
+    let replay = r.replay().await;
+    assert_eq!(replay["state"], "failed", "{replay}");
+    assert_eq!(replay["delivered"], 0);
+    let failed = replay["failed"].as_u64().unwrap();
+    let listed = listed_failures(&r.api, &r.project, 100).await.unwrap();
+    assert_eq!(
+        listed.len() as u64,
+        failed,
+        "what it could not deliver is listed"
+    );
+    let error = replay["last_error"].as_str().unwrap().to_owned();
+    (error, invocations.into_inner(), failed)
+}
+
+#[tokio::test]
+async fn a_replay_to_a_destination_in_trouble_waits_between_pages_and_stops_after_five() {
+    let (error, invocations, tried) = replay_to_a_broken_destination(503).await;
+    // One page per invocation, each queued after a wait: no replay slot held meanwhile.
+    assert_eq!((invocations, tried), (5, 10));
+    assert!(error.contains("failed on 5 pages in a row"), "{error}");
+    assert!(error.contains("HTTP 503"), "{error}");
+}
+
+#[tokio::test]
+async fn a_replay_the_destination_refuses_stops_at_once_with_what_to_do() {
+    let (error, invocations, tried) = replay_to_a_broken_destination(403).await;
+    assert_eq!((invocations, tried), (1, 2));
+    assert!(error.contains("refused its events"), "{error}");
+    assert!(error.contains("start another replay"), "{error}");
 }

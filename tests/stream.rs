@@ -1100,6 +1100,27 @@ async fn a_log_datadog_will_never_take_costs_the_others_in_its_request_nothing()
 }
 
 #[tokio::test]
+async fn a_redirect_never_carries_the_api_key_anywhere_else() {
+    let dd = Datadog::new().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&elsewhere)
+        .await;
+    dd.mount(intake().respond_with(
+        ResponseTemplate::new(307).insert_header("location", format!("{}/logs", elsewhere.uri())),
+    ))
+    .await;
+    let (_, records) = dd.events(2).await;
+    let response = dd.deliver(&records).await;
+    assert!(response.batch_item_failures.is_empty());
+    let followed = elsewhere.received_requests().await.unwrap();
+    assert!(followed.is_empty(), "the key went to {followed:?}");
+    let error = dd.health().await.last_error.unwrap();
+    assert!(error.contains("HTTP 307"), "{error}");
+}
+
+#[tokio::test]
 async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_stream() {
     let dd = Datadog::new().await;
     dd.mount(

@@ -18,6 +18,13 @@ pub struct ReplayPart {
     pub organization_id: String,
     pub project_id: String,
     pub replay_id: String,
+    /// Parts in a row whose page met the destination's trouble (0 when the last went well).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub troubled: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The next step of an export, on the export queue (the api function's); the export itself is
@@ -167,15 +174,18 @@ mod tests {
             QueueMessage::parse(&body(&call)).unwrap(),
             QueueMessage::LaneCall(call)
         );
-        let part = ReplayPart {
-            organization_id: "o".into(),
-            project_id: "p".into(),
-            replay_id: "r".into(),
-        };
-        assert_eq!(
-            QueueMessage::parse(&body(&part)).unwrap(),
-            QueueMessage::Replay(part)
-        );
+        for troubled in [0, 3] {
+            let part = ReplayPart {
+                organization_id: "o".into(),
+                project_id: "p".into(),
+                replay_id: "r".into(),
+                troubled,
+            };
+            assert_eq!(
+                QueueMessage::parse(&body(&part)).unwrap(),
+                QueueMessage::Replay(part)
+            );
+        }
     }
 
     #[test]

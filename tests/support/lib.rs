@@ -243,9 +243,7 @@ pub fn sqs_batch<'a>(messages: impl IntoIterator<Item = (String, &'a str)>) -> S
 }
 
 /// The ids of the messages a function reported failed, in its order or as a set.
-pub fn failed_ids<C: FromIterator<String>>(
-    response: &SqsBatchResponse,
-) -> C {
+pub fn failed_ids<C: FromIterator<String>>(response: &SqsBatchResponse) -> C {
     response
         .batch_item_failures
         .iter()

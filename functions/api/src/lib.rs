@@ -392,18 +392,7 @@ impl<P: Ports> Api<P> {
             }
             Route::GetReplay => {
                 let id = target.job_id.as_deref().unwrap_or_default();
-                let unknown = || ApiError::not_found("no replay of this project has that id");
-                // Replay ids are 32 hex digits; anything else names none (and is no key).
-                if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(unknown());
-                }
-                let replay = self
-                    .configs
-                    .replay(org, project, id)
-                    .await
-                    .map_err(config_error)?
-                    .ok_or_else(unknown)?;
-                Ok(json_response(200, &replay))
+                self.get_replay(org, project, id).await
             }
             Route::ListTests => {
                 let tests = self

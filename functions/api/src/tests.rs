@@ -337,15 +337,31 @@ async fn a_paused_destination_shows_paused_until_resumed() {
 
 #[tokio::test]
 async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
-    // GIVEN a saved destination
+    // GIVEN destinations saved in eleven projects of the organization
     let w = World::new();
-    w.put(datadog(Some(KEY))).await;
+    let projects: Vec<String> = std::iter::once(PROJECT.to_owned())
+        .chain((1..11).map(|i| format!("{PROJECT}-{i}")))
+        .collect();
+    for project in &projects {
+        let saved = w
+            .call_in(project, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+            .await;
+        assert_eq!(saved.status, 200, "{}", saved.body);
+    }
     let range =
         serde_json::json!({"since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"});
+    let replay = async |project: &str| {
+        w.call_in(
+            project,
+            "POST",
+            "/streaming/replay",
+            &[],
+            Some(range.clone()),
+        )
+        .await
+    };
     // WHEN a replay is asked for
-    let started = w
-        .call("POST", "/streaming/replay", &[], Some(range.clone()))
-        .await;
+    let started = replay(PROJECT).await;
     // THEN it is running and its first part is on the replay queue
     assert_eq!(started.status, 202, "{}", started.body);
     let id = started.body["replay_id"].as_str().unwrap().to_owned();
@@ -356,27 +372,37 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
         .call("GET", &format!("/streaming/replays/{id}"), &[], None)
         .await;
     assert_eq!(shown.body["state"], "running");
-    // AND another one while it runs is refused
-    let second = w
-        .call("POST", "/streaming/replay", &[], Some(range.clone()))
-        .await;
-    assert_eq!(second.status, 429);
-    assert_eq!(second.body["error"]["code"], "replay_running");
-    assert!(second.headers.contains_key("retry-after"));
-    // AND past ten requests in the hour the organization is told when to come back
-    for _ in 2..10 {
-        w.call("POST", "/streaming/replay", &[], Some(range.clone()))
-            .await;
+    // AND asking again while it runs is refused as such, as often as a client retries, and
+    // costs none of the organization's ten an hour
+    for _ in 0..20 {
+        let again = replay(PROJECT).await;
+        assert_eq!(again.status, 429);
+        assert_eq!(again.body["error"]["code"], "replay_running");
+        assert_eq!(again.headers["retry-after"], "60");
     }
-    let limited = w
-        .call("POST", "/streaming/replay", &[], Some(range.clone()))
-        .await;
+    // AND nine more projects may start theirs, after which the organization is told when to
+    // come back
+    for project in &projects[1..10] {
+        assert_eq!(replay(project).await.status, 202, "{project}");
+    }
+    let limited = replay(&projects[10]).await;
     assert_eq!(limited.status, 429);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
     assert_eq!(limited.headers["retry-after"], "3570");
     // AND in the next hour it may ask again; the first replay, without progress for an hour,
-    // has left its lock to be taken over
+    // shows as failed and has left its lock to be taken over
     w.clock.advance(std::time::Duration::from_secs(3570));
-    let later = w.call("POST", "/streaming/replay", &[], Some(range)).await;
+    let stalled = w
+        .call("GET", &format!("/streaming/replays/{id}"), &[], None)
+        .await;
+    assert_eq!(stalled.body["state"], "failed", "{}", stalled.body);
+    assert!(
+        stalled.body["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped making progress")
+    );
+    let later = replay(PROJECT).await;
     assert_eq!(later.status, 202, "{}", later.body);
 }
 

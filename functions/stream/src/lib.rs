@@ -34,6 +34,7 @@ mod exhausted;
 mod invocation;
 mod records;
 mod replay;
+pub use replay::Pages as ReplayPages;
 mod sink;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
@@ -97,7 +98,7 @@ pub struct Stream {
     streams: aws_sdk_dynamodbstreams::Client,
     sqs: aws_sdk_sqs::Client,
     replay_queue_url: String,
-    replay_pages: replay::Pages,
+    replay_pages: ReplayPages,
 }
 
 impl Stream {
@@ -129,17 +130,13 @@ impl Stream {
             streams: aws_sdk_dynamodbstreams::Client::new(aws),
             sqs,
             replay_queue_url: settings.replay_queue_url.clone(),
-            replay_pages: replay::Pages::default(),
+            replay_pages: ReplayPages::default(),
         }
     }
 
-    /// Replays in pages of `size` events, at most `per_invocation` pages before handing on to
-    /// the next part (tests use small ones).
-    pub fn with_replay_pages(mut self, size: usize, per_invocation: usize) -> Self {
-        self.replay_pages = replay::Pages {
-            size,
-            per_invocation,
-        };
+    /// Replays cut and paced this way (tests use small pages and short waits).
+    pub fn with_replay_pages(mut self, pages: ReplayPages) -> Self {
+        self.replay_pages = pages;
         self
     }
 

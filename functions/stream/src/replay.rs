@@ -2,10 +2,16 @@
 //! failures), delivered to the current destination, progress saved after every page. Before
 //! the invocation's time runs out the replay puts its own continuation on the replay queue; an
 //! invocation that dies leaves its message in the queue, which delivers it again and the replay
-//! resumes from the saved position. Duplicates this can cause are at most one page.
+//! resumes from the saved position. Duplicates this can cause are at most one page. While the
+//! project's lane is paused a replay waits on the queue and sends nothing; after a page its
+//! destination failed it waits longer each time, and stops after five such pages in a row (or
+//! at once when the destination refuses), so a broken destination never holds a replay slot
+//! the service's other replays are waiting for.
 
 use crate::Stream;
 use audit_log::AuditEvent;
+use audit_log::destination::DeliveryError;
+use audit_log::lane::LaneState;
 use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
 use audit_log::streaming::{FailureLog, Replay, ReplayState, Replays};
@@ -14,11 +20,19 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
-/// How a replay is cut: events per page, pages per invocation (then the next part is queued).
+/// How a replay is cut: events per page, pages per invocation (then the next part is queued),
+/// the time a page may take, and how long its part waits on the queue while its lane is paused
+/// or its destination in trouble.
 #[derive(Debug, Clone, Copy)]
 pub struct Pages {
     pub size: usize,
     pub per_invocation: usize,
+    /// A page is not started with less time left than this, nor given more.
+    pub page_time: Duration,
+    /// Seconds before a replay looks again at a paused lane (SQS delays at most 900).
+    pub paused_wait: i32,
+    /// Seconds before the first retry of a troubled page, doubled at each one after.
+    pub first_backoff: i32,
 }
 
 impl Default for Pages {
@@ -26,11 +40,16 @@ impl Default for Pages {
         Self {
             size: 500,
             per_invocation: usize::MAX,
+            page_time: Duration::from_secs(20),
+            paused_wait: 300,
+            first_backoff: 60,
         }
     }
 }
-/// A page is not started with less time left than this.
-const PAGE_TIME: Duration = Duration::from_secs(20);
+/// Pages in a row that meet the destination's trouble before the replay stops (waits of 1, 2,
+/// 4 and 8 minutes between them): a destination that is down does not hold one of the
+/// service's few replay slots for hours.
+const TROUBLED_PAGES: u32 = 5;
 
 impl Stream {
     pub(crate) async fn continue_replay(
@@ -51,38 +70,43 @@ impl Stream {
         if replay.state != ReplayState::Running {
             return Ok(());
         }
-        let Some(config) = self
-            .delivery
-            .configs
-            .get(org, project)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return self
-                .finish(
-                    &mut replay,
-                    ReplayState::Failed,
-                    Some("the streaming configuration was deleted".into()),
-                )
-                .await;
-        };
         let parse = |t: &str| {
             OffsetDateTime::parse(t, &Rfc3339)
                 .map_err(|_| format!("stored replay has a bad time {t}"))
         };
         let (since, until) = (parse(&replay.since)?, parse(&replay.until)?);
+        let mut part = part.clone();
         let mut pages = 0;
         loop {
-            if Instant::now() + PAGE_TIME > deadline || pages == self.replay_pages.per_invocation {
-                audit_log::message::send(&self.sqs, &self.replay_queue_url, part, 0)
-                    .await
-                    .map_err(|e| format!("could not queue the replay's next part: {e}"))?;
-                return Ok(());
+            if Instant::now() + self.replay_pages.page_time > deadline
+                || pages == self.replay_pages.per_invocation
+            {
+                return self.queue_part(&part, 0).await;
+            }
+            // Read for every page: a pause, a new destination or a deletion counts from the
+            // next page on.
+            let Some(config) = self
+                .delivery
+                .configs
+                .get(org, project)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                let deleted = "the streaming configuration was deleted";
+                return self
+                    .finish(&mut replay, ReplayState::Failed, Some(deleted.into()))
+                    .await;
+            };
+            if config.lane.state == LaneState::Paused {
+                // Nothing is sent while paused; the save keeps the replay's lock fresh.
+                self.save_progress(&replay).await?;
+                return self.queue_part(&part, self.replay_pages.paused_wait).await;
             }
             pages += 1;
             let (events, keys, next) = self.replay_page(&replay, since, until).await?;
+            let mut trouble = None;
             if !events.is_empty() {
-                let page_deadline = deadline.min(Instant::now() + PAGE_TIME);
+                let page_deadline = deadline.min(Instant::now() + self.replay_pages.page_time);
                 let failures = self
                     .deliver_recorded(&config, &events, &keys, page_deadline)
                     .await;
@@ -91,6 +115,12 @@ impl Stream {
                 if let Some((_, e)) = failures.first() {
                     replay.last_error = Some(e.message().to_owned());
                 }
+                // Logs refused one by one are theirs alone; anything else is the destination's.
+                trouble = failures
+                    .iter()
+                    .map(|(_, e)| e)
+                    .find(|e| !matches!(e, DeliveryError::Rejected(_)))
+                    .cloned();
                 if replay.only_failed {
                     let failed: std::collections::HashSet<usize> =
                         failures.iter().map(|(i, _)| *i).collect();
@@ -107,25 +137,52 @@ impl Stream {
                         .map_err(|e| e.to_string())?;
                 }
             }
-            replay.cursor = next.clone();
-            match next {
-                Some(_) => self
-                    .delivery
-                    .configs
-                    .save_replay(&replay, self.delivery.clock.now())
-                    .await
-                    .map_err(|e| e.to_string())?,
-                None => {
-                    let state = if replay.failed == 0 {
-                        ReplayState::Completed
-                    } else {
-                        ReplayState::Failed
-                    };
-                    let error = replay.last_error.clone();
-                    return self.finish(&mut replay, state, error).await;
-                }
+            let finished = next.is_none();
+            replay.cursor = next;
+            if finished {
+                let state = if replay.failed == 0 {
+                    ReplayState::Completed
+                } else {
+                    ReplayState::Failed
+                };
+                let error = replay.last_error.clone();
+                return self.finish(&mut replay, state, error).await;
             }
+            let Some(trouble) = trouble else {
+                part.troubled = 0;
+                self.save_progress(&replay).await?;
+                continue;
+            };
+            part.troubled += 1;
+            if trouble.is_refusal() || part.troubled >= TROUBLED_PAGES {
+                let stopped = stopped(&replay, &trouble, part.troubled);
+                return self
+                    .finish(&mut replay, ReplayState::Failed, Some(stopped))
+                    .await;
+            }
+            self.save_progress(&replay).await?;
+            let wait = self
+                .replay_pages
+                .first_backoff
+                .saturating_mul(1 << (part.troubled - 1).min(4))
+                .min(900);
+            return self.queue_part(&part, wait).await;
         }
+    }
+
+    /// The replay's next part, visible on the replay queue after `delay_seconds`.
+    async fn queue_part(&self, part: &ReplayPart, delay_seconds: i32) -> Result<(), String> {
+        audit_log::message::send(&self.sqs, &self.replay_queue_url, part, delay_seconds)
+            .await
+            .map_err(|e| format!("could not queue the replay's next part: {e}"))
+    }
+
+    async fn save_progress(&self, replay: &Replay) -> Result<(), String> {
+        self.delivery
+            .configs
+            .save_replay(replay, self.delivery.clock.now())
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The next page of the replay: events, where they are stored, and where to go on from.
@@ -225,4 +282,24 @@ impl Stream {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// Why a replay stopped before the end of its range, and what to do.
+fn stopped(replay: &Replay, trouble: &DeliveryError, troubled: u32) -> String {
+    let why = if trouble.is_refusal() {
+        format!("the destination refused its events ({})", trouble.message())
+    } else {
+        format!(
+            "the destination failed on {troubled} pages in a row ({})",
+            trouble.message()
+        )
+    };
+    let rest = if replay.only_failed {
+        "the failures it did not deliver are still listed: replay them when the destination \
+         works again"
+    } else {
+        "the events it could not deliver are listed as failures, and older events of the range \
+         were not replayed: start another replay when the destination works again"
+    };
+    format!("the replay stopped: {why}; {rest}")
 }

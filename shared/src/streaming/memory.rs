@@ -6,7 +6,7 @@ use super::exports::{EXPORT_STALE_AFTER_SECONDS, Export, ExportState, Exports, R
 use super::{
     ConfigError, Configurations, ConnectionTests, FailureLog, FailureRecord, Health, NewConfig,
     Organizations, RateLimit, Replay, ReplayState, Replays, StreamingConfig, TestRecord,
-    new_external_id, replays::STALE_AFTER_SECONDS,
+    new_external_id, replays::is_fresh,
 };
 use crate::clock::seconds_text;
 use crate::destination::{DatadogSettings, DatadogSite, Destination};
@@ -306,7 +306,7 @@ impl Replays for MemoryLanes {
             if table
                 .locks
                 .get(&key)
-                .is_some_and(|(_, beat)| *beat >= now - STALE_AFTER_SECONDS)
+                .is_some_and(|(_, beat)| is_fresh(*beat, at))
             {
                 return Ok(false);
             }
@@ -314,6 +314,19 @@ impl Replays for MemoryLanes {
         }
         self.save_replay(replay, at).await?;
         Ok(true)
+    }
+
+    async fn replay_running(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        Ok(lock(&self.table)
+            .locks
+            .get(&key)
+            .is_some_and(|(_, beat)| is_fresh(*beat, at)))
     }
 
     async fn replay(

@@ -160,10 +160,10 @@ pub const CONNECTION_TESTS: RateLimit = RateLimit {
     window_seconds: 60,
 };
 
-/// Replay requests: 10 per organization per hour, whatever the number of its projects.
+/// Replays started: 10 per organization per hour, whatever the number of its projects.
 pub const REPLAYS_STARTED: RateLimit = RateLimit {
     what: "replays",
-    noun: "replay requests",
+    noun: "replays started",
     per_window: 10,
     window_seconds: 3600,
 };

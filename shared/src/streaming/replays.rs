@@ -17,6 +17,11 @@ use time::OffsetDateTime;
 /// A lock whose replay has not moved for this long is taken over.
 pub const STALE_AFTER_SECONDS: i64 = 15 * 60;
 
+/// Whether a replay whose last sign of life was at `beat` (epoch seconds) still runs at `at`.
+pub fn is_fresh(beat: i64, at: OffsetDateTime) -> bool {
+    beat >= at.unix_timestamp() - STALE_AFTER_SECONDS
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplayState {
@@ -118,6 +123,14 @@ pub trait Replays: Sync {
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, ConfigError>> + Send;
 
+    /// Whether a replay of the project holds its lock (its heartbeat fresh at `at`).
+    fn replay_running(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        at: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, ConfigError>> + Send;
+
     fn replay(
         &self,
         organization_id: &str,
@@ -160,6 +173,28 @@ impl Replays for ConfigTable {
         }
         self.save_replay(replay, at).await?;
         Ok(true)
+    }
+
+    async fn replay_running(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, ConfigError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(lock_key(organization_id, project_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let beat = out
+            .item
+            .as_ref()
+            .and_then(|item| item.get("heartbeat")?.as_n().ok()?.parse::<i64>().ok());
+        Ok(beat.is_some_and(|beat| is_fresh(beat, at)))
     }
 
     async fn replay(

@@ -112,17 +112,13 @@ impl<P: Ports> Api<P> {
         project: &str,
         id: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let unknown = || ApiError::not_found("no export of this project has that id");
-        // Export ids are 32 hex digits; anything else names none (and is no key).
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(unknown());
-        }
+        super::job_id(id, "export")?;
         let mut export = self
             .configs
             .export(org, project, id)
             .await
             .map_err(config_error)?
-            .ok_or_else(unknown)?;
+            .ok_or_else(|| super::unknown_job("export"))?;
         let now = self.clock.now();
         if now >= export.expires_at(now) {
             return Err(ApiError::not_found(

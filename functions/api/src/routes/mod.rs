@@ -14,3 +14,17 @@ mod streaming;
 pub use exports::DOWNLOAD_VALID;
 pub use failures::MAX_FAILURE_PAGE;
 pub use replays::MAX_REPLAY_DAYS;
+
+/// A background job of the project (an export or a replay) its caller names: 404.
+fn unknown_job(what: &str) -> crate::error::ApiError {
+    crate::error::ApiError::not_found(format!("no {what} of this project has that id"))
+}
+
+/// Job ids are 32 hex digits; anything else names no job (and is no key).
+fn job_id(id: &str, what: &str) -> Result<(), crate::error::ApiError> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(unknown_job(what))
+    }
+}

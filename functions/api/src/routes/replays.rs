@@ -4,8 +4,11 @@ use crate::error::ApiError;
 use crate::{Api, Ports, config_error, input, internal, json_response};
 use audit_log::clock::seconds_text;
 use audit_log::message::ReplayPart;
-use audit_log::streaming::{Configurations, REPLAYS_STARTED, Replay, ReplayState, Replays};
+use audit_log::streaming::{
+    Configurations, REPLAYS_STARTED, Replay, ReplayState, Replays, replay_is_fresh,
+};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
@@ -34,6 +37,15 @@ impl<P: Ports> Api<P> {
             ));
         }
         let at = self.clock.now();
+        // Checked before the organization's count: a replay turned away costs none of it.
+        if self
+            .configs
+            .replay_running(org, project, at)
+            .await
+            .map_err(config_error)?
+        {
+            return Err(replay_running());
+        }
         self.rate_limit(org, REPLAYS_STARTED, at).await?;
         let now = seconds_text(at);
         let replay = Replay {
@@ -58,17 +70,14 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?
         {
-            // 429 like a third export: what the project already has under way.
-            return Err(ApiError::too_many(
-                "replay_running",
-                "a replay of this project is running; wait for it to finish (GET its replay id)",
-                RUNNING_REPLAY_RETRY_AFTER,
-            ));
+            // Started by another request since the check above.
+            return Err(replay_running());
         }
         let message = ReplayPart {
             organization_id: org.to_owned(),
             project_id: project.to_owned(),
             replay_id: replay.replay_id.clone(),
+            troubled: 0,
         };
         if let Err(e) = self.send(&self.settings.replay_queue_url, &message).await {
             let mut failed = replay.clone();
@@ -95,6 +104,30 @@ impl<P: Ports> Api<P> {
         Ok(response)
     }
 
+    /// A replay as its caller sees it: one whose heartbeat went stale (its part dead-lettered)
+    /// is failed, as the next replay will take its lock over.
+    pub(crate) async fn get_replay(
+        &self,
+        org: &str,
+        project: &str,
+        id: &str,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        super::job_id(id, "replay")?;
+        let mut replay = self
+            .configs
+            .replay(org, project, id)
+            .await
+            .map_err(config_error)?
+            .ok_or_else(|| super::unknown_job("replay"))?;
+        let now = self.clock.now();
+        let moved = OffsetDateTime::parse(&replay.updated_at, &Rfc3339).unwrap_or(now);
+        if replay.state == ReplayState::Running && !replay_is_fresh(moved.unix_timestamp(), now) {
+            replay.state = ReplayState::Failed;
+            replay.last_error = Some("the replay stopped making progress; start it again".into());
+        }
+        Ok(json_response(200, &replay))
+    }
+
     /// Puts a JSON message on one of the service's queues.
     pub(crate) async fn send(
         &self,
@@ -103,4 +136,13 @@ impl<P: Ports> Api<P> {
     ) -> Result<(), String> {
         audit_log::message::send(&self.queues, queue_url, message, 0).await
     }
+}
+
+/// 429 like a third export: what the project already has under way.
+fn replay_running() -> ApiError {
+    ApiError::too_many(
+        "replay_running",
+        "a replay of this project is running; wait for it to finish (GET its replay id)",
+        RUNNING_REPLAY_RETRY_AFTER,
+    )
 }

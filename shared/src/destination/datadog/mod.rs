@@ -71,6 +71,9 @@ impl DatadogClient {
         self.http
             .get_or_init(|| {
                 reqwest::Client::builder()
+                    // A redirect would carry `DD-API-KEY` to wherever it points (reqwest drops
+                    // only its own sensitive headers across hosts): the intake never redirects.
+                    .redirect(reqwest::redirect::Policy::none())
                     .connect_timeout(Duration::from_secs(3))
                     .timeout(self.timeout)
                     .build()
