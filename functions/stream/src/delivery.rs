@@ -24,7 +24,7 @@ const HANDLED_MEMORY: u64 = 200_000;
 /// Lanes one sweep gives a new call: lost calls are rare (the service's own trouble), and the
 /// next sweep takes the rest.
 const SWEPT_AT_MOST: usize = 1_000;
-/// Destinations served at once. Each waits at most the lanes' budget.
+/// Destinations served at once, all within one budget.
 const CONCURRENT_DESTINATIONS: usize = 32;
 
 pub struct Delivery<C = ConfigTable, T = SqsTimers, E = EventTable, D = SavedDestinations> {
@@ -125,8 +125,12 @@ where
             }
             pending.records.push((position, record.event_id.clone()));
         }
+        // One budget for the whole batch, whatever its number of destinations: those whose
+        // turn comes too late owe their events to their lanes' own calls, so the shard (every
+        // tenant on it) waits at most one budget however many destinations hang.
+        let live_until = deadline.min(Instant::now() + self.policy.budget);
         let failed: Vec<usize> = futures::stream::iter(groups)
-            .map(|(lane, pending)| self.deliver_group(lane, pending, deadline))
+            .map(|(lane, pending)| self.deliver_group(lane, pending, live_until))
             .buffer_unordered(CONCURRENT_DESTINATIONS)
             .flat_map(futures::stream::iter)
             .collect()

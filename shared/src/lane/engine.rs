@@ -66,9 +66,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     }
 
     /// Live events of one lane, whose state was read as `lane` just before. A delivering lane
-    /// sends them, within the policy's budget and before `deadline` (the invocation's); any
-    /// other lane owes them. Trouble moves the lane out of `delivering` with what it did not
-    /// take owed: nothing is left to Lambda.
+    /// sends them, within the policy's budget and before `deadline` (the batch's: its budget
+    /// from the batch's start, within the invocation's); any other lane owes them. Trouble
+    /// moves the lane out of `delivering` with what it did not take owed: nothing is left to
+    /// Lambda.
     pub async fn live(
         &self,
         key: &LaneKey,
@@ -99,27 +100,27 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     Owing::Delivering => {}
                 }
             }
-            let (entering, reason) =
-                if deadline.saturating_duration_since(Instant::now()) < self.policy.budget {
-                    // No time left to give the destination its budget: the lane catches up
-                    // with these at once, in an invocation of its own.
-                    let call = LaneCall::new(key, self.clock.now_ms());
-                    self.schedule(&call).await?;
-                    let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
-                    to.since = Some(self.clock.now_ms());
-                    (to, "no time left in this invocation".to_owned())
-                } else {
-                    let budget = Instant::now() + self.policy.budget;
-                    let sent = self.send(key, pending, sink, budget, false).await?;
-                    out.delivered += sent.delivered;
-                    out.rejected += sent.rejected;
-                    let Some(trouble) = sent.trouble else {
-                        return Ok(out);
-                    };
-                    pending = sent.unsent;
-                    let to = self.after_trouble(key, &trouble, 0, lane.version).await?;
-                    (to, trouble.message().to_owned())
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (entering, reason) = if left < self.policy.budget / 4 {
+                // Too little time left to give the destination a fair try: the lane catches
+                // up with these at once, in an invocation of its own.
+                let call = LaneCall::new(key, self.clock.now_ms());
+                self.schedule(&call).await?;
+                let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+                to.since = Some(self.clock.now_ms());
+                (to, "no time left in this invocation".to_owned())
+            } else {
+                let budget = Instant::now() + left.min(self.policy.budget);
+                let sent = self.send(key, pending, sink, budget, false).await?;
+                out.delivered += sent.delivered;
+                out.rejected += sent.rejected;
+                let Some(trouble) = sent.trouble else {
+                    return Ok(out);
                 };
+                pending = sent.unsent;
+                let to = self.after_trouble(key, &trouble, 0, lane.version).await?;
+                (to, trouble.message().to_owned())
+            };
             let owed = self.owed_now(&pending);
             match self.store.owe(key, &owed, Some(&entering)).await? {
                 Owing::Owed => {

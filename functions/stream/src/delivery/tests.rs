@@ -213,6 +213,34 @@ async fn a_destination_that_never_answers_costs_its_neighbour_nothing() {
     assert!(started.elapsed() <= w.delivery.policy.budget + Duration::from_secs(1));
 }
 
+#[tokio::test(start_paused = true)]
+async fn more_hanging_destinations_than_run_at_once_cost_the_batch_one_budget() {
+    // GIVEN a batch of twice as many projects as are served at once, none of whose
+    // destinations answers
+    let mut w = World::new();
+    let projects: Vec<String> = (0..2 * CONCURRENT_DESTINATIONS)
+        .map(|i| format!("p{i:02}"))
+        .collect();
+    for p in &projects {
+        w.delivery.configs.configure(&lane(p));
+        w.delivery.destinations.of(&lane(p)).answer(Answer::TimeOut);
+    }
+    let names: Vec<&str> = projects.iter().map(String::as_str).collect();
+    let (records, _) = w.batch(&names);
+    // WHEN it is delivered
+    let started = Instant::now();
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN the shard waited one budget, not one per round of destinations
+    assert!(started.elapsed() <= w.delivery.policy.budget + Duration::from_secs(1));
+    assert!(failed(&response).is_empty());
+    // AND every project's event is owed to its lane, which calls again by itself
+    for p in &projects {
+        let config = w.delivery.configs.get(&lane(p));
+        assert_eq!(config.owed.len(), 1, "{p}");
+        assert_ne!(config.lane.state, LaneState::Delivering, "{p}");
+    }
+}
+
 #[tokio::test]
 async fn only_new_events_are_delivered() {
     // GIVEN records that are not inserts: a TTL expiry and a modification
