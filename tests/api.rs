@@ -1011,6 +1011,20 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
     let reply = w.failures(&[("colour", "red")]).await;
     assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(reply.body["error"]["code"], "invalid_query");
+    // And the other routes take none: a misspelt one is not silently ignored.
+    for (method, suffix) in [("GET", "/streaming"), ("POST", "/streaming/pause")] {
+        let org = Some(w.org.as_str());
+        let reply = w
+            .call_as(org, &w.org, method, suffix, &[("verison", "3")], &[], None)
+            .await;
+        assert_eq!(reply.status, 400, "{suffix}: {}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_query");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`verison`") && message.contains("takes none"),
+            "{message}"
+        );
+    }
 }
 
 #[tokio::test]

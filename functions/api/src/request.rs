@@ -57,8 +57,19 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
     let segments: Vec<String> = path
         .trim_matches('/')
         .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+        .map(|s| {
+            // Two ids that are not UTF-8 must not both read as U+FFFD.
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_path",
+                        "a path segment is not UTF-8 once percent-decoded",
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()?;
     let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
     let (org, project, rest) = match segments.as_slice() {
         [
@@ -258,7 +269,11 @@ pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Res
                         .filter(|c| !c.is_control())
                         .take(64)
                         .collect::<String>(),
-                    known.join(", ")
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             ));
         }

@@ -336,6 +336,16 @@ async fn a_paused_destination_shows_paused_until_resumed() {
 }
 
 #[tokio::test]
+async fn a_path_id_that_is_not_utf8_once_decoded_is_a_400_not_another_project() {
+    let w = World::new();
+    for project in ["%FF", "%FE"] {
+        let reply = w.call_in(project, "GET", "/streaming", &[], None).await;
+        assert_eq!(reply.status, 400, "{project}: {}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_path");
+    }
+}
+
+#[tokio::test]
 async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
     // GIVEN destinations saved in eleven projects of the organization
     let w = World::new();
