@@ -11,7 +11,7 @@ use audit_log::destination::Destinations;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Timers};
 use audit_log::store::{EventTable, StoredKey, project_of};
-use audit_log::streaming::{ConfigTable, Configurations};
+use audit_log::streaming::{ConfigError, ConfigTable, Configurations};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -179,6 +179,31 @@ where
                 );
                 return Vec::new();
             }
+            Err(ConfigError::Corrupt(what)) => {
+                // Damaged for good: retrying cannot mend it, and would hold the shard (every
+                // tenant on it) until its records expired. Listed as the project's failures
+                // instead; a replay brings them once the configuration is saved again.
+                let keys: Vec<StoredKey> = events
+                    .iter()
+                    .map(|(key, _)| key.clone())
+                    .chain(unreadable.iter().map(|(key, _)| key.clone()))
+                    .collect();
+                let reason = format!(
+                    "the streaming configuration could not be read (its {what}); save it \
+                     again, then replay the failures"
+                );
+                tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "configuration damaged; events listed as failures");
+                let listed = self
+                    .configs
+                    .record_failures(&lane, &keys, &reason, self.clock.now())
+                    .await;
+                if let Err(e) = listed {
+                    tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be listed; Lambda retries them");
+                    return positions();
+                }
+                self.remember(records);
+                return Vec::new();
+            }
             Err(e) => {
                 tracing::error!(organization_id = org, project_id = project, error = %e, "could not read the streaming configuration");
                 return positions();
@@ -211,12 +236,7 @@ where
         };
         match handed {
             Ok(outcome) => {
-                for (_, event_id) in records {
-                    // A record read back without an id (`exhausted`) must not pass for another.
-                    if !event_id.is_empty() {
-                        self.handled.insert(event_id, ());
-                    }
-                }
+                self.remember(records);
                 tracing::info!(
                     organization_id = org,
                     project_id = project,
@@ -232,6 +252,16 @@ where
             Err(e) => {
                 tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be handed to their lane; Lambda retries them");
                 positions()
+            }
+        }
+    }
+
+    /// Records handled for good, skipped when Lambda hands them again.
+    fn remember(&self, records: Vec<(usize, String)>) {
+        for (_, event_id) in records {
+            // A record read back without an id (`exhausted`) must not pass for another.
+            if !event_id.is_empty() {
+                self.handled.insert(event_id, ());
             }
         }
     }

@@ -48,6 +48,8 @@ pub struct MemoryLanes {
     pub(crate) lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
     /// Projects whose configuration cannot be read (the table fails for them).
     pub(crate) unreadable: Mutex<HashSet<LaneKey>>,
+    /// Projects whose configuration item is damaged (read, but not understood).
+    pub(crate) damaged: Mutex<HashSet<LaneKey>>,
     /// The rest of the configuration table (`streaming::memory`).
     pub(crate) table: Mutex<crate::streaming::memory::Table>,
     /// Projects noted as having stored events.
@@ -74,6 +76,11 @@ impl MemoryLanes {
         } else {
             keys.remove(key);
         }
+    }
+
+    /// The project's configuration item can be read but not understood, for good.
+    pub fn damage(&self, key: &LaneKey) {
+        lock(&self.damaged).insert(key.clone());
     }
 
     /// A save of the lane's configuration: its version moves on.

@@ -84,6 +84,9 @@ impl Configurations for MemoryLanes {
     ) -> Result<Option<StreamingConfig>, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
         self.check(&key)?;
+        if lock(&self.damaged).contains(&key) {
+            return Err(ConfigError::Corrupt("destination"));
+        }
         let saved = lock(&self.table).saved.get(&key).cloned();
         Ok(self.with(&key, |m| {
             let mut config = saved.unwrap_or_else(|| StreamingConfig {

@@ -12,6 +12,7 @@ use audit_log::lane::memory::{
 };
 use audit_log::store::StoredEvent;
 use aws_lambda_events::event::dynamodb::EventRecord;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use time::macros::datetime;
 
@@ -302,6 +303,33 @@ async fn the_services_own_trouble_is_retried_from_the_first_record_it_could_not_
     assert!(failed(&response).is_empty());
     assert_eq!(w.received("a"), ["event 002", "event 004"]);
     assert_eq!(w.received("b"), ["event 001", "event 003"]);
+}
+
+#[tokio::test]
+async fn a_damaged_configuration_lists_its_projects_events_as_failures_and_holds_nobody() {
+    // GIVEN project a's configuration item is damaged for good (a retry cannot mend it)
+    let mut w = World::new();
+    w.delivery.configs.damage(&lane("a"));
+    let (records, _) = w.batch(&["a", "b", "a"]);
+    // WHEN a batch for both arrives
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN Lambda is not asked to retry, b is delivered
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("b"), ["event 002"]);
+    // AND a's events are listed as its failures, saying what to do, for a replay to bring
+    let failures = w.delivery.configs.get(&lane("a")).failures;
+    let listed: BTreeSet<&str> = failures.iter().map(|(k, _)| k.sort_key.as_str()).collect();
+    let sent = [&records[0], &records[2]].map(|r| stored_key(r).unwrap().sort_key);
+    assert_eq!(listed, sent.iter().map(String::as_str).collect());
+    assert!(
+        failures
+            .iter()
+            .all(|(_, why)| why.contains("save it again, then replay")),
+        "{failures:?}"
+    );
+    // AND Lambda handing the batch again lists nothing twice
+    w.delivery.deliver(&records, later()).await;
+    assert_eq!(w.delivery.configs.get(&lane("a")).failures.len(), 2);
 }
 
 #[test]
