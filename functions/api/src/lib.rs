@@ -203,7 +203,13 @@ fn config_error(e: ConfigError) -> ApiError {
 }
 
 fn credentials_error(e: CredentialsError) -> ApiError {
-    internal("secrets")(&e)
+    match e {
+        // The project's previous secret, deleted by a `DELETE` moments ago, is still going.
+        CredentialsError::Deleting => {
+            ApiError::too_many("credentials_being_deleted", e.to_string(), 10)
+        }
+        other => internal("secrets")(&other),
+    }
 }
 
 impl Api {

@@ -336,6 +336,38 @@ async fn a_paused_destination_shows_paused_until_resumed() {
 }
 
 #[tokio::test]
+async fn a_save_while_the_deleted_destinations_secret_is_still_going_is_a_429_to_retry() {
+    let w = World::new();
+    w.api
+        .secrets
+        .set_down(Some(audit_log::credentials::CredentialsError::Deleting));
+    let reply = w.put(datadog(Some(KEY))).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "credentials_being_deleted");
+    assert_eq!(reply.headers["retry-after"], "10");
+}
+
+#[tokio::test]
+async fn a_save_without_the_key_when_the_saved_one_is_gone_asks_for_the_key() {
+    let w = World::new();
+    assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
+    for gone in [
+        audit_log::credentials::CredentialsError::NotFound,
+        audit_log::credentials::CredentialsError::Unreadable,
+    ] {
+        w.api.secrets.set_down(Some(gone));
+        let reply = w.put(datadog(None)).await;
+        assert_eq!(reply.status, 400, "{}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "missing_field");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("send `datadog.api_key` again"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_path_id_that_is_not_utf8_once_decoded_is_a_400_not_another_project() {
     let w = World::new();
     for project in ["%FF", "%FE"] {

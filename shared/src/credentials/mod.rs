@@ -81,13 +81,31 @@ pub enum CredentialsError {
     Refused(String),
     #[error("Secrets Manager was unavailable: {0}")]
     Unavailable(String),
+    /// A `DELETE` forces the project's secret's deletion, which Secrets Manager completes in
+    /// the background; until then no new one of that name can be saved.
+    #[error(
+        "the destination's previous credentials are still being deleted; try again in a few seconds"
+    )]
+    Deleting,
 }
 
 impl CredentialsError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CredentialsError::Unavailable(_))
+        matches!(
+            self,
+            CredentialsError::Unavailable(_) | CredentialsError::Deleting
+        )
     }
 }
+
+/// Waits before a save tries again while the project's previous secret is being deleted
+/// (seconds, usually): 7.5 s in all, well within the API's time.
+const WHILE_DELETING: [std::time::Duration; 4] = [
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(4),
+];
 
 /// Where destination credentials are kept, version by version (Secrets Manager; in tests,
 /// memory). A save stages a version, saves the configuration naming it, then promotes it.
@@ -178,39 +196,16 @@ impl Secrets for SecretStore {
         let value = SecretString::from(
             serde_json::to_string(credentials).map_err(|_| CredentialsError::Unreadable)?,
         );
-        let version = crate::streaming::new_external_id();
-        let put = || {
-            self.client
-                .put_secret_value()
-                .secret_id(&name)
-                .client_request_token(&version)
-                .version_stages(PENDING)
-                .secret_string(value.expose_secret())
-                .send()
-        };
-        match put().await {
-            Ok(_) => return Ok(version),
-            Err(e) if code(&e) == Some("ResourceNotFoundException") => {}
-            Err(e) => return Err(classify(e)),
+        let mut waits = WHILE_DELETING.iter();
+        loop {
+            match self.stage_once(&name, &value).await {
+                Err(CredentialsError::Deleting) => match waits.next() {
+                    Some(wait) => tokio::time::sleep(*wait).await,
+                    None => return Err(CredentialsError::Deleting),
+                },
+                staged => return staged,
+            }
         }
-        // A secret's first version becomes current whatever its labels say, so a new secret
-        // starts with a placeholder that no provider reads as credentials.
-        let created = self
-            .client
-            .create_secret()
-            .name(&name)
-            .description("Audit-log streaming credentials of one organization's project")
-            .secret_string(PLACEHOLDER)
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            // Another first save of the project created it in between.
-            Err(e) if code(&e) == Some("ResourceExistsException") => {}
-            Err(e) => return Err(classify(e)),
-        }
-        put().await.map_err(classify)?;
-        Ok(version)
     }
 
     /// Makes a staged version current, once the configuration that names it is saved, and
@@ -441,6 +436,62 @@ impl SecretStore {
     }
 }
 
+impl SecretStore {
+    /// Stages one new version, creating the secret first when it does not exist.
+    async fn stage_once(
+        &self,
+        name: &str,
+        value: &SecretString,
+    ) -> Result<String, CredentialsError> {
+        let version = crate::streaming::new_external_id();
+        let put = || {
+            self.client
+                .put_secret_value()
+                .secret_id(name)
+                .client_request_token(&version)
+                .version_stages(PENDING)
+                .secret_string(value.expose_secret())
+                .send()
+        };
+        match put().await {
+            Ok(_) => return Ok(version),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(staging_error(e)),
+        }
+        // A secret's first version becomes current whatever its labels say, so a new secret
+        // starts with a placeholder that no provider reads as credentials.
+        let created = self
+            .client
+            .create_secret()
+            .name(name)
+            .description("Audit-log streaming credentials of one organization's project")
+            .secret_string(PLACEHOLDER)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another first save of the project created it in between.
+            Err(e) if code(&e) == Some("ResourceExistsException") => {}
+            Err(e) => return Err(staging_error(e)),
+        }
+        put().await.map_err(staging_error)?;
+        Ok(version)
+    }
+}
+
+/// What a save's call met: of these calls, only a deletion in progress makes Secrets Manager
+/// answer `InvalidRequestException`.
+fn staging_error<E, R>(err: SdkError<E, R>) -> CredentialsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match code(&err) {
+        Some("InvalidRequestException") => CredentialsError::Deleting,
+        _ => classify(err),
+    }
+}
+
 /// A new service key: 256 random bits, as hex.
 fn new_service_key() -> String {
     format!(
@@ -538,6 +589,60 @@ mod tests {
         assert!(!text.contains("0123456789abcdef"), "{text}");
         assert!(!text.contains("ext-sentinel-id"), "{text}");
         assert!(text.contains("arn:aws:iam::123456789012:role/r"));
+    }
+
+    fn marked_for_deletion()
+    -> aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError {
+        aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError::InvalidRequestException(
+            aws_sdk_secretsmanager::types::error::InvalidRequestException::builder()
+                .message("You can't perform this operation on the secret because it was marked for deletion.")
+                .meta(
+                    aws_sdk_secretsmanager::error::ErrorMetadata::builder()
+                        .code("InvalidRequestException")
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    fn datadog_key() -> Credentials {
+        Credentials::Datadog {
+            api_key: SecretString::from("k"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_save_while_the_previous_secret_is_deleted_waits_for_the_deletion_to_end() {
+        let rule = mock!(aws_sdk_secretsmanager::Client::put_secret_value)
+            .sequence()
+            .error(marked_for_deletion)
+            .times(2)
+            .output(|| {
+                aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueOutput::builder()
+                    .build()
+            })
+            .build();
+        let store = SecretStore::new(
+            mock_client!(aws_sdk_secretsmanager, RuleMode::Sequential, [&rule]),
+            "p/",
+        );
+        let started = tokio::time::Instant::now();
+        store.stage("o", "p", &datadog_key()).await.unwrap();
+        assert_eq!(rule.num_calls(), 3);
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(1_500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deletion_that_outlasts_the_waits_is_told_as_such() {
+        let rule =
+            mock!(aws_sdk_secretsmanager::Client::put_secret_value).then_error(marked_for_deletion);
+        let store = SecretStore::new(
+            mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule]),
+            "p/",
+        );
+        let error = store.stage("o", "p", &datadog_key()).await.unwrap_err();
+        assert!(matches!(error, CredentialsError::Deleting), "{error:?}");
+        assert_eq!(rule.num_calls(), WHILE_DELETING.len() + 1);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use crate::view::{DestinationView, View};
 use crate::{
     Api, Ports, SAVE_ATTEMPTS, config_error, credentials_error, input, internal, json_response,
 };
-use audit_log::credentials::{Credentials, Secrets};
+use audit_log::credentials::{Credentials, CredentialsError, Secrets};
 use audit_log::destination::Destination;
 use audit_log::streaming::{
     ConfigError, Configurations, NewConfig, Organizations, StreamingConfig,
@@ -218,12 +218,15 @@ impl<P: Ports> Api<P> {
             return Err(required());
         }
         let version = current.and_then(|c| c.secret_version.as_deref());
-        match &*self
-            .secrets
-            .get(org, project, version, true)
-            .await
-            .map_err(credentials_error)?
-        {
+        let saved = self.secrets.get(org, project, version, true).await;
+        match &*saved.map_err(|e| match e {
+            // Gone or damaged for good: retrying cannot help, sending the key again does.
+            CredentialsError::NotFound | CredentialsError::Unreadable => ApiError::bad_request(
+                "missing_field",
+                "the saved Datadog API key cannot be read; send `datadog.api_key` again",
+            ),
+            other => credentials_error(other),
+        })? {
             Credentials::Datadog { api_key } => Ok(api_key.clone()),
             Credentials::Cloudwatch { .. } => Err(required()),
         }
