@@ -40,6 +40,24 @@ pub struct Project<'a> {
     pub credentials: Box<dyn CredentialSource + 'a>,
 }
 
+impl Project<'_> {
+    /// The project's credentials, read before `deadline`: a secret store that does not answer
+    /// is this attempt's trouble, never time taken from the batch's other destinations.
+    pub async fn credentials_by(
+        &self,
+        refresh: bool,
+        deadline: Instant,
+    ) -> Result<Arc<Credentials>, DeliveryError> {
+        tokio::time::timeout_at(deadline, self.credentials.credentials(refresh))
+            .await
+            .unwrap_or_else(|_| {
+                Err(DeliveryError::Retryable(
+                    "the destination's credentials could not be read in time".into(),
+                ))
+            })
+    }
+}
+
 /// Where a destination's credentials come from: the project's secret at the version saved with
 /// its configuration, or the request of a Test connection.
 #[async_trait]

@@ -162,8 +162,11 @@ pub struct Logs<'a> {
 impl Logs<'_> {
     /// The role to assume and its External ID. The role ARN of record is the one stored with the
     /// External ID, so the two are never from different saves.
-    async fn role(&self) -> Result<(CloudWatchSettings, SecretString), DeliveryError> {
-        match &*self.project.credentials.credentials(false).await? {
+    async fn role(
+        &self,
+        deadline: Instant,
+    ) -> Result<(CloudWatchSettings, SecretString), DeliveryError> {
+        match &*self.project.credentials_by(false, deadline).await? {
             Credentials::Cloudwatch {
                 role_arn,
                 external_id,
@@ -179,7 +182,7 @@ impl Logs<'_> {
     }
 
     async fn write(&self, events: &[AuditEvent], deadline: Instant, backoff: &Backoff) -> Failures {
-        let (settings, external_id) = match self.role().await {
+        let (settings, external_id) = match self.role(deadline).await {
             Ok(role) => role,
             Err(e) => return super::all_failed(events.len(), e),
         };

@@ -23,7 +23,7 @@ pub(super) async fn test_connection(
         message: format!("Could not write a test event to {group}: {why}"),
         log_group: Some(group.clone()),
     };
-    let (settings, external_id) = match logs.role().await {
+    let (settings, external_id) = match logs.role(deadline).await {
         Ok(role) => role,
         Err(e) => return failed(e.message()),
     };

@@ -122,8 +122,8 @@ pub struct Intake<'a> {
 
 impl Intake<'_> {
     /// The project's API key; `refresh` after Datadog refused it, as it may have been rotated.
-    async fn key(&self, refresh: bool) -> Result<SecretString, DeliveryError> {
-        match &*self.project.credentials.credentials(refresh).await? {
+    async fn key(&self, refresh: bool, deadline: Instant) -> Result<SecretString, DeliveryError> {
+        match &*self.project.credentials_by(refresh, deadline).await? {
             Credentials::Datadog { api_key } => Ok(api_key.clone()),
             _ => Err(DeliveryError::mismatched()),
         }
@@ -148,6 +148,43 @@ impl Sink for Intake<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::destination::CredentialSource;
+
+    /// A secret store that never answers.
+    struct Hanging;
+
+    #[async_trait]
+    impl CredentialSource for Hanging {
+        async fn credentials(&self, _: bool) -> Result<Arc<Credentials>, DeliveryError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_store_that_does_not_answer_costs_a_delivery_no_more_than_its_deadline() {
+        let client = DatadogClient::new(Some("http://127.0.0.1:9".into()));
+        let project = Project {
+            organization_id: "o",
+            project_id: "p",
+            credentials: Box::new(Hanging),
+        };
+        let intake = client.sink(
+            project,
+            &DatadogSettings {
+                site: DatadogSite::Us1,
+            },
+        );
+        let event = AuditEvent::from_json(crate::fixtures::SEED_EVENTS[0].1).unwrap();
+        let started = Instant::now();
+        let failures = intake
+            .deliver(&[event], started + Duration::from_secs(2))
+            .await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert_eq!(failures.len(), 1);
+        assert!(failures[0].1.is_retryable(), "{:?}", failures[0].1);
+        assert!(failures[0].1.message().contains("in time"));
+    }
 
     #[test]
     fn the_http_client_is_made_at_the_first_request_and_shared_by_clones() {

@@ -22,7 +22,7 @@ pub(super) async fn deliver(
 ) -> Failures {
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
-    let mut key = match intake.key(false).await {
+    let mut key = match intake.key(false, deadline).await {
         Ok(key) => key,
         Err(e) => {
             failures.extend(
@@ -49,7 +49,7 @@ pub(super) async fn deliver(
             Answer::Unauthorized(_) if !refreshed => {
                 // The key may have been rotated since this container cached it.
                 refreshed = true;
-                match intake.key(true).await {
+                match intake.key(true, deadline).await {
                     Ok(fresh) => {
                         key = fresh;
                         queue.push_front(batch);

@@ -18,7 +18,7 @@ pub(super) async fn test_connection(
         message,
         log_group: None,
     };
-    let key = match intake.key(false).await {
+    let key = match intake.key(false, deadline).await {
         Ok(key) => key,
         Err(e) => {
             return result(
