@@ -104,10 +104,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             let (entering, reason) = if left < self.policy.budget / 4 {
                 // Too little time left to give the destination a fair try: the lane catches
                 // up with these at once, in an invocation of its own.
-                let call = LaneCall::new(key, self.clock.now_ms());
-                self.schedule(&call).await?;
-                let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
-                to.since = Some(self.clock.now_ms());
+                let to = self.catch_up_now(key).await?;
                 (to, "no time left in this invocation".to_owned())
             } else {
                 let budget = Instant::now() + left.min(self.policy.budget);
@@ -118,8 +115,15 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     return Ok(out);
                 };
                 pending = sent.unsent;
-                let to = self.after_trouble(key, &trouble, 0, lane.version).await?;
-                (to, trouble.message().to_owned())
+                if trouble.is_retryable() && left < self.policy.budget * 9 / 10 {
+                    // Its turn came late in the batch, with less than its budget: no outage
+                    // of its own yet. Its call tries again at once, with all of it.
+                    let to = self.catch_up_now(key).await?;
+                    (to, format!("{} (with part of its time)", trouble.message()))
+                } else {
+                    let to = self.after_trouble(key, &trouble, 0, lane.version).await?;
+                    (to, trouble.message().to_owned())
+                }
             };
             let owed = self.owed_now(&pending);
             match self.store.owe(key, &owed, Some(&entering)).await? {
@@ -141,6 +145,15 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             }
         }
         Err(LaneError::Contended)
+    }
+
+    /// The lane's next state when its live events go to a call of their own, due at once.
+    async fn catch_up_now(&self, key: &LaneKey) -> Result<Lane, LaneError> {
+        let call = LaneCall::new(key, self.clock.now_ms());
+        self.schedule(&call).await?;
+        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+        to.since = Some(self.clock.now_ms());
+        Ok(to)
     }
 
     /// A lane that is not delivering always has a call on its way; should that call have been

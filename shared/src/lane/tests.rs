@@ -484,6 +484,42 @@ async fn a_call_without_its_budget_left_hands_on_without_blaming_the_destination
     assert_eq!(w.received(), numbered(1..=5));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_live_send_cut_short_by_its_batch_is_no_outage_and_its_call_tries_at_once() {
+    // GIVEN a destination that does not answer, whose turn in the batch leaves it half of its
+    // budget
+    let mut w = World::new();
+    w.sink.answer(Answer::TimeOut);
+    let events = w.arrive(3);
+    let lane = w.lane();
+    let half = Instant::now() + w.engine().policy.budget / 2;
+    let out = w
+        .engine()
+        .live(&w.key, &lane, events, &w.sink, half)
+        .await
+        .unwrap();
+    // THEN its events are owed to a call due at once, not to a retrying lane's backoff
+    assert_eq!((out.delivered, out.owed), (0, 3));
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    let (call, delay) = w.pending_call();
+    assert_eq!(delay, Duration::ZERO);
+    // AND that call, with all its time, delivers them once the destination answers
+    w.sink.answer(Answer::Take);
+    w.call(&call).await;
+    assert_eq!(w.received(), numbered(1..=3));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+    // AND with its whole budget the same silence is an outage
+    w.sink.answer(Answer::TimeOut);
+    let events = w.arrive(1);
+    let lane = w.lane();
+    let full = Instant::now() + w.engine().policy.budget;
+    w.engine()
+        .live(&w.key, &lane, events, &w.sink, full)
+        .await
+        .unwrap();
+    assert_eq!(w.lane().state, LaneState::Retrying);
+}
+
 #[tokio::test]
 async fn a_live_batch_without_the_budget_left_hands_its_events_to_catching_up() {
     let mut w = World::new();
