@@ -2526,7 +2526,7 @@ async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
 }
 
 #[tokio::test]
-async fn replays_are_limited_per_organization_with_retry_after() {
+async fn replays_turned_away_while_one_runs_cost_none_of_the_hours_ten() {
     let w = World::new().await;
     w.put(cloudwatch()).await;
     let body = json!({"since": "2026-01-01T00:00:00Z", "until": "2026-01-02T00:00:00Z"});
@@ -2538,7 +2538,8 @@ async fn replays_are_limited_per_organization_with_retry_after() {
         statuses.push((answer.status, answer.body["error"]["code"].clone()));
     }
     assert_eq!(statuses[0].0, 202);
-    // A replay is running: the others are refused as such, and cost no replay of the hour.
+    // A replay is running: the eleven others are refused as such, never as `rate_limited`
+    // (they would have been from the eleventh on, had each counted against the ten an hour).
     assert!(
         statuses[1..]
             .iter()

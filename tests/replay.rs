@@ -562,7 +562,8 @@ async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resum
 async fn replay_to_a_broken_destination(status: u16) -> (String, usize, u64) {
     let pages = ReplayPages {
         size: 2,
-        page_time: Duration::from_millis(500),
+        // Time for a loaded emulator's secret read and a request; a 503 page waits all of it.
+        page_time: Duration::from_secs(2),
         first_backoff: 0,
         ..ReplayPages::default()
     };

@@ -180,17 +180,17 @@ where
                 return Vec::new();
             }
             Err(ConfigError::Corrupt(what)) => {
-                // Damaged for good: retrying cannot mend it, and would hold the shard (every
-                // tenant on it) until its records expired. Listed as the project's failures
-                // instead; a replay brings them once the configuration is saved again.
+                // Damaged (the service's own trouble, a deploy out of step): retrying the batch
+                // cannot mend it, and would hold the shard, every tenant on it, until its
+                // records expired. Listed as the project's failures instead, for a replay.
                 let keys: Vec<StoredKey> = events
                     .iter()
                     .map(|(key, _)| key.clone())
                     .chain(unreadable.iter().map(|(key, _)| key.clone()))
                     .collect();
                 let reason = format!(
-                    "the streaming configuration could not be read (its {what}); save it \
-                     again, then replay the failures"
+                    "the service could not read the streaming configuration (its {what}); the \
+                     events are kept: replay them once it reads again"
                 );
                 tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "configuration damaged; events listed as failures");
                 let listed = self

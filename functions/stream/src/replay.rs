@@ -14,7 +14,9 @@ use audit_log::destination::DeliveryError;
 use audit_log::lane::LaneState;
 use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
-use audit_log::streaming::{FailureLog, Replay, ReplayState, Replays};
+use audit_log::streaming::{
+    ConfigError, FailureLog, Replay, ReplayState, Replays, replay_is_fresh,
+};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -31,7 +33,8 @@ pub struct Pages {
     pub page_time: Duration,
     /// Seconds before a replay looks again at a paused lane (SQS delays at most 900).
     pub paused_wait: i32,
-    /// Seconds before the first retry of a troubled page, doubled at each one after.
+    /// Seconds the part waits after a page the destination failed (the replay goes on past
+    /// it, its events listed as failures), doubled after each one in a row.
     pub first_backoff: i32,
 }
 
@@ -70,6 +73,16 @@ impl Stream {
         if replay.state != ReplayState::Running {
             return Ok(());
         }
+        // A part that waited past the lock's staleness (a busy queue) was shown as failed, and
+        // another replay of the project may have started since: it must not come back.
+        let now = self.delivery.clock.now();
+        let moved = OffsetDateTime::parse(&replay.updated_at, &Rfc3339).unwrap_or(now);
+        if !replay_is_fresh(moved.unix_timestamp(), now) {
+            let stalled = "the replay stopped making progress; start it again";
+            return self
+                .finish(&mut replay, ReplayState::Failed, Some(stalled.into()))
+                .await;
+        }
         let parse = |t: &str| {
             OffsetDateTime::parse(t, &Rfc3339)
                 .map_err(|_| format!("stored replay has a bad time {t}"))
@@ -85,13 +98,18 @@ impl Stream {
             }
             // Read for every page: a pause, a new destination or a deletion counts from the
             // next page on.
-            let Some(config) = self
-                .delivery
-                .configs
-                .get(org, project)
-                .await
-                .map_err(|e| e.to_string())?
-            else {
+            let read = match self.delivery.configs.get(org, project).await {
+                Err(ConfigError::Corrupt(what)) => {
+                    let damaged = format!(
+                        "the service could not read the streaming configuration (its {what})"
+                    );
+                    return self
+                        .finish(&mut replay, ReplayState::Failed, Some(damaged))
+                        .await;
+                }
+                read => read.map_err(|e| e.to_string())?,
+            };
+            let Some(config) = read else {
                 let deleted = "the streaming configuration was deleted";
                 return self
                     .finish(&mut replay, ReplayState::Failed, Some(deleted.into()))
@@ -161,11 +179,7 @@ impl Stream {
                     .await;
             }
             self.save_progress(&replay).await?;
-            let wait = self
-                .replay_pages
-                .first_backoff
-                .saturating_mul(1 << (part.troubled - 1).min(4))
-                .min(900);
+            let wait = wait_after(part.troubled, self.replay_pages.first_backoff);
             return self.queue_part(&part, wait).await;
         }
     }
@@ -284,6 +298,14 @@ impl Stream {
     }
 }
 
+/// Seconds a part waits after its `troubled`-th troubled page in a row (from 1): the first
+/// wait, doubled each time, within SQS's 15 minutes.
+fn wait_after(troubled: u32, first: i32) -> i32 {
+    first
+        .saturating_mul(1 << troubled.saturating_sub(1).min(4))
+        .min(900)
+}
+
 /// Why a replay stopped before the end of its range, and what to do.
 fn stopped(replay: &Replay, trouble: &DeliveryError, troubled: u32) -> String {
     let why = if trouble.is_refusal() {
@@ -302,4 +324,22 @@ fn stopped(replay: &Replay, trouble: &DeliveryError, troubled: u32) -> String {
          were not replayed: start another replay when the destination works again"
     };
     format!("the replay stopped: {why}; {rest}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn troubled_pages_wait_one_two_four_then_eight_minutes() {
+        let waits: Vec<i32> = (1..TROUBLED_PAGES).map(|n| wait_after(n, 60)).collect();
+        assert_eq!(waits, [60, 120, 240, 480]);
+        // However long the run, a wait stays within what SQS can delay, and under the
+        // replay lock's staleness.
+        assert_eq!(wait_after(30, 60), 900);
+        assert!(
+            (wait_after(TROUBLED_PAGES - 1, 60) as i64)
+                < audit_log::streaming::REPLAY_STALE_AFTER_SECONDS
+        );
+    }
 }

@@ -479,16 +479,22 @@ impl SecretStore {
     }
 }
 
-/// What a save's call met: of these calls, only a deletion in progress makes Secrets Manager
-/// answer `InvalidRequestException`.
+/// What a save's call met: Secrets Manager answers `InvalidRequestException` saying the
+/// secret is marked (or scheduled) for deletion until a forced deletion ends.
 fn staging_error<E, R>(err: SdkError<E, R>) -> CredentialsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match code(&err) {
-        Some("InvalidRequestException") => CredentialsError::Deleting,
-        _ => classify(err),
+    let service = err.as_service_error();
+    let deleting = service.and_then(|e| e.code()) == Some("InvalidRequestException")
+        && service
+            .and_then(|e| e.message())
+            .is_some_and(|m| m.contains("for deletion"));
+    if deleting {
+        CredentialsError::Deleting
+    } else {
+        classify(err)
     }
 }
 
@@ -591,19 +597,25 @@ mod tests {
         assert!(text.contains("arn:aws:iam::123456789012:role/r"));
     }
 
-    fn marked_for_deletion()
-    -> aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError {
-        aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError::InvalidRequestException(
-            aws_sdk_secretsmanager::types::error::InvalidRequestException::builder()
-                .message("You can't perform this operation on the secret because it was marked for deletion.")
-                .meta(
-                    aws_sdk_secretsmanager::error::ErrorMetadata::builder()
-                        .code("InvalidRequestException")
-                        .build(),
-                )
-                .build(),
-        )
+    fn invalid_request(
+        message: &'static str,
+    ) -> impl Fn() -> aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError {
+        move || {
+            aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError::InvalidRequestException(
+                aws_sdk_secretsmanager::types::error::InvalidRequestException::builder()
+                    .meta(
+                        aws_sdk_secretsmanager::error::ErrorMetadata::builder()
+                            .code("InvalidRequestException")
+                            .message(message)
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
     }
+
+    const MARKED: &str =
+        "You can't perform this operation on the secret because it was marked for deletion.";
 
     fn datadog_key() -> Credentials {
         Credentials::Datadog {
@@ -615,7 +627,7 @@ mod tests {
     async fn a_save_while_the_previous_secret_is_deleted_waits_for_the_deletion_to_end() {
         let rule = mock!(aws_sdk_secretsmanager::Client::put_secret_value)
             .sequence()
-            .error(marked_for_deletion)
+            .error(invalid_request(MARKED))
             .times(2)
             .output(|| {
                 aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueOutput::builder()
@@ -634,8 +646,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_deletion_that_outlasts_the_waits_is_told_as_such() {
-        let rule =
-            mock!(aws_sdk_secretsmanager::Client::put_secret_value).then_error(marked_for_deletion);
+        let rule = mock!(aws_sdk_secretsmanager::Client::put_secret_value)
+            .then_error(invalid_request(MARKED));
         let store = SecretStore::new(
             mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule]),
             "p/",
@@ -643,6 +655,20 @@ mod tests {
         let error = store.stage("o", "p", &datadog_key()).await.unwrap_err();
         assert!(matches!(error, CredentialsError::Deleting), "{error:?}");
         assert_eq!(rule.num_calls(), WHILE_DELETING.len() + 1);
+    }
+
+    #[tokio::test]
+    async fn another_invalid_request_is_not_taken_for_a_deletion() {
+        let rule = mock!(aws_sdk_secretsmanager::Client::put_secret_value).then_error(
+            invalid_request("You provided an invalid value for a parameter."),
+        );
+        let store = SecretStore::new(
+            mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule]),
+            "p/",
+        );
+        let error = store.stage("o", "p", &datadog_key()).await.unwrap_err();
+        assert!(matches!(error, CredentialsError::Refused(_)), "{error:?}");
+        assert_eq!(rule.num_calls(), 1);
     }
 
     #[tokio::test]

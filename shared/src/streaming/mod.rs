@@ -33,7 +33,10 @@ pub use organization::{
 #[cfg(any(test, feature = "test-util"))]
 pub use projects::MemoryProjects;
 pub use projects::{ProjectIndex, note_stored_projects, noted_projects};
-pub use replays::{Replay, ReplayState, Replays, is_fresh as replay_is_fresh};
+pub use replays::{
+    Replay, ReplayState, Replays, STALE_AFTER_SECONDS as REPLAY_STALE_AFTER_SECONDS,
+    is_fresh as replay_is_fresh,
+};
 
 use crate::destination::Destination;
 use crate::lane::Lane;
