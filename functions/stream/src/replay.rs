@@ -14,9 +14,7 @@ use audit_log::destination::DeliveryError;
 use audit_log::lane::LaneState;
 use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
-use audit_log::streaming::{
-    ConfigError, FailureLog, Replay, ReplayState, Replays, replay_is_fresh,
-};
+use audit_log::streaming::{ConfigError, FailureLog, REPLAY_STALLED, Replay, ReplayState, Replays};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -75,12 +73,13 @@ impl Stream {
         }
         // A part that waited past the lock's staleness (a busy queue) was shown as failed, and
         // another replay of the project may have started since: it must not come back.
-        let now = self.delivery.clock.now();
-        let moved = OffsetDateTime::parse(&replay.updated_at, &Rfc3339).unwrap_or(now);
-        if !replay_is_fresh(moved.unix_timestamp(), now) {
-            let stalled = "the replay stopped making progress; start it again";
+        if replay.stalled_at(self.delivery.clock.now()) {
             return self
-                .finish(&mut replay, ReplayState::Failed, Some(stalled.into()))
+                .finish(
+                    &mut replay,
+                    ReplayState::Failed,
+                    Some(REPLAY_STALLED.into()),
+                )
                 .await;
         }
         let parse = |t: &str| {

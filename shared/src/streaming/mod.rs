@@ -35,7 +35,7 @@ pub use projects::MemoryProjects;
 pub use projects::{ProjectIndex, note_stored_projects, noted_projects};
 pub use replays::{
     Replay, ReplayState, Replays, STALE_AFTER_SECONDS as REPLAY_STALE_AFTER_SECONDS,
-    is_fresh as replay_is_fresh,
+    STALLED as REPLAY_STALLED,
 };
 
 use crate::destination::Destination;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// A lock whose replay has not moved for this long is taken over.
 pub const STALE_AFTER_SECONDS: i64 = 15 * 60;
@@ -21,6 +22,9 @@ pub const STALE_AFTER_SECONDS: i64 = 15 * 60;
 pub fn is_fresh(beat: i64, at: OffsetDateTime) -> bool {
     beat >= at.unix_timestamp() - STALE_AFTER_SECONDS
 }
+
+/// What a replay that stalled says, where it is shown failed.
+pub const STALLED: &str = "the replay stopped making progress; start it again";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +87,14 @@ const CURSOR: &str = "cursor";
 const KEPT_SECONDS: i64 = 30 * 86_400;
 
 impl Replay {
+    /// Whether the replay, still `running`, stalled by `now`: its last save (its heartbeat)
+    /// is older than the lock's staleness, so another replay of the project may have taken
+    /// its lock. The API shows it failed, and its part, should it come, stops there.
+    pub fn stalled_at(&self, now: OffsetDateTime) -> bool {
+        let moved = OffsetDateTime::parse(&self.updated_at, &Rfc3339).unwrap_or(now);
+        self.state == ReplayState::Running && !is_fresh(moved.unix_timestamp(), now)
+    }
+
     pub(super) fn to_item(
         &self,
         now: OffsetDateTime,

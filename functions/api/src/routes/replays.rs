@@ -5,10 +5,9 @@ use crate::{Api, Ports, config_error, input, internal, json_response};
 use audit_log::clock::seconds_text;
 use audit_log::message::ReplayPart;
 use audit_log::streaming::{
-    Configurations, REPLAYS_STARTED, Replay, ReplayState, Replays, replay_is_fresh,
+    Configurations, REPLAY_STALLED, REPLAYS_STARTED, Replay, ReplayState, Replays,
 };
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
@@ -119,11 +118,9 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?
             .ok_or_else(|| super::unknown_job("replay"))?;
-        let now = self.clock.now();
-        let moved = OffsetDateTime::parse(&replay.updated_at, &Rfc3339).unwrap_or(now);
-        if replay.state == ReplayState::Running && !replay_is_fresh(moved.unix_timestamp(), now) {
+        if replay.stalled_at(self.clock.now()) {
             replay.state = ReplayState::Failed;
-            replay.last_error = Some("the replay stopped making progress; start it again".into());
+            replay.last_error = Some(REPLAY_STALLED.into());
         }
         Ok(json_response(200, &replay))
     }
