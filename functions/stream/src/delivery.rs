@@ -193,12 +193,7 @@ where
                      events are kept: replay them once it reads again"
                 );
                 tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "configuration damaged; events listed as failures");
-                let listed = self
-                    .configs
-                    .record_failures(&lane, &keys, &reason, self.clock.now())
-                    .await;
-                if let Err(e) = listed {
-                    tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be listed; Lambda retries them");
+                if !self.list_failures(&lane, &keys, &reason).await {
                     return positions();
                 }
                 self.remember(records);
@@ -217,12 +212,7 @@ where
         for (reason, keys) in by_reason {
             tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "stored events unreadable; listed as failures");
             let reason = format!("the stored event could not be read: {reason}");
-            let listed = self
-                .configs
-                .record_failures(&lane, &keys, &reason, self.clock.now())
-                .await;
-            if let Err(e) = listed {
-                tracing::error!(organization_id = org, project_id = project, error = %e, "unreadable events could not be listed; Lambda retries them");
+            if !self.list_failures(&lane, &keys, &reason).await {
                 return positions();
             }
         }
@@ -254,6 +244,19 @@ where
                 positions()
             }
         }
+    }
+
+    /// Lists events as the project's failures, for a replay; false (logged) when the table
+    /// refused, and Lambda is to retry them.
+    async fn list_failures(&self, lane: &LaneKey, keys: &[StoredKey], reason: &str) -> bool {
+        let listed = self
+            .configs
+            .record_failures(lane, keys, reason, self.clock.now())
+            .await;
+        if let Err(e) = &listed {
+            tracing::error!(organization_id = lane.organization_id, project_id = lane.project_id, error = %e, events = keys.len(), "events could not be listed as failures; Lambda retries them");
+        }
+        listed.is_ok()
     }
 
     /// Records handled for good, skipped when Lambda hands them again.
