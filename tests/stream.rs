@@ -51,12 +51,15 @@ fn fast() -> Backoff {
     }
 }
 
-/// Lanes on a test's time scale: outages found within two seconds, probes a second apart.
+/// Lanes on a test's time scale: outages found within two seconds, probes a second apart. A
+/// loaded test machine is no slow destination: only the test of slow destinations sets them
+/// aside.
 fn lanes() -> audit_log::lane::Policy {
     audit_log::lane::Policy {
         first_backoff: Duration::from_millis(200),
         budget: Duration::from_secs(2),
         catch_up_budget: Duration::from_secs(4),
+        slow_after: Duration::MAX,
         ..audit_log::lane::Policy::new(Duration::from_secs(3600), Duration::from_secs(1))
     }
 }
@@ -1028,6 +1031,70 @@ async fn a_datadog_that_does_not_answer_costs_the_stream_its_budget_once() {
     let started = Instant::now();
     assert!(handed_on(&stream, &more).await);
     assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn a_slow_datadog_is_served_by_its_own_lane_and_holds_no_later_batch() {
+    // GIVEN a Datadog that takes every log, but only after 1.2 s
+    let dd = Datadog::new().await;
+    let slow =
+        || intake().respond_with(ResponseTemplate::new(202).set_delay(Duration::from_millis(1200)));
+    dd.mount(slow()).await;
+    let policy = audit_log::lane::Policy {
+        slow_after: Duration::from_millis(600),
+        slow_hold: Duration::from_secs(1),
+        ..lanes()
+    };
+    let stream = dd.stream(Duration::from_secs(5)).with_lanes(policy);
+    // WHEN a batch reaches it, it is delivered, and the lane set aside
+    let (_, records) = dd.events(2).await;
+    assert!(handed_on(&stream, &records).await);
+    assert_eq!(dd.requests().await.len(), 1);
+    let lane = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(lane.state, audit_log::lane::LaneState::CatchingUp);
+    assert!(lane.reason.unwrap().contains("to answer"));
+    // THEN the next batch sends it nothing: its events wait for the lane's own call
+    let more = dd
+        .world
+        .capture_more(&[recent(&dd.org, &dd.project, 1, "OK")], &records)
+        .await;
+    assert!(handed_on(&stream, &more).await);
+    assert_eq!(dd.requests().await.len(), 1, "the batch waited on nobody");
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 1);
+    // AND the lane's call delivers them; still slow, the lane stays aside
+    assert!(
+        dd.world
+            .run_lane_calls(&stream, Duration::from_secs(20), async || {
+                dd.requests().await.len() == 2
+            })
+            .await
+    );
+    let lane = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(lane.state, audit_log::lane::LaneState::CatchingUp);
+    assert_eq!(lane.owed, 0);
+    assert_eq!(dd.entries_sent_with(KEY).await, 3);
+    // AND once quick again, live delivery resumes by itself
+    dd.server.reset().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    assert!(
+        dd.world
+            .run_lane_calls(&stream, Duration::from_secs(20), async || {
+                dd.world.lane(&dd.org, &dd.project).await.state
+                    == audit_log::lane::LaneState::Delivering
+            })
+            .await
+    );
+    let last = dd
+        .world
+        .capture_more(&[recent(&dd.org, &dd.project, 0, "OK")], &more)
+        .await;
+    assert!(handed_on(&stream, &last).await);
+    assert_eq!(
+        dd.entries_sent_with(KEY).await,
+        1,
+        "sent by the batch itself"
+    );
 }
 
 #[tokio::test]

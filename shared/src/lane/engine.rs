@@ -107,11 +107,16 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 let to = self.catch_up_now(key).await?;
                 (to, "no time left in this invocation".to_owned())
             } else {
-                let budget = Instant::now() + left.min(self.policy.budget);
+                let began = Instant::now();
+                let budget = began + left.min(self.policy.budget);
                 let sent = self.send(key, pending, sink, budget, false).await?;
                 out.delivered += sent.delivered;
                 out.rejected += sent.rejected;
                 let Some(trouble) = sent.trouble else {
+                    let took = began.elapsed();
+                    if took > self.policy.slow_after {
+                        out.entered = self.set_aside(key, took).await?;
+                    }
                     return Ok(out);
                 };
                 pending = sent.unsent;
@@ -154,6 +159,54 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
         to.since = Some(self.clock.now_ms());
         Ok(to)
+    }
+
+    /// A destination that took `took` to answer a live delivery held the batch, and every
+    /// tenant on its shard, that long: its live events are owed to its own calls, `slow_hold`
+    /// apart, until one of them finds it quick again. The state it entered, if it was still
+    /// delivering.
+    async fn set_aside(
+        &self,
+        key: &LaneKey,
+        took: Duration,
+    ) -> Result<Option<LaneState>, LaneError> {
+        let call = self.slow_call(key);
+        self.schedule(&call).await?;
+        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+        to.since = Some(self.clock.now_ms());
+        to.reason = Some(self.slow_reason(took));
+        if !self
+            .store
+            .update_from(key, &[LaneState::Delivering], &to)
+            .await?
+        {
+            return Ok(None);
+        }
+        tracing::warn!(
+            organization_id = key.organization_id,
+            project_id = key.project_id,
+            took_ms = took.as_millis() as u64,
+            "the destination answered slowly; its events go through its own lane for a while"
+        );
+        Ok(Some(LaneState::CatchingUp))
+    }
+
+    /// The call of a lane set aside as slow.
+    fn slow_call(&self, key: &LaneKey) -> LaneCall {
+        LaneCall::new(
+            key,
+            self.clock.now_ms() + self.policy.slow_hold.as_millis() as i64,
+        )
+    }
+
+    fn slow_reason(&self, took: Duration) -> String {
+        format!(
+            "the destination took {:.1} s to answer (more than {:.1} s): its events are sent by \
+             its own calls, every {} s, until it answers quickly again",
+            took.as_secs_f64(),
+            self.policy.slow_after.as_secs_f64(),
+            self.policy.slow_hold.as_secs()
+        )
     }
 
     /// A lane that is not delivering always has a call on its way; should that call have been
@@ -404,6 +457,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut state = lane.state;
         let interval = lane.interval_ms;
         let mut pages = 0;
+        // How long the last page took, when the destination was slow to take it.
+        let mut slow: Option<Duration> = None;
         loop {
             // A page needs its budget (a fresh invocation has it): without it, the destination
             // would be blamed for the invocation's own end. A fresh call goes on instead.
@@ -442,6 +497,22 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 page.truncate(cut.max(1));
             }
             if page.is_empty() {
+                if let Some(took) = slow {
+                    // Still slow: live delivery would hold the shard again.
+                    let next = self.slow_call(key);
+                    self.schedule(&next).await?;
+                    let mut to = Lane::to(LaneState::CatchingUp, Some(&next), 0);
+                    to.reason = Some(self.slow_reason(took));
+                    self.store.update(key, &held.attempt, &to).await?;
+                    tracing::info!(
+                        organization_id = key.organization_id,
+                        project_id = key.project_id,
+                        delivered = out.delivered,
+                        took_ms = took.as_millis() as u64,
+                        "the destination is still slow; its events keep going through its own lane"
+                    );
+                    return Ok(());
+                }
                 if self.store.finish(key, &held.attempt, fresh.writes).await? {
                     out.entered = Some(LaneState::Delivering);
                     tracing::info!(
@@ -474,8 +545,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     )
                     .await?;
             }
-            let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
+            let began = Instant::now();
+            let budget = deadline.min(began + self.policy.catch_up_budget);
             let sent = self.send(key, found, sink, budget, probe).await?;
+            slow = Some(began.elapsed()).filter(|took| *took > self.policy.slow_after);
             out.delivered += sent.delivered;
             out.rejected += sent.rejected;
             let unsent: std::collections::HashSet<&str> = sent

@@ -336,6 +336,8 @@ pub enum Answer {
     /// Answers nothing until the deadline it was given, as a real destination's client gives
     /// up on a destination that does not answer.
     TimeOut,
+    /// Takes every event, after this long.
+    Slow(std::time::Duration),
 }
 
 /// A destination that answers every request as told, and keeps what it took, in order.
@@ -389,6 +391,11 @@ impl Sink for ScriptedSink {
             }
             Answer::Fail(e) => (0..events.len()).map(|i| (i, e.clone())).collect(),
             Answer::Hang => std::future::pending().await,
+            Answer::Slow(took) => {
+                tokio::time::sleep(took).await;
+                lock(&self.received).extend(events.iter().cloned());
+                Vec::new()
+            }
             Answer::TimeOut => {
                 tokio::time::sleep_until(deadline).await;
                 let late =

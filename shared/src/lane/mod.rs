@@ -173,6 +173,13 @@ pub struct Policy {
     /// The same for a probe or a page of catching up: longer, so a destination that is slow
     /// but working still gets everything.
     pub catch_up_budget: Duration,
+    /// A live delivery that succeeds but takes longer than this held its batch, every tenant
+    /// on the shard, that long: the lane's events then go through its own calls, `slow_hold`
+    /// apart, until a call finds the destination quick again. Datadog's and CloudWatch's
+    /// requests take tens to hundreds of milliseconds, and the stream waits up to a second to
+    /// fill a batch anyway.
+    pub slow_after: Duration,
+    pub slow_hold: Duration,
     /// How often a refused or paused lane's owed events are checked against the retry window.
     pub housekeeping: Duration,
     /// How long an attempt may run before another call takes over from it.
@@ -216,6 +223,8 @@ impl Policy {
             first_backoff: Duration::from_secs(5).min(max_backoff),
             budget: Duration::from_secs(5),
             catch_up_budget: Duration::from_secs(30),
+            slow_after: Duration::from_secs(1),
+            slow_hold: Duration::from_secs(30),
             housekeeping: Duration::from_secs(900),
             lease,
             lost_after: LANE_QUEUE_VISIBILITY + lease,

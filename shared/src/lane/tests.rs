@@ -520,6 +520,64 @@ async fn a_live_send_cut_short_by_its_batch_is_no_outage_and_its_call_tries_at_o
     assert_eq!(w.lane().state, LaneState::Retrying);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_slow_destination_is_served_by_its_own_calls_until_it_is_quick_again() {
+    // GIVEN a destination that takes every event, but twice as slowly as a batch can wait
+    let mut w = World::new();
+    let policy = w.engine().policy.clone();
+    w.sink.answer(Answer::Slow(policy.slow_after * 2));
+    // WHEN a live batch reaches it
+    let out = w.live(3).await;
+    // THEN the batch is delivered, and the lane is set aside until its call, a hold away
+    assert_eq!(out.delivered, 3);
+    assert_eq!(out.entered, Some(LaneState::CatchingUp));
+    assert!(w.lane().reason.unwrap().contains("took 2.0 s"));
+    // AND the next live batches cost their batch no request: they are owed to that call
+    let requests = w.sink.requests();
+    let out = w.live(2).await;
+    assert_eq!((out.delivered, out.owed), (0, 2));
+    assert_eq!(w.sink.requests(), requests);
+    let (call, delay) = w.pending_call();
+    assert_eq!(delay, policy.slow_hold);
+    // AND the call delivers them; the destination is still slow, so the lane stays aside
+    w.clock.advance(policy.slow_hold);
+    let out = w.call(&call).await;
+    assert_eq!((out.delivered, out.entered), (2, None));
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    // AND once a call finds it quick, live delivery resumes
+    w.sink.answer(Answer::Take);
+    assert_eq!(w.live(1).await.owed, 1);
+    let out = w.run_due_call().await;
+    assert_eq!(
+        (out.delivered, out.entered),
+        (1, Some(LaneState::Delivering))
+    );
+    assert_eq!(w.live(1).await.delivered, 1);
+    assert_eq!(w.received(), numbered(1..=7));
+    assert!(w.lanes.get(&w.key).owed.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_destination_that_gets_nothing_while_aside_delivers_live_again() {
+    let mut w = World::new();
+    w.sink
+        .answer(Answer::Slow(w.engine().policy.slow_after * 2));
+    w.live(1).await;
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    // Nothing arrives while it is aside: its call has nothing to judge it by.
+    let out = w.run_due_call().await;
+    assert_eq!(
+        (out.delivered, out.entered),
+        (0, Some(LaneState::Delivering))
+    );
+    // AND a destination quick enough never leaves live delivery
+    w.sink
+        .answer(Answer::Slow(w.engine().policy.slow_after / 2));
+    let out = w.live(2).await;
+    assert_eq!((out.delivered, out.entered), (2, None));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
 #[tokio::test]
 async fn a_live_batch_without_the_budget_left_hands_its_events_to_catching_up() {
     let mut w = World::new();
