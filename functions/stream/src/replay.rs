@@ -3,10 +3,11 @@
 //! the invocation's time runs out the replay puts its own continuation on the replay queue; an
 //! invocation that dies leaves its message in the queue, which delivers it again and the replay
 //! resumes from the saved position. Duplicates this can cause are at most one page. While the
-//! project's lane is paused a replay waits on the queue and sends nothing; after a page its
-//! destination failed it waits longer each time, and stops after five such pages in a row (or
-//! at once when the destination refuses), so a broken destination never holds a replay slot
-//! the service's other replays are waiting for.
+//! project's lane is paused a replay waits on the queue and sends nothing, and stops as failed
+//! once the pause outlasts the retry window; after a page its destination failed it waits
+//! longer each time, and stops after five such pages in a row (or at once when the destination
+//! refuses), so a broken destination never holds a replay slot the service's other replays are
+//! waiting for.
 
 use crate::Stream;
 use audit_log::AuditEvent;
@@ -115,6 +116,23 @@ impl Stream {
                     .await;
             };
             if config.lane.state == LaneState::Paused {
+                let policy = &self.delivery.policy;
+                if config
+                    .lane
+                    .since
+                    .is_some_and(|since| policy.outstayed(since, self.delivery.clock.now_ms()))
+                {
+                    // As long as a paused destination is owed its live events, and no longer:
+                    // the project's next replay should not wait behind this one for ever.
+                    let paused = format!(
+                        "the destination has been paused for longer than the {} retry window: \
+                         resume it, then start the replay again",
+                        policy.window_name()
+                    );
+                    return self
+                        .finish(&mut replay, ReplayState::Failed, Some(paused))
+                        .await;
+                }
                 // Nothing is sent while paused; the save keeps the replay's lock fresh.
                 self.save_progress(&replay).await?;
                 return self.queue_part(&part, self.replay_pages.paused_wait).await;

@@ -611,14 +611,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         deadline: Instant,
     ) -> Result<usize, LaneError> {
         let cutoff = now - self.policy.retry_window.as_millis() as i64;
-        let window = self.policy.retry_window.as_secs();
-        let window = if window.is_multiple_of(3600) {
-            format!("{}-hour", window / 3600)
-        } else {
-            format!("{window}-second")
-        };
         let reason = format!(
-            "not delivered within the {window} retry window: {}",
+            "not delivered within the {} retry window: {}",
+            self.policy.window_name(),
             lane.reason
                 .as_deref()
                 .unwrap_or("the destination did not take events")

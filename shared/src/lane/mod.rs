@@ -258,6 +258,22 @@ impl Policy {
         ))
     }
 
+    /// The retry window as a person reads it: "168-hour".
+    pub fn window_name(&self) -> String {
+        let window = self.retry_window.as_secs();
+        if window.is_multiple_of(3600) {
+            format!("{}-hour", window / 3600)
+        } else {
+            format!("{window}-second")
+        }
+    }
+
+    /// Whether a lane that stopped delivering at `since_ms` has been away longer than the
+    /// retry window at `now_ms`.
+    pub fn outstayed(&self, since_ms: i64, now_ms: i64) -> bool {
+        now_ms - since_ms > self.retry_window.as_millis() as i64
+    }
+
     /// The interval after `current` (0: the outage just began), doubling up to the cap.
     pub fn next_interval(&self, current_ms: u64) -> u64 {
         let first = self.first_backoff.as_millis() as u64;
