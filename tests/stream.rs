@@ -847,6 +847,49 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
     );
 }
 
+#[tokio::test]
+async fn a_destination_saved_after_one_was_removed_inherits_nothing_it_was_owed() {
+    // GIVEN a destination that is down and owed three events
+    let dd = Datadog::new().await;
+    let (stream, owed_to_the_old_one) = dd.down_owing(3).await;
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 3);
+    // WHEN it is removed before its owed events are all forgotten (a large backlog outlasts
+    // the deletion's few seconds, and its lane's call has not come yet), and another is saved
+    assert!(
+        dd.world
+            .configs
+            .delete(&dd.org, &dd.project, None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    dd.world.configure_datadog(&dd.org, &dd.project, KEY).await;
+    // THEN the new destination is owed nothing
+    let lane = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(lane.state, audit_log::lane::LaneState::Delivering);
+    let span = audit_log::lane::OwedSpan::of(&lane);
+    let key = audit_log::lane::LaneKey::new(&dd.org, &dd.project);
+    assert_eq!(
+        audit_log::lane::LaneStore::oldest_owed_at(&dd.world.configs, &key, span)
+            .await
+            .unwrap(),
+        None
+    );
+    // AND when it is down in turn and comes back, it catches up on its own events only
+    let mine = dd
+        .world
+        .capture_more(
+            &[recent(&dd.org, &dd.project, 1, "OK")],
+            &owed_to_the_old_one,
+        )
+        .await;
+    assert!(handed_on(&stream, &mine).await, "owed: it is down");
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 1);
+    assert!(dd.back_and_caught_up(&stream).await);
+    let sent: Vec<Value> = dd.requests().await.iter().flat_map(entries).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+}
+
 /// The schedule's call, as Lambda hands it to the function: its answer, or its error.
 async fn sweeping(stream: &Stream) -> Result<Value, lambda_runtime::Error> {
     let scheduled: audit_log_stream::Invocation = serde_json::from_str(

@@ -9,8 +9,13 @@ pub trait Clock: Send + Sync {
 
     /// Milliseconds since the epoch: how lanes store instants.
     fn now_ms(&self) -> i64 {
-        (self.now().unix_timestamp_nanos() / 1_000_000) as i64
+        epoch_ms(self.now())
     }
+}
+
+/// `t` in milliseconds since the epoch.
+pub fn epoch_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// `t` as RFC 3339 in UTC to the whole second: fixed width, so such texts order as times.

@@ -454,12 +454,14 @@ async fn watched_lanes(stack: &Stack) -> Vec<WatchedLane> {
     for item in projects {
         let lane =
             audit_log::lane::LaneKey::new(text(&item, ORGANIZATION_ID), text(&item, PROJECT_ID));
-        let oldest = audit_log::lane::LaneStore::oldest_owed_at(&configs, &lane)
+        let state = audit_log::streaming::lane_of(&item);
+        let span = audit_log::lane::OwedSpan::of(&state);
+        let oldest = audit_log::lane::LaneStore::oldest_owed_at(&configs, &lane, span)
             .await
             .expect("query a lane's oldest owed event");
         out.push(WatchedLane {
             owes: oldest.is_some(),
-            lane: audit_log::streaming::lane_of(&item),
+            lane: state,
             sort_key: text(&item, SORT_KEY),
         });
     }

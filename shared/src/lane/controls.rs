@@ -1,7 +1,7 @@
 //! What a customer or a configuration change does to a lane from outside its schedule: pause,
 //! resume, try again now, forget what a removed destination was owed.
 
-use super::{Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Lanes, Timers};
+use super::{Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Lanes, OwedSpan, Timers};
 use crate::clock::Clock;
 use tokio::time::Instant;
 
@@ -10,7 +10,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     /// by `deadline`.
     pub async fn forget(&self, key: &LaneKey, deadline: Instant) -> Result<bool, LaneError> {
         while Instant::now() < deadline {
-            let page = self.store.owed(key, self.policy.page, None).await?;
+            let page = self
+                .store
+                .owed(key, OwedSpan::ALL, self.policy.page)
+                .await?;
             if page.is_empty() {
                 return Ok(true);
             }

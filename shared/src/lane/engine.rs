@@ -3,8 +3,8 @@
 //! which destination nor which database.
 
 use super::{
-    EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Policy,
-    Timers,
+    EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing,
+    Policy, Timers,
 };
 use crate::AuditEvent;
 use crate::clock::Clock;
@@ -487,7 +487,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             } else {
                 self.policy.page
             };
-            let mut page = self.store.owed(key, limit, None).await?;
+            let mut page = self.store.owed(key, OwedSpan::of(&fresh), limit).await?;
             // Cut by bytes too (at least one event): events may be up to 1 MiB each.
             let mut bytes = 0;
             if let Some(cut) = page.iter().position(|o| {
@@ -620,7 +620,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         );
         let mut expired = 0;
         while Instant::now() < deadline {
-            let page = self.store.owed(key, self.policy.page, Some(cutoff)).await?;
+            let page = self
+                .store
+                .owed(key, OwedSpan::of(lane).before(cutoff), self.policy.page)
+                .await?;
             if page.is_empty() {
                 break;
             }

@@ -3,7 +3,8 @@
 //! For unit tests of lanes and of the stream function without an emulator.
 
 use super::{
-    EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing, Timers,
+    EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing,
+    Timers,
 };
 use crate::AuditEvent;
 use crate::destination::{ConnectionTest, DeliveryError, Destinations, Failures, Sink};
@@ -200,6 +201,7 @@ impl LaneStore for MemoryLanes {
                 m.lane = Lane {
                     writes: m.lane.writes,
                     version: m.lane.version,
+                    owed_from: m.lane.owed_from,
                     ..Lane::default()
                 };
                 true
@@ -210,8 +212,8 @@ impl LaneStore for MemoryLanes {
     async fn owed(
         &self,
         key: &LaneKey,
+        span: OwedSpan,
         limit: usize,
-        before_ms: Option<i64>,
     ) -> Result<Vec<Owed>, LaneError> {
         let all = lock(&self.lanes)
             .get(key)
@@ -219,7 +221,7 @@ impl LaneStore for MemoryLanes {
             .unwrap_or_default();
         Ok(all
             .into_values()
-            .filter(|o| before_ms.is_none_or(|b| o.owed_at_ms < b))
+            .filter(|o| span.holds(o.owed_at_ms))
             .take(limit)
             .collect())
     }
@@ -264,8 +266,14 @@ impl LaneStore for MemoryLanes {
         Ok(())
     }
 
-    async fn oldest_owed_at(&self, key: &LaneKey) -> Result<Option<i64>, LaneError> {
-        Ok(self.kept(key, |m| m.owed.keys().next().map(|(at, _)| *at)))
+    async fn oldest_owed_at(
+        &self,
+        key: &LaneKey,
+        span: OwedSpan,
+    ) -> Result<Option<i64>, LaneError> {
+        Ok(self.kept(key, |m| {
+            m.owed.keys().map(|(at, _)| *at).find(|at| span.holds(*at))
+        }))
     }
 
     async fn record_attempt(

@@ -105,6 +105,10 @@ pub struct Lane {
     /// The configuration version a refused lane was refused under: a save since then is a
     /// fix to try, even if the save's own call to try again was lost.
     pub refused_version: Option<u64>,
+    /// When the destination was saved in place of none (epoch ms): what was owed before was
+    /// owed to a destination since removed, and is not this one's (`None`: saved before this
+    /// was kept, everything counts).
+    pub owed_from: Option<i64>,
 }
 
 impl Lane {
@@ -127,6 +131,42 @@ pub struct Owed {
     pub event: StoredKey,
     pub owed_at_ms: i64,
     pub bytes: u64,
+}
+
+/// Which of a lane's owed events a reader wants: those owed at `from_ms` or later (the lane's
+/// [`Lane::owed_from`]) and, when given, before `before_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwedSpan {
+    pub from_ms: Option<i64>,
+    pub before_ms: Option<i64>,
+}
+
+impl OwedSpan {
+    /// Every owed item, whoever it was owed to (a removed destination's, to forget them).
+    pub const ALL: Self = Self {
+        from_ms: None,
+        before_ms: None,
+    };
+
+    /// What the lane's own destination is owed.
+    pub fn of(lane: &Lane) -> Self {
+        Self {
+            from_ms: lane.owed_from,
+            before_ms: None,
+        }
+    }
+
+    pub fn before(self, before_ms: i64) -> Self {
+        Self {
+            before_ms: Some(before_ms),
+            ..self
+        }
+    }
+
+    pub fn holds(&self, owed_at_ms: i64) -> bool {
+        self.from_ms.is_none_or(|from| owed_at_ms >= from)
+            && self.before_ms.is_none_or(|before| owed_at_ms < before)
+    }
 }
 
 /// What writing owed events found.
@@ -342,12 +382,12 @@ pub trait LaneStore: Sync {
         writes: u64,
     ) -> impl Future<Output = Result<bool, LaneError>> + Send;
 
-    /// The oldest owed events, at most `limit`, only those owed before `before_ms` if given.
+    /// The oldest owed events in `span`, at most `limit`.
     fn owed(
         &self,
         lane: &LaneKey,
+        span: OwedSpan,
         limit: usize,
-        before_ms: Option<i64>,
     ) -> impl Future<Output = Result<Vec<Owed>, LaneError>> + Send;
 
     /// Owed events that are no longer owed (delivered, or recorded as failures).
@@ -374,10 +414,11 @@ pub trait LaneStore: Sync {
         now: time::OffsetDateTime,
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 
-    /// When the oldest event the lane owes became owed (epoch ms), for its health.
+    /// When the oldest event in `span` became owed (epoch ms), for the lane's health.
     fn oldest_owed_at(
         &self,
         lane: &LaneKey,
+        span: OwedSpan,
     ) -> impl Future<Output = Result<Option<i64>, LaneError>> + Send;
 
     /// One delivery's outcome, for the destination's health.

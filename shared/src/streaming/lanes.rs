@@ -8,7 +8,7 @@ use super::{
     project_of_key, s, store_error,
 };
 use crate::destination::DeliveryError;
-use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, Owing};
+use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing};
 use crate::store::{StoredKey, key_part};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -31,9 +31,10 @@ pub mod attr {
     pub const WRITES: &str = "lane_writes";
     pub const OWED: &str = "lane_owed";
     pub const REFUSED_VERSION: &str = "lane_refused_version";
+    pub const OWED_FROM: &str = "lane_owed_from";
 
     /// Every lane attribute of a configuration item.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         STATE,
         ATTEMPT,
         NEXT_ATTEMPT_AT,
@@ -43,6 +44,7 @@ pub mod attr {
         WRITES,
         OWED,
         REFUSED_VERSION,
+        OWED_FROM,
     ];
 }
 
@@ -131,6 +133,7 @@ pub fn lane_of(item: &HashMap<String, AttributeValue>) -> Lane {
         owed: number(item, attr::OWED).unwrap_or(0).max(0) as u64,
         version: number(item, super::attr::VERSION).unwrap_or(0).max(0) as u64,
         refused_version: number(item, attr::REFUSED_VERSION).map(|v| v.max(0) as u64),
+        owed_from: number(item, attr::OWED_FROM),
     }
 }
 
@@ -148,6 +151,7 @@ pub(super) fn attributes(lane: &Lane) -> Vec<(String, AttributeValue)> {
     for (name, value) in [
         (attr::NEXT_ATTEMPT_AT, lane.next_attempt_at),
         (attr::SINCE, lane.since),
+        (attr::OWED_FROM, lane.owed_from),
     ] {
         if let Some(v) = value {
             out.push((name.to_owned(), n(v)));
@@ -365,27 +369,29 @@ impl ConfigTable {
     async fn query_owed(
         &self,
         lane: &LaneKey,
+        span: OwedSpan,
         limit: usize,
-        before_ms: Option<i64>,
     ) -> Result<Vec<Owed>, ConfigError> {
         let prefix = prefix(&lane.project_id);
-        let query = self
+        // Keys owed at `from_ms` or later sort from the first, those owed at `before_ms` or
+        // later after the second; every owed key of the project sorts before `~`.
+        let at = |ms: i64| format!("{prefix}{:013}", ms.max(0));
+        let lo = span.from_ms.map_or_else(|| prefix.clone(), at);
+        let hi = span.before_ms.map_or_else(|| format!("{prefix}~"), at);
+        let out = self
             .client
             .query()
             .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
             .expression_attribute_values(":pk", s(&key_part(&lane.organization_id)))
-            .expression_attribute_values(":lo", s(&prefix))
+            .expression_attribute_values(":lo", s(&lo))
+            .expression_attribute_values(":hi", s(&hi))
             .scan_index_forward(true)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .consistent_read(true);
-        let query = match before_ms {
-            // Keys owed at `before_ms` or later sort after this one.
-            Some(before) => query
-                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":hi", s(&format!("{prefix}{:013}", before.max(0)))),
-            None => query.key_condition_expression("pk = :pk AND begins_with(sk, :lo)"),
-        };
-        let out = query.send().await.map_err(store_error)?;
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
         Ok(out
             .items
             .unwrap_or_default()
@@ -528,12 +534,10 @@ impl LaneStore for ConfigTable {
     async fn owed(
         &self,
         lane: &LaneKey,
+        span: OwedSpan,
         limit: usize,
-        before_ms: Option<i64>,
     ) -> Result<Vec<Owed>, LaneError> {
-        self.query_owed(lane, limit, before_ms)
-            .await
-            .map_err(lane_error)
+        self.query_owed(lane, span, limit).await.map_err(lane_error)
     }
 
     async fn settle(&self, lane: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
@@ -606,9 +610,13 @@ impl LaneStore for ConfigTable {
         .map_err(lane_error)
     }
 
-    async fn oldest_owed_at(&self, lane: &LaneKey) -> Result<Option<i64>, LaneError> {
+    async fn oldest_owed_at(
+        &self,
+        lane: &LaneKey,
+        span: OwedSpan,
+    ) -> Result<Option<i64>, LaneError> {
         Ok(self
-            .query_owed(lane, 1, None)
+            .query_owed(lane, span, 1)
             .await
             .map_err(lane_error)?
             .first()

@@ -132,6 +132,10 @@ impl Configurations for MemoryLanes {
             return Err(ConfigError::VersionMismatch { current });
         }
         let lane = lanes.entry(key.clone()).or_default();
+        if read == 0 {
+            // Saved in place of none: what is still owed was a removed destination's.
+            lane.lane.owed_from = Some(crate::clock::epoch_ms(now));
+        }
         lane.saved();
         lane.secret_version.clone_from(&new.secret_version);
         let config = StreamingConfig {

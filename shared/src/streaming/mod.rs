@@ -369,7 +369,12 @@ impl Configurations for ConfigTable {
         // being unchanged: the lane's state and counters stay as the stream left them.
         for _ in 0..LANE_RACES {
             let lane = if read == 0 {
-                Lane::default()
+                // Saved in place of none: events still owed were owed to a removed destination
+                // (what its deletion did not forget in time), and are not this one's.
+                Lane {
+                    owed_from: Some(crate::clock::epoch_ms(now)),
+                    ..Lane::default()
+                }
             } else {
                 match self.get(organization_id, project_id).await? {
                     Some(stored) if stored.version == read => stored.lane,

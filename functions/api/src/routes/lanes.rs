@@ -7,7 +7,7 @@ use crate::request::Caller;
 use crate::view::HealthView;
 use crate::{Api, Ports, config_error};
 use audit_log::clock::Clock;
-use audit_log::lane::{LaneKey, LaneStore, Lanes};
+use audit_log::lane::{LaneKey, LaneStore, Lanes, OwedSpan};
 use audit_log::streaming::{Configurations, StreamingConfig};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 
@@ -128,7 +128,7 @@ impl<P: Ports> Api<P> {
         };
         let oldest = if config.lane.owed > 0 || config.lane.state != Default::default() {
             self.configs
-                .oldest_owed_at(&LaneKey::new(org, project))
+                .oldest_owed_at(&LaneKey::new(org, project), OwedSpan::of(&config.lane))
                 .await
                 .map_err(lane_error)?
         } else {
