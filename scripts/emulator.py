@@ -10,11 +10,16 @@ DynamoDB refuses a whole `BatchWriteItem` that names one item (its key) twice; m
 only requests that are the same byte for byte, so two writes of one key whose other attributes
 differ, or come in another order, pass here and fail there. Here they fail as they do there.
 
+DynamoDB refuses a `Query` whose key condition is `BETWEEN :lo AND :hi` with `:lo` above `:hi`;
+moto answers it with nothing. Here it is refused as there.
+
 Usage: python scripts/emulator.py -H 127.0.0.1 -p PORT (the options of moto_server).
 """
 
+import decimal
 import functools
 import json
+import re
 import sys
 import threading
 
@@ -61,6 +66,34 @@ def keyed(batch_write):
 
 
 DynamoHandler.batch_write_item = keyed(DynamoHandler.batch_write_item)
+
+BETWEEN = re.compile(r"BETWEEN\s+(:\w+)\s+AND\s+(:\w+)", re.IGNORECASE)
+
+
+def ordered(bound):
+    """A key value as DynamoDB orders it: strings by their UTF-8 bytes (the order of their code
+    points), numbers as numbers, binary by its bytes."""
+    (kind, value), = bound.items()
+    return (kind, decimal.Decimal(value) if kind == "N" else value)
+
+
+def bounded(query):
+    @functools.wraps(query)
+    def checked(self):
+        values = self.body.get("ExpressionAttributeValues", {})
+        condition = self.body.get("KeyConditionExpression", "")
+        for lo, hi in BETWEEN.findall(condition):
+            if lo in values and hi in values and ordered(values[lo]) > ordered(values[hi]):
+                raise MockValidationException(
+                    "Invalid KeyConditionExpression: The BETWEEN operator requires upper bound "
+                    "to be greater than or equal to lower bound"
+                )
+        return query(self)
+
+    return checked
+
+
+DynamoHandler.query = bounded(DynamoHandler.query)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1767,7 +1767,12 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
     let w = World::new().await;
     w.put(datadog(Some(KEY))).await;
     let key = LaneKey::new(&w.org, &w.project);
-    let now_ms = audit_log::clock::epoch_ms(OffsetDateTime::now_utc());
+    // Saved twenty minutes ago, owed for ten: more than five is failing.
+    let now = OffsetDateTime::now_utc();
+    let client = aws_sdk_dynamodb::Client::new(&w.aws);
+    let saved_at = now - Duration::from_secs(1200);
+    audit_log_tests::backdate_lane(&client, &w.config_table, "lane_owed_from", saved_at).await;
+    let now_ms = audit_log::clock::epoch_ms(now);
     let owed: Vec<Owed> = (0..3)
         .map(|i| Owed {
             event: audit_log::store::StoredKey {
@@ -1775,8 +1780,7 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
                 message_id: format!("m{i}"),
                 expires_at: now_ms / 1000 + 86_400,
             },
-            // Owed since the destination was saved (what was owed before is a removed one's).
-            owed_at_ms: now_ms,
+            owed_at_ms: now_ms - 600_000,
             bytes: 1_000,
         })
         .collect();
@@ -1799,7 +1803,7 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
     assert_eq!(health["pending"], 3);
     let oldest =
         OffsetDateTime::parse(health["oldest_pending_at"].as_str().unwrap(), &Rfc3339).unwrap();
-    assert!((oldest.unix_timestamp() - now_ms / 1000).abs() <= 1);
+    assert!((oldest.unix_timestamp() - (now_ms - 600_000) / 1000).abs() <= 1);
     let next =
         OffsetDateTime::parse(health["next_attempt_at"].as_str().unwrap(), &Rfc3339).unwrap();
     assert!((next.unix_timestamp() - (now_ms + 40_000) / 1000).abs() <= 1);

@@ -8,7 +8,7 @@ use audit_log_tests::local::{
     drain_stream_queues, drain_stream_within, event_of_datadog_entry, listed_failures,
     settle_lanes,
 };
-use audit_log_tests::{customer_logs, emulator, failed_ids, unique};
+use audit_log_tests::{backdate_lane, customer_logs, emulator, failed_ids, unique};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -536,6 +536,15 @@ async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resum
         ..ReplayPages::default()
     };
     let r = Replaying::start(202, pages, &["/streaming/pause"]).await;
+    // Its trouble began long before the pause: only the pause's own length counts.
+    let eight_days_ago = OffsetDateTime::now_utc() - Duration::from_secs(8 * 86_400);
+    backdate_lane(
+        &r.stack.dynamodb,
+        &r.stack.config_table,
+        "lane_since",
+        eight_days_ago,
+    )
+    .await;
     let paused = std::sync::Mutex::new(None);
     let (r, seen) = (&r, &paused);
     r.run(|n| async move {
@@ -568,7 +577,13 @@ async fn a_replay_stops_once_its_lane_has_been_paused_longer_than_the_retry_wind
     let r = Replaying::start(202, pages, &["/streaming/pause"]).await;
     // The pause began eight days ago (the default window is seven).
     let eight_days_ago = OffsetDateTime::now_utc() - Duration::from_secs(8 * 86_400);
-    paused_since(&r.stack, eight_days_ago).await;
+    backdate_lane(
+        &r.stack.dynamodb,
+        &r.stack.config_table,
+        "lane_paused_at",
+        eight_days_ago,
+    )
+    .await;
     r.run(|_| async { true }).await;
     let replay = r.replay().await;
     assert_eq!(replay["state"], "failed", "{replay}");
@@ -578,41 +593,6 @@ async fn a_replay_stops_once_its_lane_has_been_paused_longer_than_the_retry_wind
         "{error}"
     );
     assert_eq!(datadog_entries(&r.datadog).await.len(), 0, "nothing sent");
-}
-
-/// Moves the start of the stack's one paused lane to `at`, as if it had been paused then.
-async fn paused_since(stack: &Stack, at: OffsetDateTime) {
-    use aws_sdk_dynamodb::types::AttributeValue;
-    let paused = stack
-        .dynamodb
-        .scan()
-        .table_name(&stack.config_table)
-        .filter_expression("#state = :paused")
-        .expression_attribute_names("#state", "lane_state")
-        .expression_attribute_values(":paused", AttributeValue::S("paused".into()))
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
-    assert_eq!(paused.len(), 1, "one paused lane");
-    let key = paused[0]
-        .iter()
-        .filter(|(name, _)| ["pk", "sk"].contains(&name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    let at_ms = (at.unix_timestamp_nanos() / 1_000_000).to_string();
-    stack
-        .dynamodb
-        .update_item()
-        .table_name(&stack.config_table)
-        .set_key(Some(key))
-        .update_expression("SET #since = :at")
-        .expression_attribute_names("#since", "lane_since")
-        .expression_attribute_values(":at", AttributeValue::N(at_ms))
-        .send()
-        .await
-        .unwrap();
 }
 
 /// A replay of the twelve events in pages of two to a stand-in answering `status`, which

@@ -19,6 +19,7 @@ use audit_log_tests::{
 use aws_sdk_dynamodb::types::AttributeValue;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -849,10 +850,18 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
 
 #[tokio::test]
 async fn a_destination_saved_after_one_was_removed_inherits_nothing_it_was_owed() {
-    // GIVEN a destination that is down and owed three events
+    // GIVEN a destination that is down and owed three events, owed a little longer ago than
+    // the clocks of two Lambda functions may differ
     let dd = Datadog::new().await;
-    let (stream, owed_to_the_old_one) = dd.down_owing(3).await;
+    let clock = Arc::new(Behind::default());
+    clock.by(audit_log::lane::OWED_FROM_MARGIN * 2);
+    dd.mount(intake().respond_with(ResponseTemplate::new(503)))
+        .await;
+    let stream = dd.stream(Duration::from_secs(1)).with_clock(clock.clone());
+    let (_, owed_to_the_old_one) = dd.events(3).await;
+    assert!(handed_on(&stream, &owed_to_the_old_one).await);
     assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 3);
+    clock.by(Duration::ZERO);
     // WHEN it is removed before its owed events are all forgotten (a large backlog outlasts
     // the deletion's few seconds, and its lane's call has not come yet), and another is saved
     assert!(
@@ -888,6 +897,22 @@ async fn a_destination_saved_after_one_was_removed_inherits_nothing_it_was_owed(
     assert!(dd.back_and_caught_up(&stream).await);
     let sent: Vec<Value> = dd.requests().await.iter().flat_map(entries).collect();
     assert_eq!(sent.len(), 1, "{sent:?}");
+}
+
+/// The system's clock, behind by as much as told.
+#[derive(Default)]
+struct Behind(std::sync::Mutex<Duration>);
+
+impl Behind {
+    fn by(&self, behind: Duration) {
+        *self.0.lock().unwrap() = behind;
+    }
+}
+
+impl audit_log::clock::Clock for Behind {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc() - *self.0.lock().unwrap()
+    }
 }
 
 /// The schedule's call, as Lambda hands it to the function: its answer, or its error.

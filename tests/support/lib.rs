@@ -221,6 +221,41 @@ pub async fn scan_all(
         .expect("scan the table")
 }
 
+/// Sets a lane instant (`lane_since`, `lane_paused_at`, `lane_owed_from`: epoch milliseconds)
+/// on the table's one configured project, as if that had happened at `at`: the stored state of
+/// a lane days old, which no test waits for.
+pub async fn backdate_lane(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    attribute: &str,
+    at: time::OffsetDateTime,
+) {
+    let configured: Vec<_> = scan_all(client, table)
+        .await
+        .into_iter()
+        .filter(|item| item.contains_key("lane_state"))
+        .collect();
+    assert_eq!(configured.len(), 1, "one configured project");
+    let key = configured[0]
+        .iter()
+        .filter(|(name, _)| ["pk", "sk"].contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    client
+        .update_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression("SET #at = :at")
+        .expression_attribute_names("#at", attribute)
+        .expression_attribute_values(
+            ":at",
+            AttributeValue::N(audit_log::clock::epoch_ms(at).to_string()),
+        )
+        .send()
+        .await
+        .expect("backdate the lane");
+}
+
 /// An SQS batch shaped as Lambda delivers it (from `fixtures/lambda/sqs-receive-message.json`),
 /// with one record per `(message id, body)`.
 pub fn sqs_batch<'a>(messages: impl IntoIterator<Item = (String, &'a str)>) -> SqsEvent {

@@ -152,6 +152,12 @@ impl Stream {
         self
     }
 
+    /// Uses this clock for the lanes' schedule (tests: another Lambda's clock, a little off).
+    pub fn with_clock(mut self, clock: Arc<dyn audit_log::clock::Clock>) -> Self {
+        self.delivery.clock = clock;
+        self
+    }
+
     /// Uses these lane timings (tests and local runs: compressed outages).
     pub fn with_lanes(mut self, policy: Policy) -> Self {
         self.delivery.policy = policy;

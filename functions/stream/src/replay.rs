@@ -119,8 +119,8 @@ impl Stream {
                 let policy = &self.delivery.policy;
                 if config
                     .lane
-                    .since
-                    .is_some_and(|since| policy.outstayed(since, self.delivery.clock.now_ms()))
+                    .paused_at
+                    .is_some_and(|at| policy.outstayed(at, self.delivery.clock.now_ms()))
                 {
                     // As long as a paused destination is owed its live events, and no longer:
                     // the project's next replay should not wait behind this one for ever.

@@ -29,6 +29,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         self.schedule(&call).await?;
         let mut to = Lane::to(LaneState::Paused, Some(&call), 0);
         to.since = Some(now);
+        to.paused_at = Some(now);
         to.reason = Some("paused by the customer".into());
         self.store.update_from(key, &[], &to).await
     }

@@ -47,6 +47,9 @@ pub struct Outcome {
 struct Sent {
     delivered: usize,
     rejected: usize,
+    /// How long the destination took to answer, and the bytes of events it was sent.
+    took: Duration,
+    bytes: u64,
     /// Not taken because of `trouble`, with their keys: still owed.
     unsent: Vec<(StoredKey, AuditEvent)>,
     trouble: Option<DeliveryError>,
@@ -107,15 +110,13 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 let to = self.catch_up_now(key).await?;
                 (to, "no time left in this invocation".to_owned())
             } else {
-                let began = Instant::now();
-                let budget = began + left.min(self.policy.budget);
+                let budget = Instant::now() + left.min(self.policy.budget);
                 let sent = self.send(key, pending, sink, budget, false).await?;
                 out.delivered += sent.delivered;
                 out.rejected += sent.rejected;
                 let Some(trouble) = sent.trouble else {
-                    let took = began.elapsed();
-                    if took > self.policy.slow_after {
-                        out.entered = self.set_aside(key, took).await?;
+                    if self.policy.is_slow(sent.took, sent.bytes) {
+                        out.entered = self.set_aside(key, sent.took).await?;
                     }
                     return Ok(out);
                 };
@@ -315,11 +316,13 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         // Split rather than copied: the sink borrows the events alone, and the positions of its
         // failures are positions in `keys` too.
         let (keys, list): (Vec<StoredKey>, Vec<AuditEvent>) = events.into_iter().unzip();
+        let began = Instant::now();
         let failures = if probe {
             sink.probe(&list, deadline).await
         } else {
             sink.deliver(&list, deadline).await
         };
+        let took = began.elapsed();
         let mut failed: Vec<Option<DeliveryError>> = vec![None; list.len()];
         for (i, e) in failures {
             if let Some(slot) = failed.get_mut(i) {
@@ -336,6 +339,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut sent = Sent {
             delivered: 0,
             rejected: 0,
+            took,
+            bytes: list.iter().map(|e| e.json().len() as u64).sum(),
             unsent: Vec::new(),
             trouble: None,
         };
@@ -545,10 +550,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     )
                     .await?;
             }
-            let began = Instant::now();
-            let budget = deadline.min(began + self.policy.catch_up_budget);
+            let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
             let sent = self.send(key, found, sink, budget, probe).await?;
-            slow = Some(began.elapsed()).filter(|took| *took > self.policy.slow_after);
+            slow = Some(sent.took).filter(|took| self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;
             out.rejected += sent.rejected;
             let unsent: std::collections::HashSet<&str> = sent

@@ -129,6 +129,9 @@ fn apply(lane: &mut Lane, to: &Lane) {
     if to.reason.is_some() {
         lane.reason.clone_from(&to.reason);
     }
+    if to.paused_at.is_some() {
+        lane.paused_at = to.paused_at;
+    }
     if to.refused_version.is_some() || to.state != LaneState::Refused {
         lane.refused_version = to.refused_version;
     }

@@ -105,10 +105,30 @@ pub struct Lane {
     /// The configuration version a refused lane was refused under: a save since then is a
     /// fix to try, even if the save's own call to try again was lost.
     pub refused_version: Option<u64>,
-    /// When the destination was saved in place of none (epoch ms): what was owed before was
-    /// owed to a destination since removed, and is not this one's (`None`: saved before this
-    /// was kept, everything counts).
+    /// When the destination was saved in place of none, less [`OWED_FROM_MARGIN`] (epoch ms):
+    /// what was owed before was owed to a destination since removed, and is not this one's
+    /// (`None`: saved before this was kept, everything counts).
     pub owed_from: Option<i64>,
+    /// When the customer last paused the lane (epoch ms); `since` may be older, from trouble
+    /// before the pause.
+    pub paused_at: Option<i64>,
+}
+
+/// How much earlier than its save a new destination's owed events may be dated and still be its
+/// own. The API's and the stream's clocks may differ (Lambda's are kept within milliseconds),
+/// and an event owed to the new destination must never be taken for the removed one's; the
+/// removed one's events owed this close to the save come along (they are the same
+/// organization's and project's).
+pub const OWED_FROM_MARGIN: Duration = Duration::from_secs(1);
+
+impl Lane {
+    /// The lane of a destination saved at `saved_ms` where none was.
+    pub fn saved_in_place_of_none(saved_ms: i64) -> Self {
+        Self {
+            owed_from: Some(saved_ms - OWED_FROM_MARGIN.as_millis() as i64),
+            ..Self::default()
+        }
+    }
 }
 
 impl Lane {
@@ -213,11 +233,12 @@ pub struct Policy {
     /// The same for a probe or a page of catching up: longer, so a destination that is slow
     /// but working still gets everything.
     pub catch_up_budget: Duration,
-    /// A live delivery that succeeds but takes longer than this held its batch, every tenant
-    /// on the shard, that long: the lane's events then go through its own calls, `slow_hold`
-    /// apart, until a call finds the destination quick again. Datadog's and CloudWatch's
-    /// requests take tens to hundreds of milliseconds, and the stream waits up to a second to
-    /// fill a batch anyway.
+    /// A live delivery that succeeds but takes the destination longer than this per MiB sent
+    /// (at least this long) held its batch, every tenant on the shard, that long: the lane's
+    /// events then go through its own calls, `slow_hold` apart, until a call finds the
+    /// destination quick again (see [`Policy::is_slow`]). Datadog's and CloudWatch's requests
+    /// take tens to hundreds of milliseconds, and the stream waits up to a second to fill a
+    /// batch anyway.
     pub slow_after: Duration,
     pub slow_hold: Duration,
     /// How often a refused or paused lane's owed events are checked against the retry window.
@@ -296,6 +317,16 @@ impl Policy {
             Duration::from_secs(hours * 3600),
             Duration::from_secs(backoff),
         ))
+    }
+
+    /// Whether a destination that took `took` to answer for `bytes` of events is slow:
+    /// `slow_after` for each MiB begun (a live batch of 1,000 events of 1 KB is about one; a
+    /// page of catching up may be four), so a busy lane's larger pages are judged as fairly.
+    pub fn is_slow(&self, took: Duration, bytes: u64) -> bool {
+        let mebibytes = bytes.div_ceil(1 << 20).max(1);
+        took > self
+            .slow_after
+            .saturating_mul(u32::try_from(mebibytes).unwrap_or(u32::MAX))
     }
 
     /// The retry window as a person reads it: "168-hour".

@@ -557,6 +557,20 @@ async fn a_slow_destination_is_served_by_its_own_calls_until_it_is_quick_again()
     assert!(w.lanes.get(&w.key).owed.is_empty());
 }
 
+#[test]
+fn slowness_is_judged_per_mebibyte_sent() {
+    let policy = Policy::default();
+    let second = policy.slow_after;
+    // A live batch of a few events: a second is the most it may take.
+    assert!(!policy.is_slow(second, 3_000));
+    assert!(policy.is_slow(second + Duration::from_millis(1), 3_000));
+    // A page of catching up of 4 MiB: four.
+    assert!(!policy.is_slow(second * 4, 4 << 20));
+    assert!(policy.is_slow(second * 4 + Duration::from_millis(1), 4 << 20));
+    // Nothing sent is judged as one MiB.
+    assert!(!policy.is_slow(second, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_destination_that_gets_nothing_while_aside_delivers_live_again() {
     let mut w = World::new();

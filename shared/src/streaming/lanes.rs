@@ -32,9 +32,10 @@ pub mod attr {
     pub const OWED: &str = "lane_owed";
     pub const REFUSED_VERSION: &str = "lane_refused_version";
     pub const OWED_FROM: &str = "lane_owed_from";
+    pub const PAUSED_AT: &str = "lane_paused_at";
 
     /// Every lane attribute of a configuration item.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         STATE,
         ATTEMPT,
         NEXT_ATTEMPT_AT,
@@ -45,6 +46,7 @@ pub mod attr {
         OWED,
         REFUSED_VERSION,
         OWED_FROM,
+        PAUSED_AT,
     ];
 }
 
@@ -134,6 +136,7 @@ pub fn lane_of(item: &HashMap<String, AttributeValue>) -> Lane {
         version: number(item, super::attr::VERSION).unwrap_or(0).max(0) as u64,
         refused_version: number(item, attr::REFUSED_VERSION).map(|v| v.max(0) as u64),
         owed_from: number(item, attr::OWED_FROM),
+        paused_at: number(item, attr::PAUSED_AT),
     }
 }
 
@@ -152,6 +155,7 @@ pub(super) fn attributes(lane: &Lane) -> Vec<(String, AttributeValue)> {
         (attr::NEXT_ATTEMPT_AT, lane.next_attempt_at),
         (attr::SINCE, lane.since),
         (attr::OWED_FROM, lane.owed_from),
+        (attr::PAUSED_AT, lane.paused_at),
     ] {
         if let Some(v) = value {
             out.push((name.to_owned(), n(v)));
@@ -271,6 +275,9 @@ impl Update {
         if let Some(reason) = &to.reason {
             self.set(attr::REASON, s(reason));
         }
+        if let Some(at) = to.paused_at {
+            self.set(attr::PAUSED_AT, n(at));
+        }
         match to.refused_version {
             Some(version) => self.set(attr::REFUSED_VERSION, n(version)),
             None if to.state != LaneState::Refused => self.remove(attr::REFUSED_VERSION),
@@ -372,6 +379,12 @@ impl ConfigTable {
         span: OwedSpan,
         limit: usize,
     ) -> Result<Vec<Owed>, ConfigError> {
+        if let (Some(from), Some(before)) = (span.from_ms, span.before_ms)
+            && before <= from
+        {
+            // Nothing can be in it, and DynamoDB refuses a BETWEEN whose bounds are reversed.
+            return Ok(Vec::new());
+        }
         let prefix = prefix(&lane.project_id);
         // Keys owed at `from_ms` or later sort from the first, those owed at `before_ms` or
         // later after the second; every owed key of the project sorts before `~`.

@@ -134,7 +134,8 @@ impl Configurations for MemoryLanes {
         let lane = lanes.entry(key.clone()).or_default();
         if read == 0 {
             // Saved in place of none: what is still owed was a removed destination's.
-            lane.lane.owed_from = Some(crate::clock::epoch_ms(now));
+            lane.lane.owed_from =
+                Lane::saved_in_place_of_none(crate::clock::epoch_ms(now)).owed_from;
         }
         lane.saved();
         lane.secret_version.clone_from(&new.secret_version);

@@ -371,10 +371,7 @@ impl Configurations for ConfigTable {
             let lane = if read == 0 {
                 // Saved in place of none: events still owed were owed to a removed destination
                 // (what its deletion did not forget in time), and are not this one's.
-                Lane {
-                    owed_from: Some(crate::clock::epoch_ms(now)),
-                    ..Lane::default()
-                }
+                Lane::saved_in_place_of_none(crate::clock::epoch_ms(now))
             } else {
                 match self.get(organization_id, project_id).await? {
                     Some(stored) if stored.version == read => stored.lane,
