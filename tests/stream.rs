@@ -616,6 +616,17 @@ impl Datadog {
             .collect()
     }
 
+    /// What the project's failures list shows (its first 500).
+    async fn failures_listed(&self) -> Vec<audit_log::streaming::FailureRecord> {
+        let (listed, _) = self
+            .world
+            .configs
+            .failures(&self.org, &self.project, None, 500)
+            .await
+            .unwrap();
+        listed
+    }
+
     async fn health(&self) -> audit_log::streaming::Health {
         self.world
             .configs
@@ -660,10 +671,10 @@ async fn logs_datadog_rejects_for_what_they_say_are_not_sent_again_as_gzip() {
     let dd = Datadog::new().await;
     dd.mount(intake().respond_with(ResponseTemplate::new(422)))
         .await;
-    let (_, records) = dd.events(2).await;
+    let (_, records) = dd.events(1).await;
     let response = dd.deliver(&records).await;
     assert!(response.batch_item_failures.is_empty());
-    // 422 is about the logs, not their compression: one request.
+    // 422 is about the log, not its compression: one request.
     assert_eq!(dd.each("content-encoding").await, ["zstd"]);
     let error = dd.health().await.last_error.unwrap();
     assert!(error.contains("HTTP 422"), "{error}");
@@ -802,12 +813,7 @@ async fn throttling_that_outlasts_the_budget_owes_the_events_and_holds_nothing_b
     let health = dd.health().await;
     assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "failing");
     // Owed is not failed: nothing is listed for a replay.
-    let (listed, _) = dd
-        .world
-        .configs
-        .failures(&dd.org, &dd.project, None, 10)
-        .await
-        .unwrap();
+    let listed = dd.failures_listed().await;
     assert!(listed.is_empty());
 }
 
@@ -1198,18 +1204,19 @@ async fn a_request_too_large_for_datadog_is_split_until_it_passes() {
     assert_eq!(seen.len(), 5);
 }
 
-#[tokio::test]
-async fn a_log_datadog_will_never_take_costs_the_others_in_its_request_nothing() {
+/// Five events to a Datadog that answers `status` to every request holding the first: each of
+/// the others is delivered once, only the first is listed as a failure; the destination's last
+/// error.
+async fn one_log_datadog_will_never_take(status: u16) -> String {
     let dd = Datadog::new().await;
     let (events, records) = dd.events(5).await;
-    // The first event is too large for Datadog alone; the others are fine.
     let first = events[0]["sequence_in_test"].clone();
     let holds_the_first =
         move |r: &Request| entries(r).iter().any(|e| e["sequence_in_test"] == first);
     dd.mount(
         intake()
             .and(holds_the_first.clone())
-            .respond_with(ResponseTemplate::new(413)),
+            .respond_with(ResponseTemplate::new(status)),
     )
     .await;
     dd.mount(intake().respond_with(ResponseTemplate::new(202)))
@@ -1229,9 +1236,51 @@ async fn a_log_datadog_will_never_take_costs_the_others_in_its_request_nothing()
         .map(|e| e["sequence_in_test"].as_i64().unwrap())
         .collect();
     accepted.sort_unstable_by(|a, b| b.cmp(a));
-    assert_eq!(accepted, others, "each of the others sent, once");
-    let error = dd.health().await.last_error.unwrap();
+    assert_eq!(
+        accepted, others,
+        "HTTP {status}: each of the others sent, once"
+    );
+    let listed = dd.failures_listed().await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "HTTP {status}: only the first is a failure"
+    );
+    assert_eq!(
+        dd.world.lane(&dd.org, &dd.project).await.state,
+        audit_log::lane::LaneState::Delivering,
+        "a log's own failure is no trouble of the destination's"
+    );
+    dd.health().await.last_error.unwrap()
+}
+
+#[tokio::test]
+async fn a_log_too_large_for_datadog_costs_the_others_in_its_request_nothing() {
+    let error = one_log_datadog_will_never_take(413).await;
     assert!(error.contains("too large"), "{error}");
+}
+
+#[tokio::test]
+async fn a_log_datadog_rejects_costs_the_others_in_its_request_nothing() {
+    for status in [400, 422] {
+        let error = one_log_datadog_will_never_take(status).await;
+        assert!(error.contains(&format!("HTTP {status}")), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn an_intake_that_rejects_every_request_is_not_split_without_end() {
+    let dd = Datadog::new().await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(400)))
+        .await;
+    let (_, records) = dd.events(100).await;
+    assert!(dd.deliver(&records).await.batch_item_failures.is_empty());
+    // Splitting to single logs would take 199 requests of each encoding; the search for bad
+    // logs stops after 64 splits (129 requests of each), and every log is listed.
+    let requests = dd.requests().await.len();
+    assert!(requests <= 2 * 129, "{requests} requests");
+    let listed = dd.failures_listed().await;
+    assert_eq!(listed.len(), 100);
 }
 
 #[tokio::test]
@@ -1264,7 +1313,7 @@ async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_st
         ),
     )
     .await;
-    let (_, records) = dd.events(2).await;
+    let (_, records) = dd.events(1).await;
     let response = dd.deliver(&records).await;
     assert!(
         response.batch_item_failures.is_empty(),
@@ -1324,12 +1373,7 @@ async fn a_refusal_that_cannot_be_recorded_is_retried_rather_than_lost() {
     proxy.enable(false);
     let response = stream.deliver(&records, soon()).await;
     assert!(response.batch_item_failures.is_empty());
-    let (listed, _) = dd
-        .world
-        .configs
-        .failures(&dd.org, &dd.project, None, 10)
-        .await
-        .unwrap();
+    let listed = dd.failures_listed().await;
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|f| f.reason.contains("HTTP 400")));
 }

@@ -1,6 +1,6 @@
 //! Sending: one zstd request per batch (gzip if the intake refuses it), a batch Datadog finds
-//! too large split in two, a refused key read again once, and Datadog's trouble retried with
-//! backoff until the deadline.
+//! too large or rejects split in two (one log rejects its whole request), a refused key read
+//! again once, and Datadog's trouble retried with backoff until the deadline.
 
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
@@ -12,6 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 use std::collections::VecDeque;
 use time::OffsetDateTime;
 use tokio::time::Instant;
+
+/// Rejected requests split in one delivery, at most: finding one bad log among n takes about
+/// 2 log2(n), and an intake that rejects everything must not be asked thousands of times.
+const REJECTED_SPLITS_AT_MOST: usize = 64;
 
 /// Delivers events, and returns the positions that failed.
 pub(super) async fn deliver(
@@ -34,6 +38,7 @@ pub(super) async fn deliver(
         }
     };
     let mut refreshed = false;
+    let mut rejected_splits = 0;
     while let Some(batch) = queue.pop_front() {
         let error = match send(intake, &key, &batch, deadline, backoff).await {
             Answer::Accepted => continue,
@@ -45,6 +50,18 @@ pub(super) async fn deliver(
             }
             Answer::TooLarge => {
                 DeliveryError::Rejected("Datadog refused the log as too large (HTTP 413)".into())
+            }
+            Answer::Failed(DeliveryError::Rejected(_))
+            | Answer::Unreadable(DeliveryError::Rejected(_))
+                if batch.len() > 1 && rejected_splits < REJECTED_SPLITS_AT_MOST =>
+            {
+                // The intake names no log: halves find the one it will not take, and the
+                // others in its request are delivered.
+                rejected_splits += 1;
+                let (left, right) = batch.split();
+                queue.push_front(right);
+                queue.push_front(left);
+                continue;
             }
             Answer::Unauthorized(_) if !refreshed => {
                 // The key may have been rotated since this container cached it.
