@@ -16,9 +16,15 @@ pub use datadog::{DatadogSettings, DatadogSite};
 pub use sink::{
     ConnectionTest, CredentialSource, DeliveryError, Failures, Project, Sink, all_failed,
 };
+pub(crate) use sink::{Request, request_failed};
 
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};
+
+/// Requests a destination rejected without naming an event that one delivery splits in halves
+/// to find it, at most: finding one among n takes about 2 log2(n), and a destination that
+/// rejects everything must not be asked thousands of times.
+pub(crate) const REJECTED_SPLITS_AT_MOST: usize = 64;
 
 /// The non-secret settings of the one destination a project streams to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -133,3 +133,26 @@ pub type Failures = Vec<(usize, DeliveryError)>;
 pub fn all_failed(n: usize, error: DeliveryError) -> Failures {
     (0..n).map(|i| (i, error.clone())).collect()
 }
+
+/// One request of a delivery: where its events are in the list delivered.
+pub(crate) trait Request {
+    fn positions(&self) -> &[usize];
+}
+
+/// A `request` failed with `error`. The requests still `queued` fail with it too when it is a
+/// refusal or `deadline` has passed, as they would meet the same; an event the destination
+/// will never take is that event's alone, and trouble is worth the next request.
+pub(crate) fn request_failed<R: Request>(
+    failures: &mut Failures,
+    request: &R,
+    error: DeliveryError,
+    queued: &mut std::collections::VecDeque<R>,
+    deadline: Instant,
+) {
+    failures.extend(request.positions().iter().map(|&p| (p, error.clone())));
+    if error.is_refusal() || Instant::now() >= deadline {
+        for rest in queued.drain(..) {
+            failures.extend(rest.positions().iter().map(|&p| (p, error.clone())));
+        }
+    }
+}

@@ -31,6 +31,8 @@ pub(super) enum Problem {
     Missing,
     Transient(String),
     Refused(DeliveryError),
+    /// The request's parameters, and so its events: CloudWatch names none of them.
+    Invalid(String),
 }
 
 pub(super) fn classify<E>(
@@ -68,6 +70,9 @@ where
                     "CloudWatch Logs failed ({})",
                     code.unwrap_or("unknown error")
                 ))
+            }
+            Some(code @ "InvalidParameterException") => {
+                Problem::Invalid(format!("CloudWatch Logs rejected the events ({code})"))
             }
             Some(code @ ("AccessDeniedException" | "UnrecognizedClientException")) => {
                 Problem::Refused(DeliveryError::Refused(format!(
@@ -182,7 +187,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(&error(400, "InvalidParameterException")),
-            Problem::Refused(_)
+            Problem::Invalid(_)
         ));
         // What the SDK's own retry would have tried again, now that it tries nothing.
         for busy in [

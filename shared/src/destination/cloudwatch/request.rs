@@ -51,7 +51,23 @@ pub struct Batch {
     pub events: Vec<InputLogEvent>,
 }
 
+impl crate::destination::Request for Batch {
+    fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+}
+
 impl Batch {
+    /// Halves, each still sorted by time.
+    pub fn split(mut self) -> (Batch, Batch) {
+        let half = self.events.len() / 2;
+        let right = Batch {
+            positions: self.positions.split_off(half),
+            events: self.events.split_off(half),
+        };
+        (self, right)
+    }
+
     pub fn bytes(&self) -> usize {
         self.events
             .iter()

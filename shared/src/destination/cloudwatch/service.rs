@@ -3,12 +3,13 @@
 
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
-use crate::destination::{DeliveryError, Failures};
+use crate::destination::{DeliveryError, Failures, REJECTED_SPLITS_AT_MOST, request_failed};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
 use aws_sdk_cloudwatchlogs::config::Builder;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
@@ -30,21 +31,28 @@ pub async fn write(
     backoff: &Backoff,
 ) -> Failures {
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
-    let mut batches = batches.into_iter();
-    while let Some(batch) = batches.next() {
-        let positions = batch.positions.clone();
-        match put(client, group, stream, batch, deadline, backoff).await {
-            Ok(rejected) => failures.extend(rejected),
-            Err(error) => {
-                failures.extend(positions.into_iter().map(|p| (p, error.clone())));
-                // The rest would meet the same refusal or the same spent deadline.
-                if !error.is_retryable() || Instant::now() >= deadline {
-                    for rest in batches.by_ref() {
-                        failures.extend(rest.positions.into_iter().map(|p| (p, error.clone())));
-                    }
-                }
+    let mut queue: VecDeque<Batch> = batches.into();
+    let mut rejected_splits = 0;
+    while let Some(batch) = queue.pop_front() {
+        let error = match put(client, group, stream, &batch, deadline, backoff).await {
+            Ok(rejected) => {
+                failures.extend(rejected);
+                continue;
             }
-        }
+            Err(DeliveryError::Rejected(_))
+                if batch.events.len() > 1 && rejected_splits < REJECTED_SPLITS_AT_MOST =>
+            {
+                // CloudWatch names no event: halves find the one it will not take, and the
+                // others in its request are written.
+                rejected_splits += 1;
+                let (left, right) = batch.split();
+                queue.push_front(right);
+                queue.push_front(left);
+                continue;
+            }
+            Err(error) => error,
+        };
+        request_failed(&mut failures, &batch, error, &mut queue, deadline);
     }
     failures
 }
@@ -55,13 +63,13 @@ async fn put(
     client: &LogsClient,
     group: &str,
     stream: &str,
-    batch: Batch,
+    batch: &Batch,
     deadline: Instant,
     backoff: &Backoff,
 ) -> Result<Failures, DeliveryError> {
     // Whether this write created the group and stream; the one flag the attempts share.
     let created = AtomicBool::new(false);
-    let (batch, created) = (&batch, &created);
+    let created = &created;
     let written = retry(backoff, deadline, move || async move {
         loop {
             let answer = client
@@ -96,6 +104,7 @@ async fn put(
                 )))),
                 Problem::Transient(message) => Attempt::Again(message),
                 Problem::Refused(error) => Attempt::Done(Err(error)),
+                Problem::Invalid(message) => Attempt::Done(Err(DeliveryError::Rejected(message))),
             };
         }
     })
@@ -157,6 +166,10 @@ where
         Ok(Err(err)) => match classify(&err) {
             Problem::Transient(m) => Err(DeliveryError::Retryable(m)),
             Problem::Refused(e) => Err(e),
+            // The group's or stream's name: the log group prefix the service was given.
+            Problem::Invalid(m) => Err(DeliveryError::Refused(format!(
+                "{m} creating {what} {name}"
+            ))),
             Problem::Missing => Err(DeliveryError::Retryable(format!(
                 "could not create {what} {name}"
             ))),

@@ -171,6 +171,40 @@ async fn events_rejected_inside_a_success_are_failures_not_deliveries() {
 }
 
 #[tokio::test]
+async fn an_event_cloudwatch_finds_invalid_costs_the_others_in_its_request_nothing() {
+    let events = recent(5);
+    let bad = events[2].json().to_owned();
+    let invalid = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .match_requests(move |input| input.log_events().iter().any(|e| e.message() == bad))
+        .then_http_response(|| logs_error(400, "InvalidParameterException"));
+    let written = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_output(|| PutLogEventsOutput::builder().build());
+    let client = logs(RuleMode::MatchAny, &[&invalid, &written]);
+    let failures = service::write(&client, "g", "s", &events, soon(), &FAST).await;
+    // Only that event fails, for good but as its own: the others are written once each.
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let (position, error) = &failures[0];
+    assert_eq!(*position, 2);
+    assert!(matches!(error, DeliveryError::Rejected(_)), "{error}");
+    assert!(error.message().contains("InvalidParameterException"));
+    // Oldest first, it is the middle of five: the requests of 5, 3 and 1 events that hold it,
+    // and the two halves of 2 that do not.
+    assert_eq!(invalid.num_calls(), 3);
+    assert_eq!(written.num_calls(), 2);
+}
+
+#[tokio::test]
+async fn a_cloudwatch_that_finds_every_request_invalid_is_not_asked_without_end() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_http_response(|| logs_error(400, "InvalidParameterException"));
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let failures = service::write(&client, "g", "s", &recent(300), soon(), &FAST).await;
+    assert_eq!(failures.len(), 300, "every event listed");
+    // Single events would take 599 requests; the search stops after 64 splits.
+    assert_eq!(put.num_calls(), 1 + 2 * 64);
+}
+
+#[tokio::test]
 async fn a_missing_group_and_stream_are_created_once_then_written() {
     let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
         .sequence()

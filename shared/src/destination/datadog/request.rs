@@ -46,6 +46,12 @@ pub struct Batch {
     entries: Vec<Vec<u8>>,
 }
 
+impl crate::destination::Request for Batch {
+    fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+}
+
 impl Batch {
     fn new() -> Self {
         Self {

@@ -5,17 +5,13 @@
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress, gzip};
-use crate::destination::{DeliveryError, Failures};
+use crate::destination::{DeliveryError, Failures, REJECTED_SPLITS_AT_MOST, request_failed};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::VecDeque;
 use time::OffsetDateTime;
 use tokio::time::Instant;
-
-/// Rejected requests split in one delivery, at most: finding one bad log among n takes about
-/// 2 log2(n), and an intake that rejects everything must not be asked thousands of times.
-const REJECTED_SPLITS_AT_MOST: usize = 64;
 
 /// Delivers events, and returns the positions that failed.
 pub(super) async fn deliver(
@@ -79,17 +75,7 @@ pub(super) async fn deliver(
             Answer::Trouble(problem) => DeliveryError::Retryable(problem),
             Answer::Failed(e) | Answer::Unreadable(e) => e,
         };
-        failures.extend(batch.positions.iter().map(|&p| (p, error.clone())));
-        // A refused key or an exhausted deadline will not fare better for the rest; a log
-        // Datadog will never take is that log's alone, and trouble is worth the next batch.
-        if error.is_refusal() || Instant::now() >= deadline {
-            failures.extend(queue.drain(..).flat_map(|b| {
-                b.positions
-                    .into_iter()
-                    .map(|p| (p, error.clone()))
-                    .collect::<Vec<_>>()
-            }));
-        }
+        request_failed(&mut failures, &batch, error, &mut queue, deadline);
     }
     failures
 }
