@@ -1286,6 +1286,39 @@ async fn each_filter_finds_exactly_the_events_it_names() {
 }
 
 #[tokio::test]
+async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
+    // GIVEN an organization allowed three searches a minute, which it has made: two of a
+    // project's events and one across its projects
+    let limit = audit_log::streaming::RateLimit {
+        per_window: 3,
+        ..audit_log::streaming::SEARCHES
+    };
+    let w = World::with(|api| api.with_search_limit(limit)).await;
+    assert_eq!(w.list(&[("action", "delete")]).await.status, 200);
+    assert_eq!(
+        w.list(&[("q", "revoked"), ("limit", "10")]).await.status,
+        200
+    );
+    let across = w.call_organization(Some(&w.org), &w.org, "", &[]).await;
+    assert_eq!(across.status, 200, "{}", across.body);
+    // WHEN it searches once more
+    let limited = w.list(&[("status", "FAILED")]).await;
+    // THEN it is told when to come back, and why
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let message = limited.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 searches"), "{message}");
+    // AND a plain page of the project's events is not counted
+    assert_eq!(w.list(&[("limit", "5")]).await.status, 200);
+}
+
+#[tokio::test]
 async fn a_rare_search_answers_in_pages_of_bounded_reads_and_finds_every_match() {
     // A page may read 7 stored events: 1 match in 10 comes back a few at a time.
     let w = World::with(|api| api.with_search_budget(7)).await;

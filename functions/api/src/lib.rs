@@ -175,6 +175,8 @@ pub struct Api<P: Ports = Aws> {
     clock: Arc<dyn Clock>,
     /// Items one page of events may read before it answers with what it found.
     search_budget: usize,
+    /// How often an organization may search or list across its projects.
+    searches: audit_log::streaming::RateLimit,
 }
 
 pub fn json_response(status: u16, body: &impl serde::Serialize) -> ApiGatewayV2httpResponse {
@@ -253,6 +255,7 @@ impl<P: Ports> Api<P> {
             lanes: audit_log::lane::Policy::default(),
             clock: Arc::new(SystemClock),
             search_budget: SEARCH_BUDGET,
+            searches: audit_log::streaming::SEARCHES,
             destinations: DestinationClients {
                 cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix)
                     .with_service_account(settings.service_account_id.clone()),
@@ -277,6 +280,12 @@ impl<P: Ports> Api<P> {
     /// Lets a page of events read at most `items` (tests show the budget at small sizes).
     pub fn with_search_budget(mut self, items: usize) -> Self {
         self.search_budget = items.max(1);
+        self
+    }
+
+    /// Limits searches this way (tests show the limit at small sizes).
+    pub fn with_search_limit(mut self, limit: audit_log::streaming::RateLimit) -> Self {
+        self.searches = limit;
         self
     }
 

@@ -168,6 +168,16 @@ pub const REPLAYS_STARTED: RateLimit = RateLimit {
     window_seconds: 3600,
 };
 
+/// Searches and the organization's listings, the listings that read up to 5,000 stored events
+/// a page: 600 per organization per minute, a fifth of the API stage's rate, so no
+/// organization's scripts take the API from the others.
+pub const SEARCHES: RateLimit = RateLimit {
+    what: "searches",
+    noun: "searches or organization-wide listings",
+    per_window: 600,
+    window_seconds: 60,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,10 @@ impl<P: Ports> Api<P> {
         }
         let limit = limit_query(request, MAX_PAGE_SIZE)?;
         let filter = filter_query(request)?;
+        if !filter.is_empty() || project.is_none() {
+            self.rate_limit(org, self.searches, self.clock.now())
+                .await?;
+        }
         let mut shape = vec![
             request::query(request, "since"),
             request::query(request, "until"),
