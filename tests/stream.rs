@@ -1276,11 +1276,13 @@ async fn an_intake_that_rejects_every_request_is_not_split_without_end() {
     let (_, records) = dd.events(100).await;
     assert!(dd.deliver(&records).await.batch_item_failures.is_empty());
     // Splitting to single logs would take 199 requests of each encoding; the search for bad
-    // logs stops after 64 splits (129 requests of each), and every log is listed.
+    // logs stops after 64 splits (129 requests of each), and every log is listed (or, should
+    // the search outlast the lane's budget on a loaded machine, still owed).
     let requests = dd.requests().await.len();
-    assert!(requests <= 2 * 129, "{requests} requests");
+    assert!((3..=2 * 129).contains(&requests), "{requests} requests");
     let listed = dd.failures_listed().await;
-    assert_eq!(listed.len(), 100);
+    let owed = dd.world.lane(&dd.org, &dd.project).await.owed;
+    assert_eq!(listed.len() as u64 + owed, 100, "{owed} owed");
 }
 
 #[tokio::test]

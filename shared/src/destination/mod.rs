@@ -21,10 +21,13 @@ pub(crate) use sink::{Request, request_failed};
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};
 
-/// Requests a destination rejected without naming an event that one delivery splits in halves
-/// to find it, at most: finding one among n takes about 2 log2(n), and a destination that
-/// rejects everything must not be asked thousands of times.
-pub(crate) const REJECTED_SPLITS_AT_MOST: usize = 64;
+/// Requests a destination refused without naming an event (too large, rejected) that one
+/// delivery splits in halves to find it, at most: finding one among n takes about 2 log2(n),
+/// and a destination that refuses everything must not be asked thousands of times.
+pub(crate) const SPLITS_AT_MOST: usize = 64;
+/// The same for a lane's probe, which costs a destination that is down one request: enough to
+/// find one such event among a probe's page of 10.
+pub(crate) const PROBE_SPLITS_AT_MOST: usize = 4;
 
 /// The non-secret settings of the one destination a project streams to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

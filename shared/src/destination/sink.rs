@@ -139,9 +139,10 @@ pub(crate) trait Request {
     fn positions(&self) -> &[usize];
 }
 
-/// A `request` failed with `error`. The requests still `queued` fail with it too when it is a
-/// refusal or `deadline` has passed, as they would meet the same; an event the destination
-/// will never take is that event's alone, and trouble is worth the next request.
+/// A `request` failed with `error`. The requests still `queued` fail too: with a refusal, as
+/// they would meet the same; once `deadline` has passed, as not sent (still owed, whatever
+/// this one's error was). An event the destination will never take is that event's alone, and
+/// trouble is worth the next request.
 pub(crate) fn request_failed<R: Request>(
     failures: &mut Failures,
     request: &R,
@@ -150,9 +151,74 @@ pub(crate) fn request_failed<R: Request>(
     deadline: Instant,
 ) {
     failures.extend(request.positions().iter().map(|&p| (p, error.clone())));
-    if error.is_refusal() || Instant::now() >= deadline {
-        for rest in queued.drain(..) {
-            failures.extend(rest.positions().iter().map(|&p| (p, error.clone())));
+    let rest = if error.is_refusal() {
+        error
+    } else if Instant::now() >= deadline {
+        DeliveryError::Retryable("the delivery ran out of time before these were sent".into())
+    } else {
+        return;
+    };
+    for queued in queued.drain(..) {
+        failures.extend(queued.positions().iter().map(|&p| (p, rest.clone())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    struct Positions(Vec<usize>);
+
+    impl Request for Positions {
+        fn positions(&self) -> &[usize] {
+            &self.0
         }
+    }
+
+    fn queued() -> VecDeque<Positions> {
+        VecDeque::from([Positions(vec![2, 3]), Positions(vec![4])])
+    }
+
+    #[test]
+    fn what_a_failed_request_leaves_queued_is_its_own_trouble_or_still_owed() {
+        let rejected = DeliveryError::Rejected("rejected (HTTP 400)".into());
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        // A rejection with time left: the rest are still to be sent.
+        let (mut failures, mut queue) = (Vec::new(), queued());
+        request_failed(
+            &mut failures,
+            &Positions(vec![0, 1]),
+            rejected.clone(),
+            &mut queue,
+            later,
+        );
+        assert_eq!(failures.len(), 2);
+        assert_eq!(queue.len(), 2);
+        // A rejection once the deadline has passed: the rest fail as not sent, still owed.
+        let (mut failures, mut queue) = (Vec::new(), queued());
+        request_failed(
+            &mut failures,
+            &Positions(vec![0]),
+            rejected,
+            &mut queue,
+            Instant::now(),
+        );
+        assert!(queue.is_empty());
+        assert!(matches!(failures[0].1, DeliveryError::Rejected(_)));
+        assert_eq!(failures.len(), 4);
+        assert!(failures[1..].iter().all(|(_, e)| e.is_retryable()));
+        // A refusal: the rest meet the same.
+        let refused = DeliveryError::Refused("the key was refused".into());
+        let (mut failures, mut queue) = (Vec::new(), queued());
+        request_failed(
+            &mut failures,
+            &Positions(vec![0]),
+            refused,
+            &mut queue,
+            later,
+        );
+        assert_eq!(failures.len(), 4);
+        assert!(failures.iter().all(|(_, e)| e.is_refusal()));
     }
 }

@@ -115,7 +115,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 out.delivered += sent.delivered;
                 out.rejected += sent.rejected;
                 let Some(trouble) = sent.trouble else {
-                    if self.policy.is_slow(sent.took, sent.bytes) {
+                    // Finding the events a destination rejects takes requests of its own.
+                    if sent.rejected == 0 && self.policy.is_slow(sent.took, sent.bytes) {
                         out.entered = self.set_aside(key, sent.took).await?;
                     }
                     return Ok(out);
@@ -552,7 +553,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             }
             let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
             let sent = self.send(key, found, sink, budget, probe).await?;
-            slow = Some(sent.took).filter(|took| self.policy.is_slow(*took, sent.bytes));
+            slow = Some(sent.took)
+                .filter(|took| sent.rejected == 0 && self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;
             out.rejected += sent.rejected;
             let unsent: std::collections::HashSet<&str> = sent

@@ -349,6 +349,9 @@ pub enum Answer {
     TimeOut,
     /// Takes every event, after this long.
     Slow(std::time::Duration),
+    /// After this long, rejects the first event (as the destination's searches for such events
+    /// take) and takes the others.
+    SlowToReject(std::time::Duration),
 }
 
 /// A destination that answers every request as told, and keeps what it took, in order.
@@ -406,6 +409,12 @@ impl Sink for ScriptedSink {
                 tokio::time::sleep(took).await;
                 lock(&self.received).extend(events.iter().cloned());
                 Vec::new()
+            }
+            Answer::SlowToReject(took) => {
+                tokio::time::sleep(took).await;
+                lock(&self.received).extend(events.iter().skip(1).cloned());
+                let rejected = DeliveryError::Rejected("the destination rejected it".into());
+                events.first().map(|_| (0, rejected)).into_iter().collect()
             }
             Answer::TimeOut => {
                 tokio::time::sleep_until(deadline).await;

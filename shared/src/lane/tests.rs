@@ -584,6 +584,11 @@ async fn a_slow_destination_that_gets_nothing_while_aside_delivers_live_again() 
         (out.delivered, out.entered),
         (0, Some(LaneState::Delivering))
     );
+    // AND the time a destination takes to find the events it rejects is no slowness of its own
+    w.sink
+        .answer(Answer::SlowToReject(w.engine().policy.slow_after * 2));
+    let out = w.live(2).await;
+    assert_eq!((out.delivered, out.rejected, out.entered), (1, 1, None));
     // AND a destination quick enough never leaves live delivery
     w.sink
         .answer(Answer::Slow(w.engine().policy.slow_after / 2));

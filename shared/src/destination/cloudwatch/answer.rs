@@ -71,6 +71,19 @@ where
                     code.unwrap_or("unknown error")
                 ))
             }
+            // CloudWatch checks names before events: a name it refuses is the configuration's
+            // (the log group prefix), and every request would meet it.
+            Some(code @ "InvalidParameterException")
+                if service
+                    .err()
+                    .message()
+                    .is_some_and(|m| m.contains("logGroupName") || m.contains("logStreamName")) =>
+            {
+                Problem::Refused(DeliveryError::Refused(format!(
+                    "CloudWatch Logs refused the log group or stream name ({code}): check the \
+                     service's LOG_GROUP_PREFIX"
+                )))
+            }
             Some(code @ "InvalidParameterException") => {
                 Problem::Invalid(format!("CloudWatch Logs rejected the events ({code})"))
             }

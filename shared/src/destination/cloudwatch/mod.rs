@@ -181,7 +181,13 @@ impl Logs<'_> {
         }
     }
 
-    async fn write(&self, events: &[AuditEvent], deadline: Instant, backoff: &Backoff) -> Failures {
+    async fn write(
+        &self,
+        events: &[AuditEvent],
+        deadline: Instant,
+        backoff: &Backoff,
+        splits: usize,
+    ) -> Failures {
         let (settings, external_id) = match self.role(deadline).await {
             Ok(role) => role,
             Err(e) => return super::all_failed(events.len(), e),
@@ -197,6 +203,7 @@ impl Logs<'_> {
             events,
             deadline,
             backoff,
+            splits,
         )
         .await;
         if failures.iter().any(|(_, e)| e.is_refusal()) {
@@ -210,11 +217,23 @@ impl Logs<'_> {
 #[async_trait]
 impl Sink for Logs<'_> {
     async fn deliver(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
-        self.write(events, deadline, &self.cloudwatch.backoff).await
+        self.write(
+            events,
+            deadline,
+            &self.cloudwatch.backoff,
+            super::SPLITS_AT_MOST,
+        )
+        .await
     }
 
     async fn probe(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
-        self.write(events, deadline, &Backoff::NONE).await
+        self.write(
+            events,
+            deadline,
+            &Backoff::NONE,
+            super::PROBE_SPLITS_AT_MOST,
+        )
+        .await
     }
 
     async fn test_connection(&self, event: &AuditEvent, deadline: Instant) -> ConnectionTest {

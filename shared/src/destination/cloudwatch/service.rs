@@ -3,7 +3,7 @@
 
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
-use crate::destination::{DeliveryError, Failures, REJECTED_SPLITS_AT_MOST, request_failed};
+use crate::destination::{DeliveryError, Failures, request_failed};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
@@ -21,7 +21,8 @@ pub fn without_sdk_retries(config: Builder) -> Builder {
 }
 
 /// Writes events to a log group of the customer's account, in as few requests as the limits
-/// allow, each retried with `backoff` until `deadline`.
+/// allow, each retried with `backoff` until `deadline`, splitting at most `splits` requests to
+/// find the events CloudWatch will not take.
 pub async fn write(
     client: &LogsClient,
     group: &str,
@@ -29,22 +30,20 @@ pub async fn write(
     events: &[AuditEvent],
     deadline: Instant,
     backoff: &Backoff,
+    mut splits: usize,
 ) -> Failures {
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
-    let mut rejected_splits = 0;
     while let Some(batch) = queue.pop_front() {
         let error = match put(client, group, stream, &batch, deadline, backoff).await {
             Ok(rejected) => {
                 failures.extend(rejected);
                 continue;
             }
-            Err(DeliveryError::Rejected(_))
-                if batch.events.len() > 1 && rejected_splits < REJECTED_SPLITS_AT_MOST =>
-            {
+            Err(DeliveryError::Rejected(_)) if batch.events.len() > 1 && splits > 0 => {
                 // CloudWatch names no event: halves find the one it will not take, and the
                 // others in its request are written.
-                rejected_splits += 1;
+                splits -= 1;
                 let (left, right) = batch.split();
                 queue.push_front(right);
                 queue.push_front(left);

@@ -66,6 +66,7 @@ pub(super) async fn test_connection(
         std::slice::from_ref(event),
         deadline,
         &cloudwatch.backoff,
+        0,
     )
     .await;
     match failures.first() {

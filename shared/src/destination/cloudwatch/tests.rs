@@ -3,6 +3,7 @@
 
 use super::request::tests::at;
 use super::*;
+use crate::destination::{PROBE_SPLITS_AT_MOST, SPLITS_AT_MOST};
 use time::OffsetDateTime;
 
 use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamOutput;
@@ -131,7 +132,8 @@ async fn throttled_writes_are_retried_until_they_pass() {
         .output(|| PutLogEventsOutput::builder().build())
         .build();
     let client = logs(RuleMode::Sequential, &[&put]);
-    let failures = service::write(&client, "g", "s", &recent(5), soon(), &FAST).await;
+    let failures =
+        service::write(&client, "g", "s", &recent(5), soon(), &FAST, SPLITS_AT_MOST).await;
     assert_eq!(failures, vec![]);
     assert_eq!(put.num_calls(), 5);
 }
@@ -142,7 +144,16 @@ async fn throttling_that_outlasts_the_deadline_is_a_retryable_failure() {
         .then_http_response(|| logs_error(400, "ThrottlingException"));
     let client = logs(RuleMode::MatchAny, &[&put]);
     let deadline = Instant::now() + Duration::from_millis(200);
-    let failures = service::write(&client, "g", "s", &recent(2), deadline, &FAST).await;
+    let failures = service::write(
+        &client,
+        "g",
+        "s",
+        &recent(2),
+        deadline,
+        &FAST,
+        SPLITS_AT_MOST,
+    )
+    .await;
     assert_eq!(failures.len(), 2);
     assert!(failures.iter().all(|(_, e)| e.is_retryable()));
 }
@@ -162,7 +173,7 @@ async fn events_rejected_inside_a_success_are_failures_not_deliveries() {
     let client = logs(RuleMode::MatchAny, &[&put]);
     // Sorted by time, the oldest (position 3) comes first and the newest (0, 1) last.
     let events = recent(4);
-    let failures = service::write(&client, "g", "s", &events, soon(), &FAST).await;
+    let failures = service::write(&client, "g", "s", &events, soon(), &FAST, SPLITS_AT_MOST).await;
     let mut failed: Vec<usize> = failures.iter().map(|f| f.0).collect();
     failed.sort();
     assert_eq!(failed, [0, 3]);
@@ -180,7 +191,7 @@ async fn an_event_cloudwatch_finds_invalid_costs_the_others_in_its_request_nothi
     let written = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
         .then_output(|| PutLogEventsOutput::builder().build());
     let client = logs(RuleMode::MatchAny, &[&invalid, &written]);
-    let failures = service::write(&client, "g", "s", &events, soon(), &FAST).await;
+    let failures = service::write(&client, "g", "s", &events, soon(), &FAST, SPLITS_AT_MOST).await;
     // Only that event fails, for good but as its own: the others are written once each.
     assert_eq!(failures.len(), 1, "{failures:?}");
     let (position, error) = &failures[0];
@@ -194,11 +205,58 @@ async fn an_event_cloudwatch_finds_invalid_costs_the_others_in_its_request_nothi
 }
 
 #[tokio::test]
+async fn a_log_group_name_cloudwatch_finds_invalid_refuses_every_event_at_once() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events).then_http_response(|| {
+        Response::new(
+            StatusCode::try_from(400).unwrap(),
+            SdkBody::from(
+                r#"{"__type":"InvalidParameterException","message":"1 validation error detected: Value at 'logGroupName' failed to satisfy constraint"}"#,
+            ),
+        )
+    });
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let failures =
+        service::write(&client, "g", "s", &recent(5), soon(), &FAST, SPLITS_AT_MOST).await;
+    assert_eq!(failures.len(), 5);
+    assert!(failures.iter().all(|(_, e)| e.is_refusal()), "{failures:?}");
+    assert!(failures[0].1.message().contains("LOG_GROUP_PREFIX"));
+    assert_eq!(put.num_calls(), 1, "not split: every request would meet it");
+}
+
+#[tokio::test]
+async fn a_probe_searches_a_few_requests_for_an_event_cloudwatch_finds_invalid() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_http_response(|| logs_error(400, "InvalidParameterException"));
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let probe = service::write(
+        &client,
+        "g",
+        "s",
+        &recent(10),
+        soon(),
+        &Backoff::NONE,
+        PROBE_SPLITS_AT_MOST,
+    )
+    .await;
+    assert_eq!(probe.len(), 10);
+    assert_eq!(put.num_calls(), 1 + 2 * PROBE_SPLITS_AT_MOST);
+}
+
+#[tokio::test]
 async fn a_cloudwatch_that_finds_every_request_invalid_is_not_asked_without_end() {
     let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
         .then_http_response(|| logs_error(400, "InvalidParameterException"));
     let client = logs(RuleMode::MatchAny, &[&put]);
-    let failures = service::write(&client, "g", "s", &recent(300), soon(), &FAST).await;
+    let failures = service::write(
+        &client,
+        "g",
+        "s",
+        &recent(300),
+        soon(),
+        &FAST,
+        SPLITS_AT_MOST,
+    )
+    .await;
     assert_eq!(failures.len(), 300, "every event listed");
     // Single events would take 599 requests; the search stops after 64 splits.
     assert_eq!(put.num_calls(), 1 + 2 * 64);
@@ -216,7 +274,8 @@ async fn a_missing_group_and_stream_are_created_once_then_written() {
     let stream = mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
         .then_output(|| CreateLogStreamOutput::builder().build());
     let client = logs(RuleMode::MatchAny, &[&put, &group, &stream]);
-    let failures = service::write(&client, "g", "s", &recent(2), soon(), &FAST).await;
+    let failures =
+        service::write(&client, "g", "s", &recent(2), soon(), &FAST, SPLITS_AT_MOST).await;
     assert_eq!(failures, vec![]);
     assert_eq!(
         (put.num_calls(), group.num_calls(), stream.num_calls()),
@@ -243,7 +302,8 @@ async fn a_creation_racing_another_writer_and_unknown_5xx_answers_are_retried() 
     let stream = mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
         .then_http_response(|| logs_error(400, "ResourceAlreadyExistsException"));
     let client = logs(RuleMode::MatchAny, &[&put, &group, &stream]);
-    let failures = service::write(&client, "g", "s", &recent(2), soon(), &FAST).await;
+    let failures =
+        service::write(&client, "g", "s", &recent(2), soon(), &FAST, SPLITS_AT_MOST).await;
     assert_eq!(failures, vec![]);
     assert_eq!(put.num_calls(), 4);
     assert_eq!(group.num_calls(), 2);
@@ -274,6 +334,7 @@ async fn ten_thousand_events_of_one_kilobyte_take_at_most_eleven_put_log_events(
         &vec![event; 10_000],
         soon(),
         &Backoff::default(),
+        SPLITS_AT_MOST,
     )
     .await;
     assert_eq!(failures, vec![]);
@@ -286,7 +347,16 @@ async fn a_probe_makes_one_request_however_busy_the_destination_is() {
     let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
         .then_http_response(|| logs_error(400, "ThrottlingException"));
     let client = logs(RuleMode::MatchAny, &[&put]);
-    let failures = service::write(&client, "g", "s", &recent(2), soon(), &Backoff::NONE).await;
+    let failures = service::write(
+        &client,
+        "g",
+        "s",
+        &recent(2),
+        soon(),
+        &Backoff::NONE,
+        PROBE_SPLITS_AT_MOST,
+    )
+    .await;
     assert_eq!(failures.len(), 2);
     assert!(failures.iter().all(|(_, e)| e.is_retryable()));
     assert_eq!(put.num_calls(), 1);

@@ -133,11 +133,13 @@ impl Intake<'_> {
 #[async_trait]
 impl Sink for Intake<'_> {
     async fn deliver(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
-        service::deliver(self, events, deadline, &self.datadog.backoff).await
+        let splits = crate::destination::SPLITS_AT_MOST;
+        service::deliver(self, events, deadline, &self.datadog.backoff, splits).await
     }
 
     async fn probe(&self, events: &[AuditEvent], deadline: Instant) -> Failures {
-        service::deliver(self, events, deadline, &Backoff::NONE).await
+        let splits = crate::destination::PROBE_SPLITS_AT_MOST;
+        service::deliver(self, events, deadline, &Backoff::NONE, splits).await
     }
 
     async fn test_connection(&self, event: &AuditEvent, deadline: Instant) -> ConnectionTest {

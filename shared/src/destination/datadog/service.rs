@@ -5,7 +5,7 @@
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress, gzip};
-use crate::destination::{DeliveryError, Failures, REJECTED_SPLITS_AT_MOST, request_failed};
+use crate::destination::{DeliveryError, Failures, request_failed};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
@@ -13,12 +13,14 @@ use std::collections::VecDeque;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-/// Delivers events, and returns the positions that failed.
+/// Delivers events, splitting at most `splits` requests to find the logs Datadog will not
+/// take, and returns the positions that failed.
 pub(super) async fn deliver(
     intake: &Intake<'_>,
     events: &[AuditEvent],
     deadline: Instant,
     backoff: &Backoff,
+    mut splits: usize,
 ) -> Failures {
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
@@ -34,11 +36,17 @@ pub(super) async fn deliver(
         }
     };
     let mut refreshed = false;
-    let mut rejected_splits = 0;
     while let Some(batch) = queue.pop_front() {
         let error = match send(intake, &key, &batch, deadline, backoff).await {
             Answer::Accepted => continue,
-            Answer::TooLarge if batch.len() > 1 => {
+            // Datadog names no log: halves find the one it will not take, and the others in
+            // its request are delivered.
+            Answer::TooLarge
+            | Answer::Failed(DeliveryError::Rejected(_))
+            | Answer::Unreadable(DeliveryError::Rejected(_))
+                if batch.len() > 1 && splits > 0 =>
+            {
+                splits -= 1;
                 let (left, right) = batch.split();
                 queue.push_front(right);
                 queue.push_front(left);
@@ -46,18 +54,6 @@ pub(super) async fn deliver(
             }
             Answer::TooLarge => {
                 DeliveryError::Rejected("Datadog refused the log as too large (HTTP 413)".into())
-            }
-            Answer::Failed(DeliveryError::Rejected(_))
-            | Answer::Unreadable(DeliveryError::Rejected(_))
-                if batch.len() > 1 && rejected_splits < REJECTED_SPLITS_AT_MOST =>
-            {
-                // The intake names no log: halves find the one it will not take, and the
-                // others in its request are delivered.
-                rejected_splits += 1;
-                let (left, right) = batch.split();
-                queue.push_front(right);
-                queue.push_front(left);
-                continue;
             }
             Answer::Unauthorized(_) if !refreshed => {
                 // The key may have been rotated since this container cached it.

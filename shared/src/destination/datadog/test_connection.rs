@@ -74,6 +74,7 @@ pub(super) async fn test_connection(
         std::slice::from_ref(event),
         deadline,
         &intake.datadog.backoff,
+        0,
     )
     .await;
     match failures.first() {
