@@ -36,8 +36,9 @@ pub(super) async fn deliver(
         }
     };
     let mut refreshed = false;
+    let mut reads = Reads::default();
     while let Some(batch) = queue.pop_front() {
-        let error = match send(intake, &key, &batch, deadline, backoff).await {
+        let error = match send(intake, &key, &batch, deadline, backoff, &mut reads).await {
             Answer::Accepted => continue,
             // Datadog names no log: halves find the one it will not take, and the others in
             // its request are delivered.
@@ -76,33 +77,50 @@ pub(super) async fn deliver(
     failures
 }
 
+/// What one delivery has learned of the encodings the intake reads.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    #[default]
+    Unknown,
+    /// It read zstd (or refused the same logs as gzip too): a 400 is about the logs.
+    Zstd,
+    /// It took as gzip what it could not read as zstd.
+    GzipOnly,
+}
+
 /// Sends one batch as zstd. An intake that cannot read it is sent the same logs once more as
 /// gzip, which every Datadog intake reads, before they count: should a site not read zstd, its
-/// logs still arrive, at one request more each.
+/// logs still arrive (as gzip from then on). Once the intake is known to read zstd, a 400 is
+/// about the logs and is not sent again.
 async fn send(
     intake: &Intake<'_>,
     key: &SecretString,
     batch: &Batch,
     deadline: Instant,
     backoff: &Backoff,
+    reads: &mut Reads,
 ) -> Answer {
     let body = batch.body();
-    match send_as(
-        intake,
-        key,
-        CONTENT_ENCODING,
-        compress(&body),
-        deadline,
-        backoff,
-    )
-    .await
-    {
-        Answer::Unreadable(refused) => {
-            tracing::warn!(site = %intake.site, error = %refused, "Datadog could not read a zstd body; sending it as gzip");
-            send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await
-        }
-        answer => answer,
+    if *reads == Reads::GzipOnly {
+        return send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await;
     }
+    let zstd = compress(&body);
+    let answer = send_as(intake, key, CONTENT_ENCODING, zstd, deadline, backoff).await;
+    match answer {
+        Answer::Accepted => *reads = Reads::Zstd,
+        Answer::Unreadable(refused) if *reads == Reads::Unknown => {
+            tracing::warn!(site = %intake.site, error = %refused, "Datadog could not read a zstd body; sending it as gzip");
+            let again = send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await;
+            *reads = match again {
+                Answer::Accepted => Reads::GzipOnly,
+                Answer::Unreadable(_) | Answer::Failed(_) | Answer::TooLarge => Reads::Zstd,
+                _ => Reads::Unknown,
+            };
+            return again;
+        }
+        _ => {}
+    }
+    answer
 }
 
 /// Sends one body, trying again after Datadog's trouble until `backoff` or `deadline` says
