@@ -528,23 +528,30 @@ async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
     );
 }
 
-#[tokio::test]
-async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resume() {
+/// A replay in pages of five, started while the project's lane is paused, whose lane instant
+/// `attribute` is set to eight days ago; the replay's part looks again at once.
+async fn paused_with_eight_days_old(attribute: &str) -> Replaying {
     let pages = ReplayPages {
         size: 5,
         paused_wait: 0,
         ..ReplayPages::default()
     };
     let r = Replaying::start(202, pages, &["/streaming/pause"]).await;
-    // Its trouble began long before the pause: only the pause's own length counts.
     let eight_days_ago = OffsetDateTime::now_utc() - Duration::from_secs(8 * 86_400);
     backdate_lane(
         &r.stack.dynamodb,
         &r.stack.config_table,
-        "lane_since",
+        attribute,
         eight_days_ago,
     )
     .await;
+    r
+}
+
+#[tokio::test]
+async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resume() {
+    // Its trouble began long before the pause: only the pause's own length counts.
+    let r = paused_with_eight_days_old("lane_since").await;
     let paused = std::sync::Mutex::new(None);
     let (r, seen) = (&r, &paused);
     r.run(|n| async move {
@@ -569,21 +576,8 @@ async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resum
 
 #[tokio::test]
 async fn a_replay_stops_once_its_lane_has_been_paused_longer_than_the_retry_window() {
-    let pages = ReplayPages {
-        size: 5,
-        paused_wait: 0,
-        ..ReplayPages::default()
-    };
-    let r = Replaying::start(202, pages, &["/streaming/pause"]).await;
     // The pause began eight days ago (the default window is seven).
-    let eight_days_ago = OffsetDateTime::now_utc() - Duration::from_secs(8 * 86_400);
-    backdate_lane(
-        &r.stack.dynamodb,
-        &r.stack.config_table,
-        "lane_paused_at",
-        eight_days_ago,
-    )
-    .await;
+    let r = paused_with_eight_days_old("lane_paused_at").await;
     r.run(|_| async { true }).await;
     let replay = r.replay().await;
     assert_eq!(replay["state"], "failed", "{replay}");

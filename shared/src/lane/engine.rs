@@ -172,11 +172,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         key: &LaneKey,
         took: Duration,
     ) -> Result<Option<LaneState>, LaneError> {
-        let call = self.slow_call(key);
-        self.schedule(&call).await?;
-        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+        let mut to = self.slow_lane(key, took).await?;
         to.since = Some(self.clock.now_ms());
-        to.reason = Some(self.slow_reason(took));
         if !self
             .store
             .update_from(key, &[LaneState::Delivering], &to)
@@ -193,22 +190,21 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Ok(Some(LaneState::CatchingUp))
     }
 
-    /// The call of a lane set aside as slow.
-    fn slow_call(&self, key: &LaneKey) -> LaneCall {
-        LaneCall::new(
-            key,
-            self.clock.now_ms() + self.policy.slow_hold.as_millis() as i64,
-        )
-    }
-
-    fn slow_reason(&self, took: Duration) -> String {
-        format!(
+    /// The lane of a destination set aside as slow, its call scheduled a hold away (before the
+    /// lane is written, so the call exists whatever happens next).
+    async fn slow_lane(&self, key: &LaneKey, took: Duration) -> Result<Lane, LaneError> {
+        let hold = self.policy.slow_hold;
+        let call = LaneCall::new(key, self.clock.now_ms() + hold.as_millis() as i64);
+        self.schedule(&call).await?;
+        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+        to.reason = Some(format!(
             "the destination took {:.1} s to answer (more than {:.1} s): its events are sent by \
              its own calls, every {} s, until it answers quickly again",
             took.as_secs_f64(),
             self.policy.slow_after.as_secs_f64(),
-            self.policy.slow_hold.as_secs()
-        )
+            hold.as_secs()
+        ));
+        Ok(to)
     }
 
     /// A lane that is not delivering always has a call on its way; should that call have been
@@ -505,10 +501,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             if page.is_empty() {
                 if let Some(took) = slow {
                     // Still slow: live delivery would hold the shard again.
-                    let next = self.slow_call(key);
-                    self.schedule(&next).await?;
-                    let mut to = Lane::to(LaneState::CatchingUp, Some(&next), 0);
-                    to.reason = Some(self.slow_reason(took));
+                    let to = self.slow_lane(key, took).await?;
                     self.store.update(key, &held.attempt, &to).await?;
                     tracing::info!(
                         organization_id = key.organization_id,
