@@ -1,11 +1,12 @@
 //! The functions' log lines. Lambda's advanced logging controls choose the level
-//! (`AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO) and the format (`AWS_LAMBDA_LOG_FORMAT`),
-//! as in lambda_runtime's default subscriber, with one difference: the AWS SDK, the HTTP clients
+//! (`AWS_LAMBDA_LOG_LEVEL`, else a bare level in `RUST_LOG`, else INFO) and the format
+//! (`AWS_LAMBDA_LOG_FORMAT`); `RUST_LOG`'s `target=level` directives raise or lower one module.
+//! One difference from lambda_runtime's default subscriber: the AWS SDK, the HTTP clients
 //! and the runtime never log below INFO. At DEBUG and TRACE they write whole requests and
 //! responses, and so the secrets in them: GetSecretValue's `SecretString`, the organization's
 //! External ID, the `DD-API-KEY` header, a saved configuration's body.
 
-use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
@@ -36,19 +37,38 @@ pub fn dependencies_at_info() -> Targets {
     )
 }
 
+/// The levels the deployment asked for. `Targets` rather than tracing-subscriber's `EnvFilter`:
+/// the span and field filters `EnvFilter` adds are what link its regex engine, about 0.4 MB of
+/// each bootstrap. A directive that does not parse is skipped, as `EnvFilter` skips it.
+pub fn chosen_levels(lambda_level: Option<&str>, rust_log: Option<&str>) -> Targets {
+    let mut bare = None;
+    let mut targets = Targets::new();
+    let directives = rust_log.unwrap_or_default().split(',').map(str::trim);
+    for directive in directives.filter(|d| !d.is_empty()) {
+        match directive.parse::<Targets>() {
+            Ok(parsed) if parsed.default_level().is_some() => bare = parsed.default_level(),
+            Ok(parsed) => targets.extend(parsed),
+            Err(_) => {}
+        }
+    }
+    let level = match lambda_level {
+        Some(level) => level.parse::<LevelFilter>().ok(),
+        None => bare,
+    };
+    targets.with_default(level.unwrap_or(LevelFilter::INFO))
+}
+
 /// Installs the function's subscriber, writing to stdout for Lambda to collect.
 pub fn init() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .ok()
-        .and_then(|l| l.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::INFO);
-    let chosen = EnvFilter::builder()
-        .with_default_directive(level.into())
-        .from_env_lossy();
+    let chosen = chosen_levels(
+        std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
+        std::env::var("RUST_LOG").ok().as_deref(),
+    );
     let filter = chosen.and(dependencies_at_info());
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    // Lambda keeps stdout as it is: colour codes would land in CloudWatch as text.
     let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(false)
         .with_target(false)
         .without_time()
         .with_writer(std::io::stdout);
@@ -86,5 +106,71 @@ mod tests {
         for ours in ["audit_log::store", "audit_log_stream", "audit_log_api"] {
             assert!(passes(ours, Level::TRACE), "{ours}");
         }
+    }
+
+    #[test]
+    fn lambda_chooses_the_level_and_rust_log_tunes_one_module() {
+        use tracing::Level;
+        let chosen = |lambda: Option<&str>, rust_log: Option<&str>, target: &str, level: Level| {
+            chosen_levels(lambda, rust_log).would_enable(target, &level)
+        };
+        // Nothing set: INFO.
+        assert!(chosen(None, None, "audit_log_stream", Level::INFO));
+        assert!(!chosen(None, None, "audit_log_stream", Level::DEBUG));
+        // Lambda's level wins over a bare level in RUST_LOG; a level it does not know is INFO.
+        assert!(chosen(
+            Some("DEBUG"),
+            Some("warn"),
+            "audit_log_api",
+            Level::DEBUG
+        ));
+        assert!(!chosen(
+            Some("WARN"),
+            Some("debug"),
+            "audit_log_api",
+            Level::INFO
+        ));
+        assert!(!chosen(
+            Some("LOUD"),
+            Some("debug"),
+            "audit_log_api",
+            Level::DEBUG
+        ));
+        assert!(chosen(Some("LOUD"), None, "audit_log_api", Level::INFO));
+        // RUST_LOG alone: its bare level, its modules, and what does not parse skipped.
+        assert!(!chosen(None, Some("error"), "audit_log_api", Level::WARN));
+        let rust_log = Some("warn, audit_log::store=trace,not a=directive=at all");
+        assert!(chosen(
+            None,
+            rust_log,
+            "audit_log::store::lanes",
+            Level::TRACE
+        ));
+        assert!(!chosen(
+            None,
+            rust_log,
+            "audit_log::destination",
+            Level::INFO
+        ));
+        assert!(chosen(
+            None,
+            rust_log,
+            "audit_log::destination",
+            Level::WARN
+        ));
+        // A module turned down under Lambda's level.
+        let quiet_lanes = Some("audit_log::store=error");
+        assert!(!chosen(
+            Some("INFO"),
+            quiet_lanes,
+            "audit_log::store",
+            Level::WARN
+        ));
+        assert!(chosen(
+            Some("INFO"),
+            quiet_lanes,
+            "audit_log_stream",
+            Level::INFO
+        ));
     }
 }

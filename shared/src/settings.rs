@@ -22,6 +22,12 @@ pub enum SettingsError {
         "DELIVERY_RETRY_WINDOW_HOURS is {hours}, longer than the events are kept ({most} hours)"
     )]
     RetryWindowOutlastsRetention { hours: u64, most: u64 },
+    #[error(
+        "LOG_GROUP_PREFIX is {0:?}: CloudWatch takes only letters, digits and _ - / . # in a log \
+         group's name, up to {MAX_LOG_GROUP_NAME} characters with the service's own part, and \
+         none that starts with aws/"
+    )]
+    LogGroupPrefix(String),
 }
 
 /// How long an audit event is kept: the TTL is the event's timestamp plus this.
@@ -93,6 +99,32 @@ pub mod env {
 /// Where customers' log groups go when `LOG_GROUP_PREFIX` is left out (the seed's example).
 pub const DEFAULT_LOG_GROUP_PREFIX: &str = "/hashicorp";
 
+/// CloudWatch's longest log group name.
+const MAX_LOG_GROUP_NAME: usize = 512;
+
+/// Reads `LOG_GROUP_PREFIX`, defaulting to `/hashicorp`.
+pub fn log_group_prefix_from_env() -> Result<String, SettingsError> {
+    log_group_prefix(optional_env(env::LOG_GROUP_PREFIX).as_deref())
+}
+
+/// The prefix, checked at start-up against what CloudWatch takes in a log group's name: one it
+/// refuses would fail every customer's delivery, each as if the trouble were theirs.
+pub fn log_group_prefix(value: Option<&str>) -> Result<String, SettingsError> {
+    let Some(prefix) = value else {
+        return Ok(DEFAULT_LOG_GROUP_PREFIX.to_owned());
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-/.#".contains(c);
+    // The longest group the service makes of it: "Test connection"'s.
+    let longest = crate::destination::cloudwatch::test_log_group(prefix);
+    if !prefix.chars().all(allowed)
+        || longest.len() > MAX_LOG_GROUP_NAME
+        || longest.starts_with("aws/")
+    {
+        return Err(SettingsError::LogGroupPrefix(prefix.to_owned()));
+    }
+    Ok(prefix.to_owned())
+}
+
 /// A variable that may be left out; blank counts as left out.
 pub fn optional_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -109,6 +141,34 @@ pub fn required_env(name: &'static str) -> Result<String, SettingsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_group_prefix_cloudwatch_would_refuse_stops_the_function_at_start_up() {
+        assert_eq!(log_group_prefix(None).unwrap(), "/hashicorp");
+        for good in [
+            "/hashicorp",
+            "/acme/audit",
+            "acme",
+            "/a.b_c-d#e/",
+            "/aws/acme",
+        ] {
+            assert_eq!(log_group_prefix(Some(good)).unwrap(), good);
+        }
+        let longest_taken = format!("/{}", "a".repeat(512 - "/packer/audit-logs-test".len() - 1));
+        assert!(log_group_prefix(Some(&longest_taken)).is_ok());
+        for bad in [
+            "/has space",
+            "/colon:",
+            "/star*",
+            "/é",
+            "aws/acme",
+            &format!("{longest_taken}a"),
+        ] {
+            let err = log_group_prefix(Some(bad)).unwrap_err();
+            assert_eq!(err, SettingsError::LogGroupPrefix(bad.to_owned()), "{bad}");
+            assert!(err.to_string().contains("LOG_GROUP_PREFIX"), "{err}");
+        }
+    }
 
     #[test]
     fn retention_defaults_to_400_days() {

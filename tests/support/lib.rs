@@ -529,7 +529,7 @@ pub fn install_log_tap_echoing(directives: &str) {
 
 fn install_subscriber(echo: Option<&str>) {
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
+    use tracing_subscriber::filter::{FilterExt, LevelFilter};
     use tracing_subscriber::layer::SubscriberExt;
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
@@ -542,9 +542,9 @@ fn install_subscriber(echo: Option<&str>) {
             .with_writer(|| LeakTap)
             .with_filter(audit_log::logging::dependencies_at_info());
         let echo = echo.map(|directives| {
-            let chosen = EnvFilter::builder()
-                .with_default_directive(LevelFilter::ERROR.into())
-                .parse_lossy(directives);
+            // ERROR unless the directives name a level of their own.
+            let chosen =
+                audit_log::logging::chosen_levels(None, Some(&format!("error,{directives}")));
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

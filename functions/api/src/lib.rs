@@ -30,7 +30,7 @@ use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{LaneStore, Timers};
 use audit_log::message::Queues;
 use audit_log::settings::{
-    DEFAULT_LOG_GROUP_PREFIX, SettingsError, env, optional_env, required_env,
+    SettingsError, env, log_group_prefix_from_env, optional_env, required_env,
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::{
@@ -123,8 +123,7 @@ impl Settings {
             export_queue_url: required_env(env::EXPORT_QUEUE)?,
             export_bucket: required_env(env::EXPORT_BUCKET)?,
             secret_prefix: required_env(env::SECRET_PREFIX)?,
-            log_group_prefix: optional_env(env::LOG_GROUP_PREFIX)
-                .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.into()),
+            log_group_prefix: log_group_prefix_from_env()?,
             organization_claim: optional_env(env::ORGANIZATION_CLAIM)
                 .unwrap_or_else(|| DEFAULT_ORGANIZATION_CLAIM.into()),
             service_account_id: optional_env(env::SERVICE_ACCOUNT),

@@ -9,6 +9,7 @@ use audit_log::credentials::{Credentials, CredentialsError};
 use audit_log::lane::memory::{MemoryLanes, MemoryTimers};
 use audit_log::lane::{LaneKey, LaneState, LaneStore, Owed};
 use audit_log::message::MemoryQueues;
+use audit_log::settings::DEFAULT_LOG_GROUP_PREFIX;
 use audit_log::store::StoredKey;
 use audit_log::streaming::Exports;
 use secrecy::ExposeSecret;

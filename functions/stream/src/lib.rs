@@ -24,7 +24,7 @@ use audit_log::lane::Policy;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::message::QueueMessage;
 use audit_log::settings::{
-    DEFAULT_LOG_GROUP_PREFIX, SettingsError, env, optional_env, required_env,
+    SettingsError, env, log_group_prefix_from_env, optional_env, required_env,
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::ConfigTable;
@@ -81,8 +81,7 @@ impl Settings {
             config_table: required_env(env::CONFIG_TABLE)?,
             events_table: required_env(env::EVENTS_TABLE)?,
             secret_prefix: required_env(env::SECRET_PREFIX)?,
-            log_group_prefix: optional_env(env::LOG_GROUP_PREFIX)
-                .unwrap_or_else(|| DEFAULT_LOG_GROUP_PREFIX.to_owned()),
+            log_group_prefix: log_group_prefix_from_env()?,
             replay_queue_url: required_env(env::REPLAY_QUEUE)?,
             lane_queue_url: required_env(env::LANE_QUEUE)?,
             lanes: Policy::from_env(audit_log::Retention::from_env()?)?,
