@@ -115,8 +115,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 out.delivered += sent.delivered;
                 out.rejected += sent.rejected;
                 let Some(trouble) = sent.trouble else {
-                    // Finding the events a destination rejects takes requests of its own.
-                    if sent.rejected == 0 && self.policy.is_slow(sent.took, sent.bytes) {
+                    // However the time went, answering slowly or searching for the events it
+                    // rejects one request after another, the shard waited for it.
+                    if self.policy.is_slow(sent.took, sent.bytes) {
                         out.entered = self.set_aside(key, sent.took).await?;
                     }
                     return Ok(out);
@@ -546,6 +547,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             }
             let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
             let sent = self.send(key, found, sink, budget, probe).await?;
+            // A call holds no one else: the time it spends finding the events the destination
+            // rejects is no slowness of the destination's own.
             slow = Some(sent.took)
                 .filter(|took| sent.rejected == 0 && self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;

@@ -584,16 +584,40 @@ async fn a_slow_destination_that_gets_nothing_while_aside_delivers_live_again() 
         (out.delivered, out.entered),
         (0, Some(LaneState::Delivering))
     );
-    // AND the time a destination takes to find the events it rejects is no slowness of its own
-    w.sink
-        .answer(Answer::SlowToReject(w.engine().policy.slow_after * 2));
-    let out = w.live(2).await;
-    assert_eq!((out.delivered, out.rejected, out.entered), (1, 1, None));
     // AND a destination quick enough never leaves live delivery
     w.sink
         .answer(Answer::Slow(w.engine().policy.slow_after / 2));
     let out = w.live(2).await;
     assert_eq!((out.delivered, out.entered), (2, None));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_search_for_rejected_events_that_holds_the_shard_sets_the_lane_aside() {
+    let mut w = World::new();
+    let slow_after = w.engine().policy.slow_after;
+    // The search took its requests one after another: the shard waited for them all.
+    w.sink.answer(Answer::SlowToReject(slow_after * 2));
+    let out = w.live(2).await;
+    assert_eq!(
+        (out.delivered, out.rejected, out.entered),
+        (1, 1, Some(LaneState::CatchingUp))
+    );
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    // Live events meanwhile are owed to its calls, not sent.
+    let out = w.live(1).await;
+    assert_eq!((out.delivered, out.owed), (0, 1));
+    // Its call, holding no one, may take its time to find what is rejected: the destination
+    // is not slow, and the lane delivers live again.
+    let out = w.run_due_call().await;
+    assert_eq!(
+        (out.delivered, out.rejected, out.entered),
+        (0, 1, Some(LaneState::Delivering))
+    );
+    // A quick search stays live.
+    w.sink.answer(Answer::SlowToReject(slow_after / 2));
+    let out = w.live(2).await;
+    assert_eq!((out.delivered, out.rejected, out.entered), (1, 1, None));
     assert_eq!(w.lane().state, LaneState::Delivering);
 }
 
