@@ -85,25 +85,14 @@ impl AuditEvent {
         }
         // Two passes over the text, neither building a tree: the required fields (which fails
         // on any body that is not plainly valid, left to the parsed path to name the problem),
-        // then the whole body compacted, unless it is already as compacting would write it.
+        // then the whitespace between tokens left out, every value kept as it was written.
         let Some(required) = Required::read(body) else {
             return Self::parse(body);
         };
         let checked = required.check()?;
-        if compact::is_compact(body) {
-            return Ok(Self::new(body.to_owned(), checked));
-        }
-        let mut json = Vec::with_capacity(body.len());
-        let mut compact = serde_json::Serializer::new(&mut json);
-        if serde_transcode::transcode(&mut serde_json::Deserializer::from_str(body), &mut compact)
-            .is_err()
-        {
-            return Self::parse(body);
-        }
-        match String::from_utf8(json) {
-            Ok(json) => Ok(Self::new(json, checked)),
-            // serde_json writes only UTF-8; were it ever not, the parsed path stands.
-            Err(_) => Self::parse(body),
+        match compact::minified(body) {
+            Some(json) => Ok(Self::new(json.into_owned(), checked)),
+            None => Self::parse(body),
         }
     }
 

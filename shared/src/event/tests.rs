@@ -303,10 +303,24 @@ fn escaped_text_in_required_fields_reads_as_its_value() {
     let e = AuditEvent::from_json(&body).unwrap();
     assert_eq!(e.description(), r#"Created "bé" \ bucket"#);
     assert_eq!(e.organization_id(), "77f447d4-def0-46f2-bf09-6850d36745ed");
-    assert_eq!(
-        e.json(),
-        serde_json::to_string(&serde_json::from_str::<Value>(&body).unwrap()).unwrap()
+    // Kept as the producer wrote it, escapes and all: the same JSON value.
+    assert_eq!(e.json(), body);
+}
+
+#[test]
+fn numbers_are_kept_as_written_and_ones_no_reader_takes_refused() {
+    let body = valid().to_string().replace(
+        r#""status":"OK""#,
+        r#""status":"OK","build":{"n":12345678901234567890123,"r":1.50e2}"#,
     );
+    assert!(body.contains("12345678901234567890123"), "{body}");
+    let e = AuditEvent::from_json(&body).unwrap();
+    assert_eq!(e.json(), body);
+    let out_of_range = body.replace("1.50e2", "1e400");
+    assert!(matches!(
+        AuditEvent::from_json(&out_of_range),
+        Err(EventError::NotJson(_))
+    ));
 }
 
 #[test]
@@ -435,4 +449,23 @@ fn bodies_nested_past_the_parsers_limit_are_refused_however_compact() {
     let kept = AuditEvent::from_json(&body).unwrap();
     assert_eq!(kept.json(), body);
     assert!(kept.fields().contains_key("deep"));
+}
+
+#[test]
+fn strings_serde_json_refuses_are_refused_and_the_rest_kept_as_written() {
+    let with_x = |x: &str| {
+        valid()
+            .to_string()
+            .replace(r#""status":"OK""#, &format!(r#""status":"OK","x":{x}"#))
+    };
+    for refused in [r#""\ud800""#, r#""a\udc00""#, "\"a\u{1}b\"", r#""\x""#] {
+        let body = with_x(refused);
+        assert!(serde_json::from_str::<Value>(&body).is_err(), "{refused}");
+        assert!(
+            matches!(AuditEvent::from_json(&body), Err(EventError::NotJson(_))),
+            "{refused}"
+        );
+    }
+    let body = with_x(r#""\ud83d\ude00 \/ \t""#);
+    assert_eq!(AuditEvent::from_json(&body).unwrap().json(), body);
 }
