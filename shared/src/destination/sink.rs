@@ -135,8 +135,24 @@ pub fn all_failed(n: usize, error: DeliveryError) -> Failures {
 }
 
 /// One request of a delivery: where its events are in the list delivered.
-pub(crate) trait Request {
+pub(crate) trait Request: Sized {
     fn positions(&self) -> &[usize];
+    /// The request's first and second halves.
+    fn split(self) -> (Self, Self);
+}
+
+/// A destination refused `request` without naming the event it will not take: its halves go
+/// first in the queue, to find that event and send the others, one of the delivery's `splits`
+/// spent.
+pub(crate) fn search_halves<R: Request>(
+    request: R,
+    queued: &mut std::collections::VecDeque<R>,
+    splits: &mut usize,
+) {
+    *splits -= 1;
+    let (left, right) = request.split();
+    queued.push_front(right);
+    queued.push_front(left);
 }
 
 /// A `request` failed with `error`. The requests still `queued` fail too: with a refusal, as
@@ -174,10 +190,24 @@ mod tests {
         fn positions(&self) -> &[usize] {
             &self.0
         }
+
+        fn split(mut self) -> (Self, Self) {
+            let right = self.0.split_off(self.0.len() / 2);
+            (self, Positions(right))
+        }
     }
 
     fn queued() -> VecDeque<Positions> {
         VecDeque::from([Positions(vec![2, 3]), Positions(vec![4])])
+    }
+
+    #[test]
+    fn a_searched_request_is_sent_next_as_its_halves_in_order() {
+        let (mut queue, mut splits) = (queued(), 2);
+        search_halves(Positions(vec![0, 1, 5]), &mut queue, &mut splits);
+        let order: Vec<&[usize]> = queue.iter().map(Request::positions).collect();
+        assert_eq!(order, [&[0][..], &[1, 5], &[2, 3], &[4]]);
+        assert_eq!(splits, 1);
     }
 
     #[test]

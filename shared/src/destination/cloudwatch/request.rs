@@ -55,11 +55,9 @@ impl crate::destination::Request for Batch {
     fn positions(&self) -> &[usize] {
         &self.positions
     }
-}
 
-impl Batch {
     /// Halves, each still sorted by time.
-    pub fn split(mut self) -> (Batch, Batch) {
+    fn split(mut self) -> (Batch, Batch) {
         let half = self.events.len() / 2;
         let right = Batch {
             positions: self.positions.split_off(half),
@@ -67,7 +65,9 @@ impl Batch {
         };
         (self, right)
     }
+}
 
+impl Batch {
     pub fn bytes(&self) -> usize {
         self.events
             .iter()

@@ -3,7 +3,7 @@
 
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
-use crate::destination::{DeliveryError, Failures, request_failed};
+use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
@@ -43,10 +43,7 @@ pub async fn write(
             Err(DeliveryError::Rejected(_)) if batch.events.len() > 1 && splits > 0 => {
                 // CloudWatch names no event: halves find the one it will not take, and the
                 // others in its request are written.
-                splits -= 1;
-                let (left, right) = batch.split();
-                queue.push_front(right);
-                queue.push_front(left);
+                search_halves(batch, &mut queue, &mut splits);
                 continue;
             }
             Err(error) => error,

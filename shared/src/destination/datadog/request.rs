@@ -50,6 +50,15 @@ impl crate::destination::Request for Batch {
     fn positions(&self) -> &[usize] {
         &self.positions
     }
+
+    fn split(mut self) -> (Batch, Batch) {
+        let half = self.entries.len() / 2;
+        let right = Batch {
+            positions: self.positions.split_off(half),
+            entries: self.entries.split_off(half),
+        };
+        (self, right)
+    }
 }
 
 impl Batch {
@@ -89,15 +98,6 @@ impl Batch {
 
     pub fn entries(&self) -> impl Iterator<Item = &[u8]> {
         self.entries.iter().map(Vec::as_slice)
-    }
-
-    pub(super) fn split(mut self) -> (Batch, Batch) {
-        let half = self.entries.len() / 2;
-        let right = Batch {
-            positions: self.positions.split_off(half),
-            entries: self.entries.split_off(half),
-        };
-        (self, right)
     }
 }
 

@@ -5,7 +5,7 @@
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress, gzip};
-use crate::destination::{DeliveryError, Failures, request_failed};
+use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
@@ -47,10 +47,7 @@ pub(super) async fn deliver(
             | Answer::Unreadable(DeliveryError::Rejected(_))
                 if batch.len() > 1 && splits > 0 =>
             {
-                splits -= 1;
-                let (left, right) = batch.split();
-                queue.push_front(right);
-                queue.push_front(left);
+                search_halves(batch, &mut queue, &mut splits);
                 continue;
             }
             Answer::TooLarge => {
