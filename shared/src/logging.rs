@@ -111,66 +111,69 @@ mod tests {
     #[test]
     fn lambda_chooses_the_level_and_rust_log_tunes_one_module() {
         use tracing::Level;
-        let chosen = |lambda: Option<&str>, rust_log: Option<&str>, target: &str, level: Level| {
-            chosen_levels(lambda, rust_log).would_enable(target, &level)
-        };
-        // Nothing set: INFO.
-        assert!(chosen(None, None, "audit_log_stream", Level::INFO));
-        assert!(!chosen(None, None, "audit_log_stream", Level::DEBUG));
-        // Lambda's level wins over a bare level in RUST_LOG; a level it does not know is INFO.
-        assert!(chosen(
-            Some("DEBUG"),
-            Some("warn"),
-            "audit_log_api",
-            Level::DEBUG
-        ));
-        assert!(!chosen(
-            Some("WARN"),
-            Some("debug"),
-            "audit_log_api",
-            Level::INFO
-        ));
-        assert!(!chosen(
-            Some("LOUD"),
-            Some("debug"),
-            "audit_log_api",
-            Level::DEBUG
-        ));
-        assert!(chosen(Some("LOUD"), None, "audit_log_api", Level::INFO));
-        // RUST_LOG alone: its bare level, its modules, and what does not parse skipped.
-        assert!(!chosen(None, Some("error"), "audit_log_api", Level::WARN));
         let rust_log = Some("warn, audit_log::store=trace,not a=directive=at all");
-        assert!(chosen(
-            None,
-            rust_log,
-            "audit_log::store::lanes",
-            Level::TRACE
-        ));
-        assert!(!chosen(
-            None,
-            rust_log,
-            "audit_log::destination",
-            Level::INFO
-        ));
-        assert!(chosen(
-            None,
-            rust_log,
-            "audit_log::destination",
-            Level::WARN
-        ));
-        // A module turned down under Lambda's level.
         let quiet_lanes = Some("audit_log::store=error");
-        assert!(!chosen(
-            Some("INFO"),
-            quiet_lanes,
-            "audit_log::store",
-            Level::WARN
-        ));
-        assert!(chosen(
-            Some("INFO"),
-            quiet_lanes,
-            "audit_log_stream",
-            Level::INFO
-        ));
+        // (AWS_LAMBDA_LOG_LEVEL, RUST_LOG, target, level, passes)
+        let cases = [
+            // Nothing set: INFO.
+            (None, None, "audit_log_stream", Level::INFO, true),
+            (None, None, "audit_log_stream", Level::DEBUG, false),
+            // Lambda's level wins over a bare level in RUST_LOG; a level it does not know is INFO.
+            (
+                Some("DEBUG"),
+                Some("warn"),
+                "audit_log_api",
+                Level::DEBUG,
+                true,
+            ),
+            (
+                Some("WARN"),
+                Some("debug"),
+                "audit_log_api",
+                Level::INFO,
+                false,
+            ),
+            (
+                Some("LOUD"),
+                Some("debug"),
+                "audit_log_api",
+                Level::DEBUG,
+                false,
+            ),
+            (Some("LOUD"), None, "audit_log_api", Level::INFO, true),
+            // RUST_LOG alone: its bare level, its modules, and what does not parse skipped.
+            (None, Some("error"), "audit_log_api", Level::WARN, false),
+            (
+                None,
+                rust_log,
+                "audit_log::store::lanes",
+                Level::TRACE,
+                true,
+            ),
+            (None, rust_log, "audit_log::destination", Level::INFO, false),
+            (None, rust_log, "audit_log::destination", Level::WARN, true),
+            // A module turned down under Lambda's level.
+            (
+                Some("INFO"),
+                quiet_lanes,
+                "audit_log::store",
+                Level::WARN,
+                false,
+            ),
+            (
+                Some("INFO"),
+                quiet_lanes,
+                "audit_log_stream",
+                Level::INFO,
+                true,
+            ),
+        ];
+        for (lambda, rust_log, target, level, passes) in cases {
+            assert_eq!(
+                chosen_levels(lambda, rust_log).would_enable(target, &level),
+                passes,
+                "{lambda:?} {rust_log:?} {target} {level}"
+            );
+        }
     }
 }
