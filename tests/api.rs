@@ -2271,12 +2271,7 @@ async fn puts_and_deletes_without_if_match_never_answer_412() {
 #[tokio::test]
 async fn path_ids_that_break_the_id_rules_are_400_on_every_route() {
     let w = World::new().await;
-    for id in [
-        "   ".to_owned(),
-        "a\u{1}b".to_owned(),
-        "x".repeat(256),
-        "項".repeat(255),
-    ] {
+    for id in ["a\u{1}b".to_owned(), "x".repeat(256), "項".repeat(255)] {
         for (method, suffix, body) in every_route() {
             let encoded =
                 percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
@@ -2321,6 +2316,23 @@ async fn path_ids_that_break_the_id_rules_are_400_on_every_route() {
         );
         assert_eq!(w.api.respond(&request).await.status_code, 400);
     }
+}
+
+#[tokio::test]
+async fn an_id_of_spaces_is_an_id_like_any_other() {
+    // The contract's id rule is "non-empty": spaces are not nothing.
+    let mut w = World::new().await;
+    let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(60);
+    let events: Vec<Value> = (0..2)
+        .map(|i| event_at(&w.org, "   ", start + Duration::from_secs(i as u64), i))
+        .collect();
+    w.store(&events).await;
+    w.project = "%20%20%20".into();
+    let listed = w.list(&[]).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let mut newest_first = events.clone();
+    newest_first.reverse();
+    assert_eq!(listed.body["events"], json!(newest_first));
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ impl<'a> Required<'a> {
     pub fn check(self) -> Result<Metadata, EventError> {
         let status = Status::parse_field(&self.status)?;
         let action = Action::parse_field(&self.action)?;
-        if self.description.trim().is_empty() {
+        if self.description.is_empty() {
             return Err(EventError::Empty("description"));
         }
         crate::id::check("organization_id", &self.organization_id)?;

@@ -52,14 +52,14 @@ fn ids_follow_the_id_rules() {
         ("project_id", "project_id"),
     ] {
         for bad in [
-            "   ".to_owned(),
+            "".to_owned(),
             "a\nb".to_owned(),
             "項".repeat(255),
             "x".repeat(256),
         ] {
             let err = AuditEvent::from_value(with(&[id], Some(json!(bad)))).unwrap_err();
             assert!(err.to_string().contains(&format!("`{field}`")), "{err}");
-            assert!(!err.to_string().contains(&bad), "{err}");
+            assert!(bad.is_empty() || !err.to_string().contains(&bad), "{err}");
         }
     }
 }
@@ -125,10 +125,11 @@ fn every_required_field_of_the_wrong_type_is_named() {
 #[test]
 fn empty_text_fields_are_refused() {
     for name in ["description", "organization_id", "project_id"] {
-        for empty in ["", "   "] {
-            let err = AuditEvent::from_value(with(&[name], Some(json!(empty)))).unwrap_err();
-            assert_eq!(err, EventError::Empty(name));
-        }
+        let err = AuditEvent::from_value(with(&[name], Some(json!("")))).unwrap_err();
+        assert_eq!(err, EventError::Empty(name));
+        // The contract asks for non-empty text: spaces are text.
+        let kept = AuditEvent::from_value(with(&[name], Some(json!("   ")))).unwrap();
+        assert!(kept.json().contains(r#""   ""#), "{name}");
     }
 }
 

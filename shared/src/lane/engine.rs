@@ -268,10 +268,14 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     ) -> Result<Lane, LaneError> {
         let now = self.clock.now_ms();
         let (state, interval, due) = if trouble.is_refusal() {
+            // A refusal is most often fixed where this service cannot see it (the role's trust
+            // policy, the key enabled again in Datadog): the lane looks again at the longest
+            // backoff, so such a fix is noticed without a save.
+            let interval = self.policy.max_backoff.as_millis() as u64;
             (
                 LaneState::Refused,
-                interval_ms,
-                now + self.policy.housekeeping.as_millis() as i64,
+                interval,
+                self.policy.jittered(interval, now),
             )
         } else {
             let interval = self.policy.next_interval(interval_ms);
@@ -428,7 +432,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     .await?;
                 Ok(out)
             }
-            LaneState::Refused | LaneState::Paused => {
+            LaneState::Paused => {
                 let next = LaneCall::new(key, now + self.policy.housekeeping.as_millis() as i64);
                 self.schedule(&next).await?;
                 let to = Lane::to(lane.state, Some(&next), lane.interval_ms);
@@ -484,7 +488,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 out.skipped = Some("another attempt replaced it");
                 return Ok(());
             }
-            let probe = state == LaneState::Retrying;
+            let probe = matches!(state, LaneState::Retrying | LaneState::Refused);
             let limit = if probe {
                 self.policy.probe_page
             } else {

@@ -236,25 +236,50 @@ async fn after_an_outage_everything_owed_arrives_oldest_first_then_live_delivery
 }
 
 #[tokio::test]
-async fn a_refused_lane_sends_nothing_until_told_to_retry() {
+async fn a_refused_lane_probes_at_the_longest_backoff_and_recovers_by_itself() {
     let mut w = World::new();
     w.sink.answer(Answer::Fail(refusal()));
     w.live(2).await;
     assert_eq!(w.lane().state, LaneState::Refused);
     assert!(w.lane().reason.unwrap().contains("API key"));
-    w.sink.answer(Answer::Take);
-    // Its calls only keep the retry window.
-    for _ in 0..4 {
+    // Live events are owed without a request; each call is one probe, at most the longest
+    // backoff (and at least half of it) after the last.
+    for probe in 1..=3 {
         w.live(1).await;
+        let (call, _) = w.pending_call();
+        let wait = call.due_ms - w.clock.now_ms();
+        assert!(
+            (150_000..=300_000).contains(&wait),
+            "probe {probe} in {wait} ms"
+        );
+        w.timers.schedule(&call, Duration::ZERO).await.unwrap();
         w.run_due_call().await;
+        assert_eq!(w.sink.requests(), 1 + probe);
+        assert_eq!(w.lane().state, LaneState::Refused);
     }
-    assert_eq!(w.sink.requests(), 1);
-    assert_eq!(w.lane().state, LaneState::Refused);
-    // The key is fixed (a save, or a Test connection that succeeds).
-    assert!(w.engine().retry_now(&w.key).await.unwrap());
+    assert!(w.received().is_empty());
+    // Fixed where the service cannot see it (the key enabled again): the next probe finds out.
+    w.sink.answer(Answer::Take);
     let out = w.run_due_call().await;
     assert_eq!(out.entered, Some(LaneState::Delivering));
-    assert_eq!(w.received(), numbered(1..=6));
+    assert_eq!(w.received(), numbered(1..=5));
+    assert_eq!(w.lane().refused_version, None);
+}
+
+#[tokio::test]
+async fn a_refused_lane_saved_again_tries_at_once() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(2).await;
+    w.sink.answer(Answer::Take);
+    // A save, or a Test connection that succeeds: no need to wait for the next probe.
+    assert!(w.engine().retry_now(&w.key).await.unwrap());
+    let (call, _) = w.pending_call();
+    assert!(call.due_ms - w.clock.now_ms() < 1_000);
+    w.timers.schedule(&call, Duration::ZERO).await.unwrap();
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=2));
 }
 
 #[tokio::test]
@@ -282,18 +307,17 @@ async fn events_owed_beyond_the_retry_window_become_failures() {
     w.live(2).await;
     w.clock.advance(Duration::from_secs(1800));
     w.live(1).await;
-    // Housekeeping every 15 minutes; the first two events pass the hour's window.
-    let mut expired = 0;
-    for _ in 0..4 {
-        expired += w.run_due_call().await.expired;
-    }
-    assert_eq!(expired, 2);
+    assert_eq!(w.run_due_call().await.expired, 0);
+    // The call after the hour's window: the first two events pass it.
+    w.clock.advance(Duration::from_secs(1800));
+    assert_eq!(w.run_due_call().await.expired, 2);
     let failures = w.lanes.get(&w.key).failures;
     assert_eq!(failures.len(), 2);
     assert!(failures[0].1.contains("1-hour retry window"));
     assert!(failures[0].1.contains("API key"));
     assert_eq!(w.lanes.get(&w.key).owed.len(), 1);
-    assert_eq!(w.sink.requests(), 1);
+    // The live delivery, then a probe of what is still owed at each call.
+    assert_eq!(w.sink.requests(), 3);
 }
 
 #[tokio::test]
@@ -720,9 +744,11 @@ async fn the_sweep_leaves_calls_on_their_way_and_delivering_lanes_alone() {
     w.sink.answer(Answer::Fail(refusal()));
     w.live(1).await;
     let waiting = w.lane();
-    // A refused lane's call comes after a long wait: due, and not yet late enough to be lost
-    // (SQS may be holding it after a failed invocation), it is left alone.
-    w.clock.advance(w.policy.housekeeping + w.policy.lost_after);
+    // A refused lane's call, due and not yet late enough to be lost (SQS may be holding it
+    // after a failed invocation), is left alone.
+    let due = waiting.next_attempt_at.unwrap() - w.clock.now_ms();
+    w.clock
+        .advance(Duration::from_millis(due as u64) + w.policy.lost_after);
     assert_eq!(w.sweep().await, 0);
     assert_eq!(w.lane(), waiting);
     assert_eq!(w.timers.take().len(), 1);
