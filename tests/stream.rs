@@ -643,45 +643,21 @@ fn intake() -> wiremock::MockBuilder {
 }
 
 #[tokio::test]
-async fn an_intake_that_refuses_zstd_gets_the_same_logs_as_gzip() {
-    let dd = Datadog::new().await;
-    dd.mount(
-        intake()
-            .and(header("content-encoding", "zstd"))
-            .respond_with(ResponseTemplate::new(400))
-            .with_priority(1),
-    )
-    .await;
-    dd.answer_key(KEY, 202).await;
-    let (events, records) = dd.events(3).await;
-    let response = dd.deliver(&records).await;
-    assert!(response.batch_item_failures.is_empty());
-    let requests = dd.requests().await;
-    assert_eq!(dd.each("content-encoding").await, ["zstd", "gzip"]);
-    // The same logs both times, and none counted as rejected.
-    assert_eq!(entries(&requests[0]), entries(&requests[1]));
-    assert_eq!(entries(&requests[1]).len(), events.len());
-    let health = dd.health().await;
-    assert!(health.last_success_at.is_some());
-    assert_eq!(health.last_failure_at, None, "{:?}", health.last_error);
-}
-
-#[tokio::test]
-async fn logs_datadog_rejects_for_what_they_say_are_not_sent_again_as_gzip() {
+async fn logs_datadog_rejects_are_not_sent_again() {
     let dd = Datadog::new().await;
     dd.mount(intake().respond_with(ResponseTemplate::new(422)))
         .await;
     let (_, records) = dd.events(1).await;
     let response = dd.deliver(&records).await;
     assert!(response.batch_item_failures.is_empty());
-    // 422 is about the log, not its compression: one request.
-    assert_eq!(dd.each("content-encoding").await, ["zstd"]);
+    // 422 is about the log: one request.
+    assert_eq!(dd.each("content-encoding").await, ["gzip"]);
     let error = dd.health().await.last_error.unwrap();
     assert!(error.contains("HTTP 422"), "{error}");
 }
 
 #[tokio::test]
-async fn datadog_receives_zstd_entries_with_the_api_key() {
+async fn datadog_receives_gzip_entries_with_the_api_key() {
     let dd = Datadog::new().await;
     dd.answer_key(KEY, 202).await;
     let (events, records) = dd.events(3).await;
@@ -690,9 +666,8 @@ async fn datadog_receives_zstd_entries_with_the_api_key() {
     let requests = dd.requests().await;
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
-    // zstd, as Datadog's own Lambda extension sends its logs: about gzip 6's size for a quarter
-    // of its CPU (BENCHMARKS.md).
-    assert_eq!(request.headers.get("content-encoding").unwrap(), "zstd");
+    // gzip, the encoding Datadog's API reference documents.
+    assert_eq!(request.headers.get("content-encoding").unwrap(), "gzip");
     assert_eq!(
         request.headers.get("content-type").unwrap(),
         "application/json"
@@ -1240,11 +1215,6 @@ async fn one_log_datadog_will_never_take(status: u16) -> String {
         accepted, others,
         "HTTP {status}: each of the others sent, once"
     );
-    // Once the same logs were refused as gzip too, the 400s are about the logs: no half is
-    // sent twice.
-    let gzip = dd.each("content-encoding").await;
-    let gzip = gzip.iter().filter(|e| *e == "gzip").count();
-    assert_eq!(gzip, usize::from(status == 400), "HTTP {status}");
     let listed = dd.failures_listed().await;
     assert_eq!(
         listed.len(),
@@ -1326,9 +1296,9 @@ async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_st
         response.batch_item_failures.is_empty(),
         "not retried from the stream"
     );
-    // Not retried: sent once as zstd and once as gzip, in case zstd was what it refused.
+    // Not retried: sent once.
     let encodings = dd.each("content-encoding").await;
-    assert_eq!(encodings, ["zstd", "gzip"]);
+    assert_eq!(encodings, ["gzip"]);
     let health = dd.health().await;
     assert_eq!(health.status_at(time::OffsetDateTime::now_utc()), "failing");
     let error = health.last_error.unwrap();

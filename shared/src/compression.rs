@@ -1,6 +1,6 @@
-//! gzip: for Datadog's bodies when an intake would refuse zstd, for the bench's comparison of
-//! levels, and for the events stored gzipped before they were packed with zstd (which tests
-//! still write). The caller picks the level.
+//! gzip: for Datadog's bodies, for the bench's comparison of levels, and for the events stored
+//! gzipped before they were packed with zstd (which tests still write). The caller picks the
+//! level.
 
 use flate2::Compression;
 use flate2::write::GzEncoder;

@@ -48,7 +48,7 @@ fn requests(c: &mut Criterion) {
     let now = OffsetDateTime::now_utc();
     let mut group = c.benchmark_group("stream");
     group.throughput(Throughput::Bytes(bytes));
-    group.bench_function("records to datadog requests (zstd)", |b| {
+    group.bench_function("records to datadog requests (gzip)", |b| {
         b.iter(|| {
             let events = decode(black_box(&records));
             let (batches, _) = datadog::batches(&events, now);
@@ -69,7 +69,7 @@ fn requests(c: &mut Criterion) {
         .iter()
         .map(|event| event.json().to_owned())
         .collect();
-    group.bench_function("floor: serde_json parse + zstd", |b| {
+    group.bench_function("floor: serde_json parse + gzip", |b| {
         b.iter(|| {
             let mut all = Vec::with_capacity(bytes as usize);
             for j in black_box(&jsons) {

@@ -12,9 +12,6 @@ pub(super) enum Answer {
     /// Datadog's trouble, not ours: try again after a backoff.
     Trouble(String),
     Failed(DeliveryError),
-    /// The intake could not read the body (400, 415): perhaps its compression, so the logs are
-    /// worth one more request as gzip before this counts.
-    Unreadable(DeliveryError),
 }
 
 /// Reads the outcome of one request to the intake.
@@ -40,13 +37,13 @@ pub(super) fn read(
             Answer::Trouble(format!("Datadog answered HTTP {status}"))
         }
         // The request's content: these logs only.
-        400 => Answer::Unreadable(DeliveryError::Rejected(
+        400 => Answer::Failed(DeliveryError::Rejected(
             "Datadog rejected the logs (HTTP 400)".into(),
         )),
         422 => Answer::Failed(DeliveryError::Rejected(
             "Datadog rejected the logs (HTTP 422)".into(),
         )),
-        415 => Answer::Unreadable(DeliveryError::Refused(format!(
+        415 => Answer::Failed(DeliveryError::Refused(format!(
             "Datadog refused the logs (HTTP 415) on {site}"
         ))),
         status => Answer::Failed(DeliveryError::Refused(format!(
@@ -85,14 +82,14 @@ mod tests {
         }
         assert!(matches!(
             answer(400),
-            Answer::Unreadable(DeliveryError::Rejected(_))
+            Answer::Failed(DeliveryError::Rejected(_))
         ));
         assert!(matches!(
             answer(422),
             Answer::Failed(DeliveryError::Rejected(_))
         ));
         match answer(415) {
-            Answer::Unreadable(DeliveryError::Refused(m)) => {
+            Answer::Failed(DeliveryError::Refused(m)) => {
                 assert!(m.contains("HTTP 415") && m.contains("datadoghq.eu"), "{m}")
             }
             other => panic!("{other:?}"),

@@ -10,9 +10,8 @@ mod site;
 mod test_connection;
 
 pub use request::{
-    Batch, CONTENT_ENCODING, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES, RESERVED,
-    SERVICE, SOURCE, ZSTD_LEVEL, ZSTD_MIN_MATCH, batches, compress, compress_with, encode,
-    severity,
+    Batch, CONTENT_ENCODING, GZIP_LEVEL, MAX_AGE, MAX_ENTRIES, MAX_ENTRY_BYTES, MAX_PAYLOAD_BYTES,
+    RESERVED, SERVICE, SOURCE, batches, compress, encode, severity,
 };
 pub use site::DatadogSite;
 

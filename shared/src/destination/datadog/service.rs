@@ -1,10 +1,10 @@
-//! Sending: one zstd request per batch (gzip if the intake refuses it), a batch Datadog finds
-//! too large or rejects split in two (one log rejects its whole request), a refused key read
-//! again once, and Datadog's trouble retried with backoff until the deadline.
+//! Sending: one gzip request per batch, a batch Datadog finds too large or rejects split in two
+//! (one log rejects its whole request), a refused key read again once, and Datadog's trouble
+//! retried with backoff until the deadline.
 
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
-use super::request::{Batch, CONTENT_ENCODING, batches, compress, gzip};
+use super::request::{Batch, CONTENT_ENCODING, batches, compress};
 use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
@@ -36,15 +36,13 @@ pub(super) async fn deliver(
         }
     };
     let mut refreshed = false;
-    let mut reads = Reads::default();
     while let Some(batch) = queue.pop_front() {
-        let error = match send(intake, &key, &batch, deadline, backoff, &mut reads).await {
+        let body = compress(&batch.body());
+        let error = match send(intake, &key, body, deadline, backoff).await {
             Answer::Accepted => continue,
             // Datadog names no log: halves find the one it will not take, and the others in
             // its request are delivered.
-            Answer::TooLarge
-            | Answer::Failed(DeliveryError::Rejected(_))
-            | Answer::Unreadable(DeliveryError::Rejected(_))
+            Answer::TooLarge | Answer::Failed(DeliveryError::Rejected(_))
                 if batch.len() > 1 && splits > 0 =>
             {
                 search_halves(batch, &mut queue, &mut splits);
@@ -67,65 +65,18 @@ pub(super) async fn deliver(
             }
             Answer::Unauthorized(status) => refused_key(status, intake.site),
             Answer::Trouble(problem) => DeliveryError::Retryable(problem),
-            Answer::Failed(e) | Answer::Unreadable(e) => e,
+            Answer::Failed(e) => e,
         };
         request_failed(&mut failures, &batch, error, &mut queue, deadline);
     }
     failures
 }
 
-/// What one delivery has learned of the encodings the intake reads.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Reads {
-    #[default]
-    Unknown,
-    /// It read zstd (or refused the same logs as gzip too): a 400 is about the logs.
-    Zstd,
-    /// It took as gzip what it could not read as zstd.
-    GzipOnly,
-}
-
-/// Sends one batch as zstd. An intake that cannot read it is sent the same logs once more as
-/// gzip, which every Datadog intake reads, before they count: should a site not read zstd, its
-/// logs still arrive (as gzip from then on). Once the intake is known to read zstd, a 400 is
-/// about the logs and is not sent again.
+/// Sends one body, trying again after Datadog's trouble until `backoff` or `deadline` says
+/// stop. Trouble that outlasts them comes back as [`Answer::Trouble`] naming the last problem.
 async fn send(
     intake: &Intake<'_>,
     key: &SecretString,
-    batch: &Batch,
-    deadline: Instant,
-    backoff: &Backoff,
-    reads: &mut Reads,
-) -> Answer {
-    let body = batch.body();
-    if *reads == Reads::GzipOnly {
-        return send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await;
-    }
-    let zstd = compress(&body);
-    let answer = send_as(intake, key, CONTENT_ENCODING, zstd, deadline, backoff).await;
-    match answer {
-        Answer::Accepted => *reads = Reads::Zstd,
-        Answer::Unreadable(refused) if *reads == Reads::Unknown => {
-            tracing::warn!(site = %intake.site, error = %refused, "Datadog could not read a zstd body; sending it as gzip");
-            let again = send_as(intake, key, "gzip", gzip(&body), deadline, backoff).await;
-            *reads = match again {
-                Answer::Accepted => Reads::GzipOnly,
-                Answer::Unreadable(_) | Answer::Failed(_) | Answer::TooLarge => Reads::Zstd,
-                _ => Reads::Unknown,
-            };
-            return again;
-        }
-        _ => {}
-    }
-    answer
-}
-
-/// Sends one body, trying again after Datadog's trouble until `backoff` or `deadline` says
-/// stop. Trouble that outlasts them comes back as [`Answer::Trouble`] naming the last problem.
-async fn send_as(
-    intake: &Intake<'_>,
-    key: &SecretString,
-    encoding: &'static str,
     body: Vec<u8>,
     deadline: Instant,
     backoff: &Backoff,
@@ -141,7 +92,7 @@ async fn send_as(
             .post(url)
             .header("DD-API-KEY", key.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(reqwest::header::CONTENT_ENCODING, encoding)
+            .header(reqwest::header::CONTENT_ENCODING, CONTENT_ENCODING)
             .body(body.clone())
             .send()
             .await;
