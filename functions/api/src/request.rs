@@ -54,10 +54,18 @@ pub fn path(request: &ApiGatewayV2httpRequest) -> &str {
 pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
     let method = &request.request_context.http.method;
     let path = path(request);
+    // API Gateway's HTTP APIs hand over the path already decoded, and the route's parameters
+    // decoded too: decoding again would read an id `a%41` as `aA`. A request from anywhere else
+    // (the local server, tests) has no parameters and carries the path as its URL had it.
+    let given = |name: &str| request.path_parameters.get(name).cloned();
+    let decoded = given("organization_id").is_some();
     let segments: Vec<String> = path
         .trim_matches('/')
         .split('/')
         .map(|s| {
+            if decoded {
+                return Ok(s.to_owned());
+            }
             // Two ids that are not UTF-8 must not both read as U+FFFD.
             percent_decode_str(s)
                 .decode_utf8()
@@ -97,6 +105,9 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         }
         _ => return Err(not_found()),
     };
+    let org = &given("organization_id").unwrap_or_else(|| org.clone());
+    let project = project.map(|p| given("project_id").unwrap_or_else(|| p.clone()));
+    let project = project.as_ref();
     // The ids become keys and secret names: the same rule as an event's ids, checked once.
     let ids = [("organization_id", Some(org)), ("project_id", project)];
     for (field, id) in ids.iter().filter_map(|(f, id)| Some((*f, (*id)?))) {
@@ -124,8 +135,8 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         _ => return Err(not_found()),
     };
     let job_id = match route {
-        Route::GetReplay => Some(rest[2].to_owned()),
-        Route::GetExport => Some(rest[1].to_owned()),
+        Route::GetReplay => Some(given("replay_id").unwrap_or_else(|| rest[2].to_owned())),
+        Route::GetExport => Some(given("export_id").unwrap_or_else(|| rest[1].to_owned())),
         _ => None,
     };
     Ok(Target {
@@ -285,4 +296,60 @@ pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw_path: &str, parameters: &[(&str, &str)]) -> ApiGatewayV2httpRequest {
+        let mut request = ApiGatewayV2httpRequest::default();
+        request.raw_path = Some(raw_path.into());
+        request.request_context.http.method = Method::GET;
+        request.path_parameters = parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        request
+    }
+
+    #[test]
+    fn ids_are_read_once_decoded_whoever_decoded_them() {
+        // As API Gateway hands it over: the path and its parameters already decoded.
+        let target = route(&request(
+            "/v1/organizations/o%41/projects/p q/audit-logs/streaming/replays/r%2",
+            &[
+                ("organization_id", "o%41"),
+                ("project_id", "p q"),
+                ("replay_id", "r%2"),
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            (target.route, target.organization_id.as_str()),
+            (Route::GetReplay, "o%41")
+        );
+        assert_eq!(target.project_id, "p q");
+        assert_eq!(target.job_id.as_deref(), Some("r%2"));
+        // As the URL has it (the local server, tests): decoded here.
+        let target = route(&request(
+            "/v1/organizations/o%2541/projects/p%20q/audit-logs",
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(
+            (target.route, target.organization_id.as_str()),
+            (Route::ListEvents, "o%41")
+        );
+        assert_eq!(target.project_id, "p q");
+        let target = route(&request(
+            "/v1/organizations/o%41/audit-logs/projects",
+            &[("organization_id", "o%41")],
+        ))
+        .unwrap();
+        assert_eq!(
+            (target.route, target.organization_id.as_str()),
+            (Route::ListProjects, "o%41")
+        );
+    }
 }
