@@ -724,6 +724,12 @@ async fn a_test_without_a_key_uses_the_saved_one() {
     assert_eq!(unsaved.body["success"], true, "{}", unsaved.body);
     let saved = w.call("POST", "/streaming/test", None).await;
     assert_eq!(saved.body["success"], true, "{}", saved.body);
+    // Clients that always send JSON say "nothing" as `{}` or `null`: the saved one is tested.
+    for nothing in [json!({}), Value::Null] {
+        let saved = w.call("POST", "/streaming/test", Some(nothing)).await;
+        assert_eq!(saved.status, 200, "{}", saved.body);
+        assert_eq!(saved.body["provider"], "datadog", "{}", saved.body);
+    }
 }
 
 #[tokio::test]
@@ -1339,7 +1345,7 @@ async fn bad_filters_get_a_400_that_names_the_parameter() {
         (vec![("action", "destroy")], "`action`"),
         (vec![("status", "ok")], "`status`"),
         (vec![("resource_type", "registry")], "`resource_type`"),
-        (vec![("actor", "")], "`actor`"),
+        (vec![("actor", " ")], "`actor`"),
         (vec![("q", "x\u{1}")], "`q`"),
         (vec![("action", "create"), ("action", "read")], "`action`"),
     ] {
@@ -1351,6 +1357,20 @@ async fn bad_filters_get_a_400_that_names_the_parameter() {
         let organization_wide = w.call_organization(Some(&w.org), &w.org, "", &query).await;
         assert_eq!(organization_wide.status, 400, "{query:?}");
     }
+    // A parameter given empty, as clients that send every parameter send one they do not
+    // use, is not given.
+    w.store(&w.series(2, Duration::from_secs(600), Duration::from_secs(60)))
+        .await;
+    let unset = [
+        ("cursor", ""),
+        ("limit", ""),
+        ("since", ""),
+        ("actor", ""),
+        ("q", ""),
+    ];
+    let reply = w.list(&unset).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(ns(&reply), [1, 0]);
     // Text keeps its commas (API Gateway splits parameters at them; the raw query does not).
     let mut commas = event_at(
         &w.org,

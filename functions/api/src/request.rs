@@ -251,10 +251,18 @@ pub fn query(request: &ApiGatewayV2httpRequest, name: &str) -> Option<String> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
+/// The query's parameters that have a value. One given empty (`cursor=`, as clients that
+/// always send every parameter send an absent one) is not given.
+pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
+    let mut pairs = every_query_pair(request);
+    pairs.retain(|(_, value)| !value.is_empty());
+    pairs
+}
+
 /// The query's parameters as the caller sent them. API Gateway joins a repeated parameter's
 /// values with commas in `queryStringParameters`, and the Lambda event's deserializer splits
 /// every value at its commas, which a search's text may hold: the raw query string keeps both.
-pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
+fn every_query_pair(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
     match request.raw_query_string.as_deref() {
         Some(raw) if !raw.is_empty() => form_urlencoded::parse(raw.as_bytes())
             .into_owned()
@@ -270,7 +278,7 @@ pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
 /// Refuses a query parameter the route does not take, or one given twice, by name.
 pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Result<(), ApiError> {
     let mut seen = std::collections::HashSet::new();
-    for (name, _) in query_pairs(request) {
+    for (name, _) in every_query_pair(request) {
         if !known.contains(&name.as_str()) {
             return Err(ApiError::bad_request(
                 "invalid_query",

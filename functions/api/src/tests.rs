@@ -514,18 +514,24 @@ async fn export_bodies_that_cannot_be_used_are_400s_that_name_the_field() {
 }
 
 #[tokio::test]
-async fn two_exports_run_at_once_per_organization_and_a_third_waits() {
-    let w = World::new();
-    let start = |project: &'static str| w.call_in(project, "POST", "/exports", &[], None);
-    let first = start("registry-1").await;
+async fn a_few_exports_run_at_once_per_organization_and_one_more_waits() {
+    use audit_log::streaming::RUNNING_EXPORTS;
+    let w = &World::new();
+    let start = |n: usize| async move {
+        w.call_in(&format!("registry-{n}"), "POST", "/exports", &[], None)
+            .await
+    };
+    let first = start(1).await;
     assert_eq!(first.status, 202, "{}", first.body);
-    assert_eq!(start("registry-2").await.status, 202);
-    // WHEN a third is asked for while both run
-    let third = start("registry-3").await;
+    for n in 2..=RUNNING_EXPORTS {
+        assert_eq!(start(n).await.status, 202, "export {n}");
+    }
+    // WHEN one more is asked for while they all run
+    let more = start(RUNNING_EXPORTS + 1).await;
     // THEN it is turned away with when to ask again
-    assert_eq!(third.status, 429, "{}", third.body);
-    assert_eq!(third.body["error"]["code"], "exports_running");
-    assert_eq!(third.headers["retry-after"], "60");
+    assert_eq!(more.status, 429, "{}", more.body);
+    assert_eq!(more.body["error"]["code"], "exports_running");
+    assert_eq!(more.headers["retry-after"], "60");
     // AND once one has finished, another may start
     let id = first.body["id"].as_str().unwrap();
     let now = w.clock.now();
@@ -544,8 +550,8 @@ async fn two_exports_run_at_once_per_organization_and_a_third_waits() {
         .expect("the running export can be taken");
     taken.state = audit_log::streaming::ExportState::Completed;
     assert!(w.api.configs.save_export(&taken, now, false).await.unwrap());
-    assert_eq!(start("registry-3").await.status, 202);
-    assert_eq!(start("registry-4").await.status, 429);
+    assert_eq!(start(RUNNING_EXPORTS + 1).await.status, 202);
+    assert_eq!(start(RUNNING_EXPORTS + 2).await.status, 429);
     // AND an export that stopped moving (its steps dead-lettered) shows as failed and frees
     // its slot
     w.clock.advance(std::time::Duration::from_secs(31 * 60));
@@ -567,7 +573,7 @@ async fn two_exports_run_at_once_per_organization_and_a_third_waits() {
             .unwrap()
             .contains("start it again")
     );
-    assert_eq!(start("registry-4").await.status, 202);
+    assert_eq!(start(RUNNING_EXPORTS + 2).await.status, 202);
 }
 
 #[tokio::test]

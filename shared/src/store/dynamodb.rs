@@ -14,6 +14,10 @@ use tokio::time::Instant;
 
 /// `BatchWriteItem` takes at most 25 requests.
 pub const BATCH_WRITE_LIMIT: usize = 25;
+/// How long, and how many more requests, reading events back spends on keys DynamoDB leaves
+/// unread before giving up (its caller, a lane's call, is tried again later).
+const UNREAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+const UNREAD_ROUNDS: u32 = 8;
 /// Requests in flight at once for one invocation: enough to hide latency on large SQS batches,
 /// few enough not to throttle an on-demand table that has just been created.
 const CONCURRENT_REQUESTS: usize = 8;
@@ -356,7 +360,10 @@ impl EventTable {
         let mut distinct: Vec<&String> = sort_keys.iter().collect();
         distinct.sort();
         distinct.dedup();
+        // What DynamoDB leaves unread (throttled) is asked again after a backoff, for a while.
+        let patience = Instant::now() + UNREAD_PATIENCE;
         for chunk in distinct.chunks(100) {
+            let mut rounds = 0;
             let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
                 .iter()
                 .map(|sk| {
@@ -367,6 +374,12 @@ impl EventTable {
                 })
                 .collect();
             while !keys.is_empty() {
+                if rounds > UNREAD_ROUNDS
+                    || (rounds > 0 && !self.backoff.wait(rounds, patience).await)
+                {
+                    return Err(StoreError::Unprocessed);
+                }
+                rounds += 1;
                 let out = self
                     .client
                     .batch_get_item()

@@ -20,8 +20,10 @@ use time::OffsetDateTime;
 /// for good (its step was dead-lettered). Longer than any export waits for its turn behind
 /// the others' steps.
 pub const EXPORT_STALE_AFTER_SECONDS: i64 = 30 * 60;
-/// Exports one organization may run at once.
-pub const RUNNING_EXPORTS: usize = 2;
+/// Exports one organization may run at once: enough for a person's formats and filters side by
+/// side; the export queue's workers take every running export's steps in turn, so one
+/// organization's exports slow, never stop, another's.
+pub const RUNNING_EXPORTS: usize = 5;
 /// An export's job and file are kept this long (the bucket's objects expire with it).
 pub const EXPORT_KEPT_DAYS: i64 = 7;
 

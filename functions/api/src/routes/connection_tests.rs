@@ -31,8 +31,9 @@ impl<P: Ports> Api<P> {
             .configuration(org, project)
             .await
             .map_err(config_error)?;
-        // An empty body tests what is saved; a body tests the settings it carries.
-        let (destination, key) = if body.iter().all(u8::is_ascii_whitespace) {
+        // An empty body tests what is saved (as do `{}` and `null`, which clients that always
+        // send JSON send for nothing); a body tests the settings it carries.
+        let (destination, key) = if says_nothing(body) {
             let saved = saved.as_ref().ok_or_else(|| {
                 ApiError::not_found(
                     "nothing is saved to test; send the settings to test in the body",
@@ -135,6 +136,15 @@ pub(crate) fn test_event(
         "test": true,
     });
     AuditEvent::from_value(value).map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))
+}
+
+/// A body that carries no settings: empty, or JSON's empty object or `null`.
+fn says_nothing(body: &[u8]) -> bool {
+    let text = body.trim_ascii();
+    text.is_empty()
+        || text == b"null"
+        || serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(text)
+            .is_ok_and(|object| object.is_empty())
 }
 
 #[cfg(test)]

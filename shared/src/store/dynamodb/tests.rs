@@ -35,6 +35,53 @@ fn ids(failures: &[WriteFailure]) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn keys_left_unread_are_asked_again_after_a_backoff_and_not_for_ever() {
+    use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemOutput;
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let stored = events(2);
+    let items: Vec<_> = stored.iter().map(|e| e.item.clone()).collect();
+    let sort_keys: Vec<String> = items
+        .iter()
+        .map(|i| i[attr::SORT_KEY].as_s().unwrap().clone())
+        .collect();
+    let unread = |r: &aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemInput| {
+        KeysAndAttributes::builder()
+            .set_keys(Some(r.request_items().unwrap()[TABLE].keys().to_vec()))
+            .build()
+            .unwrap()
+    };
+    // Throttled once, then read.
+    let throttled = mock!(Client::batch_get_item).then_compute_output(move |r| {
+        BatchGetItemOutput::builder()
+            .unprocessed_keys(TABLE, unread(r))
+            .build()
+    });
+    let read = mock!(Client::batch_get_item).then_output({
+        let items = items.clone();
+        move || {
+            BatchGetItemOutput::builder()
+                .responses(TABLE, items.clone())
+                .build()
+        }
+    });
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&throttled, &read]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let found = table.events_at("o", "p", &sort_keys).await.unwrap();
+    assert_eq!(found.len(), 2);
+    // Throttled for good: an error to try again later, after a bounded number of requests.
+    let stuck = mock!(Client::batch_get_item).then_compute_output(move |r| {
+        BatchGetItemOutput::builder()
+            .unprocessed_keys(TABLE, unread(r))
+            .build()
+    });
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let unread = table.events_at("o", "p", &sort_keys).await;
+    assert_eq!(unread.unwrap_err(), StoreError::Unprocessed);
+    assert_eq!(stuck.num_calls(), 1 + UNREAD_ROUNDS as usize);
+}
+
+#[tokio::test]
 async fn unprocessed_items_are_retried_until_written() {
     // The first answer hands back the first two requests it was given; the second takes all.
     let partial = mock!(Client::batch_write_item)
