@@ -259,10 +259,16 @@ async fn events_owed_past_the_retry_window_are_listed_and_a_replay_delivers_them
             .unwrap()
             .contains("API key")
     );
+    let refused_requests = datadog.received_requests().await.unwrap().len();
 
-    // Past the window, the lane's look at what it owes turns it into failures (its probes,
-    // one a second here, were refused too).
+    // Past the window, the lane's look at what it owes turns it into failures. Meanwhile the
+    // refused destination gets one probe per backoff interval (a second here, jittered down to
+    // half of it) and no more: each probe two requests at most, the key being read again once.
+    let settling = std::time::Instant::now();
     settle_lanes(&stack, &stream, None, Duration::from_secs(4)).await;
+    let requests = datadog.received_requests().await.unwrap().len() - refused_requests;
+    let most = 2 * ((settling.elapsed().as_millis() / 500) as usize + 1);
+    assert!(requests <= most, "{requests} requests, at most {most}");
     let listed = listed_failures(&api, &p, 5).await.unwrap();
     // Each once: DynamoDB refuses a batch that writes one item twice, which would stop the
     // lane for good.

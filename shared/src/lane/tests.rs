@@ -246,13 +246,11 @@ async fn a_refused_lane_probes_at_the_longest_backoff_and_recovers_by_itself() {
     // backoff (and at least half of it) after the last.
     for probe in 1..=3 {
         w.live(1).await;
-        let (call, _) = w.pending_call();
-        let wait = call.due_ms - w.clock.now_ms();
+        let wait = w.lane().next_attempt_at.unwrap() - w.clock.now_ms();
         assert!(
             (150_000..=300_000).contains(&wait),
             "probe {probe} in {wait} ms"
         );
-        w.timers.schedule(&call, Duration::ZERO).await.unwrap();
         w.run_due_call().await;
         assert_eq!(w.sink.requests(), 1 + probe);
         assert_eq!(w.lane().state, LaneState::Refused);
@@ -274,9 +272,7 @@ async fn a_refused_lane_saved_again_tries_at_once() {
     w.sink.answer(Answer::Take);
     // A save, or a Test connection that succeeds: no need to wait for the next probe.
     assert!(w.engine().retry_now(&w.key).await.unwrap());
-    let (call, _) = w.pending_call();
-    assert!(call.due_ms - w.clock.now_ms() < 1_000);
-    w.timers.schedule(&call, Duration::ZERO).await.unwrap();
+    assert!(w.lane().next_attempt_at.unwrap() - w.clock.now_ms() < 1_000);
     let out = w.run_due_call().await;
     assert_eq!(out.entered, Some(LaneState::Delivering));
     assert_eq!(w.received(), numbered(1..=2));
