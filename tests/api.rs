@@ -2291,7 +2291,7 @@ async fn puts_and_deletes_without_if_match_never_answer_412() {
 #[tokio::test]
 async fn path_ids_that_break_the_id_rules_are_400_on_every_route() {
     let w = World::new().await;
-    for id in ["a\u{1}b".to_owned(), "x".repeat(256), "項".repeat(255)] {
+    for id in ["a\u{1}b".to_owned(), "x".repeat(256), "😀".repeat(255)] {
         for (method, suffix, body) in every_route() {
             let encoded =
                 percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
@@ -2353,6 +2353,60 @@ async fn an_id_of_spaces_is_an_id_like_any_other() {
     let mut newest_first = events.clone();
     newest_first.reverse();
     assert_eq!(listed.body["events"], json!(newest_first));
+}
+
+#[tokio::test]
+async fn ids_of_255_wide_characters_are_ids_like_any_other() {
+    // Percent-encoded into keys, these ids would take 1,530 and 2,295 bytes: past the 880 an id
+    // may take, were such ids not kept as UTF-8 with only their separators escaped.
+    let mut w = World::new().await;
+    let org = format!("{}{}", w.org, "é".repeat(255 - w.org.chars().count()));
+    let project = "項".repeat(255);
+    let encode = |id: &str| {
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(60);
+    let events: Vec<Value> = (0..3)
+        .map(|i| event_at(&org, &project, start + Duration::from_secs(i as u64), i))
+        .collect();
+    w.store(&events).await;
+    let mut newest_first = events.clone();
+    newest_first.reverse();
+    w.project = encode(&project);
+    let path_org = encode(&org);
+    let listed = w
+        .call_as(Some(&org), &path_org, "GET", "", &[], &[], None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert_eq!(listed.body["events"], json!(newest_first));
+    let everywhere = w.call_organization(Some(&org), &path_org, "", &[]).await;
+    assert_eq!(everywhere.body["events"], json!(newest_first));
+    let projects = w
+        .call_organization(Some(&org), &path_org, "/projects", &[])
+        .await;
+    assert_eq!(projects.status, 200, "{}", projects.body);
+    assert_eq!(projects.body["projects"].as_array().unwrap().len(), 1);
+    assert_eq!(projects.body["projects"][0]["project_id"], json!(project));
+    let saved = w
+        .call_as(
+            Some(&org),
+            &path_org,
+            "PUT",
+            "/streaming",
+            &[],
+            &[],
+            Some(&datadog(Some(KEY)).to_string()),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(
+        (&saved.body["organization_id"], &saved.body["project_id"]),
+        (&json!(org), &json!(project))
+    );
+    let view = w
+        .call_as(Some(&org), &path_org, "GET", "/streaming", &[], &[], None)
+        .await;
+    assert_eq!(view.body["destination"]["provider"], "datadog");
 }
 
 #[tokio::test]

@@ -512,8 +512,11 @@ struct Datadog {
 
 impl Datadog {
     async fn new() -> Self {
+        Self::of(unique("org"), unique("project")).await
+    }
+
+    async fn of(org: String, project: String) -> Self {
         let world = World::new().await;
-        let (org, project) = (unique("org"), unique("project"));
         world.configure_datadog(&org, &project, KEY).await;
         Self {
             server: MockServer::start().await,
@@ -703,6 +706,29 @@ async fn datadog_receives_gzip_entries_with_the_api_key() {
         dd.health().await.status_at(time::OffsetDateTime::now_utc()),
         "healthy"
     );
+}
+
+#[tokio::test]
+async fn a_project_of_255_wide_characters_is_delivered_to_like_any_other() {
+    // Kept as UTF-8 in its keys (percent-encoded they would not fit): the stream reads the
+    // project back from the stored event's key.
+    let org = unique("org");
+    let org = format!("{org}{}", "é".repeat(255 - org.chars().count()));
+    let dd = Datadog::of(org, "項".repeat(255)).await;
+    dd.answer_key(KEY, 202).await;
+    let (events, records) = dd.events(2).await;
+    assert!(dd.deliver(&records).await.batch_item_failures.is_empty());
+    let got: Vec<Value> = dd.requests().await.iter().flat_map(entries).collect();
+    assert_eq!(got.len(), events.len());
+    for entry in got {
+        assert_eq!(entry["organization_id"], json!(dd.org));
+        assert_eq!(entry["project_id"], json!(dd.project));
+        let tags = entry["ddtags"].as_str().unwrap();
+        assert!(tags.starts_with(&format!(
+            "organization_id:{},project_id:{},",
+            dd.org, dd.project
+        )));
+    }
 }
 
 #[tokio::test]

@@ -1,14 +1,15 @@
 //! The rule every organization and project id follows, in an event and in an API path alike:
 //! not empty, no control characters, at most 255 characters, and short enough once escaped into
-//! a key. DynamoDB caps a partition key at 2,048 bytes and a sort key at 1,024; ids are
-//! percent-encoded inside keys (every non-ASCII byte takes three), so 255 `項` would need 2,295
-//! bytes and make DynamoDB refuse every item of the request it travels in.
+//! a key. DynamoDB caps a partition key at 2,048 bytes and a sort key at 1,024. Inside keys, ids
+//! are percent-encoded, or, when that would pass 880 bytes, kept as UTF-8 with only the
+//! separators escaped (`store::key_part`): 255 `é` or `項` fit, and only an id with more than 115
+//! four-byte characters (emoji and the like) can be too wide.
 
 use crate::event::EventError;
 use crate::store::key_part;
 
 pub const MAX_ID_CHARS: usize = 255;
-/// Bytes of an id once escaped into a key. Two ids and a separator stay under the partition
+/// Bytes of an id once escaped into a key (UTF-8, `#` and `%` taking three). Two ids and a separator stay under the partition
 /// key's 2,048 bytes; the longest configuration-table sort key (a failure record's:
 /// `failure#<project>#<event sort key>`) stays under 1,024.
 pub const MAX_ID_KEY_BYTES: usize = 880;
@@ -102,14 +103,20 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_ids_are_bounded_by_their_escaped_bytes() {
-        // 255 characters, but 2,295 bytes once escaped: over a partition key on its own.
-        let wide = "項".repeat(MAX_ID_CHARS);
-        assert_eq!(key_part(&wide).len(), 2_295);
-        assert!(check("organization_id", &wide).is_err());
-        // As many as fit.
-        let fits = "項".repeat(MAX_ID_KEY_BYTES / 9);
-        assert_eq!(check("organization_id", &fits), Ok(()));
+    fn non_ascii_ids_of_255_characters_fit_unless_they_are_four_bytes_wide() {
+        // Percent-encoded, 255 `項` would take 2,295 bytes: over a partition key on their own.
+        for wide in ["項".repeat(MAX_ID_CHARS), "é".repeat(MAX_ID_CHARS)] {
+            assert_eq!(key_part(&wide), wide);
+            assert_eq!(check("organization_id", &wide), Ok(()));
+        }
+        assert_eq!(key_part(&"項#".repeat(100)), "項%23".repeat(100));
+        // Four bytes each: 220 fit, 221 do not.
+        let emoji = "😀".repeat(MAX_ID_KEY_BYTES / 4);
+        assert_eq!(check("organization_id", &emoji), Ok(()));
+        assert!(matches!(
+            check("organization_id", &(emoji + "😀")),
+            Err(EventError::IdTooLong { .. })
+        ));
         // The widest ASCII id (every character escaped) still passes.
         assert_eq!(check("organization_id", &"#".repeat(MAX_ID_CHARS)), Ok(()));
         assert_eq!(check("organization_id", &"x".repeat(MAX_ID_CHARS)), Ok(()));
@@ -117,7 +124,8 @@ mod tests {
 
     #[test]
     fn two_of_the_widest_ids_fit_every_key() {
-        let widest = "é".repeat(MAX_ID_KEY_BYTES / 6);
+        let widest = "😀".repeat(MAX_ID_KEY_BYTES / 4);
+        assert_eq!(key_part(&widest).len(), MAX_ID_KEY_BYTES);
         assert_eq!(check("organization_id", &widest), Ok(()));
         let pk = crate::store::partition_key(&widest, &widest);
         assert!(pk.len() <= 2_048, "{}", pk.len());

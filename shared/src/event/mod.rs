@@ -61,7 +61,7 @@ pub enum EventError {
     #[error("`{0}` must not contain control characters")]
     ControlCharacters(&'static str),
     #[error(
-        "`{field}` must be at most {max_chars} characters and {max_bytes} bytes once percent-encoded (each non-ASCII UTF-8 byte counts three)"
+        "`{field}` must be at most {max_chars} characters and {max_bytes} bytes in UTF-8 (`#` and `%` count three)"
     )]
     IdTooLong {
         field: &'static str,

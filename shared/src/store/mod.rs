@@ -68,9 +68,27 @@ pub fn key_part(id: &str) -> String {
     escaped(id).into_owned()
 }
 
-/// Borrowed when nothing needs escaping, as in most ids.
+/// Borrowed when nothing needs escaping, as in most ids. Percent-encoding writes every
+/// non-ASCII byte as three, so 255 `é` would take 1,530 bytes; an id that long once encoded
+/// keeps its other characters as they are and escapes only the separators. No id that short
+/// escaping fits was ever written the long way, so each id still has one key part, and
+/// [`id_of_key_part`] reads both (percent-decoding passes raw characters through).
 fn escaped(id: &str) -> Cow<'_, str> {
-    utf8_percent_encode(id, KEY_ESCAPES).into()
+    let encoded: Cow<'_, str> = utf8_percent_encode(id, KEY_ESCAPES).into();
+    if encoded.len() <= crate::id::MAX_ID_KEY_BYTES {
+        return encoded;
+    }
+    let mut part = String::with_capacity(id.len() + 16);
+    for c in id.chars() {
+        if c == '#' || c == '%' || c.is_control() {
+            for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                part.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            part.push(c);
+        }
+    }
+    Cow::Owned(part)
 }
 
 /// The id a key part names (`None` if it is not one [`key_part`] made).
@@ -346,6 +364,23 @@ mod tests {
             prop_assert_eq!(project_of(&key), Some((org.clone(), project.clone())));
             prop_assert_eq!(key_part(&org), utf8_percent_encode(&org, KEY_ESCAPES).to_string());
         }
+
+        #[test]
+        fn long_ids_keep_their_characters_and_read_back(
+            id in "[a-z#%é項😀 ]{100,255}",
+        ) {
+            let part = key_part(&id);
+            let encoded = utf8_percent_encode(&id, KEY_ESCAPES).to_string();
+            if encoded.len() <= crate::id::MAX_ID_KEY_BYTES {
+                prop_assert_eq!(&part, &encoded);
+            } else {
+                prop_assert!(part.len() < encoded.len());
+            }
+            prop_assert!(!part.contains('#'));
+            prop_assert_eq!(id_of_key_part(&part), Some(id.clone()));
+            let key = partition_key(&id, &id);
+            prop_assert_eq!(project_of(&key), Some((id.clone(), id)));
+        }
     }
     use serde_json::{Value, json};
     use time::macros::datetime;
@@ -515,10 +550,12 @@ mod tests {
 
     #[test]
     fn the_widest_valid_ids_make_keys_dynamodb_takes() {
-        let widest = "#".repeat(crate::id::MAX_ID_CHARS);
-        let e = event(&widest, &widest, "2024-01-01T00:00:00Z");
-        let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
-        assert!(s(&stored.item, attr::PARTITION_KEY).len() <= 2048);
+        let emoji = "😀".repeat(crate::id::MAX_ID_KEY_BYTES / 4);
+        for widest in ["#".repeat(crate::id::MAX_ID_CHARS), "項".repeat(255), emoji] {
+            let e = event(&widest, &widest, "2024-01-01T00:00:00Z");
+            let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
+            assert!(s(&stored.item, attr::PARTITION_KEY).len() <= 2048);
+        }
     }
 
     #[test]

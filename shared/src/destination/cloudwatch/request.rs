@@ -234,12 +234,12 @@ pub(super) mod tests {
     fn stream_names_escape_what_cloudwatch_forbids() {
         assert_eq!(log_stream("a98c3c31-5760"), "a98c3c31-5760");
         assert_eq!(log_stream("a:b*c"), "a%3Ab%2Ac");
-        // The longest id the API takes (255 characters, 880 bytes in a key) fits too.
-        let longest = "項".repeat(97);
+        // The longest ids the API takes (255 characters, 880 bytes in a key) fit too.
+        let longest = "項".repeat(255);
         assert!(crate::id::check("project_id", &longest).is_ok());
         let name = log_stream(&longest);
         assert!(name.len() <= 512 && name.contains("%%"), "{name}");
-        assert_ne!(name, log_stream(&"項".repeat(96)));
+        assert_ne!(name, log_stream(&"項".repeat(254)));
         assert_eq!(
             events_log_group("/hashicorp"),
             "/hashicorp/packer/audit-logs"
