@@ -204,7 +204,10 @@ impl World {
             .key("pk", AttributeValue::S(audit_log::store::key_part(org)))
             .key(
                 "sk",
-                AttributeValue::S(format!("project#{}", audit_log::store::key_part(project))),
+                AttributeValue::S(format!(
+                    "project#{}",
+                    audit_log::store::sort_key_part(project)
+                )),
             )
             .update_expression("SET #due = :due")
             .expression_attribute_names("#due", audit_log::streaming::lane_attr::NEXT_ATTEMPT_AT)
@@ -710,11 +713,11 @@ async fn datadog_receives_gzip_entries_with_the_api_key() {
 
 #[tokio::test]
 async fn a_project_of_255_wide_characters_is_delivered_to_like_any_other() {
-    // Kept as UTF-8 in its keys (percent-encoded they would not fit): the stream reads the
-    // project back from the stored event's key.
+    // Kept as UTF-8 in the events' keys (percent-encoded they would not fit), and cut to fit
+    // the lane's: the stream reads the project back from the stored event's key.
     let org = unique("org");
     let org = format!("{org}{}", "é".repeat(255 - org.chars().count()));
-    let dd = Datadog::of(org, "項".repeat(255)).await;
+    let dd = Datadog::of(org, "😀".repeat(255)).await;
     dd.answer_key(KEY, 202).await;
     let (events, records) = dd.events(2).await;
     assert!(dd.deliver(&records).await.batch_item_failures.is_empty());
@@ -951,7 +954,16 @@ async fn a_sweep_that_cannot_read_the_lanes_fails_its_invocation() {
 
 #[tokio::test]
 async fn a_quiet_lane_whose_call_was_lost_is_found_by_the_sweep_and_catches_up() {
-    let dd = Datadog::new().await;
+    a_lost_lane_is_swept(Datadog::new().await).await;
+}
+
+#[tokio::test]
+async fn a_lost_lane_of_a_project_too_long_for_its_keys_is_swept_like_any_other() {
+    // The lanes' index keeps keys only, and this project's sort keys hold its start and a digest.
+    a_lost_lane_is_swept(Datadog::of(unique("org"), "😀".repeat(255)).await).await;
+}
+
+async fn a_lost_lane_is_swept(dd: Datadog) {
     let (stream, records) = dd.down_owing(3).await;
     // Its call is lost, and an hour passes without a new event for the project.
     dd.world.lose_lane_calls().await;

@@ -1,17 +1,16 @@
 //! The rule every organization and project id follows, in an event and in an API path alike:
-//! not empty, no control characters, at most 255 characters, and short enough once escaped into
-//! a key. DynamoDB caps a partition key at 2,048 bytes and a sort key at 1,024. Inside keys, ids
-//! are percent-encoded, or, when that would pass 880 bytes, kept as UTF-8 with only the
-//! separators escaped (`store::key_part`): 255 `é` or `項` fit, and only an id with more than 115
-//! four-byte characters (emoji and the like) can be too wide.
+//! not empty, no control characters, at most 255 characters. Any such id fits DynamoDB's keys
+//! (2,048 bytes for a partition key, 1,024 for a sort key): inside keys, ids are percent-encoded,
+//! or, when that would pass `MAX_ID_KEY_BYTES`, kept as UTF-8 with only the separators escaped
+//! (at most 1,020 bytes: 255 characters of four), and inside sort keys, where the rest of the key
+//! leaves an id less room, cut to fit with a digest (`store::sort_key_part`).
 
 use crate::event::EventError;
-use crate::store::key_part;
 
 pub const MAX_ID_CHARS: usize = 255;
-/// Bytes of an id once escaped into a key (UTF-8, `#` and `%` taking three). Two ids and a separator stay under the partition
-/// key's 2,048 bytes; the longest configuration-table sort key (a failure record's:
-/// `failure#<project>#<event sort key>`) stays under 1,024.
+/// Bytes of an id inside a sort key: the longest configuration-table sort key (a failure
+/// record's: `failure#<project>#<event sort key>`) stays under 1,024. Ids whose percent-encoding
+/// fits are kept that way everywhere, as they always were.
 pub const MAX_ID_KEY_BYTES: usize = 880;
 
 /// Checks one id; `field` names it in the error (never its value).
@@ -23,11 +22,10 @@ pub fn check(field: &'static str, id: &str) -> Result<(), EventError> {
     if id.chars().any(char::is_control) {
         return Err(EventError::ControlCharacters(field));
     }
-    if id.chars().count() > MAX_ID_CHARS || key_part(id).len() > MAX_ID_KEY_BYTES {
+    if id.chars().count() > MAX_ID_CHARS {
         return Err(EventError::IdTooLong {
             field,
             max_chars: MAX_ID_CHARS,
-            max_bytes: MAX_ID_KEY_BYTES,
         });
     }
     Ok(())
@@ -103,40 +101,43 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_ids_of_255_characters_fit_unless_they_are_four_bytes_wide() {
+    fn ids_of_255_characters_of_any_width_fit_every_key() {
+        use crate::store::{key_part, partition_key, sort_key_part};
         // Percent-encoded, 255 `項` would take 2,295 bytes: over a partition key on their own.
         for wide in ["項".repeat(MAX_ID_CHARS), "é".repeat(MAX_ID_CHARS)] {
             assert_eq!(key_part(&wide), wide);
-            assert_eq!(check("organization_id", &wide), Ok(()));
+            assert_eq!(sort_key_part(&wide), wide);
         }
         assert_eq!(key_part(&"項#".repeat(100)), "項%23".repeat(100));
-        // Four bytes each: 220 fit, 221 do not.
-        let emoji = "😀".repeat(MAX_ID_KEY_BYTES / 4);
-        assert_eq!(check("organization_id", &emoji), Ok(()));
-        assert!(matches!(
-            check("organization_id", &(emoji + "😀")),
-            Err(EventError::IdTooLong { .. })
-        ));
-        // The widest ASCII id (every character escaped) still passes.
-        assert_eq!(check("organization_id", &"#".repeat(MAX_ID_CHARS)), Ok(()));
-        assert_eq!(check("organization_id", &"x".repeat(MAX_ID_CHARS)), Ok(()));
-    }
-
-    #[test]
-    fn two_of_the_widest_ids_fit_every_key() {
-        let widest = "😀".repeat(MAX_ID_KEY_BYTES / 4);
-        assert_eq!(key_part(&widest).len(), MAX_ID_KEY_BYTES);
-        assert_eq!(check("organization_id", &widest), Ok(()));
-        let pk = crate::store::partition_key(&widest, &widest);
-        assert!(pk.len() <= 2_048, "{}", pk.len());
-        // A failure record's sort key: prefix, project, the event's sort key (time and an SQS
-        // message id of at most 100 characters).
-        let sk = format!(
-            "failure#{}#{}#{}",
-            key_part(&widest),
-            "2026-01-01T00:00:00.000000000Z",
-            "m".repeat(100)
-        );
-        assert!(sk.len() <= 1_024, "{}", sk.len());
+        let emoji = "😀".repeat(MAX_ID_CHARS);
+        for widest in [
+            emoji.clone(),
+            "#".repeat(MAX_ID_CHARS),
+            "項".repeat(MAX_ID_CHARS),
+        ] {
+            assert_eq!(check("organization_id", &widest), Ok(()));
+            let pk = partition_key(&widest, &widest);
+            assert!(pk.len() <= 2_048, "{}", pk.len());
+            // The longest sort keys: a failure record's and an owed event's (prefix, project,
+            // the event's sort key: time and an SQS message id, 36 characters).
+            let part = sort_key_part(&widest);
+            assert!(part.len() <= MAX_ID_KEY_BYTES, "{}", part.len());
+            let event = "2026-01-01T00:00:00.000000000Z#8f3c1a9e-2b4d-4c6e-9a1f-3d5e7b9c1a2e";
+            for sk in [
+                format!("failure#{part}#{event}"),
+                format!("owed#{part}#{:013}#{event}", 1_767_225_600_000u64),
+            ] {
+                assert!(sk.len() <= 1_024, "{}", sk.len());
+            }
+        }
+        // 1,020 bytes in a partition key, cut to fit sort keys: two such ids differ there.
+        assert_eq!(key_part(&emoji), emoji);
+        let other = "😀".repeat(MAX_ID_CHARS - 1) + "😁";
+        assert_ne!(sort_key_part(&emoji), sort_key_part(&other));
+        assert!(sort_key_part(&emoji).contains(crate::store::FITTED_MARKER));
+        // Ids whose percent-encoding fits keep the parts they always had.
+        let old = "é".repeat(MAX_ID_KEY_BYTES / 6);
+        assert_eq!(sort_key_part(&old), key_part(&old));
+        assert_eq!(key_part(&old), "%C3%A9".repeat(MAX_ID_KEY_BYTES / 6));
     }
 }

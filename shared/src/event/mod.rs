@@ -60,13 +60,10 @@ pub enum EventError {
     BadTimestamp,
     #[error("`{0}` must not contain control characters")]
     ControlCharacters(&'static str),
-    #[error(
-        "`{field}` must be at most {max_chars} characters and {max_bytes} bytes in UTF-8 (`#` and `%` count three)"
-    )]
+    #[error("`{field}` must be at most {max_chars} characters")]
     IdTooLong {
         field: &'static str,
         max_chars: usize,
-        max_bytes: usize,
     },
     #[error(
         "event needs {size} bytes of storage even compressed, over DynamoDB's {max}-byte item limit"

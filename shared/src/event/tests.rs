@@ -54,7 +54,7 @@ fn ids_follow_the_id_rules() {
         for bad in [
             "".to_owned(),
             "a\nb".to_owned(),
-            "😀".repeat(255),
+            "😀".repeat(256),
             "x".repeat(256),
         ] {
             let err = AuditEvent::from_value(with(&[id], Some(json!(bad)))).unwrap_err();

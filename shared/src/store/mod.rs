@@ -68,6 +68,17 @@ pub fn key_part(id: &str) -> String {
     escaped(id).into_owned()
 }
 
+/// An id inside a sort key, where the rest of the key leaves it `MAX_ID_KEY_BYTES`: its
+/// [`key_part`] when that fits (every id that could be stored before did), else the part's
+/// start, [`FITTED_MARKER`] and a digest of the id. Such a part is not read back into an id:
+/// the items keyed by it carry the id as an attribute.
+pub fn sort_key_part(id: &str) -> String {
+    crate::id::fitted(key_part(id), id, crate::id::MAX_ID_KEY_BYTES, FITTED_MARKER)
+}
+
+/// Marks a [`sort_key_part`] cut to fit: escaping writes `%` only before two hex digits.
+pub const FITTED_MARKER: &str = "%~";
+
 /// Borrowed when nothing needs escaping, as in most ids. Percent-encoding writes every
 /// non-ASCII byte as three, so 255 `é` would take 1,530 bytes; an id that long once encoded
 /// keeps its other characters as they are and escapes only the separators. No id that short

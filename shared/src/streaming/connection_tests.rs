@@ -3,7 +3,7 @@
 use super::{
     ConfigError, ConfigTable, EXPIRES_AT, from_item, organization_key, store_error, to_item,
 };
-use crate::store::key_part;
+use crate::store::sort_key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -52,7 +52,7 @@ impl ConnectionTests for ConfigTable {
     ) -> Result<(), ConfigError> {
         let sort_key = format!(
             "test#{}#{}#{:08x}",
-            key_part(project_id),
+            sort_key_part(project_id),
             crate::store::sort_key_time(now),
             rand::random::<u32>()
         );
@@ -82,7 +82,7 @@ impl ConnectionTests for ConfigTable {
         let items = self
             .query_prefix(
                 organization_id,
-                &format!("test#{}#", key_part(project_id)),
+                &format!("test#{}#", sort_key_part(project_id)),
                 n,
                 None,
             )

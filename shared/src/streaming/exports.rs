@@ -9,7 +9,7 @@ use super::{
     ConfigError, ConfigTable, from_item, is_condition_failure, organization_key, s, store_error,
     to_item,
 };
-use crate::store::key_part;
+use crate::store::sort_key_part;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -128,7 +128,7 @@ fn export_key(
 ) -> HashMap<String, AttributeValue> {
     organization_key(
         organization_id,
-        format!("export#{}#{id}", key_part(project_id)),
+        format!("export#{}#{id}", sort_key_part(project_id)),
     )
 }
 

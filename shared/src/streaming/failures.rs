@@ -4,7 +4,7 @@
 
 use super::{ConfigError, ConfigTable, from_item, organization_key, store_error, to_item};
 use crate::retry::{Attempt, Backoff, retry};
-use crate::store::{StoredKey, attr, key_part};
+use crate::store::{StoredKey, attr, sort_key_part};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub(super) fn delete(key: HashMap<String, AttributeValue>) -> WriteRequest {
 }
 
 fn prefix(project_id: &str) -> String {
-    format!("failure#{}#", key_part(project_id))
+    format!("failure#{}#", sort_key_part(project_id))
 }
 
 /// Events that could not be delivered, per project.

@@ -4,12 +4,12 @@
 //! beyond the retry window form a prefix.
 
 use super::{
-    ConfigError, ConfigTable, HealthReport, is_condition_failure, key, organization_key,
-    project_of_key, s, store_error,
+    ConfigError, ConfigTable, HealthReport, is_condition_failure, key, names_its_project_in_full,
+    organization_key, project_of_key, s, store_error,
 };
 use crate::destination::DeliveryError;
 use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing};
-use crate::store::{StoredKey, key_part};
+use crate::store::{StoredKey, key_part, sort_key_part};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ pub(super) fn is_lane_attribute(name: &str) -> bool {
 pub(crate) const WRITES_MOVED_BY_SAVE: u64 = 1 << 32;
 
 fn prefix(project_id: &str) -> String {
-    format!("owed#{}#", key_part(project_id))
+    format!("owed#{}#", sort_key_part(project_id))
 }
 
 fn owed_sort_key(project_id: &str, owed: &Owed) -> String {
@@ -316,6 +316,33 @@ fn state_in(update: &mut Update, states: &[LaneState]) -> String {
 }
 
 impl ConfigTable {
+    /// The ids a lane's item names, read from the item itself: `keys` are the item's keys as
+    /// the lanes' index gives them.
+    async fn project_names(
+        &self,
+        keys: HashMap<String, AttributeValue>,
+    ) -> Result<HashMap<String, AttributeValue>, ConfigError> {
+        let key = keys
+            .into_iter()
+            .filter(|(name, _)| name == super::attr::PARTITION_KEY || name == super::attr::SORT_KEY)
+            .collect();
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .projection_expression("#pk, #sk, #org, #project")
+            .expression_attribute_names("#pk", super::attr::PARTITION_KEY)
+            .expression_attribute_names("#sk", super::attr::SORT_KEY)
+            .expression_attribute_names("#org", super::attr::ORGANIZATION_ID)
+            .expression_attribute_names("#project", super::attr::PROJECT_ID)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(read.item.unwrap_or_default())
+    }
+
     /// Runs an update of the lane's item under `condition`; `Ok(false)` when the condition
     /// does not hold.
     async fn update_lane(
@@ -595,6 +622,12 @@ impl LaneStore for ConfigTable {
                         return Ok(found);
                     }
                     Err(e) => return Err(lane_error(store_error(e))),
+                };
+                // The index keeps keys only; a key cut to fit does not give the project back.
+                let item = if names_its_project_in_full(&item) {
+                    item
+                } else {
+                    self.project_names(item).await.map_err(lane_error)?
                 };
                 if let Some((organization_id, project_id)) = project_of_key(&item) {
                     found.push(LaneKey::new(organization_id, project_id));

@@ -41,7 +41,7 @@ pub use replays::{
 
 use crate::destination::Destination;
 use crate::lane::Lane;
-use crate::store::key_part;
+use crate::store::{key_part, sort_key_part};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -122,20 +122,38 @@ fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValu
         ),
         (
             attr::SORT_KEY.to_owned(),
-            AttributeValue::S(format!("{PROJECT_SORT_PREFIX}{}", key_part(project_id))),
+            AttributeValue::S(format!(
+                "{PROJECT_SORT_PREFIX}{}",
+                sort_key_part(project_id)
+            )),
         ),
     ])
 }
 
 /// The organization and project whose configuration item has these keys (`None` for any
-/// other item).
+/// other item, and for the keys of a project too long to be read back from them, unless the
+/// item's own attributes are at hand: see [`names_its_project_in_full`]).
 fn project_of_key(item: &HashMap<String, AttributeValue>) -> Option<(String, String)> {
     let text = |name: &str| item.get(name)?.as_s().ok();
     let project = text(attr::SORT_KEY)?.strip_prefix(PROJECT_SORT_PREFIX)?;
+    if project.contains(crate::store::FITTED_MARKER) {
+        return Some((
+            text(attr::ORGANIZATION_ID)?.clone(),
+            text(attr::PROJECT_ID)?.clone(),
+        ));
+    }
     Some((
         crate::store::id_of_key_part(text(attr::PARTITION_KEY)?)?,
         crate::store::id_of_key_part(project)?,
     ))
+}
+
+/// Whether a configuration item's sort key names its project in full (or only its start and a
+/// digest, when the id is too long for a key: its item has it).
+fn names_its_project_in_full(item: &HashMap<String, AttributeValue>) -> bool {
+    item.get(attr::SORT_KEY)
+        .and_then(|v| v.as_s().ok())
+        .is_none_or(|sk| !sk.contains(crate::store::FITTED_MARKER))
 }
 
 /// An item's attributes from `value`, leaving out what is absent rather than storing NULL.

@@ -4,7 +4,7 @@
 //! per event. Events keep the project's partition; the note only says where to look.
 
 use super::{ConfigError, ConfigTable, attr, organization_key, s, store_error};
-use crate::store::key_part;
+use crate::store::sort_key_part;
 use std::future::Future;
 
 const PREFIX: &str = "events#";
@@ -34,7 +34,7 @@ impl ProjectIndex for ConfigTable {
                 .table_name(&self.name)
                 .set_item(Some(organization_key(
                     org,
-                    format!("{PREFIX}{}", key_part(project)),
+                    format!("{PREFIX}{}", sort_key_part(project)),
                 )))
                 .item(attr::ORGANIZATION_ID, s(org))
                 .item(attr::PROJECT_ID, s(project))
@@ -51,7 +51,7 @@ impl ProjectIndex for ConfigTable {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
-        let after = after.map(|p| format!("{PREFIX}{}", key_part(p)));
+        let after = after.map(|p| format!("{PREFIX}{}", sort_key_part(p)));
         let (items, next) = self
             .query_prefix_in(organization_id, PREFIX, limit, after.as_deref(), true)
             .await?;

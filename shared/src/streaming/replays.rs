@@ -7,7 +7,7 @@ use super::{
     ConfigError, ConfigTable, from_item, is_condition_failure, optional, organization_key, s,
     store_error, text, to_item,
 };
-use crate::store::key_part;
+use crate::store::sort_key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -68,14 +68,14 @@ fn replay_key(
 ) -> HashMap<String, AttributeValue> {
     organization_key(
         organization_id,
-        format!("replay#{}#{replay_id}", key_part(project_id)),
+        format!("replay#{}#{replay_id}", sort_key_part(project_id)),
     )
 }
 
 fn lock_key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValue> {
     organization_key(
         organization_id,
-        format!("replay-lock#{}", key_part(project_id)),
+        format!("replay-lock#{}", sort_key_part(project_id)),
     )
 }
 
