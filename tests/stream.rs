@@ -1502,6 +1502,16 @@ async fn ten_thousand_events_of_one_kilobyte_make_exactly_ten_datadog_requests()
 }
 
 #[test]
+fn the_template_bounds_the_backoff_where_the_function_does() {
+    let parameter = &audit_log_tests::template()["Parameters"]["DeliveryRetryMaxBackoffSeconds"];
+    assert_eq!(parameter["MinValue"].as_u64(), Some(1));
+    assert_eq!(
+        parameter["MaxValue"].as_u64(),
+        Some(audit_log::lane::MOST_MAX_BACKOFF_SECONDS)
+    );
+}
+
+#[test]
 fn the_template_gives_stream_exactly_the_settings_it_reads() {
     let mut expected: Vec<String> = audit_log_stream::ENVIRONMENT
         .iter()

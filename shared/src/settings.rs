@@ -23,6 +23,12 @@ pub enum SettingsError {
     )]
     RetryWindowOutlastsRetention { hours: u64, most: u64 },
     #[error(
+        "DELIVERY_RETRY_MAX_BACKOFF_SECONDS is {0}, over a day ({most} seconds): a failing \
+         destination would wait longer than that between two probes",
+        most = crate::lane::MOST_MAX_BACKOFF_SECONDS
+    )]
+    BackoffOverADay(u64),
+    #[error(
         "LOG_GROUP_PREFIX is {0:?}: CloudWatch takes only letters, digits and _ - / . # in a log \
          group's name, up to {MAX_LOG_GROUP_NAME} characters with the service's own part, and \
          none that starts with aws/"

@@ -1,17 +1,20 @@
-//! The stream binary refuses to start on a log group prefix CloudWatch would refuse, rather than
-//! fail every customer's CloudWatch delivery as if the trouble were the customer's.
+//! The stream binary refuses to start on settings it cannot honour (a log group prefix
+//! CloudWatch would refuse, a backoff past what the template allows), rather than fail every
+//! customer's delivery as if the trouble were the customer's.
 
 use std::process::Command;
 
-#[test]
-fn a_log_group_prefix_cloudwatch_refuses_stops_the_function_at_start_up() {
+/// What the binary says when it starts with the required settings and `extra`; it must fail.
+fn refused_start(extra: &[(&str, &str)]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_audit-log-stream"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CONFIG_TABLE_NAME", "configs")
         .env("EVENTS_TABLE_NAME", "events")
         .env("SECRET_NAME_PREFIX", "audit-log/")
-        .env("LOG_GROUP_PREFIX", "/acme audit")
+        .env("REPLAY_QUEUE_URL", "http://127.0.0.1:9/replays")
+        .env("LANE_QUEUE_URL", "http://127.0.0.1:9/lanes")
+        .envs(extra.iter().copied())
         .output()
         .expect("run the stream binary");
     assert!(!out.status.success());
@@ -19,11 +22,31 @@ fn a_log_group_prefix_cloudwatch_refuses_stops_the_function_at_start_up() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("ERROR stream refuses to start"), "{text}");
     assert!(
+        !text.contains('\x1b'),
+        "no colour codes in what Lambda keeps: {text:?}"
+    );
+    text
+}
+
+#[test]
+fn a_log_group_prefix_cloudwatch_refuses_stops_the_function_at_start_up() {
+    let text = refused_start(&[("LOG_GROUP_PREFIX", "/acme audit")]);
+    assert!(
         text.contains(r#"LOG_GROUP_PREFIX is "/acme audit": CloudWatch takes only"#),
         "{text}"
     );
+}
+
+#[test]
+fn a_backoff_over_a_day_or_under_a_second_stops_the_function_at_start_up() {
+    let text = refused_start(&[("DELIVERY_RETRY_MAX_BACKOFF_SECONDS", "18446744073709551615")]);
     assert!(
-        !text.contains('\x1b'),
-        "no colour codes in what Lambda keeps: {text:?}"
+        text.contains("DELIVERY_RETRY_MAX_BACKOFF_SECONDS is 18446744073709551615, over a day"),
+        "{text}"
+    );
+    let text = refused_start(&[("DELIVERY_RETRY_MAX_BACKOFF_SECONDS", "0")]);
+    assert!(
+        text.contains("DELIVERY_RETRY_MAX_BACKOFF_SECONDS must be a whole number, at least 1"),
+        "{text}"
     );
 }

@@ -264,6 +264,8 @@ pub const RETRY_WINDOW_ENV: &str = "DELIVERY_RETRY_WINDOW_HOURS";
 pub const MAX_BACKOFF_ENV: &str = "DELIVERY_RETRY_MAX_BACKOFF_SECONDS";
 pub const DEFAULT_RETRY_WINDOW_HOURS: u64 = 168;
 pub const DEFAULT_MAX_BACKOFF_SECONDS: u64 = 300;
+/// The template's `MaxValue` for it: the lane's times are kept in milliseconds.
+pub const MOST_MAX_BACKOFF_SECONDS: u64 = 86_400;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -313,6 +315,9 @@ impl Policy {
             return Err(SettingsError::RetryWindowOutlastsRetention { hours, most });
         }
         let backoff = read(MAX_BACKOFF_ENV, DEFAULT_MAX_BACKOFF_SECONDS)?;
+        if backoff > MOST_MAX_BACKOFF_SECONDS {
+            return Err(SettingsError::BackoffOverADay(backoff));
+        }
         Ok(Self::new(
             Duration::from_secs(hours * 3600),
             Duration::from_secs(backoff),
