@@ -377,6 +377,23 @@ mod tests {
         }
 
         #[test]
+        fn sort_key_parts_fit_and_name_one_id_each(
+            one in "[a-z#%é項😀 ]{1,255}",
+            two in "[a-z#%é項😀 ]{1,255}",
+        ) {
+            let part = sort_key_part(&one);
+            prop_assert!(part.len() <= crate::id::MAX_ID_KEY_BYTES);
+            prop_assert!(!part.contains('#'));
+            let whole = key_part(&one);
+            let cut = whole.len() > crate::id::MAX_ID_KEY_BYTES;
+            prop_assert_eq!(part.contains(FITTED_MARKER), cut);
+            if !cut {
+                prop_assert_eq!(&part, &whole);
+            }
+            prop_assert_eq!(one == two, part == sort_key_part(&two));
+        }
+
+        #[test]
         fn long_ids_keep_their_characters_and_read_back(
             id in "[a-z#%é項😀 ]{100,255}",
         ) {
@@ -561,7 +578,7 @@ mod tests {
 
     #[test]
     fn the_widest_valid_ids_make_keys_dynamodb_takes() {
-        let emoji = "😀".repeat(crate::id::MAX_ID_KEY_BYTES / 4);
+        let emoji = "😀".repeat(crate::id::MAX_ID_CHARS);
         for widest in ["#".repeat(crate::id::MAX_ID_CHARS), "項".repeat(255), emoji] {
             let e = event(&widest, &widest, "2024-01-01T00:00:00Z");
             let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();

@@ -63,14 +63,26 @@ fn prefix(project_id: &str) -> String {
     format!("owed#{}#", sort_key_part(project_id))
 }
 
+/// Owed at the same instant, events keep their order. The key is only a place (the item holds
+/// the event's key), so past DynamoDB's 1,024 bytes (a project of 880 bytes with an SQS message
+/// id of over 93 characters) its end is a digest of the event's key.
 fn owed_sort_key(project_id: &str, owed: &Owed) -> String {
-    format!(
+    let key = format!(
         "{}{:013}#{}",
         prefix(project_id),
         owed.owed_at_ms.max(0),
         owed.event.sort_key
+    );
+    crate::id::fitted(
+        key,
+        &owed.event.sort_key,
+        MAX_SORT_KEY_BYTES,
+        crate::store::FITTED_MARKER,
     )
 }
+
+/// DynamoDB's limit on a sort key.
+const MAX_SORT_KEY_BYTES: usize = 1_024;
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())

@@ -112,3 +112,20 @@ fn a_replay_stores_nothing_for_what_it_lacks_and_reads_older_items() {
         (0, 0, false)
     );
 }
+
+#[test]
+fn a_project_cut_to_fit_its_key_is_read_from_its_item() {
+    let long = "😀".repeat(255);
+    let keys = key("o#1", &long);
+    // The index's keys alone do not name it, and say so.
+    assert!(!names_its_project_in_full(&keys));
+    assert_eq!(project_of_key(&keys), None);
+    let mut item = keys.clone();
+    item.insert(attr::ORGANIZATION_ID.into(), s("o#1"));
+    item.insert(attr::PROJECT_ID.into(), s(&long));
+    assert_eq!(project_of_key(&item), Some(("o#1".into(), long)));
+    // A project that fits is read from the keys, as it always was.
+    let short = key("o#1", "p%2");
+    assert!(names_its_project_in_full(&short));
+    assert_eq!(project_of_key(&short), Some(("o#1".into(), "p%2".into())));
+}

@@ -234,7 +234,7 @@ pub(super) mod tests {
     fn stream_names_escape_what_cloudwatch_forbids() {
         assert_eq!(log_stream("a98c3c31-5760"), "a98c3c31-5760");
         assert_eq!(log_stream("a:b*c"), "a%3Ab%2Ac");
-        // The longest ids the API takes (255 characters, 880 bytes in a key) fit too.
+        // The longest ids the API takes (255 characters of three bytes, say) fit too.
         let longest = "項".repeat(255);
         assert!(crate::id::check("project_id", &longest).is_ok());
         let name = log_stream(&longest);

@@ -22,6 +22,36 @@ fn owed_keys_order_by_when_they_became_owed_then_by_event() {
 }
 
 #[test]
+fn owed_keys_of_the_widest_project_and_longest_message_ids_fit_and_differ() {
+    // 880 bytes percent-encoded: the widest part an id had before, kept as it was.
+    let project = "é".repeat(146) + "abcd";
+    assert_eq!(sort_key_part(&project).len(), crate::id::MAX_ID_KEY_BYTES);
+    let owed = |id: &str| Owed {
+        event: StoredKey {
+            sort_key: format!("2026-01-01T00:00:00.000000000Z#{id}"),
+            message_id: id.into(),
+            expires_at: 0,
+        },
+        owed_at_ms: 1_767_225_600_000,
+        bytes: 1,
+    };
+    let (one, two) = ("m".repeat(99) + "1", "m".repeat(99) + "2");
+    let (one, two) = (
+        owed_sort_key(&project, &owed(&one)),
+        owed_sort_key(&project, &owed(&two)),
+    );
+    assert!(one.len() <= 1_024 && two.len() <= 1_024, "{}", one.len());
+    assert_ne!(one, two);
+    assert!(one.starts_with(&prefix(&project)));
+    // Keys that fit are as they always were.
+    let short = owed_sort_key("p", &owed("m-1"));
+    assert_eq!(
+        short,
+        "owed#p#1767225600000#2026-01-01T00:00:00.000000000Z#m-1"
+    );
+}
+
+#[test]
 fn a_configuration_saved_before_lanes_delivers() {
     assert_eq!(lane_of(&HashMap::new()), Lane::default());
 }
