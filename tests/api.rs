@@ -1815,6 +1815,57 @@ async fn pause_and_resume_answer_the_view_with_the_lanes_state_and_are_audited()
 }
 
 #[tokio::test]
+async fn a_rename_keeps_the_destinations_health_and_new_settings_start_afresh() {
+    let w = World::new().await;
+    w.put(cloudwatch()).await;
+    let failed = audit_log::streaming::HealthReport {
+        delivered: 0,
+        failed: 3,
+        last_error: Some("the role could not be assumed".into()),
+        permanent: true,
+    };
+    w.configs
+        .record_health(&w.org, &w.project, &failed, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let before = w.get().await.body["health"].clone();
+    assert_eq!(before["last_error"], "the role could not be assumed");
+    assert_eq!(before["status"], "failing");
+    // Renamed: the same role in the same region still fails as it did.
+    let mut renamed = cloudwatch();
+    renamed["name"] = json!("prod-audit-2");
+    let saved = w.put(renamed.clone()).await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["destination"]["name"], "prod-audit-2");
+    for field in ["status", "last_error", "last_failure_at"] {
+        assert_eq!(saved.body["health"][field], before[field], "{field}");
+    }
+    // Another region is another destination: nothing is known of it yet.
+    let mut moved = renamed;
+    moved["cloudwatch"]["region"] = json!("eu-west-1");
+    let saved = w.put(moved).await;
+    assert_eq!(saved.body["health"]["status"], "unknown");
+    assert!(saved.body["health"]["last_error"].is_null());
+    // A Datadog key sent is taken as a new key, even on a rename; one left out is kept.
+    w.put(datadog(Some(KEY))).await;
+    w.configs
+        .record_health(&w.org, &w.project, &failed, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let mut renamed = datadog(None);
+    renamed["name"] = json!("dd-renamed");
+    let kept = w.put(renamed).await;
+    assert_eq!(
+        kept.body["health"]["last_error"],
+        "the role could not be assumed"
+    );
+    let mut rotated = datadog(Some(KEY));
+    rotated["name"] = json!("dd-rotated");
+    let fresh = w.put(rotated).await;
+    assert_eq!(fresh.body["health"]["status"], "unknown");
+}
+
+#[tokio::test]
 async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
     use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owed};
     let w = World::new().await;

@@ -268,6 +268,7 @@ impl World {
                 }),
                 api_key_last4: None,
                 secret_version: Some(secret_version),
+                same_destination: false,
             },
         )
         .await;
@@ -296,6 +297,7 @@ impl World {
                 }),
                 api_key_last4: Some(key[key.len() - 4..].to_owned()),
                 secret_version: Some(secret_version),
+                same_destination: false,
             },
         )
         .await;

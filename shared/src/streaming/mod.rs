@@ -98,6 +98,9 @@ pub struct NewConfig {
     pub destination: Destination,
     pub api_key_last4: Option<String>,
     pub secret_version: Option<String>,
+    /// The destination and its credentials are the ones saved (a save that renames it, say):
+    /// the recorded health still describes them and is kept.
+    pub same_destination: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -363,7 +366,8 @@ impl Configurations for ConfigTable {
     /// Saves a configuration as the version after `read` (the version the caller read; 0:
     /// nothing saved), only if the stored version is still `read`. A concurrent save in between
     /// makes this one fail with the version now stored.
-    /// Health starts afresh: it described the previous settings.
+    /// Health starts afresh, since it described the previous settings, unless the destination
+    /// is the same (`NewConfig::same_destination`).
     async fn save(
         &self,
         organization_id: &str,
@@ -372,7 +376,7 @@ impl Configurations for ConfigTable {
         read: u64,
         now: OffsetDateTime,
     ) -> Result<StreamingConfig, ConfigError> {
-        let config = StreamingConfig {
+        let mut config = StreamingConfig {
             organization_id: organization_id.to_owned(),
             project_id: project_id.to_owned(),
             name: new.name,
@@ -393,7 +397,12 @@ impl Configurations for ConfigTable {
                 Lane::saved_in_place_of_none(crate::clock::epoch_ms(now))
             } else {
                 match self.get(organization_id, project_id).await? {
-                    Some(stored) if stored.version == read => stored.lane,
+                    Some(stored) if stored.version == read => {
+                        if new.same_destination {
+                            config.health = stored.health;
+                        }
+                        stored.lane
+                    }
                     stored => {
                         return Err(ConfigError::VersionMismatch {
                             current: stored.map_or(0, |c| c.version),

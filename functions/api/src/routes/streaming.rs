@@ -154,11 +154,19 @@ impl<P: Ports> Api<P> {
             .stage(org, project, &credentials)
             .await
             .map_err(credentials_error)?;
+        // Renamed, or saved again as it was: what health says of the destination still holds.
+        // A key sent is taken as a new one.
+        let same_destination = current.as_ref().is_some_and(|c| {
+            c.destination == input.destination
+                && (input.api_key.is_none()
+                    || matches!(input.destination, Destination::Cloudwatch(_)))
+        });
         let new = NewConfig {
             name: input.name.clone(),
             destination: input.destination.clone(),
             api_key_last4: last4,
             secret_version: Some(secret_version.clone()),
+            same_destination,
         };
         let saved = match self
             .configs
