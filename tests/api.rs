@@ -1837,7 +1837,8 @@ async fn a_rename_keeps_the_destinations_health_and_new_settings_start_afresh() 
     let saved = w.put(renamed.clone()).await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(saved.body["destination"]["name"], "prod-audit-2");
-    for field in ["status", "last_error", "last_failure_at"] {
+    assert_eq!(before["failed_24h"], 3);
+    for field in ["status", "last_error", "last_failure_at", "failed_24h"] {
         assert_eq!(saved.body["health"][field], before[field], "{field}");
     }
     // Another region is another destination: nothing is known of it yet.
@@ -1846,23 +1847,31 @@ async fn a_rename_keeps_the_destinations_health_and_new_settings_start_afresh() 
     let saved = w.put(moved).await;
     assert_eq!(saved.body["health"]["status"], "unknown");
     assert!(saved.body["health"]["last_error"].is_null());
-    // A Datadog key sent is taken as a new key, even on a rename; one left out is kept.
+    // A Datadog key left out, or sent again as saved (a client that sends the whole
+    // resource), is the same key; another one starts afresh.
     w.put(datadog(Some(KEY))).await;
     w.configs
         .record_health(&w.org, &w.project, &failed, OffsetDateTime::now_utc())
         .await
         .unwrap();
-    let mut renamed = datadog(None);
-    renamed["name"] = json!("dd-renamed");
-    let kept = w.put(renamed).await;
-    assert_eq!(
-        kept.body["health"]["last_error"],
-        "the role could not be assumed"
-    );
-    let mut rotated = datadog(Some(KEY));
-    rotated["name"] = json!("dd-rotated");
-    let fresh = w.put(rotated).await;
+    for (name, key) in [("dd-renamed", None), ("dd-sent-whole", Some(KEY))] {
+        let mut renamed = datadog(key);
+        renamed["name"] = json!(name);
+        let kept = w.put(renamed).await;
+        assert_eq!(kept.status, 200, "{}", kept.body);
+        assert_eq!(
+            kept.body["health"]["last_error"], "the role could not be assumed",
+            "{name}"
+        );
+    }
+    let other = "0123456789abcdef0123456789abcdef";
+    audit_log_tests::watch_secret(other);
+    let fresh = w.put(datadog(Some(other))).await;
     assert_eq!(fresh.body["health"]["status"], "unknown");
+    assert_eq!(
+        fresh.body["destination"]["datadog"]["api_key_last4"],
+        "cdef"
+    );
 }
 
 #[tokio::test]

@@ -65,7 +65,8 @@ fn prefix(project_id: &str) -> String {
 
 /// Owed at the same instant, events keep their order. The key is only a place (the item holds
 /// the event's key), so past DynamoDB's 1,024 bytes (a project of 880 bytes with an SQS message
-/// id of over 93 characters) its end is a digest of the event's key.
+/// id of over 93 characters) its end is a digest of the event's key, and events of one instant
+/// then order by it.
 fn owed_sort_key(project_id: &str, owed: &Owed) -> String {
     let key = format!(
         "{}{:013}#{}",

@@ -313,6 +313,40 @@ impl StreamingConfig {
 }
 
 /// Attributes of a configuration item that are not its saved settings.
+/// An update that sets an item's attributes (`item`, which holds no health) but its keys, and
+/// removes the lane's and the settings' optional ones it lacks, as a put of it would; health's
+/// are left as they are.
+fn every_attribute_but_health(
+    item: HashMap<String, AttributeValue>,
+    names: &mut HashMap<String, String>,
+    values: &mut HashMap<String, AttributeValue>,
+) -> String {
+    let optional = [attr::API_KEY_LAST4, attr::SECRET_VERSION];
+    let gone: Vec<&str> = lanes::attr::ALL
+        .iter()
+        .chain(&optional)
+        .copied()
+        .filter(|name| !item.contains_key(*name))
+        .collect();
+    let mut sets = Vec::new();
+    for (i, (name, value)) in item
+        .into_iter()
+        .filter(|(name, _)| name != attr::PARTITION_KEY && name != attr::SORT_KEY)
+        .enumerate()
+    {
+        names.insert(format!("#a{i}"), name);
+        values.insert(format!(":a{i}"), value);
+        sets.push(format!("#a{i} = :a{i}"));
+    }
+    let mut update = format!("SET {}", sets.join(", "));
+    for (i, name) in gone.into_iter().enumerate() {
+        names.insert(format!("#r{i}"), name.to_owned());
+        update.push_str(if i == 0 { " REMOVE " } else { ", " });
+        update.push_str(&format!("#r{i}"));
+    }
+    update
+}
+
 fn is_slot_or_lane(name: &str) -> bool {
     name == attr::PARTITION_KEY
         || name == attr::SORT_KEY
@@ -376,7 +410,7 @@ impl Configurations for ConfigTable {
         read: u64,
         now: OffsetDateTime,
     ) -> Result<StreamingConfig, ConfigError> {
-        let mut config = StreamingConfig {
+        let config = StreamingConfig {
             organization_id: organization_id.to_owned(),
             project_id: project_id.to_owned(),
             name: new.name,
@@ -389,8 +423,12 @@ impl Configurations for ConfigTable {
             lane: Lane::default(),
         };
         // A put of the whole item, carrying the lane as it was read and conditional on it
-        // being unchanged: the lane's state and counters stay as the stream left them.
+        // being unchanged: the lane's state and counters stay as the stream left them. The same
+        // destination saved again keeps its health: then every attribute but health's is set,
+        // so health the stream records in between is not undone either.
+        let keeps_health = new.same_destination && read != 0;
         for _ in 0..LANE_RACES {
+            let mut health = Health::default();
             let lane = if read == 0 {
                 // Saved in place of none: events still owed were owed to a removed destination
                 // (what its deletion did not forget in time), and are not this one's.
@@ -398,8 +436,8 @@ impl Configurations for ConfigTable {
             } else {
                 match self.get(organization_id, project_id).await? {
                     Some(stored) if stored.version == read => {
-                        if new.same_destination {
-                            config.health = stored.health;
+                        if keeps_health {
+                            health = stored.health;
                         }
                         stored.lane
                     }
@@ -427,23 +465,48 @@ impl Configurations for ConfigTable {
                 ..lane
             };
             item.extend(lanes::attributes(&lane));
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.name)
-                .set_item(Some(item))
-                .condition_expression(condition)
-                .set_expression_attribute_names((!names.is_empty()).then_some(names))
-                .set_expression_attribute_values((!values.is_empty()).then_some(values));
-            match put.send().await {
-                Ok(_) => return Ok(StreamingConfig { lane, ..config }),
-                Err(e) if is_condition_failure(&e) => {
+            let written = if keeps_health {
+                let update = every_attribute_but_health(item, &mut names, &mut values);
+                self.client
+                    .update_item()
+                    .table_name(&self.name)
+                    .set_key(Some(key(organization_id, project_id)))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (is_condition_failure(&e), store_error(e)))
+            } else {
+                self.client
+                    .put_item()
+                    .table_name(&self.name)
+                    .set_item(Some(item))
+                    .condition_expression(condition)
+                    .set_expression_attribute_names((!names.is_empty()).then_some(names))
+                    .set_expression_attribute_values((!values.is_empty()).then_some(values))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| (is_condition_failure(&e), store_error(e)))
+            };
+            match written {
+                Ok(()) => {
+                    return Ok(StreamingConfig {
+                        lane,
+                        health,
+                        ..config
+                    });
+                }
+                Err((true, _)) => {
                     // Another save won, or only the lane moved on: then try again with it.
                     if read == 0 {
                         return Err(self.mismatch(organization_id, project_id).await);
                     }
                 }
-                Err(e) => return Err(store_error(e)),
+                Err((false, e)) => return Err(e),
             }
         }
         Err(ConfigError::Store(

@@ -155,12 +155,22 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(credentials_error)?;
         // Renamed, or saved again as it was: what health says of the destination still holds.
-        // A key sent is taken as a new one.
-        let same_destination = current.as_ref().is_some_and(|c| {
-            c.destination == input.destination
-                && (input.api_key.is_none()
-                    || matches!(input.destination, Destination::Cloudwatch(_)))
-        });
+        let same_destination = match (&current, &input.destination, &input.api_key) {
+            (Some(c), _, _) if c.destination != input.destination => false,
+            (Some(c), Destination::Datadog(_), Some(sent)) => {
+                // Clients that send the whole resource send the key every time.
+                self.saved_datadog_key(org, project, Some(c))
+                    .await
+                    .is_ok_and(|saved| {
+                        subtle::ConstantTimeEq::ct_eq(
+                            saved.expose_secret().as_bytes(),
+                            sent.expose_secret().as_bytes(),
+                        )
+                        .into()
+                    })
+            }
+            (current, _, _) => current.is_some(),
+        };
         let new = NewConfig {
             name: input.name.clone(),
             destination: input.destination.clone(),
