@@ -54,6 +54,8 @@ pub mod attr {
 
 /// DynamoDB's item size limit (names and values together).
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's limit on a sort key.
+pub const MAX_SORT_KEY_BYTES: usize = 1_024;
 /// `#` separates the key's parts and `%` escapes, so ids containing them stay unambiguous.
 const KEY_ESCAPES: &AsciiSet = &CONTROLS.add(b'#').add(b'%');
 
@@ -165,8 +167,7 @@ pub fn is_sort_key_within(
     since: Option<OffsetDateTime>,
     until: Option<OffsetDateTime>,
 ) -> bool {
-    // DynamoDB takes sort keys of at most 1,024 bytes.
-    if sk.len() > 1_024 {
+    if sk.len() > MAX_SORT_KEY_BYTES {
         return false;
     }
     let Some((time, id)) = sk.split_once('#') else {

@@ -77,13 +77,10 @@ fn owed_sort_key(project_id: &str, owed: &Owed) -> String {
     crate::id::fitted(
         key,
         &owed.event.sort_key,
-        MAX_SORT_KEY_BYTES,
+        crate::store::MAX_SORT_KEY_BYTES,
         crate::store::FITTED_MARKER,
     )
 }
-
-/// DynamoDB's limit on a sort key.
-const MAX_SORT_KEY_BYTES: usize = 1_024;
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
@@ -226,12 +223,12 @@ fn lane_error(e: ConfigError) -> LaneError {
 
 /// An update expression's parts, built up clause by clause.
 #[derive(Default)]
-struct Update {
+pub(super) struct Update {
     set: Vec<String>,
     add: Vec<String>,
     remove: Vec<String>,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
+    pub(super) names: HashMap<String, String>,
+    pub(super) values: HashMap<String, AttributeValue>,
 }
 
 impl Update {
@@ -241,7 +238,7 @@ impl Update {
         placeholder
     }
 
-    fn set(&mut self, attr: &str, value: AttributeValue) {
+    pub(super) fn set(&mut self, attr: &str, value: AttributeValue) {
         let name = self.name(attr);
         let placeholder = format!(":{}", &name[1..]);
         self.set.push(format!("{name} = {placeholder}"));
@@ -263,7 +260,7 @@ impl Update {
         self.values.insert(placeholder, value);
     }
 
-    fn remove(&mut self, attr: &str) {
+    pub(super) fn remove(&mut self, attr: &str) {
         let name = self.name(attr);
         self.remove.push(name);
     }
@@ -298,7 +295,7 @@ impl Update {
         }
     }
 
-    fn expression(&self) -> String {
+    pub(super) fn expression(&self) -> String {
         let mut parts = Vec::new();
         if !self.set.is_empty() {
             parts.push(format!("SET {}", self.set.join(", ")));

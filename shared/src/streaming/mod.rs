@@ -139,7 +139,7 @@ fn key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValu
 fn project_of_key(item: &HashMap<String, AttributeValue>) -> Option<(String, String)> {
     let text = |name: &str| item.get(name)?.as_s().ok();
     let project = text(attr::SORT_KEY)?.strip_prefix(PROJECT_SORT_PREFIX)?;
-    if project.contains(crate::store::FITTED_MARKER) {
+    if !names_its_project_in_full(item) {
         return Some((
             text(attr::ORGANIZATION_ID)?.clone(),
             text(attr::PROJECT_ID)?.clone(),
@@ -312,41 +312,26 @@ impl StreamingConfig {
     }
 }
 
-/// Attributes of a configuration item that are not its saved settings.
 /// An update that sets an item's attributes (`item`, which holds no health) but its keys, and
 /// removes the lane's and the settings' optional ones it lacks, as a put of it would; health's
 /// are left as they are.
-fn every_attribute_but_health(
-    item: HashMap<String, AttributeValue>,
-    names: &mut HashMap<String, String>,
-    values: &mut HashMap<String, AttributeValue>,
-) -> String {
+fn every_attribute_but_health(item: HashMap<String, AttributeValue>) -> lanes::Update {
+    let mut update = lanes::Update::default();
     let optional = [attr::API_KEY_LAST4, attr::SECRET_VERSION];
-    let gone: Vec<&str> = lanes::attr::ALL
-        .iter()
-        .chain(&optional)
-        .copied()
-        .filter(|name| !item.contains_key(*name))
-        .collect();
-    let mut sets = Vec::new();
-    for (i, (name, value)) in item
-        .into_iter()
-        .filter(|(name, _)| name != attr::PARTITION_KEY && name != attr::SORT_KEY)
-        .enumerate()
-    {
-        names.insert(format!("#a{i}"), name);
-        values.insert(format!(":a{i}"), value);
-        sets.push(format!("#a{i} = :a{i}"));
+    for gone in lanes::attr::ALL.iter().chain(&optional) {
+        if !item.contains_key(*gone) {
+            update.remove(gone);
+        }
     }
-    let mut update = format!("SET {}", sets.join(", "));
-    for (i, name) in gone.into_iter().enumerate() {
-        names.insert(format!("#r{i}"), name.to_owned());
-        update.push_str(if i == 0 { " REMOVE " } else { ", " });
-        update.push_str(&format!("#r{i}"));
+    for (name, value) in item {
+        if name != attr::PARTITION_KEY && name != attr::SORT_KEY {
+            update.set(&name, value);
+        }
     }
     update
 }
 
+/// Attributes of a configuration item that are not its saved settings.
 fn is_slot_or_lane(name: &str) -> bool {
     name == attr::PARTITION_KEY
         || name == attr::SORT_KEY
@@ -466,15 +451,17 @@ impl Configurations for ConfigTable {
             };
             item.extend(lanes::attributes(&lane));
             let written = if keeps_health {
-                let update = every_attribute_but_health(item, &mut names, &mut values);
+                let mut update = every_attribute_but_health(item);
+                update.names.extend(names);
+                update.values.extend(values);
                 self.client
                     .update_item()
                     .table_name(&self.name)
                     .set_key(Some(key(organization_id, project_id)))
-                    .update_expression(update)
+                    .update_expression(update.expression())
                     .condition_expression(condition)
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values))
+                    .set_expression_attribute_names(Some(update.names))
+                    .set_expression_attribute_values(Some(update.values))
                     .send()
                     .await
                     .map(|_| ())
