@@ -65,6 +65,29 @@ ensure_browser() {
   fi
 }
 
+# sam build runs `cargo lambda build --release --arm64 --bin <Binary>` once per function, and
+# cargo resolves such a build for that function alone. It reuses the workspace's arm64 build
+# only while every function's dependencies resolve as the workspace's do (the workspace's
+# Cargo.toml says how); otherwise each function compiles much of the AWS SDK again. Builds each
+# function as SAM will and fails, naming what was compiled again, if anything was.
+function_builds_reuse_workspace() {
+  local binary rebuilt status=0
+  for binary in $(sed -n 's/^ *Binary: *//p' template.yaml); do
+    rebuilt=$(cargo lambda build --release --arm64 --locked --bin "$binary" --message-format json |
+      python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and not m["fresh"]:
+        print(m["target"]["name"])')
+    if [[ -n "$rebuilt" ]]; then
+      echo "$binary alone compiled what the workspace build had built:" $rebuilt >&2
+      status=1
+    fi
+  done
+  return "$status"
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

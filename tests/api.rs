@@ -85,6 +85,7 @@ fn settings(w: &WorldParts) -> Settings {
         service_account_id: None,
         datadog_endpoint_override: None,
         console: audit_log_api::console::SignIn::Off,
+        lanes: audit_log::lane::Policy::default(),
     }
 }
 

@@ -153,13 +153,10 @@ impl Stack {
                 // The operator's settings when given, as the deployed function reads them;
                 // every call goes to the emulator, which answers slowly under load where a
                 // destination would not: no lane is set aside as slow.
-                lanes: audit_log::Retention::from_env()
-                    .and_then(audit_log::lane::Policy::from_env)
-                    .map(|policy| audit_log::lane::Policy {
-                        slow_after: Duration::MAX,
-                        ..policy
-                    })
-                    .expect("DELIVERY_RETRY_* settings"),
+                lanes: audit_log::lane::Policy {
+                    slow_after: Duration::MAX,
+                    ..lanes_from_env()
+                },
                 datadog_endpoint_override: datadog,
             },
             &self.functions_aws,
@@ -183,6 +180,7 @@ impl Stack {
                 service_account_id: None,
                 datadog_endpoint_override: datadog,
                 console: local_sign_in(),
+                lanes: lanes_from_env(),
             },
             &self.functions_aws,
         )
@@ -1739,4 +1737,11 @@ impl std::fmt::Display for Report {
 fn local_sign_in() -> audit_log_api::console::SignIn {
     use audit_log_api::console::SignIn;
     SignIn::oidc_from_env().unwrap_or(SignIn::Development)
+}
+
+/// The operator's lane settings when given, as the deployed functions read them.
+fn lanes_from_env() -> audit_log::lane::Policy {
+    audit_log::Retention::from_env()
+        .and_then(audit_log::lane::Policy::from_env)
+        .expect("DELIVERY_RETRY_* settings")
 }

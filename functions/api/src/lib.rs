@@ -52,7 +52,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 13] = [
+pub const ENVIRONMENT: [&str; 16] = [
     env::EVENTS_TABLE,
     env::CONFIG_TABLE,
     env::EVENTS_QUEUE,
@@ -66,6 +66,9 @@ pub const ENVIRONMENT: [&str; 13] = [
     env::LANE_QUEUE,
     env::CONSOLE_CLIENT_ID,
     env::CONSOLE_ISSUER,
+    env::RETENTION_DAYS,
+    env::RETRY_WINDOW,
+    env::MAX_BACKOFF,
 ];
 
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
@@ -110,6 +113,9 @@ pub struct Settings {
     pub datadog_endpoint_override: Option<String>,
     /// How the console signs people in (`CONSOLE_CLIENT_ID` and `CONSOLE_ISSUER`).
     pub console: SignIn,
+    /// The lanes' settings, read as the stream function reads them, so that pausing, resuming
+    /// and a new try follow the operator's numbers rather than the defaults.
+    pub lanes: audit_log::lane::Policy,
 }
 
 impl Settings {
@@ -129,6 +135,7 @@ impl Settings {
             service_account_id: optional_env(env::SERVICE_ACCOUNT),
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
             console: SignIn::oidc_from_env().unwrap_or(SignIn::Off),
+            lanes: audit_log::lane::Policy::from_env(audit_log::Retention::from_env()?)?,
         })
     }
 }
@@ -251,7 +258,7 @@ impl<P: Ports> Api<P> {
             secrets,
             queues,
             timers,
-            lanes: audit_log::lane::Policy::default(),
+            lanes: settings.lanes.clone(),
             clock: Arc::new(SystemClock),
             search_budget: SEARCH_BUDGET,
             searches: audit_log::streaming::SEARCHES,

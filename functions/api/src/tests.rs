@@ -59,6 +59,7 @@ fn settings() -> Settings {
         service_account_id: Some("111122223333".into()),
         datadog_endpoint_override: None,
         console: crate::console::SignIn::Off,
+        lanes: audit_log::lane::Policy::default(),
     }
 }
 
