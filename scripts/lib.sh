@@ -65,23 +65,38 @@ ensure_browser() {
   fi
 }
 
-# sam build runs `cargo lambda build --release --arm64 --bin <Binary>` once per function, and
-# cargo resolves such a build for that function alone. It reuses the workspace's arm64 build
+# sam build runs `cargo lambda build --release --arm64 --bin <Binary>` once per function (the
+# template's three), and cargo resolves such a build for that function alone. It reuses the workspace's arm64 build
 # only while every function's dependencies resolve as the workspace's do (the workspace's
 # Cargo.toml says how); otherwise each function compiles much of the AWS SDK again. Builds each
 # function as SAM will and fails, naming what was compiled again, if anything was.
 function_builds_reuse_workspace() {
-  local binary rebuilt status=0
-  for binary in $(sed -n 's/^ *Binary: *//p' template.yaml); do
-    rebuilt=$(cargo lambda build --release --arm64 --locked --bin "$binary" --message-format json |
-      python3 -c '
+  local binary out rebuilt status=0
+  for binary in audit-log-capture audit-log-stream audit-log-api; do
+    if ! out=$(cargo lambda build --release --arm64 --locked --bin "$binary" \
+      --message-format json-render-diagnostics); then
+      echo "$binary: its own build failed" >&2
+      status=1
+      continue
+    fi
+    # The function's own binary is always reported, fresh or not: no report is a failure too.
+    if ! rebuilt=$(python3 -c '
 import json, sys
+seen, rebuilt = False, []
 for line in sys.stdin:
+    if not line.startswith("{"):
+        continue
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and not m["fresh"]:
-        print(m["target"]["name"])')
-    if [[ -n "$rebuilt" ]]; then
-      echo "$binary alone compiled what the workspace build had built:" $rebuilt >&2
+    if m.get("reason") == "compiler-artifact":
+        seen = True
+        if not m["fresh"]:
+            rebuilt.append(m["package_id"].rsplit("#", 1)[-1])
+print(" ".join(dict.fromkeys(rebuilt)))
+sys.exit(0 if seen else 1)' <<<"$out"); then
+      echo "$binary: cargo reported no build" >&2
+      status=1
+    elif [[ -n "$rebuilt" ]]; then
+      echo "$binary alone compiled what the workspace build had built: $rebuilt" >&2
       status=1
     fi
   done

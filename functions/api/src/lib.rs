@@ -113,8 +113,10 @@ pub struct Settings {
     pub datadog_endpoint_override: Option<String>,
     /// How the console signs people in (`CONSOLE_CLIENT_ID` and `CONSOLE_ISSUER`).
     pub console: SignIn,
-    /// The lanes' settings, read as the stream function reads them, so that pausing, resuming
-    /// and a new try follow the operator's numbers rather than the defaults.
+    /// The lanes' settings, read and checked as the stream function reads them: a stack whose
+    /// lane settings stream refuses is refused here too, and the lane controls (pause, resume,
+    /// a new try) never run on other numbers than the lanes'. Today they use only its fixed
+    /// timings (housekeeping, page).
     pub lanes: audit_log::lane::Policy,
 }
 

@@ -1,6 +1,6 @@
 //! The api binary reads the lanes' settings as the stream function does, and refuses to start
-//! on the same numbers the stream function refuses, rather than pause, resume and retry lanes by
-//! other rules than the lanes' own.
+//! on the same numbers the stream function refuses: its lane controls (pause, resume, a new try)
+//! never run on other numbers than the lanes'.
 
 use std::process::Command;
 
