@@ -66,10 +66,11 @@ ensure_browser() {
 }
 
 # sam build runs `cargo lambda build --release --arm64 --bin <Binary>` once per function (the
-# template's three), and cargo resolves such a build for that function alone. It reuses the workspace's arm64 build
-# only while every function's dependencies resolve as the workspace's do (the workspace's
-# Cargo.toml says how); otherwise each function compiles much of the AWS SDK again. Builds each
-# function as SAM will and fails, naming what was compiled again, if anything was.
+# template's three), and cargo resolves such a build for that function alone. It reuses the
+# workspace's arm64 build only while every function's dependencies resolve as the workspace's
+# do (the workspace's Cargo.toml says how); otherwise each function compiles much of the AWS
+# SDK again. Builds each function as SAM will and fails, naming what was compiled again, if
+# anything was.
 function_builds_reuse_workspace() {
   local binary out rebuilt status=0
   for binary in audit-log-capture audit-log-stream audit-log-api; do

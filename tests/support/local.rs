@@ -1741,7 +1741,5 @@ fn local_sign_in() -> audit_log_api::console::SignIn {
 
 /// The operator's lane settings when given, as the deployed functions read them.
 fn lanes_from_env() -> audit_log::lane::Policy {
-    audit_log::Retention::from_env()
-        .and_then(audit_log::lane::Policy::from_env)
-        .expect("DELIVERY_RETRY_* settings")
+    audit_log::lane::Policy::from_env().expect("DELIVERY_RETRY_* settings")
 }

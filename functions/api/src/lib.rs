@@ -137,7 +137,7 @@ impl Settings {
             service_account_id: optional_env(env::SERVICE_ACCOUNT),
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
             console: SignIn::oidc_from_env().unwrap_or(SignIn::Off),
-            lanes: audit_log::lane::Policy::from_env(audit_log::Retention::from_env()?)?,
+            lanes: audit_log::lane::Policy::from_env()?,
         })
     }
 }

@@ -84,7 +84,7 @@ impl Settings {
             log_group_prefix: log_group_prefix_from_env()?,
             replay_queue_url: required_env(env::REPLAY_QUEUE)?,
             lane_queue_url: required_env(env::LANE_QUEUE)?,
-            lanes: Policy::from_env(audit_log::Retention::from_env()?)?,
+            lanes: Policy::from_env()?,
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
         })
     }

@@ -297,8 +297,10 @@ impl Policy {
         }
     }
 
-    /// Reads the two operator settings; the window may not outlast the events themselves.
-    pub fn from_env(retention: crate::Retention) -> Result<Self, SettingsError> {
+    /// Reads the two operator settings; the window may not outlast the events themselves
+    /// (`RETENTION_DAYS`, read here too).
+    pub fn from_env() -> Result<Self, SettingsError> {
+        let retention = crate::Retention::from_env()?;
         let read = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
             match std::env::var(name).ok().as_deref().map(str::trim) {
                 None | Some("") => Ok(default),
