@@ -299,18 +299,60 @@ fn the_alarm_topic_uses_a_key_that_cloudwatch_alarms_may_use() {
 /// Issue 13, point 13: replays never take the account's whole Lambda concurrency.
 #[test]
 fn replays_run_at_most_two_at_a_time() {
-    let events = &resource("StreamFunction")["Events"];
-    let replays = events
-        .as_mapping()
-        .unwrap()
-        .values()
-        .find(|e| is_get_att(&e["Properties"]["Queue"], "ReplayQueue.Arn"))
-        .expect("the stream function reads the replay queue");
+    let replays = stream_source_of("ReplayQueue.Arn");
     assert_eq!(replays["Type"].as_str(), Some("SQS"));
     assert_eq!(
         replays["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_u64(),
         Some(2)
     );
+}
+
+/// Lanes' own calls (probes, catching up) run at most the operator's number at once, so a mass
+/// outage of destinations never takes the concurrency capture, live delivery and the API need;
+/// calls that wait for a slot raise an alarm.
+#[test]
+fn lane_calls_run_at_most_the_operators_number_at_once_and_waiting_raises_an_alarm() {
+    let calls = stream_source_of("LaneQueue.Arn");
+    assert_eq!(calls["Properties"]["BatchSize"].as_u64(), Some(1));
+    assert!(is_ref(
+        &calls["Properties"]["ScalingConfig"]["MaximumConcurrency"],
+        "LaneCallConcurrency"
+    ));
+    let parameter = &template()["Parameters"]["LaneCallConcurrency"];
+    let (least, default, most) = (
+        parameter["MinValue"].as_u64().unwrap(),
+        parameter["Default"].as_u64().unwrap(),
+        parameter["MaxValue"].as_u64().unwrap(),
+    );
+    // Lambda's bounds for an SQS source's maximum concurrency; by default a tenth of an
+    // account's usual 1,000.
+    assert_eq!((least, most), (2, 1000));
+    assert_eq!(default, 100);
+
+    let alarm = resource("WaitingLaneCallsAlarm");
+    assert_eq!(
+        alarm["MetricName"].as_str(),
+        Some("ApproximateNumberOfMessagesVisible")
+    );
+    assert!(is_get_att(&alarm["Dimensions"][0]["Value"], "LaneQueue"));
+    // Calls are received as soon as they are due unless every slot is taken: the fewest
+    // waiting stays above zero only then.
+    assert_eq!(alarm["Statistic"].as_str(), Some("Minimum"));
+    assert!(
+        alarm["AlarmActions"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
+    );
+}
+
+/// The stream function's SQS event source reading `queue` (`<Queue>.Arn`).
+fn stream_source_of(queue: &str) -> &'static Yaml {
+    resource("StreamFunction")["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|e| is_get_att(&e["Properties"]["Queue"], queue))
+        .unwrap_or_else(|| panic!("the stream function reads {queue}"))
 }
 
 /// Issue 17, point 4: export files are private, encrypted, reached over TLS only and gone

@@ -209,8 +209,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     }
 
     /// A lane that is not delivering always has a call on its way; should that call have been
-    /// lost (dead-lettered after the service's own trouble), the next live batch schedules
-    /// another, or else the sweep does. Whether it did.
+    /// lost (dead-lettered after the service's own trouble), the next live batch sends it
+    /// again, or else the sweep does. Whether it did.
     async fn heal(&self, key: &LaneKey, lane: &Lane) -> Result<bool, LaneError> {
         let now = self.clock.now_ms();
         let (Some(attempt), Some(due)) = (&lane.attempt, lane.next_attempt_at) else {
@@ -219,7 +219,15 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         if lane.state == LaneState::Delivering || due >= self.overdue_before() {
             return Ok(false);
         }
-        let call = LaneCall::new(key, now);
+        // The same attempt, not a new one: a call that was only late (waiting on the lanes
+        // queue while lane calls run at their concurrency limit) still counts when it comes,
+        // so a lane behind a long queue is not starved by its own replacements. Whichever
+        // copy comes first claims the attempt; the other then finds it taken.
+        let call = LaneCall {
+            lane: key.clone(),
+            attempt: attempt.clone(),
+            due_ms: now,
+        };
         self.schedule(&call).await?;
         let to = Lane::to(lane.state, Some(&call), lane.interval_ms);
         let healed = self.store.update(key, attempt, &to).await?;

@@ -749,11 +749,35 @@ async fn the_sweep_leaves_calls_on_their_way_and_delivering_lanes_alone() {
     assert_eq!(w.lane(), waiting);
     assert_eq!(w.timers.take().len(), 1);
     assert_eq!(w.lanes.get(&delivering).lane, Lane::default());
-    // Later still, the call is lost: the refused lane gets another and stays refused.
+    // Later still, the call counts as lost: the refused lane's attempt is sent again, due now,
+    // and the lane stays refused.
     w.clock.advance(Duration::from_millis(1));
     assert_eq!(w.sweep().await, 1);
     assert_eq!(w.lane().state, LaneState::Refused);
-    assert_ne!(w.lane().attempt, waiting.attempt);
+    assert_eq!(w.lane().attempt, waiting.attempt);
+    assert_eq!(w.lane().next_attempt_at, Some(w.clock.now_ms()));
+}
+
+#[tokio::test]
+async fn a_call_only_late_still_counts_after_the_sweep_sent_it_again() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    // The call waits on the lanes queue behind other lanes' calls (their concurrency limit
+    // reached) for longer than a lost call would: the sweep sends it again.
+    let (late, _) = w.pending_call();
+    w.clock.advance(w.policy.lost_after + w.policy.lease);
+    assert_eq!(w.sweep().await, 1);
+    let (again, _) = w.pending_call();
+    assert_eq!(again.attempt, late.attempt);
+    // The late one comes first and does the attempt; its copy then finds it taken.
+    w.sink.answer(Answer::Take);
+    assert_eq!(w.call(&late).await.entered, Some(LaneState::Delivering));
+    assert_eq!(
+        w.call(&again).await.skipped,
+        Some("another attempt replaced it")
+    );
+    assert_eq!(w.received(), numbered(1..=2));
 }
 
 #[tokio::test]
