@@ -680,6 +680,16 @@ fn intake() -> wiremock::MockBuilder {
     Mock::given(method("POST")).and(path("/api/v2/logs"))
 }
 
+/// Datadog's intake answers requests with `key` with `status`.
+async fn intake_answers(w: &World, key: &str, status: u16) {
+    w.mount(
+        intake()
+            .and(header("DD-API-KEY", key))
+            .respond_with(ResponseTemplate::new(status)),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn testing_datadog_validates_the_key_and_sends_a_test_log() {
     let w = World::new().await;
@@ -689,12 +699,7 @@ async fn testing_datadog_validates_the_key_and_sends_a_test_log() {
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"valid": true}))),
     )
     .await;
-    w.mount(
-        intake()
-            .and(header("DD-API-KEY", KEY))
-            .respond_with(ResponseTemplate::new(202)),
-    )
-    .await;
+    intake_answers(&w, KEY, 202).await;
     let reply = w
         .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
         .await;
@@ -703,6 +708,33 @@ async fn testing_datadog_validates_the_key_and_sends_a_test_log() {
     assert!(reply.body.get("log_group").is_none());
     assert_eq!(w.datadog.received_requests().await.unwrap().len(), 2);
     assert_eq!(w.get().await.body["version"], 0, "testing saves nothing");
+}
+
+#[tokio::test]
+async fn a_receiver_of_logs_only_is_tested_by_the_test_log() {
+    // Datadog's validate call is unknown at the endpoint (a receiver that takes
+    // `POST /api/v2/logs` alone): the log decides, either way.
+    let w = World::new().await;
+    intake_answers(&w, KEY, 202).await;
+    let reply = w
+        .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(reply.body["success"], true, "{}", reply.body);
+    assert_eq!(
+        reply.body["message"],
+        "Datadog accepted a test log on datadoghq.eu."
+    );
+    let other = "0123456789abcdef0123456789abcdef";
+    intake_answers(&w, other, 403).await;
+    let reply = w
+        .call("POST", "/streaming/test", Some(datadog(Some(other))))
+        .await;
+    assert_eq!(reply.body["success"], false, "{}", reply.body);
+    let message = reply.body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("The test log was not accepted") && !message.contains(other),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -715,12 +747,7 @@ async fn a_test_without_a_key_uses_the_saved_one() {
             .respond_with(ResponseTemplate::new(200)),
     )
     .await;
-    w.mount(
-        intake()
-            .and(header("DD-API-KEY", KEY))
-            .respond_with(ResponseTemplate::new(202)),
-    )
-    .await;
+    intake_answers(&w, KEY, 202).await;
     let unsaved = w.call("POST", "/streaming/test", Some(datadog(None))).await;
     assert_eq!(unsaved.body["success"], true, "{}", unsaved.body);
     let saved = w.call("POST", "/streaming/test", None).await;

@@ -61,7 +61,7 @@ fn options(datadog: bool, faults: bool) -> Options {
         invalid: 5,
         datadog,
         seed: 11,
-        log_group_prefix: format!("/{}", unique("leaks")),
+        operator: audit_log_tests::local::Operator::with_prefix(format!("/{}", unique("leaks"))),
         verbose: false,
         faults: faults.then(|| FaultPlan::standard(11)),
     }

@@ -1,7 +1,7 @@
 //! The local pipeline, as `./scripts/local` runs it: 1,000 generated events and invalid ones
 //! through the real handlers and event source mappings against the local AWS emulator.
 
-use audit_log_tests::local::{Options, run};
+use audit_log_tests::local::{Operator, Options, run};
 use audit_log_tests::{emulator, unique};
 
 fn options(datadog: bool) -> Options {
@@ -10,7 +10,7 @@ fn options(datadog: bool) -> Options {
         invalid: 12,
         datadog,
         seed: 7,
-        log_group_prefix: format!("/{}", unique("hashicorp")),
+        operator: Operator::with_prefix(format!("/{}", unique("hashicorp"))),
         verbose: false,
         faults: None,
     }
@@ -52,12 +52,33 @@ async fn a_thousand_events_reach_the_datadog_stand_in_once_each() {
     assert_eq!(report.delivered_twice, 0);
 }
 
+#[test]
+fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"))
+        .env("RETENTION_DAYS", "30")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("refuses to start") && said.contains("RETENTION_DAYS is 30"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn the_served_api_answers_http_and_keeps_delivering() {
     let aws = emulator().await;
     let mut small = options(false);
     small.events = 5;
     small.invalid = 1;
+    // The operator's settings, as `./scripts/local` reads them from its environment: the
+    // service's own account set apart from the emulator's (where the contract's example role
+    // lives), another claim, a longer retention.
+    small.operator.service_account_id = Some("111122223333".into());
+    small.operator.organization_claim = "org".into();
+    small.operator.retention = audit_log::Retention::days(500).unwrap();
     let (report, stack, _) = run(&aws, &small).await;
     assert!(report.ok(), "{report}");
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -98,6 +119,7 @@ async fn the_served_api_answers_http_and_keeps_delivering() {
     assert_eq!(anonymous.status(), 401);
     let view = get(format!("{url}/streaming")).await;
     assert_eq!(view["destination"]["provider"], "cloudwatch");
+    assert_eq!(view["aws_account_id"], "111122223333");
     // An event sent while serving is captured and listed.
     let mut event: serde_json::Value =
         serde_json::from_str(audit_log::fixtures::SEED_EVENTS[0].1).unwrap();
@@ -188,6 +210,30 @@ async fn the_served_api_answers_http_and_keeps_delivering() {
         text.contains(r#"""served"":true"#),
         "the event sent while serving is exported"
     );
+    // Kept for the operator's retention: the event sent now expires 500 days from now.
+    let latest = stack
+        .dynamodb
+        .scan()
+        .table_name(&stack.events_table)
+        .send()
+        .await
+        .unwrap()
+        .items()
+        .iter()
+        .filter_map(|i| i.get("expires_at")?.as_n().ok()?.parse::<i64>().ok())
+        .max()
+        .unwrap();
+    let in_500_days = time::OffsetDateTime::now_utc().unix_timestamp() + 500 * 86_400;
+    assert!((latest - in_500_days).abs() < 3_600, "{latest}");
+    // The contract's example role is in the emulator's account, not the service's: saved.
+    let saved = http
+        .put(format!("{url}/streaming"))
+        .header("X-Organization-Id", org)
+        .json(&serde_json::json!({"provider": "cloudwatch", "name": "prod-audit", "cloudwatch": {"role_arn": "arn:aws:iam::123456789012:role/hcp-log-streaming", "region": "us-west-2"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }

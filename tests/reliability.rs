@@ -26,7 +26,10 @@ async fn under_faults(datadog: bool) -> Report {
         invalid: 40,
         datadog,
         seed: SEED,
-        log_group_prefix: format!("/{}", unique("reliability")),
+        operator: audit_log_tests::local::Operator::with_prefix(format!(
+            "/{}",
+            unique("reliability")
+        )),
         verbose: std::env::var("RELIABILITY_VERBOSE").is_ok(),
         faults: Some(FaultPlan::standard(SEED)),
     };

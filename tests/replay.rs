@@ -374,7 +374,7 @@ async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time(
     let got = logs
         .get_log_events()
         .log_group_name(audit_log::destination::cloudwatch::events_log_group(
-            stack.log_group_prefix.as_str(),
+            stack.operator.log_group_prefix.as_str(),
         ))
         .log_stream_name(&to_cloudwatch.project_id)
         .send()

@@ -1,7 +1,7 @@
 //! `./scripts/local`: the whole service on this machine. See the README.
 
 use audit_log_tests::faults::{DatadogIntake, REFUSED_DATADOG_KEY};
-use audit_log_tests::local::{Options, run};
+use audit_log_tests::local::{Operator, Options, run};
 use clap::Parser;
 
 /// Runs the audit-log service locally: the emulator's queues and tables from template.yaml, the
@@ -37,6 +37,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // The operator's settings, read as the deployed functions read them, and refused as they
+    // would refuse them: before anything starts.
+    let operator = match Operator::from_env() {
+        Ok(operator) => operator,
+        Err(e) => {
+            eprintln!("audit-log-local refuses to start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     // The functions' own log lines on stderr: errors only, unless RUST_LOG asks for more. The
     // one global subscriber is the log tap's (see `emulator()`), so every line is also read
     // for leaked secrets.
@@ -47,7 +56,7 @@ async fn main() -> std::process::ExitCode {
         invalid: args.invalid,
         datadog: args.datadog,
         seed: args.seed,
-        log_group_prefix: "/hashicorp".into(),
+        operator: operator.clone(),
         verbose: true,
         faults: args
             .faults
@@ -73,15 +82,25 @@ async fn main() -> std::process::ExitCode {
             "\nAPI served on http://{address}; the organization comes from the X-Organization-Id header. Ctrl-C stops."
         );
         println!("console:           http://{address}/console/");
-        // The console can set up either provider: Datadog goes to a stand-in, never to Datadog.
-        let datadog = match datadog {
-            Some(intake) => intake,
-            None => DatadogIntake::start(Default::default()).await,
+        // The console can set up either provider: Datadog goes to DATADOG_ENDPOINT_OVERRIDE
+        // when set, else to a stand-in, never to Datadog.
+        let (datadog_url, _stand_in) = match operator.datadog_endpoint_override {
+            Some(url) => {
+                println!("Datadog:           {url} (DATADOG_ENDPOINT_OVERRIDE)");
+                (url, datadog)
+            }
+            None => {
+                let intake = match datadog {
+                    Some(intake) => intake,
+                    None => DatadogIntake::start(Default::default()).await,
+                };
+                println!(
+                    "Datadog stand-in:  {} (it refuses the API key {REFUSED_DATADOG_KEY})",
+                    intake.uri()
+                );
+                (intake.uri(), Some(intake))
+            }
         };
-        println!(
-            "Datadog stand-in:  {} (it refuses the API key {REFUSED_DATADOG_KEY})",
-            datadog.uri()
-        );
         println!("events queue:      {}", stack.queue("EventsQueue"));
         println!(
             "dead-letter queue: {}",
@@ -91,7 +110,7 @@ async fn main() -> std::process::ExitCode {
             "AWS endpoint:      {}",
             std::env::var("AWS_ENDPOINT_URL").unwrap_or_default()
         );
-        let datadog_url = Some(datadog.uri());
+        let datadog_url = Some(datadog_url);
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };

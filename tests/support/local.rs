@@ -33,7 +33,51 @@ pub struct Stack {
     pub config_table: String,
     pub export_bucket: String,
     pub secret_prefix: String,
+    /// The operator's settings the functions are given.
+    pub operator: Operator,
+}
+
+/// The operator's settings (the contract's environment) a local run gives its functions, as
+/// the deployed functions read them.
+#[derive(Debug, Clone)]
+pub struct Operator {
     pub log_group_prefix: String,
+    pub retention: Retention,
+    pub organization_claim: String,
+    /// `None`: the functions' own account, as the emulator's STS names it.
+    pub service_account_id: Option<String>,
+    /// Where `--serve`'s api and stream send Datadog's requests instead of the runner's
+    /// stand-in.
+    pub datadog_endpoint_override: Option<String>,
+}
+
+impl Operator {
+    /// The template's defaults, under `log_group_prefix`.
+    pub fn with_prefix(log_group_prefix: impl Into<String>) -> Self {
+        let retention = number(&template()["Parameters"]["RetentionDays"]["Default"])
+            .expect("retention default");
+        Self {
+            log_group_prefix: log_group_prefix.into(),
+            retention: Retention::days(retention as u32)
+                .expect("the template's retention is valid"),
+            organization_claim: audit_log_api::DEFAULT_ORGANIZATION_CLAIM.into(),
+            service_account_id: None,
+            datadog_endpoint_override: None,
+        }
+    }
+
+    /// Read as the functions read them; a value they would refuse to start with is an error.
+    pub fn from_env() -> Result<Self, audit_log::settings::SettingsError> {
+        use audit_log::settings::{env, optional_env};
+        Ok(Self {
+            log_group_prefix: audit_log::settings::log_group_prefix_from_env()?,
+            retention: Retention::from_env()?,
+            organization_claim: optional_env(env::ORGANIZATION_CLAIM)
+                .unwrap_or_else(|| audit_log_api::DEFAULT_ORGANIZATION_CLAIM.into()),
+            service_account_id: optional_env(env::SERVICE_ACCOUNT),
+            datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
+        })
+    }
 }
 
 fn number(v: &serde_yaml::Value) -> Option<u64> {
@@ -42,8 +86,14 @@ fn number(v: &serde_yaml::Value) -> Option<u64> {
 }
 
 impl Stack {
-    /// Creates every queue and table the template declares.
+    /// Creates every queue and table the template declares; its functions get the template's
+    /// defaults, under `log_group_prefix`.
     pub async fn create(aws: &aws_config::SdkConfig, log_group_prefix: &str) -> Self {
+        Self::create_for(aws, Operator::with_prefix(log_group_prefix)).await
+    }
+
+    /// [`Stack::create`], its functions given the operator's settings.
+    pub async fn create_for(aws: &aws_config::SdkConfig, operator: Operator) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(aws);
         let sqs = aws_sdk_sqs::Client::new(aws);
         let mut queues = HashMap::new();
@@ -115,7 +165,7 @@ impl Stack {
             sqs,
             queues,
             secret_prefix: format!("{}/streaming/", unique("local")),
-            log_group_prefix: log_group_prefix.to_owned(),
+            operator,
         }
     }
 
@@ -130,13 +180,11 @@ impl Stack {
 
     /// The capture function, built as its `main.rs` builds it.
     pub fn capture(&self) -> Capture {
-        let retention = number(&template()["Parameters"]["RetentionDays"]["Default"])
-            .expect("retention default");
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.functions_aws);
         Capture::new(
             EventTable::new(dynamodb.clone(), &self.events_table),
             audit_log::streaming::ConfigTable::new(dynamodb, &self.config_table),
-            Retention::days(retention as u32).expect("the template's retention is valid"),
+            self.operator.retention,
         )
     }
 
@@ -147,7 +195,7 @@ impl Stack {
                 config_table: self.config_table.clone(),
                 events_table: self.events_table.clone(),
                 secret_prefix: self.secret_prefix.clone(),
-                log_group_prefix: self.log_group_prefix.clone(),
+                log_group_prefix: self.operator.log_group_prefix.clone(),
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),
                 lane_queue_url: self.queue("LaneQueue").to_owned(),
                 // The operator's settings when given, as the deployed function reads them;
@@ -175,9 +223,9 @@ impl Stack {
                 export_queue_url: self.queue("ExportQueue").to_owned(),
                 export_bucket: self.export_bucket.clone(),
                 secret_prefix: self.secret_prefix.clone(),
-                log_group_prefix: self.log_group_prefix.clone(),
-                organization_claim: "organization_id".into(),
-                service_account_id: None,
+                log_group_prefix: self.operator.log_group_prefix.clone(),
+                organization_claim: self.operator.organization_claim.clone(),
+                service_account_id: self.operator.service_account_id.clone(),
                 datadog_endpoint_override: datadog,
                 console: local_sign_in(),
                 lanes: lanes_from_env(),
@@ -938,7 +986,7 @@ pub struct Options {
     /// Deliver to a local Datadog stand-in instead of the emulator's CloudWatch Logs.
     pub datadog: bool,
     pub seed: u64,
-    pub log_group_prefix: String,
+    pub operator: Operator,
     /// Print progress and the summary.
     pub verbose: bool,
     /// Faults to inject on the way, or none.
@@ -1107,7 +1155,7 @@ pub async fn call_api(
     );
     let text = body.map(Value::to_string);
     let claims = [
-        ("organization_id", project.organization_id.as_str()),
+        (api.organization_claim(), project.organization_id.as_str()),
         ("sub", "local-runner"),
         ("email", "runner@localhost"),
     ];
@@ -1251,7 +1299,7 @@ pub async fn run(
         }
     };
     let plan = options.faults;
-    let mut stack = Stack::create(aws, &options.log_group_prefix).await;
+    let mut stack = Stack::create_for(aws, options.operator.clone()).await;
     // The functions reach AWS through a proxy that injects faults; the runner's own checks
     // read the emulator directly.
     let proxy = match plan {
@@ -1537,7 +1585,8 @@ pub async fn run(
         .as_ref()
         .map(DatadogIntake::entries)
         .unwrap_or_default();
-    let group = audit_log::destination::cloudwatch::events_log_group(&options.log_group_prefix);
+    let group =
+        audit_log::destination::cloudwatch::events_log_group(&options.operator.log_group_prefix);
     for project in &projects {
         let stored = stored_by_project.get(project).cloned().unwrap_or_default();
         // Datadog attributes come back in another order: compare key-sorted.

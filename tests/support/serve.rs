@@ -17,7 +17,13 @@ use std::time::Duration;
 
 pub const ORGANIZATION_HEADER: &str = "x-organization-id";
 
-async fn answer(api: &audit_log_api::Api, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Answers with the api, the header's organization given as the claim the api reads
+/// (`claim`, the operator's `ORGANIZATION_CLAIM`).
+async fn answer(
+    api: &audit_log_api::Api,
+    claim: &str,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -45,7 +51,7 @@ async fn answer(api: &audit_log_api::Api, request: Request<Incoming>) -> Respons
         .map(str::to_owned);
     let claims = organization.as_deref().map(|o| {
         vec![
-            ("organization_id", o),
+            (claim, o),
             ("sub", "local-developer"),
             ("email", "developer@localhost"),
         ]
@@ -82,6 +88,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     let api = Arc::new(stack.api(datadog.clone()));
+    let claim: Arc<str> = api.organization_claim().into();
     let mover = {
         let stack = stack.clone();
         let api = api.clone();
@@ -104,10 +111,11 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let (socket, _) = accepted?;
                 let api = api.clone();
+                let claim = claim.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        let api = api.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(&api, request).await) }
+                        let (api, claim) = (api.clone(), claim.clone());
+                        async move { Ok::<_, std::convert::Infallible>(answer(&api, &claim, request).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(socket), service)

@@ -241,6 +241,11 @@ impl Api {
 }
 
 impl<P: Ports> Api<P> {
+    /// The verified claim that names the caller's organization (`ORGANIZATION_CLAIM`).
+    pub fn organization_claim(&self) -> &str {
+        &self.settings.organization_claim
+    }
+
     /// The API over these ports; the events table and the destinations' clients come from
     /// `aws` (nothing is called before a request needs it).
     pub fn with_ports(
