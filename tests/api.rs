@@ -1843,6 +1843,47 @@ async fn pause_and_resume_answer_the_view_with_the_lanes_state_and_are_audited()
 }
 
 #[tokio::test]
+async fn a_lane_stored_before_its_index_had_shards_is_saved_and_resumed_like_any_other() {
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let client = aws_sdk_dynamodb::Client::new(&w.aws);
+    let stored_state = || async {
+        audit_log_tests::configured_item(&client, &w.config_table).await["lane_state"]
+            .as_s()
+            .unwrap()
+            .clone()
+    };
+    let as_before_shards = |state: &'static str| {
+        audit_log_tests::set_lane_attribute(
+            &client,
+            &w.config_table,
+            "lane_state",
+            aws_sdk_dynamodb::types::AttributeValue::S(state.into()),
+        )
+    };
+    assert_eq!(stored_state().await, "delivering");
+    let paused = w.call("POST", "/streaming/pause", None).await;
+    assert_eq!(paused.status, 200);
+    // A waiting lane's state carries its shard of the lanes' index.
+    let sharded = stored_state().await;
+    assert!(sharded.starts_with("paused#"), "{sharded}");
+
+    as_before_shards("paused").await;
+    assert_eq!(w.get().await.body["health"]["state"], "paused");
+    // A save holds on the lane being as read, in either form.
+    let saved = w.put(datadog(Some(KEY))).await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["health"]["state"], "paused");
+    assert_eq!(stored_state().await, sharded);
+
+    as_before_shards("paused").await;
+    let resumed = w.call("POST", "/streaming/resume", None).await;
+    assert_eq!(resumed.status, 200);
+    assert_eq!(resumed.body["health"]["state"], "delivering");
+    assert!(stored_state().await.starts_with("catching_up#"));
+}
+
+#[tokio::test]
 async fn a_rename_keeps_the_destinations_health_and_new_settings_start_afresh() {
     let w = World::new().await;
     w.put(cloudwatch()).await;

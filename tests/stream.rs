@@ -19,6 +19,7 @@ use audit_log_tests::{
 use aws_sdk_dynamodb::types::AttributeValue;
 use secrecy::SecretString;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -198,23 +199,70 @@ impl World {
     async fn lane_due_ago(&self, org: &str, project: &str, ago: Duration) {
         let lane = self.lane(org, project).await;
         let due = lane.next_attempt_at.expect("the lane waits for a call") - ago.as_millis() as i64;
-        self.dynamodb
-            .update_item()
-            .table_name(&self.config_table)
-            .key("pk", AttributeValue::S(audit_log::store::key_part(org)))
-            .key(
-                "sk",
+        let due = AttributeValue::N(due.to_string());
+        self.set_lane(
+            org,
+            project,
+            audit_log::streaming::lane_attr::NEXT_ATTEMPT_AT,
+            due,
+        )
+        .await;
+    }
+
+    /// The lane's state as stored before the lanes' index had shards: its name alone.
+    async fn lane_stored_before_shards(&self, org: &str, project: &str) {
+        let state = self.lane(org, project).await.state.as_str();
+        let state = AttributeValue::S(state.into());
+        self.set_lane(org, project, audit_log::streaming::lane_attr::STATE, state)
+            .await;
+    }
+
+    fn project_key(org: &str, project: &str) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                "pk".into(),
+                AttributeValue::S(audit_log::store::key_part(org)),
+            ),
+            (
+                "sk".into(),
                 AttributeValue::S(format!(
                     "project#{}",
                     audit_log::store::sort_key_part(project)
                 )),
-            )
-            .update_expression("SET #due = :due")
-            .expression_attribute_names("#due", audit_log::streaming::lane_attr::NEXT_ATTEMPT_AT)
-            .expression_attribute_values(":due", AttributeValue::N(due.to_string()))
+            ),
+        ])
+    }
+
+    async fn set_lane(&self, org: &str, project: &str, attribute: &str, value: AttributeValue) {
+        self.dynamodb
+            .update_item()
+            .table_name(&self.config_table)
+            .set_key(Some(Self::project_key(org, project)))
+            .update_expression("SET #a = :v")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_values(":v", value)
             .send()
             .await
             .unwrap();
+    }
+
+    /// The lane's state as its item holds it.
+    async fn stored_lane_state(&self, org: &str, project: &str) -> String {
+        let item = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.config_table)
+            .set_key(Some(Self::project_key(org, project)))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap();
+        item[audit_log::streaming::lane_attr::STATE]
+            .as_s()
+            .unwrap()
+            .clone()
     }
 
     /// Captures events and returns the stream records that are new since `seen`.
@@ -435,7 +483,7 @@ async fn modify_and_remove_records_are_never_delivered() {
     let full = stream_records(&w.aws, &w.dynamodb, &w.events_table).await;
     let first = full.iter().find(|r| r.event_id == inserted[0].event_id);
     let key = first.expect("the record as sent").change.keys.clone();
-    let key: std::collections::HashMap<String, AttributeValue> = key.into();
+    let key: HashMap<String, AttributeValue> = key.into();
     w.dynamodb
         .update_item()
         .table_name(&w.events_table)
@@ -956,22 +1004,34 @@ async fn a_sweep_that_cannot_read_the_lanes_fails_its_invocation() {
 
 #[tokio::test]
 async fn a_quiet_lane_whose_call_was_lost_is_found_by_the_sweep_and_catches_up() {
-    a_lost_lane_is_swept(Datadog::new().await).await;
+    a_lost_lane_is_swept(Datadog::new().await, false).await;
 }
 
 #[tokio::test]
 async fn a_lost_lane_of_a_project_too_long_for_its_keys_is_swept_like_any_other() {
     // The lanes' index keeps keys only, and this project's sort keys hold its start and a digest.
-    a_lost_lane_is_swept(Datadog::of(unique("org"), "😀".repeat(255)).await).await;
+    a_lost_lane_is_swept(Datadog::of(unique("org"), "😀".repeat(255)).await, false).await;
 }
 
-async fn a_lost_lane_is_swept(dd: Datadog) {
+#[tokio::test]
+async fn a_lost_lane_stored_before_the_lanes_index_had_shards_is_swept_like_any_other() {
+    a_lost_lane_is_swept(Datadog::new().await, true).await;
+}
+
+async fn a_lost_lane_is_swept(dd: Datadog, stored_before_shards: bool) {
     let (stream, records) = dd.down_owing(3).await;
     // Its call is lost, and an hour passes without a new event for the project.
     dd.world.lose_lane_calls().await;
     dd.world
         .lane_due_ago(&dd.org, &dd.project, Duration::from_secs(3600))
         .await;
+    let sharded = dd.world.stored_lane_state(&dd.org, &dd.project).await;
+    assert!(sharded.starts_with("retrying#"), "{sharded}");
+    if stored_before_shards {
+        dd.world
+            .lane_stored_before_shards(&dd.org, &dd.project)
+            .await;
+    }
     let lost = dd.world.lane(&dd.org, &dd.project).await;
     // Another organization's lane is retrying too, its call on the way.
     let b_key = "0123456789abcdef0123456789abcdef";
@@ -994,6 +1054,10 @@ async fn a_lost_lane_is_swept(dd: Datadog) {
     assert!(
         found.next_attempt_at > lost.next_attempt_at,
         "the lost lane's attempt is due again now"
+    );
+    assert_eq!(
+        dd.world.stored_lane_state(&dd.org, &dd.project).await,
+        sharded
     );
     assert_eq!(dd.world.lane(&b_org, &b_project).await, waiting);
 

@@ -230,16 +230,36 @@ pub async fn backdate_lane(
     attribute: &str,
     at: time::OffsetDateTime,
 ) {
-    let configured: Vec<_> = scan_all(client, table)
+    let at = AttributeValue::N(audit_log::clock::epoch_ms(at).to_string());
+    set_lane_attribute(client, table, attribute, at).await;
+}
+
+/// The table's one configured project's item.
+pub async fn configured_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> HashMap<String, AttributeValue> {
+    let mut configured: Vec<_> = scan_all(client, table)
         .await
         .into_iter()
         .filter(|item| item.contains_key("lane_state"))
         .collect();
     assert_eq!(configured.len(), 1, "one configured project");
-    let key = configured[0]
-        .iter()
+    configured.remove(0)
+}
+
+/// Writes one lane attribute of the table's one configured project as it is given: a lane as
+/// an earlier version stored it.
+pub async fn set_lane_attribute(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    attribute: &str,
+    value: AttributeValue,
+) {
+    let key = configured_item(client, table)
+        .await
+        .into_iter()
         .filter(|(name, _)| ["pk", "sk"].contains(&name.as_str()))
-        .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     client
         .update_item()
@@ -247,13 +267,10 @@ pub async fn backdate_lane(
         .set_key(Some(key))
         .update_expression("SET #at = :at")
         .expression_attribute_names("#at", attribute)
-        .expression_attribute_values(
-            ":at",
-            AttributeValue::N(audit_log::clock::epoch_ms(at).to_string()),
-        )
+        .expression_attribute_values(":at", value)
         .send()
         .await
-        .expect("backdate the lane");
+        .expect("set the lane's attribute");
 }
 
 /// An SQS batch shaped as Lambda delivers it (from `fixtures/lambda/sqs-receive-message.json`),

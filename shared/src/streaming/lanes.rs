@@ -14,12 +14,10 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use strum::IntoEnumIterator;
 use time::OffsetDateTime;
 
-/// The configuration table's index of lanes by state and next attempt (`template.yaml`). Only
-/// lanes with a call scheduled have `lane_next_attempt_at`, so only they are in it.
-pub const LANES_BY_NEXT_ATTEMPT: &str = "lanes-by-next-attempt";
+mod index;
+pub use index::LANES_BY_NEXT_ATTEMPT;
 
 pub mod attr {
     pub const STATE: &str = "lane_state";
@@ -133,7 +131,7 @@ pub fn lane_of(item: &HashMap<String, AttributeValue>) -> Lane {
     let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
     Lane {
         state: text(attr::STATE)
-            .and_then(|s| LaneState::parse(&s))
+            .and_then(|s| index::parse(&s))
             .unwrap_or_default(),
         attempt: text(attr::ATTEMPT),
         next_attempt_at: number(item, attr::NEXT_ATTEMPT_AT),
@@ -151,9 +149,9 @@ pub fn lane_of(item: &HashMap<String, AttributeValue>) -> Lane {
 }
 
 /// The lane's attributes, to write it whole.
-pub(super) fn attributes(lane: &Lane) -> Vec<(String, AttributeValue)> {
+pub(super) fn attributes(key: &LaneKey, lane: &Lane) -> Vec<(String, AttributeValue)> {
     let mut out = vec![
-        (attr::STATE.to_owned(), s(lane.state.as_str())),
+        (attr::STATE.to_owned(), s(&index::stored(key, lane.state))),
         (attr::INTERVAL_MS.to_owned(), n(lane.interval_ms)),
         (attr::WRITES.to_owned(), n(lane.writes)),
         (attr::OWED.to_owned(), n(lane.owed)),
@@ -183,6 +181,7 @@ pub(super) fn attributes(lane: &Lane) -> Vec<(String, AttributeValue)> {
 /// A condition that holds while the stored lane is still `lane` (as read): what a writer of
 /// the whole item must not overwrite. Names and values go into the maps given.
 pub(super) fn unchanged(
+    key: &LaneKey,
     lane: &Lane,
     names: &mut HashMap<String, String>,
     values: &mut HashMap<String, AttributeValue>,
@@ -200,12 +199,15 @@ pub(super) fn unchanged(
         None => "attribute_not_exists(#la)".to_owned(),
     });
     names.insert("#ls".into(), attr::STATE.to_owned());
-    values.insert(":ls".into(), s(lane.state.as_str()));
-    parts.push(if lane.state == LaneState::Delivering {
-        "(attribute_not_exists(#ls) OR #ls = :ls)".to_owned()
-    } else {
-        "#ls = :ls".to_owned()
-    });
+    let mut options = Vec::new();
+    if lane.state == LaneState::Delivering {
+        options.push("attribute_not_exists(#ls)".to_owned());
+    }
+    for (i, form) in index::forms(key, lane.state).into_iter().enumerate() {
+        values.insert(format!(":ls{i}"), s(&form));
+        options.push(format!("#ls = :ls{i}"));
+    }
+    parts.push(format!("({})", options.join(" OR ")));
     parts.join(" AND ")
 }
 
@@ -265,9 +267,9 @@ impl Update {
         self.remove.push(name);
     }
 
-    /// The lane's state and schedule as `to` has them.
-    fn lane(&mut self, to: &Lane) {
-        self.set(attr::STATE, s(to.state.as_str()));
+    /// The state and schedule of `key`'s lane as `to` has them.
+    fn lane(&mut self, key: &LaneKey, to: &Lane) {
+        self.set(attr::STATE, s(&index::stored(key, to.state)));
         match (&to.attempt, to.next_attempt_at) {
             (Some(attempt), Some(at)) => {
                 self.set(attr::ATTEMPT, s(attempt));
@@ -310,17 +312,19 @@ impl Update {
     }
 }
 
-/// A condition on the lane's state: one of `states`.
-fn state_in(update: &mut Update, states: &[LaneState]) -> String {
+/// A condition on the state of `key`'s lane: one of `states`.
+fn state_in(update: &mut Update, key: &LaneKey, states: &[LaneState]) -> String {
     let name = update.name(attr::STATE);
     let mut options = Vec::new();
     for (i, state) in states.iter().enumerate() {
         if *state == LaneState::Delivering {
             options.push(format!("attribute_not_exists({name})"));
         }
-        let placeholder = format!(":state{i}");
-        options.push(format!("{name} = {placeholder}"));
-        update.values.insert(placeholder, s(state.as_str()));
+        for (j, form) in index::forms(key, *state).into_iter().enumerate() {
+            let placeholder = format!(":state{i}x{j}");
+            options.push(format!("{name} = {placeholder}"));
+            update.values.insert(placeholder, s(&form));
+        }
     }
     format!("({})", options.join(" OR "))
 }
@@ -467,9 +471,9 @@ impl ConfigTable {
         };
         if let Some(to) = entering {
             let mut update = Update::default();
-            update.lane(to);
+            update.lane(lane, to);
             counted(&mut update);
-            let condition = state_in(&mut update, &[LaneState::Delivering]);
+            let condition = state_in(&mut update, lane, &[LaneState::Delivering]);
             if self.update_lane(lane, update, &condition).await? {
                 return Ok(Some(Owing::Owed));
             }
@@ -531,7 +535,7 @@ impl LaneStore for ConfigTable {
 
     async fn update(&self, lane: &LaneKey, attempt: &str, to: &Lane) -> Result<bool, LaneError> {
         let mut update = Update::default();
-        update.lane(to);
+        update.lane(lane, to);
         let name = update.name(attr::ATTEMPT);
         update.values.insert(":held".into(), s(attempt));
         self.update_lane(lane, update, &format!("{name} = :held"))
@@ -545,11 +549,11 @@ impl LaneStore for ConfigTable {
         to: &Lane,
     ) -> Result<bool, LaneError> {
         let mut update = Update::default();
-        update.lane(to);
+        update.lane(lane, to);
         let condition = if from.is_empty() {
             "attribute_exists(sk)".to_owned()
         } else {
-            state_in(&mut update, from)
+            state_in(&mut update, lane, from)
         };
         self.update_lane(lane, update, &condition).await
     }
@@ -605,7 +609,10 @@ impl LaneStore for ConfigTable {
 
     async fn overdue(&self, before_ms: i64, limit: usize) -> Result<Vec<LaneKey>, LaneError> {
         let mut found = Vec::new();
-        for state in LaneState::iter().filter(|s| *s != LaneState::Delivering) {
+        for partition in index::partitions() {
+            if found.len() >= limit {
+                break;
+            }
             let mut items = self
                 .client
                 .query()
@@ -614,7 +621,7 @@ impl LaneStore for ConfigTable {
                 .key_condition_expression("#state = :state AND #due < :before")
                 .expression_attribute_names("#state", attr::STATE)
                 .expression_attribute_names("#due", attr::NEXT_ATTEMPT_AT)
-                .expression_attribute_values(":state", s(state.as_str()))
+                .expression_attribute_values(":state", s(&partition))
                 .expression_attribute_values(":before", n(before_ms))
                 .into_paginator()
                 .items()

@@ -40,7 +40,7 @@ pub use replays::{
 };
 
 use crate::destination::Destination;
-use crate::lane::Lane;
+use crate::lane::{Lane, LaneKey};
 use crate::store::{key_part, sort_key_part};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -412,6 +412,7 @@ impl Configurations for ConfigTable {
         // destination saved again keeps its health: then every attribute but health's is set,
         // so health the stream records in between is not undone either.
         let keeps_health = new.same_destination && read != 0;
+        let key_of_lane = LaneKey::new(organization_id, project_id);
         for _ in 0..LANE_RACES {
             let mut health = Health::default();
             let lane = if read == 0 {
@@ -441,7 +442,7 @@ impl Configurations for ConfigTable {
             } else {
                 names.insert("#v".to_owned(), attr::VERSION.to_owned());
                 values.insert(":read".to_owned(), AttributeValue::N(read.to_string()));
-                let unchanged = lanes::unchanged(&lane, &mut names, &mut values);
+                let unchanged = lanes::unchanged(&key_of_lane, &lane, &mut names, &mut values);
                 format!("#v = :read AND {unchanged}")
             };
             let lane = Lane {
@@ -449,7 +450,7 @@ impl Configurations for ConfigTable {
                 version: config.version,
                 ..lane
             };
-            item.extend(lanes::attributes(&lane));
+            item.extend(lanes::attributes(&key_of_lane, &lane));
             let written = if keeps_health {
                 let mut update = every_attribute_but_health(item);
                 update.names.extend(names);

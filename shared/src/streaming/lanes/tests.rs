@@ -73,7 +73,7 @@ mod sweep {
     }
 
     #[tokio::test]
-    async fn lanes_are_found_in_every_state_but_delivering_and_named_by_their_keys() {
+    async fn lanes_are_found_in_every_shard_of_every_state_but_delivering_and_by_their_keys() {
         let asked = mock!(Client::query)
             .match_requests(|r| {
                 r.index_name() == Some(LANES_BY_NEXT_ATTEMPT)
@@ -82,8 +82,11 @@ mod sweep {
             .then_compute_output(|r| {
                 let state = r.expression_attribute_values().unwrap()[":state"].clone();
                 let items = match state.as_s().unwrap().as_str() {
-                    "retrying" => vec![key("org#1", "p%1"), key("o", "q")],
+                    "retrying#00" => vec![key("org#1", "p%1")],
+                    "retrying#15" => vec![key("o", "q")],
+                    // Stored before shards.
                     "paused" => vec![key("o", "r")],
+                    "refused#07" => vec![key("o", "s")],
                     _ => vec![],
                 };
                 QueryOutput::builder().set_items(Some(items)).build()
@@ -98,12 +101,16 @@ mod sweep {
             [
                 LaneKey::new("org#1", "p%1"),
                 LaneKey::new("o", "q"),
-                LaneKey::new("o", "r")
+                LaneKey::new("o", "s"),
+                LaneKey::new("o", "r"),
             ]
         );
-        // Every state a lane waits in, delivering never.
-        assert_eq!(asked.num_calls(), 4);
+        // Every shard of every state a lane waits in and its key from before shards,
+        // delivering never.
+        assert_eq!(asked.num_calls(), 4 * 17);
+        // Enough found: the rest is not read.
         assert_eq!(table.overdue(1_000, 2).await.unwrap().len(), 2);
+        assert_eq!(asked.num_calls(), 4 * 17 + 17 + 16);
     }
 
     #[tokio::test]
