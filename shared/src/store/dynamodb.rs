@@ -1,5 +1,5 @@
 //! Writing events to the events table: `BatchWriteItem` in requests of 25, unprocessed items and
-//! transient errors retried with jittered backoff until the invocation's deadline.
+//! transient errors retried in rounds with jittered backoff until the invocation's deadline.
 
 use super::pages::{Chunk, Chunks, Page, PageRequest};
 use super::{EventWriter, StoredEvent, StoredKey, attr, event_json, partition_key, sort_key_time};
@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::collections::HashSet;
+use std::sync::Mutex;
 use tokio::time::Instant;
 
 /// `BatchWriteItem` takes at most 25 requests.
@@ -82,98 +83,128 @@ impl EventTable {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
 
-    async fn write_chunk(
-        &self,
-        pending: Vec<WriteRequest>,
-        deadline: Instant,
-    ) -> Vec<WriteFailure> {
-        match self.try_write(pending, deadline).await {
-            Err((refused, _)) if refused.len() > 1 => {
-                // A refused request fails as a whole; one item DynamoDB refuses must not fail
-                // its neighbours, so each is written on its own and only that one is reported.
-                futures::stream::iter(refused)
-                    .map(|request| async move {
-                        match self.try_write(vec![request], deadline).await {
-                            Ok(failures) => failures,
-                            Err((refused, reason)) => failed(&refused, reason),
-                        }
-                    })
-                    .buffer_unordered(CONCURRENT_REQUESTS)
-                    .flat_map(futures::stream::iter)
-                    .collect()
-                    .await
-            }
-            Err((refused, reason)) => failed(&refused, reason),
-            Ok(failures) => failures,
+/// Where writing a batch stands, shared by its rounds, so that a round the deadline cuts short
+/// still leaves what its answered requests learned.
+#[derive(Default)]
+struct Progress {
+    /// To write in the next round.
+    pending: Vec<WriteRequest>,
+    /// Sent in the round under way and not answered yet (message ids).
+    unanswered: HashSet<String>,
+    /// Events DynamoDB refused: never tried again.
+    refused: Vec<WriteFailure>,
+    /// Why the round under way left events to write again.
+    trouble: Option<StoreError>,
+}
+
+/// What one request came to.
+enum Answer {
+    /// Written, but for what DynamoDB handed back.
+    Written { unprocessed: Vec<WriteRequest> },
+    /// Worth another try (throttling, a service fault, no answer).
+    Failed(StoreError),
+    /// DynamoDB refuses the request as it is: another try would not change it.
+    Refused(StoreError),
+}
+
+impl EventTable {
+    /// One `BatchWriteItem`, not retried.
+    async fn send(&self, requests: Vec<WriteRequest>) -> Answer {
+        let answer = self
+            .writer
+            .batch_write_item()
+            .request_items(&self.name, requests)
+            .send()
+            .await;
+        match answer {
+            Ok(output) => Answer::Written {
+                unprocessed: output
+                    .unprocessed_items
+                    .and_then(|mut tables| tables.remove(&self.name))
+                    .unwrap_or_default(),
+            },
+            Err(err) => match classify(&err) {
+                reason if reason.is_retryable() => Answer::Failed(reason),
+                refused => Answer::Refused(refused),
+            },
         }
     }
 
-    /// Writes `pending` with retries until `deadline`: the events still unwritten then, or the
-    /// requests of a refused call with the refusal.
-    async fn try_write(
-        &self,
-        pending: Vec<WriteRequest>,
-        deadline: Instant,
-    ) -> Result<Vec<WriteFailure>, (Vec<WriteRequest>, StoreError)> {
-        // What is still to write, shared by the attempts: each retries what the last left.
-        let left_to_write = std::sync::Mutex::new(pending);
-        let unwritten = &left_to_write;
-        let written = retry(&self.backoff, deadline, move || async move {
-            let requests = unwritten.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let answer = self
-                .writer
-                .batch_write_item()
-                .request_items(&self.name, requests)
-                .send()
-                .await;
-            match answer {
-                Ok(output) => {
-                    let unprocessed = output
-                        .unprocessed_items
-                        .and_then(|mut tables| tables.remove(&self.name))
-                        .unwrap_or_default();
-                    if unprocessed.is_empty() {
-                        return Attempt::Done(Ok(()));
-                    }
-                    // Retry exactly what DynamoDB handed back.
-                    let left: HashSet<&str> = unprocessed.iter().filter_map(message_id).collect();
-                    unwritten
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .retain(|r| message_id(r).is_some_and(|id| left.contains(id)));
-                    Attempt::Again(StoreError::Unprocessed)
+    /// Sends one request of a round and records what became of its events in `progress`.
+    async fn write_once(&self, requests: Vec<WriteRequest>, progress: &Mutex<Progress>) {
+        // The request is consumed by the call: its copy is what a failed call tries again.
+        let sent = requests.clone();
+        let mut again = Vec::new();
+        let mut refused = Vec::new();
+        let mut trouble = None;
+        match self.send(requests).await {
+            Answer::Written { unprocessed } => {
+                if !unprocessed.is_empty() {
+                    trouble = Some(StoreError::Unprocessed);
                 }
-                Err(err) => match classify(&err) {
-                    reason if reason.is_retryable() => Attempt::Again(reason),
-                    refused => Attempt::Done(Err(refused)),
-                },
+                again = unprocessed;
             }
-        })
-        .await;
-        let pending = left_to_write
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        match written {
-            Ok(Ok(())) => Ok(Vec::new()),
-            Ok(Err(refused)) => Err((pending, refused)),
-            Err(GaveUp {
-                last: Some(reason),
-                at_deadline: false,
-                ..
-            }) => Ok(failed(&pending, reason)),
-            Err(_) => Ok(failed(&pending, StoreError::TimedOut)),
+            Answer::Failed(reason) => {
+                trouble = Some(reason);
+                again.clone_from(&sent);
+            }
+            Answer::Refused(reason) if sent.len() == 1 => refused = failed(&sent, reason),
+            Answer::Refused(_) => {
+                // A refused request fails as a whole; one item DynamoDB refuses must not fail
+                // its neighbours, so each is sent on its own and only that one is reported.
+                let alone: Vec<(WriteRequest, Answer)> = futures::stream::iter(sent.clone())
+                    .map(|request| async move {
+                        let answer = self.send(vec![request.clone()]).await;
+                        (request, answer)
+                    })
+                    .buffer_unordered(CONCURRENT_REQUESTS)
+                    .collect()
+                    .await;
+                for (request, answer) in alone {
+                    match answer {
+                        Answer::Written { unprocessed } if unprocessed.is_empty() => {}
+                        Answer::Written { .. } => {
+                            trouble = Some(StoreError::Unprocessed);
+                            again.push(request);
+                        }
+                        Answer::Failed(reason) => {
+                            trouble = Some(reason);
+                            again.push(request);
+                        }
+                        Answer::Refused(reason) => {
+                            refused.extend(failed(std::slice::from_ref(&request), reason));
+                        }
+                    }
+                }
+            }
+        }
+        let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+        for id in sent.iter().filter_map(message_id) {
+            progress.unanswered.remove(id);
+        }
+        progress.pending.append(&mut again);
+        progress.refused.append(&mut refused);
+        if trouble.is_some() {
+            progress.trouble = trouble;
         }
     }
 }
 
 impl EventWriter for EventTable {
-    /// DynamoDB refuses a batch with a key twice: hence distinct message ids.
+    /// Writes in rounds until `deadline`: each round sends every event still to write, in
+    /// requests of 25, and what any request leaves (handed back unprocessed, or a call that
+    /// failed) waits for the next round, after a backoff. So every event is tried once before
+    /// any is tried again: a project writing faster than its partition takes leaves only its
+    /// own events unprocessed, and the other organizations' events in the batch are stored in
+    /// the first round instead of queueing behind its retries.
+    ///
+    /// DynamoDB refuses a request with a key twice: hence distinct message ids.
     async fn put_events(&self, events: Vec<StoredEvent>, deadline: Instant) -> Vec<WriteFailure> {
-        let mut chunks = Vec::with_capacity(events.len().div_ceil(BATCH_WRITE_LIMIT));
-        let mut requests = Vec::with_capacity(BATCH_WRITE_LIMIT);
-        for event in events {
-            requests.push(
+        let requests = events
+            .into_iter()
+            .map(|event| {
                 WriteRequest::builder()
                     .put_request(
                         PutRequest::builder()
@@ -181,21 +212,67 @@ impl EventWriter for EventTable {
                             .build()
                             .expect("item is set"),
                     )
-                    .build(),
-            );
-            if requests.len() == BATCH_WRITE_LIMIT {
-                chunks.push(std::mem::take(&mut requests));
+                    .build()
+            })
+            .collect();
+        let progress = Mutex::new(Progress {
+            pending: requests,
+            ..Progress::default()
+        });
+        let progress = &progress;
+        let rounds = retry(&self.backoff, deadline, move || async move {
+            let round = {
+                let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+                let round = std::mem::take(&mut progress.pending);
+                progress.unanswered = round
+                    .iter()
+                    .filter_map(message_id)
+                    .map(str::to_owned)
+                    .collect();
+                progress.trouble = None;
+                round
+            };
+            let mut round = round.into_iter();
+            let requests = std::iter::from_fn(|| {
+                let request: Vec<WriteRequest> = round.by_ref().take(BATCH_WRITE_LIMIT).collect();
+                (!request.is_empty()).then_some(request)
+            });
+            futures::stream::iter(requests)
+                .map(|request| self.write_once(request, progress))
+                .buffer_unordered(CONCURRENT_REQUESTS)
+                .collect::<()>()
+                .await;
+            let progress = progress.lock().unwrap_or_else(|e| e.into_inner());
+            match &progress.trouble {
+                _ if progress.pending.is_empty() => Attempt::Done(()),
+                Some(trouble) => Attempt::Again(trouble.clone()),
+                None => Attempt::Again(StoreError::Unprocessed),
+            }
+        })
+        .await;
+        let progress = std::mem::take(&mut *progress.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut failures = progress.refused;
+        match rounds {
+            Ok(()) => {}
+            Err(GaveUp {
+                last: Some(reason),
+                at_deadline: false,
+                ..
+            }) => failures.extend(failed(&progress.pending, reason)),
+            Err(_) => {
+                failures.extend(failed(&progress.pending, StoreError::TimedOut));
+                failures.extend(
+                    progress
+                        .unanswered
+                        .into_iter()
+                        .map(|message_id| WriteFailure {
+                            message_id,
+                            reason: StoreError::TimedOut,
+                        }),
+                );
             }
         }
-        if !requests.is_empty() {
-            chunks.push(requests);
-        }
-        futures::stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk, deadline))
-            .buffer_unordered(CONCURRENT_REQUESTS)
-            .flat_map(futures::stream::iter)
-            .collect()
-            .await
+        failures
     }
 }
 

@@ -124,6 +124,77 @@ async fn items_still_unprocessed_at_the_deadline_are_reported_and_only_they() {
     assert!(stuck.num_calls() > 2, "retried while time was left");
 }
 
+#[tokio::test]
+async fn a_project_over_its_partitions_rate_holds_back_no_other_event() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    // One event in each request of 25 is of a project DynamoDB throttles for the whole
+    // invocation; ten requests, more than are sent at once.
+    let hot = |id: &str| id[1..].parse::<usize>().unwrap() % BATCH_WRITE_LIMIT == 0;
+    #[derive(Default)]
+    struct Seen {
+        written: HashMap<String, usize>,
+        hot_tries: HashMap<String, usize>,
+        /// Other events written only after a hot one was tried again.
+        late: usize,
+    }
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let throttles = mock!(Client::batch_write_item).then_compute_output({
+        let seen = seen.clone();
+        move |r| {
+            let (back, taken): (Vec<_>, Vec<_>) = r.request_items().unwrap()[TABLE]
+                .iter()
+                .cloned()
+                .partition(|w| hot(message_id(w).unwrap()));
+            let mut seen = seen.lock().unwrap();
+            for w in &back {
+                *seen
+                    .hot_tries
+                    .entry(message_id(w).unwrap().to_owned())
+                    .or_default() += 1;
+            }
+            if seen.hot_tries.values().any(|n| *n > 1) {
+                seen.late += taken.len();
+            }
+            for w in &taken {
+                *seen
+                    .written
+                    .entry(message_id(w).unwrap().to_owned())
+                    .or_default() += 1;
+            }
+            BatchWriteItemOutput::builder()
+                .set_unprocessed_items(
+                    (!back.is_empty()).then(|| HashMap::from([(TABLE.to_owned(), back)])),
+                )
+                .build()
+        }
+    });
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttles]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let failures = table.put_events(events(250), deadline).await;
+    let expected: Vec<String> = (0..250)
+        .map(|i| format!("m{i}"))
+        .filter(|id| hot(id))
+        .collect();
+    let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(ids(&failures), expected);
+    assert!(failures.iter().all(|f| f.reason == StoreError::Unprocessed));
+    // Every other event was stored, once, and before any hot one was tried again: none
+    // waited for the hot project's retries.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.written.len(), 240);
+    assert!(seen.written.values().all(|n| *n == 1));
+    assert_eq!(seen.late, 0);
+    // The hot events alone were tried again, round after round.
+    assert!(
+        seen.hot_tries.values().all(|n| *n > 2),
+        "{:?}",
+        seen.hot_tries
+    );
+}
+
 /// An error as DynamoDB's JSON protocol sends it, so the SDK parses it as in production.
 fn dynamodb_error(status: u16, kind: &str) -> aws_smithy_runtime_api::http::Response {
     aws_smithy_runtime_api::http::Response::new(
