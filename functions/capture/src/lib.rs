@@ -170,8 +170,10 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
         Ok(response)
     }
 
-    /// Notes the projects not noted yet, trying again until `deadline`; on failure, the events
-    /// (indexes) of those projects.
+    /// Notes the projects not noted yet, trying again those a try did not reach until
+    /// halfway to `deadline` (storing the events has the rest); on failure, the events
+    /// (indexes) of the projects still not noted. One organization whose partition is
+    /// throttled leaves only its own projects unnoted, and cannot take the batch's time.
     async fn note(
         &self,
         projects: HashMap<Project, Vec<usize>>,
@@ -187,29 +189,52 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
         if new.is_empty() {
             return Ok(());
         }
-        let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
-        let noting = retry(&self.backoff, deadline, || async {
-            match self.projects.note(&keys).await {
-                Ok(()) => Attempt::Done(()),
-                Err(e) => Attempt::Again(e),
-            }
-        });
-        match noting.await {
-            Ok(()) => {
-                let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-                if noted.len() + keys.len() > REMEMBERED_PROJECTS {
-                    noted.clear();
+        // Places in `new` of the projects still to note.
+        let left = Mutex::new((0..new.len()).collect::<Vec<usize>>());
+        let (left_ref, new_ref) = (&left, &new);
+        let now = Instant::now();
+        let halfway = now + deadline.saturating_duration_since(now) / 2;
+        let noting = retry(&self.backoff, halfway, || async move {
+            let places = left_ref.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let keys: Vec<Project> = places.iter().map(|&i| new_ref[i].0.clone()).collect();
+            let outcome = self.projects.note(&keys).await;
+            let mut left = left_ref.lock().unwrap_or_else(|e| e.into_inner());
+            match outcome {
+                Ok(()) => {
+                    left.clear();
+                    Attempt::Done(())
                 }
-                noted.extend(keys);
-                Ok(())
+                Err(unnoted) => {
+                    *left = unnoted.projects.iter().map(|&j| places[j]).collect();
+                    Attempt::Again(unnoted.error)
+                }
             }
+        })
+        .await;
+        let left = left.into_inner().unwrap_or_else(|e| e.into_inner());
+        let (unnoted, reached): (Vec<_>, Vec<_>) = new
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| left.contains(i));
+        {
+            let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+            if noted.len() + reached.len() > REMEMBERED_PROJECTS {
+                noted.clear();
+            }
+            noted.extend(reached.into_iter().map(|(_, (project, _))| project));
+        }
+        match noting {
+            Ok(()) => Ok(()),
             Err(gave_up) => {
                 tracing::error!(
                     error = gave_up.describe("the configuration table"),
-                    projects = keys.len(),
+                    projects = unnoted.len(),
                     "projects not noted; their events are handed back"
                 );
-                Err(new.into_iter().flat_map(|(_, events)| events).collect())
+                Err(unnoted
+                    .into_iter()
+                    .flat_map(|(_, (_, events))| events)
+                    .collect())
             }
         }
     }

@@ -222,6 +222,54 @@ async fn each_project_with_events_is_noted_once_per_container_not_once_per_event
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_events() {
+    let capture = capture();
+    let other = |id: &str, org: &str| {
+        let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
+        event["organization_id"] = serde_json::json!(org);
+        message(id, &event.to_string())
+    };
+    // Its partition throttled for the whole invocation.
+    capture
+        .projects
+        .unreachable
+        .lock()
+        .unwrap()
+        .insert("org-throttled".into());
+    let batch = vec![
+        other("m-1", "org-throttled"),
+        other("m-2", "org-a"),
+        other("m-3", "org-throttled"),
+        other("m-4", "org-b"),
+    ];
+    let start = Instant::now();
+    let budget = Duration::from_secs(20);
+    let response = capture.capture(batch, start + budget).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["m-1", "m-3"]));
+    assert!(capture.table.item_of("m-2").is_some());
+    assert!(capture.table.item_of("m-4").is_some());
+    // It was tried again, but only until halfway: storing the others had the rest.
+    assert!(capture.projects.calls.load(Ordering::SeqCst) > 2);
+    assert!(start.elapsed() <= budget / 2, "{:?}", start.elapsed());
+    // The others' projects are remembered; its own are noted once it can be reached.
+    capture.projects.unreachable.lock().unwrap().clear();
+    let calls = capture.projects.calls.load(Ordering::SeqCst);
+    let again = vec![other("m-5", "org-a"), other("m-1", "org-throttled")];
+    assert!(reported(&capture.capture(again, later()).await.unwrap()).is_empty());
+    assert_eq!(capture.projects.calls.load(Ordering::SeqCst), calls + 1);
+    assert_eq!(
+        capture
+            .projects
+            .noted("org-throttled", None, 10)
+            .await
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn events_of_a_project_that_could_not_be_noted_are_handed_back_not_stored() {
     // One try: the table stays down.

@@ -377,7 +377,7 @@ impl Replays for MemoryLanes {
 }
 
 impl super::ProjectIndex for MemoryLanes {
-    async fn note(&self, projects: &[(String, String)]) -> Result<(), ConfigError> {
+    async fn note(&self, projects: &[(String, String)]) -> Result<(), super::Unnoted> {
         self.projects.note(projects).await
     }
 

@@ -33,7 +33,7 @@ pub use organization::{
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use projects::MemoryProjects;
-pub use projects::{ProjectIndex, note_stored_projects, noted_projects};
+pub use projects::{ProjectIndex, Unnoted, note_stored_projects, noted_projects};
 pub use replays::{
     Replay, ReplayState, Replays, STALE_AFTER_SECONDS as REPLAY_STALE_AFTER_SECONDS,
     STALLED as REPLAY_STALLED,

@@ -9,13 +9,21 @@ use std::future::Future;
 
 const PREFIX: &str = "events#";
 
+/// Projects a note did not reach (by their places in the list noted), and why.
+#[derive(Debug)]
+pub struct Unnoted {
+    pub projects: Vec<usize>,
+    pub error: ConfigError,
+}
+
 /// Where projects with stored events are noted.
 pub trait ProjectIndex: Sync {
-    /// Notes that these projects, `(organization, project)`, have stored events.
+    /// Notes that these projects, `(organization, project)`, have stored events. Each is noted
+    /// on its own: one organization's throttled partition leaves only its projects unnoted.
     fn note(
         &self,
         projects: &[(String, String)],
-    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+    ) -> impl Future<Output = Result<(), Unnoted>> + Send;
 
     /// The organization's noted project ids, in order, after `after`; with where to go on.
     fn noted(
@@ -27,8 +35,8 @@ pub trait ProjectIndex: Sync {
 }
 
 impl ProjectIndex for ConfigTable {
-    async fn note(&self, projects: &[(String, String)]) -> Result<(), ConfigError> {
-        futures::future::try_join_all(projects.iter().map(|(org, project)| {
+    async fn note(&self, projects: &[(String, String)]) -> Result<(), Unnoted> {
+        let answers = futures::future::join_all(projects.iter().map(|(org, project)| {
             self.client
                 .put_item()
                 .table_name(&self.name)
@@ -40,9 +48,22 @@ impl ProjectIndex for ConfigTable {
                 .item(attr::PROJECT_ID, s(project))
                 .send()
         }))
-        .await
-        .map_err(store_error)?;
-        Ok(())
+        .await;
+        let mut unnoted = Vec::new();
+        let mut error = None;
+        for (i, answer) in answers.into_iter().enumerate() {
+            if let Err(e) = answer {
+                unnoted.push(i);
+                error.get_or_insert_with(|| store_error(e));
+            }
+        }
+        match error {
+            None => Ok(()),
+            Some(error) => Err(Unnoted {
+                projects: unnoted,
+                error,
+            }),
+        }
     }
 
     async fn noted(
@@ -83,7 +104,7 @@ pub async fn note_stored_projects(
         .into_iter()
         .collect();
     for batch in projects.chunks(25) {
-        index.note(batch).await.map_err(|e| e.to_string())?;
+        index.note(batch).await.map_err(|e| e.error.to_string())?;
     }
     Ok(projects.len())
 }
@@ -115,19 +136,33 @@ pub struct MemoryProjects {
     /// Notes calls made, and whether the next one fails.
     pub calls: std::sync::atomic::AtomicUsize,
     pub fail: std::sync::atomic::AtomicBool,
+    /// Organizations whose projects are never noted (their partition throttled).
+    pub unreachable: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
 impl ProjectIndex for MemoryProjects {
-    async fn note(&self, projects: &[(String, String)]) -> Result<(), ConfigError> {
+    async fn note(&self, projects: &[(String, String)]) -> Result<(), Unnoted> {
         use std::sync::atomic::Ordering;
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(ConfigError::Store("the table is unreachable".into()));
-        }
+        let fail = self.fail.load(Ordering::SeqCst);
+        let unreachable = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
         let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-        noted.extend(projects.iter().cloned());
-        Ok(())
+        let mut unnoted = Vec::new();
+        for (i, (org, project)) in projects.iter().enumerate() {
+            if fail || unreachable.contains(org) {
+                unnoted.push(i);
+            } else {
+                noted.insert((org.clone(), project.clone()));
+            }
+        }
+        if unnoted.is_empty() {
+            return Ok(());
+        }
+        Err(Unnoted {
+            projects: unnoted,
+            error: ConfigError::Store("the table is unreachable".into()),
+        })
     }
 
     async fn noted(
