@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use time::OffsetDateTime;
 
-/// How long unprocessed writes are tried again before the write is reported failed.
+/// How long unprocessed writes are tried again, for all of one call's batches together,
+/// before the write is reported failed: an organization's throttled partition fails its own
+/// lane's write in seconds, well inside the stream invocation the other lanes share.
 const UNPROCESSED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,17 +163,18 @@ impl FailureLog for ConfigTable {
 
 impl ConfigTable {
     /// Writes everything in batches, retrying what DynamoDB leaves unprocessed (few and rare
-    /// here: a few quick rounds). The SDK's own retries handle errors.
+    /// here: a few quick rounds, [`UNPROCESSED_PATIENCE`] in all). The SDK's own retries
+    /// handle errors.
     pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
         let requests = last_per_item(requests);
         let backoff = Backoff {
             base: std::time::Duration::from_millis(25),
             max: std::time::Duration::from_millis(800),
         };
+        let deadline = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
         for chunk in requests.chunks(25) {
             let left_to_write = std::sync::Mutex::new(chunk.to_vec());
             let unwritten = &left_to_write;
-            let deadline = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
             let written = retry(&backoff, deadline, move || async move {
                 let pending = unwritten.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let out = match self
@@ -229,11 +232,57 @@ fn last_per_item(requests: Vec<WriteRequest>) -> Vec<WriteRequest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
 
     fn put_of(sort_key: &str, reason: &str) -> WriteRequest {
         let mut item = organization_key("o", sort_key.into());
         item.insert("reason".into(), AttributeValue::S(reason.into()));
         put(item)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_left_unprocessed_get_one_patience_for_the_whole_call() {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        use tokio::time::{Duration, Instant};
+        // A throttled partition: each batch is handed back for four seconds after it is first
+        // sent, then written.
+        let first_sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let throttled = mock!(Client::batch_write_item).then_compute_output(move |r| {
+            let batch = &r.request_items().unwrap()["config"];
+            let first = batch[0].put_request().unwrap().item()[attr::SORT_KEY]
+                .as_s()
+                .unwrap()
+                .clone();
+            let since = *first_sent
+                .lock()
+                .unwrap()
+                .entry(first)
+                .or_insert_with(Instant::now);
+            let out = BatchWriteItemOutput::builder();
+            if since.elapsed() < Duration::from_secs(4) {
+                out.unprocessed_items("config", batch.clone()).build()
+            } else {
+                out.build()
+            }
+        });
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
+            "config",
+        );
+        let requests = (0..100)
+            .map(|i| put_of(&format!("owed#p#{i:03}"), "r"))
+            .collect();
+        let start = Instant::now();
+        let written = table.write_all(requests).await;
+        // Four batches of four seconds each: the call fails once its one patience is spent
+        // (a patience per batch would hold the stream invocation for sixteen seconds).
+        assert!(matches!(written, Err(ConfigError::Store(_))), "{written:?}");
+        let took = start.elapsed();
+        assert!(took <= UNPROCESSED_PATIENCE, "{took:?}");
+        assert!(took >= Duration::from_secs(4), "{took:?}");
     }
 
     #[test]
