@@ -345,6 +345,39 @@ fn lane_calls_run_at_most_the_operators_number_at_once_and_waiting_raises_an_ala
     );
 }
 
+/// Capture runs at most the operator's number of invocations at once, so one organization's
+/// flood waits on the events queue rather than take delivery's and the API's concurrency; a
+/// backlog raises an alarm.
+#[test]
+fn capture_runs_at_most_the_operators_number_at_once_and_a_backlog_raises_an_alarm() {
+    let sources = resource("CaptureFunction")["Events"].as_mapping().unwrap();
+    assert_eq!(sources.len(), 1);
+    let events = sources.values().next().unwrap();
+    assert!(is_get_att(&events["Properties"]["Queue"], "EventsQueue.Arn"));
+    assert!(is_ref(
+        &events["Properties"]["ScalingConfig"]["MaximumConcurrency"],
+        "CaptureConcurrency"
+    ));
+    let parameter = &template()["Parameters"]["CaptureConcurrency"];
+    assert_eq!(parameter["MinValue"].as_u64(), Some(2));
+    assert_eq!(parameter["MaxValue"].as_u64(), Some(1000));
+    // With the lanes' calls, a fifth of an account's usual 1,000.
+    assert_eq!(parameter["Default"].as_u64(), Some(100));
+
+    let alarm = resource("CaptureBacklogAlarm");
+    assert_eq!(
+        alarm["MetricName"].as_str(),
+        Some("ApproximateAgeOfOldestMessage")
+    );
+    assert!(is_get_att(&alarm["Dimensions"][0]["Value"], "EventsQueue"));
+    assert_eq!(alarm["Threshold"].as_u64(), Some(300));
+    assert!(
+        alarm["AlarmActions"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
+    );
+}
+
 /// The stream function's SQS event source reading `queue` (`<Queue>.Arn`).
 fn stream_source_of(queue: &str) -> &'static Yaml {
     resource("StreamFunction")["Events"]

@@ -1,9 +1,9 @@
 //! Export jobs: a project's stored events of a range, with the search's filters, written to
 //! one gzip file in the stack's export bucket, a step at a time. The job's item keeps where it
 //! stands (the page cursor, the multipart upload and its parts, the bytes not yet uploaded), so
-//! a step that dies is taken over by the next delivery of its message. Two run at once per
-//! organization at most: two slot items, each held by one running export, whose heartbeat goes
-//! stale if the export dies for good.
+//! a step that dies is taken over by the next delivery of its message. [`RUNNING_EXPORTS`] run
+//! at once per organization at most: as many slot items, each held by one running export, whose
+//! heartbeat goes stale if the export dies for good.
 
 use super::{
     ConfigError, ConfigTable, from_item, is_condition_failure, organization_key, s, store_error,
