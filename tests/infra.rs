@@ -353,7 +353,10 @@ fn capture_runs_at_most_the_operators_number_at_once_and_a_backlog_raises_an_ala
     let sources = resource("CaptureFunction")["Events"].as_mapping().unwrap();
     assert_eq!(sources.len(), 1);
     let events = sources.values().next().unwrap();
-    assert!(is_get_att(&events["Properties"]["Queue"], "EventsQueue.Arn"));
+    assert!(is_get_att(
+        &events["Properties"]["Queue"],
+        "EventsQueue.Arn"
+    ));
     assert!(is_ref(
         &events["Properties"]["ScalingConfig"]["MaximumConcurrency"],
         "CaptureConcurrency"

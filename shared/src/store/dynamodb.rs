@@ -22,12 +22,18 @@ const UNREAD_ROUNDS: u32 = 8;
 /// Requests in flight at once for one invocation: enough to hide latency on large SQS batches,
 /// few enough not to throttle an on-demand table that has just been created.
 const CONCURRENT_REQUESTS: usize = 8;
+/// How long one `BatchWriteItem` may take before it counts as failed and its events go to the
+/// next round: a round waits for all its requests, so one hung connection must not hold the
+/// others' retries until the deadline. DynamoDB answers in milliseconds; 25 items of 400 KB
+/// upload in well under a second.
+pub const WRITE_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The events table, for writing.
 #[derive(Debug, Clone)]
 pub struct EventTable {
     pub(super) client: Client,
-    /// The same table for `BatchWriteItem`, which `try_write` retries itself.
+    /// The same table for `BatchWriteItem`, which `put_events` retries itself, each attempt
+    /// cut at [`WRITE_ATTEMPT_TIMEOUT`].
     writer: Client,
     pub(super) name: String,
     backoff: Backoff,
@@ -60,11 +66,26 @@ pub struct WriteFailure {
 
 impl EventTable {
     pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Self::with_attempt_timeout(client, name, WRITE_ATTEMPT_TIMEOUT)
+    }
+
+    /// The table, with writes' attempts cut at `timeout`.
+    pub fn with_attempt_timeout(
+        client: Client,
+        name: impl Into<String>,
+        timeout: std::time::Duration,
+    ) -> Self {
         let writer = Client::from_conf(
             client
                 .config()
                 .to_builder()
                 .retry_config(crate::sdk::retried_by_the_service())
+                // Merged with the client's own timeouts (its connect timeout stays).
+                .timeout_config(
+                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(timeout)
+                        .build(),
+                )
                 .build(),
         );
         Self {

@@ -195,6 +195,54 @@ async fn a_project_over_its_partitions_rate_holds_back_no_other_event() {
     );
 }
 
+#[tokio::test]
+async fn a_request_that_hangs_is_cut_and_its_events_sent_in_the_next_round() {
+    use wiremock::matchers::{body_string_contains, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let dynamodb = MockServer::start().await;
+    let answer = || {
+        ResponseTemplate::new(200)
+            .insert_header("content-type", "application/x-amz-json-1.0")
+            .set_body_string("{}")
+    };
+    // The request carrying m0 hangs the first time it is sent; every other is answered.
+    Mock::given(method("POST"))
+        .and(body_string_contains("#m0\""))
+        .respond_with(answer().set_delay(Duration::from_secs(60)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&dynamodb)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(answer())
+        .with_priority(2)
+        .mount(&dynamodb)
+        .await;
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "test",
+        ))
+        .endpoint_url(dynamodb.uri())
+        .build();
+    let table = EventTable::with_attempt_timeout(
+        Client::from_conf(config),
+        TABLE,
+        Duration::from_millis(300),
+    )
+    .with_backoff(fast());
+    let started = Instant::now();
+    let failures = table
+        .put_events(events(50), started + Duration::from_secs(30))
+        .await;
+    assert_eq!(failures, vec![]);
+    // Cut after its attempt's time, not held until the deadline.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Two requests of 25, the hung one sent again.
+    assert_eq!(dynamodb.received_requests().await.unwrap().len(), 3);
+}
+
 /// An error as DynamoDB's JSON protocol sends it, so the SDK parses it as in production.
 fn dynamodb_error(status: u16, kind: &str) -> aws_smithy_runtime_api::http::Response {
     aws_smithy_runtime_api::http::Response::new(
