@@ -110,14 +110,12 @@ impl EventTable {
 /// still leaves what its answered requests learned.
 #[derive(Default)]
 struct Progress {
-    /// To write in the next round.
-    pending: Vec<WriteRequest>,
+    /// To write in the next round, each with why it is still to write.
+    pending: Vec<(WriteRequest, StoreError)>,
     /// Sent in the round under way and not answered yet (message ids).
     unanswered: HashSet<String>,
     /// Events DynamoDB refused: never tried again.
     refused: Vec<WriteFailure>,
-    /// Why the round under way left events to write again.
-    trouble: Option<StoreError>,
 }
 
 /// What one request came to.
@@ -157,19 +155,17 @@ impl EventTable {
     async fn write_once(&self, requests: Vec<WriteRequest>, progress: &Mutex<Progress>) {
         // The request is consumed by the call: its copy is what a failed call tries again.
         let sent = requests.clone();
-        let mut again = Vec::new();
+        let mut again: Vec<(WriteRequest, StoreError)> = Vec::new();
         let mut refused = Vec::new();
-        let mut trouble = None;
         match self.send(requests).await {
             Answer::Written { unprocessed } => {
-                if !unprocessed.is_empty() {
-                    trouble = Some(StoreError::Unprocessed);
-                }
-                again = unprocessed;
+                again = unprocessed
+                    .into_iter()
+                    .map(|r| (r, StoreError::Unprocessed))
+                    .collect();
             }
             Answer::Failed(reason) => {
-                trouble = Some(reason);
-                again.clone_from(&sent);
+                again = sent.iter().map(|r| (r.clone(), reason.clone())).collect();
             }
             Answer::Refused(reason) if sent.len() == 1 => refused = failed(&sent, reason),
             Answer::Refused(_) => {
@@ -186,14 +182,8 @@ impl EventTable {
                 for (request, answer) in alone {
                     match answer {
                         Answer::Written { unprocessed } if unprocessed.is_empty() => {}
-                        Answer::Written { .. } => {
-                            trouble = Some(StoreError::Unprocessed);
-                            again.push(request);
-                        }
-                        Answer::Failed(reason) => {
-                            trouble = Some(reason);
-                            again.push(request);
-                        }
+                        Answer::Written { .. } => again.push((request, StoreError::Unprocessed)),
+                        Answer::Failed(reason) => again.push((request, reason)),
                         Answer::Refused(reason) => {
                             refused.extend(failed(std::slice::from_ref(&request), reason));
                         }
@@ -207,9 +197,6 @@ impl EventTable {
         }
         progress.pending.append(&mut again);
         progress.refused.append(&mut refused);
-        if trouble.is_some() {
-            progress.trouble = trouble;
-        }
     }
 }
 
@@ -235,6 +222,8 @@ impl EventWriter for EventTable {
                     )
                     .build()
             })
+            // Not sent yet: what a cut before the first answer leaves is "not answered".
+            .map(|request| (request, StoreError::TimedOut))
             .collect();
         let progress = Mutex::new(Progress {
             pending: requests,
@@ -244,13 +233,15 @@ impl EventWriter for EventTable {
         let rounds = retry(&self.backoff, deadline, move || async move {
             let round = {
                 let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
-                let round = std::mem::take(&mut progress.pending);
+                let round: Vec<WriteRequest> = std::mem::take(&mut progress.pending)
+                    .into_iter()
+                    .map(|(request, _)| request)
+                    .collect();
                 progress.unanswered = round
                     .iter()
                     .filter_map(message_id)
                     .map(str::to_owned)
                     .collect();
-                progress.trouble = None;
                 round
             };
             let mut round = round.into_iter();
@@ -264,34 +255,39 @@ impl EventWriter for EventTable {
                 .collect::<()>()
                 .await;
             let progress = progress.lock().unwrap_or_else(|e| e.into_inner());
-            match &progress.trouble {
-                _ if progress.pending.is_empty() => Attempt::Done(()),
-                Some(trouble) => Attempt::Again(trouble.clone()),
-                None => Attempt::Again(StoreError::Unprocessed),
+            match progress.pending.last() {
+                None => Attempt::Done(()),
+                Some((_, trouble)) => Attempt::Again(trouble.clone()),
             }
         })
         .await;
         let progress = std::mem::take(&mut *progress.lock().unwrap_or_else(|e| e.into_inner()));
         let mut failures = progress.refused;
-        match rounds {
-            Ok(()) => {}
-            Err(GaveUp {
-                last: Some(reason),
-                at_deadline: false,
-                ..
-            }) => failures.extend(failed(&progress.pending, reason)),
-            Err(_) => {
-                failures.extend(failed(&progress.pending, StoreError::TimedOut));
-                failures.extend(
-                    progress
-                        .unanswered
-                        .into_iter()
-                        .map(|message_id| WriteFailure {
-                            message_id,
-                            reason: StoreError::TimedOut,
-                        }),
-                );
-            }
+        // Each event still to write, with its own last trouble.
+        failures.extend(
+            progress
+                .pending
+                .into_iter()
+                .filter_map(|(request, reason)| {
+                    Some(WriteFailure {
+                        message_id: message_id(&request)?.to_owned(),
+                        reason,
+                    })
+                }),
+        );
+        if let Err(GaveUp {
+            at_deadline: true, ..
+        }) = rounds
+        {
+            failures.extend(
+                progress
+                    .unanswered
+                    .into_iter()
+                    .map(|message_id| WriteFailure {
+                        message_id,
+                        reason: StoreError::TimedOut,
+                    }),
+            );
         }
         failures
     }

@@ -243,6 +243,50 @@ async fn a_request_that_hangs_is_cut_and_its_events_sent_in_the_next_round() {
     assert_eq!(dynamodb.received_requests().await.unwrap().len(), 3);
 }
 
+#[tokio::test]
+async fn each_event_left_unwritten_is_reported_with_its_own_trouble() {
+    let carries = |r: &aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput,
+                   id: &str| {
+        r.request_items().unwrap()[TABLE]
+            .iter()
+            .any(|w| message_id(w) == Some(id))
+    };
+    // The request carrying m0 is throttled every time; the other hands m30 back every time.
+    let throttled = mock!(Client::batch_write_item)
+        .match_requests(move |r| carries(r, "m0"))
+        .then_http_response(|| dynamodb_error(400, "ThrottlingException"));
+    let hands_back = mock!(Client::batch_write_item).then_compute_output(|r| {
+        let back: Vec<_> = r.request_items().unwrap()[TABLE]
+            .iter()
+            .filter(|w| message_id(w) == Some("m30"))
+            .cloned()
+            .collect();
+        BatchWriteItemOutput::builder()
+            .unprocessed_items(TABLE, back)
+            .build()
+    });
+    let client = mock_client!(
+        aws_sdk_dynamodb,
+        RuleMode::MatchAny,
+        [&throttled, &hands_back]
+    );
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let failures = table.put_events(events(50), deadline).await;
+    let reason_of = |id: &str| {
+        failures
+            .iter()
+            .find(|f| f.message_id == id)
+            .map(|f| f.reason.clone())
+    };
+    assert_eq!(failures.len(), 26, "{failures:?}");
+    assert_eq!(reason_of("m30"), Some(StoreError::Unprocessed));
+    assert!(
+        matches!(reason_of("m0"), Some(StoreError::Unavailable(text)) if text.contains("ThrottlingException"))
+    );
+    assert!(matches!(reason_of("m24"), Some(StoreError::Unavailable(_))));
+}
+
 /// An error as DynamoDB's JSON protocol sends it, so the SDK parses it as in production.
 fn dynamodb_error(status: u16, kind: &str) -> aws_smithy_runtime_api::http::Response {
     aws_smithy_runtime_api::http::Response::new(
