@@ -31,6 +31,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 const ROLE_ARN: &str = "arn:aws:iam::111111111111:role/hcp-log-streaming";
 const CUSTOMER_REGION: &str = "us-west-2";
 const KEY: &str = audit_log_tests::SENTINEL_API_KEY;
+/// A second organization's Datadog key.
+const B_KEY: &str = "0123456789abcdef0123456789abcdef";
 
 struct World {
     aws: aws_config::SdkConfig,
@@ -62,6 +64,7 @@ fn lanes() -> audit_log::lane::Policy {
         budget: Duration::from_secs(2),
         catch_up_budget: Duration::from_secs(4),
         slow_after: Duration::MAX,
+        deferral: Duration::from_secs(1),
         ..audit_log::lane::Policy::new(Duration::from_secs(3600), Duration::from_secs(1))
     }
 }
@@ -625,6 +628,28 @@ impl Datadog {
             .await
     }
 
+    /// Organization B streams to the same stand-in with its own key ([`B_KEY`]), which is
+    /// answered 202; A's is answered 503. B's organization and project.
+    async fn b_beside_a_down(&self) -> (String, String) {
+        let (b_org, b_project) = (unique("org-b"), unique("project-b"));
+        self.world
+            .configure_datadog(&b_org, &b_project, B_KEY)
+            .await;
+        self.answer_key(KEY, 503).await;
+        self.answer_key(B_KEY, 202).await;
+        (b_org, b_project)
+    }
+
+    /// `n` recent events of round `round`, A's and B's in turn.
+    fn interleaved(&self, b_org: &str, b_project: &str, n: u64, round: u64) -> Vec<Value> {
+        (0..n)
+            .map(|i| match i % 2 {
+                0 => recent(&self.org, &self.project, 100 - 10 * round - i, "OK"),
+                _ => recent(b_org, b_project, 100 - 10 * round - i, "OK"),
+            })
+            .collect()
+    }
+
     /// Delivers with a Datadog client of ordinary patience and a deadline of ten seconds.
     async fn deliver(
         &self,
@@ -1105,22 +1130,13 @@ fn the_template_sweeps_the_lanes_through_the_index_the_code_queries() {
 #[tokio::test]
 async fn one_organizations_outage_costs_another_on_the_same_shard_nothing() {
     let dd = Datadog::new().await;
-    // Organization B streams to the same stand-in with its own key; only A's is answered 503.
-    let b_key = "0123456789abcdef0123456789abcdef";
-    let (b_org, b_project) = (unique("org-b"), unique("project-b"));
-    dd.world.configure_datadog(&b_org, &b_project, b_key).await;
-    dd.answer_key(KEY, 503).await;
-    dd.answer_key(b_key, 202).await;
+    let (b_org, b_project) = dd.b_beside_a_down().await;
+    let b_key = B_KEY;
     let stream = dd.stream(Duration::from_secs(1));
     let mut delivered_to_b = 0;
     for round in 0..3u64 {
         // One batch, A's and B's events interleaved.
-        let events: Vec<Value> = (0..6)
-            .map(|i| match i % 2 {
-                0 => recent(&dd.org, &dd.project, 100 - 10 * round - i, "OK"),
-                _ => recent(&b_org, &b_project, 100 - 10 * round - i, "OK"),
-            })
-            .collect();
+        let events = dd.interleaved(&b_org, &b_project, 6, round);
         let mut records = dd.world.capture(&events).await;
         // The stream holds every earlier round too: this round's are the last six.
         let records: Vec<StreamRecord> = records.split_off(records.len() - 6);
@@ -1416,50 +1432,129 @@ async fn a_bad_request_fails_for_good_without_retries_and_without_holding_the_st
     );
 }
 
+/// The stream function behind a proxy to the emulator, for DynamoDB's trouble on purpose.
+async fn behind_proxy(
+    dd: &Datadog,
+    faults: audit_log_tests::faults::AwsFaults,
+) -> (audit_log_tests::faults::AwsProxy, Stream) {
+    let proxy = audit_log_tests::faults::AwsProxy::start(
+        std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        faults,
+    )
+    .await;
+    let aws = aws_config::from_env().endpoint_url(&proxy.url).load().await;
+    let stream = Stream::from_settings(&dd.world.settings(), &aws).with_datadog(
+        DatadogClient::with_timeout(Some(dd.server.uri()), Duration::from_secs(1))
+            .with_backoff(fast()),
+    );
+    (proxy, stream)
+}
+
+/// The message ids of the log entries sent with `key`, sorted.
+async fn ids_sent_with(dd: &Datadog, key: &str) -> Vec<String> {
+    let mut ids: Vec<String> = dd
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.headers.get("DD-API-KEY").unwrap() == key)
+        .flat_map(entries)
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn ids_of(records: &[StreamRecord]) -> Vec<String> {
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| audit_log_stream::event_of(r).unwrap().1.message_id)
+        .collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
-async fn a_refusal_that_cannot_be_recorded_is_retried_rather_than_lost() {
-    use audit_log_tests::faults::{AwsFaults, AwsProxy};
+async fn a_refusal_that_cannot_be_recorded_is_deferred_rather_than_lost() {
+    use audit_log_tests::faults::AwsFaults;
     let dd = Datadog::new().await;
     dd.mount(intake().respond_with(ResponseTemplate::new(400)))
         .await;
     let (_, records) = dd.events(2).await;
     // Every DynamoDB write throttled, past the SDK's own retries.
-    let proxy = AwsProxy::start(
-        std::env::var("AWS_ENDPOINT_URL").unwrap(),
-        AwsFaults {
-            dynamodb_throttling: 1.0,
-            ..Default::default()
-        },
-    )
-    .await;
-    let aws = aws_config::from_env().endpoint_url(&proxy.url).load().await;
-    let stream = Stream::from_settings(&dd.world.settings(), &aws).with_datadog(
-        DatadogClient::with_timeout(Some(dd.server.uri()), Duration::from_secs(5))
-            .with_backoff(fast()),
-    );
+    let faults = AwsFaults {
+        dynamodb_throttling: 1.0,
+        ..Default::default()
+    };
+    let (proxy, stream) = behind_proxy(&dd, faults).await;
     proxy.enable(true);
     let response = stream.deliver(&records, soon()).await;
-    assert_eq!(
-        response.batch_item_failures[0].item_identifier, records[0].change.sequence_number,
-        "neither delivered nor listed: Lambda must retry it"
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "neither delivered nor listed, but deferred: the shard moves on"
     );
     assert!(proxy.injected.get("DynamoDB throttling") > 0);
-    assert!(
-        dd.world
-            .configs
-            .failures(&dd.org, &dd.project, None, 10)
-            .await
-            .unwrap()
-            .0
-            .is_empty()
-    );
-    // DynamoDB takes writes again: the retry records the refusal and lets the stream move on.
+    assert!(dd.failures_listed().await.is_empty());
+    // DynamoDB takes writes again: the deferred events come back, and the refusal is recorded.
     proxy.enable(false);
-    let response = stream.deliver(&records, soon()).await;
-    assert!(response.batch_item_failures.is_empty());
+    let listed = dd
+        .world
+        .run_lane_calls(&stream, Duration::from_secs(20), async || {
+            dd.failures_listed().await.len() == 2
+        })
+        .await;
+    assert!(listed, "the refusal was never recorded");
     let listed = dd.failures_listed().await;
-    assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|f| f.reason.contains("HTTP 400")));
+}
+
+#[tokio::test]
+async fn one_organizations_hot_partition_costs_another_on_the_same_shard_nothing() {
+    let dd = Datadog::new().await;
+    // A's destination is down, so its lane owes what comes: a write to A's partition of the
+    // table for each event.
+    let (b_org, b_project) = dd.b_beside_a_down().await;
+    let b_key = B_KEY;
+    let (proxy, stream) = behind_proxy(&dd, Default::default()).await;
+    let interleaved = |round: u64| dd.interleaved(&b_org, &b_project, 4, round);
+    let first = dd.world.capture(&interleaved(0)).await;
+    assert!(handed_on(&stream, &first).await);
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 2);
+    // WHEN A's partition runs hot: every write naming A is throttled
+    proxy.throttle_writes_naming(Some(&dd.org));
+    let second = dd.world.capture_more(&interleaved(1), &first).await;
+    let response = stream.deliver(&second, soon()).await;
+    // THEN the shard moves on, and B has all its events
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "nobody waits for A"
+    );
+    assert!(proxy.injected.get("DynamoDB throttling") > 0);
+    let of = |org: &str| -> Vec<StreamRecord> {
+        first
+            .iter()
+            .chain(&second)
+            .filter(|r| audit_log_stream::event_of(r).unwrap().0.organization_id() == org)
+            .cloned()
+            .collect()
+    };
+    let (a_records, b_records) = (of(&dd.org), of(&b_org));
+    assert_eq!(ids_sent_with(&dd, b_key).await, ids_of(&b_records));
+    // AND A's new events were not owed (that write failed) but wait on the lanes queue
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 2);
+    // WHEN the partition cools down and A's destination comes back
+    proxy.throttle_writes_naming(None);
+    dd.server.reset().await;
+    dd.answer_key(KEY, 202).await;
+    // THEN A gets all four by itself: the owed through its lane, the deferred when they come
+    let caught_up = dd
+        .world
+        .run_lane_calls(&stream, Duration::from_secs(30), async || {
+            let mut sent = ids_sent_with(&dd, KEY).await;
+            sent.dedup();
+            sent == ids_of(&a_records)
+        })
+        .await;
+    assert!(caught_up, "A got {:?}", ids_sent_with(&dd, KEY).await);
 }
 
 #[tokio::test]

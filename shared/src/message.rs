@@ -3,13 +3,104 @@
 //! flight (a delayed lane call waits up to 15 minutes), so a deploy reads what the previous
 //! version wrote.
 
-use crate::lane::LaneCall;
+use crate::lane::{LaneCall, LaneKey};
+use crate::store::StoredKey;
 use serde::{Deserialize, Serialize};
 
 /// A lane's scheduled call, on the lanes queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaneCallMessage {
     pub lane_call: LaneCall,
+}
+
+/// A lane's events the service could not hand to it when they came (its own trouble, such as
+/// the organization's share of the configuration table throttled), on the lanes queue: they are
+/// handed to the lane again when the message comes, so the stream's shard, every tenant on it,
+/// moves on without them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredMessage {
+    pub deferred: Deferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferred {
+    pub organization_id: String,
+    pub project_id: String,
+    pub events: Vec<StoredKey>,
+    /// Events stored that could not be read, with why: listed as failures once the service
+    /// can write them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
+    /// When they were first deferred (epoch ms): past the lanes' retry window they are listed
+    /// as failures rather than deferred again.
+    pub since_ms: i64,
+    /// Times these events were deferred before (0 the first time): each wait is longer.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tries: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    pub event: StoredKey,
+    pub reason: String,
+}
+
+/// The largest message body SQS takes (256 KiB).
+pub const MAX_BODY_BYTES: usize = 262_144;
+
+impl Deferred {
+    /// The lane's events, in as many messages as SQS needs to carry them, in order.
+    pub fn split(
+        lane: &LaneKey,
+        events: &[StoredKey],
+        unreadable: &[Unreadable],
+        since_ms: i64,
+        tries: u32,
+    ) -> Vec<Deferred> {
+        let empty = Deferred {
+            organization_id: lane.organization_id.clone(),
+            project_id: lane.project_id.clone(),
+            events: Vec::new(),
+            unreadable: Vec::new(),
+            since_ms,
+            tries,
+        };
+        // With both lists' names, which an empty list leaves out.
+        let bare = body(&DeferredMessage {
+            deferred: empty.clone(),
+        })
+        .len()
+            + r#","unreadable":[]"#.len();
+        let mut messages = Vec::new();
+        let (mut next, mut bytes) = (empty.clone(), bare);
+        // Each item and the comma before it.
+        let mut add = |bytes_of: usize, put: &mut dyn FnMut(&mut Deferred)| {
+            if !next.is_empty() && bytes + bytes_of + 1 > MAX_BODY_BYTES {
+                messages.push(std::mem::replace(&mut next, empty.clone()));
+                bytes = bare;
+            }
+            bytes += bytes_of + 1;
+            put(&mut next);
+        };
+        for key in events {
+            add(body(key).len(), &mut |d| d.events.push(key.clone()));
+        }
+        for item in unreadable {
+            add(body(item).len(), &mut |d| d.unreadable.push(item.clone()));
+        }
+        if !next.is_empty() {
+            messages.push(next);
+        }
+        messages
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.unreadable.is_empty()
+    }
+
+    pub fn lane(&self) -> LaneKey {
+        LaneKey::new(&self.organization_id, &self.project_id)
+    }
 }
 
 /// The next part of a replay, on the replay queue; the replay itself is read from its item.
@@ -67,13 +158,15 @@ pub struct RequestContext {
 #[serde(untagged)]
 pub enum QueueMessage {
     LaneCall(LaneCallMessage),
+    Deferred(DeferredMessage),
     Exhausted(ExhaustedBatch),
     Replay(ReplayPart),
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the message is neither a lane call, a stream batch whose retries ran out, nor a replay part"
+    "the message is none of a lane call, deferred events, a stream batch whose retries ran out \
+     and a replay part"
 )]
 pub struct UnknownMessage;
 
@@ -174,6 +267,25 @@ mod tests {
             QueueMessage::parse(&body(&call)).unwrap(),
             QueueMessage::LaneCall(call)
         );
+        for tries in [0, 3] {
+            let deferred = DeferredMessage {
+                deferred: Deferred {
+                    organization_id: "o".into(),
+                    project_id: "p".into(),
+                    events: vec![StoredKey::new("2026-11-30T10:00:00.000000000Z#m1", 7).unwrap()],
+                    unreadable: vec![Unreadable {
+                        event: StoredKey::new("2026-11-30T10:00:00.000000000Z#m2", 7).unwrap(),
+                        reason: "unknown packing".into(),
+                    }],
+                    since_ms: 1_000,
+                    tries,
+                },
+            };
+            assert_eq!(
+                QueueMessage::parse(&body(&deferred)).unwrap(),
+                QueueMessage::Deferred(deferred)
+            );
+        }
         for troubled in [0, 3] {
             let part = ReplayPart {
                 organization_id: "o".into(),
@@ -186,6 +298,58 @@ mod tests {
                 QueueMessage::Replay(part)
             );
         }
+    }
+
+    #[test]
+    fn deferred_events_fill_as_few_messages_as_sqs_takes_each_in_order() {
+        // Organization, project and message ids of the widest kind: 1,000 events and 200
+        // unreadable ones are about 2.3 MB of keys.
+        let lane = LaneKey::new("o".repeat(255), "p".repeat(255));
+        let key = |i: i64| {
+            let sort_key = format!("2026-11-30T10:00:00.000000000Z#{i:04}{}", "m".repeat(900));
+            StoredKey::new(&sort_key, 1_000 + i).unwrap()
+        };
+        let keys: Vec<StoredKey> = (0..1_000).map(key).collect();
+        let unreadable: Vec<Unreadable> = (1_000..1_200)
+            .map(|i| Unreadable {
+                event: key(i),
+                reason: "the stored event's `event` is neither packed bytes nor text".into(),
+            })
+            .collect();
+        let messages = Deferred::split(&lane, &keys, &unreadable, 5, 2);
+        let bodies: Vec<String> = messages
+            .iter()
+            .map(|d| {
+                body(&DeferredMessage {
+                    deferred: d.clone(),
+                })
+            })
+            .collect();
+        assert!(bodies.iter().all(|b| b.len() <= MAX_BODY_BYTES));
+        assert!(messages.len() > 1);
+        for (i, next) in messages.iter().enumerate().skip(1) {
+            // Each message but the last is full: the next one's first item would not fit.
+            let first = match next.events.first() {
+                Some(key) => body(key).len(),
+                None => body(&next.unreadable[0]).len(),
+            };
+            assert!(
+                bodies[i - 1].len() + first + 1 > MAX_BODY_BYTES,
+                "message {i}"
+            );
+        }
+        let carried: Vec<StoredKey> = messages.iter().flat_map(|d| d.events.clone()).collect();
+        assert_eq!(carried, keys);
+        let carried: Vec<Unreadable> = messages.iter().flat_map(|d| d.unreadable.clone()).collect();
+        assert_eq!(carried, unreadable);
+        assert!(
+            messages
+                .iter()
+                .all(|d| d.lane() == lane && d.tries == 2 && d.since_ms == 5)
+        );
+        // A few events are one message.
+        assert_eq!(Deferred::split(&lane, &keys[..3], &[], 0, 0).len(), 1);
+        assert!(Deferred::split(&lane, &[], &[], 0, 0).is_empty());
     }
 
     #[test]
@@ -227,7 +391,7 @@ mod tests {
         ] {
             let e = QueueMessage::parse(body).unwrap_err().to_string();
             assert!(
-                !e.contains("secret-looking") && e.contains("neither"),
+                !e.contains("secret-looking") && e.contains("none of"),
                 "{e}"
             );
         }

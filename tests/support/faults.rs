@@ -84,6 +84,9 @@ struct ProxyState {
     outage: Outage,
     /// A `PutLogEvents` got past the outage.
     wrote_past_outage: bool,
+    /// DynamoDB writes that name this (an organization's id) are throttled, faults enabled or
+    /// not: one organization's partition running hot.
+    hot: Option<String>,
 }
 
 /// A proxy in front of the AWS emulator that counts requests by operation and injects
@@ -152,6 +155,7 @@ impl AwsProxy {
                     ..Default::default()
                 },
                 wrote_past_outage: false,
+                hot: None,
             })),
             injected: Injected::default(),
         };
@@ -211,9 +215,20 @@ impl AwsProxy {
         Plan::Answer(answer)
     }
 
+    /// Every DynamoDB write that names `text` is throttled from now on (`None`: none is).
+    pub fn throttle_writes_naming(&self, text: Option<&str>) {
+        self.state.lock().expect("proxy").hot = text.map(str::to_owned);
+    }
+
     fn plan(&self, operation: &str, body: &Bytes) -> Plan {
         let mut state = self.state.lock().expect("proxy");
-        if !state.enabled {
+        let write = matches!(
+            operation,
+            "BatchWriteItem" | "PutItem" | "UpdateItem" | "DeleteItem"
+        );
+        let names = |text: &str| String::from_utf8_lossy(body).contains(text);
+        let hot = state.hot.as_deref().is_some_and(names);
+        if !(state.enabled || write && hot) {
             return Plan::Forward;
         }
         let faults = state.faults;
@@ -221,7 +236,7 @@ impl AwsProxy {
         let logs = "application/x-amz-json-1.1";
         match operation {
             "BatchWriteItem" | "PutItem" | "UpdateItem" | "DeleteItem" => {
-                if state.dice.random_bool(faults.dynamodb_throttling) {
+                if hot || state.dice.random_bool(faults.dynamodb_throttling) {
                     return self.refuse(
                         "DynamoDB throttling",
                         aws_error(

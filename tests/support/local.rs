@@ -286,6 +286,24 @@ impl Stack {
         .sum()
     }
 
+    /// Messages on a queue, delayed ones too (which [`Stack::depth`] leaves out).
+    pub async fn waiting(&self, logical_id: &str) -> u64 {
+        let delayed = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.queue(logical_id))
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default()
+            .get(&QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        delayed + self.depth(logical_id).await
+    }
+
     /// Every body in a queue (received and deleted).
     pub async fn take_all(&self, logical_id: &str) -> Vec<String> {
         crate::take_all(&self.sqs, self.queue(logical_id)).await
@@ -446,10 +464,31 @@ pub async fn settle_lanes(
     faults: Option<&Faulty<'_>>,
     limit: Duration,
 ) -> bool {
+    settle(stack, stream, faults, limit, false).await
+}
+
+/// [`settle_lanes`], and nothing left on the lanes queue either: events deferred by the
+/// service's own trouble (which no lane counts as owed) have come back and been handed on.
+pub async fn settle_lanes_and_deferrals(
+    stack: &Stack,
+    stream: &Stream,
+    faults: Option<&Faulty<'_>>,
+    limit: Duration,
+) -> bool {
+    settle(stack, stream, faults, limit, true).await
+}
+
+async fn settle(
+    stack: &Stack,
+    stream: &Stream,
+    faults: Option<&Faulty<'_>>,
+    limit: Duration,
+    deferrals: bool,
+) -> bool {
     let started = std::time::Instant::now();
     loop {
         drain_stream_queues_with(stack, stream, faults).await;
-        if lanes_settled(stack).await {
+        if lanes_settled(stack).await && (!deferrals || stack.waiting("LaneQueue").await == 0) {
             return true;
         }
         if started.elapsed() > limit {
@@ -546,6 +585,8 @@ pub fn compressed_lanes(time_scale: u32) -> audit_log::lane::Policy {
         lease: Duration::from_secs(120) / time_scale,
         lost_after: audit_log::lane::Policy::default().lost_after / time_scale,
         housekeeping: Duration::from_secs(900) / time_scale,
+        // The lanes queue delays in whole seconds.
+        deferral: Duration::from_secs(1),
         ..audit_log::lane::Policy::new(
             audit_log::lane::Policy::default().retry_window,
             Duration::from_secs(2),
@@ -1511,7 +1552,7 @@ pub async fn run(
     let outage = plan
         .and_then(|p| p.aws.logs_outage.max(p.datadog.outage))
         .unwrap_or_default();
-    if !settle_lanes(
+    if !settle_lanes_and_deferrals(
         &stack,
         &stream,
         faulty.as_ref(),
@@ -1520,8 +1561,9 @@ pub async fn run(
     .await
     {
         report.problems.push(format!(
-            "the destinations' lanes did not catch up within the outage and two minutes: {}; {} lane calls dead-lettered",
+            "the destinations' lanes did not catch up within the outage and two minutes: {}; {} messages still on the lanes queue; {} dead-lettered",
             lanes_unsettled(&stack).await.join(", "),
+            stack.waiting("LaneQueue").await,
             stack.depth("LaneDeadLetterQueue").await
         ));
     }

@@ -10,6 +10,7 @@ use audit_log::clock::Clock;
 use audit_log::destination::Destinations;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Timers};
+use audit_log::message::Unreadable;
 use audit_log::store::{EventTable, StoredKey, project_of};
 use audit_log::streaming::{ConfigError, ConfigTable, Configurations};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
@@ -130,7 +131,7 @@ where
         // tenant on it) waits at most one budget however many destinations hang.
         let live_until = deadline.min(Instant::now() + self.policy.budget);
         let failed: Vec<usize> = futures::stream::iter(groups)
-            .map(|(lane, pending)| self.deliver_group(lane, pending, live_until))
+            .map(|(lane, pending)| self.deliver_group(lane, pending, records, live_until))
             .buffer_unordered(CONCURRENT_DESTINATIONS)
             .flat_map(futures::stream::iter)
             .collect()
@@ -152,12 +153,15 @@ where
         response
     }
 
-    /// One project's records, through its lane; returns the batch positions the service
-    /// could not handle.
+    /// One project's records, through its lane; returns the batch positions the service could
+    /// not handle. Its own trouble with one project (the organization's share of a table
+    /// throttled, say) defers that project's events to the lanes queue, so the shard, every
+    /// tenant on it, moves on; only when the queue refuses them too is Lambda to retry.
     async fn deliver_group(
         &self,
         lane: LaneKey,
         pending: Pending,
+        batch: &[StreamRecord],
         deadline: Instant,
     ) -> Vec<usize> {
         let Pending {
@@ -165,7 +169,43 @@ where
             unreadable,
             records,
         } = pending;
-        let positions = || records.iter().map(|(position, _)| *position).collect();
+        // Kept aside (there are seldom any) in case they are deferred.
+        let unreadable_too: Vec<Unreadable> = unreadable
+            .iter()
+            .map(|(event, reason)| Unreadable {
+                event: event.clone(),
+                reason: reason.clone(),
+            })
+            .collect();
+        let Err(trouble) = self.hand(&lane, events, unreadable, deadline).await else {
+            self.remember(records);
+            return Vec::new();
+        };
+        let events: Vec<StoredKey> = records
+            .iter()
+            .filter_map(|(position, _)| stored_key(&batch[*position]).ok())
+            .filter(|key| !unreadable_too.iter().any(|u| &u.event == key))
+            .collect();
+        let first = (self.clock.now_ms(), 0);
+        if self
+            .defer(&lane, (&events, &unreadable_too), first, &trouble)
+            .await
+        {
+            self.remember(records);
+            return Vec::new();
+        }
+        records.iter().map(|(position, _)| *position).collect()
+    }
+
+    /// Hands a project's events to its lane, and lists those stored that cannot be read as its
+    /// failures. The service's own trouble, logged, when it could not.
+    pub(crate) async fn hand(
+        &self,
+        lane: &LaneKey,
+        events: Vec<(StoredKey, AuditEvent)>,
+        unreadable: Vec<(StoredKey, String)>,
+        deadline: Instant,
+    ) -> Result<(), String> {
         let (org, project) = (&lane.organization_id, &lane.project_id);
         // Read at every batch: a save takes effect with the next delivery after it.
         let config = match self.configs.configuration(org, project).await {
@@ -177,12 +217,12 @@ where
                     events = events.len(),
                     "no destination configured; events stay stored"
                 );
-                return Vec::new();
+                return Ok(());
             }
             Err(ConfigError::Corrupt(what)) => {
-                // Damaged (the service's own trouble, a deploy out of step): retrying the batch
-                // cannot mend it, and would hold the shard, every tenant on it, until its
-                // records expired. Listed as the project's failures instead, for a replay.
+                // Damaged (the service's own trouble, a deploy out of step): handing the events
+                // again cannot mend it, and would hold them until they expired. Listed as the
+                // project's failures instead, for a replay.
                 let keys: Vec<StoredKey> = events
                     .iter()
                     .map(|(key, _)| key.clone())
@@ -193,15 +233,12 @@ where
                      events are kept: replay them once it reads again"
                 );
                 tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "configuration damaged; events listed as failures");
-                if !self.list_failures(&lane, &keys, &reason).await {
-                    return positions();
-                }
-                self.remember(records);
-                return Vec::new();
+                return self.list_failures(lane, &keys, &reason).await;
             }
             Err(e) => {
-                tracing::error!(organization_id = org, project_id = project, error = %e, "could not read the streaming configuration");
-                return positions();
+                let trouble = format!("could not read the streaming configuration: {e}");
+                tracing::error!(organization_id = org, project_id = project, %trouble, "events not handed to their lane");
+                return Err(trouble);
             }
         };
         // One write per reason: a deploy out of step makes a whole batch unreadable alike.
@@ -212,21 +249,18 @@ where
         for (reason, keys) in by_reason {
             tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "stored events unreadable; listed as failures");
             let reason = format!("the stored event could not be read: {reason}");
-            if !self.list_failures(&lane, &keys, &reason).await {
-                return positions();
-            }
+            self.list_failures(lane, &keys, &reason).await?;
+        }
+        if events.is_empty() {
+            return Ok(());
         }
         let sink = self.destinations.sink(&config);
-        let handed = if events.is_empty() {
-            Ok(Default::default())
-        } else {
-            self.lanes()
-                .live(&lane, &config.lane, events, &*sink, deadline)
-                .await
-        };
-        match handed {
+        match self
+            .lanes()
+            .live(lane, &config.lane, events, &*sink, deadline)
+            .await
+        {
             Ok(outcome) => {
-                self.remember(records);
                 tracing::info!(
                     organization_id = org,
                     project_id = project,
@@ -237,26 +271,32 @@ where
                     lane = outcome.entered.unwrap_or(config.lane.state).as_str(),
                     "events handed to their lane"
                 );
-                Vec::new()
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(organization_id = org, project_id = project, error = %e, "events could not be handed to their lane; Lambda retries them");
-                positions()
+                let trouble = format!("could not hand the events to their lane: {e}");
+                tracing::error!(organization_id = org, project_id = project, %trouble, "events not handed to their lane");
+                Err(trouble)
             }
         }
     }
 
-    /// Lists events as the project's failures, for a replay; false (logged) when the table
-    /// refused, and Lambda is to retry them.
-    async fn list_failures(&self, lane: &LaneKey, keys: &[StoredKey], reason: &str) -> bool {
-        let listed = self
-            .configs
+    /// Lists events as the project's failures, for a replay; the trouble (logged) when the
+    /// table refused.
+    async fn list_failures(
+        &self,
+        lane: &LaneKey,
+        keys: &[StoredKey],
+        reason: &str,
+    ) -> Result<(), String> {
+        self.configs
             .record_failures(lane, keys, reason, self.clock.now())
-            .await;
-        if let Err(e) = &listed {
-            tracing::error!(organization_id = lane.organization_id, project_id = lane.project_id, error = %e, events = keys.len(), "events could not be listed as failures; Lambda retries them");
-        }
-        listed.is_ok()
+            .await
+            .map_err(|e| {
+                let trouble = format!("could not list events as failures: {e}");
+                tracing::error!(organization_id = lane.organization_id, project_id = lane.project_id, %trouble, events = keys.len(), "events not listed");
+                trouble
+            })
     }
 
     /// Records handled for good, skipped when Lambda hands them again.
@@ -367,5 +407,6 @@ pub fn event_of(record: &StreamRecord) -> Result<(AuditEvent, StoredKey), String
     Ok((event.with_id(key.message_id.clone()), key))
 }
 
+mod deferred;
 #[cfg(test)]
 mod tests;

@@ -8,9 +8,12 @@
 //! scheduled calls (the lanes queue). A project without a destination keeps its events stored
 //! and is not a failure.
 //!
-//! Only the service's own trouble (its tables or queues failing) reports a record to Lambda,
-//! which retries from there; batches whose retries run out come back through the on-failure
-//! queue (`exhausted.rs`) and go through the lanes again.
+//! The service's own trouble with one project (its organization's share of the configuration
+//! table throttled, say) defers that project's events to the lanes queue, to be handed to its
+//! lane later (`delivery/deferred.rs`), so it holds back no other tenant on the shard. Only
+//! when that queue refuses them too is a record reported to Lambda, which retries from there;
+//! batches whose retries run out come back through the on-failure queue (`exhausted.rs`) and
+//! go through the lanes again.
 //!
 //! The same function runs replays (the replay queue, `replay.rs`), and the schedule's sweep of
 //! lanes whose scheduled call was lost (`Delivery::sweep`).
@@ -205,9 +208,10 @@ impl Stream {
 }
 
 impl Stream {
-    /// Messages of the lanes queue, the on-failure queue (stream batches whose retries ran out)
-    /// and the replay queue. A message that cannot be handled is reported, so SQS keeps it and finally
-    /// dead-letters it: nothing leaves either queue unrecorded.
+    /// Messages of the lanes queue (lane calls and deferred events), the on-failure queue
+    /// (stream batches whose retries ran out) and the replay queue. A message that cannot be handled is reported, so SQS keeps it and finally
+    /// dead-letters it (a dead-lettered lane call is made again by the sweep; deferred events
+    /// wait there for a redrive, under an alarm): nothing leaves a queue unrecorded.
     pub async fn handle_queue(
         &self,
         event: LambdaEvent<SqsEvent>,
@@ -219,6 +223,9 @@ impl Stream {
             let outcome = match QueueMessage::parse(message.body.as_deref().unwrap_or_default()) {
                 Ok(QueueMessage::LaneCall(m)) => {
                     self.delivery.run_lane_call(&m.lane_call, deadline).await
+                }
+                Ok(QueueMessage::Deferred(m)) => {
+                    self.delivery.deliver_deferred(&m.deferred, deadline).await
                 }
                 Ok(QueueMessage::Exhausted(batch)) => {
                     self.redeliver_exhausted(&batch, deadline).await

@@ -292,21 +292,41 @@ impl LaneStore for MemoryLanes {
     }
 }
 
-/// Scheduled calls, in the order they were made.
+/// Scheduled calls and deferred events, in the order they were made; deferring refused when
+/// told to.
 #[derive(Debug, Default)]
 pub struct MemoryTimers {
     pub calls: Mutex<VecDeque<(LaneCall, Duration)>>,
+    pub deferred: Mutex<Vec<(super::Deferred, Duration)>>,
+    pub refusing_deferrals: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryTimers {
     pub fn take(&self) -> Vec<(LaneCall, Duration)> {
         lock(&self.calls).drain(..).collect()
     }
+
+    pub fn take_deferred(&self) -> Vec<(super::Deferred, Duration)> {
+        lock(&self.deferred).drain(..).collect()
+    }
 }
 
 impl Timers for MemoryTimers {
     async fn schedule(&self, call: &LaneCall, delay: Duration) -> Result<(), LaneError> {
         lock(&self.calls).push_back((call.clone(), delay));
+        Ok(())
+    }
+
+    async fn defer(&self, deferred: &super::Deferred, delay: Duration) -> Result<(), LaneError> {
+        if self
+            .refusing_deferrals
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(LaneError::Store(
+                "the lanes queue refused the message".into(),
+            ));
+        }
+        lock(&self.deferred).push((deferred.clone(), delay));
         Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub mod sources;
 mod tests;
 pub mod timers;
 
+pub use crate::message::Deferred;
 pub use engine::Lanes;
 
 use crate::destination::DeliveryError;
@@ -255,6 +256,11 @@ pub struct Policy {
     pub page_bytes: u64,
     /// Owed events a probe sends: few, as it is expected to fail.
     pub probe_page: usize,
+    /// The first wait of events the service could not hand to their lane (its own trouble),
+    /// deferred to the lanes queue; it doubles each time they are deferred again, up to the
+    /// queue's longest delay. Long enough for DynamoDB to spread a hot partition's load, short
+    /// enough that a passing throttle costs a delivery seconds.
+    pub deferral: Duration,
 }
 
 /// The lanes queue's visibility timeout (`template.yaml`, six times the function's timeout).
@@ -294,6 +300,7 @@ impl Policy {
             page: 500,
             page_bytes: 4 * 1024 * 1024,
             probe_page: 10,
+            deferral: Duration::from_secs(10),
         }
     }
 
@@ -470,11 +477,18 @@ pub trait LaneStore: Sync {
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 }
 
-/// Schedules [`LaneCall`]s (the lanes queue's delayed messages).
+/// Schedules [`LaneCall`]s and [`Deferred`] events (the lanes queue's delayed messages).
 pub trait Timers: Sync {
     fn schedule(
         &self,
         call: &LaneCall,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), LaneError>> + Send;
+
+    /// Puts a lane's events on the lanes queue, to be handed to it again after `delay`.
+    fn defer(
+        &self,
+        deferred: &Deferred,
         delay: Duration,
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 }

@@ -1,8 +1,14 @@
-//! Lane attempts scheduled as delayed messages on the lanes queue.
+//! Lane attempts and deferred events, as delayed messages on the lanes queue.
 
-use super::{LaneCall, LaneError, Timers};
-use crate::message::LaneCallMessage;
+use super::{Deferred, LaneCall, LaneError, Timers};
+use crate::message::{DeferredMessage, LaneCallMessage};
 use std::time::Duration;
+
+/// Whole seconds, rounded up (a message may come a little late, never early), at most SQS's
+/// 900.
+fn delay_seconds(delay: Duration) -> i32 {
+    delay.as_millis().div_ceil(1000).min(900) as i32
+}
 
 #[derive(Debug, Clone)]
 pub struct SqsTimers {
@@ -19,17 +25,32 @@ impl SqsTimers {
     }
 }
 
+impl SqsTimers {
+    async fn put(
+        &self,
+        message: &impl serde::Serialize,
+        delay: Duration,
+        what: &str,
+    ) -> Result<(), LaneError> {
+        crate::message::send(&self.client, &self.queue_url, message, delay_seconds(delay))
+            .await
+            .map_err(|e| LaneError::Store(format!("could not {what}: {e}")))
+    }
+}
+
 impl Timers for SqsTimers {
     async fn schedule(&self, call: &LaneCall, delay: Duration) -> Result<(), LaneError> {
-        // Whole seconds, rounded up: a call may come a little late, never early.
-        let seconds = delay.as_millis().div_ceil(1000).min(900) as i32;
         let message = LaneCallMessage {
             lane_call: call.clone(),
         };
-        crate::message::send(&self.client, &self.queue_url, &message, seconds)
+        self.put(&message, delay, "schedule the lane's next attempt")
             .await
-            .map_err(|e| {
-                LaneError::Store(format!("could not schedule the lane's next attempt: {e}"))
-            })
+    }
+
+    async fn defer(&self, deferred: &Deferred, delay: Duration) -> Result<(), LaneError> {
+        let message = DeferredMessage {
+            deferred: deferred.clone(),
+        };
+        self.put(&message, delay, "defer the lane's events").await
     }
 }

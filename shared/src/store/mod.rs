@@ -275,7 +275,7 @@ impl StoredEvent {
 
 /// Where an event is stored and what identifies it: the sort key inside its project, the SQS
 /// message it came from (a stable id across redeliveries and replays), its TTL.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StoredKey {
     pub sort_key: String,
     pub message_id: String,

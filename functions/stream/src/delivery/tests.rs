@@ -92,6 +92,16 @@ impl World {
         projects.iter().map(|p| self.inserted(p)).unzip()
     }
 
+    /// Project a's records, delivered while its configuration cannot be read (it stays so):
+    /// the one message that deferred them.
+    async fn deferred(&self, records: &[StreamRecord]) -> audit_log::lane::Deferred {
+        self.delivery.configs.set_unreadable(&lane("a"), true);
+        assert!(failed(&self.delivery.deliver(records, later()).await).is_empty());
+        let mut deferred = self.delivery.timers.take_deferred();
+        assert_eq!(deferred.len(), 1);
+        deferred.remove(0).0
+    }
+
     fn received(&self, project: &str) -> Vec<String> {
         described(&self.delivery.destinations.of(&lane(project)).received())
     }
@@ -286,10 +296,46 @@ async fn a_project_without_a_destination_keeps_its_events_and_fails_nothing() {
 }
 
 #[tokio::test]
-async fn the_services_own_trouble_is_retried_from_the_first_record_it_could_not_handle() {
-    // GIVEN project a's configuration cannot be read
+async fn the_services_own_trouble_with_one_project_defers_its_events_and_holds_back_nobody() {
+    // GIVEN project a's configuration cannot be read (its organization's partition throttled)
     let mut w = World::new();
     w.delivery.configs.set_unreadable(&lane("a"), true);
+    let (records, _) = w.batch(&["b", "a", "b", "a"]);
+    // WHEN a batch for both arrives
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN b is delivered, and Lambda is asked to retry nothing: the shard moves on
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("b"), ["event 001", "event 003"]);
+    // AND a's events wait on the lanes queue, ten seconds away, in one message
+    let deferred = w.delivery.timers.take_deferred();
+    assert_eq!(deferred.len(), 1);
+    let (message, wait) = &deferred[0];
+    assert_eq!(*wait, Duration::from_secs(10));
+    assert_eq!((message.lane(), message.tries), (lane("a"), 0));
+    let keys = [&records[1], &records[3]].map(|r| stored_key(r).unwrap());
+    assert_eq!(message.events, keys);
+    // AND Lambda handing the batch again sends nothing twice and defers nothing twice
+    w.delivery.configs.set_unreadable(&lane("a"), false);
+    assert!(failed(&w.delivery.deliver(&records, later()).await).is_empty());
+    assert_eq!(w.received("b"), ["event 001", "event 003"]);
+    assert!(w.received("a").is_empty());
+    assert!(w.delivery.timers.take_deferred().is_empty());
+    // AND when the message comes and the table answers, a's events are delivered
+    w.delivery.deliver_deferred(message, later()).await.unwrap();
+    assert_eq!(w.received("a"), ["event 002", "event 004"]);
+    assert!(w.delivery.timers.take_deferred().is_empty());
+}
+
+#[tokio::test]
+async fn trouble_that_cannot_be_deferred_either_is_retried_from_the_first_record_it_could_not_handle()
+ {
+    // GIVEN project a's configuration cannot be read, and the lanes queue refuses messages
+    let mut w = World::new();
+    w.delivery.configs.set_unreadable(&lane("a"), true);
+    w.delivery
+        .timers
+        .refusing_deferrals
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let (records, _) = w.batch(&["b", "a", "b", "a"]);
     // WHEN a batch for both arrives
     let response = w.delivery.deliver(&records, later()).await;
@@ -303,6 +349,134 @@ async fn the_services_own_trouble_is_retried_from_the_first_record_it_could_not_
     assert!(failed(&response).is_empty());
     assert_eq!(w.received("a"), ["event 002", "event 004"]);
     assert_eq!(w.received("b"), ["event 001", "event 003"]);
+}
+
+#[tokio::test]
+async fn deferred_events_that_meet_trouble_again_wait_longer_each_time() {
+    let mut w = World::new();
+    let (records, _) = w.batch(&["a", "a"]);
+    let mut message = w.deferred(&records).await;
+    // WHEN the trouble outlasts each wait
+    let mut waits = Vec::new();
+    for _ in 0..8 {
+        w.delivery
+            .deliver_deferred(&message, later())
+            .await
+            .unwrap();
+        let (again, wait) = w.delivery.timers.take_deferred().remove(0);
+        assert_eq!(again.events, message.events);
+        waits.push(wait.as_secs());
+        message = again;
+    }
+    // THEN each wait doubles, up to a retrying lane's longest wait (the operator's 300 s)
+    assert_eq!(waits, [20, 40, 80, 160, 300, 300, 300, 300]);
+    assert_eq!(message.tries, 8);
+    // AND when the queue refuses them too, the message fails for SQS to deliver it again
+    w.delivery
+        .timers
+        .refusing_deferrals
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = w
+        .delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap_err();
+    assert!(e.contains("streaming configuration"), "{e}");
+    // AND once it reads again, they are delivered, however long they waited
+    w.delivery
+        .timers
+        .refusing_deferrals
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    w.delivery.configs.set_unreadable(&lane("a"), false);
+    w.delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap();
+    assert_eq!(w.received("a"), ["event 001", "event 002"]);
+}
+
+#[tokio::test]
+async fn unreadable_events_deferred_with_the_others_are_listed_once_the_table_answers() {
+    let mut w = World::new();
+    let (mut records, events) = w.batch(&["a", "a"]);
+    records[1].change.new_image.event = Some(crate::records::Attribute::Other);
+    let message = w.deferred(&records).await;
+    assert_eq!(message.events, [stored_key(&records[0]).unwrap()]);
+    let unreadable: Vec<&StoredKey> = message.unreadable.iter().map(|u| &u.event).collect();
+    assert_eq!(unreadable, [&stored_key(&records[1]).unwrap()]);
+    // WHEN the message comes and the table answers
+    w.delivery.configs.set_unreadable(&lane("a"), false);
+    w.delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap();
+    // THEN the readable event is delivered, the other listed with why
+    assert_eq!(w.received("a"), described(&events[..1]));
+    let failures = w.delivery.configs.get(&lane("a")).failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, stored_key(&records[1]).unwrap());
+    assert!(
+        failures[0]
+            .1
+            .starts_with("the stored event could not be read"),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test]
+async fn deferred_events_whose_trouble_outlasts_the_retry_window_are_listed_as_failures() {
+    let mut w = World::new();
+    let (records, _) = w.batch(&["a", "a"]);
+    let message = w.deferred(&records).await;
+    // A second inside the window: deferred again
+    let window = w.delivery.policy.retry_window;
+    w.clock.advance(window - Duration::from_secs(1));
+    w.delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap();
+    let (again, _) = w.delivery.timers.take_deferred().remove(0);
+    assert_eq!(again.since_ms, message.since_ms);
+    assert!(w.delivery.configs.get(&lane("a")).failures.is_empty());
+    // WHEN the window has passed and the trouble lasts
+    w.clock.advance(Duration::from_secs(1));
+    w.delivery.deliver_deferred(&again, later()).await.unwrap();
+    // THEN they are listed as failures, for a replay, and not deferred again
+    assert!(w.delivery.timers.take_deferred().is_empty());
+    let failures = w.delivery.configs.get(&lane("a")).failures;
+    let listed: BTreeSet<String> = failures.iter().map(|(k, _)| k.sort_key.clone()).collect();
+    let deferred: BTreeSet<String> = records
+        .iter()
+        .map(|r| stored_key(r).unwrap().sort_key)
+        .collect();
+    assert_eq!(listed, deferred);
+    assert!(
+        failures
+            .iter()
+            .all(|(_, why)| why.contains("retry window") && why.contains("replay it")),
+        "{failures:?}"
+    );
+}
+
+#[tokio::test]
+async fn deferred_events_no_longer_kept_are_left_out() {
+    let mut w = World::new();
+    let (records, _) = w.batch(&["a", "a"]);
+    let message = w.deferred(&records).await;
+    w.delivery.configs.set_unreadable(&lane("a"), false);
+    // The first event expired (its TTL passed) while it waited.
+    let gone = stored_key(&records[0]).unwrap();
+    w.delivery
+        .events
+        .events
+        .lock()
+        .unwrap()
+        .remove(&gone.sort_key);
+    w.delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap();
+    assert_eq!(w.received("a"), ["event 002"]);
 }
 
 #[tokio::test]
