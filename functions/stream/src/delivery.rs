@@ -38,6 +38,19 @@ pub struct Delivery<C = ConfigTable, T = SqsTimers, E = EventTable, D = SavedDes
     handled: moka::sync::Cache<String, ()>,
 }
 
+/// The service's own trouble handing a project's events on: why, and the events it left to
+/// hand (`None`: all it was given, the unreadable ones too).
+pub(crate) struct Trouble {
+    pub(crate) reason: String,
+    pub(crate) left: Option<Vec<StoredKey>>,
+}
+
+impl Trouble {
+    pub(crate) fn all(reason: String) -> Self {
+        Self { reason, left: None }
+    }
+}
+
 /// A project's records on their way out: the events, those stored that cannot be read (with
 /// why), and where each record sits in the batch (the answer names it if the service fails
 /// it), by its stream id (remembered once handled).
@@ -181,14 +194,20 @@ where
             self.remember(records);
             return Vec::new();
         };
-        let events: Vec<StoredKey> = records
-            .iter()
-            .filter_map(|(position, _)| stored_key(&batch[*position]).ok())
-            .filter(|key| !unreadable_too.iter().any(|u| &u.event == key))
-            .collect();
+        let (events, unreadable) = match trouble.left {
+            Some(left) => (left, Vec::new()),
+            None => {
+                let events = records
+                    .iter()
+                    .filter_map(|(position, _)| stored_key(&batch[*position]).ok())
+                    .filter(|key| !unreadable_too.iter().any(|u| &u.event == key))
+                    .collect();
+                (events, unreadable_too)
+            }
+        };
         let first = (self.clock.now_ms(), 0);
         if self
-            .defer(&lane, (&events, &unreadable_too), first, &trouble)
+            .defer(&lane, (&events, &unreadable), first, &trouble.reason)
             .await
         {
             self.remember(records);
@@ -205,7 +224,7 @@ where
         events: Vec<(StoredKey, AuditEvent)>,
         unreadable: Vec<(StoredKey, String)>,
         deadline: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), Trouble> {
         let (org, project) = (&lane.organization_id, &lane.project_id);
         // Read at every batch: a save takes effect with the next delivery after it.
         let config = match self.configs.configuration(org, project).await {
@@ -233,12 +252,15 @@ where
                      events are kept: replay them once it reads again"
                 );
                 tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "configuration damaged; events listed as failures");
-                return self.list_failures(lane, &keys, &reason).await;
+                return self
+                    .list_failures(lane, &keys, &reason)
+                    .await
+                    .map_err(Trouble::all);
             }
             Err(e) => {
                 let trouble = format!("could not read the streaming configuration: {e}");
                 tracing::error!(organization_id = org, project_id = project, %trouble, "events not handed to their lane");
-                return Err(trouble);
+                return Err(Trouble::all(trouble));
             }
         };
         // One write per reason: a deploy out of step makes a whole batch unreadable alike.
@@ -249,7 +271,9 @@ where
         for (reason, keys) in by_reason {
             tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "stored events unreadable; listed as failures");
             let reason = format!("the stored event could not be read: {reason}");
-            self.list_failures(lane, &keys, &reason).await?;
+            self.list_failures(lane, &keys, &reason)
+                .await
+                .map_err(Trouble::all)?;
         }
         if events.is_empty() {
             return Ok(());
@@ -273,10 +297,16 @@ where
                 );
                 Ok(())
             }
-            Err(e) => {
-                let trouble = format!("could not hand the events to their lane: {e}");
-                tracing::error!(organization_id = org, project_id = project, %trouble, "events not handed to their lane");
-                Err(trouble)
+            Err(unhandled) => {
+                let trouble = format!(
+                    "could not hand the events to their lane: {}",
+                    unhandled.error
+                );
+                tracing::error!(organization_id = org, project_id = project, %trouble, unhandled = unhandled.events.len(), "events not handed to their lane");
+                Err(Trouble {
+                    reason: trouble,
+                    left: Some(unhandled.events),
+                })
             }
         }
     }

@@ -43,6 +43,29 @@ pub struct Outcome {
     pub skipped: Option<&'static str>,
 }
 
+/// The service's own trouble in a live delivery, with the events it left unhandled: neither
+/// delivered, nor recorded as rejected, nor owed. A caller that hands on only these sends
+/// nothing twice and lists nothing it delivered.
+#[derive(Debug)]
+pub struct Unhandled {
+    pub error: LaneError,
+    pub events: Vec<StoredKey>,
+}
+
+impl From<Unhandled> for LaneError {
+    fn from(unhandled: Unhandled) -> Self {
+        unhandled.error
+    }
+}
+
+/// The events of `pending` left unhandled by `error`.
+fn unhandled(pending: &[(StoredKey, AuditEvent)]) -> impl FnOnce(LaneError) -> Unhandled + '_ {
+    move |error| Unhandled {
+        error,
+        events: pending.iter().map(|(key, _)| key.clone()).collect(),
+    }
+}
+
 /// A delivery's result, event by event.
 struct Sent {
     delivered: usize,
@@ -71,8 +94,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     /// Live events of one lane, whose state was read as `lane` just before. A delivering lane
     /// sends them, within the policy's budget and before `deadline` (the batch's: its budget
     /// from the batch's start, within the invocation's); any other lane owes them. Trouble
-    /// moves the lane out of `delivering` with what it did not take owed: nothing is left to
-    /// Lambda.
+    /// moves the lane out of `delivering` with what it did not take owed. The service's own
+    /// trouble is returned with the events it left unhandled.
     pub async fn live(
         &self,
         key: &LaneKey,
@@ -80,12 +103,12 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         events: Vec<(StoredKey, AuditEvent)>,
         sink: &dyn Sink,
         deadline: Instant,
-    ) -> Result<Outcome, LaneError> {
+    ) -> Result<Outcome, Unhandled> {
         let mut out = Outcome::default();
         let mut pending = events;
         let mut delivering = lane.state == LaneState::Delivering;
         if !delivering {
-            self.heal(key, lane).await?;
+            self.heal(key, lane).await.map_err(unhandled(&pending))?;
         }
         // Each round follows a change of the lane by someone else; a few are plenty.
         for _ in 0..4 {
@@ -94,7 +117,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             }
             if !delivering {
                 let owed = self.owed_now(&pending);
-                match self.store.owe(key, &owed, None).await? {
+                let owing = self.store.owe(key, &owed, None).await;
+                match owing.map_err(unhandled(&pending))? {
                     Owing::Owed => {
                         out.owed += owed.len();
                         return Ok(out);
@@ -107,7 +131,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             let (entering, reason) = if left < self.policy.budget / 4 {
                 // Too little time left to give the destination a fair try: the lane catches
                 // up with these at once, in an invocation of its own.
-                let to = self.catch_up_now(key).await?;
+                let to = self.catch_up_now(key).await.map_err(unhandled(&pending))?;
                 (to, "no time left in this invocation".to_owned())
             } else {
                 let budget = Instant::now() + left.min(self.policy.budget);
@@ -118,7 +142,13 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     // However the time went, answering slowly or searching for the events it
                     // rejects one request after another, the shard waited for it.
                     if self.policy.is_slow(sent.took, sent.bytes) {
-                        out.entered = self.set_aside(key, sent.took).await?;
+                        // All delivered: not setting the lane aside costs only time.
+                        match self.set_aside(key, sent.took).await {
+                            Ok(entered) => out.entered = entered,
+                            Err(e) => {
+                                tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "a slow destination could not be set aside");
+                            }
+                        }
                     }
                     return Ok(out);
                 };
@@ -126,15 +156,19 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 if trouble.is_retryable() && left < self.policy.budget * 9 / 10 {
                     // Its turn came late in the batch, with less than its budget: no outage
                     // of its own yet. Its call tries again at once, with all of it.
-                    let to = self.catch_up_now(key).await?;
+                    let to = self.catch_up_now(key).await.map_err(unhandled(&pending))?;
                     (to, format!("{} (with part of its time)", trouble.message()))
                 } else {
-                    let to = self.after_trouble(key, &trouble, 0, lane.version).await?;
-                    (to, trouble.message().to_owned())
+                    let to = self.after_trouble(key, &trouble, 0, lane.version).await;
+                    (
+                        to.map_err(unhandled(&pending))?,
+                        trouble.message().to_owned(),
+                    )
                 }
             };
             let owed = self.owed_now(&pending);
-            match self.store.owe(key, &owed, Some(&entering)).await? {
+            let owing = self.store.owe(key, &owed, Some(&entering)).await;
+            match owing.map_err(unhandled(&pending))? {
                 Owing::Owed => {
                     out.owed += owed.len();
                     out.entered = Some(entering.state);
@@ -152,7 +186,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 Owing::Delivering => delivering = true,
             }
         }
-        Err(LaneError::Contended)
+        Err(unhandled(&pending)(LaneError::Contended))
     }
 
     /// The lane's next state when its live events go to a call of their own, due at once.
@@ -319,7 +353,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         sink: &dyn Sink,
         deadline: Instant,
         probe: bool,
-    ) -> Result<Sent, LaneError> {
+    ) -> Result<Sent, Unhandled> {
         events.sort_by(|a, b| a.0.sort_key.cmp(&b.0.sort_key));
         // An event owed twice (a batch handed over again) is sent once.
         events.dedup_by(|a, b| a.0.sort_key == b.0.sort_key);
@@ -366,10 +400,21 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 Some(_) => sent.unsent.push((key, event)),
             }
         }
-        for (reason, keys) in &rejected {
-            self.store
+        let rejected: Vec<(String, Vec<StoredKey>)> = rejected.into_iter().collect();
+        for (i, (reason, keys)) in rejected.iter().enumerate() {
+            let recorded = self
+                .store
                 .record_failures(key, keys, reason, self.clock.now())
-                .await?;
+                .await;
+            if let Err(error) = recorded {
+                // What was delivered stays delivered; what was not recorded is still to do.
+                let events = rejected[i..]
+                    .iter()
+                    .flat_map(|(_, keys)| keys.iter().cloned())
+                    .chain(sent.unsent.iter().map(|(key, _)| key.clone()))
+                    .collect();
+                return Err(Unhandled { error, events });
+            }
         }
         let failed = sent.rejected + sent.unsent.len();
         let shown = trouble.as_ref().or(first_rejection.as_ref());

@@ -42,6 +42,15 @@ impl MemoryLane {
     }
 }
 
+fn mark(keys: &Mutex<HashSet<LaneKey>>, key: &LaneKey, on: bool) {
+    let mut keys = lock(keys);
+    if on {
+        keys.insert(key.clone());
+    } else {
+        keys.remove(key);
+    }
+}
+
 /// Lanes kept in memory. A lane exists while its project has a destination: from
 /// [`MemoryLanes::configure`] or a save until a delete or [`MemoryLanes::unconfigure`].
 #[derive(Debug, Default)]
@@ -51,6 +60,9 @@ pub struct MemoryLanes {
     pub(crate) unreadable: Mutex<HashSet<LaneKey>>,
     /// Projects whose configuration item is damaged (read, but not understood).
     pub(crate) damaged: Mutex<HashSet<LaneKey>>,
+    /// Projects whose owed events and failures cannot be written (their organization's
+    /// partition throttled), though their configuration reads.
+    pub(crate) unwritable: Mutex<HashSet<LaneKey>>,
     /// The rest of the configuration table (`streaming::memory`).
     pub(crate) table: Mutex<crate::streaming::memory::Table>,
     /// Projects noted as having stored events.
@@ -71,12 +83,18 @@ impl MemoryLanes {
     }
 
     pub fn set_unreadable(&self, key: &LaneKey, unreadable: bool) {
-        let mut keys = lock(&self.unreadable);
-        if unreadable {
-            keys.insert(key.clone());
-        } else {
-            keys.remove(key);
+        mark(&self.unreadable, key, unreadable);
+    }
+
+    pub fn set_unwritable(&self, key: &LaneKey, unwritable: bool) {
+        mark(&self.unwritable, key, unwritable);
+    }
+
+    fn writable(&self, key: &LaneKey) -> Result<(), LaneError> {
+        if lock(&self.unwritable).contains(key) {
+            return Err(LaneError::Store("the table refused the write".into()));
         }
+        Ok(())
     }
 
     /// The project's configuration item can be read but not understood, for good.
@@ -144,6 +162,7 @@ impl LaneStore for MemoryLanes {
         owed: &[Owed],
         entering: Option<&Lane>,
     ) -> Result<Owing, LaneError> {
+        self.writable(key)?;
         Ok(self
             .with(key, |m| {
                 match (m.lane.state, entering) {
@@ -261,6 +280,7 @@ impl LaneStore for MemoryLanes {
         reason: &str,
         now: time::OffsetDateTime,
     ) -> Result<(), LaneError> {
+        self.writable(key)?;
         self.with(key, |m| {
             m.failures
                 .extend(events.iter().map(|e| (e.clone(), reason.to_owned())));

@@ -9,7 +9,7 @@
 //! fills whole batches with its events, and other tenants' records wait on the shard behind
 //! them.
 
-use super::Delivery;
+use super::{Delivery, Trouble};
 use audit_log::destination::Destinations;
 use audit_log::lane::engine::MAX_DELAY;
 use audit_log::lane::{Deferred, EventSource, LaneKey, LaneStore, Timers};
@@ -84,21 +84,32 @@ where
             .map(|u| (u.event.clone(), u.reason.clone()))
             .collect();
         let handed = match self.events.events(&lane, &deferred.events).await {
-            Ok(events) if events.is_empty() && unreadable.is_empty() => {
-                tracing::info!(
-                    organization_id = org,
-                    project_id = project,
-                    "deferred events no longer kept"
-                );
-                return Ok(());
-            }
             Ok(events) => {
+                let gone = deferred.events.len().saturating_sub(events.len());
+                if gone > 0 {
+                    // Past their TTL (or damaged, logged where read): nothing left to hand on.
+                    tracing::warn!(
+                        organization_id = org,
+                        project_id = project,
+                        events = gone,
+                        "deferred events no longer kept; not delivered"
+                    );
+                }
+                if events.is_empty() && unreadable.is_empty() {
+                    return Ok(());
+                }
                 let live_until = deadline.min(Instant::now() + self.policy.budget);
                 self.hand(&lane, events, unreadable, live_until).await
             }
-            Err(e) => Err(format!("could not read the deferred events back: {e}")),
+            Err(e) => Err(Trouble::all(format!(
+                "could not read the deferred events back: {e}"
+            ))),
         };
-        let Err(trouble) = handed else {
+        let Err(Trouble {
+            reason: trouble,
+            left,
+        }) = handed
+        else {
             tracing::info!(
                 organization_id = org,
                 project_id = project,
@@ -108,12 +119,16 @@ where
             );
             return Ok(());
         };
+        // What is still to hand: delivered, rejected and owed events are done with.
+        let (events, unreadable) = match left {
+            Some(left) => (left, Vec::new()),
+            None => (deferred.events.clone(), deferred.unreadable.clone()),
+        };
         let waited = self.clock.now_ms().saturating_sub(deferred.since_ms);
         if waited >= self.policy.retry_window.as_millis() as i64 {
-            let keys: Vec<StoredKey> = deferred
-                .events
+            let keys: Vec<StoredKey> = events
                 .iter()
-                .chain(deferred.unreadable.iter().map(|u| &u.event))
+                .chain(unreadable.iter().map(|u| &u.event))
                 .cloned()
                 .collect();
             let reason = format!(
@@ -126,7 +141,7 @@ where
                 return Ok(());
             }
         }
-        let parts = (&deferred.events[..], &deferred.unreadable[..]);
+        let parts = (&events[..], &unreadable[..]);
         let tries = deferred.tries.saturating_add(1);
         if self
             .defer(&lane, parts, (deferred.since_ms, tries), &trouble)

@@ -459,6 +459,67 @@ async fn deferred_events_whose_trouble_outlasts_the_retry_window_are_listed_as_f
 }
 
 #[tokio::test]
+async fn only_what_a_delivery_left_unhandled_is_deferred() {
+    // GIVEN a destination that rejects the first event of each request and takes the others,
+    // and project a's failures cannot be written (its partition throttled)
+    let mut w = World::new();
+    w.delivery
+        .destinations
+        .of(&lane("a"))
+        .answer(Answer::SlowToReject(Duration::ZERO));
+    w.delivery.configs.set_unwritable(&lane("a"), true);
+    let (records, _) = w.batch(&["a", "a", "a"]);
+    // WHEN a batch arrives
+    assert!(failed(&w.delivery.deliver(&records, later()).await).is_empty());
+    // THEN the two events taken stay delivered, and only the rejected one, whose rejection
+    // could not be recorded, is deferred
+    assert_eq!(w.received("a"), ["event 002", "event 003"]);
+    let mut deferred = w.delivery.timers.take_deferred();
+    assert_eq!(deferred.len(), 1);
+    let (message, _) = deferred.remove(0);
+    assert_eq!(message.events, [stored_key(&records[0]).unwrap()]);
+    // AND when it comes and the table takes writes, the rejection is recorded and nothing
+    // delivered is sent again
+    w.delivery.configs.set_unwritable(&lane("a"), false);
+    w.delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap();
+    assert_eq!(w.received("a"), ["event 002", "event 003"]);
+    let failures = w.delivery.configs.get(&lane("a")).failures;
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, stored_key(&records[0]).unwrap());
+    assert!(w.delivery.timers.take_deferred().is_empty());
+}
+
+#[tokio::test]
+async fn a_lane_whose_owed_events_cannot_be_written_defers_them_all() {
+    // GIVEN project a's destination is down and its owed events cannot be written
+    let mut w = World::new();
+    w.delivery
+        .destinations
+        .of(&lane("a"))
+        .answer(Answer::Fail(outage()));
+    w.delivery.configs.set_unwritable(&lane("a"), true);
+    let (records, _) = w.batch(&["a", "b", "a"]);
+    // WHEN a batch arrives
+    assert!(failed(&w.delivery.deliver(&records, later()).await).is_empty());
+    // THEN b's event is delivered, and a's, neither taken nor owed, are deferred
+    assert_eq!(w.received("b"), ["event 002"]);
+    let (message, _) = w.delivery.timers.take_deferred().remove(0);
+    let a = [&records[0], &records[2]].map(|r| stored_key(r).unwrap());
+    assert_eq!(message.events, a);
+    assert_eq!(w.delivery.configs.get(&lane("a")).lane.owed, 0);
+    // AND once the table takes writes, the message owes them to the lane
+    w.delivery.configs.set_unwritable(&lane("a"), false);
+    w.delivery
+        .deliver_deferred(&message, later())
+        .await
+        .unwrap();
+    assert_eq!(w.delivery.configs.get(&lane("a")).lane.owed, 2);
+}
+
+#[tokio::test]
 async fn deferred_events_no_longer_kept_are_left_out() {
     let mut w = World::new();
     let (records, _) = w.batch(&["a", "a"]);
