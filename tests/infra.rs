@@ -307,6 +307,44 @@ fn replays_run_at_most_two_at_a_time() {
     );
 }
 
+/// Events deferred by the service's own trouble wait on a queue of their own, ten handled at
+/// once, so an organization's lasting trouble never takes the lane calls' slots; the ones that
+/// could not be handed on are dead-lettered under an alarm that says how to hand them on.
+#[test]
+fn deferred_events_wait_on_a_queue_of_their_own_a_few_at_once() {
+    let deferred = stream_source_of("DeferredQueue.Arn");
+    assert_eq!(deferred["Properties"]["BatchSize"].as_u64(), Some(1));
+    assert_eq!(
+        deferred["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+        Some(10)
+    );
+    let calls = stream_source_of("LaneQueue.Arn");
+    assert!(!is_get_att(&calls["Properties"]["Queue"], "DeferredQueue"));
+    let variables = &resource("StreamFunction")["Environment"]["Variables"];
+    assert!(is_ref(&variables["DEFERRED_QUEUE_URL"], "DeferredQueue"));
+    let redrive = &resource("DeferredQueue")["RedrivePolicy"];
+    assert!(is_get_att(
+        &redrive["deadLetterTargetArn"],
+        "DeferredDeadLetterQueue"
+    ));
+    assert_eq!(redrive["maxReceiveCount"].as_u64(), Some(10));
+    let alarm = resource("StuckDeferredEventsAlarm");
+    assert!(is_get_att(
+        &alarm["Dimensions"][0]["Value"],
+        "DeferredDeadLetterQueue"
+    ));
+    assert!(
+        alarm["AlarmDescription"]
+            .as_str()
+            .is_some_and(|d| d.contains("redrive DeferredDeadLetterQueue"))
+    );
+    assert!(
+        alarm["AlarmActions"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
+    );
+}
+
 /// Lanes' own calls (probes, catching up) run at most the operator's number at once, so a mass
 /// outage of destinations never takes the concurrency capture, live delivery and the API need;
 /// calls that wait for a slot raise an alarm.

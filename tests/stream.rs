@@ -118,6 +118,8 @@ impl World {
             log_group_prefix: self.prefix.clone(),
             replay_queue_url: "http://127.0.0.1:1/no-replays-here".into(),
             lane_queue_url: self.lane_queue.clone(),
+            // One queue here: its runner hands every message to the function alike.
+            deferred_queue_url: self.lane_queue.clone(),
             lanes: lanes(),
             datadog_endpoint_override: None,
         }

@@ -87,6 +87,7 @@ pub mod env {
     pub const EVENTS_QUEUE: &str = "EVENTS_QUEUE_URL";
     pub const REPLAY_QUEUE: &str = "REPLAY_QUEUE_URL";
     pub const LANE_QUEUE: &str = "LANE_QUEUE_URL";
+    pub const DEFERRED_QUEUE: &str = "DEFERRED_QUEUE_URL";
     pub const EXPORT_QUEUE: &str = "EXPORT_QUEUE_URL";
     pub const EXPORT_BUCKET: &str = "EXPORT_BUCKET_NAME";
     pub const SECRET_PREFIX: &str = "SECRET_NAME_PREFIX";

@@ -243,6 +243,7 @@ async fn main() {
             ("LOG_GROUP_PREFIX", "/hashicorp"),
             ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),
             ("LANE_QUEUE_URL", stack.queue("LaneQueue")),
+            ("DEFERRED_QUEUE_URL", stack.queue("DeferredQueue")),
             ("DATADOG_ENDPOINT_OVERRIDE", &datadog.uri()),
         ]),
     )

@@ -198,6 +198,7 @@ impl Stack {
                 log_group_prefix: self.operator.log_group_prefix.clone(),
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),
                 lane_queue_url: self.queue("LaneQueue").to_owned(),
+                deferred_queue_url: self.queue("DeferredQueue").to_owned(),
                 // The operator's settings when given, as the deployed function reads them;
                 // every call goes to the emulator, which answers slowly under load where a
                 // destination would not: no lane is set aside as slow.
@@ -391,6 +392,7 @@ pub async fn drain_stream_queues_with(stack: &Stack, stream: &Stream, faults: Op
     let timeout = function_timeout("StreamFunction");
     for (queue, mapping) in [
         ("LaneQueue", "LaneCalls"),
+        ("DeferredQueue", "DeferredEvents"),
         ("StreamFailureQueue", "ExhaustedDeliveries"),
         ("ReplayQueue", "Replays"),
     ] {
@@ -467,7 +469,7 @@ pub async fn settle_lanes(
     settle(stack, stream, faults, limit, false).await
 }
 
-/// [`settle_lanes`], and nothing left on the lanes queue either: events deferred by the
+/// [`settle_lanes`], and nothing left on the deferred queue either: events deferred by the
 /// service's own trouble (which no lane counts as owed) have come back and been handed on.
 pub async fn settle_lanes_and_deferrals(
     stack: &Stack,
@@ -488,7 +490,7 @@ async fn settle(
     let started = std::time::Instant::now();
     loop {
         drain_stream_queues_with(stack, stream, faults).await;
-        if lanes_settled(stack).await && (!deferrals || stack.waiting("LaneQueue").await == 0) {
+        if lanes_settled(stack).await && (!deferrals || stack.waiting("DeferredQueue").await == 0) {
             return true;
         }
         if started.elapsed() > limit {
@@ -1561,10 +1563,11 @@ pub async fn run(
     .await
     {
         report.problems.push(format!(
-            "the destinations' lanes did not catch up within the outage and two minutes: {}; {} messages still on the lanes queue; {} dead-lettered",
+            "the destinations' lanes did not catch up within the outage and two minutes: {}; {} deferred messages still waiting; {} lane calls and {} deferred messages dead-lettered",
             lanes_unsettled(&stack).await.join(", "),
-            stack.waiting("LaneQueue").await,
-            stack.depth("LaneDeadLetterQueue").await
+            stack.waiting("DeferredQueue").await,
+            stack.depth("LaneDeadLetterQueue").await,
+            stack.depth("DeferredDeadLetterQueue").await
         ));
     }
     aws_faults(false);

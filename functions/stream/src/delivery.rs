@@ -168,7 +168,7 @@ where
 
     /// One project's records, through its lane; returns the batch positions the service could
     /// not handle. Its own trouble with one project (the organization's share of a table
-    /// throttled, say) defers that project's events to the lanes queue, so the shard, every
+    /// throttled, say) defers that project's events to the deferred queue, so the shard, every
     /// tenant on it, moves on; only when the queue refuses them too is Lambda to retry.
     async fn deliver_group(
         &self,

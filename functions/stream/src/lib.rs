@@ -9,7 +9,7 @@
 //! and is not a failure.
 //!
 //! The service's own trouble with one project (its organization's share of the configuration
-//! table throttled, say) defers that project's events to the lanes queue, to be handed to its
+//! table throttled, say) defers that project's events to the deferred queue, to be handed to its
 //! lane later (`delivery/deferred.rs`), so it holds back no other tenant on the shard. Only
 //! when that queue refuses them too is a record reported to Lambda, which retries from there;
 //! batches whose retries run out come back through the on-failure queue (`exhausted.rs`) and
@@ -51,13 +51,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 9] = [
+pub const ENVIRONMENT: [&str; 10] = [
     env::CONFIG_TABLE,
     env::EVENTS_TABLE,
     env::SECRET_PREFIX,
     env::LOG_GROUP_PREFIX,
     env::REPLAY_QUEUE,
     env::LANE_QUEUE,
+    env::DEFERRED_QUEUE,
     env::RETENTION_DAYS,
     env::RETRY_WINDOW,
     env::MAX_BACKOFF,
@@ -74,6 +75,7 @@ pub struct Settings {
     pub log_group_prefix: String,
     pub replay_queue_url: String,
     pub lane_queue_url: String,
+    pub deferred_queue_url: String,
     pub lanes: Policy,
     pub datadog_endpoint_override: Option<String>,
 }
@@ -87,6 +89,7 @@ impl Settings {
             log_group_prefix: log_group_prefix_from_env()?,
             replay_queue_url: required_env(env::REPLAY_QUEUE)?,
             lane_queue_url: required_env(env::LANE_QUEUE)?,
+            deferred_queue_url: required_env(env::DEFERRED_QUEUE)?,
             lanes: Policy::from_env()?,
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
         })
@@ -123,7 +126,8 @@ impl Stream {
         Self {
             delivery: Delivery::new(
                 configs,
-                SqsTimers::new(sqs.clone(), &settings.lane_queue_url),
+                SqsTimers::new(sqs.clone(), &settings.lane_queue_url)
+                    .deferring_to(&settings.deferred_queue_url),
                 EventTable::new(dynamodb, &settings.events_table),
                 destinations,
                 settings.lanes.clone(),
@@ -208,10 +212,10 @@ impl Stream {
 }
 
 impl Stream {
-    /// Messages of the lanes queue (lane calls and deferred events), the on-failure queue
+    /// Messages of the lanes queue (lane calls), the deferred queue, the on-failure queue
     /// (stream batches whose retries ran out) and the replay queue. A message that cannot be handled is reported, so SQS keeps it and finally
     /// dead-letters it (a dead-lettered lane call is made again by the sweep; deferred events
-    /// wait there for a redrive, under an alarm): nothing leaves a queue unrecorded.
+    /// wait for a redrive, under their alarm): nothing leaves a queue unrecorded.
     pub async fn handle_queue(
         &self,
         event: LambdaEvent<SqsEvent>,

@@ -14,6 +14,7 @@ fn refused_start(extra: &[(&str, &str)]) -> String {
         .env("SECRET_NAME_PREFIX", "audit-log/")
         .env("REPLAY_QUEUE_URL", "http://127.0.0.1:9/replays")
         .env("LANE_QUEUE_URL", "http://127.0.0.1:9/lanes")
+        .env("DEFERRED_QUEUE_URL", "http://127.0.0.1:9/deferred")
         .envs(extra.iter().copied())
         .output()
         .expect("run the stream binary");

@@ -257,8 +257,8 @@ pub struct Policy {
     /// Owed events a probe sends: few, as it is expected to fail.
     pub probe_page: usize,
     /// The first wait of events the service could not hand to their lane (its own trouble),
-    /// deferred to the lanes queue; it doubles each time they are deferred again, up to the
-    /// queue's longest delay. Long enough for DynamoDB to spread a hot partition's load, short
+    /// deferred to a queue; it doubles each time they are deferred again, up to the longest
+    /// wait between a retrying lane's attempts. Long enough for DynamoDB to spread a hot partition's load, short
     /// enough that a passing throttle costs a delivery seconds.
     pub deferral: Duration,
 }
@@ -477,7 +477,8 @@ pub trait LaneStore: Sync {
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 }
 
-/// Schedules [`LaneCall`]s and [`Deferred`] events (the lanes queue's delayed messages).
+/// Schedules [`LaneCall`]s (the lanes queue's delayed messages) and [`Deferred`] events (the
+/// deferred queue's).
 pub trait Timers: Sync {
     fn schedule(
         &self,
@@ -485,7 +486,7 @@ pub trait Timers: Sync {
         delay: Duration,
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 
-    /// Puts a lane's events on the lanes queue, to be handed to it again after `delay`.
+    /// Puts a lane's events on the deferred queue, to be handed to it again after `delay`.
     fn defer(
         &self,
         deferred: &Deferred,

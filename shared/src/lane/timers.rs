@@ -1,4 +1,5 @@
-//! Lane attempts and deferred events, as delayed messages on the lanes queue.
+//! Lane attempts on the lanes queue and deferred events on their own queue, as delayed
+//! messages.
 
 use super::{Deferred, LaneCall, LaneError, Timers};
 use crate::message::{DeferredMessage, LaneCallMessage};
@@ -14,25 +15,36 @@ fn delay_seconds(delay: Duration) -> i32 {
 pub struct SqsTimers {
     client: aws_sdk_sqs::Client,
     queue_url: String,
+    deferred_queue_url: String,
 }
 
 impl SqsTimers {
+    /// Lane calls and deferred events on one queue (see [`SqsTimers::deferring_to`]).
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        let queue_url = queue_url.into();
         Self {
             client,
-            queue_url: queue_url.into(),
+            deferred_queue_url: queue_url.clone(),
+            queue_url,
         }
+    }
+
+    /// Deferred events go to this queue.
+    pub fn deferring_to(mut self, queue_url: impl Into<String>) -> Self {
+        self.deferred_queue_url = queue_url.into();
+        self
     }
 }
 
 impl SqsTimers {
     async fn put(
         &self,
+        queue_url: &str,
         message: &impl serde::Serialize,
         delay: Duration,
         what: &str,
     ) -> Result<(), LaneError> {
-        crate::message::send(&self.client, &self.queue_url, message, delay_seconds(delay))
+        crate::message::send(&self.client, queue_url, message, delay_seconds(delay))
             .await
             .map_err(|e| LaneError::Store(format!("could not {what}: {e}")))
     }
@@ -43,14 +55,16 @@ impl Timers for SqsTimers {
         let message = LaneCallMessage {
             lane_call: call.clone(),
         };
-        self.put(&message, delay, "schedule the lane's next attempt")
-            .await
+        let what = "schedule the lane's next attempt";
+        self.put(&self.queue_url, &message, delay, what).await
     }
 
     async fn defer(&self, deferred: &Deferred, delay: Duration) -> Result<(), LaneError> {
         let message = DeferredMessage {
             deferred: deferred.clone(),
         };
-        self.put(&message, delay, "defer the lane's events").await
+        let what = "defer the lane's events";
+        self.put(&self.deferred_queue_url, &message, delay, what)
+            .await
     }
 }

@@ -1,5 +1,5 @@
 //! Events the service could not hand to their lane when they came (its own trouble with one
-//! organization, such as its share of the configuration table throttled) wait on the lanes
+//! organization, such as its share of the configuration table throttled) wait on the deferred
 //! queue instead of in the stream: the shard, every tenant on it, moves on, and the events are
 //! handed to their lane when their message comes, a longer wait away each time the trouble
 //! lasts. Trouble that outlasts the lanes' retry window lists them as failures, for a replay,
@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The wait before events deferred `tries` times before are handed again: `first`, doubling,
-/// at most `longest` (a retrying lane's longest wait between attempts) and the lanes queue's
-/// longest delay.
+/// at most `longest` (a retrying lane's longest wait between attempts) and SQS's longest
+/// delay.
 fn wait(first: Duration, longest: Duration, tries: u32) -> Duration {
     first
         .saturating_mul(1 << tries.min(16))
@@ -36,7 +36,7 @@ where
     E: EventSource,
     D: Destinations,
 {
-    /// Puts a lane's events on the lanes queue, deferred `tries` times before since `since_ms`;
+    /// Puts a lane's events on the deferred queue, deferred `tries` times before since `since_ms`;
     /// false (logged) when the queue refused them. When a later part is refused, the earlier
     /// ones are on their way: those events may be delivered twice, never lost.
     pub(super) async fn defer(
@@ -62,7 +62,7 @@ where
             tries,
             wait_s = delay.as_secs(),
             %trouble,
-            "events deferred to the lanes queue; everyone else's go on"
+            "events deferred to the deferred queue; everyone else's go on"
         );
         true
     }
