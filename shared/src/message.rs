@@ -14,9 +14,9 @@ pub struct LaneCallMessage {
 }
 
 /// A lane's events the service could not hand to it when they came (its own trouble, such as
-/// the organization's share of the configuration table throttled), on the deferred queue: they are
-/// handed to the lane again when the message comes, so the stream's shard, every tenant on it,
-/// moves on without them.
+/// the organization's share of the configuration table throttled), on the deferred queue:
+/// they are handed to the lane again when the message comes, so the stream's shard, every
+/// tenant on it, moves on without them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeferredMessage {
     pub deferred: Deferred,

@@ -57,7 +57,7 @@ impl Trouble {
 #[derive(Default)]
 struct Pending {
     events: Vec<(StoredKey, AuditEvent)>,
-    unreadable: Vec<(StoredKey, String)>,
+    unreadable: Vec<Unreadable>,
     records: Vec<(usize, String)>,
 }
 
@@ -121,7 +121,7 @@ where
                     // it once this function reads it (one older than the capture that packed
                     // it is replaced at the next deploy). Reporting it to Lambda instead would
                     // hold the whole shard, every tenant on it, until the deploy.
-                    Ok((lane, key)) => (lane, Err((key, reason))),
+                    Ok((lane, event)) => (lane, Err(Unreadable { event, reason })),
                     Err(_) => {
                         tracing::error!(event_id = record.event_id, %reason, "record holds no stored event; skipped");
                         continue;
@@ -183,13 +183,7 @@ where
             records,
         } = pending;
         // Kept aside (there are seldom any) in case they are deferred.
-        let unreadable_too: Vec<Unreadable> = unreadable
-            .iter()
-            .map(|(event, reason)| Unreadable {
-                event: event.clone(),
-                reason: reason.clone(),
-            })
-            .collect();
+        let unreadable_too = unreadable.clone();
         let Err(trouble) = self.hand(&lane, events, unreadable, deadline).await else {
             self.remember(records);
             return Vec::new();
@@ -222,7 +216,7 @@ where
         &self,
         lane: &LaneKey,
         events: Vec<(StoredKey, AuditEvent)>,
-        unreadable: Vec<(StoredKey, String)>,
+        unreadable: Vec<Unreadable>,
         deadline: Instant,
     ) -> Result<(), Trouble> {
         let (org, project) = (&lane.organization_id, &lane.project_id);
@@ -245,7 +239,7 @@ where
                 let keys: Vec<StoredKey> = events
                     .iter()
                     .map(|(key, _)| key.clone())
-                    .chain(unreadable.iter().map(|(key, _)| key.clone()))
+                    .chain(unreadable.iter().map(|u| u.event.clone()))
                     .collect();
                 let reason = format!(
                     "the service could not read the streaming configuration (its {what}); the \
@@ -265,7 +259,7 @@ where
         };
         // One write per reason: a deploy out of step makes a whole batch unreadable alike.
         let mut by_reason: HashMap<&str, Vec<StoredKey>> = HashMap::new();
-        for (key, reason) in &unreadable {
+        for Unreadable { event: key, reason } in &unreadable {
             by_reason.entry(reason).or_default().push(key.clone());
         }
         for (reason, keys) in by_reason {

@@ -9,8 +9,8 @@
 //! and is not a failure.
 //!
 //! The service's own trouble with one project (its organization's share of the configuration
-//! table throttled, say) defers that project's events to the deferred queue, to be handed to its
-//! lane later (`delivery/deferred.rs`), so it holds back no other tenant on the shard. Only
+//! table throttled, say) defers that project's events to the deferred queue, to be handed to
+//! its lane later (`delivery/deferred.rs`), so it holds back no other tenant on the shard. Only
 //! when that queue refuses them too is a record reported to Lambda, which retries from there;
 //! batches whose retries run out come back through the on-failure queue (`exhausted.rs`) and
 //! go through the lanes again.
@@ -213,9 +213,10 @@ impl Stream {
 
 impl Stream {
     /// Messages of the lanes queue (lane calls), the deferred queue, the on-failure queue
-    /// (stream batches whose retries ran out) and the replay queue. A message that cannot be handled is reported, so SQS keeps it and finally
-    /// dead-letters it (a dead-lettered lane call is made again by the sweep; deferred events
-    /// wait for a redrive, under their alarm): nothing leaves a queue unrecorded.
+    /// (stream batches whose retries ran out) and the replay queue. A message that cannot be
+    /// handled is reported, so SQS keeps it and finally dead-letters it (a dead-lettered lane
+    /// call is made again by the sweep; deferred events wait for a redrive, under their
+    /// alarm): nothing leaves a queue unrecorded.
     pub async fn handle_queue(
         &self,
         event: LambdaEvent<SqsEvent>,

@@ -343,7 +343,7 @@ impl Timers for MemoryTimers {
             .load(std::sync::atomic::Ordering::SeqCst)
         {
             return Err(LaneError::Store(
-                "the lanes queue refused the message".into(),
+                "the deferred queue refused the message".into(),
             ));
         }
         lock(&self.deferred).push((deferred.clone(), delay));

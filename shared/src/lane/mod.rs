@@ -258,8 +258,8 @@ pub struct Policy {
     pub probe_page: usize,
     /// The first wait of events the service could not hand to their lane (its own trouble),
     /// deferred to a queue; it doubles each time they are deferred again, up to the longest
-    /// wait between a retrying lane's attempts. Long enough for DynamoDB to spread a hot partition's load, short
-    /// enough that a passing throttle costs a delivery seconds.
+    /// wait between a retrying lane's attempts. Long enough for DynamoDB to spread a hot
+    /// partition's load, short enough that a passing throttle costs a delivery seconds.
     pub deferral: Duration,
 }
 

@@ -34,9 +34,7 @@ impl SqsTimers {
         self.deferred_queue_url = queue_url.into();
         self
     }
-}
 
-impl SqsTimers {
     async fn put(
         &self,
         queue_url: &str,

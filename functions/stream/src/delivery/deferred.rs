@@ -36,9 +36,9 @@ where
     E: EventSource,
     D: Destinations,
 {
-    /// Puts a lane's events on the deferred queue, deferred `tries` times before since `since_ms`;
-    /// false (logged) when the queue refused them. When a later part is refused, the earlier
-    /// ones are on their way: those events may be delivered twice, never lost.
+    /// Puts a lane's events on the deferred queue, deferred `tries` times before since
+    /// `since_ms`; false (logged) when the queue refused them. When a later part is refused, the
+    /// earlier ones are on their way: those events may be delivered twice, never lost.
     pub(super) async fn defer(
         &self,
         lane: &LaneKey,
@@ -78,11 +78,7 @@ where
     ) -> Result<(), String> {
         let lane = deferred.lane();
         let (org, project) = (&lane.organization_id, &lane.project_id);
-        let unreadable: Vec<(StoredKey, String)> = deferred
-            .unreadable
-            .iter()
-            .map(|u| (u.event.clone(), u.reason.clone()))
-            .collect();
+        let unreadable = deferred.unreadable.clone();
         let handed = match self.events.events(&lane, &deferred.events).await {
             Ok(events) => {
                 let gone = deferred.events.len().saturating_sub(events.len());
