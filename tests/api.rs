@@ -2079,6 +2079,54 @@ async fn unknown_routes_are_404() {
     assert_eq!(w.api.respond(&request).await.status_code, 404);
 }
 
+#[tokio::test]
+async fn what_matches_no_route_at_the_gateway_reaches_the_function_and_is_a_404_of_the_api() {
+    // The template's catch-all: no path, no method, the default JWT authorizer.
+    let events = &audit_log_tests::resource("ApiFunction")["Events"];
+    let catch_all: Vec<&serde_yaml::Value> = events
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|e| e["Type"].as_str() == Some("HttpApi"))
+        .filter(|e| e["Properties"].get("Path").is_none())
+        .collect();
+    assert_eq!(catch_all.len(), 1, "one catch-all route");
+    let properties = &catch_all[0]["Properties"];
+    assert!(properties.get("Method").is_none());
+    assert!(
+        properties.get("Auth").is_none(),
+        "it keeps the JWT authorizer"
+    );
+    // What API Gateway hands it: the catch-all's route key, whatever the path, even one the
+    // function would otherwise serve.
+    let w = World::new().await;
+    for (method, path) in [
+        (
+            "PATCH",
+            "/v1/organizations/o/projects/p/audit-logs/streaming",
+        ),
+        ("GET", "/v1/organizations/o/projects/p/audit-logs/streaming"),
+        ("GET", "/elsewhere"),
+    ] {
+        let mut request = api_request(
+            method,
+            path,
+            &[],
+            &[],
+            None,
+            Some(&[("organization_id", "o")]),
+        );
+        request.route_key = Some("$default".into());
+        let response = w.api.respond(&request).await;
+        assert_eq!(response.status_code, 404, "{method} {path}");
+        let Some(Body::Text(text)) = &response.body else {
+            panic!("no body")
+        };
+        let body: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{body}");
+    }
+}
+
 #[test]
 fn the_template_gives_the_api_exactly_the_settings_it_reads() {
     let mut expected: Vec<String> = audit_log_api::ENVIRONMENT
@@ -2098,7 +2146,10 @@ fn template_routes(console: bool) -> Vec<serde_yaml::Value> {
         .values()
         .filter(|e| e["Type"].as_str() == Some("HttpApi"))
         .filter(|e| {
-            let path = e["Properties"]["Path"].as_str().unwrap();
+            // The catch-all route has no path.
+            let Some(path) = e["Properties"]["Path"].as_str() else {
+                return false;
+            };
             audit_log_api::console::is_console(path) == console
         })
         .cloned()
@@ -2415,6 +2466,23 @@ async fn puts_and_deletes_without_if_match_never_answer_412() {
     let (put, delete) = tokio::join!(w.put(cloudwatch()), w.call("DELETE", "/streaming", None));
     assert_eq!(put.status, 200);
     assert_eq!(delete.status, 204);
+}
+
+#[tokio::test]
+async fn export_and_replay_ids_that_break_the_id_rules_are_400_and_unknown_ones_404() {
+    let w = World::new().await;
+    for job in ["/exports/", "/streaming/replays/"] {
+        for id in ["a\u{1}b".to_owned(), "x".repeat(256)] {
+            let encoded =
+                percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC);
+            let reply = w.call("GET", &format!("{job}{encoded}"), None).await;
+            assert_eq!(reply.status, 400, "{job} {}", id.len());
+            assert_eq!(reply.body["error"]["code"], "invalid_path");
+        }
+        let reply = w.call("GET", &format!("{job}no-such-job"), None).await;
+        assert_eq!(reply.status, 404, "{job}");
+        assert_eq!(reply.body["error"]["code"], "not_found");
+    }
 }
 
 #[tokio::test]

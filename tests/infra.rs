@@ -206,6 +206,52 @@ fn the_service_roles_are_scoped_to_their_resources() {
     assert!(resource("CaptureFunction")["Role"].is_tagged());
 }
 
+/// The functions that keep lanes write the configuration table in batches: the stream function
+/// owes, settles and lists events, the api forgets a deleted destination's owed events. The
+/// emulator checks no permission, so the template is read for it.
+#[test]
+fn the_functions_that_keep_lanes_may_write_the_configuration_table_in_batches() {
+    for name in ["StreamFunctionRole", "ApiFunctionRole"] {
+        let policy = yaml_to_json(
+            &template()["Resources"][name]["Properties"]["Policies"][0]["PolicyDocument"],
+        );
+        assert!(
+            statements(&policy).iter().any(|(actions, resources)| {
+                actions.iter().any(|a| a == "dynamodb:BatchWriteItem")
+                    && resources.iter().any(|r| r.starts_with("ConfigTable"))
+            }),
+            "{name} may not write the configuration table in batches"
+        );
+    }
+}
+
+/// Every retry window the template takes starts the functions with the least retention it
+/// takes: a window past the retention would deploy, then refuse every invocation.
+#[test]
+fn every_retry_window_the_template_takes_fits_the_least_retention_it_takes() {
+    use audit_log::lane::Policy;
+    let parameters = &template()["Parameters"];
+    let least_retention = parameters["RetentionDays"]["MinValue"].as_u64().unwrap();
+    let retention = audit_log::Retention::days(u32::try_from(least_retention).unwrap()).unwrap();
+    let window = &parameters["DeliveryRetryWindowHours"];
+    let (least, most) = (
+        window["MinValue"].as_u64().unwrap(),
+        window["MaxValue"]
+            .as_u64()
+            .expect("the window has a largest value"),
+    );
+    let backoff = parameters["DeliveryRetryMaxBackoffSeconds"]["Default"]
+        .as_u64()
+        .unwrap();
+    for hours in [least, most] {
+        assert!(
+            Policy::from_settings(retention, hours, backoff).is_ok(),
+            "{hours}"
+        );
+    }
+    assert!(Policy::from_settings(retention, most + 1, backoff).is_err());
+}
+
 trait Tagged {
     fn is_tagged(&self) -> bool;
 }

@@ -1560,6 +1560,30 @@ async fn one_organizations_hot_partition_costs_another_on_the_same_shard_nothing
 }
 
 #[tokio::test]
+async fn a_lane_that_owes_a_large_batch_writes_it_several_requests_at_a_time() {
+    // GIVEN A's destination down, B's up, and a batch of 300 of A's events and one of B's
+    let dd = Datadog::new().await;
+    let (b_org, b_project) = dd.b_beside_a_down().await;
+    let (proxy, stream) = behind_proxy(&dd, Default::default()).await;
+    let mut values: Vec<Value> = (0..300)
+        .map(|i| recent(&dd.org, &dd.project, 400 - i, "OK"))
+        .collect();
+    values.push(recent(&b_org, &b_project, 1, "OK"));
+    let records = dd.world.capture(&values).await;
+    // WHEN the batch is delivered
+    assert!(handed_on(&stream, &records).await);
+    // THEN A owes all 300, written 25 to a request, several requests at once (one after
+    // another, B's event would wait for twelve round trips), and B has its event
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 300);
+    assert!(proxy.count("BatchWriteItem") >= 12);
+    assert!(
+        proxy.most_at_once("BatchWriteItem") > 1,
+        "the owed events' writes went one at a time"
+    );
+    assert_eq!(ids_sent_with(&dd, B_KEY).await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_rotated_key_is_used_by_the_next_delivery_after_the_save() {
     let dd = Datadog::new().await;
     let stream = dd.stream(Duration::from_secs(5));

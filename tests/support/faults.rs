@@ -95,6 +95,8 @@ struct ProxyState {
 pub struct AwsProxy {
     pub url: String,
     counts: Arc<Mutex<HashMap<String, usize>>>,
+    /// By operation: requests being answered now, and the most there were at once.
+    in_flight: Arc<Mutex<HashMap<String, (usize, usize)>>>,
     state: Arc<Mutex<ProxyState>>,
     pub injected: Injected,
 }
@@ -146,6 +148,7 @@ impl AwsProxy {
         let proxy = Self {
             url: format!("http://{}", listener.local_addr().expect("address")),
             counts: Arc::default(),
+            in_flight: Arc::default(),
             state: Arc::new(Mutex::new(ProxyState {
                 faults,
                 enabled: false,
@@ -200,6 +203,15 @@ impl AwsProxy {
             .get(operation)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The most requests of `operation` the proxy was answering at once.
+    pub fn most_at_once(&self, operation: &str) -> usize {
+        self.in_flight
+            .lock()
+            .expect("in flight")
+            .get(operation)
+            .map_or(0, |(_, most)| *most)
     }
 
     pub fn total(&self) -> usize {
@@ -316,6 +328,7 @@ impl AwsProxy {
             .expect("counts")
             .entry(operation.clone())
             .or_default() += 1;
+        let _answering = Answering::start(&self.in_flight, &operation);
         let (body, merge) = match self.plan(&operation, &body) {
             Plan::Answer(response) => return response,
             Plan::Forward => (body, None),
@@ -352,6 +365,38 @@ impl AwsProxy {
             _ => bytes,
         };
         out.body(Full::new(bytes)).expect("response")
+    }
+}
+
+/// One request being answered, counted in [`AwsProxy::most_at_once`] until it is dropped.
+struct Answering<'a> {
+    in_flight: &'a Mutex<HashMap<String, (usize, usize)>>,
+    operation: String,
+}
+
+impl<'a> Answering<'a> {
+    fn start(in_flight: &'a Mutex<HashMap<String, (usize, usize)>>, operation: &str) -> Self {
+        let mut all = in_flight.lock().expect("in flight");
+        let (now, most) = all.entry(operation.to_owned()).or_default();
+        *now += 1;
+        *most = (*most).max(*now);
+        Self {
+            in_flight,
+            operation: operation.to_owned(),
+        }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self
+            .in_flight
+            .lock()
+            .expect("in flight")
+            .get_mut(&self.operation)
+        {
+            *now -= 1;
+        }
     }
 }
 

@@ -74,7 +74,7 @@ pub const ENVIRONMENT: [&str; 16] = [
 pub const DEFAULT_ORGANIZATION_CLAIM: &str = "organization_id";
 /// A PUT without `If-Match` that loses a race with another save tries again, up to this many
 /// times in all, rather than answer 412 to a caller who set no condition: every round has a
-/// winner, so this many writers at once all get through.
+/// winner, so this many writers at once all get through (past that, a 429 asks it to retry).
 const SAVE_ATTEMPTS: usize = 10;
 /// Connection tests listed by `GET /streaming/tests`.
 pub const KEPT_TESTS: usize = 10;

@@ -50,8 +50,15 @@ pub fn path(request: &ApiGatewayV2httpRequest) -> &str {
         .unwrap_or_default()
 }
 
+/// API Gateway's catch-all route: it hands over what matched none of the template's routes.
+pub const UNROUTED: &str = "$default";
+
 /// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
 pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
+    let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
+    if request.route_key.as_deref() == Some(UNROUTED) {
+        return Err(not_found());
+    }
     let method = &request.request_context.http.method;
     let path = path(request);
     // API Gateway's HTTP APIs hand over the path already decoded, and the route's parameters
@@ -78,7 +85,6 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
                 })
         })
         .collect::<Result<_, _>>()?;
-    let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
     let (org, project, rest) = match segments.as_slice() {
         [
             v1,

@@ -110,6 +110,7 @@ impl World {
         let mut v: Value = serde_json::from_str(fixture).unwrap();
         let path = format!("/v1/organizations/{ORG}/projects/{project}/audit-logs{suffix}");
         v["rawPath"] = path.clone().into();
+        v["routeKey"] = format!("{method} {path}").into();
         v["requestContext"]["http"]["method"] = method.into();
         v["requestContext"]["http"]["path"] = path.into();
         v["rawQueryString"] = "".into();
@@ -282,6 +283,30 @@ async fn a_save_that_loses_its_race_after_staging_its_key_leaves_no_staged_key()
     let lost = save_new_key_having_read_version_1(&w).await;
     // THEN it is 412 with the version that won, and its staged key was discarded
     assert_lost_to_version_2(&w, &lost).await;
+}
+
+#[tokio::test]
+async fn a_save_without_a_condition_that_keeps_losing_races_is_asked_to_retry_not_412() {
+    // GIVEN a destination at version 1, and more saves landing in between than a PUT retries
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .configs
+        .race_next_saves(&LaneKey::new(ORG, PROJECT), 100);
+    // WHEN a caller saves without `If-Match`
+    let reply = w
+        .put(datadog(Some("fedcba9876543210fedcba9876543210")))
+        .await;
+    // THEN it is told to retry (a 412 answers only a condition), and its key was not kept
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "busy");
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(
+        w.api.secrets.pending(ORG, PROJECT),
+        None,
+        "a staged key left"
+    );
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
 }
 
 #[tokio::test]
@@ -606,6 +631,7 @@ async fn the_console_is_served_to_a_caller_without_claims_and_the_api_is_not() {
     let request = |path: &str| {
         let mut v: Value = serde_json::from_str(fixture).unwrap();
         v["rawPath"] = path.into();
+        v["routeKey"] = format!("GET {path}").into();
         v["requestContext"]["http"]["method"] = "GET".into();
         v["requestContext"]["http"]["path"] = path.into();
         v["requestContext"]

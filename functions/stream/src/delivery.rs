@@ -9,7 +9,7 @@ use audit_log::AuditEvent;
 use audit_log::clock::Clock;
 use audit_log::destination::Destinations;
 use audit_log::lane::timers::SqsTimers;
-use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Timers};
+use audit_log::lane::{EventSource, LaneCall, LaneKey, LaneStore, Lanes, Policy, Target, Timers};
 use audit_log::message::Unreadable;
 use audit_log::store::{EventTable, StoredKey, project_of};
 use audit_log::streaming::{ConfigError, ConfigTable, Configurations};
@@ -347,16 +347,17 @@ where
     /// A lane's scheduled call: a probe, a page of catching up, or housekeeping.
     pub async fn run_lane_call(&self, call: &LaneCall, deadline: Instant) -> Result<(), String> {
         let key = &call.lane;
+        let read_ms = self.clock.now_ms();
         let config = self
             .configs
             .configuration(&key.organization_id, &key.project_id)
             .await
             .map_err(|e| e.to_string())?;
         let sink = config.as_ref().map(|config| self.destinations.sink(config));
-        let target = config
-            .as_ref()
-            .zip(sink.as_deref())
-            .map(|(c, s)| (&c.lane, s));
+        let target = match (&config, sink.as_deref()) {
+            (Some(config), Some(sink)) => Target::Saved(&config.lane, sink),
+            _ => Target::Removed { read_ms },
+        };
         let outcome = self
             .lanes()
             .call(call, target, &self.events, deadline)

@@ -7,10 +7,10 @@ use std::borrow::Cow;
 
 /// Digits a plain integer may have and still be read by serde_json as a 64-bit one.
 const EXACT_DIGITS: usize = 18;
-/// Nesting this deep is left to the parsed path, which refuses what serde_json's recursion
-/// limit (128) does, as every later reader of the event would; reading the required fields
-/// skips other fields without that limit.
-const MAX_DEPTH: usize = 64;
+/// The deepest nesting serde_json reads (its recursion limit, 128, refuses the 128th level):
+/// anything deeper is left to the parsed path, which refuses it, as every later reader of the
+/// event would; reading the required fields skips other fields without that limit.
+const MAX_DEPTH: usize = 127;
 
 /// `json`, a valid JSON document, without whitespace between its tokens: borrowed when it has
 /// none (most producers send compact JSON). `None` for a document the event's later readers
@@ -143,16 +143,16 @@ mod tests {
             r#"{"a":1e400}"#.to_owned(),
             r#"{"a":-1e309}"#.to_owned(),
             format!(r#"{{"a":1{}}}"#, "0".repeat(400)),
-            format!(r#"{{"a":{}1{}}}"#, "[".repeat(128), "]".repeat(128)),
+            format!(r#"{{"a":{}1{}}}"#, "[".repeat(127), "]".repeat(127)),
             r#"{"a":"\ud800"}"#.to_owned(),
             r#"{"a":"x\udc00y"}"#.to_owned(),
         ] {
             assert!(minified(&unread).is_none(), "{unread}");
             assert!(serde_json::from_str::<Value>(&unread).is_err(), "{unread}");
         }
-        // Deep, but within what serde_json reads: the parsed path takes it.
-        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(65), "]".repeat(65));
-        assert!(minified(&deep).is_none());
+        // As deep as serde_json reads: kept.
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(126), "]".repeat(126));
+        assert_eq!(minified(&deep).as_deref(), Some(deep.as_str()));
         assert!(serde_json::from_str::<Value>(&deep).is_ok());
     }
 

@@ -112,11 +112,17 @@ impl AuditEvent {
         Ok(Self::new(json, checked))
     }
 
-    /// The parsed path: every body the text path declines, and the error naming what is wrong.
+    /// The parsed path: every body the text path declines (a required field given twice, say),
+    /// and the error naming what is wrong. A valid body is still kept as its text, whitespace
+    /// left out: written again from a `Value`, a 23-digit integer would become a double.
     fn parse(body: &str) -> Result<Self, EventError> {
         let value: Value =
             serde_json::from_str(body).map_err(|e| EventError::NotJson(syntax_error(&e)))?;
-        Self::from_value(value)
+        let event = Self::from_value(value)?;
+        Ok(match compact::minified(body) {
+            Some(json) => Self::new(json.into_owned(), event.metadata),
+            None => event,
+        })
     }
 
     fn new(json: String, metadata: required::Metadata) -> Self {

@@ -6,14 +6,20 @@ use crate::clock::Clock;
 use tokio::time::Instant;
 
 impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
-    /// A lane whose destination was removed owes nothing any more. Whether it is all gone
-    /// by `deadline`.
-    pub async fn forget(&self, key: &LaneKey, deadline: Instant) -> Result<bool, LaneError> {
+    /// A lane whose destination was removed owes nothing any more: what was owed before
+    /// `removed_ms` (epoch ms) is forgotten. A destination saved in place of the removed one
+    /// was saved after `removed_ms`, and is owed only events that a delivery which read it
+    /// failed to send, later still: those are kept, however long forgetting takes. Whether
+    /// all is forgotten by `deadline`.
+    pub async fn forget(
+        &self,
+        key: &LaneKey,
+        removed_ms: i64,
+        deadline: Instant,
+    ) -> Result<bool, LaneError> {
+        let span = OwedSpan::ALL.before(removed_ms);
         while Instant::now() < deadline {
-            let page = self
-                .store
-                .owed(key, OwedSpan::ALL, self.policy.page)
-                .await?;
+            let page = self.store.owed(key, span, self.policy.page).await?;
             if page.is_empty() {
                 return Ok(true);
             }

@@ -4,7 +4,7 @@
 
 use super::{
     EventSource, Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing,
-    Policy, Timers,
+    Policy, Target, Timers,
 };
 use crate::AuditEvent;
 use crate::clock::Clock;
@@ -430,23 +430,34 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Ok(sent)
     }
 
-    /// A scheduled attempt. `target` is the lane as read just now with its destination
-    /// (`None`: its configuration is gone); `deadline` the invocation's.
+    /// The call of a lane whose destination was removed: what it was owed is forgotten.
+    async fn removed(
+        &self,
+        call: &LaneCall,
+        read_ms: i64,
+        deadline: Instant,
+    ) -> Result<Outcome, LaneError> {
+        if !self.forget(&call.lane, read_ms, deadline).await? {
+            // More than one invocation's worth: a fresh call goes on.
+            self.schedule(&LaneCall::new(&call.lane, self.clock.now_ms()))
+                .await?;
+        }
+        Ok(skipped("its destination was removed"))
+    }
+
+    /// A scheduled attempt. `target` is the lane's destination as read just now; `deadline`
+    /// the invocation's.
     pub async fn call(
         &self,
         call: &LaneCall,
-        target: Option<(&Lane, &dyn Sink)>,
+        target: Target<'_>,
         source: &impl EventSource,
         deadline: Instant,
     ) -> Result<Outcome, LaneError> {
         let key = &call.lane;
-        let Some((lane, sink)) = target else {
-            if !self.forget(key, deadline).await? {
-                // More than one invocation's worth: a fresh call goes on.
-                self.schedule(&LaneCall::new(key, self.clock.now_ms()))
-                    .await?;
-            }
-            return Ok(skipped("its destination was removed"));
+        let (lane, sink) = match target {
+            Target::Saved(lane, sink) => (lane, sink),
+            Target::Removed { read_ms } => return self.removed(call, read_ms, deadline).await,
         };
         if lane.attempt.as_deref() != Some(call.attempt.as_str())
             || lane.state == LaneState::Delivering

@@ -154,6 +154,15 @@ pub struct Owed {
     pub bytes: u64,
 }
 
+/// A lane's destination as its call found it.
+pub enum Target<'a> {
+    /// Saved: the lane as read with it, and where its events go.
+    Saved(&'a Lane, &'a dyn crate::destination::Sink),
+    /// None is saved. `read_ms` (epoch ms) was taken before the configuration was read: a
+    /// destination saved since was saved after it.
+    Removed { read_ms: i64 },
+}
+
 /// Which of a lane's owed events a reader wants: those owed at `from_ms` or later (the lane's
 /// [`Lane::owed_from`]) and, when given, before `before_ms`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -318,12 +327,24 @@ impl Policy {
                     .ok_or(SettingsError::NotAPositiveNumber(name)),
             }
         };
-        let hours = read(RETRY_WINDOW_ENV, DEFAULT_RETRY_WINDOW_HOURS)?;
+        Self::from_settings(
+            retention,
+            read(RETRY_WINDOW_ENV, DEFAULT_RETRY_WINDOW_HOURS)?,
+            read(MAX_BACKOFF_ENV, DEFAULT_MAX_BACKOFF_SECONDS)?,
+        )
+    }
+
+    /// The window (`hours`) and the longest wait (`backoff`, seconds) as the operator set
+    /// them, checked against each other's limits.
+    pub fn from_settings(
+        retention: crate::Retention,
+        hours: u64,
+        backoff: u64,
+    ) -> Result<Self, SettingsError> {
         let most = u64::from(retention.as_days()) * 24;
         if hours > most {
             return Err(SettingsError::RetryWindowOutlastsRetention { hours, most });
         }
-        let backoff = read(MAX_BACKOFF_ENV, DEFAULT_MAX_BACKOFF_SECONDS)?;
         if backoff > MOST_MAX_BACKOFF_SECONDS {
             return Err(SettingsError::BackoffOverADay(backoff));
         }

@@ -117,12 +117,15 @@ impl World {
     }
 
     async fn call(&self, call: &LaneCall) -> engine::Outcome {
+        let read_ms = self.clock.now_ms();
         let lane = self.lanes.read(&call.lane).await.unwrap();
         self.engine()
             .call(
                 call,
-                lane.as_ref()
-                    .map(|l| (l, &self.sink as &dyn crate::destination::Sink)),
+                match &lane {
+                    Some(lane) => Target::Saved(lane, &self.sink),
+                    None => Target::Removed { read_ms },
+                },
                 &self.events,
                 Instant::now() + Duration::from_secs(60),
             )
@@ -406,11 +409,14 @@ async fn a_removed_destination_owes_nothing() {
         3,
         "owed events outlive the destination"
     );
+    w.clock.advance(Duration::from_secs(1));
     let out = w
         .engine()
         .call(
             &call,
-            None,
+            Target::Removed {
+                read_ms: w.clock.now_ms(),
+            },
             &w.events,
             Instant::now() + Duration::from_secs(5),
         )
@@ -421,6 +427,45 @@ async fn a_removed_destination_owes_nothing() {
         w.lanes.get(&w.key).owed.is_empty(),
         "its lane's call forgot them"
     );
+}
+
+#[tokio::test]
+async fn forgetting_a_removed_destination_keeps_what_one_saved_since_is_owed() {
+    // GIVEN a destination owed 3 events, removed, and its lane's call finding no
+    // configuration
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(3).await;
+    let (call, _) = w.pending_call();
+    w.lanes.unconfigure(&w.key).unwrap();
+    w.clock.advance(Duration::from_secs(1));
+    let read_ms = w.clock.now_ms();
+    // WHEN, before that call forgets, a new destination is saved and is owed 2 events of its own
+    w.clock.advance(Duration::from_secs(5));
+    w.lanes.configure(&w.key);
+    let saved = Lane::saved_in_place_of_none(w.clock.now_ms());
+    w.lanes.with(&w.key, |m| m.lane = saved.clone());
+    assert_eq!(w.live(2).await.owed, 2);
+    let out = w
+        .engine()
+        .call(
+            &call,
+            Target::Removed { read_ms },
+            &w.events,
+            Instant::now() + Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    // THEN the removed destination's 3 are forgotten and the new one's 2 are still owed
+    assert_eq!(out.skipped, Some("its destination was removed"));
+    let owed: Vec<String> = w
+        .lanes
+        .get(&w.key)
+        .owed
+        .values()
+        .map(|o| o.event.message_id.clone())
+        .collect();
+    assert_eq!(owed, ["m00004", "m00005"]);
 }
 
 #[test]
@@ -488,7 +533,12 @@ async fn a_call_without_its_budget_left_hands_on_without_blaming_the_destination
     let lane = w.lanes.read(&w.key).await.unwrap().unwrap();
     let out = w
         .engine()
-        .call(&call, Some((&lane, &w.sink)), &w.events, Instant::now())
+        .call(
+            &call,
+            Target::Saved(&lane, &w.sink),
+            &w.events,
+            Instant::now(),
+        )
         .await
         .unwrap();
     assert_eq!(out.delivered, 0);

@@ -15,6 +15,9 @@ use time::OffsetDateTime;
 /// before the write is reported failed: an organization's throttled partition fails its own
 /// lane's write in seconds, well inside the stream invocation the other lanes share.
 const UNPROCESSED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// `BatchWriteItem` calls of one write in flight at once: 200 items, well under what one
+/// partition takes in a second.
+const BATCHES_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureRecord {
@@ -162,48 +165,62 @@ impl FailureLog for ConfigTable {
 }
 
 impl ConfigTable {
-    /// Writes everything in batches, retrying what DynamoDB leaves unprocessed (few and rare
-    /// here: a few quick rounds, [`UNPROCESSED_PATIENCE`] in all). The SDK's own retries
-    /// handle errors.
+    /// Writes everything in batches, [`BATCHES_AT_ONCE`] at a time, retrying what DynamoDB
+    /// leaves unprocessed (few and rare here: a few quick rounds, [`UNPROCESSED_PATIENCE`] for
+    /// all of them). The SDK's own retries handle errors. A lane that owes a stream batch's
+    /// 1,000 events writes 40 batches: one after another they would hold the batch's other
+    /// projects for most of a second.
     pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
+        use futures::{StreamExt, TryStreamExt};
         let requests = last_per_item(requests);
+        let deadline = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[_]>::to_vec).collect();
+        futures::stream::iter(batches)
+            .map(|batch| self.write_batch(batch, deadline))
+            .buffer_unordered(BATCHES_AT_ONCE)
+            .try_collect()
+            .await
+    }
+
+    /// One `BatchWriteItem` of at most 25 requests, and its unprocessed items until `deadline`.
+    async fn write_batch(
+        &self,
+        batch: Vec<WriteRequest>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ConfigError> {
         let backoff = Backoff {
             base: std::time::Duration::from_millis(25),
             max: std::time::Duration::from_millis(800),
         };
-        let deadline = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
-        for chunk in requests.chunks(25) {
-            let left_to_write = std::sync::Mutex::new(chunk.to_vec());
-            let unwritten = &left_to_write;
-            let written = retry(&backoff, deadline, move || async move {
-                let pending = unwritten.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let out = match self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.name, pending)
-                    .send()
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e) => return Attempt::Done(Err(store_error(e))),
-                };
-                let left = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.name))
-                    .unwrap_or_default();
-                if left.is_empty() {
-                    return Attempt::Done(Ok(()));
-                }
-                *unwritten.lock().unwrap_or_else(|e| e.into_inner()) = left;
-                Attempt::Again("DynamoDB left writes unprocessed")
-            })
-            .await;
-            match written {
-                Ok(done) => done?,
-                Err(gave_up) => return Err(ConfigError::Store(gave_up.describe("DynamoDB"))),
+        let left_to_write = std::sync::Mutex::new(batch);
+        let unwritten = &left_to_write;
+        let written = retry(&backoff, deadline, move || async move {
+            let pending = unwritten.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let out = match self
+                .client
+                .batch_write_item()
+                .request_items(&self.name, pending)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => return Attempt::Done(Err(store_error(e))),
+            };
+            let left = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.name))
+                .unwrap_or_default();
+            if left.is_empty() {
+                return Attempt::Done(Ok(()));
             }
+            *unwritten.lock().unwrap_or_else(|e| e.into_inner()) = left;
+            Attempt::Again("DynamoDB left writes unprocessed")
+        })
+        .await;
+        match written {
+            Ok(done) => done,
+            Err(gave_up) => Err(ConfigError::Store(gave_up.describe("DynamoDB"))),
         }
-        Ok(())
     }
 }
 
@@ -243,7 +260,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn writes_left_unprocessed_get_one_patience_for_the_whole_call() {
+    async fn batches_are_written_several_at_once_under_one_patience_for_the_whole_call() {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
         use tokio::time::{Duration, Instant};
@@ -272,15 +289,30 @@ mod tests {
             mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
             "config",
         );
-        let requests = (0..100)
-            .map(|i| put_of(&format!("owed#p#{i:03}"), "r"))
-            .collect();
-        let start = Instant::now();
-        let written = table.write_all(requests).await;
-        // Four batches of four seconds each: the call fails once its one patience is spent
-        // (a patience per batch would hold the stream invocation for sixteen seconds).
+        let write = |owed: usize| {
+            let requests = (0..owed)
+                .map(|i| put_of(&format!("owed#p#{owed}#{i:04}"), "r"))
+                .collect();
+            let table = &table;
+            async move {
+                let start = Instant::now();
+                let written = table.write_all(requests).await;
+                (written, start.elapsed())
+            }
+        };
+        // Four batches, all at once: written in the four seconds each takes (one after another
+        // they would have spent the patience on the second).
+        let (written, took) = write(100).await;
+        assert!(written.is_ok(), "{written:?}");
+        assert!(
+            took >= Duration::from_secs(4) && took < UNPROCESSED_PATIENCE,
+            "{took:?}"
+        );
+        // Twelve batches: the last four start after the first eight, and the call fails once
+        // its one patience is spent (a patience per batch would hold the stream invocation for
+        // longer).
+        let (written, took) = write(300).await;
         assert!(matches!(written, Err(ConfigError::Store(_))), "{written:?}");
-        let took = start.elapsed();
         assert!(took <= UNPROCESSED_PATIENCE, "{took:?}");
         assert!(took >= Duration::from_secs(4), "{took:?}");
     }

@@ -30,8 +30,8 @@ pub(crate) struct Table {
     replays: HashMap<(LaneKey, String), Replay>,
     /// The running replay's id and its heartbeat (epoch seconds).
     locks: HashMap<LaneKey, (String, i64)>,
-    /// Projects whose next save another save beats to the table.
-    raced: std::collections::HashSet<LaneKey>,
+    /// Projects whose next saves other saves beat to the table, and how many of them.
+    raced: HashMap<LaneKey, usize>,
     exports: HashMap<(LaneKey, String), Export>,
     /// Running exports' ids and heartbeats, by organization.
     export_slots: HashMap<String, Vec<(String, i64)>>,
@@ -41,7 +41,12 @@ impl MemoryLanes {
     /// The next save of the project loses a race: another save lands between its read and its
     /// write.
     pub fn race_next_save(&self, key: &LaneKey) {
-        lock(&self.table).raced.insert(key.clone());
+        self.race_next_saves(key, 1);
+    }
+
+    /// The project's next `saves` saves each lose a race.
+    pub fn race_next_saves(&self, key: &LaneKey, saves: usize) {
+        lock(&self.table).raced.insert(key.clone(), saves);
     }
 
     fn check(&self, key: &LaneKey) -> Result<(), ConfigError> {
@@ -120,7 +125,17 @@ impl Configurations for MemoryLanes {
     ) -> Result<StreamingConfig, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
         self.check(&key)?;
-        if lock(&self.table).raced.remove(&key) {
+        let raced = {
+            let mut table = lock(&self.table);
+            match table.raced.get_mut(&key) {
+                Some(left) if *left > 0 => {
+                    *left -= 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if raced {
             self.saved(&key);
         }
         let mut lanes = lock(&self.lanes);

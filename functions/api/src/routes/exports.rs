@@ -112,7 +112,7 @@ impl<P: Ports> Api<P> {
         project: &str,
         id: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        super::job_id(id, "export")?;
+        super::job_id(id, "export_id")?;
         let mut export = self
             .configs
             .export(org, project, id)

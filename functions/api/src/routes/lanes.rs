@@ -100,11 +100,12 @@ impl<P: Ports> Api<P> {
     /// A removed destination is owed nothing: a destination saved later must not inherit
     /// events owed to this one. The lane's own call finishes what this leaves (a few seconds'
     /// worth here, inside the request).
-    pub(crate) async fn forget_owed(&self, org: &str, project: &str) {
+    /// `removed_ms`: taken before the destination was deleted (see `Lanes::forget`).
+    pub(crate) async fn forget_owed(&self, org: &str, project: &str, removed_ms: i64) {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
         if let Err(e) = self
             .lanes()
-            .forget(&LaneKey::new(org, project), deadline)
+            .forget(&LaneKey::new(org, project), removed_ms, deadline)
             .await
         {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "owed events of a removed destination left for its lane's call");

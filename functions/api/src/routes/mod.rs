@@ -20,11 +20,14 @@ fn unknown_job(what: &str) -> crate::error::ApiError {
     crate::error::ApiError::not_found(format!("no {what} of this project has that id"))
 }
 
-/// Job ids are 32 hex digits; anything else names no job (and is no key).
-fn job_id(id: &str, what: &str) -> Result<(), crate::error::ApiError> {
+/// A job id breaking the path's id rules is a 400, as every path id is; job ids are 32 hex
+/// digits, so any other id names no job (and is no key).
+fn job_id(id: &str, field: &'static str) -> Result<(), crate::error::ApiError> {
+    audit_log::id::check(field, id)
+        .map_err(|e| crate::error::ApiError::bad_request("invalid_path", e.to_string()))?;
     if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
-        Err(unknown_job(what))
+        Err(unknown_job(field.trim_end_matches("_id")))
     }
 }

@@ -111,7 +111,7 @@ impl<P: Ports> Api<P> {
         project: &str,
         id: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        super::job_id(id, "replay")?;
+        super::job_id(id, "replay_id")?;
         let mut replay = self
             .configs
             .replay(org, project, id)

@@ -87,8 +87,16 @@ impl<P: Ports> Api<P> {
             attempt += 1;
             match self.put_once(caller, org, project, input, if_match).await? {
                 Ok(response) => return Ok(response),
-                Err(current) if if_match.is_some() || attempt == SAVE_ATTEMPTS => {
+                Err(current) if if_match.is_some() => {
                     return Err(ApiError::version_mismatch(current));
+                }
+                // Only 412 answers a condition: a caller who set none is told to come back.
+                Err(_) if attempt == SAVE_ATTEMPTS => {
+                    return Err(ApiError::too_many(
+                        "busy",
+                        "the streaming configuration is being saved by other requests right now; retry in a moment",
+                        1,
+                    ));
                 }
                 Err(_) => {}
             }
@@ -273,6 +281,8 @@ impl<P: Ports> Api<P> {
                 current.map(|c| c.version)
             }
         };
+        // Before the delete: what was owed before then was the removed destination's.
+        let removed_ms = self.clock.now_ms();
         let deleted = if if_match.is_some() && condition.is_none() {
             // If-Match: 0 and nothing saved: nothing to delete.
             None
@@ -287,7 +297,7 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(credentials_error)?;
         if let Some(deleted) = &deleted {
-            self.forget_owed(org, project).await;
+            self.forget_owed(org, project, removed_ms).await;
             self.audit(
                 caller,
                 org,

@@ -21,9 +21,11 @@ use time::format_description::well_known::Rfc3339;
 pub const MAX_ENTRIES: usize = 1_000;
 pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
 pub const MAX_ENTRY_BYTES: usize = 1_000_000;
-/// Datadog drops logs dated more than 18 hours back; those are dated at delivery instead
-/// (their own time stays in `event_timestamp`). A margin keeps clock skew on our side.
+/// Datadog takes logs dated up to 18 hours back and 2 hours ahead (its log date remapper's
+/// documentation); others are dated at delivery instead (their own time stays in
+/// `event_timestamp`). Margins keep clock skew on our side.
 pub const MAX_AGE: Duration = Duration::from_secs(17 * 3600);
+pub const MAX_AHEAD: Duration = Duration::from_secs(2 * 3600 - 300);
 
 pub const SOURCE: &str = "hcp-packer";
 pub const SERVICE: &str = "hcp-packer-audit-log";
@@ -179,10 +181,11 @@ fn tags(event: &AuditEvent) -> String {
 
 /// Encodes one event as a Datadog log entry.
 pub fn encode(event: &AuditEvent, now: OffsetDateTime) -> Vec<u8> {
-    let dated = if now - event.timestamp() > MAX_AGE {
+    let t = event.timestamp();
+    let dated = if now - t > MAX_AGE || t - now > MAX_AHEAD {
         now
     } else {
-        event.timestamp()
+        t
     };
     let entry = Entry {
         event,
@@ -362,6 +365,20 @@ mod tests {
         let e = entry(&event, now);
         assert_eq!(e["timestamp"], now.format(&Rfc3339).unwrap());
         assert_eq!(e["event_timestamp"], event.fields()["timestamp"]);
+    }
+
+    #[test]
+    fn events_dated_further_ahead_than_datadog_accepts_are_dated_at_delivery_too() {
+        let event = seed(0);
+        let now = event.timestamp() - Duration::from_secs(3 * 3600);
+        let e = entry(&event, now);
+        assert_eq!(e["timestamp"], now.format(&Rfc3339).unwrap());
+        assert_eq!(e["event_timestamp"], event.fields()["timestamp"]);
+        // An hour ahead is within Datadog's window: sent as it is.
+        let now = event.timestamp() - Duration::from_secs(3600);
+        let e = entry(&event, now);
+        assert_eq!(e["timestamp"], event.fields()["timestamp"]);
+        assert!(!e.contains_key("event_timestamp"));
     }
 
     #[test]
