@@ -530,6 +530,139 @@ where
 }
 
 #[tokio::test]
+async fn a_replay_that_cannot_read_an_event_of_its_range_ends_failed_saying_so() {
+    // Twelve events stored; one of them, text that is JSON but no event, since.
+    let r = Replaying::start(202, ReplayPages::default(), &[]).await;
+    let items = r
+        .stack
+        .dynamodb
+        .query()
+        .table_name(&r.stack.events_table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(audit_log::store::partition_key(
+                &r.project.organization_id,
+                &r.project.project_id,
+            )),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap();
+    assert_eq!(items.len(), 12);
+    let mut damaged = items[5].clone();
+    damaged.insert(
+        "event".into(),
+        aws_sdk_dynamodb::types::AttributeValue::S(r#"{"not":"an event"}"#.into()),
+    );
+    r.stack
+        .dynamodb
+        .put_item()
+        .table_name(&r.stack.events_table)
+        .set_item(Some(damaged))
+        .send()
+        .await
+        .unwrap();
+    r.run(async |_| true).await;
+    // The other eleven delivered; the replay is not "completed" with one silently left out.
+    let replay = r.replay().await;
+    assert_eq!(replay["state"], "failed", "{replay}");
+    assert_eq!(
+        (replay["delivered"].as_u64(), replay["failed"].as_u64()),
+        (Some(11), Some(1))
+    );
+    assert!(
+        replay["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be read back"),
+        "{replay}"
+    );
+    assert_eq!(received(&r.datadog).await.len(), 11);
+}
+
+/// A replay that stalled past its lock's staleness while a newer one took the project's lock:
+/// its next save fails it, and the newer one goes on alone.
+async fn a_superseded_replay_stops(replays: &impl audit_log::streaming::Replays, p: &Project) {
+    use audit_log::streaming::{ConfigError, REPLAY_STALE_AFTER_SECONDS, Replay, ReplayState};
+    let t0 = now();
+    let replay = |id: &str| Replay {
+        replay_id: id.into(),
+        organization_id: p.organization_id.clone(),
+        project_id: p.project_id.clone(),
+        state: ReplayState::Running,
+        since: "2026-11-01T00:00:00Z".into(),
+        until: "2026-11-02T00:00:00Z".into(),
+        only_failed: false,
+        cursor: None,
+        delivered: 0,
+        failed: 0,
+        created_at: t0.format(&Rfc3339).unwrap(),
+        updated_at: t0.format(&Rfc3339).unwrap(),
+        finished_at: None,
+        last_error: None,
+    };
+    let (a, b) = (replay(&"a".repeat(32)), replay(&"b".repeat(32)));
+    assert!(replays.start_replay(&a, t0).await.unwrap());
+    assert!(
+        !replays
+            .start_replay(&b, t0 + Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let later = t0 + Duration::from_secs(REPLAY_STALE_AFTER_SECONDS as u64 + 60);
+    assert!(
+        replays.start_replay(&b, later).await.unwrap(),
+        "A was stale"
+    );
+    let saved = replays
+        .save_replay(&a, later + Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(saved, Err(ConfigError::ReplaySuperseded)),
+        "{saved:?}"
+    );
+    let stored = |id: String| async move {
+        replays
+            .replay(&p.organization_id, &p.project_id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let a_now = stored(a.replay_id.clone()).await;
+    assert_eq!(a_now.state, ReplayState::Failed);
+    assert!(a_now.last_error.unwrap().contains("another replay"));
+    // B keeps the lock it took.
+    replays
+        .save_replay(&b, later + Duration::from_secs(2))
+        .await
+        .unwrap();
+    let at = later + Duration::from_secs(3);
+    assert!(
+        replays
+            .replay_running(&p.organization_id, &p.project_id, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        stored(b.replay_id.clone()).await.state,
+        ReplayState::Running
+    );
+}
+
+#[tokio::test]
+async fn a_replay_that_lost_its_lock_to_a_newer_one_stops_failed() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let table = audit_log::streaming::ConfigTable::new(stack.dynamodb.clone(), &stack.config_table);
+    a_superseded_replay_stops(&table, &project()).await;
+    // The double the unit tests use behaves alike.
+    a_superseded_replay_stops(&audit_log::lane::memory::MemoryLanes::default(), &project()).await;
+}
+
+#[tokio::test]
 async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
     // Pages of 5 events, one page per invocation.
     let pages = ReplayPages {

@@ -215,11 +215,18 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   assert.equal(await label(p, "Destination name").inputValue(), "first");
   await p.getByRole("radio", { name: "Datadog" }).check();
   await label(p, "Destination name").fill("second");
-  // Switching provider needs a key: the form says so rather than saving half a destination.
+  // Switching provider needs a key: the form says so, at the field, rather than saving half a
+  // destination.
   await button(p, "Save").click();
-  await shows(p, "Not saved:");
+  await shows(p, "Enter the API Key");
+  assert.ok(await label(p, "API Key").evaluate((input) => input === document.activeElement), "the key's field has the focus");
   await label(p, "API Key").fill("fedcba9876543210fedcba9876543210");
-  await save(p);
+  // Pressed twice, saved once.
+  const puts = [];
+  p.on("request", (r) => r.method() === "PUT" && r.url().endsWith("/streaming") && puts.push(r.url()));
+  await button(p, "Save").dblclick();
+  await shows(p, "Streaming configuration saved.");
+  assert.equal(puts.length, 1, "one save sent");
   const panel = await streamingPanel(p);
   assert.match(panel, /Datadog[\s\S]*second/);
   assert.ok(!panel.includes("Amazon CloudWatch"), panel);
@@ -402,6 +409,17 @@ test("Export downloads the events the filters select", async () => {
   const lines = gunzipSync(Buffer.from(await (await fetch(url)).arrayBuffer())).toString().trim().split("\n");
   assert.deepEqual(lines.map((l) => JSON.parse(l).description), ["exported one"]);
   noProblems(p);
+  await p.context().close();
+});
+
+test("a console whose settings cannot be read says so", async () => {
+  const p = await page(chrome);
+  await p.route("**/console/config.json", (route) => route.fulfill({ status: 500, body: "" }));
+  await open(p, unique("unreadable"));
+  const alert = p.getByRole("alert");
+  await alert.waitFor({ state: "visible", timeout: 10_000 });
+  assert.match(await alert.innerText(), /settings could not be read/);
+  assert.equal(await p.getByText("Loading the console").count(), 0);
   await p.context().close();
 });
 

@@ -5,7 +5,8 @@ import { signIn, signedOut } from "./sign-in.js";
 import { place } from "./router.js";
 import { failure } from "./dom.js";
 
-export const config = await getJson("config.json");
+// Settings that cannot be read are said so by console.js, not left on "Loading the console…".
+export const config = await getJson("config.json").catch((error) => ({ unreadable: error }));
 export const auth = { token: null, since: 0, endSession: null };
 
 export async function getJson(url) {

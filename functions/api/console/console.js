@@ -10,9 +10,13 @@
 import { h, failure } from "./dom.js";
 import { ensureSignedIn } from "./sign-in.js";
 import { render } from "./router.js";
+import { config } from "./api.js";
 
 window.addEventListener("popstate", render);
 try {
+  if (config.unreadable) {
+    throw new Error(`The console's settings could not be read (${config.unreadable.message}); reload the page.`);
+  }
   if (await ensureSignedIn()) render();
 } catch (error) {
   const region = h("div");

@@ -132,6 +132,8 @@ export function streamingForm(p, view) {
     const s = settings();
     if (!s.name) return [name, "Enter a Destination name."];
     if (s.cloudwatch && !s.cloudwatch.role_arn) return [roleArn, "Enter the Role ARN of the role you created."];
+    // Only a saved Datadog destination has a key to keep.
+    if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the API Key from your Datadog organization."];
     return null;
   };
   const testButton = button("Test connection", async () => {
@@ -150,6 +152,7 @@ export function streamingForm(p, view) {
       testButton.disabled = false;
     }
   });
+  const saveButton = h("button", { type: "submit", class: "primary" }, "Save");
   const form = h(
     "form",
     {
@@ -157,9 +160,12 @@ export function streamingForm(p, view) {
       "aria-labelledby": "streaming-form-heading",
       onsubmit: async (e) => {
         e.preventDefault();
+        // One save at a time: a second press while the first is on its way would save twice.
+        if (saveButton.disabled) return;
         const problem = missing();
         if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
         const headers = saved ? { "if-match": String(view.version) } : {};
+        saveButton.disabled = true;
         try {
           await call("PUT", `${projectPath(p)}/streaming`, settings(), headers);
           apiKey.value = "";
@@ -170,6 +176,8 @@ export function streamingForm(p, view) {
             ? "Someone saved another configuration meanwhile: reload the page to see it, then edit again."
             : error.message;
           say(message, `Not saved: ${text}`, "alert");
+        } finally {
+          saveButton.disabled = false;
         }
       },
     },
@@ -179,7 +187,7 @@ export function streamingForm(p, view) {
     cloudwatch,
     datadog,
     message,
-    h("div", { class: "actions" }, testButton, h("button", { type: "submit", class: "primary" }, "Save"), link("Cancel", { ...p, view: "logs" })),
+    h("div", { class: "actions" }, testButton, saveButton, link("Cancel", { ...p, view: "logs" })),
   );
   switchProvider();
   return form;

@@ -134,11 +134,20 @@ impl Stream {
                         .await;
                 }
                 // Nothing is sent while paused; the save keeps the replay's lock fresh.
-                self.save_progress(&replay).await?;
+                if !self.save_progress(&replay).await? {
+                    return Ok(());
+                }
                 return self.queue_part(&part, self.replay_pages.paused_wait).await;
             }
             pages += 1;
-            let (events, keys, next) = self.replay_page(&replay, since, until).await?;
+            let (events, keys, next, unread) = self.replay_page(&replay, since, until).await?;
+            if unread > 0 {
+                // Not delivered, so not done: the replay ends failed, and the failures stay listed.
+                replay.failed += unread;
+                replay.last_error = Some(format!(
+                    "{unread} stored events of the range could not be read back"
+                ));
+            }
             let mut trouble = None;
             if !events.is_empty() {
                 let page_deadline = deadline.min(Instant::now() + self.replay_pages.page_time);
@@ -185,7 +194,9 @@ impl Stream {
             }
             let Some(trouble) = trouble else {
                 part.troubled = 0;
-                self.save_progress(&replay).await?;
+                if !self.save_progress(&replay).await? {
+                    return Ok(());
+                }
                 continue;
             };
             part.troubled += 1;
@@ -195,7 +206,9 @@ impl Stream {
                     .finish(&mut replay, ReplayState::Failed, Some(stopped))
                     .await;
             }
-            self.save_progress(&replay).await?;
+            if !self.save_progress(&replay).await? {
+                return Ok(());
+            }
             let wait = wait_after(part.troubled, self.replay_pages.first_backoff);
             return self.queue_part(&part, wait).await;
         }
@@ -208,21 +221,35 @@ impl Stream {
             .map_err(|e| format!("could not queue the replay's next part: {e}"))
     }
 
-    async fn save_progress(&self, replay: &Replay) -> Result<(), String> {
-        self.delivery
+    /// Saves the replay's progress; `Ok(false)`: a newer replay of the project took its lock
+    /// (the save failed this one), so it stops here.
+    async fn save_progress(&self, replay: &Replay) -> Result<bool, String> {
+        match self
+            .delivery
             .configs
             .save_replay(replay, self.delivery.clock.now())
             .await
-            .map_err(|e| e.to_string())
+        {
+            Ok(()) => Ok(true),
+            Err(ConfigError::ReplaySuperseded) => {
+                tracing::warn!(
+                    replay_id = replay.replay_id,
+                    "replay superseded by a newer one; stopped"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
-    /// The next page of the replay: events, where they are stored, and where to go on from.
+    /// The next page of the replay: events, where they are stored, where to go on from, and
+    /// how many it should have held but could not read (gone, or not an event any more).
     async fn replay_page(
         &self,
         replay: &Replay,
         since: OffsetDateTime,
         until: OffsetDateTime,
-    ) -> Result<(Vec<AuditEvent>, Vec<StoredKey>, Option<String>), String> {
+    ) -> Result<(Vec<AuditEvent>, Vec<StoredKey>, Option<String>, u64), String> {
         let (org, project) = (&replay.organization_id, &replay.project_id);
         if replay.only_failed {
             let (failures, next) = self
@@ -259,7 +286,8 @@ impl Stream {
                     keys.push(key);
                 }
             }
-            return Ok((events, keys, next));
+            let unread = (wanted.len() - events.len()) as u64;
+            return Ok((events, keys, next, unread));
         }
         let page = self
             .delivery
@@ -281,13 +309,15 @@ impl Stream {
             .map_err(|e| e.to_string())?;
         let mut events = Vec::with_capacity(page.events.len());
         let mut keys = Vec::with_capacity(page.events.len());
+        let read = page.events.len();
         for (raw, key) in page.events.iter().zip(page.keys) {
             if let Ok(event) = AuditEvent::from_json(raw.get()) {
                 events.push(event.with_id(key.message_id.clone()));
                 keys.push(key);
             }
         }
-        Ok((events, keys, page.next_after))
+        let unread = (read - events.len()) as u64;
+        Ok((events, keys, page.next_after, unread))
     }
 
     async fn finish(

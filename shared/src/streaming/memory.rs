@@ -374,7 +374,10 @@ impl Replays for MemoryLanes {
             .locks
             .get(&key)
             .is_some_and(|(id, _)| *id == replay.replay_id);
-        if ours {
+        let superseded = !ours && replay.state == ReplayState::Running;
+        if superseded {
+            replay.superseded(now);
+        } else if ours {
             if replay.state == ReplayState::Running {
                 table.locks.insert(
                     key.clone(),
@@ -387,6 +390,9 @@ impl Replays for MemoryLanes {
         table
             .replays
             .insert((key, replay.replay_id.clone()), replay);
+        if superseded {
+            return Err(ConfigError::ReplaySuperseded);
+        }
         Ok(())
     }
 }

@@ -112,7 +112,14 @@ pub enum ConfigError {
     Corrupt(&'static str),
     #[error("DynamoDB failed: {0}")]
     Store(String),
+    /// A replay that stalled lost its project's lock to a newer one: it was saved as failed.
+    #[error("{REPLAY_SUPERSEDED}")]
+    ReplaySuperseded,
 }
+
+/// Why a replay that lost its project's lock to a newer one stopped.
+pub const REPLAY_SUPERSEDED: &str =
+    "another replay of the project started while this one was not making progress";
 
 /// Sort keys of project configurations begin with this.
 const PROJECT_SORT_PREFIX: &str = "project#";

@@ -87,6 +87,13 @@ const CURSOR: &str = "cursor";
 const KEPT_SECONDS: i64 = 30 * 86_400;
 
 impl Replay {
+    /// The replay, failed: another one of its project took its lock at `now`.
+    pub fn superseded(&mut self, now: OffsetDateTime) {
+        self.state = ReplayState::Failed;
+        self.finished_at = Some(crate::clock::seconds_text(now));
+        self.last_error = Some(super::REPLAY_SUPERSEDED.into());
+    }
+
     /// Whether the replay, still `running`, stalled by `now`: its last save (its heartbeat)
     /// is older than the lock's staleness, so another replay of the project may have taken
     /// its lock. The API shows it failed, and its part, should it come, stops there.
@@ -232,13 +239,14 @@ impl Replays for ConfigTable {
     async fn save_replay(&self, replay: &Replay, now: OffsetDateTime) -> Result<(), ConfigError> {
         let mut replay = replay.clone();
         replay.updated_at = crate::clock::seconds_text(now);
-        self.client
-            .put_item()
-            .table_name(&self.name)
-            .set_item(Some(replay.to_item(now)?))
-            .send()
-            .await
-            .map_err(store_error)?;
+        let put = |replay: &Replay| -> Result<_, ConfigError> {
+            Ok(self
+                .client
+                .put_item()
+                .table_name(&self.name)
+                .set_item(Some(replay.to_item(now)?))
+                .send())
+        };
         if replay.state == ReplayState::Running {
             let beat = self
                 .client
@@ -254,12 +262,19 @@ impl Replays for ConfigTable {
                 )
                 .send()
                 .await;
-            match beat {
-                Err(e) if !is_condition_failure(&e) => return Err(store_error(e)),
-                // A lock another replay took over after this one went stale is theirs.
-                _ => return Ok(()),
-            }
+            return match beat {
+                Ok(_) => put(&replay)?.await.map(drop).map_err(store_error),
+                Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
+                // A lock another replay took over after this one went stale is theirs: this
+                // one stops, failed, rather than run beside it.
+                Err(_) => {
+                    replay.superseded(now);
+                    put(&replay)?.await.map_err(store_error)?;
+                    Err(ConfigError::ReplaySuperseded)
+                }
+            };
         }
+        put(&replay)?.await.map_err(store_error)?;
         let released = self
             .client
             .delete_item()
