@@ -160,11 +160,11 @@ export function streamingForm(p, view) {
       "aria-labelledby": "streaming-form-heading",
       onsubmit: async (e) => {
         e.preventDefault();
-        // One save at a time: a second press while the first is on its way would save twice.
-        if (saveButton.disabled) return;
         const problem = missing();
         if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
         const headers = saved ? { "if-match": String(view.version) } : {};
+        // One save at a time: a second press while the first is on its way would save twice
+        // (a disabled submit button also stops Enter's implicit submission).
         saveButton.disabled = true;
         try {
           await call("PUT", `${projectPath(p)}/streaming`, settings(), headers);

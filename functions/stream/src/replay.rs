@@ -140,7 +140,12 @@ impl Stream {
                 return self.queue_part(&part, self.replay_pages.paused_wait).await;
             }
             pages += 1;
-            let (events, keys, next, unread) = self.replay_page(&replay, since, until).await?;
+            let ReplayPage {
+                events,
+                keys,
+                next,
+                unread,
+            } = self.replay_page(&replay, since, until).await?;
             if unread > 0 {
                 // Not delivered, so not done: the replay ends failed, and the failures stay listed.
                 replay.failed += unread;
@@ -242,14 +247,13 @@ impl Stream {
         }
     }
 
-    /// The next page of the replay: events, where they are stored, where to go on from, and
-    /// how many it should have held but could not read (gone, or not an event any more).
+    /// The next page of the replay.
     async fn replay_page(
         &self,
         replay: &Replay,
         since: OffsetDateTime,
         until: OffsetDateTime,
-    ) -> Result<(Vec<AuditEvent>, Vec<StoredKey>, Option<String>, u64), String> {
+    ) -> Result<ReplayPage, String> {
         let (org, project) = (&replay.organization_id, &replay.project_id);
         if replay.only_failed {
             let (failures, next) = self
@@ -278,16 +282,7 @@ impl Stream {
                 .events_at(org, project, &wanted)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut events = Vec::with_capacity(found.len());
-            let mut keys = Vec::with_capacity(found.len());
-            for (key, json) in found {
-                if let Ok(event) = AuditEvent::from_json(&json) {
-                    events.push(event.with_id(key.message_id.clone()));
-                    keys.push(key);
-                }
-            }
-            let unread = (wanted.len() - events.len()) as u64;
-            return Ok((events, keys, next, unread));
+            return Ok(ReplayPage::read(found, wanted.len(), next));
         }
         let page = self
             .delivery
@@ -307,17 +302,12 @@ impl Stream {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let mut events = Vec::with_capacity(page.events.len());
-        let mut keys = Vec::with_capacity(page.events.len());
-        let read = page.events.len();
-        for (raw, key) in page.events.iter().zip(page.keys) {
-            if let Ok(event) = AuditEvent::from_json(raw.get()) {
-                events.push(event.with_id(key.message_id.clone()));
-                keys.push(key);
-            }
-        }
-        let unread = (read - events.len()) as u64;
-        Ok((events, keys, page.next_after, unread))
+        let expected = page.events.len();
+        let stored = page
+            .keys
+            .into_iter()
+            .zip(page.events.iter().map(|raw| raw.get()));
+        Ok(ReplayPage::read(stored, expected, page.next_after))
     }
 
     async fn finish(
@@ -342,6 +332,39 @@ impl Stream {
             .save_replay(replay, self.delivery.clock.now())
             .await
             .map_err(|e| e.to_string())
+    }
+}
+
+/// A page of a replay: the events read, where each is stored, where to go on from, and how
+/// many it should have held but could not read (gone, or not an event any more).
+struct ReplayPage {
+    events: Vec<AuditEvent>,
+    keys: Vec<StoredKey>,
+    next: Option<String>,
+    unread: u64,
+}
+
+impl ReplayPage {
+    /// The stored events (each key with its JSON) that read as events, of `expected`.
+    fn read(
+        stored: impl IntoIterator<Item = (StoredKey, impl AsRef<str>)>,
+        expected: usize,
+        next: Option<String>,
+    ) -> Self {
+        let (mut events, mut keys) = (Vec::with_capacity(expected), Vec::with_capacity(expected));
+        for (key, json) in stored {
+            if let Ok(event) = AuditEvent::from_json(json.as_ref()) {
+                events.push(event.with_id(key.message_id.clone()));
+                keys.push(key);
+            }
+        }
+        let unread = (expected - events.len()) as u64;
+        Self {
+            events,
+            keys,
+            next,
+            unread,
+        }
     }
 }
 

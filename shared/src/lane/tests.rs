@@ -116,6 +116,19 @@ impl World {
         self.call(&call).await
     }
 
+    /// `call`, its configuration found removed by a read that began at `read_ms`.
+    async fn call_removed(&self, call: &LaneCall, read_ms: i64) -> engine::Outcome {
+        self.engine()
+            .call(
+                call,
+                Target::Removed { read_ms },
+                &self.events,
+                Instant::now() + Duration::from_secs(5),
+            )
+            .await
+            .unwrap()
+    }
+
     async fn call(&self, call: &LaneCall) -> engine::Outcome {
         let read_ms = self.clock.now_ms();
         let lane = self.lanes.read(&call.lane).await.unwrap();
@@ -410,18 +423,7 @@ async fn a_removed_destination_owes_nothing() {
         "owed events outlive the destination"
     );
     w.clock.advance(Duration::from_secs(1));
-    let out = w
-        .engine()
-        .call(
-            &call,
-            Target::Removed {
-                read_ms: w.clock.now_ms(),
-            },
-            &w.events,
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let out = w.call_removed(&call, w.clock.now_ms()).await;
     assert_eq!(out.skipped, Some("its destination was removed"));
     assert!(
         w.lanes.get(&w.key).owed.is_empty(),
@@ -446,16 +448,7 @@ async fn forgetting_a_removed_destination_keeps_what_one_saved_since_is_owed() {
     let saved = Lane::saved_in_place_of_none(w.clock.now_ms());
     w.lanes.with(&w.key, |m| m.lane = saved.clone());
     assert_eq!(w.live(2).await.owed, 2);
-    let out = w
-        .engine()
-        .call(
-            &call,
-            Target::Removed { read_ms },
-            &w.events,
-            Instant::now() + Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let out = w.call_removed(&call, read_ms).await;
     // THEN the removed destination's 3 are forgotten and the new one's 2 are still owed
     assert_eq!(out.skipped, Some("its destination was removed"));
     let owed: Vec<String> = w
