@@ -4,7 +4,7 @@ use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::{EventTable, StoredKey, attr, event_json};
 use audit_log::streaming::ConfigTable;
 use audit_log::{AuditEvent, Retention};
-use audit_log_capture::{Capture, CaptureError, ENVIRONMENT};
+use audit_log_capture::{Capture, CaptureError, ENVIRONMENT, RetryQueue};
 use audit_log_tests::{
     RequestCounter, create_table, emulator, environment_of, failed_ids, resource, scan_all,
     sqs_batch, unique, with_captured_logs,
@@ -397,4 +397,175 @@ fn each_rejected_message_is_logged_once_with_its_id_and_reason_but_never_its_pay
     let all = serde_json::to_string(&logs).unwrap();
     assert!(!all.contains(sentinel), "a payload reached the logs");
     assert!(!all.contains("Created bucket") && !all.contains("Revoked version"));
+}
+
+/// One receive of the queue's messages as Lambda hands them over, attributes included.
+async fn receive(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive")
+        .messages
+        .unwrap_or_default()
+}
+
+/// The messages as capture's Lambda event from the queue `arn` gives them.
+fn as_lambda_gives(
+    messages: &[aws_sdk_sqs::types::Message],
+    arn: &str,
+) -> Vec<audit_log_capture::Message> {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                .collect();
+            let message_attributes: serde_json::Map<String, Value> = m
+                .message_attributes()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    let value = json!({"stringValue": v.string_value(), "stringListValues": [],
+                                       "binaryListValues": [], "dataType": v.data_type()});
+                    (k, value)
+                })
+                .collect();
+            json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(),
+                   "body": m.body(), "attributes": attributes,
+                   "messageAttributes": message_attributes, "eventSource": "aws:sqs",
+                   "eventSourceARN": arn})
+        })
+        .collect();
+    let batch = json!({ "Records": records }).to_string();
+    serde_json::from_str::<audit_log_capture::Messages>(&batch)
+        .unwrap()
+        .records
+}
+
+/// A new queue: its URL and ARN.
+async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let url = sqs
+        .create_queue()
+        .queue_name(unique(name))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap()
+        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .unwrap();
+    (url, arn)
+}
+
+#[tokio::test]
+async fn an_event_the_tables_refuse_past_its_third_receive_goes_round_and_is_stored_once() {
+    // GIVEN an event on the events queue, and the tables unreachable
+    let config = emulator().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let (events_queue, events_arn) = queue(&sqs, "events").await;
+    let (retry_queue, retry_arn) = queue(&sqs, "events-retry").await;
+    let body = event("org-outage", 7);
+    let sent = sqs
+        .send_message()
+        .queue_url(&events_queue)
+        .message_body(&body)
+        .send()
+        .await
+        .expect("send");
+    let first_id = sent.message_id.unwrap();
+    let unreachable = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    let retry = RetryQueue::new(sqs.clone(), &retry_queue).with_delay(0);
+    let down = Capture::new(
+        EventTable::new(unreachable.clone(), "events"),
+        ConfigTable::new(unreachable, "config"),
+        Retention::default(),
+    )
+    .with_backoff(audit_log::retry::Backoff::NONE)
+    .with_requeue(retry.clone());
+    // WHEN SQS hands it over three times while they stay down
+    let mut first_sent = None;
+    for receives in 1..=3 {
+        let messages = receive(&sqs, &events_queue).await;
+        assert_eq!(messages.len(), 1, "receive {receives}");
+        let records = as_lambda_gives(&messages, &events_arn);
+        assert_eq!(records[0].receives(), receives);
+        first_sent = records[0].first_sent_ms(false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let handle = messages[0].receipt_handle().unwrap();
+        match down.capture(records, deadline).await {
+            // THEN the first two times it is handed back, as SQS's redelivery retries it
+            Err(CaptureError::EveryRecordFailed(1)) if receives < 3 => {
+                sqs.change_message_visibility()
+                    .queue_url(&events_queue)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            // AND the third time it is sent on and answered as done, which Lambda deletes
+            Ok(response) if receives == 3 => {
+                assert!(response.batch_item_failures.is_empty());
+                sqs.delete_message()
+                    .queue_url(&events_queue)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            other => panic!("receive {receives}: {other:?}"),
+        }
+    }
+    assert!(receive(&sqs, &events_queue).await.is_empty());
+    // THEN a message on the retry queue carries it, with the first message's id and when it
+    // was sent
+    let messages = receive(&sqs, &retry_queue).await;
+    assert_eq!(messages.len(), 1);
+    assert_ne!(messages[0].message_id(), Some(first_id.as_str()));
+    assert_eq!(messages[0].body(), Some(body.as_str()));
+    let records = as_lambda_gives(&messages, &retry_arn);
+    assert_eq!(records[0].receives(), 1);
+    assert_eq!(records[0].capture_id(true), Some(first_id.as_str()));
+    assert_eq!(records[0].first_sent_ms(true), first_sent);
+    // AND once the tables are back it is stored under the first message's id
+    let f = Fixture::new().await;
+    let capture = Capture::new(
+        EventTable::new(f.client.clone(), &f.table),
+        ConfigTable::new(
+            f.client.clone(),
+            create_table(&f.client, "ConfigTable").await,
+        ),
+        Retention::default(),
+    )
+    .with_requeue(retry);
+    let response = capture
+        .capture(records, Instant::now() + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let items = f.items().await;
+    assert_eq!(items.keys().collect::<Vec<_>>(), [&first_id]);
+    let stored: Value = serde_json::from_str(&event_json(&items[&first_id]).unwrap()).unwrap();
+    assert_eq!(stored, serde_json::from_str::<Value>(&body).unwrap());
 }

@@ -435,8 +435,8 @@ fn lane_calls_run_at_most_the_operators_number_at_once_and_waiting_raises_an_ala
 #[test]
 fn capture_runs_at_most_the_operators_number_at_once_and_a_backlog_raises_an_alarm() {
     let sources = resource("CaptureFunction")["Events"].as_mapping().unwrap();
-    assert_eq!(sources.len(), 1);
-    let events = sources.values().next().unwrap();
+    assert_eq!(sources.len(), 2, "the events queue and the retry queue");
+    let events = &resource("CaptureFunction")["Events"]["AuditEvents"];
     assert!(is_get_att(
         &events["Properties"]["Queue"],
         "EventsQueue.Arn"
@@ -538,4 +538,74 @@ fn is_ref(v: &Yaml, name: &str) -> bool {
 /// `!GetAtt <name>` in the template.
 fn is_get_att(v: &Yaml, name: &str) -> bool {
     matches!(v, Yaml::Tagged(t) if t.tag == "GetAtt" && t.value.as_str().is_some_and(|a| a == name || a.starts_with(&format!("{name}."))))
+}
+
+/// Valid events the tables keep refusing go round through the retry queue before SQS would
+/// dead-letter them: capture alone may send there, does so before the last receive, reads it
+/// at the least concurrency, and events sent there raise an alarm.
+#[test]
+fn capture_sends_unstored_events_to_a_retry_queue_only_it_may_send_to() {
+    use audit_log_capture::requeue::FROM_RECEIVE;
+    for queue in ["EventsQueue", "EventsRetryQueue"] {
+        let redrive = &resource(queue)["RedrivePolicy"];
+        let dead_letter_after = redrive["maxReceiveCount"].as_u64().unwrap();
+        assert!(u64::from(FROM_RECEIVE) < dead_letter_after, "{queue}");
+        assert!(is_get_att(
+            &redrive["deadLetterTargetArn"],
+            "EventsDeadLetterQueue.Arn"
+        ));
+    }
+    let capture = resource("CaptureFunction");
+    assert!(is_ref(
+        &capture["Environment"]["Variables"]["EVENTS_RETRY_QUEUE_URL"],
+        "EventsRetryQueue"
+    ));
+    let retried = &capture["Events"]["RetriedEvents"]["Properties"];
+    assert!(is_get_att(&retried["Queue"], "EventsRetryQueue.Arn"));
+    assert_eq!(
+        retried["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+    assert_eq!(
+        retried["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+        Some(2)
+    );
+
+    // Capture may send to the retry queue and to no other.
+    let role = resource("CaptureFunctionRole");
+    let sends: Vec<&Yaml> = role["Policies"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["PolicyDocument"]["Statement"].as_sequence().unwrap())
+        .filter(|s| s["Action"].as_str() == Some("sqs:SendMessage"))
+        .map(|s| &s["Resource"])
+        .collect();
+    assert_eq!(sends.len(), 1);
+    assert!(is_get_att(sends[0], "EventsRetryQueue.Arn"));
+    // No one else may: the messages there name the key their event is stored under.
+    let policy = resource("EventsRetryQueuePolicy");
+    assert!(is_ref(&policy["Queues"][0], "EventsRetryQueue"));
+    let deny = &policy["PolicyDocument"]["Statement"][0];
+    assert_eq!(deny["Effect"].as_str(), Some("Deny"));
+    assert_eq!(deny["Principal"].as_str(), Some("*"));
+    assert_eq!(deny["Action"].as_str(), Some("sqs:SendMessage"));
+    assert!(is_get_att(
+        &deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"],
+        "CaptureFunctionRole.Arn"
+    ));
+
+    let alarm = resource("EventsWaitingOnStorageAlarm");
+    assert_eq!(alarm["MetricName"].as_str(), Some("NumberOfMessagesSent"));
+    assert_eq!(alarm["Statistic"].as_str(), Some("Sum"));
+    assert_eq!(alarm["Threshold"].as_u64(), Some(0));
+    assert!(is_get_att(
+        &alarm["Dimensions"][0]["Value"],
+        "EventsRetryQueue"
+    ));
+    assert!(
+        alarm["AlarmActions"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
+    );
 }

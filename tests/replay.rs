@@ -232,6 +232,17 @@ async fn a_refused_key_enabled_again_gets_what_it_missed_without_a_save() {
 
 #[tokio::test]
 async fn events_owed_past_the_retry_window_are_listed_and_a_replay_delivers_them() {
+    listed_then_replayed(true).await;
+}
+
+#[tokio::test]
+async fn a_replay_of_every_stored_event_forgets_the_failures_it_delivers() {
+    listed_then_replayed(false).await;
+}
+
+/// Events owed past the retry window, listed as failures, then replayed: only the failures
+/// (`only_failed`) or every event stored in the range.
+async fn listed_then_replayed(only_failed: bool) {
     // The key is refused: the events are owed.
     let Setup {
         stack,
@@ -288,9 +299,15 @@ async fn events_owed_past_the_retry_window_are_listed_and_a_replay_delivers_them
         200
     );
     assert!(settle_lanes(&stack, &stream, None, Duration::from_secs(10)).await);
-    let window = json!({"since": (start - Duration::from_secs(60)).format(&Rfc3339).unwrap(),
+    // The replay leaves out the six oldest (events 0 to 5, 0 to 50 s after `start`), and goes
+    // two events a page.
+    let stream = stream.with_replay_pages(ReplayPages {
+        size: 2,
+        ..ReplayPages::default()
+    });
+    let window = json!({"since": (start + Duration::from_secs(55)).format(&Rfc3339).unwrap(),
                         "until": (now() + Duration::from_secs(60)).format(&Rfc3339).unwrap(),
-                        "only_failed": true});
+                        "only_failed": only_failed});
     let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
     assert_eq!(status, 202, "{started}");
     let (status, second) = call_api(&api, &p, "POST", "/streaming/replay", Some(&window)).await;
@@ -300,15 +317,19 @@ async fn events_owed_past_the_retry_window_are_listed_and_a_replay_delivers_them
     let id = started["replay_id"].as_str().unwrap();
     let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;
     assert_eq!(replay["state"], "completed", "{replay}");
-    assert_eq!(replay["delivered"], 13);
+    // The failures of the range, or every event stored in it: the same six, and the audit
+    // event of the destination's first save.
+    assert_eq!(replay["delivered"], 7, "{replay}");
     assert_eq!(replay["failed"], 0);
-    assert_eq!(received(&datadog).await, (0..12).collect());
-    let (_, failures) = call_api(&api, &p, "GET", "/streaming/failures", None).await;
-    assert_eq!(
-        failures["failures"],
-        json!([]),
-        "delivered failures are forgotten"
-    );
+    assert_eq!(received(&datadog).await, (6..12).collect());
+    // What it delivered is no longer listed; what it left out still is.
+    let left: BTreeSet<i64> = listed_failures(&api, &p, 5)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f["event"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(left, (0..6).collect(), "delivered failures are forgotten");
 }
 
 #[tokio::test]

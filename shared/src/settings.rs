@@ -85,6 +85,7 @@ pub mod env {
     pub const EVENTS_TABLE: &str = "EVENTS_TABLE_NAME";
     pub const CONFIG_TABLE: &str = "CONFIG_TABLE_NAME";
     pub const EVENTS_QUEUE: &str = "EVENTS_QUEUE_URL";
+    pub const EVENTS_RETRY_QUEUE: &str = "EVENTS_RETRY_QUEUE_URL";
     pub const REPLAY_QUEUE: &str = "REPLAY_QUEUE_URL";
     pub const LANE_QUEUE: &str = "LANE_QUEUE_URL";
     pub const DEFERRED_QUEUE: &str = "DEFERRED_QUEUE_URL";

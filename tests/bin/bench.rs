@@ -195,6 +195,7 @@ async fn main() {
             ("EVENTS_TABLE_NAME", &stack.events_table),
             ("CONFIG_TABLE_NAME", &stack.config_table),
             ("RETENTION_DAYS", "400"),
+            ("EVENTS_RETRY_QUEUE_URL", stack.queue("EventsRetryQueue")),
         ]),
     )
     .await;

@@ -8,9 +8,9 @@ use crate::{create_table, failed_ids, resource, stream_records_since, template, 
 use audit_log::Retention;
 use audit_log::store::EventTable;
 use audit_log_api::Api;
-use audit_log_capture::Capture;
+use audit_log_capture::{Capture, RetryQueue};
 use audit_log_stream::{Stream, StreamRecord, StreamRecords};
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
@@ -27,8 +27,11 @@ pub struct Stack {
     pub sqs: aws_sdk_sqs::Client,
     /// What the functions reach AWS through: the emulator, or a proxy that injects faults.
     pub functions_aws: aws_config::SdkConfig,
-    /// Queue URLs by logical id (`EventsQueue`, `EventsDeadLetterQueue`, `StreamFailureQueue`).
+    /// Queue URLs by logical id (`EventsQueue`, `EventsRetryQueue`, `EventsDeadLetterQueue`,
+    /// `StreamFailureQueue`...).
     pub queues: HashMap<String, String>,
+    /// Each queue's ARN, by logical id.
+    pub queue_arns: HashMap<String, String>,
     pub events_table: String,
     pub config_table: String,
     pub export_bucket: String,
@@ -164,6 +167,7 @@ impl Stack {
             dynamodb,
             sqs,
             queues,
+            queue_arns: arns,
             secret_prefix: format!("{}/streaming/", unique("local")),
             operator,
         }
@@ -178,14 +182,19 @@ impl Stack {
         &self.queues[logical_id]
     }
 
-    /// The capture function, built as its `main.rs` builds it.
+    /// The capture function, built as its `main.rs` builds it, but that events it sends to
+    /// the retry queue come back at once rather than after SQS's 15 minutes, and go round for
+    /// [`LOCAL_REQUEUE_WINDOW`] rather than 4 days.
     pub fn capture(&self) -> Capture {
         let dynamodb = aws_sdk_dynamodb::Client::new(&self.functions_aws);
+        let sqs = aws_sdk_sqs::Client::new(&self.functions_aws);
         Capture::new(
             EventTable::new(dynamodb.clone(), &self.events_table),
             audit_log::streaming::ConfigTable::new(dynamodb, &self.config_table),
             self.operator.retention,
         )
+        .with_requeue(RetryQueue::new(sqs, self.queue("EventsRetryQueue")).with_delay(0))
+        .with_requeue_window(LOCAL_REQUEUE_WINDOW)
     }
 
     /// The stream function, from the settings its `main.rs` reads.
@@ -315,6 +324,11 @@ fn function_timeout(function: &str) -> Duration {
     Duration::from_secs(number(&resource(function)["Timeout"]).expect("timeout"))
 }
 
+/// How long locally an event the tables keep refusing goes round the retry queue before it is
+/// handed back for the dead-letter queue: well past any fault a local run injects, short enough
+/// that a table that never comes back ends a run (the retry queue, undelayed, would spin).
+pub const LOCAL_REQUEUE_WINDOW: Duration = Duration::from_secs(600);
+
 /// What the SQS event source mapping did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CaptureRun {
@@ -325,9 +339,22 @@ pub struct CaptureRun {
     pub killed: usize,
 }
 
-/// The SQS event source mapping: batches of the template's size to capture; what capture
-/// reports failed is made visible again (SQS's redrive policy dead-letters it after
-/// `maxReceiveCount` receives); the rest is deleted. Runs until the queue is empty.
+impl CaptureRun {
+    /// This run, and then `more`.
+    pub fn and(&self, more: &CaptureRun) -> CaptureRun {
+        CaptureRun {
+            invocations: self.invocations + more.invocations,
+            deleted: self.deleted + more.deleted,
+            returned: self.returned + more.returned,
+            killed: self.killed + more.killed,
+        }
+    }
+}
+
+/// The SQS event source mappings: batches of the template's size to capture, from the events
+/// queue and from the retry queue; what capture reports failed is made visible again (SQS's
+/// redrive policy dead-letters it after `maxReceiveCount` receives); the rest is deleted. Runs
+/// until both queues are empty.
 pub async fn drain_events_queue(
     stack: &Stack,
     capture: &Capture,
@@ -342,42 +369,52 @@ pub async fn drain_events_queue_with(
     stack: &Stack,
     capture: &Capture,
     kills: Option<&Kills>,
-    progress: impl FnMut(&CaptureRun),
+    mut progress: impl FnMut(&CaptureRun),
 ) -> CaptureRun {
-    let mapping = &resource("CaptureFunction")["Events"]["AuditEvents"]["Properties"];
-    let batch_size = number(&mapping["BatchSize"]).unwrap_or(10) as usize;
     let timeout = function_timeout("CaptureFunction");
-    drain_queue(
-        stack,
-        "EventsQueue",
-        batch_size,
-        |event| async move {
-            let ids: Vec<String> = event
-                .records
-                .iter()
-                .filter_map(|r| r.message_id.clone())
-                .collect();
-            let invocation = capture.handle(lambda_runtime::LambdaEvent::new(
-                event.into(),
-                crate::invocation_context(timeout),
-            ));
-            let answer = match kills {
-                Some(kills) => kills.run("capture", invocation).await?,
-                None => invocation.await,
-            };
-            Some(match answer {
-                Ok(response) => response
-                    .batch_item_failures
-                    .into_iter()
-                    .map(|f| f.item_identifier)
-                    .collect(),
-                // The whole batch failed: every message goes back.
-                Err(_) => ids,
+    let invoke = |event: SqsEvent| async move {
+        let ids: Vec<String> = event
+            .records
+            .iter()
+            .filter_map(|r| r.message_id.clone())
+            .collect();
+        let invocation = capture.handle(lambda_runtime::LambdaEvent::new(
+            event.into(),
+            crate::invocation_context(timeout),
+        ));
+        let answer = match kills {
+            Some(kills) => kills.run("capture", invocation).await?,
+            None => invocation.await,
+        };
+        Some(match answer {
+            Ok(response) => response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            // The whole batch failed: every message goes back.
+            Err(_) => ids,
+        })
+    };
+    let mut run = CaptureRun::default();
+    loop {
+        for (queue, mapping) in [
+            ("EventsQueue", "AuditEvents"),
+            ("EventsRetryQueue", "RetriedEvents"),
+        ] {
+            let source = &resource("CaptureFunction")["Events"][mapping]["Properties"];
+            let batch_size = number(&source["BatchSize"]).unwrap_or(10) as usize;
+            let done = run;
+            let part = drain_queue(stack, queue, batch_size, invoke, |part: &CaptureRun| {
+                progress(&done.and(part))
             })
-        },
-        progress,
-    )
-    .await
+            .await;
+            run = run.and(&part);
+        }
+        if stack.depth("EventsQueue").await == 0 && stack.depth("EventsRetryQueue").await == 0 {
+            return run;
+        }
+    }
 }
 
 /// The stream function's SQS mappings: lanes' scheduled calls that are due, batches whose
@@ -642,7 +679,7 @@ where
     Fut: std::future::Future<Output = Option<Vec<String>>>,
 {
     let queue = stack.queue(logical_id).to_owned();
-    let arn = format!("arn:aws:sqs:us-east-1:123456789012:{logical_id}");
+    let arn = stack.queue_arns[logical_id].clone();
     let mut run = CaptureRun::default();
     loop {
         let mut messages = Vec::new();
@@ -653,6 +690,7 @@ where
                 .queue_url(&queue)
                 .max_number_of_messages(10.min(batch_size) as i32)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .expect("receive")
@@ -684,6 +722,18 @@ where
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(k, v)| (k.as_str().to_owned(), v))
+                    .collect();
+                record.message_attributes = m
+                    .message_attributes
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let mut attribute = SqsMessageAttribute::default();
+                        attribute.data_type = Some(value.data_type);
+                        attribute.string_value = value.string_value;
+                        (name, attribute)
+                    })
                     .collect();
                 record.event_source = Some("aws:sqs".into());
                 record.event_source_arn = Some(arn.clone());

@@ -1,26 +1,32 @@
 //! capture: SQS → events table. Each record is validated on its own; valid events are written
 //! in batches; exactly the records that failed are handed back to SQS, which redelivers them and
-//! finally moves them to the dead-letter queue.
+//! finally moves them to the dead-letter queue, but for valid events the tables keep refusing,
+//! which go round through the retry queue (`requeue.rs`).
 
+use audit_log::clock::{Clock, SystemClock};
 use audit_log::retry::{Attempt, Backoff, retry};
 use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
 use audit_log::streaming::{ConfigTable, ProjectIndex};
 use audit_log::{AuditEvent, EventError, Retention};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 mod messages;
+pub mod requeue;
 pub use messages::{Message, Messages};
+pub use requeue::{Requeue, Requeued, RetryQueue};
 
 /// The environment variables capture reads; `template.yaml` must give exactly these.
-pub const ENVIRONMENT: [&str; 3] = [
+pub const ENVIRONMENT: [&str; 4] = [
     audit_log::settings::env::EVENTS_TABLE,
     audit_log::settings::env::CONFIG_TABLE,
     audit_log::settings::env::RETENTION_DAYS,
+    audit_log::settings::env::EVENTS_RETRY_QUEUE,
 ];
 
 /// Projects a container remembers having noted; past this it forgets them all and notes again.
@@ -55,11 +61,16 @@ impl From<CaptureError> for Diagnostic {
     }
 }
 
-/// The capture function over where it writes: the events table and the projects with events
-/// (in the configuration table), or doubles in unit tests.
-pub struct Capture<W = EventTable, P = ConfigTable> {
+/// The capture function over where it writes: the events table, the projects with events (in
+/// the configuration table) and the retry queue it sends unstored events to, or doubles in unit
+/// tests.
+pub struct Capture<W = EventTable, P = ConfigTable, Q = RetryQueue> {
     table: W,
     projects: P,
+    /// None: every unstored event is handed back to SQS.
+    requeue: Option<Q>,
+    /// How long after its first message an unstored event still goes round the retry queue.
+    requeue_window: Duration,
     /// Projects this container has noted already: each is noted once, not once per event.
     noted: Mutex<HashSet<Project>>,
     /// How noting a project is tried again until the batch's deadline.
@@ -72,14 +83,39 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
         Self {
             table,
             projects,
+            requeue: None,
+            requeue_window: requeue::WINDOW,
             noted: Mutex::new(HashSet::new()),
             backoff: Backoff::default(),
             retention,
         }
     }
+}
+
+impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
+    /// Capture that sends valid events it could not store to the retry queue `queue`, from their
+    /// third receive, and takes the ids that queue's messages carry (`requeue.rs`).
+    pub fn with_requeue<R: Requeue>(self, queue: R) -> Capture<W, P, R> {
+        Capture {
+            table: self.table,
+            projects: self.projects,
+            requeue: Some(queue),
+            requeue_window: self.requeue_window,
+            noted: self.noted,
+            backoff: self.backoff,
+            retention: self.retention,
+        }
+    }
 
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
+        self
+    }
+
+    /// Capture whose unstored events go round the retry queue for `window` (local runs, whose
+    /// retry queue has no delay, would otherwise spin on an event for days).
+    pub fn with_requeue_window(mut self, window: Duration) -> Self {
+        self.requeue_window = window;
         self
     }
 
@@ -97,24 +133,35 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
         records: impl IntoIterator<Item = impl Into<Message>>,
         deadline: Instant,
     ) -> Result<SqsBatchResponse, CaptureError> {
-        let records: Vec<Message> = records.into_iter().map(Into::into).collect();
+        let mut records: Vec<Message> = records.into_iter().map(Into::into).collect();
         let received = records.len();
-        let mut failed: Vec<String> = Vec::new();
-        let mut seen = HashSet::with_capacity(received);
+        // The records of each event, by the id it is stored under. SQS may hand the same
+        // message twice in one batch, and a message on the retry queue may be there twice (a
+        // copy whose first was not deleted in time); DynamoDB refuses a batch that names one
+        // key twice, so copies share the first one's fate.
+        let mut copies: HashMap<String, Vec<usize>> = HashMap::with_capacity(received);
+        let mut rejected: Vec<String> = Vec::new();
         let mut valid = Vec::with_capacity(received);
         let mut projects: HashMap<Project, Vec<usize>> = HashMap::new();
-        for record in records {
-            let Some(message_id) = record.message_id.filter(|id| !id.is_empty()) else {
+        for (i, record) in records.iter().enumerate() {
+            let (Some(message_id), Some(capture_id)) = (
+                record.message_id.as_deref().filter(|id| !id.is_empty()),
+                record.capture_id(self.retried(record)),
+            ) else {
                 tracing::error!(received, "record without a message id; failing the batch");
                 return Err(CaptureError::MissingMessageId);
             };
-            // SQS may hand the same message twice in one batch; DynamoDB refuses a batch that
-            // names one key twice, so the copy shares the first one's fate.
-            if !seen.insert(message_id.clone()) {
-                continue;
+            match copies.entry(capture_id.to_owned()) {
+                Entry::Occupied(mut first) => {
+                    first.get_mut().push(i);
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(vec![i]);
+                }
             }
             match prepare(
-                &message_id,
+                capture_id,
                 record.body.as_deref().unwrap_or_default(),
                 self.retention,
             ) {
@@ -124,50 +171,148 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
                 }
                 Err(reason) => {
                     tracing::warn!(message_id, %reason, "audit event rejected");
-                    failed.push(message_id);
+                    rejected.push(capture_id.to_owned());
                 }
             }
         }
-        let rejected = failed.len();
+        let events = copies.len();
+        // Events not stored, by the id they are stored under, with whether the reason passes.
+        let mut unstored: Vec<(String, bool)> = Vec::new();
         // A project is noted before its events are stored, or they are not stored (SQS hands
         // them back): what capture stores, its organization's listing of projects finds.
         if let Err(unnoted) = self.note(projects, deadline).await {
             for i in unnoted {
                 if let Some(stored) = valid[i].take() {
-                    failed.push(stored.message_id);
+                    unstored.push((stored.message_id, true));
                 }
             }
         }
         let valid: Vec<StoredEvent> = valid.into_iter().flatten().collect();
-        let attempted = valid.len() + (failed.len() - rejected);
-        let unwritten = self.table.put_events(valid, deadline).await;
+        let attempted = valid.len() + unstored.len();
+        // An event that may be sent again leaves time for sending it.
+        let may_requeue = self.requeue.is_some()
+            && records
+                .iter()
+                .any(|r| r.receives() >= requeue::FROM_RECEIVE);
+        let storing = match may_requeue {
+            true => deadline.checked_sub(requeue::SEND_TIME).unwrap_or(deadline),
+            false => deadline,
+        };
+        let unwritten = self.table.put_events(valid, storing).await;
         for WriteFailure { message_id, reason } in &unwritten {
-            tracing::error!(message_id, %reason, retryable = reason.is_retryable(), "audit event not stored");
+            let first = &records[copies[message_id][0]];
+            tracing::error!(
+                message_id = first.message_id,
+                stored_as = message_id,
+                %reason,
+                retryable = reason.is_retryable(),
+                "audit event not stored"
+            );
         }
-        failed.extend(unwritten.into_iter().map(|f| f.message_id));
+        unstored.extend(
+            unwritten
+                .into_iter()
+                .map(|f| (f.message_id, f.reason.is_retryable())),
+        );
+        let not_stored = unstored.len();
+        let (requeued, unstored) = self
+            .requeue(&mut records, &copies, unstored, deadline)
+            .await;
         tracing::info!(
             received,
-            stored = attempted - (failed.len() - rejected),
-            rejected,
-            not_stored = failed.len() - rejected,
+            stored = attempted - not_stored,
+            rejected = rejected.len(),
+            not_stored,
+            requeued,
             "batch captured"
         );
         // Storage down for the whole batch is an invocation error, so Lambda backs off rather
         // than spin. An invalid message is always answered as a batch item failure (the
         // contract's word), so a batch holding one is answered record by record.
-        if rejected == 0 && !failed.is_empty() && failed.len() == seen.len() {
+        if rejected.is_empty() && requeued == 0 && unstored.len() == events && events > 0 {
             return Err(CaptureError::EveryRecordFailed(received));
         }
         let mut response = SqsBatchResponse::default();
-        response.batch_item_failures = failed
-            .into_iter()
-            .map(|id| {
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                failure
-            })
-            .collect();
+        let mut answered = HashSet::new();
+        for capture_id in rejected.iter().chain(&unstored) {
+            for &i in &copies[capture_id] {
+                let Some(message_id) = records[i].message_id.take() else {
+                    continue;
+                };
+                if answered.insert(message_id.clone()) {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = message_id;
+                    response.batch_item_failures.push(failure);
+                }
+            }
+        }
         Ok(response)
+    }
+
+    /// Whether `record` came from the retry queue, whose attributes are capture's own.
+    fn retried(&self, record: &Message) -> bool {
+        let source = record.event_source_arn.as_deref();
+        self.requeue
+            .as_ref()
+            .zip(source)
+            .is_some_and(|(queue, arn)| queue.holds(arn))
+    }
+
+    /// Sends the unstored events that are due ([`requeue::is_due`]) to the retry queue; how
+    /// many went, and the ids of the events left to hand back.
+    async fn requeue(
+        &self,
+        records: &mut [Message],
+        copies: &HashMap<String, Vec<usize>>,
+        unstored: Vec<(String, bool)>,
+        deadline: Instant,
+    ) -> (usize, Vec<String>) {
+        let Some(queue) = &self.requeue else {
+            return (0, unstored.into_iter().map(|(id, _)| id).collect());
+        };
+        let now_ms = SystemClock.now_ms();
+        let (mut due, mut left) = (Vec::new(), Vec::new());
+        for (capture_id, passes) in unstored {
+            // Copies count as the one that has been round the longest.
+            let group = &copies[&capture_id];
+            let receives = group.iter().map(|&i| records[i].receives()).max();
+            let first_sent_ms = group
+                .iter()
+                .filter_map(|&i| records[i].first_sent_ms(self.retried(&records[i])))
+                .min()
+                .unwrap_or(now_ms)
+                .min(now_ms);
+            let receives = receives.unwrap_or(1);
+            if passes && requeue::is_due(receives, first_sent_ms, now_ms, self.requeue_window) {
+                due.push(Requeued {
+                    message_id: records[group[0]].message_id.clone().unwrap_or_default(),
+                    body: records[group[0]].body.take().unwrap_or_default(),
+                    capture_id,
+                    first_sent_ms,
+                });
+            } else {
+                left.push(capture_id);
+            }
+        }
+        let sending: Vec<(String, String)> = due
+            .iter()
+            .map(|m| (m.message_id.clone(), m.capture_id.clone()))
+            .collect();
+        let unsent: HashSet<String> = queue.requeue(due, deadline).await.into_iter().collect();
+        let mut sent = 0;
+        for (message_id, capture_id) in sending {
+            if unsent.contains(&message_id) {
+                left.push(capture_id);
+            } else {
+                tracing::warn!(
+                    message_id,
+                    stored_as = capture_id,
+                    "audit event not stored; sent to the retry queue"
+                );
+                sent += 1;
+            }
+        }
+        (sent, left)
     }
 
     /// Notes the projects not noted yet, trying again those a try did not reach until

@@ -1,8 +1,11 @@
-//! What capture reads of an SQS batch: each message's id and body, nothing else. Lambda's SQS
-//! event carries much more per message (receipt handle, attributes, digests, the queue's ARN);
-//! `aws_lambda_events`' `SqsMessage` makes a string or a map entry of each, for every message,
-//! and capture uses none of them. Those fields are skipped while parsing instead.
+//! What capture reads of an SQS batch: each message's id and body, how often SQS has handed it
+//! over and when it was sent, the queue it came from, and the attributes capture itself puts on
+//! a message it sends to the retry queue (`requeue.rs`). Lambda's SQS event carries more per
+//! message (receipt handle, digests, every attribute); `aws_lambda_events`' `SqsMessage` makes a
+//! string or a map entry of each, for every message, and capture uses none of them. Those fields
+//! are skipped while parsing instead.
 
+use crate::requeue::{FIRST_SENT_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde::Deserialize;
 
@@ -18,13 +21,107 @@ pub struct Message {
     #[serde(rename = "messageId")]
     pub message_id: Option<String>,
     pub body: Option<String>,
+    #[serde(default)]
+    pub attributes: SystemAttributes,
+    #[serde(default, rename = "messageAttributes")]
+    pub message_attributes: CaptureAttributes,
+    #[serde(default, rename = "eventSourceARN")]
+    pub event_source_arn: Option<String>,
+}
+
+/// The two of SQS's own attributes capture reads, as Lambda writes them: numbers in text.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct SystemAttributes {
+    #[serde(rename = "ApproximateReceiveCount")]
+    pub receive_count: Option<String>,
+    #[serde(rename = "SentTimestamp")]
+    pub sent_timestamp: Option<String>,
+}
+
+/// The message attributes capture puts on a message it sends to the retry queue; any others are
+/// skipped. They are taken only from that queue, which nothing but capture may send to: on the
+/// events queue a producer could set them.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct CaptureAttributes {
+    #[serde(rename = "capture-message-id")]
+    pub message_id: Option<StringAttribute>,
+    #[serde(rename = "capture-first-sent-at")]
+    pub first_sent_at: Option<StringAttribute>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct StringAttribute {
+    #[serde(rename = "stringValue")]
+    pub string_value: Option<String>,
+}
+
+/// The longest message id capture takes from its own attribute: SQS's ids are 36 characters,
+/// and failure records' keys leave 100 for one.
+const MAX_CAPTURED_ID: usize = 100;
+
+impl Message {
+    pub fn new(message_id: &str, body: &str) -> Self {
+        Self {
+            message_id: Some(message_id.to_owned()),
+            body: Some(body.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// The id the event is stored under: on the retry queue (`retried`), the id of the message
+    /// that first brought it, which capture's message carries; otherwise this message's own.
+    pub fn capture_id(&self, retried: bool) -> Option<&str> {
+        let carried = self
+            .message_attributes
+            .message_id
+            .as_ref()
+            .and_then(|a| a.string_value.as_deref())
+            .filter(|id| retried && !id.is_empty() && id.len() <= MAX_CAPTURED_ID);
+        carried
+            .or(self.message_id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+
+    /// How many times SQS has handed this message over, this time included (1 when unknown).
+    pub fn receives(&self) -> u32 {
+        self.attributes
+            .receive_count
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1)
+    }
+
+    /// When the event's first message was sent (epoch ms), if SQS or, on the retry queue
+    /// (`retried`), capture said.
+    pub fn first_sent_ms(&self, retried: bool) -> Option<i64> {
+        let carried = self.message_attributes.first_sent_at.as_ref();
+        carried
+            .filter(|_| retried)
+            .and_then(|a| a.string_value.as_deref())
+            .or(self.attributes.sent_timestamp.as_deref())
+            .and_then(|ms| ms.parse().ok())
+    }
 }
 
 impl From<SqsMessage> for Message {
     fn from(m: SqsMessage) -> Self {
+        let string = |name: &str| {
+            m.message_attributes.get(name).map(|a| StringAttribute {
+                string_value: a.string_value.clone(),
+            })
+        };
         Self {
+            message_attributes: CaptureAttributes {
+                message_id: string(MESSAGE_ID_ATTRIBUTE),
+                first_sent_at: string(FIRST_SENT_ATTRIBUTE),
+            },
+            attributes: SystemAttributes {
+                receive_count: m.attributes.get("ApproximateReceiveCount").cloned(),
+                sent_timestamp: m.attributes.get("SentTimestamp").cloned(),
+            },
             message_id: m.message_id,
             body: m.body,
+            event_source_arn: m.event_source_arn,
         }
     }
 }
@@ -52,6 +149,60 @@ mod tests {
             assert!(lean.message_id.is_some());
             assert_eq!(lean.message_id, typed.message_id);
             assert_eq!(lean.body, typed.body);
+            assert_eq!(lean.capture_id(false), typed.message_id.as_deref());
+            assert_eq!(lean.receives(), 1);
+            assert_eq!(lean.first_sent_ms(false), Some(1_523_232_000_000));
+            assert_eq!(lean.event_source_arn, typed.event_source_arn);
+        }
+    }
+
+    #[test]
+    fn a_message_capture_sent_to_the_retry_queue_is_read_as_the_first_one_from_there_only() {
+        // As Lambda hands over a message capture sent again, on its fourth receive.
+        let record = serde_json::json!({
+            "messageId": "second",
+            "receiptHandle": "handle",
+            "body": "{}",
+            "attributes": {"ApproximateReceiveCount": "4", "SentTimestamp": "1700000900000",
+                           "SenderId": "AROA", "ApproximateFirstReceiveTimestamp": "1700000900001"},
+            "messageAttributes": {
+                "capture-message-id": {"stringValue": "first", "stringListValues": [],
+                                       "binaryListValues": [], "dataType": "String"},
+                "capture-first-sent-at": {"stringValue": "1700000000000", "stringListValues": [],
+                                          "binaryListValues": [], "dataType": "Number"},
+                "producer-trace": {"stringValue": "x", "dataType": "String"}
+            },
+            "md5OfBody": "99914b932bd37a50b983c5e7c90ae93b",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:events-retry",
+            "awsRegion": "us-east-1"
+        });
+        let batch = serde_json::json!({ "Records": [record] }).to_string();
+        let lean: Messages = serde_json::from_str(&batch).unwrap();
+        let typed: Messages = serde_json::from_str::<SqsEvent>(&batch).unwrap().into();
+        for m in [&lean.records[0], &typed.records[0]] {
+            assert_eq!(m.message_id.as_deref(), Some("second"));
+            assert_eq!(
+                m.event_source_arn.as_deref(),
+                Some("arn:aws:sqs:us-east-1:123456789012:events-retry")
+            );
+            assert_eq!(m.capture_id(true), Some("first"));
+            assert_eq!(m.receives(), 4);
+            assert_eq!(m.first_sent_ms(true), Some(1_700_000_000_000));
+            // Anywhere else, the attributes are a producer's and mean nothing.
+            assert_eq!(m.capture_id(false), Some("second"));
+            assert_eq!(m.first_sent_ms(false), Some(1_700_000_900_000));
+        }
+    }
+
+    #[test]
+    fn a_carried_id_that_is_no_message_id_is_not_taken() {
+        let mut m = Message::new("own", "{}");
+        for carried in [String::new(), "x".repeat(MAX_CAPTURED_ID + 1)] {
+            m.message_attributes.message_id = Some(StringAttribute {
+                string_value: Some(carried),
+            });
+            assert_eq!(m.capture_id(true), Some("own"));
         }
     }
 }

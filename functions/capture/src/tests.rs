@@ -13,10 +13,7 @@ fn later() -> Instant {
 }
 
 fn message(id: &str, body: &str) -> Message {
-    Message {
-        message_id: Some(id.to_owned()),
-        body: Some(body.to_owned()),
-    }
+    Message::new(id, body)
 }
 
 fn seed(n: usize) -> &'static str {
@@ -295,4 +292,229 @@ async fn events_of_a_project_that_could_not_be_noted_are_handed_back_not_stored(
     let again = vec![of_project("m-3", "new"), of_project("m-4", "new")];
     assert!(reported(&capture.capture(again, later()).await.unwrap()).is_empty());
     assert!(capture.table.item_of("m-4").is_some());
+}
+
+/// A message as SQS hands it over for the `receives`th time, first sent at `first_sent_ms`.
+fn received(id: &str, body: &str, receives: u32, first_sent_ms: i64) -> Message {
+    let mut m = message(id, body);
+    m.attributes.receive_count = Some(receives.to_string());
+    m.attributes.sent_timestamp = Some(first_sent_ms.to_string());
+    m
+}
+
+/// A message capture sent to the retry queue for the event `first` brought, first sent at
+/// `first_sent_ms`, as SQS hands it over for the `receives`th time.
+fn retried(id: &str, first: &str, body: &str, receives: u32, first_sent_ms: i64) -> Message {
+    let mut m = received(id, body, receives, SystemClock.now_ms());
+    m.event_source_arn = Some(requeue::MemoryQueue::ARN.into());
+    m.message_attributes.message_id = Some(messages::StringAttribute {
+        string_value: Some(first.into()),
+    });
+    m.message_attributes.first_sent_at = Some(messages::StringAttribute {
+        string_value: Some(first_sent_ms.to_string()),
+    });
+    m
+}
+
+fn requeuing() -> Capture<MemoryEventTable, MemoryProjects, requeue::MemoryQueue> {
+    capture().with_requeue(requeue::MemoryQueue::default())
+}
+
+fn sent_again(
+    capture: &Capture<MemoryEventTable, MemoryProjects, requeue::MemoryQueue>,
+) -> Vec<Requeued> {
+    let queue = capture.requeue.as_ref().unwrap();
+    queue.sent.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_valid_event_still_unstored_on_its_third_receive_goes_to_the_retry_queue() {
+    // GIVEN a table refusing four events for reasons that pass, one for good
+    let capture = requeuing();
+    let now = SystemClock.now_ms();
+    for id in ["m-1", "m-2", "m-3"] {
+        capture
+            .table
+            .refuse(id, StoreError::Unavailable("throttled".into()));
+    }
+    capture
+        .table
+        .refuse("m-4", StoreError::Refused("item too large".into()));
+    let batch = vec![
+        received("m-1", seed(0), 1, now - 60_000),
+        received("m-2", seed(1), 3, now - 600_000),
+        received("m-3", seed(2), 2, now - 300_000),
+        received("m-4", seed(3), 4, now - 900_000),
+        received("bad", "{\"organization_id\":", 4, now - 900_000),
+        received("m-5", seed(4), 3, now - 600_000),
+    ];
+    // WHEN they are captured
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN the event on its third receive goes to the retry queue, carrying its own id and
+    // when it was first sent; the others go back to SQS as before
+    let sent = sent_again(&capture);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message_id, "m-2");
+    assert_eq!(sent[0].capture_id, "m-2");
+    assert_eq!(sent[0].first_sent_ms, now - 600_000);
+    assert_eq!(sent[0].body, seed(1));
+    assert_eq!(
+        reported(&response),
+        BTreeSet::from(["m-1", "m-3", "m-4", "bad"])
+    );
+    assert!(capture.table.item_of("m-5").is_some());
+}
+
+#[tokio::test]
+async fn a_table_down_for_a_whole_batch_on_its_third_receive_sends_it_on_without_an_error() {
+    // GIVEN a table that is down, and a batch SQS hands over for the third time
+    let capture = requeuing();
+    capture
+        .table
+        .set_down(Some(StoreError::Unavailable("unreachable".into())));
+    let now = SystemClock.now_ms();
+    let batch: Vec<Message> = (0..3)
+        .map(|n| received(&format!("m-{n}"), seed(n), 3, now - 600_000))
+        .collect();
+    // WHEN it is captured
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN every event is on the retry queue and nothing is handed back to SQS
+    assert!(reported(&response).is_empty());
+    assert_eq!(sent_again(&capture).len(), 3);
+    // AND what the retry queue refuses is handed back, by its own message's id; when it
+    // refuses everything, the batch is an invocation error, as before
+    let capture = requeuing();
+    capture
+        .table
+        .set_down(Some(StoreError::Unavailable("unreachable".into())));
+    let queue = capture.requeue.as_ref().unwrap();
+    queue.refusing.lock().unwrap().insert("r-1".into());
+    let batch = vec![
+        retried("r-0", "m-0", seed(0), 3, now - 600_000),
+        retried("r-1", "m-1", seed(1), 3, now - 600_000),
+    ];
+    let response = capture.capture(batch, later()).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["r-1"]));
+    let sent: Vec<String> = sent_again(&capture)
+        .into_iter()
+        .map(|m| m.capture_id)
+        .collect();
+    assert_eq!(sent, ["m-0"]);
+    queue.refusing.lock().unwrap().insert("r-0".into());
+    let batch = vec![retried("r-0", "m-0", seed(0), 3, now - 600_000)];
+    let outcome = capture.capture(batch, later()).await;
+    assert!(matches!(outcome, Err(CaptureError::EveryRecordFailed(1))));
+}
+
+#[tokio::test]
+async fn an_event_from_the_retry_queue_is_stored_once_under_the_id_of_its_first_message() {
+    // GIVEN an event sent to the retry queue twice (its first copy's deletion failed)
+    let capture = requeuing();
+    let now = SystemClock.now_ms();
+    let batch = vec![
+        retried("r-1", "m-first", seed(0), 1, now - 1_200_000),
+        retried("r-2", "m-first", seed(0), 2, now - 1_200_000),
+    ];
+    // WHEN both come in one batch
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN the event is stored once, under the first message's id
+    assert!(reported(&response).is_empty());
+    assert_eq!(capture.table.items().len(), 1);
+    assert!(capture.table.item_of("m-first").is_some());
+    // AND when the table refuses it, both copies are handed back by their own ids, and the
+    // copy that has been round the most decides when it goes round again, once
+    let capture = requeuing();
+    capture
+        .table
+        .refuse("m-first", StoreError::Unavailable("throttled".into()));
+    let batch = || {
+        vec![
+            retried("r-1", "m-first", seed(0), 1, now - 1_200_000),
+            retried("r-2", "m-first", seed(0), 2, now - 1_200_000),
+            retried("r-3", "m-other", seed(1), 1, now - 1_200_000),
+        ]
+    };
+    let response = capture.capture(batch(), later()).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["r-1", "r-2"]));
+    assert!(sent_again(&capture).is_empty());
+    let mut again = batch();
+    again[1].attributes.receive_count = Some("3".into());
+    let response = capture.capture(again, later()).await.unwrap();
+    assert!(reported(&response).is_empty());
+    let sent = sent_again(&capture);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].capture_id, "m-first");
+    assert_eq!(sent[0].first_sent_ms, now - 1_200_000);
+}
+
+#[tokio::test]
+async fn capture_takes_its_attributes_from_the_retry_queue_only() {
+    // GIVEN a message on the events queue that carries capture's attributes, set by a producer
+    let capture = requeuing();
+    let now = SystemClock.now_ms();
+    let mut forged = retried("m-own", "m-someone-else", seed(0), 1, now + 86_400_000);
+    forged.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:events".into());
+    // WHEN it is captured
+    let response = capture.capture(vec![forged], later()).await.unwrap();
+    // THEN the event is stored under its own message's id
+    assert!(reported(&response).is_empty());
+    assert!(capture.table.item_of("m-own").is_some());
+    assert!(capture.table.item_of("m-someone-else").is_none());
+}
+
+#[tokio::test]
+async fn past_the_window_an_unstored_event_is_handed_back_for_the_dead_letter_queue() {
+    let capture = requeuing();
+    for id in ["m-old", "m-older"] {
+        capture
+            .table
+            .refuse(id, StoreError::Unavailable("throttled".into()));
+    }
+    let now = SystemClock.now_ms();
+    let window = requeue::WINDOW.as_millis() as i64;
+    let batch = vec![
+        received("m-old", seed(0), 4, now - window - 1),
+        retried("r-older", "m-older", seed(1), 4, now - window - 1),
+        received("m-new", seed(2), 1, now),
+    ];
+    let response = capture.capture(batch, later()).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["m-old", "r-older"]));
+    assert!(sent_again(&capture).is_empty());
+}
+
+#[tokio::test]
+async fn a_first_message_dated_ahead_counts_from_now_when_sent_on() {
+    let capture = requeuing();
+    capture
+        .table
+        .refuse("m-1", StoreError::Unavailable("throttled".into()));
+    let now = SystemClock.now_ms();
+    let batch = vec![retried("r-1", "m-1", seed(0), 3, now + 30 * 86_400_000)];
+    capture.capture(batch, later()).await.unwrap();
+    let sent = sent_again(&capture);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].first_sent_ms <= SystemClock.now_ms());
+    assert!(sent[0].first_sent_ms >= now);
+}
+
+#[tokio::test]
+async fn the_window_an_event_goes_round_in_is_the_one_capture_is_given() {
+    let capture = requeuing().with_requeue_window(Duration::from_secs(60));
+    for id in ["m-1", "m-2"] {
+        capture
+            .table
+            .refuse(id, StoreError::Unavailable("throttled".into()));
+    }
+    let now = SystemClock.now_ms();
+    let batch = vec![
+        received("m-1", seed(0), 3, now - 120_000),
+        received("m-2", seed(1), 3, now - 30_000),
+    ];
+    let response = capture.capture(batch, later()).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["m-1"]));
+    let sent: Vec<String> = sent_again(&capture)
+        .into_iter()
+        .map(|m| m.capture_id)
+        .collect();
+    assert_eq!(sent, ["m-2"]);
 }

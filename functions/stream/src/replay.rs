@@ -170,20 +170,14 @@ impl Stream {
                     .map(|(_, e)| e)
                     .find(|e| !matches!(e, DeliveryError::Rejected(_)))
                     .cloned();
-                if replay.only_failed {
-                    let failed: std::collections::HashSet<usize> =
-                        failures.iter().map(|(i, _)| *i).collect();
-                    let delivered: Vec<String> = keys
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| !failed.contains(i))
-                        .map(|(_, k)| k.sort_key.clone())
-                        .collect();
-                    self.delivery
-                        .configs
-                        .forget_failures(org, project, &delivered)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                // Best effort: a failure left listed is replayed again at worst, while failing
+                // the part here would deliver the whole page again.
+                if let Err(e) = self.settle(&replay, &keys, &failures).await {
+                    tracing::warn!(
+                        replay_id = replay.replay_id,
+                        error = %e,
+                        "delivered failures could not be forgotten; they stay listed"
+                    );
                 }
             }
             let finished = next.is_none();
@@ -217,6 +211,46 @@ impl Stream {
             let wait = wait_after(part.troubled, self.replay_pages.first_backoff);
             return self.queue_part(&part, wait).await;
         }
+    }
+
+    /// Forgets the project's recorded failures of the page's events that were delivered now,
+    /// whichever kind of replay delivered them: a page of failures names only failures; a
+    /// page of stored events is matched against the failures recorded over its range (most
+    /// often none, for one read).
+    async fn settle(
+        &self,
+        replay: &Replay,
+        keys: &[StoredKey],
+        failures: &[(usize, DeliveryError)],
+    ) -> Result<(), String> {
+        let (org, project) = (&replay.organization_id, &replay.project_id);
+        let failed: std::collections::HashSet<usize> = failures.iter().map(|(i, _)| *i).collect();
+        let mut delivered: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains(i))
+            .map(|(_, k)| k.sort_key.clone())
+            .collect();
+        let configs = &self.delivery.configs;
+        if !replay.only_failed {
+            let (Some(low), Some(high)) = (delivered.iter().min(), delivered.iter().max()) else {
+                return Ok(());
+            };
+            let listed: std::collections::HashSet<String> = configs
+                .failures_between(org, project, low, high)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .collect();
+            delivered.retain(|sk| listed.contains(sk));
+        }
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        configs
+            .forget_failures(org, project, &delivered)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The replay's next part, visible on the replay queue after `delay_seconds`.

@@ -4,7 +4,7 @@
 
 use super::{ConfigError, ConfigTable, from_item, organization_key, store_error, to_item};
 use crate::retry::{Attempt, Backoff, retry};
-use crate::store::{StoredKey, attr, sort_key_part};
+use crate::store::{StoredKey, attr, key_part, sort_key_part};
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -85,6 +85,16 @@ pub trait FailureLog: Sync {
         after: Option<&str>,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<FailureRecord>, Option<String>), ConfigError>> + Send;
+
+    /// The sort keys of the events stored from `low` to `high` (both included) that have a
+    /// failure recorded: what a replay's page of those events settles.
+    fn failures_between(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        low: &str,
+        high: &str,
+    ) -> impl Future<Output = Result<Vec<String>, ConfigError>> + Send;
 }
 
 impl FailureLog for ConfigTable {
@@ -161,6 +171,45 @@ impl FailureLog for ConfigTable {
             .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
         let next = next.map(|sk| sk.trim_start_matches(&prefix).to_owned());
         Ok((records, next))
+    }
+
+    async fn failures_between(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        low: &str,
+        high: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let prefix = prefix(project_id);
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            // Keys only: usually nothing matches, and the query costs one read unit.
+            let out = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :low AND :high")
+                .expression_attribute_names("#pk", attr::PARTITION_KEY)
+                .expression_attribute_names("#sk", attr::SORT_KEY)
+                .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
+                .expression_attribute_values(":low", AttributeValue::S(format!("{prefix}{low}")))
+                .expression_attribute_values(":high", AttributeValue::S(format!("{prefix}{high}")))
+                .projection_expression("#sk")
+                .set_exclusive_start_key(start.take())
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(store_error)?;
+            found.extend(out.items.unwrap_or_default().iter().filter_map(|item| {
+                let sk = item.get(attr::SORT_KEY)?.as_s().ok()?;
+                Some(sk.strip_prefix(&prefix)?.to_owned())
+            }));
+            match out.last_evaluated_key {
+                Some(key) => start = Some(key),
+                None => return Ok(found),
+            }
+        }
     }
 }
 

@@ -289,6 +289,25 @@ impl FailureLog for MemoryLanes {
         Ok(())
     }
 
+    async fn failures_between(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        low: &str,
+        high: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let table = lock(&self.table);
+        let log = table
+            .failures
+            .get(&LaneKey::new(organization_id, project_id));
+        Ok(log
+            .into_iter()
+            .flat_map(|log| log.keys())
+            .filter(|sk| (low..=high).contains(&sk.as_str()))
+            .cloned()
+            .collect())
+    }
+
     async fn failures(
         &self,
         organization_id: &str,
