@@ -236,8 +236,25 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await eventually("the event at the Datadog stand-in", async () =>
     (await datadogEntries(server)).some((e) => e.description === description));
 
-  // Delete, from the Manage menu, after a confirmation.
+  // A Pause the service refuses says why, and the focus goes back to the Manage button rather
+  // than stay on the menu item that is hidden now.
+  await p.route("**/streaming/pause", (route) =>
+    route.fulfill({
+      status: 503,
+      contentType: "application/json",
+      body: JSON.stringify({ error: { code: "unavailable", message: "Pausing is not possible right now." } }),
+    }),
+  );
+  await manage(p, "Pause");
+  await shows(p, "Pausing is not possible right now.");
+  assert.ok(await button(p, "Manage").evaluate((b) => b === document.activeElement), "the focus is on Manage");
+  await p.unroute("**/streaming/pause");
+
+  // Delete, from the Manage menu, after a confirmation, asked once however often it is picked.
   await manage(p, "Delete");
+  await manage(p, "Delete");
+  assert.equal(await button(p, "Delete streaming configuration").count(), 1, "one question");
+  assert.ok(await button(p, "Keep it").evaluate((b) => b === document.activeElement), "the focus is on Keep it");
   await button(p, "Delete streaming configuration").click();
   await shows(p, "Streaming configuration deleted.");
   await shows(p, "Log streaming is off");

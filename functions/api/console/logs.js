@@ -69,14 +69,22 @@ export async function loadStreaming(p, panel) {
       reload(done);
     } catch (error) {
       failure(message, error);
+      // A menu item that was picked is hidden now: focus goes back to the menu's button
+      // rather than to nowhere.
+      const at = document.activeElement;
+      if (!at || at === document.body || at.closest("[hidden]")) menu.button.focus();
     }
   };
+  let box = null;
+  let keep = null;
   const confirmDelete = () => {
-    const keep = button("Keep it", () => {
+    // Asked once: picking Delete again goes back to the question already asked.
+    if (box && box.isConnected) return keep.focus();
+    keep = button("Keep it", () => {
       box.remove();
       menu.button.focus();
     });
-    const box = h(
+    box = h(
       "div",
       { class: "confirm", role: "group", "aria-label": "Delete the streaming configuration" },
       h(
