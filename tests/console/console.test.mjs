@@ -255,9 +255,30 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await manage(p, "Delete");
   assert.equal(await button(p, "Delete streaming configuration").count(), 1, "one question");
   assert.ok(await button(p, "Keep it").evaluate((b) => b === document.activeElement), "the focus is on Keep it");
+  // Changed elsewhere meanwhile (the API answers 412 to the version this page saw): the page
+  // shows the configuration as it is now instead of asking again with the old version.
+  await p.route("**/streaming", (route) =>
+    route.request().method() === "DELETE"
+      ? route.fulfill({
+          status: 412,
+          contentType: "application/json",
+          body: JSON.stringify({ error: { code: "precondition_failed", message: "version 9 is not the current one" } }),
+        })
+      : route.continue(),
+  );
   await button(p, "Delete streaming configuration").click();
+  await shows(p, "changed since this page showed it");
+  assert.equal(await button(p, "Delete streaming configuration").count(), 0, "the question is gone");
+  await p.unroute("**/streaming");
+  await streamingPanel(p);
+  // Pressed twice, sent once.
+  const deletes = [];
+  p.on("request", (r) => r.method() === "DELETE" && deletes.push(r.url()));
+  await manage(p, "Delete");
+  await button(p, "Delete streaming configuration").dblclick();
   await shows(p, "Streaming configuration deleted.");
   await shows(p, "Log streaming is off");
+  assert.equal(deletes.length, 1, "one delete sent");
   noProblems(p);
   await p.context().close();
 });

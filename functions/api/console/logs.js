@@ -68,6 +68,11 @@ export async function loadStreaming(p, panel) {
       await call(method, `${projectPath(p)}/streaming${path}`, undefined, headers);
       reload(done);
     } catch (error) {
+      // Someone changed the destination since this page read it (a Delete names the version
+      // it saw): show it as it is now rather than ask again with the same old version.
+      if (error.status === 412) {
+        return reload("The streaming configuration changed since this page showed it; nothing was done. Here it is now.");
+      }
       failure(message, error);
       // A menu item that was picked is hidden now: focus goes back to the menu's button
       // rather than to nowhere.
@@ -80,6 +85,16 @@ export async function loadStreaming(p, panel) {
   const confirmDelete = () => {
     // Asked once: picking Delete again goes back to the question already asked.
     if (box && box.isConnected) return keep.focus();
+    // Sent once however often it is pressed: disabled until the API answers.
+    const remove = button(
+      "Delete streaming configuration",
+      async () => {
+        remove.disabled = true;
+        await act("DELETE", "", "Streaming configuration deleted.", { "if-match": String(view.version) });
+        remove.disabled = false;
+      },
+      { class: "danger" },
+    );
     keep = button("Keep it", () => {
       box.remove();
       menu.button.focus();
@@ -92,11 +107,7 @@ export async function loadStreaming(p, panel) {
         {},
         "Delete the streaming configuration? Events stop being sent and the saved credentials are removed.",
       ),
-      button(
-        "Delete streaming configuration",
-        () => act("DELETE", "", "Streaming configuration deleted.", { "if-match": String(view.version) }),
-        { class: "danger" },
-      ),
+      remove,
       keep,
     );
     message.before(box);
