@@ -12,6 +12,8 @@ let issuer;
 let server;
 let chrome;
 const seen = { authorize: [], token: [] };
+/** When set, the issuer's authorization endpoint refuses with this error description. */
+let refusing = null;
 
 /** The issuer: discovery, an authorization endpoint that signs anyone in, a token endpoint
  * that checks the PKCE verifier against the challenge it was shown. */
@@ -31,7 +33,11 @@ function startIssuer() {
       seen.authorize.push(q);
       codes.set("code-1", q);
       const back = new URL(q.redirect_uri);
-      back.search = new URLSearchParams({ code: "code-1", state: q.state }).toString();
+      back.search = new URLSearchParams(
+        refusing
+          ? { error: "access_denied", error_description: refusing, state: q.state }
+          : { code: "code-1", state: q.state },
+      ).toString();
       response.writeHead(302, { location: back.toString() }).end();
     } else if (url.pathname === "/token" && request.method === "POST") {
       let body = "";
@@ -121,5 +127,30 @@ test("a forged sign-in answer or a refused token stops with a reason, not a redi
   await p.getByText("The API refused the token").first().waitFor();
   assert.equal(seen.authorize.length, before.authorize + 1, "one sign-in only");
   assert.equal(seen.token.length, before.token + 1);
+  await p.context().close();
+});
+
+test("an issuer that refuses the sign-in says why, and signing in again comes back to the project", async () => {
+  const p = await page(chrome);
+  await p.route("**/v1/**", (route) => {
+    const body = route.request().url().includes("/streaming")
+      ? { organization_id: "o", project_id: "p", aws_account_id: "123456789012", external_id: "e".repeat(32), destination: null,
+          health: { status: "unknown", state: "delivering", pending: 0, delivered_24h: 0, failed_24h: 0, hours_24h: [] }, version: 0, updated_at: null }
+      : { events: [], next_cursor: null };
+    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
+  });
+  refusing = "Your account is not allowed here";
+  await p.goto(`${server.console}?organization_id=o&project_id=p`);
+  await p.getByText("The issuer did not sign you in: Your account is not allowed here").waitFor();
+  const stopped = new URL(p.url());
+  assert.equal(stopped.searchParams.get("project_id"), "p", "the project stays in the address");
+  assert.equal(stopped.searchParams.get("error"), null);
+  refusing = null;
+  await p.getByRole("button", { name: "Sign in", exact: true }).click();
+  await p.getByText("Log streaming is off").waitFor();
+  const url = new URL(p.url());
+  assert.equal(url.searchParams.get("organization_id"), "o");
+  assert.equal(url.searchParams.get("project_id"), "p");
+  assert.deepEqual(p.problems, []);
   await p.context().close();
 });

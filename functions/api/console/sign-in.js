@@ -47,8 +47,14 @@ export async function signIn() {
   await new Promise(() => {}); // the page is leaving
 }
 
-/** Sign-in went wrong in a way another redirect would not mend: say so, offer to try again. */
-export class SignInStopped extends Error {}
+/** Sign-in went wrong in a way another redirect would not mend: say so, offer to try again,
+ * from the page that was asked for (`back`, its query) when this page started the sign-in. */
+export class SignInStopped extends Error {
+  constructor(message, back = "") {
+    super(message);
+    this.back = back;
+  }
+}
 
 /** Back from the issuer: trades the code for a token, kept in this page's memory only. */
 export async function finishSignIn(params) {
@@ -59,7 +65,10 @@ export async function finishSignIn(params) {
     throw new SignInStopped("This sign-in answer belongs to no sign-in this page started.");
   }
   if (params.get("error")) {
-    throw new SignInStopped(`The issuer did not sign you in: ${params.get("error_description") || params.get("error")}`);
+    throw new SignInStopped(
+      `The issuer did not sign you in: ${params.get("error_description") || params.get("error")}`,
+      started.back,
+    );
   }
   const provider = await discovery();
   const response = await fetch(provider.token_endpoint, {
@@ -106,7 +115,8 @@ export async function ensureSignedIn() {
     if (params.has("state")) await finishSignIn(params);
   } catch (error) {
     if (!(error instanceof SignInStopped)) throw error;
-    history.replaceState(null, "", location.pathname);
+    // The project asked for stays in the address, so signing in again comes back to it.
+    history.replaceState(null, "", `${location.pathname}${error.back || ""}`);
     signedOut(error.message);
     return false;
   }
