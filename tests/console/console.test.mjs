@@ -129,8 +129,12 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
 
   // One event's whole JSON, on demand.
   await button(p, "Show JSON").first().click();
-  const json = JSON.parse(await p.locator("tr.json:not([hidden]) pre").innerText());
+  const shown = p.locator("tr.json:not([hidden]) pre");
+  const json = JSON.parse(await shown.innerText());
   assert.equal(json.project_id, project);
+  // Named for a screen reader, and reachable with Tab to scroll it.
+  assert.match(await shown.getAttribute("aria-label"), new RegExp(`^The ${json.action} event of .+ as JSON$`));
+  assert.equal(await shown.getAttribute("tabindex"), "0");
   noProblems(p);
   await p.context().close();
 });

@@ -243,7 +243,13 @@ export function eventsTable(events) {
   if (!events.length) return h("p", {}, "No events.");
   const body = h("tbody");
   for (const event of events) {
-    const json = h("tr", { class: "json", hidden: true }, h("td", { colspan: 7 }, h("pre", {}, JSON.stringify(event, null, 2))));
+    // Named and focusable: a long line scrolls sideways, which a keyboard can then do too.
+    const pre = h(
+      "pre",
+      { tabindex: "0", "aria-label": `The ${String(event.action ?? "")} event of ${when(event.timestamp)} as JSON` },
+      JSON.stringify(event, null, 2),
+    );
+    const json = h("tr", { class: "json", hidden: true }, h("td", { colspan: 7 }, pre));
     const toggle = button("Show JSON", () => {
       json.hidden = !json.hidden;
       toggle.setAttribute("aria-expanded", String(!json.hidden));
