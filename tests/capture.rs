@@ -460,17 +460,7 @@ async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
         .expect("queue")
         .queue_url
         .unwrap();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .unwrap()
-        .remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .unwrap();
+    let arn = audit_log_tests::queue_arn(sqs, &url).await;
     (url, arn)
 }
 

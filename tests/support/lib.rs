@@ -129,6 +129,19 @@ pub fn invocation_context(timeout: Duration) -> lambda_runtime::Context {
 
 /// Creates, in the emulator, the table a template resource declares (keys, indexes, stream,
 /// TTL) under a fresh name, and returns the name.
+/// A queue's ARN, as SQS gives it (Lambda names a record's queue by it).
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue arn")
+}
+
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, logical_id: &str) -> String {
     let props = resource(logical_id);
     let name = unique(&logical_id.to_lowercase());

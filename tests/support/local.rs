@@ -145,16 +145,7 @@ impl Stack {
                 .expect("create queue")
                 .queue_url
                 .expect("url");
-            let arn = sqs
-                .get_queue_attributes()
-                .queue_url(&url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .expect("queue attributes")
-                .attributes
-                .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-                .expect("queue arn");
+            let arn = crate::queue_arn(&sqs, &url).await;
             arns.insert(name.to_owned(), arn);
             queues.insert(name.to_owned(), url);
         }

@@ -276,13 +276,13 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
             // Copies count as the one that has been round the longest.
             let group = &copies[&capture_id];
             let receives = group.iter().map(|&i| records[i].receives()).max();
+            let receives = receives.unwrap_or(1);
             let first_sent_ms = group
                 .iter()
                 .filter_map(|&i| records[i].first_sent_ms(self.retried(&records[i])))
                 .min()
                 .unwrap_or(now_ms)
                 .min(now_ms);
-            let receives = receives.unwrap_or(1);
             if passes && requeue::is_due(receives, first_sent_ms, now_ms, self.requeue_window) {
                 due.push(Requeued {
                     message_id: records[group[0]].message_id.clone().unwrap_or_default(),

@@ -181,35 +181,30 @@ impl FailureLog for ConfigTable {
         high: &str,
     ) -> Result<Vec<String>, ConfigError> {
         let prefix = prefix(project_id);
+        // Keys only: usually nothing matches, and the query costs one read unit.
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :low AND :high")
+            .expression_attribute_names("#pk", attr::PARTITION_KEY)
+            .expression_attribute_names("#sk", attr::SORT_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
+            .expression_attribute_values(":low", AttributeValue::S(format!("{prefix}{low}")))
+            .expression_attribute_values(":high", AttributeValue::S(format!("{prefix}{high}")))
+            .projection_expression("#sk")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
         let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            // Keys only: usually nothing matches, and the query costs one read unit.
-            let out = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :low AND :high")
-                .expression_attribute_names("#pk", attr::PARTITION_KEY)
-                .expression_attribute_names("#sk", attr::SORT_KEY)
-                .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
-                .expression_attribute_values(":low", AttributeValue::S(format!("{prefix}{low}")))
-                .expression_attribute_values(":high", AttributeValue::S(format!("{prefix}{high}")))
-                .projection_expression("#sk")
-                .set_exclusive_start_key(start.take())
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(store_error)?;
-            found.extend(out.items.unwrap_or_default().iter().filter_map(|item| {
-                let sk = item.get(attr::SORT_KEY)?.as_s().ok()?;
-                Some(sk.strip_prefix(&prefix)?.to_owned())
-            }));
-            match out.last_evaluated_key {
-                Some(key) => start = Some(key),
-                None => return Ok(found),
+        while let Some(item) = items.next().await {
+            let item = item.map_err(store_error)?;
+            if let Some(sk) = item.get(attr::SORT_KEY).and_then(|v| v.as_s().ok()) {
+                found.extend(sk.strip_prefix(&prefix).map(str::to_owned));
             }
         }
+        Ok(found)
     }
 }
 
