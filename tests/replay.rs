@@ -6,7 +6,7 @@ use audit_log_stream::ReplayPages;
 use audit_log_tests::local::{
     Project, Stack, StreamLimits, StreamRun, call_api, datadog_entries, drain_events_queue,
     drain_stream_queues, drain_stream_within, event_of_datadog_entry, listed_failures,
-    settle_lanes,
+    packed_by_a_newer_release, settle_lanes,
 };
 use audit_log_tests::{backdate_lane, customer_logs, emulator, failed_ids, unique};
 use serde_json::{Value, json};
@@ -552,47 +552,30 @@ where
 
 #[tokio::test]
 async fn a_replay_that_cannot_read_an_event_of_its_range_ends_failed_saying_so() {
-    // Twelve events stored; one of them, text that is JSON but no event, since.
+    // Twelve events stored; since, one of them is text that is JSON but no event, and another
+    // was packed by a newer release (read after a rollback).
     let r = Replaying::start(202, ReplayPages::default(), &[]).await;
     let items = r
         .stack
-        .dynamodb
-        .query()
-        .table_name(&r.stack.events_table)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(audit_log::store::partition_key(
-                &r.project.organization_id,
-                &r.project.project_id,
-            )),
-        )
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap();
+        .stored_items(&r.project.organization_id, &r.project.project_id)
+        .await;
     assert_eq!(items.len(), 12);
     let mut damaged = items[5].clone();
     damaged.insert(
         "event".into(),
         aws_sdk_dynamodb::types::AttributeValue::S(r#"{"not":"an event"}"#.into()),
     );
+    r.stack.overwrite_item(damaged).await;
     r.stack
-        .dynamodb
-        .put_item()
-        .table_name(&r.stack.events_table)
-        .set_item(Some(damaged))
-        .send()
-        .await
-        .unwrap();
+        .overwrite_item(packed_by_a_newer_release(items[8].clone()))
+        .await;
     r.run(async |_| true).await;
-    // The other eleven delivered; the replay is not "completed" with one silently left out.
+    // The other ten delivered; the replay is not "completed" with two silently left out.
     let replay = r.replay().await;
     assert_eq!(replay["state"], "failed", "{replay}");
     assert_eq!(
         (replay["delivered"].as_u64(), replay["failed"].as_u64()),
-        (Some(11), Some(1))
+        (Some(10), Some(2))
     );
     assert!(
         replay["last_error"]
@@ -601,7 +584,7 @@ async fn a_replay_that_cannot_read_an_event_of_its_range_ends_failed_saying_so()
             .contains("could not be read back"),
         "{replay}"
     );
-    assert_eq!(received(&r.datadog).await.len(), 11);
+    assert_eq!(received(&r.datadog).await.len(), 10);
 }
 
 /// A replay that stalled past its lock's staleness while a newer one took the project's lock:

@@ -19,6 +19,25 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+/// The stored item as a newer release may have packed it, read after a rollback: its event in
+/// a zstd frame that names a dictionary this release does not have.
+pub fn packed_by_a_newer_release(
+    mut item: HashMap<String, AttributeValue>,
+) -> HashMap<String, AttributeValue> {
+    let Some(AttributeValue::B(packed)) = item.get("event") else {
+        panic!("a packed event");
+    };
+    let mut bytes = packed.clone().into_inner();
+    // After the magic number and the frame's descriptor: its dictionary's id.
+    bytes[5..9].copy_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(
+        zstd::zstd_safe::get_dict_id_from_frame(&bytes).map(|id| id.get()),
+        Some(0x0403_0201)
+    );
+    item.insert("event".into(), AttributeValue::B(bytes.into()));
+    item
+}
+
 /// Resources of one local stack, named afresh for each run.
 #[derive(Clone)]
 pub struct Stack {
@@ -303,6 +322,37 @@ impl Stack {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
         delayed + self.depth(logical_id).await
+    }
+
+    /// The project's stored items, oldest first, as the events table keeps them.
+    pub async fn stored_items(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Vec<HashMap<String, AttributeValue>> {
+        let partition = audit_log::store::partition_key(organization_id, project_id);
+        self.dynamodb
+            .query()
+            .table_name(&self.events_table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(partition))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .expect("the project's items")
+    }
+
+    /// Stores the item over the one under its key.
+    pub async fn overwrite_item(&self, item: HashMap<String, AttributeValue>) {
+        self.dynamodb
+            .put_item()
+            .table_name(&self.events_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("the item stored");
     }
 
     /// Every body in a queue (received and deleted).

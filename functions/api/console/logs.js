@@ -289,6 +289,8 @@ export function exportControls(p, filters) {
         h("a", { href: job.download_url, download: "" }, "Download export"),
         ` (the link works until ${when(job.expires_at)})`,
       );
+      // A completed export says what it could not hold.
+      if (job.error) status.append(h("p", { role: "alert" }, job.error));
     } else if (job.state === "failed") {
       say(status, `Export failed: ${job.error || "no reason given"}`, "alert");
     } else {

@@ -336,7 +336,8 @@ impl Stream {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let expected = page.events.len();
+        // Unreadable items are of the range too: not delivered, so counted as failed.
+        let expected = page.events.len() + page.unreadable.len();
         let stored = page
             .keys
             .into_iter()

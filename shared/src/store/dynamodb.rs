@@ -432,8 +432,7 @@ impl Chunks for EventTable {
             if before.is_some_and(|b| key.sort_key == b) {
                 continue;
             }
-            let json = event_json(&item).map_err(|e| StoreError::Refused(e.to_string()))?;
-            chunk.events.push((key, json));
+            chunk.events.push((key, event_json(&item)));
         }
         Ok(chunk)
     }
@@ -494,8 +493,19 @@ impl EventTable {
                     .and_then(|mut r| r.remove(&self.name))
                     .unwrap_or_default()
                 {
-                    if let (Some(key), Ok(json)) = (StoredKey::of(&item), event_json(&item)) {
-                        found.insert(key.sort_key.clone(), (key, json));
+                    let Some(key) = StoredKey::of(&item) else {
+                        continue;
+                    };
+                    match event_json(&item) {
+                        Ok(json) => {
+                            found.insert(key.sort_key.clone(), (key, json));
+                        }
+                        // Left out, as a missing event is: the caller says what it lacks.
+                        Err(e) => tracing::error!(
+                            event_sort_key = key.sort_key,
+                            error = %e,
+                            "stored event unreadable"
+                        ),
                     }
                 }
                 keys = out

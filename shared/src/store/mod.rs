@@ -307,7 +307,7 @@ impl StoredKey {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("stored item has no `{0}` attribute of the expected type")]
     Missing(&'static str),

@@ -6,8 +6,12 @@
 //! no partition can still hold a newer one: once every partition has been read down to it. When
 //! the budget is spent, the page ends where the least-read partition stands; the next page goes
 //! on from there, and no event is answered twice or skipped.
+//!
+//! An item that cannot be read (written by a newer release with a dictionary this one does not
+//! know, after a rollback; or damaged) does not fail its page: the page names it beside its
+//! events, so a reader can say what it could not show and the rest stays readable.
 
-use super::{StoreError, StoredKey, bytes_in_response};
+use super::{DecodeError, StoreError, StoredKey, bytes_in_response};
 use crate::search::Filter;
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
@@ -58,6 +62,8 @@ pub struct Page {
     pub events: Vec<Box<RawValue>>,
     /// Where each event is stored, in the same order.
     pub keys: Vec<StoredKey>,
+    /// Items among the page's that could not be read as events, newest first.
+    pub unreadable: Vec<StoredKey>,
     /// Where the next page starts, when more events may follow.
     pub next_after: Option<String>,
 }
@@ -65,8 +71,9 @@ pub struct Page {
 /// Some events of one partition, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct Chunk {
-    /// Events older than the chunk's bound, within the request's range and not expired.
-    pub events: Vec<(StoredKey, String)>,
+    /// Events older than the chunk's bound, within the request's range and not expired: each
+    /// one's JSON, or why it could not be read.
+    pub events: Vec<(StoredKey, Result<String, DecodeError>)>,
     /// Items the table read for it.
     pub scanned: usize,
     /// The sort key down to which the partition has been read, when older items may remain.
@@ -101,8 +108,8 @@ enum Read {
 struct Partition<'a> {
     name: &'a str,
     read: Read,
-    /// Events read and kept by the filter, not answered yet.
-    found: VecDeque<(StoredKey, String)>,
+    /// Events read and kept by the filter, not answered yet; `None`: an unreadable item.
+    found: VecDeque<(StoredKey, Option<String>)>,
 }
 
 /// One page of the partitions' events, merged newest first.
@@ -152,17 +159,25 @@ pub async fn page(
                 .as_deref()
                 .is_none_or(|h| p.found[0].0.sort_key.as_str() >= h)
         }) {
-            let size = bytes_in_response(&p.found[0].1) + 1;
+            let size = p.found[0].1.as_deref().map_or(0, bytes_in_response) + 1;
             if page.events.len() == request.limit
                 || (!page.events.is_empty() && bytes + size > request.max_bytes)
             {
                 return Ok(page.going_on());
             }
             let (key, json) = p.found.pop_front().expect("a found event");
-            bytes += size;
-            page.events
-                .push(RawValue::from_string(json).map_err(|_| not_json())?);
-            page.keys.push(key);
+            match json.map(RawValue::from_string) {
+                Some(Ok(event)) => {
+                    bytes += size;
+                    page.events.push(event);
+                    page.keys.push(key);
+                }
+                Some(Err(_)) => {
+                    unreadable(&key, "not JSON");
+                    page.unreadable.push(key);
+                }
+                None => page.unreadable.push(key),
+            }
         }
         let Some(horizon) = horizon else {
             // Every partition read to its end, every event answered.
@@ -195,9 +210,14 @@ pub async fn page(
 }
 
 impl Page {
-    /// The page ends at its last event; the next one goes on below it.
+    /// The page ends at its last item; the next one goes on below it.
     fn going_on(mut self) -> Self {
-        self.next_after = self.keys.last().map(|k| k.sort_key.clone());
+        self.next_after = [self.keys.last(), self.unreadable.last()]
+            .into_iter()
+            .flatten()
+            .map(|k| &k.sort_key)
+            .min()
+            .cloned();
         self
     }
 }
@@ -238,8 +258,22 @@ async fn read_more(
         .chunk(part.name, request, before, wanted.max(1))
         .await?;
     for (key, json) in chunk.events {
-        if request.filter.is_empty() || kept(&request.filter, &json)? {
-            part.found.push_back((key, json));
+        match json {
+            // Checked as JSON when answered, not parsed twice.
+            Ok(json) if request.filter.is_empty() => part.found.push_back((key, Some(json))),
+            Ok(json) => match request.filter.matches_json(&json) {
+                Ok(true) => part.found.push_back((key, Some(json))),
+                Ok(false) => {}
+                // Whether it matches cannot be told: the page names it.
+                Err(_) => {
+                    unreadable(&key, "not JSON");
+                    part.found.push_back((key, None));
+                }
+            },
+            Err(e) => {
+                unreadable(&key, &e.to_string());
+                part.found.push_back((key, None));
+            }
         }
     }
     part.read = match chunk.next {
@@ -249,12 +283,12 @@ async fn read_more(
     Ok(chunk.scanned)
 }
 
-fn kept(filter: &Filter, json: &str) -> Result<bool, StoreError> {
-    filter.matches_json(json).map_err(|_| not_json())
-}
-
-fn not_json() -> StoreError {
-    StoreError::Refused("a stored event is not JSON".into())
+fn unreadable(key: &StoredKey, why: &str) {
+    tracing::error!(
+        event_sort_key = key.sort_key,
+        error = why,
+        "stored event unreadable; named apart from the page's events"
+    );
 }
 
 #[cfg(test)]

@@ -107,6 +107,9 @@ pub struct Export {
     /// Every part is uploaded: only the upload's completion is left.
     #[serde(default)]
     pub uploaded: bool,
+    /// Stored items of the range that could not be read, so are not in the file.
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 impl Export {
@@ -415,6 +418,7 @@ mod tests {
             lease_until: 1_764_497_160,
             slot: 1,
             uploaded: false,
+            unreadable: 0,
         }
     }
 

@@ -198,6 +198,7 @@ impl<P: Ports> Api<P> {
                 file.write(event).map_err(|e| e.to_string())?;
             }
             export.events += page.events.len() as u64;
+            export.unreadable += page.unreadable.len() as u64;
             export.cursor = page.next_after;
             let done = export.cursor.is_none();
             if !done && file.compressed_bytes() < self.export_steps.part_bytes {
@@ -236,6 +237,13 @@ impl<P: Ports> Api<P> {
             .await?;
         export.state = ExportState::Completed;
         export.finished_at = Some(seconds_text(self.clock.now()));
+        if export.unreadable > 0 {
+            // The file holds everything else; what it lacks is said, not hidden.
+            export.error = Some(format!(
+                "{} stored events of the range could not be read and are not in the file",
+                export.unreadable
+            ));
+        }
         if self.save(export, false).await? {
             tracing::info!(
                 organization_id = export.organization_id,
@@ -243,6 +251,7 @@ impl<P: Ports> Api<P> {
                 export_id = export.export_id,
                 events = export.events,
                 bytes = export.bytes,
+                unreadable = export.unreadable,
                 "export completed"
             );
         }

@@ -64,6 +64,7 @@ impl<P: Ports> Api<P> {
             lease_until: 0,
             slot: 0,
             uploaded: false,
+            unreadable: 0,
         };
         if !self
             .configs

@@ -2,10 +2,13 @@ use super::*;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
-/// Partitions in memory: sort key → (event JSON, TTL), read as the table reads them.
+/// A stored item: its event's JSON or why it cannot be read, and its TTL.
+type Item = (Result<String, DecodeError>, i64);
+
+/// Partitions in memory: sort key → item, read as the table reads them.
 #[derive(Default)]
 struct Memory {
-    partitions: BTreeMap<String, BTreeMap<String, (String, i64)>>,
+    partitions: BTreeMap<String, BTreeMap<String, Item>>,
     /// Items read, in all.
     scanned: std::sync::atomic::AtomicUsize,
 }
@@ -22,8 +25,24 @@ impl Memory {
         self.partitions
             .entry(partition.to_owned())
             .or_default()
-            .insert(sk.clone(), (json, expires_at));
+            .insert(sk.clone(), (Ok(json), expires_at));
         sk
+    }
+
+    /// Makes the stored item unreadable: packed in a way this release does not know, or not
+    /// JSON once unpacked.
+    fn damage(&mut self, partition: &str, sk: &str, unpacked: bool) {
+        let item = self
+            .partitions
+            .get_mut(partition)
+            .unwrap()
+            .get_mut(sk)
+            .unwrap();
+        item.0 = if unpacked {
+            Ok("{\"status\":".into())
+        } else {
+            Err(DecodeError::Corrupt)
+        };
     }
 }
 
@@ -74,6 +93,19 @@ fn ns(page: &Page) -> Vec<String> {
         .collect()
 }
 
+/// The stored key of each item a page answers, events and unreadable ones, newest first.
+fn answered(page: &Page) -> Vec<String> {
+    let mut keys: Vec<String> = page
+        .keys
+        .iter()
+        .chain(&page.unreadable)
+        .map(|k| k.sort_key.clone())
+        .collect();
+    keys.sort();
+    keys.reverse();
+    keys
+}
+
 /// Every page from the first, as a caller follows `next_after`.
 fn all_pages(memory: &Memory, partitions: &[String], request: &PageRequest) -> Vec<Page> {
     let mut pages = Vec::new();
@@ -107,6 +139,28 @@ fn partitions_merge_newest_first() {
     let pages = all_pages(&m, &names(&["a", "b"]), &request);
     let seen: Vec<Vec<String>> = pages.iter().map(ns).collect();
     assert_eq!(seen, [vec!["b-9", "a-7", "a-4", "b-3"], vec!["b-2", "a-1"]]);
+}
+
+#[test]
+fn unreadable_items_are_named_apart_and_the_rest_of_the_page_is_read() {
+    let mut m = Memory::default();
+    let keys: Vec<String> = (1..=6).map(|s| m.add("a", s, "OK", i64::MAX)).collect();
+    m.damage("a", &keys[4], false);
+    m.damage("a", &keys[1], true);
+    for filtered in [false, true] {
+        let mut request = PageRequest::new(3, usize::MAX, 0);
+        if filtered {
+            request.filter.set("status", "OK").unwrap();
+        }
+        let pages = all_pages(&m, &names(&["a"]), &request);
+        let seen: Vec<Vec<String>> = pages.iter().map(ns).collect();
+        assert_eq!(seen, [vec!["a-6", "a-4", "a-3"], vec!["a-1"]]);
+        let unreadable: Vec<Vec<&str>> = pages
+            .iter()
+            .map(|p| p.unreadable.iter().map(|k| k.sort_key.as_str()).collect())
+            .collect();
+        assert_eq!(unreadable, [vec![keys[4].as_str()], vec![keys[1].as_str()]]);
+    }
 }
 
 #[test]
@@ -187,7 +241,10 @@ proptest! {
     /// every kept, unexpired event once, newest first.
     #[test]
     fn paging_to_the_end_gives_every_match_once_newest_first(
-        events in prop::collection::vec((0..4usize, 0..600u32, any::<bool>(), any::<bool>()), 0..120),
+        events in prop::collection::vec(
+            (0..4usize, 0..600u32, any::<bool>(), any::<bool>(), prop::option::weighted(0.15, any::<bool>())),
+            0..120,
+        ),
         limit in 1..20usize,
         budget in 1..50usize,
         filtered in any::<bool>(),
@@ -195,19 +252,34 @@ proptest! {
     ) {
         let mut m = Memory::default();
         let mut expected = Vec::new();
+        let mut expected_items = Vec::new();
         // One item per key: the last write of a key is what is stored.
-        let stored: BTreeMap<(usize, u32), (bool, bool)> =
-            events.into_iter().map(|(p, s, failed, expired)| ((p, s), (failed, expired))).collect();
-        for ((p, s), (failed, expired)) in stored {
+        let stored: BTreeMap<(usize, u32), (bool, bool, Option<bool>)> = events
+            .into_iter()
+            .map(|(p, s, failed, expired, damaged)| ((p, s), (failed, expired, damaged)))
+            .collect();
+        for ((p, s), (failed, expired, damaged)) in stored {
             let partition = format!("p{p}");
             let sk = m.add(&partition, s, if failed { "FAILED" } else { "OK" }, if expired { 5 } else { 500 });
+            if let Some(unpacked) = damaged {
+                m.damage(&partition, &sk, unpacked);
+            }
             let in_range = since.is_none_or(|lo| s >= lo);
-            if !expired && (!filtered || failed) && in_range {
-                expected.push((sk, format!("{partition}-{s}")));
+            if expired || !in_range {
+                continue;
+            }
+            // Whether an unreadable item matches cannot be told: every one is named.
+            if damaged.is_some() {
+                expected_items.push(sk);
+            } else if !filtered || failed {
+                expected.push((sk.clone(), format!("{partition}-{s}")));
+                expected_items.push(sk);
             }
         }
         expected.sort();
         expected.reverse();
+        expected_items.sort();
+        expected_items.reverse();
         let mut request = PageRequest::new(limit, usize::MAX, 100);
         request.read_budget = budget;
         if filtered {
@@ -219,6 +291,9 @@ proptest! {
         let got: Vec<String> = pages.iter().flat_map(ns).collect();
         let want: Vec<String> = expected.into_iter().map(|(_, n)| n).collect();
         prop_assert_eq!(got, want);
+        // Page after page, every item answered once, newest first.
+        let items: Vec<String> = pages.iter().flat_map(answered).collect();
+        prop_assert_eq!(items, expected_items);
         for p in &pages {
             prop_assert!(p.events.len() <= limit);
         }
