@@ -353,6 +353,24 @@ fn replays_run_at_most_two_at_a_time() {
     );
 }
 
+/// A stream batch whose retries ran out is read back and handed on alone, with the stream
+/// function's whole timeout: ten sharing one invocation could fail for want of time only, each
+/// spending one of its five receives. Two at once, as each reads its shard (5 reads a second,
+/// shared with Lambda's own poller).
+#[test]
+fn exhausted_stream_batches_are_handed_on_one_per_invocation_two_at_once() {
+    let exhausted = stream_source_of("StreamFailureQueue.Arn");
+    assert_eq!(exhausted["Properties"]["BatchSize"].as_u64(), Some(1));
+    assert_eq!(
+        exhausted["Properties"]["ScalingConfig"]["MaximumConcurrency"].as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        exhausted["Properties"]["FunctionResponseTypes"][0].as_str(),
+        Some("ReportBatchItemFailures")
+    );
+}
+
 /// Events deferred by the service's own trouble wait on a queue of their own, ten handled at
 /// once, so an organization's lasting trouble never takes the lane calls' slots; the ones that
 /// could not be handed on are dead-lettered under an alarm that says how to hand them on.
@@ -603,6 +621,34 @@ fn capture_sends_unstored_events_to_a_retry_queue_only_it_may_send_to() {
         &alarm["Dimensions"][0]["Value"],
         "EventsRetryQueue"
     ));
+    assert!(
+        alarm["AlarmActions"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
+    );
+}
+
+/// The api answers its own failures (a table or Secrets Manager down) as 5xx responses, not
+/// as failed invocations: its alarm counts what callers got from API Gateway, not Lambda's
+/// `Errors`, which would never see them.
+#[test]
+fn the_api_alarm_counts_the_5xx_answers_callers_get() {
+    let alarm = resource("ApiErrorsAlarm");
+    assert_eq!(alarm["Namespace"].as_str(), Some("AWS/ApiGateway"));
+    assert_eq!(alarm["MetricName"].as_str(), Some("5xx"));
+    let dimensions = alarm["Dimensions"].as_sequence().expect("dimensions");
+    let named = |name: &str| {
+        dimensions
+            .iter()
+            .find(|d| d["Name"].as_str() == Some(name))
+            .map(|d| d["Value"].clone())
+            .unwrap_or_else(|| panic!("no {name} dimension"))
+    };
+    assert!(is_ref(&named("ApiId"), "HttpApi"));
+    // The API's only stage: SAM's `$default`, as no `StageName` is set.
+    assert_eq!(named("Stage").as_str(), Some("$default"));
+    assert!(resource("HttpApi").get("StageName").is_none());
+    assert_eq!(alarm["Threshold"].as_u64(), Some(0));
     assert!(
         alarm["AlarmActions"]
             .as_sequence()

@@ -176,19 +176,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
             }
         }
         let events = copies.len();
-        // Events not stored, by the id they are stored under, with whether the reason passes.
-        let mut unstored: Vec<(String, bool)> = Vec::new();
-        // A project is noted before its events are stored, or they are not stored (SQS hands
-        // them back): what capture stores, its organization's listing of projects finds.
-        if let Err(unnoted) = self.note(projects, deadline).await {
-            for i in unnoted {
-                if let Some(stored) = valid[i].take() {
-                    unstored.push((stored.message_id, true));
-                }
-            }
-        }
-        let valid: Vec<StoredEvent> = valid.into_iter().flatten().collect();
-        let attempted = valid.len() + unstored.len();
+        let attempted = valid.len();
         // An event that may be sent again leaves time for sending it.
         let may_requeue = self.requeue.is_some()
             && records
@@ -198,7 +186,28 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
             true => deadline.checked_sub(requeue::SEND_TIME).unwrap_or(deadline),
             false => deadline,
         };
-        let unwritten = self.table.put_events(valid, storing).await;
+        // A project is noted before its events are stored, or they are not stored (SQS hands
+        // them back): what capture stores, its organization's listing of projects finds. The
+        // events of projects noted (before, or by one try now) are stored at once, while each
+        // organization whose projects that try missed tries again on its own, until halfway
+        // (storing has the rest): one organization's throttled partition holds back only its
+        // own events.
+        let (ready, late) = self.note(projects, &mut valid).await;
+        let now = Instant::now();
+        let halfway = now + deadline.saturating_duration_since(now) / 2;
+        let (mut unwritten, late) = tokio::join!(
+            self.table.put_events(ready, storing),
+            futures::future::join_all(
+                late.into_iter()
+                    .map(|late| self.note_again_then_store(late, halfway, storing))
+            )
+        );
+        // Events not stored, by the id they are stored under, with whether the reason passes.
+        let mut unstored: Vec<(String, bool)> = Vec::new();
+        for (failures, unnoted) in late {
+            unwritten.extend(failures);
+            unstored.extend(unnoted.into_iter().map(|e| (e.message_id, true)));
+        }
         for WriteFailure { message_id, reason } in &unwritten {
             let first = &records[copies[message_id][0]];
             tracing::error!(
@@ -315,74 +324,129 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         (sent, left)
     }
 
-    /// Notes the projects not noted yet, trying again those a try did not reach until
-    /// halfway to `deadline` (storing the events has the rest); on failure, the events
-    /// (indexes) of the projects still not noted. One organization whose partition is
-    /// throttled leaves only its own projects unnoted, and cannot take the batch's time.
+    /// Notes the projects not noted yet in one try; the events (taken from `valid`) ready to
+    /// store, in the batch's order, and by organization the projects the try missed, with
+    /// their events.
     async fn note(
         &self,
         projects: HashMap<Project, Vec<usize>>,
-        deadline: Instant,
-    ) -> Result<(), Vec<usize>> {
-        let new: Vec<(Project, Vec<usize>)> = {
-            let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-            projects
-                .into_iter()
-                .filter(|(p, _)| !noted.contains(p))
-                .collect()
-        };
-        if new.is_empty() {
-            return Ok(());
-        }
-        // Places in `new` of the projects still to note.
-        let left = Mutex::new((0..new.len()).collect::<Vec<usize>>());
-        let (left_ref, new_ref) = (&left, &new);
-        let now = Instant::now();
-        let halfway = now + deadline.saturating_duration_since(now) / 2;
-        let noting = retry(&self.backoff, halfway, || async move {
-            let places = left_ref.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let keys: Vec<Project> = places.iter().map(|&i| new_ref[i].0.clone()).collect();
-            let outcome = self.projects.note(&keys).await;
-            let mut left = left_ref.lock().unwrap_or_else(|e| e.into_inner());
-            match outcome {
-                Ok(()) => {
-                    left.clear();
-                    Attempt::Done(())
-                }
-                Err(unnoted) => {
-                    *left = unnoted.projects.iter().map(|&j| places[j]).collect();
-                    Attempt::Again(unnoted.error)
-                }
-            }
-        })
-        .await;
-        let left = left.into_inner().unwrap_or_else(|e| e.into_inner());
-        let (unnoted, reached): (Vec<_>, Vec<_>) = new
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| left.contains(i));
+        valid: &mut [Option<StoredEvent>],
+    ) -> (Vec<StoredEvent>, Vec<Late>) {
+        let (mut ready, mut new) = (Vec::new(), Vec::new());
         {
-            let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-            if noted.len() + reached.len() > REMEMBERED_PROJECTS {
-                noted.clear();
-            }
-            noted.extend(reached.into_iter().map(|(_, (project, _))| project));
-        }
-        match noting {
-            Ok(()) => Ok(()),
-            Err(gave_up) => {
-                tracing::error!(
-                    error = gave_up.describe("the configuration table"),
-                    projects = unnoted.len(),
-                    "projects not noted; their events are handed back"
-                );
-                Err(unnoted
-                    .into_iter()
-                    .flat_map(|(_, (_, events))| events)
-                    .collect())
+            let noted = lock(&self.noted);
+            for (project, events) in projects {
+                match noted.contains(&project) {
+                    true => ready.extend(events),
+                    false => new.push((project, events)),
+                }
             }
         }
+        let mut late: HashMap<String, Late> = HashMap::new();
+        if !new.is_empty() {
+            let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
+            let missed: HashSet<usize> = match self.projects.note(&keys).await {
+                Ok(()) => HashSet::new(),
+                Err(unnoted) => unnoted.projects.into_iter().collect(),
+            };
+            let mut reached = Vec::new();
+            for (i, (project, events)) in new.into_iter().enumerate() {
+                if missed.contains(&i) {
+                    let taken = events.iter().filter_map(|&e| valid[e].take()).collect();
+                    late.entry(project.0.clone())
+                        .or_default()
+                        .projects
+                        .push((project, taken));
+                } else {
+                    ready.extend(events);
+                    reached.push(project);
+                }
+            }
+            self.remember(reached);
+        }
+        ready.sort_unstable();
+        let ready = ready.into_iter().filter_map(|i| valid[i].take()).collect();
+        (ready, late.into_values().collect())
     }
+
+    /// Tries again to note one organization's projects, until `until`, and stores the events
+    /// of those it notes; the events the table refused, and those of the projects still not
+    /// noted (handed back).
+    async fn note_again_then_store(
+        &self,
+        late: Late,
+        until: Instant,
+        storing: Instant,
+    ) -> (Vec<WriteFailure>, Vec<StoredEvent>) {
+        // The projects still to note, with their events; the events of those noted since.
+        let state = Mutex::new((late.projects, Vec::new()));
+        let state_ref = &state;
+        let attempt = || async move {
+            let keys: Vec<Project> = lock(state_ref).0.iter().map(|(p, _)| p.clone()).collect();
+            let outcome = self.projects.note(&keys).await;
+            let missed: HashSet<usize> = match &outcome {
+                Ok(()) => HashSet::new(),
+                Err(unnoted) => unnoted.projects.iter().copied().collect(),
+            };
+            let mut state = lock(state_ref);
+            let (left, noted) = &mut *state;
+            let mut reached = Vec::new();
+            for (i, (project, events)) in std::mem::take(left).into_iter().enumerate() {
+                if missed.contains(&i) {
+                    left.push((project, events));
+                } else {
+                    noted.extend(events);
+                    reached.push(project);
+                }
+            }
+            self.remember(reached);
+            match outcome {
+                Ok(()) => Attempt::Done(()),
+                Err(unnoted) => Attempt::Again(unnoted.error),
+            }
+        };
+        // The batch made the first try: this one waits first, as any retry does.
+        let gave_up = match self.backoff.wait(1, until).await {
+            true => retry(&self.backoff, until, attempt)
+                .await
+                .err()
+                .map(|g| g.describe("the configuration table")),
+            false => Some("no time was left to note them again".to_owned()),
+        };
+        let (left, noted) = state.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(error) = gave_up {
+            tracing::error!(
+                %error,
+                projects = left.len(),
+                "projects not noted; their events are handed back"
+            );
+        }
+        let refused = match noted.is_empty() {
+            true => Vec::new(),
+            false => self.table.put_events(noted, storing).await,
+        };
+        (refused, left.into_iter().flat_map(|(_, e)| e).collect())
+    }
+
+    /// Remembers projects noted, so that this container does not note them again.
+    fn remember(&self, projects: impl IntoIterator<Item = Project>) {
+        let mut noted = lock(&self.noted);
+        let projects: Vec<Project> = projects.into_iter().collect();
+        if noted.len() + projects.len() > REMEMBERED_PROJECTS {
+            noted.clear();
+        }
+        noted.extend(projects);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One organization's projects that a try did not note, each with its events.
+#[derive(Default)]
+struct Late {
+    projects: Vec<(Project, Vec<StoredEvent>)>,
 }
 
 #[cfg(test)]

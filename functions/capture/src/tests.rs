@@ -242,7 +242,26 @@ async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_
     ];
     let start = Instant::now();
     let budget = Duration::from_secs(20);
-    let response = capture.capture(batch, start + budget).await.unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (response, stored_meanwhile) = tokio::join!(
+        async {
+            let response = capture.capture(batch, start + budget).await;
+            done.store(true, Ordering::SeqCst);
+            response
+        },
+        async {
+            // A second in (the clock is paused, so this is the test's clock, not a wait), while
+            // its projects are still being tried again: the others' events are stored already.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "still trying to note its projects"
+            );
+            ["m-2", "m-4"].map(|id| capture.table.item_of(id).is_some())
+        }
+    );
+    assert_eq!(stored_meanwhile, [true, true]);
+    let response = response.unwrap();
     assert_eq!(reported(&response), BTreeSet::from(["m-1", "m-3"]));
     assert!(capture.table.item_of("m-2").is_some());
     assert!(capture.table.item_of("m-4").is_some());
