@@ -86,6 +86,21 @@ fn settings(w: &WorldParts) -> Settings {
         datadog_endpoint_override: None,
         console: audit_log_api::console::SignIn::Off,
         lanes: audit_log::lane::Policy::default(),
+        retention: Retention::default(),
+    }
+}
+
+impl World {
+    /// What the api's settings are made of.
+    fn parts(&self) -> WorldParts {
+        WorldParts {
+            events_table: self.events_table.clone(),
+            config_table: self.config_table.clone(),
+            queue_url: self.queue_url.clone(),
+            lane_queue_url: self.lane_queue_url.clone(),
+            secret_prefix: self.secret_prefix.clone(),
+            log_group_prefix: self.log_group_prefix.clone(),
+        }
     }
 }
 
@@ -1319,6 +1334,20 @@ async fn each_filter_finds_exactly_the_events_it_names() {
     assert!(pages.iter().all(|p| ns(p).len() <= 3));
 }
 
+/// A 429 `rate_limited` whose message says `why`, with when to come back within the minute.
+fn turned_away(reply: &Reply, why: &str) {
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "rate_limited");
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(why), "{message}");
+    let retry_after: u64 = reply.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+}
+
 #[tokio::test]
 async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
     // GIVEN an organization allowed three searches a minute, which it has made: two of a
@@ -1327,7 +1356,11 @@ async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
         per_window: 3,
         ..audit_log::streaming::SEARCHES
     };
-    let w = World::with(|api| api.with_search_limit(limit)).await;
+    // A clock of its own: the minute cannot turn between the searches.
+    let clock = Arc::new(ManualClock::at(
+        OffsetDateTime::now_utc().replace_second(10).unwrap(),
+    ));
+    let w = World::with(|api| api.with_search_limit(limit).with_clock(clock)).await;
     assert_eq!(w.list(&[("action", "delete")]).await.status, 200);
     assert_eq!(
         w.list(&[("q", "revoked"), ("limit", "10")]).await.status,
@@ -1338,16 +1371,7 @@ async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
     // WHEN it searches once more
     let limited = w.list(&[("status", "FAILED")]).await;
     // THEN it is told when to come back, and why
-    assert_eq!(limited.status, 429, "{}", limited.body);
-    assert_eq!(limited.body["error"]["code"], "rate_limited");
-    let retry_after: u64 = limited.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let message = limited.body["error"]["message"].as_str().unwrap();
-    assert!(message.contains("3 searches"), "{message}");
+    turned_away(&limited, "3 searches");
     // AND a plain page of the project's events is not counted
     assert_eq!(w.list(&[("limit", "5")]).await.status, 200);
 }
@@ -1557,6 +1581,56 @@ async fn a_rare_search_across_many_projects_moves_on_every_page() {
     let (found, pages) = all_pages(&w, true, &[("status", "FAILED")]).await;
     assert_eq!(found, newest_first(119, |n| n % 5 == 3));
     assert!(pages.len() <= 20, "{} pages for 120 events", pages.len());
+}
+
+#[tokio::test]
+async fn listing_projects_reads_past_an_expired_tail_at_a_bounded_cost() {
+    // GIVEN a project whose 4,000 oldest events are past their TTL and still in the table
+    // (DynamoDB takes days to delete them; the emulator never does) before two live ones, and
+    // a project whose 4,000 events have all expired
+    let mut w = World::new().await;
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let long_ago = now - Duration::from_secs(500 * 86_400);
+    let (tail, gone) = (unique("tail"), unique("gone"));
+    for project in [&tail, &gone] {
+        let expired: Vec<Value> = (0..4_000)
+            .map(|i| event_at(&w.org, project, long_ago + Duration::from_secs(i as u64), i))
+            .collect();
+        for chunk in expired.chunks(1_000) {
+            w.store(chunk).await;
+        }
+    }
+    let live = [
+        now - Duration::from_secs(3_600),
+        now - Duration::from_secs(60),
+    ];
+    w.store(&[
+        event_at(&w.org, &tail, live[0], 1),
+        event_at(&w.org, &tail, live[1], 2),
+    ])
+    .await;
+    // WHEN the organization's projects are listed, through a proxy that counts the reads
+    let proxy = audit_log_tests::faults::AwsProxy::start(
+        std::env::var("AWS_ENDPOINT_URL").unwrap(),
+        audit_log_tests::faults::AwsFaults::default(),
+    )
+    .await;
+    let counted = aws_config::from_env().endpoint_url(&proxy.url).load().await;
+    w.api = Api::new(settings(&w.parts()), &counted);
+    let reply = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[])
+        .await;
+    // THEN the tail's project is listed from its oldest live event, the other not at all
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let rfc = |t: OffsetDateTime| t.format(&Rfc3339).unwrap();
+    assert_eq!(
+        reply.body["projects"],
+        json!([{"project_id": tail, "newest_event_at": rfc(live[1]), "oldest_event_at": rfc(live[0])}])
+    );
+    // AND each end of a partition read at most one step of expired items before going
+    // straight to where live events start: the noted projects (1), the tail's newest (1) and
+    // oldest (2), the other's newest (2), where reading every expired item takes 5 each
+    assert_eq!(proxy.count("Query"), 6);
 }
 
 #[tokio::test]

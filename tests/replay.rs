@@ -2,6 +2,7 @@
 //! what is owed past the retry window is listed, and a replay delivers it; old events are
 //! dated as documented.
 
+use audit_log::clock::ManualClock;
 use audit_log_stream::ReplayPages;
 use audit_log_tests::local::{
     Project, Stack, StreamLimits, StreamRun, call_api, datadog_entries, drain_events_queue,
@@ -11,6 +12,7 @@ use audit_log_tests::local::{
 use audit_log_tests::{backdate_lane, customer_logs, emulator, failed_ids, unique};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -478,6 +480,8 @@ struct Replaying {
     project: Project,
     /// `GET` path of the replay.
     replay: String,
+    /// The range it replays, as it was asked for.
+    range: Value,
 }
 
 impl Replaying {
@@ -507,7 +511,15 @@ impl Replaying {
             stream,
             project,
             replay,
+            range,
         }
+    }
+
+    /// The stream function and the api on `clock` from now on.
+    fn on(mut self, clock: &Arc<ManualClock>) -> Self {
+        self.stream = self.stream.with_clock(clock.clone());
+        self.api = self.api.with_clock(clock.clone());
+        self
     }
 
     async fn replay(&self) -> Value {
@@ -585,6 +597,87 @@ async fn a_replay_that_cannot_read_an_event_of_its_range_ends_failed_saying_so()
         "{replay}"
     );
     assert_eq!(received(&r.datadog).await.len(), 10);
+}
+
+/// Twenty minutes on: past the replay lock's staleness.
+fn twenty_minutes_on() -> Arc<ManualClock> {
+    let later = now() + Duration::from_secs(20 * 60);
+    const { assert!(20 * 60 > audit_log::streaming::REPLAY_STALE_AFTER_SECONDS) };
+    Arc::new(ManualClock::at(later))
+}
+
+#[tokio::test]
+async fn a_replay_kept_waiting_past_its_locks_staleness_goes_on_where_it_stood() {
+    // GIVEN a replay whose part then waits twenty minutes on a busy queue
+    let pages = ReplayPages {
+        size: 5,
+        ..ReplayPages::default()
+    };
+    let r = Replaying::start(202, pages, &[])
+        .await
+        .on(&twenty_minutes_on());
+    // THEN meanwhile it still runs, and says why it has not moved and what replaces it
+    let waiting = r.replay().await;
+    assert_eq!(waiting["state"], "running", "{waiting}");
+    assert!(
+        waiting["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("waiting behind others"),
+        "{waiting}"
+    );
+    // WHEN its part comes, it goes on and delivers the whole range, once
+    r.run(async |_| true).await;
+    let done = r.replay().await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["delivered"], 12);
+    assert_eq!(done["last_error"], Value::Null);
+    assert_eq!(received(&r.datadog).await.len(), 12);
+    assert_eq!(datadog_entries(&r.datadog).await.len(), 12);
+}
+
+#[tokio::test]
+async fn a_replay_whose_lock_a_newer_one_took_while_it_waited_stops_without_sending() {
+    // GIVEN a replay whose part waited past its lock's staleness, and a newer replay of the
+    // project started meanwhile
+    let r = Replaying::start(202, ReplayPages::default(), &[])
+        .await
+        .on(&twenty_minutes_on());
+    let (status, newer) = call_api(
+        &r.api,
+        &r.project,
+        "POST",
+        "/streaming/replay",
+        Some(&r.range),
+    )
+    .await;
+    assert_eq!(status, 202, "{newer}");
+    // THEN the older is shown failed at once, replaced
+    let replaced = r.replay().await;
+    assert_eq!(replaced["state"], "failed", "{replaced}");
+    assert_eq!(
+        replaced["last_error"],
+        audit_log::streaming::REPLAY_SUPERSEDED
+    );
+    // WHEN both parts come, in whatever order
+    r.run(async |_| true).await;
+    // THEN the older stops, failed, having sent nothing; the newer delivers the range once
+    let older = r.replay().await;
+    assert_eq!(older["state"], "failed", "{older}");
+    assert_eq!(older["delivered"], 0);
+    assert_eq!(
+        older["last_error"],
+        audit_log::streaming::REPLAY_SUPERSEDED,
+        "{older}"
+    );
+    let path = format!(
+        "/streaming/replays/{}",
+        newer["replay_id"].as_str().unwrap()
+    );
+    let newer = call_api(&r.api, &r.project, "GET", &path, None).await.1;
+    assert_eq!(newer["state"], "completed", "{newer}");
+    assert_eq!(newer["delivered"], 12);
+    assert_eq!(datadog_entries(&r.datadog).await.len(), 12);
 }
 
 /// A replay that stalled past its lock's staleness while a newer one took the project's lock:

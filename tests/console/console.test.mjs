@@ -395,9 +395,21 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   assert.match(rows[2], /failed/);
 
   await p.getByLabel("Only failed events").uncheck();
+  // Its first look shows it as the API shows a replay waiting behind others (the service's
+  // side of it: tests/replay.rs); the next ones as they are.
+  const waiting = "no progress for 15 minutes: the replay is waiting behind others";
+  let looks = 0;
+  await p.route("**/streaming/replays/*", async (route) => {
+    const response = await route.fetch();
+    const replay = await response.json();
+    looks += 1;
+    await route.fulfill({ response, json: looks === 1 ? { ...replay, state: "running", last_error: waiting } : replay });
+  });
   await button(p, "Replay").click();
+  await shows(p, `so far… ${waiting}`);
   // The event and the configuration's own audit event, again.
   await shows(p, "Replay completed: 2 delivered, 0 failed.", 90);
+  await p.unroute("**/streaming/replays/*");
   await screenshot(p, "delivery-problems");
 
   // Failed events appear only after the retry window (a week by default), too long to wait

@@ -249,6 +249,7 @@ impl Stack {
                 datadog_endpoint_override: datadog,
                 console: local_sign_in(),
                 lanes: lanes_from_env(),
+                retention: self.operator.retention,
             },
             &self.functions_aws,
         )

@@ -50,7 +50,8 @@ export function replaySection(p) {
     const counts = `${replay.delivered} delivered, ${replay.failed} failed`;
     if (replay.state === "completed") say(status, `Replay completed: ${counts}.`, "good");
     else if (replay.state === "failed") say(status, `Replay failed (${counts}): ${replay.last_error || "no reason given"}`, "alert");
-    else say(status, `Replay running: ${counts} so far…`);
+    // A running replay may say why it has not moved (waiting behind others) or what its last page met.
+    else say(status, `Replay running: ${counts} so far…${replay.last_error ? ` ${replay.last_error}` : ""}`);
     return replay.state !== "running";
   };
   const form = h(

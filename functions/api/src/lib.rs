@@ -118,6 +118,8 @@ pub struct Settings {
     /// a new try) never run on other numbers than the lanes'. Today they use only its fixed
     /// timings (housekeeping, page).
     pub lanes: audit_log::lane::Policy,
+    /// How long events are kept (`RETENTION_DAYS`): where a project's live events start.
+    pub retention: audit_log::Retention,
 }
 
 impl Settings {
@@ -138,6 +140,7 @@ impl Settings {
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
             console: SignIn::oidc_from_env().unwrap_or(SignIn::Off),
             lanes: audit_log::lane::Policy::from_env()?,
+            retention: audit_log::Retention::from_env()?,
         })
     }
 }

@@ -60,6 +60,7 @@ fn settings() -> Settings {
         datadog_endpoint_override: None,
         console: crate::console::SignIn::Off,
         lanes: audit_log::lane::Policy::default(),
+        retention: audit_log::Retention::default(),
     }
 }
 
@@ -459,20 +460,33 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
     assert_eq!(limited.body["error"]["code"], "rate_limited");
     assert_eq!(limited.headers["retry-after"], "3570");
     // AND in the next hour it may ask again; the first replay, without progress for an hour,
-    // shows as failed and has left its lock to be taken over
+    // still runs (its part may be waiting behind others), says so, and has left its lock to be
+    // taken over by a new one
     w.clock.advance(std::time::Duration::from_secs(3570));
     let stalled = w
         .call("GET", &format!("/streaming/replays/{id}"), &[], None)
         .await;
-    assert_eq!(stalled.body["state"], "failed", "{}", stalled.body);
+    assert_eq!(stalled.body["state"], "running", "{}", stalled.body);
+    assert_eq!(stalled.body["finished_at"], Value::Null);
     assert!(
         stalled.body["last_error"]
             .as_str()
             .unwrap()
-            .contains("stopped making progress")
+            .contains("a new replay of the project replaces it"),
+        "{}",
+        stalled.body
     );
     let later = replay(PROJECT).await;
     assert_eq!(later.status, 202, "{}", later.body);
+    // AND from then on the first shows as replaced, failed
+    let replaced = w
+        .call("GET", &format!("/streaming/replays/{id}"), &[], None)
+        .await;
+    assert_eq!(replaced.body["state"], "failed", "{}", replaced.body);
+    assert_eq!(
+        replaced.body["last_error"],
+        audit_log::streaming::REPLAY_SUPERSEDED
+    );
 }
 
 #[tokio::test]

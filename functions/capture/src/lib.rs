@@ -35,6 +35,11 @@ const REMEMBERED_PROJECTS: usize = 10_000;
 /// An organization's project: `(organization_id, project_id)`.
 pub type Project = (String, String);
 
+/// How long the one call noting all of a batch's new projects may take before each
+/// organization's are tried on their own: a `PutItem` answers in milliseconds, the SDK's
+/// retries of a throttled one in seconds.
+const FIRST_NOTE: Duration = Duration::from_secs(2);
+
 /// Time kept back from the invocation's deadline to answer Lambda after the last retry.
 const REPORT_MARGIN: Duration = Duration::from_millis(500);
 
@@ -188,26 +193,22 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         };
         // A project is noted before its events are stored, or they are not stored (SQS hands
         // them back): what capture stores, its organization's listing of projects finds. The
-        // events of projects noted (before, or by one try now) are stored at once, while each
-        // organization whose projects that try missed tries again on its own, until halfway
+        // events of projects this container noted before are stored at once; meanwhile the
+        // new projects are noted in one try, their events stored as soon as it answers, and
+        // each organization whose projects it missed tries again on its own, until halfway
         // (storing has the rest): one organization's throttled partition holds back only its
         // own events.
-        let (ready, late) = self.note(projects, &mut valid).await;
+        let (known, new) = self.split_noted(projects, &mut valid);
         let now = Instant::now();
         let halfway = now + deadline.saturating_duration_since(now) / 2;
-        let (mut unwritten, late) = tokio::join!(
-            self.table.put_events(ready, storing),
-            futures::future::join_all(
-                late.into_iter()
-                    .map(|late| self.note_again_then_store(late, halfway, storing))
-            )
+        let (mut unwritten, (refused, unnoted)) = tokio::join!(
+            self.store(known, storing),
+            self.note_then_store(new, halfway, storing),
         );
+        unwritten.extend(refused);
         // Events not stored, by the id they are stored under, with whether the reason passes.
-        let mut unstored: Vec<(String, bool)> = Vec::new();
-        for (failures, unnoted) in late {
-            unwritten.extend(failures);
-            unstored.extend(unnoted.into_iter().map(|e| (e.message_id, true)));
-        }
+        let mut unstored: Vec<(String, bool)> =
+            unnoted.into_iter().map(|e| (e.message_id, true)).collect();
         for WriteFailure { message_id, reason } in &unwritten {
             let first = &records[copies[message_id][0]];
             tracing::error!(
@@ -324,49 +325,89 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         (sent, left)
     }
 
-    /// Notes the projects not noted yet in one try; the events (taken from `valid`) ready to
-    /// store, in the batch's order, and by organization the projects the try missed, with
-    /// their events.
-    async fn note(
+    /// The events (taken from `valid`) of projects this container has noted, in the batch's
+    /// order, and the other projects with theirs.
+    fn split_noted(
         &self,
         projects: HashMap<Project, Vec<usize>>,
         valid: &mut [Option<StoredEvent>],
-    ) -> (Vec<StoredEvent>, Vec<Late>) {
-        let (mut ready, mut new) = (Vec::new(), Vec::new());
-        {
-            let noted = lock(&self.noted);
-            for (project, events) in projects {
-                match noted.contains(&project) {
-                    true => ready.extend(events),
-                    false => new.push((project, events)),
-                }
+    ) -> (Vec<StoredEvent>, Vec<(Project, Vec<StoredEvent>)>) {
+        let (mut known, mut new) = (Vec::new(), Vec::new());
+        let noted = lock(&self.noted);
+        for (project, events) in projects {
+            match noted.contains(&project) {
+                true => known.extend(events),
+                false => new.push((project, events)),
             }
         }
-        let mut late: HashMap<String, Late> = HashMap::new();
-        if !new.is_empty() {
-            let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
-            let missed: HashSet<usize> = match self.projects.note(&keys).await {
-                Ok(()) => HashSet::new(),
-                Err(unnoted) => unnoted.projects.into_iter().collect(),
+        known.sort_unstable();
+        let mut take = |i: &usize| valid[*i].take();
+        let known = known.iter().filter_map(&mut take).collect();
+        let new = new
+            .into_iter()
+            .map(|(project, events)| (project, events.iter().filter_map(&mut take).collect()))
+            .collect();
+        (known, new)
+    }
+
+    /// Stores the events, if any; those the table refused.
+    async fn store(&self, events: Vec<StoredEvent>, storing: Instant) -> Vec<WriteFailure> {
+        match events.is_empty() {
+            true => Vec::new(),
+            false => self.table.put_events(events, storing).await,
+        }
+    }
+
+    /// Notes the new projects in one try, cut short after [`FIRST_NOTE`] (the SDK backs off
+    /// inside a call to a throttled partition, and one organization's must not hold the
+    /// others' long), then stores the events of those noted while each organization the try
+    /// missed tries again on its own until `until`; the events the table refused, and those of
+    /// projects still not noted (handed back).
+    async fn note_then_store(
+        &self,
+        new: Vec<(Project, Vec<StoredEvent>)>,
+        until: Instant,
+        storing: Instant,
+    ) -> (Vec<WriteFailure>, Vec<StoredEvent>) {
+        if new.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
+        let first = until.min(Instant::now() + FIRST_NOTE);
+        let missed: HashSet<usize> =
+            match tokio::time::timeout_at(first, self.projects.note(&keys)).await {
+                Ok(Ok(())) => HashSet::new(),
+                Ok(Err(unnoted)) => unnoted.projects.into_iter().collect(),
+                Err(_) => (0..keys.len()).collect(),
             };
-            let mut reached = Vec::new();
-            for (i, (project, events)) in new.into_iter().enumerate() {
-                if missed.contains(&i) {
-                    let taken = events.iter().filter_map(|&e| valid[e].take()).collect();
-                    late.entry(project.0.clone())
-                        .or_default()
-                        .projects
-                        .push((project, taken));
-                } else {
-                    ready.extend(events);
-                    reached.push(project);
-                }
+        let (mut noted, mut reached) = (Vec::new(), Vec::new());
+        let mut late: HashMap<String, Late> = HashMap::new();
+        for (i, (project, events)) in new.into_iter().enumerate() {
+            if missed.contains(&i) {
+                let organization = project.0.clone();
+                late.entry(organization)
+                    .or_default()
+                    .projects
+                    .push((project, events));
+            } else {
+                noted.extend(events);
+                reached.push(project);
             }
-            self.remember(reached);
         }
-        ready.sort_unstable();
-        let ready = ready.into_iter().filter_map(|i| valid[i].take()).collect();
-        (ready, late.into_values().collect())
+        self.remember(reached);
+        let (mut refused, late) = tokio::join!(
+            self.store(noted, storing),
+            futures::future::join_all(
+                late.into_values()
+                    .map(|late| self.note_again_then_store(late, until, storing))
+            )
+        );
+        let mut unnoted = Vec::new();
+        for (more_refused, events) in late {
+            refused.extend(more_refused);
+            unnoted.extend(events);
+        }
+        (refused, unnoted)
     }
 
     /// Tries again to note one organization's projects, until `until`, and stores the events
@@ -421,10 +462,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 "projects not noted; their events are handed back"
             );
         }
-        let refused = match noted.is_empty() {
-            true => Vec::new(),
-            false => self.table.put_events(noted, storing).await,
-        };
+        let refused = self.store(noted, storing).await;
         (refused, left.into_iter().flat_map(|(_, e)| e).collect())
     }
 

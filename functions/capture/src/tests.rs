@@ -219,6 +219,34 @@ async fn each_project_with_events_is_noted_once_per_container_not_once_per_event
     );
 }
 
+/// Captures the batch and, a second in while it still runs (the clock is paused: a second of
+/// the test's time, not a wait), whether each of `ids` is stored already.
+async fn a_second_in(
+    capture: &Capture<MemoryEventTable, MemoryProjects>,
+    batch: Vec<Message>,
+    deadline: Instant,
+    ids: &[&str],
+) -> (Result<SqsBatchResponse, CaptureError>, Vec<bool>) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    tokio::join!(
+        async {
+            let response = capture.capture(batch, deadline).await;
+            done.store(true, Ordering::SeqCst);
+            response
+        },
+        async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "the batch is still being captured"
+            );
+            ids.iter()
+                .map(|id| capture.table.item_of(id).is_some())
+                .collect()
+        }
+    )
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_events() {
     let capture = capture();
@@ -242,25 +270,9 @@ async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_
     ];
     let start = Instant::now();
     let budget = Duration::from_secs(20);
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (response, stored_meanwhile) = tokio::join!(
-        async {
-            let response = capture.capture(batch, start + budget).await;
-            done.store(true, Ordering::SeqCst);
-            response
-        },
-        async {
-            // A second in (the clock is paused, so this is the test's clock, not a wait), while
-            // its projects are still being tried again: the others' events are stored already.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(
-                !done.load(Ordering::SeqCst),
-                "still trying to note its projects"
-            );
-            ["m-2", "m-4"].map(|id| capture.table.item_of(id).is_some())
-        }
-    );
-    assert_eq!(stored_meanwhile, [true, true]);
+    // While its projects are still being tried again, the others' events are stored already.
+    let (response, stored) = a_second_in(&capture, batch, start + budget, &["m-2", "m-4"]).await;
+    assert_eq!(stored, [true, true]);
     let response = response.unwrap();
     assert_eq!(reported(&response), BTreeSet::from(["m-1", "m-3"]));
     assert!(capture.table.item_of("m-2").is_some());
@@ -284,6 +296,41 @@ async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_
             .len(),
         1
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_to_note_projects_that_never_answers_holds_back_no_one_else() {
+    let capture = capture();
+    let of = |id: &str, org: &str, project: &str| {
+        let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
+        event["organization_id"] = serde_json::json!(org);
+        event["project_id"] = serde_json::json!(project);
+        message(id, &event.to_string())
+    };
+    // A project this container noted before, then calls naming the slow organization's
+    // projects that never answer (all the batch's new projects are noted in one call).
+    let first = capture.capture(vec![of("m-0", "org-a", "known")], later());
+    assert!(reported(&first.await.unwrap()).is_empty());
+    capture
+        .projects
+        .hung
+        .lock()
+        .unwrap()
+        .insert("org-slow".into());
+    let batch = vec![
+        of("m-1", "org-slow", "p"),
+        of("m-2", "org-a", "known"),
+        of("m-3", "org-b", "new"),
+    ];
+    let start = Instant::now();
+    let budget = Duration::from_secs(20);
+    let (response, stored) = a_second_in(&capture, batch, start + budget, &["m-2"]).await;
+    // The known project's event went at once; the new projects' waited for the call, which
+    // was given up after a while, and then were noted per organization.
+    assert_eq!(stored, [true], "a noted project's event waits for nothing");
+    assert!(start.elapsed() <= budget / 2 + Duration::from_secs(1));
+    assert_eq!(reported(&response.unwrap()), BTreeSet::from(["m-1"]));
+    assert!(capture.table.item_of("m-3").is_some());
 }
 
 #[tokio::test]

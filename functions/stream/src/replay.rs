@@ -15,7 +15,7 @@ use audit_log::destination::DeliveryError;
 use audit_log::lane::LaneState;
 use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
-use audit_log::streaming::{ConfigError, FailureLog, REPLAY_STALLED, Replay, ReplayState, Replays};
+use audit_log::streaming::{ConfigError, FailureLog, Replay, ReplayState, Replays};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -72,16 +72,17 @@ impl Stream {
         if replay.state != ReplayState::Running {
             return Ok(());
         }
-        // A part that waited past the lock's staleness (a busy queue) was shown as failed, and
-        // another replay of the project may have started since: it must not come back.
+        // A part that waited past the lock's staleness (a busy queue, or a redrive from the
+        // dead-letter queue) goes on only while the project's lock is still its own: its
+        // save says so before anything is sent, and stops it when a newer replay took over.
         if replay.stalled_at(self.delivery.clock.now()) {
-            return self
-                .finish(
-                    &mut replay,
-                    ReplayState::Failed,
-                    Some(REPLAY_STALLED.into()),
-                )
-                .await;
+            if !self.save_progress(&replay).await? {
+                return Ok(());
+            }
+            tracing::info!(
+                replay_id = replay.replay_id,
+                "a replay that waited past its lock's staleness goes on"
+            );
         }
         let parse = |t: &str| {
             OffsetDateTime::parse(t, &Rfc3339)

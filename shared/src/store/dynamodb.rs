@@ -304,38 +304,70 @@ impl EventTable {
     }
 }
 
+/// Expired items (DynamoDB deletes them within a few days of their TTL) stepped over from one
+/// end of a partition before a lookup goes straight to where live events start: a busy
+/// project's expired tail may hold hundreds of thousands, and reading them all would spend the
+/// table's reads that every tenant shares.
+const EXPIRED_STEPPED_OVER: i32 = 1_000;
+
 impl EventTable {
-    /// The sort keys of the partition's newest and oldest events not past their TTL; `None`
-    /// when it has none.
+    /// The sort keys of the partition's newest and oldest events not past their TTL (`now`);
+    /// `None` when it has none. Events are kept `retention` from their time.
+    ///
+    /// Known limit: after `RETENTION_DAYS` was lowered, an event kept under the longer
+    /// retention, behind more expired items than are stepped over, is not seen here (the
+    /// listings still show it) until it expires.
     pub async fn span(
         &self,
         partition: &str,
         now: i64,
+        retention: crate::Retention,
     ) -> Result<Option<(String, String)>, StoreError> {
-        let newest = self.first_live(partition, now, false).await?;
-        let Some(newest) = newest else {
+        let kept_from = sort_key_time(
+            time::OffsetDateTime::from_unix_timestamp(now)
+                .map_err(|e| StoreError::Refused(e.to_string()))?
+                - retention.as_duration(),
+        );
+        let end = async |oldest_first| -> Result<Option<String>, StoreError> {
+            Ok(
+                match self.first_live(partition, now, oldest_first, None).await? {
+                    Live::Found(sk) => Some(sk),
+                    Live::Nothing => None,
+                    // Everything older than the retention is expired: go straight past it.
+                    Live::NotYet => match self
+                        .first_live(partition, now, oldest_first, Some(&kept_from))
+                        .await?
+                    {
+                        Live::Found(sk) => Some(sk),
+                        _ => None,
+                    },
+                },
+            )
+        };
+        let Some(newest) = end(false).await? else {
             return Ok(None);
         };
-        let oldest = self.first_live(partition, now, true).await?;
-        Ok(Some((newest.clone(), oldest.unwrap_or(newest))))
+        // Found nothing from the other end: only after a lowered retention (see above).
+        let oldest = end(true).await?.unwrap_or_else(|| newest.clone());
+        Ok(Some((newest, oldest)))
     }
 
-    /// The first sort key of a live event from one end of the partition. Expired items that
-    /// DynamoDB has not deleted yet (it takes up to a few days) are stepped over a thousand at
-    /// a time.
+    /// The first sort key of a live event from one end of the partition: within the first
+    /// read of it, or from `kept_from` on, however many reads that takes (after a longer
+    /// retention was set, items just past the old one expired there).
     async fn first_live(
         &self,
         partition: &str,
         now: i64,
         oldest_first: bool,
-    ) -> Result<Option<String>, StoreError> {
+        kept_from: Option<&str>,
+    ) -> Result<Live, StoreError> {
         let mut start = None;
         loop {
-            let out = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.name)
-                .key_condition_expression("#pk = :pk")
                 .filter_expression("#exp > :now")
                 .projection_expression("#sk")
                 .expression_attribute_names("#pk", attr::PARTITION_KEY)
@@ -344,23 +376,36 @@ impl EventTable {
                 .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .scan_index_forward(oldest_first)
-                .limit(1_000)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| classify(&e))?;
+                .limit(EXPIRED_STEPPED_OVER)
+                .set_exclusive_start_key(start.take());
+            query = match kept_from {
+                Some(from) => query
+                    .key_condition_expression("#pk = :pk AND #sk >= :from")
+                    .expression_attribute_values(":from", AttributeValue::S(from.to_owned())),
+                None => query.key_condition_expression("#pk = :pk"),
+            };
+            let out = query.send().await.map_err(|e| classify(&e))?;
             let first = out
                 .items
                 .unwrap_or_default()
                 .into_iter()
                 .find_map(|mut item| item.remove(attr::SORT_KEY)?.as_s().ok().cloned());
             match (first, out.last_evaluated_key) {
-                (Some(sk), _) => return Ok(Some(sk)),
+                (Some(sk), _) => return Ok(Live::Found(sk)),
+                (None, None) => return Ok(Live::Nothing),
+                (None, Some(_)) if kept_from.is_none() => return Ok(Live::NotYet),
                 (None, Some(key)) => start = Some(key),
-                (None, None) => return Ok(None),
             }
         }
     }
+}
+
+/// What one read from an end of a partition found.
+enum Live {
+    Found(String),
+    /// Only expired items, and more items beyond them.
+    NotYet,
+    Nothing,
 }
 
 impl Chunks for EventTable {

@@ -138,6 +138,8 @@ pub struct MemoryProjects {
     pub fail: std::sync::atomic::AtomicBool,
     /// Organizations whose projects are never noted (their partition throttled).
     pub unreachable: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Organizations a call naming any of whose projects never answers.
+    pub hung: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -145,6 +147,13 @@ impl ProjectIndex for MemoryProjects {
     async fn note(&self, projects: &[(String, String)]) -> Result<(), Unnoted> {
         use std::sync::atomic::Ordering;
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let hangs = {
+            let hung = self.hung.lock().unwrap_or_else(|e| e.into_inner());
+            projects.iter().any(|(org, _)| hung.contains(org))
+        };
+        if hangs {
+            std::future::pending::<()>().await;
+        }
         let fail = self.fail.load(Ordering::SeqCst);
         let unreachable = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
         let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());

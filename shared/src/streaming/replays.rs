@@ -23,8 +23,11 @@ pub fn is_fresh(beat: i64, at: OffsetDateTime) -> bool {
     beat >= at.unix_timestamp() - STALE_AFTER_SECONDS
 }
 
-/// What a replay that stalled says, where it is shown failed.
-pub const STALLED: &str = "the replay stopped making progress; start it again";
+/// What a replay that stalled says while it is shown: it goes on by itself when its part comes,
+/// unless a newer replay of the project has taken its lock by then.
+pub const STALLED: &str = "no progress for 15 minutes: the replay is waiting behind others, or its \
+     part was dead-lettered (the operators are alerted); it goes on where it stood when its part \
+     comes, and a new replay of the project replaces it";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,8 +98,8 @@ impl Replay {
     }
 
     /// Whether the replay, still `running`, stalled by `now`: its last save (its heartbeat)
-    /// is older than the lock's staleness, so another replay of the project may have taken
-    /// its lock. The API shows it failed, and its part, should it come, stops there.
+    /// is older than the lock's staleness, so another replay of the project may take its lock
+    /// over. Its part, when it comes, goes on only if none has.
     pub fn stalled_at(&self, now: OffsetDateTime) -> bool {
         let moved = OffsetDateTime::parse(&self.updated_at, &Rfc3339).unwrap_or(now);
         self.state == ReplayState::Running && !is_fresh(moved.unix_timestamp(), now)

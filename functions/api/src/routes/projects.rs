@@ -46,9 +46,11 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?;
         let now = self.clock.now().unix_timestamp();
+        let retention = self.settings.retention;
         let spans: Vec<Option<ProjectWithEvents>> = futures::stream::iter(noted)
             .map(|project| async move {
-                let span = self.events.span(&partition_key(org, &project), now).await?;
+                let partition = partition_key(org, &project);
+                let span = self.events.span(&partition, now, retention).await?;
                 Ok::<_, audit_log::store::StoreError>(span.and_then(|(newest, oldest)| {
                     Some(ProjectWithEvents {
                         newest_event_at: time_of(&newest)?,

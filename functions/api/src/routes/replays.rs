@@ -5,7 +5,8 @@ use crate::{Api, Ports, config_error, input, internal, json_response};
 use audit_log::clock::seconds_text;
 use audit_log::message::ReplayPart;
 use audit_log::streaming::{
-    Configurations, REPLAY_STALLED, REPLAYS_STARTED, Replay, ReplayState, Replays,
+    Configurations, REPLAY_STALLED, REPLAY_SUPERSEDED, REPLAYS_STARTED, Replay, ReplayState,
+    Replays,
 };
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use time::format_description::well_known::Rfc3339;
@@ -103,8 +104,9 @@ impl<P: Ports> Api<P> {
         Ok(response)
     }
 
-    /// A replay as its caller sees it: one whose heartbeat went stale (its part dead-lettered)
-    /// is failed, as the next replay will take its lock over.
+    /// A replay as its caller sees it: one whose heartbeat went stale (its part kept waiting by
+    /// a busy queue, or dead-lettered) still runs, and says so and what replaces it; once a
+    /// newer replay of the project holds the lock, it is failed, as its part will stop.
     pub(crate) async fn get_replay(
         &self,
         org: &str,
@@ -118,9 +120,20 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?
             .ok_or_else(|| super::unknown_job("replay"))?;
-        if replay.stalled_at(self.clock.now()) {
-            replay.state = ReplayState::Failed;
-            replay.last_error = Some(REPLAY_STALLED.into());
+        let now = self.clock.now();
+        if replay.stalled_at(now) {
+            // A fresh lock is not this replay's: its own heartbeat is stale.
+            let replaced = self
+                .configs
+                .replay_running(org, project, now)
+                .await
+                .map_err(config_error)?;
+            if replaced {
+                replay.state = ReplayState::Failed;
+                replay.last_error = Some(REPLAY_SUPERSEDED.into());
+            } else {
+                replay.last_error = Some(REPLAY_STALLED.into());
+            }
         }
         Ok(json_response(200, &replay))
     }
