@@ -358,6 +358,15 @@ impl Replays for MemoryLanes {
         Ok(true)
     }
 
+    async fn replay_lock_holder(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        Ok(lock(&self.table).locks.get(&key).map(|(id, _)| id.clone()))
+    }
+
     async fn replay_running(
         &self,
         organization_id: &str,

@@ -136,6 +136,26 @@ impl Replay {
     }
 }
 
+impl ConfigTable {
+    /// The project's replay lock, as it stands.
+    async fn replay_lock(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, ConfigError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(lock_key(organization_id, project_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out.item)
+    }
+}
+
 /// Replays of each project, and the lock that lets one run at a time.
 pub trait Replays: Sync {
     /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
@@ -144,6 +164,14 @@ pub trait Replays: Sync {
         replay: &Replay,
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, ConfigError>> + Send;
+
+    /// The replay holding the project's lock, whether its heartbeat is fresh or not: a running
+    /// replay that does not hold it was replaced (only the holder's end removes it).
+    fn replay_lock_holder(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, ConfigError>> + Send;
 
     /// Whether a replay of the project holds its lock (its heartbeat fresh at `at`).
     fn replay_running(
@@ -197,23 +225,23 @@ impl Replays for ConfigTable {
         Ok(true)
     }
 
+    async fn replay_lock_holder(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let lock = self.replay_lock(organization_id, project_id).await?;
+        Ok(lock.as_ref().and_then(|item| optional(item, "replay_id")))
+    }
+
     async fn replay_running(
         &self,
         organization_id: &str,
         project_id: &str,
         at: OffsetDateTime,
     ) -> Result<bool, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(lock_key(organization_id, project_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        let beat = out
-            .item
+        let lock = self.replay_lock(organization_id, project_id).await?;
+        let beat = lock
             .as_ref()
             .and_then(|item| item.get("heartbeat")?.as_n().ok()?.parse::<i64>().ok());
         Ok(beat.is_some_and(|beat| is_fresh(beat, at)))

@@ -105,8 +105,9 @@ impl<P: Ports> Api<P> {
     }
 
     /// A replay as its caller sees it: one whose heartbeat went stale (its part kept waiting by
-    /// a busy queue, or dead-lettered) still runs, and says so and what replaces it; once a
-    /// newer replay of the project holds the lock, it is failed, as its part will stop.
+    /// a busy queue, or dead-lettered) still runs while it holds the project's lock, and says
+    /// so and what replaces it; once it does not (a newer replay took the lock, and may have
+    /// ended since), it is failed, as its part will stop.
     pub(crate) async fn get_replay(
         &self,
         org: &str,
@@ -122,13 +123,12 @@ impl<P: Ports> Api<P> {
             .ok_or_else(|| super::unknown_job("replay"))?;
         let now = self.clock.now();
         if replay.stalled_at(now) {
-            // A fresh lock is not this replay's: its own heartbeat is stale.
-            let replaced = self
+            let holder = self
                 .configs
-                .replay_running(org, project, now)
+                .replay_lock_holder(org, project)
                 .await
                 .map_err(config_error)?;
-            if replaced {
+            if holder.as_deref() != Some(replay.replay_id.as_str()) {
                 replay.state = ReplayState::Failed;
                 replay.last_error = Some(REPLAY_SUPERSEDED.into());
             } else {
