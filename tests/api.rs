@@ -1350,10 +1350,10 @@ fn turned_away(reply: &Reply, why: &str) {
 
 #[tokio::test]
 async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
-    // GIVEN an organization allowed three searches a minute, which it has made: two of a
-    // project's events and one across its projects
+    // GIVEN an organization allowed four searches a minute, which it has made: two of a
+    // project's events, one across its projects and a page of its projects
     let limit = audit_log::streaming::RateLimit {
-        per_window: 3,
+        per_window: 4,
         ..audit_log::streaming::SEARCHES
     };
     // A clock of its own: the minute cannot turn between the searches.
@@ -1368,10 +1368,14 @@ async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
     );
     let across = w.call_organization(Some(&w.org), &w.org, "", &[]).await;
     assert_eq!(across.status, 200, "{}", across.body);
-    // WHEN it searches once more
+    let projects = w.call_organization(Some(&w.org), &w.org, "/projects", &[]);
+    assert_eq!(projects.await.status, 200);
+    // WHEN it searches once more, or lists its projects
     let limited = w.list(&[("status", "FAILED")]).await;
     // THEN it is told when to come back, and why
-    turned_away(&limited, "3 searches");
+    turned_away(&limited, "4 searches");
+    let projects = w.call_organization(Some(&w.org), &w.org, "/projects", &[]);
+    turned_away(&projects.await, "4 searches");
     // AND a plain page of the project's events is not counted
     assert_eq!(w.list(&[("limit", "5")]).await.status, 200);
 }
@@ -1627,10 +1631,11 @@ async fn listing_projects_reads_past_an_expired_tail_at_a_bounded_cost() {
         reply.body["projects"],
         json!([{"project_id": tail, "newest_event_at": rfc(live[1]), "oldest_event_at": rfc(live[0])}])
     );
-    // AND each end of a partition read at most one step of expired items before going
-    // straight to where live events start: the noted projects (1), the tail's newest (1) and
-    // oldest (2), the other's newest (2), where reading every expired item takes 5 each
-    assert_eq!(proxy.count("Query"), 6);
+    // AND each end of a partition read a few items, then at most one step of expired items,
+    // before going straight to where live events start: the noted projects (1), the tail's
+    // newest (1) and oldest (3), the other's newest (3), where reading every expired item
+    // takes 5 each
+    assert_eq!(proxy.count("Query"), 8);
 }
 
 #[tokio::test]

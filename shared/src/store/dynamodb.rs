@@ -309,6 +309,10 @@ impl EventTable {
 /// project's expired tail may hold hundreds of thousands, and reading them all would spend the
 /// table's reads that every tenant shares.
 const EXPIRED_STEPPED_OVER: i32 = 1_000;
+/// Items a lookup reads first: an end of a partition is nearly always live, and DynamoDB reads
+/// (and charges) `Limit` items whatever the filter keeps, so a lookup that read 1,000 to find
+/// one would cost a hundred times what it needs.
+const FIRST_LOOK: i32 = 10;
 
 impl EventTable {
     /// The sort keys of the partition's newest and oldest events not past their TTL (`now`);
@@ -352,9 +356,10 @@ impl EventTable {
         Ok(Some((newest, oldest)))
     }
 
-    /// The first sort key of a live event from one end of the partition: within the first
-    /// read of it, or from `kept_from` on, however many reads that takes (after a longer
-    /// retention was set, items just past the old one expired there).
+    /// The first sort key of a live event from one end of the partition: within its first
+    /// [`FIRST_LOOK`] and [`EXPIRED_STEPPED_OVER`] items, or from `kept_from` on, however many
+    /// reads that takes (after a longer retention was set, items just past the old one expired
+    /// there).
     async fn first_live(
         &self,
         partition: &str,
@@ -362,7 +367,7 @@ impl EventTable {
         oldest_first: bool,
         kept_from: Option<&str>,
     ) -> Result<Live, StoreError> {
-        let mut start = None;
+        let (mut start, mut first_read) = (None, true);
         loop {
             let mut query = self
                 .client
@@ -376,7 +381,11 @@ impl EventTable {
                 .expression_attribute_values(":pk", AttributeValue::S(partition.to_owned()))
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
                 .scan_index_forward(oldest_first)
-                .limit(EXPIRED_STEPPED_OVER)
+                .limit(if first_read {
+                    FIRST_LOOK
+                } else {
+                    EXPIRED_STEPPED_OVER
+                })
                 .set_exclusive_start_key(start.take());
             query = match kept_from {
                 Some(from) => query
@@ -393,9 +402,10 @@ impl EventTable {
             match (first, out.last_evaluated_key) {
                 (Some(sk), _) => return Ok(Live::Found(sk)),
                 (None, None) => return Ok(Live::Nothing),
-                (None, Some(_)) if kept_from.is_none() => return Ok(Live::NotYet),
+                (None, Some(_)) if kept_from.is_none() && !first_read => return Ok(Live::NotYet),
                 (None, Some(key)) => start = Some(key),
             }
+            first_read = false;
         }
     }
 }

@@ -30,6 +30,9 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         request::only_parameters(request, &["limit", "cursor"])?;
         let limit = limit_query(request, MAX_PROJECT_PAGE)?;
+        // An organization-wide listing: a page reads both ends of up to 100 projects.
+        self.rate_limit(org, self.searches, self.clock.now())
+            .await?;
         let scope = Scope::new("projects", org, "", &[]);
         let after = match request::query(request, "cursor") {
             Some(c) => {
