@@ -68,3 +68,16 @@ pub fn item_written_before_packing(
     .map(|(name, value)| (name.to_owned(), value))
     .collect()
 }
+
+/// A stored event's zstd frame as a newer release may have packed it, read after a rollback:
+/// the same frame, naming a dictionary this release does not have.
+pub fn packed_with_another_dictionary(mut packed: Vec<u8>) -> Vec<u8> {
+    // After the magic number and the frame's descriptor: its dictionary's id.
+    packed[5..9].copy_from_slice(&[1, 2, 3, 4]);
+    assert_eq!(
+        zstd::zstd_safe::get_dict_id_from_frame(&packed).map(|id| id.get()),
+        Some(0x0403_0201),
+        "the frame now names another dictionary"
+    );
+    packed
+}

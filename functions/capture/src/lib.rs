@@ -331,7 +331,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         &self,
         projects: HashMap<Project, Vec<usize>>,
         valid: &mut [Option<StoredEvent>],
-    ) -> (Vec<StoredEvent>, Vec<(Project, Vec<StoredEvent>)>) {
+    ) -> (Vec<StoredEvent>, Vec<Noting>) {
         let (mut known, mut new) = (Vec::new(), Vec::new());
         let noted = lock(&self.noted);
         for (project, events) in projects {
@@ -365,7 +365,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
     /// projects still not noted (handed back).
     async fn note_then_store(
         &self,
-        new: Vec<(Project, Vec<StoredEvent>)>,
+        new: Vec<Noting>,
         until: Instant,
         storing: Instant,
     ) -> (Vec<WriteFailure>, Vec<StoredEvent>) {
@@ -374,27 +374,17 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         }
         let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
         let first = until.min(Instant::now() + FIRST_NOTE);
-        let missed: HashSet<usize> =
-            match tokio::time::timeout_at(first, self.projects.note(&keys)).await {
-                Ok(Ok(())) => HashSet::new(),
-                Ok(Err(unnoted)) => unnoted.projects.into_iter().collect(),
-                Err(_) => (0..keys.len()).collect(),
-            };
-        let (mut noted, mut reached) = (Vec::new(), Vec::new());
-        let mut late: HashMap<String, Late> = HashMap::new();
-        for (i, (project, events)) in new.into_iter().enumerate() {
-            if missed.contains(&i) {
-                let organization = project.0.clone();
-                late.entry(organization)
-                    .or_default()
-                    .projects
-                    .push((project, events));
-            } else {
-                noted.extend(events);
-                reached.push(project);
-            }
+        let missed = match tokio::time::timeout_at(first, self.projects.note(&keys)).await {
+            Ok(outcome) => missed_by(&outcome),
+            Err(_) => (0..keys.len()).collect(),
+        };
+        let (left, noted) = self.sort_out(new, &missed);
+        let mut late: HashMap<String, Vec<Noting>> = HashMap::new();
+        for (project, events) in left {
+            late.entry(project.0.clone())
+                .or_default()
+                .push((project, events));
         }
-        self.remember(reached);
         let (mut refused, late) = tokio::join!(
             self.store(noted, storing),
             futures::future::join_all(
@@ -415,32 +405,22 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
     /// noted (handed back).
     async fn note_again_then_store(
         &self,
-        late: Late,
+        late: Vec<Noting>,
         until: Instant,
         storing: Instant,
     ) -> (Vec<WriteFailure>, Vec<StoredEvent>) {
         // The projects still to note, with their events; the events of those noted since.
-        let state = Mutex::new((late.projects, Vec::new()));
+        let state = Mutex::new((late, Vec::new()));
         let state_ref = &state;
         let attempt = || async move {
+            // The projects stay in `state` over the call: an attempt cut short loses none.
             let keys: Vec<Project> = lock(state_ref).0.iter().map(|(p, _)| p.clone()).collect();
             let outcome = self.projects.note(&keys).await;
-            let missed: HashSet<usize> = match &outcome {
-                Ok(()) => HashSet::new(),
-                Err(unnoted) => unnoted.projects.iter().copied().collect(),
-            };
             let mut state = lock(state_ref);
             let (left, noted) = &mut *state;
-            let mut reached = Vec::new();
-            for (i, (project, events)) in std::mem::take(left).into_iter().enumerate() {
-                if missed.contains(&i) {
-                    left.push((project, events));
-                } else {
-                    noted.extend(events);
-                    reached.push(project);
-                }
-            }
-            self.remember(reached);
+            let (still, now_noted) = self.sort_out(std::mem::take(left), &missed_by(&outcome));
+            *left = still;
+            noted.extend(now_noted);
             match outcome {
                 Ok(()) => Attempt::Done(()),
                 Err(unnoted) => Attempt::Again(unnoted.error),
@@ -466,6 +446,26 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         (refused, left.into_iter().flat_map(|(_, e)| e).collect())
     }
 
+    /// Of projects a call tried to note, those it missed (by place, in `missed`) with their
+    /// events, and the events of the others, which are remembered as noted.
+    fn sort_out(
+        &self,
+        projects: Vec<Noting>,
+        missed: &HashSet<usize>,
+    ) -> (Vec<Noting>, Vec<StoredEvent>) {
+        let (mut left, mut noted, mut reached) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (project, events)) in projects.into_iter().enumerate() {
+            if missed.contains(&i) {
+                left.push((project, events));
+            } else {
+                noted.extend(events);
+                reached.push(project);
+            }
+        }
+        self.remember(reached);
+        (left, noted)
+    }
+
     /// Remembers projects noted, so that this container does not note them again.
     fn remember(&self, projects: impl IntoIterator<Item = Project>) {
         let mut noted = lock(&self.noted);
@@ -481,10 +481,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// One organization's projects that a try did not note, each with its events.
-#[derive(Default)]
-struct Late {
-    projects: Vec<(Project, Vec<StoredEvent>)>,
+/// A project to note, with its events that wait for it.
+type Noting = (Project, Vec<StoredEvent>);
+
+/// The places of the projects a call to note them missed.
+fn missed_by(outcome: &Result<(), audit_log::streaming::Unnoted>) -> HashSet<usize> {
+    match outcome {
+        Ok(()) => HashSet::new(),
+        Err(unnoted) => unnoted.projects.iter().copied().collect(),
+    }
 }
 
 #[cfg(test)]

@@ -181,10 +181,17 @@ async fn a_record_without_a_message_id_fails_the_batch_and_stores_nothing() {
     assert_eq!(capture.table.calls(), 0);
 }
 
-fn of_project(id: &str, project: &str) -> Message {
+/// The seed's first event with these fields set, as message `id`.
+fn with_fields(id: &str, fields: &[(&str, &str)]) -> Message {
     let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
-    event["project_id"] = serde_json::json!(project);
+    for (name, value) in fields {
+        event[*name] = serde_json::json!(value);
+    }
     message(id, &event.to_string())
+}
+
+fn of_project(id: &str, project: &str) -> Message {
+    with_fields(id, &[("project_id", project)])
 }
 
 #[tokio::test]
@@ -250,11 +257,7 @@ async fn a_second_in(
 #[tokio::test(start_paused = true)]
 async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_events() {
     let capture = capture();
-    let other = |id: &str, org: &str| {
-        let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
-        event["organization_id"] = serde_json::json!(org);
-        message(id, &event.to_string())
-    };
+    let other = |id: &str, org: &str| with_fields(id, &[("organization_id", org)]);
     // Its partition throttled for the whole invocation.
     capture
         .projects
@@ -302,10 +305,7 @@ async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_
 async fn a_call_to_note_projects_that_never_answers_holds_back_no_one_else() {
     let capture = capture();
     let of = |id: &str, org: &str, project: &str| {
-        let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
-        event["organization_id"] = serde_json::json!(org);
-        event["project_id"] = serde_json::json!(project);
-        message(id, &event.to_string())
+        with_fields(id, &[("organization_id", org), ("project_id", project)])
     };
     // A project this container noted before, then calls naming the slow organization's
     // projects that never answer (all the batch's new projects are noted in one call).

@@ -645,13 +645,7 @@ mod tests {
         assert_eq!(event_json(&item), Err(DecodeError::Corrupt));
         // A zstd frame cut short, and one naming a dictionary this service never had.
         let packed = codec::pack(event("o", "p", "2024-01-01T00:00:00Z").json());
-        let mut other = packed.clone();
-        other[5..9].copy_from_slice(&[1, 2, 3, 4]);
-        assert_eq!(
-            zstd::zstd_safe::get_dict_id_from_frame(&other).map(|id| id.get()),
-            Some(0x0403_0201),
-            "the frame now names another dictionary"
-        );
+        let other = crate::fixtures::packed_with_another_dictionary(packed.clone());
         for bad in [packed[..packed.len() / 2].to_vec(), other] {
             item.insert(attr::EVENT.to_owned(), AttributeValue::B(Blob::new(bad)));
             assert_eq!(event_json(&item), Err(DecodeError::Corrupt));

@@ -109,7 +109,7 @@ struct Partition<'a> {
     name: &'a str,
     read: Read,
     /// Events read and kept by the filter, not answered yet; `None`: an unreadable item.
-    found: VecDeque<(StoredKey, Option<String>)>,
+    found: VecDeque<(StoredKey, Option<Box<RawValue>>)>,
 }
 
 /// One page of the partitions' events, merged newest first.
@@ -159,24 +159,23 @@ pub async fn page(
                 .as_deref()
                 .is_none_or(|h| p.found[0].0.sort_key.as_str() >= h)
         }) {
-            let size = p.found[0].1.as_deref().map_or(0, bytes_in_response) + 1;
+            let size = p.found[0]
+                .1
+                .as_ref()
+                .map_or(0, |e| bytes_in_response(e.get()))
+                + 1;
             if page.events.len() == request.limit
                 || (!page.events.is_empty() && bytes + size > request.max_bytes)
             {
                 return Ok(page.going_on());
             }
-            let (key, json) = p.found.pop_front().expect("a found event");
-            match json.map(RawValue::from_string) {
-                Some(Ok(event)) => {
+            match p.found.pop_front().expect("a found event") {
+                (key, Some(event)) => {
                     bytes += size;
                     page.events.push(event);
                     page.keys.push(key);
                 }
-                Some(Err(_)) => {
-                    unreadable(&key, "not JSON");
-                    page.unreadable.push(key);
-                }
-                None => page.unreadable.push(key),
+                (key, None) => page.unreadable.push(key),
             }
         }
         let Some(horizon) = horizon else {
@@ -258,20 +257,22 @@ async fn read_more(
         .chunk(part.name, request, before, wanted.max(1))
         .await?;
     for (key, json) in chunk.events {
-        match json {
-            // Checked as JSON when answered, not parsed twice.
-            Ok(json) if request.filter.is_empty() => part.found.push_back((key, Some(json))),
-            Ok(json) => match request.filter.matches_json(&json) {
-                Ok(true) => part.found.push_back((key, Some(json))),
+        let event = json
+            .map_err(|e| e.to_string())
+            .and_then(|json| RawValue::from_string(json).map_err(|_| "not JSON".to_owned()));
+        match event {
+            Ok(event) if request.filter.is_empty() => part.found.push_back((key, Some(event))),
+            Ok(event) => match request.filter.matches_json(event.get()) {
+                Ok(true) => part.found.push_back((key, Some(event))),
                 Ok(false) => {}
                 // Whether it matches cannot be told: the page names it.
                 Err(_) => {
-                    unreadable(&key, "not JSON");
+                    unreadable(&key, "not an event the filter can read");
                     part.found.push_back((key, None));
                 }
             },
-            Err(e) => {
-                unreadable(&key, &e.to_string());
+            Err(why) => {
+                unreadable(&key, &why);
                 part.found.push_back((key, None));
             }
         }

@@ -297,16 +297,10 @@ impl Exports for ConfigTable {
         project_id: &str,
         export_id: &str,
     ) -> Result<Option<Export>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(export_key(organization_id, project_id, export_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.item.map(|item| from_item(item, "export")).transpose()
+        self.item(export_key(organization_id, project_id, export_id))
+            .await?
+            .map(|item| from_item(item, "export"))
+            .transpose()
     }
 
     async fn take_export(

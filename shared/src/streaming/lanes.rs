@@ -521,16 +521,11 @@ impl LaneStore for ConfigTable {
     }
 
     async fn read(&self, lane: &LaneKey) -> Result<Option<Lane>, LaneError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(key(&lane.organization_id, &lane.project_id)))
-            .consistent_read(true)
-            .send()
+        let item = self
+            .item(key(&lane.organization_id, &lane.project_id))
             .await
-            .map_err(|e| lane_error(store_error(e)))?;
-        Ok(out.item.as_ref().map(lane_of))
+            .map_err(lane_error)?;
+        Ok(item.as_ref().map(lane_of))
     }
 
     async fn update(&self, lane: &LaneKey, attempt: &str, to: &Lane) -> Result<bool, LaneError> {

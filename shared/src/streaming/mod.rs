@@ -564,16 +564,8 @@ impl ConfigTable {
         organization_id: &str,
         project_id: &str,
     ) -> Result<Option<StreamingConfig>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(key(organization_id, project_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.item
+        self.item(key(organization_id, project_id))
+            .await?
             .as_ref()
             .map(StreamingConfig::from_item)
             .transpose()
@@ -608,6 +600,23 @@ pub(crate) fn organization_key(
 const LANE_RACES: usize = 20;
 
 impl ConfigTable {
+    /// The item under `key`, read strongly so a write is seen at once.
+    async fn item(
+        &self,
+        key: HashMap<String, AttributeValue>,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, ConfigError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out.item)
+    }
+
     /// Items of an organization whose sort key starts with `prefix`, newest (greatest) first,
     /// after `after`; with the sort key to continue from when more may follow.
     async fn query_prefix(

@@ -122,20 +122,10 @@ impl ConfigTable {
         &self,
         organization_id: &str,
     ) -> Result<Option<String>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(organization_key(
-                organization_id,
-                ORGANIZATION_ITEM.to_owned(),
-            )))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(out
-            .item
+        let key = organization_key(organization_id, ORGANIZATION_ITEM.to_owned());
+        Ok(self
+            .item(key)
+            .await?
             .as_ref()
             .and_then(|item| optional(item, EXTERNAL_ID)))
     }

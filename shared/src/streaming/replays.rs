@@ -136,26 +136,6 @@ impl Replay {
     }
 }
 
-impl ConfigTable {
-    /// The project's replay lock, as it stands.
-    async fn replay_lock(
-        &self,
-        organization_id: &str,
-        project_id: &str,
-    ) -> Result<Option<HashMap<String, AttributeValue>>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(lock_key(organization_id, project_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        Ok(out.item)
-    }
-}
-
 /// Replays of each project, and the lock that lets one run at a time.
 pub trait Replays: Sync {
     /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
@@ -230,7 +210,7 @@ impl Replays for ConfigTable {
         organization_id: &str,
         project_id: &str,
     ) -> Result<Option<String>, ConfigError> {
-        let lock = self.replay_lock(organization_id, project_id).await?;
+        let lock = self.item(lock_key(organization_id, project_id)).await?;
         Ok(lock.as_ref().and_then(|item| optional(item, "replay_id")))
     }
 
@@ -240,7 +220,7 @@ impl Replays for ConfigTable {
         project_id: &str,
         at: OffsetDateTime,
     ) -> Result<bool, ConfigError> {
-        let lock = self.replay_lock(organization_id, project_id).await?;
+        let lock = self.item(lock_key(organization_id, project_id)).await?;
         let beat = lock
             .as_ref()
             .and_then(|item| item.get("heartbeat")?.as_n().ok()?.parse::<i64>().ok());
@@ -253,16 +233,11 @@ impl Replays for ConfigTable {
         project_id: &str,
         replay_id: &str,
     ) -> Result<Option<Replay>, ConfigError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.name)
-            .set_key(Some(replay_key(organization_id, project_id, replay_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
-        out.item.as_ref().map(Replay::from_item).transpose()
+        self.item(replay_key(organization_id, project_id, replay_id))
+            .await?
+            .as_ref()
+            .map(Replay::from_item)
+            .transpose()
     }
 
     /// Saves progress (and keeps the lock's heartbeat fresh); releases the lock when the
