@@ -66,14 +66,19 @@ async fn answer(server: &MockServer, status: u16) {
         .await;
 }
 
-/// What the stand-in received, as events without their Datadog attributes, by `n`.
-async fn received(server: &MockServer) -> BTreeSet<i64> {
+/// The `n` of every event the stand-in received, in arrival order, as often as each came.
+async fn arrivals(server: &MockServer) -> Vec<i64> {
     datadog_entries(server)
         .await
         .iter()
         .map(event_of_datadog_entry)
         .filter_map(|e| e["n"].as_i64())
         .collect()
+}
+
+/// What the stand-in received, by `n`.
+async fn received(server: &MockServer) -> BTreeSet<i64> {
+    arrivals(server).await.into_iter().collect()
 }
 
 /// Lanes on a test's time scale: probes within a second, a retry window of `window`.
@@ -180,12 +185,7 @@ async fn a_destination_down_for_a_while_loses_nothing_and_catches_up_by_itself()
     assert!(settle_lanes(&stack, &stream, None, Duration::from_secs(20)).await);
     let all: BTreeSet<i64> = (0..12).collect();
     assert_eq!(received(&datadog).await, all, "nothing stored is missing");
-    let order: Vec<i64> = datadog_entries(&datadog)
-        .await
-        .iter()
-        .map(event_of_datadog_entry)
-        .filter_map(|e| e["n"].as_i64())
-        .collect();
+    let order = arrivals(&datadog).await;
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted, "oldest first");
@@ -528,6 +528,13 @@ impl Replaying {
             .1
     }
 
+    /// The numbers of the events the stand-in received, in order, as often as each came.
+    async fn delivered(&self) -> Vec<i64> {
+        let mut delivered = arrivals(&self.datadog).await;
+        delivered.sort();
+        delivered
+    }
+
     async fn run<Fut: std::future::Future<Output = bool>>(&self, after: impl FnMut(usize) -> Fut) {
         run_replays(&self.stack, &self.stream, after).await;
     }
@@ -680,42 +687,48 @@ async fn a_replay_whose_lock_a_newer_one_took_while_it_waited_stops_without_send
     assert_eq!(datadog_entries(&r.datadog).await.len(), 12);
 }
 
-/// A replay that stalled past its lock's staleness while a newer one took the project's lock:
-/// its next save fails it, and the newer one goes on alone.
-async fn a_superseded_replay_stops(replays: &impl audit_log::streaming::Replays, p: &Project) {
-    use audit_log::streaming::{ConfigError, REPLAY_STALE_AFTER_SECONDS, Replay, ReplayState};
-    let t0 = now();
-    let replay = |id: &str| Replay {
+/// A running replay `id` of the project, as the API starts it at `t0`.
+fn running_replay(p: &Project, id: &str, t0: OffsetDateTime) -> audit_log::streaming::Replay {
+    audit_log::streaming::Replay {
         replay_id: id.into(),
         organization_id: p.organization_id.clone(),
         project_id: p.project_id.clone(),
-        state: ReplayState::Running,
+        state: audit_log::streaming::ReplayState::Running,
         since: "2026-11-01T00:00:00Z".into(),
         until: "2026-11-02T00:00:00Z".into(),
         only_failed: false,
         cursor: None,
+        saves: 0,
         delivered: 0,
         failed: 0,
         created_at: t0.format(&Rfc3339).unwrap(),
         updated_at: t0.format(&Rfc3339).unwrap(),
         finished_at: None,
         last_error: None,
-    };
-    let (a, b) = (replay(&"a".repeat(32)), replay(&"b".repeat(32)));
-    assert!(replays.start_replay(&a, t0).await.unwrap());
+    }
+}
+
+/// A replay that stalled past its lock's staleness while a newer one took the project's lock:
+/// its next save fails it, and the newer one goes on alone.
+async fn a_superseded_replay_stops(replays: &impl audit_log::streaming::Replays, p: &Project) {
+    use audit_log::streaming::{ConfigError, REPLAY_STALE_AFTER_SECONDS, ReplayState};
+    let t0 = now();
+    let replay = |id: &str| running_replay(p, id, t0);
+    let (mut a, mut b) = (replay(&"a".repeat(32)), replay(&"b".repeat(32)));
+    assert!(replays.start_replay(&mut a, t0).await.unwrap());
     assert!(
         !replays
-            .start_replay(&b, t0 + Duration::from_secs(60))
+            .start_replay(&mut b, t0 + Duration::from_secs(60))
             .await
             .unwrap()
     );
     let later = t0 + Duration::from_secs(REPLAY_STALE_AFTER_SECONDS as u64 + 60);
     assert!(
-        replays.start_replay(&b, later).await.unwrap(),
+        replays.start_replay(&mut b, later).await.unwrap(),
         "A was stale"
     );
     let saved = replays
-        .save_replay(&a, later + Duration::from_secs(1))
+        .save_replay(&mut a, later + Duration::from_secs(1))
         .await;
     assert!(
         matches!(saved, Err(ConfigError::ReplaySuperseded)),
@@ -733,7 +746,7 @@ async fn a_superseded_replay_stops(replays: &impl audit_log::streaming::Replays,
     assert!(a_now.last_error.unwrap().contains("another replay"));
     // B keeps the lock it took.
     replays
-        .save_replay(&b, later + Duration::from_secs(2))
+        .save_replay(&mut b, later + Duration::from_secs(2))
         .await
         .unwrap();
     let at = later + Duration::from_secs(3);
@@ -759,30 +772,124 @@ async fn a_replay_that_lost_its_lock_to_a_newer_one_stops_failed() {
     a_superseded_replay_stops(&audit_log::lane::memory::MemoryLanes::default(), &project()).await;
 }
 
+/// Two copies of one part of a replay read it at once (SQS delivers at least once): the first
+/// to save goes on; the other's saves write nothing, even after the first has finished it.
+async fn copies_of_a_part_save_once(replays: &impl audit_log::streaming::Replays, p: &Project) {
+    use audit_log::streaming::{ConfigError, ReplayState};
+    let t0 = now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let id = "c".repeat(32);
+    assert!(
+        replays
+            .start_replay(&mut running_replay(p, &id, t0), t0)
+            .await
+            .unwrap()
+    );
+    let read = async || {
+        replays
+            .replay(&p.organization_id, &p.project_id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let (mut first, mut second) = (read().await, read().await);
+    for copy in [&mut first, &mut second] {
+        copy.delivered = 5;
+        copy.cursor = Some("2026-11-01T10:00:00.000000000Z#m-5".into());
+    }
+    replays.save_replay(&mut first, at(1)).await.unwrap();
+    let lost = replays.save_replay(&mut second, at(1)).await;
+    assert_eq!(lost, Err(ConfigError::ReplayMovedOn));
+    // The first finishes the range; the second, had it gone on, cannot mark it failed.
+    first.delivered = 12;
+    first.cursor = None;
+    first.state = ReplayState::Completed;
+    replays.save_replay(&mut first, at(2)).await.unwrap();
+    second.delivered = 10;
+    let lost = replays.save_replay(&mut second, at(3)).await;
+    assert_eq!(lost, Err(ConfigError::ReplayMovedOn));
+    let stored = read().await;
+    assert_eq!(
+        (stored.state, stored.delivered),
+        (ReplayState::Completed, 12)
+    );
+    assert!(
+        !replays
+            .replay_running(&p.organization_id, &p.project_id, at(4))
+            .await
+            .unwrap()
+    );
+}
+
 #[tokio::test]
-async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
-    // Pages of 5 events, one page per invocation.
-    let pages = ReplayPages {
+async fn two_copies_of_a_replays_part_save_it_once() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let table = audit_log::streaming::ConfigTable::new(stack.dynamodb.clone(), &stack.config_table);
+    copies_of_a_part_save_once(&table, &project()).await;
+    copies_of_a_part_save_once(&audit_log::lane::memory::MemoryLanes::default(), &project()).await;
+}
+
+#[tokio::test]
+async fn a_replay_part_delivered_twice_at_once_runs_the_replay_once() {
+    let r = Replaying::start(202, page_an_invocation(), &[]).await;
+    let mut invocations = 0;
+    audit_log_tests::local::drain_queue(
+        &r.stack,
+        "ReplayQueue",
+        1,
+        |event| {
+            invocations += 1;
+            let stream = &r.stream;
+            async move {
+                let context = audit_log_tests::invocation_context(Duration::from_secs(60));
+                let handle = |event| {
+                    stream.handle_queue(lambda_runtime::LambdaEvent::new(event, context.clone()))
+                };
+                // The first part comes to two instances at once.
+                let answer = if invocations == 1 {
+                    let (answer, _) = tokio::join!(handle(event.clone()), handle(event));
+                    answer
+                } else {
+                    handle(event).await
+                };
+                Some(failed_ids(&answer))
+            }
+        },
+        |_| {},
+    )
+    .await;
+    let replay = r.replay().await;
+    assert_eq!(replay["state"], "completed", "{replay}");
+    assert_eq!(replay["delivered"], 12, "{replay}");
+    // One chain of parts: the first's copies, then one part per page left. Two chains would
+    // have run the rest of the range twice (or each other's tail), a part each.
+    assert_eq!(invocations, 3);
+    let mut delivered = r.delivered().await;
+    delivered.dedup();
+    assert_eq!(delivered, (0..12).collect::<Vec<_>>());
+}
+
+/// Pages of 5 events, one page per invocation.
+fn page_an_invocation() -> ReplayPages {
+    ReplayPages {
         size: 5,
         per_invocation: 1,
         ..ReplayPages::default()
-    };
-    let r = Replaying::start(202, pages, &[]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replay_whose_invocation_dies_resumes_where_it_stopped() {
+    let r = Replaying::start(202, page_an_invocation(), &[]).await;
     // The first invocation delivers its page and saves its progress, then dies before SQS hears
     // of it: its message comes back.
     r.run(|n| async move { n > 1 }).await;
     let replay = r.replay().await;
     assert_eq!(replay["state"], "completed", "{replay}");
     assert_eq!(replay["delivered"], 12);
-    let mut delivered: Vec<i64> = datadog_entries(&r.datadog)
-        .await
-        .iter()
-        .map(event_of_datadog_entry)
-        .filter_map(|e| e["n"].as_i64())
-        .collect();
-    delivered.sort();
     assert_eq!(
-        delivered,
+        r.delivered().await,
         (0..12).collect::<Vec<_>>(),
         "resumed where it stopped: each event once"
     );

@@ -9,6 +9,25 @@ use aws_config::retry::RetryConfig;
 
 pub const SDK_ATTEMPTS: u32 = 3;
 
+/// The codes AWS services answer when they are busy or a request timed out: what the SDK's
+/// standard retry mode would try again.
+pub const BUSY: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "PriorRequestNotComplete",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalFailure",
+];
+
 /// For calls the service does not retry itself.
 pub fn standard_retries() -> RetryConfig {
     RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS)

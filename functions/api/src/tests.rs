@@ -495,7 +495,10 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
                 .unwrap()
                 .unwrap();
             newer.state = audit_log::streaming::ReplayState::Completed;
-            configs.save_replay(&newer, w.clock.now()).await.unwrap();
+            configs
+                .save_replay(&mut newer, w.clock.now())
+                .await
+                .unwrap();
         }
         let replaced = shown().await;
         assert_eq!(replaced["state"], "failed", "{replaced}");

@@ -2,12 +2,13 @@
 //! failures), delivered to the current destination, progress saved after every page. Before
 //! the invocation's time runs out the replay puts its own continuation on the replay queue; an
 //! invocation that dies leaves its message in the queue, which delivers it again and the replay
-//! resumes from the saved position. Duplicates this can cause are at most one page. While the
-//! project's lane is paused a replay waits on the queue and sends nothing, and stops as failed
-//! once the pause outlasts the retry window; after a page its destination failed it waits
-//! longer each time, and stops after five such pages in a row (or at once when the destination
-//! refuses), so a broken destination never holds a replay slot the service's other replays are
-//! waiting for.
+//! resumes from the saved position. Two copies of a part at once (SQS delivers at least once)
+//! race to save their first page, and the loser stops. Duplicates either can cause are at most
+//! one page. While the project's lane is paused a replay waits on the queue and sends nothing,
+//! and stops as failed once the pause outlasts the retry window; after a page its destination
+//! failed it waits longer each time, and stops after five such pages in a row (or at once when
+//! the destination refuses), so a broken destination never holds a replay slot the service's
+//! other replays are waiting for.
 
 use crate::Stream;
 use audit_log::AuditEvent;
@@ -76,7 +77,7 @@ impl Stream {
         // dead-letter queue) goes on only while the project's lock is still its own: its
         // save says so before anything is sent, and stops it when a newer replay took over.
         if replay.stalled_at(self.delivery.clock.now()) {
-            if !self.save_progress(&replay).await? {
+            if !self.save_progress(&mut replay).await? {
                 return Ok(());
             }
             tracing::info!(
@@ -135,7 +136,7 @@ impl Stream {
                         .await;
                 }
                 // Nothing is sent while paused; the save keeps the replay's lock fresh.
-                if !self.save_progress(&replay).await? {
+                if !self.save_progress(&mut replay).await? {
                     return Ok(());
                 }
                 return self.queue_part(&part, self.replay_pages.paused_wait).await;
@@ -194,7 +195,7 @@ impl Stream {
             }
             let Some(trouble) = trouble else {
                 part.troubled = 0;
-                if !self.save_progress(&replay).await? {
+                if !self.save_progress(&mut replay).await? {
                     return Ok(());
                 }
                 continue;
@@ -206,7 +207,7 @@ impl Stream {
                     .finish(&mut replay, ReplayState::Failed, Some(stopped))
                     .await;
             }
-            if !self.save_progress(&replay).await? {
+            if !self.save_progress(&mut replay).await? {
                 return Ok(());
             }
             let wait = wait_after(part.troubled, self.replay_pages.first_backoff);
@@ -262,8 +263,8 @@ impl Stream {
     }
 
     /// Saves the replay's progress; `Ok(false)`: a newer replay of the project took its lock
-    /// (the save failed this one), so it stops here.
-    async fn save_progress(&self, replay: &Replay) -> Result<bool, String> {
+    /// (the save failed this one), or another copy of this part saved first, so it stops here.
+    async fn save_progress(&self, replay: &mut Replay) -> Result<bool, String> {
         match self
             .delivery
             .configs
@@ -276,6 +277,10 @@ impl Stream {
                     replay_id = replay.replay_id,
                     "replay superseded by a newer one; stopped"
                 );
+                Ok(false)
+            }
+            Err(ConfigError::ReplayMovedOn) => {
+                moved_on(replay);
                 Ok(false)
             }
             Err(e) => Err(e.to_string()),
@@ -363,12 +368,28 @@ impl Stream {
             failed = replay.failed,
             "replay finished"
         );
-        self.delivery
+        match self
+            .delivery
             .configs
             .save_replay(replay, self.delivery.clock.now())
             .await
-            .map_err(|e| e.to_string())
+        {
+            Err(ConfigError::ReplayMovedOn) => {
+                moved_on(replay);
+                Ok(())
+            }
+            saved => saved.map_err(|e| e.to_string()),
+        }
     }
+}
+
+/// Another copy of the replay's part (SQS delivers at least once) saved first: that one goes
+/// on, and this one stops without a word in the replay, having sent at most its page again.
+fn moved_on(replay: &Replay) {
+    tracing::info!(
+        replay_id = replay.replay_id,
+        "another copy of the replay's part saved first; this one stops"
+    );
 }
 
 /// A page of a replay: the events read, where each is stored, where to go on from, and how

@@ -2,8 +2,10 @@
 //! the ids alone, cached per container. Secret values live in `SecretString`, whose `Debug`
 //! prints nothing of them and which has no `Display`.
 
+use crate::sdk::BUSY;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -481,10 +483,9 @@ impl SecretStore {
 
 /// What a save's call met: Secrets Manager answers `InvalidRequestException` saying the
 /// secret is marked (or scheduled) for deletion until a forced deletion ends.
-fn staging_error<E, R>(err: SdkError<E, R>) -> CredentialsError
+fn staging_error<E>(err: SdkError<E, HttpResponse>) -> CredentialsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let service = err.as_service_error();
     let deleting = service.and_then(|e| e.code()) == Some("InvalidRequestException")
@@ -507,15 +508,18 @@ fn new_service_key() -> String {
     )
 }
 
-fn classify<E, R>(err: SdkError<E, R>) -> CredentialsError
+fn classify<E>(err: SdkError<E, HttpResponse>) -> CredentialsError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match &err {
         SdkError::ServiceError(service) => match service.err().code() {
             Some("ResourceNotFoundException") => CredentialsError::NotFound,
-            Some("InternalServiceError" | "ThrottlingException") => {
+            // Secrets Manager's own trouble, whatever its code: the next attempt may pass.
+            code if code.is_some_and(|c| c == "InternalServiceError" || BUSY.contains(&c))
+                || service.raw().status().is_server_error()
+                || matches!(service.raw().status().as_u16(), 408 | 429) =>
+            {
                 CredentialsError::Unavailable(code_of(&err))
             }
             _ => CredentialsError::Refused(code_of(&err)),
@@ -669,6 +673,47 @@ mod tests {
         let error = store.stage("o", "p", &datadog_key()).await.unwrap_err();
         assert!(matches!(error, CredentialsError::Refused(_)), "{error:?}");
         assert_eq!(rule.num_calls(), 1);
+    }
+
+    /// Secrets Manager's answer of `status` with the error `kind`, to a read.
+    async fn read_answered(status: u16, kind: &'static str) -> CredentialsError {
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let rule =
+            mock!(aws_sdk_secretsmanager::Client::get_secret_value).then_http_response(move || {
+                HttpResponse::new(
+                    StatusCode::try_from(status).unwrap(),
+                    SdkBody::from(format!(r#"{{"__type":"{kind}","message":"m"}}"#)),
+                )
+            });
+        let store = SecretStore::new(
+            mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule]),
+            "p/",
+        );
+        store.get("o", "p", None, false).await.unwrap_err()
+    }
+
+    // Paused: the SDK's own retries of a passing trouble wait on tokio's clock.
+    #[tokio::test(start_paused = true)]
+    async fn secrets_managers_own_trouble_is_passing_and_a_refusal_is_not() {
+        for (status, kind) in [
+            (503, "ServiceUnavailable"),
+            (500, "InternalServiceError"),
+            (400, "ThrottlingException"),
+            (400, "RequestTimeout"),
+            (502, "SomethingNew"),
+        ] {
+            let error = read_answered(status, kind).await;
+            assert!(
+                matches!(&error, CredentialsError::Unavailable(code) if code == kind),
+                "{status} {kind}: {error:?}"
+            );
+        }
+        let error = read_answered(400, "AccessDeniedException").await;
+        assert!(matches!(error, CredentialsError::Refused(_)), "{error:?}");
+        let error = read_answered(400, "ResourceNotFoundException").await;
+        assert!(matches!(error, CredentialsError::NotFound), "{error:?}");
     }
 
     #[tokio::test]

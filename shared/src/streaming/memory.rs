@@ -340,7 +340,11 @@ impl FailureLog for MemoryLanes {
 }
 
 impl Replays for MemoryLanes {
-    async fn start_replay(&self, replay: &Replay, at: OffsetDateTime) -> Result<bool, ConfigError> {
+    async fn start_replay(
+        &self,
+        replay: &mut Replay,
+        at: OffsetDateTime,
+    ) -> Result<bool, ConfigError> {
         let key = LaneKey::new(&replay.organization_id, &replay.project_id);
         {
             let mut table = lock(&self.table);
@@ -393,31 +397,43 @@ impl Replays for MemoryLanes {
         Ok(lock(&self.table).replays.get(&key).cloned())
     }
 
-    async fn save_replay(&self, replay: &Replay, now: OffsetDateTime) -> Result<(), ConfigError> {
+    async fn save_replay(
+        &self,
+        replay: &mut Replay,
+        now: OffsetDateTime,
+    ) -> Result<(), ConfigError> {
         let key = LaneKey::new(&replay.organization_id, &replay.project_id);
-        let mut replay = replay.clone();
-        replay.updated_at = seconds_text(now);
+        let mut saved = replay.clone();
+        saved.updated_at = seconds_text(now);
+        saved.saves += 1;
         let mut table = lock(&self.table);
+        let stored_saves = table
+            .replays
+            .get(&(key.clone(), replay.replay_id.clone()))
+            .map_or(0, |r| r.saves);
+        if stored_saves != replay.saves {
+            return Err(ConfigError::ReplayMovedOn);
+        }
         let ours = table
             .locks
             .get(&key)
-            .is_some_and(|(id, _)| *id == replay.replay_id);
-        let superseded = !ours && replay.state == ReplayState::Running;
+            .is_some_and(|(id, _)| *id == saved.replay_id);
+        let superseded = !ours && saved.state == ReplayState::Running;
         if superseded {
-            replay.superseded(now);
+            saved.superseded(now);
         } else if ours {
-            if replay.state == ReplayState::Running {
-                table.locks.insert(
-                    key.clone(),
-                    (replay.replay_id.clone(), now.unix_timestamp()),
-                );
+            if saved.state == ReplayState::Running {
+                table
+                    .locks
+                    .insert(key.clone(), (saved.replay_id.clone(), now.unix_timestamp()));
             } else {
                 table.locks.remove(&key);
             }
         }
         table
             .replays
-            .insert((key, replay.replay_id.clone()), replay);
+            .insert((key, saved.replay_id.clone()), saved.clone());
+        *replay = saved;
         if superseded {
             return Err(ConfigError::ReplaySuperseded);
         }

@@ -115,6 +115,10 @@ pub enum ConfigError {
     /// A replay that stalled lost its project's lock to a newer one: it was saved as failed.
     #[error("{REPLAY_SUPERSEDED}")]
     ReplaySuperseded,
+    /// Another writer of the same replay (a second copy of its part) saved it since it was
+    /// read: nothing was written, and this writer stops.
+    #[error("another part of the replay saved its progress first")]
+    ReplayMovedOn,
 }
 
 /// Why a replay that lost its project's lock to a newer one stopped.

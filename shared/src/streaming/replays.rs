@@ -1,7 +1,10 @@
 //! Replays: a project's stored events of a time range delivered again to its current
 //! destination, in the background. One runs at a time per project (a lock item whose heartbeat
 //! goes stale if the replay dies for good); progress is saved after every page, so a replay
-//! interrupted by a dying invocation resumes where it stopped.
+//! interrupted by a dying invocation resumes where it stopped. Every save is conditional on the
+//! count of saves its writer read: of two copies of a part that SQS delivered at once (at least
+//! once, it may), the first to save goes on and the other stops, rather than both run the rest
+//! of the range with each other's counts overwritten.
 
 use super::{
     ConfigError, ConfigTable, from_item, is_condition_failure, optional, organization_key, s,
@@ -54,6 +57,9 @@ pub struct Replay {
     /// Sort key of the last event handled.
     #[serde(skip)]
     pub cursor: Option<String>,
+    /// Saves of the replay so far, as its writer read them: the condition of its next save.
+    #[serde(skip)]
+    pub saves: u64,
     #[serde(default)]
     pub delivered: u64,
     #[serde(default)]
@@ -86,6 +92,7 @@ fn lock_key(organization_id: &str, project_id: &str) -> HashMap<String, Attribut
 const ORGANIZATION_ID: &str = "organization_id";
 const PROJECT_ID: &str = "project_id";
 const CURSOR: &str = "cursor";
+const SAVES: &str = "saves";
 /// Finished replays are kept 30 days.
 const KEPT_SECONDS: i64 = 30 * 86_400;
 
@@ -120,6 +127,7 @@ impl Replay {
         if let Some(cursor) = &self.cursor {
             item.insert(CURSOR.into(), s(cursor));
         }
+        item.insert(SAVES.into(), AttributeValue::N(self.saves.to_string()));
         item.insert(
             super::EXPIRES_AT.into(),
             AttributeValue::N((now.unix_timestamp() + KEPT_SECONDS).to_string()),
@@ -132,6 +140,11 @@ impl Replay {
         replay.organization_id = text(item, ORGANIZATION_ID)?.to_owned();
         replay.project_id = text(item, PROJECT_ID)?.to_owned();
         replay.cursor = optional(item, CURSOR);
+        // Replays saved before the count was kept read as never saved.
+        replay.saves = item
+            .get(SAVES)
+            .and_then(|n| n.as_n().ok()?.parse().ok())
+            .unwrap_or(0);
         Ok(replay)
     }
 }
@@ -141,7 +154,7 @@ pub trait Replays: Sync {
     /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
     fn start_replay(
         &self,
-        replay: &Replay,
+        replay: &mut Replay,
         at: OffsetDateTime,
     ) -> impl Future<Output = Result<bool, ConfigError>> + Send;
 
@@ -169,17 +182,22 @@ pub trait Replays: Sync {
     ) -> impl Future<Output = Result<Option<Replay>, ConfigError>> + Send;
 
     /// Saves progress (and keeps the lock's heartbeat fresh); releases the lock when the
-    /// replay has finished.
+    /// replay has finished. The save counts in `replay.saves`; `ReplayMovedOn` when another
+    /// writer saved the replay since it was read (nothing is written then).
     fn save_replay(
         &self,
-        replay: &Replay,
+        replay: &mut Replay,
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<(), ConfigError>> + Send;
 }
 
 impl Replays for ConfigTable {
     /// Starts a replay, unless another one of the project is still running: then `Ok(false)`.
-    async fn start_replay(&self, replay: &Replay, at: OffsetDateTime) -> Result<bool, ConfigError> {
+    async fn start_replay(
+        &self,
+        replay: &mut Replay,
+        at: OffsetDateTime,
+    ) -> Result<bool, ConfigError> {
         let now = at.unix_timestamp();
         let mut lock = lock_key(&replay.organization_id, &replay.project_id);
         lock.insert("replay_id".into(), s(&replay.replay_id));
@@ -242,26 +260,45 @@ impl Replays for ConfigTable {
 
     /// Saves progress (and keeps the lock's heartbeat fresh); releases the lock when the
     /// replay has finished.
-    async fn save_replay(&self, replay: &Replay, now: OffsetDateTime) -> Result<(), ConfigError> {
-        let mut replay = replay.clone();
-        replay.updated_at = crate::clock::seconds_text(now);
-        let put = |replay: &Replay| -> Result<_, ConfigError> {
-            Ok(self
+    async fn save_replay(
+        &self,
+        replay: &mut Replay,
+        now: OffsetDateTime,
+    ) -> Result<(), ConfigError> {
+        let mut saved = replay.clone();
+        saved.updated_at = crate::clock::seconds_text(now);
+        saved.saves += 1;
+        // Only over the save its writer read: another copy of its part may have moved it on.
+        let read = replay.saves;
+        let put = move |saved: &Replay| -> Result<_, ConfigError> {
+            let put = self
                 .client
                 .put_item()
                 .table_name(&self.name)
-                .set_item(Some(replay.to_item(now)?))
-                .send())
+                .set_item(Some(saved.to_item(now)?));
+            let put = if read == 0 {
+                put.condition_expression("attribute_not_exists(saves)")
+            } else {
+                put.condition_expression("saves = :read")
+                    .expression_attribute_values(":read", AttributeValue::N(read.to_string()))
+            };
+            Ok(async move {
+                match put.send().await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_condition_failure(&e) => Err(ConfigError::ReplayMovedOn),
+                    Err(e) => Err(store_error(e)),
+                }
+            })
         };
-        if replay.state == ReplayState::Running {
+        if saved.state == ReplayState::Running {
             let beat = self
                 .client
                 .update_item()
                 .table_name(&self.name)
-                .set_key(Some(lock_key(&replay.organization_id, &replay.project_id)))
+                .set_key(Some(lock_key(&saved.organization_id, &saved.project_id)))
                 .update_expression("SET heartbeat = :now")
                 .condition_expression("replay_id = :id")
-                .expression_attribute_values(":id", s(&replay.replay_id))
+                .expression_attribute_values(":id", s(&saved.replay_id))
                 .expression_attribute_values(
                     ":now",
                     AttributeValue::N(now.unix_timestamp().to_string()),
@@ -269,18 +306,24 @@ impl Replays for ConfigTable {
                 .send()
                 .await;
             return match beat {
-                Ok(_) => put(&replay)?.await.map(drop).map_err(store_error),
+                Ok(_) => {
+                    put(&saved)?.await?;
+                    *replay = saved;
+                    Ok(())
+                }
                 Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
                 // A lock another replay took over after this one went stale is theirs: this
                 // one stops, failed, rather than run beside it.
                 Err(_) => {
-                    replay.superseded(now);
-                    put(&replay)?.await.map_err(store_error)?;
+                    saved.superseded(now);
+                    put(&saved)?.await?;
+                    *replay = saved;
                     Err(ConfigError::ReplaySuperseded)
                 }
             };
         }
-        put(&replay)?.await.map_err(store_error)?;
+        put(&saved)?.await?;
+        *replay = saved;
         let released = self
             .client
             .delete_item()
@@ -312,6 +355,7 @@ mod tests {
             until: "2026-11-02T00:00:00Z".into(),
             only_failed: true,
             cursor: Some("2026-11-01T10:00:00.000000000Z#m-1".into()),
+            saves: 7,
             delivered: 500,
             failed: 2,
             created_at: "2026-11-30T10:00:00Z".into(),
@@ -336,7 +380,7 @@ mod tests {
     #[test]
     fn the_api_sees_neither_the_project_nor_the_cursor() {
         let shown = serde_json::to_value(replay()).unwrap();
-        for hidden in ["organization_id", "project_id", "cursor"] {
+        for hidden in ["organization_id", "project_id", "cursor", "saves"] {
             assert!(shown.get(hidden).is_none(), "{hidden} is shown");
         }
         assert_eq!(shown["finished_at"], serde_json::Value::Null);

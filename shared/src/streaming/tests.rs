@@ -85,6 +85,7 @@ fn a_replay_stores_nothing_for_what_it_lacks_and_reads_older_items() {
         until: "2026-01-02T00:00:00Z".into(),
         only_failed: true,
         cursor: None,
+        saves: 3,
         delivered: 7,
         failed: 1,
         created_at: "2026-01-02T00:00:00Z".into(),
@@ -103,13 +104,13 @@ fn a_replay_stores_nothing_for_what_it_lacks_and_reads_older_items() {
 
     // An item written before replays kept their counts and filter.
     let mut older = item.clone();
-    for name in ["delivered", "failed", "only_failed"] {
+    for name in ["delivered", "failed", "only_failed", "saves"] {
         older.remove(name);
     }
     let read = Replay::from_item(&older).unwrap();
     assert_eq!(
-        (read.delivered, read.failed, read.only_failed),
-        (0, 0, false)
+        (read.delivered, read.failed, read.only_failed, read.saves),
+        (0, 0, false, 0)
     );
 }
 

@@ -48,7 +48,7 @@ impl<P: Ports> Api<P> {
         }
         self.rate_limit(org, REPLAYS_STARTED, at).await?;
         let now = seconds_text(at);
-        let replay = Replay {
+        let mut replay = Replay {
             replay_id: audit_log::streaming::new_external_id(),
             organization_id: org.to_owned(),
             project_id: project.to_owned(),
@@ -57,6 +57,7 @@ impl<P: Ports> Api<P> {
             until: until.format(&Rfc3339).unwrap_or_default(),
             only_failed,
             cursor: None,
+            saves: 0,
             delivered: 0,
             failed: 0,
             created_at: now.clone(),
@@ -66,7 +67,7 @@ impl<P: Ports> Api<P> {
         };
         if !self
             .configs
-            .start_replay(&replay, at)
+            .start_replay(&mut replay, at)
             .await
             .map_err(config_error)?
         {
@@ -83,7 +84,7 @@ impl<P: Ports> Api<P> {
             let mut failed = replay.clone();
             failed.state = ReplayState::Failed;
             failed.last_error = Some("the replay could not be queued".into());
-            let _ = self.configs.save_replay(&failed, at).await;
+            let _ = self.configs.save_replay(&mut failed, at).await;
             return Err(internal("replay queue")(&e));
         }
         tracing::info!(

@@ -19,6 +19,9 @@ use audit_log::streaming::Configurations;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Why a deferred event that can no longer be read is listed as a failure.
+const GONE: &str = "the stored event could not be read back";
+
 /// The wait before events deferred `tries` times before are handed again: `first`, doubling,
 /// at most `longest` (a retrying lane's longest wait between attempts) and SQS's longest
 /// delay.
@@ -68,7 +71,7 @@ where
     }
 
     /// Deferred events, when their message comes: read back from the events table (those no
-    /// longer kept are left out) and handed to their lane as a live batch's would be. Trouble
+    /// longer kept, or unreadable, are listed as failures) and handed to their lane as a live batch's would be. Trouble
     /// again defers them again, or, past the retry window, lists them as failures; an error
     /// only when neither can be done, and SQS then delivers this message again.
     pub async fn deliver_deferred(
@@ -81,14 +84,21 @@ where
         let unreadable = deferred.unreadable.clone();
         let handed = match self.events.events(&lane, &deferred.events).await {
             Ok(events) => {
-                let gone = deferred.events.len().saturating_sub(events.len());
-                if gone > 0 {
-                    // Past their TTL (or damaged, logged where read): nothing left to hand on.
+                let gone: Vec<StoredKey> = deferred
+                    .events
+                    .iter()
+                    .filter(|k| !events.iter().any(|(f, _)| f.sort_key == k.sort_key))
+                    .cloned()
+                    .collect();
+                // Past their TTL, or damaged (logged where read): listed, as a catching-up
+                // lane lists them, never dropped unsaid; unlisted, the message comes again.
+                if !gone.is_empty() {
+                    self.list_failures(&lane, &gone, GONE).await?;
                     tracing::warn!(
                         organization_id = org,
                         project_id = project,
-                        events = gone,
-                        "deferred events no longer kept; not delivered"
+                        events = gone.len(),
+                        "deferred events no longer readable; listed as failures"
                     );
                 }
                 if events.is_empty() && unreadable.is_empty() {

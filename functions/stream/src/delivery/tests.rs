@@ -520,7 +520,7 @@ async fn a_lane_whose_owed_events_cannot_be_written_defers_them_all() {
 }
 
 #[tokio::test]
-async fn deferred_events_no_longer_kept_are_left_out() {
+async fn deferred_events_no_longer_kept_are_listed_as_failures_not_sent() {
     let mut w = World::new();
     let (records, _) = w.batch(&["a", "a"]);
     let message = w.deferred(&records).await;
@@ -538,6 +538,18 @@ async fn deferred_events_no_longer_kept_are_left_out() {
         .await
         .unwrap();
     assert_eq!(w.received("a"), ["event 002"]);
+    // Listed, as a catching-up lane lists what it cannot read back: a replay finds it there.
+    let failures = w.delivery.configs.get(&lane("a")).failures;
+    assert_eq!(
+        failures
+            .iter()
+            .map(|(k, why)| (k.sort_key.as_str(), why.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            gone.sort_key.as_str(),
+            "the stored event could not be read back"
+        )]
+    );
 }
 
 #[tokio::test]

@@ -5,26 +5,8 @@
 use super::request::Batch;
 use super::role::RoleRefused;
 use crate::destination::{DeliveryError, Failures};
+use crate::sdk::BUSY;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
-
-/// The codes AWS services answer when they are busy or a request timed out: what the SDK's
-/// standard retry mode would try again.
-pub(super) const BUSY: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "LimitExceededException",
-    "RequestThrottled",
-    "PriorRequestNotComplete",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "InternalFailure",
-];
 
 pub(super) enum Problem {
     /// The log group or stream does not exist yet.

@@ -83,7 +83,7 @@ impl CustomerRole {
                             self.role_arn
                         ))
                     },
-                    Some(code) if super::answer::BUSY.contains(&code) => RoleRefused {
+                    Some(code) if crate::sdk::BUSY.contains(&code) => RoleRefused {
                         retryable: true,
                         untrusted: false,
                         message: "STS was busy while assuming the customer's role".into(),
