@@ -537,6 +537,32 @@ async fn a_stale_if_match_is_refused_with_412_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_version_read_before_a_delete_never_matches_the_configuration_saved_after() {
+    // GIVEN someone read the configuration at version 2
+    let w = World::new().await;
+    w.put(cloudwatch()).await;
+    assert_eq!(w.put(datadog(Some(KEY))).await.body["version"], 2);
+    // WHEN another deletes it, then saves twice
+    assert_eq!(w.conditional("DELETE", "\"2\"", None).await.status, 204);
+    assert_eq!(w.get().await.body["version"], 0);
+    assert_eq!(w.put(cloudwatch()).await.body["version"], 3);
+    assert_eq!(w.put(cloudwatch()).await.body["version"], 4);
+    // THEN the first's save and delete, conditional on what it read, are refused
+    let text = datadog(Some(KEY)).to_string();
+    for (method, body) in [("PUT", Some(text.as_str())), ("DELETE", None)] {
+        let stale = w.conditional(method, "\"2\"", body).await;
+        assert_eq!(stale.status, 412, "{method}: {}", stale.body);
+    }
+    assert!(matches!(
+        w.stored_credentials().await.unwrap(),
+        Credentials::Cloudwatch { .. }
+    ));
+    // AND an unconditional delete, then a save, still count on
+    assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
+    assert_eq!(w.put(cloudwatch()).await.body["version"], 5);
+}
+
+#[tokio::test]
 async fn each_invalid_body_gets_a_400_that_names_the_problem_and_causes_nothing() {
     let w = World::new().await;
     let cases: Vec<(String, &str)> = vec![
@@ -2944,5 +2970,29 @@ async fn replays_turned_away_while_one_runs_cost_none_of_the_hours_ten() {
             .iter()
             .all(|(status, code)| *status == 429 && code == "replay_running"),
         "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_staged_version_whose_secret_a_delete_removed_cannot_be_promoted() {
+    use audit_log::credentials::{CredentialsError, Secrets};
+    let aws = emulator().await;
+    let store = SecretStore::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        format!("{}/streaming/", unique("stack")),
+    );
+    let credentials = Credentials::Datadog {
+        api_key: secrecy::SecretString::from(KEY),
+    };
+    let staged = store.stage("o", "p", &credentials).await.unwrap();
+    // A DELETE of the project between a save's stage and its promotion.
+    store.delete("o", "p").await.unwrap();
+    let promoted = store.promote("o", "p", &staged).await;
+    assert!(
+        matches!(
+            promoted,
+            Err(CredentialsError::NotFound | CredentialsError::Deleting)
+        ),
+        "{promoted:?}"
     );
 }

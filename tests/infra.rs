@@ -225,6 +225,42 @@ fn the_functions_that_keep_lanes_may_write_the_configuration_table_in_batches() 
     }
 }
 
+/// A project's first save puts its configuration and checks the version its last deletion
+/// left in one transaction, which IAM grants item by item.
+#[test]
+fn the_api_may_check_a_deleted_version_in_its_first_saves_transaction() {
+    let policy = yaml_to_json(
+        &template()["Resources"]["ApiFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"],
+    );
+    for action in ["dynamodb:PutItem", "dynamodb:ConditionCheckItem"] {
+        assert!(
+            statements(&policy).iter().any(|(actions, resources)| {
+                actions.iter().any(|a| a == action)
+                    && resources.iter().any(|r| r.starts_with("ConfigTable"))
+            }),
+            "the api may not {action} on the configuration table"
+        );
+    }
+}
+
+/// The stream function reads projects' secrets (`<stack>/streaming/<org>/<project>`), never
+/// the api's cursor-signing key (`<stack>/streaming/service-key`).
+#[test]
+fn the_stream_function_reads_projects_secrets_and_not_the_cursor_key() {
+    let policy = yaml_to_json(
+        &template()["Resources"]["StreamFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"],
+    );
+    let secrets: Vec<String> = statements(&policy)
+        .into_iter()
+        .filter(|(actions, _)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
+        .flat_map(|(_, resources)| resources)
+        .collect();
+    assert!(!secrets.is_empty());
+    for resource in secrets {
+        assert!(resource.ends_with("/streaming/*/*"), "{resource}");
+    }
+}
+
 /// Every retry window the template takes starts the functions with the least retention it
 /// takes: a window past the retention would deploy, then refuse every invocation.
 #[test]

@@ -130,6 +130,7 @@ impl Stack {
                     QueueAttributeName::MessageRetentionPeriod,
                     "MessageRetentionPeriod",
                 ),
+                (QueueAttributeName::MaximumMessageSize, "MaximumMessageSize"),
             ] {
                 if let Some(n) = number(&props[key]) {
                     create = create.attributes(attribute, n.to_string());

@@ -66,10 +66,23 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
     // (the local server, tests) has no parameters and carries the path as its URL had it.
     let given = |name: &str| request.path_parameters.get(name).cloned();
     let decoded = given("organization_id").is_some();
-    let segments: Vec<String> = path
+    // The route API Gateway matched names the segments, its parameters filled in: split, the
+    // decoded path would cut an id holding a `/` in two.
+    let matched = request
+        .route_key
+        .as_deref()
+        .and_then(|key| key.split_once(' '))
+        .map(|(_, template)| template)
+        .filter(|_| decoded);
+    let segments: Vec<String> = matched
+        .unwrap_or(path)
         .trim_matches('/')
         .split('/')
         .map(|s| {
+            if matched.is_some() {
+                let parameter = s.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+                return Ok(parameter.map_or(s.to_owned(), |name| given(name).unwrap_or_default()));
+            }
             if decoded {
                 return Ok(s.to_owned());
             }
@@ -365,5 +378,31 @@ mod tests {
             (target.route, target.organization_id.as_str()),
             (Route::ListProjects, "o%41")
         );
+    }
+
+    #[test]
+    fn ids_holding_a_slash_are_taken_whole_from_the_route_api_gateway_matched() {
+        // `team%2Freg` in the URL: API Gateway's path is decoded, its parameter whole.
+        let mut asked = request(
+            "/v1/organizations/o/projects/team/reg/audit-logs/exports/e/1",
+            &[
+                ("organization_id", "o"),
+                ("project_id", "team/reg"),
+                ("export_id", "e/1"),
+            ],
+        );
+        asked.route_key = Some(
+            "GET /v1/organizations/{organization_id}/projects/{project_id}/audit-logs/exports/{export_id}"
+                .into(),
+        );
+        let target = route(&asked).unwrap();
+        assert_eq!(
+            (target.route, target.project_id.as_str()),
+            (Route::GetExport, "team/reg")
+        );
+        assert_eq!(target.job_id.as_deref(), Some("e/1"));
+        // A route key that is no route of the service's is still none.
+        asked.route_key = Some("GET /v1/organizations/{organization_id}/elsewhere".into());
+        assert!(route(&asked).is_err());
     }
 }

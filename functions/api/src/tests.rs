@@ -235,6 +235,45 @@ async fn a_save_without_a_key_keeps_the_saved_key() {
     assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
 }
 
+#[tokio::test]
+async fn versions_count_on_across_a_delete_as_in_the_table() {
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    assert_eq!(w.put(datadog(Some(KEY))).await.body["version"], 2);
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 204);
+    let saved = w.put(datadog(Some(KEY))).await;
+    assert_eq!(saved.body["version"], 3, "{}", saved.body);
+    let stale = save_new_key_having_read_version_1(&w).await;
+    assert_eq!(stale.status, 412, "{}", stale.body);
+}
+
+#[tokio::test]
+async fn a_save_whose_staged_key_a_delete_removed_saves_again_with_credentials_that_exist() {
+    // GIVEN a DELETE of the project removes its secret between a save's stage and its write
+    let w = World::new();
+    w.api.secrets.delete_after_next_stage();
+    // WHEN the save goes on
+    let saved = w.put(datadog(Some(KEY))).await;
+    // THEN it answers with a configuration whose credentials can be read, at the version named
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let config = w
+        .api
+        .configs
+        .configuration(ORG, PROJECT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved.body["version"], config.version);
+    let named = w
+        .api
+        .secrets
+        .get(ORG, PROJECT, config.secret_version.as_deref(), true)
+        .await
+        .unwrap();
+    assert!(matches!(&*named, Credentials::Datadog { api_key } if api_key.expose_secret() == KEY));
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+}
+
 /// A caller who read version 1 saves a new key.
 async fn save_new_key_having_read_version_1(w: &World) -> Reply {
     let other = "fedcba9876543210fedcba9876543210";

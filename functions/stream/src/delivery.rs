@@ -27,6 +27,10 @@ const HANDLED_MEMORY: u64 = 200_000;
 const SWEPT_AT_MOST: usize = 1_000;
 /// Destinations served at once, all within one budget.
 const CONCURRENT_DESTINATIONS: usize = 32;
+/// How much longer than the batch's budget a project's configuration read may take (its
+/// organization's partition throttled, the SDK retrying) before its events are deferred
+/// instead: the service's trouble with one organization's items holds the shard no longer.
+const GROUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct Delivery<C = ConfigTable, T = SqsTimers, E = EventTable, D = SavedDestinations> {
     pub(crate) configs: C,
@@ -143,8 +147,9 @@ where
         // turn comes too late owe their events to their lanes' own calls, so the shard (every
         // tenant on it) waits at most one budget however many destinations hang.
         let live_until = deadline.min(Instant::now() + self.policy.budget);
+        let cut_at = deadline.min(live_until + GROUP_GRACE);
         let failed: Vec<usize> = futures::stream::iter(groups)
-            .map(|(lane, pending)| self.deliver_group(lane, pending, records, live_until))
+            .map(|(lane, pending)| self.deliver_group(lane, pending, records, (live_until, cut_at)))
             .buffer_unordered(CONCURRENT_DESTINATIONS)
             .flat_map(futures::stream::iter)
             .collect()
@@ -169,13 +174,14 @@ where
     /// One project's records, through its lane; returns the batch positions the service could
     /// not handle. Its own trouble with one project (the organization's share of a table
     /// throttled, say) defers that project's events to the deferred queue, so the shard, every
-    /// tenant on it, moves on; only when the queue refuses them too is Lambda to retry.
+    /// tenant on it, moves on; only when the queue refuses them too is Lambda to retry. Sends
+    /// stop at `live_until`, and a configuration read still going at `cut_at` is cut short.
     async fn deliver_group(
         &self,
         lane: LaneKey,
         pending: Pending,
         batch: &[StreamRecord],
-        deadline: Instant,
+        (live_until, cut_at): (Instant, Instant),
     ) -> Vec<usize> {
         let Pending {
             events,
@@ -184,7 +190,10 @@ where
         } = pending;
         // Kept aside (there are seldom any) in case they are deferred.
         let unreadable_too = unreadable.clone();
-        let Err(trouble) = self.hand(&lane, events, unreadable, deadline).await else {
+        let handed = self
+            .hand(&lane, events, unreadable, (live_until, cut_at))
+            .await;
+        let Err(trouble) = handed else {
             self.remember(records);
             return Vec::new();
         };
@@ -211,17 +220,26 @@ where
     }
 
     /// Hands a project's events to its lane, and lists those stored that cannot be read as its
-    /// failures. The service's own trouble, logged, when it could not.
+    /// failures. The service's own trouble, logged, when it could not. Sends stop at
+    /// `deadline`; a configuration read the SDK is still retrying at `read_until` is the
+    /// service's trouble (cut there, it writes nothing: the lane's writes are never cut).
     pub(crate) async fn hand(
         &self,
         lane: &LaneKey,
         events: Vec<(StoredKey, AuditEvent)>,
         unreadable: Vec<Unreadable>,
-        deadline: Instant,
+        (deadline, read_until): (Instant, Instant),
     ) -> Result<(), Trouble> {
         let (org, project) = (&lane.organization_id, &lane.project_id);
         // Read at every batch: a save takes effect with the next delivery after it.
-        let config = match self.configs.configuration(org, project).await {
+        let read = tokio::time::timeout_at(read_until, self.configs.configuration(org, project))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConfigError::Store(
+                    "the read outlasted the batch's budget".into(),
+                ))
+            });
+        let config = match read {
             Ok(Some(config)) => config,
             Ok(None) => {
                 tracing::info!(

@@ -22,6 +22,8 @@ pub struct MemorySecrets {
     secrets: Mutex<HashMap<(String, String), Secret>>,
     /// When set, every call fails so.
     down: Mutex<Option<CredentialsError>>,
+    /// The next stage's secret is deleted right after it, as by a concurrent `DELETE`.
+    deleted_after_stage: Mutex<bool>,
     next: Mutex<u64>,
     service_key: std::sync::OnceLock<Arc<SecretString>>,
 }
@@ -37,6 +39,11 @@ fn key(organization_id: &str, project_id: &str) -> (String, String) {
 impl MemorySecrets {
     pub fn set_down(&self, error: Option<CredentialsError>) {
         *lock(&self.down) = error;
+    }
+
+    /// A `DELETE` of the project removes its secret right after the next stage.
+    pub fn delete_after_next_stage(&self) {
+        *lock(&self.deleted_after_stage) = true;
     }
 
     /// The current version's id, if any.
@@ -102,6 +109,9 @@ impl Secrets for MemorySecrets {
             .versions
             .insert(version.clone(), Arc::new(credentials.clone()));
         secret.pending = Some(version.clone());
+        if std::mem::take(&mut *lock(&self.deleted_after_stage)) {
+            secrets.remove(&key(organization_id, project_id));
+        }
         Ok(version)
     }
 

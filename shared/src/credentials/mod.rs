@@ -213,6 +213,9 @@ impl Secrets for SecretStore {
     /// Makes a staged version current, once the configuration that names it is saved, and
     /// takes the labels off the version it replaces, so a rotated key or a switched provider's
     /// credentials cannot be read back by label (Secrets Manager removes unlabelled versions).
+    /// `NotFound` or `Deleting` when the staged version went with its secret (a `DELETE` of the
+    /// project since the stage). A version no longer labelled (another stage took its pending
+    /// label) is still there, though `DescribeSecret` lists only labelled ones.
     async fn promote(
         &self,
         organization_id: &str,
@@ -220,15 +223,17 @@ impl Secrets for SecretStore {
         version: &str,
     ) -> Result<(), CredentialsError> {
         let name = self.secret_name(organization_id, project_id);
-        let stages = self
+        let secret = self
             .client
             .describe_secret()
             .secret_id(&name)
             .send()
             .await
-            .map_err(classify)?
-            .version_ids_to_stages
-            .unwrap_or_default();
+            .map_err(classify)?;
+        if secret.deleted_date.is_some() {
+            return Err(CredentialsError::Deleting);
+        }
+        let stages = secret.version_ids_to_stages.unwrap_or_default();
         let current = stages
             .iter()
             .find(|(_, labels)| labels.iter().any(|l| l == CURRENT))
@@ -242,7 +247,7 @@ impl Secrets for SecretStore {
                 .set_remove_from_version_id(current.clone())
                 .send()
                 .await
-                .map_err(classify)?;
+                .map_err(staging_error)?;
         }
         self.cache.invalidate(&format!("{name}@{CURRENT}")).await;
         let mut unlabel = vec![(PENDING, version.to_owned())];

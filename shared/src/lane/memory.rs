@@ -63,6 +63,9 @@ pub struct MemoryLanes {
     /// Projects whose owed events and failures cannot be written (their organization's
     /// partition throttled), though their configuration reads.
     pub(crate) unwritable: Mutex<HashSet<LaneKey>>,
+    /// Projects whose configuration reads take this long (their organization's partition
+    /// throttled, the SDK's retries waiting), on tokio's clock.
+    pub(crate) slow: Mutex<HashMap<LaneKey, std::time::Duration>>,
     /// The rest of the configuration table (`streaming::memory`).
     pub(crate) table: Mutex<crate::streaming::memory::Table>,
     /// Projects noted as having stored events.
@@ -84,6 +87,10 @@ impl MemoryLanes {
 
     pub fn set_unreadable(&self, key: &LaneKey, unreadable: bool) {
         mark(&self.unreadable, key, unreadable);
+    }
+
+    pub fn set_slow(&self, key: &LaneKey, reads_take: std::time::Duration) {
+        lock(&self.slow).insert(key.clone(), reads_take);
     }
 
     pub fn set_unwritable(&self, key: &LaneKey, unwritable: bool) {

@@ -457,6 +457,14 @@ impl ConfigTable {
 }
 
 impl ConfigTable {
+    /// After a failed `owe`, whose events the caller hands on another way (Lambda's retry,
+    /// the deferred queue): no owed item is left behind it, as far as possible.
+    async fn take_back(&self, lane: &LaneKey, owed: &[Owed]) {
+        if let Err(cleanup) = self.delete_owed(lane, owed).await {
+            tracing::warn!(organization_id = lane.organization_id, project_id = lane.project_id, error = %cleanup, "owed events left behind a failed write");
+        }
+    }
+
     /// Counts owed events against the lane (see [`LaneStore::owe`]); `None` when the lane
     /// delivers or is gone.
     async fn count_owed(
@@ -499,7 +507,12 @@ impl LaneStore for ConfigTable {
         owed: &[Owed],
         entering: Option<&Lane>,
     ) -> Result<Owing, LaneError> {
-        self.write_owed(lane, owed).await?;
+        if let Err(e) = self.write_owed(lane, owed).await {
+            // Some batches may be written: uncounted, they would be caught up or expired as
+            // failures some later day, long after these events went another way.
+            self.take_back(lane, owed).await;
+            return Err(e);
+        }
         match self.count_owed(lane, owed, entering).await {
             Ok(Some(owing)) => Ok(owing),
             Ok(None) => {
@@ -511,10 +524,7 @@ impl LaneStore for ConfigTable {
                 })
             }
             Err(e) => {
-                // Lambda retries the batch: leave no owed item behind it, as far as possible.
-                if let Err(cleanup) = self.delete_owed(lane, owed).await {
-                    tracing::warn!(organization_id = lane.organization_id, project_id = lane.project_id, error = %cleanup, "owed events left behind a failed write");
-                }
+                self.take_back(lane, owed).await;
                 Err(e)
             }
         }

@@ -32,6 +32,8 @@ pub(crate) struct Table {
     locks: HashMap<LaneKey, (String, i64)>,
     /// Projects whose next saves other saves beat to the table, and how many of them.
     raced: HashMap<LaneKey, usize>,
+    /// The version of each project's last deleted configuration.
+    removed: HashMap<LaneKey, u64>,
     exports: HashMap<(LaneKey, String), Export>,
     /// Running exports' ids and heartbeats, by organization.
     export_slots: HashMap<String, Vec<(String, i64)>>,
@@ -88,6 +90,10 @@ impl Configurations for MemoryLanes {
         project_id: &str,
     ) -> Result<Option<StreamingConfig>, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
+        let slow = lock(&self.slow).get(&key).copied();
+        if let Some(reads_take) = slow {
+            tokio::time::sleep(reads_take).await;
+        }
         self.check(&key)?;
         if lock(&self.damaged).contains(&key) {
             return Err(ConfigError::Corrupt("destination"));
@@ -146,6 +152,11 @@ impl Configurations for MemoryLanes {
         if current != read {
             return Err(ConfigError::VersionMismatch { current });
         }
+        let version = if read == 0 {
+            lock(&self.table).removed.get(&key).copied().unwrap_or(0)
+        } else {
+            read
+        } + 1;
         let lane = lanes.entry(key.clone()).or_default();
         if read == 0 {
             // Saved in place of none: what is still owed was a removed destination's.
@@ -153,6 +164,7 @@ impl Configurations for MemoryLanes {
                 Lane::saved_in_place_of_none(crate::clock::epoch_ms(now)).owed_from;
         }
         lane.saved();
+        lane.lane.version = version;
         lane.secret_version.clone_from(&new.secret_version);
         let config = StreamingConfig {
             organization_id: key.organization_id.clone(),
@@ -161,7 +173,7 @@ impl Configurations for MemoryLanes {
             destination: new.destination,
             api_key_last4: new.api_key_last4,
             secret_version: new.secret_version,
-            version: read + 1,
+            version,
             updated_at: seconds_text(now),
             health: Health::default(),
             lane: lane.lane.clone(),
@@ -184,7 +196,12 @@ impl Configurations for MemoryLanes {
                 return Err(ConfigError::VersionMismatch { current });
             }
         }
-        lock(&self.table).saved.remove(&key);
+        let mut table = lock(&self.table);
+        table.saved.remove(&key);
+        if let Some(stored) = &stored {
+            table.removed.insert(key.clone(), stored.version);
+        }
+        drop(table);
         self.unconfigure(&key);
         Ok(stored)
     }

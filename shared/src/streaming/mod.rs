@@ -394,8 +394,8 @@ impl Configurations for ConfigTable {
     }
 
     /// Saves a configuration as the version after `read` (the version the caller read; 0:
-    /// nothing saved), only if the stored version is still `read`. A concurrent save in between
-    /// makes this one fail with the version now stored.
+    /// nothing saved, and then after the last one deleted), only if the stored version is still
+    /// `read`. A concurrent save in between makes this one fail with the version now stored.
     /// Health starts afresh, since it described the previous settings, unless the destination
     /// is the same (`NewConfig::same_destination`).
     async fn save(
@@ -406,6 +406,11 @@ impl Configurations for ConfigTable {
         read: u64,
         now: OffsetDateTime,
     ) -> Result<StreamingConfig, ConfigError> {
+        let after = if read == 0 {
+            self.removed_at(organization_id, project_id).await?
+        } else {
+            read
+        };
         let config = StreamingConfig {
             organization_id: organization_id.to_owned(),
             project_id: project_id.to_owned(),
@@ -413,7 +418,7 @@ impl Configurations for ConfigTable {
             destination: new.destination,
             api_key_last4: new.api_key_last4,
             secret_version: new.secret_version,
-            version: read + 1,
+            version: after + 1,
             updated_at: crate::clock::seconds_text(now),
             health: Health::default(),
             lane: Lane::default(),
@@ -478,6 +483,9 @@ impl Configurations for ConfigTable {
                     .await
                     .map(|_| ())
                     .map_err(|e| (is_condition_failure(&e), store_error(e)))
+            } else if read == 0 {
+                self.first_save(organization_id, project_id, item, after)
+                    .await
             } else {
                 self.client
                     .put_item()
@@ -514,35 +522,159 @@ impl Configurations for ConfigTable {
     }
 
     /// Removes the project's configuration, only at version `if_version` when given, and
-    /// returns what it removed.
+    /// returns what it removed. Its version is noted first, so the project's next configuration
+    /// counts on from it: an `If-Match` read before the delete never matches a later one.
     async fn delete(
         &self,
         organization_id: &str,
         project_id: &str,
         if_version: Option<u64>,
     ) -> Result<Option<StreamingConfig>, ConfigError> {
-        let mut delete = self
-            .client
-            .delete_item()
-            .table_name(&self.name)
-            .set_key(Some(key(organization_id, project_id)))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
-        if let Some(v) = if_version {
-            delete = delete
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", attr::VERSION)
-                .expression_attribute_values(":v", AttributeValue::N(v.to_string()));
-        }
-        match delete.send().await {
-            Ok(out) => out
-                .attributes
-                .filter(|a| !a.is_empty())
-                .map(|a| StreamingConfig::from_item(&a))
-                .transpose(),
-            Err(e) if is_condition_failure(&e) => {
-                Err(self.mismatch(organization_id, project_id).await)
+        let mut current = 0;
+        for _ in 0..LANE_RACES {
+            // Only its version: a damaged item must be deletable too.
+            let Some(stored) = self.item(key(organization_id, project_id)).await? else {
+                return match if_version {
+                    Some(v) if v != 0 => Err(ConfigError::VersionMismatch { current: 0 }),
+                    _ => Ok(None),
+                };
+            };
+            let version = stored
+                .get(attr::VERSION)
+                .and_then(|v| v.as_n().ok()?.parse::<u64>().ok());
+            current = version.unwrap_or(0);
+            if if_version.is_some_and(|v| v != current) {
+                return Err(ConfigError::VersionMismatch { current });
             }
-            Err(e) => Err(store_error(e)),
+            self.note_removed(organization_id, project_id, current)
+                .await?;
+            let delete = self
+                .client
+                .delete_item()
+                .table_name(&self.name)
+                .set_key(Some(key(organization_id, project_id)))
+                .expression_attribute_names("#v", attr::VERSION)
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
+            let delete = match version {
+                Some(v) => delete
+                    .condition_expression("#v = :v")
+                    .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
+                None => delete.condition_expression("attribute_not_exists(#v)"),
+            };
+            match delete.send().await {
+                // Damaged, it is gone all the same; the caller hears it was damaged.
+                Ok(out) => {
+                    return StreamingConfig::from_item(&out.attributes.unwrap_or(stored)).map(Some);
+                }
+                // A save landed since the read: read again (an `If-Match` then mismatches).
+                Err(e) if is_condition_failure(&e) => {}
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        // Saves kept landing: the caller is told to come back, as a save that keeps losing is.
+        Err(ConfigError::VersionMismatch { current })
+    }
+}
+
+/// The item that keeps the version of a project's last deleted configuration.
+fn removed_key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValue> {
+    organization_key(
+        organization_id,
+        format!("removed#{}", sort_key_part(project_id)),
+    )
+}
+
+impl ConfigTable {
+    /// Writes the project's configuration where none is, as long as its last deleted version is
+    /// still `after`, in one transaction: a delete of a configuration saved since the version
+    /// was read makes this one lose, never share its version. `Err((true, _))`: it lost.
+    async fn first_save(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        item: HashMap<String, AttributeValue>,
+        after: u64,
+    ) -> Result<(), (bool, ConfigError)> {
+        use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+        let unbuilt = |e: aws_sdk_dynamodb::error::BuildError| {
+            (
+                false,
+                ConfigError::Store(format!("a save could not be laid out: {e}")),
+            )
+        };
+        let put = Put::builder()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unbuilt)?;
+        let check = ConditionCheck::builder()
+            .table_name(&self.name)
+            .set_key(Some(removed_key(organization_id, project_id)))
+            .expression_attribute_names("#v", attr::VERSION);
+        let check = if after == 0 {
+            check.condition_expression("attribute_not_exists(#v)")
+        } else {
+            check
+                .condition_expression("#v = :after")
+                .expression_attribute_values(":after", AttributeValue::N(after.to_string()))
+        }
+        .build()
+        .map_err(unbuilt)?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            // A condition failed, or another transaction on the items ran at once.
+            Err(e)
+                if e.as_service_error().and_then(|s| s.code())
+                    == Some("TransactionCanceledException") =>
+            {
+                Err((true, store_error(e)))
+            }
+            Err(e) => Err((false, store_error(e))),
+        }
+    }
+
+    /// The version of the project's last deleted configuration (0: none was).
+    async fn removed_at(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+    ) -> Result<u64, ConfigError> {
+        Ok(self
+            .item(removed_key(organization_id, project_id))
+            .await?
+            .and_then(|item| item.get(attr::VERSION)?.as_n().ok()?.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Notes `version` as deleted, unless a later one is noted already.
+    async fn note_removed(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        version: u64,
+    ) -> Result<(), ConfigError> {
+        let noted = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(removed_key(organization_id, project_id)))
+            .update_expression("SET #v = :v")
+            .condition_expression("attribute_not_exists(#v) OR #v < :v")
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
+            .send()
+            .await;
+        match noted {
+            Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
+            _ => Ok(()),
         }
     }
 }

@@ -91,13 +91,7 @@ impl<P: Ports> Api<P> {
                     return Err(ApiError::version_mismatch(current));
                 }
                 // Only 412 answers a condition: a caller who set none is told to come back.
-                Err(_) if attempt == SAVE_ATTEMPTS => {
-                    return Err(ApiError::too_many(
-                        "busy",
-                        "the streaming configuration is being saved by other requests right now; retry in a moment",
-                        1,
-                    ));
-                }
+                Err(_) if attempt == SAVE_ATTEMPTS => return Err(busy()),
                 Err(_) => {}
             }
         }
@@ -200,10 +194,28 @@ impl<P: Ports> Api<P> {
                 };
             }
         };
-        if let Err(e) = self.secrets.promote(org, project, &secret_version).await {
+        match self.secrets.promote(org, project, &secret_version).await {
+            Ok(()) => {}
+            // A DELETE of the project, between the stage and the save, removed the secret with
+            // the staged version in it: the configuration just saved names credentials that are
+            // gone. It is taken back, and the save goes again as after a lost race.
+            Err(CredentialsError::NotFound | CredentialsError::Deleting) => {
+                tracing::warn!(
+                    organization_id = org,
+                    project_id = project,
+                    "the staged credentials were deleted meanwhile; saving again"
+                );
+                return match self.configs.delete(org, project, Some(saved.version)).await {
+                    Ok(_) => Ok(Err(0)),
+                    Err(ConfigError::VersionMismatch { current }) => Ok(Err(current)),
+                    Err(e) => Err(config_error(e)),
+                };
+            }
             // The configuration names its secret version, so delivery already uses the new
             // credentials; only the label is behind, and the next save moves it.
-            tracing::warn!(organization_id = org, project_id = project, error = %e, "saved secret version not made current");
+            Err(e) => {
+                tracing::warn!(organization_id = org, project_id = project, error = %e, "saved secret version not made current");
+            }
         }
         let (action, description) = if current.is_some() {
             ("update", "Updated streaming configuration")
@@ -265,7 +277,8 @@ impl<P: Ports> Api<P> {
         project: &str,
         if_match: Option<IfMatch>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        // Without If-Match the delete is unconditional: it cannot lose a race, so never 412.
+        // Without If-Match the delete is unconditional: never 412 (one that saves keep beating
+        // to the table is told to come back, as such a save is).
         let condition = match if_match {
             None => None,
             Some(m) => {
@@ -290,7 +303,10 @@ impl<P: Ports> Api<P> {
             self.configs
                 .delete(org, project, condition)
                 .await
-                .map_err(config_error)?
+                .map_err(|e| match e {
+                    ConfigError::VersionMismatch { .. } if if_match.is_none() => busy(),
+                    other => config_error(other),
+                })?
         };
         self.secrets
             .delete(org, project)
@@ -314,4 +330,13 @@ impl<P: Ports> Api<P> {
         response.status_code = 204;
         Ok(response)
     }
+}
+
+/// A change without `If-Match` that other saves kept beating to the table: 429, to retry.
+fn busy() -> ApiError {
+    ApiError::too_many(
+        "busy",
+        "the streaming configuration is being saved by other requests right now; retry in a moment",
+        1,
+    )
 }

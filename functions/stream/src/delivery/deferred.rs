@@ -105,7 +105,8 @@ where
                     return Ok(());
                 }
                 let live_until = deadline.min(Instant::now() + self.policy.budget);
-                self.hand(&lane, events, unreadable, live_until).await
+                self.hand(&lane, events, unreadable, (live_until, deadline))
+                    .await
             }
             Err(e) => Err(Trouble::all(format!(
                 "could not read the deferred events back: {e}"

@@ -552,6 +552,38 @@ async fn deferred_events_no_longer_kept_are_listed_as_failures_not_sent() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_project_whose_configuration_reads_hang_holds_the_shard_no_longer_than_the_budget() {
+    // GIVEN project a's configuration reads take a minute (its partition throttled, the SDK
+    // retrying)
+    let mut w = World::new();
+    w.delivery
+        .configs
+        .set_slow(&lane("a"), Duration::from_secs(60));
+    let (records, _) = w.batch(&["a", "b", "a"]);
+    // WHEN a batch for both arrives
+    let started = Instant::now();
+    let response = w
+        .delivery
+        .deliver(&records, started + Duration::from_secs(59))
+        .await;
+    // THEN the batch ends within the budget and its grace, b delivered
+    assert!(started.elapsed() <= Policy::default().budget + GROUP_GRACE);
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("b"), ["event 002"]);
+    // AND a's events wait on the deferred queue, to be handed when their message comes
+    let deferred = w.delivery.timers.take_deferred();
+    assert_eq!(deferred.len(), 1);
+    let sent = [&records[0], &records[2]].map(|r| stored_key(r).unwrap());
+    assert_eq!(deferred[0].0.events, sent);
+    w.delivery.configs.set_slow(&lane("a"), Duration::ZERO);
+    w.delivery
+        .deliver_deferred(&deferred[0].0, later())
+        .await
+        .unwrap();
+    assert_eq!(w.received("a"), ["event 001", "event 003"]);
+}
+
 #[tokio::test]
 async fn a_damaged_configuration_lists_its_projects_events_as_failures_and_holds_nobody() {
     // GIVEN project a's configuration item is damaged for good (a retry cannot mend it)

@@ -56,6 +56,72 @@ fn a_configuration_saved_before_lanes_delivers() {
     assert_eq!(lane_of(&HashMap::new()), Lane::default());
 }
 
+mod owe {
+    use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::batch_write_item::{
+        BatchWriteItemError, BatchWriteItemInput, BatchWriteItemOutput,
+    };
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use std::sync::{Arc, Mutex};
+
+    /// The sort keys of the request's puts, or of its deletes.
+    fn keys_of(r: &BatchWriteItemInput, puts: bool) -> Vec<String> {
+        let requests = r.request_items().unwrap().values().flatten();
+        requests
+            .filter_map(|w| match (puts, w.put_request(), w.delete_request()) {
+                (true, Some(p), _) => Some(p.item()[crate::store::attr::SORT_KEY].clone()),
+                (false, _, Some(d)) => Some(d.key()[crate::store::attr::SORT_KEY].clone()),
+                _ => None,
+            })
+            .map(|sk| sk.as_s().unwrap().clone())
+            .collect()
+    }
+
+    // Paused: the SDK's own retries of the refused batch wait on tokio's clock.
+    #[tokio::test(start_paused = true)]
+    async fn owed_events_partly_written_when_a_write_fails_are_taken_back() {
+        // 30 owed events: a batch of 25 is written, the batch of 5 is refused.
+        let owed: Vec<Owed> = (0..30)
+            .map(|i| Owed {
+                event: StoredKey {
+                    sort_key: format!("2026-01-01T00:00:00.000000000Z#m-{i:02}"),
+                    message_id: format!("m-{i:02}"),
+                    expires_at: 0,
+                },
+                owed_at_ms: 1_000,
+                bytes: 1,
+            })
+            .collect();
+        let refused = mock!(Client::batch_write_item)
+            .match_requests(|r| keys_of(r, true).len() == 5)
+            .then_error(|| {
+                BatchWriteItemError::generic(
+                    ErrorMetadata::builder()
+                        .code("ProvisionedThroughputExceededException")
+                        .build(),
+                )
+            });
+        let deleted = Arc::new(Mutex::new(Vec::new()));
+        let seen = deleted.clone();
+        let written = mock!(Client::batch_write_item).then_compute_output(move |r| {
+            seen.lock().unwrap().extend(keys_of(r, false));
+            BatchWriteItemOutput::builder().build()
+        });
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&refused, &written]),
+            "config",
+        );
+        let lane = LaneKey::new("o", "p");
+        assert!(table.owe(&lane, &owed, None).await.is_err());
+        let mut deleted = deleted.lock().unwrap().clone();
+        deleted.sort();
+        let every: Vec<String> = owed.iter().map(|o| owed_sort_key("p", o)).collect();
+        assert_eq!(deleted, every, "every owed item taken back");
+    }
+}
+
 mod sweep {
     use super::*;
     use aws_sdk_dynamodb::Client;
