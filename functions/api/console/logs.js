@@ -295,6 +295,8 @@ export function exportControls(p, filters) {
       say(status, `Export failed: ${job.error || "no reason given"}`, "alert");
     } else {
       say(status, `Export running: ${job.events} events so far…`);
+      // One without a step for a while says why: it waits its turn, or its step was lost.
+      if (job.error) status.append(h("p", {}, job.error));
     }
     return job.state !== "running";
   };

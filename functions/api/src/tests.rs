@@ -651,20 +651,34 @@ async fn a_few_exports_run_at_once_per_organization_and_one_more_waits() {
     assert!(w.api.configs.save_export(&taken, now, false).await.unwrap());
     assert_eq!(start(RUNNING_EXPORTS + 1).await.status, 202);
     assert_eq!(start(RUNNING_EXPORTS + 2).await.status, 429);
-    // AND an export that stopped moving (its steps dead-lettered) shows as failed and frees
-    // its slot
+    // AND an export without a step for half an hour may only wait its turn behind others:
+    // shown running, saying so, its slot kept
     w.clock.advance(std::time::Duration::from_secs(31 * 60));
     let second = w.api.queues.bodies(EXPORT_QUEUE)[1].clone();
     let step: audit_log::message::ExportStep = serde_json::from_str(&second).unwrap();
-    let stopped = w
-        .call_in(
+    let shown = async || {
+        w.call_in(
             &step.project_id,
             "GET",
             &format!("/exports/{}", step.export_id),
             &[],
             None,
         )
-        .await;
+        .await
+    };
+    let waiting = shown().await;
+    assert_eq!(waiting.body["state"], "running");
+    assert_eq!(
+        waiting.body["error"],
+        audit_log::streaming::EXPORT_STALLED,
+        "{}",
+        waiting.body
+    );
+    assert_eq!(start(RUNNING_EXPORTS + 2).await.status, 429);
+    // AND one that stopped moving for two hours (its steps dead-lettered) shows as failed and
+    // frees its slot
+    w.clock.advance(std::time::Duration::from_secs(90 * 60));
+    let stopped = shown().await;
     assert_eq!(stopped.body["state"], "failed");
     assert!(
         stopped.body["error"]

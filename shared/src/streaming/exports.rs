@@ -16,10 +16,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use time::OffsetDateTime;
 
-/// A slot whose export has not started a step for this long is taken over: the export died
-/// for good (its step was dead-lettered). Longer than any export waits for its turn behind
-/// the others' steps.
-pub const EXPORT_STALE_AFTER_SECONDS: i64 = 30 * 60;
+/// An export that has not started a step for this long is shown still running with a note: it
+/// waits behind the other exports' steps (at most 5 run at once over the stack, so more than
+/// about 330 running exports make one wait this long), or its step was dead-lettered.
+pub const EXPORT_STALLED_AFTER_SECONDS: i64 = 30 * 60;
+/// A slot whose export has not started a step for this long is taken over, and the export
+/// shown failed: it died for good. Four times the stall, so a backlog that only makes exports
+/// wait (up to about 1,300 running at once) frees no slot of an export still going.
+pub const EXPORT_STALE_AFTER_SECONDS: i64 = 4 * EXPORT_STALLED_AFTER_SECONDS;
+
+/// What a stalled export says while it is shown running.
+pub const EXPORT_STALLED: &str = "no step for 30 minutes: the export is waiting behind other \
+     exports' steps, or its step was dead-lettered (the operators are alerted); it goes on when \
+     its step comes, and is shown failed after 2 hours without one";
 /// Exports one organization may run at once: enough for a person's formats and filters side by
 /// side; the export queue's workers take every running export's steps in turn, so one
 /// organization's exports slow, never stop, another's.

@@ -19,8 +19,8 @@ mod replays;
 
 pub use connection_tests::{ConnectionTests, TestRecord};
 pub use exports::{
-    EXPORT_KEPT_DAYS, EXPORT_STALE_AFTER_SECONDS, Export, ExportFormat, ExportPart, ExportState,
-    Exports, RUNNING_EXPORTS,
+    EXPORT_KEPT_DAYS, EXPORT_STALE_AFTER_SECONDS, EXPORT_STALLED, EXPORT_STALLED_AFTER_SECONDS,
+    Export, ExportFormat, ExportPart, ExportState, Exports, RUNNING_EXPORTS,
 };
 pub use failures::{FailureLog, FailureRecord};
 pub use health::{FAILING_AFTER, Health, HealthReport};

@@ -19,6 +19,9 @@ pub const DOWNLOAD_VALID: Duration = Duration::from_secs(15 * 60);
 /// dead-lettered): it is shown as failed, and its slot is free to take.
 const STOPPED_AFTER: time::Duration =
     time::Duration::seconds(audit_log::streaming::EXPORT_STALE_AFTER_SECONDS);
+/// One without a step for this long may only be waiting its turn: shown running, saying so.
+const STALLED_AFTER: time::Duration =
+    time::Duration::seconds(audit_log::streaming::EXPORT_STALLED_AFTER_SECONDS);
 /// What a caller turned away for the organization's running exports is told to wait.
 const RETRY_EXPORT_AFTER: u64 = 60;
 
@@ -130,6 +133,8 @@ impl<P: Ports> Api<P> {
         if export.state == ExportState::Running && now - moved > STOPPED_AFTER {
             export.state = ExportState::Failed;
             export.error = Some("the export stopped making progress; start it again".into());
+        } else if export.state == ExportState::Running && now - moved > STALLED_AFTER {
+            export.error = Some(audit_log::streaming::EXPORT_STALLED.into());
         }
         let download = match export.state {
             ExportState::Completed => {
