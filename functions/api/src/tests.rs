@@ -680,6 +680,21 @@ async fn a_few_exports_run_at_once_per_organization_and_one_more_waits() {
     w.clock.advance(std::time::Duration::from_secs(90 * 60));
     let stopped = shown().await;
     assert_eq!(stopped.body["state"], "failed");
+    // (its step, come at last, is dropped rather than revive it beside the slot's new holder)
+    let now = w.clock.now();
+    let late = w
+        .api
+        .configs
+        .take_export(
+            ORG,
+            &step.project_id,
+            &step.export_id,
+            now,
+            now + std::time::Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(late.is_none(), "a dead export was taken again");
     assert!(
         stopped.body["error"]
             .as_str()

@@ -386,7 +386,7 @@ impl Stream {
 /// Another copy of the replay's part (SQS delivers at least once) saved first: that one goes
 /// on, and this one stops without a word in the replay, having sent at most its page again.
 fn moved_on(replay: &Replay) {
-    tracing::info!(
+    tracing::warn!(
         replay_id = replay.replay_id,
         "another copy of the replay's part saved first; this one stops"
     );

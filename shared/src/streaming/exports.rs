@@ -25,6 +25,12 @@ pub const EXPORT_STALLED_AFTER_SECONDS: i64 = 30 * 60;
 /// wait (up to about 1,300 running at once) frees no slot of an export still going.
 pub const EXPORT_STALE_AFTER_SECONDS: i64 = 4 * EXPORT_STALLED_AFTER_SECONDS;
 
+/// The last step time (as `updated_at` keeps it, RFC 3339 seconds in UTC, which order as text)
+/// before which an export is dead for good at `now`.
+pub(crate) fn stale_at(now: OffsetDateTime) -> String {
+    crate::clock::seconds_text(now - time::Duration::seconds(EXPORT_STALE_AFTER_SECONDS))
+}
+
 /// What a stalled export says while it is shown running.
 pub const EXPORT_STALLED: &str = "no step for 30 minutes: the export is waiting behind other \
      exports' steps, or its step was dead-lettered (the operators are alerted); it goes on when \
@@ -326,10 +332,15 @@ impl Exports for ConfigTable {
             .table_name(&self.name)
             .set_key(Some(export_key(organization_id, project_id, export_id)))
             .update_expression("SET lease_until = :until, updated_at = :moved ADD step :one")
-            .condition_expression("#state = :running AND lease_until <= :now")
+            // Not one shown failed for want of steps, whose slot may be another's by now: its
+            // step, come at last from a backlog, is dropped rather than revive it.
+            .condition_expression(
+                "#state = :running AND lease_until <= :now AND updated_at >= :stale_at",
+            )
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":running", s("running"))
             .expression_attribute_values(":now", n(now.unix_timestamp()))
+            .expression_attribute_values(":stale_at", s(&stale_at(now)))
             .expression_attribute_values(":until", n(lease_until.unix_timestamp()))
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":moved", s(&crate::clock::seconds_text(now)))

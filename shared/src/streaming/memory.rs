@@ -527,7 +527,10 @@ impl Exports for MemoryLanes {
         let Some(export) = table.exports.get_mut(&key) else {
             return Ok(None);
         };
-        if export.state != ExportState::Running || export.lease_until > now.unix_timestamp() {
+        if export.state != ExportState::Running
+            || export.lease_until > now.unix_timestamp()
+            || export.updated_at < super::exports::stale_at(now)
+        {
             return Ok(None);
         }
         export.step += 1;
