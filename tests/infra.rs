@@ -212,32 +212,35 @@ fn the_service_roles_are_scoped_to_their_resources() {
 #[test]
 fn the_functions_that_keep_lanes_may_write_the_configuration_table_in_batches() {
     for name in ["StreamFunctionRole", "ApiFunctionRole"] {
-        let policy = yaml_to_json(
-            &template()["Resources"][name]["Properties"]["Policies"][0]["PolicyDocument"],
-        );
         assert!(
-            statements(&policy).iter().any(|(actions, resources)| {
-                actions.iter().any(|a| a == "dynamodb:BatchWriteItem")
-                    && resources.iter().any(|r| r.starts_with("ConfigTable"))
-            }),
+            may_on_config_table(name, "dynamodb:BatchWriteItem"),
             "{name} may not write the configuration table in batches"
         );
     }
+}
+
+/// The policy of the template's role `name`, as JSON.
+fn role_policy(name: &str) -> Value {
+    yaml_to_json(&template()["Resources"][name]["Properties"]["Policies"][0]["PolicyDocument"])
+}
+
+/// Whether the role `name` may take `action` on the configuration table.
+fn may_on_config_table(name: &str, action: &str) -> bool {
+    statements(&role_policy(name))
+        .iter()
+        .any(|(actions, resources)| {
+            actions.iter().any(|a| a == action)
+                && resources.iter().any(|r| r.starts_with("ConfigTable"))
+        })
 }
 
 /// A project's first save puts its configuration and checks the version its last deletion
 /// left in one transaction, which IAM grants item by item.
 #[test]
 fn the_api_may_check_a_deleted_version_in_its_first_saves_transaction() {
-    let policy = yaml_to_json(
-        &template()["Resources"]["ApiFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"],
-    );
     for action in ["dynamodb:PutItem", "dynamodb:ConditionCheckItem"] {
         assert!(
-            statements(&policy).iter().any(|(actions, resources)| {
-                actions.iter().any(|a| a == action)
-                    && resources.iter().any(|r| r.starts_with("ConfigTable"))
-            }),
+            may_on_config_table("ApiFunctionRole", action),
             "the api may not {action} on the configuration table"
         );
     }
@@ -247,10 +250,7 @@ fn the_api_may_check_a_deleted_version_in_its_first_saves_transaction() {
 /// the api's cursor-signing key (`<stack>/streaming/service-key`).
 #[test]
 fn the_stream_function_reads_projects_secrets_and_not_the_cursor_key() {
-    let policy = yaml_to_json(
-        &template()["Resources"]["StreamFunctionRole"]["Properties"]["Policies"][0]["PolicyDocument"],
-    );
-    let secrets: Vec<String> = statements(&policy)
+    let secrets: Vec<String> = statements(&role_policy("StreamFunctionRole"))
         .into_iter()
         .filter(|(actions, _)| actions.iter().any(|a| a.starts_with("secretsmanager:")))
         .flat_map(|(_, resources)| resources)

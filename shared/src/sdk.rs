@@ -28,6 +28,12 @@ pub const BUSY: &[&str] = &[
     "InternalFailure",
 ];
 
+/// Whether an AWS service's HTTP status says the trouble is its own, whatever its error's
+/// code: any 5xx, "request timeout" and "too many requests".
+pub fn answered_in_trouble(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
 /// For calls the service does not retry itself.
 pub fn standard_retries() -> RetryConfig {
     RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS)

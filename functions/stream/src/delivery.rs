@@ -190,10 +190,10 @@ where
         } = pending;
         // Kept aside (there are seldom any) in case they are deferred.
         let unreadable_too = unreadable.clone();
-        let handed = self
+        let Err(trouble) = self
             .hand(&lane, events, unreadable, (live_until, cut_at))
-            .await;
-        let Err(trouble) = handed else {
+            .await
+        else {
             self.remember(records);
             return Vec::new();
         };

@@ -279,8 +279,13 @@ impl Stream {
                 );
                 Ok(false)
             }
+            // Another copy of the part (SQS delivers at least once) saved first: that one goes
+            // on, this one stops, having sent at most its page again.
             Err(ConfigError::ReplayMovedOn) => {
-                moved_on(replay);
+                tracing::warn!(
+                    replay_id = replay.replay_id,
+                    "another copy of the replay's part saved first; this one stops"
+                );
                 Ok(false)
             }
             Err(e) => Err(e.to_string()),
@@ -368,28 +373,9 @@ impl Stream {
             failed = replay.failed,
             "replay finished"
         );
-        match self
-            .delivery
-            .configs
-            .save_replay(replay, self.delivery.clock.now())
-            .await
-        {
-            Err(ConfigError::ReplayMovedOn) => {
-                moved_on(replay);
-                Ok(())
-            }
-            saved => saved.map_err(|e| e.to_string()),
-        }
+        // Refused only when another copy of its part saved first: then that copy finishes it.
+        self.save_progress(replay).await.map(drop)
     }
-}
-
-/// Another copy of the replay's part (SQS delivers at least once) saved first: that one goes
-/// on, and this one stops without a word in the replay, having sent at most its page again.
-fn moved_on(replay: &Replay) {
-    tracing::warn!(
-        replay_id = replay.replay_id,
-        "another copy of the replay's part saved first; this one stops"
-    );
 }
 
 /// A page of a replay: the events read, where each is stored, where to go on from, and how

@@ -2,7 +2,7 @@
 //! the ids alone, cached per container. Secret values live in `SecretString`, whose `Debug`
 //! prints nothing of them and which has no `Display`.
 
-use crate::sdk::BUSY;
+use crate::sdk::{BUSY, answered_in_trouble};
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -522,8 +522,7 @@ where
             Some("ResourceNotFoundException") => CredentialsError::NotFound,
             // Secrets Manager's own trouble, whatever its code: the next attempt may pass.
             code if code.is_some_and(|c| c == "InternalServiceError" || BUSY.contains(&c))
-                || service.raw().status().is_server_error()
-                || matches!(service.raw().status().as_u16(), 408 | 429) =>
+                || answered_in_trouble(service.raw().status().as_u16()) =>
             {
                 CredentialsError::Unavailable(code_of(&err))
             }
@@ -682,7 +681,6 @@ mod tests {
 
     /// Secrets Manager's answer of `status` with the error `kind`, to a read.
     async fn read_answered(status: u16, kind: &'static str) -> CredentialsError {
-        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
         use aws_smithy_runtime_api::http::StatusCode;
         use aws_smithy_types::body::SdkBody;
         let rule =

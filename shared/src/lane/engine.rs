@@ -597,20 +597,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             pages += 1;
             let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
             let found = source.events(key, &keys).await?;
-            let missing: Vec<StoredKey> = keys
-                .iter()
-                .filter(|k| !found.iter().any(|(f, _)| f.sort_key == k.sort_key))
-                .cloned()
-                .collect();
+            let missing = super::left_out(&keys, &found);
             if !missing.is_empty() {
-                // Past its retention, or damaged: listed, never silently dropped.
                 self.store
-                    .record_failures(
-                        key,
-                        &missing,
-                        "the stored event could not be read back",
-                        self.clock.now(),
-                    )
+                    .record_failures(key, &missing, super::NOT_READ_BACK, self.clock.now())
                     .await?;
             }
             let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);

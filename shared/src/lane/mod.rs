@@ -523,3 +523,16 @@ pub trait EventSource: Sync {
         keys: &[StoredKey],
     ) -> impl Future<Output = Result<Vec<(StoredKey, crate::AuditEvent)>, LaneError>> + Send;
 }
+
+/// Why an event asked for by key and left out of the answer (past its retention, or damaged)
+/// is listed as a failure: never silently dropped.
+pub const NOT_READ_BACK: &str = "the stored event could not be read back";
+
+/// The keys of `asked` that [`EventSource::events`] left out of `found`.
+pub fn left_out(asked: &[StoredKey], found: &[(StoredKey, crate::AuditEvent)]) -> Vec<StoredKey> {
+    asked
+        .iter()
+        .filter(|k| !found.iter().any(|(f, _)| f.sort_key == k.sort_key))
+        .cloned()
+        .collect()
+}

@@ -5,7 +5,7 @@
 
 use super::{
     ConfigError, ConfigTable, HealthReport, is_condition_failure, key, names_its_project_in_full,
-    organization_key, project_of_key, s, store_error,
+    number, organization_key, project_of_key, s, store_error,
 };
 use crate::destination::DeliveryError;
 use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing};
@@ -82,10 +82,6 @@ fn owed_sort_key(project_id: &str, owed: &Owed) -> String {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 /// An owed event's item: which event, since when, and how large.

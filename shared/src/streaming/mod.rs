@@ -208,6 +208,10 @@ fn optional(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }
 
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
 fn store_error<E, R>(err: SdkError<E, R>) -> ConfigError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -539,9 +543,7 @@ impl Configurations for ConfigTable {
                     _ => Ok(None),
                 };
             };
-            let version = stored
-                .get(attr::VERSION)
-                .and_then(|v| v.as_n().ok()?.parse::<u64>().ok());
+            let version = number(&stored, attr::VERSION).and_then(|v| u64::try_from(v).ok());
             current = version.unwrap_or(0);
             if if_version.is_some_and(|v| v != current) {
                 return Err(ConfigError::VersionMismatch { current });
@@ -650,8 +652,8 @@ impl ConfigTable {
         Ok(self
             .item(removed_key(organization_id, project_id))
             .await?
-            .and_then(|item| item.get(attr::VERSION)?.as_n().ok()?.parse().ok())
-            .unwrap_or(0))
+            .and_then(|item| number(&item, attr::VERSION))
+            .map_or(0, |v| v.max(0) as u64))
     }
 
     /// Notes `version` as deleted, unless a later one is noted already.

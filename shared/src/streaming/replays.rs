@@ -7,8 +7,8 @@
 //! of the range with each other's counts overwritten.
 
 use super::{
-    ConfigError, ConfigTable, from_item, is_condition_failure, optional, organization_key, s,
-    store_error, text, to_item,
+    ConfigError, ConfigTable, from_item, is_condition_failure, number, optional, organization_key,
+    s, store_error, text, to_item,
 };
 use crate::store::sort_key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -142,10 +142,7 @@ impl Replay {
         replay.project_id = text(item, PROJECT_ID)?.to_owned();
         replay.cursor = optional(item, CURSOR);
         // Replays saved before the count was kept read as never saved.
-        replay.saves = item
-            .get(SAVES)
-            .and_then(|n| n.as_n().ok()?.parse().ok())
-            .unwrap_or(0);
+        replay.saves = number(item, SAVES).map_or(0, |n| n.max(0) as u64);
         Ok(replay)
     }
 }
@@ -240,9 +237,7 @@ impl Replays for ConfigTable {
         at: OffsetDateTime,
     ) -> Result<bool, ConfigError> {
         let lock = self.item(lock_key(organization_id, project_id)).await?;
-        let beat = lock
-            .as_ref()
-            .and_then(|item| item.get("heartbeat")?.as_n().ok()?.parse::<i64>().ok());
+        let beat = lock.as_ref().and_then(|item| number(item, "heartbeat"));
         Ok(beat.is_some_and(|beat| is_fresh(beat, at)))
     }
 
@@ -269,41 +264,7 @@ impl Replays for ConfigTable {
         let mut saved = replay.clone();
         saved.updated_at = crate::clock::seconds_text(now);
         saved.saves += 1;
-        // Only over the save its writer read: another copy of its part may have moved it on.
-        let read = replay.saves;
-        let put = move |saved: &Replay| -> Result<_, ConfigError> {
-            let mut item = saved.to_item(now)?;
-            // Whose save it is: one the SDK sent again after it had landed (its answer lost)
-            // fails its condition on itself, and must not pass for another writer's.
-            let token = super::new_external_id();
-            item.insert(SAVED_BY.into(), s(&token));
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.name)
-                .set_item(Some(item));
-            let put = if read == 0 {
-                put.condition_expression("attribute_not_exists(saves)")
-            } else {
-                put.condition_expression("saves = :read")
-                    .expression_attribute_values(":read", AttributeValue::N(read.to_string()))
-            };
-            let key = replay_key(&saved.organization_id, &saved.project_id, &saved.replay_id);
-            Ok(async move {
-                match put.send().await {
-                    Ok(_) => Ok(()),
-                    Err(e) if is_condition_failure(&e) => {
-                        let stored = self.item(key).await?;
-                        if stored.is_some_and(|item| optional(&item, SAVED_BY) == Some(token)) {
-                            Ok(())
-                        } else {
-                            Err(ConfigError::ReplayMovedOn)
-                        }
-                    }
-                    Err(e) => Err(store_error(e)),
-                }
-            })
-        };
+        let mut superseded = false;
         if saved.state == ReplayState::Running {
             let beat = self
                 .client
@@ -319,25 +280,26 @@ impl Replays for ConfigTable {
                 )
                 .send()
                 .await;
-            return match beat {
-                Ok(_) => {
-                    put(&saved)?.await?;
-                    *replay = saved;
-                    Ok(())
-                }
-                Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
+            match beat {
+                Ok(_) => {}
+                Err(e) if !is_condition_failure(&e) => return Err(store_error(e)),
                 // A lock another replay took over after this one went stale is theirs: this
                 // one stops, failed, rather than run beside it.
                 Err(_) => {
                     saved.superseded(now);
-                    put(&saved)?.await?;
-                    *replay = saved;
-                    Err(ConfigError::ReplaySuperseded)
+                    superseded = true;
                 }
-            };
+            }
         }
-        put(&saved)?.await?;
+        self.put_replay(&saved, replay.saves, now).await?;
+        let running = saved.state == ReplayState::Running;
         *replay = saved;
+        if superseded {
+            return Err(ConfigError::ReplaySuperseded);
+        }
+        if running {
+            return Ok(());
+        }
         let released = self
             .client
             .delete_item()
@@ -350,6 +312,47 @@ impl Replays for ConfigTable {
         match released {
             Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
             _ => Ok(()),
+        }
+    }
+}
+
+impl ConfigTable {
+    /// Writes the replay over the save its writer read (`read` saves): another copy of its
+    /// part may have moved it on, and then this one is `ReplayMovedOn`.
+    async fn put_replay(
+        &self,
+        saved: &Replay,
+        read: u64,
+        now: OffsetDateTime,
+    ) -> Result<(), ConfigError> {
+        let mut item = saved.to_item(now)?;
+        // Whose save it is: one the SDK sent again after it had landed (its answer lost) fails
+        // its condition on itself, and must not pass for another writer's.
+        let token = super::new_external_id();
+        item.insert(SAVED_BY.into(), s(&token));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item));
+        let put = if read == 0 {
+            put.condition_expression("attribute_not_exists(saves)")
+        } else {
+            put.condition_expression("saves = :read")
+                .expression_attribute_values(":read", AttributeValue::N(read.to_string()))
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => {
+                let key = replay_key(&saved.organization_id, &saved.project_id, &saved.replay_id);
+                let stored = self.item(key).await?;
+                if stored.is_some_and(|item| optional(&item, SAVED_BY) == Some(token)) {
+                    Ok(())
+                } else {
+                    Err(ConfigError::ReplayMovedOn)
+                }
+            }
+            Err(e) => Err(store_error(e)),
         }
     }
 }

@@ -12,15 +12,12 @@
 use super::{Delivery, Trouble};
 use audit_log::destination::Destinations;
 use audit_log::lane::engine::MAX_DELAY;
-use audit_log::lane::{Deferred, EventSource, LaneKey, LaneStore, Timers};
+use audit_log::lane::{Deferred, EventSource, LaneKey, LaneStore, NOT_READ_BACK, Timers, left_out};
 use audit_log::message::Unreadable;
 use audit_log::store::StoredKey;
 use audit_log::streaming::Configurations;
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// Why a deferred event that can no longer be read is listed as a failure.
-const GONE: &str = "the stored event could not be read back";
 
 /// The wait before events deferred `tries` times before are handed again: `first`, doubling,
 /// at most `longest` (a retrying lane's longest wait between attempts) and SQS's longest
@@ -71,9 +68,10 @@ where
     }
 
     /// Deferred events, when their message comes: read back from the events table (those no
-    /// longer kept, or unreadable, are listed as failures) and handed to their lane as a live batch's would be. Trouble
-    /// again defers them again, or, past the retry window, lists them as failures; an error
-    /// only when neither can be done, and SQS then delivers this message again.
+    /// longer kept, or unreadable, are listed as failures) and handed to their lane as a live
+    /// batch's would be. Trouble again defers them again, or, past the retry window, lists them
+    /// as failures; an error only when neither can be done, and SQS then delivers this message
+    /// again.
     pub async fn deliver_deferred(
         &self,
         deferred: &Deferred,
@@ -84,16 +82,10 @@ where
         let unreadable = deferred.unreadable.clone();
         let handed = match self.events.events(&lane, &deferred.events).await {
             Ok(events) => {
-                let gone: Vec<StoredKey> = deferred
-                    .events
-                    .iter()
-                    .filter(|k| !events.iter().any(|(f, _)| f.sort_key == k.sort_key))
-                    .cloned()
-                    .collect();
-                // Past their TTL, or damaged (logged where read): listed, as a catching-up
-                // lane lists them, never dropped unsaid; unlisted, the message comes again.
+                let gone = left_out(&deferred.events, &events);
+                // Listed as a catching-up lane lists them; unlisted, the message comes again.
                 if !gone.is_empty() {
-                    self.list_failures(&lane, &gone, GONE).await?;
+                    self.list_failures(&lane, &gone, NOT_READ_BACK).await?;
                     tracing::warn!(
                         organization_id = org,
                         project_id = project,

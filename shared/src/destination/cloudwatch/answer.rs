@@ -45,9 +45,7 @@ where
             }
             // Any answer of the 5xx family is CloudWatch's trouble, whatever it is called; so
             // are "too many requests" and "request timeout".
-            code if service.raw().status().is_server_error()
-                || matches!(service.raw().status().as_u16(), 408 | 429) =>
-            {
+            code if crate::sdk::answered_in_trouble(service.raw().status().as_u16()) => {
                 Problem::Transient(format!(
                     "CloudWatch Logs failed ({})",
                     code.unwrap_or("unknown error")
