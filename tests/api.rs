@@ -2298,6 +2298,21 @@ fn the_template_routes_match_the_openapi_document() {
     assert_eq!(routes, documented);
 }
 
+/// A DELETE without `If-Match` that saves keep beating, or whose secret Secrets Manager is
+/// still deleting, is told to retry: the document says so beside the other statuses.
+#[test]
+fn stopping_streaming_documents_its_429() {
+    let openapi = OpenApi::load();
+    let path = "/v1/organizations/{organization_id}/projects/{project_id}/audit-logs/streaming";
+    let responses = &openapi.doc["paths"][path]["delete"]["responses"];
+    for status in ["204", "400", "412", "429"] {
+        assert!(
+            responses.get(status).is_some(),
+            "DELETE {path}: no {status}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_last_ten_connection_tests_are_kept_newest_first() {
     let clock = minute_clock();

@@ -559,7 +559,7 @@ async fn an_event_the_tables_refuse_past_its_third_receive_goes_round_and_is_sto
     assert!(attributes > 0 && body.len() + attributes <= retry_largest);
     let records = as_lambda_gives(&messages, &retry_arn);
     assert_eq!(records[0].receives(), 1);
-    assert_eq!(records[0].capture_id(true), Some(first_id.as_str()));
+    assert_eq!(records[0].capture_id(), Some(first_id.as_str()));
     assert_eq!(records[0].first_sent_ms(true), first_sent);
     // AND once the tables are back it is stored under the first message's id
     let f = Fixture::new().await;
@@ -581,4 +581,60 @@ async fn an_event_the_tables_refuse_past_its_third_receive_goes_round_and_is_sto
     assert_eq!(items.keys().collect::<Vec<_>>(), [&first_id]);
     let stored: Value = serde_json::from_str(&event_json(&items[&first_id]).unwrap()).unwrap();
     assert_eq!(stored, serde_json::from_str::<Value>(&body).unwrap());
+}
+
+/// A message on the events queue carrying capture's id attribute, as a redrive of the
+/// dead-letter queue brings capture's own messages back there (with new ids), or as a producer
+/// could send one.
+fn carrying(id: &str, first: &str, body: &str) -> audit_log_capture::Message {
+    serde_json::from_value(json!({
+        "messageId": id,
+        "body": body,
+        "messageAttributes": {"capture-message-id": {"stringValue": first, "dataType": "String"}},
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:events"
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_redriven_message_is_stored_once_under_its_first_id_and_overwrites_no_other_event() {
+    let f = Fixture::new().await;
+    let run = unique("redriven");
+    let first = format!("{run}-first");
+    let body = event("org-r", 1);
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    // GIVEN an event stored under its first message's id
+    let response = f.capture(&[(first.clone(), body.clone())]).await.unwrap();
+    assert!(failed_ids::<Vec<String>>(&response).is_empty());
+    // WHEN copies of it come back on the events queue under new ids, one batch each
+    for copy in ["x1", "x2"] {
+        let batch = vec![carrying(&format!("{run}-{copy}"), &first, &body)];
+        let response = f.capture.capture(batch, deadline()).await.unwrap();
+        assert!(failed_ids::<Vec<String>>(&response).is_empty());
+    }
+    // THEN it is still stored once
+    assert_eq!(f.items().await.keys().collect::<Vec<_>>(), [&first]);
+    // AND a message claiming that id for another event under the same key is refused, and
+    // leaves the stored event as it was
+    let mut other: Value = serde_json::from_str(&body).unwrap();
+    other["description"] = json!("rewritten history");
+    let batch = vec![
+        carrying(&format!("{run}-x3"), &first, &other.to_string()),
+        audit_log_capture::Message::new(&format!("{run}-plain"), &event("org-r", 2)),
+    ];
+    let response = f.capture.capture(batch, deadline()).await.unwrap();
+    assert_eq!(failed_ids::<Vec<String>>(&response), [format!("{run}-x3")]);
+    let items = f.items().await;
+    let stored: Value = serde_json::from_str(&event_json(&items[&first]).unwrap()).unwrap();
+    assert_eq!(stored, serde_json::from_str::<Value>(&body).unwrap());
+    // AND an event claiming an id nothing is stored under is stored under it
+    let never = format!("{run}-never");
+    let batch = vec![carrying(&format!("{run}-x4"), &never, &event("org-r", 3))];
+    let response = f.capture.capture(batch, deadline()).await.unwrap();
+    assert!(failed_ids::<Vec<String>>(&response).is_empty());
+    let mut ids: Vec<String> = f.items().await.into_keys().collect();
+    ids.sort();
+    let mut expected = vec![first, never, format!("{run}-plain")];
+    expected.sort();
+    assert_eq!(ids, expected);
 }

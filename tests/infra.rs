@@ -226,12 +226,33 @@ fn role_policy(name: &str) -> Value {
 
 /// Whether the role `name` may take `action` on the configuration table.
 fn may_on_config_table(name: &str, action: &str) -> bool {
+    may_on_table(name, "ConfigTable", action)
+}
+
+/// Whether the role `name` may take `action` on the template's table `table`.
+fn may_on_table(name: &str, table: &str, action: &str) -> bool {
     statements(&role_policy(name))
         .iter()
         .any(|(actions, resources)| {
-            actions.iter().any(|a| a == action)
-                && resources.iter().any(|r| r.starts_with("ConfigTable"))
+            actions.iter().any(|a| a == action) && resources.iter().any(|r| r.starts_with(table))
         })
+}
+
+/// Capture writes events in batches; an event whose message only claims the id it is stored
+/// under (redriven to the events queue) is put on condition and, when the condition fails,
+/// read back to compare.
+#[test]
+fn capture_may_write_events_in_batches_and_claimed_ones_on_condition() {
+    for action in [
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+    ] {
+        assert!(
+            may_on_table("CaptureFunctionRole", "EventsTable", action),
+            "capture may not {action} on the events table"
+        );
+    }
 }
 
 /// A project's first save puts its configuration and checks the version its last deletion

@@ -804,7 +804,7 @@ pub fn api_request(
 
 /// `functions/api/openapi.yaml`, to hold responses to.
 pub struct OpenApi {
-    doc: serde_json::Value,
+    pub doc: serde_json::Value,
 }
 
 impl OpenApi {

@@ -5,6 +5,7 @@
 
 use audit_log::clock::{Clock, SystemClock};
 use audit_log::retry::{Attempt, Backoff, retry};
+use audit_log::store::dynamodb::PATIENCE;
 use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
 use audit_log::streaming::{ConfigTable, ProjectIndex};
 use audit_log::{AuditEvent, EventError, Retention};
@@ -148,10 +149,13 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         let mut rejected: Vec<String> = Vec::new();
         let mut valid = Vec::with_capacity(received);
         let mut projects: HashMap<Project, Vec<usize>> = HashMap::new();
+        // Events stored under an id their message only claims: never sent to the retry queue,
+        // where the id would be trusted.
+        let mut claimed: HashSet<String> = HashSet::new();
         for (i, record) in records.iter().enumerate() {
             let (Some(message_id), Some(capture_id)) = (
                 record.message_id.as_deref().filter(|id| !id.is_empty()),
-                record.capture_id(self.retried(record)),
+                record.capture_id(),
             ) else {
                 tracing::error!(received, "record without a message id; failing the batch");
                 return Err(CaptureError::MissingMessageId);
@@ -170,7 +174,11 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 record.body.as_deref().unwrap_or_default(),
                 self.retention,
             ) {
-                Ok((stored, project)) => {
+                Ok((mut stored, project)) => {
+                    if record.claims(self.retried(record)) {
+                        stored = stored.claimed();
+                        claimed.insert(capture_id.to_owned());
+                    }
                     projects.entry(project).or_default().push(valid.len());
                     valid.push(Some(stored));
                 }
@@ -195,15 +203,16 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         // them back): what capture stores, its organization's listing of projects finds. The
         // events of projects this container noted before are stored at once; meanwhile the
         // new projects are noted in one try, their events stored as soon as it answers, and
-        // each organization whose projects it missed tries again on its own, until halfway
+        // each organization whose projects it missed tries again on its own, as long as the
+        // events table's writes wait on a throttled partition, and never past halfway
         // (storing has the rest): one organization's throttled partition holds back only its
-        // own events.
+        // own events, and not the invocation for long.
         let (known, new) = self.split_noted(projects, &mut valid);
         let now = Instant::now();
-        let halfway = now + deadline.saturating_duration_since(now) / 2;
+        let noting = (now + deadline.saturating_duration_since(now) / 2).min(now + PATIENCE);
         let (mut unwritten, (refused, unnoted)) = tokio::join!(
             self.store(known, storing),
-            self.note_then_store(new, halfway, storing),
+            self.note_then_store(new, noting, storing),
         );
         unwritten.extend(refused);
         // Events not stored, by the id they are stored under, with whether the reason passes.
@@ -224,6 +233,9 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 .into_iter()
                 .map(|f| (f.message_id, f.reason.is_retryable())),
         );
+        for (capture_id, passes) in &mut unstored {
+            *passes &= !claimed.contains(capture_id);
+        }
         let not_stored = unstored.len();
         let (requeued, unstored) = self
             .requeue(&mut records, &copies, unstored, deadline)

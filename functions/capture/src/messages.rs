@@ -39,8 +39,9 @@ pub struct SystemAttributes {
 }
 
 /// The message attributes capture puts on a message it sends to the retry queue; any others are
-/// skipped. They are taken only from that queue, which nothing but capture may send to: on the
-/// events queue a producer could set them.
+/// skipped. They are trusted only on that queue, which nothing but capture may send to. On the
+/// events queue (where a redrive of the dead-letter queue brings them back) a producer could
+/// have set them: the id is only claimed there ([`Message::claims`]).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct CaptureAttributes {
     #[serde(rename = "capture-message-id")]
@@ -68,18 +69,27 @@ impl Message {
         }
     }
 
-    /// The id the event is stored under: on the retry queue (`retried`), the id of the message
-    /// that first brought it, which capture's message carries; otherwise this message's own.
-    pub fn capture_id(&self, retried: bool) -> Option<&str> {
-        let carried = self
-            .message_attributes
+    /// The id the event is stored under: the id of the message that first brought it, when the
+    /// message carries capture's attribute (sent to the retry queue, perhaps dead-lettered and
+    /// redriven since); otherwise this message's own.
+    pub fn capture_id(&self) -> Option<&str> {
+        self.carried_id()
+            .or(self.message_id.as_deref())
+            .filter(|id| !id.is_empty())
+    }
+
+    /// Whether the id the event is stored under is only claimed: carried by a message that
+    /// did not come from the retry queue (`retried`), so anyone could have set it.
+    pub fn claims(&self, retried: bool) -> bool {
+        !retried && self.carried_id().is_some()
+    }
+
+    fn carried_id(&self) -> Option<&str> {
+        self.message_attributes
             .message_id
             .as_ref()
             .and_then(|a| a.string_value.as_deref())
-            .filter(|id| retried && !id.is_empty() && id.len() <= MAX_CAPTURED_ID);
-        carried
-            .or(self.message_id.as_deref())
-            .filter(|id| !id.is_empty())
+            .filter(|id| !id.is_empty() && id.len() <= MAX_CAPTURED_ID)
     }
 
     /// How many times SQS has handed this message over, this time included (1 when unknown).
@@ -149,7 +159,8 @@ mod tests {
             assert!(lean.message_id.is_some());
             assert_eq!(lean.message_id, typed.message_id);
             assert_eq!(lean.body, typed.body);
-            assert_eq!(lean.capture_id(false), typed.message_id.as_deref());
+            assert_eq!(lean.capture_id(), typed.message_id.as_deref());
+            assert!(!lean.claims(false));
             assert_eq!(lean.receives(), 1);
             assert_eq!(lean.first_sent_ms(false), Some(1_523_232_000_000));
             assert_eq!(lean.event_source_arn, typed.event_source_arn);
@@ -157,7 +168,8 @@ mod tests {
     }
 
     #[test]
-    fn a_message_capture_sent_to_the_retry_queue_is_read_as_the_first_one_from_there_only() {
+    fn a_message_capture_sent_to_the_retry_queue_is_read_as_the_first_one_and_trusted_from_there_only()
+     {
         // As Lambda hands over a message capture sent again, on its fourth receive.
         let record = serde_json::json!({
             "messageId": "second",
@@ -186,11 +198,13 @@ mod tests {
                 m.event_source_arn.as_deref(),
                 Some("arn:aws:sqs:us-east-1:123456789012:events-retry")
             );
-            assert_eq!(m.capture_id(true), Some("first"));
+            assert_eq!(m.capture_id(), Some("first"));
+            assert!(!m.claims(true));
             assert_eq!(m.receives(), 4);
             assert_eq!(m.first_sent_ms(true), Some(1_700_000_000_000));
-            // Anywhere else, the attributes are a producer's and mean nothing.
-            assert_eq!(m.capture_id(false), Some("second"));
+            // Anywhere else, a producer could have set them: the id is only claimed, and the
+            // first send is this message's.
+            assert!(m.claims(false));
             assert_eq!(m.first_sent_ms(false), Some(1_700_000_900_000));
         }
     }
@@ -202,7 +216,8 @@ mod tests {
             m.message_attributes.message_id = Some(StringAttribute {
                 string_value: Some(carried),
             });
-            assert_eq!(m.capture_id(true), Some("own"));
+            assert_eq!(m.capture_id(), Some("own"));
+            assert!(!m.claims(false));
         }
     }
 }

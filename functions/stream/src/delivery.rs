@@ -25,8 +25,12 @@ const HANDLED_MEMORY: u64 = 200_000;
 /// Lanes one sweep gives a new call: lost calls are rare (the service's own trouble), and the
 /// next sweep takes the rest.
 const SWEPT_AT_MOST: usize = 1_000;
-/// Destinations served at once, all within one budget.
-const CONCURRENT_DESTINATIONS: usize = 32;
+/// Destinations served at once, all within one budget. A destination whose turn comes late
+/// gets little of it and owes its events to its lane's call, which waits among the lanes'
+/// calls: so many that an outage of many destinations at once leaves the healthy ones of the
+/// batch their whole turn, few enough for Lambda's 1,024 file descriptors (a destination
+/// served holds a connection or two).
+const CONCURRENT_DESTINATIONS: usize = 128;
 /// How much longer than the batch's budget a project's configuration read may take (its
 /// organization's partition throttled, the SDK retrying) before its events are deferred
 /// instead: the service's trouble with one organization's items holds the shard no longer.

@@ -7,6 +7,7 @@ use crate::retry::{Attempt, Backoff, GaveUp, retry};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -27,6 +28,13 @@ const CONCURRENT_REQUESTS: usize = 8;
 /// others' retries until the deadline. DynamoDB answers in milliseconds; 25 items of 400 KB
 /// upload in well under a second.
 pub const WRITE_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long writing a batch goes on starting rounds. A partition throttled past it (a project
+/// writing faster than its partition takes, which DynamoDB cannot split when its sort keys only
+/// grow) is not waited out until the deadline: its events are handed back (SQS delivers them
+/// again; from the third receive they wait on the retry queue), so the invocations that carry
+/// some of them, and the other organizations' events behind those on the queue, are not held
+/// for the whole timeout. Throttling that passes, passes well within it.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The events table, for writing.
 #[derive(Debug, Clone)]
@@ -206,10 +214,31 @@ impl EventWriter for EventTable {
     /// failed) waits for the next round, after a backoff. So every event is tried once before
     /// any is tried again: a project writing faster than its partition takes leaves only its
     /// own events unprocessed, and the other organizations' events in the batch are stored in
-    /// the first round instead of queueing behind its retries.
+    /// the first round instead of queueing behind its retries. No round starts after
+    /// [`PATIENCE`].
     ///
-    /// DynamoDB refuses a request with a key twice: hence distinct message ids.
+    /// DynamoDB refuses a request with a key twice: hence distinct message ids. Claimed events
+    /// ([`StoredEvent::claimed`]) are written one by one beside the rounds, each on condition.
     async fn put_events(&self, events: Vec<StoredEvent>, deadline: Instant) -> Vec<WriteFailure> {
+        let (claimed, events): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| e.claimed);
+        let (mut failures, claimed) = tokio::join!(
+            self.put_in_rounds(events, deadline),
+            self.put_claimed(claimed, deadline)
+        );
+        failures.extend(claimed);
+        failures
+    }
+}
+
+impl EventTable {
+    async fn put_in_rounds(
+        &self,
+        events: Vec<StoredEvent>,
+        deadline: Instant,
+    ) -> Vec<WriteFailure> {
+        if events.is_empty() {
+            return Vec::new();
+        }
         let requests = events
             .into_iter()
             .map(|event| {
@@ -230,6 +259,7 @@ impl EventWriter for EventTable {
             ..Progress::default()
         });
         let progress = &progress;
+        let patience = Instant::now() + PATIENCE;
         let rounds = retry(&self.backoff, deadline, move || async move {
             let round = {
                 let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
@@ -257,6 +287,8 @@ impl EventWriter for EventTable {
             let progress = progress.lock().unwrap_or_else(|e| e.into_inner());
             match progress.pending.last() {
                 None => Attempt::Done(()),
+                // Out of patience: what is left is reported with its own trouble.
+                Some(_) if Instant::now() >= patience => Attempt::Done(()),
                 Some((_, trouble)) => Attempt::Again(trouble.clone()),
             }
         })
@@ -294,6 +326,86 @@ impl EventWriter for EventTable {
 }
 
 impl EventTable {
+    /// Writes each event where its key holds nothing yet; where it holds this same event (as
+    /// first stored, perhaps by an earlier build), the event counts as stored; where it holds
+    /// another, the event is refused. Tried again, like the rounds, for [`PATIENCE`].
+    async fn put_claimed(&self, events: Vec<StoredEvent>, deadline: Instant) -> Vec<WriteFailure> {
+        let until = deadline.min(Instant::now() + PATIENCE);
+        futures::stream::iter(events)
+            .map(|event| async move {
+                let reason = match retry(&self.backoff, until, || self.claim(&event)).await {
+                    Ok(Ok(())) => return None,
+                    Ok(Err(refused)) => refused,
+                    Err(gave_up) => gave_up.last.unwrap_or(StoreError::TimedOut),
+                };
+                Some(WriteFailure {
+                    message_id: event.message_id,
+                    reason,
+                })
+            })
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .filter_map(|failure| async move { failure })
+            .collect()
+            .await
+    }
+
+    /// One conditional `PutItem` of a claimed event, and what its key holds when it fails.
+    async fn claim(&self, event: &StoredEvent) -> Attempt<Result<(), StoreError>, StoreError> {
+        let put = self
+            .writer
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(event.item.clone()))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PARTITION_KEY)
+            .send()
+            .await;
+        let err = match put {
+            Ok(_) => return Attempt::Done(Ok(())),
+            Err(err) => err,
+        };
+        if !err
+            .as_service_error()
+            .is_some_and(|e| e.is_conditional_check_failed_exception())
+        {
+            return tried(classify(&err));
+        }
+        let key = [attr::PARTITION_KEY, attr::SORT_KEY]
+            .into_iter()
+            .filter_map(|name| Some((name.to_owned(), event.item.get(name)?.clone())))
+            .collect();
+        let stored = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await;
+        match stored {
+            Err(err) => tried(classify(&err)),
+            // Gone since the condition failed (its TTL): the next attempt writes it.
+            Ok(output) if output.item.is_none() => Attempt::Again(StoreError::Unavailable(
+                "the event stored under its id was removed while it was read".into(),
+            )),
+            Ok(output) => {
+                let same = output
+                    .item
+                    .as_ref()
+                    .and_then(|stored| event_json(stored).ok())
+                    .is_some_and(|stored| event_json(&event.item).is_ok_and(|e| e == stored));
+                match same {
+                    true => Attempt::Done(Ok(())),
+                    false => Attempt::Done(Err(StoreError::Refused(
+                        "another event is stored under the id its message claims \
+                         (capture-message-id)"
+                            .into(),
+                    ))),
+                }
+            }
+        }
+    }
+
     /// One page of the partitions' events (`pages`), newest first.
     pub async fn page(
         &self,
@@ -582,6 +694,14 @@ fn message_id(request: &WriteRequest) -> Option<&str> {
     }
 }
 
+/// A failed attempt of a claimed event: tried again if its trouble passes.
+fn tried(reason: StoreError) -> Attempt<Result<(), StoreError>, StoreError> {
+    match reason.is_retryable() {
+        true => Attempt::Again(reason),
+        false => Attempt::Done(Err(reason)),
+    }
+}
+
 fn failed(requests: &[WriteRequest], reason: StoreError) -> Vec<WriteFailure> {
     requests
         .iter()
@@ -593,22 +713,26 @@ fn failed(requests: &[WriteRequest], reason: StoreError) -> Vec<WriteFailure> {
         .collect()
 }
 
-/// Throttling and service faults are worth another try; a refused request is not.
-pub(super) fn classify<E, R>(err: &SdkError<E, R>) -> StoreError
+/// Throttling and service faults are worth another try; a refused request is not. The
+/// service's own trouble is told by its status as much as by its code: a 5xx whose body names
+/// no code (a load balancer's 502, an `InternalFailure`) passes like a throttle.
+pub(super) fn classify<E>(err: &SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let text = DisplayErrorContext(err).to_string();
     match err {
         SdkError::ServiceError(service) => match service.err().code() {
             Some(
-                "ThrottlingException"
-                | "ProvisionedThroughputExceededException"
-                | "RequestLimitExceeded"
+                "ProvisionedThroughputExceededException"
                 | "InternalServerError"
                 | "ServiceUnavailable",
             ) => StoreError::Unavailable(text),
+            code if code.is_some_and(|c| crate::sdk::BUSY.contains(&c))
+                || crate::sdk::answered_in_trouble(service.raw().status().as_u16()) =>
+            {
+                StoreError::Unavailable(text)
+            }
             _ => StoreError::Refused(text),
         },
         SdkError::ConstructionFailure(_) => StoreError::Refused(text),

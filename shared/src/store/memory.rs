@@ -98,6 +98,19 @@ impl EventWriter for MemoryEventTable {
                     message_id: event.message_id,
                     reason,
                 }),
+                // As the table's conditional write decides for a claimed event.
+                None if event.claimed
+                    && items.get(&key_of(&event.item)).is_some_and(|stored| {
+                        super::event_json(stored).ok() != super::event_json(&event.item).ok()
+                    }) =>
+                {
+                    failures.push(WriteFailure {
+                        message_id: event.message_id,
+                        reason: StoreError::Refused(
+                            "another event is stored under the id its message claims".into(),
+                        ),
+                    })
+                }
                 None => {
                     items.insert(key_of(&event.item), event.item);
                 }

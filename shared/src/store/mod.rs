@@ -218,6 +218,8 @@ pub fn expires_at(t: OffsetDateTime, retention: Retention) -> i64 {
 pub struct StoredEvent {
     pub message_id: String,
     pub item: HashMap<String, AttributeValue>,
+    /// Its message only claims the id it is stored under (`claimed`).
+    pub claimed: bool,
 }
 
 impl StoredEvent {
@@ -264,7 +266,17 @@ impl StoredEvent {
         Ok(Self {
             message_id: message_id.to_owned(),
             item,
+            claimed: false,
         })
+    }
+
+    /// The event, written only where its key holds nothing yet or this same event: its id is
+    /// one its message claims (a message redriven to the events queue carries the id its event
+    /// was first stored under, which anyone sending to that queue could set), so it must not
+    /// overwrite another event stored under that id.
+    pub fn claimed(mut self) -> Self {
+        self.claimed = true;
+        self
     }
 
     /// What the item counts for DynamoDB's size limit, its write units and its storage.

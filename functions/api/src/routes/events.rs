@@ -106,7 +106,10 @@ pub(crate) fn time_query(
             audit_log::clock::utc_from_rfc3339(&v).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_query",
-                    format!("`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z"),
+                    format!(
+                        "`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z \
+                         (in a query, an offset's `+` is sent as %2B)"
+                    ),
                 )
             })
         })

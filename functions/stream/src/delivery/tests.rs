@@ -252,6 +252,29 @@ async fn more_hanging_destinations_than_run_at_once_cost_the_batch_one_budget() 
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_healthy_destination_after_many_hanging_ones_is_delivered_live() {
+    // GIVEN a batch where forty destinations that never answer come before a healthy one
+    let mut w = World::new();
+    let mut projects: Vec<String> = (0..40).map(|i| format!("p{i:02}")).collect();
+    for p in &projects {
+        w.delivery.configs.configure(&lane(p));
+        w.delivery.destinations.of(&lane(p)).answer(Answer::TimeOut);
+    }
+    w.delivery.configs.configure(&lane("zz"));
+    projects.push("zz".into());
+    let names: Vec<&str> = projects.iter().map(String::as_str).collect();
+    let (records, _) = w.batch(&names);
+    // WHEN it is delivered
+    let response = w.delivery.deliver(&records, later()).await;
+    // THEN the healthy one got its turn with the others, not after them: delivered live
+    assert!(failed(&response).is_empty());
+    assert_eq!(w.received("zz").len(), 1);
+    let healthy = w.delivery.configs.get(&lane("zz"));
+    assert_eq!(healthy.lane.state, LaneState::Delivering);
+    assert!(healthy.owed.is_empty());
+}
+
 #[tokio::test]
 async fn only_new_events_are_delivered() {
     // GIVEN records that are not inserts: a TTL expiry and a modification

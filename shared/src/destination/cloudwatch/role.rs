@@ -83,11 +83,19 @@ impl CustomerRole {
                             self.role_arn
                         ))
                     },
-                    Some(code) if crate::sdk::BUSY.contains(&code) => RoleRefused {
-                        retryable: true,
-                        untrusted: false,
-                        message: "STS was busy while assuming the customer's role".into(),
-                    },
+                    // STS's own trouble, by its code or its status (any 5xx, 408, 429).
+                    Some(code)
+                        if crate::sdk::BUSY.contains(&code)
+                            || e.raw_response().is_some_and(|r| {
+                                crate::sdk::answered_in_trouble(r.status().as_u16())
+                            }) =>
+                    {
+                        RoleRefused {
+                            retryable: true,
+                            untrusted: false,
+                            message: "STS was busy while assuming the customer's role".into(),
+                        }
+                    }
                     Some(code) => permanent(format!("could not assume {} ({code})", self.role_arn)),
                 }
             })?;
@@ -179,6 +187,50 @@ impl ServiceAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sts_answering(status: u16, code: &'static str) -> aws_sdk_sts::Client {
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        let answer = mock!(aws_sdk_sts::Client::assume_role).then_http_response(move || {
+            Response::new(
+                StatusCode::try_from(status).unwrap(),
+                aws_smithy_types::body::SdkBody::from(format!(
+                    "<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code>\
+                     <Message>from the test</Message></Error></ErrorResponse>"
+                )),
+            )
+        });
+        mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&answer], |c| c
+            .retry_config(aws_config::retry::RetryConfig::disabled()))
+    }
+
+    #[tokio::test]
+    async fn sts_s_own_trouble_is_tried_again_whatever_its_code_and_a_refusal_is_not() {
+        let role = |sts| {
+            CustomerRole::new(
+                sts,
+                "arn:aws:iam::111111111111:role/r",
+                SecretString::from("external-id"),
+                "org",
+            )
+        };
+        for (status, code) in [
+            (500, "InternalError"),
+            (503, "Unlisted"),
+            (400, "Throttling"),
+        ] {
+            let refused = role(sts_answering(status, code))
+                .assume()
+                .await
+                .unwrap_err();
+            assert!(refused.retryable, "{status} {code}: {refused:?}");
+        }
+        let refused = role(sts_answering(400, "RegionDisabledException"))
+            .assume()
+            .await
+            .unwrap_err();
+        assert!(!refused.retryable);
+    }
 
     #[test]
     fn session_names_fit_sts_rules() {

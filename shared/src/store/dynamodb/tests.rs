@@ -103,9 +103,9 @@ async fn unprocessed_items_are_retried_until_written() {
     assert_eq!(rest.num_calls(), 1);
 }
 
-#[tokio::test]
-async fn items_still_unprocessed_at_the_deadline_are_reported_and_only_they() {
-    let stuck = mock!(Client::batch_write_item).then_compute_output(|r| {
+/// A table that hands m1 back unprocessed every time, and takes every other event.
+fn stuck_on_m1() -> aws_smithy_mocks::Rule {
+    mock!(Client::batch_write_item).then_compute_output(|r| {
         let stuck: Vec<_> = r.request_items().unwrap()[TABLE]
             .iter()
             .filter(|w| message_id(w) == Some("m1"))
@@ -114,7 +114,12 @@ async fn items_still_unprocessed_at_the_deadline_are_reported_and_only_they() {
         BatchWriteItemOutput::builder()
             .unprocessed_items(TABLE, stuck)
             .build()
-    });
+    })
+}
+
+#[tokio::test]
+async fn items_still_unprocessed_at_the_deadline_are_reported_and_only_they() {
+    let stuck = stuck_on_m1();
     let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]);
     let table = EventTable::new(client, TABLE).with_backoff(fast());
     let deadline = Instant::now() + Duration::from_millis(300);
@@ -193,6 +198,30 @@ async fn a_project_over_its_partitions_rate_holds_back_no_other_event() {
         "{:?}",
         seen.hot_tries
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_partition_throttled_past_patience_is_handed_back_long_before_the_deadline() {
+    // m1's partition takes nothing for the whole invocation; the default backoff (up to 2 s).
+    let stuck = stuck_on_m1();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&stuck]);
+    let table = EventTable::new(client, TABLE);
+    let start = Instant::now();
+    let failures = table
+        .put_events(events(3), start + Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        failures,
+        vec![WriteFailure {
+            message_id: "m1".into(),
+            reason: StoreError::Unprocessed
+        }]
+    );
+    // Tried again while throttling might pass, then handed back: no round after PATIENCE.
+    assert!(stuck.num_calls() > 2, "{}", stuck.num_calls());
+    let took = start.elapsed();
+    assert!(took >= PATIENCE, "{took:?}");
+    assert!(took < PATIENCE + Backoff::default().max, "{took:?}");
 }
 
 #[tokio::test]
@@ -309,6 +338,26 @@ async fn throttling_is_retried_with_backoff() {
     let table = EventTable::new(client, TABLE).with_backoff(fast());
     assert_eq!(table.put_events(events(2), soon()).await, vec![]);
     assert_eq!(throttled.num_calls(), 5);
+}
+
+#[tokio::test]
+async fn the_service_s_own_faults_are_retried_whatever_their_code() {
+    // DynamoDB's `InternalFailure`, and a 502 with no body to name a code (a load balancer's).
+    let faults = mock!(Client::batch_write_item)
+        .sequence()
+        .http_response(|| dynamodb_error(500, "InternalFailure"))
+        .http_response(|| {
+            aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(502).unwrap(),
+                aws_smithy_types::body::SdkBody::empty(),
+            )
+        })
+        .output(|| BatchWriteItemOutput::builder().build())
+        .build();
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, [&faults]);
+    let table = EventTable::new(client, TABLE).with_backoff(fast());
+    assert_eq!(table.put_events(events(2), soon()).await, vec![]);
+    assert_eq!(faults.num_calls(), 3, "tried again, not sent one by one");
 }
 
 #[tokio::test]
