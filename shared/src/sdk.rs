@@ -44,12 +44,28 @@ pub fn retried_by_the_service() -> RetryConfig {
     RetryConfig::disabled()
 }
 
-/// The functions' AWS configuration: the environment's, with the retries above.
+/// The functions' AWS configuration: the environment's, with the retries above and one HTTP
+/// client for every AWS client made from it.
 pub async fn load_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(standard_retries())
+        .http_client(shared_https_client())
         .load()
         .await
+}
+
+/// The SDK's HTTPS client (as it would make by itself), made once. Left to itself, the SDK
+/// makes one per AWS client, each with its own pool of connections kept open between requests:
+/// the stream function makes a CloudWatch Logs client per customer's role and region (up to
+/// 1,000 kept), whose idle connections would add up against Lambda's 1,024 file descriptors. One
+/// client pools connections per host, however many customers' credentials sign the requests.
+pub fn shared_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::{Builder, tls};
+    Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_https()
 }
 
 #[cfg(test)]
@@ -60,5 +76,16 @@ mod tests {
     fn the_service_states_both_retry_settings() {
         assert_eq!(standard_retries().max_attempts(), 3);
         assert_eq!(retried_by_the_service().max_attempts(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_client_made_from_the_functions_configuration_uses_its_one_http_client() {
+        let config = load_config().await;
+        assert!(config.http_client().is_some());
+        // As the stream function makes a customer's CloudWatch Logs client.
+        let logs = aws_sdk_cloudwatchlogs::config::Builder::from(&config)
+            .region(aws_config::Region::new("eu-west-1"))
+            .build();
+        assert!(logs.http_client().is_some());
     }
 }

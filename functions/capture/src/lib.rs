@@ -152,6 +152,8 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         // Events stored under an id their message only claims: never sent to the retry queue,
         // where the id would be trusted.
         let mut claimed: HashSet<String> = HashSet::new();
+        // Records that name the id of another record of the batch with another body.
+        let mut apart: Vec<usize> = Vec::new();
         for (i, record) in records.iter().enumerate() {
             let (Some(message_id), Some(capture_id)) = (
                 record.message_id.as_deref().filter(|id| !id.is_empty()),
@@ -161,6 +163,12 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 return Err(CaptureError::MissingMessageId);
             };
             match copies.entry(capture_id.to_owned()) {
+                // A copy is the same message again: another body under the same id (a claim
+                // beside the message it names, say) is answered on its own, next time.
+                Entry::Occupied(first) if records[first.get()[0]].body != record.body => {
+                    apart.push(i);
+                    continue;
+                }
                 Entry::Occupied(mut first) => {
                     first.get_mut().push(i);
                     continue;
@@ -256,16 +264,15 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         }
         let mut response = SqsBatchResponse::default();
         let mut answered = HashSet::new();
-        for capture_id in rejected.iter().chain(&unstored) {
-            for &i in &copies[capture_id] {
-                let Some(message_id) = records[i].message_id.take() else {
-                    continue;
-                };
-                if answered.insert(message_id.clone()) {
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = message_id;
-                    response.batch_item_failures.push(failure);
-                }
+        let reported = rejected.iter().chain(&unstored).map(|id| &copies[id]);
+        for &i in reported.flatten().chain(&apart) {
+            let Some(message_id) = records[i].message_id.take() else {
+                continue;
+            };
+            if answered.insert(message_id.clone()) {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message_id;
+                response.batch_item_failures.push(failure);
             }
         }
         Ok(response)

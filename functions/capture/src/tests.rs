@@ -523,6 +523,38 @@ fn redriven(id: &str, first: &str, body: &str, receives: u32) -> Message {
 }
 
 #[tokio::test]
+async fn a_claim_beside_the_message_it_names_is_answered_on_its_own() {
+    // GIVEN a batch where SQS hands a message over twice, and another message claims its id
+    // for another event at the same time of the same project
+    let capture = requeuing();
+    let mut other: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
+    other["description"] = "rewritten history".into();
+    let other = other.to_string();
+    let batch = vec![
+        message("m-1", seed(0)),
+        redriven("x-1", "m-1", &other, 1),
+        message("m-1", seed(0)),
+        message("m-2", seed(2)),
+    ];
+    // WHEN they are captured
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN the message and its copy are stored as one, and the claim is handed back to be
+    // judged alone
+    assert_eq!(reported(&response), BTreeSet::from(["x-1"]));
+    let as_value = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap();
+    let stored = |id| {
+        let item = capture.table.item_of(id).unwrap();
+        as_value(&audit_log::store::event_json(&item).unwrap())
+    };
+    assert_eq!(stored("m-1"), as_value(seed(0)));
+    // AND alone, it is refused: the id holds another event, which stays as it was
+    let again = vec![redriven("x-1", "m-1", &other, 2), message("m-3", seed(3))];
+    let response = capture.capture(again, later()).await.unwrap();
+    assert_eq!(reported(&response), BTreeSet::from(["x-1"]));
+    assert_eq!(stored("m-1"), as_value(seed(0)));
+}
+
+#[tokio::test]
 async fn a_message_redriven_to_the_events_queue_is_stored_once_and_overwrites_nothing() {
     // GIVEN an event stored under its first message's id
     let capture = requeuing();

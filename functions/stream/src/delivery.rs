@@ -29,7 +29,8 @@ const SWEPT_AT_MOST: usize = 1_000;
 /// gets little of it and owes its events to its lane's call, which waits among the lanes'
 /// calls: so many that an outage of many destinations at once leaves the healthy ones of the
 /// batch their whole turn, few enough for Lambda's 1,024 file descriptors (a destination
-/// served holds a connection or two).
+/// served holds a connection or two at once: the AWS clients share one pool per host,
+/// `sdk::shared_https_client`, and Datadog's requests another).
 const CONCURRENT_DESTINATIONS: usize = 128;
 /// How much longer than the batch's budget a project's configuration read may take (its
 /// organization's partition throttled, the SDK retrying) before its events are deferred

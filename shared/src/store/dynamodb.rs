@@ -33,8 +33,9 @@ pub const WRITE_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from
 /// grow) is not waited out until the deadline: its events are handed back (SQS delivers them
 /// again; from the third receive they wait on the retry queue), so the invocations that carry
 /// some of them, and the other organizations' events behind those on the queue, are not held
-/// for the whole timeout. Throttling that passes, passes well within it.
-pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+/// for the whole timeout. Throttling that passes, passes well within it; and it is longer than
+/// [`WRITE_ATTEMPT_TIMEOUT`], so a request cut for hanging is still sent again.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// The events table, for writing.
 #[derive(Debug, Clone)]
@@ -261,6 +262,11 @@ impl EventTable {
         let progress = &progress;
         let patience = Instant::now() + PATIENCE;
         let rounds = retry(&self.backoff, deadline, move || async move {
+            // Out of patience (never before the first round): what is left is reported with its
+            // own trouble.
+            if Instant::now() >= patience {
+                return Attempt::Done(());
+            }
             let round = {
                 let mut progress = progress.lock().unwrap_or_else(|e| e.into_inner());
                 let round: Vec<WriteRequest> = std::mem::take(&mut progress.pending)
@@ -287,8 +293,6 @@ impl EventTable {
             let progress = progress.lock().unwrap_or_else(|e| e.into_inner());
             match progress.pending.last() {
                 None => Attempt::Done(()),
-                // Out of patience: what is left is reported with its own trouble.
-                Some(_) if Instant::now() >= patience => Attempt::Done(()),
                 Some((_, trouble)) => Attempt::Again(trouble.clone()),
             }
         })
@@ -327,7 +331,8 @@ impl EventTable {
 
 impl EventTable {
     /// Writes each event where its key holds nothing yet; where it holds this same event (as
-    /// first stored, perhaps by an earlier build), the event counts as stored; where it holds
+    /// first stored, perhaps by an earlier build: [`super::same_event`]), the event counts as
+    /// stored; where it holds
     /// another, the event is refused. Tried again, like the rounds, for [`PATIENCE`].
     async fn put_claimed(&self, events: Vec<StoredEvent>, deadline: Instant) -> Vec<WriteFailure> {
         let until = deadline.min(Instant::now() + PATIENCE);
@@ -392,8 +397,7 @@ impl EventTable {
                 let same = output
                     .item
                     .as_ref()
-                    .and_then(|stored| event_json(stored).ok())
-                    .is_some_and(|stored| event_json(&event.item).is_ok_and(|e| e == stored));
+                    .is_some_and(|stored| super::same_event(stored, &event.item));
                 match same {
                     true => Attempt::Done(Ok(())),
                     false => Attempt::Done(Err(StoreError::Refused(

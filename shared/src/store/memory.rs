@@ -100,9 +100,9 @@ impl EventWriter for MemoryEventTable {
                 }),
                 // As the table's conditional write decides for a claimed event.
                 None if event.claimed
-                    && items.get(&key_of(&event.item)).is_some_and(|stored| {
-                        super::event_json(stored).ok() != super::event_json(&event.item).ok()
-                    }) =>
+                    && items
+                        .get(&key_of(&event.item))
+                        .is_some_and(|stored| !super::same_event(stored, &event.item)) =>
                 {
                     failures.push(WriteFailure {
                         message_id: event.message_id,

@@ -336,6 +336,21 @@ pub fn event_json(item: &HashMap<String, AttributeValue>) -> Result<String, Deco
     }
 }
 
+/// Whether two items hold the same event: the same JSON value, however each was written
+/// (builds before 2026-12-03 stored the event as serde_json wrote it, later ones keep its
+/// escapes and numbers as the producer wrote them).
+pub fn same_event(
+    a: &HashMap<String, AttributeValue>,
+    b: &HashMap<String, AttributeValue>,
+) -> bool {
+    let value = |item| {
+        event_json(item)
+            .ok()
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok())
+    };
+    value(a).is_some_and(|a| Some(a) == value(b))
+}
+
 /// DynamoDB's item size: names plus values, numbers counted at their largest.
 fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
     item.iter()
@@ -529,6 +544,28 @@ mod tests {
         let stored = StoredEvent::new("m", &e, Retention::default()).unwrap();
         let back: Value = serde_json::from_str(&event_json(&stored.item).unwrap()).unwrap();
         assert_eq!(back, big);
+    }
+
+    #[test]
+    fn the_same_event_is_the_same_json_value_however_it_was_written() {
+        let mut seed: serde_json::Value = serde_json::from_str(SEED_EVENTS[0].1).unwrap();
+        seed["description"] = "café".into();
+        let plain = seed.to_string();
+        let escaped = plain.replace('é', "\\u00e9");
+        assert_ne!(plain, escaped);
+        let stored = |json: &str| {
+            let event = AuditEvent::from_json(json).unwrap();
+            StoredEvent::new("m-1", &event, Retention::default())
+                .unwrap()
+                .item
+        };
+        // As this build stores it, and as builds that kept serde_json's text stored it.
+        let mut older = stored(&plain);
+        older.insert(attr::EVENT.into(), AttributeValue::S(plain.clone()));
+        assert!(same_event(&stored(&escaped), &stored(&plain)));
+        assert!(same_event(&stored(&escaped), &older));
+        seed["description"] = "rewritten".into();
+        assert!(!same_event(&stored(&seed.to_string()), &older));
     }
 
     #[test]
