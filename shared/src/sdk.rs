@@ -54,18 +54,25 @@ pub async fn load_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// The SDK's HTTPS client (as it would make by itself), made once. Left to itself, the SDK
-/// makes one per AWS client, each with its own pool of connections kept open between requests:
-/// the stream function makes a CloudWatch Logs client per customer's role and region (up to
-/// 1,000 kept), whose idle connections would add up against Lambda's 1,024 file descriptors. One
-/// client pools connections per host, however many customers' credentials sign the requests.
+/// The HTTPS client the SDK makes by itself (rustls with aws-lc, a proxy when the environment
+/// names one), made once. Left to itself, the SDK makes one per AWS client, each with its own
+/// pool of connections kept open between requests: the stream function makes a CloudWatch Logs
+/// client per customer's role and region (up to 1,000 kept), whose idle connections would add
+/// up against Lambda's 1,024 file descriptors. One client pools connections per host, however
+/// many customers' credentials sign the requests (each request is signed before it is sent).
 pub fn shared_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::{Builder, tls};
-    Builder::new()
-        .tls_provider(tls::Provider::Rustls(
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .build_https()
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 #[cfg(test)]

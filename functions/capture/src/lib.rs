@@ -154,7 +154,12 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         let mut claimed: HashSet<String> = HashSet::new();
         // Records that name the id of another record of the batch with another body.
         let mut apart: Vec<usize> = Vec::new();
-        for (i, record) in records.iter().enumerate() {
+        // Messages stored under their own ids (or the retry queue's) first: where a claim names
+        // the id of one of them, the claim is what waits.
+        let (own, claims): (Vec<usize>, Vec<usize>) =
+            (0..received).partition(|&i| !records[i].claims(self.retried(&records[i])));
+        for i in own.into_iter().chain(claims) {
+            let record = &records[i];
             let (Some(message_id), Some(capture_id)) = (
                 record.message_id.as_deref().filter(|id| !id.is_empty()),
                 record.capture_id(),
@@ -166,6 +171,11 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 // A copy is the same message again: another body under the same id (a claim
                 // beside the message it names, say) is answered on its own, next time.
                 Entry::Occupied(first) if records[first.get()[0]].body != record.body => {
+                    tracing::warn!(
+                        message_id,
+                        stored_as = capture_id,
+                        "another message of the batch holds this id with another body; handed back"
+                    );
                     apart.push(i);
                     continue;
                 }
@@ -254,6 +264,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
             rejected = rejected.len(),
             not_stored,
             requeued,
+            apart = apart.len(),
             "batch captured"
         );
         // Storage down for the whole batch is an invocation error, so Lambda backs off rather

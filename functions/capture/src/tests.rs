@@ -524,15 +524,15 @@ fn redriven(id: &str, first: &str, body: &str, receives: u32) -> Message {
 
 #[tokio::test]
 async fn a_claim_beside_the_message_it_names_is_answered_on_its_own() {
-    // GIVEN a batch where SQS hands a message over twice, and another message claims its id
-    // for another event at the same time of the same project
+    // GIVEN a batch where SQS hands a message over twice, and another message, ahead of it,
+    // claims its id for another event at the same time of the same project
     let capture = requeuing();
     let mut other: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
     other["description"] = "rewritten history".into();
     let other = other.to_string();
     let batch = vec![
-        message("m-1", seed(0)),
         redriven("x-1", "m-1", &other, 1),
+        message("m-1", seed(0)),
         message("m-1", seed(0)),
         message("m-2", seed(2)),
     ];

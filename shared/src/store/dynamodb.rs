@@ -293,6 +293,8 @@ impl EventTable {
             let progress = progress.lock().unwrap_or_else(|e| e.into_inner());
             match progress.pending.last() {
                 None => Attempt::Done(()),
+                // No backoff before a round that would not start.
+                Some(_) if Instant::now() >= patience => Attempt::Done(()),
                 Some((_, trouble)) => Attempt::Again(trouble.clone()),
             }
         })

@@ -338,7 +338,9 @@ pub fn event_json(item: &HashMap<String, AttributeValue>) -> Result<String, Deco
 
 /// Whether two items hold the same event: the same JSON value, however each was written
 /// (builds before 2026-12-03 stored the event as serde_json wrote it, later ones keep its
-/// escapes and numbers as the producer wrote them).
+/// escapes and numbers as the producer wrote them). A float of 17 significant digits that an
+/// older build rewrote may read back a bit apart from the producer's text: such an event is
+/// taken for another (refused, dead-lettered, still stored), never the other way round.
 pub fn same_event(
     a: &HashMap<String, AttributeValue>,
     b: &HashMap<String, AttributeValue>,
