@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 /// How long unprocessed writes are tried again, for all of one call's batches together,
 /// before the write is reported failed: an organization's throttled partition fails its own
 /// lane's write in seconds, well inside the stream invocation the other lanes share.
-const UNPROCESSED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const UNPROCESSED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// `BatchWriteItem` calls of one write in flight at once: 200 items, well under what one
 /// partition takes in a second.
 const BATCHES_AT_ONCE: usize = 8;
@@ -215,9 +215,18 @@ impl ConfigTable {
     /// 1,000 events writes 40 batches: one after another they would hold the batch's other
     /// projects for most of a second.
     pub(super) async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), ConfigError> {
+        let until = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
+        self.write_all_until(requests, until).await
+    }
+
+    /// [`Self::write_all`], with unprocessed writes tried again until `deadline`.
+    pub(super) async fn write_all_until(
+        &self,
+        requests: Vec<WriteRequest>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ConfigError> {
         use futures::{StreamExt, TryStreamExt};
         let requests = last_per_item(requests);
-        let deadline = tokio::time::Instant::now() + UNPROCESSED_PATIENCE;
         let batches: Vec<Vec<WriteRequest>> = requests.chunks(25).map(<[_]>::to_vec).collect();
         futures::stream::iter(batches)
             .map(|batch| self.write_batch(batch, deadline))

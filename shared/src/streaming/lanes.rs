@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 
+/// The least a failed owe's take-back is given, when the owe's patience is spent: enough for
+/// its deletes when what failed was not the partition's throughput.
+const TAKE_BACK_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(1);
+
 mod index;
 pub use index::LANES_BY_NEXT_ATTEMPT;
 
@@ -379,7 +383,12 @@ impl ConfigTable {
         }
     }
 
-    async fn write_owed(&self, lane: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+    async fn write_owed(
+        &self,
+        lane: &LaneKey,
+        owed: &[Owed],
+        until: tokio::time::Instant,
+    ) -> Result<(), LaneError> {
         let requests = owed
             .iter()
             .map(|o| {
@@ -394,10 +403,22 @@ impl ConfigTable {
                 Ok(super::failures::put(item))
             })
             .collect::<Result<Vec<_>, LaneError>>()?;
-        self.write_all(requests).await.map_err(lane_error)
+        self.write_all_until(requests, until)
+            .await
+            .map_err(lane_error)
     }
 
     async fn delete_owed(&self, lane: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+        let until = tokio::time::Instant::now() + super::failures::UNPROCESSED_PATIENCE;
+        self.delete_owed_until(lane, owed, until).await
+    }
+
+    async fn delete_owed_until(
+        &self,
+        lane: &LaneKey,
+        owed: &[Owed],
+        until: tokio::time::Instant,
+    ) -> Result<(), LaneError> {
         let requests = owed
             .iter()
             .map(|o| {
@@ -407,7 +428,9 @@ impl ConfigTable {
                 ))
             })
             .collect();
-        self.write_all(requests).await.map_err(lane_error)
+        self.write_all_until(requests, until)
+            .await
+            .map_err(lane_error)
     }
 
     async fn query_owed(
@@ -454,9 +477,13 @@ impl ConfigTable {
 
 impl ConfigTable {
     /// After a failed `owe`, whose events the caller hands on another way (Lambda's retry,
-    /// the deferred queue): no owed item is left behind it, as far as possible.
-    async fn take_back(&self, lane: &LaneKey, owed: &[Owed]) {
-        if let Err(cleanup) = self.delete_owed(lane, owed).await {
+    /// the deferred queue): no owed item is left behind it, as far as possible by `until`, the
+    /// owe's own patience, or a second from now if that is spent. A partition throttled through
+    /// the write would throttle its take-back too: another whole patience would only hold the
+    /// stream batch, every tenant on its shard, that much longer.
+    async fn take_back(&self, lane: &LaneKey, owed: &[Owed], until: tokio::time::Instant) {
+        let until = until.max(tokio::time::Instant::now() + TAKE_BACK_AT_LEAST);
+        if let Err(cleanup) = self.delete_owed_until(lane, owed, until).await {
             tracing::warn!(organization_id = lane.organization_id, project_id = lane.project_id, error = %cleanup, "owed events left behind a failed write");
         }
     }
@@ -503,10 +530,12 @@ impl LaneStore for ConfigTable {
         owed: &[Owed],
         entering: Option<&Lane>,
     ) -> Result<Owing, LaneError> {
-        if let Err(e) = self.write_owed(lane, owed).await {
+        // One patience for the whole owe, its take-back included.
+        let until = tokio::time::Instant::now() + super::failures::UNPROCESSED_PATIENCE;
+        if let Err(e) = self.write_owed(lane, owed, until).await {
             // Some batches may be written: uncounted, they would be caught up or expired as
             // failures some later day, long after these events went another way.
-            self.take_back(lane, owed).await;
+            self.take_back(lane, owed, until).await;
             return Err(e);
         }
         match self.count_owed(lane, owed, entering).await {
@@ -520,7 +549,7 @@ impl LaneStore for ConfigTable {
                 })
             }
             Err(e) => {
-                self.take_back(lane, owed).await;
+                self.take_back(lane, owed, until).await;
                 Err(e)
             }
         }

@@ -79,11 +79,8 @@ mod owe {
             .collect()
     }
 
-    // Paused: the SDK's own retries of the refused batch wait on tokio's clock.
-    #[tokio::test(start_paused = true)]
-    async fn owed_events_partly_written_when_a_write_fails_are_taken_back() {
-        // 30 owed events: a batch of 25 is written, the batch of 5 is refused.
-        let owed: Vec<Owed> = (0..30)
+    fn thirty_owed() -> Vec<Owed> {
+        (0..30)
             .map(|i| Owed {
                 event: StoredKey {
                     sort_key: format!("2026-01-01T00:00:00.000000000Z#m-{i:02}"),
@@ -93,7 +90,14 @@ mod owe {
                 owed_at_ms: 1_000,
                 bytes: 1,
             })
-            .collect();
+            .collect()
+    }
+
+    // Paused: the SDK's own retries of the refused batch wait on tokio's clock.
+    #[tokio::test(start_paused = true)]
+    async fn owed_events_partly_written_when_a_write_fails_are_taken_back() {
+        // 30 owed events: a batch of 25 is written, the batch of 5 is refused.
+        let owed = thirty_owed();
         let refused = mock!(Client::batch_write_item)
             .match_requests(|r| keys_of(r, true).len() == 5)
             .then_error(|| {
@@ -119,6 +123,42 @@ mod owe {
         deleted.sort();
         let every: Vec<String> = owed.iter().map(|o| owed_sort_key("p", o)).collect();
         assert_eq!(deleted, every, "every owed item taken back");
+    }
+
+    // Paused: the backoffs wait on tokio's clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_owe_throttled_throughout_holds_its_caller_one_patience_not_two() {
+        let owed = thirty_owed();
+        // The organization's partition takes nothing: every write comes back unprocessed.
+        let throttled = mock!(Client::batch_write_item).then_compute_output(|r| {
+            BatchWriteItemOutput::builder()
+                .set_unprocessed_items(r.request_items().cloned())
+                .build()
+        });
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&throttled]),
+            "config",
+        );
+        let started = tokio::time::Instant::now();
+        assert!(
+            table
+                .owe(&LaneKey::new("o", "p"), &owed, None)
+                .await
+                .is_err()
+        );
+        // The write spent the patience (giving up when its next backoff would outlast it);
+        // its take-back was tried, briefly.
+        let took = started.elapsed();
+        assert!(
+            took >= crate::streaming::failures::UNPROCESSED_PATIENCE - TAKE_BACK_AT_LEAST,
+            "{took:?}"
+        );
+        assert!(
+            took <= crate::streaming::failures::UNPROCESSED_PATIENCE + TAKE_BACK_AT_LEAST,
+            "{took:?}"
+        );
+        let deletes = throttled.num_calls();
+        assert!(deletes > 2, "{deletes}");
     }
 }
 
