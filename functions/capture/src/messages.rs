@@ -90,6 +90,9 @@ impl Message {
             .as_ref()
             .and_then(|a| a.string_value.as_deref())
             .filter(|id| !id.is_empty() && id.len() <= MAX_CAPTURED_ID)
+            // As SQS makes them (UUIDs): on the events queue anyone could have set it, and it
+            // ends the stored item's key.
+            .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
     }
 
     /// How many times SQS has handed this message over, this time included (1 when unknown).
@@ -212,7 +215,11 @@ mod tests {
     #[test]
     fn a_carried_id_that_is_no_message_id_is_not_taken() {
         let mut m = Message::new("own", "{}");
-        for carried in [String::new(), "x".repeat(MAX_CAPTURED_ID + 1)] {
+        let odd = ["a#b", "with space", "é", "new\nline"].map(String::from);
+        for carried in [String::new(), "x".repeat(MAX_CAPTURED_ID + 1)]
+            .into_iter()
+            .chain(odd)
+        {
             m.message_attributes.message_id = Some(StringAttribute {
                 string_value: Some(carried),
             });
