@@ -6,6 +6,9 @@
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+// The SDK's error types, which every service's client re-exports.
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 pub const SDK_ATTEMPTS: u32 = 3;
 
@@ -32,6 +35,19 @@ pub const BUSY: &[&str] = &[
 /// code: any 5xx, "request timeout" and "too many requests".
 pub fn answered_in_trouble(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
+}
+
+/// Whether an AWS service's error answer says the trouble is its own: a code of [`BUSY`] or of
+/// the service's own `codes`, or a status [`answered_in_trouble`].
+pub fn in_trouble<E: ProvideErrorMetadata>(
+    err: &SdkError<E, HttpResponse>,
+    codes: &[&str],
+) -> bool {
+    let code = err.as_service_error().and_then(|e| e.code());
+    code.is_some_and(|c| BUSY.contains(&c) || codes.contains(&c))
+        || err
+            .raw_response()
+            .is_some_and(|r| answered_in_trouble(r.status().as_u16()))
 }
 
 /// For calls the service does not retry itself.

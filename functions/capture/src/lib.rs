@@ -158,7 +158,8 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         // the id of one of them, the claim is what waits.
         let (own, claims): (Vec<usize>, Vec<usize>) =
             (0..received).partition(|&i| !records[i].claims(self.retried(&records[i])));
-        for i in own.into_iter().chain(claims) {
+        let own = own.into_iter().map(|i| (i, false));
+        for (i, claims) in own.chain(claims.into_iter().map(|i| (i, true))) {
             let record = &records[i];
             let (Some(message_id), Some(capture_id)) = (
                 record.message_id.as_deref().filter(|id| !id.is_empty()),
@@ -193,7 +194,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 self.retention,
             ) {
                 Ok((mut stored, project)) => {
-                    if record.claims(self.retried(record)) {
+                    if claims {
                         stored = stored.claimed();
                         claimed.insert(capture_id.to_owned());
                     }

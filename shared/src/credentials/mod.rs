@@ -2,7 +2,7 @@
 //! the ids alone, cached per container. Secret values live in `SecretString`, whose `Debug`
 //! prints nothing of them and which has no `Display`.
 
-use crate::sdk::{BUSY, answered_in_trouble};
+use crate::sdk::in_trouble;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -521,9 +521,7 @@ where
         SdkError::ServiceError(service) => match service.err().code() {
             Some("ResourceNotFoundException") => CredentialsError::NotFound,
             // Secrets Manager's own trouble, whatever its code: the next attempt may pass.
-            code if code.is_some_and(|c| c == "InternalServiceError" || BUSY.contains(&c))
-                || answered_in_trouble(service.raw().status().as_u16()) =>
-            {
+            _ if in_trouble(&err, &["InternalServiceError"]) => {
                 CredentialsError::Unavailable(code_of(&err))
             }
             _ => CredentialsError::Refused(code_of(&err)),

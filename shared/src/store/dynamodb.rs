@@ -334,8 +334,8 @@ impl EventTable {
 impl EventTable {
     /// Writes each event where its key holds nothing yet; where it holds this same event (as
     /// first stored, perhaps by an earlier build: [`super::same_event`]), the event counts as
-    /// stored; where it holds
-    /// another, the event is refused. Tried again, like the rounds, for [`PATIENCE`].
+    /// stored; where it holds another, the event is refused. Tried again, like the rounds, for
+    /// [`PATIENCE`].
     async fn put_claimed(&self, events: Vec<StoredEvent>, deadline: Instant) -> Vec<WriteFailure> {
         let until = deadline.min(Instant::now() + PATIENCE);
         futures::stream::iter(events)
@@ -728,19 +728,18 @@ where
 {
     let text = DisplayErrorContext(err).to_string();
     match err {
-        SdkError::ServiceError(service) => match service.err().code() {
-            Some(
-                "ProvisionedThroughputExceededException"
-                | "InternalServerError"
-                | "ServiceUnavailable",
-            ) => StoreError::Unavailable(text),
-            code if code.is_some_and(|c| crate::sdk::BUSY.contains(&c))
-                || crate::sdk::answered_in_trouble(service.raw().status().as_u16()) =>
-            {
-                StoreError::Unavailable(text)
-            }
-            _ => StoreError::Refused(text),
-        },
+        SdkError::ServiceError(_)
+            if crate::sdk::in_trouble(
+                err,
+                &[
+                    "ProvisionedThroughputExceededException",
+                    "InternalServerError",
+                ],
+            ) =>
+        {
+            StoreError::Unavailable(text)
+        }
+        SdkError::ServiceError(_) => StoreError::Refused(text),
         SdkError::ConstructionFailure(_) => StoreError::Refused(text),
         _ => StoreError::Unavailable(text),
     }

@@ -84,18 +84,11 @@ impl CustomerRole {
                         ))
                     },
                     // STS's own trouble, by its code or its status (any 5xx, 408, 429).
-                    Some(code)
-                        if crate::sdk::BUSY.contains(&code)
-                            || e.raw_response().is_some_and(|r| {
-                                crate::sdk::answered_in_trouble(r.status().as_u16())
-                            }) =>
-                    {
-                        RoleRefused {
-                            retryable: true,
-                            untrusted: false,
-                            message: "STS was busy while assuming the customer's role".into(),
-                        }
-                    }
+                    Some(_) if crate::sdk::in_trouble(&e, &[]) => RoleRefused {
+                        retryable: true,
+                        untrusted: false,
+                        message: "STS was busy while assuming the customer's role".into(),
+                    },
                     Some(code) => permanent(format!("could not assume {} ({code})", self.role_arn)),
                 }
             })?;
