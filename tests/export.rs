@@ -12,6 +12,7 @@ use audit_log_tests::local::{
 };
 use audit_log_tests::{OpenApi, api_request, emulator, failed_ids, unique};
 use aws_lambda_events::encodings::Body;
+use aws_sdk_dynamodb::types::AttributeValue;
 use flate2::read::MultiGzDecoder;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
@@ -439,6 +440,66 @@ async fn an_export_whose_file_cannot_be_written_fails_and_frees_its_slot() {
     }
     // AND the organization may start others
     assert_eq!(w.call("POST", "/exports", None).await.status, 202);
+}
+
+/// The organization's export slots as the configuration table keeps them.
+async fn slots(w: &World) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let out = w
+        .stack
+        .dynamodb
+        .query()
+        .table_name(&w.stack.config_table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :slot)")
+        .expression_attribute_values(":pk", AttributeValue::S(audit_log::store::key_part(&w.org)))
+        .expression_attribute_values(":slot", AttributeValue::S("export-slot#".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    out.items.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_slot_whose_release_was_lost_is_free_once_its_export_has_ended() {
+    // GIVEN as many exports as may run at once, each in its slot
+    let w = World::new(ExportSteps::default()).await;
+    w.capture(&events(&w, 2, w.clock.now() - Duration::from_secs(60)))
+        .await;
+    for _ in 0..audit_log::streaming::RUNNING_EXPORTS {
+        assert_eq!(w.call("POST", "/exports", None).await.status, 202);
+    }
+    let held = slots(&w).await;
+    assert_eq!(held.len(), audit_log::streaming::RUNNING_EXPORTS);
+    assert_eq!(w.call("POST", "/exports", None).await.status, 429);
+    // WHEN they end, but the release of every slot is lost (written back as it was), one of
+    // them naming an export whose item is not written yet (a start under way)
+    drain_export_queue(&w.stack, &w.api).await;
+    assert!(slots(&w).await.is_empty());
+    for (i, mut slot) in held.into_iter().enumerate() {
+        if i == 0 {
+            slot.insert("export_id".into(), AttributeValue::S(unique("starting")));
+        }
+        w.stack
+            .dynamodb
+            .put_item()
+            .table_name(&w.stack.config_table)
+            .set_item(Some(slot))
+            .send()
+            .await
+            .unwrap();
+    }
+    // THEN the organization may start exports at once, not 2 hours later, in every slot but
+    // the one of the start under way
+    for _ in 1..audit_log::streaming::RUNNING_EXPORTS {
+        let started = w.call("POST", "/exports", None).await;
+        assert_eq!(started.status, 202, "{}", started.body);
+    }
+    assert_eq!(w.call("POST", "/exports", None).await.status, 429);
+    // AND a minute on, that start has plainly died: its slot is free
+    w.clock.advance(Duration::from_secs(61));
+    assert_eq!(w.call("POST", "/exports", None).await.status, 202);
+    // AND slots whose exports run are not taken
+    assert_eq!(w.call("POST", "/exports", None).await.status, 429);
 }
 
 #[tokio::test]

@@ -410,6 +410,20 @@ fn replays_run_at_most_two_at_a_time() {
     );
 }
 
+/// A replay's part lives on the replay queue, then its dead-letter queue, within one retention
+/// (SQS keeps a message's first enqueue time): a replay that has not saved for longer has
+/// lost it, and its view says so.
+#[test]
+fn a_replays_part_is_kept_as_long_as_the_service_thinks() {
+    for queue in ["ReplayQueue", "ReplayDeadLetterQueue"] {
+        assert_eq!(
+            resource(queue)["MessageRetentionPeriod"].as_i64(),
+            Some(audit_log::streaming::REPLAY_PART_KEPT_SECONDS),
+            "{queue}"
+        );
+    }
+}
+
 /// A stream batch whose retries ran out is read back and handed on alone, with the stream
 /// function's whole timeout: ten sharing one invocation could fail for want of time only, each
 /// spending one of its five receives. Two at once, as each reads its shard (5 reads a second,

@@ -604,6 +604,17 @@ async fn a_replay_that_cannot_read_an_event_of_its_range_ends_failed_saying_so()
         "{replay}"
     );
     assert_eq!(received(&r.datadog).await.len(), 10);
+    // Listed, as the lane lists what it cannot read: a replay of the failures brings them once
+    // the service reads them again.
+    let listed = listed_failures(&r.api, &r.project, 5).await.unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed.iter().all(|f| f["reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not read the stored event")),
+        "{listed:?}"
+    );
 }
 
 /// Twenty minutes on: past the replay lock's staleness.
@@ -699,6 +710,7 @@ fn running_replay(p: &Project, id: &str, t0: OffsetDateTime) -> audit_log::strea
         only_failed: false,
         cursor: None,
         saves: 0,
+        paused: false,
         delivered: 0,
         failed: 0,
         created_at: t0.format(&Rfc3339).unwrap(),
@@ -770,6 +782,155 @@ async fn a_replay_that_lost_its_lock_to_a_newer_one_stops_failed() {
     a_superseded_replay_stops(&table, &project()).await;
     // The double the unit tests use behaves alike.
     a_superseded_replay_stops(&audit_log::lane::memory::MemoryLanes::default(), &project()).await;
+}
+
+/// Replays of the organization's projects that run at `at`, counted up to 10.
+async fn running(
+    replays: &impl audit_log::streaming::Replays,
+    organization_id: &str,
+    at: OffsetDateTime,
+) -> usize {
+    replays
+        .replays_running(organization_id, at, 10)
+        .await
+        .unwrap()
+}
+
+/// An organization's running replays are those of its projects whose lock is fresh: one
+/// that ended, or stalled, no longer counts, nor does another organization's.
+async fn running_replays_are_counted(replays: &impl audit_log::streaming::Replays, p: &Project) {
+    let t0 = now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let projects: Vec<Project> = (0..3)
+        .map(|i| Project {
+            project_id: format!("{}-{i}", p.project_id),
+            ..p.clone()
+        })
+        .chain([project()])
+        .collect();
+    let mut started = Vec::new();
+    for (i, q) in projects.iter().enumerate() {
+        let mut replay = running_replay(q, &format!("{i}").repeat(32), t0);
+        assert!(replays.start_replay(&mut replay, t0).await.unwrap());
+        started.push(replay);
+    }
+    assert_eq!(running(replays, &p.organization_id, at(1)).await, 3);
+    assert_eq!(
+        replays
+            .replays_running(&p.organization_id, at(1), 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        running(replays, &projects[3].organization_id, at(1)).await,
+        1
+    );
+    started[0].state = audit_log::streaming::ReplayState::Completed;
+    replays.save_replay(&mut started[0], at(2)).await.unwrap();
+    assert_eq!(running(replays, &p.organization_id, at(3)).await, 2);
+    // One waiting on its paused destination takes no turn of the queue.
+    started[2].paused = true;
+    replays.save_replay(&mut started[2], at(4)).await.unwrap();
+    assert_eq!(running(replays, &p.organization_id, at(5)).await, 1);
+    replays.save_replay(&mut started[1], at(600)).await.unwrap();
+    let stale = audit_log::streaming::REPLAY_STALE_AFTER_SECONDS as u64;
+    assert_eq!(running(replays, &p.organization_id, at(stale + 2)).await, 1);
+    assert_eq!(
+        running(replays, &p.organization_id, at(stale + 601)).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_organizations_running_replays_are_counted_across_its_projects() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let table = audit_log::streaming::ConfigTable::new(stack.dynamodb.clone(), &stack.config_table);
+    running_replays_are_counted(&table, &project()).await;
+    running_replays_are_counted(&audit_log::lane::memory::MemoryLanes::default(), &project()).await;
+}
+
+/// Answers the first request whose body holds `marker` with a 500 once it has landed: the
+/// SDK then sends it again, as it does when an answer is lost on its way.
+#[derive(Debug)]
+struct LoseFirstAnswer {
+    marker: &'static str,
+    armed: std::sync::atomic::AtomicBool,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for LoseFirstAnswer {
+    fn name(&self) -> &'static str {
+        "LoseFirstAnswer"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let body = context.request().body().bytes().unwrap_or_default();
+        let ours = String::from_utf8_lossy(body).contains(self.marker);
+        self.armed.store(ours && !self.lost.load(SeqCst), SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.armed.swap(false, SeqCst) {
+            self.lost.store(true, SeqCst);
+            *context.response_mut() = aws_smithy_runtime_api::http::Response::new(
+                aws_smithy_runtime_api::http::StatusCode::try_from(500).unwrap(),
+                aws_smithy_types::body::SdkBody::from(
+                    r#"{"__type":"InternalServerError","message":"answer lost"}"#,
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_replay_whose_lock_landed_before_its_answer_was_lost_starts() {
+    use audit_log::streaming::{ReplayState, Replays};
+    // GIVEN the events table's answer to a replay's lock is lost after the lock was written
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let lose = LoseFirstAnswer {
+        marker: "replay-lock#",
+        armed: false.into(),
+        lost: false.into(),
+    };
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&aws)
+            .interceptor(lose)
+            .build(),
+    );
+    let table = audit_log::streaming::ConfigTable::new(client, &stack.config_table);
+    let p = project();
+    let t0 = now();
+    let mut replay = running_replay(&p, &"d".repeat(32), t0);
+    // WHEN it starts, the SDK sending the lock again
+    let started = table.start_replay(&mut replay, t0).await;
+    // THEN it has started, and holds the project's lock: its own lock is no other replay's
+    assert_eq!(started, Ok(true));
+    assert_eq!(
+        table
+            .replay_lock_holder(&p.organization_id, &p.project_id)
+            .await
+            .unwrap(),
+        Some(replay.replay_id.clone())
+    );
+    let stored = table.replay(&p.organization_id, &p.project_id, &replay.replay_id);
+    assert_eq!(stored.await.unwrap().unwrap().state, ReplayState::Running);
 }
 
 /// Two copies of one part of a replay read it at once (SQS delivers at least once): the first
@@ -919,10 +1080,24 @@ async fn paused_with_eight_days_old(attribute: &str) -> Replaying {
 async fn a_replay_sends_nothing_while_its_lane_is_paused_and_goes_on_after_resume() {
     // Its trouble began long before the pause: only the pause's own length counts.
     let r = paused_with_eight_days_old("lane_since").await;
+    // Started, it is one of the organization's running replays; waiting on the pause, none.
+    use audit_log::streaming::Replays;
+    let table =
+        audit_log::streaming::ConfigTable::new(r.stack.dynamodb.clone(), &r.stack.config_table);
+    let running = async || {
+        let org = &r.project.organization_id;
+        table.replays_running(org, now(), 10).await.unwrap()
+    };
+    assert_eq!(running().await, 1);
     let paused = std::sync::Mutex::new(None);
-    let (r, seen) = (&r, &paused);
+    let (r, seen, running) = (&r, &paused, &running);
     r.run(|n| async move {
         if n == 1 {
+            assert_eq!(
+                running().await,
+                0,
+                "a replay waiting on a pause takes no turn"
+            );
             let replay = r.replay().await;
             *seen.lock().unwrap() = Some((replay, datadog_entries(&r.datadog).await.len()));
             let resumed = call_api(&r.api, &r.project, "POST", "/streaming/resume", None).await;

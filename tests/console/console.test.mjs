@@ -295,16 +295,26 @@ test("hostile events show as text and run nothing", async () => {
   await send(server, [
     auditEvent(ORG, project, description, { bucket: { id: "b-1", name: bucket } }),
     auditEvent(ORG, project, `"><svg onload=alert(2)> updated`, { action: "update" }),
+    auditEvent(ORG, project, "assigned a version to a channel", {
+      action: "update",
+      bucket: { id: "b-2", name: "assigned-bucket" },
+      version: { id: "v-2", name: "v2" },
+      channel: { id: "c-2", name: "assigned-channel" },
+    }),
   ]);
   await open(p, project);
   await eventually("the hostile events listed", async () => {
     await p.reload();
     await shows(p, "Log streaming", 10);
     await p.getByRole("table").waitFor({ timeout: 5000 });
-    return (await p.getByRole("table").innerText()).includes(bucket);
+    const listed = await p.getByRole("table").innerText();
+    return [bucket, "onload=alert(2)", "assigned a version to a channel"].every((t) => listed.includes(t));
   });
   await shows(p, description);
   await shows(p, `"><svg onload=alert(2)> updated`);
+  // The resource an assignment is about is its channel, as the search and the CSV name it.
+  const assigned = await p.getByRole("row").filter({ hasText: "assigned a version to a channel" }).innerText();
+  assert.match(assigned, /channel assigned-channel/);
   await p.getByRole("row").filter({ hasText: bucket }).getByRole("button", { name: "Show JSON" }).click();
   await shows(p, '"name": "<img src=x onerror=alert(1)>"');
   assert.equal(await p.locator("main img, main script, main svg[onload]").count(), 0);
@@ -394,24 +404,6 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   assert.match(rows[1], /succeeded/);
   assert.match(rows[2], /failed/);
 
-  await p.getByLabel("Only failed events").uncheck();
-  // Its first look shows it as the API shows a replay waiting behind others (the service's
-  // side of it: tests/replay.rs); the next ones as they are.
-  const waiting = "no progress for 15 minutes: the replay is waiting behind others";
-  let looks = 0;
-  await p.route("**/streaming/replays/*", async (route) => {
-    const response = await route.fetch();
-    const replay = await response.json();
-    looks += 1;
-    await route.fulfill({ response, json: looks === 1 ? { ...replay, state: "running", last_error: waiting } : replay });
-  });
-  await button(p, "Replay").click();
-  await shows(p, `so far… ${waiting}`);
-  // The event and the configuration's own audit event, again.
-  await shows(p, "Replay completed: 2 delivered, 0 failed.", 90);
-  await p.unroute("**/streaming/replays/*");
-  await screenshot(p, "delivery-problems");
-
   // Failed events appear only after the retry window (a week by default), too long to wait
   // for here: the failures the API would list are handed to the page, hostile text included.
   await p.route("**/streaming/failures*", (route) =>
@@ -433,6 +425,29 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   await shows(p, "<iframe src=javascript:alert(5)> deleted a channel");
   await shows(p, "retry window: <b onmouseover=alert(4)>refused</b>");
   assert.equal(await p.locator("main iframe, main b").count(), 0);
+  await p.unroute("**/streaming/failures*");
+
+  await p.getByLabel("Only failed events").uncheck();
+  // Its first look shows it as the API shows a replay waiting behind others (the service's
+  // side of it: tests/replay.rs); the next ones as they are.
+  const waiting = "no progress for 15 minutes: the replay is waiting behind others";
+  let looks = 0;
+  await p.route("**/streaming/replays/*", async (route) => {
+    const response = await route.fetch();
+    const replay = await response.json();
+    looks += 1;
+    await route.fulfill({ response, json: looks === 1 ? { ...replay, state: "running", last_error: waiting } : replay });
+  });
+  await button(p, "Replay").click();
+  await shows(p, `so far… ${waiting}`);
+  // The event and the configuration's own audit event, again.
+  await shows(p, "Replay completed: 2 delivered, 0 failed.", 90);
+  await p.unroute("**/streaming/replays/*");
+  await screenshot(p, "delivery-problems");
+  // The finished replay's page lists the failures as they are now: none, not the one shown before.
+  await shows(p, "No failed events");
+  assert.equal(await p.getByText("1 failed event listed.").count(), 0);
+
   await eventually("the replayed event at the Datadog stand-in twice", async () =>
     (await datadogEntries(server)).filter((e) => e.description === description).length === 2);
   noProblems(p);
@@ -455,6 +470,15 @@ test("Export downloads the events the filters select", async () => {
   await label(p, "Status").selectOption("FAILED");
   await button(p, "Search").click();
   await eventually("the filtered listing", async () => (await p.getByRole("table").getByRole("row").count()) === 2);
+  // A search the API turns away leaves the table with its own: Export exports what is shown.
+  const okSearches = (url) => url.searchParams.get("status") === "OK";
+  await p.route(okSearches, (route) =>
+    route.fulfill({ status: 429, contentType: "application/json", body: JSON.stringify({ error: { code: "too_many_requests", message: "Too many searches; try again in a minute." } }) }),
+  );
+  await label(p, "Status").selectOption("OK");
+  await button(p, "Search").click();
+  await shows(p, "Too many searches; try again in a minute.");
+  await p.unroute(okSearches);
   await label(p, "Export format").selectOption("ndjson");
   await button(p, "Export").click();
   const download = p.getByRole("link", { name: "Download export" });

@@ -132,10 +132,11 @@ export const ACTIONS = [["", "Any action"], ["create", "create"], ["update", "up
 export const STATUSES = [["", "Any status"], ["OK", "OK"], ["FAILED", "FAILED"]];
 export const RESOURCES = [["", "Any resource"], ["bucket", "bucket"], ["version", "version"], ["build", "build"], ["channel", "channel"]];
 
-/** What an event names first: its build, version, channel or bucket. */
+/** The resource an event is about, as the search and the CSV export name it: the most specific
+ * one (a channel's assignment is about the channel, a revocation about the version). */
 export function resourceOf(event) {
-  for (const kind of ["build", "version", "channel", "bucket"]) {
-    const r = event[kind];
+  for (const [kind, field] of [["channel", "channel"], ["build", "build"], ["version", "version"], ["build", "builds"], ["bucket", "bucket"]]) {
+    const r = Array.isArray(event[field]) ? event[field].find((b) => b && typeof b === "object") : event[field];
     if (r && typeof r === "object") return `${kind} ${r.name || r.fingerprint || r.id || ""}`.trim();
   }
   return "—";
@@ -169,8 +170,8 @@ export function eventsSection(p) {
     q: inputs.q.value.trim(),
     limit: inputs.limit.value,
   });
-  // What the table shows: a cursor belongs to the search that made it, and Export exports it,
-  // whatever has been typed into the form since.
+  // The search the table shows, once the API has answered it: a cursor belongs to the search
+  // that made it, and Export exports it, whatever has been typed into the form since.
   let applied = read();
   let asked = 0;
   const table = h("div", { class: "events" });
@@ -180,12 +181,13 @@ export function eventsSection(p) {
   const older = button("Older events", () => show([...cursors, older.dataset.cursor]));
   const newer = button("Newer events", () => show(cursors.slice(0, -1)));
   const pageNumber = h("span", { class: "page-number" });
-  const show = async (stack) => {
+  const show = async (stack, searched = applied) => {
     const ask = ++asked;
     say(status, "Loading events…");
     try {
-      const data = await call("GET", projectPath(p) + query({ ...applied, cursor: stack[stack.length - 1] }));
+      const data = await call("GET", projectPath(p) + query({ ...searched, cursor: stack[stack.length - 1] }));
       if (ask !== asked) return; // a later request's answer is the one to show
+      applied = searched;
       cursors = stack;
       table.replaceChildren(eventsTable(data.events));
       say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : "No events match on this page.");
@@ -194,7 +196,8 @@ export function eventsSection(p) {
       newer.hidden = cursors.length < 2;
       pageNumber.textContent = `Page ${cursors.length}`;
     } catch (error) {
-      failure(status, error);
+      // What the table shows stays, with its search: the refusal says why the new one is not.
+      if (ask === asked) failure(status, error);
     }
   };
   const search = h(
@@ -205,8 +208,7 @@ export function eventsSection(p) {
       class: "filters",
       onsubmit: (e) => {
         e.preventDefault();
-        applied = read();
-        show([null]);
+        show([null], read());
       },
     },
     field("Since", inputs.since),
@@ -220,8 +222,7 @@ export function eventsSection(p) {
     field("Per page", inputs.limit),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Search"), button("Clear", () => {
       search.reset();
-      applied = read();
-      show([null]);
+      show([null], read());
     })),
   );
   older.hidden = true;

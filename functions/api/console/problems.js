@@ -6,7 +6,9 @@ import { projectHeader } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
 export function problemsPage(p) {
-  return h("section", {}, projectHeader(p, "Delivery problems", "problems"), failuresSection(p), replaySection(p), testsSection(p));
+  const failures = failuresSection(p);
+  // A finished replay changes which events failed: the list is read again.
+  return h("section", {}, projectHeader(p, "Delivery problems", "problems"), failures.section, replaySection(p, failures.reload), testsSection(p));
 }
 
 export function failuresSection(p) {
@@ -14,9 +16,14 @@ export function failuresSection(p) {
   const status = h("div", { class: "message" });
   const more = button("More failures", () => load(more.dataset.cursor));
   more.hidden = true;
+  let asked = 0;
+  // Without a cursor: the list from its start, replacing what is shown.
   const load = async (cursor) => {
+    const ask = ++asked;
     try {
       const data = await call("GET", `${projectPath(p)}/streaming/failures${query({ limit: "50", cursor })}`);
+      if (ask !== asked) return;
+      if (!cursor) body.replaceChildren();
       for (const f of data.failures) {
         const e = f.event || {};
         body.append(h("tr", {}, h("td", { class: "nowrap" }, when(e.timestamp)), h("td", {}, String(e.description ?? f.event_id)), h("td", { class: "nowrap" }, when(f.failed_at)), h("td", {}, String(f.reason ?? ""))));
@@ -25,11 +32,11 @@ export function failuresSection(p) {
       more.hidden = !data.next_cursor;
       more.dataset.cursor = data.next_cursor || "";
     } catch (error) {
-      failure(status, error);
+      if (ask === asked) failure(status, error);
     }
   };
   load();
-  return h(
+  const section = h(
     "section",
     { class: "panel", "aria-labelledby": "failures-heading" },
     h("h2", { id: "failures-heading" }, "Failed events"),
@@ -38,9 +45,11 @@ export function failuresSection(p) {
     h("table", {}, h("thead", {}, h("tr", {}, ["Event time", "Description", "Failed at", "Reason"].map((c) => h("th", { scope: "col" }, c)))), body),
     more,
   );
+  return { section, reload: () => load() };
 }
 
-export function replaySection(p) {
+/** `finished`: called once a replay started here has ended. */
+export function replaySection(p, finished = () => {}) {
   const now = new Date();
   const since = h("input", { type: "datetime-local", value: localValue(new Date(now - 24 * 3600 * 1000)) });
   const until = h("input", { type: "datetime-local", value: localValue(new Date(now.getTime() + 60 * 1000)) });
@@ -52,7 +61,9 @@ export function replaySection(p) {
     else if (replay.state === "failed") say(status, `Replay failed (${counts}): ${replay.last_error || "no reason given"}`, "alert");
     // A running replay may say why it has not moved (waiting behind others) or what its last page met.
     else say(status, `Replay running: ${counts} so far…${replay.last_error ? ` ${replay.last_error}` : ""}`);
-    return replay.state !== "running";
+    if (replay.state === "running") return false;
+    finished();
+    return true;
   };
   const form = h(
     "form",

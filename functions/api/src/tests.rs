@@ -489,10 +489,33 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
         assert_eq!(again.body["error"]["code"], "replay_running");
         assert_eq!(again.headers["retry-after"], "60");
     }
-    // AND nine more projects may start theirs, after which the organization is told when to
-    // come back
-    for project in &projects[1..10] {
-        assert_eq!(replay(project).await.status, 202, "{project}");
+    // AND a second project may start its replay beside it, but no third while two run, which
+    // costs none of the ten either
+    let finish = async |project: &str, started: &Value| {
+        let configs = &w.api.configs;
+        let id = started["replay_id"].as_str().unwrap();
+        let mut ended = configs.replay(ORG, project, id).await.unwrap().unwrap();
+        ended.state = audit_log::streaming::ReplayState::Completed;
+        configs
+            .save_replay(&mut ended, w.clock.now())
+            .await
+            .unwrap();
+    };
+    let second = replay(&projects[1]).await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    for _ in 0..20 {
+        let third = replay(&projects[2]).await;
+        assert_eq!(third.status, 429);
+        assert_eq!(third.body["error"]["code"], "replays_running");
+        assert_eq!(third.headers["retry-after"], "60");
+    }
+    // AND as each ends another may start, nine beside the first, after which the organization
+    // is told when to come back
+    finish(&projects[1], &second.body).await;
+    for project in &projects[2..10] {
+        let started = replay(project).await;
+        assert_eq!(started.status, 202, "{project}: {}", started.body);
+        finish(project, &started.body).await;
     }
     let limited = replay(&projects[10]).await;
     assert_eq!(limited.status, 429);
@@ -546,6 +569,35 @@ async fn replays_are_queued_one_at_a_time_and_limited_per_hour_by_the_clock() {
             audit_log::streaming::REPLAY_SUPERSEDED
         );
     }
+}
+
+#[tokio::test]
+async fn a_replay_whose_part_outlived_the_queues_shows_failed() {
+    // GIVEN a replay whose part never came (dead-lettered, and not redriven)
+    let w = World::new();
+    let saved = w
+        .call("PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    let range =
+        serde_json::json!({"since": "2026-11-01T00:00:00Z", "until": "2026-11-02T00:00:00Z"});
+    let started = w.call("POST", "/streaming/replay", &[], Some(range)).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let path = format!(
+        "/streaming/replays/{}",
+        started.body["replay_id"].as_str().unwrap()
+    );
+    // THEN while the queues may still hold its part it runs, stalled
+    let kept = audit_log::streaming::REPLAY_PART_KEPT_SECONDS as u64;
+    w.clock.advance(std::time::Duration::from_secs(kept - 60));
+    let waiting = w.call("GET", &path, &[], None).await.body;
+    assert_eq!(waiting["state"], "running", "{waiting}");
+    assert_eq!(waiting["last_error"], audit_log::streaming::REPLAY_STALLED);
+    // AND past their retention it is failed, saying to start it again
+    w.clock.advance(std::time::Duration::from_secs(120));
+    let lost = w.call("GET", &path, &[], None).await.body;
+    assert_eq!(lost["state"], "failed", "{lost}");
+    assert_eq!(lost["last_error"], audit_log::streaming::REPLAY_LOST);
 }
 
 #[tokio::test]

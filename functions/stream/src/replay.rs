@@ -135,7 +135,9 @@ impl Stream {
                         .finish(&mut replay, ReplayState::Failed, Some(paused))
                         .await;
                 }
-                // Nothing is sent while paused; the save keeps the replay's lock fresh.
+                // Nothing is sent while paused; the save keeps the replay's lock fresh, marked
+                // as waiting, so it counts among none of the organization's running replays.
+                replay.paused = true;
                 if !self.save_progress(&mut replay).await? {
                     return Ok(());
                 }
@@ -147,6 +149,7 @@ impl Stream {
                 keys,
                 next,
                 unread,
+                unread_keys,
             } = self.replay_page(&replay, since, until).await?;
             if unread > 0 {
                 // Not delivered, so not done: the replay ends failed, and the failures stay listed.
@@ -154,6 +157,9 @@ impl Stream {
                 replay.last_error = Some(format!(
                     "{unread} stored events of the range could not be read back"
                 ));
+            }
+            if !unread_keys.is_empty() {
+                self.list_unread(&replay, &unread_keys).await;
             }
             let mut trouble = None;
             if !events.is_empty() {
@@ -255,6 +261,24 @@ impl Stream {
             .map_err(|e| e.to_string())
     }
 
+    /// Lists events of a full range that could not be read back as the project's failures,
+    /// as the lane does: a replay of the failures brings them once the service reads them again.
+    /// (A replay of failures reads events already listed.) Best effort: the replay's count and
+    /// last error say so either way.
+    async fn list_unread(&self, replay: &Replay, keys: &[StoredKey]) {
+        let (org, project) = (&replay.organization_id, &replay.project_id);
+        let reason = "a replay could not read the stored event back; replay it once the service \
+                      reads it again";
+        let now = self.delivery.clock.now();
+        let recorded = self
+            .delivery
+            .configs
+            .record_failures(org, project, keys, reason, now);
+        if let Err(e) = recorded.await {
+            tracing::error!(organization_id = org, project_id = project, replay_id = replay.replay_id, error = %e, events = keys.len(), "could not list events a replay could not read");
+        }
+    }
+
     /// The replay's next part, visible on the replay queue after `delay_seconds`.
     async fn queue_part(&self, part: &ReplayPart, delay_seconds: i32) -> Result<(), String> {
         audit_log::message::send(&self.sqs, &self.replay_queue_url, part, delay_seconds)
@@ -327,7 +351,10 @@ impl Stream {
                 .events_at(org, project, &wanted)
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok(ReplayPage::read(found, wanted.len(), next));
+            let mut page = ReplayPage::read(found, wanted.len(), next);
+            // Failures already, listed as such.
+            page.unread_keys.clear();
+            return Ok(page);
         }
         let page = self
             .delivery
@@ -353,7 +380,9 @@ impl Stream {
             .keys
             .into_iter()
             .zip(page.events.iter().map(|raw| raw.get()));
-        Ok(ReplayPage::read(stored, expected, page.next_after))
+        let mut read = ReplayPage::read(stored, expected, page.next_after);
+        read.unread_keys.extend(page.unreadable);
+        Ok(read)
     }
 
     async fn finish(
@@ -379,12 +408,14 @@ impl Stream {
 }
 
 /// A page of a replay: the events read, where each is stored, where to go on from, and how
-/// many it should have held but could not read (gone, or not an event any more).
+/// many it should have held but could not read (gone, or not an event any more), with the
+/// keys of those still stored.
 struct ReplayPage {
     events: Vec<AuditEvent>,
     keys: Vec<StoredKey>,
     next: Option<String>,
     unread: u64,
+    unread_keys: Vec<StoredKey>,
 }
 
 impl ReplayPage {
@@ -395,10 +426,14 @@ impl ReplayPage {
         next: Option<String>,
     ) -> Self {
         let (mut events, mut keys) = (Vec::with_capacity(expected), Vec::with_capacity(expected));
+        let mut unread_keys = Vec::new();
         for (key, json) in stored {
-            if let Ok(event) = AuditEvent::from_json(json.as_ref()) {
-                events.push(event.with_id(key.message_id.clone()));
-                keys.push(key);
+            match AuditEvent::from_json(json.as_ref()) {
+                Ok(event) => {
+                    events.push(event.with_id(key.message_id.clone()));
+                    keys.push(key);
+                }
+                Err(_) => unread_keys.push(key),
             }
         }
         let unread = (expected - events.len()) as u64;
@@ -407,6 +442,7 @@ impl ReplayPage {
             keys,
             next,
             unread,
+            unread_keys,
         }
     }
 }

@@ -97,6 +97,9 @@ pub trait Chunks: Sync {
 const FILTERED_CHUNK: usize = 1_000;
 /// Partitions whose first chunks are read at once.
 const CONCURRENT_READS: usize = 16;
+/// Reads a filtered page makes one after another, about, once every partition's first chunk
+/// is read.
+const MAX_TURNS: usize = 64;
 
 enum Read {
     Unread,
@@ -141,8 +144,13 @@ pub async fn page(
             .into_iter()
             .sum::<usize>();
     }
+    // What a partition behind the others reads at a time, at first: a share, or more when
+    // there are so many partitions that shares would take too many reads one after another.
+    let turn = share.max(request.read_budget.saturating_sub(scanned) / MAX_TURNS);
     let mut page = Page::default();
     let mut bytes = 0;
+    // The partition read last, and how many times in a row it was the one behind.
+    let (mut last, mut run) = (usize::MAX, 0u32);
     loop {
         // No partition holds an unread event newer than this; `None`: all are read to the end.
         let horizon: Option<String> = parts
@@ -193,18 +201,25 @@ pub async fn page(
             page.next_after = Some(horizon);
             return Ok(page);
         }
+        let behind = parts
+            .iter()
+            .position(|p| matches!(p.read, Read::Down(ref sk) if *sk == horizon))
+            .expect("the partition at the horizon");
+        (last, run) = (behind, if behind == last { run + 1 } else { 0 });
         let wanted = if request.filter.is_empty() {
             // One more than the page still needs tells whether another page follows; a share
             // of it when other partitions may hold the rest.
             share.min(request.limit - page.events.len() + 1)
         } else {
-            FILTERED_CHUNK.min(request.read_budget - scanned)
+            // Partitions taking turns are read a share at a time, as far as each other; one
+            // that stays behind the others (the busy project among quiet ones) twice as much
+            // each time, so the budget takes the page far down it rather than being spent
+            // below the horizon, read again by the next page.
+            turn.saturating_mul(1 << run.min(16))
+                .min(FILTERED_CHUNK)
+                .min(request.read_budget - scanned)
         };
-        let behind = parts
-            .iter_mut()
-            .find(|p| matches!(p.read, Read::Down(ref sk) if *sk == horizon))
-            .expect("the partition at the horizon");
-        scanned += read_more(source, behind, request, wanted).await?;
+        scanned += read_more(source, &mut parts[behind], request, wanted).await?;
     }
 }
 
@@ -221,14 +236,17 @@ impl Page {
     }
 }
 
-/// Items each partition's first chunk reads: a fair part of the budget when a filter may keep
-/// few of them, about as many as the page could take from it otherwise.
+/// Items each partition's first chunk reads: when a filter may keep few of them, a fair part
+/// of half the budget (the other half goes to the partitions found behind the others: read
+/// all at first, a busy partition among quiet, older ones would end every page a share down
+/// it, and the quiet ones' reads below would be read again by each page); about as many as the
+/// page could take from it otherwise.
 fn first_share(request: &PageRequest, partitions: usize) -> usize {
     let partitions = partitions.max(1);
     if request.filter.is_empty() {
         ((request.limit + 1) / partitions + 1).clamp(2, request.limit + 1)
     } else {
-        (request.read_budget / partitions).clamp(1, FILTERED_CHUNK)
+        (request.read_budget / 2 / partitions).clamp(1, FILTERED_CHUNK)
     }
 }
 

@@ -35,6 +35,8 @@ pub(crate) fn stale_at(now: OffsetDateTime) -> String {
 pub const EXPORT_STALLED: &str = "no step for 30 minutes: the export is waiting behind other \
      exports' steps, or its step was dead-lettered (the operators are alerted); it goes on when \
      its step comes, and is shown failed after 2 hours without one";
+/// Seconds after which a slot naming an export that has no item names one that never started.
+const UNSTARTED_AFTER_SECONDS: i64 = 60;
 /// Exports one organization may run at once: enough for a person's formats and filters side by
 /// side; the export queue's workers take every running export's steps in turn, so one
 /// organization's exports slow, never stop, another's.
@@ -158,7 +160,7 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// Export jobs and the slots that let two run at a time per organization.
+/// Export jobs and the slots that let [`RUNNING_EXPORTS`] run at a time per organization.
 pub trait Exports: Sync {
     /// Starts the export in a free slot of its organization (noted in `export.slot`):
     /// `Ok(false)` when every slot is held by a running export.
@@ -223,7 +225,77 @@ impl Export {
     }
 }
 
+/// The export holding a slot, as its item names it.
+#[derive(Debug)]
+struct SlotHolder {
+    export_id: String,
+    project_id: String,
+    heartbeat: String,
+}
+
 impl ConfigTable {
+    /// Takes the organization's `slot` for the export: when it is free or stale, or still as
+    /// `holder` left it. `Err` with who holds it (none when its item does not say, as slots
+    /// taken before their items named the project).
+    async fn take_slot(
+        &self,
+        export: &Export,
+        slot: usize,
+        at: OffsetDateTime,
+        holder: Option<&SlotHolder>,
+    ) -> Result<Result<(), Option<SlotHolder>>, ConfigError> {
+        let now = at.unix_timestamp();
+        let mut item = slot_key(&export.organization_id, slot);
+        item.insert("export_id".into(), s(&export.export_id));
+        item.insert("project_id".into(), s(&export.project_id));
+        item.insert("heartbeat".into(), n(now));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+        let put = match holder {
+            None => put
+                .condition_expression(
+                    "attribute_not_exists(pk) OR heartbeat < :stale OR export_id = :id",
+                )
+                .expression_attribute_values(":stale", n(now - EXPORT_STALE_AFTER_SECONDS))
+                // Its own already: the SDK sent the put again after it had landed.
+                .expression_attribute_values(":id", s(&export.export_id)),
+            Some(holder) => put
+                .condition_expression("export_id = :holder AND heartbeat = :beat")
+                .expression_attribute_values(":holder", s(&holder.export_id))
+                .expression_attribute_values(":beat", AttributeValue::N(holder.heartbeat.clone())),
+        };
+        match put.send().await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if is_condition_failure(&e) => {
+                let old = e.as_service_error().and_then(|e| match e {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+                    _ => None,
+                });
+                let text = |name: &str| {
+                    old.and_then(|item| item.get(name))
+                        .and_then(|v| v.as_s().or_else(|_| v.as_n()).ok())
+                        .cloned()
+                };
+                let holder = match (text("export_id"), text("project_id"), text("heartbeat")) {
+                    (Some(export_id), Some(project_id), Some(heartbeat)) => Some(SlotHolder {
+                        export_id,
+                        project_id,
+                        heartbeat,
+                    }),
+                    _ => None,
+                };
+                Ok(Err(holder))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
     /// Frees the export's slot, or keeps it fresh while the export runs; a slot another export
     /// took over (this one went stale) is left alone.
     async fn mind_slot(&self, export: &Export, now: i64) -> Result<(), ConfigError> {
@@ -268,41 +340,66 @@ impl Exports for ConfigTable {
         export: &mut Export,
         at: OffsetDateTime,
     ) -> Result<bool, ConfigError> {
-        let now = at.unix_timestamp();
-        let mut taken = false;
+        let mut held = Vec::new();
+        let mut taken = None;
         for slot in 0..RUNNING_EXPORTS {
-            let mut item = slot_key(&export.organization_id, slot);
-            item.insert("export_id".into(), s(&export.export_id));
-            item.insert("heartbeat".into(), n(now));
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.name)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk) OR heartbeat < :stale")
-                .expression_attribute_values(":stale", n(now - EXPORT_STALE_AFTER_SECONDS))
-                .send()
-                .await;
-            match put {
-                Ok(_) => {
-                    export.slot = slot;
-                    taken = true;
+            match self.take_slot(export, slot, at, None).await? {
+                Ok(()) => {
+                    taken = Some(slot);
                     break;
                 }
-                Err(e) if is_condition_failure(&e) => {}
-                Err(e) => return Err(store_error(e)),
+                Err(holder) => held.extend(holder.map(|h| (slot, h))),
             }
         }
-        if !taken {
-            return Ok(false);
+        if taken.is_none() {
+            // A slot whose export has ended is free: its release was lost (the export's last
+            // save stands whatever happens to the slot), and it would stay held 2 hours.
+            for (slot, holder) in held {
+                let ended = match self
+                    .export(
+                        &export.organization_id,
+                        &holder.project_id,
+                        &holder.export_id,
+                    )
+                    .await?
+                {
+                    Some(held) => held.state != ExportState::Running,
+                    // An export's item is written just after its slot is taken: only a slot
+                    // this old names one that never started.
+                    None => holder
+                        .heartbeat
+                        .parse::<i64>()
+                        .is_ok_and(|beat| beat < at.unix_timestamp() - UNSTARTED_AFTER_SECONDS),
+                };
+                if ended
+                    && self
+                        .take_slot(export, slot, at, Some(&holder))
+                        .await?
+                        .is_ok()
+                {
+                    taken = Some(slot);
+                    break;
+                }
+            }
         }
-        self.client
+        let Some(slot) = taken else {
+            return Ok(false);
+        };
+        export.slot = slot;
+        let written = self
+            .client
             .put_item()
             .table_name(&self.name)
             .set_item(Some(export.to_item(at)?))
             .send()
-            .await
-            .map_err(store_error)?;
+            .await;
+        if let Err(e) = written {
+            // Not started: its slot is not held for it.
+            let mut unstarted = export.clone();
+            unstarted.state = ExportState::Failed;
+            self.mind_slot(&unstarted, at.unix_timestamp()).await.ok();
+            return Err(store_error(e));
+        }
         Ok(true)
     }
 

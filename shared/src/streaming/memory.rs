@@ -28,8 +28,8 @@ pub(crate) struct Table {
     /// By event sort key.
     failures: HashMap<LaneKey, BTreeMap<String, FailureRecord>>,
     replays: HashMap<(LaneKey, String), Replay>,
-    /// The running replay's id and its heartbeat (epoch seconds).
-    locks: HashMap<LaneKey, (String, i64)>,
+    /// The running replay's id, its heartbeat (epoch seconds), and whether it waits on a pause.
+    locks: HashMap<LaneKey, (String, i64, bool)>,
     /// Projects whose next saves other saves beat to the table, and how many of them.
     raced: HashMap<LaneKey, usize>,
     /// The version of each project's last deleted configuration.
@@ -369,11 +369,13 @@ impl Replays for MemoryLanes {
             if table
                 .locks
                 .get(&key)
-                .is_some_and(|(_, beat)| is_fresh(*beat, at))
+                .is_some_and(|(_, beat, _)| is_fresh(*beat, at))
             {
                 return Ok(false);
             }
-            table.locks.insert(key, (replay.replay_id.clone(), now));
+            table
+                .locks
+                .insert(key, (replay.replay_id.clone(), now, false));
         }
         self.save_replay(replay, at).await?;
         Ok(true)
@@ -385,7 +387,26 @@ impl Replays for MemoryLanes {
         project_id: &str,
     ) -> Result<Option<String>, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
-        Ok(lock(&self.table).locks.get(&key).map(|(id, _)| id.clone()))
+        Ok(lock(&self.table)
+            .locks
+            .get(&key)
+            .map(|(id, _, _)| id.clone()))
+    }
+
+    async fn replays_running(
+        &self,
+        organization_id: &str,
+        at: OffsetDateTime,
+        up_to: usize,
+    ) -> Result<usize, ConfigError> {
+        let running = lock(&self.table)
+            .locks
+            .iter()
+            .filter(|(key, (_, beat, paused))| {
+                key.organization_id == organization_id && is_fresh(*beat, at) && !paused
+            })
+            .count();
+        Ok(running.min(up_to))
     }
 
     async fn replay_running(
@@ -398,7 +419,7 @@ impl Replays for MemoryLanes {
         Ok(lock(&self.table)
             .locks
             .get(&key)
-            .is_some_and(|(_, beat)| is_fresh(*beat, at)))
+            .is_some_and(|(_, beat, _)| is_fresh(*beat, at)))
     }
 
     async fn replay(
@@ -434,15 +455,14 @@ impl Replays for MemoryLanes {
         let ours = table
             .locks
             .get(&key)
-            .is_some_and(|(id, _)| *id == saved.replay_id);
+            .is_some_and(|(id, _, _)| *id == saved.replay_id);
         let superseded = !ours && saved.state == ReplayState::Running;
         if superseded {
             saved.superseded(now);
         } else if ours {
             if saved.state == ReplayState::Running {
-                table
-                    .locks
-                    .insert(key.clone(), (saved.replay_id.clone(), now.unix_timestamp()));
+                let beat = (saved.replay_id.clone(), now.unix_timestamp(), saved.paused);
+                table.locks.insert(key.clone(), beat);
             } else {
                 table.locks.remove(&key);
             }

@@ -35,8 +35,8 @@ pub use organization::{
 pub use projects::MemoryProjects;
 pub use projects::{ProjectIndex, Unnoted, note_stored_projects, noted_projects};
 pub use replays::{
-    Replay, ReplayState, Replays, STALE_AFTER_SECONDS as REPLAY_STALE_AFTER_SECONDS,
-    STALLED as REPLAY_STALLED,
+    LOST as REPLAY_LOST, PART_KEPT_SECONDS as REPLAY_PART_KEPT_SECONDS, Replay, ReplayState,
+    Replays, STALE_AFTER_SECONDS as REPLAY_STALE_AFTER_SECONDS, STALLED as REPLAY_STALLED,
 };
 
 use crate::destination::Destination;

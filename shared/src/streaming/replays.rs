@@ -26,6 +26,14 @@ pub fn is_fresh(beat: i64, at: OffsetDateTime) -> bool {
     beat >= at.unix_timestamp() - STALE_AFTER_SECONDS
 }
 
+/// The replay queues keep a message this long (template.yaml, the replay queue and its
+/// dead-letter queue): a replay whose last save is older has no part left anywhere to go on.
+pub const PART_KEPT_SECONDS: i64 = 14 * 86_400;
+
+/// What a replay whose part can no longer come says: it is failed.
+pub const LOST: &str = "no progress for 14 days: its part is no longer on any queue (dead-lettered \
+     and not redriven in time); start a new replay of the range";
+
 /// What a replay that stalled says while it is shown: it goes on by itself when its part comes,
 /// unless a newer replay of the project has taken its lock by then.
 pub const STALLED: &str = "no progress for 15 minutes: the replay is waiting behind others, or its \
@@ -60,6 +68,10 @@ pub struct Replay {
     /// Saves of the replay so far, as its writer read them: the condition of its next save.
     #[serde(skip)]
     pub saves: u64,
+    /// It waits for its paused destination to be resumed, taking no turn of the replay queue
+    /// (kept on the lock by each save, so as not to count among the organization's running).
+    #[serde(skip)]
+    pub paused: bool,
     #[serde(default)]
     pub delivered: u64,
     #[serde(default)]
@@ -94,6 +106,8 @@ const PROJECT_ID: &str = "project_id";
 const CURSOR: &str = "cursor";
 const SAVES: &str = "saves";
 const SAVED_BY: &str = "saved_by";
+/// On the lock: its replay waits on a paused destination.
+const PAUSED: &str = "paused";
 /// Finished replays are kept 30 days.
 const KEPT_SECONDS: i64 = 30 * 86_400;
 
@@ -109,8 +123,21 @@ impl Replay {
     /// is older than the lock's staleness, so another replay of the project may take its lock
     /// over. Its part, when it comes, goes on only if none has.
     pub fn stalled_at(&self, now: OffsetDateTime) -> bool {
-        let moved = OffsetDateTime::parse(&self.updated_at, &Rfc3339).unwrap_or(now);
-        self.state == ReplayState::Running && !is_fresh(moved.unix_timestamp(), now)
+        self.state == ReplayState::Running && !is_fresh(self.moved_at(now), now)
+    }
+
+    /// Whether the replay, still `running`, can no longer go on at `now`: its part, sent at
+    /// its last save, is past the queues' retention.
+    pub fn lost_at(&self, now: OffsetDateTime) -> bool {
+        self.state == ReplayState::Running
+            && self.moved_at(now) < now.unix_timestamp() - PART_KEPT_SECONDS
+    }
+
+    /// Its last save (epoch seconds); `now` if unreadable.
+    fn moved_at(&self, now: OffsetDateTime) -> i64 {
+        OffsetDateTime::parse(&self.updated_at, &Rfc3339)
+            .unwrap_or(now)
+            .unix_timestamp()
     }
 
     pub(super) fn to_item(
@@ -164,6 +191,15 @@ pub trait Replays: Sync {
         project_id: &str,
     ) -> impl Future<Output = Result<Option<String>, ConfigError>> + Send;
 
+    /// How many of the organization's projects have a replay running at `at` (a lock with a
+    /// fresh heartbeat, not waiting on a pause), counted up to `up_to`.
+    fn replays_running(
+        &self,
+        organization_id: &str,
+        at: OffsetDateTime,
+        up_to: usize,
+    ) -> impl Future<Output = Result<usize, ConfigError>> + Send;
+
     /// Whether a replay of the project holds its lock (its heartbeat fresh at `at`).
     fn replay_running(
         &self,
@@ -200,16 +236,20 @@ impl Replays for ConfigTable {
         let mut lock = lock_key(&replay.organization_id, &replay.project_id);
         lock.insert("replay_id".into(), s(&replay.replay_id));
         lock.insert("heartbeat".into(), AttributeValue::N(now.to_string()));
+        // The lock already this replay's: the SDK sent the put again after it had landed.
         let taken = self
             .client
             .put_item()
             .table_name(&self.name)
             .set_item(Some(lock))
-            .condition_expression("attribute_not_exists(pk) OR heartbeat < :stale")
+            .condition_expression(
+                "attribute_not_exists(pk) OR heartbeat < :stale OR replay_id = :id",
+            )
             .expression_attribute_values(
                 ":stale",
                 AttributeValue::N((now - STALE_AFTER_SECONDS).to_string()),
             )
+            .expression_attribute_values(":id", s(&replay.replay_id))
             .send()
             .await;
         match taken {
@@ -217,8 +257,38 @@ impl Replays for ConfigTable {
             Err(e) if is_condition_failure(&e) => return Ok(false),
             Err(e) => return Err(store_error(e)),
         }
-        self.save_replay(replay, at).await?;
+        if let Err(e) = self.save_replay(replay, at).await {
+            // Not started: the project's next request should not wait out a lock nobody holds.
+            self.release_replay_lock(replay).await.ok();
+            return Err(e);
+        }
         Ok(true)
+    }
+
+    async fn replays_running(
+        &self,
+        organization_id: &str,
+        at: OffsetDateTime,
+        up_to: usize,
+    ) -> Result<usize, ConfigError> {
+        let (mut running, mut after) = (0, None);
+        loop {
+            let (locks, next) = self
+                .query_prefix(organization_id, "replay-lock#", 100, after.as_deref())
+                .await?;
+            running += locks
+                .iter()
+                .filter(|lock| {
+                    let paused = lock.get(PAUSED).and_then(|v| v.as_bool().ok());
+                    number(lock, "heartbeat").is_some_and(|beat| is_fresh(beat, at))
+                        && paused != Some(&true)
+                })
+                .count();
+            if running >= up_to || next.is_none() {
+                return Ok(running.min(up_to));
+            }
+            after = next;
+        }
     }
 
     async fn replay_lock_holder(
@@ -271,9 +341,11 @@ impl Replays for ConfigTable {
                 .update_item()
                 .table_name(&self.name)
                 .set_key(Some(lock_key(&saved.organization_id, &saved.project_id)))
-                .update_expression("SET heartbeat = :now")
+                .update_expression("SET heartbeat = :now, #paused = :paused")
                 .condition_expression("replay_id = :id")
+                .expression_attribute_names("#paused", PAUSED)
                 .expression_attribute_values(":id", s(&saved.replay_id))
+                .expression_attribute_values(":paused", AttributeValue::Bool(saved.paused))
                 .expression_attribute_values(
                     ":now",
                     AttributeValue::N(now.unix_timestamp().to_string()),
@@ -300,6 +372,13 @@ impl Replays for ConfigTable {
         if running {
             return Ok(());
         }
+        self.release_replay_lock(replay).await
+    }
+}
+
+impl ConfigTable {
+    /// Removes the project's replay lock if `replay` holds it.
+    async fn release_replay_lock(&self, replay: &Replay) -> Result<(), ConfigError> {
         let released = self
             .client
             .delete_item()
@@ -314,9 +393,7 @@ impl Replays for ConfigTable {
             _ => Ok(()),
         }
     }
-}
 
-impl ConfigTable {
     /// Writes the replay over the save its writer read (`read` saves): another copy of its
     /// part may have moved it on, and then this one is `ReplayMovedOn`.
     async fn put_replay(
@@ -373,6 +450,7 @@ mod tests {
             only_failed: true,
             cursor: Some("2026-11-01T10:00:00.000000000Z#m-1".into()),
             saves: 7,
+            paused: false,
             delivered: 500,
             failed: 2,
             created_at: "2026-11-30T10:00:00Z".into(),

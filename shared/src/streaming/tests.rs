@@ -86,6 +86,7 @@ fn a_replay_stores_nothing_for_what_it_lacks_and_reads_older_items() {
         only_failed: true,
         cursor: None,
         saves: 3,
+        paused: false,
         delivered: 7,
         failed: 1,
         created_at: "2026-01-02T00:00:00Z".into(),

@@ -5,14 +5,17 @@ use crate::{Api, Ports, config_error, input, internal, json_response};
 use audit_log::clock::seconds_text;
 use audit_log::message::ReplayPart;
 use audit_log::streaming::{
-    Configurations, REPLAY_STALLED, REPLAY_SUPERSEDED, REPLAYS_STARTED, Replay, ReplayState,
-    Replays,
+    Configurations, REPLAY_LOST, REPLAY_STALLED, REPLAY_SUPERSEDED, REPLAYS_STARTED, Replay,
+    ReplayState, Replays,
 };
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use time::format_description::well_known::Rfc3339;
 
 /// A replay asks for at most this many days.
 pub const MAX_REPLAY_DAYS: i64 = 366;
+/// Replays an organization runs at once, across its projects (checked before a replay
+/// starts: two requests at the same moment may both pass).
+pub const REPLAYS_AT_ONCE: usize = 2;
 /// Seconds a caller is told to wait while the project's replay runs.
 const RUNNING_REPLAY_RETRY_AFTER: u64 = 60;
 
@@ -46,6 +49,23 @@ impl<P: Ports> Api<P> {
         {
             return Err(replay_running());
         }
+        // The service runs two replay parts at once, whoever's: an organization running more
+        // replays than that would only push everyone's parts further back in the queue.
+        let running = self
+            .configs
+            .replays_running(org, at, REPLAYS_AT_ONCE)
+            .await
+            .map_err(config_error)?;
+        if running >= REPLAYS_AT_ONCE {
+            return Err(ApiError::too_many(
+                "replays_running",
+                format!(
+                    "{REPLAYS_AT_ONCE} replays of the organization's projects are running; \
+                     wait for one to finish"
+                ),
+                RUNNING_REPLAY_RETRY_AFTER,
+            ));
+        }
         self.rate_limit(org, REPLAYS_STARTED, at).await?;
         let now = seconds_text(at);
         let mut replay = Replay {
@@ -58,6 +78,7 @@ impl<P: Ports> Api<P> {
             only_failed,
             cursor: None,
             saves: 0,
+            paused: false,
             delivered: 0,
             failed: 0,
             created_at: now.clone(),
@@ -123,7 +144,10 @@ impl<P: Ports> Api<P> {
             .map_err(config_error)?
             .ok_or_else(|| super::unknown_job("replay"))?;
         let now = self.clock.now();
-        if replay.stalled_at(now) {
+        if replay.lost_at(now) {
+            replay.state = ReplayState::Failed;
+            replay.last_error = Some(REPLAY_LOST.into());
+        } else if replay.stalled_at(now) {
             let holder = self
                 .configs
                 .replay_lock_holder(org, project)

@@ -225,6 +225,36 @@ fn many_partitions_share_a_search_budget_and_every_page_moves_on() {
 }
 
 #[test]
+fn a_busy_partition_among_quiet_older_ones_is_searched_without_reading_them_again_each_page() {
+    // One busy project, newest; 39 quiet ones whose events are all older.
+    let mut m = Memory::default();
+    let quiet: u32 = 39 * 200;
+    for s in 0..quiet {
+        let status = if s.is_multiple_of(50) { "FAILED" } else { "OK" };
+        m.add(&format!("q{}", s % 39), s, status, i64::MAX);
+    }
+    for s in quiet..quiet + 10_000 {
+        let status = if s.is_multiple_of(50) { "FAILED" } else { "OK" };
+        m.add("busy", s, status, i64::MAX);
+    }
+    let partitions: Vec<String> = std::iter::once("busy".to_owned())
+        .chain((0..39).map(|q| format!("q{q}")))
+        .collect();
+    let mut request = PageRequest::new(100, usize::MAX, 0);
+    request.filter.set("status", "FAILED").unwrap();
+    request.read_budget = 200;
+    let pages = all_pages(&m, &partitions, &request);
+    let stored = (quiet + 10_000) as usize;
+    assert_eq!(
+        pages.iter().map(|p| p.events.len()).sum::<usize>(),
+        stored / 50
+    );
+    assert!(pages.len() <= 2 * stored / 200, "{} pages", pages.len());
+    let scanned = m.scanned.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(scanned <= 3 * stored, "{scanned} items read for {stored}");
+}
+
+#[test]
 fn many_partitions_listed_unfiltered_read_about_what_the_pages_hold() {
     let (m, partitions) = interleaved(40, 200);
     let pages = all_pages(&m, &partitions, &PageRequest::new(100, usize::MAX, 0));
