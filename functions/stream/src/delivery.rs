@@ -264,10 +264,7 @@ where
                     .map(|(key, _)| key.clone())
                     .chain(unreadable.iter().map(|u| u.event.clone()))
                     .collect();
-                let reason = format!(
-                    "the service could not read the streaming configuration (its {what}); the \
-                     events are kept: replay them once it reads again"
-                );
+                let reason = damaged(what);
                 tracing::error!(organization_id = org, project_id = project, %reason, events = keys.len(), "configuration damaged; events listed as failures");
                 return self
                     .list_failures(lane, &keys, &reason)
@@ -371,14 +368,18 @@ where
     pub async fn run_lane_call(&self, call: &LaneCall, deadline: Instant) -> Result<(), String> {
         let key = &call.lane;
         let read_ms = self.clock.now_ms();
-        let config = self
+        let read = self
             .configs
             .configuration(&key.organization_id, &key.project_id)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await;
+        let (config, damage) = match read {
+            Err(ConfigError::Corrupt(what)) => (None, Some(damaged(what))),
+            read => (read.map_err(|e| e.to_string())?, None),
+        };
         let sink = config.as_ref().map(|config| self.destinations.sink(config));
-        let target = match (&config, sink.as_deref()) {
-            (Some(config), Some(sink)) => Target::Saved(&config.lane, sink),
+        let target = match (&config, sink.as_deref(), damage) {
+            (_, _, Some(reason)) => Target::Damaged { reason },
+            (Some(config), Some(sink), None) => Target::Saved(&config.lane, sink),
             _ => Target::Removed { read_ms },
         };
         let outcome = self
@@ -401,6 +402,15 @@ where
 }
 
 /// The project and key of the stored event a record names, read from its keys alone.
+/// Why a project's events are listed as failures while its configuration item is damaged
+/// (`what` of it could not be read), and what to do.
+fn damaged(what: &str) -> String {
+    format!(
+        "the service could not read the streaming configuration (its {what}); the events are \
+         kept: replay them once it reads again"
+    )
+}
+
 fn stored_at(record: &StreamRecord) -> Result<(LaneKey, StoredKey), String> {
     let Some(Attribute::S(pk)) = &record.change.new_image.partition_key else {
         return Err("the stored event has no partition key".into());

@@ -290,10 +290,20 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             if Instant::now() >= deadline {
                 break;
             }
-            if let Some(lane) = self.store.read(&key).await?
-                && self.heal(&key, &lane).await?
-            {
-                healed += 1;
+            let healing = async {
+                match self.store.read(&key).await? {
+                    Some(lane) => self.heal(&key, &lane).await,
+                    None => Ok(false),
+                }
+            };
+            match healing.await {
+                Ok(true) => healed += 1,
+                Ok(false) => {}
+                // One lane's trouble (its organization's partition throttled) is its own: the
+                // lanes after it in the sweep are healed all the same.
+                Err(e) => {
+                    tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "an overdue lane could not be healed; the next sweep tries again");
+                }
             }
         }
         Ok(healed)
@@ -445,6 +455,54 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Ok(skipped("its destination was removed"))
     }
 
+    /// A lane whose configuration cannot be read: what it is owed is listed as failures (for a
+    /// replay once it reads again), rather than its call fail until it is dead-lettered and
+    /// the events outlive the retry window unlisted. Once the configuration reads again, the
+    /// sweep sends the lane's call again, which finds nothing owed.
+    async fn damaged(
+        &self,
+        call: &LaneCall,
+        reason: &str,
+        deadline: Instant,
+    ) -> Result<Outcome, LaneError> {
+        let key = &call.lane;
+        let mut listed = 0;
+        loop {
+            if Instant::now() >= deadline {
+                // More than one invocation's worth: a fresh call goes on.
+                self.schedule(&LaneCall::new(key, self.clock.now_ms()))
+                    .await?;
+                break;
+            }
+            let page = self
+                .store
+                .owed(key, OwedSpan::ALL, self.policy.page)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
+            self.store
+                .record_failures(key, &keys, reason, self.clock.now())
+                .await?;
+            self.store.settle(key, &page).await?;
+            listed += page.len();
+        }
+        if listed > 0 {
+            tracing::error!(
+                organization_id = key.organization_id,
+                project_id = key.project_id,
+                listed,
+                %reason,
+                "configuration damaged; the events its lane was owed are listed as failures"
+            );
+        }
+        Ok(Outcome {
+            expired: listed,
+            ..skipped("its configuration could not be read")
+        })
+    }
+
     /// A scheduled attempt. `target` is the lane's destination as read just now; `deadline`
     /// the invocation's.
     pub async fn call(
@@ -458,6 +516,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let (lane, sink) = match target {
             Target::Saved(lane, sink) => (lane, sink),
             Target::Removed { read_ms } => return self.removed(call, read_ms, deadline).await,
+            Target::Damaged { reason } => return self.damaged(call, &reason, deadline).await,
         };
         if lane.attempt.as_deref() != Some(call.attempt.as_str())
             || lane.state == LaneState::Delivering
@@ -527,13 +586,13 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     ) -> Result<(), LaneError> {
         let mut state = lane.state;
         let interval = lane.interval_ms;
-        let mut pages = 0;
         // How long the last page took, when the destination was slow to take it.
         let mut slow: Option<Duration> = None;
         loop {
-            // A page needs its budget (a fresh invocation has it): without it, the destination
-            // would be blamed for the invocation's own end. A fresh call goes on instead.
-            let needed = if pages == 0 {
+            // A page needs its budget (a fresh invocation has it; a probe the live one, a page
+            // of catching up its own): without it, the destination would be blamed for the
+            // invocation's own end. A fresh call goes on instead.
+            let needed = if matches!(state, LaneState::Retrying | LaneState::Refused) {
                 self.policy.budget
             } else {
                 self.policy.catch_up_budget
@@ -594,7 +653,6 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 // Something was owed meanwhile: look again.
                 continue;
             }
-            pages += 1;
             let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
             let found = source.events(key, &keys).await?;
             let missing = super::left_out(&keys, &found);

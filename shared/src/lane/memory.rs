@@ -189,6 +189,9 @@ impl LaneStore for MemoryLanes {
     }
 
     async fn read(&self, key: &LaneKey) -> Result<Option<Lane>, LaneError> {
+        if lock(&self.unreadable).contains(key) {
+            return Err(LaneError::Store("the table failed the read".into()));
+        }
         Ok(self.with(key, |m| m.lane.clone()))
     }
 

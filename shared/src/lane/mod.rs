@@ -161,6 +161,9 @@ pub enum Target<'a> {
     /// None is saved. `read_ms` (epoch ms) was taken before the configuration was read: a
     /// destination saved since was saved after it.
     Removed { read_ms: i64 },
+    /// The configuration cannot be read, nor the lane with it, for `reason` (a person's words):
+    /// what the lane is owed is listed as failures, as live events are meanwhile.
+    Damaged { reason: String },
 }
 
 /// Which of a lane's owed events a reader wants: those owed at `from_ms` or later (the lane's

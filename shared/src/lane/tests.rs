@@ -584,6 +584,41 @@ async fn a_live_send_cut_short_by_its_batch_is_no_outage_and_its_call_tries_at_o
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_page_of_catching_up_waits_for_an_invocation_with_its_own_budget() {
+    // GIVEN a lane catching up: its live send was cut short by its batch
+    let mut w = World::new();
+    w.sink.answer(Answer::TimeOut);
+    let events = w.arrive(3);
+    let lane = w.lane();
+    let half = Instant::now() + w.engine().policy.budget / 2;
+    w.engine()
+        .live(&w.key, &lane, events, &w.sink, half)
+        .await
+        .unwrap();
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    let (call, _) = w.pending_call();
+    // WHEN its call comes with more time left than a live send's budget, less than a page's
+    w.sink.answer(Answer::Take);
+    let policy = w.engine().policy.clone();
+    let short = Instant::now() + (policy.budget + policy.catch_up_budget) / 2;
+    let lane = w.lanes.read(&call.lane).await.unwrap().unwrap();
+    w.engine()
+        .call(&call, Target::Saved(&lane, &w.sink), &w.events, short)
+        .await
+        .unwrap();
+    // THEN it sends nothing (a destination slow to take a page is not blamed for the
+    // invocation's end) and hands on to a fresh call due at once, still catching up
+    assert!(w.received().is_empty());
+    assert_eq!(w.lane().state, LaneState::CatchingUp);
+    let (next, delay) = w.pending_call();
+    assert_eq!(delay, Duration::ZERO);
+    // AND that call, with its whole budget, delivers them
+    w.call(&next).await;
+    assert_eq!(w.received(), numbered(1..=3));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_destination_is_served_by_its_own_calls_until_it_is_quick_again() {
     // GIVEN a destination that takes every event, but twice as slowly as a batch can wait
     let mut w = World::new();
@@ -773,6 +808,34 @@ async fn a_sweep_takes_at_most_its_limit_and_the_next_takes_the_rest() {
     assert_eq!(engine.sweep(2, later()).await.unwrap(), 1);
     assert_eq!(engine.sweep(2, later()).await.unwrap(), 0);
     assert_eq!(w.timers.take().len(), 3);
+}
+
+#[tokio::test]
+async fn a_lane_the_sweep_cannot_read_holds_back_none_after_it() {
+    // GIVEN three lanes whose calls were lost, the first of which cannot be read (its
+    // organization's partition throttled)
+    let mut w = World::new();
+    let first = w.key.clone();
+    let others = [LaneKey::new("org-b", "p"), LaneKey::new("org-c", "p")];
+    for other in &others {
+        w.lanes.configure(other);
+    }
+    w.sink.answer(Answer::Fail(outage()));
+    for key in [first.clone(), others[0].clone(), others[1].clone()] {
+        w.key = key;
+        w.live(1).await;
+    }
+    w.timers.take();
+    w.clock.advance(w.policy.lost_after + w.policy.lease);
+    w.lanes.set_unreadable(&first, true);
+    // WHEN the sweep runs, THEN the others get their calls again
+    assert_eq!(w.sweep().await, 2);
+    let mut called: Vec<LaneKey> = w.timers.take().into_iter().map(|(c, _)| c.lane).collect();
+    called.sort_by(|a, b| a.organization_id.cmp(&b.organization_id));
+    assert_eq!(called, others);
+    // AND the first gets its call once it reads again
+    w.lanes.set_unreadable(&first, false);
+    assert_eq!(w.sweep().await, 1);
 }
 
 #[tokio::test]

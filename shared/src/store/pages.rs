@@ -97,8 +97,8 @@ pub trait Chunks: Sync {
 const FILTERED_CHUNK: usize = 1_000;
 /// Partitions whose first chunks are read at once.
 const CONCURRENT_READS: usize = 16;
-/// Reads a filtered page makes one after another, about, once every partition's first chunk
-/// is read.
+/// Partitions up to which a filtered page keeps half its budget for turns after the first
+/// reads: a turn each is at most this many reads one after another.
 const MAX_TURNS: usize = 64;
 
 enum Read {
@@ -144,9 +144,6 @@ pub async fn page(
             .into_iter()
             .sum::<usize>();
     }
-    // What a partition behind the others reads at a time, at first: a share, or more when
-    // there are so many partitions that shares would take too many reads one after another.
-    let turn = share.max(request.read_budget.saturating_sub(scanned) / MAX_TURNS);
     let mut page = Page::default();
     let mut bytes = 0;
     // The partition read last, and how many times in a row it was the one behind.
@@ -215,7 +212,8 @@ pub async fn page(
             // that stays behind the others (the busy project among quiet ones) twice as much
             // each time, so the budget takes the page far down it rather than being spent
             // below the horizon, read again by the next page.
-            turn.saturating_mul(1 << run.min(16))
+            share
+                .saturating_mul(1 << run.min(16))
                 .min(FILTERED_CHUNK)
                 .min(request.read_budget - scanned)
         };
@@ -239,14 +237,17 @@ impl Page {
 /// Items each partition's first chunk reads: when a filter may keep few of them, a fair part
 /// of half the budget (the other half goes to the partitions found behind the others: read
 /// all at first, a busy partition among quiet, older ones would end every page a share down
-/// it, and the quiet ones' reads below would be read again by each page); about as many as the
-/// page could take from it otherwise.
+/// it, and the quiet ones' reads below would be read again by each page), or of all of it
+/// when there are more partitions than turns; about as many as the page could take from it
+/// otherwise.
 fn first_share(request: &PageRequest, partitions: usize) -> usize {
     let partitions = partitions.max(1);
     if request.filter.is_empty() {
         ((request.limit + 1) / partitions + 1).clamp(2, request.limit + 1)
-    } else {
+    } else if partitions <= MAX_TURNS {
         (request.read_budget / 2 / partitions).clamp(1, FILTERED_CHUNK)
+    } else {
+        (request.read_budget / partitions).clamp(1, FILTERED_CHUNK)
     }
 }
 

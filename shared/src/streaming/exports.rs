@@ -266,7 +266,10 @@ impl ConfigTable {
                 // Its own already: the SDK sent the put again after it had landed.
                 .expression_attribute_values(":id", s(&export.export_id)),
             Some(holder) => put
-                .condition_expression("export_id = :holder AND heartbeat = :beat")
+                .condition_expression(
+                    "(export_id = :holder AND heartbeat = :beat) OR export_id = :id",
+                )
+                .expression_attribute_values(":id", s(&export.export_id))
                 .expression_attribute_values(":holder", s(&holder.export_id))
                 .expression_attribute_values(":beat", AttributeValue::N(holder.heartbeat.clone())),
         };

@@ -635,6 +635,52 @@ async fn a_damaged_configuration_lists_its_projects_events_as_failures_and_holds
     }
 }
 
+#[tokio::test]
+async fn a_lane_whose_configuration_is_damaged_lists_what_it_is_owed_as_failures() {
+    // GIVEN project a's destination is down and owes two events; then its configuration item
+    // is damaged for good
+    let mut w = World::new();
+    let a = lane("a");
+    w.delivery
+        .destinations
+        .of(&a)
+        .answer(Answer::Fail(outage()));
+    let (records, _) = w.batch(&["a", "a"]);
+    assert!(failed(&w.delivery.deliver(&records, later()).await).is_empty());
+    assert_eq!(w.delivery.configs.get(&a).owed.len(), 2);
+    w.delivery.configs.damage(&a);
+    // WHEN its lane's call comes
+    let calls = w.delivery.timers.take();
+    let (call, _) = calls.iter().find(|(c, _)| c.lane == a).unwrap();
+    w.clock.advance(Duration::from_millis(
+        (call.due_ms - w.clock.now_ms()).max(0) as u64,
+    ));
+    // THEN it ends (no retry by the queue, no dead letter), and the events are owed no more
+    // but listed as failures, saying what to do, for a replay to bring
+    w.delivery.run_lane_call(call, later()).await.unwrap();
+    let damaged = w.delivery.configs.get(&a);
+    assert!(damaged.owed.is_empty());
+    let listed: BTreeSet<&str> = damaged
+        .failures
+        .iter()
+        .map(|(k, _)| k.sort_key.as_str())
+        .collect();
+    let owed: Vec<String> = records
+        .iter()
+        .map(|r| stored_key(r).unwrap().sort_key)
+        .collect();
+    assert_eq!(listed, owed.iter().map(String::as_str).collect());
+    assert!(
+        damaged
+            .failures
+            .iter()
+            .all(|(_, why)| why.contains("replay them once it reads again")),
+        "{:?}",
+        damaged.failures
+    );
+    assert!(w.received("a").is_empty());
+}
+
 #[test]
 fn small_and_large_stored_events_come_back_whole_with_their_id_and_key() {
     let small = AuditEvent::from_json(SEED_EVENTS[2].1).unwrap();

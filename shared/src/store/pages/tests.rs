@@ -225,6 +225,23 @@ fn many_partitions_share_a_search_budget_and_every_page_moves_on() {
 }
 
 #[test]
+fn more_partitions_than_turns_share_the_whole_budget_at_first() {
+    let (m, partitions) = interleaved(100, 200);
+    let mut request = PageRequest::new(1_000, usize::MAX, 0);
+    request.filter.set("status", "FAILED").unwrap();
+    request.read_budget = 5_000;
+    let pages = all_pages(&m, &partitions, &request);
+    assert_eq!(
+        pages.iter().map(|p| p.events.len()).sum::<usize>(),
+        20_000 / 50
+    );
+    // A fiftieth of each partition per page, read about once.
+    assert!(pages.len() <= 5, "{} pages", pages.len());
+    let scanned = m.scanned.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(scanned <= 22_000, "{scanned} items read for 20,000");
+}
+
+#[test]
 fn a_busy_partition_among_quiet_older_ones_is_searched_without_reading_them_again_each_page() {
     // One busy project, newest; 39 quiet ones whose events are all older.
     let mut m = Memory::default();
