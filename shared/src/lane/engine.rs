@@ -466,27 +466,11 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         deadline: Instant,
     ) -> Result<Outcome, LaneError> {
         let key = &call.lane;
-        let mut listed = 0;
-        loop {
-            if Instant::now() >= deadline {
-                // More than one invocation's worth: a fresh call goes on.
-                self.schedule(&LaneCall::new(key, self.clock.now_ms()))
-                    .await?;
-                break;
-            }
-            let page = self
-                .store
-                .owed(key, OwedSpan::ALL, self.policy.page)
+        let (listed, all) = self.list_owed(key, OwedSpan::ALL, reason, deadline).await?;
+        if !all {
+            // More than one invocation's worth: a fresh call goes on.
+            self.schedule(&LaneCall::new(key, self.clock.now_ms()))
                 .await?;
-            if page.is_empty() {
-                break;
-            }
-            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
-            self.store
-                .record_failures(key, &keys, reason, self.clock.now())
-                .await?;
-            self.store.settle(key, &page).await?;
-            listed += page.len();
         }
         if listed > 0 {
             tracing::error!(
@@ -720,6 +704,31 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         }
     }
 
+    /// The lane's owed events of `span` become failures for `reason`, page by page while
+    /// `deadline` allows: how many, and whether that was all of them.
+    async fn list_owed(
+        &self,
+        key: &LaneKey,
+        span: OwedSpan,
+        reason: &str,
+        deadline: Instant,
+    ) -> Result<(usize, bool), LaneError> {
+        let mut listed = 0;
+        while Instant::now() < deadline {
+            let page = self.store.owed(key, span, self.policy.page).await?;
+            if page.is_empty() {
+                return Ok((listed, true));
+            }
+            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
+            self.store
+                .record_failures(key, &keys, reason, self.clock.now())
+                .await?;
+            self.store.settle(key, &page).await?;
+            listed += page.len();
+        }
+        Ok((listed, false))
+    }
+
     /// Owed events beyond the retry window become failures, with the lane's reason.
     async fn expire(
         &self,
@@ -736,22 +745,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 .as_deref()
                 .unwrap_or("the destination did not take events")
         );
-        let mut expired = 0;
-        while Instant::now() < deadline {
-            let page = self
-                .store
-                .owed(key, OwedSpan::of(lane).before(cutoff), self.policy.page)
-                .await?;
-            if page.is_empty() {
-                break;
-            }
-            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
-            self.store
-                .record_failures(key, &keys, &reason, self.clock.now())
-                .await?;
-            self.store.settle(key, &page).await?;
-            expired += page.len();
-        }
+        let span = OwedSpan::of(lane).before(cutoff);
+        let (expired, _) = self.list_owed(key, span, &reason, deadline).await?;
         if expired > 0 {
             tracing::warn!(
                 organization_id = key.organization_id,
