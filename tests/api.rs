@@ -2966,6 +2966,67 @@ async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
 }
 
 #[tokio::test]
+async fn a_failed_event_past_its_retention_is_listed_without_it() {
+    // GIVEN two failed events, one of which has passed its retention (DynamoDB deletes an
+    // expired item days later: until then it is still read)
+    let w = World::new().await;
+    w.store(&w.series(2, Duration::from_secs(3600), Duration::from_secs(60)))
+        .await;
+    let partition = audit_log::store::partition_key(&w.org, &w.project);
+    let stored = w
+        .events
+        .page(
+            std::slice::from_ref(&partition),
+            &audit_log::store::PageRequest::new(10, usize::MAX, 0),
+        )
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    w.configs
+        .record_failures(
+            &w.org,
+            &w.project,
+            &stored.keys,
+            "Datadog answered HTTP 503",
+            now,
+        )
+        .await
+        .unwrap();
+    let expired = &stored.keys[0];
+    aws_sdk_dynamodb::Client::new(&w.aws)
+        .update_item()
+        .table_name(&w.events_table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(partition))
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(expired.sort_key.clone()),
+        )
+        .update_expression("SET expires_at = :past")
+        .expression_attribute_values(
+            ":past",
+            aws_sdk_dynamodb::types::AttributeValue::N((now.unix_timestamp() - 60).to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    // WHEN the failures are listed
+    let page = w.failures(&[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    // THEN both are, the expired one without its event
+    let failures = page.body["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 2, "{}", page.body);
+    let event_of = |id: &str| {
+        failures
+            .iter()
+            .find(|f| f["event_id"] == id)
+            .map(|f| f["event"].clone())
+            .unwrap()
+    };
+    assert_eq!(event_of(&expired.message_id), Value::Null);
+    assert!(event_of(&stored.keys[1].message_id).is_object());
+}
+
+#[tokio::test]
 async fn replays_turned_away_while_one_runs_cost_none_of_the_hours_ten() {
     let w = World::new().await;
     w.put(cloudwatch()).await;

@@ -254,7 +254,8 @@ pub struct Policy {
     /// batch anyway.
     pub slow_after: Duration,
     pub slow_hold: Duration,
-    /// How often a refused or paused lane's owed events are checked against the retry window.
+    /// How often a paused lane's owed events are checked against the retry window (a
+    /// refused lane's are at each of its probes, up to `max_backoff` apart).
     pub housekeeping: Duration,
     /// How long an attempt may run before another call takes over from it.
     pub lease: Duration,

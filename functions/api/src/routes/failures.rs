@@ -28,12 +28,16 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?;
         let keys: Vec<String> = failures.iter().map(|f| f.event_sort_key.clone()).collect();
+        let now = self.clock.now().unix_timestamp();
         let mut events: std::collections::HashMap<String, String> = self
             .events
             .events_at(org, project, &keys)
             .await
             .map_err(|e| internal("events table")(&e))?
             .into_iter()
+            // Past its retention the event is gone, as the listing has it, though DynamoDB
+            // deletes its item only days later.
+            .filter(|(key, _)| key.expires_at > now)
             .map(|(key, json)| (key.sort_key, json))
             .collect();
         let mut listed: Vec<serde_json::Value> = Vec::with_capacity(failures.len());

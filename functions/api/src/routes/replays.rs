@@ -104,6 +104,7 @@ impl<P: Ports> Api<P> {
         if let Err(e) = self.send(&self.settings.replay_queue_url, &message).await {
             let mut failed = replay.clone();
             failed.state = ReplayState::Failed;
+            failed.finished_at = Some(seconds_text(at));
             failed.last_error = Some("the replay could not be queued".into());
             let _ = self.configs.save_replay(&mut failed, at).await;
             return Err(internal("replay queue")(&e));
