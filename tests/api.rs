@@ -964,6 +964,30 @@ impl World {
             .await
     }
 
+    /// Lists the project's stored events (ten at most) as its failures, as a lane whose
+    /// destination failed them does: their keys.
+    async fn fail_all_stored(&self) -> Vec<audit_log::store::StoredKey> {
+        let stored = self
+            .events
+            .page(
+                &[audit_log::store::partition_key(&self.org, &self.project)],
+                &audit_log::store::PageRequest::new(10, usize::MAX, 0),
+            )
+            .await
+            .unwrap();
+        self.configs
+            .record_failures(
+                &self.org,
+                &self.project,
+                &stored.keys,
+                "Datadog answered HTTP 503",
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+        stored.keys
+    }
+
     /// A page of the project's failures, as a member of its organization.
     async fn failures(&self, query: &[(&str, &str)]) -> Reply {
         self.call_as(
@@ -2924,24 +2948,7 @@ async fn every_page_stays_under_lambdas_6_mb_counting_the_escaped_body() {
     assert_eq!(seen, [5, 4, 3, 2, 1, 0]);
 
     // The failures listing carries the events too.
-    let stored = w
-        .events
-        .page(
-            &[audit_log::store::partition_key(&w.org, &w.project)],
-            &audit_log::store::PageRequest::new(10, usize::MAX, 0),
-        )
-        .await
-        .unwrap();
-    w.configs
-        .record_failures(
-            &w.org,
-            &w.project,
-            &stored.keys,
-            "Datadog answered HTTP 503",
-            time::OffsetDateTime::now_utc(),
-        )
-        .await
-        .unwrap();
+    w.fail_all_stored().await;
     let mut listed = 0;
     let mut cursor: Option<String> = None;
     loop {
@@ -2972,27 +2979,10 @@ async fn a_failed_event_past_its_retention_is_listed_without_it() {
     let w = World::new().await;
     w.store(&w.series(2, Duration::from_secs(3600), Duration::from_secs(60)))
         .await;
-    let partition = audit_log::store::partition_key(&w.org, &w.project);
-    let stored = w
-        .events
-        .page(
-            std::slice::from_ref(&partition),
-            &audit_log::store::PageRequest::new(10, usize::MAX, 0),
-        )
-        .await
-        .unwrap();
+    let stored = w.fail_all_stored().await;
     let now = time::OffsetDateTime::now_utc();
-    w.configs
-        .record_failures(
-            &w.org,
-            &w.project,
-            &stored.keys,
-            "Datadog answered HTTP 503",
-            now,
-        )
-        .await
-        .unwrap();
-    let expired = &stored.keys[0];
+    let partition = audit_log::store::partition_key(&w.org, &w.project);
+    let expired = &stored[0];
     aws_sdk_dynamodb::Client::new(&w.aws)
         .update_item()
         .table_name(&w.events_table)
@@ -3023,7 +3013,7 @@ async fn a_failed_event_past_its_retention_is_listed_without_it() {
             .unwrap()
     };
     assert_eq!(event_of(&expired.message_id), Value::Null);
-    assert!(event_of(&stored.keys[1].message_id).is_object());
+    assert!(event_of(&stored[1].message_id).is_object());
 }
 
 #[tokio::test]
