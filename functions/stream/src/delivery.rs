@@ -401,7 +401,6 @@ where
     }
 }
 
-/// The project and key of the stored event a record names, read from its keys alone.
 /// Why a project's events are listed as failures while its configuration item is damaged
 /// (`what` of it could not be read), and what to do.
 fn damaged(what: &str) -> String {
@@ -411,6 +410,7 @@ fn damaged(what: &str) -> String {
     )
 }
 
+/// The project and key of the stored event a record names, read from its keys alone.
 fn stored_at(record: &StreamRecord) -> Result<(LaneKey, StoredKey), String> {
     let Some(Attribute::S(pk)) = &record.change.new_image.partition_key else {
         return Err("the stored event has no partition key".into());

@@ -455,10 +455,11 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Ok(skipped("its destination was removed"))
     }
 
-    /// A lane whose configuration cannot be read: what it is owed is listed as failures (for a
-    /// replay once it reads again), rather than its call fail until it is dead-lettered and
-    /// the events outlive the retry window unlisted. Once the configuration reads again, the
-    /// sweep sends the lane's call again, which finds nothing owed.
+    /// A lane whose configuration cannot be read (nor the lane with it): the call fails, to
+    /// come again (a deploy out of step mends by itself, and the lanes queue, then its
+    /// dead-letter queue's alarm and the sweep, bring the call back), but first what it is
+    /// owed past the retry window is listed as failures, for a replay once it reads again,
+    /// rather than outlive the window unlisted.
     async fn damaged(
         &self,
         call: &LaneCall,
@@ -466,25 +467,25 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         deadline: Instant,
     ) -> Result<Outcome, LaneError> {
         let key = &call.lane;
-        let (listed, all) = self.list_owed(key, OwedSpan::ALL, reason, deadline).await?;
-        if !all {
-            // More than one invocation's worth: a fresh call goes on.
-            self.schedule(&LaneCall::new(key, self.clock.now_ms()))
-                .await?;
-        }
+        let cutoff = self.clock.now_ms() - self.policy.retry_window.as_millis() as i64;
+        let why = format!(
+            "not delivered within the {} retry window: {reason}",
+            self.policy.window_name()
+        );
+        let span = OwedSpan::ALL.before(cutoff);
+        let (listed, _) = self.list_owed(key, span, &why, deadline).await?;
         if listed > 0 {
             tracing::error!(
                 organization_id = key.organization_id,
                 project_id = key.project_id,
                 listed,
                 %reason,
-                "configuration damaged; the events its lane was owed are listed as failures"
+                "configuration damaged; the events its lane was owed past the retry window are listed as failures"
             );
         }
-        Ok(Outcome {
-            expired: listed,
-            ..skipped("its configuration could not be read")
-        })
+        Err(LaneError::Store(format!(
+            "the lane's configuration cannot be read: {reason}"
+        )))
     }
 
     /// A scheduled attempt. `target` is the lane's destination as read just now; `deadline`

@@ -98,7 +98,7 @@ const FILTERED_CHUNK: usize = 1_000;
 /// Partitions whose first chunks are read at once.
 const CONCURRENT_READS: usize = 16;
 /// Partitions up to which a filtered page keeps half its budget for turns after the first
-/// reads: a turn each is at most this many reads one after another.
+/// reads, one after another: a round of turns is at most this many reads.
 const MAX_TURNS: usize = 64;
 
 enum Read {
@@ -148,6 +148,13 @@ pub async fn page(
     let mut bytes = 0;
     // The partition read last, and how many times in a row it was the one behind.
     let (mut last, mut run) = (usize::MAX, 0u32);
+    // A turn: what is left of the budget shared by the partitions that hold more (read to
+    // their end, the others take no turn), so one round of turns spends it.
+    let holding = parts
+        .iter()
+        .filter(|p| matches!(p.read, Read::Down(_)))
+        .count();
+    let turn = share.max(request.read_budget.saturating_sub(scanned) / holding.max(1));
     loop {
         // No partition holds an unread event newer than this; `None`: all are read to the end.
         let horizon: Option<String> = parts
@@ -208,12 +215,11 @@ pub async fn page(
             // of it when other partitions may hold the rest.
             share.min(request.limit - page.events.len() + 1)
         } else {
-            // Partitions taking turns are read a share at a time, as far as each other; one
+            // Partitions taking turns are read a turn at a time, as far as each other; one
             // that stays behind the others (the busy project among quiet ones) twice as much
             // each time, so the budget takes the page far down it rather than being spent
             // below the horizon, read again by the next page.
-            share
-                .saturating_mul(1 << run.min(16))
+            turn.saturating_mul(1 << run.min(16))
                 .min(FILTERED_CHUNK)
                 .min(request.read_budget - scanned)
         };

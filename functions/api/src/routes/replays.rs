@@ -145,10 +145,7 @@ impl<P: Ports> Api<P> {
             .map_err(config_error)?
             .ok_or_else(|| super::unknown_job("replay"))?;
         let now = self.clock.now();
-        if replay.lost_at(now) {
-            replay.state = ReplayState::Failed;
-            replay.last_error = Some(REPLAY_LOST.into());
-        } else if replay.stalled_at(now) {
+        if replay.stalled_at(now) {
             let holder = self
                 .configs
                 .replay_lock_holder(org, project)
@@ -157,6 +154,9 @@ impl<P: Ports> Api<P> {
             if holder.as_deref() != Some(replay.replay_id.as_str()) {
                 replay.state = ReplayState::Failed;
                 replay.last_error = Some(REPLAY_SUPERSEDED.into());
+            } else if replay.lost_at(now) {
+                replay.state = ReplayState::Failed;
+                replay.last_error = Some(REPLAY_LOST.into());
             } else {
                 replay.last_error = Some(REPLAY_STALLED.into());
             }

@@ -11,6 +11,8 @@ struct Memory {
     partitions: BTreeMap<String, BTreeMap<String, Item>>,
     /// Items read, in all.
     scanned: std::sync::atomic::AtomicUsize,
+    /// Chunks asked for, in all.
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Memory {
@@ -54,6 +56,7 @@ impl Chunks for Memory {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Chunk, StoreError> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut chunk = Chunk::default();
         let lo = request
             .since
@@ -235,10 +238,43 @@ fn more_partitions_than_turns_share_the_whole_budget_at_first() {
         pages.iter().map(|p| p.events.len()).sum::<usize>(),
         20_000 / 50
     );
-    // A fiftieth of each partition per page, read about once.
+    // A fiftieth of each partition per page, read about once, all in the first reads (16 at
+    // once): no turns one after another.
     assert!(pages.len() <= 5, "{} pages", pages.len());
     let scanned = m.scanned.load(std::sync::atomic::Ordering::SeqCst);
     assert!(scanned <= 22_000, "{scanned} items read for 20,000");
+    let reads = m.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        reads <= pages.len() * 101,
+        "{reads} reads in {} pages",
+        pages.len()
+    );
+}
+
+#[test]
+fn a_few_busy_partitions_among_many_with_nothing_in_range_take_few_turns() {
+    // 4 busy partitions of 64; the others hold nothing in the range.
+    let (m, busy) = interleaved(4, 2_000);
+    let partitions: Vec<String> = busy
+        .into_iter()
+        .chain((4..64).map(|p| format!("empty{p}")))
+        .collect();
+    let mut request = PageRequest::new(100, usize::MAX, 0);
+    request.filter.set("status", "FAILED").unwrap();
+    request.read_budget = 5_000;
+    let pages = all_pages(&m, &partitions, &request);
+    assert_eq!(
+        pages.iter().map(|p| p.events.len()).sum::<usize>(),
+        8_000 / 50
+    );
+    // The budget left after the first reads goes to the four in one round of turns, not in
+    // shares of 64 one after another.
+    let reads = m.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        reads <= pages.len() * (64 + 12),
+        "{reads} reads in {} pages",
+        pages.len()
+    );
 }
 
 #[test]
