@@ -466,23 +466,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         reason: &str,
         deadline: Instant,
     ) -> Result<Outcome, LaneError> {
-        let key = &call.lane;
-        let cutoff = self.clock.now_ms() - self.policy.retry_window.as_millis() as i64;
-        let why = format!(
-            "not delivered within the {} retry window: {reason}",
-            self.policy.window_name()
-        );
-        let span = OwedSpan::ALL.before(cutoff);
-        let (listed, _) = self.list_owed(key, span, &why, deadline).await?;
-        if listed > 0 {
-            tracing::error!(
-                organization_id = key.organization_id,
-                project_id = key.project_id,
-                listed,
-                %reason,
-                "configuration damaged; the events its lane was owed past the retry window are listed as failures"
-            );
-        }
+        let now = self.clock.now_ms();
+        self.expire_owed(&call.lane, OwedSpan::ALL, reason, now, deadline)
+            .await?;
         Err(LaneError::Store(format!(
             "the lane's configuration cannot be read: {reason}"
         )))
@@ -705,31 +691,6 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         }
     }
 
-    /// The lane's owed events of `span` become failures for `reason`, page by page while
-    /// `deadline` allows: how many, and whether that was all of them.
-    async fn list_owed(
-        &self,
-        key: &LaneKey,
-        span: OwedSpan,
-        reason: &str,
-        deadline: Instant,
-    ) -> Result<(usize, bool), LaneError> {
-        let mut listed = 0;
-        while Instant::now() < deadline {
-            let page = self.store.owed(key, span, self.policy.page).await?;
-            if page.is_empty() {
-                return Ok((listed, true));
-            }
-            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
-            self.store
-                .record_failures(key, &keys, reason, self.clock.now())
-                .await?;
-            self.store.settle(key, &page).await?;
-            listed += page.len();
-        }
-        Ok((listed, false))
-    }
-
     /// Owed events beyond the retry window become failures, with the lane's reason.
     async fn expire(
         &self,
@@ -738,16 +699,42 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         now: i64,
         deadline: Instant,
     ) -> Result<usize, LaneError> {
-        let cutoff = now - self.policy.retry_window.as_millis() as i64;
+        let why = lane
+            .reason
+            .as_deref()
+            .unwrap_or("the destination did not take events");
+        self.expire_owed(key, OwedSpan::of(lane), why, now, deadline)
+            .await
+    }
+
+    /// The lane's owed events of `span` beyond the retry window at `now` become failures,
+    /// for `why` they were not delivered, page by page while `deadline` allows: how many.
+    async fn expire_owed(
+        &self,
+        key: &LaneKey,
+        span: OwedSpan,
+        why: &str,
+        now: i64,
+        deadline: Instant,
+    ) -> Result<usize, LaneError> {
+        let span = span.before(now - self.policy.retry_window.as_millis() as i64);
         let reason = format!(
-            "not delivered within the {} retry window: {}",
-            self.policy.window_name(),
-            lane.reason
-                .as_deref()
-                .unwrap_or("the destination did not take events")
+            "not delivered within the {} retry window: {why}",
+            self.policy.window_name()
         );
-        let span = OwedSpan::of(lane).before(cutoff);
-        let (expired, _) = self.list_owed(key, span, &reason, deadline).await?;
+        let mut expired = 0;
+        while Instant::now() < deadline {
+            let page = self.store.owed(key, span, self.policy.page).await?;
+            if page.is_empty() {
+                break;
+            }
+            let keys: Vec<StoredKey> = page.iter().map(|o| o.event.clone()).collect();
+            self.store
+                .record_failures(key, &keys, &reason, self.clock.now())
+                .await?;
+            self.store.settle(key, &page).await?;
+            expired += page.len();
+        }
         if expired > 0 {
             tracing::warn!(
                 organization_id = key.organization_id,
