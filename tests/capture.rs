@@ -490,6 +490,7 @@ async fn an_event_the_tables_refuse_past_its_third_receive_goes_round_and_is_sto
         .send_message()
         .queue_url(&events_queue)
         .message_body(&body)
+        .message_group_id("org-outage")
         .send()
         .await
         .expect("send");
@@ -543,11 +544,14 @@ async fn an_event_the_tables_refuse_past_its_third_receive_goes_round_and_is_sto
     }
     assert!(receive(&sqs, &events_queue).await.is_empty());
     // THEN a message on the retry queue carries it, with the first message's id and when it
-    // was sent
+    // was sent, in the organization's message group it came in
     let messages = receive(&sqs, &retry_queue).await;
     assert_eq!(messages.len(), 1);
     assert_ne!(messages[0].message_id(), Some(first_id.as_str()));
     assert_eq!(messages[0].body(), Some(body.as_str()));
+    let group = aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId;
+    let group = messages[0].attributes().and_then(|a| a.get(&group));
+    assert_eq!(group.map(String::as_str), Some("org-outage"));
     // SQS counts a message's attributes toward its size (the emulator does not): the retry
     // queue has room for capture's beside the largest body.
     let attributes: usize = messages[0]

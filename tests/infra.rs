@@ -554,6 +554,53 @@ fn capture_runs_at_most_the_operators_number_at_once_and_a_backlog_raises_an_ala
     );
 }
 
+/// The events and lanes queues are fair queues (every message the service queues is in its
+/// organization's group): one organization's backlog waits behind no one else's work, and an
+/// alarm says when other organizations wait anyway.
+#[test]
+fn organizations_kept_waiting_by_others_raise_an_alarm() {
+    let alarm = resource("QuietOrganizationsWaitingAlarm");
+    let metrics = alarm["Metrics"].as_sequence().unwrap();
+    let watched = |queue: &str| {
+        metrics.iter().find_map(|m| {
+            let metric = &m["MetricStat"]["Metric"];
+            is_get_att(&metric["Dimensions"][0]["Value"], queue).then(|| {
+                (
+                    m["Id"].as_str().unwrap().to_owned(),
+                    metric["MetricName"].as_str().unwrap().to_owned(),
+                    m["MetricStat"]["Stat"].as_str().unwrap().to_owned(),
+                )
+            })
+        })
+    };
+    let (events, metric, stat) = watched("EventsQueue").expect("the events queue watched");
+    assert_eq!(
+        (metric.as_str(), stat.as_str()),
+        ("ApproximateAgeOfOldestMessageInQuietGroups", "Minimum")
+    );
+    let (calls, metric, stat) = watched("LaneQueue").expect("the lanes queue watched");
+    assert_eq!(
+        (metric.as_str(), stat.as_str()),
+        ("ApproximateNumberOfMessagesVisibleInQuietGroups", "Minimum")
+    );
+    let returned: Vec<&str> = metrics
+        .iter()
+        .filter(|m| m["ReturnData"].as_bool() == Some(true))
+        .map(|m| m["Expression"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        returned,
+        [format!("MAX([IF({events} > 300, 1, 0), IF({calls} > 0, 1, 0)])").as_str()]
+    );
+    assert_eq!(alarm["Threshold"].as_u64(), Some(1));
+    assert_eq!(alarm["EvaluationPeriods"].as_u64(), Some(3));
+    assert!(
+        alarm["AlarmActions"]
+            .as_sequence()
+            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
+    );
+}
+
 /// The stream function's SQS event source reading `queue` (`<Queue>.Arn`).
 fn stream_source_of(queue: &str) -> &'static Yaml {
     resource("StreamFunction")["Events"]

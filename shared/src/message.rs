@@ -182,24 +182,81 @@ pub fn body(message: &impl Serialize) -> String {
     serde_json::to_string(message).unwrap_or_default()
 }
 
+/// A message about one organization's work. The service's queues are shared by every
+/// organization; each message names its organization as its SQS message group, which makes a
+/// standard queue a fair queue: when one organization holds more than its share of the calls
+/// running (SQS counts a tenant with over a tenth of the messages in flight, at least 30 of
+/// them, or over a tenth of the consumers' time), the other organizations' messages are
+/// received first, so theirs do not wait behind its backlog.
+pub trait Queued: Serialize {
+    fn organization_id(&self) -> &str;
+}
+
+impl Queued for LaneCallMessage {
+    fn organization_id(&self) -> &str {
+        &self.lane_call.lane.organization_id
+    }
+}
+
+impl Queued for DeferredMessage {
+    fn organization_id(&self) -> &str {
+        &self.deferred.organization_id
+    }
+}
+
+impl Queued for ReplayPart {
+    fn organization_id(&self) -> &str {
+        &self.organization_id
+    }
+}
+
+impl Queued for ExportStep {
+    fn organization_id(&self) -> &str {
+        &self.organization_id
+    }
+}
+
+/// The longest message group id SQS takes.
+pub const MAX_GROUP_CHARS: usize = 128;
+
+/// What SQS refuses in a message group id (it takes letters, digits and ASCII punctuation):
+/// anything else is percent-encoded, `%` included so that `%%` is never written.
+const GROUP_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b' ').add(b'%');
+
+/// An organization's message group id: its id, with `%`, spaces and what is not ASCII
+/// percent-encoded, cut to fit with a digest when too long (the start kept is for reading
+/// only: it may end inside an escape). Every organization has one, and two differ.
+pub fn group_of(organization_id: &str) -> String {
+    let escaped = percent_encoding::utf8_percent_encode(organization_id, GROUP_ESCAPES).to_string();
+    crate::id::fitted(escaped, organization_id, MAX_GROUP_CHARS, "%%")
+}
+
 /// Where messages are put (SQS; in tests, memory).
 pub trait Queues: Sync {
-    /// Puts a body on the queue, visible after `delay_seconds` (0 to 900). The error says why
-    /// the queue refused, in its words.
+    /// Puts a body on the queue in the message group `group`, visible after `delay_seconds`
+    /// (0 to 900). The error says why the queue refused, in its words.
     fn put(
         &self,
         queue_url: &str,
         body: String,
         delay_seconds: i32,
+        group: String,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
 }
 
 impl Queues for aws_sdk_sqs::Client {
-    async fn put(&self, queue_url: &str, body: String, delay_seconds: i32) -> Result<(), String> {
+    async fn put(
+        &self,
+        queue_url: &str,
+        body: String,
+        delay_seconds: i32,
+        group: String,
+    ) -> Result<(), String> {
         self.send_message()
             .queue_url(queue_url)
             .message_body(body)
             .delay_seconds(delay_seconds)
+            .message_group_id(group)
             .send()
             .await
             .map(|_| ())
@@ -207,50 +264,86 @@ impl Queues for aws_sdk_sqs::Client {
     }
 }
 
-/// Puts `message` on a queue, visible after `delay_seconds`.
+/// Puts `message` on a queue in its organization's group, visible after `delay_seconds`.
 pub async fn send(
     queues: &impl Queues,
     queue_url: &str,
-    message: &impl Serialize,
+    message: &impl Queued,
     delay_seconds: i32,
 ) -> Result<(), String> {
-    queues.put(queue_url, body(message), delay_seconds).await
+    let group = group_of(message.organization_id());
+    queues
+        .put(queue_url, body(message), delay_seconds, group)
+        .await
+}
+
+/// A message put on a queue in memory.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    pub queue_url: String,
+    pub body: String,
+    pub group: String,
 }
 
 /// Queues in memory: what was put where, in order; a queue that refuses when told to.
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Default)]
 pub struct MemoryQueues {
-    pub sent: std::sync::Mutex<Vec<(String, String)>>,
+    pub sent: std::sync::Mutex<Vec<Put>>,
     pub refusing: std::sync::atomic::AtomicBool,
 }
 
 #[cfg(any(test, feature = "test-util"))]
 impl MemoryQueues {
-    /// The bodies put on `queue_url`.
-    pub fn bodies(&self, queue_url: &str) -> Vec<String> {
+    /// The messages put on `queue_url`.
+    pub fn on(&self, queue_url: &str) -> Vec<Put> {
         let sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
         sent.iter()
-            .filter(|(url, _)| url == queue_url)
-            .map(|(_, body)| body.clone())
+            .filter(|put| put.queue_url == queue_url)
+            .cloned()
             .collect()
+    }
+
+    /// The bodies put on `queue_url`.
+    pub fn bodies(&self, queue_url: &str) -> Vec<String> {
+        self.on(queue_url).into_iter().map(|put| put.body).collect()
     }
 }
 
 #[cfg(any(test, feature = "test-util"))]
 impl Queues for MemoryQueues {
-    async fn put(&self, queue_url: &str, body: String, delay_seconds: i32) -> Result<(), String> {
+    async fn put(
+        &self,
+        queue_url: &str,
+        body: String,
+        delay_seconds: i32,
+        group: String,
+    ) -> Result<(), String> {
         if self.refusing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("the queue refused the message".into());
         }
-        // As SQS: a delay beyond 15 minutes is an invalid request.
+        // As SQS: a delay beyond 15 minutes, or a group id it does not take, is an invalid
+        // request.
         if !(0..=900).contains(&delay_seconds) {
             return Err(format!("DelaySeconds {delay_seconds} is outside 0 to 900"));
         }
+        if !is_group_id(&group) {
+            return Err("MessageGroupId is not 1 to 128 letters, digits or punctuation".into());
+        }
         let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        sent.push((queue_url.to_owned(), body));
+        sent.push(Put {
+            queue_url: queue_url.to_owned(),
+            body,
+            group,
+        });
         Ok(())
     }
+}
+
+/// Whether SQS takes `group` as a message group id.
+pub fn is_group_id(group: &str) -> bool {
+    (1..=MAX_GROUP_CHARS).contains(&group.len()) && group.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -395,5 +488,52 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn an_organizations_group_is_its_id_where_sqs_takes_it_and_distinct_otherwise() {
+        assert_eq!(
+            group_of("77f447d4-def0-46f2-bf09-6850d36745ed"),
+            "77f447d4-def0-46f2-bf09-6850d36745ed"
+        );
+        assert_eq!(group_of("a#b/c"), "a#b/c");
+        assert_eq!(group_of("50%off"), "50%25off");
+        let odd = ["org one", "org%20one", "組織", "e\u{301}", "x%%y"];
+        let groups: Vec<String> = odd.iter().map(|id| group_of(id)).collect();
+        for (id, group) in odd.iter().zip(&groups) {
+            assert!(is_group_id(group), "{id}: {group}");
+        }
+        let distinct: std::collections::HashSet<_> = groups.iter().collect();
+        assert_eq!(distinct.len(), odd.len(), "{groups:?}");
+        // The longest ids, of four-byte characters, fit; two that start alike differ.
+        let (one, two) = ("😀".repeat(254) + "a", "😀".repeat(254) + "b");
+        let (one, two) = (group_of(&one), group_of(&two));
+        assert!(is_group_id(&one) && is_group_id(&two), "{one}");
+        assert_ne!(one, two);
+        // Cut anywhere, inside an escape too, what is left is still a group id SQS takes.
+        for id in ["a".repeat(200), "a".repeat(93) + &"é".repeat(60)] {
+            let group = group_of(&id);
+            assert_eq!(group.len(), MAX_GROUP_CHARS, "{group}");
+            assert!(is_group_id(&group), "{group}");
+        }
+        assert!(!is_group_id("") && !is_group_id("a b") && !is_group_id(&"a".repeat(129)));
+    }
+
+    #[tokio::test]
+    async fn each_message_goes_in_its_organizations_group() {
+        let queues = MemoryQueues::default();
+        let part = ReplayPart {
+            organization_id: "org one".into(),
+            project_id: "p".into(),
+            replay_id: "r".into(),
+            troubled: 0,
+        };
+        send(&queues, "replays", &part, 0).await.unwrap();
+        let call = LaneCallMessage {
+            lane_call: LaneCall::new(&LaneKey::new("o2", "p"), 1_000),
+        };
+        send(&queues, "lanes", &call, 0).await.unwrap();
+        assert_eq!(queues.on("replays")[0].group, "org%20one");
+        assert_eq!(queues.on("lanes")[0].group, "o2");
     }
 }

@@ -26,7 +26,10 @@ impl<P: Ports> Api<P> {
         project: &str,
         change: Change<'_>,
     ) {
-        let event = configuration_event(caller, org, project, &change, self.clock.now());
+        let event = Produced {
+            event: configuration_event(caller, org, project, &change, self.clock.now()),
+            organization_id: org,
+        };
         if let Err(e) = self.send(&self.settings.events_queue_url, &event).await {
             tracing::error!(
                 organization_id = org,
@@ -36,6 +39,21 @@ impl<P: Ports> Api<P> {
                 "audit event of a configuration change not sent"
             );
         }
+    }
+}
+
+/// An audit event on the events queue, in its organization's group as producers put theirs.
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Produced<'a> {
+    event: serde_json::Value,
+    #[serde(skip)]
+    organization_id: &'a str,
+}
+
+impl audit_log::message::Queued for Produced<'_> {
+    fn organization_id(&self) -> &str {
+        self.organization_id
     }
 }
 

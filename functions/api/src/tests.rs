@@ -147,14 +147,17 @@ impl World {
         self.call("PUT", "/streaming", &[], Some(body)).await
     }
 
-    /// The audit events the API put on the events queue, as their actions and descriptions.
+    /// The audit events the API put on the events queue, as their actions and descriptions
+    /// (each in its organization's message group, as producers put theirs).
     fn audited(&self) -> Vec<(String, String)> {
         self.api
             .queues
-            .bodies(EVENTS_QUEUE)
+            .on(EVENTS_QUEUE)
             .iter()
-            .map(|b| {
-                let v: Value = serde_json::from_str(b).unwrap();
+            .map(|put| {
+                let v: Value = serde_json::from_str(&put.body).unwrap();
+                let organization = v["organization_id"].as_str().unwrap();
+                assert_eq!(put.group, audit_log::message::group_of(organization));
                 (
                     v["action"].as_str().unwrap().to_owned(),
                     v["description"].as_str().unwrap().to_owned(),

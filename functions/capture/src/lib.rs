@@ -315,19 +315,26 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         let (mut due, mut left) = (Vec::new(), Vec::new());
         for (capture_id, passes) in unstored {
             // Copies count as the one that has been round the longest.
-            let group = &copies[&capture_id];
-            let receives = group.iter().map(|&i| records[i].receives()).max();
+            let copies_of = &copies[&capture_id];
+            let receives = copies_of.iter().map(|&i| records[i].receives()).max();
             let receives = receives.unwrap_or(1);
-            let first_sent_ms = group
+            let first_sent_ms = copies_of
                 .iter()
                 .filter_map(|&i| records[i].first_sent_ms(self.retried(&records[i])))
                 .min()
                 .unwrap_or(now_ms)
                 .min(now_ms);
             if passes && requeue::is_due(receives, first_sent_ms, now_ms, self.requeue_window) {
+                let first = &mut records[copies_of[0]];
+                let body = first.body.take().unwrap_or_default();
                 due.push(Requeued {
-                    message_id: records[group[0]].message_id.clone().unwrap_or_default(),
-                    body: records[group[0]].body.take().unwrap_or_default(),
+                    message_id: first.message_id.clone().unwrap_or_default(),
+                    group: first
+                        .attributes
+                        .group
+                        .clone()
+                        .or_else(|| requeue::group_named(&body)),
+                    body,
                     capture_id,
                     first_sent_ms,
                 });

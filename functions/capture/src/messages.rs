@@ -29,13 +29,17 @@ pub struct Message {
     pub event_source_arn: Option<String>,
 }
 
-/// The two of SQS's own attributes capture reads, as Lambda writes them: numbers in text.
+/// The SQS attributes capture reads, as Lambda writes them (numbers in text).
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct SystemAttributes {
     #[serde(rename = "ApproximateReceiveCount")]
     pub receive_count: Option<String>,
     #[serde(rename = "SentTimestamp")]
     pub sent_timestamp: Option<String>,
+    /// The producer's group (its organization, on a fair queue), kept when the event is sent
+    /// again.
+    #[serde(rename = "MessageGroupId")]
+    pub group: Option<String>,
 }
 
 /// The message attributes capture puts on a message it sends to the retry queue; any others are
@@ -131,6 +135,7 @@ impl From<SqsMessage> for Message {
             attributes: SystemAttributes {
                 receive_count: m.attributes.get("ApproximateReceiveCount").cloned(),
                 sent_timestamp: m.attributes.get("SentTimestamp").cloned(),
+                group: m.attributes.get("MessageGroupId").cloned(),
             },
             message_id: m.message_id,
             body: m.body,

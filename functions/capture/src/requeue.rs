@@ -52,6 +52,8 @@ pub struct Requeued {
     pub capture_id: String,
     pub first_sent_ms: i64,
     pub body: String,
+    /// The message group it came in (its organization's, on a fair queue): it goes back in it.
+    pub group: Option<String>,
 }
 
 impl Requeued {
@@ -65,6 +67,19 @@ impl Requeued {
             + "Number".len()
             + 20
     }
+}
+
+/// The message group of the organization an event names, for an event that came in none (its
+/// producer set none, or Lambda did not hand it on): sent again, it goes in its organization's
+/// group as the service's own messages do.
+pub fn group_named(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        organization_id: std::borrow::Cow<'a, str>,
+    }
+    let named: Named = serde_json::from_str(body).ok()?;
+    Some(audit_log::message::group_of(&named.organization_id))
 }
 
 /// Where capture puts events back (the retry queue; in tests, memory).
@@ -126,6 +141,7 @@ impl RetryQueue {
                 .id(i.to_string())
                 .delay_seconds(self.delay_seconds)
                 .set_message_attributes(Some(attributes))
+                .set_message_group_id(m.group)
                 .message_body(m.body)
                 .build();
             ids.push(m.message_id);
@@ -238,7 +254,8 @@ pub fn is_due(receives: u32, first_sent_ms: i64, now_ms: i64, window: Duration) 
 }
 
 /// Events put back in memory, from the queue `arn:aws:sqs:us-east-1:123456789012:retry`;
-/// refusing the messages of the ids in `refusing`.
+/// refusing the messages of the ids in `refusing`, and, as SQS, any in a group it does not
+/// take.
 #[cfg(test)]
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
@@ -255,9 +272,12 @@ impl MemoryQueue {
 impl Requeue for MemoryQueue {
     async fn requeue(&self, messages: Vec<Requeued>, _deadline: Instant) -> Vec<String> {
         let refusing = self.refusing.lock().unwrap();
-        let (refused, sent): (Vec<_>, Vec<_>) = messages
-            .into_iter()
-            .partition(|m| refusing.contains(&m.message_id));
+        let (refused, sent): (Vec<_>, Vec<_>) = messages.into_iter().partition(|m| {
+            refusing.contains(&m.message_id)
+                || m.group
+                    .as_ref()
+                    .is_some_and(|g| !audit_log::message::is_group_id(g))
+        });
         self.sent.lock().unwrap().extend(sent);
         refused.into_iter().map(|m| m.message_id).collect()
     }
@@ -277,6 +297,7 @@ mod tests {
             capture_id: format!("first-{n}"),
             first_sent_ms: 1_700_000_000_000,
             body: "x".repeat(body_bytes),
+            group: None,
         }
     }
 

@@ -407,7 +407,7 @@ async fn a_valid_event_still_unstored_on_its_third_receive_goes_to_the_retry_que
     capture
         .table
         .refuse("m-4", StoreError::Refused("item too large".into()));
-    let batch = vec![
+    let mut batch = vec![
         received("m-1", seed(0), 1, now - 60_000),
         received("m-2", seed(1), 3, now - 600_000),
         received("m-3", seed(2), 2, now - 300_000),
@@ -415,16 +415,19 @@ async fn a_valid_event_still_unstored_on_its_third_receive_goes_to_the_retry_que
         received("bad", "{\"organization_id\":", 4, now - 900_000),
         received("m-5", seed(4), 3, now - 600_000),
     ];
+    batch[1].attributes.group = Some("77f447d4-def0".into());
     // WHEN they are captured
     let response = capture.capture(batch, later()).await.unwrap();
     // THEN the event on its third receive goes to the retry queue, carrying its own id and
-    // when it was first sent; the others go back to SQS as before
+    // when it was first sent, in the message group it came in; the others go back to SQS as
+    // before
     let sent = sent_again(&capture);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].message_id, "m-2");
     assert_eq!(sent[0].capture_id, "m-2");
     assert_eq!(sent[0].first_sent_ms, now - 600_000);
     assert_eq!(sent[0].body, seed(1));
+    assert_eq!(sent[0].group.as_deref(), Some("77f447d4-def0"));
     assert_eq!(
         reported(&response),
         BTreeSet::from(["m-1", "m-3", "m-4", "bad"])
@@ -445,9 +448,15 @@ async fn a_table_down_for_a_whole_batch_on_its_third_receive_sends_it_on_without
         .collect();
     // WHEN it is captured
     let response = capture.capture(batch, later()).await.unwrap();
-    // THEN every event is on the retry queue and nothing is handed back to SQS
+    // THEN every event is on the retry queue and nothing is handed back to SQS, each in its
+    // organization's message group though it came in none
     assert!(reported(&response).is_empty());
     assert_eq!(sent_again(&capture).len(), 3);
+    for m in sent_again(&capture) {
+        let event: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+        let organization = event["organization_id"].as_str().unwrap();
+        assert_eq!(m.group, Some(audit_log::message::group_of(organization)));
+    }
     // AND what the retry queue refuses is handed back, by its own message's id; when it
     // refuses everything, the batch is an invocation error, as before
     let capture = requeuing();

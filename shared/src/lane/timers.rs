@@ -38,7 +38,7 @@ impl SqsTimers {
     async fn put(
         &self,
         queue_url: &str,
-        message: &impl serde::Serialize,
+        message: &impl crate::message::Queued,
         delay: Duration,
         what: &str,
     ) -> Result<(), LaneError> {

@@ -164,11 +164,11 @@ impl<P: Ports> Api<P> {
         Ok(json_response(200, &replay))
     }
 
-    /// Puts a JSON message on one of the service's queues.
+    /// Puts a JSON message on one of the service's queues, in its organization's group.
     pub(crate) async fn send(
         &self,
         queue_url: &str,
-        message: &impl serde::Serialize,
+        message: &impl audit_log::message::Queued,
     ) -> Result<(), String> {
         audit_log::message::send(&self.queues, queue_url, message, 0).await
     }
