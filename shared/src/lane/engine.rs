@@ -18,6 +18,9 @@ use tokio::time::Instant;
 const EARLY_TOLERANCE_MS: i64 = 1_000;
 /// SQS delays a message at most this long; later calls take several hops.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
+/// Organizations whose overdue lanes a sweep heals at once: one whose writes keep waiting out
+/// their retries takes one of these, not the sweep's whole time.
+const ORGANIZATIONS_SWEPT_AT_ONCE: usize = 8;
 
 /// The lanes of the service, with what they need.
 pub struct Lanes<'a, S, T, C: ?Sized> {
@@ -283,10 +286,22 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
 
     /// The periodic sweep: lanes whose scheduled call never came, each given another. A quiet
     /// lane (no live events to notice it) would otherwise wait for ever. At most `limit` lanes,
-    /// as long as `deadline` allows; how many were given one.
+    /// organizations taking turns, as long as `deadline` allows; how many were given one.
     pub async fn sweep(&self, limit: usize, deadline: Instant) -> Result<usize, LaneError> {
+        use futures::StreamExt;
+        let overdue = self.store.overdue(self.overdue_before(), limit).await?;
+        let runs = super::sweep::by_organization(overdue, |key| &key.organization_id);
+        Ok(futures::stream::iter(runs)
+            .map(|run| self.heal_each(run, deadline))
+            .buffer_unordered(ORGANIZATIONS_SWEPT_AT_ONCE)
+            .fold(0, |healed, more| async move { healed + more })
+            .await)
+    }
+
+    /// One organization's overdue lanes, one after another; how many were given a call.
+    async fn heal_each(&self, lanes: Vec<LaneKey>, deadline: Instant) -> usize {
         let mut healed = 0;
-        for key in self.store.overdue(self.overdue_before(), limit).await? {
+        for key in lanes {
             if Instant::now() >= deadline {
                 break;
             }
@@ -306,7 +321,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 }
             }
         }
-        Ok(healed)
+        healed
     }
 
     /// The lane a destination in trouble enters, with its next attempt scheduled (before the

@@ -273,14 +273,19 @@ impl LaneStore for MemoryLanes {
     }
 
     async fn overdue(&self, before_ms: i64, limit: usize) -> Result<Vec<LaneKey>, LaneError> {
-        let mut due: Vec<(i64, LaneKey)> = lock(&self.lanes)
+        let found = lock(&self.lanes)
             .iter()
             .filter(|(_, m)| m.configured && m.lane.state != LaneState::Delivering)
-            .filter_map(|(key, m)| Some((m.lane.next_attempt_at?, key.clone())))
-            .filter(|(at, _)| *at < before_ms)
+            .filter_map(|(key, m)| {
+                Some(super::sweep::Overdue {
+                    organization: key.organization_id.clone(),
+                    due_ms: m.lane.next_attempt_at?,
+                    lane: key.clone(),
+                })
+            })
+            .filter(|overdue| overdue.due_ms < before_ms)
             .collect();
-        due.sort();
-        Ok(due.into_iter().take(limit).map(|(_, key)| key).collect())
+        Ok(super::sweep::take_turns(found, limit))
     }
 
     async fn record_failures(

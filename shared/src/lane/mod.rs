@@ -21,6 +21,7 @@ pub mod engine;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod sources;
+pub mod sweep;
 #[cfg(test)]
 mod tests;
 pub mod timers;
@@ -468,7 +469,7 @@ pub trait LaneStore: Sync {
     ) -> impl Future<Output = Result<(), LaneError>> + Send;
 
     /// Lanes whose scheduled call was due before `before_ms` (none that deliver), at most
-    /// `limit`.
+    /// `limit`, organizations taking turns ([`sweep::take_turns`]).
     fn overdue(
         &self,
         before_ms: i64,

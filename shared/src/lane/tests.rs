@@ -839,6 +839,44 @@ async fn a_lane_the_sweep_cannot_read_holds_back_none_after_it() {
 }
 
 #[tokio::test]
+async fn one_organizations_lanes_that_stay_overdue_never_take_anothers_turn() {
+    // GIVEN an organization with five lanes whose calls were lost and that cannot be healed
+    // (its partition throttled), all more overdue than another organization's one lost call
+    let mut w = World::new();
+    let busy: Vec<LaneKey> = (0..5)
+        .map(|n| LaneKey::new("org-busy", format!("p-{n}")))
+        .collect();
+    let quiet = LaneKey::new("org-quiet", "p");
+    for key in busy.iter().chain([&quiet]) {
+        w.lanes.configure(key);
+    }
+    w.sink.answer(Answer::Fail(outage()));
+    for key in &busy {
+        w.key = key.clone();
+        w.live(1).await;
+        w.lanes.set_unreadable(key, true);
+    }
+    // Later than any jitter of the first retry interval.
+    w.clock.advance(w.policy.max_backoff);
+    w.key = quiet.clone();
+    w.live(1).await;
+    w.timers.take();
+    w.clock.advance(w.policy.lost_after + w.policy.lease);
+    // WHEN sweeps that take three lanes each run, THEN the other organization's lane gets its
+    // call in the first, though it is the least overdue
+    let engine = w.engine();
+    assert_eq!(engine.sweep(3, later()).await.unwrap(), 1);
+    let called: Vec<LaneKey> = w.timers.take().into_iter().map(|(c, _)| c.lane).collect();
+    assert_eq!(called, [quiet]);
+    // AND the busy organization's lanes get theirs once they read again
+    for key in &busy {
+        w.lanes.set_unreadable(key, false);
+    }
+    assert_eq!(engine.sweep(3, later()).await.unwrap(), 3);
+    assert_eq!(engine.sweep(3, later()).await.unwrap(), 2);
+}
+
+#[tokio::test]
 async fn the_sweep_leaves_calls_on_their_way_and_delivering_lanes_alone() {
     let mut w = World::new();
     let delivering = LaneKey::new("org-b", "registry-2");

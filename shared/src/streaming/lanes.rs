@@ -8,6 +8,7 @@ use super::{
     number, organization_key, project_of_key, s, store_error,
 };
 use crate::destination::DeliveryError;
+use crate::lane::sweep::Overdue;
 use crate::lane::{Lane, LaneError, LaneKey, LaneState, LaneStore, Owed, OwedSpan, Owing};
 use crate::store::{StoredKey, key_part, sort_key_part};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -19,6 +20,8 @@ use time::OffsetDateTime;
 /// The least a failed owe's take-back is given, when the owe's patience is spent: enough for
 /// its deletes when what failed was not the partition's throughput.
 const TAKE_BACK_AT_LEAST: std::time::Duration = std::time::Duration::from_secs(1);
+/// Partitions of the lanes' index a sweep reads at once.
+const PARTITIONS_READ_AT_ONCE: usize = 8;
 
 mod index;
 pub use index::LANES_BY_NEXT_ATTEMPT;
@@ -330,6 +333,54 @@ fn state_in(update: &mut Update, key: &LaneKey, states: &[LaneState]) -> String 
 }
 
 impl ConfigTable {
+    /// Up to `limit` lanes of one partition of the lanes' index whose call was due before
+    /// `before_ms`, most overdue first, as index items (keys); `None` while the index is still
+    /// being built.
+    async fn overdue_in(
+        &self,
+        partition: &str,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Option<Vec<Overdue<HashMap<String, AttributeValue>>>>, LaneError> {
+        let mut items = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .index_name(LANES_BY_NEXT_ATTEMPT)
+            .key_condition_expression("#state = :state AND #due < :before")
+            .expression_attribute_names("#state", attr::STATE)
+            .expression_attribute_names("#due", attr::NEXT_ATTEMPT_AT)
+            .expression_attribute_values(":state", s(partition))
+            .expression_attribute_values(":before", n(before_ms))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .into_paginator()
+            .items()
+            .send();
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let item = match items.next().await {
+                None => break,
+                Some(Ok(item)) => item,
+                Some(Err(e)) if is_backfilling(&e) => return Ok(None),
+                Some(Err(e)) => return Err(lane_error(store_error(e))),
+            };
+            let organization = item
+                .get(super::attr::PARTITION_KEY)
+                .and_then(|v| v.as_s().ok());
+            let (Some(organization), Some(due_ms)) =
+                (organization.cloned(), number(&item, attr::NEXT_ATTEMPT_AT))
+            else {
+                continue;
+            };
+            found.push(Overdue {
+                organization,
+                due_ms,
+                lane: item,
+            });
+        }
+        Ok(Some(found))
+    }
+
     /// The ids a lane's item names, read from the item itself: `keys` are the item's keys as
     /// the lanes' index gives them.
     async fn project_names(
@@ -638,50 +689,58 @@ impl LaneStore for ConfigTable {
     }
 
     async fn overdue(&self, before_ms: i64, limit: usize) -> Result<Vec<LaneKey>, LaneError> {
-        let mut found = Vec::new();
-        for partition in index::partitions() {
-            if found.len() >= limit {
-                break;
-            }
-            let mut items = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .index_name(LANES_BY_NEXT_ATTEMPT)
-                .key_condition_expression("#state = :state AND #due < :before")
-                .expression_attribute_names("#state", attr::STATE)
-                .expression_attribute_names("#due", attr::NEXT_ATTEMPT_AT)
-                .expression_attribute_values(":state", s(&partition))
-                .expression_attribute_values(":before", n(before_ms))
-                .into_paginator()
-                .items()
-                .send();
-            while found.len() < limit {
-                let Some(item) = items.next().await else {
-                    break;
-                };
-                let item = match item {
-                    Ok(item) => item,
-                    Err(e) if is_backfilling(&e) => {
-                        // Just added to a table that has items: nothing to find until DynamoDB
-                        // has built it (minutes), and then every lane is in it.
-                        tracing::warn!("the lanes' index is still being built; nothing swept");
-                        return Ok(found);
-                    }
-                    Err(e) => return Err(lane_error(store_error(e))),
-                };
-                // The index keeps keys only; a key cut to fit does not give the project back.
-                let item = if names_its_project_in_full(&item) {
-                    item
-                } else {
-                    self.project_names(item).await.map_err(lane_error)?
-                };
-                if let Some((organization_id, project_id)) = project_of_key(&item) {
-                    found.push(LaneKey::new(organization_id, project_id));
+        use futures::StreamExt;
+        // Each partition's most overdue, so that organizations can take turns over them all;
+        // a few partitions at once, so that a throttled table costs the sweep a few rounds of
+        // retries, not one per partition.
+        let mut reads = futures::stream::iter(index::partitions())
+            .map(|partition| async move {
+                let answer = self.overdue_in(&partition, before_ms, limit).await;
+                (partition, answer)
+            })
+            .buffer_unordered(PARTITIONS_READ_AT_ONCE);
+        let (mut found, mut read, mut trouble) = (Vec::new(), 0, None);
+        while let Some((partition, answer)) = reads.next().await {
+            match answer {
+                Ok(Some(lanes)) => {
+                    read += 1;
+                    found.extend(lanes);
+                }
+                // Just added to a table that has items: nothing to find until DynamoDB has
+                // built it (minutes), and then every lane is in it.
+                Ok(None) => {
+                    tracing::warn!("the lanes' index is still being built; nothing swept");
+                    return Ok(Vec::new());
+                }
+                // One partition throttled or failing holds back none of the others.
+                Err(e) => {
+                    tracing::warn!(partition, error = %e, "a partition of the lanes' index could not be read; the next sweep tries again");
+                    trouble = Some(e);
                 }
             }
         }
-        Ok(found)
+        if let (0, Some(e)) = (read, trouble) {
+            return Err(e);
+        }
+        let mut lanes = Vec::new();
+        for item in crate::lane::sweep::take_turns(found, limit) {
+            // The index keeps keys only; a key cut to fit does not give the project back.
+            let item = if names_its_project_in_full(&item) {
+                item
+            } else {
+                match self.project_names(item).await {
+                    Ok(item) => item,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an overdue lane's project could not be read; the next sweep tries again");
+                        continue;
+                    }
+                }
+            };
+            if let Some((organization_id, project_id)) = project_of_key(&item) {
+                lanes.push(LaneKey::new(organization_id, project_id));
+            }
+        }
+        Ok(lanes)
     }
 
     async fn record_failures(

@@ -178,6 +178,17 @@ mod sweep {
         )
     }
 
+    /// A lane as the keys-only index gives it: its keys and when its call was due.
+    fn indexed(
+        organization_id: &str,
+        project_id: &str,
+        due_ms: i64,
+    ) -> HashMap<String, AttributeValue> {
+        let mut item = key(organization_id, project_id);
+        item.insert(attr::NEXT_ATTEMPT_AT.into(), n(due_ms));
+        item
+    }
+
     #[tokio::test]
     async fn lanes_are_found_in_every_shard_of_every_state_but_delivering_and_by_their_keys() {
         let asked = mock!(Client::query)
@@ -188,11 +199,11 @@ mod sweep {
             .then_compute_output(|r| {
                 let state = r.expression_attribute_values().unwrap()[":state"].clone();
                 let items = match state.as_s().unwrap().as_str() {
-                    "retrying#00" => vec![key("org#1", "p%1")],
-                    "retrying#15" => vec![key("o", "q")],
+                    "retrying#00" => vec![indexed("org#1", "p%1", 10)],
+                    "retrying#15" => vec![indexed("o", "q", 20)],
                     // Stored before shards.
-                    "paused" => vec![key("o", "r")],
-                    "refused#07" => vec![key("o", "s")],
+                    "paused" => vec![indexed("o", "r", 40)],
+                    "refused#07" => vec![indexed("o", "s", 30)],
                     _ => vec![],
                 };
                 QueryOutput::builder().set_items(Some(items)).build()
@@ -202,6 +213,7 @@ mod sweep {
             "config",
         );
         let found = table.overdue(1_000, 10).await.unwrap();
+        // Organizations take turns, the most overdue first within a turn.
         assert_eq!(
             found,
             [
@@ -214,9 +226,38 @@ mod sweep {
         // Every shard of every state a lane waits in and its key from before shards,
         // delivering never.
         assert_eq!(asked.num_calls(), 4 * 17);
-        // Enough found: the rest is not read.
-        assert_eq!(table.overdue(1_000, 2).await.unwrap().len(), 2);
-        assert_eq!(asked.num_calls(), 4 * 17 + 17 + 16);
+        // At most the limit, each organization's first turn before anyone's second.
+        assert_eq!(
+            table.overdue(1_000, 2).await.unwrap(),
+            [LaneKey::new("org#1", "p%1"), LaneKey::new("o", "q")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partition_that_cannot_be_read_holds_back_none_of_the_others() {
+        let asked = mock!(Client::query).then_compute_output(|r| {
+            let state = r.expression_attribute_values().unwrap()[":state"].clone();
+            let items = match state.as_s().unwrap().as_str() {
+                "retrying#03" => vec![indexed("o", "q", 20)],
+                _ => vec![],
+            };
+            QueryOutput::builder().set_items(Some(items)).build()
+        });
+        let failing = mock!(Client::query)
+            .match_requests(|r| {
+                r.expression_attribute_values().unwrap()[":state"] == s("catching_up#01")
+            })
+            .then_error(|| refused("the partition is unreachable"));
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&failing, &asked]),
+            "config",
+        );
+        assert_eq!(
+            table.overdue(1_000, 10).await.unwrap(),
+            [LaneKey::new("o", "q")]
+        );
+        assert_eq!(failing.num_calls(), 1);
+        assert_eq!(asked.num_calls(), 4 * 17 - 1);
     }
 
     #[tokio::test]
