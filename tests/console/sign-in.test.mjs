@@ -9,6 +9,9 @@ import { browser, page, serve } from "./support.mjs";
 
 const TOKEN = "token-from-the-issuer-7f3a";
 let issuer;
+/** The token endpoint's origin: another host than the issuer's, as Google's or a Cognito
+ * custom domain's are, which the page's policy must let it post the code to. */
+let tokens;
 let server;
 let chrome;
 const seen = { authorize: [], token: [] };
@@ -16,9 +19,10 @@ const seen = { authorize: [], token: [] };
 let refusing = null;
 
 /** The issuer: discovery, an authorization endpoint that signs anyone in, a token endpoint
- * that checks the PKCE verifier against the challenge it was shown. */
+ * (served on a second origin) that checks the PKCE verifier against the challenge it was
+ * shown. */
+const codes = new Map();
 function startIssuer() {
-  const codes = new Map();
   const http = createServer(async (request, response) => {
     const url = new URL(request.url, issuer);
     const cors = { "access-control-allow-origin": "*", "content-type": "application/json" };
@@ -26,7 +30,7 @@ function startIssuer() {
       response.writeHead(200, cors).end(JSON.stringify({
         issuer,
         authorization_endpoint: `${issuer}/authorize`,
-        token_endpoint: `${issuer}/token`,
+        token_endpoint: `${tokens}/token`,
       }));
     } else if (url.pathname === "/authorize") {
       const q = Object.fromEntries(url.searchParams);
@@ -43,7 +47,7 @@ function startIssuer() {
       let body = "";
       for await (const chunk of request) body += chunk;
       const form = Object.fromEntries(new URLSearchParams(body));
-      seen.token.push(form);
+      seen.token.push({ ...form, host: request.headers.host });
       const asked = codes.get(form.code);
       const challenge = createHash("sha256").update(form.code_verifier || "").digest("base64url");
       if (!asked || asked.code_challenge !== challenge || form.redirect_uri !== asked.redirect_uri) {
@@ -59,9 +63,12 @@ function startIssuer() {
 }
 
 let http;
+let tokenHttp;
 before(async () => {
   http = await startIssuer();
+  tokenHttp = await startIssuer();
   issuer = `http://127.0.0.1:${http.address().port}`;
+  tokens = `http://127.0.0.1:${tokenHttp.address().port}`;
   server = await serve({ CONSOLE_ISSUER: issuer, CONSOLE_CLIENT_ID: "audit-log-console" });
   chrome = await browser();
 });
@@ -70,6 +77,7 @@ after(async () => {
   await chrome?.close();
   await server?.stop();
   http?.close();
+  tokenHttp?.close();
 });
 
 test("the console signs in with the issuer (code with PKCE) and calls the API with its token", async () => {
@@ -95,6 +103,7 @@ test("the console signs in with the issuer (code with PKCE) and calls the API wi
   assert.equal(asked.code_challenge_method, "S256");
   assert.equal(asked.redirect_uri, new URL(server.console).toString());
   assert.equal(seen.token.length, 1, "one code exchanged, with the verifier the issuer checked");
+  assert.equal(seen.token[0].host, new URL(tokens).host, "at the token endpoint's own origin");
   assert.ok(calls.length >= 2, JSON.stringify(calls));
   for (const call of calls) {
     assert.equal(call.authorization, `Bearer ${TOKEN}`);

@@ -137,10 +137,116 @@ pub fn is_console(path: &str) -> bool {
     path == PREFIX || path.starts_with("/console/")
 }
 
+/// A read of the console's page (the document whose policy says where it may connect).
+pub fn is_page(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(path, "/console/" | "/console/index.html")
+}
+
 /// What the console needs to know before it calls the API.
 pub struct ConsoleSettings<'a> {
     pub sign_in: &'a SignIn,
     pub log_group_prefix: &'a str,
+    /// The origin of the issuer's token endpoint, where it is not the issuer's own.
+    pub token_origin: Option<&'a str>,
+}
+
+/// The origin of the issuer's token endpoint, which the page posts the sign-in code to: many
+/// issuers keep it on another host (Google's on `oauth2.googleapis.com`, a Cognito user pool's
+/// on its custom domain), and the page's policy lets it connect nowhere it was not told of. It
+/// is found as the page finds it, from the issuer's discovery document, once per container
+/// (after a failure, asked again only once `retry_after` has passed: pages are not held up by
+/// an issuer the function cannot reach).
+#[derive(Debug)]
+pub struct TokenEndpoint {
+    found: std::sync::OnceLock<String>,
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
+    retry_after: std::time::Duration,
+}
+
+impl Default for TokenEndpoint {
+    fn default() -> Self {
+        Self {
+            found: std::sync::OnceLock::new(),
+            failed_at: std::sync::Mutex::new(None),
+            retry_after: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl TokenEndpoint {
+    /// Asks again this long after a failure (tests: at once).
+    pub fn retrying_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = wait;
+        self
+    }
+
+    /// Found already.
+    pub fn known(&self) -> Option<&str> {
+        self.found.get().map(String::as_str)
+    }
+
+    /// Found now if it was not yet; `None` when the issuer's document cannot be read or names
+    /// none (the page then connects to the issuer's origin only, and a token endpoint
+    /// elsewhere fails to sign in until it can be read).
+    pub async fn origin(&self, sign_in: &SignIn) -> Option<&str> {
+        if let Some(found) = self.known() {
+            return Some(found);
+        }
+        let SignIn::Oidc { issuer, .. } = sign_in else {
+            return None;
+        };
+        let failed_at = || self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        let last_failure = *failed_at();
+        if last_failure.is_some_and(|at| at.elapsed() < self.retry_after) {
+            return None;
+        }
+        match discover_token_origin(issuer).await {
+            Ok(found) => Some(self.found.get_or_init(|| found)),
+            Err(reason) => {
+                *failed_at() = Some(std::time::Instant::now());
+                tracing::warn!(%reason, "the issuer's token endpoint could not be found; the console may connect to the issuer's origin only");
+                None
+            }
+        }
+    }
+}
+
+/// How long the page's first request waits for the issuer's discovery document, at most.
+const DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The origin of the token endpoint named by the issuer's discovery document (the address
+/// `sign-in.js` reads it from).
+async fn discover_token_origin(issuer: &str) -> Result<String, String> {
+    // Redirects followed as the page's own `fetch` follows them.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .connect_timeout(std::time::Duration::from_secs(1))
+        .timeout(DISCOVERY_TIMEOUT)
+        .build()
+        .map_err(|e| format!("no HTTP client ({e})"))?;
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let answer = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("reading {url}: {e}"))?;
+    let body = answer
+        .bytes()
+        .await
+        .map_err(|e| format!("reading {url}: {e}"))?;
+    #[derive(serde::Deserialize)]
+    struct Discovery {
+        token_endpoint: String,
+    }
+    let discovery: Discovery =
+        serde_json::from_slice(&body).map_err(|e| format!("{url} names no token endpoint: {e}"))?;
+    origin(&discovery.token_endpoint)
+        .ok_or_else(|| format!("{url} names a token endpoint that is not an http(s) URL"))
 }
 
 /// Answers a request under `/console`.
@@ -187,7 +293,7 @@ pub fn respond(
             ),
         },
     };
-    let csp = content_security_policy(settings.sign_in);
+    let csp = content_security_policy(settings.sign_in, settings.token_origin);
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, csp.as_str()),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -204,20 +310,30 @@ pub fn respond(
 }
 
 /// Scripts and styles only from the console's own files: no inline script, no `eval`, no
-/// other origin but the sign-in issuer's for the token exchange.
-pub fn content_security_policy(sign_in: &SignIn) -> String {
-    let issuer = match sign_in {
-        SignIn::Oidc { issuer, .. } => origin(issuer).map(|o| match cognito_region(&o) {
-            // A Cognito user pool's token endpoint is on its domain, not on the issuer's host.
-            Some(region) => format!(" {o} https://*.auth.{region}.amazoncognito.com"),
-            None => format!(" {o}"),
-        }),
-        _ => None,
-    };
+/// other origin but the sign-in issuer's and its token endpoint's (`token_origin`, as its
+/// discovery document names it) for the token exchange.
+pub fn content_security_policy(sign_in: &SignIn, token_origin: Option<&str>) -> String {
+    let mut connect = vec!["'self'".to_owned()];
+    if let SignIn::Oidc { issuer, .. } = sign_in {
+        if let Some(o) = origin(issuer) {
+            // A Cognito user pool's token endpoint is on its domain, not on the issuer's host,
+            // even when its discovery document cannot be read.
+            if let Some(region) = cognito_region(&o) {
+                connect.push(format!("https://*.auth.{region}.amazoncognito.com"));
+            }
+            connect.insert(1, o);
+        }
+        // Checked again: the policy is a header, and the document is the issuer's word.
+        if let Some(o) = token_origin.and_then(origin)
+            && !connect.contains(&o)
+        {
+            connect.push(o);
+        }
+    }
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self'{}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-        issuer.unwrap_or_default()
+         connect-src {}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        connect.join(" ")
     )
 }
 
@@ -301,6 +417,7 @@ mod tests {
             &ConsoleSettings {
                 sign_in,
                 log_group_prefix: "/hashicorp",
+                token_origin: None,
             },
         )
     }
@@ -392,6 +509,7 @@ mod tests {
             &ConsoleSettings {
                 sign_in: &SignIn::Off,
                 log_group_prefix: "/hashicorp",
+                token_origin: None,
             },
         );
         assert_eq!(post.status_code, 405);
@@ -412,33 +530,58 @@ mod tests {
     }
 
     #[test]
-    fn the_issuer_alone_is_added_to_where_the_page_may_connect() {
+    fn the_issuer_and_its_token_endpoint_alone_are_added_to_where_the_page_may_connect() {
         let oidc = SignIn::Oidc {
             issuer: "https://auth.example.com/tenant/".into(),
             client_id: "console".into(),
         };
-        let csp = content_security_policy(&oidc);
+        let csp = content_security_policy(&oidc, None);
         assert!(
             csp.contains("connect-src 'self' https://auth.example.com;"),
             "{csp}"
         );
+        let google = SignIn::Oidc {
+            issuer: "https://accounts.google.com".into(),
+            client_id: "console".into(),
+        };
+        let csp = content_security_policy(&google, Some("https://oauth2.googleapis.com"));
+        assert!(
+            csp.contains(
+                "connect-src 'self' https://accounts.google.com https://oauth2.googleapis.com;"
+            ),
+            "{csp}"
+        );
+        // Named once when it is the issuer's own; never when it is not an origin, or for a
+        // console that signs no one in.
+        let same = content_security_policy(&oidc, Some("https://auth.example.com"));
+        assert!(
+            same.contains("connect-src 'self' https://auth.example.com;"),
+            "{same}"
+        );
+        let odd = content_security_policy(&oidc, Some("https://x.example.com; script-src *"));
+        assert!(
+            odd.contains("connect-src 'self' https://auth.example.com;"),
+            "{odd}"
+        );
+        let local = content_security_policy(&SignIn::Development, Some("https://x.example.com"));
+        assert!(local.contains("connect-src 'self';"), "{local}");
         let cognito = SignIn::Oidc {
             issuer: "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf".into(),
             client_id: "console".into(),
         };
         assert!(
-            content_security_policy(&cognito).contains(
+            content_security_policy(&cognito, None).contains(
                 "connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com \
                  https://*.auth.eu-west-1.amazoncognito.com;"
             ),
             "{}",
-            content_security_policy(&cognito)
+            content_security_policy(&cognito, None)
         );
         let hostile = SignIn::Oidc {
             issuer: "https://a.example.com; script-src *".into(),
             client_id: "c".into(),
         };
-        assert!(content_security_policy(&hostile).contains("connect-src 'self';"));
+        assert!(content_security_policy(&hostile, None).contains("connect-src 'self';"));
         let config: serde_json::Value =
             serde_json::from_str(body(&get("/console/config.json", &oidc))).unwrap();
         assert_eq!(config["sign_in"]["mode"], "oidc");
@@ -456,5 +599,66 @@ mod tests {
                 .unwrap()
                 .contains("${external_id}")
         );
+    }
+
+    #[tokio::test]
+    async fn the_token_endpoint_is_found_once_from_the_issuers_discovery_document() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let issuer = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/tenant/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "issuer": format!("{}/tenant", issuer.uri()),
+                "authorization_endpoint": "https://login.example.com/authorize",
+                "token_endpoint": "https://tokens.example.com:8443/oauth2/token",
+            })))
+            .expect(1)
+            .mount(&issuer)
+            .await;
+        let sign_in = SignIn::Oidc {
+            issuer: format!("{}/tenant/", issuer.uri()),
+            client_id: "console".into(),
+        };
+        let endpoint = TokenEndpoint::default();
+        for _ in 0..2 {
+            assert_eq!(
+                endpoint.origin(&sign_in).await,
+                Some("https://tokens.example.com:8443")
+            );
+        }
+        // A console that signs no one in asks no one.
+        assert_eq!(TokenEndpoint::default().origin(&SignIn::Off).await, None);
+    }
+
+    #[tokio::test]
+    async fn an_issuer_whose_document_cannot_be_read_is_asked_again_after_a_while() {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let issuer = MockServer::start().await;
+        let sign_in = SignIn::Oidc {
+            issuer: issuer.uri(),
+            client_id: "console".into(),
+        };
+        let mount = |body: serde_json::Value| {
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+                .up_to_n_times(1)
+        };
+        // Nothing there: not asked again for a while, even once there is.
+        let waiting = TokenEndpoint::default();
+        assert_eq!(waiting.origin(&sign_in).await, None);
+        let named = json!({"token_endpoint": format!("{}/token", issuer.uri())});
+        mount(named.clone()).mount(&issuer).await;
+        assert_eq!(waiting.origin(&sign_in).await, None);
+        assert_eq!(issuer.received_requests().await.unwrap().len(), 1);
+        issuer.reset().await;
+        // Asked again when the while has passed: a document that names no token endpoint,
+        // then one that does.
+        let endpoint = TokenEndpoint::default().retrying_after(std::time::Duration::ZERO);
+        mount(json!({"issuer": issuer.uri()})).mount(&issuer).await;
+        assert_eq!(endpoint.origin(&sign_in).await, None);
+        mount(named).mount(&issuer).await;
+        assert_eq!(endpoint.origin(&sign_in).await, Some(issuer.uri().as_str()));
     }
 }

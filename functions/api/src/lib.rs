@@ -188,6 +188,8 @@ pub struct Api<P: Ports = Aws> {
     search_budget: usize,
     /// How often an organization may search or list across its projects.
     searches: audit_log::streaming::RateLimit,
+    /// Where the console's sign-in posts its code, found on the first console request.
+    token_endpoint: console::TokenEndpoint,
 }
 
 pub fn json_response(status: u16, body: &impl serde::Serialize) -> ApiGatewayV2httpResponse {
@@ -272,6 +274,7 @@ impl<P: Ports> Api<P> {
             clock: Arc::new(SystemClock),
             search_budget: SEARCH_BUDGET,
             searches: audit_log::streaming::SEARCHES,
+            token_endpoint: console::TokenEndpoint::default(),
             destinations: DestinationClients {
                 cloudwatch: CloudWatch::new(aws, &settings.log_group_prefix)
                     .with_service_account(settings.service_account_id.clone()),
@@ -341,6 +344,13 @@ impl<P: Ports> Api<P> {
             let settings = ConsoleSettings {
                 sign_in: &self.settings.console,
                 log_group_prefix: &self.settings.log_group_prefix,
+                // Only the page's own policy governs where it connects: its files do not wait
+                // on the issuer.
+                token_origin: if console::is_page(&request.request_context.http.method, path) {
+                    self.token_endpoint.origin(&self.settings.console).await
+                } else {
+                    self.token_endpoint.known()
+                },
             };
             let query = request.raw_query_string.as_deref().unwrap_or_default();
             return console::respond(&request.request_context.http.method, path, query, &settings);
