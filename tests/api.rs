@@ -434,6 +434,42 @@ async fn saving_cloudwatch_stores_the_role_with_the_organizations_external_id() 
 }
 
 #[tokio::test]
+async fn saving_the_same_destination_again_adds_no_secret_version() {
+    let w = World::new().await;
+    let secret = w.secrets.secret_name(&w.org, &w.project);
+    let versions = || async {
+        aws_sdk_secretsmanager::Client::new(&w.aws)
+            .list_secret_version_ids()
+            .secret_id(&secret)
+            .include_deprecated(true)
+            .send()
+            .await
+            .unwrap()
+            .versions
+            .unwrap_or_default()
+            .len()
+    };
+    assert_eq!(w.put(cloudwatch()).await.status, 200);
+    let saved = versions().await;
+    // Saved again as it is, then renamed: the version saved holds them already.
+    let mut renamed = cloudwatch();
+    renamed["name"] = json!("prod-audit-2");
+    for body in [cloudwatch(), renamed] {
+        assert_eq!(w.put(body).await.status, 200);
+    }
+    assert_eq!(versions().await, saved);
+    // Another role is another version.
+    let mut other = cloudwatch();
+    other["cloudwatch"]["role_arn"] = json!("arn:aws:iam::210987654321:role/other");
+    assert_eq!(w.put(other).await.status, 200);
+    assert_eq!(versions().await, saved + 1);
+    assert!(matches!(
+        w.stored_credentials().await.unwrap(),
+        Credentials::Cloudwatch { role_arn, .. } if role_arn.ends_with("role/other")
+    ));
+}
+
+#[tokio::test]
 async fn switching_provider_and_rotating_the_key_leave_no_old_credential_behind() {
     let w = World::new().await;
     w.put(cloudwatch()).await;

@@ -223,6 +223,9 @@ fn credentials_error(e: CredentialsError) -> ApiError {
         CredentialsError::Deleting => {
             ApiError::too_many("credentials_being_deleted", e.to_string(), 10)
         }
+        CredentialsError::TooManyVersions => {
+            ApiError::too_many("credentials_changed_too_often", e.to_string(), 3600)
+        }
         other => internal("secrets")(&other),
     }
 }

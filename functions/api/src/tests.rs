@@ -239,6 +239,71 @@ async fn a_save_without_a_key_keeps_the_saved_key() {
 }
 
 #[tokio::test]
+async fn saving_the_same_credentials_again_adds_no_secret_version() {
+    // GIVEN a saved Datadog destination
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    let (first, versions) = (
+        w.saved().await.secret_version,
+        w.api.secrets.versions(ORG, PROJECT),
+    );
+    // WHEN it is saved again as it is, with its key and without, and renamed
+    let mut renamed = datadog(None);
+    renamed["name"] = "dd-renamed".into();
+    for body in [datadog(Some(KEY)), datadog(None), renamed] {
+        assert_eq!(w.put(body).await.status, 200);
+    }
+    // THEN the configuration still names the version saved first, and the secret holds no
+    // other (Secrets Manager refuses new versions past about 100 a day)
+    assert_eq!(w.saved().await.secret_version, first);
+    assert_eq!(w.api.secrets.versions(ORG, PROJECT), versions);
+    assert_eq!(w.api.secrets.current(ORG, PROJECT), first);
+    // AND a new key is a new version, made current
+    let other = "fedcba9876543210fedcba9876543210";
+    assert_eq!(w.put(datadog(Some(other))).await.status, 200);
+    assert_ne!(w.saved().await.secret_version, first);
+    assert_eq!(w.api.secrets.versions(ORG, PROJECT), versions + 1);
+    assert_eq!(w.stored_key().await.as_deref(), Some(other));
+}
+
+#[tokio::test]
+async fn credentials_changed_too_often_for_secrets_manager_are_a_429_for_an_hour() {
+    let w = World::new();
+    w.api
+        .secrets
+        .set_down(Some(CredentialsError::TooManyVersions));
+    let reply = w.put(datadog(Some(KEY))).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "credentials_changed_too_often");
+    assert_eq!(reply.headers["retry-after"], "3600");
+}
+
+#[tokio::test]
+async fn a_delete_whose_secret_cannot_be_deleted_yet_is_told_once_and_its_retry_deletes_it() {
+    // GIVEN a saved destination whose secret Secrets Manager will not delete right now
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .secrets
+        .set_down(Some(CredentialsError::Unavailable("throttled".into())));
+    // WHEN it is deleted, THEN the request fails, but the deletion is already told
+    let failed = w.call("DELETE", "/streaming", &[], None).await;
+    assert_eq!(failed.status, 500, "{}", failed.body);
+    let told = |w: &World| {
+        w.audited()
+            .into_iter()
+            .filter(|(action, _)| action == "delete")
+            .count()
+    };
+    assert_eq!(told(&w), 1);
+    // AND its retry deletes the secret, and tells it no second time
+    w.api.secrets.set_down(None);
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 204);
+    assert_eq!(w.stored_key().await, None);
+    assert_eq!(told(&w), 1);
+}
+
+#[tokio::test]
 async fn versions_count_on_across_a_delete_as_in_the_table() {
     let w = World::new();
     w.put(datadog(Some(KEY))).await;

@@ -112,9 +112,12 @@ impl<K: Secrets, C: Configurations> CredentialSource for SavedCredentials<'_, K,
                 .configuration(self.organization_id, self.project_id)
                 .await
                 .map_err(|e| {
-                    DeliveryError::Retryable(format!(
-                        "could not read the streaming configuration: {e}"
-                    ))
+                    // The table's own words (its ARN, the request) are for the log; the
+                    // reason is shown to the customer.
+                    tracing::warn!(organization_id = self.organization_id, project_id = self.project_id, error = %e, "the configuration could not be read again for fresh credentials");
+                    DeliveryError::Retryable(
+                        "the service could not read the streaming configuration; retrying".into(),
+                    )
                 })?
                 .and_then(|c| c.secret_version)
         } else {
@@ -244,5 +247,11 @@ mod tests {
         w.configs.set_unreadable(&w.key, true);
         let e = w.credentials(&first).credentials(true).await.unwrap_err();
         assert!(e.is_retryable());
+        // Shown to the customer as the lane's reason: the table's own words stay in the log.
+        assert!(
+            e.message()
+                .contains("could not read the streaming configuration")
+        );
+        assert!(!e.message().contains("unreachable"), "{}", e.message());
     }
 }

@@ -53,6 +53,13 @@ impl MemorySecrets {
             .and_then(|s| s.current.clone())
     }
 
+    /// How many versions the project's secret holds.
+    pub fn versions(&self, organization_id: &str, project_id: &str) -> usize {
+        lock(&self.secrets)
+            .get(&key(organization_id, project_id))
+            .map_or(0, |s| s.versions.len())
+    }
+
     /// The staged version still labelled pending, if any.
     pub fn pending(&self, organization_id: &str, project_id: &str) -> Option<String> {
         lock(&self.secrets)

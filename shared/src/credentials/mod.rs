@@ -89,6 +89,10 @@ pub enum CredentialsError {
         "the destination's previous credentials are still being deleted; try again in a few seconds"
     )]
     Deleting,
+    /// Secrets Manager keeps every version of a secret for a day and refuses new ones past
+    /// about 100 in that time: the credentials were changed that often.
+    #[error("the destination's credentials were changed too often today; try again in an hour")]
+    TooManyVersions,
 }
 
 impl CredentialsError {
@@ -499,6 +503,8 @@ where
             .is_some_and(|m| m.contains("for deletion"));
     if deleting {
         CredentialsError::Deleting
+    } else if code(&err) == Some("LimitExceededException") {
+        CredentialsError::TooManyVersions
     } else {
         classify(err)
     }

@@ -151,26 +151,34 @@ impl<P: Ports> Api<P> {
                 (Credentials::Datadog { api_key: key }, Some(last4))
             }
         };
-        let secret_version = self
-            .secrets
-            .stage(org, project, &credentials)
-            .await
-            .map_err(credentials_error)?;
+        // Saved again with the credentials it has (renamed; tooling that applies its settings
+        // every few minutes): the saved version already holds them. Secrets Manager keeps every
+        // version for a day and refuses new ones past about 100 in that time.
+        let unchanged = match &current {
+            Some(c) if c.destination.provider() == input.destination.provider() => self
+                .secrets
+                .get(org, project, c.secret_version.as_deref(), true)
+                .await
+                .is_ok_and(|saved| same_credentials(&saved, &credentials)),
+            _ => false,
+        };
+        let kept = current
+            .as_ref()
+            .and_then(|c| c.secret_version.clone())
+            .filter(|_| unchanged);
+        let secret_version = match &kept {
+            Some(version) => version.clone(),
+            None => self
+                .secrets
+                .stage(org, project, &credentials)
+                .await
+                .map_err(credentials_error)?,
+        };
         // Renamed, or saved again as it was: what health says of the destination still holds.
         let same_destination = match (&current, &input.destination, &input.api_key) {
             (Some(c), _, _) if c.destination != input.destination => false,
-            (Some(c), Destination::Datadog(_), Some(sent)) => {
-                // Clients that send the whole resource send the key every time.
-                self.saved_datadog_key(org, project, Some(c))
-                    .await
-                    .is_ok_and(|saved| {
-                        subtle::ConstantTimeEq::ct_eq(
-                            saved.expose_secret().as_bytes(),
-                            sent.expose_secret().as_bytes(),
-                        )
-                        .into()
-                    })
-            }
+            // Clients that send the whole resource send the key every time.
+            (Some(_), Destination::Datadog(_), Some(_)) => unchanged,
             (current, _, _) => current.is_some(),
         };
         let new = NewConfig {
@@ -187,7 +195,9 @@ impl<P: Ports> Api<P> {
         {
             Ok(saved) => saved,
             Err(e) => {
-                self.secrets.discard(org, project, &secret_version).await;
+                if kept.is_none() {
+                    self.secrets.discard(org, project, &secret_version).await;
+                }
                 return match e {
                     ConfigError::VersionMismatch { current } => Ok(Err(current)),
                     other => Err(config_error(other)),
@@ -308,10 +318,11 @@ impl<P: Ports> Api<P> {
                     other => config_error(other),
                 })?
         };
-        self.secrets
-            .delete(org, project)
-            .await
-            .map_err(credentials_error)?;
+        // The secret goes right after the configuration (a save landing in between would lose
+        // its credentials). The deletion is told and its owed events dropped whether or not
+        // the secret could go: a secret Secrets Manager will not delete yet fails this request,
+        // and its retry, which finds no configuration left, deletes only the secret.
+        let secret_deleted = self.secrets.delete(org, project).await;
         if let Some(deleted) = &deleted {
             self.forget_owed(org, project, removed_ms).await;
             self.audit(
@@ -326,9 +337,32 @@ impl<P: Ports> Api<P> {
             )
             .await;
         }
+        secret_deleted.map_err(credentials_error)?;
         let mut response = ApiGatewayV2httpResponse::default();
         response.status_code = 204;
         Ok(response)
+    }
+}
+
+/// Whether two credentials are the same (secrets compared in constant time).
+fn same_credentials(a: &Credentials, b: &Credentials) -> bool {
+    let same = |a: &SecretString, b: &SecretString| -> bool {
+        subtle::ConstantTimeEq::ct_eq(a.expose_secret().as_bytes(), b.expose_secret().as_bytes())
+            .into()
+    };
+    match (a, b) {
+        (
+            Credentials::Cloudwatch {
+                role_arn: a_role,
+                external_id: a_id,
+            },
+            Credentials::Cloudwatch {
+                role_arn: b_role,
+                external_id: b_id,
+            },
+        ) => a_role == b_role && same(a_id, b_id),
+        (Credentials::Datadog { api_key: a }, Credentials::Datadog { api_key: b }) => same(a, b),
+        _ => false,
     }
 }
 
