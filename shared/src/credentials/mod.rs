@@ -467,7 +467,7 @@ impl SecretStore {
         match put().await {
             Ok(_) => return Ok(version),
             Err(e) if code(&e) == Some("ResourceNotFoundException") => {}
-            Err(e) => return Err(staging_error(e)),
+            Err(e) => return Err(put_error(name, e)),
         }
         // A secret's first version becomes current whatever its labels say, so a new secret
         // starts with a placeholder that no provider reads as credentials.
@@ -485,9 +485,28 @@ impl SecretStore {
             Err(e) if code(&e) == Some("ResourceExistsException") => {}
             Err(e) => return Err(staging_error(e)),
         }
-        put().await.map_err(staging_error)?;
+        put().await.map_err(|e| put_error(name, e))?;
         Ok(version)
     }
+}
+
+/// What a new version's `PutSecretValue` met: of Secrets Manager's quotas, the one a version
+/// can exceed is the secret's versions (every one is kept for a day, about 100 at most).
+fn put_error(
+    name: &str,
+    err: SdkError<
+        aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError,
+        HttpResponse,
+    >,
+) -> CredentialsError {
+    if code(&err) == Some("LimitExceededException") {
+        tracing::warn!(
+            secret = name,
+            "the secret has as many versions as Secrets Manager keeps in a day"
+        );
+        return CredentialsError::TooManyVersions;
+    }
+    staging_error(err)
 }
 
 /// What a save's call met: Secrets Manager answers `InvalidRequestException` saying the
@@ -503,8 +522,6 @@ where
             .is_some_and(|m| m.contains("for deletion"));
     if deleting {
         CredentialsError::Deleting
-    } else if code(&err) == Some("LimitExceededException") {
-        CredentialsError::TooManyVersions
     } else {
         classify(err)
     }
@@ -667,6 +684,31 @@ mod tests {
         let error = store.stage("o", "p", &datadog_key()).await.unwrap_err();
         assert!(matches!(error, CredentialsError::Deleting), "{error:?}");
         assert_eq!(rule.num_calls(), WHILE_DELETING.len() + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_secret_with_a_days_worth_of_versions_is_told_as_such() {
+        let rule = mock!(aws_sdk_secretsmanager::Client::put_secret_value).then_error(|| {
+            aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError::LimitExceededException(
+                aws_sdk_secretsmanager::types::error::LimitExceededException::builder()
+                    .meta(
+                        aws_sdk_secretsmanager::error::ErrorMetadata::builder()
+                            .code("LimitExceededException")
+                            .message("You have exceeded the maximum number of versions.")
+                            .build(),
+                    )
+                    .build(),
+            )
+        });
+        let store = SecretStore::new(
+            mock_client!(aws_sdk_secretsmanager, RuleMode::MatchAny, [&rule]),
+            "p/",
+        );
+        let error = store.stage("o", "p", &datadog_key()).await.unwrap_err();
+        assert!(
+            matches!(error, CredentialsError::TooManyVersions),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]

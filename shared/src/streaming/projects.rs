@@ -55,15 +55,16 @@ impl ProjectIndex for ConfigTable {
                     .item(attr::PROJECT_ID, s(project))
             })
             .collect();
-        let answers: Vec<_> = futures::stream::iter(puts)
-            .map(|put| put.send())
-            // In order, each answer where its project is.
-            .buffered(NOTED_AT_ONCE)
+        // Each answer with where its project is: one slow write holds up no other.
+        let mut answers: Vec<_> = futures::stream::iter(puts.into_iter().enumerate())
+            .map(|(i, put)| async move { (i, put.send().await) })
+            .buffer_unordered(NOTED_AT_ONCE)
             .collect()
             .await;
+        answers.sort_by_key(|(i, _)| *i);
         let mut unnoted = Vec::new();
         let mut error = None;
-        for (i, answer) in answers.into_iter().enumerate() {
+        for (i, answer) in answers {
             if let Err(e) = answer {
                 unnoted.push(i);
                 error.get_or_insert_with(|| store_error(e));
@@ -202,5 +203,47 @@ impl ProjectIndex for MemoryProjects {
         let page: Vec<String> = mine.into_iter().take(limit).collect();
         let next = more.then(|| page.last().cloned()).flatten();
         Ok((page, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    #[tokio::test]
+    async fn projects_not_noted_are_told_by_their_places_however_many_are_noted_at_once() {
+        // More projects than are noted at once; two organizations' writes refused.
+        let refused = |org: &'static str| {
+            mock!(Client::put_item)
+                .match_requests(move |r| r.item().unwrap()[attr::ORGANIZATION_ID] == s(org))
+                .then_error(|| {
+                    PutItemError::generic(
+                        ErrorMetadata::builder()
+                            .code("ValidationException")
+                            .message("refused")
+                            .build(),
+                    )
+                })
+        };
+        let (five, thirty_seven) = (refused("org-5"), refused("org-37"));
+        let noted = mock!(Client::put_item).then_output(|| PutItemOutput::builder().build());
+        let table = ConfigTable::new(
+            mock_client!(
+                aws_sdk_dynamodb,
+                RuleMode::MatchAny,
+                [&five, &thirty_seven, &noted]
+            ),
+            "config",
+        );
+        let projects: Vec<(String, String)> = (0..NOTED_AT_ONCE + 8)
+            .map(|i| (format!("org-{i}"), "p".to_owned()))
+            .collect();
+        let unnoted = table.note(&projects).await.unwrap_err();
+        assert_eq!(unnoted.projects, [5, 37]);
+        assert_eq!(noted.num_calls(), NOTED_AT_ONCE + 6);
     }
 }

@@ -98,9 +98,10 @@ impl<P: Ports> Api<P> {
     }
 
     /// One try at a save: `Ok(Err(current))` when another save got in between the read and
-    /// this one's conditional write. The credentials go to a new secret version that only
-    /// becomes current once the configuration naming it is saved: a PUT that answers 412 or
-    /// fails leaves the stored credentials exactly as they were.
+    /// this one's conditional write. New credentials go to a new secret version that only
+    /// becomes current once the configuration naming it is saved (the saved ones keep their
+    /// version): a PUT that answers 412 or fails leaves the stored credentials exactly as they
+    /// were.
     pub(crate) async fn put_once(
         &self,
         caller: &Caller,
