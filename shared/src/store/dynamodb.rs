@@ -719,6 +719,13 @@ fn failed(requests: &[WriteRequest], reason: StoreError) -> Vec<WriteFailure> {
         .collect()
 }
 
+/// Error codes that say the service's set-up is wrong, not the request's item.
+const SET_UP: &[&str] = &[
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "ResourceNotFoundException",
+];
+
 /// Throttling and service faults are worth another try; a refused request is not. The
 /// service's own trouble is told by its status as much as by its code: a 5xx whose body names
 /// no code (a load balancer's 502, an `InternalFailure`) passes like a throttle.
@@ -736,6 +743,15 @@ where
                     "InternalServerError",
                 ],
             ) =>
+        {
+            StoreError::Unavailable(text)
+        }
+        // The service's own set-up (the function's permissions, the table) refuses every event
+        // alike until an operator mends it: an outage to wait out (capture's events go round
+        // the retry queue for days, and are stored once it is mended), not a refusal of the
+        // event that would dead-letter it within minutes.
+        SdkError::ServiceError(service)
+            if service.err().code().is_some_and(|c| SET_UP.contains(&c)) =>
         {
             StoreError::Unavailable(text)
         }

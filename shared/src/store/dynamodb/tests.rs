@@ -386,6 +386,27 @@ async fn the_sdk_does_not_retry_under_the_service_s_own_attempts() {
 }
 
 #[tokio::test]
+async fn a_table_the_function_may_not_write_is_an_outage_not_a_refusal_of_its_events() {
+    for code in ["AccessDeniedException", "ResourceNotFoundException"] {
+        let denied =
+            mock!(Client::batch_write_item).then_http_response(move || dynamodb_error(400, code));
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&denied]);
+        let table = EventTable::new(client, TABLE).with_backoff(fast());
+        // Tried again until the invocation's time is up, as an outage is.
+        let failures = table
+            .put_events(events(2), Instant::now() + Duration::from_millis(200))
+            .await;
+        assert_eq!(ids(&failures), vec!["m0", "m1"]);
+        assert!(denied.num_calls() > 1, "{code}: not tried again");
+        // Worth another try, so capture sends the events round rather than dead-letter them.
+        assert!(
+            failures.iter().all(|f| f.reason.is_retryable()),
+            "{code}: {failures:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_refused_request_fails_its_events_without_retrying() {
     let refused = mock!(Client::batch_write_item)
         .then_http_response(|| dynamodb_error(400, "ValidationException"));
