@@ -267,6 +267,35 @@ async fn saving_the_same_credentials_again_adds_no_secret_version() {
 }
 
 #[tokio::test]
+async fn a_slow_promote_leaves_the_current_label_on_the_version_the_configuration_names() {
+    // GIVEN a saved destination, and a save of a new key whose promote is slow
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    let release = w.api.secrets.hold_next_promote();
+    let (second, third) = (
+        "fedcba9876543210fedcba9876543210",
+        "00112233445566778899aabbccddeeff",
+    );
+    let slow = w.put(datadog(Some(second)));
+    // WHEN another save lands and promotes its key before the slow promote acts
+    let newer = async {
+        while w.saved().await.version < 2 {
+            tokio::task::yield_now().await;
+        }
+        let newer = w.put(datadog(Some(third))).await;
+        let _ = release.send(());
+        newer
+    };
+    let (slow, newer) = tokio::join!(slow, newer);
+    assert_eq!((slow.status, newer.status), (200, 200));
+    // THEN the current key is the one the configuration names: the newest
+    let config = w.saved().await;
+    assert_eq!(config.version, 3);
+    assert_eq!(w.api.secrets.current(ORG, PROJECT), config.secret_version);
+    assert_eq!(w.stored_key().await.as_deref(), Some(third));
+}
+
+#[tokio::test]
 async fn credentials_changed_too_often_for_secrets_manager_are_a_429_for_an_hour() {
     let w = World::new();
     w.api

@@ -24,6 +24,8 @@ pub struct MemorySecrets {
     down: Mutex<Option<CredentialsError>>,
     /// The next stage's secret is deleted right after it, as by a concurrent `DELETE`.
     deleted_after_stage: Mutex<bool>,
+    /// The next promote waits for this before it acts, as a slow one does.
+    held_promote: Mutex<Option<futures::channel::oneshot::Receiver<()>>>,
     next: Mutex<u64>,
     service_key: std::sync::OnceLock<Arc<SecretString>>,
 }
@@ -51,6 +53,13 @@ impl MemorySecrets {
         lock(&self.secrets)
             .get(&key(organization_id, project_id))
             .and_then(|s| s.current.clone())
+    }
+
+    /// The next promote waits until the returned sender is used (or dropped).
+    pub fn hold_next_promote(&self) -> futures::channel::oneshot::Sender<()> {
+        let (release, held) = futures::channel::oneshot::channel();
+        *lock(&self.held_promote) = Some(held);
+        release
     }
 
     /// How many versions the project's secret holds.
@@ -128,6 +137,10 @@ impl Secrets for MemorySecrets {
         project_id: &str,
         version: &str,
     ) -> Result<(), CredentialsError> {
+        let held = lock(&self.held_promote).take();
+        if let Some(held) = held {
+            let _ = held.await;
+        }
         self.check()?;
         let mut secrets = lock(&self.secrets);
         let secret = secrets

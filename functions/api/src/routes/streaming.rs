@@ -247,6 +247,16 @@ impl<P: Ports> Api<P> {
             .await
             .map_err(config_error)?
             .unwrap_or(saved);
+        // A save that landed after this one may have promoted its version before this promote
+        // moved the label back: the label goes to the version the configuration names now
+        // (delivery reads that version whatever the label says; the label is for people and
+        // for Secrets Manager, which removes unlabelled versions).
+        if let Some(named) = saved.secret_version.as_deref()
+            && named != secret_version
+            && let Err(e) = self.secrets.promote(org, project, named).await
+        {
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "the saved configuration's secret version not made current");
+        }
         self.view(org, project, Some(&saved)).await.map(Ok)
     }
 
