@@ -473,11 +473,7 @@ fn deferred_events_wait_on_a_queue_of_their_own_a_few_at_once() {
             .as_str()
             .is_some_and(|d| d.contains("redrive DeferredDeadLetterQueue"))
     );
-    assert!(
-        alarm["AlarmActions"]
-            .as_sequence()
-            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
-    );
+    assert!(notifies(alarm));
 }
 
 /// Lanes' own calls (probes, catching up) run at most the operator's number at once, so a mass
@@ -511,11 +507,7 @@ fn lane_calls_run_at_most_the_operators_number_at_once_and_waiting_raises_an_ala
     // Calls are received as soon as they are due unless every slot is taken: the fewest
     // waiting stays above zero only then.
     assert_eq!(alarm["Statistic"].as_str(), Some("Minimum"));
-    assert!(
-        alarm["AlarmActions"]
-            .as_sequence()
-            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
-    );
+    assert!(notifies(alarm));
 }
 
 /// Capture runs at most the operator's number of invocations at once, so one organization's
@@ -547,11 +539,7 @@ fn capture_runs_at_most_the_operators_number_at_once_and_a_backlog_raises_an_ala
     );
     assert!(is_get_att(&alarm["Dimensions"][0]["Value"], "EventsQueue"));
     assert_eq!(alarm["Threshold"].as_u64(), Some(300));
-    assert!(
-        alarm["AlarmActions"]
-            .as_sequence()
-            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
-    );
+    assert!(notifies(alarm));
 }
 
 /// The events and lanes queues are fair queues (every message the service queues is in its
@@ -594,11 +582,14 @@ fn organizations_kept_waiting_by_others_raise_an_alarm() {
     );
     assert_eq!(alarm["Threshold"].as_u64(), Some(1));
     assert_eq!(alarm["EvaluationPeriods"].as_u64(), Some(3));
-    assert!(
-        alarm["AlarmActions"]
-            .as_sequence()
-            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
-    );
+    assert!(notifies(alarm));
+}
+
+/// Whether `alarm` tells the alarm topic.
+fn notifies(alarm: &Yaml) -> bool {
+    alarm["AlarmActions"]
+        .as_sequence()
+        .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
 }
 
 /// The stream function's SQS event source reading `queue` (`<Queue>.Arn`).
@@ -739,11 +730,7 @@ fn capture_sends_unstored_events_to_a_retry_queue_only_it_may_send_to() {
         &alarm["Dimensions"][0]["Value"],
         "EventsRetryQueue"
     ));
-    assert!(
-        alarm["AlarmActions"]
-            .as_sequence()
-            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
-    );
+    assert!(notifies(alarm));
 }
 
 /// The api answers its own failures (a table or Secrets Manager down) as 5xx responses, not
@@ -767,9 +754,5 @@ fn the_api_alarm_counts_the_5xx_answers_callers_get() {
     assert_eq!(named("Stage").as_str(), Some("$default"));
     assert!(resource("HttpApi").get("StageName").is_none());
     assert_eq!(alarm["Threshold"].as_u64(), Some(0));
-    assert!(
-        alarm["AlarmActions"]
-            .as_sequence()
-            .is_some_and(|a| a.iter().any(|t| is_ref(t, "AlarmTopic")))
-    );
+    assert!(notifies(alarm));
 }

@@ -719,8 +719,15 @@ fn failed(requests: &[WriteRequest], reason: StoreError) -> Vec<WriteFailure> {
         .collect()
 }
 
-/// Error codes that say the service's set-up is wrong, not the request's item.
-const SET_UP: &[&str] = &[
+/// Codes of trouble that passes, beside the SDK's throttling and fault codes: DynamoDB's own
+/// throughput and faults, and its answers that the service's set-up (the function's
+/// permissions, the table) is wrong, which refuse every event alike until an operator mends
+/// it: an outage to wait out (capture's events go round the retry queue for days, and are
+/// stored once it is mended), not a refusal of the event that would dead-letter it within
+/// minutes.
+const PASSES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "InternalServerError",
     "AccessDeniedException",
     "UnrecognizedClientException",
     "ResourceNotFoundException",
@@ -735,24 +742,7 @@ where
 {
     let text = DisplayErrorContext(err).to_string();
     match err {
-        SdkError::ServiceError(_)
-            if crate::sdk::in_trouble(
-                err,
-                &[
-                    "ProvisionedThroughputExceededException",
-                    "InternalServerError",
-                ],
-            ) =>
-        {
-            StoreError::Unavailable(text)
-        }
-        // The service's own set-up (the function's permissions, the table) refuses every event
-        // alike until an operator mends it: an outage to wait out (capture's events go round
-        // the retry queue for days, and are stored once it is mended), not a refusal of the
-        // event that would dead-letter it within minutes.
-        SdkError::ServiceError(service)
-            if service.err().code().is_some_and(|c| SET_UP.contains(&c)) =>
-        {
+        SdkError::ServiceError(_) if crate::sdk::in_trouble(err, PASSES) => {
             StoreError::Unavailable(text)
         }
         SdkError::ServiceError(_) => StoreError::Refused(text),

@@ -156,12 +156,20 @@ impl<P: Ports> Api<P> {
         // every few minutes): the saved version already holds them. Secrets Manager keeps every
         // version for a day and refuses new ones past about 100 in that time.
         let unchanged = match &current {
-            Some(c) if c.destination.provider() == input.destination.provider() => self
+            Some(c) if c.destination.provider() != input.destination.provider() => false,
+            // A Datadog save without a key keeps the key read from the saved version above.
+            Some(_)
+                if matches!(input.destination, Destination::Datadog(_))
+                    && input.api_key.is_none() =>
+            {
+                true
+            }
+            Some(c) => self
                 .secrets
                 .get(org, project, c.secret_version.as_deref(), true)
                 .await
                 .is_ok_and(|saved| same_credentials(&saved, &credentials)),
-            _ => false,
+            None => false,
         };
         let kept = current
             .as_ref()
