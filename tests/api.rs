@@ -599,6 +599,39 @@ async fn a_version_read_before_a_delete_never_matches_the_configuration_saved_af
 }
 
 #[tokio::test]
+async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_way() {
+    use audit_log::streaming::{Configurations, DELETION_MARK};
+    // GIVEN two deletions of the project under way (each between its steps)
+    let w = World::new().await;
+    let now = OffsetDateTime::now_utc();
+    let (org, project) = (w.org.as_str(), w.project.as_str());
+    let first = w.configs.begin_deletion(org, project, now).await.unwrap();
+    let second = w.configs.begin_deletion(org, project, now).await.unwrap();
+    // WHEN a save comes, THEN it is told to come back, and nothing of it is saved
+    let refused = w.put(cloudwatch()).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "credentials_being_deleted");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(w.get().await.body["version"], 0);
+    // AND the later deletion ending first still leaves the earlier one's mark
+    w.configs.end_deletion(org, project, &second).await.unwrap();
+    assert_eq!(w.put(cloudwatch()).await.status, 429);
+    // AND once the last is over, the same save lands
+    w.configs.end_deletion(org, project, &first).await.unwrap();
+    assert_eq!(w.put(cloudwatch()).await.status, 200);
+    // AND after a deletion cut short, saves land again once its mark lapsed
+    assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
+    let cut_short = now - DELETION_MARK - time::Duration::seconds(1);
+    w.configs
+        .begin_deletion(org, project, cut_short)
+        .await
+        .unwrap();
+    let saved = w.put(cloudwatch()).await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["version"], 2);
+}
+
+#[tokio::test]
 async fn each_invalid_body_gets_a_400_that_names_the_problem_and_causes_nothing() {
     let w = World::new().await;
     let cases: Vec<(String, &str)> = vec![
@@ -2644,7 +2677,10 @@ async fn puts_and_deletes_without_if_match_never_answer_412() {
     // Each save was one version: none lost, none doubled.
     assert_eq!(w.get().await.body["version"], 8);
     let (put, delete) = tokio::join!(w.put(cloudwatch()), w.call("DELETE", "/streaming", None));
-    assert_eq!(put.status, 200);
+    // A save that meets the deletion between its two steps is told to come back (429).
+    let told_to_come_back =
+        put.status == 429 && put.body["error"]["code"] == "credentials_being_deleted";
+    assert!(put.status == 200 || told_to_come_back, "{}", put.body);
     assert_eq!(delete.status, 204);
 }
 

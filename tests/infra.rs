@@ -657,6 +657,14 @@ fn export_files_are_private_encrypted_and_kept_seven_days() {
     assert!(audit_log_api::export::STEP_LEASE.as_secs() > timeout);
 }
 
+/// A `DELETE`'s mark tells a deletion still running from one cut short by its age: no api call
+/// runs as long.
+#[test]
+fn a_deletions_mark_outlives_every_api_call() {
+    let timeout = resource("ApiFunction")["Timeout"].as_u64().unwrap() as i64;
+    assert!(audit_log::streaming::DELETION_CALL_LIMIT.whole_seconds() > timeout);
+}
+
 /// `!Ref <name>` in the template.
 fn is_ref(v: &Yaml, name: &str) -> bool {
     matches!(v, Yaml::Tagged(t) if t.tag == "Ref" && t.value.as_str() == Some(name))

@@ -213,6 +213,10 @@ fn internal(context: &'static str) -> impl Fn(&dyn std::fmt::Display) -> ApiErro
 fn config_error(e: ConfigError) -> ApiError {
     match e {
         ConfigError::VersionMismatch { current } => ApiError::version_mismatch(current),
+        // As a secret that is still being deleted: the same deletion, one step earlier.
+        ConfigError::Deleting { retry_after } => {
+            ApiError::too_many("credentials_being_deleted", e.to_string(), retry_after)
+        }
         other => internal("configuration table")(&other),
     }
 }

@@ -296,6 +296,106 @@ async fn a_slow_promote_leaves_the_current_label_on_the_version_the_configuratio
 }
 
 #[tokio::test]
+async fn a_save_between_a_deletions_two_steps_is_told_to_come_back_and_then_keeps_its_key() {
+    // GIVEN a saved destination whose deletion has removed the configuration, not yet the secret
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    let release = w.api.secrets.hold_next_delete();
+    let deleting = w.call("DELETE", "/streaming", &[], None);
+    let second = "fedcba9876543210fedcba9876543210";
+    let saving = async {
+        while w
+            .api
+            .configs
+            .configuration(ORG, PROJECT)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            tokio::task::yield_now().await;
+        }
+        // WHEN a save comes in between
+        let refused = w.put(datadog(Some(second))).await;
+        let _ = release.send(());
+        refused
+    };
+    let (deleted, refused) = tokio::join!(deleting, saving);
+    // THEN it is told to come back, and nothing of it is saved
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "credentials_being_deleted");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(
+        w.api
+            .configs
+            .configuration(ORG, PROJECT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // AND, the deletion over, the same save lands with its key
+    assert_eq!(w.put(datadog(Some(second))).await.status, 200);
+    assert_eq!(w.stored_key().await.as_deref(), Some(second));
+}
+
+#[tokio::test]
+async fn a_deletion_whose_secret_stays_holds_saves_back_until_its_mark_lapses() {
+    // GIVEN a deletion that removed the configuration but whose secret delete failed (it may
+    // still land)
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .secrets
+        .set_down(Some(CredentialsError::Unavailable("timed out".into())));
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 500);
+    w.api.secrets.set_down(None);
+    // WHEN saves come, THEN they are told to come back: soon while the deletion might still
+    // be running, then when the mark lapses
+    let refused = w.put(datadog(Some(KEY))).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["error"]["code"], "credentials_being_deleted");
+    assert_eq!(refused.headers["retry-after"], "1");
+    w.clock.advance(std::time::Duration::from_secs(40));
+    let refused = w.put(datadog(Some(KEY))).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.headers["retry-after"], "20");
+    w.clock.advance(std::time::Duration::from_secs(20));
+    assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_deletion_whose_secret_delete_was_refused_holds_no_save_back() {
+    // GIVEN a deletion whose secret delete Secrets Manager refused (so it never lands)
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .secrets
+        .set_down(Some(CredentialsError::Refused("AccessDenied".into())));
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 500);
+    w.api.secrets.set_down(None);
+    // WHEN a save comes, THEN it lands, keeping the secret that stayed
+    assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+}
+
+#[tokio::test]
+async fn a_delete_if_nothing_is_saved_meeting_a_save_since_is_a_412_that_holds_nothing_back() {
+    // GIVEN a delete conditional on nothing being saved, and a save that lands after its read
+    let w = World::new();
+    let key = LaneKey::new(ORG, PROJECT);
+    w.api.configs.race_next_delete(&key);
+    // WHEN it deletes, THEN it is refused (the save and its credentials stay)
+    let stale = w
+        .call("DELETE", "/streaming", &[("if-match", "\"0\"")], None)
+        .await;
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    assert_eq!(w.saved().await.version, 1);
+    // AND it leaves no mark behind to hold saves back
+    assert_eq!(w.api.configs.deleting(&key, w.clock.now()), None);
+}
+
+#[tokio::test]
 async fn credentials_changed_too_often_for_secrets_manager_are_a_429_for_an_hour() {
     let w = World::new();
     w.api

@@ -25,9 +25,30 @@ pub struct MemorySecrets {
     /// The next stage's secret is deleted right after it, as by a concurrent `DELETE`.
     deleted_after_stage: Mutex<bool>,
     /// The next promote waits for this before it acts, as a slow one does.
-    held_promote: Mutex<Option<futures::channel::oneshot::Receiver<()>>>,
+    held_promote: Held,
+    /// So does the next delete.
+    held_delete: Held,
     next: Mutex<u64>,
     service_key: std::sync::OnceLock<Arc<SecretString>>,
+}
+
+/// A call that waits, when told to, until the test lets it go on.
+#[derive(Debug, Default)]
+struct Held(Mutex<Option<futures::channel::oneshot::Receiver<()>>>);
+
+impl Held {
+    fn hold(&self) -> futures::channel::oneshot::Sender<()> {
+        let (release, held) = futures::channel::oneshot::channel();
+        *lock(&self.0) = Some(held);
+        release
+    }
+
+    async fn wait(&self) {
+        let held = lock(&self.0).take();
+        if let Some(held) = held {
+            let _ = held.await;
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -57,9 +78,12 @@ impl MemorySecrets {
 
     /// The next promote waits until the returned sender is used (or dropped).
     pub fn hold_next_promote(&self) -> futures::channel::oneshot::Sender<()> {
-        let (release, held) = futures::channel::oneshot::channel();
-        *lock(&self.held_promote) = Some(held);
-        release
+        self.held_promote.hold()
+    }
+
+    /// The next delete waits until the returned sender is used (or dropped).
+    pub fn hold_next_delete(&self) -> futures::channel::oneshot::Sender<()> {
+        self.held_delete.hold()
     }
 
     /// How many versions the project's secret holds.
@@ -137,10 +161,7 @@ impl Secrets for MemorySecrets {
         project_id: &str,
         version: &str,
     ) -> Result<(), CredentialsError> {
-        let held = lock(&self.held_promote).take();
-        if let Some(held) = held {
-            let _ = held.await;
-        }
+        self.held_promote.wait().await;
         self.check()?;
         let mut secrets = lock(&self.secrets);
         let secret = secrets
@@ -170,6 +191,7 @@ impl Secrets for MemorySecrets {
         organization_id: &str,
         project_id: &str,
     ) -> Result<(), CredentialsError> {
+        self.held_delete.wait().await;
         self.check()?;
         lock(&self.secrets).remove(&key(organization_id, project_id));
         Ok(())

@@ -2,18 +2,19 @@
 //! configurations with their versions, External IDs, rate-limit counters, connection tests,
 //! failures and replays, beside the lanes of [`MemoryLanes`], which it extends.
 
+use super::deletion::retry_after;
 use super::exports::{EXPORT_STALE_AFTER_SECONDS, Export, ExportState, Exports, RUNNING_EXPORTS};
 use super::{
-    ConfigError, Configurations, ConnectionTests, FailureLog, FailureRecord, Health, NewConfig,
-    Organizations, RateLimit, Replay, ReplayState, Replays, StreamingConfig, TestRecord,
-    new_external_id, replays::is_fresh,
+    ConfigError, Configurations, ConnectionTests, DELETION_MARK, Deletion, FailureLog,
+    FailureRecord, Health, NewConfig, Organizations, RateLimit, Replay, ReplayState, Replays,
+    StreamingConfig, TestRecord, new_external_id, replays::is_fresh,
 };
 use crate::clock::seconds_text;
 use crate::destination::{DatadogSettings, DatadogSite, Destination};
 use crate::lane::memory::{MemoryLanes, lock};
 use crate::lane::{Lane, LaneKey};
 use crate::store::StoredKey;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use time::OffsetDateTime;
 
 /// What the configuration table keeps besides lanes.
@@ -34,6 +35,10 @@ pub(crate) struct Table {
     raced: HashMap<LaneKey, usize>,
     /// The version of each project's last deleted configuration.
     removed: HashMap<LaneKey, u64>,
+    /// Marks of deletions under way: their deletions, and until when (epoch seconds) it holds.
+    deleting: HashMap<LaneKey, (Vec<Deletion>, i64)>,
+    /// Projects whose next delete finds that a save landed since the caller read.
+    raced_deletes: HashSet<LaneKey>,
     exports: HashMap<(LaneKey, String), Export>,
     /// Running exports' ids and heartbeats, by organization.
     export_slots: HashMap<String, Vec<(String, i64)>>,
@@ -49,6 +54,20 @@ impl MemoryLanes {
     /// The project's next `saves` saves each lose a race.
     pub fn race_next_saves(&self, key: &LaneKey, saves: usize) {
         lock(&self.table).raced.insert(key.clone(), saves);
+    }
+
+    /// A save lands between the caller's read and the project's next delete.
+    pub fn race_next_delete(&self, key: &LaneKey) {
+        lock(&self.table).raced_deletes.insert(key.clone());
+    }
+
+    /// When to come back, if a deletion's mark holds at `now`.
+    pub fn deleting(&self, key: &LaneKey, now: OffsetDateTime) -> Option<u64> {
+        lock(&self.table)
+            .deleting
+            .get(key)
+            .filter(|(under_way, until)| !under_way.is_empty() && *until > now.unix_timestamp())
+            .map(|(_, until)| retry_after(*until, now))
     }
 
     fn check(&self, key: &LaneKey) -> Result<(), ConfigError> {
@@ -149,6 +168,12 @@ impl Configurations for MemoryLanes {
             .get(&key)
             .filter(|m| m.configured)
             .map_or(0, |m| m.lane.version);
+        // As the table's transaction: the mark is told first.
+        if read == 0
+            && let Some(retry_after) = self.deleting(&key, now)
+        {
+            return Err(ConfigError::Deleting { retry_after });
+        }
         if current != read {
             return Err(ConfigError::VersionMismatch { current });
         }
@@ -189,6 +214,10 @@ impl Configurations for MemoryLanes {
         if_version: Option<u64>,
     ) -> Result<Option<StreamingConfig>, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
+        if lock(&self.table).raced_deletes.remove(&key) {
+            self.configure(&key);
+            self.saved(&key);
+        }
         let stored = self.configuration(organization_id, project_id).await?;
         if let Some(v) = if_version {
             let current = stored.as_ref().map_or(0, |c| c.version);
@@ -204,6 +233,40 @@ impl Configurations for MemoryLanes {
         drop(table);
         self.unconfigure(&key);
         Ok(stored)
+    }
+
+    async fn begin_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deletion, ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        self.check(&key)?;
+        let deletion = Deletion::new();
+        let until = (now + DELETION_MARK).unix_timestamp();
+        let mut table = lock(&self.table);
+        let mark = table.deleting.entry(key).or_default();
+        if mark.0.is_empty() || mark.1 <= now.unix_timestamp() {
+            mark.0.clear();
+        }
+        mark.0.push(deletion.clone());
+        mark.1 = until;
+        Ok(deletion)
+    }
+
+    async fn end_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        deletion: &Deletion,
+    ) -> Result<(), ConfigError> {
+        let key = LaneKey::new(organization_id, project_id);
+        self.check(&key)?;
+        if let Some((under_way, _)) = lock(&self.table).deleting.get_mut(&key) {
+            under_way.retain(|d| d != deletion);
+        }
+        Ok(())
     }
 }
 

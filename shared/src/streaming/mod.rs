@@ -7,6 +7,7 @@
 //! `replays.rs`, and `lanes.rs` (the lanes' state and what they owe).
 
 mod connection_tests;
+mod deletion;
 mod exports;
 mod failures;
 mod health;
@@ -18,6 +19,7 @@ mod projects;
 mod replays;
 
 pub use connection_tests::{ConnectionTests, TestRecord};
+pub use deletion::{DELETION_CALL_LIMIT, DELETION_MARK, Deletion};
 pub use exports::{
     EXPORT_KEPT_DAYS, EXPORT_STALE_AFTER_SECONDS, EXPORT_STALLED, EXPORT_STALLED_AFTER_SECONDS,
     Export, ExportFormat, ExportPart, ExportState, Exports, RUNNING_EXPORTS,
@@ -108,6 +110,10 @@ pub enum ConfigError {
     /// The stored version is not the one the save was conditional on.
     #[error("the configuration is at version {current}; read it again")]
     VersionMismatch { current: u64 },
+    /// A deletion of the project is under way: a configuration saved now would name
+    /// credentials the deletion is about to remove.
+    #[error("a deletion of this project's streaming configuration is under way; retry shortly")]
+    Deleting { retry_after: u64 },
     #[error("the stored configuration is damaged: {0}")]
     Corrupt(&'static str),
     #[error("DynamoDB failed: {0}")]
@@ -386,6 +392,23 @@ pub trait Configurations: Sync {
         project_id: &str,
         if_version: Option<u64>,
     ) -> impl Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
+
+    /// Marks a deletion of the project under way, for [`DELETION_MARK`] at most: until it
+    /// ends, no configuration is saved in place of none (`ConfigError::Deleting`).
+    fn begin_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<Deletion, ConfigError>> + Send;
+
+    /// The deletion is over: saves land again.
+    fn end_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        deletion: &Deletion,
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
 }
 
 impl Configurations for ConfigTable {
@@ -488,7 +511,7 @@ impl Configurations for ConfigTable {
                     .map(|_| ())
                     .map_err(|e| (is_condition_failure(&e), store_error(e)))
             } else if read == 0 {
-                self.first_save(organization_id, project_id, item, after)
+                self.first_save(organization_id, project_id, item, after, now)
                     .await
             } else {
                 self.client
@@ -514,7 +537,7 @@ impl Configurations for ConfigTable {
                 Err((true, _)) => {
                     // Another save won, or only the lane moved on: then try again with it.
                     if read == 0 {
-                        return Err(self.mismatch(organization_id, project_id).await);
+                        return Err(self.refusal(organization_id, project_id, now).await);
                     }
                 }
                 Err((false, e)) => return Err(e),
@@ -576,6 +599,25 @@ impl Configurations for ConfigTable {
         // Saves kept landing: the caller is told to come back, as a save that keeps losing is.
         Err(ConfigError::VersionMismatch { current })
     }
+
+    async fn begin_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deletion, ConfigError> {
+        self.mark_deletion(organization_id, project_id, now).await
+    }
+
+    async fn end_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        deletion: &Deletion,
+    ) -> Result<(), ConfigError> {
+        self.clear_deletion(organization_id, project_id, deletion)
+            .await
+    }
 }
 
 /// The item that keeps the version of a project's last deleted configuration.
@@ -588,14 +630,16 @@ fn removed_key(organization_id: &str, project_id: &str) -> HashMap<String, Attri
 
 impl ConfigTable {
     /// Writes the project's configuration where none is, as long as its last deleted version is
-    /// still `after`, in one transaction: a delete of a configuration saved since the version
-    /// was read makes this one lose, never share its version. `Err((true, _))`: it lost.
+    /// still `after` and no deletion is under way, in one transaction: a delete of a
+    /// configuration saved since the version was read makes this one lose, never share its
+    /// version. `Err((true, _))`: it lost.
     async fn first_save(
         &self,
         organization_id: &str,
         project_id: &str,
         item: HashMap<String, AttributeValue>,
         after: u64,
+        now: OffsetDateTime,
     ) -> Result<(), (bool, ConfigError)> {
         use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
         let unbuilt = |e: aws_sdk_dynamodb::error::BuildError| {
@@ -613,12 +657,19 @@ impl ConfigTable {
         let check = ConditionCheck::builder()
             .table_name(&self.name)
             .set_key(Some(removed_key(organization_id, project_id)))
-            .expression_attribute_names("#v", attr::VERSION);
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_names("#ds", deletion::attr::DELETIONS)
+            .expression_attribute_names("#d", deletion::attr::DELETING_UNTIL)
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(now.unix_timestamp().to_string()),
+            );
+        let not_deleting = deletion::NOT_DELETING;
         let check = if after == 0 {
-            check.condition_expression("attribute_not_exists(#v)")
+            check.condition_expression(format!("attribute_not_exists(#v) AND {not_deleting}"))
         } else {
             check
-                .condition_expression("#v = :after")
+                .condition_expression(format!("#v = :after AND {not_deleting}"))
                 .expression_attribute_values(":after", AttributeValue::N(after.to_string()))
         }
         .build()
@@ -707,6 +758,20 @@ impl ConfigTable {
             .as_ref()
             .map(StreamingConfig::from_item)
             .transpose()
+    }
+
+    /// Why a save in place of none lost: a deletion under way, or another save.
+    async fn refusal(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        now: OffsetDateTime,
+    ) -> ConfigError {
+        match self.deleting(organization_id, project_id, now).await {
+            Ok(Some(retry_after)) => ConfigError::Deleting { retry_after },
+            Ok(None) => self.mismatch(organization_id, project_id).await,
+            Err(e) => e,
+        }
     }
 
     /// The error of a lost condition: the version stored now, as the caller must retry with it.

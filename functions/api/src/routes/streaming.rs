@@ -10,7 +10,7 @@ use crate::{
 use audit_log::credentials::{Credentials, CredentialsError, Secrets};
 use audit_log::destination::Destination;
 use audit_log::streaming::{
-    ConfigError, Configurations, NewConfig, Organizations, StreamingConfig,
+    ConfigError, Configurations, Deletion, NewConfig, Organizations, StreamingConfig,
 };
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use secrecy::{ExposeSecret, SecretString};
@@ -87,7 +87,7 @@ impl<P: Ports> Api<P> {
             attempt += 1;
             match self.put_once(caller, org, project, input, if_match).await? {
                 Ok(response) => return Ok(response),
-                Err(current) if if_match.is_some() => {
+                Err(current) if if_match.is_some_and(|m| !m.allows(current)) => {
                     return Err(ApiError::version_mismatch(current));
                 }
                 // Only 412 answers a condition: a caller who set none is told to come back.
@@ -268,6 +268,13 @@ impl<P: Ports> Api<P> {
         self.view(org, project, Some(&saved)).await.map(Ok)
     }
 
+    /// Lets saves land again; a mark left behind lapses by itself.
+    async fn end_deletion(&self, org: &str, project: &str, deletion: &Deletion) {
+        if let Err(e) = self.configs.end_deletion(org, project, deletion).await {
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "the deletion's mark was not cleared; it lapses by itself");
+        }
+    }
+
     /// The Datadog key already saved, for a request that leaves `api_key` out.
     pub(crate) async fn saved_datadog_key(
         &self,
@@ -320,28 +327,37 @@ impl<P: Ports> Api<P> {
                 if !m.allows(current_version) {
                     return Err(ApiError::version_mismatch(current_version));
                 }
-                current.map(|c| c.version)
+                // 0 too: a save landing before the mark below then makes this a 412.
+                Some(current_version)
             }
         };
+        // Until the secret is gone, no configuration is saved in place of the removed one: it
+        // would name credentials this deletion is about to remove.
+        let deletion = self
+            .configs
+            .begin_deletion(org, project, self.clock.now())
+            .await
+            .map_err(config_error)?;
         // Before the delete: what was owed before then was the removed destination's.
         let removed_ms = self.clock.now_ms();
-        let deleted = if if_match.is_some() && condition.is_none() {
-            // If-Match: 0 and nothing saved: nothing to delete.
-            None
-        } else {
-            self.configs
-                .delete(org, project, condition)
-                .await
-                .map_err(|e| match e {
+        let deleted = match self.configs.delete(org, project, condition).await {
+            Ok(deleted) => deleted,
+            Err(e) => {
+                self.end_deletion(org, project, &deletion).await;
+                return Err(match e {
                     ConfigError::VersionMismatch { .. } if if_match.is_none() => busy(),
                     other => config_error(other),
-                })?
+                });
+            }
         };
-        // The secret goes right after the configuration (a save landing in between would lose
-        // its credentials). The deletion is told and its owed events dropped whether or not
-        // the secret could go: a secret Secrets Manager will not delete yet fails this request,
-        // and its retry, which finds no configuration left, deletes only the secret.
+        // The deletion is told and its owed events dropped whether or not the secret could go:
+        // a secret Secrets Manager will not delete yet fails this request, and its retry, which
+        // finds no configuration left, deletes only the secret. A call that went unanswered
+        // might still land: saves stay refused until the mark lapses then.
         let secret_deleted = self.secrets.delete(org, project).await;
+        if !matches!(secret_deleted, Err(CredentialsError::Unavailable(_))) {
+            self.end_deletion(org, project, &deletion).await;
+        }
         if let Some(deleted) = &deleted {
             self.forget_owed(org, project, removed_ms).await;
             self.audit(

@@ -1,0 +1,138 @@
+//! A deletion under way. `DELETE /streaming` removes the project's configuration, then its
+//! secret: a configuration saved in place of none between the two would name credentials the
+//! deletion then removes. So a deletion first marks the project's `removed#` item, and a save in
+//! place of none checks that item in its transaction and refuses to land while a mark holds.
+//! Each deletion adds its id to the mark and takes it out when it is over, so deletions that
+//! overlap each hold saves back until they end; the mark lapses by itself well after the
+//! longest an api call runs, so a deletion cut short never blocks the project's saves for long.
+
+use super::{AttributeValue, ConfigError, ConfigTable, removed_key, store_error};
+use time::{Duration, OffsetDateTime};
+
+/// How long a mark holds unless its deletions end first.
+pub const DELETION_MARK: Duration = Duration::seconds(60);
+
+/// Longer than any api call runs (the function's timeout is 29 seconds): a mark older than this
+/// has no deletion behind it any more, only its lapse to wait for.
+pub const DELETION_CALL_LIMIT: Duration = Duration::seconds(30);
+
+const _: () = assert!(DELETION_MARK.whole_seconds() > DELETION_CALL_LIMIT.whole_seconds());
+
+pub(super) mod attr {
+    /// Epoch seconds until which saves in place of none are refused.
+    pub const DELETING_UNTIL: &str = "deleting_until";
+    /// The ids of the deletions under way, a string set (DynamoDB drops it when the last
+    /// leaves).
+    pub const DELETIONS: &str = "deletions";
+}
+
+/// One deletion's mark, to take out when the deletion is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion(pub(crate) String);
+
+impl Deletion {
+    pub(crate) fn new() -> Self {
+        use rand::Rng;
+        Self(format!("{:016x}", rand::rng().random::<u64>()))
+    }
+}
+
+/// The condition a save in place of none adds to its check of the `removed#` item (names `#ds`
+/// and `#d`, value `:now`). It also holds no mark a first deletion may start afresh.
+pub(super) const NOT_DELETING: &str = "(attribute_not_exists(#ds) OR #d <= :now)";
+
+/// When to come back to a save a mark until `until` (epoch seconds) refused at `now`: at once
+/// while a deletion may still be running (they take well under a second), else at its lapse.
+pub(crate) fn retry_after(until: i64, now: OffsetDateTime) -> u64 {
+    let left = until - now.unix_timestamp();
+    let age = DELETION_MARK.whole_seconds() - left;
+    if age <= DELETION_CALL_LIMIT.whole_seconds() {
+        1
+    } else {
+        left.max(1) as u64
+    }
+}
+
+impl ConfigTable {
+    pub(super) async fn mark_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Deletion, ConfigError> {
+        let deletion = Deletion::new();
+        let until = AttributeValue::N((now + DELETION_MARK).unix_timestamp().to_string());
+        let one = AttributeValue::Ss(vec![deletion.0.clone()]);
+        let update = || {
+            self.client
+                .update_item()
+                .table_name(&self.name)
+                .set_key(Some(removed_key(organization_id, project_id)))
+                .expression_attribute_names("#ds", attr::DELETIONS)
+                .expression_attribute_names("#d", attr::DELETING_UNTIL)
+                .expression_attribute_values(":one", one.clone())
+                .expression_attribute_values(":until", until.clone())
+        };
+        // The first deletion under way starts the mark afresh (ids of deletions cut short go)...
+        let first = update()
+            .update_expression("SET #ds = :one, #d = :until")
+            .condition_expression(NOT_DELETING)
+            .expression_attribute_values(
+                ":now",
+                AttributeValue::N(now.unix_timestamp().to_string()),
+            )
+            .send()
+            .await;
+        match first {
+            Ok(_) => return Ok(deletion),
+            Err(e) if !super::is_condition_failure(&e) => return Err(store_error(e)),
+            Err(_) => {}
+        }
+        // ...a later one joins it, and moves its lapse on.
+        update()
+            .update_expression("ADD #ds :one SET #d = :until")
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(deletion)
+    }
+
+    /// Takes `deletion` out of the mark (the others' stay).
+    pub(super) async fn clear_deletion(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        deletion: &Deletion,
+    ) -> Result<(), ConfigError> {
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(removed_key(organization_id, project_id)))
+            .update_expression("DELETE #ds :one")
+            .expression_attribute_names("#ds", attr::DELETIONS)
+            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(store_error)
+    }
+
+    /// When to come back, if a mark holds at `now`.
+    pub(super) async fn deleting(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(item) = self.item(removed_key(organization_id, project_id)).await? else {
+            return Ok(None);
+        };
+        let under_way = item
+            .get(attr::DELETIONS)
+            .and_then(|v| v.as_ss().ok())
+            .is_some_and(|ids| !ids.is_empty());
+        Ok(super::number(&item, attr::DELETING_UNTIL)
+            .filter(|until| under_way && *until > now.unix_timestamp())
+            .map(|until| retry_after(until, now)))
+    }
+}
