@@ -166,6 +166,27 @@ impl World {
             .collect()
     }
 
+    /// A saved Datadog destination, paused, owed `events` events: its lane's key.
+    async fn saved_paused_and_owed(&self, events: usize) -> LaneKey {
+        self.put(datadog(Some(KEY))).await;
+        self.call("POST", "/streaming/pause", &[], None).await;
+        let key = LaneKey::new(ORG, PROJECT);
+        let owed: Vec<Owed> = (0..events)
+            .map(|i| Owed {
+                event: StoredKey {
+                    sort_key: format!("2026-11-30T10:00:0{i}Z#m-{i}"),
+                    message_id: format!("m-{i}"),
+                    expires_at: 0,
+                },
+                owed_at_ms: i as i64,
+                bytes: 100,
+            })
+            .collect();
+        let owing = self.api.configs.owe(&key, &owed, None).await.unwrap();
+        assert_eq!(owing, audit_log::lane::Owing::Owed);
+        key
+    }
+
     async fn saved(&self) -> audit_log::streaming::StreamingConfig {
         let config = self.api.configs.configuration(ORG, PROJECT).await;
         config.unwrap().expect("a saved configuration")
@@ -396,6 +417,35 @@ async fn a_delete_if_nothing_is_saved_meeting_a_save_since_is_a_412_that_holds_n
 }
 
 #[tokio::test]
+async fn a_save_that_landed_is_answered_as_saved_when_the_table_fails_right_after() {
+    // GIVEN a saved destination, paused, owed an event, and a new key's save whose promote is
+    // slow
+    let w = World::new();
+    let key = w.saved_paused_and_owed(1).await;
+    let release = w.api.secrets.hold_next_promote();
+    let second = "fedcba9876543210fedcba9876543210";
+    let saving = w.put(datadog(Some(second)));
+    // WHEN the table fails for the project once the save landed
+    let failing = async {
+        while w.saved().await.version < 2 {
+            tokio::task::yield_now().await;
+        }
+        w.api.configs.set_unreadable(&key, true);
+        let _ = release.send(());
+    };
+    let (saved, ()) = tokio::join!(saving, failing);
+    // THEN the answer is the saved configuration, not a 500 that would have the caller save
+    // again (or, with If-Match, meet a 412 for its own save)
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["version"], 2);
+    assert_eq!(saved.headers["etag"], "\"2\"");
+    assert_eq!(saved.body["health"]["pending"], 1);
+    assert_eq!(w.call("GET", "/streaming", &[], None).await.status, 500);
+    w.api.configs.set_unreadable(&key, false);
+    assert_eq!(w.stored_key().await.as_deref(), Some(second));
+}
+
+#[tokio::test]
 async fn credentials_changed_too_often_for_secrets_manager_are_a_429_for_an_hour() {
     let w = World::new();
     w.api
@@ -550,22 +600,7 @@ async fn a_save_without_a_condition_that_keeps_losing_races_is_asked_to_retry_no
 async fn a_delete_removes_the_destination_and_its_key() {
     // GIVEN a saved destination, paused, that is owed events
     let w = World::new();
-    w.put(datadog(Some(KEY))).await;
-    w.call("POST", "/streaming/pause", &[], None).await;
-    let key = LaneKey::new(ORG, PROJECT);
-    let owed: Vec<Owed> = (0..3)
-        .map(|i| Owed {
-            event: StoredKey {
-                sort_key: format!("2026-11-30T10:00:0{i}Z#m-{i}"),
-                message_id: format!("m-{i}"),
-                expires_at: 0,
-            },
-            owed_at_ms: i,
-            bytes: 100,
-        })
-        .collect();
-    let owing = w.api.configs.owe(&key, &owed, None).await.unwrap();
-    assert_eq!(owing, audit_log::lane::Owing::Owed);
+    let key = w.saved_paused_and_owed(3).await;
     assert_eq!(w.api.configs.get(&key).owed.len(), 3);
     // WHEN it is deleted
     let deleted = w.call("DELETE", "/streaming", &[], None).await;

@@ -309,6 +309,9 @@ impl LaneStore for MemoryLanes {
         key: &LaneKey,
         span: OwedSpan,
     ) -> Result<Option<i64>, LaneError> {
+        if lock(&self.unreadable).contains(key) {
+            return Err(LaneError::Store("the table failed the query".into()));
+        }
         Ok(self.kept(key, |m| {
             m.owed.keys().map(|(at, _)| *at).find(|at| span.holds(*at))
         }))

@@ -3,7 +3,7 @@
 use crate::audit::Change;
 use crate::error::ApiError;
 use crate::request::{Caller, IfMatch};
-use crate::view::{DestinationView, View};
+use crate::view::{DestinationView, HealthView, View};
 use crate::{
     Api, Ports, SAVE_ATTEMPTS, config_error, credentials_error, input, internal, json_response,
 };
@@ -45,33 +45,28 @@ impl<P: Ports> Api<P> {
         Ok(())
     }
 
+    /// What the view shows of the organization and of the service.
+    async fn trust(&self, org: &str) -> Result<Trust, ApiError> {
+        let external_id = self
+            .configs
+            .external_id(org, self.clock.now())
+            .await
+            .map_err(config_error)?;
+        Ok(Trust {
+            external_id,
+            aws_account_id: self.aws_account_id().await?,
+        })
+    }
+
     pub(crate) async fn view(
         &self,
         org: &str,
         project: &str,
         config: Option<&StreamingConfig>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let external_id = self
-            .configs
-            .external_id(org, self.clock.now())
-            .await
-            .map_err(config_error)?;
-        let view = View {
-            organization_id: org.to_owned(),
-            project_id: project.to_owned(),
-            aws_account_id: self.aws_account_id().await?,
-            external_id,
-            destination: config.map(DestinationView::from),
-            health: self.health(org, project, config).await?,
-            version: config.map_or(0, |c| c.version),
-            updated_at: config.map(|c| c.updated_at.clone()),
-        };
-        let mut response = json_response(200, &view);
-        response.headers.insert(
-            http::header::ETAG,
-            http::HeaderValue::from_str(&format!("\"{}\"", view.version)).expect("digits"),
-        );
-        Ok(response)
+        let trust = self.trust(org).await?;
+        let health = self.health(org, project, config).await?;
+        Ok(view_of(org, project, config, trust, health))
     }
 
     pub(crate) async fn put(
@@ -119,16 +114,13 @@ impl<P: Ports> Api<P> {
         if if_match.is_some_and(|m| !m.allows(current_version)) {
             return Err(ApiError::version_mismatch(current_version));
         }
+        // Read before the save: one that lands is never answered with a 500 for want of them.
+        let trust = self.trust(org).await?;
         let (credentials, last4) = match &input.destination {
             Destination::Cloudwatch(c) => (
                 Credentials::Cloudwatch {
                     role_arn: c.role_arn.clone(),
-                    external_id: SecretString::from(
-                        self.configs
-                            .external_id(org, self.clock.now())
-                            .await
-                            .map_err(config_error)?,
-                    ),
+                    external_id: SecretString::from(trust.external_id.clone()),
                 },
                 None,
             ),
@@ -249,12 +241,14 @@ impl<P: Ports> Api<P> {
         self.audit(caller, org, project, change).await;
         // New settings may be what a refused or retrying destination needed.
         self.retry_lane_now(org, project).await;
-        let saved = self
-            .configs
-            .configuration(org, project)
-            .await
-            .map_err(config_error)?
-            .unwrap_or(saved);
+        // From here on the save stands: what cannot be read again is answered as saved.
+        let saved = match self.configs.configuration(org, project).await {
+            Ok(now) => now.unwrap_or(saved),
+            Err(e) => {
+                tracing::warn!(organization_id = org, project_id = project, error = %e, "the saved configuration not read again; answered as saved");
+                saved
+            }
+        };
         // A save that landed after this one may have promoted its version before this promote
         // moved the label back: the label goes to the version the configuration names now
         // (delivery reads that version whatever the label says; the label is for people and
@@ -265,7 +259,12 @@ impl<P: Ports> Api<P> {
         {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "the saved configuration's secret version not made current");
         }
-        self.view(org, project, Some(&saved)).await.map(Ok)
+        let health = match self.health(org, project, Some(&saved)).await {
+            Ok(health) => health,
+            // Without when the oldest owed event was stored (the lane's own figures stand).
+            Err(_) => HealthView::at(&saved.health, &saved.lane, None, self.clock.now()),
+        };
+        Ok(Ok(view_of(org, project, Some(&saved), trust, health)))
     }
 
     /// Lets saves land again; a mark left behind lapses by itself.
@@ -377,6 +376,37 @@ impl<P: Ports> Api<P> {
         response.status_code = 204;
         Ok(response)
     }
+}
+
+/// The organization's External ID and the AWS account its customers trust.
+struct Trust {
+    external_id: String,
+    aws_account_id: String,
+}
+
+fn view_of(
+    org: &str,
+    project: &str,
+    config: Option<&StreamingConfig>,
+    trust: Trust,
+    health: HealthView,
+) -> ApiGatewayV2httpResponse {
+    let view = View {
+        organization_id: org.to_owned(),
+        project_id: project.to_owned(),
+        aws_account_id: trust.aws_account_id,
+        external_id: trust.external_id,
+        destination: config.map(DestinationView::from),
+        health,
+        version: config.map_or(0, |c| c.version),
+        updated_at: config.map(|c| c.updated_at.clone()),
+    };
+    let mut response = json_response(200, &view);
+    response.headers.insert(
+        http::header::ETAG,
+        http::HeaderValue::from_str(&format!("\"{}\"", view.version)).expect("digits"),
+    );
+    response
 }
 
 /// Whether two credentials are the same (secrets compared in constant time).
