@@ -399,6 +399,48 @@ fn each_rejected_message_is_logged_once_with_its_id_and_reason_but_never_its_pay
     assert!(!all.contains("Created bucket") && !all.contains("Revoked version"));
 }
 
+#[test]
+fn each_event_handed_back_for_want_of_its_project_is_logged_with_its_id() {
+    let run = unique("unnoted");
+    let ids = [format!("{run}-1"), format!("{run}-2")];
+    let batch: Vec<(String, String)> = ids
+        .iter()
+        .zip(1..)
+        .map(|(id, second)| (id.clone(), event("org-unnoted", second)))
+        .collect();
+    let (outcome, logs) = with_captured_logs(|| async {
+        let config = emulator().await;
+        let client = aws_sdk_dynamodb::Client::new(&config);
+        let table = create_table(&client, "EventsTable").await;
+        // A configuration table that is not there: no project can be noted.
+        let capture = Capture::new(
+            EventTable::new(client.clone(), &table),
+            ConfigTable::new(client, format!("{run}-missing")),
+            Retention::default(),
+        )
+        .with_backoff(audit_log::retry::Backoff::NONE);
+        let event = sqs_batch(batch.iter().map(|(id, body)| (id.clone(), body.as_str())));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        capture.capture(event.records, deadline).await
+    });
+    assert!(outcome.is_err(), "nothing stored: {outcome:?}");
+    let told: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["fields"]["message"] == "audit event not stored")
+        .collect();
+    let told_ids: BTreeSet<&str> = told
+        .iter()
+        .map(|l| l["fields"]["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(told_ids, ids.iter().map(String::as_str).collect());
+    for line in &told {
+        let reason = line["fields"]["reason"].as_str().unwrap();
+        assert!(reason.contains("could not be noted"), "{reason}");
+        assert_eq!(line["fields"]["retryable"], true);
+        assert_eq!(line["level"], "ERROR");
+    }
+}
+
 /// One receive of the queue's messages as Lambda hands them over, attributes included.
 async fn receive(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
     sqs.receive_message()

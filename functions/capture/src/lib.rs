@@ -30,6 +30,9 @@ pub const ENVIRONMENT: [&str; 4] = [
     audit_log::settings::env::EVENTS_RETRY_QUEUE,
 ];
 
+/// Why the events of projects that could not be noted are handed back.
+const UNNOTED: &str = "its project could not be noted in the configuration table";
+
 /// Projects a container remembers having noted; past this it forgets them all and notes again.
 const REMEMBERED_PROJECTS: usize = 10_000;
 
@@ -234,19 +237,26 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
             self.note_then_store(new, noting, storing),
         );
         unwritten.extend(refused);
+        // Each event not stored is told by its message's id, so its sender can find it.
+        let told = |stored_as: &str, reason: &dyn std::fmt::Display, retryable: bool| {
+            let first = &records[copies[stored_as][0]];
+            tracing::error!(
+                message_id = first.message_id,
+                stored_as,
+                %reason,
+                retryable,
+                "audit event not stored"
+            );
+        };
+        for event in &unnoted {
+            told(&event.message_id, &UNNOTED, true);
+        }
+        for WriteFailure { message_id, reason } in &unwritten {
+            told(message_id, reason, reason.is_retryable());
+        }
         // Events not stored, by the id they are stored under, with whether the reason passes.
         let mut unstored: Vec<(String, bool)> =
             unnoted.into_iter().map(|e| (e.message_id, true)).collect();
-        for WriteFailure { message_id, reason } in &unwritten {
-            let first = &records[copies[message_id][0]];
-            tracing::error!(
-                message_id = first.message_id,
-                stored_as = message_id,
-                %reason,
-                retryable = reason.is_retryable(),
-                "audit event not stored"
-            );
-        }
         unstored.extend(
             unwritten
                 .into_iter()
