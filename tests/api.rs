@@ -619,13 +619,32 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
     // AND once the last is over, the same save lands
     w.configs.end_deletion(org, project, &first).await.unwrap();
     assert_eq!(w.put(cloudwatch()).await.status, 200);
-    // AND after a deletion cut short, saves land again once its mark lapsed
+    // AND a deletion cut short 40 seconds ago has saves come back when its mark lapses
     assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
-    let cut_short = now - DELETION_MARK - time::Duration::seconds(1);
-    w.configs
-        .begin_deletion(org, project, cut_short)
+    let cut_short = w
+        .configs
+        .begin_deletion(org, project, now - time::Duration::seconds(40))
         .await
         .unwrap();
+    let refused = w.put(cloudwatch()).await;
+    assert_eq!(refused.status, 429);
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((19..=20).contains(&retry_after), "{retry_after}");
+    // AND once it lapsed, the next deletion starts afresh and leaves no mark behind
+    w.configs
+        .end_deletion(org, project, &cut_short)
+        .await
+        .unwrap();
+    let lapsed = now - DELETION_MARK - time::Duration::seconds(1);
+    w.configs
+        .begin_deletion(org, project, lapsed)
+        .await
+        .unwrap();
+    assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
     let saved = w.put(cloudwatch()).await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(saved.body["version"], 2);

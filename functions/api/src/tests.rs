@@ -365,9 +365,9 @@ async fn a_deletion_whose_secret_stays_holds_saves_back_until_its_mark_lapses() 
     // still land)
     let w = World::new();
     w.put(datadog(Some(KEY))).await;
-    w.api
-        .secrets
-        .set_down(Some(CredentialsError::Unavailable("timed out".into())));
+    w.api.secrets.set_down(Some(CredentialsError::Unavailable(
+        audit_log::credentials::NO_ANSWER.into(),
+    )));
     assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 500);
     w.api.secrets.set_down(None);
     // WHEN saves come, THEN they are told to come back: soon while the deletion might still
@@ -386,18 +386,40 @@ async fn a_deletion_whose_secret_stays_holds_saves_back_until_its_mark_lapses() 
 }
 
 #[tokio::test]
-async fn a_deletion_whose_secret_delete_was_refused_holds_no_save_back() {
-    // GIVEN a deletion whose secret delete Secrets Manager refused (so it never lands)
+async fn a_deletion_whose_secret_delete_was_answered_holds_no_save_back() {
+    for answer in [
+        CredentialsError::Refused("AccessDeniedException".into()),
+        CredentialsError::Unavailable("ThrottlingException".into()),
+    ] {
+        // GIVEN a deletion whose secret delete Secrets Manager answered with an error (so it
+        // never lands)
+        let w = World::new();
+        w.put(datadog(Some(KEY))).await;
+        w.api.secrets.set_down(Some(answer.clone()));
+        assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 500);
+        w.api.secrets.set_down(None);
+        // WHEN a save comes, THEN it lands, keeping the secret that stayed
+        assert_eq!(w.put(datadog(Some(KEY))).await.status, 200, "{answer}");
+        assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+    }
+}
+
+#[tokio::test]
+async fn a_deletion_cut_short_holds_the_next_one_back_no_longer_than_itself() {
+    // GIVEN a deletion cut short, its mark lapsed
     let w = World::new();
-    w.put(datadog(Some(KEY))).await;
+    let key = LaneKey::new(ORG, PROJECT);
     w.api
-        .secrets
-        .set_down(Some(CredentialsError::Refused("AccessDenied".into())));
-    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 500);
-    w.api.secrets.set_down(None);
-    // WHEN a save comes, THEN it lands, keeping the secret that stayed
+        .configs
+        .begin_deletion(ORG, PROJECT, w.clock.now())
+        .await
+        .unwrap();
+    w.clock.advance(std::time::Duration::from_secs(61));
+    // WHEN another deletion runs to its end
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 204);
+    // THEN no mark is left, and a save lands at once
+    assert_eq!(w.api.configs.deleting(&key, w.clock.now()), None);
     assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
-    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
 }
 
 #[tokio::test]
@@ -406,7 +428,7 @@ async fn a_delete_if_nothing_is_saved_meeting_a_save_since_is_a_412_that_holds_n
     let w = World::new();
     let key = LaneKey::new(ORG, PROJECT);
     w.api.configs.race_next_delete(&key);
-    // WHEN it deletes, THEN it is refused (the save and its credentials stay)
+    // WHEN it deletes, THEN it is refused, and the save stays
     let stale = w
         .call("DELETE", "/streaming", &[("if-match", "\"0\"")], None)
         .await;
@@ -434,8 +456,9 @@ async fn a_save_that_landed_is_answered_as_saved_when_the_table_fails_right_afte
         let _ = release.send(());
     };
     let (saved, ()) = tokio::join!(saving, failing);
-    // THEN the answer is the saved configuration, not a 500 that would have the caller save
-    // again (or, with If-Match, meet a 412 for its own save)
+    // THEN the answer is the saved configuration (the External ID it shows read before the
+    // save), not a 500 that would have the caller save again (or, with If-Match, meet a 412
+    // for its own save)
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(saved.body["version"], 2);
     assert_eq!(saved.headers["etag"], "\"2\"");

@@ -95,7 +95,16 @@ pub enum CredentialsError {
     TooManyVersions,
 }
 
+/// What an `Unavailable` error says when Secrets Manager never answered (timed out, connection
+/// lost, an answer not understood): the request may still have landed, or land later.
+pub const NO_ANSWER: &str = "no answer";
+
 impl CredentialsError {
+    /// Whether the call may have done its work nonetheless: Secrets Manager never answered.
+    pub fn may_have_landed(&self) -> bool {
+        matches!(self, CredentialsError::Unavailable(what) if what == NO_ANSWER)
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -550,7 +559,7 @@ where
             _ => CredentialsError::Refused(code_of(&err)),
         },
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            CredentialsError::Unavailable("no answer".into())
+            CredentialsError::Unavailable(NO_ANSWER.into())
         }
         _ => CredentialsError::Refused("the request could not be built".into()),
     }

@@ -56,7 +56,8 @@ fn mark(keys: &Mutex<HashSet<LaneKey>>, key: &LaneKey, on: bool) {
 #[derive(Debug, Default)]
 pub struct MemoryLanes {
     pub(crate) lanes: Mutex<HashMap<LaneKey, MemoryLane>>,
-    /// Projects whose configuration cannot be read (the table fails for them).
+    /// Projects whose configuration cannot be read (the table fails for them, and for their
+    /// organization's own items).
     pub(crate) unreadable: Mutex<HashSet<LaneKey>>,
     /// Projects whose configuration item is damaged (read, but not understood).
     pub(crate) damaged: Mutex<HashSet<LaneKey>>,

@@ -7,6 +7,11 @@
 //! longest an api call runs, so a deletion cut short never blocks the project's saves for long.
 
 use super::{AttributeValue, ConfigError, ConfigTable, removed_key, store_error};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::{
+    UpdateItemError, UpdateItemOutput, builders::UpdateItemFluentBuilder,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use time::{Duration, OffsetDateTime};
 
 /// How long a mark holds unless its deletions end first.
@@ -53,6 +58,28 @@ pub(crate) fn retry_after(until: i64, now: OffsetDateTime) -> u64 {
     }
 }
 
+/// Tries an update of a `removed#` item takes while a save's transaction holds the item.
+const TRANSACTION_TRIES: u32 = 5;
+
+/// Sends an update of a `removed#` item, again while a save's transaction holds the item:
+/// DynamoDB refuses other writes to it for the milliseconds that runs, and the SDK does not try
+/// those again.
+pub(super) async fn past_transactions(
+    update: UpdateItemFluentBuilder,
+) -> Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>> {
+    let mut wait = std::time::Duration::from_millis(20);
+    for _ in 1..TRANSACTION_TRIES {
+        match update.clone().send().await {
+            Err(e) if e.code() == Some("TransactionConflictException") => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            done => return done,
+        }
+    }
+    update.send().await
+}
+
 impl ConfigTable {
     pub(super) async fn mark_deletion(
         &self,
@@ -80,18 +107,15 @@ impl ConfigTable {
             .expression_attribute_values(
                 ":now",
                 AttributeValue::N(now.unix_timestamp().to_string()),
-            )
-            .send()
-            .await;
+            );
+        let first = past_transactions(first).await;
         match first {
             Ok(_) => return Ok(deletion),
             Err(e) if !super::is_condition_failure(&e) => return Err(store_error(e)),
             Err(_) => {}
         }
         // ...a later one joins it, and moves its lapse on.
-        update()
-            .update_expression("ADD #ds :one SET #d = :until")
-            .send()
+        past_transactions(update().update_expression("ADD #ds :one SET #d = :until"))
             .await
             .map_err(store_error)?;
         Ok(deletion)
@@ -104,14 +128,15 @@ impl ConfigTable {
         project_id: &str,
         deletion: &Deletion,
     ) -> Result<(), ConfigError> {
-        self.client
+        let update = self
+            .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(removed_key(organization_id, project_id)))
             .update_expression("DELETE #ds :one")
             .expression_attribute_names("#ds", attr::DELETIONS)
-            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]))
-            .send()
+            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]));
+        past_transactions(update)
             .await
             .map(|_| ())
             .map_err(store_error)

@@ -276,6 +276,13 @@ impl Organizations for MemoryLanes {
         organization_id: &str,
         _now: OffsetDateTime,
     ) -> Result<String, ConfigError> {
+        // The organization's items share its projects' partition.
+        if lock(&self.unreadable)
+            .iter()
+            .any(|key| key.organization_id == organization_id)
+        {
+            return Err(ConfigError::Store("the table is unreachable".into()));
+        }
         Ok(lock(&self.table)
             .external_ids
             .entry(organization_id.to_owned())

@@ -714,7 +714,7 @@ impl ConfigTable {
         project_id: &str,
         version: u64,
     ) -> Result<(), ConfigError> {
-        let noted = self
+        let note = self
             .client
             .update_item()
             .table_name(&self.name)
@@ -722,9 +722,8 @@ impl ConfigTable {
             .update_expression("SET #v = :v")
             .condition_expression("attribute_not_exists(#v) OR #v < :v")
             .expression_attribute_names("#v", attr::VERSION)
-            .expression_attribute_values(":v", AttributeValue::N(version.to_string()))
-            .send()
-            .await;
+            .expression_attribute_values(":v", AttributeValue::N(version.to_string()));
+        let noted = deletion::past_transactions(note).await;
         match noted {
             Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
             _ => Ok(()),

@@ -7,7 +7,7 @@ use crate::request::Caller;
 use crate::view::HealthView;
 use crate::{Api, Ports, config_error};
 use audit_log::clock::Clock;
-use audit_log::lane::{LaneKey, LaneStore, Lanes, OwedSpan};
+use audit_log::lane::{LaneError, LaneKey, LaneStore, Lanes, OwedSpan};
 use audit_log::streaming::{Configurations, StreamingConfig};
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 
@@ -119,6 +119,18 @@ impl<P: Ports> Api<P> {
         project: &str,
         config: Option<&StreamingConfig>,
     ) -> Result<HealthView, ApiError> {
+        self.health_of(org, project, config)
+            .await
+            .map_err(lane_error)
+    }
+
+    /// [`Self::health`], the lane's failure left to the caller.
+    pub(crate) async fn health_of(
+        &self,
+        org: &str,
+        project: &str,
+        config: Option<&StreamingConfig>,
+    ) -> Result<HealthView, LaneError> {
         let Some(config) = config else {
             return Ok(HealthView::at(
                 &Default::default(),
@@ -130,8 +142,7 @@ impl<P: Ports> Api<P> {
         let oldest = if config.lane.owed > 0 || config.lane.state != Default::default() {
             self.configs
                 .oldest_owed_at(&LaneKey::new(org, project), OwedSpan::of(&config.lane))
-                .await
-                .map_err(lane_error)?
+                .await?
         } else {
             None
         };
@@ -144,7 +155,7 @@ impl<P: Ports> Api<P> {
     }
 }
 
-fn lane_error(e: audit_log::lane::LaneError) -> ApiError {
+fn lane_error(e: LaneError) -> ApiError {
     tracing::error!(error = %e, "the delivery lane could not be read or updated");
     ApiError::internal()
 }

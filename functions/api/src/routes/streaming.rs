@@ -85,7 +85,8 @@ impl<P: Ports> Api<P> {
                 Err(current) if if_match.is_some_and(|m| !m.allows(current)) => {
                     return Err(ApiError::version_mismatch(current));
                 }
-                // Only 412 answers a condition: a caller who set none is told to come back.
+                // A condition still met (none, `*` while something is saved, the version a
+                // vanished deletion mark hid) is tried again, then told to come back.
                 Err(_) if attempt == SAVE_ATTEMPTS => return Err(busy()),
                 Err(_) => {}
             }
@@ -259,10 +260,13 @@ impl<P: Ports> Api<P> {
         {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "the saved configuration's secret version not made current");
         }
-        let health = match self.health(org, project, Some(&saved)).await {
+        let health = match self.health_of(org, project, Some(&saved)).await {
             Ok(health) => health,
             // Without when the oldest owed event was stored (the lane's own figures stand).
-            Err(_) => HealthView::at(&saved.health, &saved.lane, None, self.clock.now()),
+            Err(e) => {
+                tracing::warn!(organization_id = org, project_id = project, error = %e, "the saved destination's oldest owed event not read; answered without it");
+                HealthView::at(&saved.health, &saved.lane, None, self.clock.now())
+            }
         };
         Ok(Ok(view_of(org, project, Some(&saved), trust, health)))
     }
@@ -354,7 +358,10 @@ impl<P: Ports> Api<P> {
         // finds no configuration left, deletes only the secret. A call that went unanswered
         // might still land: saves stay refused until the mark lapses then.
         let secret_deleted = self.secrets.delete(org, project).await;
-        if !matches!(secret_deleted, Err(CredentialsError::Unavailable(_))) {
+        if !secret_deleted
+            .as_ref()
+            .is_err_and(CredentialsError::may_have_landed)
+        {
             self.end_deletion(org, project, &deletion).await;
         }
         if let Some(deleted) = &deleted {
