@@ -651,6 +651,31 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
 }
 
 #[tokio::test]
+async fn a_delete_of_a_project_never_saved_leaves_no_item_behind() {
+    let w = World::new().await;
+    let removed_items = || async {
+        let client = aws_sdk_dynamodb::Client::new(&w.aws);
+        audit_log_tests::scan_all(&client, &w.config_table)
+            .await
+            .into_iter()
+            .filter(|item| {
+                item.get("sk")
+                    .and_then(|sk| sk.as_s().ok())
+                    .is_some_and(|sk| sk.starts_with("removed#"))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
+    assert!(removed_items().await.is_empty());
+    // A deleted configuration's version stays, for the next one to count on from.
+    w.put(cloudwatch()).await;
+    assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
+    let kept = removed_items().await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["version"].as_n().unwrap(), "1");
+}
+
+#[tokio::test]
 async fn each_invalid_body_gets_a_400_that_names_the_problem_and_causes_nothing() {
     let w = World::new().await;
     let cases: Vec<(String, &str)> = vec![

@@ -135,11 +135,28 @@ impl ConfigTable {
             .set_key(Some(removed_key(organization_id, project_id)))
             .update_expression("DELETE #ds :one")
             .expression_attribute_names("#ds", attr::DELETIONS)
-            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]));
-        past_transactions(update)
+            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        let left = past_transactions(update)
             .await
-            .map(|_| ())
-            .map_err(store_error)
+            .map_err(store_error)?
+            .attributes
+            .unwrap_or_default();
+        // A project never saved keeps no item for its deletions (only its lapsed mark is left):
+        // tidying, which a save's transaction or another deletion may beat.
+        if !left.contains_key(super::attr::VERSION) && !left.contains_key(attr::DELETIONS) {
+            let _ = self
+                .client
+                .delete_item()
+                .table_name(&self.name)
+                .set_key(Some(removed_key(organization_id, project_id)))
+                .condition_expression("attribute_not_exists(#v) AND attribute_not_exists(#ds)")
+                .expression_attribute_names("#v", super::attr::VERSION)
+                .expression_attribute_names("#ds", attr::DELETIONS)
+                .send()
+                .await;
+        }
+        Ok(())
     }
 
     /// When to come back, if a mark holds at `now`.
