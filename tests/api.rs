@@ -600,7 +600,7 @@ async fn a_version_read_before_a_delete_never_matches_the_configuration_saved_af
 
 #[tokio::test]
 async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_way() {
-    use audit_log::streaming::{Configurations, DELETION_MARK};
+    use audit_log::streaming::{Configurations, DELETION_MARK_LAPSE};
     // GIVEN two deletions of the project under way (each between its steps)
     let w = World::new().await;
     let now = OffsetDateTime::now_utc();
@@ -639,7 +639,7 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
         .end_deletion(org, project, &cut_short)
         .await
         .unwrap();
-    let lapsed = now - DELETION_MARK - time::Duration::seconds(1);
+    let lapsed = now - DELETION_MARK_LAPSE - time::Duration::seconds(1);
     w.configs
         .begin_deletion(org, project, lapsed)
         .await

@@ -256,10 +256,16 @@ fn capture_may_write_events_in_batches_and_claimed_ones_on_condition() {
 }
 
 /// A project's first save puts its configuration and checks the version its last deletion
-/// left in one transaction, which IAM grants item by item.
+/// left, and that no deletion is under way, in one transaction, which IAM grants item by item;
+/// a `DELETE` marks that item, then clears it and removes it when it holds nothing more.
 #[test]
 fn the_api_may_check_a_deleted_version_in_its_first_saves_transaction() {
-    for action in ["dynamodb:PutItem", "dynamodb:ConditionCheckItem"] {
+    for action in [
+        "dynamodb:PutItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ] {
         assert!(
             may_on_config_table("ApiFunctionRole", action),
             "the api may not {action} on the configuration table"

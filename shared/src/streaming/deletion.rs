@@ -2,26 +2,25 @@
 //! secret: a configuration saved in place of none between the two would name credentials the
 //! deletion then removes. So a deletion first marks the project's `removed#` item, and a save in
 //! place of none checks that item in its transaction and refuses to land while a mark holds.
-//! Each deletion adds its id to the mark and takes it out when it is over, so deletions that
-//! overlap each hold saves back until they end; the mark lapses by itself well after the
+//! Each deletion adds its id to the mark and takes it out when it is over (it leaves it to lapse
+//! when Secrets Manager never answered its secret delete, which may still land), so deletions
+//! that overlap each hold saves back until they end; the mark lapses by itself well after the
 //! longest an api call runs, so a deletion cut short never blocks the project's saves for long.
 
 use super::{AttributeValue, ConfigError, ConfigTable, removed_key, store_error};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::update_item::{
-    UpdateItemError, UpdateItemOutput, builders::UpdateItemFluentBuilder,
-};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use std::future::Future;
 use time::{Duration, OffsetDateTime};
 
 /// How long a mark holds unless its deletions end first.
-pub const DELETION_MARK: Duration = Duration::seconds(60);
+pub const DELETION_MARK_LAPSE: Duration = Duration::seconds(60);
 
 /// Longer than any api call runs (the function's timeout is 29 seconds): a mark older than this
 /// has no deletion behind it any more, only its lapse to wait for.
 pub const DELETION_CALL_LIMIT: Duration = Duration::seconds(30);
 
-const _: () = assert!(DELETION_MARK.whole_seconds() > DELETION_CALL_LIMIT.whole_seconds());
+const _: () = assert!(DELETION_MARK_LAPSE.whole_seconds() > DELETION_CALL_LIMIT.whole_seconds());
 
 pub(super) mod attr {
     /// Epoch seconds until which saves in place of none are refused.
@@ -46,11 +45,17 @@ impl Deletion {
 /// and `#d`, value `:now`). It also holds no mark a first deletion may start afresh.
 pub(super) const NOT_DELETING: &str = "(attribute_not_exists(#ds) OR #d <= :now)";
 
+/// When to come back, if a mark with deletions `under_way`, until `until` (epoch seconds), holds
+/// at `now`.
+pub(crate) fn holds(under_way: bool, until: i64, now: OffsetDateTime) -> Option<u64> {
+    (under_way && until > now.unix_timestamp()).then(|| retry_after(until, now))
+}
+
 /// When to come back to a save a mark until `until` (epoch seconds) refused at `now`: at once
 /// while a deletion may still be running (they take well under a second), else at its lapse.
-pub(crate) fn retry_after(until: i64, now: OffsetDateTime) -> u64 {
+fn retry_after(until: i64, now: OffsetDateTime) -> u64 {
     let left = until - now.unix_timestamp();
-    let age = DELETION_MARK.whole_seconds() - left;
+    let age = DELETION_MARK_LAPSE.whole_seconds() - left;
     if age <= DELETION_CALL_LIMIT.whole_seconds() {
         1
     } else {
@@ -58,18 +63,22 @@ pub(crate) fn retry_after(until: i64, now: OffsetDateTime) -> u64 {
     }
 }
 
-/// Tries an update of a `removed#` item takes while a save's transaction holds the item.
+/// Tries a write of a `removed#` item takes while a save's transaction holds the item.
 const TRANSACTION_TRIES: u32 = 5;
 
-/// Sends an update of a `removed#` item, again while a save's transaction holds the item:
+/// Sends a write of a `removed#` item, again while a save's transaction holds the item:
 /// DynamoDB refuses other writes to it for the milliseconds that runs, and the SDK does not try
 /// those again.
-pub(super) async fn past_transactions(
-    update: UpdateItemFluentBuilder,
-) -> Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>> {
+pub(super) async fn past_transactions<T, E, Sent>(
+    send: impl Fn() -> Sent,
+) -> Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata,
+    Sent: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+{
     let mut wait = std::time::Duration::from_millis(20);
     for _ in 1..TRANSACTION_TRIES {
-        match update.clone().send().await {
+        match send().await {
             Err(e) if e.code() == Some("TransactionConflictException") => {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
@@ -77,7 +86,7 @@ pub(super) async fn past_transactions(
             done => return done,
         }
     }
-    update.send().await
+    send().await
 }
 
 impl ConfigTable {
@@ -88,7 +97,7 @@ impl ConfigTable {
         now: OffsetDateTime,
     ) -> Result<Deletion, ConfigError> {
         let deletion = Deletion::new();
-        let until = AttributeValue::N((now + DELETION_MARK).unix_timestamp().to_string());
+        let until = AttributeValue::N((now + DELETION_MARK_LAPSE).unix_timestamp().to_string());
         let one = AttributeValue::Ss(vec![deletion.0.clone()]);
         let update = || {
             self.client
@@ -108,14 +117,15 @@ impl ConfigTable {
                 ":now",
                 AttributeValue::N(now.unix_timestamp().to_string()),
             );
-        let first = past_transactions(first).await;
+        let first = past_transactions(|| first.clone().send()).await;
         match first {
             Ok(_) => return Ok(deletion),
             Err(e) if !super::is_condition_failure(&e) => return Err(store_error(e)),
             Err(_) => {}
         }
         // ...a later one joins it, and moves its lapse on.
-        past_transactions(update().update_expression("ADD #ds :one SET #d = :until"))
+        let join = update().update_expression("ADD #ds :one SET #d = :until");
+        past_transactions(|| join.clone().send())
             .await
             .map_err(store_error)?;
         Ok(deletion)
@@ -135,26 +145,25 @@ impl ConfigTable {
             .set_key(Some(removed_key(organization_id, project_id)))
             .update_expression("DELETE #ds :one")
             .expression_attribute_names("#ds", attr::DELETIONS)
-            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
-        let left = past_transactions(update)
+            .expression_attribute_values(":one", AttributeValue::Ss(vec![deletion.0.clone()]));
+        past_transactions(|| update.clone().send())
             .await
-            .map_err(store_error)?
-            .attributes
-            .unwrap_or_default();
-        // A project never saved keeps no item for its deletions (only its lapsed mark is left):
-        // tidying, which a save's transaction or another deletion may beat.
-        if !left.contains_key(super::attr::VERSION) && !left.contains_key(attr::DELETIONS) {
-            let _ = self
-                .client
-                .delete_item()
-                .table_name(&self.name)
-                .set_key(Some(removed_key(organization_id, project_id)))
-                .condition_expression("attribute_not_exists(#v) AND attribute_not_exists(#ds)")
-                .expression_attribute_names("#v", super::attr::VERSION)
-                .expression_attribute_names("#ds", attr::DELETIONS)
-                .send()
-                .await;
+            .map_err(store_error)?;
+        // A project never saved keeps no item for its deletions: the item goes when it holds
+        // neither a deleted version nor another deletion (tidying, so a failure is only told).
+        let tidy = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .set_key(Some(removed_key(organization_id, project_id)))
+            .condition_expression("attribute_not_exists(#v) AND attribute_not_exists(#ds)")
+            .expression_attribute_names("#v", super::attr::VERSION)
+            .expression_attribute_names("#ds", attr::DELETIONS);
+        match past_transactions(|| tidy.clone().send()).await {
+            Err(e) if !super::is_condition_failure(&e) => {
+                tracing::warn!(organization_id, project_id, error = %store_error(e), "a deletion's spent mark left in the configuration table");
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -174,7 +183,6 @@ impl ConfigTable {
             .and_then(|v| v.as_ss().ok())
             .is_some_and(|ids| !ids.is_empty());
         Ok(super::number(&item, attr::DELETING_UNTIL)
-            .filter(|until| under_way && *until > now.unix_timestamp())
-            .map(|until| retry_after(until, now)))
+            .and_then(|until| holds(under_way, until, now)))
     }
 }

@@ -2,10 +2,10 @@
 //! configurations with their versions, External IDs, rate-limit counters, connection tests,
 //! failures and replays, beside the lanes of [`MemoryLanes`], which it extends.
 
-use super::deletion::retry_after;
+use super::deletion::holds;
 use super::exports::{EXPORT_STALE_AFTER_SECONDS, Export, ExportState, Exports, RUNNING_EXPORTS};
 use super::{
-    ConfigError, Configurations, ConnectionTests, DELETION_MARK, Deletion, FailureLog,
+    ConfigError, Configurations, ConnectionTests, DELETION_MARK_LAPSE, Deletion, FailureLog,
     FailureRecord, Health, NewConfig, Organizations, RateLimit, Replay, ReplayState, Replays,
     StreamingConfig, TestRecord, new_external_id, replays::is_fresh,
 };
@@ -66,8 +66,7 @@ impl MemoryLanes {
         lock(&self.table)
             .deleting
             .get(key)
-            .filter(|(under_way, until)| !under_way.is_empty() && *until > now.unix_timestamp())
-            .map(|(_, until)| retry_after(*until, now))
+            .and_then(|(under_way, until)| holds(!under_way.is_empty(), *until, now))
     }
 
     fn check(&self, key: &LaneKey) -> Result<(), ConfigError> {
@@ -244,7 +243,7 @@ impl Configurations for MemoryLanes {
         let key = LaneKey::new(organization_id, project_id);
         self.check(&key)?;
         let deletion = Deletion::new();
-        let until = (now + DELETION_MARK).unix_timestamp();
+        let until = (now + DELETION_MARK_LAPSE).unix_timestamp();
         let mut table = lock(&self.table);
         let mark = table.deleting.entry(key).or_default();
         if mark.0.is_empty() || mark.1 <= now.unix_timestamp() {

@@ -4,7 +4,8 @@
 //! `project#<project>`, so an organization's items share a partition. This file holds the
 //! configuration items; each other kind of item has its file: `health.rs`, `organization.rs`
 //! (External ID, rate limits), `connection_tests.rs`, `exports.rs`, `failures.rs`,
-//! `replays.rs`, and `lanes.rs` (the lanes' state and what they owe).
+//! `replays.rs`, `lanes.rs` (the lanes' state and what they owe), and `deletion.rs` (the mark of
+//! a `DELETE` under way, on the `removed#` item).
 
 mod connection_tests;
 mod deletion;
@@ -19,7 +20,7 @@ mod projects;
 mod replays;
 
 pub use connection_tests::{ConnectionTests, TestRecord};
-pub use deletion::{DELETION_CALL_LIMIT, DELETION_MARK, Deletion};
+pub use deletion::{DELETION_CALL_LIMIT, DELETION_MARK_LAPSE, Deletion};
 pub use exports::{
     EXPORT_KEPT_DAYS, EXPORT_STALE_AFTER_SECONDS, EXPORT_STALLED, EXPORT_STALLED_AFTER_SECONDS,
     Export, ExportFormat, ExportPart, ExportState, Exports, RUNNING_EXPORTS,
@@ -374,7 +375,8 @@ pub trait Configurations: Sync {
     ) -> impl Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
 
     /// Saves a configuration as the version after `read` (0: nothing saved), only if the
-    /// stored version is still `read`.
+    /// stored version is still `read`; in place of none, only while no deletion of the project
+    /// is under way (`ConfigError::Deleting`).
     fn save(
         &self,
         organization_id: &str,
@@ -393,7 +395,7 @@ pub trait Configurations: Sync {
         if_version: Option<u64>,
     ) -> impl Future<Output = Result<Option<StreamingConfig>, ConfigError>> + Send;
 
-    /// Marks a deletion of the project under way, for [`DELETION_MARK`] at most: until it
+    /// Marks a deletion of the project under way, for [`DELETION_MARK_LAPSE`] at most: until it
     /// ends, no configuration is saved in place of none (`ConfigError::Deleting`).
     fn begin_deletion(
         &self,
@@ -402,7 +404,7 @@ pub trait Configurations: Sync {
         now: OffsetDateTime,
     ) -> impl Future<Output = Result<Deletion, ConfigError>> + Send;
 
-    /// The deletion is over: saves land again.
+    /// Takes this deletion out of the mark: saves land again once no other deletion holds it.
     fn end_deletion(
         &self,
         organization_id: &str,
@@ -422,8 +424,8 @@ impl Configurations for ConfigTable {
 
     /// Saves a configuration as the version after `read` (the version the caller read; 0:
     /// nothing saved, and then after the last one deleted), only if the stored version is still
-    /// `read`. A concurrent save in between makes this one fail with the version now stored.
-    /// Health starts afresh, since it described the previous settings, unless the destination
+    /// `read`. A concurrent save in between makes this one fail with the version now stored;
+    /// a deletion under way, one in place of none (`ConfigError::Deleting`). Health starts afresh, since it described the previous settings, unless the destination
     /// is the same (`NewConfig::same_destination`).
     async fn save(
         &self,
@@ -620,7 +622,8 @@ impl Configurations for ConfigTable {
     }
 }
 
-/// The item that keeps the version of a project's last deleted configuration.
+/// The item that keeps the version of a project's last deleted configuration, and the mark of
+/// its deletions under way (`deletion.rs`).
 fn removed_key(organization_id: &str, project_id: &str) -> HashMap<String, AttributeValue> {
     organization_key(
         organization_id,
@@ -723,7 +726,7 @@ impl ConfigTable {
             .condition_expression("attribute_not_exists(#v) OR #v < :v")
             .expression_attribute_names("#v", attr::VERSION)
             .expression_attribute_values(":v", AttributeValue::N(version.to_string()));
-        let noted = deletion::past_transactions(note).await;
+        let noted = deletion::past_transactions(|| note.clone().send()).await;
         match noted {
             Err(e) if !is_condition_failure(&e) => Err(store_error(e)),
             _ => Ok(()),

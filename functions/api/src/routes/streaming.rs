@@ -85,16 +85,17 @@ impl<P: Ports> Api<P> {
                 Err(current) if if_match.is_some_and(|m| !m.allows(current)) => {
                     return Err(ApiError::version_mismatch(current));
                 }
-                // A condition still met (none, `*` while something is saved, the version a
-                // vanished deletion mark hid) is tried again, then told to come back.
+                // A condition still met (none; `*` while something is saved; `"0"` when the
+                // deletion mark that refused the save was gone by the time it was read) is
+                // tried again, then told to come back.
                 Err(_) if attempt == SAVE_ATTEMPTS => return Err(busy()),
                 Err(_) => {}
             }
         }
     }
 
-    /// One try at a save: `Ok(Err(current))` when another save got in between the read and
-    /// this one's conditional write. New credentials go to a new secret version that only
+    /// One try at a save: `Ok(Err(current))` when another save (or a deletion) got in between
+    /// the read and this one's conditional write. New credentials go to a new secret version that only
     /// becomes current once the configuration naming it is saved (the saved ones keep their
     /// version): a PUT that answers 412 or fails leaves the stored credentials exactly as they
     /// were.
