@@ -63,7 +63,7 @@ fn retry_after(until: i64, now: OffsetDateTime) -> u64 {
     }
 }
 
-/// Tries a write of a `removed#` item takes while a save's transaction holds the item.
+/// How many tries a write of a `removed#` item gets while saves' transactions hold the item.
 const TRANSACTION_TRIES: u32 = 5;
 
 /// Sends a write of a `removed#` item, again while a save's transaction holds the item:
