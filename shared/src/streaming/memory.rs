@@ -246,7 +246,8 @@ impl Configurations for MemoryLanes {
         let until = (now + DELETION_MARK_LAPSE).unix_timestamp();
         let mut table = lock(&self.table);
         let mark = table.deleting.entry(key).or_default();
-        if mark.0.is_empty() || mark.1 <= now.unix_timestamp() {
+        // As the table's first mark: one that no longer holds starts afresh.
+        if holds(!mark.0.is_empty(), mark.1, now).is_none() {
             mark.0.clear();
         }
         mark.0.push(deletion.clone());

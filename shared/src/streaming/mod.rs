@@ -425,8 +425,9 @@ impl Configurations for ConfigTable {
     /// Saves a configuration as the version after `read` (the version the caller read; 0:
     /// nothing saved, and then after the last one deleted), only if the stored version is still
     /// `read`. A concurrent save in between makes this one fail with the version now stored;
-    /// a deletion under way, one in place of none (`ConfigError::Deleting`). Health starts afresh, since it described the previous settings, unless the destination
-    /// is the same (`NewConfig::same_destination`).
+    /// a deletion under way, one in place of none (`ConfigError::Deleting`). Health starts
+    /// afresh, since it described the previous settings, unless the destination is the same
+    /// (`NewConfig::same_destination`).
     async fn save(
         &self,
         organization_id: &str,

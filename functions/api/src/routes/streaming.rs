@@ -95,10 +95,10 @@ impl<P: Ports> Api<P> {
     }
 
     /// One try at a save: `Ok(Err(current))` when another save (or a deletion) got in between
-    /// the read and this one's conditional write. New credentials go to a new secret version that only
-    /// becomes current once the configuration naming it is saved (the saved ones keep their
-    /// version): a PUT that answers 412 or fails leaves the stored credentials exactly as they
-    /// were.
+    /// the read and this one's conditional write. New credentials go to a new secret version
+    /// that only becomes current once the configuration naming it is saved (the saved ones keep
+    /// their version): a PUT that answers 412 or fails leaves the stored credentials exactly as
+    /// they were.
     pub(crate) async fn put_once(
         &self,
         caller: &Caller,
