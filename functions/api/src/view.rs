@@ -63,7 +63,7 @@ pub struct HealthView {
     /// Events owed to the destination.
     pub pending: u64,
     pub oldest_pending_at: Option<String>,
-    /// When a retrying destination is tried next.
+    /// When a retrying or refused destination is tried next.
     pub next_attempt_at: Option<String>,
 }
 
@@ -113,10 +113,12 @@ impl HealthView {
                 h.status_at(now)
             };
         let next_attempt_at = match lane.state {
-            LaneState::Retrying | LaneState::CatchingUp => {
+            // A refused lane is probed too, at the longest backoff, so a fix made where the
+            // service cannot see it is noticed: when is worth showing.
+            LaneState::Retrying | LaneState::Refused | LaneState::CatchingUp => {
                 lane.next_attempt_at.and_then(rfc3339_ms)
             }
-            _ => None,
+            LaneState::Delivering | LaneState::Paused => None,
         };
         Self {
             status,
@@ -235,5 +237,24 @@ mod tests {
         };
         assert_eq!(status(now_ms - five_minutes), "healthy");
         assert_eq!(status(now_ms - five_minutes - 1), "failing");
+    }
+
+    #[test]
+    fn a_retrying_or_refused_lane_shows_when_it_is_tried_next() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let next = |state| {
+            let lane = Lane {
+                state,
+                next_attempt_at: Some(1_800_000_300_000),
+                ..Lane::default()
+            };
+            HealthView::at(&Health::default(), &lane, None, now).next_attempt_at
+        };
+        let at = Some("2027-01-15T08:05:00Z".to_string());
+        assert_eq!(next(LaneState::Retrying), at);
+        assert_eq!(next(LaneState::Refused), at);
+        assert_eq!(next(LaneState::CatchingUp), at);
+        assert_eq!(next(LaneState::Paused), None);
+        assert_eq!(next(LaneState::Delivering), None);
     }
 }

@@ -62,21 +62,26 @@ async fn every_valid_event_is_stored_once_under_its_message_id() {
 
 #[tokio::test]
 async fn invalid_events_are_reported_alone_and_the_rest_stored() {
-    // GIVEN a batch where two bodies are not valid audit events
+    // GIVEN a batch where three bodies are not valid audit events (one names its organization
+    // twice: which one it is depends on the reader)
     let capture = capture();
     let batch = vec![
         message("good-1", seed(0)),
         message("not-json", "{\"organization_id\":"),
         message("good-2", seed(1)),
         message("no-action", &seed(2).replace("\"action\"", "\"verb\"")),
+        message(
+            "organization-twice",
+            &seed(3).replacen('{', "{\"organization_id\":\"other\",", 1),
+        ),
     ];
     // WHEN it is captured
     let response = capture.capture(batch, later()).await.unwrap();
-    // THEN exactly those two go back to SQS (and on to the dead-letter queue), and the others
+    // THEN exactly those three go back to SQS (and on to the dead-letter queue), and the others
     // are stored
     assert_eq!(
         reported(&response),
-        BTreeSet::from(["not-json", "no-action"])
+        BTreeSet::from(["not-json", "no-action", "organization-twice"])
     );
     assert!(capture.table.item_of("good-1").is_some());
     assert!(capture.table.item_of("good-2").is_some());

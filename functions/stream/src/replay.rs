@@ -421,14 +421,14 @@ struct ReplayPage {
 impl ReplayPage {
     /// The stored events (each key with its JSON) that read as events, of `expected`.
     fn read(
-        stored: impl IntoIterator<Item = (StoredKey, impl AsRef<str>)>,
+        stored: impl IntoIterator<Item = (StoredKey, impl Into<String>)>,
         expected: usize,
         next: Option<String>,
     ) -> Self {
         let (mut events, mut keys) = (Vec::with_capacity(expected), Vec::with_capacity(expected));
         let mut unread_keys = Vec::new();
         for (key, json) in stored {
-            match AuditEvent::from_json(json.as_ref()) {
+            match AuditEvent::from_stored(json.into()) {
                 Ok(event) => {
                     events.push(event.with_id(key.message_id.clone()));
                     keys.push(key);

@@ -10,6 +10,7 @@
 mod compact;
 mod kinds;
 mod raw_fields;
+mod repeats;
 mod required;
 
 pub use kinds::{Action, ActorType, Status};
@@ -44,6 +45,8 @@ pub enum EventError {
     NotAnObject,
     #[error("`{0}` is required")]
     Missing(&'static str),
+    #[error("`{0}` is given twice: an event names each field once")]
+    GivenTwice(&'static str),
     #[error("`{field}` must be {expected}")]
     WrongType {
         field: &'static str,
@@ -84,7 +87,11 @@ impl AuditEvent {
         // on any body that is not plainly valid, left to the parsed path to name the problem),
         // then the whitespace between tokens left out, every value kept as it was written.
         let Some(required) = Required::read(body) else {
-            return Self::parse(body);
+            let event = Self::parse(body)?;
+            return match repeats::repeated(body) {
+                Some(field) => Err(EventError::GivenTwice(field)),
+                None => Ok(event),
+            };
         };
         let checked = required.check()?;
         match compact::minified(body) {
@@ -94,11 +101,12 @@ impl AuditEvent {
     }
 
     /// An event as the events table keeps it: compact JSON that capture validated. Checked
-    /// again, but kept as the text it is, not written again.
+    /// again, but kept as the text it is, not written again. A required field named twice is
+    /// read with its last value, as capture read it before it refused such events.
     pub fn from_stored(json: String) -> Result<Self, EventError> {
         match Required::read(&json).map(Required::check) {
-            Some(Ok(checked)) => Ok(Self::new(json, checked)),
-            _ => Self::from_json(&json),
+            Some(checked) => Ok(Self::new(json, checked?)),
+            None => Self::parse(&json),
         }
     }
 

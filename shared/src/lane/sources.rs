@@ -18,7 +18,7 @@ impl EventSource for EventTable {
             .map_err(|e| LaneError::Store(e.to_string()))?;
         Ok(found
             .into_iter()
-            .filter_map(|(key, json)| match AuditEvent::from_json(&json) {
+            .filter_map(|(key, json)| match AuditEvent::from_stored(json) {
                 Ok(event) => Some((key.clone(), event.with_id(key.message_id))),
                 Err(e) => {
                     // Stored events were valid when stored: this is damage, not input.

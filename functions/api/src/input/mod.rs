@@ -96,6 +96,13 @@ fn section<'a>(
 
 /// A body that must be a JSON object.
 fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    // Said as such: "not valid JSON (line 1, column 0)" would not tell the caller what to send.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the request has no body: it takes a JSON object",
+        ));
+    }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",

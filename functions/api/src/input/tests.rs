@@ -241,7 +241,14 @@ fn regions_that_do_not_exist_or_belong_to_another_partition_are_refused() {
 fn bodies_that_are_not_objects_are_refused() {
     assert_eq!(destination(b"{").unwrap_err().code, "invalid_json");
     assert_eq!(destination(b"[1]").unwrap_err().code, "invalid_body");
-    assert_eq!(destination(b"").unwrap_err().code, "invalid_json");
+    for empty in [&b""[..], b" \n"] {
+        let err = destination(empty).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "invalid_body"));
+        assert_eq!(
+            err.message,
+            "the request has no body: it takes a JSON object"
+        );
+    }
 }
 
 mod replay {
