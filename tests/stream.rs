@@ -928,7 +928,14 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
     let mut sorted = arrived.clone();
     sorted.sort();
     assert_eq!(arrived, sorted, "oldest first");
-    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.owed, 0);
+    let lane = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(lane.owed, 0);
+    // Kept for trouble soon after, which goes on from the last wait (`Lane::interval_at`).
+    assert_eq!(lane.state, audit_log::lane::LaneState::Delivering);
+    assert!(
+        lane.interval_ms > 0 && lane.recovered_at.is_some(),
+        "{lane:?}"
+    );
     assert_eq!(
         dd.health().await.status_at(time::OffsetDateTime::now_utc()),
         "healthy"

@@ -6,11 +6,21 @@
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use std::time::Duration;
 // The SDK's error types, which every service's client re-exports.
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
 pub const SDK_ATTEMPTS: u32 = 3;
+
+/// How long one attempt of an AWS call may take before the SDK gives it up and, as for any
+/// transient trouble, tries again. DynamoDB, SQS, Secrets Manager and STS answer in
+/// milliseconds; left without one, a connection that never answers would hold the invocation
+/// (and the other tenants' events in its batch) until the function's own timeout, and Lambda
+/// would then retry the whole batch. Three attempts of this fit in the stream function's 60
+/// seconds.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The codes AWS services answer when they are busy or a request timed out: what the SDK's
 /// standard retry mode would try again.
@@ -60,11 +70,19 @@ pub fn retried_by_the_service() -> RetryConfig {
     RetryConfig::disabled()
 }
 
-/// The functions' AWS configuration: the environment's, with the retries above and one HTTP
-/// client for every AWS client made from it.
+/// Each attempt cut at `attempt`; the SDK's own connect timeout stays.
+pub fn attempts_cut_at(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(attempt)
+        .build()
+}
+
+/// The functions' AWS configuration: the environment's, with the retries and attempt timeout
+/// above and one HTTP client for every AWS client made from it.
 pub async fn load_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .retry_config(standard_retries())
+        .timeout_config(attempts_cut_at(ATTEMPT_TIMEOUT))
         .http_client(shared_https_client())
         .load()
         .await
@@ -99,6 +117,61 @@ mod tests {
     fn the_service_states_both_retry_settings() {
         assert_eq!(standard_retries().max_attempts(), 3);
         assert_eq!(retried_by_the_service().max_attempts(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_attempt_has_a_time_limit_and_the_connect_timeout_stays() {
+        let config = load_config().await;
+        let timeouts = config.timeout_config().unwrap();
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(
+            timeouts.connect_timeout(),
+            Some(Duration::from_millis(3100))
+        );
+        // The limit of a whole call is left to each caller's own deadline.
+        assert_eq!(timeouts.operation_timeout(), None);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_gets_no_answer_is_given_up_and_tried_again() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A server that takes connections and never answers on them.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let server = tokio::spawn({
+            let accepted = accepted.clone();
+            async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    held.push(socket);
+                }
+            }
+        });
+        // The functions' configuration, its attempts cut sooner than in earnest.
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(&load_config().await)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "id", "secret", None, None, "test",
+            ))
+            .endpoint_url(format!("http://{address}"))
+            .retry_config(standard_retries().with_initial_backoff(Duration::from_millis(1)))
+            .timeout_config(attempts_cut_at(Duration::from_millis(200)))
+            .build();
+        let answer = aws_sdk_dynamodb::Client::from_conf(dynamodb)
+            .get_item()
+            .table_name("t")
+            .send()
+            .await;
+        assert!(
+            matches!(answer, Err(SdkError::TimeoutError(_))),
+            "{answer:?}"
+        );
+        // Each attempt on a connection of its own: the silent one is not used again.
+        assert_eq!(accepted.load(Ordering::SeqCst), SDK_ATTEMPTS as usize);
+        server.abort();
     }
 
     #[tokio::test]

@@ -162,7 +162,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     let to = self.catch_up_now(key).await.map_err(unhandled(&pending))?;
                     (to, format!("{} (with part of its time)", trouble.message()))
                 } else {
-                    let to = self.after_trouble(key, &trouble, 0, lane.version).await;
+                    let interval = lane.interval_at(self.clock.now_ms());
+                    let to = self
+                        .after_trouble(key, &trouble, interval, lane.version)
+                        .await;
                     (
                         to.map_err(unhandled(&pending))?,
                         trouble.message().to_owned(),
@@ -572,6 +575,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     ) -> Result<(), LaneError> {
         let mut state = lane.state;
         let interval = lane.interval_ms;
+        // What new trouble doubles: see `Lane::interval_at`.
+        let mut remembered = lane.clone();
         // How long the last page took, when the destination was slow to take it.
         let mut slow: Option<Duration> = None;
         loop {
@@ -586,7 +591,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             if deadline.saturating_duration_since(Instant::now()) < needed {
                 let next = LaneCall::new(key, self.clock.now_ms());
                 self.schedule(&next).await?;
-                let to = Lane::to(state, Some(&next), interval);
+                let to = Lane::to(state, Some(&next), remembered.interval_ms);
                 self.store.update(key, &held.attempt, &to).await?;
                 return Ok(());
             }
@@ -668,7 +673,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             self.store.settle(key, &settled).await?;
             if let Some(trouble) = sent.trouble {
                 let from = if state == LaneState::CatchingUp {
-                    0
+                    remembered.interval_at(self.clock.now_ms())
                 } else {
                     interval
                 };
@@ -691,8 +696,16 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 return Ok(());
             }
             if state != LaneState::CatchingUp {
+                // A retrying lane's probe went through; a refused one's interval is always the
+                // longest, nothing to go on doubling.
+                if state == LaneState::Retrying {
+                    remembered.recovered_at = Some(self.clock.now_ms());
+                } else {
+                    remembered.interval_ms = 0;
+                }
                 state = LaneState::CatchingUp;
-                let to = Lane::to(state, Some(&held), 0);
+                let mut to = Lane::to(state, Some(&held), remembered.interval_ms);
+                to.recovered_at = remembered.recovered_at;
                 if !self.store.update(key, &held.attempt, &to).await? {
                     return Ok(());
                 }

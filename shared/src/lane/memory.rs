@@ -158,6 +158,9 @@ fn apply(lane: &mut Lane, to: &Lane) {
     if to.paused_at.is_some() {
         lane.paused_at = to.paused_at;
     }
+    if to.recovered_at.is_some() {
+        lane.recovered_at = to.recovered_at;
+    }
     if to.refused_version.is_some() || to.state != LaneState::Refused {
         lane.refused_version = to.refused_version;
     }
@@ -235,6 +238,8 @@ impl LaneStore for MemoryLanes {
                     writes: m.lane.writes,
                     version: m.lane.version,
                     owed_from: m.lane.owed_from,
+                    interval_ms: m.lane.interval_ms,
+                    recovered_at: m.lane.recovered_at,
                     ..Lane::default()
                 };
                 true
@@ -408,6 +413,9 @@ pub enum Answer {
     TimeOut,
     /// Takes every event, after this long.
     Slow(std::time::Duration),
+    /// Takes a probe's events and fails every other request so (a destination that fails
+    /// again as soon as a probe finds it back).
+    TakesOnlyProbes(DeliveryError),
     /// After this long, rejects the first event (as the destination's searches for such events
     /// take) and takes the others.
     SlowToReject(std::time::Duration),
@@ -462,7 +470,9 @@ impl Sink for ScriptedSink {
                 lock(&self.received).extend(events.iter().cloned());
                 Vec::new()
             }
-            Answer::Fail(e) => (0..events.len()).map(|i| (i, e.clone())).collect(),
+            Answer::Fail(e) | Answer::TakesOnlyProbes(e) => {
+                (0..events.len()).map(|i| (i, e.clone())).collect()
+            }
             Answer::Hang => std::future::pending().await,
             Answer::Slow(took) => {
                 tokio::time::sleep(took).await;
@@ -486,6 +496,11 @@ impl Sink for ScriptedSink {
 
     async fn probe(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
         *lock(&self.probes) += 1;
+        if matches!(*lock(&self.answer), Answer::TakesOnlyProbes(_)) {
+            *lock(&self.requests) += 1;
+            lock(&self.received).extend(events.iter().cloned());
+            return Vec::new();
+        }
         self.deliver(events, deadline).await
     }
 

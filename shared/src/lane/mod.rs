@@ -91,7 +91,8 @@ pub struct Lane {
     /// The attempt the lane waits for (the one [`LaneCall`] that may act on it).
     pub attempt: Option<String>,
     pub next_attempt_at: Option<i64>,
-    /// The current wait between two attempts of a retrying lane.
+    /// The current wait between two attempts of a retrying lane; kept once it delivers again,
+    /// for [`Lane::interval_at`].
     pub interval_ms: u64,
     /// When the lane stopped delivering.
     pub since: Option<i64>,
@@ -114,6 +115,8 @@ pub struct Lane {
     /// When the customer last paused the lane (epoch ms); `since` may be older, from trouble
     /// before the pause.
     pub paused_at: Option<i64>,
+    /// When a probe last found the destination taking events again after retrying (epoch ms).
+    pub recovered_at: Option<i64>,
 }
 
 /// How much earlier than its save a new destination's owed events may be dated and still be its
@@ -130,6 +133,25 @@ impl Lane {
             owed_from: Some(saved_ms - OWED_FROM_MARGIN.as_millis() as i64),
             ..Self::default()
         }
+    }
+}
+
+impl Lane {
+    /// The interval new trouble doubles at `now_ms`: the last one while the lane is within
+    /// twice of it of coming back from retrying, else none (the first interval). A destination
+    /// that fails again as soon as it takes events (one that hangs every other request) so
+    /// waits longer each time, and holds its shard's live batches ever less often, instead of
+    /// starting again at the first interval every time a probe finds it answering.
+    pub fn interval_at(&self, now_ms: i64) -> u64 {
+        remembered_interval(self.interval_ms, self.recovered_at, now_ms)
+    }
+}
+
+fn remembered_interval(interval_ms: u64, recovered_at: Option<i64>, now_ms: i64) -> u64 {
+    let window = interval_ms.saturating_mul(2).min(i64::MAX as u64) as i64;
+    match recovered_at {
+        Some(at) if now_ms.saturating_sub(at) <= window => interval_ms,
+        _ => 0,
     }
 }
 

@@ -219,6 +219,57 @@ async fn an_outage_owes_the_events_and_probes_once_per_doubling_interval() {
 }
 
 #[tokio::test]
+async fn a_destination_that_fails_again_as_soon_as_it_is_back_waits_longer_each_time() {
+    // GIVEN a destination that takes every probe and fails every live delivery
+    let mut w = World::new();
+    w.sink.answer(Answer::TakesOnlyProbes(outage()));
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        w.live(1).await;
+        assert_eq!(w.lane().state, LaneState::Retrying);
+        waits.push(w.lane().interval_ms);
+        // WHEN its probe finds it back, with nothing else owed
+        let out = w.run_due_call().await;
+        assert_eq!(out.entered, Some(LaneState::Delivering));
+    }
+    // THEN each outage waits twice as long as the one before: its live batches (and the
+    // shard's) are held ever less often, not every few seconds
+    assert_eq!(waits, [5_000, 10_000, 20_000, 40_000, 80_000]);
+    assert_eq!(w.received(), numbered(1..=5));
+    // AND once well for twice its last wait, a new outage starts again from the first
+    w.clock.advance(Duration::from_millis(160_001));
+    w.live(1).await;
+    assert_eq!(w.lane().interval_ms, 5_000);
+}
+
+#[tokio::test]
+async fn trouble_while_catching_up_goes_on_from_the_outage_before() {
+    // GIVEN a lane retrying at 10 seconds, owing three events
+    let mut w = World::new();
+    w.policy.probe_page = 1;
+    w.policy.page = 1;
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(3).await;
+    w.run_due_call().await;
+    assert_eq!(w.lane().interval_ms, 10_000);
+    // WHEN its probe goes through and the next page fails
+    w.sink.answer(Answer::TakesOnlyProbes(outage()));
+    let out = w.run_due_call().await;
+    // THEN it waits 20 seconds, not 5 as if the outage were new
+    assert_eq!(out.entered, Some(LaneState::Retrying));
+    assert_eq!(w.lane().interval_ms, 20_000);
+    assert_eq!(w.lane().owed, 2);
+    // AND a refused lane that comes back keeps nothing to double
+    w.sink.answer(Answer::Fail(refusal()));
+    w.run_due_call().await;
+    assert_eq!(w.lane().state, LaneState::Refused);
+    w.sink.answer(Answer::TakesOnlyProbes(outage()));
+    w.run_due_call().await;
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    assert_eq!(w.lane().interval_ms, 5_000);
+}
+
+#[tokio::test]
 async fn after_an_outage_everything_owed_arrives_oldest_first_then_live_delivery_resumes() {
     let mut w = World::new();
     w.policy.page = 4;
@@ -237,8 +288,17 @@ async fn after_an_outage_everything_owed_arrives_oldest_first_then_live_delivery
     assert_eq!(w.sink.probes(), 4);
     assert_eq!(out.entered, Some(LaneState::Delivering));
     assert_eq!(w.received(), numbered(1..=9));
+    // Back to delivering: only the last wait and when it came back are kept (for trouble
+    // soon after, `Lane::interval_at`).
+    let lane = w.lane();
+    assert_eq!(lane.interval_ms, 40_000);
+    assert_eq!(lane.recovered_at, Some(w.clock.now_ms()));
     assert_eq!(
-        w.lane(),
+        Lane {
+            interval_ms: 0,
+            recovered_at: None,
+            ..lane
+        },
         Lane {
             writes: 4,
             ..Lane::default()

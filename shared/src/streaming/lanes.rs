@@ -38,9 +38,10 @@ pub mod attr {
     pub const REFUSED_VERSION: &str = "lane_refused_version";
     pub const OWED_FROM: &str = "lane_owed_from";
     pub const PAUSED_AT: &str = "lane_paused_at";
+    pub const RECOVERED_AT: &str = "lane_recovered_at";
 
     /// Every lane attribute of a configuration item.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         STATE,
         ATTEMPT,
         NEXT_ATTEMPT_AT,
@@ -52,6 +53,7 @@ pub mod attr {
         REFUSED_VERSION,
         OWED_FROM,
         PAUSED_AT,
+        RECOVERED_AT,
     ];
 }
 
@@ -148,6 +150,7 @@ pub fn lane_of(item: &HashMap<String, AttributeValue>) -> Lane {
         refused_version: number(item, attr::REFUSED_VERSION).map(|v| v.max(0) as u64),
         owed_from: number(item, attr::OWED_FROM),
         paused_at: number(item, attr::PAUSED_AT),
+        recovered_at: number(item, attr::RECOVERED_AT),
     }
 }
 
@@ -167,6 +170,7 @@ pub(super) fn attributes(key: &LaneKey, lane: &Lane) -> Vec<(String, AttributeVa
         (attr::SINCE, lane.since),
         (attr::OWED_FROM, lane.owed_from),
         (attr::PAUSED_AT, lane.paused_at),
+        (attr::RECOVERED_AT, lane.recovered_at),
     ] {
         if let Some(v) = value {
             out.push((name.to_owned(), n(v)));
@@ -292,6 +296,9 @@ impl Update {
         }
         if let Some(at) = to.paused_at {
             self.set(attr::PAUSED_AT, n(at));
+        }
+        if let Some(at) = to.recovered_at {
+            self.set(attr::RECOVERED_AT, n(at));
         }
         match to.refused_version {
             Some(version) => self.set(attr::REFUSED_VERSION, n(version)),
@@ -643,12 +650,12 @@ impl LaneStore for ConfigTable {
         let mut update = Update::default();
         update.set(attr::STATE, s(LaneState::Delivering.as_str()));
         update.set(attr::OWED, n(0));
+        // The interval and when the lane came back stay: see `Lane::interval_at`.
         for name in [
             attr::ATTEMPT,
             attr::NEXT_ATTEMPT_AT,
             attr::SINCE,
             attr::REASON,
-            attr::INTERVAL_MS,
             attr::REFUSED_VERSION,
         ] {
             update.remove(name);
