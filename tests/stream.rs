@@ -940,6 +940,9 @@ async fn a_destination_that_comes_back_gets_what_it_missed_by_itself_oldest_firs
         dd.health().await.status_at(time::OffsetDateTime::now_utc()),
         "healthy"
     );
+    // Another destination saved in its place starts its trouble afresh.
+    dd.world.configure_cloudwatch(&dd.org, &dd.project).await;
+    assert_eq!(dd.world.lane(&dd.org, &dd.project).await.recovered_at, None);
 }
 
 #[tokio::test]

@@ -110,6 +110,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut out = Outcome::default();
         let mut pending = events;
         let mut delivering = lane.state == LaneState::Delivering;
+        // Before any send: a destination that hangs for its budget must not outwait it.
+        let remembered = lane.interval_at(self.clock.now_ms());
         if !delivering {
             self.heal(key, lane).await.map_err(unhandled(&pending))?;
         }
@@ -134,7 +136,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             let (entering, reason) = if left < self.policy.budget / 4 {
                 // Too little time left to give the destination a fair try: the lane catches
                 // up with these at once, in an invocation of its own.
-                let to = self.catch_up_now(key).await.map_err(unhandled(&pending))?;
+                let to = self
+                    .catch_up_now(key, remembered)
+                    .await
+                    .map_err(unhandled(&pending))?;
                 (to, "no time left in this invocation".to_owned())
             } else {
                 let budget = Instant::now() + left.min(self.policy.budget);
@@ -146,7 +151,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     // rejects one request after another, the shard waited for it.
                     if self.policy.is_slow(sent.took, sent.bytes) {
                         // All delivered: not setting the lane aside costs only time.
-                        match self.set_aside(key, sent.took).await {
+                        match self.set_aside(key, sent.took, remembered).await {
                             Ok(entered) => out.entered = entered,
                             Err(e) => {
                                 tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "a slow destination could not be set aside");
@@ -159,12 +164,14 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 if trouble.is_retryable() && left < self.policy.budget * 9 / 10 {
                     // Its turn came late in the batch, with less than its budget: no outage
                     // of its own yet. Its call tries again at once, with all of it.
-                    let to = self.catch_up_now(key).await.map_err(unhandled(&pending))?;
+                    let to = self
+                        .catch_up_now(key, remembered)
+                        .await
+                        .map_err(unhandled(&pending))?;
                     (to, format!("{} (with part of its time)", trouble.message()))
                 } else {
-                    let interval = lane.interval_at(self.clock.now_ms());
                     let to = self
-                        .after_trouble(key, &trouble, interval, lane.version)
+                        .after_trouble(key, &trouble, remembered, lane.version)
                         .await;
                     (
                         to.map_err(unhandled(&pending))?,
@@ -195,11 +202,12 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         Err(unhandled(&pending)(LaneError::Contended))
     }
 
-    /// The lane's next state when its live events go to a call of their own, due at once.
-    async fn catch_up_now(&self, key: &LaneKey) -> Result<Lane, LaneError> {
+    /// The lane's next state when its live events go to a call of their own, due at once
+    /// (`interval`: what trouble there goes on from, as `Lane::interval_at` says).
+    async fn catch_up_now(&self, key: &LaneKey, interval: u64) -> Result<Lane, LaneError> {
         let call = LaneCall::new(key, self.clock.now_ms());
         self.schedule(&call).await?;
-        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), interval);
         to.since = Some(self.clock.now_ms());
         Ok(to)
     }
@@ -212,8 +220,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         &self,
         key: &LaneKey,
         took: Duration,
+        interval: u64,
     ) -> Result<Option<LaneState>, LaneError> {
-        let mut to = self.slow_lane(key, took).await?;
+        let mut to = self.slow_lane(key, took, interval).await?;
         to.since = Some(self.clock.now_ms());
         if !self
             .store
@@ -233,11 +242,16 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
 
     /// The lane of a destination set aside as slow, its call scheduled a hold away (before the
     /// lane is written, so the call exists whatever happens next).
-    async fn slow_lane(&self, key: &LaneKey, took: Duration) -> Result<Lane, LaneError> {
+    async fn slow_lane(
+        &self,
+        key: &LaneKey,
+        took: Duration,
+        interval: u64,
+    ) -> Result<Lane, LaneError> {
         let hold = self.policy.slow_hold;
         let call = LaneCall::new(key, self.clock.now_ms() + hold.as_millis() as i64);
         self.schedule(&call).await?;
-        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), 0);
+        let mut to = Lane::to(LaneState::CatchingUp, Some(&call), interval);
         to.reason = Some(format!(
             "the destination took {:.1} s to answer (more than {:.1} s): its events are sent by \
              its own calls, every {} s, until it answers quickly again",
@@ -620,7 +634,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             if page.is_empty() {
                 if let Some(took) = slow {
                     // Still slow: live delivery would hold the shard again.
-                    let to = self.slow_lane(key, took).await?;
+                    let to = self.slow_lane(key, took, remembered.interval_ms).await?;
                     self.store.update(key, &held.attempt, &to).await?;
                     tracing::info!(
                         organization_id = key.organization_id,

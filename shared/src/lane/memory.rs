@@ -39,6 +39,7 @@ impl MemoryLane {
         self.configured = true;
         self.lane.version += 1;
         self.lane.writes += crate::streaming::WRITES_MOVED_BY_SAVE;
+        self.lane.recovered_at = None;
     }
 }
 

@@ -138,22 +138,28 @@ impl Lane {
 
 impl Lane {
     /// The interval new trouble doubles at `now_ms`: the last one while the lane is within
-    /// twice of it of coming back from retrying, else none (the first interval). A destination
-    /// that fails again as soon as it takes events (one that hangs every other request) so
-    /// waits longer each time, and holds its shard's live batches ever less often, instead of
-    /// starting again at the first interval every time a probe finds it answering.
+    /// twice of it, and at most [`REMEMBERED_FOR`], of coming back from retrying, else none
+    /// (the first interval). A destination that fails again as soon as it takes events (one
+    /// that hangs every other request) so waits longer each time, and holds its shard's live
+    /// batches ever less often, instead of starting again at the first interval every time a
+    /// probe finds it answering; one that stayed well for a minute starts afresh.
     pub fn interval_at(&self, now_ms: i64) -> u64 {
-        remembered_interval(self.interval_ms, self.recovered_at, now_ms)
+        let window = self
+            .interval_ms
+            .saturating_mul(2)
+            .min(REMEMBERED_FOR.as_millis() as u64) as i64;
+        match self.recovered_at {
+            // A refused lane's interval is always the longest: nothing to go on doubling.
+            _ if self.state == LaneState::Refused => 0,
+            Some(at) if now_ms.saturating_sub(at) <= window => self.interval_ms,
+            _ => 0,
+        }
     }
 }
 
-fn remembered_interval(interval_ms: u64, recovered_at: Option<i64>, now_ms: i64) -> u64 {
-    let window = interval_ms.saturating_mul(2).min(i64::MAX as u64) as i64;
-    match recovered_at {
-        Some(at) if now_ms.saturating_sub(at) <= window => interval_ms,
-        _ => 0,
-    }
-}
+/// How long after coming back from retrying new trouble goes on from the last interval, at
+/// most: see [`Lane::interval_at`].
+pub const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
 impl Lane {
     /// What a lane becomes: its state and schedule, nothing else.

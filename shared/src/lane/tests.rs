@@ -236,9 +236,50 @@ async fn a_destination_that_fails_again_as_soon_as_it_is_back_waits_longer_each_
     // shard's) are held ever less often, not every few seconds
     assert_eq!(waits, [5_000, 10_000, 20_000, 40_000, 80_000]);
     assert_eq!(w.received(), numbered(1..=5));
-    // AND once well for twice its last wait, a new outage starts again from the first
-    w.clock.advance(Duration::from_millis(160_001));
+    // AND once well for a minute, a new outage starts again from the first
+    w.clock.advance(Duration::from_secs(60));
     w.live(1).await;
+    assert_eq!(w.lane().interval_ms, 5_000);
+}
+
+#[test]
+fn the_last_wait_is_remembered_for_twice_its_length_and_at_most_a_minute() {
+    let now = 10_000_000;
+    let at = |state, interval_ms, ago_ms: i64| {
+        Lane {
+            state,
+            interval_ms,
+            recovered_at: Some(now - ago_ms),
+            ..Lane::default()
+        }
+        .interval_at(now)
+    };
+    use LaneState::*;
+    assert_eq!(at(Delivering, 5_000, 10_000), 5_000);
+    assert_eq!(at(Delivering, 5_000, 10_001), 0);
+    assert_eq!(at(CatchingUp, 300_000, 60_000), 300_000);
+    assert_eq!(at(Delivering, 300_000, 60_001), 0);
+    // A refused lane's interval is the longest whatever happened: nothing to double.
+    assert_eq!(at(Refused, 300_000, 1_000), 0);
+    let never_back = Lane {
+        interval_ms: 5_000,
+        ..Lane::default()
+    };
+    assert_eq!(never_back.interval_at(now), 0);
+}
+
+#[tokio::test]
+async fn a_save_forgets_the_last_wait() {
+    // GIVEN a lane just back from an outage
+    let mut w = World::new();
+    w.sink.answer(Answer::TakesOnlyProbes(outage()));
+    w.live(1).await;
+    w.run_due_call().await;
+    assert!(w.lane().recovered_at.is_some());
+    // WHEN its configuration is saved (another destination, perhaps) and then fails
+    w.lanes.saved(&w.key);
+    w.live(1).await;
+    // THEN its trouble starts afresh
     assert_eq!(w.lane().interval_ms, 5_000);
 }
 

@@ -494,6 +494,8 @@ impl Configurations for ConfigTable {
             let lane = Lane {
                 writes: lane.writes + lanes::WRITES_MOVED_BY_SAVE,
                 version: config.version,
+                // Saved settings, perhaps another destination: its trouble starts afresh.
+                recovered_at: None,
                 ..lane
             };
             item.extend(lanes::attributes(&key_of_lane, &lane));

@@ -63,7 +63,7 @@ async fn put(
     deadline: Instant,
     backoff: &Backoff,
 ) -> Result<Failures, DeliveryError> {
-    // Whether this write created the group and stream; the one flag the attempts share.
+    // Whether this attempt created the group and stream; the one flag the attempts share.
     let created = AtomicBool::new(false);
     let created = &created;
     let written = retry(backoff, deadline, move || async move {
@@ -95,9 +95,14 @@ async fn put(
                         Err(refused) => Attempt::Done(Err(refused)),
                     }
                 }
-                Problem::Missing => Attempt::Done(Err(DeliveryError::Retryable(format!(
-                    "log group {group} or stream {stream} disappeared while writing"
-                )))),
+                // Created, yet not found: not visible yet, or deleted meanwhile by the
+                // customer. Another attempt, after a wait, creates them again if need be.
+                Problem::Missing => {
+                    created.store(false, Ordering::Relaxed);
+                    Attempt::Again(format!(
+                        "log group {group} or stream {stream} not found right after it was created"
+                    ))
+                }
                 Problem::Transient(message) => Attempt::Again(message),
                 Problem::Refused(error) => Attempt::Done(Err(error)),
                 Problem::Invalid(message) => Attempt::Done(Err(DeliveryError::Rejected(message))),

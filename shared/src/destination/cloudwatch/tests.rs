@@ -262,11 +262,13 @@ async fn a_cloudwatch_that_finds_every_request_invalid_is_not_asked_without_end(
     assert_eq!(put.num_calls(), 1 + 2 * 64);
 }
 
-#[tokio::test]
-async fn a_missing_group_and_stream_are_created_once_then_written() {
+/// The calls (writes, group and stream creations) that write to a group and stream found
+/// missing by `missing` writes, each creation answered (the group as there already).
+async fn calls_writing_when_missing(missing: usize) -> (usize, usize, usize) {
     let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
         .sequence()
         .http_response(|| logs_error(400, "ResourceNotFoundException"))
+        .times(missing)
         .output(|| PutLogEventsOutput::builder().build())
         .build();
     let group = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
@@ -277,10 +279,19 @@ async fn a_missing_group_and_stream_are_created_once_then_written() {
     let failures =
         service::write(&client, "g", "s", &recent(2), soon(), &FAST, SPLITS_AT_MOST).await;
     assert_eq!(failures, vec![]);
-    assert_eq!(
-        (put.num_calls(), group.num_calls(), stream.num_calls()),
-        (2, 1, 1)
-    );
+    (put.num_calls(), group.num_calls(), stream.num_calls())
+}
+
+#[tokio::test]
+async fn a_missing_group_and_stream_are_created_once_then_written() {
+    assert_eq!(calls_writing_when_missing(1).await, (2, 1, 1));
+}
+
+#[tokio::test]
+async fn a_group_not_found_right_after_it_was_created_is_created_again_and_written() {
+    // Deleted by the customer as it was made, or not visible yet: missing, created, missing
+    // again; after a wait, missing, created again, written.
+    assert_eq!(calls_writing_when_missing(3).await, (4, 2, 2));
 }
 
 #[tokio::test]
