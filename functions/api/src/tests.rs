@@ -596,6 +596,27 @@ async fn a_save_that_loses_its_race_after_staging_its_key_leaves_no_staged_key()
 }
 
 #[tokio::test]
+async fn a_save_whose_answer_was_lost_is_answered_as_saved_not_as_its_own_lost_race() {
+    // GIVEN a destination at version 1, and a table whose answer to the next save is lost
+    // (the SDK's retry of it then meets the write it made: a version mismatch)
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .configs
+        .lose_next_save_answer(&LaneKey::new(ORG, PROJECT));
+    // WHEN a caller who read version 1 saves a new key
+    let saved = save_new_key_having_read_version_1(&w).await;
+    // THEN its save stands and is answered so: not 412 for a save of its own, and the key it
+    // staged is current, not discarded under the configuration that names it
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["version"], 2);
+    let other = "fedcba9876543210fedcba9876543210";
+    assert_eq!(w.stored_key().await.as_deref(), Some(other));
+    assert_eq!(w.api.secrets.pending(ORG, PROJECT), None);
+    assert_eq!(w.saved().await.version, 2);
+}
+
+#[tokio::test]
 async fn a_save_without_a_condition_that_keeps_losing_races_is_asked_to_retry_not_412() {
     // GIVEN a destination at version 1, and more saves landing in between than a PUT retries
     let w = World::new();

@@ -33,6 +33,8 @@ pub(crate) struct Table {
     locks: HashMap<LaneKey, (String, i64, bool)>,
     /// Projects whose next saves other saves beat to the table, and how many of them.
     raced: HashMap<LaneKey, usize>,
+    /// Projects whose next save lands but is answered as a retry of it would be.
+    unanswered: HashSet<LaneKey>,
     /// The version of each project's last deleted configuration.
     removed: HashMap<LaneKey, u64>,
     /// Marks of deletions under way: their deletions, and until when (epoch seconds) it holds.
@@ -54,6 +56,12 @@ impl MemoryLanes {
     /// The project's next `saves` saves each lose a race.
     pub fn race_next_saves(&self, key: &LaneKey, saves: usize) {
         lock(&self.table).raced.insert(key.clone(), saves);
+    }
+
+    /// The project's next save lands, but its answer is lost and the SDK's retry of it meets
+    /// its own write: a version mismatch.
+    pub fn lose_next_save_answer(&self, key: &LaneKey) {
+        lock(&self.table).unanswered.insert(key.clone());
     }
 
     /// A save lands between the caller's read and the project's next delete.
@@ -202,7 +210,11 @@ impl Configurations for MemoryLanes {
             health: Health::default(),
             lane: lane.lane.clone(),
         };
-        lock(&self.table).saved.insert(key, config.clone());
+        let mut table = lock(&self.table);
+        table.saved.insert(key.clone(), config.clone());
+        if table.unanswered.remove(&key) {
+            return Err(ConfigError::VersionMismatch { current: version });
+        }
         Ok(config)
     }
 

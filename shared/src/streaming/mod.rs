@@ -563,9 +563,18 @@ impl Configurations for ConfigTable {
         if_version: Option<u64>,
     ) -> Result<Option<StreamingConfig>, ConfigError> {
         let mut current = 0;
+        // The item this delete last tried to delete, when a condition refused it.
+        let mut tried = None;
         for _ in 0..LANE_RACES {
             // Only its version: a damaged item must be deletable too.
             let Some(stored) = self.item(key(organization_id, project_id)).await? else {
+                // Gone since this delete tried it: its own write landed though the answer was
+                // lost (the SDK's retry then met it), or another deletion's did. What it was to
+                // delete is deleted either way; the caller goes on as after its own (the
+                // credentials, the audit entry).
+                if let Some(gone) = tried {
+                    return StreamingConfig::from_item(&gone).map(Some);
+                }
                 return match if_version {
                     Some(v) if v != 0 => Err(ConfigError::VersionMismatch { current: 0 }),
                     _ => Ok(None),
@@ -596,8 +605,9 @@ impl Configurations for ConfigTable {
                 Ok(out) => {
                     return StreamingConfig::from_item(&out.attributes.unwrap_or(stored)).map(Some);
                 }
-                // A save landed since the read: read again (an `If-Match` then mismatches).
-                Err(e) if is_condition_failure(&e) => {}
+                // A save landed since the read, or the item is gone: read again (an `If-Match`
+                // then mismatches).
+                Err(e) if is_condition_failure(&e) => tried = Some(stored),
                 Err(e) => return Err(store_error(e)),
             }
         }

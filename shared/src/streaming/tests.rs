@@ -11,9 +11,8 @@ fn keys_separate_organizations_and_projects() {
     assert_eq!(a["sk"].as_s().unwrap(), "project#p");
 }
 
-#[test]
-fn a_configuration_survives_its_item_round_trip() {
-    let config = StreamingConfig {
+fn saved_at_version_3() -> StreamingConfig {
+    StreamingConfig {
         organization_id: "o".into(),
         project_id: "p".into(),
         name: "prod-audit".into(),
@@ -38,7 +37,12 @@ fn a_configuration_survives_its_item_round_trip() {
             version: 3,
             ..Lane::default()
         },
-    };
+    }
+}
+
+#[test]
+fn a_configuration_survives_its_item_round_trip() {
+    let config = saved_at_version_3();
     let item = config.to_item().unwrap();
     assert_eq!(StreamingConfig::from_item(&item).unwrap(), config);
     // The names items have always had, so items saved before read as they were.
@@ -130,4 +134,66 @@ fn a_project_cut_to_fit_its_key_is_read_from_its_item() {
     let short = key("o#1", "p%2");
     assert!(names_its_project_in_full(&short));
     assert_eq!(project_of_key(&short), Some(("o#1".into(), "p%2".into())));
+}
+
+/// The project's configuration deleted (at `if_version`, when given) by a DeleteItem that
+/// landed though its answer was lost (HTTP 500), and whose retry by the SDK then failed its
+/// condition: the item was gone.
+async fn delete_answered_late(
+    if_version: Option<u64>,
+) -> Result<Option<StreamingConfig>, ConfigError> {
+    use aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput;
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    let answer = |status: u16, kind: &str| {
+        HttpResponse::new(
+            StatusCode::try_from(status).unwrap(),
+            SdkBody::from(format!(r#"{{"__type":"{kind}","message":"m"}}"#)),
+        )
+    };
+    let item = saved_at_version_3().to_item().unwrap();
+    let read = mock!(Client::get_item)
+        .sequence()
+        .output(move || {
+            GetItemOutput::builder()
+                .set_item(Some(item.clone()))
+                .build()
+        })
+        .output(|| GetItemOutput::builder().build())
+        .build();
+    let noted = mock!(Client::update_item).then_output(|| UpdateItemOutput::builder().build());
+    let delete = mock!(Client::delete_item)
+        .sequence()
+        .http_response(move || answer(500, "InternalServerError"))
+        .http_response(move || answer(400, "ConditionalCheckFailedException"))
+        .output(|| DeleteItemOutput::builder().build())
+        .build();
+    let table = ConfigTable::new(
+        mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&read, &noted, &delete]
+        ),
+        "config",
+    );
+    table.delete("o", "p", if_version).await
+}
+
+// Paused: the SDK's own retry of the lost answer waits on tokio's clock.
+#[tokio::test(start_paused = true)]
+async fn a_delete_retried_by_the_sdk_after_it_landed_counts_as_deleted() {
+    // Not a 412 for its own write, nor "nothing was saved": the caller goes on to delete the
+    // credentials and write the audit entry.
+    let deleted = StreamingConfig::from_item(&saved_at_version_3().to_item().unwrap());
+    for if_version in [Some(3), None] {
+        assert_eq!(
+            delete_answered_late(if_version).await,
+            deleted.clone().map(Some),
+            "{if_version:?}"
+        );
+    }
 }

@@ -94,6 +94,43 @@ impl<P: Ports> Api<P> {
         }
     }
 
+    /// After a save that failed: the configuration it saved after all, if the table names the
+    /// secret version it staged (`staged`: freshly, so no other save can name it). An attempt
+    /// whose answer was lost (a timeout, a 5xx) is retried by the SDK, and the retry meets the
+    /// write it made: answered as a lost race, the save would be told 412 and its staged
+    /// version discarded while the saved configuration names it. Otherwise the staged version
+    /// is discarded, unless the table could not say (a version left staged is harmless: the
+    /// next stage moves its label).
+    async fn landed(
+        &self,
+        org: &str,
+        project: &str,
+        staged: bool,
+        secret_version: &str,
+    ) -> Option<StreamingConfig> {
+        if !staged {
+            return None;
+        }
+        match self.configs.configuration(org, project).await {
+            Ok(Some(stored)) if stored.secret_version.as_deref() == Some(secret_version) => {
+                tracing::warn!(
+                    organization_id = org,
+                    project_id = project,
+                    "the save landed though its answer said otherwise; answered as saved"
+                );
+                Some(stored)
+            }
+            Ok(_) => {
+                self.secrets.discard(org, project, secret_version).await;
+                None
+            }
+            Err(e) => {
+                tracing::warn!(organization_id = org, project_id = project, error = %e, "whether the save landed is unknown; its staged credentials kept");
+                None
+            }
+        }
+    }
+
     /// One try at a save: `Ok(Err(current))` when another save (or a deletion) got in between
     /// the read and this one's conditional write. New credentials go to a new secret version
     /// that only becomes current once the configuration naming it is saved (the saved ones keep
@@ -197,15 +234,18 @@ impl<P: Ports> Api<P> {
             .await
         {
             Ok(saved) => saved,
-            Err(e) => {
-                if kept.is_none() {
-                    self.secrets.discard(org, project, &secret_version).await;
+            Err(e) => match self
+                .landed(org, project, kept.is_none(), &secret_version)
+                .await
+            {
+                Some(saved) => saved,
+                None => {
+                    return match e {
+                        ConfigError::VersionMismatch { current } => Ok(Err(current)),
+                        other => Err(config_error(other)),
+                    };
                 }
-                return match e {
-                    ConfigError::VersionMismatch { current } => Ok(Err(current)),
-                    other => Err(config_error(other)),
-                };
-            }
+            },
         };
         match self.secrets.promote(org, project, &secret_version).await {
             Ok(()) => {}
