@@ -16,10 +16,10 @@ pub const SDK_ATTEMPTS: u32 = 3;
 
 /// How long one attempt of an AWS call may take before the SDK gives it up and, as for any
 /// transient trouble, tries again. DynamoDB, SQS, Secrets Manager and STS answer in
-/// milliseconds; left without one, a connection that never answers would hold the invocation
-/// (and the other tenants' events in its batch) until the function's own timeout, and Lambda
-/// would then retry the whole batch. Three attempts of this fit in the stream function's 60
-/// seconds.
+/// milliseconds, S3 takes an export's part of a few MiB in about a second; left without one, a
+/// connection that never answers would hold the invocation (and the other tenants' events in
+/// its batch) until the function's own timeout. Customers' CloudWatch Logs clients go without
+/// it (`cloudwatch::service::without_sdk_retries`).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The codes AWS services answer when they are busy or a request timed out: what the SDK's
@@ -132,6 +132,7 @@ mod tests {
         assert_eq!(timeouts.operation_timeout(), None);
     }
 
+    /// What the setting relies on: the SDK cuts a silent attempt and sends it again.
     #[tokio::test]
     async fn an_attempt_that_gets_no_answer_is_given_up_and_tried_again() {
         use std::sync::Arc;

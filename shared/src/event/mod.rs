@@ -45,7 +45,7 @@ pub enum EventError {
     NotAnObject,
     #[error("`{0}` is required")]
     Missing(&'static str),
-    #[error("`{0}` is given twice: an event names each field once")]
+    #[error("`{0}` is given twice: an event names each of its required fields once")]
     GivenTwice(&'static str),
     #[error("`{field}` must be {expected}")]
     WrongType {

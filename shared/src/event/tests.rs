@@ -291,7 +291,7 @@ fn capture_refuses_a_required_field_given_twice() {
     }
     assert_eq!(
         EventError::GivenTwice("actor.type").to_string(),
-        "`actor.type` is given twice: an event names each field once"
+        "`actor.type` is given twice: an event names each of its required fields once"
     );
     // A value wrong either way is named as before.
     assert!(matches!(

@@ -562,19 +562,11 @@ impl Configurations for ConfigTable {
         project_id: &str,
         if_version: Option<u64>,
     ) -> Result<Option<StreamingConfig>, ConfigError> {
+        use aws_sdk_dynamodb::types::{Delete, TransactWriteItem};
         let mut current = 0;
-        // The item this delete last tried to delete, when a condition refused it.
-        let mut tried = None;
         for _ in 0..LANE_RACES {
             // Only its version: a damaged item must be deletable too.
             let Some(stored) = self.item(key(organization_id, project_id)).await? else {
-                // Gone since this delete tried it: its own write landed though the answer was
-                // lost (the SDK's retry then met it), or another deletion's did. What it was to
-                // delete is deleted either way; the caller goes on as after its own (the
-                // credentials, the audit entry).
-                if let Some(gone) = tried {
-                    return StreamingConfig::from_item(&gone).map(Some);
-                }
                 return match if_version {
                     Some(v) if v != 0 => Err(ConfigError::VersionMismatch { current: 0 }),
                     _ => Ok(None),
@@ -587,27 +579,38 @@ impl Configurations for ConfigTable {
             }
             self.note_removed(organization_id, project_id, current)
                 .await?;
-            let delete = self
-                .client
-                .delete_item()
+            let delete = Delete::builder()
                 .table_name(&self.name)
                 .set_key(Some(key(organization_id, project_id)))
-                .expression_attribute_names("#v", attr::VERSION)
-                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld);
+                .expression_attribute_names("#v", attr::VERSION);
             let delete = match version {
                 Some(v) => delete
                     .condition_expression("#v = :v")
                     .expression_attribute_values(":v", AttributeValue::N(v.to_string())),
                 None => delete.condition_expression("attribute_not_exists(#v)"),
-            };
-            match delete.send().await {
-                // Damaged, it is gone all the same; the caller hears it was damaged.
-                Ok(out) => {
-                    return StreamingConfig::from_item(&out.attributes.unwrap_or(stored)).map(Some);
-                }
-                // A save landed since the read, or the item is gone: read again (an `If-Match`
-                // then mismatches).
-                Err(e) if is_condition_failure(&e) => tried = Some(stored),
+            }
+            .build()
+            .map_err(|e| ConfigError::Store(format!("a delete could not be laid out: {e}")))?;
+            // A transaction of one, for its client token (the SDK makes one per call): the
+            // SDK's retry of a delete that landed though its answer was lost is answered as
+            // that delete, where a plain DeleteItem's would fail its condition and read as
+            // another writer's doing (a 412 for its own write, its secret and audit entry
+            // skipped).
+            let deleted = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().delete(delete).build())
+                .send()
+                .await;
+            match deleted {
+                // At the version read, so what was read is what went (its settings, which the
+                // version covers; damaged, it is gone all the same and the caller hears so).
+                Ok(_) => return StreamingConfig::from_item(&stored).map(Some),
+                // A save landed since the read (or another transaction held the item): read
+                // again (an `If-Match` then mismatches).
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code())
+                        == Some("TransactionCanceledException") => {}
                 Err(e) => return Err(store_error(e)),
             }
         }

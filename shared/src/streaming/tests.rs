@@ -136,41 +136,51 @@ fn a_project_cut_to_fit_its_key_is_read_from_its_item() {
     assert_eq!(project_of_key(&short), Some(("o#1".into(), "p%2".into())));
 }
 
-/// The project's configuration deleted (at `if_version`, when given) by a DeleteItem that
-/// landed though its answer was lost (HTTP 500), and whose retry by the SDK then failed its
-/// condition: the item was gone.
+/// The project's configuration deleted (at `if_version`, when given) by a write that landed
+/// though its answer was lost (HTTP 500), which DynamoDB answers as done when the SDK sends it
+/// again with its token (made once per call, before its attempts); with the token the write
+/// carried and how many times it was sent.
 async fn delete_answered_late(
     if_version: Option<u64>,
-) -> Result<Option<StreamingConfig>, ConfigError> {
-    use aws_sdk_dynamodb::operation::delete_item::DeleteItemOutput;
+) -> (
+    Result<Option<StreamingConfig>, ConfigError>,
+    Option<String>,
+    usize,
+) {
     use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
     use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
     use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
     use aws_smithy_runtime_api::http::StatusCode;
     use aws_smithy_types::body::SdkBody;
-    let answer = |status: u16, kind: &str| {
-        HttpResponse::new(
-            StatusCode::try_from(status).unwrap(),
-            SdkBody::from(format!(r#"{{"__type":"{kind}","message":"m"}}"#)),
-        )
-    };
+    use std::sync::{Arc, Mutex};
     let item = saved_at_version_3().to_item().unwrap();
-    let read = mock!(Client::get_item)
-        .sequence()
-        .output(move || {
-            GetItemOutput::builder()
-                .set_item(Some(item.clone()))
-                .build()
-        })
-        .output(|| GetItemOutput::builder().build())
-        .build();
+    let read = mock!(Client::get_item).then_output(move || {
+        GetItemOutput::builder()
+            .set_item(Some(item.clone()))
+            .build()
+    });
     let noted = mock!(Client::update_item).then_output(|| UpdateItemOutput::builder().build());
-    let delete = mock!(Client::delete_item)
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let seen = tokens.clone();
+    let delete = mock!(Client::transact_write_items)
+        .match_requests(move |r| {
+            let deletes = r.transact_items().iter().filter(|i| i.delete().is_some());
+            assert_eq!((deletes.count(), r.transact_items().len()), (1, 1));
+            seen.lock()
+                .unwrap()
+                .push(r.client_request_token().map(str::to_owned));
+            true
+        })
         .sequence()
-        .http_response(move || answer(500, "InternalServerError"))
-        .http_response(move || answer(400, "ConditionalCheckFailedException"))
-        .output(|| DeleteItemOutput::builder().build())
+        .http_response(|| {
+            HttpResponse::new(
+                StatusCode::try_from(500).unwrap(),
+                SdkBody::from(r#"{"__type":"InternalServerError","message":"m"}"#),
+            )
+        })
+        .output(|| TransactWriteItemsOutput::builder().build())
         .build();
     let table = ConfigTable::new(
         mock_client!(
@@ -180,20 +190,22 @@ async fn delete_answered_late(
         ),
         "config",
     );
-    table.delete("o", "p", if_version).await
+    let deleted = table.delete("o", "p", if_version).await;
+    let token = tokens.lock().unwrap().first().cloned().flatten();
+    (deleted, token, delete.num_calls())
 }
 
 // Paused: the SDK's own retry of the lost answer waits on tokio's clock.
 #[tokio::test(start_paused = true)]
-async fn a_delete_retried_by_the_sdk_after_it_landed_counts_as_deleted() {
+async fn a_delete_sent_again_after_it_landed_counts_as_deleted() {
     // Not a 412 for its own write, nor "nothing was saved": the caller goes on to delete the
     // credentials and write the audit entry.
     let deleted = StreamingConfig::from_item(&saved_at_version_3().to_item().unwrap());
     for if_version in [Some(3), None] {
-        assert_eq!(
-            delete_answered_late(if_version).await,
-            deleted.clone().map(Some),
-            "{if_version:?}"
-        );
+        let (answer, token, sent) = delete_answered_late(if_version).await;
+        assert_eq!(answer, deleted.clone().map(Some), "{if_version:?}");
+        // Sent again, with a token: what makes DynamoDB answer it as the same delete.
+        assert_eq!(sent, 2);
+        assert!(token.is_some_and(|t| !t.is_empty()));
     }
 }

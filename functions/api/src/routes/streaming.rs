@@ -95,24 +95,30 @@ impl<P: Ports> Api<P> {
     }
 
     /// After a save that failed: the configuration it saved after all, if the table names the
-    /// secret version it staged (`staged`: freshly, so no other save can name it). An attempt
-    /// whose answer was lost (a timeout, a 5xx) is retried by the SDK, and the retry meets the
-    /// write it made: answered as a lost race, the save would be told 412 and its staged
-    /// version discarded while the saved configuration names it. Otherwise the staged version
-    /// is discarded, unless the table could not say (a version left staged is harmless: the
-    /// next stage moves its label).
+    /// secret version it staged (`staged`: freshly, so only its own write, or a later save that
+    /// kept those credentials, can name it) at the version it would have written (`read` + 1;
+    /// any for a first save). An attempt whose answer was lost (a timeout, a 5xx) is sent
+    /// again by the SDK, and meets the write it made: answered as a lost race, the save would
+    /// be told 412 and its staged version discarded while the saved configuration names it.
+    /// The staged version is discarded only where no configuration names it, and kept when
+    /// the table could not say (a version left staged is harmless: the next stage moves its
+    /// label).
     async fn landed(
         &self,
-        org: &str,
-        project: &str,
+        (org, project): (&str, &str),
         staged: bool,
         secret_version: &str,
+        read: u64,
     ) -> Option<StreamingConfig> {
         if !staged {
             return None;
         }
         match self.configs.configuration(org, project).await {
             Ok(Some(stored)) if stored.secret_version.as_deref() == Some(secret_version) => {
+                if read != 0 && stored.version != read + 1 {
+                    // Saved, then saved over by a later save that kept its credentials.
+                    return None;
+                }
                 tracing::warn!(
                     organization_id = org,
                     project_id = project,
@@ -235,7 +241,12 @@ impl<P: Ports> Api<P> {
         {
             Ok(saved) => saved,
             Err(e) => match self
-                .landed(org, project, kept.is_none(), &secret_version)
+                .landed(
+                    (org, project),
+                    kept.is_none(),
+                    &secret_version,
+                    current_version,
+                )
                 .await
             {
                 Some(saved) => saved,

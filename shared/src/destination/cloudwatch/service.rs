@@ -15,9 +15,17 @@ use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
 
 /// The SDK does not retry on its own: `put` decides what is tried again, and a lane's probe is
-/// one request, not three.
+/// one request, not three. Nor does it cut an attempt short: the caller's deadline does (a
+/// page of catching up may take its 30 s), and a destination that takes long but answers is
+/// slow, set aside as such, not in an outage.
 pub fn without_sdk_retries(config: Builder) -> Builder {
-    config.retry_config(crate::sdk::retried_by_the_service())
+    config
+        .retry_config(crate::sdk::retried_by_the_service())
+        .timeout_config(
+            aws_sdk_cloudwatchlogs::config::timeout::TimeoutConfig::builder()
+                .disable_operation_attempt_timeout()
+                .build(),
+        )
 }
 
 /// Writes events to a log group of the customer's account, in as few requests as the limits
@@ -63,7 +71,7 @@ async fn put(
     deadline: Instant,
     backoff: &Backoff,
 ) -> Result<Failures, DeliveryError> {
-    // Whether this attempt created the group and stream; the one flag the attempts share.
+    // Whether the group and stream were created since the last write found them missing.
     let created = AtomicBool::new(false);
     let created = &created;
     let written = retry(backoff, deadline, move || async move {

@@ -262,6 +262,20 @@ async fn a_cloudwatch_that_finds_every_request_invalid_is_not_asked_without_end(
     assert_eq!(put.num_calls(), 1 + 2 * 64);
 }
 
+#[tokio::test]
+async fn customers_clients_leave_each_attempt_to_the_callers_deadline() {
+    // Made as the stream function makes them: a slow destination's write is not cut at the
+    // service's own 10 s, and its connect timeout stays.
+    let config = service::without_sdk_retries(aws_sdk_cloudwatchlogs::config::Builder::from(
+        &crate::sdk::load_config().await,
+    ))
+    .build();
+    let timeouts = config.timeout_config().unwrap();
+    assert_eq!(timeouts.operation_attempt_timeout(), None);
+    assert!(timeouts.connect_timeout().is_some());
+    assert_eq!(config.retry_config().unwrap().max_attempts(), 1);
+}
+
 /// The calls (writes, group and stream creations) that write to a group and stream found
 /// missing by `missing` writes, each creation answered (the group as there already).
 async fn calls_writing_when_missing(missing: usize) -> (usize, usize, usize) {
