@@ -242,6 +242,27 @@ async fn a_destination_that_fails_again_as_soon_as_it_is_back_waits_longer_each_
     assert_eq!(w.lane().interval_ms, 5_000);
 }
 
+#[tokio::test]
+async fn a_lane_back_from_a_refusal_does_not_go_on_from_its_longest_wait() {
+    // GIVEN probes at most 20 s apart, and a lane just back from an outage
+    let mut w = World::new();
+    w.policy.max_backoff = Duration::from_secs(20);
+    w.sink.answer(Answer::TakesOnlyProbes(outage()));
+    w.live(1).await;
+    w.run_due_call().await;
+    // WHEN it is refused at once (its interval the longest), then a probe finds it back
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(1).await;
+    assert_eq!(w.lane().state, LaneState::Refused);
+    assert_eq!(w.lane().interval_ms, 20_000);
+    w.sink.answer(Answer::TakesOnlyProbes(outage()));
+    assert_eq!(w.run_due_call().await.entered, Some(LaneState::Delivering));
+    // THEN trouble soon after starts from the first wait, not from the refusal's
+    w.live(1).await;
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    assert_eq!(w.lane().interval_ms, 5_000);
+}
+
 #[test]
 fn the_last_wait_is_remembered_for_twice_its_length_and_at_most_a_minute() {
     let now = 10_000_000;
