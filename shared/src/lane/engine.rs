@@ -588,8 +588,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         out: &mut Outcome,
     ) -> Result<(), LaneError> {
         let mut state = lane.state;
-        let interval = lane.interval_ms;
-        // What new trouble doubles: see `Lane::interval_at`.
+        // Its interval, and what new trouble doubles once it is back (`Lane::interval_at`).
         let mut remembered = lane.clone();
         // How long the last page took, when the destination was slow to take it.
         let mut slow: Option<Duration> = None;
@@ -689,7 +688,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 let from = if state == LaneState::CatchingUp {
                     remembered.interval_at(self.clock.now_ms())
                 } else {
-                    interval
+                    remembered.interval_ms
                 };
                 let mut to = self
                     .after_trouble(key, &trouble, from, lane.version)

@@ -444,28 +444,14 @@ impl Default for ScriptedSink {
 }
 
 impl ScriptedSink {
-    pub fn answer(&self, answer: Answer) {
-        *lock(&self.answer) = answer;
-    }
-
-    pub fn received(&self) -> Vec<AuditEvent> {
-        lock(&self.received).clone()
-    }
-
-    pub fn requests(&self) -> usize {
-        *lock(&self.requests)
-    }
-
-    pub fn probes(&self) -> usize {
-        *lock(&self.probes)
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for ScriptedSink {
-    async fn deliver(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
+    /// One request, answered as `answer` says.
+    async fn answer_with(
+        &self,
+        answer: Answer,
+        events: &[AuditEvent],
+        deadline: tokio::time::Instant,
+    ) -> Failures {
         *lock(&self.requests) += 1;
-        let answer = lock(&self.answer).clone();
         match answer {
             Answer::Take => {
                 lock(&self.received).extend(events.iter().cloned());
@@ -495,14 +481,37 @@ impl Sink for ScriptedSink {
         }
     }
 
+    pub fn answer(&self, answer: Answer) {
+        *lock(&self.answer) = answer;
+    }
+
+    pub fn received(&self) -> Vec<AuditEvent> {
+        lock(&self.received).clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        *lock(&self.requests)
+    }
+
+    pub fn probes(&self) -> usize {
+        *lock(&self.probes)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for ScriptedSink {
+    async fn deliver(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
+        let answer = lock(&self.answer).clone();
+        self.answer_with(answer, events, deadline).await
+    }
+
     async fn probe(&self, events: &[AuditEvent], deadline: tokio::time::Instant) -> Failures {
         *lock(&self.probes) += 1;
-        if matches!(*lock(&self.answer), Answer::TakesOnlyProbes(_)) {
-            *lock(&self.requests) += 1;
-            lock(&self.received).extend(events.iter().cloned());
-            return Vec::new();
-        }
-        self.deliver(events, deadline).await
+        let answer = match lock(&self.answer).clone() {
+            Answer::TakesOnlyProbes(_) => Answer::Take,
+            answer => answer,
+        };
+        self.answer_with(answer, events, deadline).await
     }
 
     async fn test_connection(

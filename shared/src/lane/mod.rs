@@ -134,9 +134,7 @@ impl Lane {
             ..Self::default()
         }
     }
-}
 
-impl Lane {
     /// The interval new trouble doubles at `now_ms`: the last one while the lane is within
     /// twice of it, and at most [`REMEMBERED_FOR`], of coming back from retrying, else none
     /// (the first interval). A destination that fails again as soon as it takes events (one
@@ -148,12 +146,12 @@ impl Lane {
             .interval_ms
             .saturating_mul(2)
             .min(REMEMBERED_FOR.as_millis() as u64) as i64;
-        match self.recovered_at {
-            // A refused lane's interval is always the longest: nothing to go on doubling.
-            _ if self.state == LaneState::Refused => 0,
-            Some(at) if now_ms.saturating_sub(at) <= window => self.interval_ms,
-            _ => 0,
-        }
+        // A refused lane's interval is always the longest: nothing to go on doubling.
+        let remembered = self.state != LaneState::Refused
+            && self
+                .recovered_at
+                .is_some_and(|at| now_ms.saturating_sub(at) <= window);
+        if remembered { self.interval_ms } else { 0 }
     }
 }
 

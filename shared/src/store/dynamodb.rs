@@ -90,11 +90,7 @@ impl EventTable {
                 .to_builder()
                 .retry_config(crate::sdk::retried_by_the_service())
                 // Merged with the client's own timeouts (its connect timeout stays).
-                .timeout_config(
-                    aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                        .operation_attempt_timeout(timeout)
-                        .build(),
-                )
+                .timeout_config(crate::sdk::attempts_cut_at(timeout))
                 .build(),
         );
         Self {

@@ -608,9 +608,7 @@ impl Configurations for ConfigTable {
                 Ok(_) => return StreamingConfig::from_item(&stored).map(Some),
                 // A save landed since the read (or another transaction held the item): read
                 // again (an `If-Match` then mismatches).
-                Err(e)
-                    if e.as_service_error().and_then(|s| s.code())
-                        == Some("TransactionCanceledException") => {}
+                Err(e) if is_cancelled(&e) => {}
                 Err(e) => return Err(store_error(e)),
             }
         }
@@ -703,12 +701,7 @@ impl ConfigTable {
         match written {
             Ok(_) => Ok(()),
             // A condition failed, or another transaction on the items ran at once.
-            Err(e)
-                if e.as_service_error().and_then(|s| s.code())
-                    == Some("TransactionCanceledException") =>
-            {
-                Err((true, store_error(e)))
-            }
+            Err(e) if is_cancelled(&e) => Err((true, store_error(e))),
             Err(e) => Err((false, store_error(e))),
         }
     }
@@ -891,6 +884,11 @@ impl ConfigTable {
 
 fn is_condition_failure<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// A transaction refused as a whole: a condition failed, or another transaction held an item.
+fn is_cancelled<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error().and_then(|e| e.code()) == Some("TransactionCanceledException")
 }
 
 #[cfg(test)]

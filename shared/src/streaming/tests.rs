@@ -162,15 +162,13 @@ async fn delete_answered_late(
             .build()
     });
     let noted = mock!(Client::update_item).then_output(|| UpdateItemOutput::builder().build());
-    let tokens = Arc::new(Mutex::new(Vec::new()));
-    let seen = tokens.clone();
+    let token = Arc::new(Mutex::new(None));
+    let seen = token.clone();
     let delete = mock!(Client::transact_write_items)
         .match_requests(move |r| {
             let deletes = r.transact_items().iter().filter(|i| i.delete().is_some());
             assert_eq!((deletes.count(), r.transact_items().len()), (1, 1));
-            seen.lock()
-                .unwrap()
-                .push(r.client_request_token().map(str::to_owned));
+            *seen.lock().unwrap() = r.client_request_token().map(str::to_owned);
             true
         })
         .sequence()
@@ -191,7 +189,7 @@ async fn delete_answered_late(
         "config",
     );
     let deleted = table.delete("o", "p", if_version).await;
-    let token = tokens.lock().unwrap().first().cloned().flatten();
+    let token = token.lock().unwrap().clone();
     (deleted, token, delete.num_calls())
 }
 
