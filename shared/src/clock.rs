@@ -27,11 +27,19 @@ pub fn seconds_text(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
+/// An RFC 3339 date-time, its date and time joined by `T` as the grammar has it (the `time`
+/// crate takes any one character there: `2023-07-14X17:23:21Z` would pass).
+pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+        return None;
+    }
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// An RFC 3339 date-time given with any offset, in UTC; `None` for text that is none, or
 /// for a time whose UTC falls outside the years 0000 to 9999 (`9999-12-31T23:30:00-01:00`).
 pub fn utc_from_rfc3339(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()?
+    parse_rfc3339(text)?
         .checked_to_offset(time::UtcOffset::UTC)
         .filter(|t| (0..=9999).contains(&t.year()))
 }

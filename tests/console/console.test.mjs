@@ -283,6 +283,30 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await shows(p, "Streaming configuration deleted.");
   await shows(p, "Log streaming is off");
   assert.equal(deletes.length, 1, "one delete sent");
+
+  // Enabled again at once, while the deleted credentials are still going (the API answers 429
+  // and when to come back): the page waits as asked and saves, without a second press.
+  let refused = 0;
+  await p.route("**/streaming", (route) =>
+    route.request().method() === "PUT" && refused++ === 0
+      ? route.fulfill({
+          status: 429,
+          headers: { "retry-after": "1" },
+          contentType: "application/json",
+          body: JSON.stringify({ error: { code: "credentials_being_deleted", message: "still being deleted" } }),
+        })
+      : route.continue(),
+  );
+  await button(p, "Enable Log Streaming").click();
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  await label(p, "Destination name").fill("third");
+  await label(p, "API Key").fill("fedcba9876543210fedcba9876543210");
+  await button(p, "Save").click();
+  await shows(p, "still being removed: saving again in 1 s");
+  await shows(p, "Streaming configuration saved.");
+  assert.equal(refused, 2, "saved by the second PUT");
+  await p.unroute("**/streaming");
+  assert.match(await streamingPanel(p), /Datadog[\s\S]*third/);
   noProblems(p);
   await p.context().close();
 });

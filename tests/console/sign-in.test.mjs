@@ -17,6 +17,8 @@ let chrome;
 const seen = { authorize: [], token: [] };
 /** When set, the issuer's authorization endpoint refuses with this error description. */
 let refusing = null;
+/** When set, the token endpoint answers this status instead of a token. */
+let refusingTokens = null;
 
 /** The issuer: discovery, an authorization endpoint that signs anyone in, a token endpoint
  * (served on a second origin) that checks the PKCE verifier against the challenge it was
@@ -48,6 +50,10 @@ function startIssuer() {
       for await (const chunk of request) body += chunk;
       const form = Object.fromEntries(new URLSearchParams(body));
       seen.token.push({ ...form, host: request.headers.host });
+      if (refusingTokens) {
+        response.writeHead(refusingTokens, cors).end(JSON.stringify({ error: "server_error" }));
+        return;
+      }
       const asked = codes.get(form.code);
       const challenge = createHash("sha256").update(form.code_verifier || "").digest("base64url");
       if (!asked || asked.code_challenge !== challenge || form.redirect_uri !== asked.redirect_uri) {
@@ -155,6 +161,14 @@ test("an issuer that refuses the sign-in says why, and signing in again comes ba
   assert.equal(stopped.searchParams.get("project_id"), "p", "the project stays in the address");
   assert.equal(stopped.searchParams.get("error"), null);
   refusing = null;
+  // A token endpoint that fails the code's trade says so too, and keeps the project asked for.
+  refusingTokens = 503;
+  await p.getByRole("button", { name: "Sign in", exact: true }).click();
+  await p.getByText("The issuer refused the sign-in (503).").waitFor();
+  const refused = new URL(p.url());
+  assert.equal(refused.searchParams.get("project_id"), "p", "the project stays in the address");
+  assert.equal(refused.searchParams.get("code"), null, "the spent code is gone from the address");
+  refusingTokens = null;
   await p.getByRole("button", { name: "Sign in", exact: true }).click();
   await p.getByText("Log streaming is off").waitFor();
   const url = new URL(p.url());

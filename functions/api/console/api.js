@@ -16,10 +16,12 @@ export async function getJson(url) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
+    /** Seconds the API asked to wait before trying again (`Retry-After`), if it did. */
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -59,6 +61,7 @@ export async function call(method, path, body, headers = {}) {
       response.status,
       error.code || "http_error",
       error.message || `The API answered ${response.status}.`,
+      Number(response.headers.get("retry-after")) || null,
     );
   }
   return data;

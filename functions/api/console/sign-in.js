@@ -56,7 +56,7 @@ export class SignInStopped extends Error {
   }
 }
 
-/** Back from the issuer: trades the code for a token, kept in this page's memory only. */
+/** Back from the issuer: trades the code for a token. */
 export async function finishSignIn(params) {
   const started = JSON.parse(sessionStorage.getItem(SIGN_IN_KEY) || "null");
   sessionStorage.removeItem(SIGN_IN_KEY);
@@ -70,25 +70,37 @@ export async function finishSignIn(params) {
       started.back,
     );
   }
+  try {
+    await tradeCode(params.get("code"), started.verifier);
+  } catch (error) {
+    // The code is spent: whatever went wrong, signing in again starts afresh, and comes back
+    // to the page that was asked for.
+    const reason = error instanceof TypeError ? "The issuer could not be reached to finish the sign-in." : error.message;
+    throw new SignInStopped(reason, started.back);
+  }
+  history.replaceState(null, "", `${location.pathname}${started.back || ""}`);
+}
+
+/** Trades the issuer's code for a token, kept in this page's memory only. */
+async function tradeCode(code, verifier) {
   const provider = await discovery();
   const response = await fetch(provider.token_endpoint, {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
     body: new URLSearchParams({
       grant_type: "authorization_code",
-      code: params.get("code"),
+      code,
       redirect_uri: redirectUri(),
       client_id: config.sign_in.client_id,
-      code_verifier: started.verifier,
+      code_verifier: verifier,
     }),
   });
   if (!response.ok) throw new Error(`The issuer refused the sign-in (${response.status}).`);
   const tokens = await response.json();
-  if (!tokens.access_token) throw new SignInStopped("The issuer answered no access token.");
+  if (!tokens.access_token) throw new Error("The issuer answered no access token.");
   auth.token = tokens.access_token;
   auth.since = Date.now();
   auth.endSession = provider.end_session_endpoint || null;
-  history.replaceState(null, "", `${location.pathname}${started.back || ""}`);
 }
 
 export async function ensureSignedIn() {

@@ -167,7 +167,9 @@ export function streamingForm(p, view) {
         // (a disabled submit button also stops Enter's implicit submission).
         saveButton.disabled = true;
         try {
-          await call("PUT", `${projectPath(p)}/streaming`, settings(), headers);
+          // What was pressed for: edits made while it waits are not saved behind the person's back.
+          const body = settings();
+          await saveWhenFree(() => call("PUT", `${projectPath(p)}/streaming`, body, headers), form, message);
           apiKey.value = "";
           announce("Streaming configuration saved.");
           go({ ...p, view: "logs" });
@@ -191,4 +193,23 @@ export function streamingForm(p, view) {
   );
   switchProvider();
   return form;
+}
+
+/** Saves as `save` does, waiting out a deletion of the project's destination that is still
+ * finishing (a save right after a Delete: the deleted credentials take seconds to go) as the
+ * API asks, while `form` is on the page, rather than send the person back to press again. */
+async function saveWhenFree(save, form, message) {
+  for (let waited = 0; ; ) {
+    try {
+      return await save();
+    } catch (error) {
+      const wait = Math.min(error.retryAfter || 10, 30);
+      if (error.code !== "credentials_being_deleted" || waited + wait > 60) throw error;
+      say(message, `The deleted destination's credentials are still being removed: saving again in ${wait} s…`);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+      waited += wait;
+      // Left the page meanwhile: nothing is saved behind the person's back.
+      if (!document.contains(form)) throw error;
+    }
+  }
 }

@@ -424,6 +424,7 @@ impl<P: Ports> Api<P> {
                 self.put(&caller, org, project, &input, if_match).await
             }
             Route::DeleteStreaming => {
+                input::nothing(&request::body(request)?)?;
                 let if_match = request::if_match(request)?;
                 self.delete(&caller, org, project, if_match).await
             }
@@ -431,8 +432,14 @@ impl<P: Ports> Api<P> {
                 let body = request::body(request)?;
                 self.test(&caller, org, project, &body).await
             }
-            Route::PauseStreaming => self.pause(&caller, org, project).await,
-            Route::ResumeStreaming => self.resume(&caller, org, project).await,
+            Route::PauseStreaming => {
+                input::nothing(&request::body(request)?)?;
+                self.pause(&caller, org, project).await
+            }
+            Route::ResumeStreaming => {
+                input::nothing(&request::body(request)?)?;
+                self.resume(&caller, org, project).await
+            }
             Route::ListEvents => self.list(request, org, Some(project)).await,
             Route::ListOrganizationEvents => self.list(request, org, None).await,
             Route::ListProjects => self.projects(request, org).await,

@@ -670,12 +670,87 @@ async fn a_paused_destination_shows_paused_until_resumed() {
     assert_eq!(paused.body["health"]["state"], "paused");
     let key = LaneKey::new(ORG, PROJECT);
     assert_eq!(w.api.configs.get(&key).lane.state, LaneState::Paused);
+    // AND pausing it again (a retry whose first answer was lost) is answered alike, and
+    // audited once
+    let again = w.call("POST", "/streaming/pause", &[], None).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["health"]["state"], "paused");
+    let pauses = w
+        .audited()
+        .into_iter()
+        .filter(|(_, d)| d == "Paused log streaming");
+    assert_eq!(pauses.count(), 1);
     // AND resuming hands it back to delivery
     let resumed = w.call("POST", "/streaming/resume", &[], None).await;
     assert_eq!(resumed.status, 200, "{}", resumed.body);
     assert_ne!(w.api.configs.get(&key).lane.state, LaneState::Paused);
     let actions: Vec<String> = w.audited().into_iter().map(|(_, d)| d).collect();
     assert!(actions.contains(&"Paused log streaming".to_owned()));
+}
+
+#[tokio::test]
+async fn requests_that_take_no_body_refuse_fields_in_one() {
+    // GIVEN a saved destination
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    let key = LaneKey::new(ORG, PROJECT);
+    for (method, suffix) in [
+        ("POST", "/streaming/pause"),
+        ("POST", "/streaming/resume"),
+        ("DELETE", "/streaming"),
+    ] {
+        let before = w.api.configs.get(&key).lane.state;
+        // WHEN one is sent with fields, an External ID among them
+        for (body, code) in [
+            (json!({"external_id": "mine"}), "external_id_not_settable"),
+            (json!({"paused": true}), "unknown_field"),
+            (json!([1]), "invalid_body"),
+        ] {
+            let refused = w.call(method, suffix, &[], Some(body)).await;
+            // THEN it is refused, saying what to fix, and changes nothing
+            assert_eq!(refused.status, 400, "{method} {suffix}: {}", refused.body);
+            assert_eq!(refused.body["error"]["code"], code, "{}", refused.body);
+        }
+        assert_eq!(w.api.configs.get(&key).lane.state, before);
+        // AND what clients that always send JSON send for nothing is taken as nothing
+        for nothing in [json!({}), Value::Null] {
+            let reply = w.call(method, suffix, &[], Some(nothing)).await;
+            assert!(reply.status < 300, "{method} {suffix}: {}", reply.body);
+            if method == "DELETE" {
+                w.put(datadog(Some(KEY))).await;
+            }
+        }
+    }
+    assert_eq!(w.audited().iter().filter(|(a, _)| a == "delete").count(), 2);
+}
+
+#[tokio::test]
+async fn a_resume_whose_answer_cannot_be_read_is_still_audited() {
+    // GIVEN a saved destination, paused
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.call("POST", "/streaming/pause", &[], None).await;
+    let key = LaneKey::new(ORG, PROJECT);
+    // WHEN it is resumed, and the table fails after the resume's first read
+    w.api.configs.unreadable_after(&key, 1);
+    let resumed = w.call("POST", "/streaming/resume", &[], None).await;
+    // THEN the caller hears of the failure, the lane is resumed, and the resume is audited
+    // (a retry would find it resumed and audit nothing)
+    assert_eq!(resumed.status, 500, "{}", resumed.body);
+    w.api.configs.set_unreadable(&key, false);
+    assert_ne!(w.api.configs.get(&key).lane.state, LaneState::Paused);
+    let resumes = w
+        .audited()
+        .into_iter()
+        .filter(|(_, d)| d == "Resumed log streaming");
+    assert_eq!(resumes.count(), 1);
+    let retried = w.call("POST", "/streaming/resume", &[], None).await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let resumes = w
+        .audited()
+        .into_iter()
+        .filter(|(_, d)| d == "Resumed log streaming");
+    assert_eq!(resumes.count(), 1);
 }
 
 #[tokio::test]

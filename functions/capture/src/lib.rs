@@ -334,8 +334,13 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 .min()
                 .unwrap_or(now_ms)
                 .min(now_ms);
-            if passes && requeue::is_due(receives, first_sent_ms, now_ms, self.requeue_window) {
-                let first = &mut records[copies_of[0]];
+            let first = &mut records[copies_of[0]];
+            let body_bytes = first.body.as_ref().map_or(0, String::len);
+            let redrivable = requeue::size(body_bytes, &capture_id) <= requeue::REDRIVABLE_BYTES;
+            if passes
+                && redrivable
+                && requeue::is_due(receives, first_sent_ms, now_ms, self.requeue_window)
+            {
                 let body = first.body.take().unwrap_or_default();
                 due.push(Requeued {
                     message_id: first.message_id.clone().unwrap_or_default(),

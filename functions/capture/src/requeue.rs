@@ -31,6 +31,11 @@ pub const FROM_RECEIVE: u32 = 3;
 /// How long after its first message an event is still sent again. Past it, the dead-letter
 /// queue (kept 14 days from the last copy) holds it for a person to redrive.
 pub const WINDOW: Duration = Duration::from_secs(4 * 24 * 3600);
+/// The events queue's `MaximumMessageSize` (template.yaml). A message the dead-letter queue
+/// takes from the retry queue is redriven there, its attributes with it (SQS counts them), so
+/// only an event that fits it with them is sent on: a larger one (its body within about 100
+/// bytes of that limit) is handed back as it came, to be dead-lettered and redriven without them.
+pub const REDRIVABLE_BYTES: usize = 1_047_552;
 /// SQS's longest delay: a table down for hours costs each event three receives every 21 minutes
 /// (15 minutes delayed, two visibility timeouts of 3).
 pub const DELAY_SECONDS: i32 = 900;
@@ -57,16 +62,21 @@ pub struct Requeued {
 }
 
 impl Requeued {
-    /// The bytes SQS counts for the message: its body and its attributes' names, types and values.
     fn size(&self) -> usize {
-        self.body.len()
-            + MESSAGE_ID_ATTRIBUTE.len()
-            + "String".len()
-            + self.capture_id.len()
-            + FIRST_SENT_ATTRIBUTE.len()
-            + "Number".len()
-            + 20
+        size(self.body.len(), &self.capture_id)
     }
+}
+
+/// The bytes SQS counts for a message sent on: its body and its attributes' names, types and
+/// values.
+pub fn size(body_bytes: usize, capture_id: &str) -> usize {
+    body_bytes
+        + MESSAGE_ID_ATTRIBUTE.len()
+        + "String".len()
+        + capture_id.len()
+        + FIRST_SENT_ATTRIBUTE.len()
+        + "Number".len()
+        + 20
 }
 
 /// The message group of the organization an event names, for an event that came in none (its

@@ -637,6 +637,40 @@ async fn past_the_window_an_unstored_event_is_handed_back_for_the_dead_letter_qu
     assert!(sent_again(&capture).is_empty());
 }
 
+/// A valid event of exactly `bytes`.
+fn event_of(bytes: usize) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(seed(0)).unwrap();
+    event["padding"] = "".into();
+    let padding = bytes - event.to_string().len();
+    event["padding"] = "x".repeat(padding).into();
+    event.to_string()
+}
+
+#[tokio::test]
+async fn an_event_too_large_to_redrive_with_the_retry_queues_attributes_is_handed_back() {
+    // GIVEN two unstored events on their third receive: one that fits the events queue with
+    // capture's attributes, one a byte larger
+    let capture = requeuing();
+    let fits = requeue::REDRIVABLE_BYTES - requeue::size(0, "m-fits");
+    let batch = vec![
+        received("m-fits", &event_of(fits), 3, SystemClock.now_ms()),
+        received("m-over", &event_of(fits + 1), 3, SystemClock.now_ms()),
+    ];
+    for id in ["m-fits", "m-over"] {
+        capture
+            .table
+            .refuse(id, StoreError::Unavailable("throttled".into()));
+    }
+    // WHEN they are captured
+    let response = capture.capture(batch, later()).await.unwrap();
+    // THEN only the first goes round the retry queue: the other is handed back, to be
+    // dead-lettered as it came, which a redrive can put back on the events queue
+    let sent = sent_again(&capture);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message_id, "m-fits");
+    assert_eq!(reported(&response), BTreeSet::from(["m-over"]));
+}
+
 #[tokio::test]
 async fn a_first_message_dated_ahead_counts_from_now_when_sent_on() {
     let capture = requeuing();

@@ -18,7 +18,6 @@ pub use raw_fields::RawFields;
 use required::Required;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// SQS's own ceiling on a message body; anything larger cannot have come from the queue intact.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -199,7 +198,7 @@ impl AuditEvent {
 
 /// Parses an RFC 3339 date-time and insists on UTC, as the event schema promises.
 pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, EventError> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| EventError::BadTimestamp)?;
+    let t = crate::clock::parse_rfc3339(s).ok_or(EventError::BadTimestamp)?;
     if t.offset().is_utc() {
         Ok(t)
     } else {

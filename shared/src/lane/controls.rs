@@ -29,7 +29,20 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     }
 
     /// Stops sending to the lane: what arrives is owed until it resumes.
+    /// Whether it was paused now: `false` for a lane already paused (its pause stays as it
+    /// was, from when it began) or none.
     pub async fn pause(&self, key: &LaneKey) -> Result<bool, LaneError> {
+        let unpaused = [
+            LaneState::Delivering,
+            LaneState::CatchingUp,
+            LaneState::Retrying,
+            LaneState::Refused,
+        ];
+        // Read first: a pause sent again (its answer lost) needs no call.
+        match self.store.read(key).await? {
+            Some(lane) if unpaused.contains(&lane.state) => {}
+            _ => return Ok(false),
+        }
         let now = self.clock.now_ms();
         let call = LaneCall::new(key, now + self.policy.housekeeping.as_millis() as i64);
         self.schedule(&call).await?;
@@ -37,7 +50,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         to.since = Some(now);
         to.paused_at = Some(now);
         to.reason = Some("paused by the customer".into());
-        self.store.update_from(key, &[], &to).await
+        self.store.update_from(key, &unpaused, &to).await
     }
 
     /// A paused lane delivers what it is owed, oldest first, then live events.

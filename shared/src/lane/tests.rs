@@ -425,6 +425,11 @@ async fn a_paused_lane_keeps_events_owed_and_resume_delivers_them_in_order() {
     w.run_due_call().await;
     assert_eq!(w.received(), numbered(1..=1));
     assert_eq!(w.lane().state, LaneState::Paused);
+    // Pausing it again changes nothing: it stays paused from when it was first.
+    let paused_at = w.lane().paused_at;
+    w.clock.advance(Duration::from_secs(60));
+    assert!(!w.engine().pause(&w.key).await.unwrap());
+    assert_eq!(w.lane().paused_at, paused_at);
     // Resuming a lane that is not paused changes nothing.
     assert!(!w.engine().retry_now(&w.key).await.unwrap());
     assert!(w.engine().resume(&w.key).await.unwrap());
@@ -702,6 +707,23 @@ async fn a_live_send_cut_short_by_its_batch_is_no_outage_and_its_call_tries_at_o
         .live(&w.key, &lane, events, &w.sink, full)
         .await
         .unwrap();
+    assert_eq!(w.lane().state, LaneState::Retrying);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_of_a_destination_that_does_not_answer_waits_the_live_budget_only() {
+    // GIVEN a lane retrying after an outage, its destination now silent
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    w.sink.answer(Answer::TimeOut);
+    // WHEN its probe comes, in an invocation with a minute left
+    let began = Instant::now();
+    w.run_due_call().await;
+    // THEN it gives up after the live budget (a slot of the lanes' calls held no longer, and
+    // the invocation's end never reached), not a page of catching up's
+    assert_eq!(began.elapsed(), w.engine().policy.budget);
     assert_eq!(w.lane().state, LaneState::Retrying);
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Table {
     raced: HashMap<LaneKey, usize>,
     /// Projects whose next save lands but is answered as a retry of it would be.
     unanswered: HashSet<LaneKey>,
+    /// Projects whose configuration becomes unreadable after this many more reads.
+    reads_left: HashMap<LaneKey, usize>,
     /// The version of each project's last deleted configuration.
     removed: HashMap<LaneKey, u64>,
     /// Marks of deletions under way: their deletions, and until when (epoch seconds) it holds.
@@ -62,6 +64,12 @@ impl MemoryLanes {
     /// its own write: a version mismatch.
     pub fn lose_next_save_answer(&self, key: &LaneKey) {
         lock(&self.table).unanswered.insert(key.clone());
+    }
+
+    /// The project's configuration reads `reads` more times, then its table fails (as
+    /// [`MemoryLanes::set_unreadable`]): a failure in the middle of a request.
+    pub fn unreadable_after(&self, key: &LaneKey, reads: usize) {
+        lock(&self.table).reads_left.insert(key.clone(), reads);
     }
 
     /// A save lands between the caller's read and the project's next delete.
@@ -119,6 +127,20 @@ impl Configurations for MemoryLanes {
         let slow = lock(&self.slow).get(&key).copied();
         if let Some(reads_take) = slow {
             tokio::time::sleep(reads_take).await;
+        }
+        let used_up = {
+            let mut table = lock(&self.table);
+            match table.reads_left.get_mut(&key) {
+                Some(&mut 0) => table.reads_left.remove(&key).is_some(),
+                Some(n) => {
+                    *n -= 1;
+                    false
+                }
+                None => false,
+            }
+        };
+        if used_up {
+            self.set_unreadable(&key, true);
         }
         self.check(&key)?;
         if lock(&self.damaged).contains(&key) {

@@ -51,12 +51,13 @@ fn only(object: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<(), A
         }
         if !allowed.contains(&name.as_str()) {
             let shown: String = name.chars().take(64).collect();
+            let allowed = match allowed {
+                [] => "the request takes none".to_owned(),
+                _ => format!("allowed: {}", allowed.join(", ")),
+            };
             return Err(ApiError::bad_request(
                 "unknown_field",
-                format!(
-                    "unknown field {at}{shown:?}; allowed: {}",
-                    allowed.join(", ")
-                ),
+                format!("unknown field {at}{shown:?}; {allowed}"),
             ));
         }
     }
@@ -92,6 +93,16 @@ fn section<'a>(
         Some(Value::Object(o)) => Ok(Some(o)),
         Some(_) => Err(invalid(name, "must be an object")),
     }
+}
+
+/// The body of a request that takes none (pause, resume, delete): nothing, or what clients
+/// that always send JSON send for nothing (`{}`, `null`). A field is refused as anywhere else.
+pub fn nothing(body: &[u8]) -> Result<(), ApiError> {
+    let text = body.trim_ascii();
+    if text.is_empty() || text == b"null" {
+        return Ok(());
+    }
+    only(&json_object(text)?, &[], "")
 }
 
 /// A body that must be a JSON object.

@@ -42,10 +42,10 @@ impl<P: Ports> Api<P> {
             self.rate_limit(org, self.searches, self.clock.now())
                 .await?;
         }
-        let mut shape = vec![
-            request::query(request, "since"),
-            request::query(request, "until"),
-        ];
+        // The instants, not their text: a client may write the same time another way
+        // between pages (`Z` or `+00:00`, with or without fractions).
+        let instant = |t: Option<OffsetDateTime>| t.map(|t| t.unix_timestamp_nanos().to_string());
+        let mut shape = vec![instant(since), instant(until)];
         shape.extend(filter.named());
         let shape: Vec<Option<&str>> = shape.iter().map(Option::as_deref).collect();
         let scope = match project {

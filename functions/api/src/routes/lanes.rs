@@ -30,21 +30,18 @@ impl<P: Ports> Api<P> {
     }
 
     /// `POST /streaming/pause`: nothing is sent; events are kept owed until resumed.
+    /// Pausing a lane that is paused already changes nothing.
     pub(crate) async fn pause(
         &self,
         caller: &Caller,
         org: &str,
         project: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        self.saved(org, project).await?;
+        let before = self.saved(org, project).await?;
         let key = LaneKey::new(org, project);
-        if !self.lanes().pause(&key).await.map_err(lane_error)? {
-            return Err(ApiError::not_found(
-                "no destination is saved for this project",
-            ));
-        }
-        self.lane_changed(caller, org, project, Some("Paused log streaming"))
-            .await
+        let paused = self.lanes().pause(&key).await.map_err(lane_error)?;
+        let change = paused.then_some("Paused log streaming");
+        self.lane_changed(caller, &before, change).await
     }
 
     /// `POST /streaming/resume`: what was owed is delivered oldest first, then live events.
@@ -55,23 +52,24 @@ impl<P: Ports> Api<P> {
         org: &str,
         project: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        self.saved(org, project).await?;
+        let before = self.saved(org, project).await?;
         let key = LaneKey::new(org, project);
         let resumed = self.lanes().resume(&key).await.map_err(lane_error)?;
         let change = resumed.then_some("Resumed log streaming");
-        self.lane_changed(caller, org, project, change).await
+        self.lane_changed(caller, &before, change).await
     }
 
     /// Logs and audits a pause or resume that changed the lane (`change`: its description),
-    /// then answers with the configuration as it now is.
+    /// then answers with the configuration as it now is. The audit names the destination as
+    /// read before the change (the lane's change leaves it as it was), so a failed read of the
+    /// answer cannot lose the audit event: a retried resume changes nothing and audits nothing.
     async fn lane_changed(
         &self,
         caller: &Caller,
-        org: &str,
-        project: &str,
+        before: &StreamingConfig,
         change: Option<&str>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let saved = self.saved(org, project).await?;
+        let (org, project) = (&*before.organization_id, &*before.project_id);
         if let Some(description) = change {
             tracing::info!(
                 organization_id = org,
@@ -82,10 +80,11 @@ impl<P: Ports> Api<P> {
             let change = Change {
                 action: "update",
                 description,
-                config: Some(&saved),
+                config: Some(before),
             };
             self.audit(caller, org, project, change).await;
         }
+        let saved = self.saved(org, project).await?;
         self.view(org, project, Some(&saved)).await
     }
 
