@@ -433,6 +433,62 @@ async fn saving_cloudwatch_stores_the_role_with_the_organizations_external_id() 
     audit_log::AuditEvent::from_value(audit[0].clone()).expect("capture accepts it");
 }
 
+impl World {
+    /// What the events table holds: each item's message id and event.
+    async fn stored_items(&self) -> Vec<(String, Value)> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.aws);
+        let scan = dynamodb
+            .scan()
+            .table_name(&self.events_table)
+            .send()
+            .await
+            .unwrap();
+        scan.items()
+            .iter()
+            .map(|item| {
+                let key = audit_log::store::StoredKey::of(item).unwrap();
+                let event = audit_log::store::event_json(item).unwrap();
+                (key.message_id, serde_json::from_str(&event).unwrap())
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_configuration_changes_audit_event_the_queue_refuses_is_stored_directly() {
+    // GIVEN an events queue that refuses messages (gone)
+    let w = World::new().await;
+    w.sqs
+        .delete_queue()
+        .queue_url(&w.queue_url)
+        .send()
+        .await
+        .unwrap();
+    // WHEN a destination is saved
+    assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
+    // THEN its audit event is stored all the same, as capture would have stored it, under an
+    // id of the service's, and listed with the project's events
+    let stored = w.stored_items().await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let (id, event) = &stored[0];
+    assert!(id.starts_with("service-"), "{id}");
+    assert_eq!(event["description"], "Created streaming configuration");
+    let listed = w.list(&[]).await;
+    assert_eq!(
+        listed.body["events"][0]["description"],
+        "Created streaming configuration"
+    );
+    // AND the organization's listing finds its project
+    let projects = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[])
+        .await;
+    assert!(
+        projects.body.to_string().contains(&w.project),
+        "{}",
+        projects.body
+    );
+}
+
 #[tokio::test]
 async fn saving_the_same_destination_again_adds_no_secret_version() {
     let w = World::new().await;

@@ -255,6 +255,30 @@ fn capture_may_write_events_in_batches_and_claimed_ones_on_condition() {
     }
 }
 
+/// The api stores the audit event of a configuration change the events queue refused as
+/// capture stores a claimed one: one item put on condition (in its code: IAM cannot ask for
+/// the condition), read back when the condition fails. It never writes events in batches,
+/// updates or deletes them.
+#[test]
+fn the_api_may_put_and_read_single_events_only() {
+    for action in ["dynamodb:PutItem", "dynamodb:GetItem"] {
+        assert!(
+            may_on_table("ApiFunctionRole", "EventsTable", action),
+            "the api may not {action} on the events table"
+        );
+    }
+    for action in [
+        "dynamodb:BatchWriteItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    ] {
+        assert!(
+            !may_on_table("ApiFunctionRole", "EventsTable", action),
+            "{action}"
+        );
+    }
+}
+
 /// A project's first save puts its configuration and checks the version its last deletion
 /// left, and that no deletion is under way, in one transaction, which IAM grants item by item;
 /// a `DELETE` marks that item, then clears it and removes it when it holds nothing more.

@@ -1386,14 +1386,13 @@ async fn an_intake_that_rejects_every_request_is_not_split_without_end() {
     let (_, records) = dd.events(100).await;
     assert!(dd.deliver(&records).await.batch_item_failures.is_empty());
     // Splitting to single logs would take 199 requests; the search for bad logs stops after 64
-    // splits (129 requests, and the first one's gzip): the logs it found are listed, and those
-    // in requests it did not search further stay owed, for the lane's next searches.
+    // splits (129 requests, and the first one's gzip), and every log is listed (or, should the
+    // search outlast the lane's budget on a loaded machine, still owed).
     let requests = dd.requests().await.len();
     assert!((3..=130).contains(&requests), "{requests} requests");
     let listed = dd.failures_listed().await;
     let owed = dd.world.lane(&dd.org, &dd.project).await.owed;
     assert_eq!(listed.len() as u64 + owed, 100, "{owed} owed");
-    assert!(owed > 0, "logs no search reached were listed as failures");
 }
 
 #[tokio::test]

@@ -27,10 +27,15 @@ pub fn seconds_text(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// An RFC 3339 date-time, its date and time joined by `T` as the grammar has it (the `time`
-/// crate takes any one character there: `2023-07-14X17:23:21Z` would pass).
+/// Whether a date-time's date and time are joined by `T`, as RFC 3339's grammar has them: the
+/// `time` crate takes any one character there (`2023-07-14X17:23:21Z` would pass).
+pub fn is_joined_by_t(text: &str) -> bool {
+    matches!(text.as_bytes().get(10), Some(b'T' | b't'))
+}
+
+/// An RFC 3339 date-time, its date and time joined by `T`.
 pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
-    if !matches!(text.as_bytes().get(10), Some(b'T' | b't')) {
+    if !is_joined_by_t(text) {
         return None;
     }
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()

@@ -3,8 +3,10 @@
 
 use crate::request::Caller;
 use crate::{Api, Ports};
+use audit_log::AuditEvent;
 use audit_log::clock::seconds_text;
-use audit_log::streaming::StreamingConfig;
+use audit_log::store::{EventWriter, StoredEvent};
+use audit_log::streaming::{ProjectIndex, StreamingConfig};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -17,8 +19,13 @@ pub struct Change<'a> {
     pub config: Option<&'a StreamingConfig>,
 }
 
+/// How long storing an audit event the events queue refused may take, inside the request.
+const STORE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<P: Ports> Api<P> {
     /// Puts an audit event about a configuration change on the events queue, like any other.
+    /// The change is made by then: should the queue refuse the event, it is stored directly,
+    /// as capture stores one, rather than lost.
     pub(crate) async fn audit(
         &self,
         caller: &Caller,
@@ -30,14 +37,46 @@ impl<P: Ports> Api<P> {
             event: configuration_event(caller, org, project, &change, self.clock.now()),
             organization_id: org,
         };
-        if let Err(e) = self.send(&self.settings.events_queue_url, &event).await {
-            tracing::error!(
-                organization_id = org,
-                project_id = project,
-                action = change.action,
-                error = %e,
-                "audit event of a configuration change not sent"
-            );
+        let Err(e) = self.send(&self.settings.events_queue_url, &event).await else {
+            return;
+        };
+        tracing::warn!(organization_id = org, project_id = project, action = change.action, error = %e, "audit event of a configuration change not queued; stored directly");
+        let stored = tokio::time::timeout(STORE_TIME, self.store_directly(event.event));
+        let error = match stored.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e,
+            Err(_) => "storing it took too long".to_owned(),
+        };
+        tracing::error!(
+            organization_id = org,
+            project_id = project,
+            action = change.action,
+            error,
+            "audit event of a configuration change neither queued nor stored"
+        );
+    }
+
+    /// Stores an audit event as capture does: its project noted, then the event, under an id
+    /// of its own. Written as capture writes a claimed one, one item on condition: nothing
+    /// stored is overwritten, and the api's role may put an item, not write in batches.
+    async fn store_directly(&self, event: serde_json::Value) -> Result<(), String> {
+        let event = AuditEvent::from_value(event).map_err(|e| e.to_string())?;
+        let project = (
+            event.organization_id().to_owned(),
+            event.project_id().to_owned(),
+        );
+        self.configs
+            .note(&[project])
+            .await
+            .map_err(|unnoted| unnoted.error.to_string())?;
+        let id = audit_log::store::new_message_id();
+        let stored = StoredEvent::new(&id, &event, self.settings.retention)
+            .map_err(|e| e.to_string())?
+            .claimed();
+        let deadline = tokio::time::Instant::now() + STORE_TIME;
+        match self.events.put_events(vec![stored], deadline).await.pop() {
+            None => Ok(()),
+            Some(failure) => Err(failure.reason.to_string()),
         }
     }
 }

@@ -16,15 +16,14 @@ pub use datadog::{DatadogSettings, DatadogSite};
 pub use sink::{
     ConnectionTest, CredentialSource, DeliveryError, Failures, Project, Sink, all_failed,
 };
-pub(crate) use sink::{Request, request_failed, search_halves, unsearched};
+pub(crate) use sink::{Request, request_failed, search_halves};
 
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};
 
 /// Requests a destination refused without naming an event (too large, rejected) that one
 /// delivery splits in halves to find it, at most: finding one among n takes about 2 log2(n),
-/// and a destination that refuses everything must not be asked thousands of times. What is
-/// left unsearched stays owed ([`unsearched`]).
+/// and a destination that refuses everything must not be asked thousands of times.
 pub(crate) const SPLITS_AT_MOST: usize = 64;
 /// The same for a lane's probe, which costs a destination that is down one request: enough to
 /// find one such event among a probe's page of 10.

@@ -155,20 +155,6 @@ pub(crate) fn search_halves<R: Request>(
     queued.push_front(left);
 }
 
-/// What a destination's rejection of a request of `events` events means once the delivery's
-/// splits are spent: which of them it will not take is not known, and the others must not be
-/// listed as failures for it. None is rejected: they stay owed, for a delivery with splits of
-/// its own to go on searching (the lane's probes and calls search a few each, so a
-/// destination that rejects everything still lists its events, one search at a time).
-pub(crate) fn unsearched(error: DeliveryError, events: usize) -> DeliveryError {
-    match error {
-        DeliveryError::Rejected(why) if events > 1 => DeliveryError::Retryable(format!(
-            "{why}, for one or more of {events} events sent together; the search for them goes on at the next attempt"
-        )),
-        other => other,
-    }
-}
-
 /// A `request` failed with `error`. The requests still `queued` fail too: with a refusal, as
 /// they would meet the same; once `deadline` has passed, as not sent (still owed, whatever
 /// this one's error was). An event the destination will never take is that event's alone, and

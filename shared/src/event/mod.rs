@@ -18,6 +18,7 @@ pub use raw_fields::RawFields;
 use required::Required;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// SQS's own ceiling on a message body; anything larger cannot have come from the queue intact.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -86,16 +87,16 @@ impl AuditEvent {
         // on any body that is not plainly valid, left to the parsed path to name the problem),
         // then the whitespace between tokens left out, every value kept as it was written.
         let Some(required) = Required::read(body) else {
-            let event = Self::parse(body)?;
+            let event = Self::parse(body, Coming::In)?;
             return match repeats::repeated(body) {
                 Some(field) => Err(EventError::GivenTwice(field)),
                 None => Ok(event),
             };
         };
-        let checked = required.check()?;
+        let checked = required.check_coming_in()?;
         match compact::minified(body) {
             Some(json) => Ok(Self::new(json.into_owned(), checked)),
-            None => Self::parse(body),
+            None => Self::parse(body, Coming::In),
         }
     }
 
@@ -105,15 +106,23 @@ impl AuditEvent {
     pub fn from_stored(json: String) -> Result<Self, EventError> {
         match Required::read(&json).map(Required::check) {
             Some(checked) => Ok(Self::new(json, checked?)),
-            None => Self::parse(&json),
+            None => Self::parse(&json, Coming::FromStore),
         }
     }
 
     pub fn from_value(value: Value) -> Result<Self, EventError> {
+        Self::from_fields(value, Coming::In)
+    }
+
+    fn from_fields(value: Value, coming: Coming) -> Result<Self, EventError> {
         let Value::Object(fields) = value else {
             return Err(EventError::NotAnObject);
         };
-        let checked = Required::of(&fields)?.check()?;
+        let required = Required::of(&fields)?;
+        let checked = match coming {
+            Coming::In => required.check_coming_in()?,
+            Coming::FromStore => required.check()?,
+        };
         // Serializing a map of `Value`s has no failure case: keys are strings, numbers finite.
         let json = serde_json::to_string(&fields).unwrap_or_default();
         Ok(Self::new(json, checked))
@@ -122,10 +131,10 @@ impl AuditEvent {
     /// The parsed path: every body the text path declines (a required field given twice, say),
     /// and the error naming what is wrong. A valid body is still kept as its text, whitespace
     /// left out: written again from a `Value`, a 23-digit integer would become a double.
-    fn parse(body: &str) -> Result<Self, EventError> {
+    fn parse(body: &str, coming: Coming) -> Result<Self, EventError> {
         let value: Value =
             serde_json::from_str(body).map_err(|e| EventError::NotJson(syntax_error(&e)))?;
-        let event = Self::from_value(value)?;
+        let event = Self::from_fields(value, coming)?;
         Ok(match compact::minified(body) {
             Some(json) => Self::new(json.into_owned(), event.metadata),
             None => event,
@@ -196,9 +205,17 @@ impl AuditEvent {
     }
 }
 
+/// Where an event is read from: coming in, it is held to every rule; from the store, to those
+/// it was stored under.
+#[derive(Clone, Copy)]
+enum Coming {
+    In,
+    FromStore,
+}
+
 /// Parses an RFC 3339 date-time and insists on UTC, as the event schema promises.
 pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, EventError> {
-    let t = crate::clock::parse_rfc3339(s).ok_or(EventError::BadTimestamp)?;
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|_| EventError::BadTimestamp)?;
     if t.offset().is_utc() {
         Ok(t)
     } else {

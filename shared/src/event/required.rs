@@ -132,6 +132,15 @@ impl<'a> Required<'a> {
         })
     }
 
+    /// [`Self::check`] for an event coming in: its timestamp must also be written as RFC 3339
+    /// writes one. Stored events are only checked: those stored before this rule stay readable.
+    pub fn check_coming_in(self) -> Result<Metadata, EventError> {
+        if !crate::clock::is_joined_by_t(&self.timestamp) {
+            return Err(EventError::BadTimestamp);
+        }
+        self.check()
+    }
+
     /// The contract's rules on each field, in the order the fields are listed there.
     pub fn check(self) -> Result<Metadata, EventError> {
         let status = Status::parse_field(&self.status)?;

@@ -167,16 +167,38 @@ fn every_enum_value_is_accepted_and_others_refused() {
 }
 
 #[test]
+fn a_timestamp_not_joined_by_t_is_refused_coming_in_and_read_when_stored() {
+    for joined in [
+        "2023-07-14 17:23:21Z",
+        "2023-07-14X17:23:21Z",
+        "2023-07-14\u{7f}17:23:21Z",
+    ] {
+        let event = with(&["timestamp"], Some(json!(joined)));
+        // Coming in, by either path (a required field given twice takes the parsed one)
+        let body = event.to_string();
+        let parsed_path = body.replacen('{', "{\"status\":\"OK\",", 1);
+        for body in [&body, &parsed_path] {
+            let refused = AuditEvent::from_json(body).unwrap_err();
+            assert_eq!(refused, EventError::BadTimestamp, "{joined:?}");
+        }
+        assert!(AuditEvent::from_value(event.clone()).is_err(), "{joined:?}");
+        // Stored before capture held it to that, it still reads back, by either path
+        for stored in [body, parsed_path] {
+            let read =
+                AuditEvent::from_stored(stored).unwrap_or_else(|e| panic!("{joined:?}: {e}"));
+            assert_eq!(read.timestamp().unix_timestamp(), 1_689_355_401);
+        }
+    }
+}
+
+#[test]
 fn bad_timestamps_are_refused() {
     for bad in [
         "",
         "yesterday",
         "2023-07-14",
         "2023-07-14 17:23:21",
-        "2023-07-14 17:23:21Z",
-        "2023-07-14X17:23:21Z",
         "2023-07-14_17:23:21Z",
-        "2023-07-14\u{7f}17:23:21Z",
         "2023-07-14T17:23:21",
         "2023-13-14T17:23:21Z",
         "2023-07-14T25:23:21Z",

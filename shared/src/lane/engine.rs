@@ -593,16 +593,15 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         // How long the last page took, when the destination was slow to take it.
         let mut slow: Option<Duration> = None;
         loop {
-            // A page has its budget (a probe the live one, a page of catching up its own), and
-            // waits for an invocation that has it: otherwise the destination would be blamed
-            // for the invocation's own end. A fresh call goes on instead.
-            let probe = matches!(state, LaneState::Retrying | LaneState::Refused);
-            let page_budget = if probe {
+            // A page needs its budget (a fresh invocation has it; a probe the live one, a page
+            // of catching up its own): without it, the destination would be blamed for the
+            // invocation's own end. A fresh call goes on instead.
+            let needed = if matches!(state, LaneState::Retrying | LaneState::Refused) {
                 self.policy.budget
             } else {
                 self.policy.catch_up_budget
             };
-            if deadline.saturating_duration_since(Instant::now()) < page_budget {
+            if deadline.saturating_duration_since(Instant::now()) < needed {
                 let next = LaneCall::new(key, self.clock.now_ms());
                 self.schedule(&next).await?;
                 let to = Lane::to(state, Some(&next), remembered.interval_ms);
@@ -616,6 +615,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 out.skipped = Some("another attempt replaced it");
                 return Ok(());
             }
+            let probe = matches!(state, LaneState::Retrying | LaneState::Refused);
             let limit = if probe {
                 self.policy.probe_page
             } else {
@@ -665,7 +665,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     .record_failures(key, &missing, super::NOT_READ_BACK, self.clock.now())
                     .await?;
             }
-            let budget = deadline.min(Instant::now() + page_budget);
+            let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
             let sent = self.send(key, found, sink, budget, probe).await?;
             // A call holds no one else: the time it spends finding the events the destination
             // rejects is no slowness of the destination's own.

@@ -199,6 +199,13 @@ pub fn message_id_in(sort_key: &str) -> Option<&str> {
     sort_key.split_once('#').map(|(_, id)| id)
 }
 
+/// A fresh id for an event the service stores itself, where capture would use the SQS
+/// message's: 128 random bits, `service-` before them.
+pub fn new_message_id() -> String {
+    use rand::Rng;
+    format!("service-{:032x}", rand::rng().random::<u128>())
+}
+
 pub fn sort_key(t: OffsetDateTime, message_id: &str) -> String {
     let mut key = String::with_capacity(SORT_TIME_BYTES + 1 + message_id.len());
     push_sort_key_time(&mut key, t);

@@ -3,7 +3,7 @@
 
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
-use crate::destination::{DeliveryError, Failures, request_failed, search_halves, unsearched};
+use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
@@ -54,7 +54,7 @@ pub async fn write(
                 search_halves(batch, &mut queue, &mut splits);
                 continue;
             }
-            Err(error) => unsearched(error, batch.events.len()),
+            Err(error) => error,
         };
         request_failed(&mut failures, &batch, error, &mut queue, deadline);
     }

@@ -5,7 +5,7 @@
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress};
-use crate::destination::{DeliveryError, Failures, request_failed, search_halves, unsearched};
+use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
@@ -48,10 +48,9 @@ pub(super) async fn deliver(
                 search_halves(batch, &mut queue, &mut splits);
                 continue;
             }
-            Answer::TooLarge => unsearched(
-                DeliveryError::Rejected("Datadog refused the log as too large (HTTP 413)".into()),
-                batch.len(),
-            ),
+            Answer::TooLarge => {
+                DeliveryError::Rejected("Datadog refused the log as too large (HTTP 413)".into())
+            }
             Answer::Unauthorized(_) if !refreshed => {
                 // The key may have been rotated since this container cached it.
                 refreshed = true;
@@ -66,7 +65,7 @@ pub(super) async fn deliver(
             }
             Answer::Unauthorized(status) => refused_key(status, intake.site),
             Answer::Trouble(problem) => DeliveryError::Retryable(problem),
-            Answer::Failed(e) => unsearched(e, batch.len()),
+            Answer::Failed(e) => e,
         };
         request_failed(&mut failures, &batch, error, &mut queue, deadline);
     }
