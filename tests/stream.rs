@@ -322,6 +322,7 @@ impl World {
                 api_key_last4: None,
                 secret_version: Some(secret_version),
                 same_destination: false,
+                save: NewConfig::new_save(),
             },
         )
         .await;
@@ -351,6 +352,7 @@ impl World {
                 api_key_last4: Some(key[key.len() - 4..].to_owned()),
                 secret_version: Some(secret_version),
                 same_destination: false,
+                save: NewConfig::new_save(),
             },
         )
         .await;

@@ -617,6 +617,30 @@ async fn a_save_whose_answer_was_lost_is_answered_as_saved_not_as_its_own_lost_r
 }
 
 #[tokio::test]
+async fn a_rename_whose_answer_was_lost_is_answered_as_saved_under_its_condition() {
+    // GIVEN a destination at version 1, and a table whose answer to the next save is lost
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .configs
+        .lose_next_save_answer(&LaneKey::new(ORG, PROJECT));
+    // WHEN a caller who read version 1 renames it (its credentials kept), on that condition
+    let mut renamed = datadog(None);
+    renamed["name"] = "dd-renamed".into();
+    let saved = w
+        .call("PUT", "/streaming", &[("if-match", "\"1\"")], Some(renamed))
+        .await;
+    // THEN the rename stands and is answered so, once: not 412 for a write of its own
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(saved.body["version"], 2);
+    assert_eq!(saved.body["destination"]["name"], "dd-renamed");
+    assert_eq!(w.saved().await.version, 2);
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+    let updates = w.audited().into_iter().filter(|(a, _)| a == "update");
+    assert_eq!(updates.count(), 1);
+}
+
+#[tokio::test]
 async fn a_save_without_a_condition_that_keeps_losing_races_is_asked_to_retry_not_412() {
     // GIVEN a destination at version 1, and more saves landing in between than a PUT retries
     let w = World::new();

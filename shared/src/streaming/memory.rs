@@ -159,6 +159,7 @@ impl Configurations for MemoryLanes {
                 secret_version: None,
                 version: 0,
                 updated_at: String::new(),
+                saved_by: None,
                 health: Health::default(),
                 lane: Lane::default(),
             });
@@ -229,6 +230,7 @@ impl Configurations for MemoryLanes {
             secret_version: new.secret_version,
             version,
             updated_at: seconds_text(now),
+            saved_by: Some(new.save),
             health: Health::default(),
             lane: lane.lane.clone(),
         };

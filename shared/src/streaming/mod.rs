@@ -89,6 +89,9 @@ pub struct StreamingConfig {
     pub secret_version: Option<String>,
     pub version: u64,
     pub updated_at: String,
+    /// The save that wrote these settings ([`NewConfig::save`]); `None` in items saved before
+    /// saves were named.
+    pub saved_by: Option<String>,
     pub health: Health,
     /// The destination's delivery lane (kept by the stream function, not by saves).
     pub lane: Lane,
@@ -104,6 +107,16 @@ pub struct NewConfig {
     /// The destination and its credentials are the ones saved (a save that renames it, say):
     /// the recorded health still describes them and is kept.
     pub same_destination: bool,
+    /// This save's own random name, written with it: a save whose answer was lost (the SDK's
+    /// retry of it then fails its condition) finds its own write by it.
+    pub save: String,
+}
+
+impl NewConfig {
+    /// A fresh name for a save.
+    pub fn new_save() -> String {
+        new_external_id()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -243,6 +256,8 @@ struct SavedItem {
     version: u64,
     updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    saved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last_success_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_failure_at: Option<String>,
@@ -266,6 +281,7 @@ impl StreamingConfig {
             secret_version: self.secret_version.clone(),
             version: self.version,
             updated_at: self.updated_at.clone(),
+            saved_by: self.saved_by.clone(),
             last_success_at: health.last_success_at,
             last_failure_at: health.last_failure_at,
             last_error: health.last_error,
@@ -306,6 +322,7 @@ impl StreamingConfig {
             secret_version: saved.secret_version,
             version: saved.version,
             updated_at: saved.updated_at,
+            saved_by: saved.saved_by,
             health: Health {
                 last_success_at: saved.last_success_at,
                 last_failure_at: saved.last_failure_at,
@@ -450,6 +467,7 @@ impl Configurations for ConfigTable {
             secret_version: new.secret_version,
             version: after + 1,
             updated_at: crate::clock::seconds_text(now),
+            saved_by: Some(new.save),
             health: Health::default(),
             lane: Lane::default(),
         };

@@ -24,6 +24,7 @@ fn saved_at_version_3() -> StreamingConfig {
         secret_version: Some("0123456789abcdef0123456789abcdef".into()),
         version: 3,
         updated_at: "2026-01-01T00:00:00Z".into(),
+        saved_by: Some("0123456789abcdef0123456789abcdef".into()),
         health: Health {
             last_success_at: Some("2026-01-01T00:00:00Z".into()),
             last_failure_at: Some("2026-01-01T00:00:05Z".into()),

@@ -94,31 +94,21 @@ impl<P: Ports> Api<P> {
         }
     }
 
-    /// After a save that failed: the configuration it saved after all, if the table names the
-    /// secret version it staged (`staged`: freshly, so only its own write, or a later save that
-    /// kept those credentials, can name it) at the version it would have written (`read` + 1;
-    /// any for a first save). An attempt whose answer was lost (a timeout, a 5xx) is sent
-    /// again by the SDK, and meets the write it made: answered as a lost race, the save would
-    /// be told 412 and its staged version discarded while the saved configuration names it.
-    /// The staged version is discarded only where no configuration names it, and kept when
-    /// the table could not say (a version left staged is harmless: the next stage moves its
-    /// label).
+    /// After a save that failed: the configuration it saved after all, if the table holds its
+    /// write (named by `save`, [`NewConfig::save`]). An attempt whose answer was lost (a
+    /// timeout, a 5xx) is sent again by the SDK, and meets the write it made: answered as a
+    /// lost race, the save would be told 412 (and credentials it staged discarded while the
+    /// saved configuration names them). Credentials it `staged` are discarded only where no
+    /// configuration names them, and kept when the table could not say (a version left staged
+    /// is harmless: the next stage moves its label).
     async fn landed(
         &self,
         (org, project): (&str, &str),
-        staged: bool,
-        secret_version: &str,
-        read: u64,
+        save: &str,
+        staged: Option<&str>,
     ) -> Option<StreamingConfig> {
-        if !staged {
-            return None;
-        }
         match self.configs.configuration(org, project).await {
-            Ok(Some(stored)) if stored.secret_version.as_deref() == Some(secret_version) => {
-                if read != 0 && stored.version != read + 1 {
-                    // Saved, then saved over by a later save that kept its credentials.
-                    return None;
-                }
+            Ok(Some(stored)) if stored.saved_by.as_deref() == Some(save) => {
                 tracing::warn!(
                     organization_id = org,
                     project_id = project,
@@ -126,8 +116,14 @@ impl<P: Ports> Api<P> {
                 );
                 Some(stored)
             }
-            Ok(_) => {
-                self.secrets.discard(org, project, secret_version).await;
+            Ok(stored) => {
+                // A later save that kept those credentials names them: they stay.
+                let named = stored.and_then(|s| s.secret_version);
+                if let Some(version) = staged
+                    && named.as_deref() != Some(version)
+                {
+                    self.secrets.discard(org, project, version).await;
+                }
                 None
             }
             Err(e) => {
@@ -233,7 +229,9 @@ impl<P: Ports> Api<P> {
             api_key_last4: last4,
             secret_version: Some(secret_version.clone()),
             same_destination,
+            save: NewConfig::new_save(),
         };
+        let save = new.save.clone();
         let saved = match self
             .configs
             .save(org, project, new, current_version, self.clock.now())
@@ -243,9 +241,8 @@ impl<P: Ports> Api<P> {
             Err(e) => match self
                 .landed(
                     (org, project),
-                    kept.is_none(),
-                    &secret_version,
-                    current_version,
+                    &save,
+                    kept.is_none().then_some(secret_version.as_str()),
                 )
                 .await
             {
