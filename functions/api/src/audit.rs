@@ -19,8 +19,9 @@ pub struct Change<'a> {
     pub config: Option<&'a StreamingConfig>,
 }
 
-/// How long storing an audit event the events queue refused may take, inside the request.
-const STORE_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long storing an audit event the events queue refused may take, inside the request:
+/// room for the project's note and a retried put (each attempt cut at 5 s).
+const STORE_TIME: std::time::Duration = std::time::Duration::from_secs(12);
 
 impl<P: Ports> Api<P> {
     /// Puts an audit event about a configuration change on the events queue, like any other.
@@ -41,11 +42,12 @@ impl<P: Ports> Api<P> {
             return;
         };
         tracing::warn!(organization_id = org, project_id = project, action = change.action, error = %e, "audit event of a configuration change not queued; stored directly");
-        let stored = tokio::time::timeout(STORE_TIME, self.store_directly(event.event));
+        let deadline = tokio::time::Instant::now() + STORE_TIME;
+        let stored = tokio::time::timeout_at(deadline, self.store_directly(event.event, deadline));
         let error = match stored.await {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e,
-            Err(_) => "storing it took too long".to_owned(),
+            Err(_) => "storing it took too long (it may have landed)".to_owned(),
         };
         tracing::error!(
             organization_id = org,
@@ -59,7 +61,11 @@ impl<P: Ports> Api<P> {
     /// Stores an audit event as capture does: its project noted, then the event, under an id
     /// of its own. Written as capture writes a claimed one, one item on condition: nothing
     /// stored is overwritten, and the api's role may put an item, not write in batches.
-    async fn store_directly(&self, event: serde_json::Value) -> Result<(), String> {
+    async fn store_directly(
+        &self,
+        event: serde_json::Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
         let event = AuditEvent::from_value(event).map_err(|e| e.to_string())?;
         let project = (
             event.organization_id().to_owned(),
@@ -73,7 +79,6 @@ impl<P: Ports> Api<P> {
         let stored = StoredEvent::new(&id, &event, self.settings.retention)
             .map_err(|e| e.to_string())?
             .claimed();
-        let deadline = tokio::time::Instant::now() + STORE_TIME;
         match self.events.put_events(vec![stored], deadline).await.pop() {
             None => Ok(()),
             Some(failure) => Err(failure.reason.to_string()),

@@ -192,6 +192,9 @@ impl Configurations for MemoryLanes {
         };
         if raced {
             self.saved(&key);
+            if let Some(other) = lock(&self.table).saved.get_mut(&key) {
+                other.saved_by = Some(NewConfig::new_save());
+            }
         }
         let mut lanes = lock(&self.lanes);
         let current = lanes

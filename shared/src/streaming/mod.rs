@@ -73,6 +73,7 @@ pub mod attr {
     pub const FAILING_SINCE: &str = "failing_since";
     pub const LAST_FAILURE_PERMANENT: &str = "last_failure_permanent";
     pub const SECRET_VERSION: &str = "secret_version";
+    pub const SAVED_BY: &str = "saved_by";
 }
 
 /// A project's saved streaming configuration.
@@ -356,7 +357,7 @@ impl StreamingConfig {
 /// are left as they are.
 fn every_attribute_but_health(item: HashMap<String, AttributeValue>) -> lanes::Update {
     let mut update = lanes::Update::default();
-    let optional = [attr::API_KEY_LAST4, attr::SECRET_VERSION];
+    let optional = [attr::API_KEY_LAST4, attr::SECRET_VERSION, attr::SAVED_BY];
     for gone in lanes::attr::ALL.iter().chain(&optional) {
         if !item.contains_key(*gone) {
             update.remove(gone);
