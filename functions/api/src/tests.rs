@@ -641,6 +641,23 @@ async fn a_rename_whose_answer_was_lost_is_answered_as_saved_under_its_condition
 }
 
 #[tokio::test]
+async fn a_save_cut_short_keeps_the_key_it_staged_as_its_write_may_still_land() {
+    // GIVEN a destination at version 1, and a table that does not answer the next save
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    w.api
+        .configs
+        .cut_next_save_short(&LaneKey::new(ORG, PROJECT));
+    // WHEN a new key is saved
+    let failed = save_new_key_having_read_version_1(&w).await;
+    // THEN the caller hears of the failure, the saved key is unchanged, and the staged one is
+    // kept: the write may land after the look, naming it
+    assert_eq!(failed.status, 500, "{}", failed.body);
+    assert_eq!(w.stored_key().await.as_deref(), Some(KEY));
+    assert!(w.api.secrets.pending(ORG, PROJECT).is_some());
+}
+
+#[tokio::test]
 async fn a_save_without_a_condition_that_keeps_losing_races_is_asked_to_retry_not_412() {
     // GIVEN a destination at version 1, and more saves landing in between than a PUT retries
     let w = World::new();

@@ -35,6 +35,8 @@ pub(crate) struct Table {
     raced: HashMap<LaneKey, usize>,
     /// Projects whose next save lands but is answered as a retry of it would be.
     unanswered: HashSet<LaneKey>,
+    /// Projects whose next save fails as an attempt cut short does: not written (yet).
+    cut_short: HashSet<LaneKey>,
     /// Projects whose configuration becomes unreadable after this many more reads.
     reads_left: HashMap<LaneKey, usize>,
     /// The version of each project's last deleted configuration.
@@ -70,6 +72,12 @@ impl MemoryLanes {
     /// [`MemoryLanes::set_unreadable`]): a failure in the middle of a request.
     pub fn unreadable_after(&self, key: &LaneKey, reads: usize) {
         lock(&self.table).reads_left.insert(key.clone(), reads);
+    }
+
+    /// The project's next save fails without an answer (its attempt cut short), and has not
+    /// been written when the caller looks.
+    pub fn cut_next_save_short(&self, key: &LaneKey) {
+        lock(&self.table).cut_short.insert(key.clone());
     }
 
     /// A save lands between the caller's read and the project's next delete.
@@ -180,6 +188,9 @@ impl Configurations for MemoryLanes {
     ) -> Result<StreamingConfig, ConfigError> {
         let key = LaneKey::new(organization_id, project_id);
         self.check(&key)?;
+        if lock(&self.table).cut_short.remove(&key) {
+            return Err(ConfigError::Store("the attempt timed out".into()));
+        }
         let raced = {
             let mut table = lock(&self.table);
             match table.raced.get_mut(&key) {

@@ -242,7 +242,12 @@ impl<P: Ports> Api<P> {
                 .landed(
                     (org, project),
                     &save,
-                    kept.is_none().then_some(secret_version.as_str()),
+                    // A write refused on its condition is over; one that failed otherwise (an
+                    // attempt cut short) may still land: what it staged stays, as harmless as
+                    // any version left staged.
+                    kept.is_none()
+                        .then_some(secret_version.as_str())
+                        .filter(|_| matches!(e, ConfigError::VersionMismatch { .. })),
                 )
                 .await
             {
