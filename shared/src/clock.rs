@@ -33,18 +33,15 @@ pub fn is_joined_by_t(text: &str) -> bool {
     matches!(text.as_bytes().get(10), Some(b'T' | b't'))
 }
 
-/// An RFC 3339 date-time, its date and time joined by `T`.
-pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
+/// An RFC 3339 date-time (joined by `T`) given with any offset, in UTC; `None` for text that
+/// is none, or for a time whose UTC falls outside the years 0000 to 9999
+/// (`9999-12-31T23:30:00-01:00`).
+pub fn utc_from_rfc3339(text: &str) -> Option<OffsetDateTime> {
     if !is_joined_by_t(text) {
         return None;
     }
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// An RFC 3339 date-time given with any offset, in UTC; `None` for text that is none, or
-/// for a time whose UTC falls outside the years 0000 to 9999 (`9999-12-31T23:30:00-01:00`).
-pub fn utc_from_rfc3339(text: &str) -> Option<OffsetDateTime> {
-    parse_rfc3339(text)?
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()?
         .checked_to_offset(time::UtcOffset::UTC)
         .filter(|t| (0..=9999).contains(&t.year()))
 }

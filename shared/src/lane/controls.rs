@@ -3,6 +3,7 @@
 
 use super::{Lane, LaneCall, LaneError, LaneKey, LaneState, LaneStore, Lanes, OwedSpan, Timers};
 use crate::clock::Clock;
+use strum::IntoEnumIterator;
 use tokio::time::Instant;
 
 impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
@@ -32,12 +33,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     /// Whether it was paused now: `false` for a lane already paused (its pause stays as it
     /// was, from when it began) or none.
     pub async fn pause(&self, key: &LaneKey) -> Result<bool, LaneError> {
-        let unpaused = [
-            LaneState::Delivering,
-            LaneState::CatchingUp,
-            LaneState::Retrying,
-            LaneState::Refused,
-        ];
+        let unpaused: Vec<LaneState> = LaneState::iter()
+            .filter(|state| *state != LaneState::Paused)
+            .collect();
         // Read first: a pause sent again (its answer lost) needs no call.
         match self.store.read(key).await? {
             Some(lane) if unpaused.contains(&lane.state) => {}

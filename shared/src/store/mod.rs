@@ -200,10 +200,9 @@ pub fn message_id_in(sort_key: &str) -> Option<&str> {
 }
 
 /// A fresh id for an event the service stores itself, where capture would use the SQS
-/// message's: 128 random bits, `service-` before them.
+/// message's: 128 random bits, as the service's other ids, `service-` before them.
 pub fn new_message_id() -> String {
-    use rand::Rng;
-    format!("service-{:032x}", rand::rng().random::<u128>())
+    format!("service-{}", crate::streaming::new_external_id())
 }
 
 pub fn sort_key(t: OffsetDateTime, message_id: &str) -> String {
