@@ -779,9 +779,16 @@ async fn a_body_over_the_limit_is_refused_with_413() {
     let w = World::new().await;
     let mut body = cloudwatch();
     body["name"] = json!("x".repeat(100 * 1024));
-    for (method, suffix) in [("PUT", "/streaming"), ("POST", "/streaming/test")] {
+    // Routes that take no body read it too, to refuse one.
+    for (method, suffix) in [
+        ("PUT", "/streaming"),
+        ("POST", "/streaming/test"),
+        ("POST", "/streaming/pause"),
+        ("POST", "/streaming/resume"),
+        ("DELETE", "/streaming"),
+    ] {
         let reply = w.call(method, suffix, Some(body.clone())).await;
-        assert_eq!(reply.status, 413);
+        assert_eq!(reply.status, 413, "{method} {suffix}");
         assert_eq!(reply.body["error"]["code"], "payload_too_large");
     }
 }

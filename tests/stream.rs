@@ -1398,6 +1398,58 @@ async fn an_intake_that_rejects_every_request_is_not_split_without_end() {
 }
 
 #[tokio::test]
+async fn logs_beside_more_bad_ones_than_a_search_finds_are_delivered_by_the_lanes_calls() {
+    let dd = Datadog::new().await;
+    // A third of the logs are ones Datadog rejects, each rejecting the request it is in:
+    // one live search (64 splits) cannot find them all.
+    let bad = |e: &Value| e["sequence_in_test"].as_i64().unwrap() % 3 == 0;
+    let holds_bad = move |r: &Request| entries(r).iter().any(bad);
+    dd.mount(
+        intake()
+            .and(holds_bad)
+            .respond_with(ResponseTemplate::new(400)),
+    )
+    .await;
+    dd.mount(intake().respond_with(ResponseTemplate::new(202)))
+        .await;
+    let stream = dd.stream(Duration::from_secs(5));
+    let (events, records) = dd.events(100).await;
+    assert!(handed_on(&stream, &records).await);
+    // What the search did not get to is owed, not listed: the lane's own calls search on.
+    let lane = dd.world.lane(&dd.org, &dd.project).await;
+    assert_eq!(lane.state, audit_log::lane::LaneState::CatchingUp);
+    assert!(lane.owed > 0);
+    let caught_up = dd
+        .world
+        .run_lane_calls(&stream, Duration::from_secs(20), async || {
+            dd.world.lane(&dd.org, &dd.project).await.state
+                == audit_log::lane::LaneState::Delivering
+        })
+        .await;
+    assert!(caught_up);
+    let mut delivered: Vec<i64> = dd
+        .requests()
+        .await
+        .iter()
+        .filter(|r| !holds_bad(r))
+        .flat_map(entries)
+        .map(|e| e["sequence_in_test"].as_i64().unwrap())
+        .collect();
+    delivered.sort_unstable_by(|a, b| b.cmp(a));
+    let good: Vec<i64> = events
+        .iter()
+        .filter(|e| !bad(e))
+        .map(|e| e["sequence_in_test"].as_i64().unwrap())
+        .collect();
+    assert_eq!(delivered, good, "each good log delivered, once");
+    assert_eq!(
+        dd.failures_listed().await.len(),
+        100 - good.len(),
+        "only the bad listed"
+    );
+}
+
+#[tokio::test]
 async fn a_redirect_never_carries_the_api_key_anywhere_else() {
     let dd = Datadog::new().await;
     let elsewhere = MockServer::start().await;

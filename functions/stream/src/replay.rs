@@ -172,11 +172,15 @@ impl Stream {
                 if let Some((_, e)) = failures.first() {
                     replay.last_error = Some(e.message().to_owned());
                 }
-                // Logs refused one by one are theirs alone; anything else is the destination's.
+                // Logs refused one by one are theirs alone, and those sent beside them that
+                // the search did not get to are listed for another replay; anything else is
+                // the destination's.
                 trouble = failures
                     .iter()
                     .map(|(_, e)| e)
-                    .find(|e| !matches!(e, DeliveryError::Rejected(_)))
+                    .find(|e| {
+                        !matches!(e, DeliveryError::Rejected(_) | DeliveryError::Unsearched(_))
+                    })
                     .cloned();
                 // Best effort: a failure left listed is replayed again at worst, while failing
                 // the part here would deliver the whole page again.

@@ -88,6 +88,11 @@ pub enum DeliveryError {
     /// This event only will never be taken as it is (too large, malformed for the destination).
     #[error("{0}")]
     Rejected(String),
+    /// Sent in a request the destination rejected for another event in it, and not tried
+    /// without that one: the delivery's splits ran out first. Most likely it is taken on its
+    /// own, by a later delivery's search.
+    #[error("{0}")]
+    Unsearched(String),
 }
 
 impl DeliveryError {
@@ -103,7 +108,8 @@ impl DeliveryError {
         match self {
             DeliveryError::Retryable(m)
             | DeliveryError::Refused(m)
-            | DeliveryError::Rejected(m) => m,
+            | DeliveryError::Rejected(m)
+            | DeliveryError::Unsearched(m) => m,
         }
     }
 
@@ -153,6 +159,17 @@ pub(crate) fn search_halves<R: Request>(
     let (left, right) = request.split();
     queued.push_front(right);
     queued.push_front(left);
+}
+
+/// What the events of a request of several get when the destination rejected it (for
+/// `rejection`) and no split is left to search it.
+pub(crate) fn unsearched<R: Request>(request: &R, rejection: &DeliveryError) -> DeliveryError {
+    DeliveryError::Unsearched(format!(
+        "not tried on its own: the destination rejected a request of {} events holding it ({}), \
+         and the delivery's search for the events it does not take stopped at its limit",
+        request.positions().len(),
+        rejection.message(),
+    ))
 }
 
 /// A `request` failed with `error`. The requests still `queued` fail too: with a refusal, as

@@ -18,6 +18,11 @@ use tokio::time::Instant;
 const EARLY_TOLERANCE_MS: i64 = 1_000;
 /// SQS delays a message at most this long; later calls take several hops.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
+/// How long a delivery waits to record the destination's health.
+const HEALTH_PATIENCE: Duration = Duration::from_secs(1);
+/// How long past the retry window an owed item outlives it at least, in seconds: room for
+/// a late call and the sweep to list it.
+const OWED_MARGIN_S: i64 = 86_400;
 /// Organizations whose overdue lanes a sweep heals at once: one whose writes keep waiting out
 /// their retries takes one of these, not the sweep's whole time.
 const ORGANIZATIONS_SWEPT_AT_ONCE: usize = 8;
@@ -84,10 +89,17 @@ struct Sent {
 impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     fn owed_now(&self, events: &[(StoredKey, AuditEvent)]) -> Vec<Owed> {
         let now = self.clock.now_ms();
+        // An owed item lives as long as its event, and at least until the lane has listed it
+        // past the retry window: an event older than the retention when it came (a backfill)
+        // is already past its time to live, and DynamoDB would take its debt away unlisted.
+        let listed_by = (now + self.policy.retry_window.as_millis() as i64) / 1000 + OWED_MARGIN_S;
         events
             .iter()
             .map(|(key, event)| Owed {
-                event: key.clone(),
+                event: StoredKey {
+                    expires_at: key.expires_at.max(listed_by),
+                    ..key.clone()
+                },
                 owed_at_ms: now,
                 bytes: event.json().len() as u64,
             })
@@ -146,37 +158,57 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 let sent = self.send(key, pending, sink, budget, false).await?;
                 out.delivered += sent.delivered;
                 out.rejected += sent.rejected;
-                let Some(trouble) = sent.trouble else {
-                    // However the time went, answering slowly or searching for the events it
-                    // rejects one request after another, the shard waited for it.
-                    if self.policy.is_slow(sent.took, sent.bytes) {
-                        // All delivered: not setting the lane aside costs only time.
-                        match self.set_aside(key, sent.took, remembered).await {
-                            Ok(entered) => out.entered = entered,
-                            Err(e) => {
-                                tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "a slow destination could not be set aside");
+                pending = sent.unsent;
+                // However the time went, answering slowly or searching for the events it
+                // rejects one request after another, the shard waited for it.
+                let slow = Some(sent.took).filter(|&took| self.policy.is_slow(took, sent.bytes));
+                match sent.trouble {
+                    None if pending.is_empty() => {
+                        if let Some(took) = slow {
+                            // All delivered: not setting the lane aside costs only time.
+                            match self.set_aside(key, took, remembered).await {
+                                Ok(entered) => out.entered = entered,
+                                Err(e) => {
+                                    tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "a slow destination could not be set aside");
+                                }
                             }
                         }
+                        return Ok(out);
                     }
-                    return Ok(out);
-                };
-                pending = sent.unsent;
-                if trouble.is_retryable() && left < self.policy.budget * 9 / 10 {
-                    // Its turn came late in the batch, with less than its budget: no outage
-                    // of its own yet. Its call tries again at once, with all of it.
-                    let to = self
-                        .catch_up_now(key, remembered)
-                        .await
-                        .map_err(unhandled(&pending))?;
-                    (to, format!("{} (with part of its time)", trouble.message()))
-                } else {
-                    let to = self
-                        .after_trouble(key, &trouble, remembered, lane.version)
-                        .await;
-                    (
-                        to.map_err(unhandled(&pending))?,
-                        trouble.message().to_owned(),
-                    )
+                    // Left by a search for rejected events that reached its limit: no trouble
+                    // of the destination's. A call of the lane's own searches on, holding no
+                    // one: at once, or a hold away when this search held the shard.
+                    None => {
+                        let to = match slow {
+                            Some(took) => self.slow_lane(key, took, remembered).await,
+                            None => self.catch_up_now(key, remembered).await,
+                        };
+                        let mut to = to.map_err(unhandled(&pending))?;
+                        to.since = Some(self.clock.now_ms());
+                        let reason =
+                            "sent with events the destination rejects: its calls search on";
+                        (to, reason.to_owned())
+                    }
+                    Some(trouble)
+                        if trouble.is_retryable() && left < self.policy.budget * 9 / 10 =>
+                    {
+                        // Its turn came late in the batch, with less than its budget: no
+                        // outage of its own yet. Its call tries again at once, with all of it.
+                        let to = self
+                            .catch_up_now(key, remembered)
+                            .await
+                            .map_err(unhandled(&pending))?;
+                        (to, format!("{} (with part of its time)", trouble.message()))
+                    }
+                    Some(trouble) => {
+                        let to = self
+                            .after_trouble(key, &trouble, remembered, lane.version)
+                            .await;
+                        (
+                            to.map_err(unhandled(&pending))?,
+                            trouble.message().to_owned(),
+                        )
+                    }
                 }
             };
             let owed = self.owed_now(&pending);
@@ -415,6 +447,22 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 *slot = Some(e);
             }
         }
+        // Events the search did not get to stay owed, for the next page to search on, while
+        // the destination takes others (or is in trouble); one that rejected all of them most
+        // likely takes none of these either: they are listed, not sent again and again.
+        let rejected_all = failed.iter().all(|f| {
+            matches!(
+                f,
+                Some(DeliveryError::Rejected(_) | DeliveryError::Unsearched(_))
+            )
+        });
+        if rejected_all {
+            for failure in failed.iter_mut().flatten() {
+                if let DeliveryError::Unsearched(reason) = failure {
+                    *failure = DeliveryError::Rejected(std::mem::take(reason));
+                }
+            }
+        }
         let trouble = failed
             .iter()
             .flatten()
@@ -460,13 +508,18 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         }
         let failed = sent.rejected + sent.unsent.len();
         let shown = trouble.as_ref().or(first_rejection.as_ref());
-        if let Err(e) = self
-            .store
-            .record_attempt(key, sent.delivered, failed, shown, self.clock.now())
-            .await
-        {
-            // Health is for people; delivery goes on without it.
-            tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, error = %e, "could not record delivery health");
+        // Health is for people; delivery goes on without it, and a live batch (every tenant on
+        // its shard) does not wait out the organization's throttled partition for it.
+        let recorded =
+            self.store
+                .record_attempt(key, sent.delivered, failed, shown, self.clock.now());
+        let problem = match tokio::time::timeout(HEALTH_PATIENCE, recorded).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("not written within {HEALTH_PATIENCE:?}")),
+        };
+        if let Some(error) = problem {
+            tracing::warn!(organization_id = key.organization_id, project_id = key.project_id, %error, "could not record delivery health");
         }
         sent.trouble = trouble;
         Ok(sent)

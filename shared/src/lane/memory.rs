@@ -68,6 +68,8 @@ pub struct MemoryLanes {
     /// Projects whose configuration reads take this long (their organization's partition
     /// throttled, the SDK's retries waiting), on tokio's clock.
     pub(crate) slow: Mutex<HashMap<LaneKey, std::time::Duration>>,
+    /// Projects whose health writes never answer.
+    pub(crate) health_hanging: Mutex<HashSet<LaneKey>>,
     /// The rest of the configuration table (`streaming::memory`).
     pub(crate) table: Mutex<crate::streaming::memory::Table>,
     /// Projects noted as having stored events.
@@ -97,6 +99,12 @@ impl MemoryLanes {
 
     pub fn set_unwritable(&self, key: &LaneKey, unwritable: bool) {
         mark(&self.unwritable, key, unwritable);
+    }
+
+    /// The project's health writes never answer (its organization's partition throttled,
+    /// the SDK retrying).
+    pub fn set_health_hanging(&self, key: &LaneKey, hanging: bool) {
+        mark(&self.health_hanging, key, hanging);
     }
 
     fn writable(&self, key: &LaneKey) -> Result<(), LaneError> {
@@ -332,6 +340,9 @@ impl LaneStore for MemoryLanes {
         _error: Option<&DeliveryError>,
         _now: time::OffsetDateTime,
     ) -> Result<(), LaneError> {
+        if lock(&self.health_hanging).contains(key) {
+            std::future::pending::<()>().await;
+        }
         self.with(key, |m| m.attempts.push((delivered, failed)));
         Ok(())
     }
@@ -420,6 +431,11 @@ pub enum Answer {
     /// After this long, rejects the first event (as the destination's searches for such events
     /// take) and takes the others.
     SlowToReject(std::time::Duration),
+    /// Rejects the first event, and takes the last or fails it with `last`: the others were
+    /// sent beside the first in requests the search for it, out of splits, did not look into.
+    SearchStopped {
+        last: Option<DeliveryError>,
+    },
 }
 
 /// A destination that answers every request as told, and keeps what it took, in order.
@@ -471,6 +487,28 @@ impl ScriptedSink {
                 lock(&self.received).extend(events.iter().skip(1).cloned());
                 let rejected = DeliveryError::Rejected("the destination rejected it".into());
                 events.first().map(|_| (0, rejected)).into_iter().collect()
+            }
+            Answer::SearchStopped { last } => {
+                let n = events.len();
+                let rejected = DeliveryError::Rejected("the destination rejected it".into());
+                let not_tried = DeliveryError::Unsearched("not tried on its own".into());
+                let mut failures: Failures = (0..n.saturating_sub(1))
+                    .map(|i| {
+                        (
+                            i,
+                            if i == 0 {
+                                rejected.clone()
+                            } else {
+                                not_tried.clone()
+                            },
+                        )
+                    })
+                    .collect();
+                match last {
+                    Some(e) if n > 1 => failures.push((n - 1, e)),
+                    _ => lock(&self.received).extend(events[n.saturating_sub(1)..].iter().cloned()),
+                }
+                failures
             }
             Answer::TimeOut => {
                 tokio::time::sleep_until(deadline).await;

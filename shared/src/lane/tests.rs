@@ -472,6 +472,119 @@ async fn a_rejected_event_is_a_failure_and_the_lane_keeps_delivering() {
 }
 
 #[tokio::test]
+async fn events_a_search_did_not_get_to_stay_owed_and_the_lanes_call_delivers_them() {
+    let mut w = World::new();
+    // Event 1 is rejected, 5 taken, 2 to 4 were beside 1 in requests not searched.
+    w.sink.answer(Answer::SearchStopped { last: None });
+    let out = w.live(5).await;
+    assert_eq!(
+        (out.delivered, out.rejected, out.owed, out.entered),
+        (1, 1, 3, Some(LaneState::CatchingUp))
+    );
+    assert_eq!(
+        w.lanes.get(&w.key).failures.len(),
+        1,
+        "only the rejected one listed"
+    );
+    // No trouble of the destination's: its call comes at once, and searches on.
+    let (call, wait) = w.pending_call();
+    assert_eq!(wait, Duration::ZERO);
+    w.sink.answer(Answer::Take);
+    let out = w.call(&call).await;
+    assert_eq!(
+        (out.delivered, out.entered),
+        (3, Some(LaneState::Delivering))
+    );
+    assert_eq!(
+        w.received(),
+        ["event 00005", "event 00002", "event 00003", "event 00004"]
+    );
+    assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+}
+
+#[tokio::test]
+async fn a_destination_that_took_none_of_a_delivery_has_its_unsearched_events_listed() {
+    let mut w = World::new();
+    // Nothing taken: the events not searched are most likely rejected too, and are not sent
+    // again and again.
+    let rejected = DeliveryError::Rejected("rejected too".into());
+    w.sink.answer(Answer::SearchStopped {
+        last: Some(rejected),
+    });
+    let out = w.live(4).await;
+    assert_eq!((out.delivered, out.rejected, out.owed), (0, 4, 0));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+    assert_eq!(w.lanes.get(&w.key).failures.len(), 4);
+    assert!(w.timers.take().is_empty());
+}
+
+#[tokio::test]
+async fn events_a_search_did_not_get_to_stay_owed_through_an_outage_that_took_the_rest() {
+    let mut w = World::new();
+    // Nothing taken, but for trouble: the destination's outage says nothing of them.
+    w.sink.answer(Answer::SearchStopped {
+        last: Some(outage()),
+    });
+    let out = w.live(4).await;
+    assert_eq!((out.delivered, out.rejected, out.owed), (0, 1, 3));
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+}
+
+#[tokio::test]
+async fn a_search_that_stops_while_catching_up_goes_on_in_its_next_page() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(6).await;
+    w.sink.answer(Answer::SearchStopped { last: None });
+    // The probe's page: 1 rejected, 6 taken, 2 to 5 owed still; the pages after it search
+    // on (each rejecting its first and taking its last) until nothing is owed.
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(out.delivered + out.rejected, 6);
+    assert_eq!(out.delivered, w.received().len());
+    assert!(out.rejected >= 1 && out.delivered >= 1, "{out:?}");
+}
+
+#[tokio::test]
+async fn an_event_past_its_time_to_live_when_owed_is_owed_until_it_can_be_listed() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    // A backfill: an event older than the retention, already past its time to live.
+    let mut events = w.arrive(1);
+    events[0].0.expires_at = w.clock.now().unix_timestamp() - 86_400;
+    let lane = w.lane();
+    let out = w
+        .engine()
+        .live(&w.key, &lane, events, &w.sink, later())
+        .await
+        .unwrap();
+    assert_eq!(out.owed, 1);
+    let owed = w.lanes.get(&w.key).owed;
+    let (_, item) = owed.iter().next().unwrap();
+    let window_ends = w.clock.now().unix_timestamp() + w.policy.retry_window.as_secs() as i64;
+    assert!(item.event.expires_at > window_ends, "{item:?}");
+    // Past the window it is listed, and so kept as long.
+    w.clock
+        .advance(w.policy.retry_window + Duration::from_secs(60));
+    w.run_due_call().await;
+    let failures = w.lanes.get(&w.key).failures;
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].0.expires_at > window_ends);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delivery_waits_at_most_a_second_for_health_it_cannot_record() {
+    let mut w = World::new();
+    w.lanes.set_health_hanging(&w.key, true);
+    let began = Instant::now();
+    let out = w.live(2).await;
+    assert_eq!(out.delivered, 2);
+    assert_eq!(began.elapsed(), Duration::from_secs(1));
+    assert!(w.lanes.get(&w.key).attempts.is_empty());
+}
+
+#[tokio::test]
 async fn a_stale_or_duplicated_call_does_nothing() {
     let mut w = World::new();
     w.sink.answer(Answer::Fail(outage()));

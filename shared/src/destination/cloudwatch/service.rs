@@ -3,7 +3,7 @@
 
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
-use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
+use crate::destination::{DeliveryError, Failures, request_failed, search_halves, unsearched};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
@@ -53,6 +53,9 @@ pub async fn write(
                 // others in its request are written.
                 search_halves(batch, &mut queue, &mut splits);
                 continue;
+            }
+            Err(rejection @ DeliveryError::Rejected(_)) if batch.events.len() > 1 => {
+                unsearched(&batch, &rejection)
             }
             Err(error) => error,
         };

@@ -258,8 +258,64 @@ async fn a_cloudwatch_that_finds_every_request_invalid_is_not_asked_without_end(
     )
     .await;
     assert_eq!(failures.len(), 300, "every event listed");
-    // Single events would take 599 requests; the search stops after 64 splits.
+    // Single events would take 599 requests; the search stops after 64 splits, and what it
+    // did not get to is said so.
     assert_eq!(put.num_calls(), 1 + 2 * 64);
+    let rejected = failures
+        .iter()
+        .filter(|(_, e)| matches!(e, DeliveryError::Rejected(_)))
+        .count();
+    assert!(rejected > 0 && rejected < 300, "{rejected} rejected");
+    let (_, last) = failures.last().unwrap();
+    assert!(last.message().starts_with("not tried on its own"), "{last}");
+}
+
+#[tokio::test]
+async fn events_beside_many_invalid_ones_are_never_called_invalid_when_the_search_stops() {
+    let events = recent(200);
+    let bad: std::collections::HashSet<String> = events
+        .iter()
+        .step_by(5)
+        .map(|e| e.json().to_owned())
+        .collect();
+    let holds_bad = bad.clone();
+    let invalid = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .match_requests(move |input| {
+            input
+                .log_events()
+                .iter()
+                .any(|e| holds_bad.contains(e.message()))
+        })
+        .then_http_response(|| logs_error(400, "InvalidParameterException"));
+    let written = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_output(|| PutLogEventsOutput::builder().build());
+    let client = logs(RuleMode::MatchAny, &[&invalid, &written]);
+    let failures = service::write(&client, "g", "s", &events, soon(), &FAST, SPLITS_AT_MOST).await;
+    // Finding each of 40 takes more than 64 splits: the search stops, and what it did not get
+    // to is said so, never called invalid.
+    assert!(put_calls(&[&invalid, &written]) <= 1 + 2 * SPLITS_AT_MOST);
+    let failed: std::collections::HashMap<usize, &DeliveryError> =
+        failures.iter().map(|(p, e)| (*p, e)).collect();
+    for (position, event) in events.iter().enumerate() {
+        match (bad.contains(event.json()), failed.get(&position)) {
+            (true, Some(DeliveryError::Rejected(_) | DeliveryError::Unsearched(_))) => {}
+            (false, None | Some(DeliveryError::Unsearched(_))) => {}
+            (bad, failure) => panic!("event {position} (bad: {bad}): {failure:?}"),
+        }
+    }
+    let unsearched = failures
+        .iter()
+        .filter(|(_, e)| matches!(e, DeliveryError::Unsearched(_)))
+        .count();
+    assert!(unsearched > 0 && unsearched < 160, "{unsearched}");
+    assert!(
+        failures.len() < 200,
+        "the others in clean requests are written"
+    );
+}
+
+fn put_calls(rules: &[&aws_smithy_mocks::Rule]) -> usize {
+    rules.iter().map(|r| r.num_calls()).sum()
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress};
-use crate::destination::{DeliveryError, Failures, request_failed, search_halves};
+use crate::destination::{DeliveryError, Failures, request_failed, search_halves, unsearched};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
@@ -48,8 +48,15 @@ pub(super) async fn deliver(
                 search_halves(batch, &mut queue, &mut splits);
                 continue;
             }
+            Answer::TooLarge if batch.len() > 1 => {
+                let too_large = "Datadog refused the request as too large (HTTP 413)";
+                unsearched(&batch, &DeliveryError::Rejected(too_large.into()))
+            }
             Answer::TooLarge => {
                 DeliveryError::Rejected("Datadog refused the log as too large (HTTP 413)".into())
+            }
+            Answer::Failed(rejection @ DeliveryError::Rejected(_)) if batch.len() > 1 => {
+                unsearched(&batch, &rejection)
             }
             Answer::Unauthorized(_) if !refreshed => {
                 // The key may have been rotated since this container cached it.
