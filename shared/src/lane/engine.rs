@@ -20,9 +20,10 @@ const EARLY_TOLERANCE_MS: i64 = 1_000;
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// How long a delivery waits to record the destination's health.
 const HEALTH_PATIENCE: Duration = Duration::from_secs(1);
-/// How long past the retry window an owed item outlives it at least, in seconds: room for
-/// a late call and the sweep to list it.
-const OWED_MARGIN_S: i64 = 86_400;
+/// How long past the retry window an owed item outlives it at least (or the longest wait
+/// between a lane's attempts, if longer, and the time to find a call lost): room for the
+/// lane's next call, or the sweep, to list it.
+const OWED_MARGIN: Duration = Duration::from_secs(86_400);
 /// Organizations whose overdue lanes a sweep heals at once: one whose writes keep waiting out
 /// their retries takes one of these, not the sweep's whole time.
 const ORGANIZATIONS_SWEPT_AT_ONCE: usize = 8;
@@ -81,8 +82,11 @@ struct Sent {
     /// How long the destination took to answer, and the bytes of events it was sent.
     took: Duration,
     bytes: u64,
-    /// Not taken because of `trouble`, with their keys: still owed.
+    /// Not taken because of `trouble`, or not tried on their own by the search for events
+    /// the destination rejects, with their keys: still owed.
     unsent: Vec<(StoredKey, AuditEvent)>,
+    /// Of `unsent`, those the search did not get to (no failure of the destination's).
+    unsearched: usize,
     trouble: Option<DeliveryError>,
 }
 
@@ -92,7 +96,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         // An owed item lives as long as its event, and at least until the lane has listed it
         // past the retry window: an event older than the retention when it came (a backfill)
         // is already past its time to live, and DynamoDB would take its debt away unlisted.
-        let listed_by = (now + self.policy.retry_window.as_millis() as i64) / 1000 + OWED_MARGIN_S;
+        let margin = self.policy.max_backoff.max(OWED_MARGIN) + self.policy.lost_after;
+        let listed_by = (now + (self.policy.retry_window + margin).as_millis() as i64) / 1000;
         events
             .iter()
             .map(|(key, event)| Owed {
@@ -179,14 +184,17 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     // of the destination's. A call of the lane's own searches on, holding no
                     // one: at once, or a hold away when this search held the shard.
                     None => {
-                        let to = match slow {
+                        let reason = "sent beside events the destination rejects, and not yet \
+                                      tried without them: the lane's calls search on";
+                        let mut to = match slow {
                             Some(took) => self.slow_lane(key, took, remembered).await,
-                            None => self.catch_up_now(key, remembered).await,
-                        };
-                        let mut to = to.map_err(unhandled(&pending))?;
+                            None => self.catch_up_now(key, remembered).await.map(|mut to| {
+                                to.reason = Some(reason.to_owned());
+                                to
+                            }),
+                        }
+                        .map_err(unhandled(&pending))?;
                         to.since = Some(self.clock.now_ms());
-                        let reason =
-                            "sent with events the destination rejects: its calls search on";
                         (to, reason.to_owned())
                     }
                     Some(trouble)
@@ -476,6 +484,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             took,
             bytes: list.iter().map(|e| e.json().len() as u64).sum(),
             unsent: Vec::new(),
+            unsearched: 0,
             trouble: None,
         };
         let mut first_rejection = None;
@@ -487,7 +496,12 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     rejected.entry(reason.clone()).or_default().push(key);
                     first_rejection.get_or_insert(DeliveryError::Rejected(reason));
                 }
-                Some(_) => sent.unsent.push((key, event)),
+                Some(failure) => {
+                    if matches!(failure, DeliveryError::Unsearched(_)) {
+                        sent.unsearched += 1;
+                    }
+                    sent.unsent.push((key, event));
+                }
             }
         }
         let rejected: Vec<(String, Vec<StoredKey>)> = rejected.into_iter().collect();
@@ -506,7 +520,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 return Err(Unhandled { error, events });
             }
         }
-        let failed = sent.rejected + sent.unsent.len();
+        let failed = sent.rejected + sent.unsent.len() - sent.unsearched;
         let shown = trouble.as_ref().or(first_rejection.as_ref());
         // Health is for people; delivery goes on without it, and a live batch (every tenant on
         // its shard) does not wait out the organization's throttled partition for it.
@@ -722,8 +736,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             let sent = self.send(key, found, sink, budget, probe).await?;
             // A call holds no one else: the time it spends finding the events the destination
             // rejects is no slowness of the destination's own.
-            slow = Some(sent.took)
-                .filter(|took| sent.rejected == 0 && self.policy.is_slow(*took, sent.bytes));
+            let searched = sent.rejected + sent.unsearched > 0;
+            slow =
+                Some(sent.took).filter(|took| !searched && self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;
             out.rejected += sent.rejected;
             let unsent: std::collections::HashSet<&str> = sent
