@@ -99,7 +99,8 @@ test("the console signs in with the issuer (code with PKCE) and calls the API wi
       : { events: [], next_cursor: null };
     route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
   });
-  await p.goto(`${server.console}?organization_id=o&project_id=p`);
+  // Opened by its file's name: the issuer is still given the address registered with it.
+  await p.goto(`${server.console}index.html?organization_id=o&project_id=p`);
   await p.getByText("Log streaming is off").waitFor();
 
   assert.equal(seen.authorize.length, 1);

@@ -12,7 +12,10 @@ export function base64url(bytes) {
   return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
-export const redirectUri = () => `${location.origin}${location.pathname}`;
+// The page's address as registered with the issuer (`ConsoleUrl`), also when it was opened
+// as `index.html`.
+export const redirectUri = () =>
+  `${location.origin}${location.pathname.replace(/index\.html$/, "")}`;
 
 export async function discovery() {
   const issuer = config.sign_in.issuer.replace(/\/+$/, "");

@@ -669,11 +669,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 self.policy.catch_up_budget
             };
             if deadline.saturating_duration_since(Instant::now()) < needed {
-                let next = LaneCall::new(key, self.clock.now_ms());
-                self.schedule(&next).await?;
-                let to = Lane::to(state, Some(&next), remembered.interval_ms);
-                self.store.update(key, &held.attempt, &to).await?;
-                return Ok(());
+                return self
+                    .hand_on(key, state, &held, remembered.interval_ms)
+                    .await;
             }
             let Some(fresh) = self.store.read(key).await? else {
                 return Ok(());
@@ -731,6 +729,12 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 self.store
                     .record_failures(key, &missing, super::NOT_READ_BACK, self.clock.now())
                     .await?;
+            }
+            // Reading them (the tables throttled) may have taken the time the page needs.
+            if deadline.saturating_duration_since(Instant::now()) < needed {
+                return self
+                    .hand_on(key, state, &held, remembered.interval_ms)
+                    .await;
             }
             let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
             let sent = self.send(key, found, sink, budget, probe).await?;
@@ -798,6 +802,22 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 );
             }
         }
+    }
+
+    /// An attempt without the time its page needs: a fresh call, due at once, goes on with it
+    /// in the lane's `state`.
+    async fn hand_on(
+        &self,
+        key: &LaneKey,
+        state: LaneState,
+        held: &LaneCall,
+        interval_ms: u64,
+    ) -> Result<(), LaneError> {
+        let next = LaneCall::new(key, self.clock.now_ms());
+        self.schedule(&next).await?;
+        let to = Lane::to(state, Some(&next), interval_ms);
+        self.store.update(key, &held.attempt, &to).await?;
+        Ok(())
     }
 
     /// Owed events beyond the retry window become failures, with the lane's reason.

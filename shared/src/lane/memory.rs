@@ -391,6 +391,8 @@ impl Timers for MemoryTimers {
 #[derive(Debug, Default)]
 pub struct MemoryEvents {
     pub events: Mutex<HashMap<String, (StoredKey, AuditEvent)>>,
+    /// How long each read takes, on tokio's clock (the events table throttled).
+    pub reads_take: Mutex<std::time::Duration>,
 }
 
 impl MemoryEvents {
@@ -405,6 +407,10 @@ impl EventSource for MemoryEvents {
         _lane: &LaneKey,
         keys: &[StoredKey],
     ) -> Result<Vec<(StoredKey, AuditEvent)>, LaneError> {
+        let took = *lock(&self.reads_take);
+        if !took.is_zero() {
+            tokio::time::sleep(took).await;
+        }
         let events = lock(&self.events);
         Ok(keys
             .iter()

@@ -878,6 +878,36 @@ async fn a_page_of_catching_up_waits_for_an_invocation_with_its_own_budget() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_page_whose_reads_took_its_time_is_handed_on_not_sent_short() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(3).await;
+    let (call, _) = w.pending_call();
+    w.clock.advance(Duration::from_millis(
+        (call.due_ms - w.clock.now_ms()) as u64,
+    ));
+    // Its probe starts with time enough, but reading the events (the table throttled) takes
+    // most of it.
+    w.sink.answer(Answer::Take);
+    *w.events.reads_take.lock().unwrap() = Duration::from_secs(28);
+    let deadline = Instant::now() + w.policy.catch_up_budget;
+    let lane = w.lanes.read(&call.lane).await.unwrap().unwrap();
+    w.engine()
+        .call(&call, Target::Saved(&lane, &w.sink), &w.events, deadline)
+        .await
+        .unwrap();
+    // Not sent with what is left, and no trouble of the destination's: a fresh call, at once.
+    assert_eq!(w.sink.requests(), 1, "the live send's only");
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    let (next, delay) = w.pending_call();
+    assert_eq!(delay, Duration::ZERO);
+    *w.events.reads_take.lock().unwrap() = Duration::ZERO;
+    w.call(&next).await;
+    assert_eq!(w.received(), numbered(1..=3));
+    assert_eq!(w.lane().state, LaneState::Delivering);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_destination_is_served_by_its_own_calls_until_it_is_quick_again() {
     // GIVEN a destination that takes every event, but twice as slowly as a batch can wait
     let mut w = World::new();
