@@ -93,6 +93,10 @@ pub enum DeliveryError {
     /// own, by a later delivery's search.
     #[error("{0}")]
     Unsearched(String),
+    /// Not sent: the delivery's time ran out first, the destination having answered every
+    /// request it was sent (the one it did not answer in time has its own error).
+    #[error("{0}")]
+    NotSent(String),
 }
 
 impl DeliveryError {
@@ -109,7 +113,8 @@ impl DeliveryError {
             DeliveryError::Retryable(m)
             | DeliveryError::Refused(m)
             | DeliveryError::Rejected(m)
-            | DeliveryError::Unsearched(m) => m,
+            | DeliveryError::Unsearched(m)
+            | DeliveryError::NotSent(m) => m,
         }
     }
 
@@ -187,13 +192,37 @@ pub(crate) fn request_failed<R: Request>(
     let rest = if error.is_refusal() {
         error
     } else if Instant::now() >= deadline {
-        DeliveryError::Retryable("the delivery ran out of time before these were sent".into())
+        not_sent()
     } else {
         return;
     };
     for queued in queued.drain(..) {
         failures.extend(queued.positions().iter().map(|&p| (p, rest.clone())));
     }
+}
+
+/// Whether the delivery's time ran out before `request` could be sent: if so it fails, and
+/// every request still `queued`, as not sent (still owed, and no trouble of the destination's,
+/// which answered all it was sent).
+pub(crate) fn out_of_time<R: Request>(
+    failures: &mut Failures,
+    request: &R,
+    queued: &mut std::collections::VecDeque<R>,
+    deadline: Instant,
+) -> bool {
+    if Instant::now() < deadline {
+        return false;
+    }
+    let not_sent = not_sent();
+    for request in std::iter::once(request).chain(queued.iter()) {
+        failures.extend(request.positions().iter().map(|&p| (p, not_sent.clone())));
+    }
+    queued.clear();
+    true
+}
+
+fn not_sent() -> DeliveryError {
+    DeliveryError::NotSent("the delivery ran out of time before these were sent".into())
 }
 
 #[cfg(test)]
@@ -254,7 +283,11 @@ mod tests {
         assert!(queue.is_empty());
         assert!(matches!(failures[0].1, DeliveryError::Rejected(_)));
         assert_eq!(failures.len(), 4);
-        assert!(failures[1..].iter().all(|(_, e)| e.is_retryable()));
+        assert!(
+            failures[1..]
+                .iter()
+                .all(|(_, e)| matches!(e, DeliveryError::NotSent(_)))
+        );
         // A refusal: the rest meet the same.
         let refused = DeliveryError::Refused("the key was refused".into());
         let (mut failures, mut queue) = (Vec::new(), queued());
@@ -267,5 +300,33 @@ mod tests {
         );
         assert_eq!(failures.len(), 4);
         assert!(failures.iter().all(|(_, e)| e.is_refusal()));
+    }
+
+    #[test]
+    fn requests_the_deadline_came_before_are_not_sent_and_still_owed() {
+        let (mut failures, mut queue) = (Vec::new(), queued());
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert!(!out_of_time(
+            &mut failures,
+            &Positions(vec![0, 1]),
+            &mut queue,
+            later
+        ));
+        assert!(failures.is_empty());
+        assert_eq!(queue.len(), 2);
+        assert!(out_of_time(
+            &mut failures,
+            &Positions(vec![0, 1]),
+            &mut queue,
+            Instant::now()
+        ));
+        let positions: Vec<usize> = failures.iter().map(|(p, _)| *p).collect();
+        assert_eq!(positions, [0, 1, 2, 3, 4]);
+        assert!(queue.is_empty());
+        assert!(
+            failures
+                .iter()
+                .all(|(_, e)| matches!(e, DeliveryError::NotSent(_)))
+        );
     }
 }

@@ -82,11 +82,15 @@ struct Sent {
     /// How long the destination took to answer, and the bytes of events it was sent.
     took: Duration,
     bytes: u64,
-    /// Not taken because of `trouble`, or not tried on their own by the search for events
-    /// the destination rejects, with their keys: still owed.
+    /// Not taken because of `trouble`, or not tried (the search for events the destination
+    /// rejects did not get to them, or the delivery's time ran out first), with their keys:
+    /// still owed.
     unsent: Vec<(StoredKey, AuditEvent)>,
-    /// Of `unsent`, those the search did not get to (no failure of the destination's).
-    unsearched: usize,
+    /// Of `unsent`, how many were not tried (no failure of the destination's), and why.
+    untried: usize,
+    untried_because: Option<String>,
+    /// Whether it searched for events the destination rejects (time no slowness of its own).
+    searched: bool,
     trouble: Option<DeliveryError>,
 }
 
@@ -180,22 +184,22 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                         }
                         return Ok(out);
                     }
-                    // Left by a search for rejected events that reached its limit: no trouble
-                    // of the destination's. A call of the lane's own searches on, holding no
-                    // one: at once, or a hold away when this search held the shard.
+                    // Not tried (left by a search for rejected events that reached its limit, or
+                    // by the end of the delivery's time): no trouble of the destination's. A
+                    // call of the lane's own goes on with them, holding no one: at once, or a
+                    // hold away when this delivery held the shard.
                     None => {
-                        let reason = "sent beside events the destination rejects, and not yet \
-                                      tried without them: the lane's calls search on";
+                        let reason = sent.untried_because.unwrap_or_default();
                         let mut to = match slow {
                             Some(took) => self.slow_lane(key, took, remembered).await,
                             None => self.catch_up_now(key, remembered).await.map(|mut to| {
-                                to.reason = Some(reason.to_owned());
+                                to.reason = Some(reason.clone());
                                 to
                             }),
                         }
                         .map_err(unhandled(&pending))?;
                         to.since = Some(self.clock.now_ms());
-                        (to, reason.to_owned())
+                        (to, reason)
                     }
                     Some(trouble)
                         if trouble.is_retryable() && left < self.policy.budget * 9 / 10 =>
@@ -484,7 +488,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             took,
             bytes: list.iter().map(|e| e.json().len() as u64).sum(),
             unsent: Vec::new(),
-            unsearched: 0,
+            untried: 0,
+            untried_because: None,
+            searched: false,
             trouble: None,
         };
         let mut first_rejection = None;
@@ -497,8 +503,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     first_rejection.get_or_insert(DeliveryError::Rejected(reason));
                 }
                 Some(failure) => {
-                    if matches!(failure, DeliveryError::Unsearched(_)) {
-                        sent.unsearched += 1;
+                    sent.searched |= matches!(failure, DeliveryError::Unsearched(_));
+                    if let DeliveryError::Unsearched(why) | DeliveryError::NotSent(why) = failure {
+                        sent.untried += 1;
+                        sent.untried_because.get_or_insert(why);
                     }
                     sent.unsent.push((key, event));
                 }
@@ -520,7 +528,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 return Err(Unhandled { error, events });
             }
         }
-        let failed = sent.rejected + sent.unsent.len() - sent.unsearched;
+        sent.searched |= sent.rejected > 0;
+        let failed = sent.rejected + sent.unsent.len() - sent.untried;
         let shown = trouble.as_ref().or(first_rejection.as_ref());
         // Health is for people; delivery goes on without it, and a live batch (every tenant on
         // its shard) does not wait out the organization's throttled partition for it.
@@ -740,7 +749,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             let sent = self.send(key, found, sink, budget, probe).await?;
             // A call holds no one else: the time it spends finding the events the destination
             // rejects is no slowness of the destination's own.
-            let searched = sent.rejected + sent.unsearched > 0;
+            let searched = sent.searched;
             slow =
                 Some(sent.took).filter(|took| !searched && self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;

@@ -442,6 +442,9 @@ pub enum Answer {
     SearchStopped {
         last: Option<DeliveryError>,
     },
+    /// After this long, takes the first half of the events; the delivery's time ran out
+    /// before the others were sent.
+    RanOutOfTime(std::time::Duration),
 }
 
 /// A destination that answers every request as told, and keeps what it took, in order.
@@ -515,6 +518,15 @@ impl ScriptedSink {
                     _ => lock(&self.received).extend(events[n.saturating_sub(1)..].iter().cloned()),
                 }
                 failures
+            }
+            Answer::RanOutOfTime(took) => {
+                tokio::time::sleep(took).await;
+                let half = events.len().div_ceil(2);
+                lock(&self.received).extend(events[..half].iter().cloned());
+                let not_sent = DeliveryError::NotSent("the time ran out".into());
+                (half..events.len())
+                    .map(|i| (i, not_sent.clone()))
+                    .collect()
             }
             Answer::TimeOut => {
                 tokio::time::sleep_until(deadline).await;

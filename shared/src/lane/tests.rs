@@ -546,6 +546,27 @@ async fn a_search_that_stops_while_catching_up_goes_on_in_its_next_page() {
     assert_eq!(w.lanes.get(&w.key).failures.len(), 3);
 }
 
+#[tokio::test(start_paused = true)]
+async fn events_a_delivery_had_no_time_to_send_are_no_outage_of_the_destinations() {
+    let mut w = World::new();
+    // The destination answered every request it was sent, slowly: the shard waited.
+    w.sink.answer(Answer::RanOutOfTime(w.policy.budget));
+    let out = w.live(4).await;
+    assert_eq!(
+        (out.delivered, out.owed, out.rejected, out.entered),
+        (2, 2, 0, Some(LaneState::CatchingUp))
+    );
+    assert!(w.lanes.get(&w.key).failures.is_empty());
+    // Set aside as slow (a hold away), not retrying with backoff.
+    let (call, wait) = w.pending_call();
+    assert_eq!(wait, w.policy.slow_hold);
+    w.sink.answer(Answer::Take);
+    w.clock.advance(wait);
+    let out = w.call(&call).await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=4));
+}
+
 #[tokio::test]
 async fn an_event_past_its_time_to_live_when_owed_is_owed_until_it_can_be_listed() {
     let mut w = World::new();

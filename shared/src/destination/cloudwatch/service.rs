@@ -3,7 +3,9 @@
 
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
-use crate::destination::{DeliveryError, Failures, request_failed, search_halves, unsearched};
+use crate::destination::{
+    DeliveryError, Failures, out_of_time, request_failed, search_halves, unsearched,
+};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
@@ -43,6 +45,9 @@ pub async fn write(
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
     while let Some(batch) = queue.pop_front() {
+        if out_of_time(&mut failures, &batch, &mut queue, deadline) {
+            break;
+        }
         let error = match put(client, group, stream, &batch, deadline, backoff).await {
             Ok(rejected) => {
                 failures.extend(rejected);

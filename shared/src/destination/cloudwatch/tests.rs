@@ -314,6 +314,24 @@ async fn events_beside_many_invalid_ones_are_never_called_invalid_when_the_searc
     );
 }
 
+#[tokio::test]
+async fn requests_the_deadline_came_before_are_not_sent_nor_blamed_on_cloudwatch() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .then_output(|| PutLogEventsOutput::builder().build());
+    let client = logs(RuleMode::MatchAny, &[&put]);
+    let passed = tokio::time::Instant::now();
+    let failures =
+        service::write(&client, "g", "s", &recent(3), passed, &FAST, SPLITS_AT_MOST).await;
+    assert_eq!(put.num_calls(), 0);
+    assert_eq!(failures.len(), 3);
+    assert!(
+        failures
+            .iter()
+            .all(|(_, e)| matches!(e, DeliveryError::NotSent(_))),
+        "{failures:?}"
+    );
+}
+
 fn put_calls(rules: &[&aws_smithy_mocks::Rule]) -> usize {
     rules.iter().map(|r| r.num_calls()).sum()
 }

@@ -5,7 +5,9 @@
 use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress};
-use crate::destination::{DeliveryError, Failures, request_failed, search_halves, unsearched};
+use crate::destination::{
+    DeliveryError, Failures, out_of_time, request_failed, search_halves, unsearched,
+};
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
 use secrecy::{ExposeSecret, SecretString};
@@ -37,6 +39,9 @@ pub(super) async fn deliver(
     };
     let mut refreshed = false;
     while let Some(batch) = queue.pop_front() {
+        if out_of_time(&mut failures, &batch, &mut queue, deadline) {
+            break;
+        }
         let body = compress(&batch.body());
         let error = match send(intake, &key, body, deadline, backoff).await {
             Answer::Accepted => continue,
