@@ -201,16 +201,17 @@ pub(crate) fn request_failed<R: Request>(
     }
 }
 
-/// Whether the delivery's time ran out before `request` could be sent: if so it fails, and
-/// every request still `queued`, as not sent (still owed, and no trouble of the destination's,
-/// which answered all it was sent).
+/// Whether the delivery's time runs out before `request` would be answered, judging by how
+/// long it is `expected` to take: if so it fails, and every request still `queued`, as not sent
+/// (still owed, and no trouble of the destination's, which answered all it was sent). Sent
+/// anyway, it would be cut short at the deadline, as a destination that does not answer is.
 pub(crate) fn out_of_time<R: Request>(
     failures: &mut Failures,
     request: &R,
     queued: &mut std::collections::VecDeque<R>,
-    deadline: Instant,
+    (deadline, expected): (Instant, std::time::Duration),
 ) -> bool {
-    if Instant::now() < deadline {
+    if Instant::now() + expected < deadline {
         return false;
     }
     let not_sent = not_sent();
@@ -303,22 +304,26 @@ mod tests {
     }
 
     #[test]
-    fn requests_the_deadline_came_before_are_not_sent_and_still_owed() {
+    fn requests_the_deadline_would_cut_are_not_sent_and_still_owed() {
         let (mut failures, mut queue) = (Vec::new(), queued());
-        let later = Instant::now() + std::time::Duration::from_secs(60);
+        let minute = std::time::Duration::from_secs(60);
+        let later = Instant::now() + minute;
+        let quick = std::time::Duration::from_millis(10);
+        let request = Positions(vec![0, 1]);
         assert!(!out_of_time(
             &mut failures,
-            &Positions(vec![0, 1]),
+            &request,
             &mut queue,
-            later
+            (later, quick)
         ));
         assert!(failures.is_empty());
         assert_eq!(queue.len(), 2);
+        // The last request took longer than what is left.
         assert!(out_of_time(
             &mut failures,
-            &Positions(vec![0, 1]),
+            &request,
             &mut queue,
-            Instant::now()
+            (later, minute)
         ));
         let positions: Vec<usize> = failures.iter().map(|(p, _)| *p).collect();
         assert_eq!(positions, [0, 1, 2, 3, 4]);

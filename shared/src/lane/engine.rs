@@ -765,7 +765,26 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 .filter(|o| !unsent.contains(o.event.sort_key.as_str()))
                 .collect();
             self.store.settle(key, &settled).await?;
-            if let Some(trouble) = sent.trouble {
+            // A page the destination answered nothing of in its time (one request, rejected,
+            // and no time to search it) got nowhere: tried again at once, it would get nowhere
+            // again, and a probe that sent nothing found nothing back.
+            let nowhere = sent.delivered + sent.rejected == 0 && sent.untried > 0;
+            let trouble = sent.trouble.or_else(|| {
+                nowhere.then(|| {
+                    let why = format!(
+                        "the destination took none of a page in the time it had: {}",
+                        sent.untried_because.as_deref().unwrap_or_default()
+                    );
+                    // A refused lane stays refused, for what it was refused.
+                    match (state, &lane.reason) {
+                        (LaneState::Refused, Some(reason)) => {
+                            DeliveryError::Refused(reason.clone())
+                        }
+                        _ => DeliveryError::Retryable(why),
+                    }
+                })
+            });
+            if let Some(trouble) = trouble {
                 let from = if state == LaneState::CatchingUp {
                     remembered.interval_at(self.clock.now_ms())
                 } else {

@@ -557,6 +557,11 @@ async fn events_a_delivery_had_no_time_to_send_are_no_outage_of_the_destinations
         (2, 2, 0, Some(LaneState::CatchingUp))
     );
     assert!(w.lanes.get(&w.key).failures.is_empty());
+    assert_eq!(
+        w.lanes.get(&w.key).attempts,
+        [(2, 0)],
+        "no failure in its health"
+    );
     // Set aside as slow (a hold away), not retrying with backoff.
     let (call, wait) = w.pending_call();
     assert_eq!(wait, w.policy.slow_hold);
@@ -565,6 +570,33 @@ async fn events_a_delivery_had_no_time_to_send_are_no_outage_of_the_destinations
     let out = w.call(&call).await;
     assert_eq!(out.entered, Some(LaneState::Delivering));
     assert_eq!(w.received(), numbered(1..=4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_got_nowhere_in_its_time_waits_rather_than_calls_it_recovery() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    // Its probe's one event was not sent in time: nothing came back from the destination.
+    w.sink.answer(Answer::RanOutOfTime(Duration::ZERO));
+    let out = w.run_due_call().await;
+    assert_eq!((out.delivered, out.entered), (0, Some(LaneState::Retrying)));
+    let (_, wait) = w.pending_call();
+    assert!(wait > Duration::ZERO, "not again at once");
+    assert!(w.lanes.get(&w.key).failures.is_empty(), "still owed");
+    assert_eq!(w.lanes.get(&w.key).lane.owed, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_lane_whose_probe_got_nowhere_stays_refused_for_its_reason() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(1).await;
+    w.sink.answer(Answer::RanOutOfTime(Duration::ZERO));
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Refused));
+    assert_eq!(w.lane().reason.as_deref(), Some(refusal().message()));
+    assert_eq!(w.lane().refused_version, Some(0));
 }
 
 #[tokio::test]

@@ -44,11 +44,22 @@ pub async fn write(
 ) -> Failures {
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
+    let (mut last_took, unsplit) = (std::time::Duration::ZERO, splits);
     while let Some(batch) = queue.pop_front() {
-        if out_of_time(&mut failures, &batch, &mut queue, deadline) {
+        // While searching, requests follow one another at once: judge each by the last.
+        let searching = splits < unsplit;
+        let expected = if searching {
+            last_took
+        } else {
+            Default::default()
+        };
+        if out_of_time(&mut failures, &batch, &mut queue, (deadline, expected)) {
             break;
         }
-        let error = match put(client, group, stream, &batch, deadline, backoff).await {
+        let began = Instant::now();
+        let answer = put(client, group, stream, &batch, deadline, backoff).await;
+        last_took = began.elapsed();
+        let error = match answer {
             Ok(rejected) => {
                 failures.extend(rejected);
                 continue;

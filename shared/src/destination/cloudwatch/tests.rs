@@ -332,6 +332,42 @@ async fn requests_the_deadline_came_before_are_not_sent_nor_blamed_on_cloudwatch
     );
 }
 
+#[tokio::test]
+async fn a_search_stops_before_a_request_the_deadline_would_cut_short() {
+    let events = recent(8);
+    let bad = events[0].json().to_owned();
+    // Every answer takes a quarter of the delivery's time: after three, a fourth request
+    // would still be waiting at the deadline.
+    let answer_after = Duration::from_millis(250);
+    let invalid = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .match_requests(move |input| input.log_events().iter().any(|e| e.message() == bad))
+        .then_http_response(move || {
+            std::thread::sleep(answer_after);
+            logs_error(400, "InvalidParameterException")
+        });
+    let written = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events).then_output(move || {
+        std::thread::sleep(answer_after);
+        PutLogEventsOutput::builder().build()
+    });
+    let client = logs(RuleMode::MatchAny, &[&invalid, &written]);
+    let deadline = tokio::time::Instant::now() + answer_after * 4;
+    let failures =
+        service::write(&client, "g", "s", &events, deadline, &FAST, SPLITS_AT_MOST).await;
+    assert_eq!(put_calls(&[&invalid, &written]), 3);
+    // Nothing was cut short: what the search had no time for is not sent, not the
+    // destination's trouble.
+    assert!(
+        failures.iter().all(|(_, e)| !e.is_retryable()),
+        "{failures:?}"
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|(_, e)| matches!(e, DeliveryError::NotSent(_))),
+        "{failures:?}"
+    );
+}
+
 fn put_calls(rules: &[&aws_smithy_mocks::Rule]) -> usize {
     rules.iter().map(|r| r.num_calls()).sum()
 }

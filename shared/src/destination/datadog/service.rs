@@ -38,12 +38,23 @@ pub(super) async fn deliver(
         }
     };
     let mut refreshed = false;
+    let (mut last_took, unsplit) = (std::time::Duration::ZERO, splits);
     while let Some(batch) = queue.pop_front() {
-        if out_of_time(&mut failures, &batch, &mut queue, deadline) {
+        // While searching, requests follow one another at once: judge each by the last.
+        let searching = splits < unsplit;
+        let expected = if searching {
+            last_took
+        } else {
+            Default::default()
+        };
+        if out_of_time(&mut failures, &batch, &mut queue, (deadline, expected)) {
             break;
         }
+        let began = Instant::now();
         let body = compress(&batch.body());
-        let error = match send(intake, &key, body, deadline, backoff).await {
+        let answer = send(intake, &key, body, deadline, backoff).await;
+        last_took = began.elapsed();
+        let error = match answer {
             Answer::Accepted => continue,
             // Datadog names no log: halves find the one it will not take, and the others in
             // its request are delivered.
