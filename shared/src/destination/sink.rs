@@ -202,16 +202,17 @@ pub(crate) fn request_failed<R: Request>(
 }
 
 /// Whether the delivery's time runs out before `request` would be answered, judging by how
-/// long it is `expected` to take: if so it fails, and every request still `queued`, as not sent
+/// long it is `expected` to take (while a search's requests follow one another, as long as
+/// the last took; otherwise it is sent while any time is left): if so it fails, and every request still `queued`, as not sent
 /// (still owed, and no trouble of the destination's, which answered all it was sent). Sent
 /// anyway, it would be cut short at the deadline, as a destination that does not answer is.
 pub(crate) fn out_of_time<R: Request>(
     failures: &mut Failures,
     request: &R,
     queued: &mut std::collections::VecDeque<R>,
-    (deadline, expected): (Instant, std::time::Duration),
+    (deadline, expected): (Instant, Option<std::time::Duration>),
 ) -> bool {
-    if Instant::now() + expected < deadline {
+    if Instant::now() + expected.unwrap_or_default() < deadline {
         return false;
     }
     let not_sent = not_sent();
@@ -314,7 +315,13 @@ mod tests {
             &mut failures,
             &request,
             &mut queue,
-            (later, quick)
+            (later, Some(quick))
+        ));
+        assert!(!out_of_time(
+            &mut failures,
+            &request,
+            &mut queue,
+            (later, None)
         ));
         assert!(failures.is_empty());
         assert_eq!(queue.len(), 2);
@@ -323,7 +330,7 @@ mod tests {
             &mut failures,
             &request,
             &mut queue,
-            (later, minute)
+            (later, Some(minute))
         ));
         let positions: Vec<usize> = failures.iter().map(|(p, _)| *p).collect();
         assert_eq!(positions, [0, 1, 2, 3, 4]);

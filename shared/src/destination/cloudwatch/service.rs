@@ -46,13 +46,7 @@ pub async fn write(
     let mut queue: VecDeque<Batch> = batches.into();
     let (mut last_took, unsplit) = (std::time::Duration::ZERO, splits);
     while let Some(batch) = queue.pop_front() {
-        // While searching, requests follow one another at once: judge each by the last.
-        let searching = splits < unsplit;
-        let expected = if searching {
-            last_took
-        } else {
-            Default::default()
-        };
+        let expected = (splits < unsplit).then_some(last_took);
         if out_of_time(&mut failures, &batch, &mut queue, (deadline, expected)) {
             break;
         }
