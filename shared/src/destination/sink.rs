@@ -188,7 +188,7 @@ pub(crate) fn request_failed<R: Request>(
     queued: &mut std::collections::VecDeque<R>,
     deadline: Instant,
 ) {
-    failures.extend(request.positions().iter().map(|&p| (p, error.clone())));
+    fail_all(failures, [request], &error);
     let rest = if error.is_refusal() {
         error
     } else if Instant::now() >= deadline {
@@ -196,16 +196,27 @@ pub(crate) fn request_failed<R: Request>(
     } else {
         return;
     };
-    for queued in queued.drain(..) {
-        failures.extend(queued.positions().iter().map(|&p| (p, rest.clone())));
+    fail_all(failures, queued.iter(), &rest);
+    queued.clear();
+}
+
+/// Every event of `requests` failed with `error`.
+pub(crate) fn fail_all<'a, R: Request + 'a>(
+    failures: &mut Failures,
+    requests: impl IntoIterator<Item = &'a R>,
+    error: &DeliveryError,
+) {
+    for request in requests {
+        failures.extend(request.positions().iter().map(|&p| (p, error.clone())));
     }
 }
 
 /// Whether the delivery's time runs out before `request` would be answered, judging by how
 /// long it is `expected` to take (while a search's requests follow one another, as long as
-/// the last took; otherwise it is sent while any time is left): if so it fails, and every request still `queued`, as not sent
-/// (still owed, and no trouble of the destination's, which answered all it was sent). Sent
-/// anyway, it would be cut short at the deadline, as a destination that does not answer is.
+/// the last took; otherwise it is sent while any time is left): if so it fails, and every
+/// request still `queued`, as not sent (still owed, and no trouble of the destination's, which
+/// answered all it was sent). Sent anyway, it would be cut short at the deadline, as a
+/// destination that does not answer is.
 pub(crate) fn out_of_time<R: Request>(
     failures: &mut Failures,
     request: &R,
@@ -215,10 +226,11 @@ pub(crate) fn out_of_time<R: Request>(
     if Instant::now() + expected.unwrap_or_default() < deadline {
         return false;
     }
-    let not_sent = not_sent();
-    for request in std::iter::once(request).chain(queued.iter()) {
-        failures.extend(request.positions().iter().map(|&p| (p, not_sent.clone())));
-    }
+    fail_all(
+        failures,
+        std::iter::once(request).chain(queued.iter()),
+        &not_sent(),
+    );
     queued.clear();
     true
 }

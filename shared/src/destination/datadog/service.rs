@@ -6,7 +6,7 @@ use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress};
 use crate::destination::{
-    DeliveryError, Failures, out_of_time, request_failed, search_halves, unsearched,
+    DeliveryError, Failures, fail_all, out_of_time, request_failed, search_halves, unsearched,
 };
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
@@ -29,11 +29,7 @@ pub(super) async fn deliver(
     let mut key = match intake.key(false, deadline).await {
         Ok(key) => key,
         Err(e) => {
-            failures.extend(
-                queue
-                    .iter()
-                    .flat_map(|b| b.positions.iter().map(|&p| (p, e.clone()))),
-            );
+            fail_all(&mut failures, queue.iter(), &e);
             return failures;
         }
     };
