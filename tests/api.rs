@@ -1913,8 +1913,14 @@ async fn projects_with_stored_events_are_listed_with_their_newest_and_oldest_eve
         .call_organization(Some("intruder"), &w.org, "/projects", &[])
         .await;
     assert_eq!(intruder.status, 403);
+    // The listing's bounds, as for events: a page looks at 100 projects at most.
+    let most = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[("limit", "1000")])
+        .await;
+    assert_eq!(most.status, 200, "{}", most.body);
+    assert_eq!(most.body["projects"].as_array().unwrap().len(), 2);
     let bad = w
-        .call_organization(Some(&w.org), &w.org, "/projects", &[("limit", "101")])
+        .call_organization(Some(&w.org), &w.org, "/projects", &[("limit", "1001")])
         .await;
     assert_eq!(bad.status, 400);
     let foreign = w
@@ -2186,6 +2192,15 @@ async fn a_lane_stored_before_its_index_had_shards_is_saved_and_resumed_like_any
     let resumed = w.call("POST", "/streaming/resume", None).await;
     assert_eq!(resumed.status, 200);
     assert_eq!(resumed.body["health"]["state"], "delivering");
+    assert!(stored_state().await.starts_with("catching_up#"));
+    // Saved again while catching up: it goes on at once, and nothing shows it failing.
+    let saved = w.put(datadog(Some(KEY))).await;
+    assert_eq!(
+        saved.body["health"]["state"], "delivering",
+        "{}",
+        saved.body
+    );
+    assert_ne!(saved.body["health"]["status"], "failing", "{}", saved.body);
     assert!(stored_state().await.starts_with("catching_up#"));
 }
 

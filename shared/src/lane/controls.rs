@@ -53,41 +53,54 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
 
     /// A paused lane delivers what it is owed, oldest first, then live events.
     pub async fn resume(&self, key: &LaneKey) -> Result<bool, LaneError> {
-        self.now_from(key, &[LaneState::Paused], LaneState::CatchingUp)
-            .await
+        match self.store.read(key).await? {
+            Some(lane) if lane.state == LaneState::Paused => {
+                self.call_now(key, &[LaneState::Paused], LaneState::CatchingUp, 0)
+                    .await
+            }
+            _ => Ok(false),
+        }
     }
 
-    /// The configuration changed or a Test connection succeeded: a refused, retrying or
-    /// catching-up lane tries at once (a catching-up one with the new settings, and a fresh
-    /// call should its own have been lost).
+    /// The configuration changed or a Test connection succeeded: a refused or retrying lane
+    /// tries at once; a catching-up one goes on at once, with the new settings (and a fresh
+    /// call, should its own have been lost), and stays catching up: it met no trouble, and a
+    /// save is no reason to show its destination failing.
     pub async fn retry_now(&self, key: &LaneKey) -> Result<bool, LaneError> {
-        self.now_from(
-            key,
-            &[
-                LaneState::Refused,
-                LaneState::Retrying,
-                LaneState::CatchingUp,
-            ],
-            LaneState::Retrying,
-        )
-        .await
+        let troubled = [LaneState::Refused, LaneState::Retrying];
+        // Twice: a catching-up lane may meet trouble between the read and the write.
+        for _ in 0..2 {
+            // Read first: most lanes deliver, and need no call.
+            let moved = match self.store.read(key).await? {
+                Some(lane) if lane.state == LaneState::CatchingUp => {
+                    let from = [LaneState::CatchingUp];
+                    self.call_now(key, &from, LaneState::CatchingUp, lane.interval_ms)
+                        .await?
+                }
+                Some(lane) if troubled.contains(&lane.state) => {
+                    return self.call_now(key, &troubled, LaneState::Retrying, 0).await;
+                }
+                _ => return Ok(false),
+            };
+            if moved {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    async fn now_from(
+    /// A call due now, and the lane moved to `state` by it if it is still in one of `from`.
+    async fn call_now(
         &self,
         key: &LaneKey,
         from: &[LaneState],
         state: LaneState,
+        interval_ms: u64,
     ) -> Result<bool, LaneError> {
-        // Read first: most lanes deliver, and need no call.
-        match self.store.read(key).await? {
-            Some(lane) if from.contains(&lane.state) => {}
-            _ => return Ok(false),
-        }
         let call = LaneCall::new(key, self.clock.now_ms());
         self.schedule(&call).await?;
         self.store
-            .update_from(key, from, &Lane::to(state, Some(&call), 0))
+            .update_from(key, from, &Lane::to(state, Some(&call), interval_ms))
             .await
     }
 }

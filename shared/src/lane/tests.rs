@@ -417,6 +417,24 @@ async fn a_refused_lane_saved_again_tries_at_once() {
 }
 
 #[tokio::test]
+async fn a_catching_up_lane_saved_again_goes_on_at_once_and_stays_catching_up() {
+    let mut w = World::new();
+    assert!(w.engine().pause(&w.key).await.unwrap());
+    w.live(3).await;
+    assert!(w.engine().resume(&w.key).await.unwrap());
+    // Its call is lost (or far off): a save, or a Test connection that succeeds, calls at
+    // once, and shows no trouble where none was met.
+    w.clock.advance(Duration::from_secs(60));
+    assert!(w.engine().retry_now(&w.key).await.unwrap());
+    let lane = w.lane();
+    assert_eq!(lane.state, LaneState::CatchingUp);
+    assert_eq!(lane.next_attempt_at, Some(w.clock.now_ms()));
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=3));
+}
+
+#[tokio::test]
 async fn a_paused_lane_keeps_events_owed_and_resume_delivers_them_in_order() {
     let mut w = World::new();
     w.live(1).await;

@@ -5,7 +5,9 @@
 use super::events::limit_query;
 use crate::cursor::{self, Scope};
 use crate::error::ApiError;
-use crate::{Api, MAX_PROJECT_PAGE, Ports, config_error, internal, json_response, request};
+use crate::{
+    Api, MAX_PAGE_SIZE, MAX_PROJECT_PAGE, Ports, config_error, internal, json_response, request,
+};
 use audit_log::store::{StoredKey, partition_key};
 use audit_log::streaming::ProjectIndex;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -29,7 +31,8 @@ impl<P: Ports> Api<P> {
         org: &str,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         request::only_parameters(request, &["limit", "cursor"])?;
-        let limit = limit_query(request, MAX_PROJECT_PAGE)?;
+        // The listing's bounds, as for events; a page looks at no more than its own most.
+        let limit = limit_query(request, MAX_PAGE_SIZE)?.min(MAX_PROJECT_PAGE);
         // An organization-wide listing: a page reads both ends of up to 100 projects.
         self.rate_limit(org, self.searches, self.clock.now())
             .await?;
