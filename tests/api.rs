@@ -925,6 +925,18 @@ async fn testing_datadog_validates_the_key_and_sends_a_test_log() {
     assert!(reply.body.get("log_group").is_none());
     assert_eq!(w.datadog.received_requests().await.unwrap().len(), 2);
     assert_eq!(w.get().await.body["version"], 0, "testing saves nothing");
+    // A test needs no name (a form is often tested before it is named); a save does.
+    let mut unnamed = datadog(Some(KEY));
+    unnamed.as_object_mut().unwrap().remove("name");
+    let reply = w
+        .call("POST", "/streaming/test", Some(unnamed.clone()))
+        .await;
+    assert_eq!(reply.body["success"], true, "{}", reply.body);
+    assert_eq!(w.datadog.received_requests().await.unwrap().len(), 4);
+    let refused = w.call("PUT", "/streaming", Some(unnamed)).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "missing_field");
+    assert_eq!(w.get().await.body["version"], 0);
 }
 
 #[tokio::test]

@@ -81,14 +81,27 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   await open(p, project);
   await shows(p, "Log streaming is off");
   await screenshot(p, "audit-logs-empty");
+  // The seed's AWS setup takes the AWS ID and External ID "from the Audit Logs page": each is
+  // there once, read alike as its box's value and as the page's text.
+  const listed = {};
+  for (const name of ["AWS ID", "External ID"]) {
+    listed[name] = await label(p, name).inputValue();
+    assert.equal(await label(p, name).textContent(), listed[name]);
+    assert.equal(await p.getByText(listed[name], { exact: true }).count(), 1, name);
+    assert.ok(await p.getByText(listed[name], { exact: true }).isVisible(), name);
+  }
   await button(p, "Enable Log Streaming").click();
   await p.getByRole("heading", { name: "Enable Log Streaming" }).waitFor();
   await p.getByRole("radio", { name: "Amazon CloudWatch" }).check();
+  // Only the chosen provider's fields are on the page: "Datadog" names the one radio, not the
+  // site's box too.
+  assert.equal(await p.getByLabel("Datadog").count(), 1);
 
   const awsId = await label(p, "AWS ID").inputValue();
   const externalId = await label(p, "External ID").inputValue();
   assert.match(awsId, /^\d{12}$/);
   assert.ok(externalId.length >= 22, externalId);
+  assert.deepEqual({ "AWS ID": awsId, "External ID": externalId }, listed);
   await p.context().grantPermissions(["clipboard-read", "clipboard-write"]);
   await button(p, "Copy External ID").click();
   await shows(p, "External ID copied.");
@@ -102,6 +115,10 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   assert.ok(terraform.includes(`external_id            = "${externalId}"`), terraform);
   const policy = JSON.parse(await label(p, "IAM policy").innerText());
   assert.ok(policy.Statement.some((s) => String(s.Resource).includes("log-group:/hashicorp/")));
+  // Closed again, they leave the page: the External ID is its text once more, not three times.
+  await p.getByText("Create the IAM policy and role").click();
+  await label(p, "Trust policy").waitFor({ state: "detached" });
+  assert.equal(await p.getByText(externalId, { exact: true }).count(), 1);
 
   await label(p, "Destination name").fill("prod-audit");
   await label(p, "Role ARN").fill(ROLE_ARN);
@@ -127,7 +144,10 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   assert.match(chart, /4 delivered, 0 failed/);
   await screenshot(p, "audit-logs");
 
-  // One event's whole JSON, on demand.
+  // One event's whole JSON, on demand (and on the page only while shown: the saved
+  // destination's name, in its audit event, is the page's text once until then).
+  assert.equal(await p.locator("tr.json pre").count(), 0);
+  assert.equal(await p.getByText("prod-audit").count(), 1);
   await button(p, "Show JSON").first().click();
   const shown = p.locator("tr.json:not([hidden]) pre");
   const json = JSON.parse(await shown.innerText());
@@ -135,6 +155,8 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   // Named for a screen reader, and reachable with Tab to scroll it.
   assert.match(await shown.getAttribute("aria-label"), new RegExp(`^The ${json.action} event of .+ as JSON$`));
   assert.equal(await shown.getAttribute("tabindex"), "0");
+  await button(p, "Hide JSON").click();
+  assert.equal(await p.locator("tr.json pre").count(), 0);
   noProblems(p);
   await p.context().close();
 });
@@ -146,7 +168,9 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await open(p, project);
   await button(p, "Enable Log Streaming").click();
   await p.getByRole("radio", { name: "Datadog" }).check();
-  assert.equal(await label(p, "Role ARN").isVisible(), false, "CloudWatch's fields are hidden");
+  assert.equal(await label(p, "Role ARN").count(), 0, "CloudWatch's fields are gone");
+  // "Datadog" as text is the radio's label alone (its fields' legend says more).
+  assert.equal(await p.getByText("Datadog", { exact: true }).count(), 1);
   await label(p, "Destination name").fill("dd-eu");
   await label(p, "API Key").fill(key);
   await label(p, "Datadog site").selectOption("datadoghq.eu");

@@ -38,6 +38,12 @@ export function field(label, control, hint) {
   return h("div", { class: "field" }, h("label", { for: control.id }, label), control, hintEl);
 }
 
+/** A value to read and copy (an id): a read-only text box whose text is its value too, so it
+ * reads the same as a control's value and as the page's text. */
+export function readable(value) {
+  return h("textarea", { readonly: true, rows: 1, spellcheck: "false", class: "readable" }, value);
+}
+
 export function select(options, value) {
   return h(
     "select",

@@ -4,6 +4,7 @@ import { call, enc, follow, projectPath, query } from "./api.js";
 import { h, field, select, button, when, rfc3339, say, count, failure } from "./dom.js";
 import { go, render, projectHeader, announce } from "./router.js";
 import { manageMenu } from "./menu.js";
+import { trustedIds } from "./streaming.js";
 import { chart } from "./chart.js";
 
 export const PROVIDERS = { cloudwatch: "Amazon CloudWatch", datadog: "Datadog" };
@@ -34,6 +35,7 @@ export async function loadStreaming(p, panel) {
       heading,
       h("p", {}, "Log streaming is off: events are kept here and sent nowhere else."),
       button("Enable Log Streaming", () => go({ ...p, view: "streaming" }), { class: "primary" }),
+      roleTrust(view),
     );
     return;
   }
@@ -123,8 +125,21 @@ export async function loadStreaming(p, panel) {
   panel.replaceChildren(
     h("div", { class: "panel-head" }, heading, menu.root),
     details,
+    ...(d.cloudwatch ? [roleTrust(view)] : []),
     chart(health.hours_24h || []),
     message,
+  );
+}
+
+/** What a role for Amazon CloudWatch trusts, at hand where the seed's setup looks for it. */
+function roleTrust(view) {
+  const copied = h("div", { class: "message" });
+  return h(
+    "div",
+    { class: "trust" },
+    h("p", {}, "The role that lets the service write to your Amazon CloudWatch Logs trusts this AWS ID with this External ID:"),
+    trustedIds(view, copied),
+    copied,
   );
 }
 
@@ -245,14 +260,18 @@ export function eventsTable(events) {
   const body = h("tbody");
   for (const event of events) {
     // Named and focusable: a long line scrolls sideways, which a keyboard can then do too.
-    const pre = h(
-      "pre",
-      { tabindex: "0", "aria-label": `The ${String(event.action ?? "")} event of ${when(event.timestamp)} as JSON` },
-      JSON.stringify(event, null, 2),
-    );
-    const json = h("tr", { class: "json", hidden: true }, h("td", { colspan: 7 }, pre));
+    const pre = () =>
+      h(
+        "pre",
+        { tabindex: "0", "aria-label": `The ${String(event.action ?? "")} event of ${when(event.timestamp)} as JSON` },
+        JSON.stringify(event, null, 2),
+      );
+    // On the page only while shown: hidden, every name in it would be the page's text twice.
+    const cell = h("td", { colspan: 7 });
+    const json = h("tr", { class: "json", hidden: true }, cell);
     const toggle = button("Show JSON", () => {
       json.hidden = !json.hidden;
+      cell.replaceChildren(...(json.hidden ? [] : [pre()]));
       toggle.setAttribute("aria-expanded", String(!json.hidden));
       toggle.textContent = json.hidden ? "Show JSON" : "Hide JSON";
     }, { "aria-expanded": "false" });

@@ -1,7 +1,7 @@
 // Enable Log Streaming and Edit streaming configuration: one form, empty or filled in.
 
 import { config, call, projectPath } from "./api.js";
-import { h, newId, field, select, button, say, copy, failure } from "./dom.js";
+import { h, newId, field, readable, select, button, say, copy, failure } from "./dom.js";
 import { go, link, projectHeader, announce } from "./router.js";
 
 export function streamingPage(p) {
@@ -17,6 +17,16 @@ export function streamingPage(p) {
     (error) => failure(page.lastChild, error),
   );
   return page;
+}
+
+/** The AWS ID and External ID a customer's role trusts, each to read and copy (news of a copy
+ * in `copied`). */
+export function trustedIds(view, copied) {
+  const id = (label, value) => {
+    const box = readable(value || "");
+    return h("div", { class: "copyable" }, field(label, box), button(`Copy ${label}`, () => copy(box.value, copied, label)));
+  };
+  return [id("AWS ID", view.aws_account_id), id("External ID", view.external_id)];
 }
 
 /** `${name}` placeholders of infra/'s templates, filled in. */
@@ -35,8 +45,6 @@ export function streamingForm(p, view) {
   const name = h("input", { name: "name", autocomplete: "off", value: saved ? saved.name : "" });
 
   // Amazon CloudWatch
-  const awsId = h("input", { readonly: true, value: view.aws_account_id || "" });
-  const externalId = h("input", { readonly: true, value: view.external_id || "" });
   const copied = h("div", { class: "message" });
   const roleArn = h("input", {
     name: "role_arn",
@@ -73,27 +81,37 @@ export function streamingForm(p, view) {
       `}`,
     ].join("\n");
   const snippet = (title, text) => {
-    const pre = h("pre", { tabindex: "0", "aria-label": title }, text());
-    roleArn.addEventListener("input", () => (pre.textContent = text()));
+    const pre = h("pre", { tabindex: "0", "aria-label": title }, text);
     return h("div", { class: "snippet" }, h("div", { class: "snippet-head" }, h("h4", {}, title), button(`Copy ${title}`, () => copy(pre.textContent, copied, title))), pre);
   };
+  // On the page only while open: closed, the ids in them would be the page's text twice over.
+  const snippets = h("div");
+  const setup = h(
+    "details",
+    { ontoggle: () => drawSnippets() },
+    h("summary", {}, "Create the IAM policy and role"),
+    h("p", {}, "Attach this policy to a role that trusts the AWS ID with the External ID (require external ID), or apply the Terraform module of infra/terraform/customer-role. Then paste the role's ARN below."),
+    snippets,
+  );
+  const drawSnippets = () =>
+    snippets.replaceChildren(
+      ...(setup.open
+        ? [
+            snippet("IAM policy", fill(config.role_policy, values())),
+            snippet("Trust policy", fill(config.role_trust_policy, values())),
+            snippet("Terraform", terraform()),
+          ]
+        : []),
+    );
+  roleArn.addEventListener("input", drawSnippets);
   const cloudwatch = h(
     "fieldset",
     { class: "provider" },
-    h("legend", {}, "Amazon CloudWatch"),
+    h("legend", {}, "Amazon CloudWatch settings"),
     h("p", {}, "Keep the AWS ID and External ID handy: the role you create trusts them."),
-    h("div", { class: "copyable" }, field("AWS ID", awsId), button("Copy AWS ID", () => copy(awsId.value, copied, "AWS ID"))),
-    h("div", { class: "copyable" }, field("External ID", externalId), button("Copy External ID", () => copy(externalId.value, copied, "External ID"))),
+    trustedIds(view, copied),
     copied,
-    h(
-      "details",
-      {},
-      h("summary", {}, "Create the IAM policy and role"),
-      h("p", {}, "Attach this policy to a role that trusts the AWS ID with the External ID (require external ID), or apply the Terraform module of infra/terraform/customer-role. Then paste the role's ARN below."),
-      snippet("IAM policy", () => fill(config.role_policy, values())),
-      snippet("Trust policy", () => fill(config.role_trust_policy, values())),
-      snippet("Terraform", terraform),
-    ),
+    setup,
     field("Role ARN", roleArn),
     field("AWS region", region, "where the log groups are created"),
   );
@@ -105,7 +123,7 @@ export function streamingForm(p, view) {
   const datadog = h(
     "fieldset",
     { class: "provider" },
-    h("legend", {}, "Datadog"),
+    h("legend", {}, "Datadog settings"),
     field(
       "API Key",
       apiKey,
@@ -115,9 +133,12 @@ export function streamingForm(p, view) {
   );
 
   const provider = () => form.querySelector('input[name="provider"]:checked').value;
+  // Only the chosen provider's fields are on the page: the other's would answer to the same
+  // names ("Datadog site" to "Datadog") while out of sight.
   function switchProvider() {
-    cloudwatch.hidden = provider() !== "cloudwatch";
-    datadog.hidden = provider() !== "datadog";
+    const [chosen, other] = provider() === "cloudwatch" ? [cloudwatch, datadog] : [datadog, cloudwatch];
+    other.remove();
+    if (chosen.parentNode !== form) message.before(chosen);
   }
   const settings = () => {
     const body = { provider: provider(), name: name.value.trim() };

@@ -143,15 +143,35 @@ pub fn role_account(role_arn: &str) -> &str {
     role_arn.split(':').nth(4).unwrap_or_default()
 }
 
-/// Parses and validates a destination body.
+/// Parses and validates a destination body (a PUT's).
 pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
+    let (name, destination, api_key) = settings(body)?;
+    Ok(DestinationInput {
+        name: name.ok_or_else(|| missing("name"))?,
+        destination,
+        api_key,
+    })
+}
+
+/// A Test connection's body: a PUT's, whose `name` may be left out (a test does not use it,
+/// and a form is often tested before it is named); one that is given is checked as a PUT's.
+pub fn tested(body: &[u8]) -> Result<(Destination, Option<SecretString>), ApiError> {
+    let (_, destination, api_key) = settings(body)?;
+    Ok((destination, api_key))
+}
+
+/// A destination body's name (when given), destination and Datadog key (when given).
+type Settings = (Option<String>, Destination, Option<SecretString>);
+
+fn settings(body: &[u8]) -> Result<Settings, ApiError> {
     let object = json_object(body)?;
     only(&object, &["provider", "name", "cloudwatch", "datadog"], "")?;
     let provider = required(&object, "provider", "provider")?;
-    let name = required(&object, "name", "name")?.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
+    let name = text(&object, "name", "name")?.map(str::trim);
+    if let Some(name) = name
+        && (name.is_empty()
+            || name.chars().count() > MAX_NAME_CHARS
+            || name.chars().any(char::is_control))
     {
         return Err(invalid(
             "name",
@@ -225,11 +245,7 @@ pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {
         }
         _ => return Err(invalid("provider", "must be \"cloudwatch\" or \"datadog\"")),
     };
-    Ok(DestinationInput {
-        name: name.to_owned(),
-        destination,
-        api_key,
-    })
+    Ok((name.map(str::to_owned), destination, api_key))
 }
 
 /// A replay request: `{"since": "<RFC 3339>", "until": "<RFC 3339>", "only_failed": false}`.

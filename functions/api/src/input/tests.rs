@@ -35,6 +35,18 @@ fn the_contract_examples_are_accepted() {
 }
 
 #[test]
+fn a_test_may_leave_the_name_out_but_not_give_a_bad_one() {
+    for mut body in [cloudwatch(), datadog()] {
+        body.as_object_mut().unwrap().remove("name");
+        assert!(tested(body.to_string().as_bytes()).is_ok(), "{body}");
+        assert_eq!(code(body.clone()), "missing_field");
+        body["name"] = json!("");
+        let refused = tested(body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(refused.code, "invalid_field");
+    }
+}
+
+#[test]
 fn an_external_id_anywhere_is_refused() {
     let mut top = cloudwatch();
     top["external_id"] = json!("mine");
@@ -75,7 +87,7 @@ fn every_field_rule_is_enforced_without_echoing_values() {
             "provider",
         ),
         (
-            json!({"provider": "cloudwatch", "cloudwatch": {}}),
+            json!({"provider": "cloudwatch", "cloudwatch": cloudwatch()["cloudwatch"]}),
             "missing_field",
             "name",
         ),

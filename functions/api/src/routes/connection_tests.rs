@@ -47,16 +47,16 @@ impl<P: Ports> Api<P> {
             };
             (saved.destination.clone(), key)
         } else {
-            let input = input::destination(body)?;
-            self.check_role_account(&input.destination).await?;
-            let key = match (&input.destination, input.api_key) {
+            let (destination, api_key) = input::tested(body)?;
+            self.check_role_account(&destination).await?;
+            let key = match (&destination, api_key) {
                 (Destination::Datadog(_), Some(key)) => Some(key),
                 (Destination::Datadog(_), None) => {
                     Some(self.saved_datadog_key(org, project, saved.as_ref()).await?)
                 }
                 (Destination::Cloudwatch(_), _) => None,
             };
-            (input.destination, key)
+            (destination, key)
         };
         let now = self.clock.now();
         self.rate_limit(org, CONNECTION_TESTS, now).await?;
