@@ -129,6 +129,9 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   assert.match(await p.getByRole("status").filter({ hasText: "Connection" }).innerText(), /audit-logs-test/);
   await save(p);
   assert.match(await streamingPanel(p), /Amazon CloudWatch[\s\S]*prod-audit/);
+  // The provider is named once on the page, beside the ids its role trusts.
+  assert.equal(await p.getByText("Amazon CloudWatch").count(), 1);
+  assert.equal(await label(p, "External ID").inputValue(), externalId);
 
   // Events of the project arrive in the customer's log group, and the page says so.
   const descriptions = [1, 2, 3].map((n) => `console cloudwatch event ${n} of ${project}`);
@@ -215,12 +218,14 @@ test("a refused key shows Datadog's refusal, and nothing is saved", async () => 
   const project = unique("refused");
   await open(p, project, "streaming");
   await p.getByRole("radio", { name: "Datadog" }).check();
-  await label(p, "Destination name").fill("revoked");
+  // Tested before it is named: a test needs no name, a save does.
   await label(p, "API Key").fill(REFUSED_KEY);
   await button(p, "Test connection").click();
   await shows(p, "Connection failed");
   const alert = await p.getByRole("alert").innerText();
   assert.match(alert, /key/i, alert);
+  await button(p, "Save").click();
+  await shows(p, "Enter a Destination name.");
   await screenshot(p, "test-connection-refused");
   await open(p, project);
   await shows(p, "Log streaming is off");

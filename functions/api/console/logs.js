@@ -137,7 +137,8 @@ function roleTrust(view) {
   return h(
     "div",
     { class: "trust" },
-    h("p", {}, "The role that lets the service write to your Amazon CloudWatch Logs trusts this AWS ID with this External ID:"),
+    // Worded apart from the names on the page (the provider, the two boxes' labels).
+    h("p", {}, "The role you create for a CloudWatch destination trusts these two values:"),
     trustedIds(view, copied),
     copied,
   );

@@ -141,7 +141,9 @@ export function streamingForm(p, view) {
     if (chosen.parentNode !== form) message.before(chosen);
   }
   const settings = () => {
-    const body = { provider: provider(), name: name.value.trim() };
+    const body = { provider: provider() };
+    // Left out when empty: a test needs none, and a save asks for one first.
+    if (name.value.trim()) body.name = name.value.trim();
     if (body.provider === "cloudwatch") body.cloudwatch = { role_arn: roleArn.value.trim(), region: region.value };
     else {
       body.datadog = { site: site.value };
@@ -149,16 +151,17 @@ export function streamingForm(p, view) {
     }
     return body;
   };
-  const missing = () => {
+  /** What the form lacks for a test, or for a save (`saving`): the field, and what to do. */
+  const missing = (saving) => {
     const s = settings();
-    if (!s.name) return [name, "Enter a Destination name."];
+    if (saving && !s.name) return [name, "Enter a Destination name."];
     if (s.cloudwatch && !s.cloudwatch.role_arn) return [roleArn, "Enter the Role ARN of the role you created."];
     // Only a saved Datadog destination has a key to keep.
     if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the API Key from your Datadog organization."];
     return null;
   };
   const testButton = button("Test connection", async () => {
-    const problem = missing();
+    const problem = missing(false);
     if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
     testButton.disabled = true;
     say(message, "Sending a test event…");
@@ -181,7 +184,7 @@ export function streamingForm(p, view) {
       "aria-labelledby": "streaming-form-heading",
       onsubmit: async (e) => {
         e.preventDefault();
-        const problem = missing();
+        const problem = missing(true);
         if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
         const headers = saved ? { "if-match": String(view.version) } : {};
         // One save at a time: a second press while the first is on its way would save twice

@@ -68,21 +68,22 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     /// save is no reason to show its destination failing.
     pub async fn retry_now(&self, key: &LaneKey) -> Result<bool, LaneError> {
         let troubled = [LaneState::Refused, LaneState::Retrying];
-        // Twice: a catching-up lane may meet trouble between the read and the write.
+        let catching_up = [LaneState::CatchingUp];
+        // Twice: the lane may move between the read and the write (a probe gets through,
+        // trouble meets a catching-up lane), and a call still running with the old settings
+        // must be replaced either way.
         for _ in 0..2 {
             // Read first: most lanes deliver, and need no call.
-            let moved = match self.store.read(key).await? {
+            let (from, state, interval_ms) = match self.store.read(key).await? {
                 Some(lane) if lane.state == LaneState::CatchingUp => {
-                    let from = [LaneState::CatchingUp];
-                    self.call_now(key, &from, LaneState::CatchingUp, lane.interval_ms)
-                        .await?
+                    (&catching_up[..], LaneState::CatchingUp, lane.interval_ms)
                 }
                 Some(lane) if troubled.contains(&lane.state) => {
-                    return self.call_now(key, &troubled, LaneState::Retrying, 0).await;
+                    (&troubled[..], LaneState::Retrying, 0)
                 }
                 _ => return Ok(false),
             };
-            if moved {
+            if self.call_now(key, from, state, interval_ms).await? {
                 return Ok(true);
             }
         }
