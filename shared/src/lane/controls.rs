@@ -62,20 +62,30 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         }
     }
 
-    /// The configuration changed or a Test connection succeeded: a refused or retrying lane
-    /// tries at once; a catching-up one goes on at once, with the new settings (and a fresh
-    /// call, should its own have been lost), and stays catching up: it met no trouble, and a
-    /// save is no reason to show its destination failing.
+    /// A Test connection of the saved destination succeeded: a refused or retrying lane tries
+    /// at once. A catching-up one goes on as it was: its settings are the same, and a second
+    /// call beside its own would send a page twice.
     pub async fn retry_now(&self, key: &LaneKey) -> Result<bool, LaneError> {
+        self.at_once(key, false).await
+    }
+
+    /// The configuration was saved: as [`Self::retry_now`], and a catching-up lane goes on at
+    /// once with the new settings (a call still sending with the old ones stops at its next
+    /// page; a lost one is replaced), still catching up: it met no trouble, and a save is no
+    /// reason to show its destination failing.
+    pub async fn saved(&self, key: &LaneKey) -> Result<bool, LaneError> {
+        self.at_once(key, true).await
+    }
+
+    async fn at_once(&self, key: &LaneKey, catching_up_too: bool) -> Result<bool, LaneError> {
         let troubled = [LaneState::Refused, LaneState::Retrying];
         let catching_up = [LaneState::CatchingUp];
         // Twice: the lane may move between the read and the write (a probe gets through,
-        // trouble meets a catching-up lane), and a call still running with the old settings
-        // must be replaced either way.
+        // trouble meets a catching-up lane).
         for _ in 0..2 {
             // Read first: most lanes deliver, and need no call.
             let (from, state, interval_ms) = match self.store.read(key).await? {
-                Some(lane) if lane.state == LaneState::CatchingUp => {
+                Some(lane) if catching_up_too && lane.state == LaneState::CatchingUp => {
                     (&catching_up[..], LaneState::CatchingUp, lane.interval_ms)
                 }
                 Some(lane) if troubled.contains(&lane.state) => {

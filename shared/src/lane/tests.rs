@@ -422,10 +422,14 @@ async fn a_catching_up_lane_saved_again_goes_on_at_once_and_stays_catching_up() 
     assert!(w.engine().pause(&w.key).await.unwrap());
     w.live(3).await;
     assert!(w.engine().resume(&w.key).await.unwrap());
-    // Its call is lost (or far off): a save, or a Test connection that succeeds, calls at
-    // once, and shows no trouble where none was met.
     w.clock.advance(Duration::from_secs(60));
-    assert!(w.engine().retry_now(&w.key).await.unwrap());
+    // A Test connection that succeeds leaves it to its own call: same settings, one call.
+    let before = w.lane();
+    assert!(!w.engine().retry_now(&w.key).await.unwrap());
+    assert_eq!(w.lane(), before);
+    // A save calls at once with the new settings (its call may be lost, or still sending with
+    // the old ones), and shows no trouble where none was met.
+    assert!(w.engine().saved(&w.key).await.unwrap());
     let lane = w.lane();
     assert_eq!(lane.state, LaneState::CatchingUp);
     assert_eq!(lane.next_attempt_at, Some(w.clock.now_ms()));

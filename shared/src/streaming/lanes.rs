@@ -596,7 +596,16 @@ impl LaneStore for ConfigTable {
             self.take_back(lane, owed, until).await;
             return Err(e);
         }
-        match self.count_owed(lane, owed, entering).await {
+        // Counted within the same patience: a count that gets no answer would hold the stream
+        // batch (every tenant on its shard) for each of the SDK's attempts.
+        let counted = tokio::time::timeout_at(until, self.count_owed(lane, owed, entering))
+            .await
+            .unwrap_or_else(|_| {
+                Err(LaneError::Store(
+                    "the owed events were not counted in time".into(),
+                ))
+            });
+        match counted {
             Ok(Some(owing)) => Ok(owing),
             Ok(None) => {
                 // Not owed after all: the caller delivers them, or there is nothing to deliver.

@@ -102,7 +102,7 @@ impl<P: Ports> Api<P> {
         // A saved destination that passes its test is tried again at once.
         let tested_saved = saved.as_ref().is_some_and(|s| s.destination == destination);
         if result.success && tested_saved {
-            self.retry_lane_now(org, project).await;
+            self.retry_lane_now(org, project, false).await;
         }
         let record = TestRecord {
             tested_at: seconds_text(now),

@@ -88,11 +88,17 @@ impl<P: Ports> Api<P> {
         self.view(org, project, Some(&saved)).await
     }
 
-    /// A refused or retrying destination tries again at once, a catching-up one goes on at
-    /// once (after a save or a successful Test connection). The lane's own schedule is the
-    /// fallback if this fails.
-    pub(crate) async fn retry_lane_now(&self, org: &str, project: &str) {
-        if let Err(e) = self.lanes().retry_now(&LaneKey::new(org, project)).await {
+    /// A refused or retrying destination tries again at once (after a save or a successful
+    /// Test connection); after a save (`saved`), a catching-up one goes on at once with the new
+    /// settings. The lane's own schedule is the fallback if this fails.
+    pub(crate) async fn retry_lane_now(&self, org: &str, project: &str, saved: bool) {
+        let (lanes, key) = (self.lanes(), LaneKey::new(org, project));
+        let asked = if saved {
+            lanes.saved(&key).await
+        } else {
+            lanes.retry_now(&key).await
+        };
+        if let Err(e) = asked {
             tracing::warn!(organization_id = org, project_id = project, error = %e, "could not ask the destination's lane to try again");
         }
     }

@@ -295,7 +295,7 @@ impl<P: Ports> Api<P> {
         };
         self.audit(caller, org, project, change).await;
         // New settings may be what a refused or retrying destination needed.
-        self.retry_lane_now(org, project).await;
+        self.retry_lane_now(org, project, true).await;
         // From here on the save stands: what cannot be read again is answered as saved.
         let saved = match self.configs.configuration(org, project).await {
             Ok(now) => now.unwrap_or(saved),

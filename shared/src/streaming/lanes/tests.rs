@@ -160,6 +160,74 @@ mod owe {
         let deletes = throttled.num_calls();
         assert!(deletes > 2, "{deletes}");
     }
+
+    /// DynamoDB that takes every batch of writes and never answers an `UpdateItem`.
+    #[derive(Debug)]
+    struct CountsGetNoAnswer;
+
+    mod silent {
+        use aws_smithy_runtime_api::client::http::{
+            HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings,
+            SharedHttpConnector,
+        };
+        use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+        use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+
+        impl HttpConnector for super::CountsGetNoAnswer {
+            fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+                let target = request.headers().get("x-amz-target").unwrap_or_default();
+                if target.ends_with(".UpdateItem") {
+                    return HttpConnectorFuture::new(std::future::pending());
+                }
+                let taken =
+                    HttpResponse::new(StatusCode::try_from(200).unwrap(), SdkBody::from("{}"));
+                HttpConnectorFuture::ready(Ok(taken))
+            }
+        }
+
+        impl HttpClient for super::CountsGetNoAnswer {
+            fn http_connector(
+                &self,
+                _: &HttpConnectorSettings,
+                _: &RuntimeComponents,
+            ) -> SharedHttpConnector {
+                SharedHttpConnector::new(super::CountsGetNoAnswer)
+            }
+        }
+    }
+
+    // Paused: the SDK's attempt timeouts wait on tokio's clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_owe_whose_count_gets_no_answer_holds_its_caller_one_patience() {
+        // The functions' own settings: three attempts, each cut after 10 seconds.
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .retry_config(crate::sdk::standard_retries())
+            .timeout_config(crate::sdk::attempts_cut_at(crate::sdk::ATTEMPT_TIMEOUT))
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "id", "secret", None, None, "test",
+            ))
+            .http_client(aws_smithy_runtime_api::client::http::SharedHttpClient::new(
+                CountsGetNoAnswer,
+            ))
+            .build();
+        let table = ConfigTable::new(Client::from_conf(config), "config");
+        let started = tokio::time::Instant::now();
+        let owed = table
+            .owe(&LaneKey::new("o", "p"), &thirty_owed(), None)
+            .await;
+        assert!(owed.is_err(), "{owed:?}");
+        // Written, not counted within the patience, taken back: not the SDK's 30 seconds.
+        let took = started.elapsed();
+        assert!(
+            took >= crate::streaming::failures::UNPROCESSED_PATIENCE
+                && took <= crate::streaming::failures::UNPROCESSED_PATIENCE + TAKE_BACK_AT_LEAST,
+            "{took:?}"
+        );
+    }
 }
 
 mod sweep {
