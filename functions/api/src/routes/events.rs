@@ -103,17 +103,35 @@ pub(crate) fn time_query(
 ) -> Result<Option<OffsetDateTime>, ApiError> {
     request::query(request, name)
         .map(|v| {
-            audit_log::clock::utc_from_rfc3339(&v).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!(
-                        "`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z \
+            let read = audit_log::clock::utc_from_rfc3339;
+            read(&v)
+                .or_else(|| read(&offset_sent_bare(&v)?))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!(
+                            "`{name}` must be an RFC 3339 date-time such as 2026-01-01T00:00:00Z \
                          (in a query, an offset's `+` is sent as %2B)"
-                    ),
-                )
-            })
+                        ),
+                    )
+                })
         })
         .transpose()
+}
+
+/// A date-time whose offset's `+` came unencoded in a hand-made URL (`T10:00:00+02:00`), which
+/// form decoding reads as a space: the one place RFC 3339 cannot have a space, so it was a `+`.
+fn offset_sent_bare(value: &str) -> Option<String> {
+    let (time, offset) = value.rsplit_once(' ')?;
+    let hours_minutes = offset.len() == 5
+        && offset.bytes().enumerate().all(|(i, b)| {
+            if i == 2 {
+                b == b':'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    hours_minutes.then(|| format!("{time}+{offset}"))
 }
 
 /// `limit`, from 1 to `max`; 100 when absent (or `max` when smaller).
