@@ -16,7 +16,9 @@ pub use datadog::{DatadogSettings, DatadogSite};
 pub use sink::{
     ConnectionTest, CredentialSource, DeliveryError, Failures, Project, Sink, all_failed,
 };
-pub(crate) use sink::{Request, fail_all, out_of_time, request_failed, search_halves, unsearched};
+pub(crate) use sink::{
+    Pace, Request, fail_all, out_of_time, request_failed, search_halves, unsearched,
+};
 
 use serde::{Deserialize, Serialize};
 use strum::{Display, EnumString, IntoStaticStr};

@@ -235,6 +235,37 @@ pub(crate) fn out_of_time<R: Request>(
     true
 }
 
+/// How long a delivery's requests take to be answered, to judge whether the next one fits in
+/// the time left ([`out_of_time`]): while a search's requests follow one another (some of the
+/// delivery's `splits` spent), as long as the last one took.
+pub(crate) struct Pace {
+    last_took: std::time::Duration,
+    unsplit: usize,
+}
+
+impl Pace {
+    /// For a delivery that may split its requests `splits` times.
+    pub(crate) fn new(splits: usize) -> Self {
+        Self {
+            last_took: std::time::Duration::ZERO,
+            unsplit: splits,
+        }
+    }
+
+    /// How long the next request is expected to take, with `splits` left.
+    pub(crate) fn expected(&self, splits: usize) -> Option<std::time::Duration> {
+        (splits < self.unsplit).then_some(self.last_took)
+    }
+
+    /// Sends a request (`answer`), timing it.
+    pub(crate) async fn time<T>(&mut self, answer: impl std::future::Future<Output = T>) -> T {
+        let began = Instant::now();
+        let answer = answer.await;
+        self.last_took = began.elapsed();
+        answer
+    }
+}
+
 fn not_sent() -> DeliveryError {
     DeliveryError::NotSent("the delivery ran out of time before these were sent".into())
 }

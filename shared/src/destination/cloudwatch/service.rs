@@ -4,7 +4,7 @@
 use super::answer::{Problem, classify, rejected};
 use super::request::{Batch, batches};
 use crate::destination::{
-    DeliveryError, Failures, out_of_time, request_failed, search_halves, unsearched,
+    DeliveryError, Failures, Pace, out_of_time, request_failed, search_halves, unsearched,
 };
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
@@ -44,15 +44,15 @@ pub async fn write(
 ) -> Failures {
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
-    let (mut last_took, unsplit) = (std::time::Duration::ZERO, splits);
+    let mut pace = Pace::new(splits);
     while let Some(batch) = queue.pop_front() {
-        let expected = (splits < unsplit).then_some(last_took);
+        let expected = pace.expected(splits);
         if out_of_time(&mut failures, &batch, &mut queue, (deadline, expected)) {
             break;
         }
-        let began = Instant::now();
-        let answer = put(client, group, stream, &batch, deadline, backoff).await;
-        last_took = began.elapsed();
+        let answer = pace
+            .time(put(client, group, stream, &batch, deadline, backoff))
+            .await;
         let error = match answer {
             Ok(rejected) => {
                 failures.extend(rejected);

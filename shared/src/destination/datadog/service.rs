@@ -6,7 +6,7 @@ use super::Intake;
 use super::answer::{Answer, read, refused_key};
 use super::request::{Batch, CONTENT_ENCODING, batches, compress};
 use crate::destination::{
-    DeliveryError, Failures, fail_all, out_of_time, request_failed, search_halves, unsearched,
+    DeliveryError, Failures, Pace, fail_all, out_of_time, request_failed, search_halves, unsearched,
 };
 use crate::event::AuditEvent;
 use crate::retry::{Attempt, Backoff, retry};
@@ -34,16 +34,16 @@ pub(super) async fn deliver(
         }
     };
     let mut refreshed = false;
-    let (mut last_took, unsplit) = (std::time::Duration::ZERO, splits);
+    let mut pace = Pace::new(splits);
     while let Some(batch) = queue.pop_front() {
-        let expected = (splits < unsplit).then_some(last_took);
+        let expected = pace.expected(splits);
         if out_of_time(&mut failures, &batch, &mut queue, (deadline, expected)) {
             break;
         }
-        let began = Instant::now();
-        let body = compress(&batch.body());
-        let answer = send(intake, &key, body, deadline, backoff).await;
-        last_took = began.elapsed();
+        // The body's compression is timed with its request, as part of what the next costs.
+        let answer = pace
+            .time(async { send(intake, &key, compress(&batch.body()), deadline, backoff).await })
+            .await;
         let error = match answer {
             Answer::Accepted => continue,
             // Datadog names no log: halves find the one it will not take, and the others in
