@@ -419,13 +419,13 @@ impl<P: Ports> Api<P> {
             Route::PutStreaming => {
                 let body = request::body(request)?;
                 let input = input::destination(&body)?;
-                let if_match = request::if_match(request)?;
+                let if_match = request::if_match(request);
                 self.check_role_account(&input.destination).await?;
                 self.put(&caller, org, project, &input, if_match).await
             }
             Route::DeleteStreaming => {
                 input::nothing(&request::body(request)?)?;
-                let if_match = request::if_match(request)?;
+                let if_match = request::if_match(request);
                 self.delete(&caller, org, project, if_match).await
             }
             Route::TestStreaming => {

@@ -50,20 +50,15 @@ pub fn path(request: &ApiGatewayV2httpRequest) -> &str {
         .unwrap_or_default()
 }
 
-/// API Gateway's catch-all route: it hands over what matched none of the template's routes.
-pub const UNROUTED: &str = "$default";
-
 /// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
 pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
     let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
-    if request.route_key.as_deref() == Some(UNROUTED) {
-        return Err(not_found());
-    }
     let method = &request.request_context.http.method;
     let path = path(request);
     // API Gateway's HTTP APIs hand over the path already decoded, and the route's parameters
-    // decoded too: decoding again would read an id `a%41` as `aA`. A request from anywhere else
-    // (the local server, tests) has no parameters and carries the path as its URL had it.
+    // decoded too: decoding again would read an id `a%41` as `aA`. A request without them
+    // (the local server, a function URL, API Gateway's catch-all `$default` route, which gets
+    // only what matched no route of the template) carries the path as its URL had it.
     let given = |name: &str| request.path_parameters.get(name).cloned();
     let decoded = given("organization_id").is_some();
     // The route API Gateway matched names the segments, its parameters filled in: split, the
@@ -227,38 +222,43 @@ pub fn body(request: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
-/// `If-Match: <version>` (quoted or not, `W/` allowed); `*` matches any saved version.
-pub fn if_match(request: &ApiGatewayV2httpRequest) -> Result<Option<IfMatch>, ApiError> {
-    let Some(value) = request.headers.get("if-match") else {
-        return Ok(None);
-    };
-    let text = value.to_str().unwrap_or_default().trim();
-    if text == "*" {
-        return Ok(Some(IfMatch::Any));
+/// `If-Match`: `*`, or a list of entity tags (`"3"`, `W/"3"`, `3`, `"3", "4"`). A tag that is
+/// no version of ours is a valid tag that matches nothing: a 412, as HTTP has it, not a 400.
+pub fn if_match(request: &ApiGatewayV2httpRequest) -> Option<IfMatch> {
+    let text = request
+        .headers
+        .get("if-match")?
+        .to_str()
+        .unwrap_or_default();
+    if text.trim() == "*" {
+        return Some(IfMatch::Any);
     }
-    let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse()
-        .map(|v| Some(IfMatch::Version(v)))
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_if_match",
-                "If-Match must be the configuration's version, as GET /streaming returns it",
-            )
+    let versions = text
+        .split(',')
+        .filter_map(|tag| {
+            tag.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .parse()
+                .ok()
         })
+        .collect();
+    Some(IfMatch::Versions(versions))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IfMatch {
     Any,
-    Version(u64),
+    /// The versions named (none when no tag names one).
+    Versions(Vec<u64>),
 }
 
 impl IfMatch {
     /// Whether a configuration at `current` (0: nothing saved) satisfies the condition.
-    pub fn allows(self, current: u64) -> bool {
+    pub fn allows(&self, current: u64) -> bool {
         match self {
             IfMatch::Any => current > 0,
-            IfMatch::Version(v) => v == current,
+            IfMatch::Versions(versions) => versions.contains(&current),
         }
     }
 }
@@ -338,6 +338,36 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         request
+    }
+
+    #[test]
+    fn if_match_takes_a_list_of_tags_and_a_tag_naming_no_version_matches_nothing() {
+        let condition = |value: &str| {
+            let mut asked = request("/", &[]);
+            asked
+                .headers
+                .insert("if-match", http::HeaderValue::from_str(value).unwrap());
+            if_match(&asked).unwrap()
+        };
+        assert!(if_match(&request("/", &[])).is_none());
+        for (value, saved, allowed) in [
+            ("*", 3, true),
+            ("*", 0, false),
+            ("3", 3, true),
+            ("\"3\"", 3, true),
+            ("W/\"3\"", 3, true),
+            ("\"2\", \"3\"", 3, true),
+            ("\"2\", \"4\"", 3, false),
+            ("\"abc\"", 3, false),
+            ("\"0\"", 0, true),
+            ("", 0, false),
+        ] {
+            assert_eq!(
+                condition(value).allows(saved),
+                allowed,
+                "{value} at {saved}"
+            );
+        }
     }
 
     #[test]

@@ -80,9 +80,12 @@ impl<P: Ports> Api<P> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.put_once(caller, org, project, input, if_match).await? {
+            match self
+                .put_once(caller, org, project, input, if_match.as_ref())
+                .await?
+            {
                 Ok(response) => return Ok(response),
-                Err(current) if if_match.is_some_and(|m| !m.allows(current)) => {
+                Err(current) if if_match.as_ref().is_some_and(|m| !m.allows(current)) => {
                     return Err(ApiError::version_mismatch(current));
                 }
                 // A condition still met (none; `*` while something is saved; `"0"` when the
@@ -144,7 +147,7 @@ impl<P: Ports> Api<P> {
         org: &str,
         project: &str,
         input: &input::DestinationInput,
-        if_match: Option<IfMatch>,
+        if_match: Option<&IfMatch>,
     ) -> Result<Result<ApiGatewayV2httpResponse, u64>, ApiError> {
         let current = self
             .configs
@@ -372,7 +375,7 @@ impl<P: Ports> Api<P> {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         // Without If-Match the delete is unconditional: never 412 (one that saves keep beating
         // to the table is told to come back, as such a save is).
-        let condition = match if_match {
+        let condition = match &if_match {
             None => None,
             Some(m) => {
                 let current = self
