@@ -96,6 +96,11 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   // Only the chosen provider's fields are on the page: "Datadog" names the one radio, not the
   // site's box too.
   assert.equal(await p.getByLabel("Datadog").count(), 1);
+  // Each of the seed's words is one element's text, however a checker looks for it (as part of
+  // a longer text too): the fields' legend and hints are worded apart.
+  for (const name of ["Amazon CloudWatch", "Datadog", "Destination name", "Role ARN", "AWS region", "Test connection", "Save"]) {
+    assert.equal(await p.getByText(name).count(), 1, name);
+  }
 
   const awsId = await label(p, "AWS ID").inputValue();
   const externalId = await label(p, "External ID").inputValue();
@@ -125,8 +130,8 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   await label(p, "AWS region").selectOption("us-east-1");
   await screenshot(p, "enable-log-streaming-cloudwatch");
   await button(p, "Test connection").click();
-  await shows(p, "Connection succeeded");
-  assert.match(await p.getByRole("status").filter({ hasText: "Connection" }).innerText(), /audit-logs-test/);
+  await shows(p, "Success: connection established");
+  assert.match(await p.getByRole("status").filter({ hasText: "connection established" }).innerText(), /audit-logs-test/);
   await save(p);
   assert.match(await streamingPanel(p), /Amazon CloudWatch[\s\S]*prod-audit/);
   // The provider is named once on the page, beside the ids its role trusts.
@@ -172,14 +177,16 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await button(p, "Enable Log Streaming").click();
   await p.getByRole("radio", { name: "Datadog" }).check();
   assert.equal(await label(p, "Role ARN").count(), 0, "CloudWatch's fields are gone");
-  // "Datadog" as text is the radio's label alone (its fields' legend says more).
+  // "Datadog" as text is the radio's label alone; "API Key" the field's label alone (its hint
+  // and the fields' legend are worded apart).
   assert.equal(await p.getByText("Datadog", { exact: true }).count(), 1);
+  assert.equal(await p.getByText("API Key").count(), 1);
   await label(p, "Destination name").fill("dd-eu");
   await label(p, "API Key").fill(key);
   await label(p, "Datadog site").selectOption("datadoghq.eu");
   await screenshot(p, "enable-log-streaming-datadog");
   await button(p, "Test connection").click();
-  await shows(p, "Connection succeeded");
+  await shows(p, "Success: connection established");
   await save(p);
   await shows(p, "ending in cdef");
 
@@ -195,7 +202,7 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await manage(p, "Edit streaming configuration");
   await p.getByRole("heading", { name: "Edit streaming configuration" }).waitFor();
   assert.equal(await label(p, "API Key").inputValue(), "");
-  await shows(p, "The saved key ends in cdef");
+  await shows(p, "The key on file ends in cdef");
   const html = await p.content();
   assert.ok(!html.includes(key), "the page holds no saved key");
   const values = await p.locator("input").evaluateAll((inputs) => inputs.map((i) => i.value));
@@ -206,7 +213,7 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   // Rotating the key, as the seed's "Updating streaming configuration" does.
   await label(p, "API Key").fill("ffffffffffffffffffffffffffff9999");
   await button(p, "Test connection").click();
-  await shows(p, "Connection succeeded");
+  await shows(p, "Success: connection established");
   await save(p);
   await shows(p, "ending in 9999");
   noProblems(p);
@@ -221,7 +228,7 @@ test("a refused key shows Datadog's refusal, and nothing is saved", async () => 
   // Tested before it is named: a test needs no name, a save does.
   await label(p, "API Key").fill(REFUSED_KEY);
   await button(p, "Test connection").click();
-  await shows(p, "Connection failed");
+  await shows(p, "Failure: connection not established");
   const alert = await p.getByRole("alert").innerText();
   assert.match(alert, /key/i, alert);
   await button(p, "Save").click();
@@ -407,7 +414,7 @@ test("keyboard only: enable Datadog streaming, test, save and pause without a po
   assert.equal(await label(p, "Datadog site").inputValue(), "us3.datadoghq.com");
   await tabTo(p.getByRole("button", { name: "Test connection", exact: true }));
   await p.keyboard.press("Enter");
-  await shows(p, "Connection succeeded");
+  await shows(p, "Success: connection established");
   await tabTo(p.getByRole("button", { name: "Save", exact: true }));
   await p.keyboard.press("Enter");
   await shows(p, "Streaming configuration saved.");
@@ -438,10 +445,10 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   await label(p, "Destination name").fill("problems");
   await label(p, "API Key").fill(REFUSED_KEY);
   await button(p, "Test connection").click();
-  await shows(p, "Connection failed");
+  await shows(p, "Failure: connection not established");
   await label(p, "API Key").fill("abcdefabcdefabcdefabcdefabcdef12");
   await button(p, "Test connection").click();
-  await shows(p, "Connection succeeded");
+  await shows(p, "Success: connection established");
   await save(p);
   const description = `to replay, ${project}`;
   await send(server, [auditEvent(ORG, project, description)]);

@@ -12,7 +12,8 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const SHOTS = join(ROOT, "target", "console");
 /** The key the Datadog stand-in refuses (tests/support/faults.rs, REFUSED_DATADOG_KEY). */
 export const REFUSED_KEY = "0".repeat(32);
-export const ROLE_ARN = "arn:aws:iam::210000000000:role/hcp-log-streaming";
+// The contract's example, in the emulator's account: the local service's AWS ID is another.
+export const ROLE_ARN = "arn:aws:iam::123456789012:role/hcp-log-streaming";
 
 /** Resolves to `value` after `ms`, without keeping the process alive for it. */
 const after = (ms, value) => new Promise((resolve) => setTimeout(resolve, ms, value).unref());

@@ -54,6 +54,12 @@ pub struct Stack {
     pub operator: Operator,
 }
 
+/// The service's AWS ID in a local run that sets none: the emulator has one account, where
+/// every customer's role lives (`123456789012`, the contract's example), and a role in the
+/// service's own account is refused, so the service stands apart from it (AWS's documentation
+/// account).
+pub const LOCAL_SERVICE_ACCOUNT: &str = "111122223333";
+
 /// The operator's settings (the contract's environment) a local run gives its functions, as
 /// the deployed functions read them.
 #[derive(Debug, Clone)]
@@ -91,7 +97,9 @@ impl Operator {
             retention: Retention::from_env()?,
             organization_claim: optional_env(env::ORGANIZATION_CLAIM)
                 .unwrap_or_else(|| audit_log_api::DEFAULT_ORGANIZATION_CLAIM.into()),
-            service_account_id: optional_env(env::SERVICE_ACCOUNT),
+            service_account_id: Some(
+                optional_env(env::SERVICE_ACCOUNT).unwrap_or_else(|| LOCAL_SERVICE_ACCOUNT.into()),
+            ),
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
         })
     }

@@ -90,7 +90,7 @@ export function streamingForm(p, view) {
     "details",
     { ontoggle: () => drawSnippets() },
     h("summary", {}, "Create the IAM policy and role"),
-    h("p", {}, "Attach this policy to a role that trusts the AWS ID with the External ID (require external ID), or apply the Terraform module of infra/terraform/customer-role. Then paste the role's ARN below."),
+    h("p", {}, "Attach this policy to a role that trusts the two values above, requiring the second as sts:ExternalId, or apply the Terraform module of infra/terraform/customer-role. Then paste the role's ARN below."),
     snippets,
   );
   const drawSnippets = () =>
@@ -107,8 +107,8 @@ export function streamingForm(p, view) {
   const cloudwatch = h(
     "fieldset",
     { class: "provider" },
-    h("legend", {}, "Amazon CloudWatch settings"),
-    h("p", {}, "Keep the AWS ID and External ID handy: the role you create trusts them."),
+    h("legend", {}, "Role and region"),
+    h("p", {}, "Keep these two values handy: the role you create trusts them."),
     trustedIds(view, copied),
     copied,
     setup,
@@ -123,13 +123,13 @@ export function streamingForm(p, view) {
   const datadog = h(
     "fieldset",
     { class: "provider" },
-    h("legend", {}, "Datadog settings"),
+    h("legend", {}, "Key and site"),
     field(
       "API Key",
       apiKey,
-      savedKey ? `The saved key ends in ${savedKey}; leave this empty to keep it.` : "32 hexadecimal characters, from Organization Settings > API Keys.",
+      savedKey ? `The key on file ends in ${savedKey}; leave this empty to keep it.` : "32 hexadecimal characters, created under Organization Settings.",
     ),
-    field("Datadog site", site, "the site of your Datadog account"),
+    field("Datadog site", site, "the one in the address you sign in at"),
   );
 
   const provider = () => form.querySelector('input[name="provider"]:checked').value;
@@ -168,8 +168,8 @@ export function streamingForm(p, view) {
     try {
       const result = await call("POST", `${projectPath(p)}/streaming/test`, settings());
       const where = result.log_group ? ` (log group ${result.log_group})` : "";
-      if (result.success) say(message, `Connection succeeded${where}: ${result.message}`, "good");
-      else say(message, `Connection failed: ${result.message}`, "alert");
+      if (result.success) say(message, `Success: connection established${where}. ${result.message}`, "good");
+      else say(message, `Failure: connection not established. ${result.message}`, "alert");
     } catch (error) {
       say(message, `Connection not tested: ${error.message}`, "alert");
     } finally {

@@ -281,16 +281,26 @@ pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
 /// The query's parameters as the caller sent them. API Gateway joins a repeated parameter's
 /// values with commas in `queryStringParameters`, and the Lambda event's deserializer splits
 /// every value at its commas, which a search's text may hold: the raw query string keeps both.
+/// An event without it (made by hand) has each parameter's values joined back into the one
+/// value it gave.
 fn every_query_pair(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
     match request.raw_query_string.as_deref() {
         Some(raw) if !raw.is_empty() => form_urlencoded::parse(raw.as_bytes())
             .into_owned()
             .collect(),
-        _ => request
-            .query_string_parameters
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
+        _ => {
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            for (name, value) in request.query_string_parameters.iter() {
+                match pairs.iter_mut().find(|(given, _)| given == name) {
+                    Some((_, joined)) => {
+                        joined.push(',');
+                        joined.push_str(value);
+                    }
+                    None => pairs.push((name.to_owned(), value.to_owned())),
+                }
+            }
+            pairs
+        }
     }
 }
 
@@ -338,6 +348,24 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         request
+    }
+
+    #[test]
+    fn a_query_given_only_as_parameters_keeps_the_commas_of_its_values() {
+        // As Lambda reads it: the values split at their commas.
+        let mut event: serde_json::Value = serde_json::from_str(
+            &audit_log::fixtures::lambda_event("apigw-http-api-request.json"),
+        )
+        .unwrap();
+        event["rawQueryString"] = "".into();
+        event["queryStringParameters"] = serde_json::json!({"q": "a,b,c", "limit": "5"});
+        let asked: ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        assert_eq!(asked.query_string_parameters.all("q").unwrap().len(), 3);
+        let mut pairs = query_pairs(&asked);
+        pairs.sort();
+        let expected = [("limit", "5"), ("q", "a,b,c")].map(|(k, v)| (k.into(), v.into()));
+        assert_eq!(pairs, expected);
+        assert!(only_parameters(&asked, &["q", "limit"]).is_ok());
     }
 
     #[test]
