@@ -27,17 +27,18 @@ pub fn seconds_text(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a date-time's date and time are joined by `T`, as RFC 3339's grammar has them: the
-/// `time` crate takes any one character there (`2023-07-14X17:23:21Z` would pass).
-pub fn is_joined_by_t(text: &str) -> bool {
-    matches!(text.as_bytes().get(10), Some(b'T' | b't'))
+/// Whether a date-time's date and time are joined as RFC 3339 has them: by `T`, or by a space,
+/// which its section 5.6 allows for readability (Python's `str()` of a datetime writes one).
+/// The `time` crate takes any one character there (`2023-07-14X17:23:21Z` would pass).
+pub fn is_joined_as_rfc3339(text: &str) -> bool {
+    matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' '))
 }
 
-/// An RFC 3339 date-time (joined by `T`) given with any offset, in UTC; `None` for text that
-/// is none, or for a time whose UTC falls outside the years 0000 to 9999
+/// An RFC 3339 date-time (joined by `T` or a space) given with any offset, in UTC; `None` for
+/// text that is none, or for a time whose UTC falls outside the years 0000 to 9999
 /// (`9999-12-31T23:30:00-01:00`).
 pub fn utc_from_rfc3339(text: &str) -> Option<OffsetDateTime> {
-    if !is_joined_by_t(text) {
+    if !is_joined_as_rfc3339(text) {
         return None;
     }
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)

@@ -9,6 +9,7 @@ pub mod event;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod id;
+pub mod lambda_event;
 pub mod lane;
 pub mod logging;
 pub mod message;

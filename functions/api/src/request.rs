@@ -281,49 +281,57 @@ pub fn query_pairs(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
 /// The query's parameters as the caller sent them. API Gateway joins a repeated parameter's
 /// values with commas in `queryStringParameters`, and the Lambda event's deserializer splits
 /// every value at its commas, which a search's text may hold: the raw query string keeps both.
-/// An event without it (made by hand) has each parameter's values joined back into the one
-/// value it gave.
+/// An event made by hand may fill in only one of the two, or leave the other as AWS's example
+/// has it: a parameter the raw query lacks is taken from the parameters, its values joined
+/// back into the one value API Gateway gave.
 fn every_query_pair(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> {
-    match request.raw_query_string.as_deref() {
-        Some(raw) if !raw.is_empty() => form_urlencoded::parse(raw.as_bytes())
-            .into_owned()
-            .collect(),
-        _ => {
-            let mut pairs: Vec<(String, String)> = Vec::new();
-            for (name, value) in request.query_string_parameters.iter() {
-                match pairs.iter_mut().find(|(given, _)| given == name) {
-                    Some((_, joined)) => {
-                        joined.push(',');
-                        joined.push_str(value);
-                    }
-                    None => pairs.push((name.to_owned(), value.to_owned())),
-                }
+    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(
+        request
+            .raw_query_string
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .into_owned()
+    .collect();
+    let raw = pairs.len();
+    for (name, value) in request.query_string_parameters.iter() {
+        if pairs[..raw].iter().any(|(given, _)| given == name) {
+            continue;
+        }
+        match pairs[raw..].iter_mut().find(|(given, _)| given == name) {
+            Some((_, joined)) => {
+                joined.push(',');
+                joined.push_str(value);
             }
-            pairs
+            None => pairs.push((name.to_owned(), value.to_owned())),
         }
     }
+    pairs
 }
 
-/// Refuses a query parameter the route does not take, or one given twice, by name.
+/// Refuses a parameter given twice, and one that looks like a misspelling of one the route
+/// takes (`stauts`, `Limit`, `resourceType`): it must not pass for understood. Other
+/// parameters mean nothing to the route and are left alone, as HTTP APIs leave them (a cache
+/// buster, a tracking tag, what an event made after AWS's example still carries).
 pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Result<(), ApiError> {
     let mut seen = std::collections::HashSet::new();
     for (name, _) in every_query_pair(request) {
         if !known.contains(&name.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "unknown query parameter `{}`; this route takes {}",
-                    name.chars()
-                        .filter(|c| !c.is_control())
-                        .take(64)
-                        .collect::<String>(),
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
+            if let Some(meant) = misspelt(&name, known) {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "unknown query parameter `{}`: did you mean `{meant}`? This route takes {}",
+                        name.chars()
+                            .filter(|c| !c.is_control())
+                            .take(64)
+                            .collect::<String>(),
                         known.join(", ")
-                    }
-                ),
-            ));
+                    ),
+                ));
+            }
+            continue;
         }
         if !seen.insert(name.clone()) {
             return Err(ApiError::bad_request(
@@ -333,6 +341,22 @@ pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Res
         }
     }
     Ok(())
+}
+
+/// The parameter `name` was most likely meant to be: the same but for case, `-` for `_` or
+/// camel case, or up to two letters off a name of four letters or more (`q` is too short for
+/// any guess but its capital).
+fn misspelt<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let plain: String = name
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    known.iter().copied().find(|k| {
+        let k_plain = k.replace('_', "");
+        plain == k_plain
+            || (k_plain.len() >= 4 && strsim::damerau_levenshtein(&plain, &k_plain) <= 2)
+    })
 }
 
 #[cfg(test)]
@@ -348,6 +372,43 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         request
+    }
+
+    #[test]
+    fn misspelt_parameters_are_told_apart_from_foreign_ones() {
+        let known = ["limit", "cursor", "status", "resource_type", "q"];
+        for (name, meant) in [
+            ("stauts", Some("status")),
+            ("Limit", Some("limit")),
+            ("resourceType", Some("resource_type")),
+            ("resource-type", Some("resource_type")),
+            ("curser", Some("cursor")),
+            ("Q", Some("q")),
+            ("x", None),
+            ("_", None),
+            ("parameter1", None),
+            ("utm_source", None),
+            ("colour", None),
+        ] {
+            assert_eq!(misspelt(name, &known), meant, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_raw_query_and_parameters_that_disagree_both_count() {
+        // As an event made after AWS's example may leave them: the example's raw query, the
+        // caller's own parameters (or the other way round).
+        let mut event: serde_json::Value = serde_json::from_str(
+            &audit_log::fixtures::lambda_event("apigw-http-api-request.json"),
+        )
+        .unwrap();
+        event["rawQueryString"] = "parameter1=value1&parameter1=value2&q=a%2Cb".into();
+        event["queryStringParameters"] = serde_json::json!({"limit": "2", "q": "other"});
+        let asked: ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        assert_eq!(query(&asked, "limit").as_deref(), Some("2"));
+        assert_eq!(query(&asked, "q").as_deref(), Some("a,b"));
+        assert!(only_parameters(&asked, &["limit", "q"]).is_ok());
+        assert!(only_parameters(&asked, &["limit", "q", "parameter"]).is_err());
     }
 
     #[test]

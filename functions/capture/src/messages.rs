@@ -6,6 +6,7 @@
 //! are skipped while parsing instead.
 
 use crate::requeue::{FIRST_SENT_ATTRIBUTE, MESSAGE_ID_ATTRIBUTE};
+use audit_log::lambda_event::absent_if_null;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use serde::Deserialize;
 
@@ -21,9 +22,13 @@ pub struct Message {
     #[serde(rename = "messageId")]
     pub message_id: Option<String>,
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "absent_if_null")]
     pub attributes: SystemAttributes,
-    #[serde(default, rename = "messageAttributes")]
+    #[serde(
+        default,
+        rename = "messageAttributes",
+        deserialize_with = "absent_if_null"
+    )]
     pub message_attributes: CaptureAttributes,
     #[serde(default, rename = "eventSourceARN")]
     pub event_source_arn: Option<String>,
@@ -173,6 +178,26 @@ mod tests {
             assert_eq!(lean.first_sent_ms(false), Some(1_523_232_000_000));
             assert_eq!(lean.event_source_arn, typed.event_source_arn);
         }
+    }
+
+    #[test]
+    fn a_message_whose_attributes_are_null_is_read_as_one_without_them() {
+        // As an event made by hand may give them, and `aws_lambda_events` reads them.
+        let batch = serde_json::json!({"Records": [{
+            "messageId": "m",
+            "body": "{}",
+            "attributes": null,
+            "messageAttributes": null,
+            "eventSourceARN": null,
+        }]});
+        let typed: SqsEvent = serde_json::from_value(batch.clone()).unwrap();
+        let lean: Messages = serde_json::from_value(batch).unwrap();
+        assert_eq!(
+            lean.records[0].capture_id(),
+            typed.records[0].message_id.as_deref()
+        );
+        assert_eq!(lean.records[0].receives(), 1);
+        assert_eq!(lean.records[0].first_sent_ms(false), None);
     }
 
     #[test]

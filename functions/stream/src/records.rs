@@ -4,6 +4,7 @@
 //! `aws_lambda_events`' `EventRecord` builds a map of every attribute of every image, for every
 //! record, and delivery uses four of them. The rest is skipped while parsing instead.
 
+use audit_log::lambda_event::absent_if_null;
 use audit_log::store::attr;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -36,13 +37,6 @@ pub struct Change {
     pub sequence_number: Option<String>,
     #[serde(rename = "NewImage", default, deserialize_with = "absent_if_null")]
     pub new_image: Image,
-}
-
-/// A `null` where an object may be, read as its absence (`aws_lambda_events` reads images so).
-fn absent_if_null<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
-    d: D,
-) -> Result<T, D::Error> {
-    Option::<T>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// The attributes of an item that make a stored event (their names are

@@ -135,7 +135,7 @@ impl<'a> Required<'a> {
     /// [`Self::check`] for an event coming in: its timestamp must also be written as RFC 3339
     /// writes one. Stored events are only checked: those stored before this rule stay readable.
     pub fn check_coming_in(self) -> Result<Metadata, EventError> {
-        if !crate::clock::is_joined_by_t(&self.timestamp) {
+        if !crate::clock::is_joined_as_rfc3339(&self.timestamp) {
             return Err(EventError::BadTimestamp);
         }
         self.check()
