@@ -683,7 +683,11 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
     assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
     let cut_short = w
         .configs
-        .begin_deletion(org, project, now - time::Duration::seconds(40))
+        .begin_deletion(
+            org,
+            project,
+            OffsetDateTime::now_utc() - time::Duration::seconds(40),
+        )
         .await
         .unwrap();
     let refused = w.put(cloudwatch()).await;
@@ -693,7 +697,8 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
         .unwrap()
         .parse()
         .unwrap();
-    assert!((19..=20).contains(&retry_after), "{retry_after}");
+    // About 20 s, less what a loaded machine took since the mark.
+    assert!((17..=20).contains(&retry_after), "{retry_after}");
     // AND once it lapsed, the next deletion starts afresh and leaves no mark behind
     w.configs
         .end_deletion(org, project, &cut_short)
@@ -1321,8 +1326,9 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
                 None,
             )
             .await;
-        assert!(reply.status < 500, "{suffix}: {}", reply.body);
-        assert_ne!(reply.body["error"]["code"], "invalid_query", "{suffix}");
+        // Served (the pause, with nothing saved, is a 404 for that reason alone).
+        let expected = if method == "GET" { 200 } else { 404 };
+        assert_eq!(reply.status, expected, "{suffix}: {}", reply.body);
     }
 }
 
@@ -2481,6 +2487,20 @@ async fn the_catch_all_route_is_a_404_of_the_api_for_what_the_function_does_not_
             404 => assert_eq!(body["error"]["code"], "not_found", "{body}"),
             _ => assert_eq!(body["project_id"], "p", "{body}"),
         }
+    }
+    // Served by the catch-all, a route is still the caller's organization's only.
+    let path = "/v1/organizations/o/projects/p/audit-logs/streaming";
+    for (claims, status) in [
+        (Some(&[("organization_id", "other")][..]), 403),
+        (None, 401),
+    ] {
+        let mut request = api_request("GET", path, &[], &[], None, claims);
+        request.route_key = Some("$default".into());
+        assert_eq!(
+            w.api.respond(&request).await.status_code,
+            status,
+            "{claims:?}"
+        );
     }
 }
 

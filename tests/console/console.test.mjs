@@ -232,7 +232,7 @@ test("a refused key shows Datadog's refusal, and nothing is saved", async () => 
   const alert = await p.getByRole("alert").innerText();
   assert.match(alert, /key/i, alert);
   await button(p, "Save").click();
-  await shows(p, "Enter a Destination name.");
+  await shows(p, "Enter a name for this destination.");
   await screenshot(p, "test-connection-refused");
   await open(p, project);
   await shows(p, "Log streaming is off");
@@ -258,7 +258,7 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   // Switching provider needs a key: the form says so, at the field, rather than saving half a
   // destination.
   await button(p, "Save").click();
-  await shows(p, "Enter the API Key");
+  await shows(p, "Enter the key from your organization");
   assert.ok(await label(p, "API Key").evaluate((input) => input === document.activeElement), "the key's field has the focus");
   await label(p, "API Key").fill("fedcba9876543210fedcba9876543210");
   // Pressed twice, saved once.

@@ -154,10 +154,10 @@ export function streamingForm(p, view) {
   /** What the form lacks for a test, or for a save (`saving`): the field, and what to do. */
   const missing = (saving) => {
     const s = settings();
-    if (saving && !s.name) return [name, "Enter a Destination name."];
-    if (s.cloudwatch && !s.cloudwatch.role_arn) return [roleArn, "Enter the Role ARN of the role you created."];
+    if (saving && !s.name) return [name, "Enter a name for this destination."];
+    if (s.cloudwatch && !s.cloudwatch.role_arn) return [roleArn, "Enter the ARN of the role you created."];
     // Only a saved Datadog destination has a key to keep.
-    if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the API Key from your Datadog organization."];
+    if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the key from your organization's settings."];
     return null;
   };
   const testButton = button("Test connection", async () => {
@@ -201,7 +201,7 @@ export function streamingForm(p, view) {
           const text = error.status === 412
             ? "Someone saved another configuration meanwhile: reload the page to see it, then edit again."
             : error.message;
-          say(message, `Not saved: ${text}`, "alert");
+          say(message, `Nothing was stored: ${text}`, "alert");
         } finally {
           saveButton.disabled = false;
         }

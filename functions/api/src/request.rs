@@ -56,11 +56,18 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
     let method = &request.request_context.http.method;
     let path = path(request);
     // API Gateway's HTTP APIs hand over the path already decoded, and the route's parameters
-    // decoded too: decoding again would read an id `a%41` as `aA`. A request without them
-    // (the local server, a function URL, API Gateway's catch-all `$default` route, which gets
-    // only what matched no route of the template) carries the path as its URL had it.
+    // decoded too: decoding again would read an id `a%41` as `aA`. So does their catch-all
+    // `$default` route (what matched no route of the template: a trailing slash, say). A
+    // request from anywhere else (the local server, a function URL) carries the path as its
+    // URL had it.
     let given = |name: &str| request.path_parameters.get(name).cloned();
-    let decoded = given("organization_id").is_some();
+    let by_gateway = request.route_key.as_deref() == Some("$default")
+        && !request
+            .request_context
+            .domain_name
+            .as_deref()
+            .is_some_and(|domain| domain.ends_with(".on.aws"));
+    let decoded = given("organization_id").is_some() || by_gateway;
     // The route API Gateway matched names the segments, its parameters filled in: split, the
     // decoded path would cut an id holding a `/` in two.
     let matched = request
@@ -233,17 +240,24 @@ pub fn if_match(request: &ApiGatewayV2httpRequest) -> Option<IfMatch> {
     if text.trim() == "*" {
         return Some(IfMatch::Any);
     }
-    let versions = text
-        .split(',')
-        .filter_map(|tag| {
-            tag.trim()
-                .trim_start_matches("W/")
-                .trim_matches('"')
-                .parse()
-                .ok()
-        })
-        .collect();
-    Some(IfMatch::Versions(versions))
+    Some(IfMatch::Versions(
+        text.split(',').filter_map(version_of).collect(),
+    ))
+}
+
+/// The version an entity tag names, written as the ETag writes it (`"3"`; `W/` and the quotes
+/// may be left out): `None` for any other tag (`"abc"`, `"03"`, half of a quoted `"1,3"`).
+fn version_of(tag: &str) -> Option<u64> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    let bare = match tag.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => tag,
+    };
+    let canonical = !bare.is_empty()
+        && bare.bytes().all(|b| b.is_ascii_digit())
+        && (bare == "0" || !bare.starts_with('0'));
+    canonical.then(|| bare.parse().ok()).flatten()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -343,25 +357,82 @@ pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Res
     Ok(())
 }
 
-/// The parameter `name` was most likely meant to be: the same but for case, `-` for `_` or
-/// camel case, or up to two letters off a name of four letters or more (`q` is too short for
-/// any guess but its capital).
+/// The parameter `name` was most likely meant to be, of those the route takes: the same but
+/// for case, `_`, `-` or `[]` (`Limit`, `resourceType`, `q[]`), a name other APIs give it
+/// (`next_cursor`, `search`, `from`), one containing it (`sinceTime`), or the nearest within
+/// one edit (two for names over six letters: `stauts`, `resorce_type`). Names of fewer than
+/// four letters are matched whole only: `q` is no guess for `x`.
 fn misspelt<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
-    let plain: String = name
-        .chars()
-        .filter(|c| *c != '_' && *c != '-')
-        .flat_map(char::to_lowercase)
-        .collect();
-    known.iter().copied().find(|k| {
-        let k_plain = k.replace('_', "");
-        plain == k_plain
-            || (k_plain.len() >= 4 && strsim::damerau_levenshtein(&plain, &k_plain) <= 2)
-    })
+    let plain = |text: &str| -> String {
+        text.chars()
+            .filter(|c| !matches!(c, '_' | '-' | '[' | ']'))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let given = plain(name);
+    if given.is_empty() {
+        return None;
+    }
+    let alias = ALIASES
+        .iter()
+        .find(|(other, _)| *other == given)
+        .map(|(_, ours)| *ours);
+    known
+        .iter()
+        .copied()
+        .filter_map(|k| {
+            let ours = plain(k);
+            let distance = if ours == given || alias == Some(k) {
+                0
+            } else if ours.len() < 4 {
+                return None;
+            } else if given.contains(&ours) {
+                1
+            } else {
+                strsim::damerau_levenshtein(&given, &ours)
+            };
+            let allowed = if ours.len() > 6 { 2 } else { 1 };
+            (distance <= allowed).then_some((distance, k))
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
 }
+
+/// What other APIs call the listing's parameters (lower case, without `_` or `-`).
+const ALIASES: &[(&str, &str)] = &[
+    ("nextcursor", "cursor"),
+    ("pagetoken", "cursor"),
+    ("nexttoken", "cursor"),
+    ("pagesize", "limit"),
+    ("perpage", "limit"),
+    ("maxresults", "limit"),
+    ("from", "since"),
+    ("start", "since"),
+    ("starttime", "since"),
+    ("to", "until"),
+    ("end", "until"),
+    ("endtime", "until"),
+    ("search", "q"),
+    ("query", "q"),
+    ("text", "q"),
+    ("type", "resource_type"),
+    ("id", "resource_id"),
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// AWS's example request as Lambda reads it, with this raw query and these parameters.
+    fn with_query(raw: &str, parameters: serde_json::Value) -> ApiGatewayV2httpRequest {
+        let mut event: serde_json::Value = serde_json::from_str(
+            &audit_log::fixtures::lambda_event("apigw-http-api-request.json"),
+        )
+        .unwrap();
+        event["rawQueryString"] = raw.into();
+        event["queryStringParameters"] = parameters;
+        serde_json::from_value(event).unwrap()
+    }
 
     fn request(raw_path: &str, parameters: &[(&str, &str)]) -> ApiGatewayV2httpRequest {
         let mut request = ApiGatewayV2httpRequest::default();
@@ -376,19 +447,43 @@ mod tests {
 
     #[test]
     fn misspelt_parameters_are_told_apart_from_foreign_ones() {
-        let known = ["limit", "cursor", "status", "resource_type", "q"];
+        let known = [
+            "limit",
+            "cursor",
+            "since",
+            "until",
+            "action",
+            "status",
+            "actor",
+            "resource_type",
+            "resource_id",
+            "q",
+        ];
         for (name, meant) in [
             ("stauts", Some("status")),
             ("Limit", Some("limit")),
             ("resourceType", Some("resource_type")),
             ("resource-type", Some("resource_type")),
+            ("resorce_type", Some("resource_type")),
             ("curser", Some("cursor")),
+            ("next_cursor", Some("cursor")),
+            ("nextCursor", Some("cursor")),
+            ("sinceTime", Some("since")),
+            ("search", Some("q")),
+            ("type", Some("resource_type")),
             ("Q", Some("q")),
+            ("q[]", Some("q")),
+            // The nearest, not the first within reach.
+            ("acto", Some("actor")),
             ("x", None),
             ("_", None),
             ("parameter1", None),
             ("utm_source", None),
             ("colour", None),
+            ("site", None),
+            ("state", None),
+            ("list", None),
+            ("author", None),
         ] {
             assert_eq!(misspelt(name, &known), meant, "{name}");
         }
@@ -398,13 +493,10 @@ mod tests {
     fn a_raw_query_and_parameters_that_disagree_both_count() {
         // As an event made after AWS's example may leave them: the example's raw query, the
         // caller's own parameters (or the other way round).
-        let mut event: serde_json::Value = serde_json::from_str(
-            &audit_log::fixtures::lambda_event("apigw-http-api-request.json"),
-        )
-        .unwrap();
-        event["rawQueryString"] = "parameter1=value1&parameter1=value2&q=a%2Cb".into();
-        event["queryStringParameters"] = serde_json::json!({"limit": "2", "q": "other"});
-        let asked: ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        let asked = with_query(
+            "parameter1=value1&parameter1=value2&q=a%2Cb",
+            serde_json::json!({"limit": "2", "q": "other"}),
+        );
         assert_eq!(query(&asked, "limit").as_deref(), Some("2"));
         assert_eq!(query(&asked, "q").as_deref(), Some("a,b"));
         assert!(only_parameters(&asked, &["limit", "q"]).is_ok());
@@ -414,13 +506,7 @@ mod tests {
     #[test]
     fn a_query_given_only_as_parameters_keeps_the_commas_of_its_values() {
         // As Lambda reads it: the values split at their commas.
-        let mut event: serde_json::Value = serde_json::from_str(
-            &audit_log::fixtures::lambda_event("apigw-http-api-request.json"),
-        )
-        .unwrap();
-        event["rawQueryString"] = "".into();
-        event["queryStringParameters"] = serde_json::json!({"q": "a,b,c", "limit": "5"});
-        let asked: ApiGatewayV2httpRequest = serde_json::from_value(event).unwrap();
+        let asked = with_query("", serde_json::json!({"q": "a,b,c", "limit": "5"}));
         assert_eq!(asked.query_string_parameters.all("q").unwrap().len(), 3);
         let mut pairs = query_pairs(&asked);
         pairs.sort();
@@ -448,6 +534,9 @@ mod tests {
             ("\"2\", \"3\"", 3, true),
             ("\"2\", \"4\"", 3, false),
             ("\"abc\"", 3, false),
+            ("\"1,3\"", 3, false),
+            ("\"03\"", 3, false),
+            ("+3", 3, false),
             ("\"0\"", 0, true),
             ("", 0, false),
         ] {
@@ -457,6 +546,19 @@ mod tests {
                 "{value} at {saved}"
             );
         }
+    }
+
+    #[test]
+    fn the_catch_all_route_of_api_gateway_has_the_path_decoded_and_a_function_url_has_not() {
+        let mut asked = request(
+            "/v1/organizations/o/projects/p%41/audit-logs/streaming/",
+            &[],
+        );
+        asked.route_key = Some("$default".into());
+        asked.request_context.domain_name = Some("abc.execute-api.us-east-1.amazonaws.com".into());
+        assert_eq!(route(&asked).unwrap().project_id, "p%41");
+        asked.request_context.domain_name = Some("abc.lambda-url.us-east-1.on.aws".into());
+        assert_eq!(route(&asked).unwrap().project_id, "pA");
     }
 
     #[test]

@@ -104,6 +104,20 @@ impl World {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Reply {
+        let text = body.map(|b| b.to_string());
+        self.call_with_text(project, method, suffix, headers, text)
+            .await
+    }
+
+    /// A request whose body is `text`, JSON or not.
+    async fn call_with_text(
+        &self,
+        project: &str,
+        method: &str,
+        suffix: &str,
+        headers: &[(&str, &str)],
+        text: Option<String>,
+    ) -> Reply {
         let fixture = include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../tests/fixtures/lambda/apigw-http-api-request.json"
@@ -125,8 +139,8 @@ impl World {
         v["isBase64Encoded"] = false.into();
         v["requestContext"]["authorizer"]["jwt"]["claims"] =
             serde_json::json!({"organization_id": ORG, "email": "ops@example.com"});
-        match body {
-            Some(b) => v["body"] = b.to_string().into(),
+        match text {
+            Some(text) => v["body"] = text.into(),
             None => {
                 v.as_object_mut().unwrap().remove("body");
             }
@@ -730,7 +744,7 @@ async fn a_paused_destination_shows_paused_until_resumed() {
 }
 
 #[tokio::test]
-async fn requests_that_take_no_body_leave_one_alone_but_an_external_id() {
+async fn requests_that_take_no_body_refuse_fields_in_one_and_leave_other_text_alone() {
     // GIVEN a saved destination
     let w = World::new();
     w.put(datadog(Some(KEY))).await;
@@ -741,24 +755,27 @@ async fn requests_that_take_no_body_leave_one_alone_but_an_external_id() {
         ("DELETE", "/streaming"),
     ] {
         let before = w.api.configs.get(&key).lane.state;
-        // WHEN one is sent with an External ID
-        let refused = w
-            .call(method, suffix, &[], Some(json!({"external_id": "mine"})))
-            .await;
-        // THEN it is refused, saying what to fix, and changes nothing
-        assert_eq!(refused.status, 400, "{method} {suffix}: {}", refused.body);
-        assert_eq!(refused.body["error"]["code"], "external_id_not_settable");
-        assert_eq!(w.api.configs.get(&key).lane.state, before);
-        // AND any other body means nothing: what clients that always send JSON send for
-        // nothing, fields, what an event made after AWS's example carries
-        for nothing in [
-            json!({}),
-            Value::Null,
-            json!({"test": "body"}),
-            json!([1]),
-            json!("Hello from Lambda"),
+        // WHEN one is sent with fields, an External ID among them
+        for (body, code) in [
+            (json!({"external_id": "mine"}), "external_id_not_settable"),
+            (
+                json!({"paused": true, "external_id": "mine"}),
+                "external_id_not_settable",
+            ),
+            (json!({"paused": true}), "unknown_field"),
         ] {
-            let reply = w.call(method, suffix, &[], Some(nothing)).await;
+            let refused = w.call(method, suffix, &[], Some(body)).await;
+            // THEN it is refused, saying what to fix, and changes nothing
+            assert_eq!(refused.status, 400, "{method} {suffix}: {}", refused.body);
+            assert_eq!(refused.body["error"]["code"], code, "{}", refused.body);
+        }
+        assert_eq!(w.api.configs.get(&key).lane.state, before);
+        // AND what clients that always send JSON send for nothing is nothing, and so is a body
+        // that is no object (what an event made after AWS's example carries)
+        for nothing in ["{}", "null", "[1]", "Hello from Lambda", " "] {
+            let reply = w
+                .call_with_text(PROJECT, method, suffix, &[], Some(nothing.into()))
+                .await;
             assert!(reply.status < 300, "{method} {suffix}: {}", reply.body);
             if method == "DELETE" {
                 w.put(datadog(Some(KEY))).await;

@@ -120,7 +120,7 @@ pub(crate) fn time_query(
 }
 
 /// A date-time whose offset's `+` came unencoded in a hand-made URL (`T10:00:00+02:00`), which
-/// form decoding reads as a space: the one place RFC 3339 cannot have a space, so it was a `+`.
+/// form decoding reads as a space: RFC 3339 has no space before an offset, so it was a `+`.
 fn offset_sent_bare(value: &str) -> Option<String> {
     let (time, offset) = value.rsplit_once(' ')?;
     let hours_minutes = offset.len() == 5
