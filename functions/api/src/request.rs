@@ -324,6 +324,9 @@ fn every_query_pair(request: &ApiGatewayV2httpRequest) -> Vec<(String, String)> 
     pairs
 }
 
+/// The listings' paging parameters, beside their filters (`audit_log::search::PARAMETERS`).
+pub(crate) const PAGING: [&str; 4] = ["since", "until", "limit", "cursor"];
+
 /// Refuses a parameter given twice, and one that looks like a misspelling of one the route
 /// takes (`stauts`, `Limit`, `resourceType`): it must not pass for understood. Other
 /// parameters mean nothing to the route and are left alone, as HTTP APIs leave them (a cache
@@ -447,18 +450,8 @@ mod tests {
 
     #[test]
     fn misspelt_parameters_are_told_apart_from_foreign_ones() {
-        let known = [
-            "limit",
-            "cursor",
-            "since",
-            "until",
-            "action",
-            "status",
-            "actor",
-            "resource_type",
-            "resource_id",
-            "q",
-        ];
+        // The listing's own.
+        let known = [&PAGING[..], &audit_log::search::PARAMETERS[..]].concat();
         for (name, meant) in [
             ("stauts", Some("status")),
             ("Limit", Some("limit")),

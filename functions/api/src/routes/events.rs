@@ -15,9 +15,6 @@ use audit_log::streaming::noted_projects;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use time::OffsetDateTime;
 
-/// The listings' query parameters besides the filters.
-const PAGING: [&str; 4] = ["since", "until", "limit", "cursor"];
-
 impl<P: Ports> Api<P> {
     /// One page of a project's events, or (without a project) of the organization's.
     pub(crate) async fn list(
@@ -26,7 +23,7 @@ impl<P: Ports> Api<P> {
         org: &str,
         project: Option<&str>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        request::only_parameters(request, &[&PAGING[..], &PARAMETERS[..]].concat())?;
+        request::only_parameters(request, &[&request::PAGING[..], &PARAMETERS[..]].concat())?;
         let (since, until) = (time_query(request, "since")?, time_query(request, "until")?);
         if let (Some(s), Some(u)) = (since, until)
             && s > u
