@@ -2434,6 +2434,47 @@ async fn unknown_routes_are_404() {
 }
 
 #[tokio::test]
+async fn an_event_made_after_aws_example_with_only_its_path_method_and_claims_set_is_served() {
+    // As `sam local generate-event apigateway http-api-proxy` writes it: its `$default` route
+    // key, its raw query and parameters (`parameter1`...), its base64 body, its claims.
+    let w = World::new().await;
+    assert_eq!(w.put(cloudwatch()).await.status, 200);
+    let example: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            audit_log_tests::repo_root().join("tests/fixtures/lambda/apigw-http-api-request.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let base = format!(
+        "/v1/organizations/{}/projects/{}/audit-logs",
+        w.org, w.project
+    );
+    for (method, suffix, status) in [
+        ("GET", "/streaming", 200),
+        ("GET", "", 200),
+        ("POST", "/streaming/pause", 200),
+        ("POST", "/streaming/resume", 200),
+        ("DELETE", "/streaming", 204),
+    ] {
+        let mut event = example.clone();
+        let path = format!("{base}{suffix}");
+        event["rawPath"] = path.clone().into();
+        event["requestContext"]["http"]["method"] = method.into();
+        event["requestContext"]["http"]["path"] = path.into();
+        event["requestContext"]["authorizer"]["jwt"]["claims"]["organization_id"] =
+            w.org.clone().into();
+        let request = serde_json::from_value(event).unwrap();
+        let response = w.api.respond(&request).await;
+        assert_eq!(
+            response.status_code, status,
+            "{method} {suffix}: {:?}",
+            response.body
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_catch_all_route_is_a_404_of_the_api_for_what_the_function_does_not_serve() {
     // The template's catch-all: no path, no method, the default JWT authorizer.
     let events = &audit_log_tests::resource("ApiFunction")["Events"];
