@@ -141,6 +141,8 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   // Events of the project arrive in the customer's log group, and the page says so.
   const descriptions = [1, 2, 3].map((n) => `console cloudwatch event ${n} of ${project}`);
   await send(server, descriptions.map((d) => auditEvent(ORG, project, d)));
+  // They appear on the open page by themselves, without a reload.
+  for (const d of descriptions) await p.getByText(d).waitFor({ timeout: 60_000 });
   await eventually("the events in the customer's CloudWatch Logs", async () => {
     const messages = await cloudWatchMessages(server);
     return descriptions.every((d) => messages.some((m) => JSON.parse(m).description === d));

@@ -25,8 +25,9 @@ export class ApiError extends Error {
   }
 }
 
-/** Calls the API as the signed-in person; a refusal becomes an `ApiError` with its message. */
-export async function call(method, path, body, headers = {}) {
+/** Calls the API as the signed-in person; a refusal becomes an `ApiError` with its message.
+ * A `background` call (nobody asked for it just now) never sends the person to sign in again. */
+export async function call(method, path, body, headers = {}, { background = false } = {}) {
   const sent = { accept: "application/json", ...headers };
   if (config.sign_in.mode === "development") sent["x-organization-id"] = place().org;
   else if (auth.token) sent.authorization = `Bearer ${auth.token}`;
@@ -45,6 +46,7 @@ export async function call(method, path, body, headers = {}) {
     data = null;
   }
   if (response.status === 401 && config.sign_in.mode === "oidc") {
+    if (background) throw new ApiError(401, "unauthenticated", "Not signed in.");
     auth.token = null;
     // An expired token: sign in again. A token refused as soon as it was issued would be
     // refused again after any number of redirects: say why instead.

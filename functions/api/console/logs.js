@@ -163,6 +163,9 @@ export function actorOf(event) {
   return (actor.user && actor.user.email) || actor.principal_id || "—";
 }
 
+/** How often the first page of events is looked at again for newer ones. */
+const REFRESH_MS = 5000;
+
 export function eventsSection(p) {
   const inputs = {
     since: h("input", { type: "datetime-local" }),
@@ -197,25 +200,47 @@ export function eventsSection(p) {
   const older = button("Older events", () => show([...cursors, older.dataset.cursor]));
   const newer = button("Newer events", () => show(cursors.slice(0, -1)));
   const pageNumber = h("span", { class: "page-number" });
+  // The newest event the first page shows, as text: a look again that finds it unchanged
+  // leaves the table as it is.
+  let newest = null;
+  const draw = (data, stack, searched) => {
+    applied = searched;
+    cursors = stack;
+    newest = stack.length === 1 && data.events.length ? JSON.stringify(data.events[0]) : null;
+    table.replaceChildren(eventsTable(data.events));
+    say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : "No events match on this page.");
+    older.hidden = !data.next_cursor;
+    older.dataset.cursor = data.next_cursor || "";
+    newer.hidden = cursors.length < 2;
+    pageNumber.textContent = `Page ${cursors.length}`;
+  };
   const show = async (stack, searched = applied) => {
     const ask = ++asked;
     say(status, "Loading events…");
     try {
       const data = await call("GET", projectPath(p) + query({ ...searched, cursor: stack[stack.length - 1] }));
       if (ask !== asked) return; // a later request's answer is the one to show
-      applied = searched;
-      cursors = stack;
-      table.replaceChildren(eventsTable(data.events));
-      say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : "No events match on this page.");
-      older.hidden = !data.next_cursor;
-      older.dataset.cursor = data.next_cursor || "";
-      newer.hidden = cursors.length < 2;
-      pageNumber.textContent = `Page ${cursors.length}`;
+      draw(data, stack, searched);
     } catch (error) {
       // What the table shows stays, with its search: the refusal says why the new one is not.
       if (ask === asked) failure(status, error);
     }
   };
+  // Events keep coming while the page is open: the first page is looked at again every few
+  // seconds and drawn anew when it has newer events, unless the person is elsewhere (another
+  // page of events, another tab) or in the table (an event's JSON open, focus in it).
+  const lookAgain = setInterval(async () => {
+    if (!table.isConnected) return clearInterval(lookAgain);
+    const busy = table.querySelector("tr.json:not([hidden])") || table.contains(document.activeElement);
+    if (document.hidden || cursors.length !== 1 || busy) return;
+    const ask = asked;
+    const searched = applied;
+    const data = await call("GET", projectPath(p) + query({ ...searched, cursor: null }), undefined, {}, { background: true }).catch(() => null);
+    // A search started meanwhile, or a page turned, is the one to show.
+    if (!data || ask !== asked || cursors.length !== 1 || !table.isConnected) return;
+    const first = data.events.length ? JSON.stringify(data.events[0]) : null;
+    if (first !== newest) draw(data, [null], searched);
+  }, REFRESH_MS);
   const search = h(
     "form",
     {
