@@ -231,13 +231,15 @@ export function eventsSection(p) {
   // page of events, another tab) or in the table (an event's JSON open, focus in it).
   const lookAgain = setInterval(async () => {
     if (!table.isConnected) return clearInterval(lookAgain);
-    const busy = table.querySelector("tr.json:not([hidden])") || table.contains(document.activeElement);
-    if (document.hidden || cursors.length !== 1 || busy) return;
+    const away = () =>
+      document.hidden || cursors.length !== 1 || table.querySelector("tr.json:not([hidden])") || table.contains(document.activeElement);
+    if (away()) return;
     const ask = asked;
     const searched = applied;
     const data = await call("GET", projectPath(p) + query({ ...searched, cursor: null }), undefined, {}, { background: true }).catch(() => null);
-    // A search started meanwhile, or a page turned, is the one to show.
-    if (!data || ask !== asked || cursors.length !== 1 || !table.isConnected) return;
+    // A search started meanwhile, or a person who came into the table while it was asked,
+    // keeps what is shown.
+    if (!data || ask !== asked || !table.isConnected || away()) return;
     const first = data.events.length ? JSON.stringify(data.events[0]) : null;
     if (first !== newest) draw(data, [null], searched);
   }, REFRESH_MS);
