@@ -147,8 +147,9 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
     const messages = await cloudWatchMessages(server);
     return descriptions.every((d) => messages.some((m) => JSON.parse(m).description === d));
   });
-  // The configuration's own audit event ("Created streaming configuration") went too.
-  await reloadUntil(p, "4 delivered, 0 failed");
+  // The configuration's own audit event ("Created streaming configuration") went too, and the
+  // Log streaming panel says so by itself too, without a reload.
+  await p.getByRole("region", { name: "Log streaming" }).getByText("4 delivered, 0 failed", { exact: true }).waitFor({ timeout: 90_000 });
   for (const d of descriptions) await shows(p, d);
   const chart = await p.getByRole("img", { name: /Deliveries in the last 24 hours/ }).getAttribute("aria-label");
   assert.match(chart, /4 delivered, 0 failed/);

@@ -16,20 +16,47 @@ export function logsPage(p) {
     h("h2", { id: "streaming-heading" }, "Log streaming"),
     h("p", { role: "status" }, "Loading…"),
   );
-  loadStreaming(p, streaming);
+  watchStreaming(p, streaming);
   return h("section", {}, projectHeader(p, "Audit Logs", "logs"), streaming, eventsSection(p));
 }
 
-export async function loadStreaming(p, panel) {
+/** How often the streaming panel looks again at the configuration and its delivery health. */
+const HEALTH_MS = 10000;
+
+/** Draws the panel from the API's view, and again whenever the view changes (events delivered,
+ * a destination failing or recovering, a change made elsewhere) while the person is not using
+ * the panel: focus in it (its menu open), its Delete question, a failure it shows, or the tab
+ * hidden. */
+function watchStreaming(p, panel) {
   const heading = panel.firstChild;
-  let view;
-  try {
-    view = await call("GET", `${projectPath(p)}/streaming`);
-  } catch (error) {
-    const region = h("div");
-    panel.replaceChildren(heading, region);
-    return failure(region, error);
-  }
+  let shown = null;
+  const path = `${projectPath(p)}/streaming`;
+  call("GET", path).then(
+    (view) => {
+      shown = JSON.stringify(view);
+      drawStreaming(p, panel, heading, view);
+    },
+    (error) => {
+      const region = h("div");
+      panel.replaceChildren(heading, region);
+      failure(region, error);
+    },
+  );
+  const busy = () =>
+    document.hidden || panel.contains(document.activeElement) || panel.querySelector(".confirm, [role=alert]");
+  const look = setInterval(async () => {
+    if (!panel.isConnected) return clearInterval(look);
+    if (shown === null || busy()) return;
+    const view = await call("GET", path, undefined, {}, { background: true }).catch(() => null);
+    if (!view || !panel.isConnected || busy()) return;
+    const seen = JSON.stringify(view);
+    if (seen === shown) return;
+    shown = seen;
+    drawStreaming(p, panel, heading, view);
+  }, HEALTH_MS);
+}
+
+function drawStreaming(p, panel, heading, view) {
   if (!view.destination) {
     panel.replaceChildren(
       heading,

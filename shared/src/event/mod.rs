@@ -77,6 +77,9 @@ pub enum EventError {
 impl AuditEvent {
     /// Parses and validates one message body.
     pub fn from_json(body: &str) -> Result<Self, EventError> {
+        // A byte order mark is no part of the JSON text (RFC 8259 §8.1 lets a parser ignore
+        // it), and a file saved by some editors and sent as the body starts with one.
+        let body = body.strip_prefix('\u{feff}').unwrap_or(body);
         if body.len() > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge {
                 size: body.len(),

@@ -240,6 +240,17 @@ fn whitespace_is_compacted_but_the_value_is_unchanged() {
 }
 
 #[test]
+fn a_leading_byte_order_mark_is_not_part_of_the_event() {
+    let body = format!("\u{feff}{}", valid());
+    let e = AuditEvent::from_json(&body).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(e.json()).unwrap(), valid());
+    assert!(!e.json().contains('\u{feff}'));
+    // Only at the start: anywhere else it is text JSON does not allow between tokens.
+    let inside = format!("{} \u{feff}", valid());
+    assert!(AuditEvent::from_json(&inside).is_err());
+}
+
+#[test]
 fn non_objects_and_non_json_are_refused_without_echo() {
     assert_eq!(
         AuditEvent::from_json("[1,2]").unwrap_err(),

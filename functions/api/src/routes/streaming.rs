@@ -28,7 +28,7 @@ impl<P: Ports> Api<P> {
 
     /// A role in the service's own account could trust the account root without an External
     /// ID: the service would be a confused deputy. Refused before any call (and by IAM, through
-    /// the template's `aws:ResourceAccount` condition).
+    /// the template's `Deny` of the account's roles).
     pub(crate) async fn check_role_account(
         &self,
         destination: &Destination,
