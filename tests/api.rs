@@ -1126,9 +1126,15 @@ fn event_at(org: &str, project: &str, t: OffsetDateTime, n: usize) -> Value {
 
 impl World {
     async fn store(&self, events: &[Value]) {
+        let batch: Vec<(String, Value)> = events.iter().map(|e| (unique("m"), e.clone())).collect();
+        self.store_as(&batch).await;
+    }
+
+    /// Stores each event as the message of the id given with it.
+    async fn store_as(&self, events: &[(String, Value)]) {
         let batch: Vec<(String, String)> = events
             .iter()
-            .map(|e| (unique("m"), e.to_string()))
+            .map(|(id, e)| (id.clone(), e.to_string()))
             .collect();
         let sqs = sqs_batch(batch.iter().map(|(id, b)| (id.clone(), b.as_str())));
         let r = self
@@ -1782,6 +1788,24 @@ async fn the_organization_lists_every_projects_events_newest_first_deleted_regis
     assert_eq!(intruder.status, 403);
     let anonymous = w.call_organization(None, &w.org, "", &[]).await;
     assert_eq!(anonymous.status, 401);
+}
+
+/// Two projects may hold an event under the same sort key (the same time, and a message id
+/// claimed alike in both): an organization's pages of one event list both, each once.
+#[tokio::test]
+async fn the_organization_lists_both_events_two_projects_hold_under_one_sort_key() {
+    let w = World::new().await;
+    let t = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(60);
+    let id = unique("claimed");
+    for (n, project) in [unique("twin-a"), unique("twin-b")].iter().enumerate() {
+        // One message at a time, as two producers' would come.
+        w.store_as(&[(id.clone(), event_at(&w.org, project, t, n))])
+            .await;
+    }
+    for limit in ["1", "2"] {
+        let (found, _) = all_pages(&w, true, &[("limit", limit)]).await;
+        assert_eq!(found, [1, 0], "limit {limit}");
+    }
 }
 
 #[tokio::test]

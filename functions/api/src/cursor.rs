@@ -72,8 +72,8 @@ impl Scope {
     }
 }
 
-/// Where a listing resumes: the sort key `cursor` names, which must be in this scope and
-/// between `since` and `until`.
+/// Where a listing resumes: the position `cursor` names (a sort key, and the partition of an
+/// organization's page), which must be in this scope, its sort key between `since` and `until`.
 pub fn resume_after(
     scope: &Scope,
     key: &SecretString,
@@ -81,11 +81,12 @@ pub fn resume_after(
     since: Option<time::OffsetDateTime>,
     until: Option<time::OffsetDateTime>,
 ) -> Result<String, ApiError> {
-    let sort_key = scope.decode(key, cursor)?;
-    if !audit_log::store::is_sort_key_within(&sort_key, since, until) {
+    let position = scope.decode(key, cursor)?;
+    let sort_key = audit_log::store::pages::sort_key_of(&position);
+    if !audit_log::store::is_sort_key_within(sort_key, since, until) {
         return Err(invalid());
     }
-    Ok(sort_key)
+    Ok(position)
 }
 
 pub fn invalid() -> ApiError {

@@ -7,6 +7,10 @@
 //! the budget is spent, the page ends where the least-read partition stands; the next page goes
 //! on from there, and no event is answered twice or skipped.
 //!
+//! Two partitions may hold the same sort key (a message id claimed alike in two projects): the
+//! merged order is the sort key, then the partition, and a page of several partitions that ends
+//! at an event names both, so the next one goes on with the other partition's.
+//!
 //! An item that cannot be read (written by a newer release with a dictionary this one does not
 //! know, after a rollback; or damaged) does not fail its page: the page names it beside its
 //! events, so a reader can say what it could not show and the rest stays readable.
@@ -14,6 +18,7 @@
 use super::{DecodeError, StoreError, StoredKey, bytes_in_response};
 use crate::search::Filter;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::Future;
 use time::OffsetDateTime;
@@ -24,7 +29,7 @@ pub struct PageRequest {
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
     /// Where the previous page ended (its last event, or how far it had read when its budget
-    /// was spent): this page holds older events.
+    /// was spent), as its `next_after` gave it: this page holds older events.
     pub after: Option<String>,
     pub limit: usize,
     /// Bytes the page's events may take in the Lambda response (capped at 6 MB), counted as
@@ -64,8 +69,32 @@ pub struct Page {
     pub keys: Vec<StoredKey>,
     /// Items among the page's that could not be read as events, newest first.
     pub unreadable: Vec<StoredKey>,
-    /// Where the next page starts, when more events may follow.
+    /// Where the next page starts, when more events may follow: a sort key, then the
+    /// partition of the page's last event when it merged several.
     pub next_after: Option<String>,
+}
+
+/// Parts a position: the sort key, then (ending a page of several partitions at an event) the
+/// partition after this character, which neither holds.
+const THEN_PARTITION: char = '\u{1f}';
+
+/// The sort key a position (a page's `next_after`) stands at.
+pub fn sort_key_of(position: &str) -> &str {
+    position
+        .split_once(THEN_PARTITION)
+        .map_or(position, |(sk, _)| sk)
+}
+
+/// The bound below which `partition`'s events are still to come after `position`: in the
+/// merged order a partition that sorts before the position's has its item at the same sort key
+/// still to come, so its bound takes that key in (a space sorts after the key and before
+/// every longer key, whose characters are never control characters).
+fn bound<'a>(position: &'a str, partition: &str) -> Cow<'a, str> {
+    match position.split_once(THEN_PARTITION) {
+        Some((sk, last)) if partition < last => Cow::Owned(format!("{sk} ")),
+        Some((sk, _)) => Cow::Borrowed(sk),
+        None => Cow::Borrowed(position),
+    }
 }
 
 /// Some events of one partition, newest first.
@@ -146,6 +175,9 @@ pub async fn page(
     }
     let mut page = Page::default();
     let mut bytes = 0;
+    // The partition of the item answered last, which a position names among several.
+    let several = parts.len() > 1;
+    let mut answered_from: Option<&str> = None;
     // The partition read last, and how many times in a row it was the one behind.
     let (mut last, mut run) = (usize::MAX, 0u32);
     // A turn: what is left of the budget shared by the partitions that hold more (read to
@@ -179,8 +211,9 @@ pub async fn page(
             if page.events.len() == request.limit
                 || (!page.events.is_empty() && bytes + size > request.max_bytes)
             {
-                return Ok(page.going_on());
+                return Ok(page.going_on(answered_from));
             }
+            answered_from = several.then_some(p.name);
             match p.found.pop_front().expect("a found event") {
                 (key, Some(event)) => {
                     bytes += size;
@@ -195,7 +228,7 @@ pub async fn page(
             return Ok(page);
         };
         if page.events.len() == request.limit {
-            return Ok(page.going_on());
+            return Ok(page.going_on(answered_from));
         }
         let out_of_time = request
             .deadline
@@ -228,14 +261,18 @@ pub async fn page(
 }
 
 impl Page {
-    /// The page ends at its last item; the next one goes on below it.
-    fn going_on(mut self) -> Self {
+    /// The page ends at its last item (of partition `from`, among several); the next one goes
+    /// on below it.
+    fn going_on(mut self, from: Option<&str>) -> Self {
         self.next_after = [self.keys.last(), self.unreadable.last()]
             .into_iter()
             .flatten()
             .map(|k| &k.sort_key)
             .min()
-            .cloned();
+            .map(|sk| match from {
+                Some(partition) => format!("{sk}{THEN_PARTITION}{partition}"),
+                None => sk.clone(),
+            });
         self
     }
 }
@@ -262,7 +299,7 @@ fn newest_found<'p, 'a>(parts: &'p mut [Partition<'a>]) -> Option<&'p mut Partit
     parts
         .iter_mut()
         .filter(|p| !p.found.is_empty())
-        .max_by(|a, b| a.found[0].0.sort_key.cmp(&b.found[0].0.sort_key))
+        .max_by(|a, b| (&a.found[0].0.sort_key, a.name).cmp(&(&b.found[0].0.sort_key, b.name)))
 }
 
 /// Reads up to `wanted` more items of the partition and keeps what the filter keeps; the
@@ -274,12 +311,12 @@ async fn read_more(
     wanted: usize,
 ) -> Result<usize, StoreError> {
     let before = match &part.read {
-        Read::Unread => request.after.as_deref(),
-        Read::Down(sk) => Some(sk.as_str()),
+        Read::Unread => request.after.as_deref().map(|a| bound(a, part.name)),
+        Read::Down(sk) => Some(Cow::Borrowed(sk.as_str())),
         Read::Done => return Ok(0),
     };
     let chunk = source
-        .chunk(part.name, request, before, wanted.max(1))
+        .chunk(part.name, request, before.as_deref(), wanted.max(1))
         .await?;
     for (key, json) in chunk.events {
         let event = json

@@ -13,12 +13,16 @@ struct Memory {
     scanned: std::sync::atomic::AtomicUsize,
     /// Chunks asked for, in all.
     reads: std::sync::atomic::AtomicUsize,
+    /// Items of every partition at the same second get the same sort key (a message id
+    /// claimed alike in several projects).
+    same_keys: bool,
 }
 
 impl Memory {
     fn add(&mut self, partition: &str, second: u32, status: &str, expires_at: i64) -> String {
+        let id = if self.same_keys { "claimed" } else { partition };
         let sk = format!(
-            "2026-01-01T{:02}:{:02}:{:02}.000000000Z#{partition}-{second}",
+            "2026-01-01T{:02}:{:02}:{:02}.000000000Z#{id}-{second}",
             second / 3600,
             second / 60 % 60,
             second % 60
@@ -317,6 +321,33 @@ fn many_partitions_listed_unfiltered_read_about_what_the_pages_hold() {
     assert!(scanned <= 3 * 8_000, "{scanned} items read for 8,000");
 }
 
+/// Two projects holding the same sort key: a page that ends at one's item goes on with the
+/// other's, whatever the page size.
+#[test]
+fn the_same_sort_key_in_two_partitions_is_answered_once_each() {
+    let mut m = Memory {
+        same_keys: true,
+        ..Memory::default()
+    };
+    for s in [1, 2, 3] {
+        m.add("a", s, "OK", i64::MAX);
+        m.add("b", s, "OK", i64::MAX);
+    }
+    for limit in 1..=7 {
+        let pages = all_pages(
+            &m,
+            &names(&["a", "b"]),
+            &PageRequest::new(limit, usize::MAX, 0),
+        );
+        let got: Vec<String> = pages.iter().flat_map(ns).collect();
+        assert_eq!(
+            got,
+            ["b-3", "a-3", "b-2", "a-2", "b-1", "a-1"],
+            "limit {limit}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
@@ -332,8 +363,9 @@ proptest! {
         budget in 1..50usize,
         filtered in any::<bool>(),
         since in prop::option::of(0..600u32),
+        same_keys in any::<bool>(),
     ) {
-        let mut m = Memory::default();
+        let mut m = Memory { same_keys, ..Memory::default() };
         let mut expected = Vec::new();
         let mut expected_items = Vec::new();
         // One item per key: the last write of a key is what is stored.
@@ -355,7 +387,8 @@ proptest! {
             if damaged.is_some() {
                 expected_items.push(sk);
             } else if !filtered || failed {
-                expected.push((sk.clone(), format!("{partition}-{s}")));
+                // The same sort key in several partitions: the later partition first.
+                expected.push(((sk.clone(), partition.clone()), format!("{partition}-{s}")));
                 expected_items.push(sk);
             }
         }
