@@ -876,8 +876,37 @@ impl OpenApi {
                     errors.is_empty(),
                     "{method} {template} {status}: {errors:?}\n{body}"
                 );
+                if let Some(code) = body["error"]["code"].as_str() {
+                    assert_eq!(
+                        self.error_codes().get(code),
+                        Some(&status),
+                        "{method} {template}: error code `{code}` with status {status} is not \
+                         listed with it in the Error schema's `code` description"
+                    );
+                }
             }
         }
+    }
+
+    /// The function's error codes as the `Error` schema lists them: `400 `a`, `b`; 401 `c``.
+    fn error_codes(&self) -> std::collections::HashMap<String, u16> {
+        let listed =
+            self.doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
+                ["description"]
+                .as_str()
+                .expect("the Error schema's codes");
+        let mut codes = std::collections::HashMap::new();
+        for part in listed.split(';') {
+            let status: u16 = part
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|n| n.len() == 3)
+                .and_then(|n| n.parse().ok())
+                .expect("a status before its codes");
+            for code in part.split('`').skip(1).step_by(2) {
+                codes.insert(code.to_owned(), status);
+            }
+        }
+        codes
     }
 }
 

@@ -20,13 +20,19 @@ export function logsPage(p) {
   return h("section", {}, projectHeader(p, "Audit Logs", "logs"), streaming, eventsSection(p));
 }
 
+/** Text selected in `region` (to copy, say), which drawing it again would lose. */
+function selecting(region) {
+  const selection = document.getSelection();
+  return Boolean(selection && !selection.isCollapsed && region.contains(selection.anchorNode));
+}
+
 /** How often the streaming panel looks again at the configuration and its delivery health. */
 const HEALTH_MS = 10000;
 
 /** Draws the panel from the API's view, and again whenever the view changes (events delivered,
  * a destination failing or recovering, a change made elsewhere) while the person is not using
- * the panel: focus in it (its menu open), its Delete question, a failure it shows, or the tab
- * hidden. */
+ * the panel: focus in it (its menu open), text selected in it, its Delete question, a failure it
+ * shows, or the tab hidden. */
 function watchStreaming(p, panel) {
   const heading = panel.firstChild;
   let shown = null;
@@ -43,7 +49,7 @@ function watchStreaming(p, panel) {
     },
   );
   const busy = () =>
-    document.hidden || panel.contains(document.activeElement) || panel.querySelector(".confirm, [role=alert]");
+    document.hidden || panel.contains(document.activeElement) || selecting(panel) || panel.querySelector(".confirm, [role=alert]");
   const look = setInterval(async () => {
     if (!panel.isConnected) return clearInterval(look);
     if (shown === null || busy()) return;
@@ -259,7 +265,11 @@ export function eventsSection(p) {
   const lookAgain = setInterval(async () => {
     if (!table.isConnected) return clearInterval(lookAgain);
     const away = () =>
-      document.hidden || cursors.length !== 1 || table.querySelector("tr.json:not([hidden])") || table.contains(document.activeElement);
+      document.hidden ||
+      cursors.length !== 1 ||
+      table.querySelector("tr.json:not([hidden])") ||
+      table.contains(document.activeElement) ||
+      selecting(table);
     if (away()) return;
     const ask = asked;
     const searched = applied;
