@@ -1227,3 +1227,63 @@ async fn the_console_is_served_to_a_caller_without_claims_and_the_api_is_not() {
         .await;
     assert_eq!(api.status_code, 401);
 }
+
+/// Saves and deletes write to Secrets Manager, whose request rates and number of secrets every
+/// organization shares: an organization may make 60 a minute, whatever its projects, and is
+/// then told when to come back; what it reads is not limited.
+#[tokio::test]
+async fn saves_and_deletes_are_limited_per_organization() {
+    // GIVEN an organization that saves and deletes destinations of made-up projects
+    let w = World::new();
+    for n in 0..60 {
+        let project = format!("made-up-{n}");
+        let reply = if n % 2 == 0 {
+            w.call_in(&project, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+                .await
+        } else {
+            w.call_in(&project, "DELETE", "/streaming", &[], None).await
+        };
+        assert!(matches!(reply.status, 200 | 204), "{n}: {}", reply.body);
+    }
+    // WHEN it goes on within the minute
+    let limited = w
+        .call_in(
+            "made-up-60",
+            "PUT",
+            "/streaming",
+            &[],
+            Some(datadog(Some(KEY))),
+        )
+        .await;
+    let deleting = w
+        .call_in("made-up-0", "DELETE", "/streaming", &[], None)
+        .await;
+    // THEN both are refused, saying when to come back, and nothing changed
+    for reply in [&limited, &deleting] {
+        assert_eq!(reply.status, 429, "{}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "rate_limited");
+    }
+    let wait: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    for (project, saved) in [("made-up-60", false), ("made-up-0", true)] {
+        let shown = w.call_in(project, "GET", "/streaming", &[], None).await;
+        assert_eq!(shown.status, 200);
+        assert_eq!(!shown.body["destination"].is_null(), saved, "{project}");
+    }
+    // AND once the wait is over it may save again
+    w.clock.advance(std::time::Duration::from_secs(wait));
+    let later = w
+        .call_in(
+            "made-up-60",
+            "PUT",
+            "/streaming",
+            &[],
+            Some(datadog(Some(KEY))),
+        )
+        .await;
+    assert_eq!(later.status, 200, "{}", later.body);
+}

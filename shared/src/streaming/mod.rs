@@ -31,8 +31,8 @@ pub use health::{FAILING_AFTER, Health, HealthReport};
 pub(crate) use lanes::WRITES_MOVED_BY_SAVE;
 pub use lanes::{LANES_BY_NEXT_ATTEMPT, attr as lane_attr, lane_of};
 pub use organization::{
-    CONNECTION_TESTS, EXPIRES_AT, Organizations, REPLAYS_STARTED, RateLimit, SEARCHES,
-    new_external_id,
+    CONFIGURATION_CHANGES, CONNECTION_TESTS, EXPIRES_AT, Organizations, REPLAYS_STARTED, RateLimit,
+    SEARCHES, new_external_id,
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use projects::MemoryProjects;

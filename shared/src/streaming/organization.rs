@@ -158,6 +158,16 @@ pub const REPLAYS_STARTED: RateLimit = RateLimit {
     window_seconds: 3600,
 };
 
+/// Saves and deletes of a destination: 60 per organization per minute. Each one writes to
+/// Secrets Manager, whose request rates and number of secrets are the account's, shared by
+/// every organization.
+pub const CONFIGURATION_CHANGES: RateLimit = RateLimit {
+    what: "changes",
+    noun: "saves or deletes of a streaming configuration",
+    per_window: 60,
+    window_seconds: 60,
+};
+
 /// Searches and the organization's listings, the listings that read up to 5,000 stored events
 /// a page: 600 per organization per minute, a fifth of the API stage's rate, so no
 /// organization's scripts take the API from the others.

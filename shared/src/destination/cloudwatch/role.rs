@@ -77,11 +77,14 @@ impl CustomerRole {
                     },
                     Some("AccessDenied" | "AccessDeniedException") => RoleRefused {
                         untrusted: true,
-                        ..permanent(format!(
-                            "could not assume {}: its trust policy must allow the service's AWS \
-                             account with the organization's External ID (see GET /streaming)",
-                            self.role_arn
-                        ))
+                        // The role is named by the configuration, not here: this message goes into
+                        // the service's log lines too, which name no customer's account.
+                        ..permanent(
+                            "could not assume the customer's role: its trust policy must allow \
+                             the service's AWS account with the organization's External ID (see \
+                             GET /streaming)"
+                                .to_owned(),
+                        )
                     },
                     // STS's own trouble, by its code or its status (any 5xx, 408, 429).
                     Some(_) if crate::sdk::in_trouble(&e, &[]) => RoleRefused {
@@ -89,7 +92,9 @@ impl CustomerRole {
                         untrusted: false,
                         message: "STS was busy while assuming the customer's role".into(),
                     },
-                    Some(code) => permanent(format!("could not assume {} ({code})", self.role_arn)),
+                    Some(code) => {
+                        permanent(format!("could not assume the customer's role ({code})"))
+                    }
                 }
             })?;
         let c = out.credentials.ok_or_else(|| RoleRefused {

@@ -113,11 +113,9 @@ async fn a_role_that_refuses_to_be_assumed_fails_every_event_for_good_and_says_w
     for (_, error) in &failures {
         assert!(!error.is_retryable(), "{error}");
         assert!(error.message().contains("trust policy"), "{error}");
-        assert!(
-            error
-                .message()
-                .contains("arn:aws:iam::111111111111:role/hcp-log-streaming")
-        );
+        // The role is the configuration's: the message, which the service logs too, names no
+        // customer's account.
+        assert!(!error.message().contains("111111111111"), "{error}");
         assert!(!error.message().contains("ext-id-sentinel"));
     }
     assert_eq!(refused.num_calls(), 1, "a refusal is not retried in a loop");
