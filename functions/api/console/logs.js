@@ -20,10 +20,17 @@ export function logsPage(p) {
   return h("section", {}, projectHeader(p, "Audit Logs", "logs"), streaming, eventsSection(p));
 }
 
-/** Text selected in `region` (to copy, say), which drawing it again would lose. */
+/** Text selected in `region`, or partly in it (to copy, say), which drawing it again would
+ * lose. */
 function selecting(region) {
   const selection = document.getSelection();
-  return Boolean(selection && !selection.isCollapsed && region.contains(selection.anchorNode));
+  return Boolean(selection && !selection.isCollapsed && selection.containsNode(region, true));
+}
+
+/** A view as the panel compares it: the seconds since the last success, which the API counts
+ * anew at every answer, left out. */
+function compared(view) {
+  return JSON.stringify({ ...view, health: view.health && { ...view.health, seconds_since_last_success: null } });
 }
 
 /** How often the streaming panel looks again at the configuration and its delivery health. */
@@ -31,15 +38,16 @@ const HEALTH_MS = 10000;
 
 /** Draws the panel from the API's view, and again whenever the view changes (events delivered,
  * a destination failing or recovering, a change made elsewhere) while the person is not using
- * the panel: focus in it (its menu open), text selected in it, its Delete question, a failure it
- * shows, or the tab hidden. */
+ * the panel: focus in it (its menu open), text selected in it, its Delete question, a Pause or
+ * Resume under way, a failure it shows, or the tab hidden. One look at a time: an answer never
+ * overtakes a later one. */
 function watchStreaming(p, panel) {
   const heading = panel.firstChild;
   let shown = null;
   const path = `${projectPath(p)}/streaming`;
   call("GET", path).then(
     (view) => {
-      shown = JSON.stringify(view);
+      shown = compared(view);
       drawStreaming(p, panel, heading, view);
     },
     (error) => {
@@ -49,13 +57,20 @@ function watchStreaming(p, panel) {
     },
   );
   const busy = () =>
-    document.hidden || panel.contains(document.activeElement) || selecting(panel) || panel.querySelector(".confirm, [role=alert]");
+    document.hidden ||
+    panel.contains(document.activeElement) ||
+    selecting(panel) ||
+    panel.getAttribute("aria-busy") === "true" ||
+    panel.querySelector(".confirm, [role=alert]");
+  let looking = false;
   const look = setInterval(async () => {
     if (!panel.isConnected) return clearInterval(look);
-    if (shown === null || busy()) return;
+    if (shown === null || looking || busy()) return;
+    looking = true;
     const view = await call("GET", path, undefined, {}, { background: true }).catch(() => null);
+    looking = false;
     if (!view || !panel.isConnected || busy()) return;
-    const seen = JSON.stringify(view);
+    const seen = compared(view);
     if (seen === shown) return;
     shown = seen;
     drawStreaming(p, panel, heading, view);
@@ -99,6 +114,8 @@ function drawStreaming(p, panel, heading, view) {
     render();
   };
   const act = async (method, path, done, headers) => {
+    // No look again redraws the panel while it waits: its answer is shown in this one.
+    panel.setAttribute("aria-busy", "true");
     try {
       await call(method, `${projectPath(p)}/streaming${path}`, undefined, headers);
       reload(done);
@@ -113,6 +130,8 @@ function drawStreaming(p, panel, heading, view) {
       // rather than to nowhere.
       const at = document.activeElement;
       if (!at || at === document.body || at.closest("[hidden]")) menu.button.focus();
+    } finally {
+      panel.removeAttribute("aria-busy");
     }
   };
   let box = null;
@@ -261,7 +280,9 @@ export function eventsSection(p) {
   };
   // Events keep coming while the page is open: the first page is looked at again every few
   // seconds and drawn anew when it has newer events, unless the person is elsewhere (another
-  // page of events, another tab) or in the table (an event's JSON open, focus in it).
+  // page of events, another tab) or in the table (an event's JSON open, focus or selected text
+  // in it). One look at a time: an answer never overtakes a later one.
+  let looking = false;
   const lookAgain = setInterval(async () => {
     if (!table.isConnected) return clearInterval(lookAgain);
     const away = () =>
@@ -270,10 +291,12 @@ export function eventsSection(p) {
       table.querySelector("tr.json:not([hidden])") ||
       table.contains(document.activeElement) ||
       selecting(table);
-    if (away()) return;
+    if (looking || away()) return;
     const ask = asked;
     const searched = applied;
+    looking = true;
     const data = await call("GET", projectPath(p) + query({ ...searched, cursor: null }), undefined, {}, { background: true }).catch(() => null);
+    looking = false;
     // A search started meanwhile, or a person who came into the table while it was asked,
     // keeps what is shown.
     if (!data || ask !== asked || !table.isConnected || away()) return;

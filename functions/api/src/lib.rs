@@ -34,8 +34,8 @@ use audit_log::settings::{
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::{
-    CONFIGURATION_CHANGES, ConfigError, ConfigTable, Configurations, ConnectionTests, Exports,
-    FailureLog, Organizations, ProjectIndex, Replays,
+    ConfigError, ConfigTable, Configurations, ConnectionTests, Exports, FailureLog, Organizations,
+    ProjectIndex, Replays,
 };
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -412,15 +412,11 @@ impl<P: Ports> Api<P> {
                 let input = input::destination(&body)?;
                 let if_match = request::if_match(request);
                 self.check_role_account(&input.destination).await?;
-                self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
-                    .await?;
                 self.put(&caller, org, project, &input, if_match).await
             }
             Route::DeleteStreaming => {
                 input::nothing(&request::body(request)?)?;
                 let if_match = request::if_match(request);
-                self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
-                    .await?;
                 self.delete(&caller, org, project, if_match).await
             }
             Route::TestStreaming => {

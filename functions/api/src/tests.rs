@@ -1230,31 +1230,41 @@ async fn the_console_is_served_to_a_caller_without_claims_and_the_api_is_not() {
 
 /// Saves and deletes write to Secrets Manager, whose request rates and number of secrets every
 /// organization shares: an organization may make 60 a minute, whatever its projects, and is
-/// then told when to come back; what it reads is not limited.
+/// then told when to come back; what it reads, a save that keeps the saved credentials and a
+/// refused condition are not counted.
 #[tokio::test]
 async fn saves_and_deletes_are_limited_per_organization() {
     // GIVEN an organization that saves and deletes destinations of made-up projects
     let w = World::new();
+    let save = async |project: &str| {
+        w.call_in(project, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+            .await
+    };
     for n in 0..60 {
         let project = format!("made-up-{n}");
+        // Neither counted: a condition that does not hold, a save as it was.
+        let stale = w
+            .call_in(
+                &project,
+                "PUT",
+                "/streaming",
+                &[("if-match", "\"7\"")],
+                Some(datadog(Some(KEY))),
+            )
+            .await;
+        assert_eq!(stale.status, 412, "{}", stale.body);
+        if n > 0 {
+            assert_eq!(save("made-up-0").await.status, 200);
+        }
         let reply = if n % 2 == 0 {
-            w.call_in(&project, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
-                .await
+            save(&project).await
         } else {
             w.call_in(&project, "DELETE", "/streaming", &[], None).await
         };
         assert!(matches!(reply.status, 200 | 204), "{n}: {}", reply.body);
     }
     // WHEN it goes on within the minute
-    let limited = w
-        .call_in(
-            "made-up-60",
-            "PUT",
-            "/streaming",
-            &[],
-            Some(datadog(Some(KEY))),
-        )
-        .await;
+    let limited = save("made-up-60").await;
     let deleting = w
         .call_in("made-up-0", "DELETE", "/streaming", &[], None)
         .await;
@@ -1274,16 +1284,9 @@ async fn saves_and_deletes_are_limited_per_organization() {
         assert_eq!(shown.status, 200);
         assert_eq!(!shown.body["destination"].is_null(), saved, "{project}");
     }
+    assert_eq!(save("made-up-0").await.status, 200, "saved as it was");
     // AND once the wait is over it may save again
     w.clock.advance(std::time::Duration::from_secs(wait));
-    let later = w
-        .call_in(
-            "made-up-60",
-            "PUT",
-            "/streaming",
-            &[],
-            Some(datadog(Some(KEY))),
-        )
-        .await;
+    let later = save("made-up-60").await;
     assert_eq!(later.status, 200, "{}", later.body);
 }

@@ -158,9 +158,9 @@ pub const REPLAYS_STARTED: RateLimit = RateLimit {
     window_seconds: 3600,
 };
 
-/// Saves and deletes of a destination: 60 per organization per minute. Each one writes to
-/// Secrets Manager, whose request rates and number of secrets are the account's, shared by
-/// every organization.
+/// Saves of new credentials and deletes of a destination: 60 per organization per minute. Each
+/// one writes to Secrets Manager, whose request rates and number of secrets are the account's,
+/// shared by every organization.
 pub const CONFIGURATION_CHANGES: RateLimit = RateLimit {
     what: "changes",
     noun: "saves or deletes of a streaming configuration",

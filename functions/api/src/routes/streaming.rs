@@ -10,7 +10,8 @@ use crate::{
 use audit_log::credentials::{Credentials, CredentialsError, Secrets};
 use audit_log::destination::Destination;
 use audit_log::streaming::{
-    ConfigError, Configurations, Deletion, NewConfig, Organizations, StreamingConfig,
+    CONFIGURATION_CHANGES, ConfigError, Configurations, Deletion, NewConfig, Organizations,
+    StreamingConfig,
 };
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use secrecy::{ExposeSecret, SecretString};
@@ -78,10 +79,11 @@ impl<P: Ports> Api<P> {
         if_match: Option<IfMatch>,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let mut attempt = 0;
+        let mut counted = false;
         loop {
             attempt += 1;
             match self
-                .put_once(caller, org, project, input, if_match.as_ref())
+                .put_once(caller, org, project, input, if_match.as_ref(), &mut counted)
                 .await?
             {
                 Ok(response) => return Ok(response),
@@ -148,6 +150,7 @@ impl<P: Ports> Api<P> {
         project: &str,
         input: &input::DestinationInput,
         if_match: Option<&IfMatch>,
+        counted: &mut bool,
     ) -> Result<Result<ApiGatewayV2httpResponse, u64>, ApiError> {
         let current = self
             .configs
@@ -213,11 +216,17 @@ impl<P: Ports> Api<P> {
             .filter(|_| unchanged);
         let secret_version = match &kept {
             Some(version) => version.clone(),
-            None => self
-                .secrets
-                .stage(org, project, &credentials)
-                .await
-                .map_err(credentials_error)?,
+            None => {
+                // What writes to Secrets Manager is counted, once a request.
+                if !std::mem::replace(counted, true) {
+                    self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
+                        .await?;
+                }
+                self.secrets
+                    .stage(org, project, &credentials)
+                    .await
+                    .map_err(credentials_error)?
+            }
         };
         // Renamed, or saved again as it was: what health says of the destination still holds.
         let same_destination = match (&current, &input.destination, &input.api_key) {
@@ -391,6 +400,9 @@ impl<P: Ports> Api<P> {
                 Some(current_version)
             }
         };
+        // Every delete removes a secret (or finds none) in Secrets Manager: counted.
+        self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
+            .await?;
         // Until the secret is gone, no configuration is saved in place of the removed one: it
         // would name credentials this deletion is about to remove.
         let deletion = self
