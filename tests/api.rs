@@ -2463,12 +2463,9 @@ async fn an_event_made_after_aws_example_with_only_its_path_method_and_claims_se
     // key, its raw query and parameters (`parameter1`...), its base64 body, its claims.
     let w = World::new().await;
     assert_eq!(w.put(cloudwatch()).await.status, 200);
-    let example: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            audit_log_tests::repo_root().join("tests/fixtures/lambda/apigw-http-api-request.json"),
-        )
-        .unwrap(),
-    )
+    let example: Value = serde_json::from_str(&audit_log::fixtures::lambda_event(
+        "apigw-http-api-request.json",
+    ))
     .unwrap();
     let base = format!(
         "/v1/organizations/{}/projects/{}/audit-logs",

@@ -33,14 +33,28 @@ function compared(view) {
   return JSON.stringify({ ...view, health: view.health && { ...view.health, seconds_since_last_success: null } });
 }
 
+/** Every `ms` while `node` is on the page, unless `busy()`: asks again (`ask`, a background
+ * call) and, unless busy by then, `show`s the answer. One look at a time: an answer never
+ * overtakes a later one. */
+function lookAgain(node, ms, busy, ask, show) {
+  let looking = false;
+  const timer = setInterval(async () => {
+    if (!node.isConnected) return clearInterval(timer);
+    if (looking || busy()) return;
+    looking = true;
+    const answer = await ask().catch(() => null);
+    looking = false;
+    if (answer && node.isConnected && !busy()) show(answer);
+  }, ms);
+}
+
 /** How often the streaming panel looks again at the configuration and its delivery health. */
 const HEALTH_MS = 10000;
 
 /** Draws the panel from the API's view, and again whenever the view changes (events delivered,
  * a destination failing or recovering, a change made elsewhere) while the person is not using
  * the panel: focus in it (its menu open), text selected in it, its Delete question, a Pause or
- * Resume under way, a failure it shows, or the tab hidden. One look at a time: an answer never
- * overtakes a later one. */
+ * Resume under way, a failure it shows, or the tab hidden. */
 function watchStreaming(p, panel) {
   const heading = panel.firstChild;
   let shown = null;
@@ -57,24 +71,18 @@ function watchStreaming(p, panel) {
     },
   );
   const busy = () =>
+    shown === null ||
     document.hidden ||
     panel.contains(document.activeElement) ||
     selecting(panel) ||
     panel.getAttribute("aria-busy") === "true" ||
     panel.querySelector(".confirm, [role=alert]");
-  let looking = false;
-  const look = setInterval(async () => {
-    if (!panel.isConnected) return clearInterval(look);
-    if (shown === null || looking || busy()) return;
-    looking = true;
-    const view = await call("GET", path, undefined, {}, { background: true }).catch(() => null);
-    looking = false;
-    if (!view || !panel.isConnected || busy()) return;
+  lookAgain(panel, HEALTH_MS, busy, () => call("GET", path, undefined, {}, { background: true }), (view) => {
     const seen = compared(view);
     if (seen === shown) return;
     shown = seen;
     drawStreaming(p, panel, heading, view);
-  }, HEALTH_MS);
+  });
 }
 
 function drawStreaming(p, panel, heading, view) {
@@ -281,28 +289,25 @@ export function eventsSection(p) {
   // Events keep coming while the page is open: the first page is looked at again every few
   // seconds and drawn anew when it has newer events, unless the person is elsewhere (another
   // page of events, another tab) or in the table (an event's JSON open, focus or selected text
-  // in it). One look at a time: an answer never overtakes a later one.
-  let looking = false;
-  const lookAgain = setInterval(async () => {
-    if (!table.isConnected) return clearInterval(lookAgain);
-    const away = () =>
-      document.hidden ||
-      cursors.length !== 1 ||
-      table.querySelector("tr.json:not([hidden])") ||
-      table.contains(document.activeElement) ||
-      selecting(table);
-    if (looking || away()) return;
-    const ask = asked;
-    const searched = applied;
-    looking = true;
-    const data = await call("GET", projectPath(p) + query({ ...searched, cursor: null }), undefined, {}, { background: true }).catch(() => null);
-    looking = false;
-    // A search started meanwhile, or a person who came into the table while it was asked,
-    // keeps what is shown.
-    if (!data || ask !== asked || !table.isConnected || away()) return;
+  // in it).
+  const away = () =>
+    document.hidden ||
+    cursors.length !== 1 ||
+    table.querySelector("tr.json:not([hidden])") ||
+    table.contains(document.activeElement) ||
+    selecting(table);
+  const firstPage = () => {
+    const [ask, searched] = [asked, applied];
+    return call("GET", projectPath(p) + query({ ...searched, cursor: null }), undefined, {}, { background: true }).then(
+      (data) => ({ data, ask, searched }),
+    );
+  };
+  lookAgain(table, REFRESH_MS, away, firstPage, ({ data, ask, searched }) => {
+    // A search started meanwhile keeps what it shows.
+    if (ask !== asked) return;
     const first = data.events.length ? JSON.stringify(data.events[0]) : null;
     if (first !== newest) draw(data, [null], searched);
-  }, REFRESH_MS);
+  });
   const search = h(
     "form",
     {
