@@ -2,7 +2,7 @@
 //! test receives is held to `functions/api/openapi.yaml`.
 
 use audit_log::Retention;
-use audit_log::clock::ManualClock;
+use audit_log::clock::{Clock, ManualClock};
 use audit_log::credentials::{Credentials, CredentialsError, SecretStore, Secrets};
 use audit_log::destination::datadog::DatadogClient;
 use audit_log::store::EventTable;
@@ -454,16 +454,23 @@ impl World {
     }
 }
 
+impl World {
+    /// The events queue deleted: it refuses every message from then on.
+    async fn lose_events_queue(&self) {
+        self.sqs
+            .delete_queue()
+            .queue_url(&self.queue_url)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_configuration_changes_audit_event_the_queue_refuses_is_stored_directly() {
     // GIVEN an events queue that refuses messages (gone)
     let w = World::new().await;
-    w.sqs
-        .delete_queue()
-        .queue_url(&w.queue_url)
-        .send()
-        .await
-        .unwrap();
+    w.lose_events_queue().await;
     // WHEN a destination is saved
     assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
     // THEN its audit event is stored all the same, as capture would have stored it, under an
@@ -487,6 +494,32 @@ async fn a_configuration_changes_audit_event_the_queue_refuses_is_stored_directl
         "{}",
         projects.body
     );
+}
+
+#[test]
+fn a_change_whose_audit_event_neither_queue_nor_table_takes_is_logged_for_its_alarm() {
+    let (reply, logs) = with_captured_logs(|| async {
+        // GIVEN an events queue and an events table that are both gone
+        let w = World::new().await;
+        w.lose_events_queue().await;
+        aws_sdk_dynamodb::Client::new(&w.aws)
+            .delete_table()
+            .table_name(&w.events_table)
+            .send()
+            .await
+            .unwrap();
+        // WHEN a destination is saved
+        w.put(datadog(Some(KEY))).await
+    });
+    // THEN the change stands, and the line the template's metric filter counts is logged
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let lost: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["fields"]["message"] == audit_log_api::AUDIT_EVENT_LOST)
+        .collect();
+    assert_eq!(lost.len(), 1, "{logs:?}");
+    assert_eq!(lost[0]["level"], "ERROR");
+    assert_eq!(lost[0]["fields"]["action"], "create");
 }
 
 #[tokio::test]
@@ -662,8 +695,13 @@ async fn a_version_read_before_a_delete_never_matches_the_configuration_saved_af
 async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_way() {
     use audit_log::streaming::{Configurations, DELETION_MARK_LAPSE};
     // GIVEN two deletions of the project under way (each between its steps)
-    let w = World::new().await;
-    let now = OffsetDateTime::now_utc();
+    let clock = minute_clock();
+    let w = World::with({
+        let clock = clock.clone();
+        move |api| api.with_clock(clock)
+    })
+    .await;
+    let now = clock.now();
     let (org, project) = (w.org.as_str(), w.project.as_str());
     let first = w.configs.begin_deletion(org, project, now).await.unwrap();
     let second = w.configs.begin_deletion(org, project, now).await.unwrap();
@@ -683,22 +721,12 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
     assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
     let cut_short = w
         .configs
-        .begin_deletion(
-            org,
-            project,
-            OffsetDateTime::now_utc() - time::Duration::seconds(40),
-        )
+        .begin_deletion(org, project, clock.now() - time::Duration::seconds(40))
         .await
         .unwrap();
     let refused = w.put(cloudwatch()).await;
     assert_eq!(refused.status, 429);
-    let retry_after: u64 = refused.headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // About 20 s, less what a loaded machine took since the mark.
-    assert!((17..=20).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.headers["retry-after"], "20");
     // AND once it lapsed, the next deletion starts afresh and leaves no mark behind
     w.configs
         .end_deletion(org, project, &cut_short)
@@ -713,6 +741,39 @@ async fn no_configuration_is_saved_in_place_of_none_while_a_deletion_is_under_wa
     let saved = w.put(cloudwatch()).await;
     assert_eq!(saved.status, 200, "{}", saved.body);
     assert_eq!(saved.body["version"], 2);
+}
+
+#[tokio::test]
+async fn the_organizations_saved_destinations_are_counted_and_no_other_item() {
+    use audit_log::destination::{DatadogSettings, DatadogSite, Destination};
+    use audit_log::streaming::{Configurations, NewConfig};
+    let w = World::new().await;
+    // GIVEN a destination saved through the api (with the organization's own items beside it:
+    // its External ID, its rate limit's counter, a connection test)
+    assert_eq!(w.put(cloudwatch()).await.status, 200);
+    w.call("POST", "/streaming/test", None).await;
+    // AND two more of its projects, and one of another organization's
+    let other = unique("org-other");
+    let now = OffsetDateTime::now_utc();
+    for (org, project) in [(&w.org, "second"), (&w.org, "third"), (&other, "first")] {
+        let new = NewConfig {
+            name: "dd".into(),
+            destination: Destination::Datadog(DatadogSettings {
+                site: DatadogSite::Us1,
+            }),
+            api_key_last4: None,
+            secret_version: None,
+            same_destination: false,
+            save: NewConfig::new_save(),
+        };
+        w.configs.save(org, project, new, 0, now).await.unwrap();
+    }
+    // THEN the organization has three, the other one
+    assert_eq!(w.configs.destinations(&w.org, 1_000).await.unwrap(), 3);
+    assert_eq!(w.configs.destinations(&other, 1_000).await.unwrap(), 1);
+    // AND a deleted one is no longer counted
+    assert_eq!(w.call("DELETE", "/streaming", None).await.status, 204);
+    assert_eq!(w.configs.destinations(&w.org, 1_000).await.unwrap(), 2);
 }
 
 #[tokio::test]
@@ -1020,10 +1081,11 @@ async fn a_key_datadog_refuses_is_a_failed_test_not_an_error() {
 
 #[tokio::test]
 async fn an_unreachable_datadog_is_a_failed_test_not_an_error() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Bound and never listening, for the whole test: connections to it are refused, and no
+    // other test's server can be given its port meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = socket.local_addr().unwrap().port();
     let w = World::with(move |api| {
         api.with_datadog(DatadogClient::with_timeout(
             Some(format!("http://127.0.0.1:{closed}")),
@@ -2699,6 +2761,24 @@ async fn the_last_ten_connection_tests_are_kept_newest_first() {
         .map(|t| t["tested_at"].as_str().unwrap())
         .collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    let newest_before = times[0].to_owned();
+
+    // An eleventh test (in the next minute, past the rate limit's) pushes the oldest out.
+    clock.advance(Duration::from_secs(61));
+    let eleventh = w
+        .call("POST", "/streaming/test", Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(eleventh.body["success"], true, "{}", eleventh.body);
+    let tests = w.call("GET", "/streaming/tests", None).await.body["tests"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(tests.len(), 10);
+    assert!(tests[0]["tested_at"].as_str().unwrap() > newest_before.as_str());
+    assert_eq!(tests[0]["success"], true);
+    let refused = tests.iter().filter(|t| t["success"] == false).count();
+    assert_eq!(refused, 1, "only the newer of the two refused ones is kept");
+    assert_eq!(tests[9]["success"], false);
 }
 
 #[tokio::test]

@@ -618,6 +618,32 @@ fn organizations_kept_waiting_by_others_raise_an_alarm() {
     assert!(notifies(alarm));
 }
 
+/// A configuration change whose audit event neither the queue nor the table took is known only
+/// from the api's log line: a metric filter counts that line, and an alarm tells the operator.
+#[test]
+fn an_audit_event_the_api_could_not_keep_sets_off_an_alarm() {
+    let filter = resource("AuditEventsLostFilter");
+    assert!(is_ref(&filter["LogGroupName"], "ApiLogGroup"));
+    // The line as the api logs it (JSON, its message under `fields`: `tests/api.rs` checks).
+    let message = audit_log_api::AUDIT_EVENT_LOST;
+    assert_eq!(
+        filter["FilterPattern"].as_str(),
+        Some(format!(r#"{{ $.level = "ERROR" && $.fields.message = "{message}" }}"#).as_str())
+    );
+    let metric = &filter["MetricTransformations"][0];
+    let alarm = resource("AuditEventsLostAlarm");
+    assert_eq!(alarm["MetricName"], metric["MetricName"]);
+    assert_eq!(alarm["Namespace"], metric["MetricNamespace"]);
+    assert_eq!(metric["MetricValue"].as_str(), Some("1"));
+    assert_eq!(alarm["Statistic"].as_str(), Some("Sum"));
+    assert_eq!(alarm["Threshold"].as_u64(), Some(0));
+    assert_eq!(
+        alarm["ComparisonOperator"].as_str(),
+        Some("GreaterThanThreshold")
+    );
+    assert!(notifies(alarm));
+}
+
 /// Whether `alarm` tells the alarm topic.
 fn notifies(alarm: &Yaml) -> bool {
     alarm["AlarmActions"]

@@ -1468,7 +1468,12 @@ pub async fn listed_failures(
         if status != 200 {
             return Err(format!("listing failures answered {status}: {page}"));
         }
-        out.extend(page["failures"].as_array().cloned().unwrap_or_default());
+        let Some(failures) = page["failures"].as_array() else {
+            return Err(format!(
+                "listing failures answered no failures array: {page}"
+            ));
+        };
+        out.extend(failures.iter().cloned());
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => return Ok(out),
@@ -1724,10 +1729,10 @@ pub async fn run(
         report.timings.recovery.as_secs_f64()
     ));
     for project in &projects {
-        report.listed_failures += listed_failures(&api, project, 100)
-            .await
-            .map(|f| f.len())
-            .unwrap_or(0);
+        match listed_failures(&api, project, 100).await {
+            Ok(failures) => report.listed_failures += failures.len(),
+            Err(e) => report.problems.push(e),
+        }
     }
     if let Some(proxy) = &proxy {
         say(format!(

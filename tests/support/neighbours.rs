@@ -390,8 +390,15 @@ pub async fn run(aws: &aws_config::SdkConfig, plan: Plan) -> Report {
         .max()
         .filter(|_| report.a_delivered == report.a_sent)
         .map(|last| last.saturating_duration_since(back_at));
-    report.a_failures_listed = listed_failures(&api, &a, 100).await.map_or(0, |f| f.len());
-    report.b_failures_listed = listed_failures(&api, &b, 100).await.map_or(0, |f| f.len());
+    for (listed, project) in [
+        (&mut report.a_failures_listed, &a),
+        (&mut report.b_failures_listed, &b),
+    ] {
+        match listed_failures(&api, project, 100).await {
+            Ok(failures) => *listed = failures.len(),
+            Err(e) => report.problems.push(e),
+        }
+    }
 
     if report.a_delivered != report.a_sent {
         report.problems.push(format!(

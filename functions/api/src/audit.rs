@@ -19,6 +19,11 @@ pub struct Change<'a> {
     pub config: Option<&'a StreamingConfig>,
 }
 
+/// What the api logs when a change's audit event was neither queued nor stored: the template's
+/// `AuditEventsLostFilter` counts these lines, and its alarm tells the operator.
+pub const AUDIT_EVENT_LOST: &str =
+    "audit event of a configuration change neither queued nor stored";
+
 /// How long storing an audit event the events queue refused may take, inside the request:
 /// room for the project's note and a retried put (each attempt cut at 5 s).
 const STORE_TIME: std::time::Duration = std::time::Duration::from_secs(12);
@@ -54,7 +59,7 @@ impl<P: Ports> Api<P> {
             project_id = project,
             action = change.action,
             error,
-            "audit event of a configuration change neither queued nor stored"
+            "{AUDIT_EVENT_LOST}"
         );
     }
 

@@ -17,7 +17,7 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-pub use audit::{Change, configuration_event};
+pub use audit::{AUDIT_EVENT_LOST, Change, configuration_event};
 pub use invocation::{Answer, Invocation};
 pub use routes::{DOWNLOAD_VALID, MAX_FAILURE_PAGE, MAX_REPLAY_DAYS};
 

@@ -520,6 +520,93 @@ async fn a_delete_whose_secret_cannot_be_deleted_yet_is_told_once_and_its_retry_
 }
 
 #[tokio::test]
+async fn a_delete_stopped_while_its_secret_goes_has_already_told_the_deletion() {
+    // GIVEN a saved destination whose secret's delete does not answer
+    let w = World::new();
+    w.put(datadog(Some(KEY))).await;
+    let _held = w.api.secrets.hold_next_delete();
+    let told = |w: &World| {
+        w.audited()
+            .into_iter()
+            .filter(|(action, _)| action == "delete")
+            .count()
+    };
+    // WHEN the request is stopped there (as Lambda stops a function at its timeout)
+    tokio::select! {
+        reply = w.call("DELETE", "/streaming", &[], None) => {
+            panic!("the held delete answered: {}", reply.body)
+        }
+        () = async {
+            while w.api.configs.configuration(ORG, PROJECT).await.unwrap().is_some() {
+                tokio::task::yield_now().await;
+            }
+            // The configuration is gone; the request goes on until it waits on the secret.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        } => {}
+    }
+    // THEN the deletion was told before then, once
+    assert_eq!(told(&w), 1);
+    assert!(w.stored_key().await.is_some(), "the secret is still there");
+    // AND its retry, which finds no configuration, deletes the secret and tells nothing more
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 204);
+    assert_eq!(w.stored_key().await, None);
+    assert_eq!(told(&w), 1);
+}
+
+#[tokio::test]
+async fn an_organization_has_at_most_a_thousand_destinations_saved() {
+    use audit_log::streaming::MAX_DESTINATIONS;
+    // GIVEN an organization one destination short of the limit
+    let w = World::new();
+    for i in 1..MAX_DESTINATIONS {
+        w.api
+            .configs
+            .configure(&LaneKey::new(ORG, format!("other-{i}")));
+    }
+    // WHEN it saves one more, THEN that one is saved
+    assert_eq!(w.put(datadog(Some(KEY))).await.status, 200);
+    // AND the next project's first save is refused, saying what to do, with nothing kept
+    let next = "registry-2";
+    let refused = w
+        .call_in(next, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "too_many_destinations");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1000") && message.contains("delete"),
+        "{message}"
+    );
+    assert_eq!(w.api.secrets.versions(ORG, next), 0, "no secret made");
+    let created = |w: &World| w.audited().iter().filter(|(a, _)| a == "create").count();
+    assert_eq!(created(&w), 1, "the refused save is not audited");
+    // AND refused saves count against the organization's rate of changes, as saves do
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let reply = w
+            .call_in(next, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+            .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    w.clock.advance(std::time::Duration::from_secs(60));
+    // AND a saved destination is still changed
+    let changed = w
+        .put(datadog(Some("fedcba9876543210fedcba9876543210")))
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    // AND once one is deleted, another project is configured
+    assert_eq!(w.call("DELETE", "/streaming", &[], None).await.status, 204);
+    let saved = w
+        .call_in(next, "PUT", "/streaming", &[], Some(datadog(Some(KEY))))
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.body);
+    assert_eq!(created(&w), 2);
+}
+
+#[tokio::test]
 async fn versions_count_on_across_a_delete_as_in_the_table() {
     let w = World::new();
     w.put(datadog(Some(KEY))).await;

@@ -318,6 +318,17 @@ impl Configurations for MemoryLanes {
         }
         Ok(())
     }
+
+    async fn destinations(
+        &self,
+        organization_id: &str,
+        _up_to: usize,
+    ) -> Result<usize, ConfigError> {
+        Ok(lock(&self.lanes)
+            .iter()
+            .filter(|(key, m)| key.organization_id == organization_id && m.configured)
+            .count())
+    }
 }
 
 impl Organizations for MemoryLanes {

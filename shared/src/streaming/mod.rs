@@ -429,7 +429,21 @@ pub trait Configurations: Sync {
         project_id: &str,
         deletion: &Deletion,
     ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+
+    /// How many of the organization's projects have a destination saved, counted up to
+    /// `up_to` (what a limit needs to know).
+    fn destinations(
+        &self,
+        organization_id: &str,
+        up_to: usize,
+    ) -> impl Future<Output = Result<usize, ConfigError>> + Send;
 }
+
+/// Destinations an organization may have saved at once. Each holds a secret in Secrets
+/// Manager, whose number of secrets is the account's, shared by every organization (and each
+/// costs by the month): an organization's scripts saving under made-up project ids would
+/// otherwise take it from the others.
+pub const MAX_DESTINATIONS: usize = 1_000;
 
 impl Configurations for ConfigTable {
     async fn configuration(
@@ -652,6 +666,36 @@ impl Configurations for ConfigTable {
     ) -> Result<(), ConfigError> {
         self.clear_deletion(organization_id, project_id, deletion)
             .await
+    }
+
+    async fn destinations(
+        &self,
+        organization_id: &str,
+        up_to: usize,
+    ) -> Result<usize, ConfigError> {
+        let mut counted = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
+                .expression_attribute_values(":prefix", s(PROJECT_SORT_PREFIX))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                // A destination deleted a moment ago is not counted.
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(store_error)?;
+            counted += usize::try_from(page.count).unwrap_or(0);
+            start = page.last_evaluated_key;
+            if start.is_none() || counted >= up_to {
+                return Ok(counted);
+            }
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use crate::{
 use audit_log::credentials::{Credentials, CredentialsError, Secrets};
 use audit_log::destination::Destination;
 use audit_log::streaming::{
-    CONFIGURATION_CHANGES, ConfigError, Configurations, Deletion, NewConfig, Organizations,
-    StreamingConfig,
+    CONFIGURATION_CHANGES, ConfigError, Configurations, Deletion, MAX_DESTINATIONS, NewConfig,
+    Organizations, StreamingConfig,
 };
 use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use secrecy::{ExposeSecret, SecretString};
@@ -138,6 +138,28 @@ impl<P: Ports> Api<P> {
         }
     }
 
+    /// A new destination only while the organization has fewer than [`MAX_DESTINATIONS`] (two
+    /// first saves at once may both pass: the limit guards the account's secrets against an
+    /// organization's scripts, not its last unit).
+    async fn within_destination_limit(&self, org: &str) -> Result<(), ApiError> {
+        let saved = self
+            .configs
+            .destinations(org, MAX_DESTINATIONS)
+            .await
+            .map_err(config_error)?;
+        if saved >= MAX_DESTINATIONS {
+            return Err(ApiError::bad_request(
+                "too_many_destinations",
+                format!(
+                    "the organization has {MAX_DESTINATIONS} destinations saved, the most it may \
+                     have (paused ones included): delete the streaming configuration of a project \
+                     that no longer needs it, then configure this one"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// One try at a save: `Ok(Err(current))` when another save (or a deletion) got in between
     /// the read and this one's conditional write. New credentials go to a new secret version
     /// that only becomes current once the configuration naming it is saved (the saved ones keep
@@ -160,6 +182,15 @@ impl<P: Ports> Api<P> {
         let current_version = current.as_ref().map_or(0, |c| c.version);
         if if_match.is_some_and(|m| !m.allows(current_version)) {
             return Err(ApiError::version_mismatch(current_version));
+        }
+        if current.is_none() {
+            // Counted first: at the limit, a script's refused saves each read the
+            // organization's destinations, which the rate limits as it limits saves.
+            if !std::mem::replace(counted, true) {
+                self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
+                    .await?;
+            }
+            self.within_destination_limit(org).await?;
         }
         // Read before the save: one that lands is never answered with a 500 for want of them.
         let trust = self.trust(org).await?;
@@ -422,19 +453,10 @@ impl<P: Ports> Api<P> {
                 });
             }
         };
-        // The deletion is told and its owed events dropped whether or not the secret could go:
-        // a secret Secrets Manager will not delete yet fails this request, and its retry, which
-        // finds no configuration left, deletes only the secret. A call that went unanswered
-        // might still land: saves stay refused until the mark lapses then.
-        let secret_deleted = self.secrets.delete(org, project).await;
-        if !secret_deleted
-            .as_ref()
-            .is_err_and(CredentialsError::may_have_landed)
-        {
-            self.end_deletion(org, project, &deletion).await;
-        }
+        // Told at once, before the secret's removal and the owed events' (whose calls may take
+        // long enough for the function to be stopped): a retry of this request finds no
+        // configuration left and has nothing to tell.
         if let Some(deleted) = &deleted {
-            self.forget_owed(org, project, removed_ms).await;
             self.audit(
                 caller,
                 org,
@@ -446,6 +468,20 @@ impl<P: Ports> Api<P> {
                 },
             )
             .await;
+        }
+        // The owed events are dropped whether or not the secret could go: a secret Secrets
+        // Manager will not delete yet fails this request, and its retry, which finds no
+        // configuration left, deletes only the secret. A call that went unanswered might still
+        // land: saves stay refused until the mark lapses then.
+        let secret_deleted = self.secrets.delete(org, project).await;
+        if !secret_deleted
+            .as_ref()
+            .is_err_and(CredentialsError::may_have_landed)
+        {
+            self.end_deletion(org, project, &deletion).await;
+        }
+        if deleted.is_some() {
+            self.forget_owed(org, project, removed_ms).await;
         }
         secret_deleted.map_err(credentials_error)?;
         let mut response = ApiGatewayV2httpResponse::default();

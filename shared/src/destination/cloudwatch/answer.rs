@@ -107,8 +107,8 @@ pub(super) fn rejected(
         }
     };
     // AWS calls this "the index of the last log event that is too old" and "exclusive": read
-    // as the last, an event written at worst is listed as a failure too (a replay sends it
-    // again), where read the other way one refused would at worst count as delivered.
+    // as the last, an event written at worst is sent again dated at delivery (a duplicate),
+    // where read the other way one refused would at worst count as delivered.
     if let Some(end) = info.too_old_log_event_end_index() {
         mark(0..(index(end) + 1).min(n), "too old");
     }

@@ -3,12 +3,14 @@
 //!
 //! Timestamp policy: CloudWatch refuses events more than 14 days old or 2 hours ahead. Such an
 //! event is written with the delivery time as its timestamp; its message (the original JSON)
-//! still carries its own `timestamp`. Nothing is dropped for its age.
+//! still carries its own `timestamp`. Nothing is dropped for its age: one a log group rejects
+//! all the same (older than its retention) is sent once more dated so (`service::write`).
 
 use crate::destination::{DeliveryError, Failures};
 use crate::event::AuditEvent;
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use std::collections::HashSet;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -68,6 +70,23 @@ impl crate::destination::Request for Batch {
 }
 
 impl Batch {
+    /// Its events at `positions` alone, all dated `now` (within the limits, as part of this).
+    pub fn redated(&self, positions: &HashSet<usize>, now: OffsetDateTime) -> Batch {
+        let ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        let (positions, events) = self
+            .positions
+            .iter()
+            .zip(&self.events)
+            .filter(|(p, _)| positions.contains(p))
+            .map(|(&p, e)| {
+                let mut e = e.clone();
+                e.timestamp = ms;
+                (p, e)
+            })
+            .unzip();
+        Batch { positions, events }
+    }
+
     pub fn bytes(&self) -> usize {
         self.events
             .iter()

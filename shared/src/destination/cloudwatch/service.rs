@@ -11,7 +11,7 @@ use crate::retry::{Attempt, Backoff, retry};
 use aws_sdk_cloudwatchlogs::Client as LogsClient;
 use aws_sdk_cloudwatchlogs::config::Builder;
 use aws_sdk_cloudwatchlogs::error::{ProvideErrorMetadata, SdkError};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 use tokio::time::{Instant, timeout_at};
@@ -45,6 +45,8 @@ pub async fn write(
     let (batches, mut failures) = batches(events, OffsetDateTime::now_utc());
     let mut queue: VecDeque<Batch> = batches.into();
     let mut pace = Pace::new(splits);
+    // Positions sent again dated at delivery, once each.
+    let mut redated = HashSet::new();
     while let Some(batch) = queue.pop_front() {
         let expected = pace.expected(splits);
         if out_of_time(&mut failures, &batch, &mut queue, (deadline, expected)) {
@@ -55,7 +57,17 @@ pub async fn write(
             .await;
         let error = match answer {
             Ok(rejected) => {
-                failures.extend(rejected);
+                // Events the answer rejects are dated where the log group takes none (older than
+                // its retention, or than 14 days or ahead by CloudWatch's clock): each is sent
+                // once more dated at delivery, as events past 14 days are from the start (its
+                // message keeps its own time). Only what that is rejected again fails.
+                let (again, refused): (Failures, Failures) =
+                    rejected.into_iter().partition(|(p, _)| redated.insert(*p));
+                failures.extend(refused);
+                if !again.is_empty() {
+                    let positions: HashSet<usize> = again.into_iter().map(|(p, _)| p).collect();
+                    queue.push_front(batch.redated(&positions, OffsetDateTime::now_utc()));
+                }
                 continue;
             }
             Err(DeliveryError::Rejected(_)) if batch.events.len() > 1 && splits > 0 => {

@@ -4,6 +4,7 @@
 use super::request::tests::at;
 use super::*;
 use crate::destination::{PROBE_SPLITS_AT_MOST, SPLITS_AT_MOST};
+use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
 use aws_sdk_cloudwatchlogs::operation::create_log_stream::CreateLogStreamOutput;
@@ -156,19 +157,91 @@ async fn throttling_that_outlasts_the_deadline_is_a_retryable_failure() {
     assert!(failures.iter().all(|(_, e)| e.is_retryable()));
 }
 
+/// A `PutLogEvents` answer that rejects events for their dates.
+fn rejecting(info: RejectedLogEventsInfo) -> PutLogEventsOutput {
+    PutLogEventsOutput::builder()
+        .rejected_log_events_info(info)
+        .build()
+}
+
 #[tokio::test]
-async fn events_rejected_inside_a_success_are_failures_not_deliveries() {
-    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events).then_output(|| {
-        PutLogEventsOutput::builder()
-            .rejected_log_events_info(
+async fn events_a_log_group_rejects_for_their_date_are_sent_again_dated_at_delivery() {
+    // The log group keeps a day: of four events 25 to 40 hours old (one request), the two
+    // oldest (sorted by time, positions 3 and 2) are older than its retention.
+    // Each request's events, as their timestamps and messages.
+    type Sent = Vec<Vec<(i64, String)>>;
+    let sent: Arc<Mutex<Sent>> = Arc::default();
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .match_requests({
+            let sent = sent.clone();
+            move |input| {
+                let events = input.log_events().iter();
+                let events = events.map(|e| (e.timestamp(), e.message().to_owned()));
+                sent.lock().unwrap().push(events.collect());
+                true
+            }
+        })
+        .sequence()
+        .output(|| {
+            rejecting(
+                RejectedLogEventsInfo::builder()
+                    .expired_log_event_end_index(1)
+                    .build(),
+            )
+        })
+        .output(|| PutLogEventsOutput::builder().build())
+        .build();
+    let client = logs(RuleMode::Sequential, &[&put]);
+    let events: Vec<AuditEvent> = (0..4)
+        .map(|i| {
+            at(
+                OffsetDateTime::now_utc() - Duration::from_secs(3600 * (25 + 5 * i)),
+                0,
+            )
+        })
+        .collect();
+    let before = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let failures = service::write(&client, "g", "s", &events, soon(), &FAST, SPLITS_AT_MOST).await;
+    assert_eq!(failures, vec![], "delivered, not dropped for their age");
+    let sent = sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    // Sent again: the two oldest alone, each message as it was, dated at delivery.
+    let again: Vec<&str> = sent[1].iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(again, [events[3].json(), events[2].json()]);
+    assert!(sent[1].iter().all(|&(ms, _)| ms >= before), "{:?}", sent[1]);
+    assert!(
+        sent[1].iter().all(|&(ms, _)| ms == sent[1][0].0),
+        "one time, in order"
+    );
+    assert!(
+        sent[0][0].0 < before - 86_400_000,
+        "first with their own time"
+    );
+}
+
+#[tokio::test]
+async fn events_rejected_for_their_date_twice_are_failures_not_deliveries() {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .sequence()
+        .output(|| {
+            rejecting(
                 RejectedLogEventsInfo::builder()
                     .too_old_log_event_end_index(0)
                     .too_new_log_event_start_index(3)
                     .build(),
             )
-            .build()
-    });
-    let client = logs(RuleMode::MatchAny, &[&put]);
+        })
+        // The two, dated at delivery: rejected again, as older than the retention (a clock
+        // far off, a group that keeps nothing).
+        .output(|| {
+            rejecting(
+                RejectedLogEventsInfo::builder()
+                    .expired_log_event_end_index(1)
+                    .build(),
+            )
+        })
+        .build();
+    let client = logs(RuleMode::Sequential, &[&put]);
     // Sorted by time, the oldest (position 3) comes first and the newest (0, 1) last.
     let events = recent(4);
     let failures = service::write(&client, "g", "s", &events, soon(), &FAST, SPLITS_AT_MOST).await;
@@ -176,7 +249,11 @@ async fn events_rejected_inside_a_success_are_failures_not_deliveries() {
     failed.sort();
     assert_eq!(failed, [0, 3]);
     assert!(failures.iter().all(|(_, e)| !e.is_retryable()));
-    assert_eq!(put.num_calls(), 1);
+    assert!(
+        failures[0].1.message().contains("retention"),
+        "{failures:?}"
+    );
+    assert_eq!(put.num_calls(), 2, "sent again once, not in a loop");
 }
 
 #[tokio::test]
