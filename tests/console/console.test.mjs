@@ -132,7 +132,14 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   await button(p, "Test connection").click();
   await shows(p, "Success: connection established");
   assert.match(await p.getByRole("status").filter({ hasText: "connection established" }).innerText(), /audit-logs-test/);
+  // The first save is conditional on nothing being saved (version 0): one someone else made
+  // meanwhile is not replaced unseen.
+  const saves = [];
+  p.on("request", (r) => {
+    if (r.method() === "PUT" && r.url().endsWith("/streaming")) saves.push(r.headers()["if-match"]);
+  });
   await save(p);
+  assert.deepEqual(saves, ["0"]);
   assert.match(await streamingPanel(p), /Amazon CloudWatch[\s\S]*prod-audit/);
   // The provider is named once on the page, beside the ids its role trusts.
   assert.equal(await p.getByText("Amazon CloudWatch").count(), 1);
@@ -234,6 +241,9 @@ test("a refused key shows Datadog's refusal, and nothing is saved", async () => 
   await shows(p, "Failure: connection not established");
   const alert = await p.getByRole("alert").innerText();
   assert.match(alert, /key/i, alert);
+  // Another key is not the one tested: the result goes.
+  await label(p, "API Key").fill(REFUSED_KEY.replace(/.$/, "0"));
+  assert.equal(await p.getByText("Failure: connection not established").count(), 0);
   await button(p, "Save").click();
   await shows(p, "Enter a name for this destination.");
   await screenshot(p, "test-connection-refused");
@@ -536,19 +546,37 @@ test("Export downloads the events the filters select", async () => {
   // A search the API turns away leaves the table with its own: Export exports what is shown.
   const okSearches = (url) => url.searchParams.get("status") === "OK";
   await p.route(okSearches, (route) =>
-    route.fulfill({ status: 429, contentType: "application/json", body: JSON.stringify({ error: { code: "too_many_requests", message: "Too many searches; try again in a minute." } }) }),
+    route.fulfill({
+      status: 429,
+      headers: { "retry-after": "60" },
+      contentType: "application/json",
+      body: JSON.stringify({ error: { code: "rate_limited", message: "Too many searches; try again in a minute." } }),
+    }),
   );
   await label(p, "Status").selectOption("OK");
   await button(p, "Search").click();
   await shows(p, "Too many searches; try again in a minute.");
   await p.unroute(okSearches);
   await label(p, "Export format").selectOption("ndjson");
-  await button(p, "Export").click();
+  // A double click starts one export, and a poll the API turns away for now (503) is tried
+  // again: the link still comes.
+  const started = [];
+  p.on("request", (r) => r.method() === "POST" && r.url().endsWith("/exports") && started.push(r.url()));
+  let turnedAway = 0;
+  await p.route("**/exports/*", (route) =>
+    turnedAway++ === 0
+      ? route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: { code: "internal", message: "busy" } }) })
+      : route.fallback(),
+  );
+  await button(p, "Export").dblclick();
   const download = p.getByRole("link", { name: "Download export" });
   await download.waitFor({ timeout: 90_000 });
   const url = await download.getAttribute("href");
   const lines = gunzipSync(Buffer.from(await (await fetch(url)).arrayBuffer())).toString().trim().split("\n");
   assert.deepEqual(lines.map((l) => JSON.parse(l).description), ["exported one"]);
+  assert.equal(started.length, 1, "one export for a double click");
+  assert.ok(turnedAway >= 2, "the poll turned away was tried again");
+  assert.equal(await p.getByText("busy").count(), 0, "and not shown as the export's failure");
   noProblems(p);
   await p.context().close();
 });

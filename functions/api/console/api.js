@@ -32,12 +32,18 @@ export async function call(method, path, body, headers = {}, { background = fals
   if (config.sign_in.mode === "development") sent["x-organization-id"] = place().org;
   else if (auth.token) sent.authorization = `Bearer ${auth.token}`;
   if (body !== undefined) sent["content-type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers: sent,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    cache: "no-store",
-  });
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: sent,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch {
+    // Sent perhaps, but no answer came back: what was asked may have been done or not.
+    throw new ApiError(0, "unreachable", "No answer came back from the service (the network, or the service, is down).");
+  }
   const text = await response.text();
   let data = null;
   try {
@@ -70,17 +76,25 @@ export async function call(method, path, body, headers = {}, { background = fals
 }
 
 /** Polls a running job (an export, a replay) while `region` is on the page: `show` shows its
- * state and says whether the job is finished; a refused poll is shown in `region`. */
+ * state and says whether the job is finished. A poll that got no answer, or that the API turned
+ * away for now (429, 5xx), is tried again later, the job running on meanwhile; another refusal
+ * is shown in `region`. */
 export async function follow(region, path, show) {
+  let wait = POLL_MS;
   while (document.contains(region)) {
     try {
-      if (show(await call("GET", path))) return;
+      if (show(await call("GET", path, undefined, {}, { background: true }))) return;
+      wait = POLL_MS;
     } catch (error) {
-      return failure(region, error);
+      if (!(error.status === 0 || error.status === 429 || error.status >= 500)) return failure(region, error);
+      wait = Math.min(Math.max(wait * 2, (error.retryAfter || 0) * 1000), 30_000);
     }
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await new Promise((resolve) => setTimeout(resolve, wait));
   }
 }
+
+/** How often a running job is looked at. */
+const POLL_MS = 1500;
 
 export const enc = encodeURIComponent;
 export const organizationPath = (org) => `/v1/organizations/${enc(org)}/audit-logs`;

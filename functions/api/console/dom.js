@@ -52,8 +52,20 @@ export function select(options, value) {
   );
 }
 
+/** A button whose `onclick` may take a while (a call to the API): a press while the last one is
+ * still at work, a double click's second, does nothing, and the button says it is busy. */
 export function button(text, onclick, props = {}) {
-  return h("button", { type: "button", onclick, ...props }, text);
+  const b = h("button", { type: "button", ...props }, text);
+  b.addEventListener("click", async (event) => {
+    if (b.getAttribute("aria-disabled") === "true") return;
+    b.setAttribute("aria-disabled", "true");
+    try {
+      await onclick(event);
+    } finally {
+      b.removeAttribute("aria-disabled");
+    }
+  });
+  return b;
 }
 
 /** "1 event", "2 events". */

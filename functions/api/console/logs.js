@@ -107,7 +107,8 @@ function drawStreaming(p, panel, heading, view) {
     d.datadog && ["API Key", d.datadog.api_key_last4 ? `ending in ${d.datadog.api_key_last4}` : "saved"],
     ["Health", `${health.status} (${health.state})`],
     ["Last success", when(health.last_success_at)],
-    ["Last error", health.last_error || "—"],
+    // Kept after a recovery: said with when it happened.
+    ["Last error", health.last_error ? `${health.last_error} (${when(health.last_failure_at)})` : "—"],
     ["Pending events", String(health.pending)],
     health.next_attempt_at && ["Next attempt", when(health.next_attempt_at)],
     ["Last 24 hours", `${health.delivered_24h} delivered, ${health.failed_24h} failed`],
@@ -420,7 +421,8 @@ export function exportControls(p, filters) {
     try {
       const job = await call("POST", `${projectPath(p)}/exports`, body);
       say(status, "Export started…");
-      follow(status, `${projectPath(p)}/exports/${enc(job.id)}`, show);
+      // Export stays busy until this one is done: one export at a time from this page.
+      await follow(status, `${projectPath(p)}/exports/${enc(job.id)}`, show);
     } catch (error) {
       failure(status, error);
     }

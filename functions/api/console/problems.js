@@ -55,6 +55,7 @@ export function replaySection(p, finished = () => {}) {
   const until = h("input", { type: "datetime-local", value: localValue(new Date(now.getTime() + 60 * 1000)) });
   const onlyFailed = h("input", { type: "checkbox", id: newId("only-failed"), checked: true });
   const status = h("div", { class: "message" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Replay");
   const show = (replay) => {
     const counts = `${replay.delivered} delivered, ${replay.failed} failed`;
     if (replay.state === "completed") say(status, `Replay completed: ${counts}.`, "good");
@@ -70,6 +71,9 @@ export function replaySection(p, finished = () => {}) {
     {
       onsubmit: async (e) => {
         e.preventDefault();
+        // One replay at a time from here: a second press (a double click) would start another.
+        if (submit.disabled) return;
+        submit.disabled = true;
         try {
           const replay = await call("POST", `${projectPath(p)}/streaming/replay`, {
             since: rfc3339(since.value),
@@ -77,16 +81,18 @@ export function replaySection(p, finished = () => {}) {
             only_failed: onlyFailed.checked,
           });
           say(status, "Replay started…");
-          follow(status, `${projectPath(p)}/streaming/replays/${enc(replay.replay_id)}`, show);
+          await follow(status, `${projectPath(p)}/streaming/replays/${enc(replay.replay_id)}`, show);
         } catch (error) {
           failure(status, error);
+        } finally {
+          submit.disabled = false;
         }
       },
     },
     field("Since", since),
     field("Until", until),
     h("div", { class: "choice" }, onlyFailed, h("label", { for: onlyFailed.id }, "Only failed events")),
-    h("button", { type: "submit", class: "primary" }, "Replay"),
+    submit,
     status,
   );
   return h(

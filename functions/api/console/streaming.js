@@ -160,6 +160,12 @@ export function streamingForm(p, view) {
     if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the key from your organization's settings."];
     return null;
   };
+  // A test's result is of the settings it tested: changed, they are not tested yet.
+  let tested = false;
+  const untested = () => {
+    if (tested) say(message, "");
+    tested = false;
+  };
   const testButton = button("Test connection", async () => {
     const problem = missing(false);
     if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
@@ -170,6 +176,7 @@ export function streamingForm(p, view) {
       const where = result.log_group ? ` (log group ${result.log_group})` : "";
       if (result.success) say(message, `Success: connection established${where}. ${result.message}`, "good");
       else say(message, `Failure: connection not established. ${result.message}`, "alert");
+      tested = true;
     } catch (error) {
       say(message, `Connection not tested: ${error.message}`, "alert");
     } finally {
@@ -182,11 +189,15 @@ export function streamingForm(p, view) {
     {
       class: "panel",
       "aria-labelledby": "streaming-form-heading",
+      oninput: untested,
+      onchange: untested,
       onsubmit: async (e) => {
         e.preventDefault();
         const problem = missing(true);
         if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
-        const headers = saved ? { "if-match": String(view.version) } : {};
+        // The version this page read, 0 when nothing was saved: a save someone made meanwhile
+        // is a 412 here, not replaced unseen.
+        const headers = { "if-match": String(view.version) };
         // One save at a time: a second press while the first is on its way would save twice
         // (a disabled submit button also stops Enter's implicit submission).
         saveButton.disabled = true;
@@ -199,9 +210,11 @@ export function streamingForm(p, view) {
           go({ ...p, view: "logs" });
         } catch (error) {
           const text = error.status === 412
-            ? "Someone saved another configuration meanwhile: reload the page to see it, then edit again."
-            : error.message;
-          say(message, `Nothing was stored: ${text}`, "alert");
+            ? "Nothing was stored: someone saved another configuration meanwhile. Reload the page to see it, then edit again."
+            : error.status === 0
+              ? `${error.message} Reload the page to see whether the configuration was saved.`
+              : `Nothing was stored: ${error.message}`;
+          say(message, text, "alert");
         } finally {
           saveButton.disabled = false;
         }

@@ -226,16 +226,16 @@ pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, EventError> {
     }
 }
 
-/// serde_json's message with the position, minus any echo of the input.
+/// serde_json's message with the position, minus any echo of the input: its syntax messages
+/// ("recursion limit exceeded", "number out of range", "lone leading surrogate in hex escape")
+/// name the problem and never repeat the text; a data error may, and is said in general.
 fn syntax_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
-    let kind = match e.classify() {
-        Category::Eof => "unexpected end of input",
-        Category::Syntax => "syntax error",
-        Category::Data => "data error",
-        Category::Io => "read error",
-    };
-    format!("{kind} at line {} column {}", e.line(), e.column())
+    match e.classify() {
+        Category::Eof | Category::Syntax => e.to_string(),
+        Category::Data => format!("data error at line {} column {}", e.line(), e.column()),
+        Category::Io => format!("read error at line {} column {}", e.line(), e.column()),
+    }
 }
 
 #[cfg(test)]

@@ -574,13 +574,15 @@ fn every_valid_body_keeps_its_numbers_as_written() {
     }
 }
 
+/// A valid event's compact text with a field `x` whose JSON text is `x`.
+fn with_x(x: &str) -> String {
+    valid()
+        .to_string()
+        .replace(r#""status":"OK""#, &format!(r#""status":"OK","x":{x}"#))
+}
+
 #[test]
 fn strings_serde_json_refuses_are_refused_and_the_rest_kept_as_written() {
-    let with_x = |x: &str| {
-        valid()
-            .to_string()
-            .replace(r#""status":"OK""#, &format!(r#""status":"OK","x":{x}"#))
-    };
     for refused in [r#""\ud800""#, r#""a\udc00""#, "\"a\u{1}b\"", r#""\x""#] {
         let body = with_x(refused);
         assert!(serde_json::from_str::<Value>(&body).is_err(), "{refused}");
@@ -591,4 +593,50 @@ fn strings_serde_json_refuses_are_refused_and_the_rest_kept_as_written() {
     }
     let body = with_x(r#""\ud83d\ude00 \/ \t""#);
     assert_eq!(AuditEvent::from_json(&body).unwrap().json(), body);
+}
+
+#[test]
+fn numbers_at_the_edge_of_a_double_are_judged_as_serde_json_reads_them() {
+    // Near the largest double, where serde_json (as built) and Rust's own parser may round
+    // apart: an event is taken exactly when serde_json reads it, and then kept as written.
+    for number in [
+        "1.7976931348623158e308",
+        "17976931348623158e292",
+        "1797693134862315787e290",
+        "179769313486231581e291",
+        "1.7976931348623157e308",
+        "1e308",
+        "1e309",
+        "-1e400",
+        "12345678901234567890123",
+    ] {
+        let body = with_x(number);
+        match AuditEvent::from_json(&body) {
+            Ok(event) => {
+                assert!(serde_json::from_str::<Value>(&body).is_ok(), "{number}");
+                assert_eq!(event.json(), body, "{number}");
+            }
+            Err(e) => {
+                assert!(serde_json::from_str::<Value>(&body).is_err(), "{number}");
+                assert!(
+                    e.to_string().contains("number out of range"),
+                    "{number}: {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn json_that_cannot_be_read_says_why_without_repeating_it() {
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let body = with_x(&deep);
+    let err = AuditEvent::from_json(&body).unwrap_err();
+    assert!(
+        err.to_string().contains("recursion limit exceeded"),
+        "{err}"
+    );
+    let err = AuditEvent::from_json(r#"{"x": "\ud800 secret-token-123"}"#).unwrap_err();
+    assert!(err.to_string().contains("hex escape"), "{err}");
+    assert!(!err.to_string().contains("secret-token-123"), "{err}");
 }
