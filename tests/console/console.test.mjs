@@ -230,6 +230,38 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await p.context().close();
 });
 
+test("the Log streaming panel says when it could not look, and looks again by itself", async () => {
+  const p = await page(chrome);
+  const project = unique("stale");
+  let refusing = true;
+  await p.route(
+    (url) => url.pathname.endsWith("/streaming"),
+    (route) =>
+      refusing && route.request().method() === "GET"
+        ? route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: { code: "internal", message: "The view is out for now." } }) })
+        : route.fallback(),
+  );
+  // The first look gets no view: said, and looked at again until one comes.
+  await open(p, project);
+  await shows(p, "The view is out for now.");
+  refusing = false;
+  await shows(p, "Log streaming is off");
+  // A later look that gets none says so, and the panel stays as it was; the next that gets
+  // one takes that back.
+  refusing = true;
+  await shows(p, "Could not look again at");
+  assert.ok(await p.getByText("Log streaming is off").isVisible());
+  refusing = false;
+  await p.getByText("Could not look again at").waitFor({ state: "detached", timeout: 30_000 });
+  // The time boxes say whose time they are read in, the pages' times being UTC.
+  for (const name of ["Since", "Until"]) {
+    const hint = await label(p, name).getAttribute("aria-describedby");
+    assert.match(await p.locator(`[id="${hint}"]`).innerText(), /^In your local time \(UTC[+-]\d\d:\d\d\); the times shown are UTC\.$/);
+  }
+  noProblems(p);
+  await p.context().close();
+});
+
 test("a refused key shows Datadog's refusal, and nothing is saved", async () => {
   const p = await page(chrome);
   const project = unique("refused");

@@ -85,6 +85,14 @@ export function rfc3339(local) {
   return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
 }
 
+/** What a `datetime-local` box is read in, since every time the pages show is UTC. */
+export function localTime() {
+  const minutes = -new Date().getTimezoneOffset();
+  const pad = (n) => String(Math.floor(Math.abs(n))).padStart(2, "0");
+  const offset = `${minutes < 0 ? "-" : "+"}${pad(minutes / 60)}:${pad(minutes % 60)}`;
+  return `In your local time (UTC${offset}); the times shown are UTC.`;
+}
+
 export function localValue(date) {
   const pad = (n) => String(n).padStart(2, "0");
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;

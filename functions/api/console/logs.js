@@ -1,7 +1,7 @@
 // The Audit Logs page: the streaming state, the events with their filters and paging, Export.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, field, select, button, when, rfc3339, say, count, failure } from "./dom.js";
+import { h, field, select, button, when, rfc3339, say, count, failure, localTime } from "./dom.js";
 import { go, render, projectHeader, announce } from "./router.js";
 import { manageMenu } from "./menu.js";
 import { trustedIds } from "./streaming.js";
@@ -34,15 +34,20 @@ function compared(view) {
 }
 
 /** Every `ms` while `node` is on the page, unless `busy()`: asks again (`ask`, a background
- * call) and, unless busy by then, `show`s the answer. One look at a time: an answer never
- * overtakes a later one. */
-function lookAgain(node, ms, busy, ask, show) {
+ * call) and, unless busy by then, `show`s the answer, or says it `failed`. One look at a
+ * time: an answer never overtakes a later one. */
+function lookAgain(node, ms, busy, ask, show, failed = () => {}) {
   let looking = false;
   const timer = setInterval(async () => {
     if (!node.isConnected) return clearInterval(timer);
     if (looking || busy()) return;
     looking = true;
-    const answer = await ask().catch(() => null);
+    let answer = null;
+    try {
+      answer = await ask();
+    } catch (error) {
+      if (node.isConnected) failed(error);
+    }
     looking = false;
     if (answer && node.isConnected && !busy()) show(answer);
   }, ms);
@@ -65,7 +70,9 @@ function watchStreaming(p, panel) {
       drawStreaming(p, panel, heading, view);
     },
     (error) => {
-      const region = h("div");
+      // Nothing to show yet: said, and looked at again like any view (`data-look-again`).
+      shown = "";
+      const region = h("div", { "data-look-again": "" });
       panel.replaceChildren(heading, region);
       failure(region, error);
     },
@@ -76,13 +83,25 @@ function watchStreaming(p, panel) {
     panel.contains(document.activeElement) ||
     selecting(panel) ||
     panel.getAttribute("aria-busy") === "true" ||
-    panel.querySelector(".confirm, [role=alert]");
-  lookAgain(panel, HEALTH_MS, busy, () => call("GET", path, undefined, {}, { background: true }), (view) => {
-    const seen = compared(view);
-    if (seen === shown) return;
-    shown = seen;
-    drawStreaming(p, panel, heading, view);
-  });
+    panel.querySelector(".confirm, [role=alert]:not([data-look-again])");
+  // What is shown is as of the last look that got an answer: a look that got none says so.
+  const stale = () => panel.querySelector(".stale") || panel.appendChild(h("p", { class: "hint stale", role: "status" }));
+  lookAgain(
+    panel,
+    HEALTH_MS,
+    busy,
+    () => call("GET", path, undefined, {}, { background: true }),
+    (view) => {
+      const seen = compared(view);
+      panel.querySelector(".stale")?.remove();
+      if (seen === shown) return;
+      shown = seen;
+      drawStreaming(p, panel, heading, view);
+    },
+    (error) => {
+      stale().textContent = `Could not look again at ${when(new Date().toISOString())} (${error.message}); shown as it was before.`;
+    },
+  );
 }
 
 function drawStreaming(p, panel, heading, view) {
@@ -320,8 +339,8 @@ export function eventsSection(p) {
         show([null], read());
       },
     },
-    field("Since", inputs.since),
-    field("Until", inputs.until),
+    field("Since", inputs.since, localTime()),
+    field("Until", inputs.until, localTime()),
     field("Action", inputs.action),
     field("Status", inputs.status),
     field("Actor", inputs.actor, "principal id or e-mail, exact"),

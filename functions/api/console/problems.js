@@ -1,7 +1,7 @@
 // Delivery problems: failed events, replays with their progress, the last connection tests.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, newId, field, button, when, rfc3339, localValue, say, count, failure } from "./dom.js";
+import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure } from "./dom.js";
 import { projectHeader } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
@@ -89,8 +89,8 @@ export function replaySection(p, finished = () => {}) {
         }
       },
     },
-    field("Since", since),
-    field("Until", until),
+    field("Since", since, localTime()),
+    field("Until", until, localTime()),
     h("div", { class: "choice" }, onlyFailed, h("label", { for: onlyFailed.id }, "Only failed events")),
     submit,
     status,
