@@ -179,3 +179,30 @@ test("an issuer that refuses the sign-in says why, and signing in again comes ba
   assert.deepEqual(p.problems, []);
   await p.context().close();
 });
+
+test("a sign-in that ended before Save says so where the person typed, rather than leaving", async () => {
+  const p = await page(chrome);
+  // The page's clock moves when told: the sign-in ends without waiting for it.
+  await p.clock.install();
+  let ended = false;
+  await p.route("**/v1/**", (route) => {
+    if (ended) return route.fulfill({ status: 401, contentType: "application/json", body: JSON.stringify({ message: "Unauthorized" }) });
+    const body = { organization_id: "o", project_id: "p", aws_account_id: "123456789012", external_id: "e".repeat(32), destination: null,
+      health: { status: "unknown", state: "delivering", pending: 0, delivered_24h: 0, failed_24h: 0, hours_24h: [] }, version: 0, updated_at: null };
+    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
+  });
+  await p.goto(`${server.console}?organization_id=o&project_id=p&view=streaming`);
+  await p.getByRole("heading", { name: "Enable Log Streaming" }).waitFor();
+  const before = seen.authorize.length;
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  await p.getByLabel("Destination name", { exact: true }).fill("typed before it ended");
+  await p.getByLabel("API Key", { exact: true }).fill("0123456789abcdef0123456789abcdef");
+  ended = true;
+  await p.clock.fastForward("02:00");
+  await p.getByRole("button", { name: "Save", exact: true }).click();
+  await p.getByText("Your sign-in has ended, so this was not done.").waitFor();
+  assert.equal(seen.authorize.length, before, "not sent to the issuer with what was typed");
+  assert.equal(await p.getByLabel("Destination name", { exact: true }).inputValue(), "typed before it ended");
+  assert.deepEqual(p.problems, []);
+  await p.context().close();
+});

@@ -56,7 +56,18 @@ export async function call(method, path, body, headers = {}, { background = fals
     auth.token = null;
     // An expired token: sign in again. A token refused as soon as it was issued would be
     // refused again after any number of redirects: say why instead.
-    if (Date.now() - auth.since > 60_000) await signIn();
+    if (Date.now() - auth.since > 60_000) {
+      // A change the person pressed for (API Gateway refused it, so nothing was done) is
+      // told so, where they typed it, rather than lost in a redirect.
+      if (method !== "GET") {
+        throw new ApiError(
+          401,
+          "unauthenticated",
+          "Your sign-in has ended, so this was not done. Reload the page to sign in again (copy anything you typed first).",
+        );
+      }
+      await signIn();
+    }
     signedOut(
       "The API refused the token the issuer gave the console (401): its authorizer must accept " +
         "the ConsoleClientId as an audience, and the token must carry the organization claim.",
