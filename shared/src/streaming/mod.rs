@@ -677,12 +677,7 @@ impl Configurations for ConfigTable {
         let mut start = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
-                .expression_attribute_values(":prefix", s(PROJECT_SORT_PREFIX))
+                .prefix_query(organization_id, PROJECT_SORT_PREFIX)
                 .select(aws_sdk_dynamodb::types::Select::Count)
                 // A destination deleted a moment ago is not counted.
                 .consistent_read(true)
@@ -907,6 +902,20 @@ impl ConfigTable {
             .await
     }
 
+    /// A query of the organization's items whose sort key starts with `prefix`.
+    fn prefix_query(
+        &self,
+        organization_id: &str,
+        prefix: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
+            .expression_attribute_values(":prefix", s(prefix))
+    }
+
     /// As [`Self::query_prefix`], in either order.
     async fn query_prefix_in(
         &self,
@@ -916,20 +925,17 @@ impl ConfigTable {
         after: Option<&str>,
         ascending: bool,
     ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
-        let pk = AttributeValue::S(key_part(organization_id));
         let start = after.map(|sk| {
             HashMap::from([
-                (attr::PARTITION_KEY.to_owned(), pk.clone()),
+                (
+                    attr::PARTITION_KEY.to_owned(),
+                    AttributeValue::S(key_part(organization_id)),
+                ),
                 (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned())),
             ])
         });
         let out = self
-            .client
-            .query()
-            .table_name(&self.name)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", pk)
-            .expression_attribute_values(":prefix", s(prefix))
+            .prefix_query(organization_id, prefix)
             .scan_index_forward(ascending)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start)

@@ -138,6 +138,16 @@ impl<P: Ports> Api<P> {
         }
     }
 
+    /// Counts a save against the organization's configuration changes, once a request
+    /// (`counted`: whether one of its tries already did).
+    async fn count_change(&self, org: &str, counted: &mut bool) -> Result<(), ApiError> {
+        if !std::mem::replace(counted, true) {
+            self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A new destination only while the organization has fewer than [`MAX_DESTINATIONS`] (two
     /// first saves at once may both pass: the limit guards the account's secrets against an
     /// organization's scripts, not its last unit).
@@ -186,10 +196,7 @@ impl<P: Ports> Api<P> {
         if current.is_none() {
             // Counted first: at the limit, a script's refused saves each read the
             // organization's destinations, which the rate limits as it limits saves.
-            if !std::mem::replace(counted, true) {
-                self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
-                    .await?;
-            }
+            self.count_change(org, counted).await?;
             self.within_destination_limit(org).await?;
         }
         // Read before the save: one that lands is never answered with a 500 for want of them.
@@ -248,11 +255,8 @@ impl<P: Ports> Api<P> {
         let secret_version = match &kept {
             Some(version) => version.clone(),
             None => {
-                // What writes to Secrets Manager is counted, once a request.
-                if !std::mem::replace(counted, true) {
-                    self.rate_limit(org, CONFIGURATION_CHANGES, self.clock.now())
-                        .await?;
-                }
+                // What writes to Secrets Manager is counted.
+                self.count_change(org, counted).await?;
                 self.secrets
                     .stage(org, project, &credentials)
                     .await
