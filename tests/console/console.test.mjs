@@ -353,6 +353,7 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   );
   await button(p, "Delete streaming configuration").click();
   await shows(p, "changed since this page showed it");
+  assert.match(await p.locator("#news").getAttribute("class"), /\bbad\b/, "said as news that nothing was done");
   assert.equal(await button(p, "Delete streaming configuration").count(), 0, "the question is gone");
   await p.unroute("**/streaming");
   await streamingPanel(p);
@@ -478,6 +479,121 @@ test("keyboard only: enable Datadog streaming, test, save and pause without a po
   await p.keyboard.press("ArrowDown");
   await p.keyboard.press("Enter");
   await shows(p, "Streaming resumed");
+  noProblems(p);
+  await p.context().close();
+});
+
+/** What a control's description says (`aria-describedby`), as a screen reader reads it with it. */
+const described = (control) =>
+  control.evaluate((el) => (el.getAttribute("aria-describedby") || "").split(" ").map((id) => document.getElementById(id)?.textContent).join(" "));
+
+const focused = (control) => control.evaluate((el) => el === document.activeElement);
+
+test("what to fix is said at its box, news is read out, and paging keeps the focus", async () => {
+  const p = await page(chrome);
+  const project = unique("place");
+  // Two pages of 25.
+  await send(server, Array.from({ length: 26 }, (_, i) => auditEvent(ORG, project, `paged ${i}`)));
+  await open(p, project, "streaming");
+  // The news region is on the page before any news: one added with its text is not read out.
+  const news = p.locator("#news");
+  await p.getByRole("radio", { name: "Amazon CloudWatch" }).check();
+  assert.equal(await news.getAttribute("role"), "status");
+  assert.equal(await news.innerText(), "");
+
+  // A save without a name: the name's box says so, is marked and has the focus.
+  const name = label(p, "Destination name");
+  const roleArn = label(p, "Role ARN");
+  await roleArn.fill("arn:aws:iam::12345:role/short-account");
+  await button(p, "Save").click();
+  await shows(p, "Enter a name for this destination.");
+  assert.equal(await name.getAttribute("aria-invalid"), "true");
+  assert.ok(await focused(name), "the name's box has the focus");
+  assert.equal(await described(name), "Enter a name for this destination.");
+  await name.fill("place");
+  assert.equal(await name.getAttribute("aria-invalid"), null, "typing takes the mark back");
+  assert.equal(await described(name), "");
+  // The API refuses the ARN (`cloudwatch.role_arn`): said at the Role ARN box, in the page's words.
+  await button(p, "Save").click();
+  await p.locator('[aria-invalid="true"]').waitFor();
+  assert.equal(await roleArn.getAttribute("aria-invalid"), "true");
+  assert.ok(await focused(roleArn), "the Role ARN box has the focus");
+  const said = await described(roleArn);
+  assert.match(said, /^Role ARN \S/, said);
+  assert.ok(!said.includes("`") && !said.includes("cloudwatch.role_arn"), said);
+  assert.equal(await p.getByRole("alert").innerText(), `Nothing was stored: ${said}`);
+  await screenshot(p, "field-error");
+  await roleArn.fill(ROLE_ARN);
+  assert.equal(await roleArn.getAttribute("aria-invalid"), null);
+  await save(p);
+  assert.equal(await news.innerText(), "Streaming configuration saved.");
+  assert.match(await news.getAttribute("class"), /\bgood\b/);
+
+  // Paging: the last page has no Older, the first no Newer; the focus goes to the other.
+  await eventually("26 events stored", async () => {
+    await label(p, "Per page").selectOption("25");
+    await button(p, "Search").click();
+    await shows(p, "25 events on this page.");
+    return (await button(p, "Older events").count()) === 1;
+  });
+  await button(p, "Older events").focus();
+  await p.keyboard.press("Enter");
+  // The 26 events and the configuration's own.
+  await shows(p, /^[12] events? on this page\.$/);
+  assert.equal(await button(p, "Older events").count(), 0);
+  assert.ok(await focused(button(p, "Newer events")), "the focus is on Newer events");
+  await p.keyboard.press("Enter");
+  await shows(p, "25 events on this page.");
+  assert.equal(await button(p, "Newer events").count(), 0);
+  assert.ok(await focused(button(p, "Older events")), "the focus is on Older events");
+
+  // A search the API refuses for a box (`since` after `until`) is said at that box.
+  await label(p, "Since").fill("2026-06-02T00:00");
+  await label(p, "Until").fill("2026-06-01T00:00");
+  await button(p, "Search").click();
+  await shows(p, "Since must not be after Until");
+  assert.equal(await label(p, "Since").getAttribute("aria-invalid"), "true");
+  assert.ok(await focused(label(p, "Since")));
+  assert.equal(await p.getByRole("table").getByRole("row").count(), 26, "the table keeps what it showed");
+  await button(p, "Clear").click();
+  await shows(p, /^2[67] events on this page\.$/);
+
+  // The looks for newer events that get no answer say so; the next that gets one takes it back.
+  const listing = (url) => url.pathname.endsWith(`/projects/${project}/audit-logs`);
+  await p.route(listing, (route) =>
+    route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: { code: "internal", message: "The listing is out for now." } }) }),
+  );
+  await shows(p, "newer events are not shown until a look gets one");
+  assert.match(await p.getByText("Could not look again at").innerText(), /The listing is out for now\./);
+  await p.unroute(listing);
+  await p.getByText("newer events are not shown").waitFor({ state: "detached", timeout: 30_000 });
+
+  // Delivery problems: news shown once is gone; the last More failures moves the focus to the
+  // first failure it brought, and a replay refused for its Until box says so there.
+  await p.getByRole("link", { name: "Delivery problems" }).click();
+  await p.getByRole("heading", { name: "Delivery problems" }).waitFor();
+  assert.equal(await news.innerText(), "");
+  const failed = (i) => ({ event_id: `e-${i}`, failed_at: "2026-12-01T10:00:00Z", reason: "refused", event: auditEvent(ORG, project, `failed ${i}`) });
+  await p.route("**/streaming/failures*", (route) =>
+    route.fulfill({
+      json: new URL(route.request().url()).searchParams.get("cursor")
+        ? { failures: [failed(2)], next_cursor: null }
+        : { failures: [failed(1)], next_cursor: "next" },
+    }),
+  );
+  await p.reload();
+  await shows(p, "1 failed event listed.");
+  await button(p, "More failures").focus();
+  await p.keyboard.press("Enter");
+  await shows(p, "2 failed events listed.");
+  assert.equal(await button(p, "More failures").count(), 0);
+  assert.ok(await focused(p.getByRole("row", { name: /failed 2/ })), "the focus is on the failure More brought");
+  await p.unroute("**/streaming/failures*");
+  await label(p, "Until").fill(await label(p, "Since").inputValue());
+  await button(p, "Replay").click();
+  await shows(p, "Until must be after Since");
+  assert.equal(await label(p, "Until").getAttribute("aria-invalid"), "true");
+  assert.ok(await focused(label(p, "Until")));
   noProblems(p);
   await p.context().close();
 });

@@ -38,6 +38,44 @@ export function field(label, control, hint) {
   return h("div", { class: "field" }, h("label", { for: control.id }, label), control, hintEl);
 }
 
+/** What a refusal says, said at the control it is about (see `invalid`) when it names one of
+ * `controls` (the API's field names to the form's controls): the API starts a field's error
+ * with its name in backticks (`cloudwatch.region`). The names it gives become the labels the
+ * person reads. */
+export function refused(error, controls) {
+  const message = error instanceof Error ? error.message : String(error);
+  const known = (name) => Object.hasOwn(controls, name) && controls[name].labels?.length;
+  const worded = message.replace(/`([\w.]+)`/g, (whole, name) => (known(name) ? controls[name].labels[0].textContent : whole));
+  const named = /^`([\w.]+)`/.exec(message);
+  return named && known(named[1]) ? invalid(controls[named[1]], worded) : worded;
+}
+
+/** Says what is wrong with `control` where it is (beside it, read with it, marked invalid) and
+ * puts the focus there; undone as soon as the control changes. Returns `text`. */
+export function invalid(control, text) {
+  valid(control);
+  const note = h("p", { class: "field-error", id: newId("error") }, text);
+  control.after(note);
+  control.setAttribute("aria-invalid", "true");
+  control.setAttribute("aria-describedby", [note.id, control.getAttribute("aria-describedby")].filter(Boolean).join(" "));
+  const undo = () => valid(control);
+  control.addEventListener("input", undo, { once: true });
+  control.addEventListener("change", undo, { once: true });
+  control.focus();
+  return text;
+}
+
+/** Takes back what `invalid` said about `control`. */
+export function valid(control) {
+  const note = control.nextElementSibling;
+  if (!note || !note.classList.contains("field-error")) return;
+  note.remove();
+  const rest = (control.getAttribute("aria-describedby") || "").split(" ").filter((id) => id && id !== note.id);
+  if (rest.length) control.setAttribute("aria-describedby", rest.join(" "));
+  else control.removeAttribute("aria-describedby");
+  control.removeAttribute("aria-invalid");
+}
+
 /** A value to read and copy (an id): a read-only text box whose text is its value too, so it
  * reads the same as a control's value and as the page's text. */
 export function readable(value) {

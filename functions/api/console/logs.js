@@ -1,7 +1,7 @@
 // The Audit Logs page: the streaming state, the events with their filters and paging, Export.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, field, select, button, when, rfc3339, say, count, failure, localTime } from "./dom.js";
+import { h, field, select, button, when, rfc3339, say, count, failure, localTime, refused } from "./dom.js";
 import { go, render, projectHeader, announce } from "./router.js";
 import { manageMenu } from "./menu.js";
 import { trustedIds } from "./streaming.js";
@@ -53,6 +53,9 @@ function lookAgain(node, ms, busy, ask, show, failed = () => {}) {
   }, ms);
 }
 
+/** What a look again that got no answer says: what is shown is as of the last one that did. */
+const notLooked = (error, shown) => `Could not look again at ${when(new Date().toISOString())} (${error.message}); ${shown}.`;
+
 /** How often the streaming panel looks again at the configuration and its delivery health. */
 const HEALTH_MS = 10000;
 
@@ -99,7 +102,7 @@ function watchStreaming(p, panel) {
       drawStreaming(p, panel, heading, view);
     },
     (error) => {
-      stale().textContent = `Could not look again at ${when(new Date().toISOString())} (${error.message}); shown as it was before.`;
+      stale().textContent = notLooked(error, "shown as it was before");
     },
   );
 }
@@ -137,8 +140,8 @@ function drawStreaming(p, panel, heading, view) {
     { class: "facts" },
     rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
   );
-  const reload = (text) => {
-    announce(text);
+  const reload = (text, kind) => {
+    announce(text, kind);
     render();
   };
   const act = async (method, path, done, headers) => {
@@ -151,7 +154,7 @@ function drawStreaming(p, panel, heading, view) {
       // Someone changed the destination since this page read it (a Delete names the version
       // it saw): show it as it is now rather than ask again with the same old version.
       if (error.status === 412) {
-        return reload("The streaming configuration changed since this page showed it; nothing was done. Here it is now.");
+        return reload("The streaming configuration changed since this page showed it; nothing was done. Here it is now.", "bad");
       }
       failure(message, error);
       // A menu item that was picked is hidden now: focus goes back to the menu's button
@@ -275,6 +278,9 @@ export function eventsSection(p) {
   let asked = 0;
   const table = h("div", { class: "events" });
   const status = h("div", { class: "message" });
+  // Said while the looks for newer events get no answer.
+  const stale = h("p", { class: "hint", role: "status" });
+  const heading = h("h2", { id: "events-heading", tabindex: "-1" }, "Events");
   // Cursors of the pages shown so far: the last one is the page on screen.
   let cursors = [null];
   const older = button("Older events", () => show([...cursors, older.dataset.cursor]));
@@ -284,6 +290,7 @@ export function eventsSection(p) {
   // leaves the table as it is.
   let newest = null;
   const draw = (data, stack, searched) => {
+    const at = document.activeElement;
     applied = searched;
     cursors = stack;
     newest = stack.length === 1 && data.events.length ? JSON.stringify(data.events[0]) : null;
@@ -293,6 +300,9 @@ export function eventsSection(p) {
     older.dataset.cursor = data.next_cursor || "";
     newer.hidden = cursors.length < 2;
     pageNumber.textContent = `Page ${cursors.length}`;
+    // Paged to the last page (or back to the first), the pressed button is gone: the focus goes
+    // to the other one rather than to nowhere.
+    if ((at === older || at === newer) && at.hidden) ([older, newer].find((b) => !b.hidden) || heading).focus();
   };
   const show = async (stack, searched = applied) => {
     const ask = ++asked;
@@ -302,8 +312,10 @@ export function eventsSection(p) {
       if (ask !== asked) return; // a later request's answer is the one to show
       draw(data, stack, searched);
     } catch (error) {
-      // What the table shows stays, with its search: the refusal says why the new one is not.
-      if (ask === asked) failure(status, error);
+      // What the table shows stays, with its search: the refusal says why the new one is not,
+      // at the box it is about when it is about one.
+      if (ask !== asked) return;
+      say(status, refused(error, inputs), "alert");
     }
   };
   // Events keep coming while the page is open: the first page is looked at again every few
@@ -322,12 +334,22 @@ export function eventsSection(p) {
       (data) => ({ data, ask, searched }),
     );
   };
-  lookAgain(table, REFRESH_MS, away, firstPage, ({ data, ask, searched }) => {
-    // A search started meanwhile keeps what it shows.
-    if (ask !== asked) return;
-    const first = data.events.length ? JSON.stringify(data.events[0]) : null;
-    if (first !== newest) draw(data, [null], searched);
-  });
+  lookAgain(
+    table,
+    REFRESH_MS,
+    away,
+    firstPage,
+    ({ data, ask, searched }) => {
+      stale.textContent = "";
+      // A search started meanwhile keeps what it shows.
+      if (ask !== asked) return;
+      const first = data.events.length ? JSON.stringify(data.events[0]) : null;
+      if (first !== newest) draw(data, [null], searched);
+    },
+    (error) => {
+      stale.textContent = notLooked(error, "newer events are not shown until a look gets one");
+    },
+  );
   const search = h(
     "form",
     {
@@ -359,10 +381,11 @@ export function eventsSection(p) {
   return h(
     "section",
     { class: "panel", "aria-labelledby": "events-heading" },
-    h("h2", { id: "events-heading" }, "Events"),
+    heading,
     search,
     exportControls(p, () => applied),
     status,
+    stale,
     table,
     h("div", { class: "pager" }, newer, pageNumber, older),
   );

@@ -1,7 +1,7 @@
 // Delivery problems: failed events, replays with their progress, the last connection tests.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure } from "./dom.js";
+import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure, refused } from "./dom.js";
 import { projectHeader } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
@@ -24,13 +24,22 @@ export function failuresSection(p) {
       const data = await call("GET", `${projectPath(p)}/streaming/failures${query({ limit: "50", cursor })}`);
       if (ask !== asked) return;
       if (!cursor) body.replaceChildren();
-      for (const f of data.failures) {
+      const rows = data.failures.map((f) => {
         const e = f.event || {};
-        body.append(h("tr", {}, h("td", { class: "nowrap" }, when(e.timestamp)), h("td", {}, String(e.description ?? f.event_id)), h("td", { class: "nowrap" }, when(f.failed_at)), h("td", {}, String(f.reason ?? ""))));
-      }
+        return h("tr", {}, h("td", { class: "nowrap" }, when(e.timestamp)), h("td", {}, String(e.description ?? f.event_id)), h("td", { class: "nowrap" }, when(f.failed_at)), h("td", {}, String(f.reason ?? "")));
+      });
+      body.append(...rows);
       say(status, body.children.length ? `${count(body.children.length, "failed event")} listed.` : "No failed events: every event reached the destination or is still owed to it.");
+      const pressed = document.activeElement === more;
       more.hidden = !data.next_cursor;
       more.dataset.cursor = data.next_cursor || "";
+      // The last of them listed, More is gone: the focus goes to the first of those it brought
+      // rather than to nowhere.
+      if (pressed && more.hidden) {
+        const first = rows[0] || status;
+        first.tabIndex = -1;
+        first.focus();
+      }
     } catch (error) {
       if (ask === asked) failure(status, error);
     }
@@ -83,7 +92,8 @@ export function replaySection(p, finished = () => {}) {
           say(status, "Replay started…");
           await follow(status, `${projectPath(p)}/streaming/replays/${enc(replay.replay_id)}`, show);
         } catch (error) {
-          failure(status, error);
+          // At the box it is about, when it is about one.
+          say(status, refused(error, { since, until }), "alert");
         } finally {
           submit.disabled = false;
         }

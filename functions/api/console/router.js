@@ -45,11 +45,11 @@ export function link(text, p, props = {}) {
   );
 }
 
-/** News for the next page (after a save, say), shown once. */
+/** News for the next page, shown once: "good" (a save went through) or "bad" (it did not). */
 let notice = null;
 
-export function announce(text) {
-  notice = text;
+export function announce(text, kind = "good") {
+  notice = { text, kind };
 }
 
 export function render() {
@@ -60,9 +60,13 @@ export function render() {
   else if (p.view === "problems") page = problemsPage(p);
   else page = logsPage(p);
   const main = document.getElementById("main");
-  const news = notice ? h("p", { class: "message good", role: "status" }, notice) : null;
+  main.replaceChildren(page);
+  // Said in a region that is always on the page, which screen readers follow from the start
+  // (one added with its text is not read out), above every page.
+  const news = document.getElementById("news");
+  news.className = notice ? `news message ${notice.kind}` : "news";
+  news.textContent = notice ? notice.text : "";
   notice = null;
-  main.replaceChildren(...(news ? [news, page] : [page]));
   const heading = main.querySelector("h1");
   document.title = heading ? `${heading.textContent} · Audit log service` : "Audit log service";
   // A new page starts at its heading, for keyboards and screen readers alike.

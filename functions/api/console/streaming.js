@@ -1,7 +1,7 @@
 // Enable Log Streaming and Edit streaming configuration: one form, empty or filled in.
 
 import { config, call, projectPath } from "./api.js";
-import { h, newId, field, readable, select, button, say, copy, failure } from "./dom.js";
+import { h, newId, field, readable, select, button, say, copy, failure, invalid, refused } from "./dom.js";
 import { go, link, projectHeader, announce } from "./router.js";
 
 export function streamingPage(p) {
@@ -160,6 +160,8 @@ export function streamingForm(p, view) {
     if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the key from your organization's settings."];
     return null;
   };
+  // The controls of the API's field names: a refusal of one is said at it.
+  const controls = { name, "cloudwatch.role_arn": roleArn, "cloudwatch.region": region, "datadog.api_key": apiKey, "datadog.site": site };
   // A test's result is of the settings it tested: changed, they are not tested yet.
   let tested = false;
   const untested = () => {
@@ -168,7 +170,7 @@ export function streamingForm(p, view) {
   };
   const testButton = button("Test connection", async () => {
     const problem = missing(false);
-    if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
+    if (problem) return say(message, invalid(...problem), "alert");
     testButton.disabled = true;
     say(message, "Sending a test event…");
     try {
@@ -178,7 +180,7 @@ export function streamingForm(p, view) {
       else say(message, `Failure: connection not established. ${result.message}`, "alert");
       tested = true;
     } catch (error) {
-      say(message, `Connection not tested: ${error.message}`, "alert");
+      say(message, `Connection not tested: ${refused(error, controls)}`, "alert");
     } finally {
       testButton.disabled = false;
     }
@@ -194,7 +196,7 @@ export function streamingForm(p, view) {
       onsubmit: async (e) => {
         e.preventDefault();
         const problem = missing(true);
-        if (problem) return (problem[0].focus(), say(message, problem[1], "alert"));
+        if (problem) return say(message, invalid(...problem), "alert");
         // The version this page read, 0 when nothing was saved: a save someone made meanwhile
         // is a 412 here, not replaced unseen.
         const headers = { "if-match": String(view.version) };
@@ -213,7 +215,7 @@ export function streamingForm(p, view) {
             ? "Nothing was stored: someone saved another configuration meanwhile. Reload the page to see it, then edit again."
             : error.status === 0
               ? `${error.message} Reload the page to see whether the configuration was saved.`
-              : `Nothing was stored: ${error.message}`;
+              : `Nothing was stored: ${refused(error, controls)}`;
           say(message, text, "alert");
         } finally {
           saveButton.disabled = false;
