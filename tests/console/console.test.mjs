@@ -71,6 +71,12 @@ async function streamingPanel(p) {
   return panel.innerText();
 }
 
+/** What a control's description says (`aria-describedby`), as a screen reader reads it with it. */
+const described = (control) =>
+  control.evaluate((el) => (el.getAttribute("aria-describedby") || "").split(" ").map((id) => document.getElementById(id)?.textContent).join(" "));
+
+const focused = (control) => control.evaluate((el) => el === document.activeElement);
+
 function noProblems(p) {
   assert.deepEqual(p.problems, [], "the page ran into no script error and opened no dialog");
 }
@@ -249,10 +255,10 @@ test("the Log streaming panel says when it could not look, and looks again by it
   // A later look that gets none says so, and the panel stays as it was; the next that gets
   // one takes that back.
   refusing = true;
-  await shows(p, "Could not look again at");
+  await shows(p, "Could not look again since");
   assert.ok(await p.getByText("Log streaming is off").isVisible());
   refusing = false;
-  await p.getByText("Could not look again at").waitFor({ state: "detached", timeout: 30_000 });
+  await p.getByText("Could not look again since").waitFor({ state: "detached", timeout: 30_000 });
   // The time boxes say whose time they are read in, the pages' times being UTC.
   for (const name of ["Since", "Until"]) {
     const hint = await label(p, name).getAttribute("aria-describedby");
@@ -271,6 +277,7 @@ test("a refused key shows Datadog's refusal, and nothing is saved", async () => 
   await label(p, "API Key").fill(REFUSED_KEY);
   await button(p, "Test connection").click();
   await shows(p, "Failure: connection not established");
+  assert.ok(await focused(button(p, "Test connection")), "the focus stays on Test connection");
   const alert = await p.getByRole("alert").innerText();
   assert.match(alert, /key/i, alert);
   // Another key is not the one tested: the result goes.
@@ -483,12 +490,6 @@ test("keyboard only: enable Datadog streaming, test, save and pause without a po
   await p.context().close();
 });
 
-/** What a control's description says (`aria-describedby`), as a screen reader reads it with it. */
-const described = (control) =>
-  control.evaluate((el) => (el.getAttribute("aria-describedby") || "").split(" ").map((id) => document.getElementById(id)?.textContent).join(" "));
-
-const focused = (control) => control.evaluate((el) => el === document.activeElement);
-
 test("what to fix is said at its box, news is read out, and paging keeps the focus", async () => {
   const p = await page(chrome);
   const project = unique("place");
@@ -525,9 +526,26 @@ test("what to fix is said at its box, news is read out, and paging keeps the foc
   await screenshot(p, "field-error");
   await roleArn.fill(ROLE_ARN);
   assert.equal(await roleArn.getAttribute("aria-invalid"), null);
+  // A save the service turns away keeps the focus on Save, busy while it waits but never
+  // disabled (which would drop the focus).
+  await p.route("**/streaming", (route) =>
+    route.request().method() === "PUT"
+      ? route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: { code: "internal", message: "Saving is out for now." } }) })
+      : route.fallback(),
+  );
+  await button(p, "Save").focus();
+  await p.keyboard.press("Enter");
+  await shows(p, "Nothing was stored: Saving is out for now.");
+  assert.ok(await focused(button(p, "Save")), "the focus stays on Save");
+  assert.equal(await button(p, "Save").getAttribute("aria-disabled"), null, "and it can be pressed again");
+  await p.unroute("**/streaming");
   await save(p);
   assert.equal(await news.innerText(), "Streaming configuration saved.");
   assert.match(await news.getAttribute("class"), /\bgood\b/);
+  // Read with the heading the focus moves to, as a live region may be cut short by the move.
+  const heading = p.getByRole("heading", { name: "Audit Logs" });
+  assert.ok(await focused(heading));
+  assert.equal(await described(heading), "Streaming configuration saved.");
 
   // Paging: the last page has no Older, the first no Newer; the focus goes to the other.
   await eventually("26 events stored", async () => {
@@ -555,7 +573,20 @@ test("what to fix is said at its box, news is read out, and paging keeps the foc
   assert.equal(await label(p, "Since").getAttribute("aria-invalid"), "true");
   assert.ok(await focused(label(p, "Since")));
   assert.equal(await p.getByRole("table").getByRole("row").count(), 26, "the table keeps what it showed");
+  // Each Show JSON is told from the others by its row's time and description.
+  assert.match(await described(button(p, "Show JSON").first()), /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \S/);
+  // Sent again, the form is judged anew: a fix made in the other box takes the mark back.
+  await label(p, "Until").fill("2026-06-03T00:00");
+  await button(p, "Search").click();
+  await shows(p, "No events match on this page.");
+  assert.equal(await label(p, "Since").getAttribute("aria-invalid"), null);
+  await label(p, "Until").fill("2026-06-01T00:00");
+  await button(p, "Search").click();
+  await shows(p, "Since must not be after Until");
+  // Clear empties the boxes, and so takes back what was said about them.
   await button(p, "Clear").click();
+  assert.equal(await label(p, "Since").getAttribute("aria-invalid"), null);
+  assert.equal(await described(label(p, "Since")), await p.getByText(/^In your local time/).first().innerText());
   await shows(p, /^2[67] events on this page\.$/);
 
   // The looks for newer events that get no answer say so; the next that gets one takes it back.
@@ -564,7 +595,7 @@ test("what to fix is said at its box, news is read out, and paging keeps the foc
     route.fulfill({ status: 503, contentType: "application/json", body: JSON.stringify({ error: { code: "internal", message: "The listing is out for now." } }) }),
   );
   await shows(p, "newer events are not shown until a look gets one");
-  assert.match(await p.getByText("Could not look again at").innerText(), /The listing is out for now\./);
+  assert.match(await p.getByText("Could not look again since").innerText(), /The listing is out for now\./);
   await p.unroute(listing);
   await p.getByText("newer events are not shown").waitFor({ state: "detached", timeout: 30_000 });
 
@@ -779,6 +810,21 @@ test("/console/ without a project asks for one and lists the organization's proj
   await shows(p, hostile);
   assert.equal(await p.locator("main img").count(), 0);
   await screenshot(p, "start");
+  // The last More projects moves the focus to the first project it brought.
+  await p.route("**/audit-logs/projects*", (route) => {
+    const more = new URL(route.request().url()).searchParams.get("cursor");
+    const project = (id) => ({ project_id: id, newest_event_at: "2026-12-01T10:00:00Z", oldest_event_at: "2026-12-01T10:00:00Z" });
+    route.fulfill({ json: more ? { projects: [project("brought-by-more")], next_cursor: null } : { projects: [project("first-page")], next_cursor: "next" } });
+  });
+  await p.reload();
+  await button(p, "More projects").focus();
+  await p.keyboard.press("Enter");
+  await shows(p, "2 projects.");
+  assert.equal(await button(p, "More projects").count(), 0);
+  assert.ok(await focused(p.getByRole("link", { name: "brought-by-more" })), "the focus is on the project More brought");
+  await p.unroute("**/audit-logs/projects*");
+  await p.goto(`${server.console}?organization_id=${org}`);
+  await shows(p, "2 projects.");
   await p.getByRole("link", { name: hostile }).click();
   await p.getByRole("heading", { name: "Events" }).waitFor();
   await shows(p, "hostile project id");

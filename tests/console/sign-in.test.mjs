@@ -123,6 +123,15 @@ test("the console signs in with the issuer (code with PKCE) and calls the API wi
   assert.equal(url.searchParams.get("code"), null);
   const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
   assert.ok(!stored.includes(TOKEN), `the token is kept in memory only: ${stored}`);
+  // Signed out (the issuer ends no session): the page says so, and the focus, which was on the
+  // button that is gone now, starts at the heading, read with the reason.
+  await p.getByRole("button", { name: "Sign out", exact: true }).focus();
+  await p.keyboard.press("Enter");
+  await p.getByText("You are signed out of the console.").waitFor();
+  assert.deepEqual(
+    await p.evaluate(() => [document.activeElement.tagName, document.getElementById(document.activeElement.getAttribute("aria-describedby"))?.textContent]),
+    ["H1", "You are signed out of the console."],
+  );
   assert.deepEqual(p.problems, []);
   await p.context().close();
 });

@@ -91,16 +91,23 @@ export async function call(method, path, body, headers = {}, { background = fals
  * away for now (429, 5xx), is tried again later, the job running on meanwhile; another refusal
  * is shown in `region`. */
 export async function follow(region, path, show) {
-  let wait = POLL_MS;
-  while (document.contains(region)) {
-    try {
-      if (show(await call("GET", path, undefined, {}, { background: true }))) return;
-      wait = POLL_MS;
-    } catch (error) {
-      if (!(error.status === 0 || error.status === 429 || error.status >= 500)) return failure(region, error);
-      wait = Math.min(Math.max(wait * 2, (error.retryAfter || 0) * 1000), 30_000);
+  // Busy while the job runs: screen readers read the region when it ends rather than at every
+  // count it shows meanwhile.
+  region.setAttribute("aria-busy", "true");
+  try {
+    let wait = POLL_MS;
+    while (document.contains(region)) {
+      try {
+        if (show(await call("GET", path, undefined, {}, { background: true }))) return;
+        wait = POLL_MS;
+      } catch (error) {
+        if (!(error.status === 0 || error.status === 429 || error.status >= 500)) return failure(region, error);
+        wait = Math.min(Math.max(wait * 2, (error.retryAfter || 0) * 1000), 30_000);
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
-    await new Promise((resolve) => setTimeout(resolve, wait));
+  } finally {
+    region.removeAttribute("aria-busy");
   }
 }
 

@@ -65,6 +65,12 @@ export function invalid(control, text) {
   return text;
 }
 
+/** Takes back what `invalid` said about every control in `container`: a form sent again is
+ * judged anew. */
+export function validAll(container) {
+  for (const control of container.querySelectorAll('[aria-invalid="true"]')) valid(control);
+}
+
 /** Takes back what `invalid` said about `control`. */
 export function valid(control) {
   const note = control.nextElementSibling;
@@ -94,16 +100,20 @@ export function select(options, value) {
  * still at work, a double click's second, does nothing, and the button says it is busy. */
 export function button(text, onclick, props = {}) {
   const b = h("button", { type: "button", ...props }, text);
-  b.addEventListener("click", async (event) => {
-    if (b.getAttribute("aria-disabled") === "true") return;
-    b.setAttribute("aria-disabled", "true");
-    try {
-      await onclick(event);
-    } finally {
-      b.removeAttribute("aria-disabled");
-    }
-  });
+  b.addEventListener("click", (event) => busy(b, () => onclick(event)));
   return b;
+}
+
+/** Does `work` with `control` marked busy: pressed again meanwhile, it does nothing. Marked
+ * `aria-disabled` rather than disabled, which would drop the focus it has. */
+export async function busy(control, work) {
+  if (control.getAttribute("aria-disabled") === "true") return;
+  control.setAttribute("aria-disabled", "true");
+  try {
+    await work();
+  } finally {
+    control.removeAttribute("aria-disabled");
+  }
 }
 
 /** "1 event", "2 events". */
@@ -134,6 +144,18 @@ export function localTime() {
 export function localValue(date) {
   const pad = (n) => String(n).padStart(2, "0");
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/** An empty message region for `say`: in the page with its role before it says anything, as
+ * screen readers read out only what changes in a region they already know. */
+export const messageRegion = () => h("div", { class: "message", role: "status" });
+
+/** A "More" button that had the focus (`pressed`) and is hidden now that nothing more is left:
+ * the focus goes to `next`, the first thing it brought, rather than to nowhere. */
+export function afterMore(more, pressed, next) {
+  if (!pressed || !more.hidden || !next) return;
+  if (next.tabIndex < 0 && !next.hasAttribute("tabindex")) next.setAttribute("tabindex", "-1");
+  next.focus();
 }
 
 /** A message region: `status` for news, `alert` for what went wrong. */

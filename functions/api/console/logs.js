@@ -1,7 +1,7 @@
 // The Audit Logs page: the streaming state, the events with their filters and paging, Export.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, field, select, button, when, rfc3339, say, count, failure, localTime, refused } from "./dom.js";
+import { h, newId, field, select, button, when, rfc3339, say, count, failure, localTime, refused, validAll, messageRegion } from "./dom.js";
 import { go, render, projectHeader, announce } from "./router.js";
 import { manageMenu } from "./menu.js";
 import { trustedIds } from "./streaming.js";
@@ -53,8 +53,11 @@ function lookAgain(node, ms, busy, ask, show, failed = () => {}) {
   }, ms);
 }
 
-/** What a look again that got no answer says: what is shown is as of the last one that did. */
-const notLooked = (error, shown) => `Could not look again at ${when(new Date().toISOString())} (${error.message}); ${shown}.`;
+/** Says in `line` that a look again got no answer: what is shown is as of the last one that
+ * did. Said once, with when it began, rather than anew (and read out anew) at every look. */
+function notLooked(line, error, shown) {
+  if (!line.textContent) line.textContent = `Could not look again since ${when(new Date().toISOString())} (${error.message}); ${shown}.`;
+}
 
 /** How often the streaming panel looks again at the configuration and its delivery health. */
 const HEALTH_MS = 10000;
@@ -102,7 +105,7 @@ function watchStreaming(p, panel) {
       drawStreaming(p, panel, heading, view);
     },
     (error) => {
-      stale().textContent = notLooked(error, "shown as it was before");
+      notLooked(stale(), error, "shown as it was before");
     },
   );
 }
@@ -119,7 +122,7 @@ function drawStreaming(p, panel, heading, view) {
   }
   const d = view.destination;
   const health = view.health;
-  const message = h("div", { class: "message" });
+  const message = messageRegion();
   const rows = [
     ["Provider", PROVIDERS[d.provider] || d.provider],
     ["Destination name", d.name],
@@ -170,14 +173,10 @@ function drawStreaming(p, panel, heading, view) {
   const confirmDelete = () => {
     // Asked once: picking Delete again goes back to the question already asked.
     if (box && box.isConnected) return keep.focus();
-    // Sent once however often it is pressed: disabled until the API answers.
+    // Sent once however often it is pressed: busy until the API answers.
     const remove = button(
       "Delete streaming configuration",
-      async () => {
-        remove.disabled = true;
-        await act("DELETE", "", "Streaming configuration deleted.", { "if-match": String(view.version) });
-        remove.disabled = false;
-      },
+      () => act("DELETE", "", "Streaming configuration deleted.", { "if-match": String(view.version) }),
       { class: "danger" },
     );
     keep = button("Keep it", () => {
@@ -216,7 +215,7 @@ function drawStreaming(p, panel, heading, view) {
 
 /** What a role for Amazon CloudWatch trusts, at hand where the seed's setup looks for it. */
 function roleTrust(view) {
-  const copied = h("div", { class: "message" });
+  const copied = messageRegion();
   return h(
     "div",
     { class: "trust" },
@@ -277,7 +276,7 @@ export function eventsSection(p) {
   let applied = read();
   let asked = 0;
   const table = h("div", { class: "events" });
-  const status = h("div", { class: "message" });
+  const status = messageRegion();
   // Said while the looks for newer events get no answer.
   const stale = h("p", { class: "hint", role: "status" });
   const heading = h("h2", { id: "events-heading", tabindex: "-1" }, "Events");
@@ -347,7 +346,7 @@ export function eventsSection(p) {
       if (first !== newest) draw(data, [null], searched);
     },
     (error) => {
-      stale.textContent = notLooked(error, "newer events are not shown until a look gets one");
+      notLooked(stale, error, "newer events are not shown until a look gets one");
     },
   );
   const search = h(
@@ -358,6 +357,7 @@ export function eventsSection(p) {
       class: "filters",
       onsubmit: (e) => {
         e.preventDefault();
+        validAll(search);
         show([null], read());
       },
     },
@@ -372,6 +372,7 @@ export function eventsSection(p) {
     field("Per page", inputs.limit),
     h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Search"), button("Clear", () => {
       search.reset();
+      validAll(search);
       show([null], read());
     })),
   );
@@ -399,26 +400,28 @@ export function eventsTable(events) {
     const pre = () =>
       h(
         "pre",
-        { tabindex: "0", "aria-label": `The ${String(event.action ?? "")} event of ${when(event.timestamp)} as JSON` },
+        { tabindex: "0", role: "region", "aria-label": `The ${String(event.action ?? "")} event of ${when(event.timestamp)} as JSON` },
         JSON.stringify(event, null, 2),
       );
     // On the page only while shown: hidden, every name in it would be the page's text twice.
     const cell = h("td", { colspan: 7 });
     const json = h("tr", { class: "json", hidden: true }, cell);
+    // Fifty of them on a page: each is described by its row's time and description.
+    const [time, description] = [newId("time"), newId("description")];
     const toggle = button("Show JSON", () => {
       json.hidden = !json.hidden;
       cell.replaceChildren(...(json.hidden ? [] : [pre()]));
       toggle.setAttribute("aria-expanded", String(!json.hidden));
       toggle.textContent = json.hidden ? "Show JSON" : "Hide JSON";
-    }, { "aria-expanded": "false" });
+    }, { "aria-expanded": "false", "aria-describedby": `${time} ${description}` });
     body.append(
       h(
         "tr",
         {},
-        h("td", { class: "nowrap" }, when(event.timestamp)),
+        h("th", { scope: "row", class: "nowrap", id: time }, when(event.timestamp)),
         h("td", {}, String(event.action ?? "")),
         h("td", { class: event.status === "FAILED" ? "bad" : "" }, String(event.status ?? "")),
-        h("td", {}, String(event.description ?? "")),
+        h("td", { id: description }, String(event.description ?? "")),
         h("td", {}, actorOf(event)),
         h("td", {}, resourceOf(event)),
         h("td", {}, toggle),
@@ -437,7 +440,7 @@ export function eventsTable(events) {
 
 export function exportControls(p, filters) {
   const format = select([["ndjson", "NDJSON (gzip)"], ["csv", "CSV (gzip)"]], "ndjson");
-  const status = h("div", { class: "message" });
+  const status = messageRegion();
   const show = (job) => {
     if (job.state === "completed") {
       status.replaceChildren(

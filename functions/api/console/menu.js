@@ -57,6 +57,9 @@ export function manageMenu(items) {
       close();
     }
   });
+  // A press on an item keeps the focus where it is: browsers that do not focus a clicked button
+  // (Safari) would otherwise move it out of the menu, closing it before the click.
+  menu.addEventListener("mousedown", (e) => e.preventDefault());
   menu.addEventListener("focusout", (e) => {
     if (!menu.contains(e.relatedTarget) && e.relatedTarget !== trigger) close();
   });

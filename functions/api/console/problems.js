@@ -1,7 +1,7 @@
 // Delivery problems: failed events, replays with their progress, the last connection tests.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure, refused } from "./dom.js";
+import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure, refused, validAll, messageRegion, afterMore, busy } from "./dom.js";
 import { projectHeader } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
@@ -13,7 +13,7 @@ export function problemsPage(p) {
 
 export function failuresSection(p) {
   const body = h("tbody");
-  const status = h("div", { class: "message" });
+  const status = messageRegion();
   const more = button("More failures", () => load(more.dataset.cursor));
   more.hidden = true;
   let asked = 0;
@@ -33,13 +33,7 @@ export function failuresSection(p) {
       const pressed = document.activeElement === more;
       more.hidden = !data.next_cursor;
       more.dataset.cursor = data.next_cursor || "";
-      // The last of them listed, More is gone: the focus goes to the first of those it brought
-      // rather than to nowhere.
-      if (pressed && more.hidden) {
-        const first = rows[0] || status;
-        first.tabIndex = -1;
-        first.focus();
-      }
+      afterMore(more, pressed, rows[0]);
     } catch (error) {
       if (ask === asked) failure(status, error);
     }
@@ -63,7 +57,7 @@ export function replaySection(p, finished = () => {}) {
   const since = h("input", { type: "datetime-local", value: localValue(new Date(now - 24 * 3600 * 1000)) });
   const until = h("input", { type: "datetime-local", value: localValue(new Date(now.getTime() + 60 * 1000)) });
   const onlyFailed = h("input", { type: "checkbox", id: newId("only-failed"), checked: true });
-  const status = h("div", { class: "message" });
+  const status = messageRegion();
   const submit = h("button", { type: "submit", class: "primary" }, "Replay");
   const show = (replay) => {
     const counts = `${replay.delivered} delivered, ${replay.failed} failed`;
@@ -78,25 +72,24 @@ export function replaySection(p, finished = () => {}) {
   const form = h(
     "form",
     {
-      onsubmit: async (e) => {
+      onsubmit: (e) => {
         e.preventDefault();
         // One replay at a time from here: a second press (a double click) would start another.
-        if (submit.disabled) return;
-        submit.disabled = true;
-        try {
-          const replay = await call("POST", `${projectPath(p)}/streaming/replay`, {
-            since: rfc3339(since.value),
-            until: rfc3339(until.value),
-            only_failed: onlyFailed.checked,
-          });
-          say(status, "Replay started…");
-          await follow(status, `${projectPath(p)}/streaming/replays/${enc(replay.replay_id)}`, show);
-        } catch (error) {
-          // At the box it is about, when it is about one.
-          say(status, refused(error, { since, until }), "alert");
-        } finally {
-          submit.disabled = false;
-        }
+        busy(submit, async () => {
+          validAll(form);
+          try {
+            const replay = await call("POST", `${projectPath(p)}/streaming/replay`, {
+              since: rfc3339(since.value),
+              until: rfc3339(until.value),
+              only_failed: onlyFailed.checked,
+            });
+            say(status, "Replay started…");
+            await follow(status, `${projectPath(p)}/streaming/replays/${enc(replay.replay_id)}`, show);
+          } catch (error) {
+            // At the box it is about, when it is about one.
+            say(status, refused(error, { since, until }), "alert");
+          }
+        });
       },
     },
     field("Since", since, localTime()),

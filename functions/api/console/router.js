@@ -69,7 +69,9 @@ export function render() {
   notice = null;
   const heading = main.querySelector("h1");
   document.title = heading ? `${heading.textContent} · Audit log service` : "Audit log service";
-  // A new page starts at its heading, for keyboards and screen readers alike.
+  // A new page starts at its heading, for keyboards and screen readers alike; the news is read
+  // with it, as moving the focus may cut a live region short.
+  if (heading && news.textContent) heading.setAttribute("aria-describedby", "news");
   heading?.focus();
 }
 

@@ -159,9 +159,11 @@ function signOut() {
 
 /** A page with a reason and a Sign in button: no redirect happens by itself. */
 export function signedOut(reason) {
-  document.getElementById("main").replaceChildren(
-    h("h1", { tabindex: "-1" }, "Audit Logs"),
-    h("p", { role: "status", class: "message" }, reason),
-    button("Sign in", () => signIn(), { class: "primary" }),
-  );
+  const heading = h("h1", { tabindex: "-1" }, "Audit Logs");
+  const why = h("p", { class: "message", id: "signed-out-reason" }, reason);
+  heading.setAttribute("aria-describedby", why.id);
+  document.getElementById("main").replaceChildren(heading, why, button("Sign in", () => signIn(), { class: "primary" }));
+  // The Sign out button pressed, or the page that was in use, is gone: the focus starts here,
+  // read with the reason.
+  heading.focus();
 }

@@ -1,13 +1,13 @@
 // The start page: choose an organization's project.
 
 import { call, organizationPath, query } from "./api.js";
-import { h, field, button, when, say, count, failure } from "./dom.js";
+import { h, field, button, when, say, count, failure, messageRegion, afterMore } from "./dom.js";
 import { go, link } from "./router.js";
 
 export function startPage(p) {
   const org = h("input", { name: "organization_id", value: p.org, autocomplete: "off" });
   const project = h("input", { name: "project_id", value: p.project, autocomplete: "off" });
-  const message = h("div", { class: "message" });
+  const message = messageRegion();
   const form = h(
     "form",
     {
@@ -42,19 +42,13 @@ export function startPage(p) {
     const load = (cursor) =>
       call("GET", `${organizationPath(p.org)}/projects${query({ limit: "100", cursor })}`).then(
         (data) => {
-          projects.append(
-            ...data.projects.map((x) =>
-              h(
-                "li",
-                {},
-                link(x.project_id, { org: p.org, project: x.project_id }),
-                ` · newest event ${when(x.newest_event_at)}`,
-              ),
-            ),
-          );
+          const links = data.projects.map((x) => link(x.project_id, { org: p.org, project: x.project_id }));
+          projects.append(...data.projects.map((x, i) => h("li", {}, links[i], ` · newest event ${when(x.newest_event_at)}`)));
           say(status, projects.children.length ? `${count(projects.children.length, "project")}.` : "No project has stored events yet.");
+          const pressed = document.activeElement === more;
           more.hidden = !data.next_cursor;
           more.dataset.cursor = data.next_cursor || "";
+          afterMore(more, pressed, links[0]);
         },
         (error) => failure(status, error),
       );

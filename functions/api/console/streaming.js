@@ -1,7 +1,7 @@
 // Enable Log Streaming and Edit streaming configuration: one form, empty or filled in.
 
 import { config, call, projectPath } from "./api.js";
-import { h, newId, field, readable, select, button, say, copy, failure, invalid, refused } from "./dom.js";
+import { h, newId, field, readable, select, button, say, copy, failure, invalid, refused, validAll, messageRegion, busy } from "./dom.js";
 import { go, link, projectHeader, announce } from "./router.js";
 
 export function streamingPage(p) {
@@ -36,7 +36,7 @@ export function fill(template, values) {
 
 export function streamingForm(p, view) {
   const saved = view.destination;
-  const message = h("div", { class: "message", "aria-live": "polite" });
+  const message = messageRegion();
   const radio = (value, label) => {
     const input = h("input", { type: "radio", name: "provider", value, id: newId("provider"), checked: (saved ? saved.provider : "cloudwatch") === value });
     input.addEventListener("change", switchProvider);
@@ -45,7 +45,7 @@ export function streamingForm(p, view) {
   const name = h("input", { name: "name", autocomplete: "off", value: saved ? saved.name : "" });
 
   // Amazon CloudWatch
-  const copied = h("div", { class: "message" });
+  const copied = messageRegion();
   const roleArn = h("input", {
     name: "role_arn",
     autocomplete: "off",
@@ -81,7 +81,7 @@ export function streamingForm(p, view) {
       `}`,
     ].join("\n");
   const snippet = (title, text) => {
-    const pre = h("pre", { tabindex: "0", "aria-label": title }, text);
+    const pre = h("pre", { tabindex: "0", role: "region", "aria-label": title }, text);
     return h("div", { class: "snippet" }, h("div", { class: "snippet-head" }, h("h4", {}, title), button(`Copy ${title}`, () => copy(pre.textContent, copied, title))), pre);
   };
   // On the page only while open: closed, the ids in them would be the page's text twice over.
@@ -169,9 +169,9 @@ export function streamingForm(p, view) {
     tested = false;
   };
   const testButton = button("Test connection", async () => {
+    validAll(form);
     const problem = missing(false);
     if (problem) return say(message, invalid(...problem), "alert");
-    testButton.disabled = true;
     say(message, "Sending a test event…");
     try {
       const result = await call("POST", `${projectPath(p)}/streaming/test`, settings());
@@ -181,8 +181,6 @@ export function streamingForm(p, view) {
       tested = true;
     } catch (error) {
       say(message, `Connection not tested: ${refused(error, controls)}`, "alert");
-    } finally {
-      testButton.disabled = false;
     }
   });
   const saveButton = h("button", { type: "submit", class: "primary" }, "Save");
@@ -193,33 +191,32 @@ export function streamingForm(p, view) {
       "aria-labelledby": "streaming-form-heading",
       oninput: untested,
       onchange: untested,
-      onsubmit: async (e) => {
+      onsubmit: (e) => {
         e.preventDefault();
-        const problem = missing(true);
-        if (problem) return say(message, invalid(...problem), "alert");
-        // The version this page read, 0 when nothing was saved: a save someone made meanwhile
-        // is a 412 here, not replaced unseen.
-        const headers = { "if-match": String(view.version) };
-        // One save at a time: a second press while the first is on its way would save twice
-        // (a disabled submit button also stops Enter's implicit submission).
-        saveButton.disabled = true;
-        try {
-          // What was pressed for: edits made while it waits are not saved behind the person's back.
-          const body = settings();
-          await saveWhenFree(() => call("PUT", `${projectPath(p)}/streaming`, body, headers), form, message);
-          apiKey.value = "";
-          announce("Streaming configuration saved.");
-          go({ ...p, view: "logs" });
-        } catch (error) {
-          const text = error.status === 412
-            ? "Nothing was stored: someone saved another configuration meanwhile. Reload the page to see it, then edit again."
-            : error.status === 0
-              ? `${error.message} Reload the page to see whether the configuration was saved.`
-              : `Nothing was stored: ${refused(error, controls)}`;
-          say(message, text, "alert");
-        } finally {
-          saveButton.disabled = false;
-        }
+        // One save at a time: a second press while the first is on its way would save twice.
+        busy(saveButton, async () => {
+          validAll(form);
+          const problem = missing(true);
+          if (problem) return say(message, invalid(...problem), "alert");
+          // The version this page read, 0 when nothing was saved: a save someone made meanwhile
+          // is a 412 here, not replaced unseen.
+          const headers = { "if-match": String(view.version) };
+          try {
+            // What was pressed for: edits made while it waits are not saved behind the person's back.
+            const body = settings();
+            await saveWhenFree(() => call("PUT", `${projectPath(p)}/streaming`, body, headers), form, message);
+            apiKey.value = "";
+            announce("Streaming configuration saved.");
+            go({ ...p, view: "logs" });
+          } catch (error) {
+            const text = error.status === 412
+              ? "Nothing was stored: someone saved another configuration meanwhile. Reload the page to see it, then edit again."
+              : error.status === 0
+                ? `${error.message} Reload the page to see whether the configuration was saved.`
+                : `Nothing was stored: ${refused(error, controls)}`;
+            say(message, text, "alert");
+          }
+        });
       },
     },
     h("h2", { id: "streaming-form-heading", class: "visually-hidden" }, "Streaming configuration"),
