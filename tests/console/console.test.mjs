@@ -166,6 +166,12 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   for (const d of descriptions) await shows(p, d);
   const chart = await p.getByRole("img", { name: /Deliveries in the last 24 hours/ }).getAttribute("aria-label");
   assert.match(chart, /4 delivered, 0 failed/);
+  // Each hour's numbers, to read without the pointer the bars' titles need.
+  await p.getByText("Deliveries per hour", { exact: true }).click();
+  const hourly = p.getByRole("region", { name: "Log streaming" }).getByRole("table");
+  const cells = await hourly.getByRole("row").evaluateAll((rows) => rows.slice(1).map((r) => [...r.cells].map((c) => c.textContent)));
+  assert.ok(cells.every(([hour]) => / UTC$/.test(hour)), JSON.stringify(cells));
+  assert.equal(cells.reduce((n, [, delivered]) => n + Number(delivered), 0), 4, JSON.stringify(cells));
   await screenshot(p, "audit-logs");
 
   // One event's whole JSON, on demand (and on the page only while shown: the saved
@@ -264,6 +270,39 @@ test("the Log streaming panel says when it could not look, and looks again by it
     const hint = await label(p, name).getAttribute("aria-describedby");
     assert.match(await p.locator(`[id="${hint}"]`).innerText(), /^In your local time \(UTC[+-]\d\d:\d\d\); the times shown are UTC\.$/);
   }
+  noProblems(p);
+  await p.context().close();
+});
+
+/** Whether the API lists an event of `project` with `description` (stored by capture). */
+async function stored(project, description) {
+  const url = new URL(`/v1/organizations/${ORG}/projects/${project}/audit-logs`, server.console);
+  const page = await fetch(url, { headers: { "x-organization-id": ORG } }).then((r) => r.json());
+  return page.events.some((e) => e.description === description);
+}
+
+test("the Audit Logs page stops changing by itself when the person asks it to", async () => {
+  const p = await page(chrome);
+  const project = unique("still");
+  // The page's clock moves when told: its looks again come without waiting for them.
+  await p.clock.install();
+  await send(server, [auditEvent(ORG, project, "there from the start")]);
+  await eventually("the first event stored", () => stored(project, "there from the start"));
+  await open(p, project);
+  await shows(p, "there from the start");
+  await shows(p, "Log streaming is off");
+  const looks = [];
+  p.on("request", (r) => r.method() === "GET" && r.url().includes(`/projects/${project}/audit-logs`) && looks.push(r.url()));
+  await label(p, "Show changes as they happen").uncheck();
+  await send(server, [auditEvent(ORG, project, "arrived later")]);
+  await eventually("the later event stored", () => stored(project, "arrived later"));
+  await p.clock.runFor(60_000);
+  assert.deepEqual(looks, [], "neither the events nor the streaming panel looked again");
+  assert.equal(await p.getByText("arrived later").count(), 0);
+  // Asked again, the page shows what came meanwhile at its next look.
+  await label(p, "Show changes as they happen").check();
+  await p.clock.runFor(10_000);
+  await shows(p, "arrived later");
   noProblems(p);
   await p.context().close();
 });

@@ -16,8 +16,19 @@ export function logsPage(p) {
     h("h2", { id: "streaming-heading" }, "Log streaming"),
     h("p", { role: "status" }, "Loading…"),
   );
-  watchStreaming(p, streaming);
-  return h("section", {}, projectHeader(p, "Audit Logs", "logs"), streaming, eventsSection(p));
+  // The page changes by itself (newer events, delivery news) unless the person stops it, to read
+  // without the rows moving under them (WCAG 2.2.2).
+  const live = h("input", { type: "checkbox", id: newId("live"), checked: true });
+  const still = () => !live.checked;
+  watchStreaming(p, streaming, still);
+  return h(
+    "section",
+    {},
+    projectHeader(p, "Audit Logs", "logs"),
+    h("div", { class: "choice" }, live, h("label", { for: live.id }, "Show changes as they happen")),
+    streaming,
+    eventsSection(p, still),
+  );
 }
 
 /** Text selected in `region`, or partly in it (to copy, say), which drawing it again would
@@ -65,8 +76,8 @@ const HEALTH_MS = 10000;
 /** Draws the panel from the API's view, and again whenever the view changes (events delivered,
  * a destination failing or recovering, a change made elsewhere) while the person is not using
  * the panel: focus in it (its menu open), text selected in it, its Delete question, a Pause or
- * Resume under way, a failure it shows, or the tab hidden. */
-function watchStreaming(p, panel) {
+ * Resume under way, a failure it shows, or the tab hidden; never while `still()`. */
+function watchStreaming(p, panel, still) {
   const heading = panel.firstChild;
   let shown = null;
   const path = `${projectPath(p)}/streaming`;
@@ -85,6 +96,7 @@ function watchStreaming(p, panel) {
   );
   const busy = () =>
     shown === null ||
+    still() ||
     document.hidden ||
     panel.contains(document.activeElement) ||
     selecting(panel) ||
@@ -248,7 +260,7 @@ export function actorOf(event) {
 /** How often the first page of events is looked at again for newer ones. */
 const REFRESH_MS = 5000;
 
-export function eventsSection(p) {
+export function eventsSection(p, still) {
   const inputs = {
     since: h("input", { type: "datetime-local" }),
     until: h("input", { type: "datetime-local" }),
@@ -319,9 +331,10 @@ export function eventsSection(p) {
   };
   // Events keep coming while the page is open: the first page is looked at again every few
   // seconds and drawn anew when it has newer events, unless the person is elsewhere (another
-  // page of events, another tab) or in the table (an event's JSON open, focus or selected text
-  // in it).
+  // page of events, another tab), in the table (an event's JSON open, focus or selected text
+  // in it) or has stopped the page's changes (`still`).
   const away = () =>
+    still() ||
     document.hidden ||
     cursors.length !== 1 ||
     table.querySelector("tr.json:not([hidden])") ||
