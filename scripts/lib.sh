@@ -41,6 +41,14 @@ ensure_tools() {
   fi
 }
 
+# The Node.js the console's tests get when the machine's is older than 20.10.
+NODE_VERSION=22.23.5
+
+node_is_recent() {
+  node -e 'const [major, minor] = process.versions.node.split(".").map(Number);
+    process.exit(major > 20 || (major === 20 && minor >= 10) ? 0 : 1)' 2>/dev/null
+}
+
 # Debian's Chromium, Node.js and tests/console's pinned npm packages (playwright-core), for the
 # console's browser tests; each is installed only when missing or changed.
 ensure_browser() {
@@ -54,6 +62,25 @@ ensure_browser() {
     echo "==> installing ${missing[*]} (apt)"
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # playwright-core and `node --test --test-concurrency` need Node.js 20.10 or later, which
+  # Debian 12 and Ubuntu 24.04's apt does not have (18): an older one gets Node.js from the npm
+  # registry (the node-linux-<arch> package: its release binary), in .venv, for these tests.
+  if ! node_is_recent; then
+    local arch
+    case $(uname -m) in
+      x86_64) arch=x64 ;;
+      aarch64) arch=arm64 ;;
+      *) echo "Node.js 20.10 or later is needed for the console's tests; $(node --version) is older" >&2; return 1 ;;
+    esac
+    local node_dir=$PWD/.venv/node
+    if [[ ! -x $node_dir/node_modules/.bin/node ]]; then
+      echo "==> installing Node.js $NODE_VERSION from the npm registry (node $(node --version) is older than 20.10)"
+      npm install --prefix "$node_dir" --no-save --no-audit --no-fund --loglevel=error \
+        "node-linux-$arch@$NODE_VERSION" || return 1
+    fi
+    export PATH="$node_dir/node_modules/.bin:$PATH"
+    node_is_recent || return 1
   fi
   local stamp=tests/console/node_modules/.package-lock.sha256
   local want

@@ -54,17 +54,37 @@ async fn a_thousand_events_reach_the_datadog_stand_in_once_each() {
 
 #[test]
 fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"))
-        .env("RETENTION_DAYS", "30")
-        .env_remove("AWS_ENDPOINT_URL")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("refuses to start") && said.contains("RETENTION_DAYS is 30"),
-        "{said}"
-    );
+    for (name, value, reason) in [
+        ("RETENTION_DAYS", "30", "RETENTION_DAYS is 30"),
+        (
+            "DELIVERY_RETRY_WINDOW_HOURS",
+            "0",
+            "DELIVERY_RETRY_WINDOW_HOURS must be a whole number",
+        ),
+        (
+            "DELIVERY_RETRY_WINDOW_HOURS",
+            "9601",
+            "longer than the events are kept (9600 hours)",
+        ),
+        (
+            "DELIVERY_RETRY_MAX_BACKOFF_SECONDS",
+            "86401",
+            "DELIVERY_RETRY_MAX_BACKOFF_SECONDS is 86401",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"))
+            .env(name, value)
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}={value}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        // Said up front: nothing started, so no emulator or panic in between.
+        assert!(
+            said.starts_with("audit-log-local refuses to start: ") && said.contains(reason),
+            "{name}={value}: {said}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -72,6 +72,8 @@ pub struct Operator {
     /// Where `--serve`'s api and stream send Datadog's requests instead of the runner's
     /// stand-in.
     pub datadog_endpoint_override: Option<String>,
+    /// The lanes' `DELIVERY_RETRY_*` settings.
+    pub lanes: audit_log::lane::Policy,
 }
 
 impl Operator {
@@ -86,6 +88,7 @@ impl Operator {
             organization_claim: audit_log_api::DEFAULT_ORGANIZATION_CLAIM.into(),
             service_account_id: None,
             datadog_endpoint_override: None,
+            lanes: audit_log::lane::Policy::default(),
         }
     }
 
@@ -101,6 +104,7 @@ impl Operator {
                 optional_env(env::SERVICE_ACCOUNT).unwrap_or_else(|| LOCAL_SERVICE_ACCOUNT.into()),
             ),
             datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
+            lanes: audit_log::lane::Policy::from_env()?,
         })
     }
 }
@@ -227,7 +231,7 @@ impl Stack {
                 // destination would not: no lane is set aside as slow.
                 lanes: audit_log::lane::Policy {
                     slow_after: Duration::MAX,
-                    ..lanes_from_env()
+                    ..self.operator.lanes.clone()
                 },
                 datadog_endpoint_override: datadog,
             },
@@ -252,7 +256,7 @@ impl Stack {
                 service_account_id: self.operator.service_account_id.clone(),
                 datadog_endpoint_override: datadog,
                 console: local_sign_in(),
-                lanes: lanes_from_env(),
+                lanes: self.operator.lanes.clone(),
                 retention: self.operator.retention,
             },
             &self.functions_aws,
@@ -1983,9 +1987,4 @@ impl std::fmt::Display for Report {
 fn local_sign_in() -> audit_log_api::console::SignIn {
     use audit_log_api::console::SignIn;
     SignIn::oidc_from_env().unwrap_or(SignIn::Development)
-}
-
-/// The operator's lane settings when given, as the deployed functions read them.
-fn lanes_from_env() -> audit_log::lane::Policy {
-    audit_log::lane::Policy::from_env().expect("DELIVERY_RETRY_* settings")
 }
