@@ -41,8 +41,8 @@ ensure_tools() {
   fi
 }
 
-# The Node.js the console's tests get when the machine's is older than 20.10.
-NODE_VERSION=22.23.5
+# The Node.js the console's tests get where the machine's is older than 20.10.
+CONSOLE_NODE_VERSION=22.23.5
 
 node_is_recent() {
   node -e 'const [major, minor] = process.versions.node.split(".").map(Number);
@@ -60,27 +60,8 @@ ensure_browser() {
   command -v npm >/dev/null || missing+=(npm)
   if [[ ${#missing[@]} -gt 0 ]]; then
     echo "==> installing ${missing[*]} (apt)"
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
-  # playwright-core and `node --test --test-concurrency` need Node.js 20.10 or later, which
-  # Debian 12 and Ubuntu 24.04's apt does not have (18): an older one gets Node.js from the npm
-  # registry (the node-linux-<arch> package: its release binary), in .venv, for these tests.
-  if ! node_is_recent; then
-    local arch
-    case $(uname -m) in
-      x86_64) arch=x64 ;;
-      aarch64) arch=arm64 ;;
-      *) echo "Node.js 20.10 or later is needed for the console's tests; $(node --version) is older" >&2; return 1 ;;
-    esac
-    local node_dir=$PWD/.venv/node
-    if [[ ! -x $node_dir/node_modules/.bin/node ]]; then
-      echo "==> installing Node.js $NODE_VERSION from the npm registry (node $(node --version) is older than 20.10)"
-      npm install --prefix "$node_dir" --no-save --no-audit --no-fund --loglevel=error \
-        "node-linux-$arch@$NODE_VERSION" || return 1
-    fi
-    export PATH="$node_dir/node_modules/.bin:$PATH"
-    node_is_recent || return 1
+    "${sudo[@]}" apt-get update -qq || return 1
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
   fi
   local stamp=tests/console/node_modules/.package-lock.sha256
   local want
@@ -89,6 +70,27 @@ ensure_browser() {
     echo "==> installing tests/console's npm packages (package-lock.json)"
     npm ci --prefix tests/console --no-audit --no-fund --loglevel=error || return 1
     echo "$want" >"$stamp"
+  fi
+  # playwright-core and `node --test --test-concurrency` need Node.js 20.10 or later, which
+  # Debian 12 and Ubuntu 24.04's apt does not have (18): an older one gets Node.js from the npm
+  # registry (the node-linux-<arch> package: its release binary), in the venv, for the tests
+  # only (last: the distribution's npm above runs with the distribution's node).
+  if ! node_is_recent; then
+    local arch
+    case $(uname -m) in
+      x86_64) arch=x64 ;;
+      aarch64) arch=arm64 ;;
+      *) echo "Node.js 20.10 or later is needed for the console's tests; $(node --version) is older" >&2; return 1 ;;
+    esac
+    local node_dir=$VENV/node-$CONSOLE_NODE_VERSION
+    local bin=$node_dir/node_modules/node-linux-$arch/bin
+    if [[ ! -x $bin/node ]]; then
+      echo "==> installing Node.js $CONSOLE_NODE_VERSION from the npm registry (node $(node --version) is older than 20.10)"
+      npm install --prefix "$node_dir" --no-save --no-audit --no-fund --loglevel=error \
+        "node-linux-$arch@$CONSOLE_NODE_VERSION" || return 1
+    fi
+    export PATH="$bin:$PATH"
+    node_is_recent || return 1
   fi
 }
 

@@ -54,6 +54,11 @@ async fn a_thousand_events_reach_the_datadog_stand_in_once_each() {
 
 #[test]
 fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything() {
+    const SETTINGS: [&str; 3] = [
+        "RETENTION_DAYS",
+        "DELIVERY_RETRY_WINDOW_HOURS",
+        "DELIVERY_RETRY_MAX_BACKOFF_SECONDS",
+    ];
     for (name, value, reason) in [
         ("RETENTION_DAYS", "30", "RETENTION_DAYS is 30"),
         (
@@ -72,7 +77,12 @@ fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything()
             "DELIVERY_RETRY_MAX_BACKOFF_SECONDS is 86401",
         ),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"))
+        let mut runner = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"));
+        // Only the one setting given: the others at their defaults (a retention of 400 days).
+        for setting in SETTINGS {
+            runner.env_remove(setting);
+        }
+        let out = runner
             .env(name, value)
             .env_remove("AWS_ENDPOINT_URL")
             .output()

@@ -187,6 +187,26 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   assert.equal(await shown.getAttribute("tabindex"), "0");
   await button(p, "Hide JSON").click();
   assert.equal(await p.locator("tr.json pre").count(), 0);
+
+  // An hour with failures (handed to the page: failing takes a refusing role) is striped as
+  // well as red, told apart without its colour: its bar is filled with the chart's stripes.
+  await p.route("**/streaming", async (route) => {
+    if (route.request().method() !== "GET") return route.fallback();
+    const response = await route.fetch();
+    const view = await response.json();
+    const hours = view.health.hours_24h;
+    hours[hours.length - 1] = { ...hours[hours.length - 1], failed: 2 };
+    await route.fulfill({ response, json: view });
+  });
+  await p.reload();
+  await p.getByRole("img", { name: /4 delivered, 2 failed/ }).waitFor();
+  const fills = await p.locator(".chart svg").evaluate((svg) =>
+    [...svg.querySelectorAll("g rect[fill]")]
+      .filter((bar) => Number(bar.getAttribute("height")) > 0)
+      .map((bar) => svg.querySelector(`pattern[id="${/^url\(#(.+)\)$/.exec(bar.getAttribute("fill"))?.[1]}"] path.stripe`) !== null),
+  );
+  assert.deepEqual(fills, [true], "one failed bar, filled with the stripes");
+  await p.unroute("**/streaming");
   noProblems(p);
   await p.context().close();
 });
@@ -303,6 +323,13 @@ test("the Audit Logs page stops changing by itself when the person asks it to", 
   await label(p, "Show changes as they happen").check();
   await p.clock.runFor(10_000);
   await shows(p, "arrived later");
+  // Stopped, the page stays so when it is drawn again (another page and back).
+  await label(p, "Show changes as they happen").uncheck();
+  await p.getByRole("link", { name: "Delivery problems" }).click();
+  await p.getByRole("heading", { name: "Delivery problems" }).waitFor();
+  await p.getByRole("link", { name: "Audit Logs" }).click();
+  await shows(p, "arrived later");
+  assert.equal(await label(p, "Show changes as they happen").isChecked(), false);
   noProblems(p);
   await p.context().close();
 });

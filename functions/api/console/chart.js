@@ -27,6 +27,7 @@ export function chart(hours) {
   return h(
     "figure",
     { class: "chart" },
+    h("figcaption", {}, "Deliveries per hour, last 24 hours (failed: red and striped)"),
     svg(
       "svg",
       {
@@ -47,7 +48,6 @@ export function chart(hours) {
       svg("line", { x1: 0, y1: height, x2: width, y2: height, class: "axis" }),
       bars,
     ),
-    h("figcaption", {}, "Deliveries per hour, last 24 hours (failed: red and striped)"),
     h(
       "details",
       {},

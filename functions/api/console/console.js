@@ -21,5 +21,6 @@ try {
 } catch (error) {
   const region = h("div");
   document.getElementById("main").replaceChildren(h("h1", {}, "Audit Logs"), region);
+  document.getElementById("news").replaceChildren();
   failure(region, error);
 }

@@ -50,6 +50,9 @@ export function refused(error, controls) {
   return named && known(named[1]) ? invalid(controls[named[1]], worded) : worded;
 }
 
+/** What takes back each control's mark at its next change, dropped once it has. */
+const undoing = new WeakMap();
+
 /** Says what is wrong with `control` where it is (beside it, read with it, marked invalid) and
  * puts the focus there; undone as soon as the control changes. Returns `text`. */
 export function invalid(control, text) {
@@ -58,9 +61,10 @@ export function invalid(control, text) {
   control.after(note);
   control.setAttribute("aria-invalid", "true");
   control.setAttribute("aria-describedby", [note.id, control.getAttribute("aria-describedby")].filter(Boolean).join(" "));
-  const undo = () => valid(control);
-  control.addEventListener("input", undo, { once: true });
-  control.addEventListener("change", undo, { once: true });
+  const undo = new AbortController();
+  undoing.set(control, undo);
+  control.addEventListener("input", () => valid(control), { signal: undo.signal });
+  control.addEventListener("change", () => valid(control), { signal: undo.signal });
   control.focus();
   return text;
 }
@@ -73,6 +77,8 @@ export function validAll(container) {
 
 /** Takes back what `invalid` said about `control`. */
 export function valid(control) {
+  undoing.get(control)?.abort();
+  undoing.delete(control);
   const note = control.nextElementSibling;
   if (!note || !note.classList.contains("field-error")) return;
   note.remove();

@@ -9,6 +9,9 @@ import { chart } from "./chart.js";
 
 export const PROVIDERS = { cloudwatch: "Amazon CloudWatch", datadog: "Datadog" };
 
+/** Whether the Audit Logs page shows changes as they happen, as the person last chose. */
+let showingChanges = true;
+
 export function logsPage(p) {
   const streaming = h(
     "section",
@@ -17,8 +20,9 @@ export function logsPage(p) {
     h("p", { role: "status" }, "Loading…"),
   );
   // The page changes by itself (newer events, delivery news) unless the person stops it, to read
-  // without the rows moving under them (WCAG 2.2.2).
-  const live = h("input", { type: "checkbox", id: newId("live"), checked: true });
+  // without the rows moving under them (WCAG 2.2.2); stopped, it stays so when the page is drawn
+  // again (after a Pause, say) until they ask for the changes again.
+  const live = h("input", { type: "checkbox", id: newId("live"), checked: showingChanges, onchange: () => (showingChanges = live.checked) });
   const still = () => !live.checked;
   watchStreaming(p, streaming, still);
   return h(
@@ -76,21 +80,29 @@ const HEALTH_MS = 10000;
 /** Draws the panel from the API's view, and again whenever the view changes (events delivered,
  * a destination failing or recovering, a change made elsewhere) while the person is not using
  * the panel: focus in it (its menu open), text selected in it, its Delete question, a Pause or
- * Resume under way, a failure it shows, or the tab hidden; never while `still()`. */
+ * Resume under way, a failure it shows, its hourly table open, or the tab hidden; never while
+ * `still()`. */
 function watchStreaming(p, panel, still) {
   const heading = panel.firstChild;
   let shown = null;
   const path = `${projectPath(p)}/streaming`;
+  // What is shown is as of the last look that got an answer: a look that got none says so here,
+  // on the panel (empty) before it speaks.
+  const stale = h("p", { class: "hint stale", role: "status" });
+  const draw = (view) => {
+    drawStreaming(p, panel, heading, view);
+    panel.append(stale);
+  };
   call("GET", path).then(
     (view) => {
       shown = compared(view);
-      drawStreaming(p, panel, heading, view);
+      draw(view);
     },
     (error) => {
       // Nothing to show yet: said, and looked at again like any view (`data-look-again`).
       shown = "";
       const region = h("div", { "data-look-again": "" });
-      panel.replaceChildren(heading, region);
+      panel.replaceChildren(heading, region, stale);
       failure(region, error);
     },
   );
@@ -101,9 +113,7 @@ function watchStreaming(p, panel, still) {
     panel.contains(document.activeElement) ||
     selecting(panel) ||
     panel.getAttribute("aria-busy") === "true" ||
-    panel.querySelector(".confirm, [role=alert]:not([data-look-again])");
-  // What is shown is as of the last look that got an answer: a look that got none says so.
-  const stale = () => panel.querySelector(".stale") || panel.appendChild(h("p", { class: "hint stale", role: "status" }));
+    panel.querySelector(".confirm, [role=alert]:not([data-look-again]), .chart details[open]");
   lookAgain(
     panel,
     HEALTH_MS,
@@ -111,13 +121,13 @@ function watchStreaming(p, panel, still) {
     () => call("GET", path, undefined, {}, { background: true }),
     (view) => {
       const seen = compared(view);
-      panel.querySelector(".stale")?.remove();
+      stale.textContent = "";
       if (seen === shown) return;
       shown = seen;
-      drawStreaming(p, panel, heading, view);
+      draw(view);
     },
     (error) => {
-      notLooked(stale(), error, "shown as it was before");
+      notLooked(stale, error, "shown as it was before");
     },
   );
 }
@@ -302,6 +312,7 @@ export function eventsSection(p, still) {
   let newest = null;
   const draw = (data, stack, searched) => {
     const at = document.activeElement;
+    stale.textContent = "";
     applied = searched;
     cursors = stack;
     newest = stack.length === 1 && data.events.length ? JSON.stringify(data.events[0]) : null;
@@ -353,8 +364,8 @@ export function eventsSection(p, still) {
     firstPage,
     ({ data, ask, searched }) => {
       stale.textContent = "";
-      // A search started meanwhile keeps what it shows.
-      if (ask !== asked) return;
+      // A search started meanwhile, or answered meanwhile, keeps what it shows.
+      if (ask !== asked || searched !== applied) return;
       const first = data.events.length ? JSON.stringify(data.events[0]) : null;
       if (first !== newest) draw(data, [null], searched);
     },

@@ -163,6 +163,8 @@ export function signedOut(reason) {
   const why = h("p", { class: "message", id: "signed-out-reason" }, reason);
   heading.setAttribute("aria-describedby", why.id);
   document.getElementById("main").replaceChildren(heading, why, button("Sign in", () => signIn(), { class: "primary" }));
+  // News of the page that was in use (a save) is not news of this one.
+  document.getElementById("news").replaceChildren();
   // The Sign out button pressed, or the page that was in use, is gone: the focus starts here,
   // read with the reason.
   heading.focus();

@@ -168,8 +168,10 @@ export function streamingForm(p, view) {
     if (tested) say(message, "");
     tested = false;
   };
+  // Sent again, the form is judged anew: the provider's fields out of the form too.
+  const judgeAnew = () => [form, cloudwatch, datadog].forEach(validAll);
   const testButton = button("Test connection", async () => {
-    validAll(form);
+    judgeAnew();
     const problem = missing(false);
     if (problem) return say(message, invalid(...problem), "alert");
     say(message, "Sending a test event…");
@@ -195,7 +197,7 @@ export function streamingForm(p, view) {
         e.preventDefault();
         // One save at a time: a second press while the first is on its way would save twice.
         busy(saveButton, async () => {
-          validAll(form);
+          judgeAnew();
           const problem = missing(true);
           if (problem) return say(message, invalid(...problem), "alert");
           // The version this page read, 0 when nothing was saved: a save someone made meanwhile
