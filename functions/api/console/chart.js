@@ -23,7 +23,7 @@ export function chart(hours) {
       svg("rect", { x: i * 12 + 1, y: height - ok - bad, width: 10, height: bad, fill: `url(#${stripes})` }),
     );
   });
-  const busy = hours.filter((x) => x.delivered + x.failed > 0);
+  const active = hours.filter((x) => x.delivered + x.failed > 0);
   return h(
     "figure",
     { class: "chart" },
@@ -52,12 +52,12 @@ export function chart(hours) {
       "details",
       {},
       h("summary", {}, "Deliveries per hour"),
-      busy.length
+      active.length
         ? h(
             "table",
             {},
             h("thead", {}, h("tr", {}, ["Hour", "Delivered", "Failed"].map((c) => h("th", { scope: "col" }, c)))),
-            h("tbody", {}, busy.map((x) => h("tr", {}, h("th", { scope: "row" }, when(x.hour)), h("td", {}, String(x.delivered)), h("td", {}, String(x.failed))))),
+            h("tbody", {}, active.map((x) => h("tr", {}, h("th", { scope: "row" }, when(x.hour)), h("td", {}, String(x.delivered)), h("td", {}, String(x.failed))))),
           )
         : h("p", {}, "Nothing was delivered or failed in the last 24 hours."),
     ),

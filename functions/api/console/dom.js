@@ -156,9 +156,13 @@ export function localValue(date) {
  * screen readers read out only what changes in a region they already know. */
 export const messageRegion = () => h("div", { class: "message", role: "status" });
 
-/** A "More" button that had the focus (`pressed`) and is hidden now that nothing more is left:
- * the focus goes to `next`, the first thing it brought, rather than to nowhere. */
-export function afterMore(more, pressed, next) {
+/** Shows a "More" button while there is a `cursor` to more (kept as its `data-cursor`). Gone with
+ * the last of them while it had the focus, it leaves the focus on `next`, the first thing it
+ * brought, rather than nowhere. */
+export function showMore(more, cursor, next) {
+  const pressed = document.activeElement === more;
+  more.hidden = !cursor;
+  more.dataset.cursor = cursor || "";
   if (!pressed || !more.hidden || !next) return;
   if (next.tabIndex < 0 && !next.hasAttribute("tabindex")) next.setAttribute("tabindex", "-1");
   next.focus();

@@ -1,7 +1,7 @@
 // Delivery problems: failed events, replays with their progress, the last connection tests.
 
 import { call, enc, follow, projectPath, query } from "./api.js";
-import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure, refused, validAll, messageRegion, afterMore, busy } from "./dom.js";
+import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure, refused, validAll, messageRegion, showMore, busy } from "./dom.js";
 import { projectHeader } from "./router.js";
 import { PROVIDERS } from "./logs.js";
 
@@ -30,10 +30,7 @@ export function failuresSection(p) {
       });
       body.append(...rows);
       say(status, body.children.length ? `${count(body.children.length, "failed event")} listed.` : "No failed events: every event reached the destination or is still owed to it.");
-      const pressed = document.activeElement === more;
-      more.hidden = !data.next_cursor;
-      more.dataset.cursor = data.next_cursor || "";
-      afterMore(more, pressed, rows[0]);
+      showMore(more, data.next_cursor, rows[0]);
     } catch (error) {
       if (ask === asked) failure(status, error);
     }

@@ -1,7 +1,7 @@
 // The start page: choose an organization's project.
 
 import { call, organizationPath, query } from "./api.js";
-import { h, field, button, when, say, count, failure, messageRegion, afterMore } from "./dom.js";
+import { h, field, button, when, say, count, failure, messageRegion, showMore } from "./dom.js";
 import { go, link } from "./router.js";
 
 export function startPage(p) {
@@ -45,10 +45,7 @@ export function startPage(p) {
           const links = data.projects.map((x) => link(x.project_id, { org: p.org, project: x.project_id }));
           projects.append(...data.projects.map((x, i) => h("li", {}, links[i], ` · newest event ${when(x.newest_event_at)}`)));
           say(status, projects.children.length ? `${count(projects.children.length, "project")}.` : "No project has stored events yet.");
-          const pressed = document.activeElement === more;
-          more.hidden = !data.next_cursor;
-          more.dataset.cursor = data.next_cursor || "";
-          afterMore(more, pressed, links[0]);
+          showMore(more, data.next_cursor, links[0]);
         },
         (error) => failure(status, error),
       );
