@@ -306,7 +306,8 @@ test("the Audit Logs page stops changing by itself when the person asks it to", 
   const project = unique("still");
   // The page's clock moves when told: its looks again come without waiting for them.
   await p.clock.install();
-  await send(server, [auditEvent(ORG, project, "there from the start")]);
+  const shownFirst = auditEvent(ORG, project, "there from the start");
+  await send(server, [shownFirst]);
   await eventually("the first event stored", () => stored(project, "there from the start"));
   await open(p, project);
   await shows(p, "there from the start");
@@ -314,7 +315,9 @@ test("the Audit Logs page stops changing by itself when the person asks it to", 
   const looks = [];
   p.on("request", (r) => r.method() === "GET" && r.url().includes(`/projects/${project}/audit-logs`) && looks.push(r.url()));
   await label(p, "Show changes as they happen").uncheck();
-  await send(server, [auditEvent(ORG, project, "arrived later")]);
+  // Late, and dated a minute before the event shown: it comes in below the newest row.
+  const earlier = new Date(Date.parse(shownFirst.timestamp) - 60_000).toISOString().replace(/\.\d+Z$/, "Z");
+  await send(server, [auditEvent(ORG, project, "arrived later", { timestamp: earlier })]);
   await eventually("the later event stored", () => stored(project, "arrived later"));
   await p.clock.runFor(60_000);
   assert.deepEqual(looks, [], "neither the events nor the streaming panel looked again");
@@ -864,6 +867,9 @@ test("a console whose settings cannot be read says so", async () => {
 
 test("/console/ without a project asks for one and lists the organization's projects as text", async () => {
   const p = await page(chrome);
+  // The console's files reach the browser gzipped, and it runs them.
+  const files = [];
+  p.on("response", (r) => r.url().includes("/console/assets/") && files.push(r));
   const org = unique("start-org");
   const hostile = "<img src=x onerror=alert(3)>";
   await send(server, [auditEvent(org, "listed-project", "listed"), auditEvent(org, hostile, "hostile project id")]);
@@ -876,6 +882,8 @@ test("/console/ without a project asks for one and lists the organization's proj
   await shows(p, hostile);
   assert.equal(await p.locator("main img").count(), 0);
   await screenshot(p, "start");
+  assert.ok(files.length >= 10, `${files.length} files`);
+  for (const file of files) assert.equal(file.headers()["content-encoding"], "gzip", file.url());
   // The last More projects moves the focus to the first project it brought.
   await p.route("**/audit-logs/projects*", (route) => {
     const more = new URL(route.request().url()).searchParams.get("cursor");

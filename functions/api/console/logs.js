@@ -307,15 +307,16 @@ export function eventsSection(p, still) {
   const older = button("Older events", () => show([...cursors, older.dataset.cursor]));
   const newer = button("Newer events", () => show(cursors.slice(0, -1)));
   const pageNumber = h("span", { class: "page-number" });
-  // The newest event the first page shows, as text: a look again that finds it unchanged
-  // leaves the table as it is.
-  let newest = null;
+  // The first page's events as drawn, as text: a look again that finds them unchanged leaves
+  // the table as it is. All of them, not the newest alone: an event may come in below it (one
+  // of the same second, or a late one dated earlier).
+  let firstShown = null;
   const draw = (data, stack, searched) => {
     const at = document.activeElement;
     stale.textContent = "";
     applied = searched;
     cursors = stack;
-    newest = stack.length === 1 && data.events.length ? JSON.stringify(data.events[0]) : null;
+    firstShown = stack.length === 1 ? JSON.stringify(data.events) : null;
     table.replaceChildren(eventsTable(data.events));
     say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : "No events match on this page.");
     older.hidden = !data.next_cursor;
@@ -366,8 +367,7 @@ export function eventsSection(p, still) {
       stale.textContent = "";
       // A search started meanwhile, or answered meanwhile, keeps what it shows.
       if (ask !== asked || searched !== applied) return;
-      const first = data.events.length ? JSON.stringify(data.events[0]) : null;
-      if (first !== newest) draw(data, [null], searched);
+      if (JSON.stringify(data.events) !== firstShown) draw(data, [null], searched);
     },
     (error) => {
       notLooked(stale, error, "newer events are not shown until a look gets one");

@@ -8,6 +8,7 @@ use aws_lambda_events::event::apigw::ApiGatewayV2httpResponse;
 use http::{HeaderValue, Method, header};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::io::Read;
 use std::sync::LazyLock;
 
 pub const PREFIX: &str = "/console";
@@ -34,11 +35,32 @@ impl SignIn {
     }
 }
 
-/// One static file of the console.
+/// One static file of the console, as `build.rs` gzipped it.
 struct Asset {
     name: &'static str,
     content_type: &'static str,
-    text: &'static str,
+    gzip: &'static [u8],
+}
+
+impl Asset {
+    /// The file as written, for a client that takes no gzip.
+    fn text(&self) -> String {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(self.gzip)
+            .read_to_string(&mut text)
+            .expect("build.rs gzipped the console's text");
+        text
+    }
+}
+
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            gzip: include_bytes!(concat!(env!("OUT_DIR"), "/console/", $name, ".gz")),
+        }
+    };
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -46,66 +68,18 @@ const JS: &str = "text/javascript; charset=utf-8";
 /// The console's files: `console.js` starts it, each page is an ES module of its own and
 /// imports the others by relative name.
 const ASSETS: [Asset; 12] = [
-    Asset {
-        name: "console.css",
-        content_type: "text/css; charset=utf-8",
-        text: include_str!("../console/console.css"),
-    },
-    Asset {
-        name: "console.js",
-        content_type: JS,
-        text: include_str!("../console/console.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JS,
-        text: include_str!("../console/api.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: JS,
-        text: include_str!("../console/dom.js"),
-    },
-    Asset {
-        name: "sign-in.js",
-        content_type: JS,
-        text: include_str!("../console/sign-in.js"),
-    },
-    Asset {
-        name: "router.js",
-        content_type: JS,
-        text: include_str!("../console/router.js"),
-    },
-    Asset {
-        name: "start.js",
-        content_type: JS,
-        text: include_str!("../console/start.js"),
-    },
-    Asset {
-        name: "logs.js",
-        content_type: JS,
-        text: include_str!("../console/logs.js"),
-    },
-    Asset {
-        name: "menu.js",
-        content_type: JS,
-        text: include_str!("../console/menu.js"),
-    },
-    Asset {
-        name: "chart.js",
-        content_type: JS,
-        text: include_str!("../console/chart.js"),
-    },
-    Asset {
-        name: "streaming.js",
-        content_type: JS,
-        text: include_str!("../console/streaming.js"),
-    },
-    Asset {
-        name: "problems.js",
-        content_type: JS,
-        text: include_str!("../console/problems.js"),
-    },
+    asset!("console.css", "text/css; charset=utf-8"),
+    asset!("console.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("sign-in.js", JS),
+    asset!("router.js", JS),
+    asset!("start.js", JS),
+    asset!("logs.js", JS),
+    asset!("menu.js", JS),
+    asset!("chart.js", JS),
+    asset!("streaming.js", JS),
+    asset!("problems.js", JS),
 ];
 
 /// A digest of every file: they are served under `assets/<version>/`, so a browser may keep
@@ -115,7 +89,7 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
     for asset in &ASSETS {
         digest.update(asset.name.as_bytes());
         digest.update([0]);
-        digest.update(asset.text.as_bytes());
+        digest.update(asset.gzip);
         digest.update([0]);
     }
     digest.finalize()[..6]
@@ -249,11 +223,26 @@ async fn discover_token_origin(issuer: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{url} names a token endpoint that is not an http(s) URL"))
 }
 
-/// Answers a request under `/console`.
+/// Whether an `Accept-Encoding` header takes gzip (`gzip`, or `*`, with a weight above 0).
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    accept_encoding.split(',').any(|coding| {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+    })
+}
+
+/// Answers a request under `/console`; its files gzipped when the client takes gzip.
 pub fn respond(
     method: &Method,
     path: &str,
     query: &str,
+    gzip: bool,
     settings: &ConsoleSettings,
 ) -> ApiGatewayV2httpResponse {
     if method != Method::GET && method != Method::HEAD {
@@ -284,8 +273,9 @@ pub fn respond(
             .and_then(|file| file.strip_prefix('/'))
             .and_then(|name| ASSETS.iter().find(|a| a.name == name))
         {
-            Some(asset) => text(200, asset.content_type, asset.text)
-                .with_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            Some(asset) => file(asset, gzip)
+                .with_header(header::CACHE_CONTROL, "public, max-age=31536000, immutable")
+                .with_header(header::VARY, "Accept-Encoding"),
             None => text(
                 404,
                 "text/plain; charset=utf-8",
@@ -391,6 +381,17 @@ fn text(status: u16, content_type: &'static str, body: &str) -> ApiGatewayV2http
     response
 }
 
+fn file(asset: &Asset, gzip: bool) -> ApiGatewayV2httpResponse {
+    if !gzip {
+        return text(200, asset.content_type, &asset.text());
+    }
+    let mut response =
+        text(200, asset.content_type, "").with_header(header::CONTENT_ENCODING, "gzip");
+    response.body = Some(Body::Binary(asset.gzip.to_vec()));
+    response.is_base64_encoded = true;
+    response
+}
+
 trait WithHeader {
     fn with_header(self, name: header::HeaderName, value: &str) -> Self;
 }
@@ -409,11 +410,16 @@ mod tests {
     use super::*;
 
     fn get(path: &str, sign_in: &SignIn) -> ApiGatewayV2httpResponse {
+        get_with(path, sign_in, false)
+    }
+
+    fn get_with(path: &str, sign_in: &SignIn, gzip: bool) -> ApiGatewayV2httpResponse {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         respond(
             &Method::GET,
             path,
             query,
+            gzip,
             &ConsoleSettings {
                 sign_in,
                 log_group_prefix: "/hashicorp",
@@ -451,8 +457,34 @@ mod tests {
                 &SignIn::Off,
             );
             assert_eq!(served.status_code, 200, "{}", asset.name);
-            assert_eq!(body(&served), asset.text);
+            let written = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("console")
+                    .join(asset.name),
+            )
+            .unwrap();
+            assert_eq!(body(&served), written);
+            assert_eq!(header(&served, "content-encoding"), "");
             assert!(header(&served, "cache-control").contains("immutable"));
+            // The same file, gzipped, to a client that takes gzip.
+            let gzipped = get_with(
+                &format!("/console/assets/{}/{}", *VERSION, asset.name),
+                &SignIn::Off,
+                true,
+            );
+            assert_eq!(header(&gzipped, "content-encoding"), "gzip");
+            assert_eq!(header(&gzipped, "vary"), "Accept-Encoding");
+            assert_eq!(header(&gzipped, "content-type"), asset.content_type);
+            assert!(gzipped.is_base64_encoded);
+            let Some(Body::Binary(bytes)) = &gzipped.body else {
+                panic!("{}: a binary body", asset.name)
+            };
+            let mut unpacked = String::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_string(&mut unpacked)
+                .unwrap();
+            assert_eq!(unpacked, written);
+            assert!(bytes.len() < written.len(), "{}", asset.name);
             // Another version's address (an old deployment's) is no file of this one.
             let stale = get(
                 &format!("/console/assets/000000000000/{}", asset.name),
@@ -463,9 +495,27 @@ mod tests {
     }
 
     #[test]
+    fn gzip_is_sent_only_to_a_client_that_takes_it() {
+        for (header, takes) in [
+            ("gzip, deflate, br, zstd", true),
+            ("GZIP", true),
+            ("br;q=1.0, gzip;q=0.8", true),
+            ("*", true),
+            ("", false),
+            ("identity", false),
+            ("br, zstd", false),
+            ("gzip;q=0", false),
+            ("gzip; q=0.000, br", false),
+            ("x-gzip2", false),
+        ] {
+            assert_eq!(accepts_gzip(header), takes, "{header:?}");
+        }
+    }
+
+    #[test]
     fn every_module_the_console_imports_is_served() {
         for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
-            for line in asset.text.lines().filter(|l| l.starts_with("import ")) {
+            for line in asset.text().lines().filter(|l| l.starts_with("import ")) {
                 let imported = line
                     .rsplit_once("from \"./")
                     .and_then(|(_, rest)| rest.strip_suffix("\";"))
@@ -506,6 +556,7 @@ mod tests {
             &Method::POST,
             "/console/",
             "",
+            false,
             &ConsoleSettings {
                 sign_in: &SignIn::Off,
                 log_group_prefix: "/hashicorp",

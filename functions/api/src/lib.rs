@@ -361,7 +361,18 @@ impl<P: Ports> Api<P> {
                 },
             };
             let query = request.raw_query_string.as_deref().unwrap_or_default();
-            return console::respond(&request.request_context.http.method, path, query, &settings);
+            let gzip = request
+                .headers
+                .get(http::header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(console::accepts_gzip);
+            return console::respond(
+                &request.request_context.http.method,
+                path,
+                query,
+                gzip,
+                &settings,
+            );
         }
         let target = request::route(request);
         let (route, organization_id) = match &target {
