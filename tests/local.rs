@@ -163,7 +163,8 @@ async fn the_served_api_answers_http_and_keeps_delivering() {
     event["served"] = serde_json::json!(true);
     stack.send(&[event.to_string()]).await;
     let mut listed = false;
-    for _ in 0..40 {
+    // Up to 30 s: the served loop's first round goes over the stream from its start.
+    for _ in 0..120 {
         let page = get(format!("{url}?limit=5")).await;
         if page["events"]
             .as_array()

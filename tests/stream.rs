@@ -82,6 +82,12 @@ fn soon() -> Instant {
     Instant::now() + Duration::from_secs(10)
 }
 
+/// What a stream that keeps to its lane's budget may take beyond it: its own calls to the
+/// emulator before and after (configuration, secret, lane, what it owes), a few hundred
+/// milliseconds idle and seconds on a loaded machine; still well short of the deadline
+/// (`soon()`) a stream that ignored its budget would wait for.
+const AROUND_THE_BUDGET: Duration = Duration::from_secs(3);
+
 impl World {
     async fn new() -> Self {
         let aws = emulator().await;
@@ -891,7 +897,7 @@ async fn throttling_that_outlasts_the_budget_owes_the_events_and_holds_nothing_b
         "a destination's trouble never fails a stream record"
     );
     assert!(
-        started.elapsed() < lanes().budget + Duration::from_secs(1),
+        started.elapsed() < lanes().budget + AROUND_THE_BUDGET,
         "the stream waits no longer than the lane's budget"
     );
     assert!(dd.requests().await.len() > 1, "retried inside the budget");
@@ -1206,7 +1212,7 @@ async fn a_datadog_that_does_not_answer_costs_the_stream_its_budget_once() {
     let started = Instant::now();
     let response = stream.deliver(&records, soon()).await;
     assert!(response.batch_item_failures.is_empty());
-    assert!(started.elapsed() < lanes().budget + Duration::from_secs(1));
+    assert!(started.elapsed() < lanes().budget + AROUND_THE_BUDGET);
     assert!(
         dd.world
             .lane(&dd.org, &dd.project)
