@@ -3,7 +3,7 @@
 import { call, enc, follow, projectPath, query } from "./api.js";
 import { h, newId, field, button, when, rfc3339, localValue, localTime, say, count, failure, refused, validAll, messageRegion, showMore, busy } from "./dom.js";
 import { projectHeader } from "./router.js";
-import { PROVIDERS } from "./logs.js";
+import { PROVIDERS } from "./streaming.js";
 
 export function problemsPage(p) {
   const failures = failuresSection(p);

@@ -4,6 +4,8 @@ import { config, call, projectPath } from "./api.js";
 import { h, newId, field, readable, select, button, say, copy, failure, invalid, refused, validAll, messageRegion, busy } from "./dom.js";
 import { go, link, projectHeader, announce } from "./router.js";
 
+export const PROVIDERS = { cloudwatch: "Amazon CloudWatch", datadog: "Datadog" };
+
 export function streamingPage(p) {
   const page = h("section", {}, projectHeader(p, "Enable Log Streaming", "streaming"), h("p", { role: "status" }, "Loading…"));
   call("GET", `${projectPath(p)}/streaming`).then(
@@ -222,7 +224,7 @@ export function streamingForm(p, view) {
       },
     },
     h("h2", { id: "streaming-form-heading", class: "visually-hidden" }, "Streaming configuration"),
-    h("fieldset", { class: "choices" }, h("legend", {}, "Provider"), radio("cloudwatch", "Amazon CloudWatch"), radio("datadog", "Datadog")),
+    h("fieldset", { class: "choices" }, h("legend", {}, "Provider"), radio("cloudwatch", PROVIDERS.cloudwatch), radio("datadog", PROVIDERS.datadog)),
     field("Destination name", name),
     cloudwatch,
     datadog,

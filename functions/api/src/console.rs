@@ -67,7 +67,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 
 /// The console's files: `console.js` starts it, each page is an ES module of its own and
 /// imports the others by relative name.
-const ASSETS: [Asset; 12] = [
+const ASSETS: [Asset; 16] = [
     asset!("console.css", "text/css; charset=utf-8"),
     asset!("console.js", JS),
     asset!("api.js", JS),
@@ -76,6 +76,10 @@ const ASSETS: [Asset; 12] = [
     asset!("router.js", JS),
     asset!("start.js", JS),
     asset!("logs.js", JS),
+    asset!("streaming-panel.js", JS),
+    asset!("events.js", JS),
+    asset!("export.js", JS),
+    asset!("look.js", JS),
     asset!("menu.js", JS),
     asset!("chart.js", JS),
     asset!("streaming.js", JS),
