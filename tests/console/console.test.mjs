@@ -117,15 +117,26 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   await button(p, "Copy External ID").click();
   await shows(p, "External ID copied.");
   assert.equal(await p.evaluate(() => navigator.clipboard.readText()), externalId);
-  // The role's policies and the Terraform module, filled in with them.
+  // The role's policies and the Terraform that makes the role, filled in with them.
   await p.getByText("Create the IAM policy and role").click();
   const trust = await label(p, "Trust policy").innerText();
   assert.equal(JSON.parse(trust).Statement[0].Condition.StringEquals["sts:ExternalId"], externalId);
   assert.match(JSON.parse(trust).Statement[0].Principal.AWS, new RegExp(`:${awsId}:root$`));
-  const terraform = await label(p, "Terraform").innerText();
-  assert.ok(terraform.includes(`external_id            = "${externalId}"`), terraform);
   const policy = JSON.parse(await label(p, "IAM policy").innerText());
   assert.ok(policy.Statement.some((s) => String(s.Resource).includes("log-group:/hashicorp/")));
+  // Whole, nothing to fetch: its two documents are those shown, with the account and partition
+  // left to Terraform (shown as "aws" and "*" before a role ARN is typed).
+  const terraform = await label(p, "Terraform").innerText();
+  assert.doesNotMatch(terraform, /\bsource\b|\bmodule\b/, terraform);
+  const documents = [...terraform.matchAll(/<<-EOT\n([\s\S]*?)\n\s*EOT/g)].map(([, body]) =>
+    JSON.parse(
+      body
+        .replaceAll("${data.aws_partition.current.partition}", "aws")
+        .replaceAll("${data.aws_caller_identity.current.account_id}", "*"),
+    ),
+  );
+  assert.deepEqual(documents, [JSON.parse(trust), policy]);
+  assert.match(terraform, /output "role_arn"/);
   // Closed again, they leave the page: the External ID is its text once more, not three times.
   await p.getByText("Create the IAM policy and role").click();
   await label(p, "Trust policy").waitFor({ state: "detached" });
@@ -231,6 +242,9 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   await shows(p, "Success: connection established");
   await save(p);
   await shows(p, "ending in cdef");
+  // The AWS ID and External ID stay on the Audit Logs page, for a switch to Amazon CloudWatch.
+  assert.match(await label(p, "External ID").inputValue(), /.{22,}/);
+  assert.match(await label(p, "AWS ID").inputValue(), /^\d{12}$/);
 
   const descriptions = [1, 2].map((n) => `console datadog event ${n} of ${project}`);
   await send(server, descriptions.map((d) => auditEvent(ORG, project, d)));

@@ -69,19 +69,44 @@ export function streamingForm(p, view) {
     service_aws_account_id: view.aws_account_id,
     external_id: view.external_id,
   });
-  const terraform = () =>
-    [
-      `module "hcp_log_streaming" {`,
-      `  source                 = "./infra/terraform/customer-role"`,
-      `  service_aws_account_id = "${view.aws_account_id}"`,
-      `  external_id            = "${view.external_id}"`,
-      `  log_group_prefix       = "${config.log_group_prefix}"`,
+  // Whole, nothing to download: the role and its policy, in the account and partition that
+  // Terraform applies them in.
+  const terraform = () => {
+    const filled = (template) =>
+      fill(template, {
+        ...values(),
+        partition: "${data.aws_partition.current.partition}",
+        account_id: "${data.aws_caller_identity.current.account_id}",
+      })
+        .trim()
+        .split("\n")
+        .map((line) => `    ${line}`)
+        .join("\n");
+    return [
+      `data "aws_partition" "current" {}`,
+      `data "aws_caller_identity" "current" {}`,
+      ``,
+      `resource "aws_iam_role" "hcp_log_streaming" {`,
+      `  name                 = "hcp-log-streaming"`,
+      `  max_session_duration = 3600`,
+      `  assume_role_policy   = <<-EOT`,
+      filled(config.role_trust_policy),
+      `  EOT`,
+      `}`,
+      ``,
+      `resource "aws_iam_role_policy" "hcp_log_streaming" {`,
+      `  name   = "audit-log-streaming"`,
+      `  role   = aws_iam_role.hcp_log_streaming.id`,
+      `  policy = <<-EOT`,
+      filled(config.role_policy),
+      `  EOT`,
       `}`,
       ``,
       `output "role_arn" {`,
-      `  value = module.hcp_log_streaming.role_arn`,
+      `  value = aws_iam_role.hcp_log_streaming.arn`,
       `}`,
     ].join("\n");
+  };
   const snippet = (title, text) => {
     const pre = h("pre", { tabindex: "0", role: "region", "aria-label": title }, text);
     return h("div", { class: "snippet" }, h("div", { class: "snippet-head" }, h("h4", {}, title), button(`Copy ${title}`, () => copy(pre.textContent, copied, title))), pre);
@@ -92,7 +117,7 @@ export function streamingForm(p, view) {
     "details",
     { ontoggle: () => drawSnippets() },
     h("summary", {}, "Create the IAM policy and role"),
-    h("p", {}, "Attach this policy to a role that trusts the two values above, requiring the second as sts:ExternalId, or apply the Terraform module of infra/terraform/customer-role. Then paste the role's ARN below."),
+    h("p", {}, "Attach this policy to a role that trusts the two values above, requiring the second as sts:ExternalId, or apply the Terraform below. Then paste the role's ARN below."),
     snippets,
   );
   const drawSnippets = () =>

@@ -40,7 +40,7 @@ impl<P: Ports> Api<P> {
         if input::role_account(&settings.role_arn) == self.aws_account_id().await? {
             return Err(ApiError::bad_request(
                 "invalid_field",
-                "`cloudwatch.role_arn` must be a role in your own AWS account, not in the service's (the AWS ID that GET /streaming shows)",
+                "`cloudwatch.role_arn` must be a role in your own AWS account, not in the service's (the AWS ID the Audit Logs page and GET /streaming show)",
             ));
         }
         Ok(())

@@ -60,8 +60,8 @@ where
                     .is_some_and(|m| m.contains("logGroupName") || m.contains("logStreamName")) =>
             {
                 Problem::Refused(DeliveryError::Refused(format!(
-                    "CloudWatch Logs refused the log group or stream name ({code}): check the \
-                     service's LOG_GROUP_PREFIX"
+                    "CloudWatch Logs refused the log group or stream name ({code}): the service's \
+                     operator must check its LOG_GROUP_PREFIX"
                 )))
             }
             Some(code @ "InvalidParameterException") => {
@@ -69,8 +69,9 @@ where
             }
             Some(code @ ("AccessDeniedException" | "UnrecognizedClientException")) => {
                 Problem::Refused(DeliveryError::Refused(format!(
-                    "the customer's role may not write to CloudWatch Logs ({code}): attach the \
-                     policy from infra/ to the role"
+                    "the customer's role may not write to CloudWatch Logs ({code}): attach to it \
+                     the IAM policy of Edit streaming configuration (Create the IAM policy and \
+                     role)"
                 )))
             }
             code => Problem::Refused(DeliveryError::Refused(format!(

@@ -51,6 +51,14 @@ pub const PARTITIONS: [(&str, &[&str]); 3] = [
     ("aws-us-gov", &["us-gov-east-1", "us-gov-west-1"]),
 ];
 
+/// The partition `region` is in.
+pub fn partition_of(region: &str) -> Option<&'static str> {
+    PARTITIONS
+        .iter()
+        .find(|(_, regions)| regions.contains(&region))
+        .map(|(partition, _)| *partition)
+}
+
 /// Whether `region` is a region of `partition`.
 pub fn is_region_of(partition: &str, region: &str) -> bool {
     PARTITIONS

@@ -55,6 +55,9 @@ impl CustomerRole {
 
     /// Assumes the role once; a refusal says whether trying again later may succeed.
     pub async fn assume(&self) -> Result<AwsCredentials, RoleRefused> {
+        if let Some(refused) = self.in_another_partition() {
+            return Err(refused);
+        }
         let out = self
             .sts
             .assume_role()
@@ -81,8 +84,7 @@ impl CustomerRole {
                         // the service's log lines too, which name no customer's account.
                         ..permanent(
                             "could not assume the customer's role: its trust policy must allow \
-                             the service's AWS account with the organization's External ID (see \
-                             GET /streaming)"
+                             the AWS ID with the External ID, both shown on the Audit Logs page"
                                 .to_owned(),
                         )
                     },
@@ -123,6 +125,24 @@ impl ProvideCredentials for CustomerRole {
             self.assume()
                 .await
                 .map_err(CredentialsError::provider_error)
+        })
+    }
+}
+
+impl CustomerRole {
+    /// A role of another partition than the service's (`aws-cn`, `aws-us-gov`) is in another
+    /// IAM altogether, which no STS of the service's can assume it from: said as that, not as a
+    /// trust policy to fix, and without asking STS.
+    fn in_another_partition(&self) -> Option<RoleRefused> {
+        let ours = super::regions::partition_of(self.sts.config().region()?.as_ref())?;
+        let theirs = self.role_arn.strip_prefix("arn:")?.split(':').next()?;
+        (theirs != ours).then(|| RoleRefused {
+            retryable: false,
+            untrusted: false,
+            message: format!(
+                "the role is in the {theirs} partition, and this service runs in {ours}, whose \
+                 STS cannot assume it: use a role (and a region) of {ours}"
+            ),
         })
     }
 }
@@ -228,6 +248,47 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!refused.retryable);
+    }
+
+    #[tokio::test]
+    async fn a_role_of_another_partition_is_refused_as_such_without_asking_sts() {
+        use aws_smithy_mocks::{RuleMode, mock, mock_client};
+        let assumed = mock!(aws_sdk_sts::Client::assume_role).then_output(|| {
+            aws_sdk_sts::operation::assume_role::AssumeRoleOutput::builder()
+                .credentials(
+                    aws_sdk_sts::types::Credentials::builder()
+                        .access_key_id("AKID")
+                        .secret_access_key("secret")
+                        .session_token("token")
+                        .expiration(aws_smithy_types::DateTime::from_secs(4_000_000_000))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        });
+        let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&assumed], |c| c
+            .region(aws_sdk_sts::config::Region::new("us-west-2")));
+        let role = |arn: &str| CustomerRole::new(sts.clone(), arn, SecretString::from("x"), "org");
+        for arn in [
+            "arn:aws-cn:iam::111111111111:role/r",
+            "arn:aws-us-gov:iam::111111111111:role/r",
+        ] {
+            let refused = role(arn).assume().await.unwrap_err();
+            assert!(!refused.retryable && !refused.untrusted, "{refused:?}");
+            assert!(
+                refused.message.contains(arn.split(':').nth(1).unwrap())
+                    && refused.message.contains("runs in aws,"),
+                "{}",
+                refused.message
+            );
+        }
+        assert_eq!(assumed.num_calls(), 0);
+        // Its own partition's role is asked for.
+        role("arn:aws:iam::111111111111:role/r")
+            .assume()
+            .await
+            .unwrap();
+        assert_eq!(assumed.num_calls(), 1);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub(super) async fn test_connection(
             return ConnectionTest {
                 success: false,
                 message: format!(
-                    "Could not assume {}: its trust policy must allow {account} with the External ID shown by GET /streaming (sts:AssumeRole with sts:ExternalId).",
+                    "Could not assume {}: its trust policy must allow {account} with the External ID the Audit Logs page shows (sts:AssumeRole with sts:ExternalId).",
                     settings.role_arn
                 ),
                 log_group: Some(group),
