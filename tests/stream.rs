@@ -82,11 +82,14 @@ fn soon() -> Instant {
     Instant::now() + Duration::from_secs(10)
 }
 
-/// What a stream that keeps to its lane's budget may take beyond it: its own calls to the
-/// emulator before and after (configuration, secret, lane, what it owes), a few hundred
-/// milliseconds idle and seconds on a loaded machine; still well short of the deadline
-/// (`soon()`) a stream that ignored its budget would wait for.
-const AROUND_THE_BUDGET: Duration = Duration::from_secs(3);
+/// What a live stream that keeps to its lane's budget may take at most: the budget and its own
+/// calls to the emulator before and after (configuration, secret, lane, what it owes), a few
+/// hundred milliseconds idle and up to two seconds on a loaded machine; less than the catch-up
+/// budget, or the budget twice, which a stream that kept to neither would take.
+fn within_the_budget(took: Duration) -> bool {
+    let lanes = lanes();
+    took < lanes.catch_up_budget.min(lanes.budget * 2)
+}
 
 impl World {
     async fn new() -> Self {
@@ -897,7 +900,7 @@ async fn throttling_that_outlasts_the_budget_owes_the_events_and_holds_nothing_b
         "a destination's trouble never fails a stream record"
     );
     assert!(
-        started.elapsed() < lanes().budget + AROUND_THE_BUDGET,
+        within_the_budget(started.elapsed()),
         "the stream waits no longer than the lane's budget"
     );
     assert!(dd.requests().await.len() > 1, "retried inside the budget");
@@ -1212,7 +1215,7 @@ async fn a_datadog_that_does_not_answer_costs_the_stream_its_budget_once() {
     let started = Instant::now();
     let response = stream.deliver(&records, soon()).await;
     assert!(response.batch_item_failures.is_empty());
-    assert!(started.elapsed() < lanes().budget + AROUND_THE_BUDGET);
+    assert!(within_the_budget(started.elapsed()));
     assert!(
         dd.world
             .lane(&dd.org, &dd.project)

@@ -1,6 +1,7 @@
-//! Compresses the console's files once, when the api is built: it embeds them gzipped, which
-//! keeps its bootstrap under its size limit and is what browsers are sent (API Gateway's HTTP
-//! APIs compress nothing themselves).
+//! Compresses the console's scripts and styles once, when the api is built: it embeds them
+//! gzipped, which keeps its bootstrap under its size limit and is what browsers are sent (API
+//! Gateway's HTTP APIs compress nothing themselves). The page itself is a template, filled in
+//! at start-up.
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -13,9 +14,15 @@ fn main() {
     println!("cargo:rerun-if-changed={}", from.display());
     let out =
         PathBuf::from(std::env::var_os("OUT_DIR").expect("Cargo sets OUT_DIR")).join("console");
+    // Anew each time: a file gone from console/ must not stay embeddable from an older build.
+    let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).expect("OUT_DIR is writable");
     for entry in std::fs::read_dir(from).expect("the console's files are beside build.rs") {
         let path = entry.expect("a readable directory").path();
+        let served = path.extension().is_some_and(|e| e == "js" || e == "css");
+        if !served || !path.is_file() {
+            continue;
+        }
         let text = std::fs::read(&path).expect("a readable console file");
         // The header's time is left at zero: the same files give the same bytes, so the
         // console's version digest changes only with them.

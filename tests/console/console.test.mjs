@@ -128,15 +128,16 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   // left to Terraform (shown as "aws" and "*" before a role ARN is typed).
   const terraform = await label(p, "Terraform").innerText();
   assert.doesNotMatch(terraform, /\bsource\b|\bmodule\b/, terraform);
-  const documents = [...terraform.matchAll(/<<-EOT\n([\s\S]*?)\n\s*EOT/g)].map(([, body]) =>
+  const documents = [...terraform.matchAll(/<<-EOT\n([\s\S]*?)\n {2}EOT\n/g)].map(([, body]) =>
     JSON.parse(
       body
-        .replaceAll("${data.aws_partition.current.partition}", "aws")
-        .replaceAll("${data.aws_caller_identity.current.account_id}", "*"),
+        .replaceAll("${data.aws_partition.hcp_log_streaming.partition}", "aws")
+        .replaceAll("${data.aws_caller_identity.hcp_log_streaming.account_id}", "*"),
     ),
   );
   assert.deepEqual(documents, [JSON.parse(trust), policy]);
-  assert.match(terraform, /output "role_arn"/);
+  assert.match(terraform, /output "hcp_log_streaming_role_arn"/);
+  assert.doesNotMatch(terraform, /"current"/, "names that paste beside a configuration's own");
   // Closed again, they leave the page: the External ID is its text once more, not three times.
   await p.getByText("Create the IAM policy and role").click();
   await label(p, "Trust policy").waitFor({ state: "detached" });

@@ -70,24 +70,25 @@ export function streamingForm(p, view) {
     external_id: view.external_id,
   });
   // Whole, nothing to download: the role and its policy, in the account and partition that
-  // Terraform applies them in.
+  // Terraform applies them in; named so as to paste beside a configuration's own (its
+  // `current` data sources, a role for another organization).
   const terraform = () => {
     const filled = (template) =>
       fill(template, {
         ...values(),
-        partition: "${data.aws_partition.current.partition}",
-        account_id: "${data.aws_caller_identity.current.account_id}",
+        partition: "${data.aws_partition.hcp_log_streaming.partition}",
+        account_id: "${data.aws_caller_identity.hcp_log_streaming.account_id}",
       })
         .trim()
         .split("\n")
         .map((line) => `    ${line}`)
         .join("\n");
     return [
-      `data "aws_partition" "current" {}`,
-      `data "aws_caller_identity" "current" {}`,
+      `data "aws_partition" "hcp_log_streaming" {}`,
+      `data "aws_caller_identity" "hcp_log_streaming" {}`,
       ``,
       `resource "aws_iam_role" "hcp_log_streaming" {`,
-      `  name                 = "hcp-log-streaming"`,
+      `  name_prefix          = "hcp-log-streaming-"`,
       `  max_session_duration = 3600`,
       `  assume_role_policy   = <<-EOT`,
       filled(config.role_trust_policy),
@@ -102,7 +103,7 @@ export function streamingForm(p, view) {
       `  EOT`,
       `}`,
       ``,
-      `output "role_arn" {`,
+      `output "hcp_log_streaming_role_arn" {`,
       `  value = aws_iam_role.hcp_log_streaming.arn`,
       `}`,
     ].join("\n");

@@ -227,18 +227,26 @@ async fn discover_token_origin(issuer: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{url} names a token endpoint that is not an http(s) URL"))
 }
 
-/// Whether an `Accept-Encoding` header takes gzip (`gzip`, or `*`, with a weight above 0).
+/// Whether an `Accept-Encoding` header takes gzip: named (`gzip`, `x-gzip`), or else `*`, with
+/// a weight above 0 (RFC 9110, 12.5.3: a coding named overrides `*`).
 pub fn accepts_gzip(accept_encoding: &str) -> bool {
-    accept_encoding.split(',').any(|coding| {
+    let (mut named, mut any) = (None, None);
+    for coding in accept_encoding.split(',') {
         let mut parts = coding.split(';').map(str::trim);
         let name = parts.next().unwrap_or_default();
-        let refused = parts.any(|p| {
-            p.strip_prefix("q=")
-                .and_then(|q| q.parse::<f32>().ok())
+        let taken = !parts.any(|p| {
+            p.split_once('=')
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .and_then(|(_, q)| q.trim().parse::<f32>().ok())
                 .is_some_and(|q| q <= 0.0)
         });
-        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-    })
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            named = Some(named.unwrap_or(false) || taken);
+        } else if name == "*" {
+            any = Some(taken);
+        }
+    }
+    named.or(any).unwrap_or(false)
 }
 
 /// Answers a request under `/console`; its files gzipped when the client takes gzip.
@@ -469,6 +477,7 @@ mod tests {
             .unwrap();
             assert_eq!(body(&served), written);
             assert_eq!(header(&served, "content-encoding"), "");
+            assert_eq!(header(&served, "vary"), "Accept-Encoding");
             assert!(header(&served, "cache-control").contains("immutable"));
             // The same file, gzipped, to a client that takes gzip.
             let gzipped = get_with(
@@ -510,7 +519,13 @@ mod tests {
             ("br, zstd", false),
             ("gzip;q=0", false),
             ("gzip; q=0.000, br", false),
+            ("gzip;Q=0", false),
             ("x-gzip2", false),
+            ("x-gzip", true),
+            // Named, gzip's own weight counts, whatever `*` says.
+            ("gzip;q=0, *", false),
+            ("*;q=0, gzip", true),
+            ("br, *;q=0", false),
         ] {
             assert_eq!(accepts_gzip(header), takes, "{header:?}");
         }
