@@ -1,5 +1,5 @@
 variable "service_aws_account_id" {
-  description = "The \"AWS ID\" from GET /streaming (aws_account_id)."
+  description = "The \"AWS ID\" of the Audit Logs page (aws_account_id in GET /streaming)."
   type        = string
   validation {
     condition     = can(regex("^[0-9]{12}$", var.service_aws_account_id))
@@ -8,7 +8,7 @@ variable "service_aws_account_id" {
 }
 
 variable "external_id" {
-  description = "The \"External ID\" from GET /streaming (external_id)."
+  description = "The \"External ID\" of the Audit Logs page (external_id in GET /streaming)."
   type        = string
   sensitive   = true
 }
