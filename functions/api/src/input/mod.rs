@@ -135,15 +135,7 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// The partition of a valid role ARN (`aws`, `aws-cn`, `aws-us-gov`).
-pub fn role_partition(role_arn: &str) -> &str {
-    role_arn.split(':').nth(1).unwrap_or_default()
-}
-
-/// The account of a valid role ARN.
-pub fn role_account(role_arn: &str) -> &str {
-    role_arn.split(':').nth(4).unwrap_or_default()
-}
+pub use audit_log::destination::cloudwatch::{role_account, role_partition};
 
 /// Parses and validates a destination body (a PUT's).
 pub fn destination(body: &[u8]) -> Result<DestinationInput, ApiError> {

@@ -14,7 +14,7 @@ pub use request::{
     Batch, EVENT_OVERHEAD_BYTES, MAX_AGE, MAX_AHEAD, MAX_BATCH_BYTES, MAX_BATCH_EVENTS,
     MAX_BATCH_SPAN, batches, events_log_group, log_stream, log_timestamp, test_log_group,
 };
-pub use role::{CustomerRole, RoleRefused, ServiceAccount};
+pub use role::{CustomerRole, RoleRefused, ServiceAccount, role_account, role_partition};
 
 use super::{ConnectionTest, DeliveryError, Failures, Project, Sink};
 use crate::credentials::Credentials;

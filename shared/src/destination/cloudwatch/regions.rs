@@ -61,9 +61,7 @@ pub fn partition_of(region: &str) -> Option<&'static str> {
 
 /// Whether `region` is a region of `partition`.
 pub fn is_region_of(partition: &str, region: &str) -> bool {
-    PARTITIONS
-        .iter()
-        .any(|(p, regions)| *p == partition && regions.contains(&region))
+    partition_of(region) == Some(partition)
 }
 
 #[cfg(test)]

@@ -113,6 +113,22 @@ impl CustomerRole {
             "CustomerRole",
         ))
     }
+
+    /// A role of another partition than the service's (`aws-cn`, `aws-us-gov`) is in another
+    /// IAM altogether, which no STS of the service's can assume it from: said as that, not as a
+    /// trust policy to fix, and without asking STS.
+    fn in_another_partition(&self) -> Option<RoleRefused> {
+        let ours = super::regions::partition_of(self.sts.config().region()?.as_ref())?;
+        let theirs = role_partition(&self.role_arn);
+        (!theirs.is_empty() && theirs != ours).then(|| RoleRefused {
+            retryable: false,
+            untrusted: false,
+            message: format!(
+                "the role is in the {theirs} partition, and this service runs in {ours}, whose \
+                 STS cannot assume it: use a role (and a region) of {ours}"
+            ),
+        })
+    }
 }
 
 impl ProvideCredentials for CustomerRole {
@@ -129,22 +145,14 @@ impl ProvideCredentials for CustomerRole {
     }
 }
 
-impl CustomerRole {
-    /// A role of another partition than the service's (`aws-cn`, `aws-us-gov`) is in another
-    /// IAM altogether, which no STS of the service's can assume it from: said as that, not as a
-    /// trust policy to fix, and without asking STS.
-    fn in_another_partition(&self) -> Option<RoleRefused> {
-        let ours = super::regions::partition_of(self.sts.config().region()?.as_ref())?;
-        let theirs = self.role_arn.strip_prefix("arn:")?.split(':').next()?;
-        (theirs != ours).then(|| RoleRefused {
-            retryable: false,
-            untrusted: false,
-            message: format!(
-                "the role is in the {theirs} partition, and this service runs in {ours}, whose \
-                 STS cannot assume it: use a role (and a region) of {ours}"
-            ),
-        })
-    }
+/// The partition of a valid role ARN (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn role_partition(role_arn: &str) -> &str {
+    role_arn.split(':').nth(1).unwrap_or_default()
+}
+
+/// The account of a valid role ARN.
+pub fn role_account(role_arn: &str) -> &str {
+    role_arn.split(':').nth(4).unwrap_or_default()
 }
 
 /// `[\w+=,.@-]{2,64}`, naming the organization so the customer's CloudTrail shows who wrote.
