@@ -624,7 +624,7 @@ fn organizations_kept_waiting_by_others_raise_an_alarm() {
 fn an_audit_event_the_api_could_not_keep_sets_off_an_alarm() {
     let filter = resource("AuditEventsLostFilter");
     assert!(is_ref(&filter["LogGroupName"], "ApiLogGroup"));
-    // The line as the api logs it (JSON, its message under `fields`: `tests/api.rs` checks).
+    // The line as the api logs it (JSON, its message under `fields`: `tests/api/streaming.rs` checks).
     let message = audit_log_api::AUDIT_EVENT_LOST;
     assert_eq!(
         filter["FilterPattern"].as_str(),

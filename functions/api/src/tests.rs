@@ -1,6 +1,6 @@
 //! The API's handlers against the library's in-memory doubles: the configuration table, the
 //! secrets, the lanes' timers and the queues in memory, a clock that moves only when told. No
-//! emulator; `tests/api.rs` drives the same handlers against one.
+//! emulator; `tests/api/` drives the same handlers against one.
 
 use super::*;
 use audit_log::clock::ManualClock;
