@@ -310,6 +310,34 @@ fn the_stream_function_reads_projects_secrets_and_not_the_cursor_key() {
     }
 }
 
+/// Every retention the template takes starts the functions, and nothing beyond it does: a value
+/// past either end would deploy, then refuse every invocation.
+#[test]
+fn the_template_takes_exactly_the_retentions_the_functions_take() {
+    use audit_log::settings::{MAX_RETENTION_DAYS, MIN_RETENTION_DAYS};
+    let parameter = &template()["Parameters"]["RetentionDays"];
+    let (least, default, most) = (
+        parameter["MinValue"].as_u64().unwrap(),
+        parameter["Default"].as_u64().unwrap(),
+        parameter["MaxValue"]
+            .as_u64()
+            .expect("the retention has a largest value"),
+    );
+    assert_eq!(
+        (least, most),
+        (u64::from(MIN_RETENTION_DAYS), u64::from(MAX_RETENTION_DAYS))
+    );
+    for days in [least, default, most] {
+        // CloudFormation's `Number` hands the value on as written, `400.0` as well.
+        for written in [days.to_string(), format!("{days}.0")] {
+            let retention = audit_log::Retention::parse(Some(&written)).unwrap();
+            assert_eq!(u64::from(retention.as_days()), days);
+        }
+    }
+    assert!(audit_log::Retention::parse(Some(&(most + 1).to_string())).is_err());
+    assert!(audit_log::Retention::parse(Some(&(least - 1).to_string())).is_err());
+}
+
 /// Every retry window the template takes starts the functions with the least retention it
 /// takes: a window past the retention would deploy, then refuse every invocation.
 #[test]

@@ -54,10 +54,12 @@ async fn a_thousand_events_reach_the_datadog_stand_in_once_each() {
 
 #[test]
 fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything() {
-    const SETTINGS: [&str; 3] = [
+    const SETTINGS: [&str; 5] = [
         "RETENTION_DAYS",
         "DELIVERY_RETRY_WINDOW_HOURS",
         "DELIVERY_RETRY_MAX_BACKOFF_SECONDS",
+        "SERVICE_AWS_ACCOUNT_ID",
+        "DATADOG_ENDPOINT_OVERRIDE",
     ];
     for (name, value, reason) in [
         ("RETENTION_DAYS", "30", "RETENTION_DAYS is 30"),
@@ -75,6 +77,16 @@ fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything()
             "DELIVERY_RETRY_MAX_BACKOFF_SECONDS",
             "86401",
             "DELIVERY_RETRY_MAX_BACKOFF_SECONDS is 86401",
+        ),
+        (
+            "SERVICE_AWS_ACCOUNT_ID",
+            "1234",
+            "an AWS account id is 12 digits",
+        ),
+        (
+            "DATADOG_ENDPOINT_OVERRIDE",
+            "localhost:8126",
+            "DATADOG_ENDPOINT_OVERRIDE is \"localhost:8126\"",
         ),
     ] {
         let mut runner = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"));

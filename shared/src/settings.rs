@@ -5,17 +5,23 @@ use std::time::Duration;
 pub const DEFAULT_RETENTION_DAYS: u32 = 400;
 /// The product promises at least a year of history.
 pub const MIN_RETENTION_DAYS: u32 = 366;
+/// A century: the template's `MaxValue`, far inside what the events' times can be moved by.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
     #[error("{name} is not set; the template passes it to the function")]
     Missing { name: &'static str },
-    #[error("RETENTION_DAYS must be a whole number of days, at least {MIN_RETENTION_DAYS}")]
+    #[error(
+        "RETENTION_DAYS must be a whole number of days, from {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}"
+    )]
     RetentionNotANumber,
     #[error(
         "RETENTION_DAYS is {0}, under the {MIN_RETENTION_DAYS} days audit events must be kept for"
     )]
     RetentionTooShort(u32),
+    #[error("RETENTION_DAYS is {0}, over the {MAX_RETENTION_DAYS} days (a century) it may be")]
+    RetentionTooLong(u32),
     #[error("{0} must be a whole number, at least 1")]
     NotAPositiveNumber(&'static str),
     #[error(
@@ -34,6 +40,13 @@ pub enum SettingsError {
          none that starts with aws/"
     )]
     LogGroupPrefix(String),
+    #[error("SERVICE_AWS_ACCOUNT_ID is {0:?}: an AWS account id is 12 digits")]
+    ServiceAccount(String),
+    #[error(
+        "DATADOG_ENDPOINT_OVERRIDE is {0:?}: it must be an http:// or https:// URL such as \
+         http://127.0.0.1:8126"
+    )]
+    DatadogEndpointOverride(String),
 }
 
 /// How long an audit event is kept: the TTL is the event's timestamp plus this.
@@ -47,6 +60,9 @@ impl Retention {
         if days < MIN_RETENTION_DAYS {
             return Err(SettingsError::RetentionTooShort(days));
         }
+        if days > MAX_RETENTION_DAYS {
+            return Err(SettingsError::RetentionTooLong(days));
+        }
         Ok(Self { days })
     }
 
@@ -58,7 +74,10 @@ impl Retention {
     pub fn parse(value: Option<&str>) -> Result<Self, SettingsError> {
         match value.map(str::trim) {
             None | Some("") => Self::days(DEFAULT_RETENTION_DAYS),
-            Some(s) => Self::days(s.parse().map_err(|_| SettingsError::RetentionNotANumber)?),
+            Some(s) => {
+                let days = whole_number(s).ok_or(SettingsError::RetentionNotANumber)?;
+                Self::days(u32::try_from(days).unwrap_or(u32::MAX))
+            }
         }
     }
 
@@ -116,7 +135,9 @@ pub fn log_group_prefix_from_env() -> Result<String, SettingsError> {
 }
 
 /// The prefix, checked at start-up against what CloudWatch takes in a log group's name: one it
-/// refuses would fail every customer's delivery, each as if the trouble were theirs.
+/// refuses would fail every customer's delivery, each as if the trouble were theirs. A trailing
+/// `/` is dropped, as the groups' names drop it, so the policy the console shows customers
+/// (`<prefix>/*`) covers the groups the service writes.
 pub fn log_group_prefix(value: Option<&str>) -> Result<String, SettingsError> {
     let Some(prefix) = value else {
         return Ok(DEFAULT_LOG_GROUP_PREFIX.to_owned());
@@ -130,7 +151,53 @@ pub fn log_group_prefix(value: Option<&str>) -> Result<String, SettingsError> {
     {
         return Err(SettingsError::LogGroupPrefix(prefix.to_owned()));
     }
-    Ok(prefix.to_owned())
+    Ok(prefix.trim_end_matches('/').to_owned())
+}
+
+/// A whole number as an operator may give it. CloudFormation's `Number` parameters also take
+/// `400.0`, which reaches the function as written: a value with nothing after its point is the
+/// whole number, so such a deploy starts rather than failing every invocation.
+pub fn whole_number(value: &str) -> Option<u64> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !fraction.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    whole.parse().ok()
+}
+
+/// Reads `SERVICE_AWS_ACCOUNT_ID`, the AWS ID customers put in their role's trust policy:
+/// anything but an account id would have every customer trust no one who calls.
+pub fn service_account_from_env() -> Result<Option<String>, SettingsError> {
+    service_account(optional_env(env::SERVICE_ACCOUNT).as_deref())
+}
+
+pub fn service_account(value: Option<&str>) -> Result<Option<String>, SettingsError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(id) if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(id.to_owned()))
+        }
+        Some(other) => Err(SettingsError::ServiceAccount(other.to_owned())),
+    }
+}
+
+/// Reads `DATADOG_ENDPOINT_OVERRIDE` (local runs): a value that is not a URL would fail every
+/// Datadog delivery as if each customer's destination were at fault.
+pub fn datadog_endpoint_override_from_env() -> Result<Option<String>, SettingsError> {
+    datadog_endpoint_override(optional_env(env::DATADOG_ENDPOINT_OVERRIDE).as_deref())
+}
+
+pub fn datadog_endpoint_override(value: Option<&str>) -> Result<Option<String>, SettingsError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match reqwest::Url::parse(value) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(Some(value.to_owned()))
+        }
+        _ => Err(SettingsError::DatadogEndpointOverride(value.to_owned())),
+    }
 }
 
 /// A variable that may be left out; blank counts as left out.
@@ -153,14 +220,19 @@ mod tests {
     #[test]
     fn a_log_group_prefix_cloudwatch_would_refuse_stops_the_function_at_start_up() {
         assert_eq!(log_group_prefix(None).unwrap(), "/hashicorp");
-        for good in [
-            "/hashicorp",
-            "/acme/audit",
-            "acme",
-            "/a.b_c-d#e/",
-            "/aws/acme",
-        ] {
+        for good in ["/hashicorp", "/acme/audit", "acme", "/aws/acme"] {
             assert_eq!(log_group_prefix(Some(good)).unwrap(), good);
+        }
+        // What the console puts before `/*` in the customer's policy must cover the groups.
+        for (trailing, kept) in [
+            ("/a.b_c-d#e/", "/a.b_c-d#e"),
+            ("/acme//", "/acme"),
+            ("/", ""),
+        ] {
+            let prefix = log_group_prefix(Some(trailing)).unwrap();
+            assert_eq!(prefix, kept);
+            let group = crate::destination::cloudwatch::events_log_group(trailing);
+            assert!(group.starts_with(&format!("{prefix}/")), "{group}");
         }
         let longest_taken = format!("/{}", "a".repeat(512 - "/packer/audit-logs-test".len() - 1));
         assert!(log_group_prefix(Some(&longest_taken)).is_ok());
@@ -175,6 +247,88 @@ mod tests {
             let err = log_group_prefix(Some(bad)).unwrap_err();
             assert_eq!(err, SettingsError::LogGroupPrefix(bad.to_owned()), "{bad}");
             assert!(err.to_string().contains("LOG_GROUP_PREFIX"), "{err}");
+        }
+    }
+
+    #[test]
+    fn whole_numbers_are_taken_as_cloudformation_may_write_them() {
+        for (text, n) in [
+            ("400", 400),
+            ("400.0", 400),
+            ("168.00", 168),
+            ("0", 0),
+            ("7.", 7),
+        ] {
+            assert_eq!(whole_number(text), Some(n), "{text}");
+        }
+        for bad in [
+            "400.5",
+            "-1",
+            "4e2",
+            "",
+            ".0",
+            "1,000",
+            "x",
+            " 4",
+            "18446744073709551616",
+        ] {
+            assert_eq!(whole_number(bad), None, "{bad}");
+        }
+        assert_eq!(Retention::parse(Some("400.0")).unwrap().as_days(), 400);
+        assert_eq!(
+            Retention::parse(Some("400.5")),
+            Err(SettingsError::RetentionNotANumber)
+        );
+    }
+
+    #[test]
+    fn retention_past_a_century_is_refused() {
+        assert_eq!(Retention::parse(Some("36500")).unwrap().as_days(), 36_500);
+        assert_eq!(
+            Retention::parse(Some("36501")),
+            Err(SettingsError::RetentionTooLong(36_501))
+        );
+        assert_eq!(
+            Retention::parse(Some("4294967296")),
+            Err(SettingsError::RetentionTooLong(u32::MAX))
+        );
+    }
+
+    #[test]
+    fn the_service_account_is_twelve_digits_or_left_out() {
+        assert_eq!(service_account(None), Ok(None));
+        assert_eq!(service_account(Some(" ")), Ok(None));
+        assert_eq!(
+            service_account(Some("123456789012")),
+            Ok(Some("123456789012".into()))
+        );
+        for bad in [
+            "12345678901",
+            "1234567890123",
+            "12345678901a",
+            "arn:aws:iam::123456789012:root",
+        ] {
+            let err = service_account(Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("SERVICE_AWS_ACCOUNT_ID"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_datadog_endpoint_override_is_an_http_url() {
+        assert_eq!(datadog_endpoint_override(None), Ok(None));
+        for good in [
+            "http://127.0.0.1:8126",
+            "https://intake.example/",
+            "http://localhost",
+        ] {
+            assert_eq!(datadog_endpoint_override(Some(good)), Ok(Some(good.into())));
+        }
+        for bad in ["127.0.0.1:8126", "ftp://127.0.0.1", "http://", "intake"] {
+            let err = datadog_endpoint_override(Some(bad)).unwrap_err();
+            assert!(
+                err.to_string().contains("DATADOG_ENDPOINT_OVERRIDE"),
+                "{err}"
+            );
         }
     }
 

@@ -30,7 +30,8 @@ use audit_log::lane::timers::SqsTimers;
 use audit_log::lane::{LaneStore, Timers};
 use audit_log::message::Queues;
 use audit_log::settings::{
-    SettingsError, env, log_group_prefix_from_env, optional_env, required_env,
+    SettingsError, datadog_endpoint_override_from_env, env, log_group_prefix_from_env,
+    optional_env, required_env, service_account_from_env,
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::{
@@ -137,8 +138,8 @@ impl Settings {
             log_group_prefix: log_group_prefix_from_env()?,
             organization_claim: optional_env(env::ORGANIZATION_CLAIM)
                 .unwrap_or_else(|| DEFAULT_ORGANIZATION_CLAIM.into()),
-            service_account_id: optional_env(env::SERVICE_ACCOUNT),
-            datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
+            service_account_id: service_account_from_env()?,
+            datadog_endpoint_override: datadog_endpoint_override_from_env()?,
             console: SignIn::oidc_from_env().unwrap_or(SignIn::Off),
             lanes: audit_log::lane::Policy::from_env()?,
             retention: audit_log::Retention::from_env()?,

@@ -52,3 +52,23 @@ fn a_backoff_over_a_day_stops_the_api_at_start_up() {
         "{text}"
     );
 }
+
+#[test]
+fn an_aws_id_customers_could_not_trust_stops_the_api_at_start_up() {
+    let text = refused(&[("SERVICE_AWS_ACCOUNT_ID", "arn:aws:iam::123456789012:root")]);
+    assert!(
+        text.contains(
+            r#"SERVICE_AWS_ACCOUNT_ID is "arn:aws:iam::123456789012:root": an AWS account id is 12 digits"#
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_datadog_endpoint_that_is_no_url_stops_the_api_at_start_up() {
+    let text = refused(&[("DATADOG_ENDPOINT_OVERRIDE", "127.0.0.1:8126")]);
+    assert!(
+        text.contains(r#"DATADOG_ENDPOINT_OVERRIDE is "127.0.0.1:8126""#),
+        "{text}"
+    );
+}

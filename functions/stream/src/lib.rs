@@ -27,7 +27,7 @@ use audit_log::lane::Policy;
 use audit_log::lane::timers::SqsTimers;
 use audit_log::message::QueueMessage;
 use audit_log::settings::{
-    SettingsError, env, log_group_prefix_from_env, optional_env, required_env,
+    SettingsError, datadog_endpoint_override_from_env, env, log_group_prefix_from_env, required_env,
 };
 use audit_log::store::EventTable;
 use audit_log::streaming::ConfigTable;
@@ -91,7 +91,7 @@ impl Settings {
             lane_queue_url: required_env(env::LANE_QUEUE)?,
             deferred_queue_url: required_env(env::DEFERRED_QUEUE)?,
             lanes: Policy::from_env()?,
-            datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
+            datadog_endpoint_override: datadog_endpoint_override_from_env()?,
         })
     }
 }

@@ -51,3 +51,21 @@ fn a_backoff_over_a_day_or_under_a_second_stops_the_function_at_start_up() {
         "{text}"
     );
 }
+
+#[test]
+fn a_datadog_endpoint_that_is_no_url_stops_the_function_at_start_up() {
+    let text = refused_start(&[("DATADOG_ENDPOINT_OVERRIDE", "127.0.0.1:8126")]);
+    assert!(
+        text.contains(r#"DATADOG_ENDPOINT_OVERRIDE is "127.0.0.1:8126": it must be an http://"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_retention_past_a_century_stops_the_function_at_start_up() {
+    let text = refused_start(&[("RETENTION_DAYS", "36501")]);
+    assert!(
+        text.contains("RETENTION_DAYS is 36501, over the 36500 days (a century) it may be"),
+        "{text}"
+    );
+}

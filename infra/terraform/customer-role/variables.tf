@@ -14,9 +14,13 @@ variable "external_id" {
 }
 
 variable "log_group_prefix" {
-  description = "The service's log group prefix (its LOG_GROUP_PREFIX)."
+  description = "The service's log group prefix (its LOG_GROUP_PREFIX): what comes before /packer/ in Test connection's log_group."
   type        = string
   default     = "/hashicorp"
+  validation {
+    condition     = can(regex("^/[A-Za-z0-9_/.#-]*[A-Za-z0-9_.#-]$", var.log_group_prefix))
+    error_message = "The prefix starts with / and does not end with one, as the service's LOG_GROUP_PREFIX."
+  }
 }
 
 variable "role_name" {

@@ -351,9 +351,7 @@ impl Policy {
         let read = |name: &'static str, default: u64| -> Result<u64, SettingsError> {
             match std::env::var(name).ok().as_deref().map(str::trim) {
                 None | Some("") => Ok(default),
-                Some(s) => s
-                    .parse::<u64>()
-                    .ok()
+                Some(s) => crate::settings::whole_number(s)
                     .filter(|&n| n >= 1)
                     .ok_or(SettingsError::NotAPositiveNumber(name)),
             }

@@ -108,16 +108,17 @@ impl Operator {
 
     /// Read as the functions read them; a value they would refuse to start with is an error.
     pub fn from_env() -> Result<Self, audit_log::settings::SettingsError> {
-        use audit_log::settings::{env, optional_env};
+        use audit_log::settings::{self, env, optional_env};
         Ok(Self {
-            log_group_prefix: audit_log::settings::log_group_prefix_from_env()?,
+            log_group_prefix: settings::log_group_prefix_from_env()?,
             retention: Retention::from_env()?,
             organization_claim: optional_env(env::ORGANIZATION_CLAIM)
                 .unwrap_or_else(|| audit_log_api::DEFAULT_ORGANIZATION_CLAIM.into()),
             service_account_id: Some(
-                optional_env(env::SERVICE_ACCOUNT).unwrap_or_else(|| LOCAL_SERVICE_ACCOUNT.into()),
+                settings::service_account_from_env()?
+                    .unwrap_or_else(|| LOCAL_SERVICE_ACCOUNT.into()),
             ),
-            datadog_endpoint_override: optional_env(env::DATADOG_ENDPOINT_OVERRIDE),
+            datadog_endpoint_override: settings::datadog_endpoint_override_from_env()?,
             lanes: audit_log::lane::Policy::from_env()?,
         })
     }
