@@ -310,8 +310,10 @@ fn the_stream_function_reads_projects_secrets_and_not_the_cursor_key() {
     }
 }
 
-/// Every retention the template takes starts the functions, and nothing beyond it does: a value
-/// past either end would deploy, then refuse every invocation.
+/// Every whole-number retention the template takes starts the functions, and nothing beyond it
+/// does: a value past either end would deploy, then refuse every invocation. (A `Number`
+/// parameter also takes a fraction, such as `400.5`, which the functions refuse: README says
+/// the parameter is a whole number.)
 #[test]
 fn the_template_takes_exactly_the_retentions_the_functions_take() {
     use audit_log::settings::{MAX_RETENTION_DAYS, MIN_RETENTION_DAYS};

@@ -21,7 +21,7 @@ pub enum SettingsError {
     )]
     RetentionTooShort(u32),
     #[error("RETENTION_DAYS is {0}, over the {MAX_RETENTION_DAYS} days (a century) it may be")]
-    RetentionTooLong(u32),
+    RetentionTooLong(u64),
     #[error("{0} must be a whole number, at least 1")]
     NotAPositiveNumber(&'static str),
     #[error(
@@ -61,7 +61,7 @@ impl Retention {
             return Err(SettingsError::RetentionTooShort(days));
         }
         if days > MAX_RETENTION_DAYS {
-            return Err(SettingsError::RetentionTooLong(days));
+            return Err(SettingsError::RetentionTooLong(days.into()));
         }
         Ok(Self { days })
     }
@@ -76,7 +76,10 @@ impl Retention {
             None | Some("") => Self::days(DEFAULT_RETENTION_DAYS),
             Some(s) => {
                 let days = whole_number(s).ok_or(SettingsError::RetentionNotANumber)?;
-                Self::days(u32::try_from(days).unwrap_or(u32::MAX))
+                match u32::try_from(days) {
+                    Ok(days) => Self::days(days),
+                    Err(_) => Err(SettingsError::RetentionTooLong(days)),
+                }
             }
         }
     }
@@ -290,7 +293,7 @@ mod tests {
         );
         assert_eq!(
             Retention::parse(Some("4294967296")),
-            Err(SettingsError::RetentionTooLong(u32::MAX))
+            Err(SettingsError::RetentionTooLong(4_294_967_296))
         );
     }
 

@@ -1,4 +1,5 @@
-//! GET (the base path): stored events page by page, their time ranges and cursors.
+//! GET (the base path): stored events page by page, their time ranges (an export's too) and
+//! cursors.
 
 use super::*;
 

@@ -19,7 +19,7 @@ variable "log_group_prefix" {
   default     = "/hashicorp"
   validation {
     condition     = can(regex("^/[A-Za-z0-9_/.#-]*[A-Za-z0-9_.#-]$", var.log_group_prefix))
-    error_message = "The prefix starts with / and does not end with one, as the service's LOG_GROUP_PREFIX."
+    error_message = "The prefix starts with / and does not end with one, as the stack's LogGroupPrefix parameter."
   }
 }
 
