@@ -310,6 +310,26 @@ fn the_stream_function_reads_projects_secrets_and_not_the_cursor_key() {
     }
 }
 
+/// The customer's role files take exactly the log group prefixes the stack takes: a prefix one
+/// of them refused could not be the service's, and one they took in another form (a trailing
+/// `/`) would grant nothing the service writes.
+#[test]
+fn the_role_files_take_the_prefixes_the_stack_takes() {
+    let stack = template()["Parameters"]["LogGroupPrefix"]["AllowedPattern"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cloudformation = &customer_template()["Parameters"]["LogGroupPrefix"]["AllowedPattern"];
+    assert_eq!(cloudformation.as_str(), Some(stack.as_str()));
+    let variables =
+        std::fs::read_to_string(repo_root().join("infra/terraform/customer-role/variables.tf"))
+            .unwrap();
+    assert!(
+        variables.contains(&format!("regex(\"{stack}\", var.log_group_prefix)")),
+        "{variables}"
+    );
+}
+
 /// Every whole-number retention the template takes starts the functions, and nothing beyond it
 /// does: a value past either end would deploy, then refuse every invocation. (A `Number`
 /// parameter also takes a fraction, such as `400.5`, which the functions refuse: README says
