@@ -304,11 +304,14 @@ async fn listed_then_replayed(only_failed: bool) {
     );
     assert!(settle_lanes(&stack, &stream, None, Duration::from_secs(10)).await);
     // The replay leaves out the six oldest (events 0 to 5, 0 to 50 s after `start`), and goes
-    // two events a page.
+    // two events a page; a failures-only page also ends at the first event that fills its bytes
+    // (one byte here: each page's first), and goes on after it.
     let stream = stream.with_replay_pages(ReplayPages {
         size: 2,
+        bytes: if only_failed { 1 } else { 50_000_000 },
         ..ReplayPages::default()
     });
+    let before_replay = datadog.received_requests().await.unwrap().len();
     let window = json!({"since": (start + Duration::from_secs(55)).format(&Rfc3339).unwrap(),
                         "until": (now() + Duration::from_secs(60)).format(&Rfc3339).unwrap(),
                         "only_failed": only_failed});
@@ -326,6 +329,12 @@ async fn listed_then_replayed(only_failed: bool) {
     assert_eq!(replay["delivered"], 7, "{replay}");
     assert_eq!(replay["failed"], 0);
     assert_eq!(received(&datadog).await, (6..12).collect());
+    let requests = datadog.received_requests().await.unwrap().len() - before_replay;
+    if only_failed {
+        assert_eq!(requests, 7, "a request per page of one event");
+    } else {
+        assert!(requests <= 4, "pages of two: {requests} requests");
+    }
     // What it delivered is no longer listed; what it left out still is.
     let left: BTreeSet<i64> = listed_failures(&api, &p, 5)
         .await
@@ -439,6 +448,57 @@ async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time(
             .format(&Rfc3339)
             .unwrap()
     );
+}
+
+#[tokio::test]
+async fn a_replay_of_failures_leaves_out_events_past_their_retention() {
+    use audit_log::streaming::{ConfigTable, FailureLog};
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let datadog = stand_in(202).await;
+    let api = stack.api(Some(datadog.uri()));
+    let stream = stack.stream(Some(datadog.uri()));
+    let p = project();
+    let mut range = stored_before_a_destination(&stack, &api, &stream, &p).await;
+    let (org, project) = (&p.organization_id, &p.project_id);
+    let items = stack.stored_items(org, project).await;
+    // Every stored event listed as a failure, as a lane past its retry window lists them.
+    let keys: Vec<_> = items
+        .iter()
+        .map(|item| audit_log::store::StoredKey::of(item).unwrap())
+        .collect();
+    ConfigTable::new(stack.dynamodb.clone(), &stack.config_table)
+        .record_failures(org, project, &keys, "Datadog answered HTTP 503", now())
+        .await
+        .unwrap();
+    // One past its retention, which DynamoDB has not deleted yet (it takes up to days).
+    let mut expired = items[4].clone();
+    let n_expired = {
+        let json = audit_log::store::event_json(&expired).unwrap();
+        serde_json::from_str::<Value>(&json).unwrap()["n"]
+            .as_i64()
+            .unwrap()
+    };
+    expired.insert(
+        "expires_at".into(),
+        aws_sdk_dynamodb::types::AttributeValue::N((now().unix_timestamp() - 60).to_string()),
+    );
+    stack.overwrite_item(expired).await;
+    range["only_failed"] = json!(true);
+    let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&range)).await;
+    assert_eq!(status, 202, "{started}");
+    run_replays(&stack, &stream, |_| async { true }).await;
+    let id = started["replay_id"].as_str().unwrap();
+    let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;
+    assert_eq!(replay["state"], "completed", "{replay}");
+    // Gone is neither delivered nor failed.
+    assert_eq!(
+        (replay["delivered"].as_i64(), replay["failed"].as_i64()),
+        (Some(11), Some(0)),
+        "{replay}"
+    );
+    let expected: BTreeSet<i64> = (0..12).filter(|&n| n != n_expired).collect();
+    assert_eq!(received(&datadog).await, expected);
 }
 
 /// Twelve events of the last hour stored while nothing is configured, so only a replay

@@ -221,6 +221,54 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
 }
 
 #[tokio::test]
+async fn a_refusal_counts_only_against_the_settings_it_was_refused_under() {
+    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owed, Owing};
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let key = LaneKey::new(&w.org, &w.project);
+    let read = w.configs.read(&key).await.unwrap().unwrap();
+    let now_ms = audit_log::clock::epoch_ms(OffsetDateTime::now_utc());
+    let owed = [Owed {
+        event: audit_log::store::StoredKey {
+            sort_key: "2026-11-30T10:00:00.000000000Z#m1".into(),
+            message_id: "m1".into(),
+            expires_at: now_ms / 1000 + 86_400,
+        },
+        owed_at_ms: now_ms,
+        bytes: 1_000,
+    }];
+    let refused = |version| Lane {
+        state: LaneState::Refused,
+        attempt: Some("a1".into()),
+        next_attempt_at: Some(now_ms + 300_000),
+        interval_ms: 300_000,
+        since: Some(now_ms),
+        reason: Some("Datadog refused the API key (HTTP 403)".into()),
+        refused_version: Some(version),
+        ..Lane::default()
+    };
+    // Saved again while a delivery with the settings it read was being refused.
+    w.put(datadog(Some(KEY))).await;
+    let stale = w
+        .configs
+        .owe(&key, &owed, Some(&refused(read.version)))
+        .await;
+    assert_eq!(stale.unwrap(), Owing::Delivering);
+    let lane = w.configs.read(&key).await.unwrap().unwrap();
+    assert_eq!((lane.state, lane.owed), (LaneState::Delivering, 0));
+    assert_eq!(lane.version, read.version + 1);
+    // A refusal of the settings saved now is the lane's.
+    let current = w
+        .configs
+        .owe(&key, &owed, Some(&refused(lane.version)))
+        .await;
+    assert_eq!(current.unwrap(), Owing::Owed);
+    let lane = w.configs.read(&key).await.unwrap().unwrap();
+    assert_eq!((lane.state, lane.owed), (LaneState::Refused, 1));
+    assert_eq!(lane.refused_version, Some(lane.version));
+}
+
+#[tokio::test]
 async fn a_replay_needs_a_destination_a_valid_range_and_a_known_id() {
     let w = World::new().await;
     let range = json!({"since": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"});

@@ -13,6 +13,7 @@
 use crate::Stream;
 use audit_log::AuditEvent;
 use audit_log::destination::DeliveryError;
+use audit_log::event::MAX_EVENT_BYTES;
 use audit_log::lane::LaneState;
 use audit_log::message::ReplayPart;
 use audit_log::store::{PageRequest, StoredKey};
@@ -28,6 +29,10 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy)]
 pub struct Pages {
     pub size: usize,
+    /// Bytes of events a page reads, at most (and one event more, in part, when a failures-only
+    /// page reads its events in groups): a page of the largest events must not outgrow the
+    /// function's memory, or it fails on every attempt and its replay never ends.
+    pub bytes: usize,
     pub per_invocation: usize,
     /// A page is not started with less time left than this, nor given more.
     pub page_time: Duration,
@@ -42,6 +47,7 @@ impl Default for Pages {
     fn default() -> Self {
         Self {
             size: 500,
+            bytes: 50_000_000,
             per_invocation: usize::MAX,
             page_time: Duration::from_secs(20),
             paused_wait: 300,
@@ -349,13 +355,31 @@ impl Stream {
                 .map(|f| f.event_sort_key.clone())
                 .filter(|sk| *sk >= low && *sk <= high)
                 .collect();
-            let found = self
-                .delivery
-                .events
-                .events_at(org, project, &wanted)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut page = ReplayPage::read(found, wanted.len(), next);
+            // Read as many at once as the page's bytes hold were each the largest an event
+            // may be; the page ends at the group that fills it.
+            let together = (self.replay_pages.bytes / MAX_EVENT_BYTES).clamp(1, 100);
+            let now = self.delivery.clock.now().unix_timestamp();
+            let (mut found, mut expected, mut bytes, mut next) = (Vec::new(), 0, 0, next);
+            let mut read_so_far = 0;
+            for group in wanted.chunks(together) {
+                let read = self.delivery.events.events_at(org, project, group).await;
+                let read = read.map_err(|e| e.to_string())?;
+                read_so_far += group.len();
+                bytes += read.iter().map(|(_, json)| json.len()).sum::<usize>();
+                // Past its retention an event is gone, as the failures' listing says, even
+                // before DynamoDB deletes it: neither delivered nor failed.
+                let (kept, gone): (Vec<_>, Vec<_>) =
+                    read.into_iter().partition(|(key, _)| key.expires_at > now);
+                expected += group.len() - gone.len();
+                found.extend(kept);
+                if bytes >= self.replay_pages.bytes && read_so_far < wanted.len() {
+                    // The next page goes on after the last failure read (failures are listed
+                    // by their events' sort keys).
+                    next = group.last().cloned();
+                    break;
+                }
+            }
+            let mut page = ReplayPage::read(found, expected, next);
             // Failures already, listed as such.
             page.unread_keys.clear();
             return Ok(page);
@@ -371,7 +395,7 @@ impl Stream {
                     after: replay.cursor.clone(),
                     ..PageRequest::new(
                         self.replay_pages.size,
-                        50_000_000,
+                        self.replay_pages.bytes,
                         self.delivery.clock.now().unix_timestamp(),
                     )
                 },

@@ -131,6 +131,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut out = Outcome::default();
         let mut pending = events;
         let mut delivering = lane.state == LaneState::Delivering;
+        // Set when a refusal found the configuration saved again since `lane` was read: these
+        // events are the new settings' to deliver, in a call that reads them.
+        let mut saved_since = false;
         // Before any send: a destination that hangs for its budget must not outwait it.
         let remembered = lane.interval_at(self.clock.now_ms());
         if !delivering {
@@ -154,14 +157,20 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let (entering, reason) = if left < self.policy.budget / 4 {
-                // Too little time left to give the destination a fair try: the lane catches
-                // up with these at once, in an invocation of its own.
+            let (entering, reason) = if saved_since || left < self.policy.budget / 4 {
+                // Too little time left to give the destination a fair try, or settings this
+                // delivery did not read: the lane catches up with these at once, in an
+                // invocation of its own.
                 let to = self
                     .catch_up_now(key, remembered)
                     .await
                     .map_err(unhandled(&pending))?;
-                (to, "no time left in this invocation".to_owned())
+                let reason = if saved_since {
+                    "the configuration was saved again while its last settings were refused"
+                } else {
+                    "no time left in this invocation"
+                };
+                (to, reason.to_owned())
             } else {
                 let budget = Instant::now() + left.min(self.policy.budget);
                 let sent = self.send(key, pending, sink, budget, false).await?;
@@ -240,7 +249,10 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     return Ok(out);
                 }
                 Owing::Gone => return Ok(skipped("its destination was removed")),
-                Owing::Delivering => delivering = true,
+                Owing::Delivering => {
+                    delivering = true;
+                    saved_since |= entering.refused_version.is_some();
+                }
             }
         }
         Err(unhandled(&pending)(LaneError::Contended))

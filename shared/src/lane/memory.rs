@@ -186,6 +186,12 @@ impl LaneStore for MemoryLanes {
         Ok(self
             .with(key, |m| {
                 match (m.lane.state, entering) {
+                    // Refused under settings a save has since replaced: not this lane's.
+                    (LaneState::Delivering, Some(to))
+                        if to.refused_version.is_some_and(|v| v != m.lane.version) =>
+                    {
+                        return Owing::Delivering;
+                    }
                     (LaneState::Delivering, Some(to)) => apply(&mut m.lane, to),
                     (LaneState::Delivering, None) => return Owing::Delivering,
                     _ => {}

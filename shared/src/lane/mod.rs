@@ -441,7 +441,8 @@ pub enum LaneError {
 /// Where lanes and what they owe are kept (the configuration table; in tests, memory).
 pub trait LaneStore: Sync {
     /// Writes owed events, then counts them against the lane. A lane that is `delivering`
-    /// leaves it for `entering` (when given); a lane that is not delivering just owes them.
+    /// leaves it for `entering` (when given; a refusal only if the configuration is still the
+    /// version it was refused under); a lane that is not delivering just owes them.
     fn owe(
         &self,
         lane: &LaneKey,

@@ -1116,6 +1116,33 @@ async fn a_refused_lane_saved_since_tries_again_even_if_the_saves_call_was_lost(
 }
 
 #[tokio::test]
+async fn a_refusal_of_settings_saved_over_meanwhile_leaves_the_new_ones_to_a_call_at_once() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    // A live batch reads the lane with the old settings; while it sends, the customer saves
+    // working ones (the save finds the lane delivering, and calls no one).
+    let events = w.arrive(2);
+    let read = w.lane();
+    w.lanes.saved(&w.key);
+    let out = w
+        .engine()
+        .live(&w.key, &read, events, &w.sink, later())
+        .await
+        .unwrap();
+    // The old settings' refusal is not the new ones': no probe at the longest backoff.
+    assert_eq!(w.sink.requests(), 1, "the old settings were tried once");
+    assert_eq!(out.entered, Some(LaneState::CatchingUp));
+    let lane = w.lane();
+    assert_eq!(lane.state, LaneState::CatchingUp, "{lane:?}");
+    assert_eq!(lane.refused_version, None);
+    assert!(lane.next_attempt_at.unwrap() - w.clock.now_ms() < 1_000);
+    w.sink.answer(Answer::Take);
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), numbered(1..=2));
+}
+
+#[tokio::test]
 async fn a_lane_whose_call_was_lost_gets_another_from_the_next_live_batch() {
     let mut w = World::new();
     w.sink.answer(Answer::Fail(outage()));

@@ -1,6 +1,7 @@
 //! The registry resources an audit event names (`seeds/audit-log-metadata.txt`): a bucket, a
 //! version (and the version a channel held before), a build (alone, or among `builds` and
-//! `previous_builds`), a channel, and the registry itself.
+//! `previous_builds`), a channel, and the registry itself. Searched by id are those the
+//! contract lists for `resource_id`: every one but the channel's previous version.
 
 use serde_json::Value;
 use strum::{Display, EnumString, IntoStaticStr, VariantNames};
@@ -20,13 +21,18 @@ pub enum ResourceType {
 const FIELDS: [(&str, Option<ResourceType>); 8] = [
     ("bucket", Some(ResourceType::Bucket)),
     ("version", Some(ResourceType::Version)),
-    ("previous_version", Some(ResourceType::Version)),
+    (PREVIOUS_VERSION, Some(ResourceType::Version)),
     ("build", Some(ResourceType::Build)),
     ("builds", Some(ResourceType::Build)),
     ("previous_builds", Some(ResourceType::Build)),
     ("channel", Some(ResourceType::Channel)),
     ("registry", None),
 ];
+
+/// The one resource field whose id `resource_id` does not match: CONTRACT.md lists the ids
+/// searched (`bucket.id`, `version.id`, `build.id`, `channel.id`, `registry.id`, an id in
+/// `builds` or `previous_builds`), and a version a channel no longer holds is not among them.
+const PREVIOUS_VERSION: &str = "previous_version";
 
 /// The event's fields that may hold resources.
 pub(super) fn fields() -> impl Iterator<Item = &'static str> {
@@ -77,9 +83,13 @@ fn resources(event: &Value) -> impl Iterator<Item = &Value> {
     FIELDS.iter().flat_map(move |(f, _)| objects(event, f))
 }
 
-/// Ids of every resource the event names.
+/// Ids of the resources the event names that `resource_id` matches.
 pub fn ids(event: &Value) -> impl Iterator<Item = &str> {
-    resources(event).filter_map(|o| o.get("id").and_then(Value::as_str))
+    FIELDS
+        .iter()
+        .filter(|(f, _)| *f != PREVIOUS_VERSION)
+        .flat_map(move |(f, _)| objects(event, f))
+        .filter_map(|o| o.get("id").and_then(Value::as_str))
 }
 
 /// Names of the resources the event names (builds have none).
@@ -143,5 +153,22 @@ mod tests {
         assert!(ResourceType::Build.is_named_in(&e));
         assert!(!ResourceType::Version.is_named_in(&e));
         assert!(!ResourceType::Bucket.is_named_in(&e));
+    }
+
+    #[test]
+    fn a_channels_previous_version_is_a_version_named_but_not_an_id_searched() {
+        // The seed's assignment of a version to a channel, which held another before.
+        let e = (0..SEED_EVENTS.len())
+            .map(seed)
+            .find(|e| e.get("previous_version").is_some())
+            .unwrap();
+        let previous = e["previous_version"]["id"].as_str().unwrap();
+        let version = e["version"]["id"].as_str().unwrap();
+        assert!(ids(&e).any(|id| id == version));
+        assert!(!ids(&e).any(|id| id == previous), "{previous}");
+        assert!(names(&e).any(|n| n == e["previous_version"]["name"]));
+        let alone = serde_json::json!({"previous_version": {"id": "v0"}});
+        assert!(ResourceType::Version.is_named_in(&alone));
+        assert_eq!(ids(&alone).count(), 0);
     }
 }

@@ -415,6 +415,18 @@ impl ConfigTable {
         Ok(read.item.unwrap_or_default())
     }
 
+    /// Whether a write of `to` that `written` says failed its condition landed all the same:
+    /// its first attempt did, the answer was lost, and the SDK's retry found its own write.
+    /// `to`'s attempt is drawn at random for it, so a lane waiting for it was written by it.
+    async fn landed(&self, lane: &LaneKey, to: &Lane, written: bool) -> Result<bool, LaneError> {
+        if written || to.attempt.is_none() {
+            return Ok(written);
+        }
+        Ok(LaneStore::read(self, lane)
+            .await?
+            .is_some_and(|now| now.attempt == to.attempt))
+    }
+
     /// Runs an update of the lane's item under `condition`; `Ok(false)` when the condition
     /// does not hold.
     async fn update_lane(
@@ -562,7 +574,20 @@ impl ConfigTable {
             let mut update = Update::default();
             update.lane(lane, to);
             counted(&mut update);
-            let condition = state_in(&mut update, lane, &[LaneState::Delivering]);
+            let mut condition = state_in(&mut update, lane, &[LaneState::Delivering]);
+            if let Some(version) = to.refused_version {
+                // A refusal of the settings saved as `version`: a save since then carried the
+                // lane as delivering with new settings, which this refusal says nothing about.
+                // (An item saved before versions were kept reads as version 0.)
+                let name = update.name(super::attr::VERSION);
+                update.values.insert(":refusedunder".into(), n(version));
+                let unversioned = if version == 0 {
+                    format!(" OR attribute_not_exists({name})")
+                } else {
+                    String::new()
+                };
+                condition = format!("{condition} AND ({name} = :refusedunder{unversioned})");
+            }
             if self.update_lane(lane, update, &condition).await? {
                 return Ok(Some(Owing::Owed));
             }
@@ -635,8 +660,9 @@ impl LaneStore for ConfigTable {
         update.lane(lane, to);
         let name = update.name(attr::ATTEMPT);
         update.values.insert(":held".into(), s(attempt));
-        self.update_lane(lane, update, &format!("{name} = :held"))
-            .await
+        let condition = format!("{name} = :held");
+        let written = self.update_lane(lane, update, &condition).await?;
+        self.landed(lane, to, written).await
     }
 
     async fn update_from(
@@ -652,7 +678,8 @@ impl LaneStore for ConfigTable {
         } else {
             state_in(&mut update, lane, from)
         };
-        self.update_lane(lane, update, &condition).await
+        let written = self.update_lane(lane, update, &condition).await?;
+        self.landed(lane, to, written).await
     }
 
     async fn finish(&self, lane: &LaneKey, attempt: &str, writes: u64) -> Result<bool, LaneError> {

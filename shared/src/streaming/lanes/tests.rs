@@ -347,3 +347,78 @@ mod sweep {
         assert!(table.overdue(1_000, 10).await.is_err());
     }
 }
+
+mod lost_answers {
+    use super::*;
+    use aws_sdk_dynamodb::Client;
+    use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn answer(status: u16, kind: &str) -> HttpResponse {
+        HttpResponse::new(
+            StatusCode::try_from(status).unwrap(),
+            SdkBody::from(format!(r#"{{"__type":"{kind}","message":"m"}}"#)),
+        )
+    }
+
+    /// A lane write whose first attempt lands but is answered 500, so that the SDK's retry
+    /// fails its condition; the lane then read waits for `found`. What `update` and
+    /// `update_from` answer.
+    async fn written_late(found: &'static str) -> (bool, bool) {
+        let write = || {
+            mock!(Client::update_item)
+                .sequence()
+                .http_response(|| answer(500, "InternalServerError"))
+                .http_response(|| answer(400, "ConditionalCheckFailedException"))
+                .build()
+        };
+        let read = mock!(Client::get_item).then_output(move || {
+            let lane = Lane {
+                state: LaneState::Paused,
+                attempt: Some(found.into()),
+                ..Lane::default()
+            };
+            let key = LaneKey::new("o", "p");
+            let item = super::super::key("o", "p")
+                .into_iter()
+                .chain(attributes(&key, &lane))
+                .collect();
+            GetItemOutput::builder().set_item(Some(item)).build()
+        });
+        let key = LaneKey::new("o", "p");
+        let to = Lane {
+            state: LaneState::Paused,
+            attempt: Some("a2".into()),
+            ..Lane::default()
+        };
+        let (by_state, by_attempt) = (write(), write());
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&by_state, &read]),
+            "config",
+        );
+        let from = table
+            .update_from(&key, &[LaneState::Delivering], &to)
+            .await
+            .unwrap();
+        let table = ConfigTable::new(
+            mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&by_attempt, &read]),
+            "config",
+        );
+        let held = table.update(&key, "a1", &to).await.unwrap();
+        assert_eq!((by_state.num_calls(), by_attempt.num_calls()), (2, 2));
+        (from, held)
+    }
+
+    // Paused: the SDK's own retry of the lost answer waits on tokio's clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_write_retried_by_the_sdk_after_it_landed_counts_as_written() {
+        // A pause whose answer was lost is a pause (the api writes its audit event), a call's
+        // lease is its own (the call goes on instead of leaving the lane to the lease).
+        assert_eq!(written_late("a2").await, (true, true));
+        // Another writer's attempt: the condition failed for real.
+        assert_eq!(written_late("a3").await, (false, false));
+    }
+}
