@@ -13,6 +13,7 @@ use audit_log_tests::{backdate_lane, customer_logs, emulator, failed_ids, unique
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -629,6 +630,63 @@ where
         |_| {},
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_finished_replay_whose_lock_was_not_released_releases_it_when_its_part_comes_again() {
+    let r = Replaying::start(202, ReplayPages::default(), &[]).await;
+    let replay_id = r.replay.rsplit('/').next().unwrap().to_owned();
+    // The project's lock as the replay took it.
+    let locks = |id: String| {
+        let (dynamodb, table) = (r.stack.dynamodb.clone(), r.stack.config_table.clone());
+        async move {
+            dynamodb
+                .scan()
+                .table_name(table)
+                .filter_expression("replay_id = :id AND attribute_exists(heartbeat)")
+                .expression_attribute_values(":id", aws_sdk_dynamodb::types::AttributeValue::S(id))
+                .send()
+                .await
+                .unwrap()
+                .items
+                .unwrap_or_default()
+        }
+    };
+    let lock = locks(replay_id.clone()).await;
+    assert_eq!(lock.len(), 1, "the replay holds the project's lock");
+    let failed_once = std::sync::atomic::AtomicBool::new(false);
+    r.run(|_| async {
+        if r.replay().await["state"] != "completed" || failed_once.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        // Finished, but the release of its lock failed (the table throttled): the lock stays,
+        // and the invocation failed, so its message comes back.
+        r.stack
+            .dynamodb
+            .put_item()
+            .table_name(&r.stack.config_table)
+            .set_item(Some(lock[0].clone()))
+            .send()
+            .await
+            .unwrap();
+        false
+    })
+    .await;
+    assert!(failed_once.load(Ordering::SeqCst));
+    assert_eq!(r.replay().await["state"], "completed");
+    assert!(
+        locks(replay_id).await.is_empty(),
+        "released by the part that came again"
+    );
+    let (status, again) = call_api(
+        &r.api,
+        &r.project,
+        "POST",
+        "/streaming/replay",
+        Some(&r.range),
+    )
+    .await;
+    assert_eq!(status, 202, "{again}");
 }
 
 #[tokio::test]

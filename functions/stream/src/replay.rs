@@ -77,7 +77,11 @@ impl Stream {
             return Ok(());
         };
         if replay.state != ReplayState::Running {
-            return Ok(());
+            // The part of a finished replay comes again when the release of the project's lock
+            // failed it: released now (if still its own), the project takes new replays at
+            // once rather than after the lock's 15 minutes.
+            let released = self.delivery.configs.release_replay_lock(&replay).await;
+            return released.map_err(|e| e.to_string());
         }
         // A part that waited past the lock's staleness (a busy queue, or a redrive from the
         // dead-letter queue) goes on only while the project's lock is still its own: its

@@ -378,7 +378,7 @@ impl Replays for ConfigTable {
 
 impl ConfigTable {
     /// Removes the project's replay lock if `replay` holds it.
-    async fn release_replay_lock(&self, replay: &Replay) -> Result<(), ConfigError> {
+    pub async fn release_replay_lock(&self, replay: &Replay) -> Result<(), ConfigError> {
         let released = self
             .client
             .delete_item()
