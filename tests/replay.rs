@@ -591,6 +591,12 @@ impl Replaying {
             .1
     }
 
+    /// Another replay of the same range, asked for now: its status and body.
+    async fn start_another(&self) -> (u16, Value) {
+        let range = Some(&self.range);
+        call_api(&self.api, &self.project, "POST", "/streaming/replay", range).await
+    }
+
     /// The numbers of the events the stand-in received, in order, as often as each came.
     async fn delivered(&self) -> Vec<i64> {
         let mut delivered = arrivals(&self.datadog).await;
@@ -678,14 +684,7 @@ async fn a_finished_replay_whose_lock_was_not_released_releases_it_when_its_part
         locks(replay_id).await.is_empty(),
         "released by the part that came again"
     );
-    let (status, again) = call_api(
-        &r.api,
-        &r.project,
-        "POST",
-        "/streaming/replay",
-        Some(&r.range),
-    )
-    .await;
+    let (status, again) = r.start_another().await;
     assert_eq!(status, 202, "{again}");
 }
 
@@ -781,14 +780,7 @@ async fn a_replay_whose_lock_a_newer_one_took_while_it_waited_stops_without_send
     let r = Replaying::start(202, ReplayPages::default(), &[])
         .await
         .on(&twenty_minutes_on());
-    let (status, newer) = call_api(
-        &r.api,
-        &r.project,
-        "POST",
-        "/streaming/replay",
-        Some(&r.range),
-    )
-    .await;
+    let (status, newer) = r.start_another().await;
     assert_eq!(status, 202, "{newer}");
     // THEN the older is shown failed at once, replaced
     let replaced = r.replay().await;
