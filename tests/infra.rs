@@ -108,20 +108,51 @@ fn the_code_calls_the_logs_operations_the_scan_expects() {
     assert!(called.contains("logs:CreateLogGroup") && called.contains("logs:CreateLogStream"));
 }
 
+/// Each statement of a role's policy reaches exactly the two log groups the service writes
+/// under `prefix` (as `events_log_group` and `test_log_group` name them), and the writes only
+/// their streams.
+fn reaches_only_the_services_log_groups(policy: &Value, arn_start: &str, prefix: &str) {
+    let groups = BTreeSet::from([
+        audit_log::destination::cloudwatch::events_log_group(prefix),
+        audit_log::destination::cloudwatch::test_log_group(prefix),
+    ]);
+    for (actions, resources) in statements(policy) {
+        let writes = actions.iter().any(|a| a != "logs:CreateLogGroup");
+        let reached: BTreeSet<String> = resources
+            .iter()
+            .map(|r| {
+                let group = r
+                    .strip_prefix(arn_start)
+                    .unwrap_or_else(|| panic!("{r} is a log group of the customer's account"));
+                let group = match group.strip_suffix(":log-stream:*") {
+                    Some(group) => group,
+                    None if writes => panic!("{r}: writes reach log streams only"),
+                    None => group.strip_suffix(":*").unwrap_or(group),
+                };
+                group.to_owned()
+            })
+            .collect();
+        assert_eq!(reached, groups, "{actions:?} on {resources:?}");
+    }
+}
+
 #[test]
-fn the_cloudformation_role_allows_exactly_what_the_code_calls_under_the_prefix() {
+fn the_cloudformation_role_allows_exactly_what_the_code_calls_on_its_log_groups() {
     let t = customer_template();
     let role = &t["Resources"]["LogStreamingRole"]["Properties"];
     let policy = &role["Policies"][0]["PolicyDocument"];
     assert_eq!(actions(policy), logs_actions_the_code_calls());
-    for (_, resources) in statements(policy) {
-        for r in resources {
-            assert!(
-                r.contains(":log-group:${LogGroupPrefix}/*"),
-                "{r} is scoped to the prefix"
-            );
-        }
-    }
+    let policy: Value = serde_json::from_str(
+        &policy
+            .to_string()
+            .replace("${LogGroupPrefix}", "/hashicorp/a.b"),
+    )
+    .unwrap();
+    reaches_only_the_services_log_groups(
+        &policy,
+        "arn:${AWS::Partition}:logs:*:${AWS::AccountId}:log-group:",
+        "/hashicorp/a.b",
+    );
     let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
     assert_eq!(trust["Action"], "sts:AssumeRole");
     assert_eq!(
@@ -135,7 +166,7 @@ fn the_cloudformation_role_allows_exactly_what_the_code_calls_under_the_prefix()
 }
 
 #[test]
-fn the_terraform_role_allows_exactly_what_the_code_calls_under_the_prefix() {
+fn the_terraform_role_allows_exactly_what_the_code_calls_on_its_log_groups() {
     let policy = terraform(
         "policy.json.tftpl",
         &[
@@ -145,14 +176,11 @@ fn the_terraform_role_allows_exactly_what_the_code_calls_under_the_prefix() {
         ],
     );
     assert_eq!(actions(&policy), logs_actions_the_code_calls());
-    for (_, resources) in statements(&policy) {
-        for r in resources {
-            assert!(
-                r.starts_with("arn:aws:logs:*:210987654321:log-group:/hashicorp/*"),
-                "{r}"
-            );
-        }
-    }
+    reaches_only_the_services_log_groups(
+        &policy,
+        "arn:aws:logs:*:210987654321:log-group:",
+        "/hashicorp",
+    );
     let trust = terraform(
         "trust-policy.json.tftpl",
         &[
@@ -872,4 +900,39 @@ fn the_api_alarm_counts_the_5xx_answers_callers_get() {
     assert!(resource("HttpApi").get("StageName").is_none());
     assert_eq!(alarm["Threshold"].as_u64(), Some(0));
     assert!(notifies(alarm));
+}
+
+#[test]
+fn what_holds_events_outlives_the_stack() {
+    // The tables (audit history) and the queues of events not stored yet, or never (the dead
+    // letters): a `sam delete` or a replacement leaves them to be removed on purpose.
+    let resources = template()["Resources"].as_mapping().unwrap();
+    let mut kept = BTreeSet::new();
+    for (id, resource) in resources {
+        let id = id.as_str().unwrap();
+        if resource["DeletionPolicy"].as_str() == Some("Retain") {
+            assert_eq!(
+                resource["UpdateReplacePolicy"].as_str(),
+                Some("Retain"),
+                "{id}"
+            );
+            kept.insert(id);
+        }
+    }
+    for id in [
+        "EventsTable",
+        "ConfigTable",
+        "EventsQueue",
+        "EventsRetryQueue",
+        "EventsDeadLetterQueue",
+    ] {
+        assert!(kept.contains(id), "{id} is kept: {kept:?}");
+    }
+    // Whatever feeds the events queue's dead letters is kept with them.
+    for (id, resource) in resources {
+        let redrive = &resource["Properties"]["RedrivePolicy"]["deadLetterTargetArn"];
+        if format!("{redrive:?}").contains("EventsDeadLetterQueue") {
+            assert!(kept.contains(id.as_str().unwrap()), "{id:?}");
+        }
+    }
 }

@@ -161,6 +161,54 @@ async fn a_time_whose_utc_is_past_the_year_9999_gets_a_400_not_a_crash() {
 }
 
 #[tokio::test]
+async fn an_export_or_replay_given_its_fields_in_the_query_is_refused_not_run_without_them() {
+    let w = World::new().await;
+    for (suffix, query, meant) in [
+        ("/exports", ("status", "FAILED"), "`status`"),
+        ("/exports", ("format", "csv"), "`format`"),
+        ("/exports", ("resourceType", "build"), "`resource_type`"),
+        (
+            "/streaming/replay",
+            ("only_failed", "true"),
+            "`only_failed`",
+        ),
+        (
+            "/streaming/replay",
+            ("since", "2026-01-01T00:00:00Z"),
+            "`since`",
+        ),
+    ] {
+        let body = json!({}).to_string();
+        let org = Some(w.org.as_str());
+        let reply = w
+            .call_as(org, &w.org, "POST", suffix, &[query], &[], Some(&body))
+            .await;
+        assert_eq!(reply.status, 400, "{suffix}?{query:?}: {}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_query");
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(meant) && message.contains("body"),
+            "{message}"
+        );
+    }
+    // Anything else in the query is left alone, as on every route that takes none.
+    let body = json!({}).to_string();
+    let org = Some(w.org.as_str());
+    let started = w
+        .call_as(
+            org,
+            &w.org,
+            "POST",
+            "/exports",
+            &[("colour", "red")],
+            &[],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.body);
+}
+
+#[tokio::test]
 async fn a_range_that_ends_before_it_starts_reads_nothing_and_is_no_error() {
     // Exports saved before `since` was checked against now may hold such a range.
     let w = World::new().await;

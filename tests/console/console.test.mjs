@@ -533,6 +533,97 @@ async function tabTo(control) {
 }
 
 
+test("answers that come after the person moved on change nothing on screen", async () => {
+  const p = await page(chrome);
+  const project = unique("late");
+  /** Holds the browser's `method` requests to paths ending in `suffix` until `release()`. */
+  const hold = async (suffix, method) => {
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    const matches = (url) => url.pathname.endsWith(suffix);
+    await p.route(matches, async (route) => {
+      if (route.request().method() === method) await held;
+      await route.fallback();
+    });
+    return async () => {
+      release();
+      await p.unroute(matches);
+    };
+  };
+  const frame = () => p.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => resolve())));
+
+  // A key changed while its test is on the way: the answer is about the key before.
+  await open(p, project, "streaming");
+  await p.getByRole("radio", { name: "Datadog" }).check();
+  await label(p, "Destination name").fill("late");
+  await label(p, "API Key").fill("0123456789abcdef0123456789abcdef");
+  const tested = await hold("/streaming/test", "POST");
+  await button(p, "Test connection").click();
+  await shows(p, "Sending a test event…");
+  await label(p, "API Key").fill("ffffffffffffffffffffffffffff9999");
+  const answered = p.waitForResponse((r) => r.url().endsWith("/streaming/test"));
+  await tested();
+  await answered;
+  await shows(p, "The settings changed while they were tested: test them again.");
+  assert.equal(await p.getByText("Success: connection established").count(), 0);
+  await button(p, "Test connection").click();
+  await shows(p, "Success: connection established");
+  await save(p);
+
+  // Events owed for a while are said with when the oldest came.
+  const delivering = (url) => url.pathname.endsWith("/streaming");
+  await p.route(delivering, async (route) => {
+    if (route.request().method() !== "GET") return route.fallback();
+    const response = await route.fetch();
+    const view = await response.json();
+    view.health = { ...view.health, status: "failing", state: "delivering", pending: 3, oldest_pending_at: "2026-12-01T09:00:00Z" };
+    await route.fulfill({ response, json: view });
+  });
+  await p.reload();
+  const panel = await streamingPanel(p);
+  assert.match(panel, /Oldest pending event\s+2026-12-01 09:00:00 UTC/, panel);
+  await p.unroute(delivering);
+
+  // Left before its configuration came, the edit page does not name the page shown after it.
+  await p.reload();
+  await streamingPanel(p);
+  const viewed = await hold("/streaming", "GET");
+  const asked = p.waitForRequest((r) => r.url().endsWith("/streaming") && r.method() === "GET");
+  await manage(p, "Edit streaming configuration");
+  await p.waitForURL(/view=streaming/);
+  const edit = await asked;
+  await p.goBack();
+  await p.getByRole("heading", { name: "Audit Logs" }).waitFor();
+  const title = await p.title();
+  await viewed();
+  await edit.response();
+  await streamingPanel(p);
+  await frame();
+  assert.equal(await p.title(), title);
+  assert.ok(!title.includes("streaming configuration"), title);
+
+  // A refused search keeps its alert while looks for newer events redraw the table it explains.
+  await send(server, [auditEvent(ORG, project, "before the refusal")]);
+  await eventually("the event listed", async () => {
+    await button(p, "Search").click();
+    await shows(p, "on this page.");
+    return (await p.locator("main").innerText()).includes("before the refusal");
+  });
+  const filtered = (url) => url.pathname.endsWith(`/projects/${project}/audit-logs`) && url.searchParams.get("status") === "FAILED";
+  await p.route(filtered, (route) =>
+    route.fulfill({ status: 429, contentType: "application/json", body: JSON.stringify({ error: { code: "rate_limited", message: "Too many searches: try again in a minute." } }) }),
+  );
+  await label(p, "Status").selectOption("FAILED");
+  await button(p, "Search").click();
+  await shows(p, "Too many searches: try again in a minute.");
+  await send(server, [auditEvent(ORG, project, "after the refusal")]);
+  await p.waitForResponse(async (r) => r.url().includes(`/projects/${project}/audit-logs`) && !r.url().includes("status=") && (await r.text()).includes("after the refusal"), { timeout: 90_000 });
+  await frame();
+  assert.equal(await p.getByRole("alert").innerText(), "Too many searches: try again in a minute.");
+  noProblems(p);
+  await p.context().close();
+});
+
 test("keyboard only: enable Datadog streaming, test, save and pause without a pointer", async () => {
   const p = await page(chrome);
   const project = unique("keyboard");

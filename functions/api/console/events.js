@@ -76,7 +76,10 @@ export function eventsSection(p, still) {
     cursors = stack;
     firstShown = stack.length === 1 ? JSON.stringify(data.events) : null;
     table.replaceChildren(eventsTable(data.events));
-    say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : "No events match on this page.");
+    // A filtered page reads a share of the events and may hold none: the older ones are still
+    // to be searched, which "Older events" does.
+    const none = data.next_cursor ? "No events match among those searched so far: “Older events” searches further back." : "No events match on this page.";
+    say(status, data.events.length ? `${count(data.events.length, "event")} on this page.` : none);
     older.hidden = !data.next_cursor;
     older.dataset.cursor = data.next_cursor || "";
     newer.hidden = cursors.length < 2;
@@ -123,8 +126,9 @@ export function eventsSection(p, still) {
     firstPage,
     ({ data, ask, searched }) => {
       stale.textContent = "";
-      // A search started meanwhile, or answered meanwhile, keeps what it shows.
-      if (ask !== asked || searched !== applied) return;
+      // A search started meanwhile, or answered meanwhile, keeps what it shows; so does a
+      // refused one, whose alert says why the table still shows the search before it.
+      if (ask !== asked || searched !== applied || status.getAttribute("role") === "alert") return;
       if (JSON.stringify(data.events) !== firstShown) draw(data, [null], searched);
     },
     (error) => {

@@ -98,6 +98,8 @@ function drawStreaming(p, panel, heading, view) {
     // Kept after a recovery: said with when it happened.
     ["Last error", health.last_error ? `${health.last_error} (${when(health.last_failure_at)})` : "—"],
     ["Pending events", String(health.pending)],
+    // Why a delivering lane may still be failing: events owed longer than a few minutes.
+    health.oldest_pending_at && ["Oldest pending event", when(health.oldest_pending_at)],
     health.next_attempt_at && ["Next attempt", when(health.next_attempt_at)],
     ["Last 24 hours", `${health.delivered_24h} delivered, ${health.failed_24h} failed`],
   ].filter(Boolean);

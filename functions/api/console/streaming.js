@@ -10,6 +10,8 @@ export function streamingPage(p) {
   const page = h("section", {}, projectHeader(p, "Enable Log Streaming", "streaming"), h("p", { role: "status" }, "Loading…"));
   call("GET", `${projectPath(p)}/streaming`).then(
     (view) => {
+      // Left before the answer (Cancel, Back): the page on screen is another's.
+      if (!page.isConnected) return;
       const form = streamingForm(p, view);
       const title = page.querySelector("h1");
       if (view.destination) title.textContent = "Edit streaming configuration";
@@ -192,7 +194,10 @@ export function streamingForm(p, view) {
   const controls = { name, "cloudwatch.role_arn": roleArn, "cloudwatch.region": region, "datadog.api_key": apiKey, "datadog.site": site };
   // A test's result is of the settings it tested: changed, they are not tested yet.
   let tested = false;
+  // Edits so far: one made while a test is on its way leaves its answer about other settings.
+  let edits = 0;
   const untested = () => {
+    edits += 1;
     if (tested) say(message, "");
     tested = false;
   };
@@ -203,8 +208,10 @@ export function streamingForm(p, view) {
     const problem = missing(false);
     if (problem) return say(message, invalid(...problem), "alert");
     say(message, "Sending a test event…");
+    const asked = edits;
     try {
       const result = await call("POST", `${projectPath(p)}/streaming/test`, settings());
+      if (edits !== asked) return say(message, "The settings changed while they were tested: test them again.");
       const where = result.log_group ? ` (log group ${result.log_group})` : "";
       if (result.success) say(message, `Success: connection established${where}. ${result.message}`, "good");
       else say(message, `Failure: connection not established. ${result.message}`, "alert");

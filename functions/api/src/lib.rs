@@ -410,7 +410,7 @@ impl<P: Ports> Api<P> {
         )?;
         let (org, project) = (&target.organization_id, &target.project_id);
         // The listings check their parameters themselves (`request::only_parameters`); the
-        // other routes take none, and leave alone any they are given.
+        // other routes take none, and leave alone any they are given but their body's fields.
         match target.route {
             Route::GetStreaming => {
                 let config = self
@@ -449,10 +449,12 @@ impl<P: Ports> Api<P> {
             Route::ListProjects => self.projects(request, org).await,
             Route::ListFailures => self.failures(request, org, project).await,
             Route::StartReplay => {
+                request::fields_in_body(request, &input::REPLAY_FIELDS)?;
                 let body = request::body(request)?;
                 self.start_replay(org, project, &body).await
             }
             Route::StartExport => {
+                request::fields_in_body(request, &input::export_fields())?;
                 let body = request::body(request)?;
                 self.start_export(org, project, &body).await
             }

@@ -360,6 +360,24 @@ pub fn only_parameters(request: &ApiGatewayV2httpRequest, known: &[&str]) -> Res
     Ok(())
 }
 
+/// A route whose input is a JSON body refuses a query parameter that names (or most likely
+/// means) one of the body's fields: in the query it would be left out without a word, and an
+/// export or replay asked with a filter would run without it.
+pub fn fields_in_body(request: &ApiGatewayV2httpRequest, fields: &[&str]) -> Result<(), ApiError> {
+    for (name, _) in every_query_pair(request) {
+        if let Some(meant) = misspelt(&name, fields) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "`{meant}` goes in the request's JSON body, not its query: this route takes {}",
+                    fields.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The parameter `name` was most likely meant to be, of those the route takes: the same but
 /// for case, `_`, `-` or `[]` (`Limit`, `resourceType`, `q[]`), a name other APIs give it
 /// (`next_cursor`, `search`, `from`), one containing it (`sinceTime`), or the nearest within

@@ -369,13 +369,22 @@ impl Stream {
                 let read = self.delivery.events.events_at(org, project, group).await;
                 let read = read.map_err(|e| e.to_string())?;
                 read_so_far += group.len();
-                bytes += read.iter().map(|(_, json)| json.len()).sum::<usize>();
-                // Past its retention an event is gone, as the failures' listing says, even
-                // before DynamoDB deletes it: neither delivered nor failed.
-                let (kept, gone): (Vec<_>, Vec<_>) =
-                    read.into_iter().partition(|(key, _)| key.expires_at > now);
-                expected += group.len() - gone.len();
-                found.extend(kept);
+                // Past its retention an event is gone, as the failures' listing says, whether
+                // DynamoDB has deleted its item yet (it takes up to days) or not: neither
+                // delivered nor failed. An item there that holds no readable event failed.
+                let kept: Vec<_> = read
+                    .into_iter()
+                    .filter(|(key, _)| key.expires_at > now)
+                    .collect();
+                expected += kept.len();
+                bytes += kept
+                    .iter()
+                    .filter_map(|(_, json)| json.as_ref().map(String::len))
+                    .sum::<usize>();
+                found.extend(
+                    kept.into_iter()
+                        .filter_map(|(key, json)| Some((key, json?))),
+                );
                 if bytes >= self.replay_pages.bytes && read_so_far < wanted.len() {
                     // The next page goes on after the last failure read (failures are listed
                     // by their events' sort keys).

@@ -18,7 +18,8 @@ impl EventSource for EventTable {
             .map_err(|e| LaneError::Store(e.to_string()))?;
         Ok(found
             .into_iter()
-            .filter_map(|(key, json)| match AuditEvent::from_stored(json) {
+            // An item that holds no readable event was logged where it was read.
+            .filter_map(|(key, json)| match AuditEvent::from_stored(json?) {
                 Ok(event) => Some((key.clone(), event.with_id(key.message_id))),
                 Err(e) => {
                     // Stored events were valid when stored: this is damage, not input.

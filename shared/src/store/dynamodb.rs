@@ -609,15 +609,16 @@ impl Chunks for EventTable {
 
 impl EventTable {
     /// Stored events of one project by sort key, in the order asked (missing ones, and
-    /// repeats, left out).
+    /// repeats, left out), each with its event's JSON, or `None` when its item holds no event
+    /// that reads: callers tell an item gone (past its retention) from one damaged.
     pub async fn events_at(
         &self,
         organization_id: &str,
         project_id: &str,
         sort_keys: &[String],
-    ) -> Result<Vec<(StoredKey, String)>, StoreError> {
+    ) -> Result<Vec<(StoredKey, Option<String>)>, StoreError> {
         let pk = AttributeValue::S(partition_key(organization_id, project_id));
-        let mut found: HashMap<String, (StoredKey, String)> = HashMap::new();
+        let mut found: HashMap<String, (StoredKey, Option<String>)> = HashMap::new();
         // DynamoDB refuses a request that names a key twice; each is read once.
         let mut distinct: Vec<&String> = sort_keys.iter().collect();
         distinct.sort();
@@ -665,17 +666,16 @@ impl EventTable {
                     let Some(key) = StoredKey::of(&item) else {
                         continue;
                     };
-                    match event_json(&item) {
-                        Ok(json) => {
-                            found.insert(key.sort_key.clone(), (key, json));
-                        }
-                        // Left out, as a missing event is: the caller says what it lacks.
-                        Err(e) => tracing::error!(
-                            event_sort_key = key.sort_key,
-                            error = %e,
-                            "stored event unreadable"
-                        ),
-                    }
+                    let json = event_json(&item)
+                        .inspect_err(|e| {
+                            tracing::error!(
+                                event_sort_key = key.sort_key,
+                                error = %e,
+                                "stored event unreadable"
+                            )
+                        })
+                        .ok();
+                    found.insert(key.sort_key.clone(), (key, json));
                 }
                 keys = out
                     .unprocessed_keys

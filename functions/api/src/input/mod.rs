@@ -242,10 +242,13 @@ fn settings(body: &[u8]) -> Result<Settings, ApiError> {
     Ok((name.map(str::to_owned), destination, api_key))
 }
 
+/// The fields of a replay's body.
+pub const REPLAY_FIELDS: [&str; 3] = ["since", "until", "only_failed"];
+
 /// A replay request: `{"since": "<RFC 3339>", "until": "<RFC 3339>", "only_failed": false}`.
 pub fn replay(body: &[u8]) -> Result<(time::OffsetDateTime, time::OffsetDateTime, bool), ApiError> {
     let object = json_object(body)?;
-    only(&object, &["since", "until", "only_failed"], "")?;
+    only(&object, &REPLAY_FIELDS, "")?;
     let time = |name: &str| time_field(&object, name)?.ok_or_else(|| missing(name));
     let (since, until) = (time("since")?, time("until")?);
     if since >= until {
@@ -295,17 +298,18 @@ pub struct ExportRequest {
     pub filters: BTreeMap<String, String>,
 }
 
+/// The fields of an export's body: its range, its format and the search's filters.
+pub fn export_fields() -> Vec<&'static str> {
+    [&["since", "until", "format"][..], &PARAMETERS[..]].concat()
+}
+
 pub fn export(body: &[u8]) -> Result<ExportRequest, ApiError> {
     let object = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
         json_object(body)?
     };
-    only(
-        &object,
-        &[&["since", "until", "format"][..], &PARAMETERS[..]].concat(),
-        "",
-    )?;
+    only(&object, &export_fields(), "")?;
     let (since, until) = (time_field(&object, "since")?, time_field(&object, "until")?);
     if let (Some(s), Some(u)) = (since, until)
         && s > u

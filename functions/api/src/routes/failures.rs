@@ -38,7 +38,7 @@ impl<P: Ports> Api<P> {
             // Past its retention the event is gone, as the listing has it, though DynamoDB
             // deletes its item only days later.
             .filter(|(key, _)| key.expires_at > now)
-            .map(|(key, json)| (key.sort_key, json))
+            .filter_map(|(key, json)| Some((key.sort_key, json?)))
             .collect();
         let mut listed: Vec<serde_json::Value> = Vec::with_capacity(failures.len());
         let mut bytes = 0;
