@@ -23,9 +23,13 @@ ensure_tools() {
   local stamp="$VENV/.requirements.sha256"
   local want
   want=$(sha256sum requirements-dev.txt | cut -d' ' -f1)
-  if [[ ! -x "$VENV/bin/python" ]]; then
+  # A venv whose pip is missing (made where python3-venv was not installed) is made again.
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     echo "==> creating $VENV"
-    "$python" -m venv "$VENV"
+    if ! "$python" -m venv --clear "$VENV"; then
+      echo "could not create $VENV: Python's venv module is missing (apt install python3-venv)" >&2
+      return 1
+    fi
   fi
   if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     echo "==> installing development tools (requirements-dev.txt)"
@@ -63,6 +67,9 @@ ensure_browser() {
     "${sudo[@]}" apt-get update -qq || return 1
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
   fi
+  # The tests launch the one found here, wherever it is installed.
+  CHROMIUM=${CHROMIUM:-$(command -v chromium)}
+  export CHROMIUM
   local stamp=tests/console/node_modules/.package-lock.sha256
   local want
   want=$(sha256sum tests/console/package-lock.json | cut -d' ' -f1)

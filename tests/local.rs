@@ -109,6 +109,29 @@ fn the_local_runner_refuses_what_the_functions_refuse_before_starting_anything()
     }
 }
 
+#[test]
+fn a_port_in_use_is_said_before_anything_runs() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_audit-log-local"))
+        .args(["--serve", "--port", &port])
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.starts_with(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    // No events were sent, no report made.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[tokio::test]
 async fn the_served_api_answers_http_and_keeps_delivering() {
     let aws = emulator().await;

@@ -156,6 +156,46 @@ async fn a_test_without_a_key_uses_the_saved_one() {
 }
 
 #[tokio::test]
+async fn a_saved_destination_that_passes_is_tried_at_once_and_a_new_key_that_passes_is_not_it() {
+    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owing};
+    let w = World::new().await;
+    w.put(datadog(Some(KEY))).await;
+    let other = "0123456789abcdef0123456789abcdef";
+    for key in [KEY, other] {
+        intake_answers(&w, key, 202).await;
+    }
+    // The lane retrying, its next call 40 seconds away.
+    let now_ms = audit_log::clock::epoch_ms(OffsetDateTime::now_utc());
+    let owed = [owed(1, now_ms)];
+    let retrying = Lane {
+        state: LaneState::Retrying,
+        attempt: Some("a1".into()),
+        next_attempt_at: Some(now_ms + 40_000),
+        interval_ms: 40_000,
+        since: Some(now_ms),
+        reason: Some("Datadog answered HTTP 503".into()),
+        ..Lane::default()
+    };
+    let key = LaneKey::new(&w.org, &w.project);
+    let owing = w.configs.owe(&key, &owed, Some(&retrying)).await.unwrap();
+    assert_eq!(owing, Owing::Owed);
+    let next_attempt = async |w: &World| {
+        let lane = w.configs.read(&LaneKey::new(&w.org, &w.project)).await;
+        lane.unwrap().unwrap().next_attempt_at
+    };
+    // A key not saved passes on the saved site: it says nothing of the saved key.
+    let unsaved = w
+        .call("POST", "/streaming/test", Some(datadog(Some(other))))
+        .await;
+    assert_eq!(unsaved.body["success"], true, "{}", unsaved.body);
+    assert_eq!(next_attempt(&w).await, Some(now_ms + 40_000));
+    // The saved destination passes: its lane calls at once.
+    let saved = w.call("POST", "/streaming/test", None).await;
+    assert_eq!(saved.body["success"], true, "{}", saved.body);
+    assert!(next_attempt(&w).await.unwrap() < now_ms + 40_000);
+}
+
+#[tokio::test]
 async fn a_key_datadog_refuses_is_a_failed_test_not_an_error() {
     let w = World::new().await;
     w.mount(validate().respond_with(

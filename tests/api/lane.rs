@@ -164,7 +164,7 @@ async fn a_rename_keeps_the_destinations_health_and_new_settings_start_afresh() 
 
 #[tokio::test]
 async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
-    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owed};
+    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore};
     let w = World::new().await;
     w.put(datadog(Some(KEY))).await;
     let key = LaneKey::new(&w.org, &w.project);
@@ -174,17 +174,7 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
     let saved_at = now - Duration::from_secs(1200);
     audit_log_tests::backdate_lane(&client, &w.config_table, "lane_owed_from", saved_at).await;
     let now_ms = audit_log::clock::epoch_ms(now);
-    let owed: Vec<Owed> = (0..3)
-        .map(|i| Owed {
-            event: audit_log::store::StoredKey {
-                sort_key: format!("2026-11-30T10:00:0{i}.000000000Z#m{i}"),
-                message_id: format!("m{i}"),
-                expires_at: now_ms / 1000 + 86_400,
-            },
-            owed_at_ms: now_ms - 600_000,
-            bytes: 1_000,
-        })
-        .collect();
+    let owed: Vec<_> = (0..3).map(|i| owed(i, now_ms - 600_000)).collect();
     let retrying = Lane {
         state: LaneState::Retrying,
         attempt: Some("a1".into()),
@@ -222,21 +212,13 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
 
 #[tokio::test]
 async fn a_refusal_counts_only_against_the_settings_it_was_refused_under() {
-    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owed, Owing};
+    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owing};
     let w = World::new().await;
     w.put(datadog(Some(KEY))).await;
     let key = LaneKey::new(&w.org, &w.project);
     let read = w.configs.read(&key).await.unwrap().unwrap();
     let now_ms = audit_log::clock::epoch_ms(OffsetDateTime::now_utc());
-    let owed = [Owed {
-        event: audit_log::store::StoredKey {
-            sort_key: "2026-11-30T10:00:00.000000000Z#m1".into(),
-            message_id: "m1".into(),
-            expires_at: now_ms / 1000 + 86_400,
-        },
-        owed_at_ms: now_ms,
-        bytes: 1_000,
-    }];
+    let owed = [owed(1, now_ms)];
     let refused = |version| Lane {
         state: LaneState::Refused,
         attempt: Some("a1".into()),

@@ -389,6 +389,19 @@ impl World {
     }
 }
 
+/// The `i`th event (0 to 9) a lane owes since `at_ms`, kept a day after.
+fn owed(i: u32, at_ms: i64) -> audit_log::lane::Owed {
+    audit_log::lane::Owed {
+        event: audit_log::store::StoredKey {
+            sort_key: format!("2026-11-30T10:00:0{i}.000000000Z#m{i}"),
+            message_id: format!("m{i}"),
+            expires_at: at_ms / 1000 + 86_400,
+        },
+        owed_at_ms: at_ms,
+        bytes: 1_000,
+    }
+}
+
 fn validate() -> wiremock::MockBuilder {
     Mock::given(method("GET")).and(path("/api/v1/validate"))
 }

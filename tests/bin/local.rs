@@ -46,6 +46,19 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // The port taken before anything starts, so one already in use is said at once, not after
+    // the run.
+    let listener = if args.serve {
+        match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("cannot listen on 127.0.0.1:{}: {e}", args.port);
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     // The functions' own log lines on stderr: errors only, unless RUST_LOG asks for more. The
     // one global subscriber is the log tap's (see `emulator()`), so every line is also read
     // for leaked secrets.
@@ -66,14 +79,7 @@ async fn main() -> std::process::ExitCode {
     let (report, stack, datadog) = run(&aws, &options).await;
     println!("\n{report}");
     println!("took {:.1} s", started.elapsed().as_secs_f64());
-    if args.serve {
-        let listener = match tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("cannot listen on 127.0.0.1:{}: {e}", args.port);
-                return std::process::ExitCode::FAILURE;
-            }
-        };
+    if let Some(listener) = listener {
         let address = listener
             .local_addr()
             .map(|a| a.to_string())

@@ -1317,8 +1317,8 @@ async fn the_console_is_served_to_a_caller_without_claims_and_the_api_is_not() {
 
 /// Saves and deletes write to Secrets Manager, whose request rates and number of secrets every
 /// organization shares: an organization may make 60 a minute, whatever its projects, and is
-/// then told when to come back; what it reads, a save that keeps the saved credentials and a
-/// refused condition are not counted.
+/// then told when to come back; what it reads, a save that keeps the saved credentials, a
+/// refused condition and a Datadog save without a key where none is saved are not counted.
 #[tokio::test]
 async fn saves_and_deletes_are_limited_per_organization() {
     // GIVEN an organization that saves and deletes destinations of made-up projects
@@ -1340,6 +1340,11 @@ async fn saves_and_deletes_are_limited_per_organization() {
             )
             .await;
         assert_eq!(stale.status, 412, "{}", stale.body);
+        let keyless = w
+            .call_in(&project, "PUT", "/streaming", &[], Some(datadog(None)))
+            .await;
+        assert_eq!(keyless.status, 400, "{}", keyless.body);
+        assert_eq!(keyless.body["error"]["code"], "missing_field");
         if n > 0 {
             assert_eq!(save("made-up-0").await.status, 200);
         }

@@ -33,7 +33,8 @@ impl<P: Ports> Api<P> {
             .map_err(config_error)?;
         // An empty body tests what is saved (as do `{}` and `null`, which clients that always
         // send JSON send for nothing); a body tests the settings it carries.
-        let (destination, key) = if says_nothing(body) {
+        // `given`: the body carries a key of its own, which the saved destination may not have.
+        let (destination, key, given) = if says_nothing(body) {
             let saved = saved.as_ref().ok_or_else(|| {
                 ApiError::not_found(
                     "nothing is saved to test; send the settings to test in the body",
@@ -45,10 +46,11 @@ impl<P: Ports> Api<P> {
                 }
                 Destination::Cloudwatch(_) => None,
             };
-            (saved.destination.clone(), key)
+            (saved.destination.clone(), key, false)
         } else {
             let (destination, api_key) = input::tested(body)?;
             self.check_role_account(&destination).await?;
+            let given = api_key.is_some();
             let key = match (&destination, api_key) {
                 (Destination::Datadog(_), Some(key)) => Some(key),
                 (Destination::Datadog(_), None) => {
@@ -56,7 +58,7 @@ impl<P: Ports> Api<P> {
                 }
                 (Destination::Cloudwatch(_), _) => None,
             };
-            (destination, key)
+            (destination, key, given)
         };
         let now = self.clock.now();
         self.rate_limit(org, CONNECTION_TESTS, now).await?;
@@ -99,8 +101,9 @@ impl<P: Ports> Api<P> {
             success = result.success,
             "connection tested"
         );
-        // A saved destination that passes its test is tried again at once.
-        let tested_saved = saved.as_ref().is_some_and(|s| s.destination == destination);
+        // A saved destination that passes its test is tried again at once; a key not saved
+        // passing says nothing of the saved one.
+        let tested_saved = !given && saved.as_ref().is_some_and(|s| s.destination == destination);
         if result.success && tested_saved {
             self.retry_lane_now(org, project, false).await;
         }

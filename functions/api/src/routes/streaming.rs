@@ -193,6 +193,15 @@ impl<P: Ports> Api<P> {
         if if_match.is_some_and(|m| !m.allows(current_version)) {
             return Err(ApiError::version_mismatch(current_version));
         }
+        // A Datadog save without a key takes the saved one: refused for want of it before it
+        // counts as a change or reads the organization's trust.
+        let saved_key = match (&input.destination, &input.api_key) {
+            (Destination::Datadog(_), None) => Some(
+                self.saved_datadog_key(org, project, current.as_ref())
+                    .await?,
+            ),
+            _ => None,
+        };
         if current.is_none() {
             // Counted first: at the limit, a script's refused saves each read the
             // organization's destinations, which the rate limits as it limits saves.
@@ -210,13 +219,11 @@ impl<P: Ports> Api<P> {
                 None,
             ),
             Destination::Datadog(_) => {
-                let key = match &input.api_key {
-                    Some(key) => key.clone(),
-                    None => {
-                        self.saved_datadog_key(org, project, current.as_ref())
-                            .await?
-                    }
-                };
+                let key = input
+                    .api_key
+                    .clone()
+                    .or(saved_key)
+                    .ok_or_else(ApiError::internal)?;
                 let last4 = key
                     .expose_secret()
                     .chars()
