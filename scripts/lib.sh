@@ -149,7 +149,8 @@ free_port() {
 start_emulator() {
   local port
   port=$(free_port)
-  local log="${TMPDIR:-/tmp}/audit-log-moto-$port.log"
+  EMULATOR_LOG="${TMPDIR:-/tmp}/audit-log-moto-$port.log"
+  local log=$EMULATOR_LOG
   timeout "${EMULATOR_LIFETIME:-3600}" "$VENV/bin/python" scripts/emulator.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   EMULATOR_PID=$!
   trap stop_emulator EXIT
@@ -176,4 +177,6 @@ stop_emulator() {
     kill "$EMULATOR_PID" 2>/dev/null || true
     wait "$EMULATOR_PID" 2>/dev/null || true
   fi
+  # Its log is read only when it fails to start; a long --serve would otherwise leave a large one.
+  [[ -z "${EMULATOR_LOG:-}" ]] || rm -f "$EMULATOR_LOG"
 }

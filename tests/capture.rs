@@ -400,6 +400,31 @@ fn each_rejected_message_is_logged_once_with_its_id_and_reason_but_never_its_pay
 }
 
 #[test]
+fn copies_of_a_rejected_message_are_each_logged_by_their_own_id() {
+    // Two copies of one message redriven from the dead-letter queue: new ids, one claimed.
+    let run = unique("copies");
+    let body = event("org-log", 4).replace("\"TYPE_", "\"NOT_A_TYPE_");
+    let ids = [format!("{run}-a"), format!("{run}-b")];
+    let (response, logs) = with_captured_logs(|| async {
+        let f = Fixture::new().await;
+        let batch = ids
+            .iter()
+            .map(|id| carrying(id, &format!("{run}-first"), &body))
+            .collect::<Vec<_>>();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        f.capture.capture(batch, deadline).await
+    });
+    let failed: BTreeSet<String> = failed_ids(&response.unwrap());
+    assert_eq!(failed, ids.iter().cloned().collect());
+    let logged: BTreeSet<&str> = logs
+        .iter()
+        .filter(|l| l["fields"]["message"] == "audit event rejected")
+        .map(|l| l["fields"]["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(logged, ids.iter().map(String::as_str).collect());
+}
+
+#[test]
 fn each_event_handed_back_for_want_of_its_project_is_logged_with_its_id() {
     let run = unique("unnoted");
     let ids = [format!("{run}-1"), format!("{run}-2")];
@@ -408,6 +433,9 @@ fn each_event_handed_back_for_want_of_its_project_is_logged_with_its_id() {
         .zip(1..)
         .map(|(id, second)| (id.clone(), event("org-unnoted", second)))
         .collect();
+    // And two copies of a third, redriven under new ids: each is told by its own.
+    let copies = [format!("{run}-copy-a"), format!("{run}-copy-b")];
+    let third = event("org-unnoted", 3);
     let (outcome, logs) = with_captured_logs(|| async {
         let config = emulator().await;
         let client = aws_sdk_dynamodb::Client::new(&config);
@@ -420,8 +448,15 @@ fn each_event_handed_back_for_want_of_its_project_is_logged_with_its_id() {
         )
         .with_backoff(audit_log::retry::Backoff::NONE);
         let event = sqs_batch(batch.iter().map(|(id, body)| (id.clone(), body.as_str())));
+        let mut records: Vec<audit_log_capture::Message> =
+            event.records.into_iter().map(Into::into).collect();
+        records.extend(
+            copies
+                .iter()
+                .map(|id| carrying(id, &format!("{run}-first"), &third)),
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
-        capture.capture(event.records, deadline).await
+        capture.capture(records, deadline).await
     });
     assert!(outcome.is_err(), "nothing stored: {outcome:?}");
     let told: Vec<&Value> = logs
@@ -432,7 +467,10 @@ fn each_event_handed_back_for_want_of_its_project_is_logged_with_its_id() {
         .iter()
         .map(|l| l["fields"]["message_id"].as_str().unwrap())
         .collect();
-    assert_eq!(told_ids, ids.iter().map(String::as_str).collect());
+    assert_eq!(
+        told_ids,
+        ids.iter().chain(&copies).map(String::as_str).collect()
+    );
     for line in &told {
         let reason = line["fields"]["reason"].as_str().unwrap();
         assert!(reason.contains("could not be noted"), "{reason}");

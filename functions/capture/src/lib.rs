@@ -150,6 +150,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         // key twice, so copies share the first one's fate.
         let mut copies: HashMap<String, Vec<usize>> = HashMap::with_capacity(received);
         let mut rejected: Vec<String> = Vec::new();
+        let mut rejected_why: HashMap<String, EventError> = HashMap::new();
         let mut valid = Vec::with_capacity(received);
         let mut projects: HashMap<Project, Vec<usize>> = HashMap::new();
         // Events stored under an id their message only claims: never sent to the retry queue,
@@ -184,6 +185,10 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                     continue;
                 }
                 Entry::Occupied(mut first) => {
+                    // A copy of one rejected is told by its own id too, with the same reason.
+                    if let Some(reason) = rejected_why.get(capture_id) {
+                        tracing::warn!(message_id, stored_as = capture_id, %reason, "audit event rejected");
+                    }
                     first.get_mut().push(i);
                     continue;
                 }
@@ -207,6 +212,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 Err(reason) => {
                     tracing::warn!(message_id, %reason, "audit event rejected");
                     rejected.push(capture_id.to_owned());
+                    rejected_why.insert(capture_id.to_owned(), reason);
                 }
             }
         }
@@ -237,16 +243,18 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
             self.note_then_store(new, noting, storing),
         );
         unwritten.extend(refused);
-        // Each event not stored is told by its message's id, so its sender can find it.
+        // Each event not stored is told by its messages' ids (every copy's), so its sender can
+        // find it.
         let told = |stored_as: &str, reason: &dyn std::fmt::Display, retryable: bool| {
-            let first = &records[copies[stored_as][0]];
-            tracing::error!(
-                message_id = first.message_id,
-                stored_as,
-                %reason,
-                retryable,
-                "audit event not stored"
-            );
+            for &i in &copies[stored_as] {
+                tracing::error!(
+                    message_id = records[i].message_id,
+                    stored_as,
+                    %reason,
+                    retryable,
+                    "audit event not stored"
+                );
+            }
         };
         for event in &unnoted {
             told(&event.message_id, &UNNOTED, true);

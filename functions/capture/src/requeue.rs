@@ -88,6 +88,8 @@ pub fn group_named(body: &str) -> Option<String> {
         #[serde(borrow)]
         organization_id: std::borrow::Cow<'a, str>,
     }
+    // A byte order mark before the JSON, as the event is read past one.
+    let body = body.strip_prefix('\u{feff}').unwrap_or(body);
     let named: Named = serde_json::from_str(body).ok()?;
     Some(audit_log::message::group_of(&named.organization_id))
 }
@@ -300,6 +302,15 @@ impl Requeue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_sent_again_in_its_organizations_group_even_behind_a_byte_order_mark() {
+        let body = r#"{"status":"OK","organization_id":"org-1"}"#;
+        let group = Some(audit_log::message::group_of("org-1"));
+        assert_eq!(group_named(body), group);
+        assert_eq!(group_named(&format!("\u{feff}{body}")), group);
+        assert_eq!(group_named("not json"), None);
+    }
 
     fn requeued(n: usize, body_bytes: usize) -> Requeued {
         Requeued {
