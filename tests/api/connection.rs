@@ -157,7 +157,7 @@ async fn a_test_without_a_key_uses_the_saved_one() {
 
 #[tokio::test]
 async fn a_saved_destination_that_passes_is_tried_at_once_and_a_new_key_that_passes_is_not_it() {
-    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore, Owing};
+    use audit_log::lane::{LaneKey, LaneStore, Owing};
     let w = World::new().await;
     w.put(datadog(Some(KEY))).await;
     let other = "0123456789abcdef0123456789abcdef";
@@ -167,15 +167,7 @@ async fn a_saved_destination_that_passes_is_tried_at_once_and_a_new_key_that_pas
     // The lane retrying, its next call 40 seconds away.
     let now_ms = audit_log::clock::epoch_ms(OffsetDateTime::now_utc());
     let owed = [owed(1, now_ms)];
-    let retrying = Lane {
-        state: LaneState::Retrying,
-        attempt: Some("a1".into()),
-        next_attempt_at: Some(now_ms + 40_000),
-        interval_ms: 40_000,
-        since: Some(now_ms),
-        reason: Some("Datadog answered HTTP 503".into()),
-        ..Lane::default()
-    };
+    let retrying = retrying(now_ms, now_ms);
     let key = LaneKey::new(&w.org, &w.project);
     let owing = w.configs.owe(&key, &owed, Some(&retrying)).await.unwrap();
     assert_eq!(owing, Owing::Owed);

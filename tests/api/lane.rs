@@ -164,7 +164,7 @@ async fn a_rename_keeps_the_destinations_health_and_new_settings_start_afresh() 
 
 #[tokio::test]
 async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
-    use audit_log::lane::{Lane, LaneKey, LaneState, LaneStore};
+    use audit_log::lane::{LaneKey, LaneStore};
     let w = World::new().await;
     w.put(datadog(Some(KEY))).await;
     let key = LaneKey::new(&w.org, &w.project);
@@ -175,15 +175,7 @@ async fn health_shows_what_the_lane_owes_and_when_it_tries_next() {
     audit_log_tests::backdate_lane(&client, &w.config_table, "lane_owed_from", saved_at).await;
     let now_ms = audit_log::clock::epoch_ms(now);
     let owed: Vec<_> = (0..3).map(|i| owed(i, now_ms - 600_000)).collect();
-    let retrying = Lane {
-        state: LaneState::Retrying,
-        attempt: Some("a1".into()),
-        next_attempt_at: Some(now_ms + 40_000),
-        interval_ms: 40_000,
-        since: Some(now_ms - 600_000),
-        reason: Some("Datadog answered HTTP 503".into()),
-        ..Lane::default()
-    };
+    let retrying = retrying(now_ms, now_ms - 600_000);
     assert_eq!(
         w.configs.owe(&key, &owed, Some(&retrying)).await.unwrap(),
         audit_log::lane::Owing::Owed

@@ -402,6 +402,20 @@ fn owed(i: u32, at_ms: i64) -> audit_log::lane::Owed {
     }
 }
 
+/// A lane retrying since `since_ms` after Datadog answered 503, its next call 40 seconds after
+/// `now_ms`.
+fn retrying(now_ms: i64, since_ms: i64) -> audit_log::lane::Lane {
+    audit_log::lane::Lane {
+        state: audit_log::lane::LaneState::Retrying,
+        attempt: Some("a1".into()),
+        next_attempt_at: Some(now_ms + 40_000),
+        interval_ms: 40_000,
+        since: Some(since_ms),
+        reason: Some("Datadog answered HTTP 503".into()),
+        ..audit_log::lane::Lane::default()
+    }
+}
+
 fn validate() -> wiremock::MockBuilder {
     Mock::given(method("GET")).and(path("/api/v1/validate"))
 }

@@ -149,8 +149,8 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         // copy whose first was not deleted in time); DynamoDB refuses a batch that names one
         // key twice, so copies share the first one's fate.
         let mut copies: HashMap<String, Vec<usize>> = HashMap::with_capacity(received);
-        let mut rejected: Vec<String> = Vec::new();
-        let mut rejected_why: HashMap<String, EventError> = HashMap::new();
+        // Ids of the events rejected, each with why.
+        let mut rejected: Vec<(String, EventError)> = Vec::new();
         let mut valid = Vec::with_capacity(received);
         let mut projects: HashMap<Project, Vec<usize>> = HashMap::new();
         // Events stored under an id their message only claims: never sent to the retry queue,
@@ -186,7 +186,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 }
                 Entry::Occupied(mut first) => {
                     // A copy of one rejected is told by its own id too, with the same reason.
-                    if let Some(reason) = rejected_why.get(capture_id) {
+                    if let Some((_, reason)) = rejected.iter().find(|(id, _)| id == capture_id) {
                         tracing::warn!(message_id, stored_as = capture_id, %reason, "audit event rejected");
                     }
                     first.get_mut().push(i);
@@ -211,8 +211,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
                 }
                 Err(reason) => {
                     tracing::warn!(message_id, %reason, "audit event rejected");
-                    rejected.push(capture_id.to_owned());
-                    rejected_why.insert(capture_id.to_owned(), reason);
+                    rejected.push((capture_id.to_owned(), reason));
                 }
             }
         }
@@ -294,7 +293,8 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         }
         let mut response = SqsBatchResponse::default();
         let mut answered = HashSet::new();
-        let reported = rejected.iter().chain(&unstored).map(|id| &copies[id]);
+        let rejected_ids = rejected.iter().map(|(id, _)| id);
+        let reported = rejected_ids.chain(&unstored).map(|id| &copies[id]);
         for &i in reported.flatten().chain(&apart) {
             let Some(message_id) = records[i].message_id.take() else {
                 continue;

@@ -372,19 +372,13 @@ impl Stream {
                 // Past its retention an event is gone, as the failures' listing says, whether
                 // DynamoDB has deleted its item yet (it takes up to days) or not: neither
                 // delivered nor failed. An item there that holds no readable event failed.
-                let kept: Vec<_> = read
-                    .into_iter()
-                    .filter(|(key, _)| key.expires_at > now)
-                    .collect();
-                expected += kept.len();
-                bytes += kept
-                    .iter()
-                    .filter_map(|(_, json)| json.as_ref().map(String::len))
-                    .sum::<usize>();
-                found.extend(
-                    kept.into_iter()
-                        .filter_map(|(key, json)| Some((key, json?))),
-                );
+                for (key, json) in read.into_iter().filter(|(key, _)| key.expires_at > now) {
+                    expected += 1;
+                    if let Some(json) = json {
+                        bytes += json.len();
+                        found.push((key, json));
+                    }
+                }
                 if bytes >= self.replay_pages.bytes && read_so_far < wanted.len() {
                     // The next page goes on after the last failure read (failures are listed
                     // by their events' sort keys).
