@@ -47,6 +47,24 @@ async fn events_stored_before_they_were_packed_list_exactly_as_sent_among_new_on
 }
 
 #[tokio::test]
+async fn numbers_past_a_double_come_back_digit_for_digit_listed_and_failed() {
+    let w = World::new().await;
+    let mut event = event_at(&w.org, &w.project, OffsetDateTime::now_utc(), 1);
+    event["note"] = json!({"n": "N"});
+    let digits = "12345678901234567890123.45678901234567890";
+    let body = event.to_string().replace(r#""N""#, digits);
+    w.store_texts(&[(unique("m"), body.clone())]).await;
+
+    let listed = w.list(&[]).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert!(listed.text.contains(&body), "{}", listed.text);
+    w.fail_all_stored().await;
+    let failed = w.failures(&[]).await;
+    assert_eq!(failed.status, 200, "{}", failed.text);
+    assert!(failed.text.contains(&body), "{}", failed.text);
+}
+
+#[tokio::test]
 async fn since_and_until_bound_the_page_inclusively() {
     let w = World::new().await;
     let events = w.series(10, Duration::from_secs(7200), Duration::from_secs(600));

@@ -52,6 +52,8 @@ const ROTATED: &str = "fedcba9876543210fedcba9876543210";
 struct Reply {
     status: u16,
     body: Value,
+    /// The body as sent (`body` reads numbers as `f64`s).
+    text: String,
     headers: http::HeaderMap,
     /// The whole Lambda response as the runtime sends it (Lambda answers at most 6 MB).
     lambda_bytes: usize,
@@ -257,11 +259,13 @@ impl World {
         let response = self.api.respond(&request).await;
         let lambda_bytes = serde_json::to_string(&response).unwrap().len();
         let status = u16::try_from(response.status_code).unwrap();
-        let body = match &response.body {
-            Some(Body::Text(t)) => Some(serde_json::from_str::<Value>(t).expect("JSON body")),
-            None | Some(Body::Empty) => None,
+        let text = match &response.body {
+            Some(Body::Text(t)) => t.clone(),
+            None | Some(Body::Empty) => String::new(),
             Some(other) => panic!("unexpected body {other:?}"),
         };
+        let body =
+            (!text.is_empty()).then(|| serde_json::from_str::<Value>(&text).expect("JSON body"));
         if let Some(body) = &body {
             audit_log_tests::watch_external_ids(body);
         }
@@ -270,6 +274,7 @@ impl World {
         Reply {
             status,
             body: body.unwrap_or(Value::Null),
+            text,
             headers: response.headers,
             lambda_bytes,
         }
@@ -452,6 +457,11 @@ impl World {
             .iter()
             .map(|(id, e)| (id.clone(), e.to_string()))
             .collect();
+        self.store_texts(&batch).await;
+    }
+
+    /// Stores each body, as sent, as the message of the id given with it.
+    async fn store_texts(&self, batch: &[(String, String)]) {
         let mut records = sqs_batch(batch.iter().map(|(id, b)| (id.clone(), b.as_str()))).records;
         // As SQS would: what capture hands back (its deadline passed on a slow emulator) comes
         // again, and capture stores each message once however often it comes.

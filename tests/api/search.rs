@@ -502,3 +502,61 @@ async fn projects_with_stored_events_are_listed_with_their_newest_and_oldest_eve
         .await;
     assert_eq!(foreign.body["error"]["code"], "invalid_cursor");
 }
+
+#[tokio::test]
+async fn a_search_through_large_events_that_pack_small_holds_a_bounded_part_unpacked() {
+    use audit_log::store::pages::Chunks;
+    use audit_log::store::{PageRequest, partition_key};
+    let w = World::new().await;
+    // Events of about 1 MiB that pack to a few kilobytes: one query reads all 40 of them,
+    // 40 MiB once unpacked.
+    let start = OffsetDateTime::now_utc() - Duration::from_secs(600);
+    let bodies: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            let mut event = event_at(
+                &w.org,
+                &w.project,
+                start + Duration::from_secs(i),
+                i as usize,
+            );
+            event["note"] = json!("all work and no play ".repeat(49_000));
+            (unique("m"), event.to_string())
+        })
+        .collect();
+    w.store_texts(&bodies).await;
+    let request = PageRequest::new(
+        1_000,
+        usize::MAX,
+        OffsetDateTime::now_utc().unix_timestamp(),
+    );
+    let chunk = w
+        .events
+        .chunk(&partition_key(&w.org, &w.project), &request, None, 1_000)
+        .await
+        .unwrap();
+    let held: usize = chunk
+        .events
+        .iter()
+        .map(|(_, e)| e.as_ref().unwrap().len())
+        .sum();
+    assert!(
+        (1..40).contains(&chunk.events.len()) && held < (32 << 20) + (1 << 20),
+        "{} events, {held} bytes unpacked at once",
+        chunk.events.len()
+    );
+    assert_eq!(
+        chunk.next.as_deref(),
+        Some(chunk.events.last().unwrap().0.sort_key.as_str()),
+        "the next chunk goes on below the last one held"
+    );
+
+    // A search that matches none of them reads them all, in parts; listed, each comes once.
+    let (_, searched) = all_pages(&w, false, &[("q", "nowhere to be found")]).await;
+    assert!(
+        searched
+            .iter()
+            .all(|p| p.body["events"].as_array().unwrap().is_empty())
+    );
+    let (listed, _) = all_pages(&w, false, &[]).await;
+    assert_eq!(listed, newest_first(39, |_| true));
+}

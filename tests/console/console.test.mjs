@@ -399,6 +399,21 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await shows(p, "Enter the key from your organization");
   assert.ok(await label(p, "API Key").evaluate((input) => input === document.activeElement), "the key's field has the focus");
   await label(p, "API Key").fill("fedcba9876543210fedcba9876543210");
+  // Someone saves another configuration meanwhile: nothing is stored, what was typed stays, the
+  // page says what is saved now, and saving again replaces that one knowingly.
+  const api = `${new URL(server.console).origin}/v1/organizations/${ORG}/projects/${project}/audit-logs/streaming`;
+  const asOrganization = { "x-organization-id": ORG, "content-type": "application/json" };
+  const { version } = await (await fetch(api, { headers: asOrganization })).json();
+  const elsewhere = await fetch(api, {
+    method: "PUT",
+    headers: { ...asOrganization, "if-match": String(version) },
+    body: JSON.stringify({ provider: "cloudwatch", name: "saved elsewhere", cloudwatch: { role_arn: ROLE_ARN, region: "us-east-1" } }),
+  });
+  assert.equal(elsewhere.status, 200, await elsewhere.text());
+  await button(p, "Save").click();
+  await shows(p, "someone changed the streaming configuration meanwhile (it is now “saved elsewhere”, Amazon CloudWatch)");
+  assert.equal(await label(p, "Destination name").inputValue(), "second");
+  assert.equal(await label(p, "API Key").inputValue(), "fedcba9876543210fedcba9876543210");
   // Pressed twice, saved once.
   const puts = [];
   p.on("request", (r) => r.method() === "PUT" && r.url().endsWith("/streaming") && puts.push(r.url()));
@@ -620,6 +635,35 @@ test("answers that come after the person moved on change nothing on screen", asy
   await p.waitForResponse(async (r) => r.url().includes(`/projects/${project}/audit-logs`) && !r.url().includes("status=") && (await r.text()).includes("after the refusal"), { timeout: 90_000 });
   await frame();
   assert.equal(await p.getByRole("alert").innerText(), "Too many searches: try again in a minute.");
+
+  // The skip link moves to the page's content and keeps what was typed on it.
+  await open(p, project, "streaming");
+  await label(p, "Destination name").fill("renamed late");
+  await p.getByRole("link", { name: "Skip to content" }).focus();
+  await p.keyboard.press("Enter");
+  await p.waitForURL(/#main$/);
+  await frame();
+  assert.equal(await label(p, "Destination name").inputValue(), "renamed late");
+
+  // A save, or a Pause, answered after the person left for another page leaves that page as it
+  // is: no news of it, and no move back.
+  const answeredAfterLeaving = async (suffix, method, press) => {
+    const released = await hold(suffix, method);
+    const answered = p.waitForResponse((r) => r.url().endsWith(suffix) && r.request().method() === method);
+    await press();
+    await p.getByRole("link", { name: "Delivery problems" }).click();
+    await p.getByRole("heading", { name: "Delivery problems" }).waitFor();
+    await released();
+    await answered;
+    await frame();
+    assert.equal(new URL(p.url()).searchParams.get("view"), "problems");
+    assert.equal(await p.locator("#news").innerText(), "");
+    assert.equal(await p.getByRole("heading", { name: "Delivery problems" }).count(), 1);
+  };
+  await answeredAfterLeaving("/streaming", "PUT", () => button(p, "Save").click());
+  await p.getByRole("link", { name: "Audit Logs" }).click();
+  await streamingPanel(p);
+  await answeredAfterLeaving("/streaming/pause", "POST", () => manage(p, "Pause"));
   noProblems(p);
   await p.context().close();
 });

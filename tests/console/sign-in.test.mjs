@@ -14,11 +14,13 @@ let issuer;
 let tokens;
 let server;
 let chrome;
-const seen = { authorize: [], token: [] };
+const seen = { authorize: [], token: [], logout: [] };
 /** When set, the issuer's authorization endpoint refuses with this error description. */
 let refusing = null;
 /** When set, the token endpoint answers this status instead of a token. */
 let refusingTokens = null;
+/** When set, the issuer names an end-session endpoint, which sends the person back. */
+let endingSessions = false;
 
 /** The issuer: discovery, an authorization endpoint that signs anyone in, a token endpoint
  * (served on a second origin) that checks the PKCE verifier against the challenge it was
@@ -33,7 +35,11 @@ function startIssuer() {
         issuer,
         authorization_endpoint: `${issuer}/authorize`,
         token_endpoint: `${tokens}/token`,
+        ...(endingSessions ? { end_session_endpoint: `${issuer}/logout` } : {}),
       }));
+    } else if (url.pathname === "/logout") {
+      seen.logout.push(Object.fromEntries(url.searchParams));
+      response.writeHead(302, { location: url.searchParams.get("post_logout_redirect_uri") }).end();
     } else if (url.pathname === "/authorize") {
       const q = Object.fromEntries(url.searchParams);
       seen.authorize.push(q);
@@ -68,6 +74,16 @@ function startIssuer() {
   return new Promise((resolve) => http.listen(0, "127.0.0.1", () => resolve(http)));
 }
 
+/** The API's answers for project `p` of organization `o`, with nothing configured or stored
+ * (the local server takes no token: the tests answer instead, and check what was sent). */
+function answer(route) {
+  const body = new URL(route.request().url()).pathname.endsWith("/streaming")
+    ? { organization_id: "o", project_id: "p", aws_account_id: "123456789012", external_id: "e".repeat(32), destination: null,
+        health: { status: "unknown", state: "delivering", pending: 0, delivered_24h: 0, failed_24h: 0, hours_24h: [] }, version: 0, updated_at: null }
+    : { events: [], failures: [], tests: [], next_cursor: null };
+  route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
+}
+
 let http;
 let tokenHttp;
 before(async () => {
@@ -94,11 +110,7 @@ test("the console signs in with the issuer (code with PKCE) and calls the API wi
   await p.route("**/v1/**", (route) => {
     const headers = route.request().headers();
     calls.push({ url: route.request().url(), authorization: headers.authorization, organization: headers["x-organization-id"] });
-    const body = route.request().url().includes("/streaming")
-      ? { organization_id: "o", project_id: "p", aws_account_id: "123456789012", external_id: "e".repeat(32), destination: null,
-          health: { status: "unknown", state: "delivering", pending: 0, delivered_24h: 0, failed_24h: 0, hours_24h: [] }, version: 0, updated_at: null }
-      : { events: [], next_cursor: null };
-    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
+    answer(route);
   });
   // Opened by its file's name: the issuer is still given the address registered with it.
   await p.goto(`${server.console}index.html?organization_id=o&project_id=p`);
@@ -159,11 +171,7 @@ test("a forged sign-in answer or a refused token stops with a reason, not a redi
 test("an issuer that refuses the sign-in says why, and signing in again comes back to the project", async () => {
   const p = await page(chrome);
   await p.route("**/v1/**", (route) => {
-    const body = route.request().url().includes("/streaming")
-      ? { organization_id: "o", project_id: "p", aws_account_id: "123456789012", external_id: "e".repeat(32), destination: null,
-          health: { status: "unknown", state: "delivering", pending: 0, delivered_24h: 0, failed_24h: 0, hours_24h: [] }, version: 0, updated_at: null }
-      : { events: [], next_cursor: null };
-    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(body) });
+    answer(route);
   });
   refusing = "Your account is not allowed here";
   await p.goto(`${server.console}?organization_id=o&project_id=p`);
@@ -214,4 +222,55 @@ test("a sign-in that ended before Save says so where the person typed, rather th
   assert.equal(await p.getByLabel("Destination name", { exact: true }).inputValue(), "typed before it ended");
   assert.deepEqual(p.problems, []);
   await p.context().close();
+});
+
+test("signed out stays signed out: Back draws no page, and Back from a sign-in leaves the console", async () => {
+  const p = await page(chrome);
+  const calls = [];
+  await p.route("**/v1/**", (route) => {
+    calls.push(route.request().headers().authorization);
+    answer(route);
+  });
+  // A page of the same site before the console, which sends the person to the issuer by itself.
+  await p.goto(`${server.console}config.json`);
+  await p.goto(`${server.console}?organization_id=o&project_id=p`);
+  await p.getByText("Log streaming is off").waitFor();
+  const signIns = seen.authorize.length;
+  await p.getByRole("link", { name: "Delivery problems" }).click();
+  await p.getByRole("heading", { name: "Delivery problems" }).waitFor();
+  await p.getByRole("button", { name: "Sign out", exact: true }).click();
+  await p.getByText("You are signed out of the console.").waitFor();
+  const asked = calls.length;
+  await p.goBack();
+  await p.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => resolve())));
+  assert.equal(await p.getByText("You are signed out of the console.").count(), 1, "no page drawn behind the sign-out");
+  assert.equal(calls.length, asked, "no call without a token");
+  assert.equal(seen.authorize.length, signIns, "not signed in again without asking");
+  // The issuer's page took the console's place in the history: Back goes to what came before.
+  await p.goBack();
+  assert.ok(p.url().endsWith("/config.json"), p.url());
+  assert.equal(seen.authorize.length, signIns);
+  assert.deepEqual(p.problems, []);
+  await p.context().close();
+
+  // An issuer that ends its session sends the person back to the console, which says they are
+  // signed out rather than sign them in again.
+  endingSessions = true;
+  try {
+    const q = await page(chrome);
+    await q.route("**/v1/**", answer);
+    await q.goto(`${server.console}?organization_id=o&project_id=p`);
+    await q.getByRole("button", { name: "Sign out", exact: true }).click();
+    await q.getByText("You are signed out of the console.").waitFor();
+    assert.equal(seen.logout.at(-1).post_logout_redirect_uri, new URL(server.console).toString());
+    assert.equal(seen.authorize.length, signIns + 1, "one sign-in, none after the sign-out");
+    // Once: opened again, the console signs in.
+    await q.reload();
+    await q.getByRole("button", { name: "Sign out", exact: true }).waitFor();
+    assert.equal(seen.authorize.length, signIns + 2);
+    assert.deepEqual(q.problems, []);
+    await q.context().close();
+  } finally {
+    endingSessions = false;
+  }
 });

@@ -52,7 +52,8 @@ export async function call(method, path, body, headers = {}, { background = fals
     data = null;
   }
   if (response.status === 401 && config.sign_in.mode === "oidc") {
-    if (background) throw new ApiError(401, "unauthenticated", "Not signed in.");
+    // Asked without a token (after a sign-out): nobody is signed in to send anywhere.
+    if (background || !sent.authorization) throw new ApiError(401, "unauthenticated", "Not signed in.");
     auth.token = null;
     // An expired token: sign in again. A token refused as soon as it was issued would be
     // refused again after any number of redirects: say why instead.
@@ -66,7 +67,7 @@ export async function call(method, path, body, headers = {}, { background = fals
           "Your sign-in has ended, so this was not done. Reload the page to sign in again (copy anything you typed first).",
         );
       }
-      await signIn();
+      await signIn({ automatic: true });
     }
     signedOut(
       "The API refused the token the issuer gave the console (401): its authorizer must accept " +

@@ -9,10 +9,10 @@
 // This file starts the console; each page is a module of its own (see router.js).
 import { h, failure } from "./dom.js";
 import { ensureSignedIn } from "./sign-in.js";
-import { render } from "./router.js";
+import { render, moved } from "./router.js";
 import { config } from "./api.js";
 
-window.addEventListener("popstate", render);
+window.addEventListener("popstate", moved);
 try {
   if (config.unreadable) {
     throw new Error(`The console's settings could not be read (${config.unreadable.message}); reload the page.`);

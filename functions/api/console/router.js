@@ -1,6 +1,6 @@
 // Where the person is: the address is the page's state, and links move within the page.
 
-import { query } from "./api.js";
+import { query, config, auth } from "./api.js";
 import { h } from "./dom.js";
 import { startPage } from "./start.js";
 import { logsPage } from "./logs.js";
@@ -52,7 +52,19 @@ export function announce(text, kind = "good") {
   notice = { text, kind };
 }
 
+/** The address whose page is on screen. */
+let drawn = null;
+
+/** Back or Forward: a page of another address is drawn; following a link within this one (the
+ * skip link's `#main`) keeps what is on it, typed input and all. */
+export function moved() {
+  if (location.pathname + location.search !== drawn) render();
+}
+
 export function render() {
+  // Signed out: a late answer or Back draws no page (its calls would carry no token).
+  if (config.sign_in.mode === "oidc" && !auth.token) return;
+  drawn = location.pathname + location.search;
   const p = place();
   let page;
   if (!p.org || !p.project) page = startPage(p);

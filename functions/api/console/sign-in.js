@@ -5,6 +5,8 @@ import { config, auth, getJson } from "./api.js";
 import { h, button } from "./dom.js";
 
 export const SIGN_IN_KEY = "audit-log-console.sign-in";
+/** Set while the issuer ends its session, whose end comes back to this page. */
+const SIGNED_OUT_KEY = "audit-log-console.signed-out";
 
 export function base64url(bytes) {
   let text = "";
@@ -26,8 +28,12 @@ export async function discovery() {
   return found;
 }
 
-/** Sends the person to the issuer; only the PKCE verifier and state wait in session storage. */
-export async function signIn() {
+/** Sends the person to the issuer; only the PKCE verifier and state wait in session storage.
+ * A sign-in the page starts by itself (`automatic`) takes the place of this page in the
+ * history, so Back from the issuer's page does not land on a page that sends there again; it
+ * never returns, the page leaving. One a person pressed for returns, its button free again
+ * should the browser bring this page back. */
+export async function signIn({ automatic = false } = {}) {
   const provider = await discovery();
   const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
   const state = base64url(crypto.getRandomValues(new Uint8Array(16)));
@@ -46,7 +52,8 @@ export async function signIn() {
     code_challenge: base64url(new Uint8Array(digest)),
     code_challenge_method: "S256",
   }).toString();
-  location.assign(url.toString());
+  if (!automatic) return location.assign(url.toString());
+  location.replace(url.toString());
   await new Promise(() => {}); // the page is leaving
 }
 
@@ -126,6 +133,12 @@ export async function ensureSignedIn() {
     return false;
   }
   const params = new URLSearchParams(location.search);
+  // Back from the issuer's sign-out: said so, rather than signed in again at once.
+  if (sessionStorage.getItem(SIGNED_OUT_KEY) && !params.has("state")) {
+    sessionStorage.removeItem(SIGNED_OUT_KEY);
+    signedOut("You are signed out of the console.");
+    return false;
+  }
   try {
     if (params.has("state")) await finishSignIn(params);
   } catch (error) {
@@ -136,7 +149,7 @@ export async function ensureSignedIn() {
     return false;
   }
   if (!auth.token) {
-    await signIn();
+    await signIn({ automatic: true });
     return false;
   }
   who.replaceChildren(button("Sign out", signOut));
@@ -151,6 +164,7 @@ function signOut() {
     const url = new URL(auth.endSession);
     url.searchParams.set("client_id", config.sign_in.client_id);
     url.searchParams.set("post_logout_redirect_uri", redirectUri());
+    sessionStorage.setItem(SIGNED_OUT_KEY, "1");
     location.assign(url.toString());
   } else {
     signedOut("You are signed out of the console.");

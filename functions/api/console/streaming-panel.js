@@ -109,6 +109,8 @@ function drawStreaming(p, panel, heading, view) {
     rows.map(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
   );
   const reload = (text, kind) => {
+    // An answer that comes after the person moved on leaves their page as it is.
+    if (!panel.isConnected) return;
     announce(text, kind);
     render();
   };

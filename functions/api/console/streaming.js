@@ -243,14 +243,15 @@ export function streamingForm(p, view) {
             const body = settings();
             await saveWhenFree(() => call("PUT", `${projectPath(p)}/streaming`, body, headers), form, message);
             apiKey.value = "";
+            // The person moved on while it was saved: their page stays as it is.
+            if (!document.contains(form)) return;
             announce("Streaming configuration saved.");
             go({ ...p, view: "logs" });
           } catch (error) {
-            const text = error.status === 412
-              ? "Nothing was stored: someone saved another configuration meanwhile. Reload the page to see it, then edit again."
-              : error.status === 0
-                ? `${error.message} Reload the page to see whether the configuration was saved.`
-                : `Nothing was stored: ${refused(error, controls)}`;
+            if (error.status === 412) return say(message, await savedMeanwhile(p, view), "alert");
+            const text = error.status === 0
+              ? `${error.message} Reload the page to see whether the configuration was saved.`
+              : `Nothing was stored: ${refused(error, controls)}`;
             say(message, text, "alert");
           }
         });
@@ -266,6 +267,20 @@ export function streamingForm(p, view) {
   );
   switchProvider();
   return form;
+}
+
+/** After a 412: what someone else saved meanwhile, read again so that saving once more replaces
+ * it knowingly (the page's version becomes that one's), without losing what was typed. */
+async function savedMeanwhile(p, view) {
+  try {
+    const now = await call("GET", `${projectPath(p)}/streaming`);
+    view.version = now.version;
+    const d = now.destination;
+    const what = d ? `it is now “${d.name}”, ${PROVIDERS[d.provider] || d.provider}` : "it is now deleted";
+    return `Nothing was stored: someone changed the streaming configuration meanwhile (${what}). Save again to replace it with what is typed here, or Cancel to keep it.`;
+  } catch {
+    return "Nothing was stored: someone changed the streaming configuration meanwhile. Reload the page to see it, then edit again.";
+  }
 }
 
 /** Saves as `save` does, waiting out a deletion of the project's destination that is still

@@ -147,7 +147,9 @@ impl Default for TokenEndpoint {
         Self {
             found: std::sync::OnceLock::new(),
             failed_at: std::sync::Mutex::new(None),
-            retry_after: std::time::Duration::from_secs(300),
+            // Short: a page served while it is unknown cannot finish a sign-in whose token
+            // endpoint is elsewhere, so a brief failure must not hold for long.
+            retry_after: std::time::Duration::from_secs(30),
         }
     }
 }

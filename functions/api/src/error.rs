@@ -92,6 +92,12 @@ impl ApiError {
         }
     }
 
+    /// A request this service cannot answer in time, however often it is sent: the message
+    /// says what to ask instead.
+    pub fn too_slow(message: impl Into<String>) -> Self {
+        Self::new(500, "too_slow", message)
+    }
+
     /// The details go to the log; the caller learns only that it was on our side.
     pub fn internal() -> Self {
         Self::new(500, "internal", "the service failed; retry later")

@@ -180,6 +180,22 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
+/// A failure as `GET /streaming/failures` lists it, its event as stored (`None` once gone): text,
+/// never a `Value`, which would round a number past `f64`'s digits.
+#[derive(Debug, Serialize)]
+pub struct FailureView {
+    pub event_id: String,
+    pub failed_at: String,
+    pub reason: String,
+    pub event: Option<Box<RawValue>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailurePage {
+    pub failures: Vec<FailureView>,
+    pub next_cursor: Option<String>,
+}
+
 /// An export as the API shows it; `download_url` and when it stops working once completed.
 #[derive(Debug, Serialize)]
 pub struct ExportView {

@@ -16,6 +16,11 @@ use tokio::time::Instant;
 
 /// A call that arrives this early still acts: queues are not exact clocks.
 const EARLY_TOLERANCE_MS: i64 = 1_000;
+/// A call due sooner than this after it is sent may come before the lane's write that
+/// expects it: owing a batch's events first takes up to about 5 seconds under throttling.
+const EARLY_CALL: Duration = Duration::from_secs(15);
+/// When an early call that found another attempt named looks again.
+const LOOK_AGAIN: Duration = Duration::from_secs(10);
 /// SQS delays a message at most this long; later calls take several hops.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// How long a delivery waits to record the destination's health.
@@ -337,6 +342,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             lane: key.clone(),
             attempt: attempt.clone(),
             due_ms: now,
+            early: false,
         };
         self.schedule(&call).await?;
         let to = Lane::to(lane.state, Some(&call), lane.interval_ms);
@@ -439,7 +445,11 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
     pub(super) async fn schedule(&self, call: &LaneCall) -> Result<(), LaneError> {
         let wait = (call.due_ms - self.clock.now_ms()).max(0) as u64;
         let delay = Duration::from_millis(wait).min(MAX_DELAY);
-        self.timers.schedule(call, delay).await
+        let call = LaneCall {
+            early: delay < EARLY_CALL,
+            ..call.clone()
+        };
+        self.timers.schedule(&call, delay).await
     }
 
     /// Sends events (oldest first; a `probe` tries once) and records what the destination
@@ -612,6 +622,16 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         if lane.attempt.as_deref() != Some(call.attempt.as_str())
             || lane.state == LaneState::Delivering
         {
+            if call.early {
+                // Perhaps only ahead of the lane's write: one more look, once.
+                let again = LaneCall {
+                    early: false,
+                    due_ms: self.clock.now_ms() + LOOK_AGAIN.as_millis() as i64,
+                    ..call.clone()
+                };
+                self.timers.schedule(&again, LOOK_AGAIN).await?;
+                return Ok(skipped("not expected yet: looks again shortly"));
+            }
             return Ok(skipped("another attempt replaced it"));
         }
         let now = self.clock.now_ms();
@@ -819,6 +839,11 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     "attempt failed; the destination stays owed its events"
                 );
                 return Ok(());
+            }
+            // A probe that reached no destination (its page's events gone, or refused before
+            // any request) proves nothing: the next page probes.
+            if probe && sent.delivered == 0 {
+                continue;
             }
             if state != LaneState::CatchingUp {
                 // A retrying lane's probe went through; a refused one's interval is always the

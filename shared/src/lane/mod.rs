@@ -246,6 +246,11 @@ pub struct LaneCall {
     pub lane: LaneKey,
     pub attempt: String,
     pub due_ms: i64,
+    /// Sent due within moments: it may come before the lane's write that expects it (which
+    /// follows the send) has landed, so finding another attempt named it looks once more,
+    /// shortly, before it counts as replaced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub early: bool,
 }
 
 impl LaneCall {
@@ -255,6 +260,7 @@ impl LaneCall {
             lane: lane.clone(),
             attempt: format!("{:016x}", rand::rng().random::<u64>()),
             due_ms,
+            early: false,
         }
     }
 }

@@ -670,12 +670,75 @@ async fn a_stale_or_duplicated_call_does_nothing() {
     w.clock.advance(Duration::from_secs(10));
     w.call(&call).await;
     let requests = w.sink.requests();
-    // The same message again (SQS delivers at least once).
+    w.timers.take();
+    // The same message again (SQS delivers at least once): due within moments when it was
+    // sent, it looks once more before it counts as replaced.
     assert_eq!(
         w.call(&call).await.skipped,
+        Some("not expected yet: looks again shortly")
+    );
+    let again = w.timers.take();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        w.call(&again[0].0).await.skipped,
         Some("another attempt replaced it")
     );
+    assert!(w.timers.take().is_empty(), "once only");
     assert_eq!(w.sink.requests(), requests);
+}
+
+#[tokio::test]
+async fn a_probe_that_reaches_no_destination_proves_nothing_and_the_next_page_probes() {
+    let mut w = World::new();
+    w.policy.probe_page = 1;
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    // The oldest owed event is gone from the table by the time of the probe.
+    {
+        let mut stored = w.events.events.lock().unwrap();
+        let oldest = stored.keys().min().cloned().unwrap();
+        stored.remove(&oldest);
+    }
+    let probes = w.sink.probes();
+    w.run_due_call().await;
+    assert_eq!(
+        w.sink.probes(),
+        probes + 2,
+        "the empty page's probe, then the next page's, which met the outage"
+    );
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    assert_eq!(w.lane().recovered_at, None);
+}
+
+#[tokio::test]
+async fn a_call_that_comes_before_its_lane_expects_it_looks_again_and_acts_then() {
+    let mut w = World::new();
+    // The call is sent before the lane is written to expect it, and read the lane before
+    // that write landed.
+    let before = w.lane();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    let (call, _) = w.pending_call();
+    assert!(call.early, "due in seconds");
+    w.clock.advance(Duration::from_secs(10));
+    let out = w
+        .engine()
+        .call(&call, Target::Saved(&before, &w.sink), &w.events, later())
+        .await
+        .unwrap();
+    assert_eq!(out.skipped, Some("not expected yet: looks again shortly"));
+    let (again, wait) = w.pending_call();
+    assert_eq!(
+        (again.attempt.as_str(), again.early),
+        (call.attempt.as_str(), false)
+    );
+    assert_eq!(wait, Duration::from_secs(10));
+    // By then the lane expects it: the attempt runs.
+    w.clock.advance(wait);
+    w.sink.answer(Answer::Take);
+    w.call(&again).await;
+    assert_eq!(w.received(), numbered(1..=2));
+    assert_eq!(w.lane().state, LaneState::Delivering);
 }
 
 #[tokio::test]
@@ -1308,8 +1371,14 @@ async fn a_call_only_late_still_counts_after_the_sweep_sent_it_again() {
     // The late one comes first and does the attempt; its copy then finds it taken.
     w.sink.answer(Answer::Take);
     assert_eq!(w.call(&late).await.entered, Some(LaneState::Delivering));
+    w.timers.take();
     assert_eq!(
         w.call(&again).await.skipped,
+        Some("not expected yet: looks again shortly")
+    );
+    let (looked, _) = w.timers.take().pop().unwrap();
+    assert_eq!(
+        w.call(&looked).await.skipped,
         Some("another attempt replaced it")
     );
     assert_eq!(w.received(), numbered(1..=2));

@@ -48,6 +48,10 @@ pub struct EventTable {
     backoff: Backoff,
 }
 
+/// Bytes of unpacked events a chunk holds at most: 1,000 events of up to 1 MiB each that pack
+/// small fit in one query's 1 MB, and unpacked they would be a gigabyte in a 512 MB function.
+const CHUNK_UNPACKED_BYTES: usize = 32 << 20;
+
 /// Why an event was not stored. Each is reported back to SQS, which delivers the message again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -595,13 +599,23 @@ impl Chunks for EventTable {
                 .and_then(|v| v.as_s().ok().cloned()),
             events: Vec::new(),
         };
-        for item in out.items.unwrap_or_default() {
+        let items = out.items.unwrap_or_default();
+        let (count, mut unpacked) = (items.len(), 0);
+        for (at, item) in items.into_iter().enumerate() {
             let key = StoredKey::of(&item)
                 .ok_or_else(|| StoreError::Refused("a stored event has no key".into()))?;
             if before.is_some_and(|b| key.sort_key == b) {
                 continue;
             }
-            chunk.events.push((key, event_json(&item)));
+            let json = event_json(&item);
+            unpacked += json.as_ref().map_or(0, String::len);
+            let sort_key = key.sort_key.clone();
+            chunk.events.push((key, json));
+            if unpacked >= CHUNK_UNPACKED_BYTES && at + 1 < count {
+                // The rest is read again by the next chunk, from below this one.
+                chunk.next = Some(sort_key);
+                break;
+            }
         }
         Ok(chunk)
     }

@@ -41,7 +41,8 @@ pub struct PageRequest {
     /// Items the page may read from the table before it answers with what it found (every
     /// partition's first chunk is read whatever the budget).
     pub read_budget: usize,
-    /// When the page answers with what it found, however much budget is left.
+    /// When the page answers with what it found, however much budget is left; reached while
+    /// the first chunks are read, [`StoreError::TimedOut`].
     pub deadline: Option<tokio::time::Instant>,
 }
 
@@ -163,6 +164,14 @@ pub async fn page(
     let share = first_share(request, parts.len());
     let mut scanned = 0;
     for group in parts.chunks_mut(CONCURRENT_READS) {
+        // No event can be answered before every partition is read: an organization with too
+        // many projects to read in time gets an error, not a page that runs past its caller.
+        if request
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            return Err(StoreError::TimedOut);
+        }
         // A loop, not a closure: the future stays `Send` for any caller.
         let mut reads = Vec::with_capacity(group.len());
         for part in group.iter_mut() {

@@ -10,7 +10,7 @@ use crate::{
     json_response, request,
 };
 use audit_log::search::{Filter, PARAMETERS};
-use audit_log::store::{PageRequest, partition_key};
+use audit_log::store::{PageRequest, StoreError, partition_key};
 use audit_log::streaming::noted_projects;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use time::OffsetDateTime;
@@ -76,7 +76,14 @@ impl<P: Ports> Api<P> {
                 },
             )
             .await
-            .map_err(|e| internal("events table")(&e))?;
+            .map_err(|e| match e {
+                StoreError::TimedOut => ApiError::too_slow(
+                    "the organization's listing reads every project with events before it \
+                     answers, and this organization has too many to read in time: list \
+                     events project by project (/projects/{project_id}/audit-logs)",
+                ),
+                e => internal("events table")(&e),
+            })?;
         Ok(json_response(
             200,
             &EventPage {

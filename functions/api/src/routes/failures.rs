@@ -3,10 +3,11 @@
 use super::events::limit_query;
 use crate::cursor::Scope;
 use crate::error::ApiError;
+use crate::view::{FailurePage, FailureView};
 use crate::{Api, PAGE_BYTES, Ports, config_error, internal, json_response, request};
 use audit_log::streaming::FailureLog;
 use aws_lambda_events::event::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use serde_json::json;
+use serde_json::value::RawValue;
 
 /// Failures listed per page at most (their events come along).
 pub const MAX_FAILURE_PAGE: usize = 100;
@@ -40,14 +41,21 @@ impl<P: Ports> Api<P> {
             .filter(|(key, _)| key.expires_at > now)
             .filter_map(|(key, json)| Some((key.sort_key, json?)))
             .collect();
-        let mut listed: Vec<serde_json::Value> = Vec::with_capacity(failures.len());
+        let mut listed: Vec<FailureView> = Vec::with_capacity(failures.len());
         let mut bytes = 0;
         for f in failures {
             let event = events
                 .remove(&f.event_sort_key)
-                .and_then(|json| serde_json::from_str::<serde_json::Value>(&json).ok());
-            let item = json!({"event_id": f.event_id, "failed_at": f.failed_at, "reason": f.reason, "event": event});
-            let size = audit_log::store::bytes_in_response(&item.to_string()) + 1;
+                .and_then(|json| RawValue::from_string(json).ok());
+            let item = FailureView {
+                event_id: f.event_id,
+                failed_at: f.failed_at,
+                reason: f.reason,
+                event,
+            };
+            let size = audit_log::store::bytes_in_response(
+                &serde_json::to_string(&item).map_err(|e| internal("failure")(&e))?,
+            ) + 1;
             // A failure carries its event (up to 1 MiB): the page ends before the response
             // would pass Lambda's 6 MB, and the cursor picks up at the next one.
             if !listed.is_empty() && bytes + size > PAGE_BYTES {
@@ -59,7 +67,10 @@ impl<P: Ports> Api<P> {
         }
         Ok(json_response(
             200,
-            &json!({"failures": listed, "next_cursor": self.next_cursor(&scope, next).await?}),
+            &FailurePage {
+                failures: listed,
+                next_cursor: self.next_cursor(&scope, next).await?,
+            },
         ))
     }
 }

@@ -16,6 +16,8 @@ struct Memory {
     /// Items of every partition at the same second get the same sort key (a message id
     /// claimed alike in several projects).
     same_keys: bool,
+    /// How long each chunk takes to come (tokio's clock).
+    delay: std::time::Duration,
 }
 
 impl Memory {
@@ -61,6 +63,9 @@ impl Chunks for Memory {
         limit: usize,
     ) -> Result<Chunk, StoreError> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let mut chunk = Chunk::default();
         let lo = request
             .since
@@ -309,6 +314,27 @@ fn a_busy_partition_among_quiet_older_ones_is_searched_without_reading_them_agai
     assert!(pages.len() <= 2 * stored / 200, "{} pages", pages.len());
     let scanned = m.scanned.load(std::sync::atomic::Ordering::SeqCst);
     assert!(scanned <= 3 * stored, "{scanned} items read for {stored}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn partitions_too_many_to_read_before_the_deadline_end_in_an_error_not_a_late_page() {
+    let request = || PageRequest {
+        deadline: Some(tokio::time::Instant::now() + std::time::Duration::from_secs(10)),
+        ..PageRequest::new(10, usize::MAX, 0)
+    };
+    // 16 partitions are read at once, each read taking a second: ten rounds fit.
+    let (mut few, few_names) = interleaved(160, 1);
+    few.delay = std::time::Duration::from_secs(1);
+    let answered = page(&few, &few_names, &request()).await.unwrap();
+    assert_eq!(answered.events.len(), 10);
+
+    let (mut many, many_names) = interleaved(400, 1);
+    many.delay = std::time::Duration::from_secs(1);
+    let started = tokio::time::Instant::now();
+    let late = page(&many, &many_names, &request()).await;
+    assert_eq!(late.unwrap_err(), StoreError::TimedOut);
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
+    assert_eq!(many.reads.load(std::sync::atomic::Ordering::SeqCst), 160);
 }
 
 #[test]
