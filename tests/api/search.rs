@@ -531,7 +531,13 @@ async fn a_search_through_large_events_that_pack_small_holds_a_bounded_part_unpa
     );
     let chunk = w
         .events
-        .chunk(&partition_key(&w.org, &w.project), &request, None, 1_000)
+        .chunk(
+            &partition_key(&w.org, &w.project),
+            &request,
+            None,
+            1_000,
+            32 << 20,
+        )
         .await
         .unwrap();
     let held: usize = chunk
@@ -549,8 +555,14 @@ async fn a_search_through_large_events_that_pack_small_holds_a_bounded_part_unpa
         Some(chunk.events.last().unwrap().0.sort_key.as_str()),
         "the next chunk goes on below the last one held"
     );
+    assert_eq!(
+        chunk.scanned,
+        chunk.events.len(),
+        "what is read again counts once"
+    );
 
-    // A search that matches none of them reads them all, in parts; listed, each comes once.
+    // A search that matches none of them reads through them all (a page's 32 MiB, one
+    // project's share, a chunk at a time); listed, each comes once.
     let (_, searched) = all_pages(&w, false, &[("q", "nowhere to be found")]).await;
     assert!(
         searched

@@ -7,7 +7,8 @@ import { failure } from "./dom.js";
 
 // Settings that cannot be read are said so by console.js, not left on "Loading the console…".
 export const config = await getJson("config.json").catch((error) => ({ unreadable: error }));
-export const auth = { token: null, since: 0, endSession: null };
+/** `signedOut`: the person signed out; nothing is drawn or asked until they sign in again. */
+export const auth = { token: null, since: 0, endSession: null, signedOut: false };
 
 export async function getJson(url) {
   const response = await fetch(url, { cache: "no-store" });
@@ -52,8 +53,7 @@ export async function call(method, path, body, headers = {}, { background = fals
     data = null;
   }
   if (response.status === 401 && config.sign_in.mode === "oidc") {
-    // Asked without a token (after a sign-out): nobody is signed in to send anywhere.
-    if (background || !sent.authorization) throw new ApiError(401, "unauthenticated", "Not signed in.");
+    if (background || auth.signedOut) throw new ApiError(401, "unauthenticated", "Not signed in.");
     auth.token = null;
     // An expired token: sign in again. A token refused as soon as it was issued would be
     // refused again after any number of redirects: say why instead.

@@ -1,6 +1,6 @@
 // Where the person is: the address is the page's state, and links move within the page.
 
-import { query, config, auth } from "./api.js";
+import { query, auth } from "./api.js";
 import { h } from "./dom.js";
 import { startPage } from "./start.js";
 import { logsPage } from "./logs.js";
@@ -25,6 +25,8 @@ export function href(p) {
 }
 
 export function go(p) {
+  // Signed out: a late answer moves nowhere.
+  if (auth.signedOut) return;
   history.pushState(null, "", href(p));
   render();
 }
@@ -56,14 +58,15 @@ export function announce(text, kind = "good") {
 let drawn = null;
 
 /** Back or Forward: a page of another address is drawn; following a link within this one (the
- * skip link's `#main`) keeps what is on it, typed input and all. */
+ * skip link's `#main`) keeps what is on it, typed input and all. Before the console drew a
+ * page (sign-in said why it stopped, or settings could not be read), that page stays. */
 export function moved() {
-  if (location.pathname + location.search !== drawn) render();
+  if (drawn !== null && location.pathname + location.search !== drawn) render();
 }
 
 export function render() {
-  // Signed out: a late answer or Back draws no page (its calls would carry no token).
-  if (config.sign_in.mode === "oidc" && !auth.token) return;
+  // Signed out: Back or a late answer draws no page.
+  if (auth.signedOut) return;
   drawn = location.pathname + location.search;
   const p = place();
   let page;

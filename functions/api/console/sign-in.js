@@ -159,6 +159,7 @@ export async function ensureSignedIn() {
 /** Forgets the token, ends the issuer's session when it has an end-session endpoint. */
 function signOut() {
   auth.token = null;
+  auth.signedOut = true;
   document.getElementById("who").replaceChildren();
   if (auth.endSession) {
     const url = new URL(auth.endSession);

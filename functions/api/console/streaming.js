@@ -186,8 +186,8 @@ export function streamingForm(p, view) {
     const s = settings();
     if (saving && !s.name) return [name, "Enter a name for this destination."];
     if (s.cloudwatch && !s.cloudwatch.role_arn) return [roleArn, "Enter the ARN of the role you created."];
-    // Only a saved Datadog destination has a key to keep.
-    if (s.datadog && !s.datadog.api_key && !savedKey) return [apiKey, "Enter the key from your organization's settings."];
+    // Only a saved Datadog destination has a key to keep (the one saved now: see a 412).
+    if (s.datadog && !s.datadog.api_key && !view.destination?.datadog?.api_key_last4) return [apiKey, "Enter the key from your organization's settings."];
     return null;
   };
   // The controls of the API's field names: a refusal of one is said at it.
@@ -275,8 +275,10 @@ async function savedMeanwhile(p, view) {
   try {
     const now = await call("GET", `${projectPath(p)}/streaming`);
     view.version = now.version;
+    view.destination = now.destination;
     const d = now.destination;
-    const what = d ? `it is now “${d.name}”, ${PROVIDERS[d.provider] || d.provider}` : "it is now deleted";
+    const key = d?.datadog?.api_key_last4 ? `, its API key ending in ${d.datadog.api_key_last4}` : "";
+    const what = d ? `it is now “${d.name}”, ${PROVIDERS[d.provider] || d.provider}${key}` : "it is now deleted";
     return `Nothing was stored: someone changed the streaming configuration meanwhile (${what}). Save again to replace it with what is typed here, or Cancel to keep it.`;
   } catch {
     return "Nothing was stored: someone changed the streaming configuration meanwhile. Reload the page to see it, then edit again.";

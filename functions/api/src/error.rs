@@ -92,8 +92,8 @@ impl ApiError {
         }
     }
 
-    /// A request this service cannot answer in time, however often it is sent: the message
-    /// says what to ask instead.
+    /// A request this service could not answer in time: the message says what to ask
+    /// instead.
     pub fn too_slow(message: impl Into<String>) -> Self {
         Self::new(500, "too_slow", message)
     }

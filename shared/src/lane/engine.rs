@@ -81,6 +81,7 @@ fn unhandled(pending: &[(StoredKey, AuditEvent)]) -> impl FnOnce(LaneError) -> U
 }
 
 /// A delivery's result, event by event.
+#[derive(Default)]
 struct Sent {
     delivered: usize,
     rejected: usize,
@@ -778,7 +779,12 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     .await;
             }
             let budget = deadline.min(Instant::now() + self.policy.catch_up_budget);
-            let sent = self.send(key, found, sink, budget, probe).await?;
+            // Nothing left to send (the page's events gone): no call to the destination.
+            let sent = if found.is_empty() {
+                Sent::default()
+            } else {
+                self.send(key, found, sink, budget, probe).await?
+            };
             // A call holds no one else: the time it spends finding the events the destination
             // rejects is no slowness of the destination's own.
             let searched = sent.searched;
@@ -840,8 +846,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 );
                 return Ok(());
             }
-            // A probe that reached no destination (its page's events gone, or refused before
-            // any request) proves nothing: the next page probes.
+            // A probe that delivered nothing (its page's events gone, or each one rejected)
+            // proves nothing of an outage's end: the next page probes.
             if probe && sent.delivered == 0 {
                 continue;
             }

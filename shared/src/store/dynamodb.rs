@@ -48,10 +48,6 @@ pub struct EventTable {
     backoff: Backoff,
 }
 
-/// Bytes of unpacked events a chunk holds at most: 1,000 events of up to 1 MiB each that pack
-/// small fit in one query's 1 MB, and unpacked they would be a gigabyte in a 512 MB function.
-const CHUNK_UNPACKED_BYTES: usize = 32 << 20;
-
 /// Why an event was not stored. Each is reported back to SQS, which delivers the message again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -543,6 +539,7 @@ impl Chunks for EventTable {
         request: &PageRequest,
         before: Option<&str>,
         limit: usize,
+        unpacked_at_most: usize,
     ) -> Result<Chunk, StoreError> {
         // Every sort key of an event at or after `t` is >= `t`'s prefix; `$` sorts after the `#`
         // that ends the time part, so `until` itself is included. `before` is a bound too (a
@@ -611,9 +608,11 @@ impl Chunks for EventTable {
             unpacked += json.as_ref().map_or(0, String::len);
             let sort_key = key.sort_key.clone();
             chunk.events.push((key, json));
-            if unpacked >= CHUNK_UNPACKED_BYTES && at + 1 < count {
-                // The rest is read again by the next chunk, from below this one.
+            if unpacked >= unpacked_at_most && at + 1 < count {
+                // The rest is read again by the next chunk, from below this one, and counts
+                // then.
                 chunk.next = Some(sort_key);
+                chunk.scanned = at + 1;
                 break;
             }
         }

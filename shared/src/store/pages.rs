@@ -113,16 +113,22 @@ pub struct Chunk {
 /// Where pages are read from: the events table, or memory in tests.
 pub trait Chunks: Sync {
     /// About `limit` items of `partition` (one more when `before` is given) older than
-    /// `before` (all, without it), within the request's range.
+    /// `before` (all, without it), within the request's range; cut short once its events
+    /// take `unpacked` bytes (at least one event).
     fn chunk(
         &self,
         partition: &str,
         request: &PageRequest,
         before: Option<&str>,
         limit: usize,
+        unpacked: usize,
     ) -> impl Future<Output = Result<Chunk, StoreError>> + Send;
 }
 
+/// Bytes of unpacked events a page holds at once, shared by its partitions' chunks: 1,000
+/// events of up to 1 MiB each that pack small fit in one query's 1 MB, and unpacked they
+/// would be a gigabyte in a 512 MB function.
+const UNPACKED_BYTES: usize = 32 << 20;
 /// Items read at once when most of them may be filtered out.
 const FILTERED_CHUNK: usize = 1_000;
 /// Partitions whose first chunks are read at once.
@@ -162,6 +168,7 @@ pub async fn page(
     // Every partition's first chunk, read together, each with its share of the budget: a
     // partition's events can be answered only once every partition has been read that far.
     let share = first_share(request, parts.len());
+    let unpacked = UNPACKED_BYTES / parts.len().max(1);
     let mut scanned = 0;
     for group in parts.chunks_mut(CONCURRENT_READS) {
         // No event can be answered before every partition is read: an organization with too
@@ -175,12 +182,19 @@ pub async fn page(
         // A loop, not a closure: the future stays `Send` for any caller.
         let mut reads = Vec::with_capacity(group.len());
         for part in group.iter_mut() {
-            reads.push(read_more(source, part, request, share));
+            reads.push(read_more(source, part, request, share, unpacked));
         }
-        scanned += futures::future::try_join_all(reads)
-            .await?
-            .into_iter()
-            .sum::<usize>();
+        let read = futures::future::try_join_all(reads);
+        let read = match request.deadline {
+            // An organization's projects, read in rounds: the last round too ends in time.
+            Some(deadline) if partitions.len() > CONCURRENT_READS => {
+                tokio::time::timeout_at(deadline, read)
+                    .await
+                    .map_err(|_| StoreError::TimedOut)?
+            }
+            _ => read.await,
+        };
+        scanned += read?.into_iter().sum::<usize>();
     }
     let mut page = Page::default();
     let mut bytes = 0;
@@ -265,7 +279,7 @@ pub async fn page(
                 .min(FILTERED_CHUNK)
                 .min(request.read_budget - scanned)
         };
-        scanned += read_more(source, &mut parts[behind], request, wanted).await?;
+        scanned += read_more(source, &mut parts[behind], request, wanted, unpacked).await?;
     }
 }
 
@@ -318,6 +332,7 @@ async fn read_more(
     part: &mut Partition<'_>,
     request: &PageRequest,
     wanted: usize,
+    unpacked: usize,
 ) -> Result<usize, StoreError> {
     let before = match &part.read {
         Read::Unread => request.after.as_deref().map(|a| bound(a, part.name)),
@@ -325,7 +340,13 @@ async fn read_more(
         Read::Done => return Ok(0),
     };
     let chunk = source
-        .chunk(part.name, request, before.as_deref(), wanted.max(1))
+        .chunk(
+            part.name,
+            request,
+            before.as_deref(),
+            wanted.max(1),
+            unpacked,
+        )
         .await?;
     for (key, json) in chunk.events {
         let event = json

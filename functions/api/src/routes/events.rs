@@ -79,7 +79,7 @@ impl<P: Ports> Api<P> {
             .map_err(|e| match e {
                 StoreError::TimedOut => ApiError::too_slow(
                     "the organization's listing reads every project with events before it \
-                     answers, and this organization has too many to read in time: list \
+                     answers, and could not read them all in time: retry later, or list \
                      events project by project (/projects/{project_id}/audit-logs)",
                 ),
                 e => internal("events table")(&e),

@@ -18,6 +18,8 @@ struct Memory {
     same_keys: bool,
     /// How long each chunk takes to come (tokio's clock).
     delay: std::time::Duration,
+    /// The unpacked bytes the last chunk was allowed.
+    unpacked: std::sync::atomic::AtomicUsize,
 }
 
 impl Memory {
@@ -61,8 +63,11 @@ impl Chunks for Memory {
         request: &PageRequest,
         before: Option<&str>,
         limit: usize,
+        unpacked: usize,
     ) -> Result<Chunk, StoreError> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.unpacked
+            .store(unpacked, std::sync::atomic::Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -316,25 +321,42 @@ fn a_busy_partition_among_quiet_older_ones_is_searched_without_reading_them_agai
     assert!(scanned <= 3 * stored, "{scanned} items read for {stored}");
 }
 
+#[test]
+fn the_partitions_of_a_page_share_its_unpacked_bytes() {
+    for (partitions, each) in [(1, 32 << 20), (16, 2 << 20)] {
+        let (m, names) = interleaved(partitions, 3);
+        futures::executor::block_on(page(&m, &names, &PageRequest::new(10, usize::MAX, 0)))
+            .unwrap();
+        assert_eq!(m.unpacked.load(std::sync::atomic::Ordering::SeqCst), each);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn partitions_too_many_to_read_before_the_deadline_end_in_an_error_not_a_late_page() {
     let request = || PageRequest {
         deadline: Some(tokio::time::Instant::now() + std::time::Duration::from_secs(10)),
         ..PageRequest::new(10, usize::MAX, 0)
     };
+    // Partitions whose chunks each take `seconds` to come.
+    let slow = |partitions: u32, seconds: u64| {
+        let (mut m, names) = interleaved(partitions, 1);
+        m.delay = std::time::Duration::from_secs(seconds);
+        (m, names)
+    };
     // 16 partitions are read at once, each read taking a second: ten rounds fit.
-    let (mut few, few_names) = interleaved(160, 1);
-    few.delay = std::time::Duration::from_secs(1);
+    let (few, few_names) = slow(160, 1);
     let answered = page(&few, &few_names, &request()).await.unwrap();
     assert_eq!(answered.events.len(), 10);
 
-    let (mut many, many_names) = interleaved(400, 1);
-    many.delay = std::time::Duration::from_secs(1);
-    let started = tokio::time::Instant::now();
-    let late = page(&many, &many_names, &request()).await;
-    assert_eq!(late.unwrap_err(), StoreError::TimedOut);
-    assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
-    assert_eq!(many.reads.load(std::sync::atomic::Ordering::SeqCst), 160);
+    // Beyond them, and when a round takes too long, the deadline ends the page.
+    for (partitions, seconds, reads) in [(400, 1, 160), (20, 30, 16)] {
+        let (m, names) = slow(partitions, seconds);
+        let started = tokio::time::Instant::now();
+        let late = page(&m, &names, &request()).await;
+        assert_eq!(late.unwrap_err(), StoreError::TimedOut);
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(10));
+        assert_eq!(m.reads.load(std::sync::atomic::Ordering::SeqCst), reads);
+    }
 }
 
 #[test]
