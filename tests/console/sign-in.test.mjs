@@ -265,8 +265,12 @@ test("signed out stays signed out: Back draws no page, and Back from a sign-in l
     const q = await page(chrome);
     await q.route("**/v1/**", answer);
     await q.goto(`${server.console}?organization_id=o&project_id=p`);
+    // Back on the console after the issuer's sign-out: the page that loads says so.
+    const returned = q.waitForResponse((r) => r.url().startsWith(server.console) && r.request().isNavigationRequest());
     await q.getByRole("button", { name: "Sign out", exact: true }).click();
+    await returned;
     await q.getByText("You are signed out of the console.").waitFor();
+    await q.waitForLoadState("load");
     assert.equal(seen.logout.at(-1).post_logout_redirect_uri, new URL(server.console).toString());
     assert.equal(seen.authorize.length, signIns + 1, "one sign-in, none after the sign-out");
     // Once: opened again, the console signs in.

@@ -166,6 +166,8 @@ function signOut() {
     url.searchParams.set("client_id", config.sign_in.client_id);
     url.searchParams.set("post_logout_redirect_uri", redirectUri());
     sessionStorage.setItem(SIGNED_OUT_KEY, "1");
+    // The page a browser may keep for Back is the signed-out one, not the person's data.
+    signedOut("You are signed out of the console.");
     location.assign(url.toString());
   } else {
     signedOut("You are signed out of the console.");

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 /// A call that arrives this early still acts: queues are not exact clocks.
 const EARLY_TOLERANCE_MS: i64 = 1_000;
 /// A call due sooner than this after it is sent may come before the lane's write that
-/// expects it: owing a batch's events first takes up to about 5 seconds under throttling.
+/// expects it: owing a batch's events first takes up to about 6 seconds under throttling.
 const EARLY_CALL: Duration = Duration::from_secs(15);
 /// When an early call that found another attempt named looks again.
 const LOOK_AGAIN: Duration = Duration::from_secs(10);

@@ -609,10 +609,10 @@ impl Chunks for EventTable {
             let sort_key = key.sort_key.clone();
             chunk.events.push((key, json));
             if unpacked >= unpacked_at_most && at + 1 < count {
-                // The rest is read again by the next chunk, from below this one, and counts
-                // then.
+                // The rest is read again by the next chunk, from below this one. What the
+                // query read still counts against the page's budget: reading it again is
+                // reading.
                 chunk.next = Some(sort_key);
-                chunk.scanned = at + 1;
                 break;
             }
         }
