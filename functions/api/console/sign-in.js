@@ -161,16 +161,15 @@ function signOut() {
   auth.token = null;
   auth.signedOut = true;
   document.getElementById("who").replaceChildren();
+  // Also before the issuer's sign-out: the page a browser may keep for Back is this one, not
+  // the person's data.
+  signedOut("You are signed out of the console.");
   if (auth.endSession) {
     const url = new URL(auth.endSession);
     url.searchParams.set("client_id", config.sign_in.client_id);
     url.searchParams.set("post_logout_redirect_uri", redirectUri());
     sessionStorage.setItem(SIGNED_OUT_KEY, "1");
-    // The page a browser may keep for Back is the signed-out one, not the person's data.
-    signedOut("You are signed out of the console.");
     location.assign(url.toString());
-  } else {
-    signedOut("You are signed out of the console.");
   }
 }
 

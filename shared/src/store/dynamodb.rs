@@ -606,13 +606,12 @@ impl Chunks for EventTable {
             }
             let json = event_json(&item);
             unpacked += json.as_ref().map_or(0, String::len);
-            let sort_key = key.sort_key.clone();
             chunk.events.push((key, json));
             if unpacked >= unpacked_at_most && at + 1 < count {
                 // The rest is read again by the next chunk, from below this one. What the
                 // query read still counts against the page's budget: reading it again is
                 // reading.
-                chunk.next = Some(sort_key);
+                chunk.next = chunk.events.last().map(|(k, _)| k.sort_key.clone());
                 break;
             }
         }
