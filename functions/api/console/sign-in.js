@@ -33,7 +33,23 @@ export async function discovery() {
  * history, so Back from the issuer's page does not land on a page that sends there again; it
  * never returns, the page leaving. One a person pressed for returns, its button free again
  * should the browser bring this page back. */
-export async function signIn({ automatic = false } = {}) {
+export function signIn({ automatic = false } = {}) {
+  if (!automatic) return sendToIssuer(false);
+  // Started already (two calls refused at once): this one waits with it, the page leaving.
+  leaving ??= sendToIssuer(true).then(
+    () => new Promise(() => {}),
+    (error) => {
+      leaving = null;
+      throw error;
+    },
+  );
+  return leaving;
+}
+
+/** The sign-in this page started by itself and is leaving for. */
+let leaving = null;
+
+async function sendToIssuer(automatic) {
   const provider = await discovery();
   const verifier = base64url(crypto.getRandomValues(new Uint8Array(32)));
   const state = base64url(crypto.getRandomValues(new Uint8Array(16)));
@@ -52,9 +68,8 @@ export async function signIn({ automatic = false } = {}) {
     code_challenge: base64url(new Uint8Array(digest)),
     code_challenge_method: "S256",
   }).toString();
-  if (!automatic) return location.assign(url.toString());
-  location.replace(url.toString());
-  await new Promise(() => {}); // the page is leaving
+  if (automatic) location.replace(url.toString());
+  else location.assign(url.toString());
 }
 
 /** Sign-in went wrong in a way another redirect would not mend: say so, offer to try again,
