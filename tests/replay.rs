@@ -10,6 +10,13 @@ use audit_log_tests::local::{
     packed_by_a_newer_release, settle_lanes,
 };
 use audit_log_tests::{backdate_lane, customer_logs, emulator, failed_ids, unique};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -453,7 +460,6 @@ async fn a_replay_of_old_events_dates_them_at_delivery_and_keeps_their_own_time(
 
 #[tokio::test]
 async fn a_replay_of_failures_leaves_out_events_past_their_retention_deleted_or_not() {
-    use audit_log::streaming::{ConfigTable, FailureLog};
     let aws = emulator().await;
     let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
     let datadog = stand_in(202).await;
@@ -461,23 +467,8 @@ async fn a_replay_of_failures_leaves_out_events_past_their_retention_deleted_or_
     let stream = stack.stream(Some(datadog.uri()));
     let p = project();
     let mut range = stored_before_a_destination(&stack, &api, &stream, &p).await;
-    let (org, project) = (&p.organization_id, &p.project_id);
-    let items = stack.stored_items(org, project).await;
-    // Every stored event listed as a failure, as a lane past its retry window lists them.
-    let keys: Vec<_> = items
-        .iter()
-        .map(|item| audit_log::store::StoredKey::of(item).unwrap())
-        .collect();
-    ConfigTable::new(stack.dynamodb.clone(), &stack.config_table)
-        .record_failures(org, project, &keys, "Datadog answered HTTP 503", now())
-        .await
-        .unwrap();
-    let n_of = |item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| {
-        let json = audit_log::store::event_json(item).unwrap();
-        serde_json::from_str::<Value>(&json).unwrap()["n"]
-            .as_i64()
-            .unwrap()
-    };
+    let items = listed_as_failures(&stack, &p).await;
+    let n_of = |item: &Item| stored_event(item)["n"].as_i64().unwrap();
     // One past its retention, which DynamoDB has not deleted yet (it takes up to days).
     let mut expired = items[4].clone();
     let n_expired = n_of(&expired);
@@ -515,6 +506,80 @@ async fn a_replay_of_failures_leaves_out_events_past_their_retention_deleted_or_
         .filter(|&n| n != n_expired && n != n_deleted)
         .collect();
     assert_eq!(received(&datadog).await, expected);
+}
+
+#[tokio::test]
+async fn a_replay_of_failures_reads_only_those_of_its_range() {
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let datadog = stand_in(202).await;
+    let api = stack.api(Some(datadog.uri()));
+    let stream = stack
+        .stream(Some(datadog.uri()))
+        .with_replay_pages(ReplayPages {
+            size: 2,
+            per_invocation: 1,
+            ..ReplayPages::default()
+        });
+    let p = project();
+    stored_before_a_destination(&stack, &api, &stream, &p).await;
+    let items = listed_as_failures(&stack, &p).await;
+    // The range of events 3 to 5, with six newer failures and three older ones around it.
+    let at = |n: i64| {
+        let event = items
+            .iter()
+            .map(stored_event)
+            .find(|e| e["n"] == n)
+            .unwrap();
+        event["timestamp"].as_str().unwrap().to_owned()
+    };
+    let range = json!({"since": at(3), "until": at(5), "only_failed": true});
+    let (status, started) = call_api(&api, &p, "POST", "/streaming/replay", Some(&range)).await;
+    assert_eq!(status, 202, "{started}");
+    let mut invocations = 0;
+    run_replays(&stack, &stream, |n| {
+        invocations = n;
+        async { true }
+    })
+    .await;
+    let id = started["replay_id"].as_str().unwrap();
+    let (_, replay) = call_api(&api, &p, "GET", &format!("/streaming/replays/{id}"), None).await;
+    assert_eq!(replay["state"], "completed", "{replay}");
+    assert_eq!(replay["delivered"], 3, "{replay}");
+    assert_eq!(received(&datadog).await, (3..=5).collect());
+    // A page an invocation: the range's two pages, none spent reading past the failures
+    // around it.
+    assert_eq!(invocations, 2);
+    let left: BTreeSet<i64> = listed_failures(&api, &p, 5)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f["event"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(left, (0..12).filter(|n| !(3..=5).contains(n)).collect());
+}
+
+type Item = HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// Lists every event stored for the project as a failure, as a lane past its retry window
+/// lists them: the events' items.
+async fn listed_as_failures(stack: &Stack, p: &Project) -> Vec<Item> {
+    use audit_log::streaming::{ConfigTable, FailureLog};
+    let (org, project) = (&p.organization_id, &p.project_id);
+    let items = stack.stored_items(org, project).await;
+    let keys: Vec<_> = items
+        .iter()
+        .map(|item| audit_log::store::StoredKey::of(item).unwrap())
+        .collect();
+    ConfigTable::new(stack.dynamodb.clone(), &stack.config_table)
+        .record_failures(org, project, &keys, "Datadog answered HTTP 503", now())
+        .await
+        .unwrap();
+    items
+}
+
+fn stored_event(item: &Item) -> Value {
+    serde_json::from_str(&audit_log::store::event_json(item).unwrap()).unwrap()
 }
 
 /// Twelve events of the last hour stored while nothing is configured, so only a replay
@@ -978,6 +1043,12 @@ async fn an_organizations_running_replays_are_counted_across_its_projects() {
     running_replays_are_counted(&audit_log::lane::memory::MemoryLanes::default(), &project()).await;
 }
 
+/// Whether the request's body holds `marker`.
+fn holds(context: &BeforeTransmitInterceptorContextRef<'_>, marker: &str) -> bool {
+    let body = context.request().body().bytes().unwrap_or_default();
+    String::from_utf8_lossy(body).contains(marker)
+}
+
 /// Answers the first request whose body holds `marker` with a 500 once it has landed: the
 /// SDK then sends it again, as it does when an answer is lost on its way.
 #[derive(Debug)]
@@ -987,30 +1058,29 @@ struct LoseFirstAnswer {
     lost: std::sync::atomic::AtomicBool,
 }
 
-impl aws_smithy_runtime_api::client::interceptors::Intercept for LoseFirstAnswer {
+impl Intercept for LoseFirstAnswer {
     fn name(&self) -> &'static str {
         "LoseFirstAnswer"
     }
 
     fn read_before_transmit(
         &self,
-        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        _: &mut aws_smithy_types::config_bag::ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         use std::sync::atomic::Ordering::SeqCst;
-        let body = context.request().body().bytes().unwrap_or_default();
-        let ours = String::from_utf8_lossy(body).contains(self.marker);
+        let ours = holds(context, self.marker);
         self.armed.store(ours && !self.lost.load(SeqCst), SeqCst);
         Ok(())
     }
 
     fn modify_before_deserialization(
         &self,
-        context: &mut aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut<'_>,
-        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        _: &mut aws_smithy_types::config_bag::ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
         use std::sync::atomic::Ordering::SeqCst;
         if self.armed.swap(false, SeqCst) {
             self.lost.store(true, SeqCst);
@@ -1297,6 +1367,80 @@ async fn a_replay_to_a_destination_in_trouble_waits_between_pages_and_stops_afte
     assert_eq!((invocations, tried), (5, 10));
     assert!(error.contains("failed on 5 pages in a row"), "{error}");
     assert!(error.contains("HTTP 503"), "{error}");
+}
+
+#[tokio::test]
+async fn a_replay_page_whose_failures_cannot_be_listed_goes_again_and_lists_them() {
+    let pages = ReplayPages {
+        size: 2,
+        page_time: Duration::from_secs(2),
+        ..ReplayPages::default()
+    };
+    let mut r = Replaying::start(403, pages, &[]).await;
+    // The configuration table refuses the first write of failures.
+    let refuse = RefuseFirst {
+        marker: "failure#",
+        times: 1.into(),
+    };
+    let config = r.stack.dynamodb.config().to_builder().interceptor(refuse);
+    let configs = audit_log::streaming::ConfigTable::new(
+        aws_sdk_dynamodb::Client::from_conf(config.build()),
+        &r.stack.config_table,
+    );
+    r.stream = r.stream.with_config_table(configs);
+    let invocations = std::sync::atomic::AtomicUsize::new(0);
+    r.run(|n| {
+        invocations.store(n, Ordering::Relaxed);
+        async { true }
+    })
+    .await;
+    let replay = r.replay().await;
+    assert_eq!(replay["state"], "failed", "{replay}");
+    // The first part failed without saving; the second sent the page again and listed it.
+    assert_eq!(invocations.into_inner(), 2);
+    assert_eq!(replay["failed"], 2, "counted once: {replay}");
+    let sent = arrivals(&r.datadog).await;
+    let page: BTreeSet<i64> = sent.iter().copied().collect();
+    assert_eq!(page.len(), 2, "{sent:?}");
+    assert!(sent.len() >= 2 * page.len(), "sent by both parts: {sent:?}");
+    let listed: BTreeSet<i64> = listed_failures(&r.api, &r.project, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f["event"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, page, "what it could not deliver is listed");
+}
+
+/// Refuses the first `times` requests whose body holds `marker`, before they are sent.
+#[derive(Debug)]
+struct RefuseFirst {
+    marker: &'static str,
+    times: std::sync::atomic::AtomicUsize,
+}
+
+impl Intercept for RefuseFirst {
+    fn name(&self) -> &'static str {
+        "RefuseFirst"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if holds(context, self.marker)
+            && self
+                .times
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err("the table is unavailable (refused by the test)".into());
+        }
+        Ok(())
+    }
 }
 
 #[tokio::test]

@@ -212,8 +212,8 @@ async fn a_lost_lane_is_swept(dd: Datadog, stored_before_shards: bool) {
         .capture_more(&[recent(&b_org, &b_project, 5, "OK")], &records)
         .await;
     assert!(handed_on(&stream, &b_records).await);
+    dd.world.until_retrying(&stream, &b_org, &b_project).await;
     let waiting = dd.world.lane(&b_org, &b_project).await;
-    assert_eq!(waiting.state, audit_log::lane::LaneState::Retrying);
 
     assert_eq!(sweep(&stream).await, json!({"lanes": 1}));
     let found = dd.world.lane(&dd.org, &dd.project).await;

@@ -204,6 +204,19 @@ impl World {
     }
 
     /// Every call on the lanes queue is lost (as if dead-lettered).
+    /// Runs the lanes' calls until the project's lane retries its destination's outage (at once
+    /// if it does already): a loaded emulator can spend a live delivery's budget reading the
+    /// destination's secret, and the lane then catches up in a call of its own, which meets the
+    /// outage too.
+    async fn until_retrying(&self, stream: &Stream, org: &str, project: &str) {
+        let retrying = self
+            .run_lane_calls(stream, Duration::from_secs(20), async || {
+                self.lane(org, project).await.state == audit_log::lane::LaneState::Retrying
+            })
+            .await;
+        assert!(retrying, "the lane retries its destination's outage");
+    }
+
     async fn lose_lane_calls(&self) {
         aws_sdk_sqs::Client::new(&self.aws)
             .purge_queue()
@@ -453,13 +466,17 @@ impl Datadog {
         (events, records)
     }
 
-    /// Datadog is down (HTTP 503) and owed `n` events: the stream function that owes them.
+    /// Datadog is down (HTTP 503) and owed `n` events, its lane retrying: the stream function
+    /// that owes them.
     async fn down_owing(&self, n: u64) -> (Stream, Vec<StreamRecord>) {
         self.mount(intake().respond_with(ResponseTemplate::new(503)))
             .await;
         let stream = self.stream(Duration::from_secs(1));
         let (_, records) = self.events(n).await;
         assert!(handed_on(&stream, &records).await);
+        self.world
+            .until_retrying(&stream, &self.org, &self.project)
+            .await;
         (stream, records)
     }
 

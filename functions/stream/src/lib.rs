@@ -158,6 +158,13 @@ impl Stream {
         self
     }
 
+    /// Reaches the configuration table this way (tests: a client whose writes fail).
+    pub fn with_config_table(mut self, configs: ConfigTable) -> Self {
+        self.delivery.destinations.configs = configs.clone();
+        self.delivery.configs = configs;
+        self
+    }
+
     /// Uses this clock for the lanes' schedule (tests: another Lambda's clock, a little off).
     pub fn with_clock(mut self, clock: Arc<dyn audit_log::clock::Clock>) -> Self {
         self.delivery.clock = clock;

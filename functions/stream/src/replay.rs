@@ -169,14 +169,16 @@ impl Stream {
                 ));
             }
             if !unread_keys.is_empty() {
-                self.list_unread(&replay, &unread_keys).await;
+                self.list_unread(&replay, &unread_keys).await?;
             }
             let mut trouble = None;
             if !events.is_empty() {
                 let page_deadline = deadline.min(Instant::now() + self.replay_pages.page_time);
+                // Failures it could not list fail the part, which comes again and delivers
+                // the page again from the saved progress: nothing failed goes unlisted.
                 let failures = self
                     .deliver_recorded(&config, &events, &keys, page_deadline)
-                    .await;
+                    .await?;
                 replay.delivered += (events.len() - failures.len()) as u64;
                 replay.failed += failures.len() as u64;
                 if let Some((_, e)) = failures.first() {
@@ -277,9 +279,9 @@ impl Stream {
 
     /// Lists events of a full range that could not be read back as the project's failures,
     /// as the lane does: a replay of the failures brings them once the service reads them again.
-    /// (A replay of failures reads events already listed.) Best effort: the replay's count and
-    /// last error say so either way.
-    async fn list_unread(&self, replay: &Replay, keys: &[StoredKey]) {
+    /// (A replay of failures reads events already listed.) When they cannot be listed the part
+    /// fails, to read the page again.
+    async fn list_unread(&self, replay: &Replay, keys: &[StoredKey]) -> Result<(), String> {
         let (org, project) = (&replay.organization_id, &replay.project_id);
         let reason = "a replay could not read the stored event back; replay it once the service \
                       reads it again";
@@ -288,9 +290,12 @@ impl Stream {
             .delivery
             .configs
             .record_failures(org, project, keys, reason, now);
-        if let Err(e) = recorded.await {
-            tracing::error!(organization_id = org, project_id = project, replay_id = replay.replay_id, error = %e, events = keys.len(), "could not list events a replay could not read");
-        }
+        recorded.await.map_err(|e| {
+            format!(
+                "{} events the replay could not read could not be listed: {e}",
+                keys.len()
+            )
+        })
     }
 
     /// The replay's next part, visible on the replay queue after `delay_seconds`.
@@ -339,26 +344,24 @@ impl Stream {
     ) -> Result<ReplayPage, String> {
         let (org, project) = (&replay.organization_id, &replay.project_id);
         if replay.only_failed {
+            // Every event of the range's last second (its sort keys go on past the time's).
+            let (low, high) = (
+                audit_log::store::sort_key_time(since),
+                format!("{}$", audit_log::store::sort_key_time(until)),
+            );
             let (failures, next) = self
                 .delivery
                 .configs
-                .failures(
+                .failures_within(
                     org,
                     project,
+                    (&low, &high),
                     replay.cursor.as_deref(),
                     self.replay_pages.size,
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            let (low, high) = (
-                audit_log::store::sort_key_time(since),
-                format!("{}$", audit_log::store::sort_key_time(until)),
-            );
-            let wanted: Vec<String> = failures
-                .iter()
-                .map(|f| f.event_sort_key.clone())
-                .filter(|sk| *sk >= low && *sk <= high)
-                .collect();
+            let wanted: Vec<String> = failures.into_iter().map(|f| f.event_sort_key).collect();
             // Read as many at once as the page's bytes hold were each the largest an event
             // may be; the page ends at the group that fills it.
             let together = (self.replay_pages.bytes / MAX_EVENT_BYTES).clamp(1, 100);

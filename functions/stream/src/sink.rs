@@ -46,14 +46,15 @@ impl Destinations for SavedDestinations {
 
 impl Stream {
     /// Delivers events outside any lane (a replay): records the destination's health and
-    /// every failure, as nothing retries after this.
+    /// lists every failure, as nothing retries after this. A failure it could not list is
+    /// the caller's error: delivered again rather than lost from sight.
     pub(crate) async fn deliver_recorded(
         &self,
         config: &StreamingConfig,
         events: &[AuditEvent],
         keys: &[StoredKey],
         deadline: Instant,
-    ) -> Failures {
+    ) -> Result<Failures, String> {
         let (org, project) = (config.organization_id.as_str(), config.project_id.as_str());
         let configs = &self.delivery.configs;
         let failures = self
@@ -81,14 +82,15 @@ impl Stream {
                 .push(keys[*i].clone());
         }
         for (reason, failed) in by_reason {
-            if let Err(e) = configs
-                .record_failures(org, project, &failed, reason, now)
-                .await
-            {
-                tracing::error!(organization_id = org, project_id = project, error = %e, events = failed.len(), "could not record failed events");
-            }
+            let recorded = configs.record_failures(org, project, &failed, reason, now);
+            recorded.await.map_err(|e| {
+                format!(
+                    "{} events that failed could not be listed: {e}",
+                    failed.len()
+                )
+            })?;
         }
-        failures
+        Ok(failures)
     }
 }
 

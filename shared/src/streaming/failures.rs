@@ -86,6 +86,17 @@ pub trait FailureLog: Sync {
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<FailureRecord>, Option<String>), ConfigError>> + Send;
 
+    /// As [`Self::failures`], only those of the events stored from `low` to `high` (both
+    /// included): a replay of a time range's failures reads no others.
+    fn failures_within(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        between: (&str, &str),
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<FailureRecord>, Option<String>), ConfigError>> + Send;
+
     /// The sort keys of the events stored from `low` to `high` (both included) that have a
     /// failure recorded: what a replay's page of those events settles.
     fn failures_between(
@@ -162,15 +173,30 @@ impl FailureLog for ConfigTable {
     ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
         let prefix = prefix(project_id);
         let after = after.map(|event_sk| format!("{prefix}{event_sk}"));
-        let (items, next) = self
+        let page = self
             .query_prefix(organization_id, &prefix, limit, after.as_deref())
             .await?;
-        let records = items
-            .into_iter()
-            .map(|item| from_item(item, "failure"))
-            .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
-        let next = next.map(|sk| sk.trim_start_matches(&prefix).to_owned());
-        Ok((records, next))
+        failure_page(page, &prefix)
+    }
+
+    async fn failures_within(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        (low, high): (&str, &str),
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
+        let Some(after) = within(after, (low, high)) else {
+            return Ok((Vec::new(), None));
+        };
+        let prefix = prefix(project_id);
+        let after = after.map(|event_sk| format!("{prefix}{event_sk}"));
+        let (low, high) = (format!("{prefix}{low}"), format!("{prefix}{high}"));
+        let page = self
+            .query_between(organization_id, (&low, &high), limit, after.as_deref())
+            .await?;
+        failure_page(page, &prefix)
     }
 
     async fn failures_between(
@@ -205,6 +231,33 @@ impl FailureLog for ConfigTable {
             }
         }
         Ok(found)
+    }
+}
+
+/// A query's page of failure items as records, with the event's sort key to go on after.
+fn failure_page(
+    (items, next): (Vec<HashMap<String, AttributeValue>>, Option<String>),
+    prefix: &str,
+) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
+    let records = items
+        .into_iter()
+        .map(|item| from_item(item, "failure"))
+        .collect::<Result<Vec<FailureRecord>, ConfigError>>()?;
+    let next = next.map(|sk| sk.trim_start_matches(prefix).to_owned());
+    Ok((records, next))
+}
+
+/// Where a listing of the failures from `low` to `high`, newest first, goes on after `after`:
+/// `Some(None)` from the newest (a cursor above the range, kept by a replay that listed every
+/// failure, which a query of the range refuses as its start), `None` when nothing is left.
+pub(super) fn within<'a>(
+    after: Option<&'a str>,
+    (low, high): (&str, &str),
+) -> Option<Option<&'a str>> {
+    match after {
+        Some(after) if after < low => None,
+        Some(after) if after > high => Some(None),
+        after => Some(after),
     }
 }
 
@@ -399,5 +452,16 @@ mod tests {
                 ("owed#p#c".into(), None),
             ]
         );
+    }
+
+    #[test]
+    fn a_listing_of_a_range_goes_on_within_it() {
+        let range = ("2026-01-02", "2026-01-04$");
+        assert_eq!(within(None, range), Some(None));
+        let inside = "2026-01-03T00:00:00Z#m";
+        assert_eq!(within(Some(inside), range), Some(Some(inside)));
+        // A cursor above the range starts at its top; one below it has nothing left.
+        assert_eq!(within(Some("2026-01-05T00:00:00Z#m"), range), Some(None));
+        assert_eq!(within(Some("2026-01-01T00:00:00Z#m"), range), None);
     }
 }

@@ -463,6 +463,23 @@ impl FailureLog for MemoryLanes {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
+        // Sort keys begin with a time's digits: these bounds hold them all.
+        let all = ("", "\u{10FFFF}");
+        self.failures_within(organization_id, project_id, all, after, limit)
+            .await
+    }
+
+    async fn failures_within(
+        &self,
+        organization_id: &str,
+        project_id: &str,
+        (low, high): (&str, &str),
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<FailureRecord>, Option<String>), ConfigError> {
+        let Some(after) = super::failures::within(after, (low, high)) else {
+            return Ok((Vec::new(), None));
+        };
         let table = lock(&self.table);
         let Some(log) = table
             .failures
@@ -476,6 +493,7 @@ impl FailureLog for MemoryLanes {
             .values()
             .rev()
             .filter(|f| after.is_none_or(|a| f.event_sort_key.as_str() < a))
+            .filter(|f| (low..=high).contains(&f.event_sort_key.as_str()))
             .take(limit)
             .cloned()
             .collect();

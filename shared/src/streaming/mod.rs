@@ -925,6 +925,39 @@ impl ConfigTable {
         after: Option<&str>,
         ascending: bool,
     ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
+        let query = self.prefix_query(organization_id, prefix);
+        Self::query_page(query, organization_id, limit, after, ascending).await
+    }
+
+    /// Items of an organization whose sort key is from `low` to `high` (both included),
+    /// greatest first, after `after` (within them); with the sort key to continue from when
+    /// more may follow.
+    async fn query_between(
+        &self,
+        organization_id: &str,
+        (low, high): (&str, &str),
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high));
+        Self::query_page(query, organization_id, limit, after, false).await
+    }
+
+    /// A page of `query`'s items, after the sort key `after`.
+    async fn query_page(
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+        organization_id: &str,
+        limit: usize,
+        after: Option<&str>,
+        ascending: bool,
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
         let start = after.map(|sk| {
             HashMap::from([
                 (
@@ -934,8 +967,7 @@ impl ConfigTable {
                 (attr::SORT_KEY.to_owned(), AttributeValue::S(sk.to_owned())),
             ])
         });
-        let out = self
-            .prefix_query(organization_id, prefix)
+        let out = query
             .scan_index_forward(ascending)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .set_exclusive_start_key(start)
