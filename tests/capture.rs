@@ -20,6 +20,7 @@ struct Fixture {
     client: aws_sdk_dynamodb::Client,
     requests: RequestCounter,
     table: String,
+    config_table: String,
     capture: Capture,
 }
 
@@ -36,13 +37,14 @@ impl Fixture {
         let config_table = create_table(&client, "ConfigTable").await;
         let capture = Capture::new(
             EventTable::new(client.clone(), &table),
-            ConfigTable::new(client.clone(), config_table),
+            ConfigTable::new(client.clone(), &config_table),
             Retention::default(),
         );
         Self {
             client,
             requests,
             table,
+            config_table,
             capture,
         }
     }
@@ -60,6 +62,49 @@ impl Fixture {
             .map(|item| (StoredKey::of(&item).unwrap().message_id, item))
             .collect()
     }
+}
+
+#[tokio::test]
+async fn a_projects_note_lasts_as_long_as_the_longest_lived_events_it_was_written_for() {
+    use audit_log::streaming::{NOTE_AHEAD_SECONDS, ProjectIndex};
+    let f = Fixture::new().await;
+    let org = unique("org");
+    let response = f.capture(&[(unique("m"), event(&org, 1))]).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let stored = f.items().await.into_values().next().unwrap();
+    let expires_at = StoredKey::of(&stored).unwrap().expires_at;
+    let project = AuditEvent::from_json(&event(&org, 1))
+        .unwrap()
+        .project_id()
+        .to_owned();
+    // The note's TTL, read from the configuration table (`None`: it has none).
+    let note = async || {
+        let notes: Vec<_> = scan_all(&f.client, &f.config_table)
+            .await
+            .into_iter()
+            .filter(|item| item[attr::SORT_KEY].as_s().unwrap().starts_with("events#"))
+            .collect();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        notes[0]
+            .get(attr::EXPIRES_AT)
+            .map(|at| at.as_n().unwrap().parse::<i64>().unwrap())
+    };
+    let ahead = expires_at + NOTE_AHEAD_SECONDS;
+    assert_eq!(note().await, Some(ahead));
+    // Noted again for events that expire sooner (another container's), it stays as it is;
+    // for later ones, it lasts as long as they do.
+    let table = ConfigTable::new(f.client.clone(), &f.config_table);
+    let again = |at| [((org.clone(), project.clone()), at)];
+    table.note(&again(Some(expires_at))).await.unwrap();
+    assert_eq!(note().await, Some(ahead));
+    table.note(&again(Some(ahead + 86_400))).await.unwrap();
+    assert_eq!(note().await, Some(ahead + 86_400));
+    // Noted for events whose times are not known (`audit-log-note-projects`), it is kept for
+    // ever, and a later note with a TTL does not shorten that.
+    table.note(&again(None)).await.unwrap();
+    assert_eq!(note().await, None);
+    table.note(&again(Some(ahead + 2 * 86_400))).await.unwrap();
+    assert_eq!(note().await, None);
 }
 
 /// A valid event for `org`'s project at `second` seconds past a fixed instant.

@@ -559,6 +559,48 @@ async fn a_replay_of_failures_reads_only_those_of_its_range() {
     assert_eq!(left, (0..12).filter(|n| !(3..=5).contains(n)).collect());
 }
 
+#[tokio::test]
+async fn a_listing_of_a_ranges_failures_goes_on_from_a_cursor_outside_it_too() {
+    use audit_log::streaming::{ConfigTable, FailureLog};
+    let aws = emulator().await;
+    let stack = Stack::create(&aws, &format!("/{}", unique("hashicorp"))).await;
+    let table = ConfigTable::new(stack.dynamodb.clone(), &stack.config_table);
+    let p = project();
+    let (org, project) = (&p.organization_id, &p.project_id);
+    // Failures of events a minute apart; the range holds minutes 3 to 6.
+    let start = now().replace_nanosecond(0).unwrap() - Duration::from_secs(3600);
+    let at = |minute: u64| start + Duration::from_secs(60 * minute);
+    let keys: Vec<_> = (0..10)
+        .map(|minute| audit_log::store::StoredKey {
+            sort_key: audit_log::store::sort_key(at(minute), &format!("m-{minute}")),
+            message_id: format!("m-{minute}"),
+            expires_at: (now() + Duration::from_secs(86_400)).unix_timestamp(),
+        })
+        .collect();
+    table
+        .record_failures(org, project, &keys, "HTTP 503", now())
+        .await
+        .unwrap();
+    let low = audit_log::store::sort_key_time(at(3));
+    let high = format!("{}$", audit_log::store::sort_key_time(at(6)));
+    let listed = async |after: Option<usize>| {
+        let after = after.map(|minute| keys[minute].sort_key.clone());
+        let (page, next) = table
+            .failures_within(org, project, (&low, &high), after.as_deref(), 10)
+            .await
+            .unwrap();
+        let ids: Vec<String> = page.into_iter().map(|f| f.event_id).collect();
+        (ids, next)
+    };
+    let range = ["m-6", "m-5", "m-4", "m-3"].map(String::from).to_vec();
+    assert_eq!(listed(None).await, (range.clone(), None));
+    // A cursor above the range (a replay's, saved while it listed every failure) starts at
+    // its top; one below it has nothing left; one inside goes on after it.
+    assert_eq!(listed(Some(9)).await, (range.clone(), None));
+    assert_eq!(listed(Some(1)).await, (vec![], None));
+    assert_eq!(listed(Some(5)).await, (range[2..].to_vec(), None));
+}
+
 type Item = HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
 /// Lists every event stored for the project as a failure, as a lane past its retry window

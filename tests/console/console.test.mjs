@@ -927,11 +927,12 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   await p.context().close();
 });
 
-test("Export downloads the events the filters select", async () => {
-  const p = await page(chrome);
-  const project = unique("export");
+/** A new project (named after `name`) with a FAILED event described `failed` and an OK one,
+ * its Audit Logs page open once both are listed; the project. */
+async function failedAndOk(p, name, failed) {
+  const project = unique(name);
   await send(server, [
-    auditEvent(ORG, project, "exported one", { status: "FAILED" }),
+    auditEvent(ORG, project, failed, { status: "FAILED" }),
     auditEvent(ORG, project, "left out", { status: "OK" }),
   ]);
   await open(p, project);
@@ -940,6 +941,12 @@ test("Export downloads the events the filters select", async () => {
     await p.getByRole("table").waitFor({ timeout: 10_000 });
     return (await p.getByRole("table").getByRole("row").count()) === 3;
   });
+  return project;
+}
+
+test("Export downloads the events the filters select", async () => {
+  const p = await page(chrome);
+  await failedAndOk(p, "export", "exported one");
   await label(p, "Status").selectOption("FAILED");
   await button(p, "Search").click();
   await eventually("the filtered listing", async () => (await p.getByRole("table").getByRole("row").count()) === 2);
@@ -977,6 +984,54 @@ test("Export downloads the events the filters select", async () => {
   assert.equal(started.length, 1, "one export for a double click");
   assert.ok(turnedAway >= 2, "the poll turned away was tried again");
   assert.equal(await p.getByText("busy").count(), 0, "and not shown as the export's failure");
+  noProblems(p);
+  await p.context().close();
+});
+
+test("a search is kept in the address: a reload or a shared link shows it again", async () => {
+  const p = await page(chrome);
+  const project = await failedAndOk(p, "address", "kept in the address");
+  const address = () => new URL(p.url()).searchParams;
+  const entries = await p.evaluate(() => history.length);
+  await label(p, "Status").selectOption("FAILED");
+  await label(p, "Text").fill("address");
+  await label(p, "Since").fill("2020-01-02T03:04");
+  await label(p, "Per page").selectOption("25");
+  await button(p, "Search").click();
+  await eventually("the search answered", async () => (await p.getByRole("table").getByRole("row").count()) === 2);
+  assert.equal(address().get("status"), "FAILED");
+  assert.equal(address().get("q"), "address");
+  assert.equal(address().get("limit"), "25");
+  assert.ok(address().get("since"), "the time as the API takes it");
+  assert.equal(address().get("project_id"), project);
+  assert.equal(await p.evaluate(() => history.length), entries, "the address replaced, not added");
+  // Reloaded (as a bookmark or a shared link opens it): the same form, the same answer.
+  await p.reload();
+  await p.getByRole("table").waitFor();
+  assert.equal(await label(p, "Status").inputValue(), "FAILED");
+  assert.equal(await label(p, "Text").inputValue(), "address");
+  assert.equal(await label(p, "Since").inputValue(), "2020-01-02T03:04");
+  assert.equal(await label(p, "Per page").inputValue(), "25");
+  assert.equal(await p.getByRole("table").getByRole("row").count(), 2);
+  // Cleared, the address holds the project alone again.
+  await button(p, "Clear").click();
+  await eventually("the cleared search answered", async () => (await p.getByRole("table").getByRole("row").count()) === 3);
+  assert.deepEqual([...address().keys()].sort(), ["organization_id", "project_id"]);
+  // An address made by hand with a choice the form does not offer leaves that choice out; a
+  // time to the second keeps its seconds.
+  const until = new Date(Date.now() + 3_600_000);
+  until.setSeconds(7, 0);
+  const made = `&action=undo&status=FAILED&until=${until.toISOString()}`;
+  await p.goto(`${server.console}?organization_id=${ORG}&project_id=${project}${made}`);
+  await eventually("the hand-made search answered", async () => (await p.getByRole("table").getByRole("row").count()) === 2);
+  assert.equal(await label(p, "Action").inputValue(), "");
+  assert.equal(address().get("action"), null);
+  assert.equal(address().get("until"), until.toISOString());
+  assert.match(await label(p, "Until").inputValue(), /:07$/);
+  // Another page of the project has an address of its own, without the search.
+  await p.getByRole("link", { name: "Delivery problems" }).click();
+  await p.getByRole("heading", { name: "Failed events" }).waitFor();
+  assert.equal(address().get("status"), null);
   noProblems(p);
   await p.context().close();
 });

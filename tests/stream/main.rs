@@ -203,7 +203,6 @@ impl World {
         done().await
     }
 
-    /// Every call on the lanes queue is lost (as if dead-lettered).
     /// Runs the lanes' calls until the project's lane retries its destination's outage (at once
     /// if it does already): a loaded emulator can spend a live delivery's budget reading the
     /// destination's secret, and the lane then catches up in a call of its own, which meets the
@@ -217,6 +216,7 @@ impl World {
         assert!(retrying, "the lane retries its destination's outage");
     }
 
+    /// Every call on the lanes queue is lost (as if dead-lettered).
     async fn lose_lane_calls(&self) {
         aws_sdk_sqs::Client::new(&self.aws)
             .purge_queue()

@@ -147,9 +147,12 @@ export function localTime() {
   return `In your local time (UTC${offset}); the times shown are UTC.`;
 }
 
-export function localValue(date) {
+/** A `datetime-local` value of `date` in the person's own time, to the minute (or the second,
+ * for a box that takes seconds). */
+export function localValue(date, withSeconds = false) {
   const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  const seconds = withSeconds ? `:${pad(date.getSeconds())}` : "";
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}${seconds}`;
 }
 
 /** An empty message region for `say`: in the page with its role before it says anything, as

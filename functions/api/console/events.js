@@ -2,7 +2,8 @@
 // JSON, and the first page looked at again for newer events.
 
 import { call, projectPath, query } from "./api.js";
-import { h, newId, field, select, button, when, rfc3339, say, count, localTime, refused, validAll, messageRegion } from "./dom.js";
+import { h, newId, field, select, button, when, rfc3339, say, count, localTime, localValue, refused, validAll, messageRegion } from "./dom.js";
+import { keepSearch } from "./router.js";
 import { exportControls } from "./export.js";
 import { selecting, lookAgain, notLooked } from "./look.js";
 
@@ -28,6 +29,27 @@ function actorOf(event) {
 /** How often the first page of events is looked at again for newer ones. */
 const REFRESH_MS = 5000;
 
+/** Events per page unless the person chose otherwise (left out of the address). */
+const DEFAULT_LIMIT = "50";
+
+/** The search form as the address says (one kept by `keepSearch`): a time that is not one, or a
+ * choice the form does not offer, is left out. A time with seconds (made by hand) keeps them,
+ * its box taking seconds too. */
+function fill(inputs, given) {
+  for (const name of ["since", "until"]) {
+    const date = new Date(given.get(name) ?? "");
+    if (Number.isNaN(date.getTime())) continue;
+    const seconds = date.getSeconds() !== 0;
+    if (seconds) inputs[name].step = "1";
+    inputs[name].value = localValue(date, seconds);
+  }
+  for (const name of ["actor", "resource_id", "q"]) inputs[name].value = given.get(name) ?? "";
+  for (const name of ["action", "status", "resource_type", "limit"]) {
+    const value = given.get(name);
+    if ([...inputs[name].options].some((o) => o.value === value)) inputs[name].value = value;
+  }
+}
+
 export function eventsSection(p, still) {
   const inputs = {
     since: h("input", { type: "datetime-local" }),
@@ -38,8 +60,9 @@ export function eventsSection(p, still) {
     resource_type: select(RESOURCES, ""),
     resource_id: h("input", { autocomplete: "off" }),
     q: h("input", { type: "search", autocomplete: "off" }),
-    limit: select([["25", "25"], ["50", "50"], ["100", "100"]], "50"),
+    limit: select([["25", "25"], ["50", "50"], ["100", "100"]], DEFAULT_LIMIT),
   };
+  fill(inputs, new URLSearchParams(location.search));
   const read = () => ({
     since: rfc3339(inputs.since.value),
     until: rfc3339(inputs.until.value),
@@ -73,6 +96,8 @@ export function eventsSection(p, still) {
     const at = document.activeElement;
     stale.textContent = "";
     applied = searched;
+    // A late answer to a page the person has left keeps nothing in the address of the next.
+    if (table.isConnected) keepSearch(p, { ...searched, limit: searched.limit === DEFAULT_LIMIT ? "" : searched.limit });
     cursors = stack;
     firstShown = stack.length === 1 ? JSON.stringify(data.events) : null;
     table.replaceChildren(eventsTable(data.events));

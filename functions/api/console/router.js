@@ -16,11 +16,13 @@ export function place() {
   };
 }
 
-export function href(p) {
+/** The address of page `p`, with the Audit Logs page's `search` (its query's parameters). */
+export function href(p, search = {}) {
   return `${location.pathname}${query({
     organization_id: p.org,
     project_id: p.project,
     view: p.view === "logs" ? "" : p.view,
+    ...search,
   })}`;
 }
 
@@ -62,6 +64,18 @@ let drawn = null;
  * page (sign-in said why it stopped, or settings could not be read), that page stays. */
 export function moved() {
   if (drawn !== null && location.pathname + location.search !== drawn) render();
+}
+
+/** Keeps the search page `p` shows in its address: a reload, a bookmark or a shared link shows
+ * the same search. It replaces the address rather than adding one, so Back leaves the page as
+ * before, and the page stays as it is. */
+export function keepSearch(p, search) {
+  if (auth.signedOut) return;
+  const address = href(p, search);
+  if (address === location.pathname + location.search) return;
+  // The fragment (the skip link's) stays.
+  history.replaceState(history.state, "", address + location.hash);
+  drawn = location.pathname + location.search;
 }
 
 export function render() {

@@ -6,7 +6,7 @@ use crate::{Api, Ports};
 use audit_log::AuditEvent;
 use audit_log::clock::seconds_text;
 use audit_log::store::{EventWriter, StoredEvent};
-use audit_log::streaming::{ProjectIndex, StreamingConfig};
+use audit_log::streaming::{ProjectIndex, StreamingConfig, note_for};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -72,18 +72,18 @@ impl<P: Ports> Api<P> {
         deadline: tokio::time::Instant,
     ) -> Result<(), String> {
         let event = AuditEvent::from_value(event).map_err(|e| e.to_string())?;
+        let id = audit_log::store::new_message_id();
+        let stored = StoredEvent::new(&id, &event, self.settings.retention)
+            .map_err(|e| e.to_string())?
+            .claimed();
         let project = (
             event.organization_id().to_owned(),
             event.project_id().to_owned(),
         );
         self.configs
-            .note(&[project])
+            .note(&[note_for(project, stored.expires_at)])
             .await
             .map_err(|unnoted| unnoted.error.to_string())?;
-        let id = audit_log::store::new_message_id();
-        let stored = StoredEvent::new(&id, &event, self.settings.retention)
-            .map_err(|e| e.to_string())?
-            .claimed();
         match self.events.put_events(vec![stored], deadline).await.pop() {
             None => Ok(()),
             Some(failure) => Err(failure.reason.to_string()),

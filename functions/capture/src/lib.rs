@@ -7,7 +7,7 @@ use audit_log::clock::{Clock, SystemClock};
 use audit_log::retry::{Attempt, Backoff, retry};
 use audit_log::store::dynamodb::PATIENCE;
 use audit_log::store::{EventTable, EventWriter, StoredEvent, WriteFailure};
-use audit_log::streaming::{ConfigTable, ProjectIndex};
+use audit_log::streaming::{ConfigTable, Note, ProjectIndex, note_for};
 use audit_log::{AuditEvent, EventError, Retention};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use lambda_runtime::{Diagnostic, LambdaEvent};
@@ -80,8 +80,9 @@ pub struct Capture<W = EventTable, P = ConfigTable, Q = RetryQueue> {
     requeue: Option<Q>,
     /// How long after its first message an unstored event still goes round the retry queue.
     requeue_window: Duration,
-    /// Projects this container has noted already: each is noted once, not once per event.
-    noted: Mutex<HashSet<Project>>,
+    /// Projects this container has noted already, with when the note it wrote may expire: each
+    /// is noted once, not once per event, until an event would outlive its note.
+    noted: Mutex<HashMap<Project, i64>>,
     /// How noting a project is tried again until the batch's deadline.
     backoff: Backoff,
     retention: Retention,
@@ -94,7 +95,7 @@ impl<W: EventWriter, P: ProjectIndex> Capture<W, P> {
             projects,
             requeue: None,
             requeue_window: requeue::WINDOW,
-            noted: Mutex::new(HashSet::new()),
+            noted: Mutex::new(HashMap::new()),
             backoff: Backoff::default(),
             retention,
         }
@@ -386,8 +387,8 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         (sent, left)
     }
 
-    /// The events (taken from `valid`) of projects this container has noted, in the batch's
-    /// order, and the other projects with theirs.
+    /// The events (taken from `valid`) of projects this container has noted for as long as
+    /// they last, in the batch's order, and the other projects with theirs.
     fn split_noted(
         &self,
         projects: HashMap<Project, Vec<usize>>,
@@ -395,8 +396,12 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
     ) -> (Vec<StoredEvent>, Vec<Noting>) {
         let (mut known, mut new) = (Vec::new(), Vec::new());
         let noted = lock(&self.noted);
+        let expires_at = |i: &usize| valid[*i].as_ref().map_or(0, |e| e.expires_at);
         for (project, events) in projects {
-            match noted.contains(&project) {
+            let covered = noted
+                .get(&project)
+                .is_some_and(|&until| events.iter().all(|i| expires_at(i) <= until));
+            match covered {
                 true => known.extend(events),
                 false => new.push((project, events)),
             }
@@ -433,7 +438,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         if new.is_empty() {
             return (Vec::new(), Vec::new());
         }
-        let keys: Vec<Project> = new.iter().map(|(p, _)| p.clone()).collect();
+        let keys: Vec<Note> = new.iter().map(note_of).collect();
         let first = until.min(Instant::now() + FIRST_NOTE);
         let missed = match tokio::time::timeout_at(first, self.projects.note(&keys)).await {
             Ok(outcome) => missed_by(&outcome),
@@ -475,7 +480,7 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         let state_ref = &state;
         let attempt = || async move {
             // The projects stay in `state` over the call: an attempt cut short loses none.
-            let keys: Vec<Project> = lock(state_ref).0.iter().map(|(p, _)| p.clone()).collect();
+            let keys: Vec<Note> = lock(state_ref).0.iter().map(note_of).collect();
             let outcome = self.projects.note(&keys).await;
             let mut state = lock(state_ref);
             let (left, noted) = &mut *state;
@@ -515,26 +520,32 @@ impl<W: EventWriter, P: ProjectIndex, Q: Requeue> Capture<W, P, Q> {
         missed: &HashSet<usize>,
     ) -> (Vec<Noting>, Vec<StoredEvent>) {
         let (mut left, mut noted, mut reached) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, (project, events)) in projects.into_iter().enumerate() {
+        for (i, noting) in projects.into_iter().enumerate() {
             if missed.contains(&i) {
-                left.push((project, events));
+                left.push(noting);
             } else {
-                noted.extend(events);
-                reached.push(project);
+                reached.push(note_of(&noting));
+                noted.extend(noting.1);
             }
         }
         self.remember(reached);
         (left, noted)
     }
 
-    /// Remembers projects noted, so that this container does not note them again.
-    fn remember(&self, projects: impl IntoIterator<Item = Project>) {
+    /// Remembers projects noted, so that this container does not note them again while their
+    /// notes last.
+    fn remember(&self, projects: Vec<Note>) {
         let mut noted = lock(&self.noted);
-        let projects: Vec<Project> = projects.into_iter().collect();
         if noted.len() + projects.len() > REMEMBERED_PROJECTS {
             noted.clear();
         }
-        noted.extend(projects);
+        for (project, until) in projects {
+            let until = until.unwrap_or(i64::MAX);
+            noted
+                .entry(project)
+                .and_modify(|kept| *kept = (*kept).max(until))
+                .or_insert(until);
+        }
     }
 }
 
@@ -544,6 +555,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A project to note, with its events that wait for it.
 type Noting = (Project, Vec<StoredEvent>);
+
+/// The note that covers the project's events waiting for it.
+fn note_of((project, events): &Noting) -> Note {
+    let last = events.iter().map(|e| e.expires_at).max().unwrap_or(0);
+    note_for(project.clone(), last)
+}
 
 /// The places of the projects a call to note them missed.
 fn missed_by(outcome: &Result<(), audit_log::streaming::Unnoted>) -> HashSet<usize> {

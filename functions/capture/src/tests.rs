@@ -4,7 +4,7 @@ use super::*;
 use audit_log::fixtures::SEED_EVENTS;
 use audit_log::store::memory::MemoryEventTable;
 use audit_log::store::{StoreError, attr};
-use audit_log::streaming::{MemoryProjects, ProjectIndex};
+use audit_log::streaming::{MemoryProjects, NOTE_AHEAD_SECONDS, ProjectIndex};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
@@ -229,6 +229,43 @@ async fn each_project_with_events_is_noted_once_per_container_not_once_per_event
         capture.projects.noted(&org, None, 10).await.unwrap().0,
         ["p-1", "p-2", "p-3"]
     );
+}
+
+#[tokio::test]
+async fn a_projects_note_lasts_as_long_as_its_events_and_is_written_again_for_one_that_outlives_it()
+{
+    let capture = capture();
+    let org = AuditEvent::from_json(seed(0))
+        .unwrap()
+        .organization_id()
+        .to_owned();
+    let dated = |id: &str, at: &str| with_fields(id, &[("project_id", "p-1"), ("timestamp", at)]);
+    let expires_at = |id: &str| {
+        audit_log::store::StoredKey::of(&capture.table.item_of(id).unwrap())
+            .unwrap()
+            .expires_at
+    };
+    let note = || capture.projects.note_of(&org, "p-1").unwrap();
+    let batch = vec![dated("m-1", "2026-03-01T00:00:00Z")];
+    assert!(reported(&capture.capture(batch, later()).await.unwrap()).is_empty());
+    let first = expires_at("m-1");
+    assert_eq!(note(), Some(first + NOTE_AHEAD_SECONDS));
+    // Events of the next weeks are covered by the note: nothing is written for them.
+    let batch = vec![dated("m-2", "2026-03-20T00:00:00Z")];
+    assert!(reported(&capture.capture(batch, later()).await.unwrap()).is_empty());
+    assert_eq!(capture.projects.calls.load(Ordering::SeqCst), 1);
+    // One that would outlive the note has it written again, to last as long as it does.
+    let batch = vec![
+        dated("m-3", "2026-03-21T00:00:00Z"),
+        dated("m-4", "2026-06-01T00:00:00Z"),
+    ];
+    assert!(reported(&capture.capture(batch, later()).await.unwrap()).is_empty());
+    assert_eq!(capture.projects.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(note(), Some(expires_at("m-4") + NOTE_AHEAD_SECONDS));
+    // An older event is covered too.
+    let batch = vec![dated("m-5", "2025-01-01T00:00:00Z")];
+    assert!(reported(&capture.capture(batch, later()).await.unwrap()).is_empty());
+    assert_eq!(capture.projects.calls.load(Ordering::SeqCst), 2);
 }
 
 /// Captures the batch and, a second in while it still runs (the clock is paused: a second of

@@ -344,7 +344,7 @@ impl Stream {
     ) -> Result<ReplayPage, String> {
         let (org, project) = (&replay.organization_id, &replay.project_id);
         if replay.only_failed {
-            // Every event of the range's last second (its sort keys go on past the time's).
+            // Every event at `until` too: `$` sorts after the `#` that ends a sort key's time.
             let (low, high) = (
                 audit_log::store::sort_key_time(since),
                 format!("{}$", audit_log::store::sort_key_time(until)),

@@ -65,15 +65,6 @@ impl Stream {
             .await;
         // When the destination answered, which may be long after the call began.
         let now = self.delivery.clock.now();
-        let report = HealthReport {
-            delivered: events.len() - failures.len(),
-            failed: failures.len(),
-            last_error: failures.first().map(|(_, e)| e.message().to_owned()),
-            permanent: failures.first().is_some_and(|(_, e)| e.is_refusal()),
-        };
-        if let Err(e) = configs.record_health(org, project, &report, now).await {
-            tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");
-        }
         let mut by_reason: HashMap<&str, Vec<StoredKey>> = HashMap::new();
         for (i, e) in &failures {
             by_reason
@@ -89,6 +80,16 @@ impl Stream {
                     failed.len()
                 )
             })?;
+        }
+        // Once the page is settled: a page sent again (its failures not listed) counts once.
+        let report = HealthReport {
+            delivered: events.len() - failures.len(),
+            failed: failures.len(),
+            last_error: failures.first().map(|(_, e)| e.message().to_owned()),
+            permanent: failures.first().is_some_and(|(_, e)| e.is_refusal()),
+        };
+        if let Err(e) = configs.record_health(org, project, &report, now).await {
+            tracing::warn!(organization_id = org, project_id = project, error = %e, "could not record delivery health");
         }
         Ok(failures)
     }

@@ -224,6 +224,8 @@ pub fn expires_at(t: OffsetDateTime, retention: Retention) -> i64 {
 pub struct StoredEvent {
     pub message_id: String,
     pub item: HashMap<String, AttributeValue>,
+    /// Its TTL, as in the item: its project's note must last as long.
+    pub expires_at: i64,
     /// Its message only claims the id it is stored under (`claimed`).
     pub claimed: bool,
 }
@@ -244,6 +246,7 @@ impl StoredEvent {
             });
         }
         let t = event.timestamp();
+        let expires_at = expires_at(t, retention);
         let item = HashMap::from([
             (
                 attr::PARTITION_KEY.to_owned(),
@@ -255,7 +258,7 @@ impl StoredEvent {
             ),
             (
                 attr::EXPIRES_AT.to_owned(),
-                AttributeValue::N(expires_at(t, retention).to_string()),
+                AttributeValue::N(expires_at.to_string()),
             ),
             (
                 attr::EVENT.to_owned(),
@@ -272,6 +275,7 @@ impl StoredEvent {
         Ok(Self {
             message_id: message_id.to_owned(),
             item,
+            expires_at,
             claimed: false,
         })
     }

@@ -628,7 +628,7 @@ impl Replays for MemoryLanes {
 }
 
 impl super::ProjectIndex for MemoryLanes {
-    async fn note(&self, projects: &[(String, String)]) -> Result<(), super::Unnoted> {
+    async fn note(&self, projects: &[super::Note]) -> Result<(), super::Unnoted> {
         self.projects.note(projects).await
     }
 

@@ -36,7 +36,9 @@ pub use organization::{
 };
 #[cfg(any(test, feature = "test-util"))]
 pub use projects::MemoryProjects;
-pub use projects::{ProjectIndex, Unnoted, note_stored_projects, noted_projects};
+pub use projects::{
+    NOTE_AHEAD_SECONDS, Note, ProjectIndex, Unnoted, note_for, note_stored_projects, noted_projects,
+};
 pub use replays::{
     LOST as REPLAY_LOST, PART_KEPT_SECONDS as REPLAY_PART_KEPT_SECONDS, Replay, ReplayState,
     Replays, STALE_AFTER_SECONDS as REPLAY_STALE_AFTER_SECONDS, STALLED as REPLAY_STALLED,

@@ -1,10 +1,17 @@
 //! Projects with stored events. Capture notes a project in its organization's partition the
 //! first time a container stores one of its events, so the organization's projects (deleted
-//! registries included: nothing removes the note) are one query away, and no item is written
-//! per event. Events keep the project's partition; the note only says where to look.
+//! registries included) are one query away, and no item is written per event. Events keep the
+//! project's partition; the note only says where to look. A note lasts as long as the events
+//! it was written for, and [`NOTE_AHEAD_SECONDS`] more, through the configuration table's TTL:
+//! a project whose events have all expired leaves the listing's reads too. Notes written
+//! before they had a TTL, or by `audit-log-note-projects`, are kept for ever.
 
-use super::{ConfigError, ConfigTable, attr, organization_key, s, store_error};
+use super::{
+    ConfigError, ConfigTable, EXPIRES_AT, attr, is_condition_failure, organization_key, s,
+    store_error,
+};
 use crate::store::sort_key_part;
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::future::Future;
 
 const PREFIX: &str = "events#";
@@ -16,14 +23,26 @@ pub struct Unnoted {
     pub error: ConfigError,
 }
 
+/// How much longer than the events it was written for a project's note lasts: the container
+/// that wrote it stores the project's later events without noting it again until one of them
+/// would outlive it, which events dated now do not for this long.
+pub const NOTE_AHEAD_SECONDS: i64 = 30 * 86_400;
+
+/// A project to note, `(organization, project)`, and when its note may expire (epoch seconds,
+/// no earlier than the events it is noted for; `None`: never).
+pub type Note = ((String, String), Option<i64>);
+
+/// The note of a project whose events expire by `expires_at`.
+pub fn note_for(project: (String, String), expires_at: i64) -> Note {
+    (project, Some(expires_at.saturating_add(NOTE_AHEAD_SECONDS)))
+}
+
 /// Where projects with stored events are noted.
 pub trait ProjectIndex: Sync {
-    /// Notes that these projects, `(organization, project)`, have stored events. Each is noted
-    /// on its own: one organization's throttled partition leaves only its projects unnoted.
-    fn note(
-        &self,
-        projects: &[(String, String)],
-    ) -> impl Future<Output = Result<(), Unnoted>> + Send;
+    /// Notes that these projects have stored events. Each is noted on its own: one
+    /// organization's throttled partition leaves only its projects unnoted. A note already
+    /// there that lasts longer stays as it is.
+    fn note(&self, projects: &[Note]) -> impl Future<Output = Result<(), Unnoted>> + Send;
 
     /// The organization's noted project ids, in order, after `after`; with where to go on.
     fn noted(
@@ -39,12 +58,13 @@ pub trait ProjectIndex: Sync {
 const NOTED_AT_ONCE: usize = 32;
 
 impl ProjectIndex for ConfigTable {
-    async fn note(&self, projects: &[(String, String)]) -> Result<(), Unnoted> {
+    async fn note(&self, projects: &[Note]) -> Result<(), Unnoted> {
         use futures::StreamExt;
         let puts: Vec<_> = projects
             .iter()
-            .map(|(org, project)| {
-                self.client
+            .map(|((org, project), expires_at)| {
+                let put = self
+                    .client
                     .put_item()
                     .table_name(&self.name)
                     .set_item(Some(organization_key(
@@ -52,7 +72,18 @@ impl ProjectIndex for ConfigTable {
                         format!("{PREFIX}{}", sort_key_part(project)),
                     )))
                     .item(attr::ORGANIZATION_ID, s(org))
-                    .item(attr::PROJECT_ID, s(project))
+                    .item(attr::PROJECT_ID, s(project));
+                match expires_at {
+                    // Never shortened: another container may have noted events that live
+                    // longer (dated ahead), and a note kept for ever stays so.
+                    Some(at) => put
+                        .item(EXPIRES_AT, AttributeValue::N(at.to_string()))
+                        .condition_expression("attribute_not_exists(#sk) OR #expires < :at")
+                        .expression_attribute_names("#sk", attr::SORT_KEY)
+                        .expression_attribute_names("#expires", EXPIRES_AT)
+                        .expression_attribute_values(":at", AttributeValue::N(at.to_string())),
+                    None => put,
+                }
             })
             .collect();
         // Each answer with where its project is: one slow write holds up no other.
@@ -65,9 +96,13 @@ impl ProjectIndex for ConfigTable {
         let mut unnoted = Vec::new();
         let mut error = None;
         for (i, answer) in answers {
-            if let Err(e) = answer {
-                unnoted.push(i);
-                error.get_or_insert_with(|| store_error(e));
+            match answer {
+                Err(e) if !is_condition_failure(&e) => {
+                    unnoted.push(i);
+                    error.get_or_insert_with(|| store_error(e));
+                }
+                // Written, or a note that lasts as long already.
+                _ => {}
             }
         }
         match error {
@@ -116,7 +151,9 @@ pub async fn note_stored_projects(
         .map_err(|e| e.to_string())?
         .into_iter()
         .collect();
-    for batch in projects.chunks(25) {
+    // When their last events expire is not read: these notes are kept for ever, as before.
+    let notes: Vec<Note> = projects.iter().map(|p| (p.clone(), None)).collect();
+    for batch in notes.chunks(25) {
         index.note(batch).await.map_err(|e| e.error.to_string())?;
     }
     Ok(projects.len())
@@ -145,7 +182,8 @@ pub async fn noted_projects(
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Default)]
 pub struct MemoryProjects {
-    noted: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Each noted project, with when its note may expire (`None`: never).
+    noted: std::sync::Mutex<std::collections::BTreeMap<(String, String), Option<i64>>>,
     /// Notes calls made, and whether the next one fails.
     pub calls: std::sync::atomic::AtomicUsize,
     pub fail: std::sync::atomic::AtomicBool,
@@ -157,12 +195,12 @@ pub struct MemoryProjects {
 
 #[cfg(any(test, feature = "test-util"))]
 impl ProjectIndex for MemoryProjects {
-    async fn note(&self, projects: &[(String, String)]) -> Result<(), Unnoted> {
+    async fn note(&self, projects: &[Note]) -> Result<(), Unnoted> {
         use std::sync::atomic::Ordering;
         self.calls.fetch_add(1, Ordering::SeqCst);
         let hangs = {
             let hung = self.hung.lock().unwrap_or_else(|e| e.into_inner());
-            projects.iter().any(|(org, _)| hung.contains(org))
+            projects.iter().any(|((org, _), _)| hung.contains(org))
         };
         if hangs {
             std::future::pending::<()>().await;
@@ -171,11 +209,15 @@ impl ProjectIndex for MemoryProjects {
         let unreachable = self.unreachable.lock().unwrap_or_else(|e| e.into_inner());
         let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
         let mut unnoted = Vec::new();
-        for (i, (org, project)) in projects.iter().enumerate() {
-            if fail || unreachable.contains(org) {
+        for (i, (project, expires_at)) in projects.iter().enumerate() {
+            if fail || unreachable.contains(&project.0) {
                 unnoted.push(i);
-            } else {
-                noted.insert((org.clone(), project.clone()));
+                continue;
+            }
+            let kept = noted.entry(project.clone()).or_insert(*expires_at);
+            // As the table keeps them: never shortened, and for ever stays so.
+            if let (Some(kept_until), Some(at)) = (*kept, *expires_at) {
+                *kept = Some(kept_until.max(at));
             }
         }
         if unnoted.is_empty() {
@@ -195,7 +237,7 @@ impl ProjectIndex for MemoryProjects {
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
         let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
         let mine: Vec<String> = noted
-            .iter()
+            .keys()
             .filter(|(o, p)| o == organization_id && after.is_none_or(|a| p.as_str() > a))
             .map(|(_, p)| p.clone())
             .collect();
@@ -203,6 +245,17 @@ impl ProjectIndex for MemoryProjects {
         let page: Vec<String> = mine.into_iter().take(limit).collect();
         let next = more.then(|| page.last().cloned()).flatten();
         Ok((page, next))
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl MemoryProjects {
+    /// When the project's note may expire: `None` if it was not noted, `Some(None)` never.
+    pub fn note_of(&self, organization_id: &str, project_id: &str) -> Option<Option<i64>> {
+        let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        noted
+            .get(&(organization_id.to_owned(), project_id.to_owned()))
+            .copied()
     }
 }
 
@@ -239,8 +292,8 @@ mod tests {
             ),
             "config",
         );
-        let projects: Vec<(String, String)> = (0..NOTED_AT_ONCE + 8)
-            .map(|i| (format!("org-{i}"), "p".to_owned()))
+        let projects: Vec<Note> = (0..NOTED_AT_ONCE + 8)
+            .map(|i| ((format!("org-{i}"), "p".to_owned()), Some(1)))
             .collect();
         let unnoted = table.note(&projects).await.unwrap_err();
         assert_eq!(unnoted.projects, [5, 37]);
