@@ -107,6 +107,35 @@ async fn a_projects_note_lasts_as_long_as_the_longest_lived_events_it_was_writte
     assert_eq!(note().await, None);
 }
 
+#[tokio::test]
+async fn notes_past_their_ttl_are_left_out_of_the_listing_which_goes_on_past_them() {
+    use audit_log::streaming::ProjectIndex;
+    let f = Fixture::new().await;
+    let table = ConfigTable::new(f.client.clone(), &f.config_table);
+    let org = unique("org");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let note = |project: &str, until: i64| ((org.clone(), project.to_owned()), Some(until));
+    let notes = [
+        note("a#gone", now - 60),
+        note("b#live", now + 3_600),
+        note("c#gone", now - 1),
+    ];
+    table.note(&notes).await.unwrap();
+    // A note at a time: a page whose note expired (DynamoDB deletes it days later) shows
+    // nothing and goes on after it.
+    let (mut pages, mut after) = (Vec::new(), None);
+    loop {
+        let (page, next) = table.noted(&org, after.as_deref(), 1).await.unwrap();
+        pages.push(page);
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages.concat(), ["b#live"], "{pages:?}");
+    assert!(pages[0].is_empty(), "{pages:?}");
+}
+
 /// A valid event for `org`'s project at `second` seconds past a fixed instant.
 fn event(org: &str, second: u32) -> String {
     let mut v: Value =

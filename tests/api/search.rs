@@ -355,6 +355,34 @@ async fn projects_whose_events_were_stored_before_they_were_noted_are_found_afte
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.starts_with("noted "), "{said}");
+    // Each note lasts as long as capture's would: past its project's last event.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&w.aws);
+    let mut last_expiry = std::collections::BTreeMap::<String, i64>::new();
+    for (project, at) in audit_log_tests::scan_all(&dynamodb, &w.events_table)
+        .await
+        .iter()
+        .map(|item| {
+            let pk = item[audit_log::store::attr::PARTITION_KEY].as_s().unwrap();
+            let (_, project) = audit_log::store::project_of(pk).unwrap();
+            (
+                project,
+                audit_log::store::StoredKey::of(item).unwrap().expires_at,
+            )
+        })
+    {
+        let kept = last_expiry.entry(project).or_insert(at);
+        *kept = (*kept).max(at);
+    }
+    for project in [&old, &odd] {
+        let note = audit_log_tests::scan_all(&dynamodb, &w.config_table)
+            .await
+            .into_iter()
+            .find(|item| item.get("project_id").and_then(|v| v.as_s().ok()) == Some(project))
+            .unwrap();
+        let until: i64 = note["expires_at"].as_n().unwrap().parse().unwrap();
+        let ahead = audit_log::streaming::NOTE_AHEAD_SECONDS;
+        assert_eq!(until, last_expiry[project.as_str()] + ahead, "{project}");
+    }
     let pages = pages_of(&w, Listing::Projects, &[]).await;
     let mut found: Vec<&str> = pages
         .iter()
@@ -429,9 +457,21 @@ async fn listing_projects_reads_past_an_expired_tail_at_a_bounded_cost() {
     );
     // AND each end of a partition read a few items, then at most one step of expired items,
     // before going straight to where live events start: the noted projects (1), the tail's
-    // newest (1) and oldest (3), the other's newest (3), where reading every expired item
-    // takes 5 each
-    assert_eq!(proxy.count("Query"), 8);
+    // newest (1) and oldest (3), where reading every expired item takes 5 each; the other's
+    // note expired with its events, and its partition is not read
+    assert_eq!(proxy.count("Query"), 5);
+    // AND a note of such a project written before notes had a TTL (it stays) costs its newest
+    // (3) more
+    use audit_log::streaming::ProjectIndex;
+    w.configs
+        .note(&[((w.org.clone(), gone.clone()), None)])
+        .await
+        .unwrap();
+    let again = w
+        .call_organization(Some(&w.org), &w.org, "/projects", &[])
+        .await;
+    assert_eq!(again.body["projects"], reply.body["projects"]);
+    assert_eq!(proxy.count("Query"), 5 + 8);
 }
 
 #[tokio::test]

@@ -1,29 +1,41 @@
-//! The projects whose events the table holds, read by a parallel `Scan` of the keys: how the
-//! notes of projects with stored events are made for events stored before capture noted them.
+//! The projects whose events the table holds, read by a parallel `Scan` of the keys and TTLs:
+//! how the notes of projects with stored events are made for events stored before capture
+//! noted them.
 
 use super::{EventTable, StoreError, attr, project_of};
 use crate::store::dynamodb::classify;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+
+/// Each `(organization, project)` with an item in the table, with the latest TTL of its items
+/// (`None`: one has none).
+pub type StoredProjects = BTreeMap<(String, String), Option<i64>>;
 
 /// Parts of the table scanned at once.
 const SEGMENTS: i32 = 4;
 
 impl EventTable {
-    /// Every `(organization, project)` with an item in the table, expired or not.
-    pub async fn projects(&self) -> Result<BTreeSet<(String, String)>, StoreError> {
+    /// Every `(organization, project)` with an item in the table, expired or not, with when
+    /// its last item expires.
+    pub async fn projects(&self) -> Result<StoredProjects, StoreError> {
         let segments = (0..SEGMENTS).map(|segment| self.projects_in(segment));
-        let found = futures::future::try_join_all(segments).await?;
-        Ok(found.into_iter().flatten().collect())
+        let mut found = StoredProjects::new();
+        for segment in futures::future::try_join_all(segments).await? {
+            for (project, expires_at) in segment {
+                keep_latest(&mut found, project, expires_at);
+            }
+        }
+        Ok(found)
     }
 
-    async fn projects_in(&self, segment: i32) -> Result<BTreeSet<(String, String)>, StoreError> {
-        let mut found = BTreeSet::new();
+    async fn projects_in(&self, segment: i32) -> Result<StoredProjects, StoreError> {
+        let mut found = StoredProjects::new();
         let mut pages = self
             .client
             .scan()
             .table_name(&self.name)
-            .projection_expression("#pk")
+            .projection_expression("#pk, #expires")
             .expression_attribute_names("#pk", attr::PARTITION_KEY)
+            .expression_attribute_names("#expires", attr::EXPIRES_AT)
             .segment(segment)
             .total_segments(SEGMENTS)
             .into_paginator()
@@ -36,10 +48,23 @@ impl EventTable {
                     .and_then(|v| v.as_s().ok())
                     .and_then(|pk| project_of(pk))
                 {
-                    found.insert(project);
+                    let expires_at = item
+                        .get(attr::EXPIRES_AT)
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|n| n.parse().ok());
+                    keep_latest(&mut found, project, expires_at);
                 }
             }
         }
         Ok(found)
     }
+}
+
+/// Keeps the later of the project's TTLs, an item without one counting as the latest.
+fn keep_latest(found: &mut StoredProjects, project: (String, String), expires_at: Option<i64>) {
+    let kept = found.entry(project).or_insert(expires_at);
+    *kept = match (*kept, expires_at) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    };
 }

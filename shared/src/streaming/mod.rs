@@ -900,8 +900,8 @@ impl ConfigTable {
         limit: usize,
         after: Option<&str>,
     ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
-        self.query_prefix_in(organization_id, prefix, limit, after, false)
-            .await
+        let query = self.prefix_query(organization_id, prefix);
+        Self::query_page(query, organization_id, limit, after, false).await
     }
 
     /// A query of the organization's items whose sort key starts with `prefix`.
@@ -916,19 +916,6 @@ impl ConfigTable {
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", AttributeValue::S(key_part(organization_id)))
             .expression_attribute_values(":prefix", s(prefix))
-    }
-
-    /// As [`Self::query_prefix`], in either order.
-    async fn query_prefix_in(
-        &self,
-        organization_id: &str,
-        prefix: &str,
-        limit: usize,
-        after: Option<&str>,
-        ascending: bool,
-    ) -> Result<(Vec<HashMap<String, AttributeValue>>, Option<String>), ConfigError> {
-        let query = self.prefix_query(organization_id, prefix);
-        Self::query_page(query, organization_id, limit, after, ascending).await
     }
 
     /// Items of an organization whose sort key is from `low` to `high` (both included),

@@ -4,13 +4,13 @@
 //! project's partition; the note only says where to look. A note lasts as long as the events
 //! it was written for, and [`NOTE_AHEAD_SECONDS`] more, through the configuration table's TTL:
 //! a project whose events have all expired leaves the listing's reads too. Notes written
-//! before they had a TTL, or by `audit-log-note-projects`, are kept for ever.
+//! before they had a TTL are kept for ever.
 
 use super::{
     ConfigError, ConfigTable, EXPIRES_AT, attr, is_condition_failure, organization_key, s,
     store_error,
 };
-use crate::store::sort_key_part;
+use crate::store::{id_of_key_part, sort_key_part};
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::future::Future;
 
@@ -121,9 +121,16 @@ impl ProjectIndex for ConfigTable {
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
         let after = after.map(|p| format!("{PREFIX}{}", sort_key_part(p)));
-        let (items, next) = self
-            .query_prefix_in(organization_id, PREFIX, limit, after.as_deref(), true)
-            .await?;
+        // A note past its TTL is gone, whether DynamoDB has deleted it yet (it takes days) or
+        // not: its project's events are too.
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let query = self
+            .prefix_query(organization_id, PREFIX)
+            .filter_expression("attribute_not_exists(#expires) OR #expires > :now")
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()));
+        let (items, next) =
+            Self::query_page(query, organization_id, limit, after.as_deref(), true).await?;
         let projects = items
             .iter()
             .map(|item| {
@@ -133,8 +140,14 @@ impl ProjectIndex for ConfigTable {
                     .ok_or(ConfigError::Corrupt("a noted project"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // Go on after the last project read, by its id.
-        let next = next.and(projects.last().cloned());
+        // Go on after the last note read, by its project's id (a page may show none of them).
+        let next = next
+            .map(|sk| {
+                sk.strip_prefix(PREFIX)
+                    .and_then(id_of_key_part)
+                    .ok_or(ConfigError::Corrupt("a noted project"))
+            })
+            .transpose()?;
         Ok((projects, next))
     }
 }
@@ -145,18 +158,20 @@ pub async fn note_stored_projects(
     events: &crate::store::EventTable,
     index: &impl ProjectIndex,
 ) -> Result<usize, String> {
-    let projects: Vec<(String, String)> = events
-        .projects()
-        .await
-        .map_err(|e| e.to_string())?
+    let projects = events.projects().await.map_err(|e| e.to_string())?;
+    // Each kept as long as its last event, as capture notes them (a project with an event
+    // without a TTL, for ever).
+    let notes: Vec<Note> = projects
         .into_iter()
+        .map(|(project, last)| match last {
+            Some(at) => note_for(project, at),
+            None => (project, None),
+        })
         .collect();
-    // When their last events expire is not read: these notes are kept for ever, as before.
-    let notes: Vec<Note> = projects.iter().map(|p| (p.clone(), None)).collect();
     for batch in notes.chunks(25) {
         index.note(batch).await.map_err(|e| e.error.to_string())?;
     }
-    Ok(projects.len())
+    Ok(notes.len())
 }
 
 /// Every project the organization has noted.
@@ -215,10 +230,12 @@ impl ProjectIndex for MemoryProjects {
                 continue;
             }
             let kept = noted.entry(project.clone()).or_insert(*expires_at);
-            // As the table keeps them: never shortened, and for ever stays so.
-            if let (Some(kept_until), Some(at)) = (*kept, *expires_at) {
-                *kept = Some(kept_until.max(at));
-            }
+            // As the table keeps them: never shortened, and for ever (a note without a TTL,
+            // written without condition) stays so.
+            *kept = match (*kept, *expires_at) {
+                (Some(kept_until), Some(at)) => Some(kept_until.max(at)),
+                _ => None,
+            };
         }
         if unnoted.is_empty() {
             return Ok(());
@@ -235,6 +252,8 @@ impl ProjectIndex for MemoryProjects {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
+        // Notes past their TTL are listed too: the table's filter of them is its own, and
+        // tests here store events of any date.
         let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
         let mine: Vec<String> = noted
             .keys()
