@@ -125,7 +125,7 @@ async fn notes_past_their_ttl_are_left_out_of_the_listing_which_goes_on_past_the
     // nothing and goes on after it.
     let (mut pages, mut after) = (Vec::new(), None);
     loop {
-        let (page, next) = table.noted(&org, after.as_deref(), 1).await.unwrap();
+        let (page, next) = table.noted(&org, after.as_deref(), 1, now).await.unwrap();
         pages.push(page);
         match next {
             Some(next) => after = Some(next),

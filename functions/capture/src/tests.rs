@@ -219,14 +219,14 @@ async fn each_project_with_events_is_noted_once_per_container_not_once_per_event
         1,
         "the second batch notes nothing"
     );
-    let (noted, _) = capture.projects.noted(&org, None, 10).await.unwrap();
+    let (noted, _) = capture.projects.noted(&org, None, 10, 0).await.unwrap();
     assert_eq!(noted, ["p-1", "p-2"]);
     capture
         .capture(vec![of_project("m-6", "p-3")], later())
         .await
         .unwrap();
     assert_eq!(
-        capture.projects.noted(&org, None, 10).await.unwrap().0,
+        capture.projects.noted(&org, None, 10, 0).await.unwrap().0,
         ["p-1", "p-2", "p-3"]
     );
 }
@@ -335,7 +335,7 @@ async fn an_organization_whose_projects_cannot_be_noted_holds_back_only_its_own_
     assert_eq!(
         capture
             .projects
-            .noted("org-throttled", None, 10)
+            .noted("org-throttled", None, 10, 0)
             .await
             .unwrap()
             .0

@@ -637,8 +637,11 @@ impl super::ProjectIndex for MemoryLanes {
         organization_id: &str,
         after: Option<&str>,
         limit: usize,
+        now: i64,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
-        self.projects.noted(organization_id, after, limit).await
+        self.projects
+            .noted(organization_id, after, limit, now)
+            .await
     }
 }
 

@@ -44,12 +44,14 @@ pub trait ProjectIndex: Sync {
     /// there that lasts longer stays as it is.
     fn note(&self, projects: &[Note]) -> impl Future<Output = Result<(), Unnoted>> + Send;
 
-    /// The organization's noted project ids, in order, after `after`; with where to go on.
+    /// The organization's noted project ids, in order, after `after`, leaving out notes past
+    /// their TTL by `now` (epoch seconds); with where to go on.
     fn noted(
         &self,
         organization_id: &str,
         after: Option<&str>,
         limit: usize,
+        now: i64,
     ) -> impl Future<Output = Result<(Vec<String>, Option<String>), ConfigError>> + Send;
 }
 
@@ -119,11 +121,11 @@ impl ProjectIndex for ConfigTable {
         organization_id: &str,
         after: Option<&str>,
         limit: usize,
+        now: i64,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
         let after = after.map(|p| format!("{PREFIX}{}", sort_key_part(p)));
         // A note past its TTL is gone, whether DynamoDB has deleted it yet (it takes days) or
         // not: its project's events are too.
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let query = self
             .prefix_query(organization_id, PREFIX)
             .filter_expression("attribute_not_exists(#expires) OR #expires > :now")
@@ -174,16 +176,17 @@ pub async fn note_stored_projects(
     Ok(notes.len())
 }
 
-/// Every project the organization has noted.
+/// Every project the organization has noted, whose note lasts past `now`.
 pub async fn noted_projects(
     index: &impl ProjectIndex,
     organization_id: &str,
+    now: i64,
 ) -> Result<Vec<String>, ConfigError> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
         let (page, next) = index
-            .noted(organization_id, after.as_deref(), 1_000)
+            .noted(organization_id, after.as_deref(), 1_000, now)
             .await?;
         all.extend(page);
         match next {
@@ -251,14 +254,17 @@ impl ProjectIndex for MemoryProjects {
         organization_id: &str,
         after: Option<&str>,
         limit: usize,
+        now: i64,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
-        // Notes past their TTL are listed too: the table's filter of them is its own, and
-        // tests here store events of any date.
         let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
         let mine: Vec<String> = noted
-            .keys()
-            .filter(|(o, p)| o == organization_id && after.is_none_or(|a| p.as_str() > a))
-            .map(|(_, p)| p.clone())
+            .iter()
+            .filter(|((o, p), until)| {
+                o == organization_id
+                    && after.is_none_or(|a| p.as_str() > a)
+                    && until.is_none_or(|until| until > now)
+            })
+            .map(|((_, p), _)| p.clone())
             .collect();
         let more = mine.len() > limit;
         let page: Vec<String> = mine.into_iter().take(limit).collect();

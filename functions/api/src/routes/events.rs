@@ -52,7 +52,7 @@ impl<P: Ports> Api<P> {
         let after = self.resume_after(&scope, request, since, until).await?;
         let partitions = match project {
             Some(project) => vec![partition_key(org, project)],
-            None => noted_projects(&self.configs, org)
+            None => noted_projects(&self.configs, org, self.clock.now().unix_timestamp())
                 .await
                 .map_err(config_error)?
                 .iter()

@@ -46,12 +46,12 @@ impl<P: Ports> Api<P> {
             }
             None => None,
         };
+        let now = self.clock.now().unix_timestamp();
         let (noted, next) = self
             .configs
-            .noted(org, after.as_deref(), limit)
+            .noted(org, after.as_deref(), limit, now)
             .await
             .map_err(config_error)?;
-        let now = self.clock.now().unix_timestamp();
         let retention = self.settings.retention;
         let spans: Vec<Option<ProjectWithEvents>> = futures::stream::iter(noted)
             .map(|project| async move {
