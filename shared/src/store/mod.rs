@@ -219,6 +219,11 @@ pub fn expires_at(t: OffsetDateTime, retention: Retention) -> i64 {
         .saturating_add(retention.as_duration().as_secs() as i64)
 }
 
+/// The later of two TTLs, where `None` (no TTL: kept for ever) is later than any.
+pub fn later_expiry(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    Some(a?.max(b?))
+}
+
 /// An event ready to be written: its item and the SQS message it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -522,6 +527,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_later_of_two_ttls_is_none_when_either_keeps_for_ever() {
+        assert_eq!(later_expiry(Some(5), Some(9)), Some(9));
+        assert_eq!(later_expiry(Some(9), Some(5)), Some(9));
+        assert_eq!(later_expiry(None, Some(9)), None);
+        assert_eq!(later_expiry(Some(9), None), None);
     }
 
     #[test]

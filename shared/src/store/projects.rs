@@ -63,8 +63,5 @@ impl EventTable {
 /// Keeps the later of the project's TTLs, an item without one counting as the latest.
 fn keep_latest(found: &mut StoredProjects, project: (String, String), expires_at: Option<i64>) {
     let kept = found.entry(project).or_insert(expires_at);
-    *kept = match (*kept, expires_at) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        _ => None,
-    };
+    *kept = super::later_expiry(*kept, expires_at);
 }

@@ -235,10 +235,7 @@ impl ProjectIndex for MemoryProjects {
             let kept = noted.entry(project.clone()).or_insert(*expires_at);
             // As the table keeps them: never shortened, and for ever (a note without a TTL,
             // written without condition) stays so.
-            *kept = match (*kept, *expires_at) {
-                (Some(kept_until), Some(at)) => Some(kept_until.max(at)),
-                _ => None,
-            };
+            *kept = crate::store::later_expiry(*kept, *expires_at);
         }
         if unnoted.is_empty() {
             return Ok(());
