@@ -4,6 +4,9 @@ import { call, organizationPath, query } from "./api.js";
 import { h, field, button, when, say, count, failure, messageRegion, showMore } from "./dom.js";
 import { go, link } from "./router.js";
 
+/** Pages that list no project asked for in a row before the person is asked to go on. */
+const PAGES_WITHOUT_PRESS = 5;
+
 export function startPage(p) {
   const org = h("input", { name: "organization_id", value: p.org, autocomplete: "off" });
   const project = h("input", { name: "project_id", value: p.project, autocomplete: "off" });
@@ -39,12 +42,26 @@ export function startPage(p) {
     more.hidden = true;
     list.append(status, projects, more);
     page.append(list);
-    const load = (cursor) =>
+    // `empty`: pages in a row that listed no project before this one.
+    const load = (cursor, empty = 0) =>
       call("GET", `${organizationPath(p.org)}/projects${query({ limit: "100", cursor })}`).then(
         (data) => {
+          // A page may list none (the projects on it have no events left): the next few are
+          // asked for without a press, so projects further on show as if they came first.
+          if (!data.projects.length && data.next_cursor && empty + 1 < PAGES_WITHOUT_PRESS) {
+            return load(data.next_cursor, empty + 1);
+          }
           const links = data.projects.map((x) => link(x.project_id, { org: p.org, project: x.project_id }));
           projects.append(...data.projects.map((x, i) => h("li", {}, links[i], ` · newest event ${when(x.newest_event_at)}`)));
-          say(status, projects.children.length ? `${count(projects.children.length, "project")}.` : "No project has stored events yet.");
+          const shown = projects.children.length;
+          say(
+            status,
+            shown
+              ? `${count(shown, "project")}.`
+              : data.next_cursor
+                ? "No project with events among those looked at so far: “More projects” looks further."
+                : "No project has stored events yet.",
+          );
           showMore(more, data.next_cursor, links[0]);
         },
         (error) => failure(status, error),
