@@ -335,6 +335,20 @@ async fn projects_whose_events_were_stored_before_they_were_noted_are_found_afte
         .call_organization(Some(&w.org), &w.org, "/projects", &[])
         .await;
     assert_eq!(before.body["projects"], json!([]));
+    // One of them noted as capture noted projects from 2026-12-01 to 06, without a TTL, and
+    // the other already noted for longer than its events (another container's, dated ahead).
+    let dynamodb = aws_sdk_dynamodb::Client::new(&w.aws);
+    let notes = audit_log::streaming::ConfigTable::new(dynamodb.clone(), &w.config_table);
+    let far = (now + Duration::from_secs(800 * 86_400)).unix_timestamp();
+    audit_log::streaming::ProjectIndex::note(
+        &notes,
+        &[
+            ((w.org.clone(), old.clone()), None),
+            ((w.org.clone(), odd.clone()), Some(far)),
+        ],
+    )
+    .await
+    .unwrap();
     // The README's command, as an operator runs it against the stack's tables (`cargo test
     // --workspace` builds it for the capture package's own tests).
     let binary = audit_log_tests::repo_root().join("target/debug/audit-log-note-projects");
@@ -355,8 +369,8 @@ async fn projects_whose_events_were_stored_before_they_were_noted_are_found_afte
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.starts_with("noted "), "{said}");
-    // Each note lasts as long as capture's would: past its project's last event.
-    let dynamodb = aws_sdk_dynamodb::Client::new(&w.aws);
+    // Each note lasts as long as capture's would: past its project's last event; the one
+    // without a TTL has one now, the longer one is kept.
     let mut last_expiry = std::collections::BTreeMap::<String, i64>::new();
     for (project, at) in audit_log_tests::scan_all(&dynamodb, &w.events_table)
         .await
@@ -373,15 +387,17 @@ async fn projects_whose_events_were_stored_before_they_were_noted_are_found_afte
         let kept = last_expiry.entry(project).or_insert(at);
         *kept = (*kept).max(at);
     }
-    for project in [&old, &odd] {
+    let ahead = audit_log::streaming::NOTE_AHEAD_SECONDS;
+    for (project, expected) in [(&old, last_expiry[old.as_str()] + ahead), (&odd, far)] {
         let note = audit_log_tests::scan_all(&dynamodb, &w.config_table)
             .await
             .into_iter()
             .find(|item| item.get("project_id").and_then(|v| v.as_s().ok()) == Some(project))
             .unwrap();
-        let until: i64 = note["expires_at"].as_n().unwrap().parse().unwrap();
-        let ahead = audit_log::streaming::NOTE_AHEAD_SECONDS;
-        assert_eq!(until, last_expiry[project.as_str()] + ahead, "{project}");
+        let until = note
+            .get("expires_at")
+            .map(|at| at.as_n().unwrap().parse::<i64>().unwrap());
+        assert_eq!(until, Some(expected), "{project}");
     }
     let pages = pages_of(&w, Listing::Projects, &[]).await;
     let mut found: Vec<&str> = pages

@@ -4,7 +4,7 @@
 //! project's partition; the note only says where to look. A note lasts as long as the events
 //! it was written for, and [`NOTE_AHEAD_SECONDS`] more, through the configuration table's TTL:
 //! a project whose events have all expired leaves the listing's reads too. Notes written
-//! before they had a TTL are kept for ever.
+//! before they had a TTL are kept for ever, until `audit-log-note-projects` gives them one.
 
 use super::{
     ConfigError, ConfigTable, EXPIRES_AT, attr, is_condition_failure, organization_key, s,
@@ -59,8 +59,16 @@ pub trait ProjectIndex: Sync {
 /// request at once is a connection of its own (and its TLS handshake) on a fraction of a CPU.
 const NOTED_AT_ONCE: usize = 32;
 
-impl ProjectIndex for ConfigTable {
-    async fn note(&self, projects: &[Note]) -> Result<(), Unnoted> {
+/// What a note with a TTL may be written over besides none: one that ends sooner. Capture
+/// keeps a note without a TTL as it is (it may be for events it cannot see, kept for ever);
+/// the events table's scan, which sees them all, gives such a note its TTL.
+const LONGER_THAN_NOTED: &str = "attribute_not_exists(#sk) OR #expires < :at";
+const LONGER_OR_WITHOUT_TTL: &str =
+    "attribute_not_exists(#sk) OR attribute_not_exists(#expires) OR #expires < :at";
+
+impl ConfigTable {
+    /// Writes the notes, each on its own, a note with a TTL on `condition` (`:at` its TTL).
+    async fn write_notes(&self, projects: &[Note], condition: &'static str) -> Result<(), Unnoted> {
         use futures::StreamExt;
         let puts: Vec<_> = projects
             .iter()
@@ -77,10 +85,10 @@ impl ProjectIndex for ConfigTable {
                     .item(attr::PROJECT_ID, s(project));
                 match expires_at {
                     // Never shortened: another container may have noted events that live
-                    // longer (dated ahead), and a note kept for ever stays so.
+                    // longer (dated ahead), and a note kept for ever stays so but for the scan.
                     Some(at) => put
                         .item(EXPIRES_AT, AttributeValue::N(at.to_string()))
-                        .condition_expression("attribute_not_exists(#sk) OR #expires < :at")
+                        .condition_expression(condition)
                         .expression_attribute_names("#sk", attr::SORT_KEY)
                         .expression_attribute_names("#expires", EXPIRES_AT)
                         .expression_attribute_values(":at", AttributeValue::N(at.to_string())),
@@ -114,6 +122,19 @@ impl ProjectIndex for ConfigTable {
                 error,
             }),
         }
+    }
+
+    /// Notes these projects as the events table holds them now (`audit-log-note-projects`):
+    /// as [`ProjectIndex::note`] does, and a note without a TTL, written before notes had one,
+    /// takes the TTL given.
+    pub async fn note_from_events(&self, projects: &[Note]) -> Result<(), Unnoted> {
+        self.write_notes(projects, LONGER_OR_WITHOUT_TTL).await
+    }
+}
+
+impl ProjectIndex for ConfigTable {
+    async fn note(&self, projects: &[Note]) -> Result<(), Unnoted> {
+        self.write_notes(projects, LONGER_THAN_NOTED).await
     }
 
     async fn noted(
@@ -155,10 +176,11 @@ impl ProjectIndex for ConfigTable {
 }
 
 /// Notes every project with an item in the events table, in batches: for events stored
-/// before capture noted projects (a one-off after updating such a stack). Returns how many.
+/// before capture noted projects, or noted them without a TTL (a one-off after updating such
+/// a stack). Returns how many.
 pub async fn note_stored_projects(
     events: &crate::store::EventTable,
-    index: &impl ProjectIndex,
+    index: &ConfigTable,
 ) -> Result<usize, String> {
     let projects = events.projects().await.map_err(|e| e.to_string())?;
     // Each kept as long as its last event, as capture notes them (a project with an event
@@ -171,7 +193,10 @@ pub async fn note_stored_projects(
         })
         .collect();
     for batch in notes.chunks(25) {
-        index.note(batch).await.map_err(|e| e.error.to_string())?;
+        index
+            .note_from_events(batch)
+            .await
+            .map_err(|e| e.error.to_string())?;
     }
     Ok(notes.len())
 }
