@@ -10,6 +10,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The template's three functions, by their binaries' names. Release builds name them: a plain
 # build would also link the operator's one-off `audit-log-note-projects` (`cargo run --release`
 # builds it when it is wanted), and each release link is minutes of thin LTO on this machine.
+# tests/artifacts.rs checks the bootstraps of the same three.
 FUNCTION_BINARIES=(audit-log-capture audit-log-stream audit-log-api)
 FUNCTION_BIN_ARGS=()
 for binary in "${FUNCTION_BINARIES[@]}"; do FUNCTION_BIN_ARGS+=(--bin "$binary"); done

@@ -1123,17 +1123,18 @@ test("/console/ without a project asks for one and lists the organization's proj
 
 test("/console/ goes past pages of projects that list none, a few by itself and then at More projects", async () => {
   const p = await page(chrome);
-  // Seven pages list none (their projects' events have expired), the eighth one project.
+  // Seven pages list none (their projects' events have expired), the eighth one project (or
+  // none, later).
   const asked = [];
+  let last = [{ project_id: "found-later", newest_event_at: "2026-12-01T10:00:00Z", oldest_event_at: "2026-12-01T10:00:00Z" }];
   await p.route("**/audit-logs/projects*", (route) => {
     const cursor = new URL(route.request().url()).searchParams.get("cursor");
     asked.push(cursor);
     const n = cursor ? Number(cursor.replace("page-", "")) : 0;
-    const found = { project_id: "found-later", newest_event_at: "2026-12-01T10:00:00Z", oldest_event_at: "2026-12-01T10:00:00Z" };
-    route.fulfill({ json: { projects: n === 7 ? [found] : [], next_cursor: n < 7 ? `page-${n + 1}` : null } });
+    route.fulfill({ json: { projects: n === 7 ? last : [], next_cursor: n < 7 ? `page-${n + 1}` : null } });
   });
   await p.goto(`${server.console}?organization_id=${unique("empty-pages")}`);
-  await shows(p, "No project with events among those looked at so far: “More projects” looks further.");
+  await shows(p, "No project with events found so far: “More projects” looks further.");
   assert.deepEqual(asked, [null, "page-1", "page-2", "page-3", "page-4"]);
   await button(p, "More projects").focus();
   await p.keyboard.press("Enter");
@@ -1142,6 +1143,14 @@ test("/console/ goes past pages of projects that list none, a few by itself and 
   assert.equal(await button(p, "More projects").count(), 0);
   assert.ok(await focused(p.getByRole("link", { name: "found-later" })), "the focus is on the project More brought");
   assert.equal(await p.getByText("No project has stored events yet.").count(), 0);
+  // A last More that finds none leaves the focus on what it says.
+  last = [];
+  await p.reload();
+  await shows(p, "No project with events found so far");
+  await button(p, "More projects").focus();
+  await p.keyboard.press("Enter");
+  await shows(p, "No project has stored events yet.");
+  assert.ok(await focused(p.getByRole("status").filter({ hasText: "No project has stored events yet." })), "the focus is on the status");
   noProblems(p);
   await p.context().close();
 });

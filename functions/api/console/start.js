@@ -4,8 +4,8 @@ import { call, organizationPath, query } from "./api.js";
 import { h, field, button, when, say, count, failure, messageRegion, showMore } from "./dom.js";
 import { go, link } from "./router.js";
 
-/** Pages that list no project asked for in a row before the person is asked to go on. */
-const PAGES_WITHOUT_PRESS = 5;
+/** Pages one load asks for at most: its first, and the next after each that listed no project. */
+const PAGES_PER_LOAD = 5;
 
 export function startPage(p) {
   const org = h("input", { name: "organization_id", value: p.org, autocomplete: "off" });
@@ -38,18 +38,21 @@ export function startPage(p) {
     const list = h("section", { class: "panel" }, h("h2", {}, "Projects with events"));
     const status = h("p", { role: "status" }, "Loading projects…");
     const projects = h("ul");
-    const more = button("More projects", () => load(more.dataset.cursor));
+    const more = button("More projects", () => {
+      say(status, "Looking for more projects…");
+      return load(more.dataset.cursor);
+    });
     more.hidden = true;
     list.append(status, projects, more);
     page.append(list);
-    // `empty`: pages in a row that listed no project before this one.
-    const load = (cursor, empty = 0) =>
+    // `asked`: pages this load asked for before this one.
+    const load = (cursor, asked = 0) =>
       call("GET", `${organizationPath(p.org)}/projects${query({ limit: "100", cursor })}`).then(
         (data) => {
           // A page may list none (the projects on it have no events left): the next few are
           // asked for without a press, so projects further on show as if they came first.
-          if (!data.projects.length && data.next_cursor && empty + 1 < PAGES_WITHOUT_PRESS) {
-            return load(data.next_cursor, empty + 1);
+          if (!data.projects.length && data.next_cursor && asked + 1 < PAGES_PER_LOAD) {
+            return load(data.next_cursor, asked + 1);
           }
           const links = data.projects.map((x) => link(x.project_id, { org: p.org, project: x.project_id }));
           projects.append(...data.projects.map((x, i) => h("li", {}, links[i], ` · newest event ${when(x.newest_event_at)}`)));
@@ -59,10 +62,11 @@ export function startPage(p) {
             shown
               ? `${count(shown, "project")}.`
               : data.next_cursor
-                ? "No project with events among those looked at so far: “More projects” looks further."
+                ? "No project with events found so far: “More projects” looks further."
                 : "No project has stored events yet.",
           );
-          showMore(more, data.next_cursor, links[0]);
+          // The last More leaves the focus on what it brought, or on what it found.
+          showMore(more, data.next_cursor, links[0] ?? status);
         },
         (error) => failure(status, error),
       );

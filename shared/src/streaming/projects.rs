@@ -59,11 +59,12 @@ pub trait ProjectIndex: Sync {
 /// request at once is a connection of its own (and its TLS handshake) on a fraction of a CPU.
 const NOTED_AT_ONCE: usize = 32;
 
-/// What a note with a TTL may be written over besides none: one that ends sooner. Capture
-/// keeps a note without a TTL as it is (it may be for events it cannot see, kept for ever);
-/// the events table's scan, which sees them all, gives such a note its TTL.
-const LONGER_THAN_NOTED: &str = "attribute_not_exists(#sk) OR #expires < :at";
-const LONGER_OR_WITHOUT_TTL: &str =
+/// Capture's notes: a note with a TTL is written where there is none or one that ends sooner.
+/// A note without a TTL stays as it is (it may be for events capture cannot see, kept for
+/// ever).
+const LENGTHEN_ONLY: &str = "attribute_not_exists(#sk) OR #expires < :at";
+/// The events table's scan, which sees every event: a note without a TTL takes one too.
+const LENGTHEN_OR_GIVE_TTL: &str =
     "attribute_not_exists(#sk) OR attribute_not_exists(#expires) OR #expires < :at";
 
 impl ConfigTable {
@@ -128,13 +129,13 @@ impl ConfigTable {
     /// as [`ProjectIndex::note`] does, and a note without a TTL, written before notes had one,
     /// takes the TTL given.
     pub async fn note_from_events(&self, projects: &[Note]) -> Result<(), Unnoted> {
-        self.write_notes(projects, LONGER_OR_WITHOUT_TTL).await
+        self.write_notes(projects, LENGTHEN_OR_GIVE_TTL).await
     }
 }
 
 impl ProjectIndex for ConfigTable {
     async fn note(&self, projects: &[Note]) -> Result<(), Unnoted> {
-        self.write_notes(projects, LONGER_THAN_NOTED).await
+        self.write_notes(projects, LENGTHEN_ONLY).await
     }
 
     async fn noted(
@@ -179,6 +180,17 @@ impl ProjectIndex for ConfigTable {
 /// before capture noted projects, or noted them without a TTL (a one-off after updating such
 /// a stack). Returns how many.
 pub async fn note_stored_projects(
+    events: &crate::store::EventTable,
+    index: &ConfigTable,
+) -> Result<usize, String> {
+    // Twice: capture takes a note without a TTL for one that covers its event, so an event it
+    // stores while the first pass writes may outlive the TTL that pass gives; the second pass
+    // reads it and lengthens the note (capture's own notes lengthen it from then on).
+    note_scanned(events, index).await?;
+    note_scanned(events, index).await
+}
+
+async fn note_scanned(
     events: &crate::store::EventTable,
     index: &ConfigTable,
 ) -> Result<usize, String> {
