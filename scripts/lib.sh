@@ -110,23 +110,11 @@ ensure_browser() {
   fi
 }
 
-# sam build runs `cargo lambda build --release --arm64 --bin <Binary>` once per function (the
-# template's three), and cargo resolves such a build for that function alone. It reuses the
-# workspace's arm64 build only while every function's dependencies resolve as the workspace's
-# do (the workspace's Cargo.toml says how); otherwise each function compiles much of the AWS
-# SDK again. Builds each function as SAM will and fails, naming what was compiled again, if
-# anything was.
-function_builds_reuse_workspace() {
-  local binary out rebuilt status=0
-  for binary in "${FUNCTION_BINARIES[@]}"; do
-    if ! out=$(cargo lambda build --release --arm64 --locked --bin "$binary" \
-      --message-format json-render-diagnostics); then
-      echo "$binary: its own build failed" >&2
-      status=1
-      continue
-    fi
-    # The function's own binary is always reported, fresh or not: no report is a failure too.
-    if ! rebuilt=$(python3 -c '
+# What the cargo build whose `--message-format json-render-diagnostics` output is on stdin
+# compiled that was not built already, as one line of package names; fails when cargo reported
+# no artifact at all (its own binary is always reported, fresh or not).
+compiled_anew() {
+  python3 -c '
 import json, sys
 seen, rebuilt = False, []
 for line in sys.stdin:
@@ -138,15 +126,51 @@ for line in sys.stdin:
         if not m["fresh"]:
             rebuilt.append(m["package_id"].rsplit("#", 1)[-1])
 print(" ".join(dict.fromkeys(rebuilt)))
-sys.exit(0 if seen else 1)' <<<"$out"); then
-      echo "$binary: cargo reported no build" >&2
-      status=1
-    elif [[ -n "$rebuilt" ]]; then
-      echo "$binary alone compiled what the workspace build had built: $rebuilt" >&2
-      status=1
-    fi
+sys.exit(0 if seen else 1)'
+}
+
+# reuses_build WHAT BUILT COMMAND...: runs a cargo build (COMMAND, given the JSON message
+# format) and fails, naming what it compiled again, unless BUILT (the build run before it)
+# had already built all of it.
+reuses_build() {
+  local what=$1 built=$2 out rebuilt
+  shift 2
+  if ! out=$("$@" --message-format json-render-diagnostics); then
+    echo "$what: its own build failed" >&2
+    return 1
+  fi
+  if ! rebuilt=$(compiled_anew <<<"$out"); then
+    echo "$what: cargo reported no build" >&2
+    return 1
+  fi
+  if [[ -n "$rebuilt" ]]; then
+    echo "$what alone compiled what $built had built: $rebuilt" >&2
+    return 1
+  fi
+}
+
+# sam build runs `cargo lambda build --release --arm64 --bin <Binary>` once per function (the
+# template's three), and cargo resolves such a build for that function alone. It reuses the
+# workspace's arm64 build only while every function's dependencies resolve as the workspace's
+# do (the workspace's Cargo.toml says how); otherwise each function compiles much of the AWS
+# SDK again. Builds each function as SAM will and fails, naming what was compiled again, if
+# anything was.
+function_builds_reuse_workspace() {
+  local binary status=0
+  for binary in "${FUNCTION_BINARIES[@]}"; do
+    reuses_build "$binary" "the workspace build" \
+      cargo lambda build --release --arm64 --locked --bin "$binary" || status=1
   done
   return "$status"
+}
+
+# ./scripts/local and the console's tests build the local runner alone, without the
+# dev-dependencies `cargo test --workspace` builds with. It reuses that build only while
+# tests/Cargo.toml asks for the same features those dev-dependencies turn on; otherwise the
+# README's commands compile the SDK again.
+local_build_reuses_tests() {
+  reuses_build "the local runner" "cargo test" \
+    cargo build --locked -p audit-log-tests --bin audit-log-local
 }
 
 free_port() {
