@@ -10,10 +10,14 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The template's three functions, by their binaries' names. Release builds name them: a plain
 # build would also link the operator's one-off `audit-log-note-projects` (`cargo run --release`
 # builds it when it is wanted), and each release link is minutes of thin LTO on this machine.
-# tests/artifacts.rs checks the bootstraps of the same three.
+# tests/artifacts.rs checks the bootstraps of the same three. Each is its package's name too.
 FUNCTION_BINARIES=(audit-log-capture audit-log-stream audit-log-api)
 FUNCTION_BIN_ARGS=()
-for binary in "${FUNCTION_BINARIES[@]}"; do FUNCTION_BIN_ARGS+=(--bin "$binary"); done
+FUNCTION_PACKAGE_ARGS=()
+for binary in "${FUNCTION_BINARIES[@]}"; do
+  FUNCTION_BIN_ARGS+=(--bin "$binary")
+  FUNCTION_PACKAGE_ARGS+=(-p "$binary")
+done
 unset binary
 
 # Runs one named step and says how long it took (CI's budget is kept step by step).

@@ -1,5 +1,9 @@
 //! `./scripts/bench`: the functions' release binaries measured as Lambda runs them. See
 //! BENCHMARKS.md for the figures and what dominates each.
+//!
+//! This driver is built with the tests (its own speed is not measured: each function's CPU is
+//! read from its process). What is timed in process, the functions' per-event work and the
+//! floors it is compared with, runs in `audit-log-kernels`, built in release with the functions.
 
 use audit_log::store::StoredEvent;
 use audit_log::{AuditEvent, Retention};
@@ -12,7 +16,6 @@ use audit_log_tests::samples::event_of_size;
 use audit_log_tests::{repo_root, sqs_batch, stream_records, unique};
 use aws_lambda_events::event::dynamodb::{Event as StreamEvent, EventRecord};
 use serde_json::{Value, json};
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -46,56 +49,8 @@ fn kilobyte_events(p: &Project, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// A compression a Datadog request body could be sent with.
-#[derive(Clone, Copy)]
-enum Encoding {
-    Gzip(u32),
-    /// Level and minimum match.
-    Zstd(i32, u32),
-}
-
-impl Encoding {
-    /// The body's size compressed.
-    fn len(self, body: &[u8]) -> usize {
-        match self {
-            Encoding::Gzip(level) => {
-                audit_log::compression::gzip(body, flate2::Compression::new(level)).len()
-            }
-            Encoding::Zstd(level, min_match) => {
-                use zstd::zstd_safe::CParameter;
-                let mut compressor = zstd::bulk::Compressor::new(level).unwrap();
-                compressor
-                    .set_parameter(CParameter::MinMatch(min_match))
-                    .unwrap();
-                compressor.compress(body).unwrap().len()
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Encoding {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Encoding::Gzip(level) => write!(f, "gzip {level}"),
-            Encoding::Zstd(level, min_match) => write!(f, "zstd {level}, min match {min_match}"),
-        }
-    }
-}
-
 /// Warm batches per destination over which whole-function CPU is measured.
 const ROUNDS: usize = 5;
-
-/// Best of `runs` timings of `work`.
-fn best(runs: usize, mut work: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            work();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
 
 fn zipped_size(path: &std::path::Path) -> Option<u64> {
     let out = std::process::Command::new("python3")
@@ -308,11 +263,12 @@ async fn main() {
 
     // Whole functions, warm: CPU of the process (all threads, user and system) over
     // `ROUNDS` more batches to each destination, against the floor of parsing the same Lambda
-    // events with serde_json; and the bytes each event is stored in.
-    let mut cpu_rows: Vec<(String, Duration, Duration)> = Vec::new();
+    // events with serde_json (timed by audit-log-kernels, with each row's events); and the bytes
+    // each event is stored in.
+    let mut cpu_rows: Vec<(String, Duration)> = Vec::new();
+    let mut floor_events: Vec<(String, Vec<String>)> = Vec::new();
     let mut stored_bytes = Vec::new();
     let mut capture_cpu_total = Duration::ZERO;
-    let mut capture_floor = Duration::ZERO;
     let mut sqs_events = Vec::new();
     for p in [&to_datadog, &to_cloudwatch] {
         for _ in 0..ROUNDS {
@@ -339,11 +295,9 @@ async fn main() {
             answer.contains("\"batchItemFailures\":[]"),
             "capture answered {answer}"
         );
-        capture_floor += best(5, || {
-            black_box(serde_json::from_str::<Value>(event).unwrap());
-        });
     }
-    cpu_rows.push(("capture".into(), capture_cpu_total, capture_floor));
+    cpu_rows.push(("capture".into(), capture_cpu_total));
+    floor_events.push(("capture".into(), sqs_events));
     let records = stream_records(&aws, &stack.dynamodb, &stack.events_table).await;
     for (p, name) in [
         (&to_datadog, "stream to Datadog"),
@@ -364,7 +318,8 @@ async fn main() {
             ROUNDS * events,
             "{name}: records of the CPU rounds"
         );
-        let (mut used, mut floor) = (Duration::ZERO, Duration::ZERO);
+        let mut used = Duration::ZERO;
+        let mut invoked = Vec::new();
         for batch in fresh.chunks(events) {
             let event = stream_event(batch);
             let before = stream.cpu();
@@ -374,11 +329,10 @@ async fn main() {
                 answer.contains("\"batchItemFailures\":[]"),
                 "stream answered {answer}"
             );
-            floor += best(5, || {
-                black_box(serde_json::from_str::<Value>(&event).unwrap());
-            });
+            invoked.push(event);
         }
-        cpu_rows.push((name.into(), used, floor));
+        cpu_rows.push((name.into(), used));
+        floor_events.push((name.into(), invoked));
     }
 
     // api: init, and one GET /streaming.
@@ -435,104 +389,9 @@ async fn main() {
         format!("{api_init_calls} calls"),
     ]);
 
-    // CPU per event against the floor of parsing the same JSON (and compressing it, for Datadog).
-    let bodies = &batches[0];
-    let capture_cpu = best(7, || {
-        for (i, b) in bodies.iter().enumerate() {
-            black_box(audit_log_capture::prepare(&i.to_string(), b, Retention::default()).unwrap());
-        }
-    });
-    let parse_floor = best(7, || {
-        for b in bodies {
-            black_box(serde_json::from_str::<Value>(b).unwrap());
-        }
-    });
-    let stored: Vec<audit_log_stream::StreamRecord> = bodies
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let mut r = EventRecord::default();
-            r.event_name = "INSERT".into();
-            r.change.new_image = StoredEvent::new(
-                &i.to_string(),
-                &AuditEvent::from_json(b).unwrap(),
-                Retention::default(),
-            )
-            .unwrap()
-            .item
-            .into();
-            audit_log_stream::StreamRecord::from(&r)
-        })
-        .collect();
-    let now = OffsetDateTime::now_utc();
-    let datadog_cpu = best(7, || {
-        let events: Vec<AuditEvent> = stored
-            .iter()
-            .map(|r| audit_log_stream::event_of(r).unwrap().0)
-            .collect();
-        let (batches, _) = audit_log::destination::datadog::batches(&events, now);
-        black_box(
-            batches
-                .iter()
-                .map(|b| audit_log::destination::datadog::compress(&b.body()).len())
-                .sum::<usize>(),
-        );
-    });
-    // What each compression costs and saves on these requests' bodies: the Datadog Forwarder
-    // sends gzip 6, the size to match; zstd for comparison.
-    let bodies_to_send: Vec<Vec<u8>> = {
-        let events: Vec<AuditEvent> = stored
-            .iter()
-            .map(|r| audit_log_stream::event_of(r).unwrap().0)
-            .collect();
-        audit_log::destination::datadog::batches(&events, now)
-            .0
-            .iter()
-            .map(|b| b.body())
-            .collect()
-    };
-    let encodings: Vec<(String, Duration, usize)> = [
-        Encoding::Gzip(1),
-        Encoding::Gzip(2),
-        Encoding::Gzip(3),
-        Encoding::Gzip(4),
-        Encoding::Gzip(5),
-        Encoding::Gzip(6),
-        Encoding::Gzip(9),
-        Encoding::Zstd(1, 6),
-        Encoding::Zstd(3, 7),
-    ]
-    .into_iter()
-    .map(|encoding| {
-        let compress = || -> usize { bodies_to_send.iter().map(|b| encoding.len(b)).sum() };
-        (
-            encoding.to_string(),
-            best(5, || {
-                black_box(compress());
-            }),
-            compress(),
-        )
-    })
-    .collect();
-    let cloudwatch_cpu = best(7, || {
-        let events: Vec<AuditEvent> = stored
-            .iter()
-            .map(|r| audit_log_stream::event_of(r).unwrap().0)
-            .collect();
-        black_box(
-            audit_log::destination::cloudwatch::batches(&events, now)
-                .0
-                .len(),
-        );
-    });
-    let compress_floor = best(7, || {
-        let mut all = Vec::new();
-        for b in bodies {
-            black_box(serde_json::from_str::<Value>(b).unwrap());
-            all.extend_from_slice(b.as_bytes());
-        }
-        black_box(audit_log::destination::datadog::compress(&all).len());
-    });
+    // CPU per event against the floor of parsing the same JSON (and compressing it, for
+    // Datadog), and the whole-function rows' floors.
+    let kernels = Kernels::run(&batches[0], &floor_events);
 
     println!(
         "\n{events} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
@@ -550,20 +409,21 @@ async fn main() {
     for (name, work, floor) in [
         (
             "capture: parse, validate, build the item",
-            capture_cpu,
-            parse_floor,
+            "capture",
+            "parse_floor",
         ),
         (
             "stream to Datadog: decode, encode, batch, compress",
-            datadog_cpu,
-            compress_floor,
+            "to_datadog",
+            "compress_floor",
         ),
         (
             "stream to CloudWatch: decode, encode, batch",
-            cloudwatch_cpu,
-            parse_floor,
+            "to_cloudwatch",
+            "parse_floor",
         ),
     ] {
+        let (work, floor) = (kernels.took(work), kernels.took(floor));
         println!(
             "| {name} | {:.2} µs | {:.2} µs | {:.2}x |",
             per(work),
@@ -573,13 +433,19 @@ async fn main() {
     }
     println!("\n| Datadog body, compressed with | CPU per event | bytes per event |");
     println!("|---|---|---|");
-    let used = Encoding::Gzip(audit_log::destination::datadog::GZIP_LEVEL).to_string();
-    for (encoding, took, bytes) in &encodings {
+    for encoding in kernels.figures["encodings"].as_array().expect("encodings") {
         println!(
-            "| {encoding}{} | {:.2} µs | {:.0} |",
-            if *encoding == used { " (used)" } else { "" },
-            per(*took),
-            *bytes as f64 / events as f64
+            "| {}{} | {:.2} µs | {:.0} |",
+            encoding["name"].as_str().unwrap_or_default(),
+            if encoding["used"].as_bool() == Some(true) {
+                " (used)"
+            } else {
+                ""
+            },
+            per(Duration::from_nanos(
+                encoding["nanos"].as_u64().unwrap_or(0)
+            )),
+            encoding["bytes"].as_f64().unwrap_or(0.0) / events as f64
         );
     }
     let counted = ROUNDS * events * 2;
@@ -587,7 +453,8 @@ async fn main() {
         "\n| whole function, warm ({ROUNDS} batches of {events} per destination) | CPU per event | floor: serde_json parse of the Lambda event | ratio |"
     );
     println!("|---|---|---|---|");
-    for (name, used, floor) in &cpu_rows {
+    for (name, used) in &cpu_rows {
+        let floor = kernels.floor(name);
         let n = if name == "capture" {
             counted
         } else {
@@ -630,6 +497,60 @@ async fn main() {
         export.print();
     }
     println!("\nDatadog stand-in received {delivered} logs.");
+}
+
+/// What `audit-log-kernels` (built in release with the functions, beside them) timed.
+struct Kernels {
+    figures: Value,
+}
+
+impl Kernels {
+    /// Times the per-event work over `bodies`, and the floor of each whole-function row over
+    /// the Lambda events it was invoked with.
+    fn run(bodies: &[String], floors: &[(String, Vec<String>)]) -> Kernels {
+        let floors: Vec<Value> = floors
+            .iter()
+            .map(|(name, events)| json!({"name": name, "events": events}))
+            .collect();
+        let input = std::env::temp_dir().join(format!("{}.json", unique("kernels")));
+        std::fs::write(
+            &input,
+            serde_json::to_vec(&json!({"bodies": bodies, "floors": floors})).unwrap(),
+        )
+        .expect("write the kernels' input");
+        let binary = repo_root().join("target/release/audit-log-kernels");
+        let out = std::process::Command::new(&binary)
+            .arg(&input)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e} (./scripts/bench builds it)", binary.display()));
+        let _ = std::fs::remove_file(&input);
+        assert!(
+            out.status.success(),
+            "audit-log-kernels failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Kernels {
+            figures: serde_json::from_slice(&out.stdout).expect("the kernels' figures"),
+        }
+    }
+
+    fn took(&self, name: &str) -> Duration {
+        Duration::from_nanos(
+            self.figures[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {name} in {}", self.figures)),
+        )
+    }
+
+    /// The floor of a whole-function row.
+    fn floor(&self, row: &str) -> Duration {
+        let nanos = self.figures["floors"]
+            .as_array()
+            .and_then(|floors| floors.iter().find(|f| f["name"] == row))
+            .and_then(|f| f["nanos"].as_u64())
+            .unwrap_or_else(|| panic!("no floor for {row} in {}", self.figures));
+        Duration::from_nanos(nanos)
+    }
 }
 
 /// What a filtered search over one project's stored events cost.
