@@ -1,10 +1,11 @@
-//! `audit-log-kernels <input.json>`: the per-event work of capture and stream, and the floors
-//! it is compared with, timed in this one process. `./scripts/bench` builds it in release with
-//! the functions, so it runs their code as they were compiled, and its driver (which runs the
-//! functions as Lambda does) hands it the events it sent them.
+//! `audit-log-kernels < input.json`: the per-event work of capture and stream, and the floors
+//! it is compared with, timed in this one process. `./scripts/bench` builds it in release in one
+//! build with the functions, so it runs their code compiled as theirs is; the bench's driver
+//! (tests/bin/bench.rs), which runs the functions as Lambda does, hands it the events it sent
+//! them.
 //!
 //! Input: `{"bodies": [1 KB events], "floors": [{"name": ..., "events": [Lambda events]}]}`.
-//! Output: one JSON object of nanoseconds (and bytes), read by the driver (tests/bin/bench.rs).
+//! Output: one JSON object of nanoseconds (and bytes), which the driver prints as tables.
 
 use audit_log::destination::{cloudwatch, datadog};
 use audit_log::store::StoredEvent;
@@ -83,11 +84,10 @@ fn nanos(d: Duration) -> u64 {
 }
 
 fn main() {
-    let path = std::env::args()
-        .nth(1)
-        .expect("usage: audit-log-kernels <input.json>");
-    let input: Input = serde_json::from_slice(&std::fs::read(&path).expect("read the input"))
-        .expect("an input of bodies and floors");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut raw).expect("read the input");
+    let input: Input = serde_json::from_slice(&raw)
+        .expect("usage: audit-log-kernels < {\"bodies\": [...], \"floors\": [...]}");
     let bodies = &input.bodies;
 
     let capture = best(7, || {

@@ -1,9 +1,11 @@
 //! `./scripts/bench`: the functions' release binaries measured as Lambda runs them. See
 //! BENCHMARKS.md for the figures and what dominates each.
 //!
-//! This driver is built with the tests (its own speed is not measured: each function's CPU is
-//! read from its process). What is timed in process, the functions' per-event work and the
-//! floors it is compared with, runs in `audit-log-kernels`, built in release with the functions.
+//! This driver is built with the tests, in the dev profile: each function's CPU, init CPU and
+//! memory are read from the function's process, but wall times pass through the driver (the
+//! Runtime API, the counting proxy, the Datadog stand-in), so its build is in them. What is
+//! timed in process, the functions' per-event work and the floors it is compared with, runs in
+//! `audit-log-kernels` (bench/), built in release in one build with the functions.
 
 use audit_log::store::StoredEvent;
 use audit_log::{AuditEvent, Retention};
@@ -92,6 +94,19 @@ async fn main() {
     let release = std::env::var("BENCH_BINARIES")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| repo_root().join("target/release"));
+    for binary in [
+        "audit-log-capture",
+        "audit-log-stream",
+        "audit-log-api",
+        "audit-log-kernels",
+    ] {
+        let path = release.join(binary);
+        assert!(
+            path.exists(),
+            "{} is missing: ./scripts/bench builds it",
+            path.display()
+        );
+    }
     let aws = audit_log_tests::emulator().await;
     let proxy = AwsProxy::start(emulator, AwsFaults::default()).await;
     let stack = Stack::create(&aws, "/hashicorp").await;
@@ -391,7 +406,11 @@ async fn main() {
 
     // CPU per event against the floor of parsing the same JSON (and compressing it, for
     // Datadog), and the whole-function rows' floors.
-    let kernels = Kernels::run(&batches[0], &floor_events);
+    let kernels = Kernels::run(
+        &release.join("audit-log-kernels"),
+        &batches[0],
+        &floor_events,
+    );
 
     println!(
         "\n{events} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
@@ -433,19 +452,27 @@ async fn main() {
     }
     println!("\n| Datadog body, compressed with | CPU per event | bytes per event |");
     println!("|---|---|---|");
-    for encoding in kernels.figures["encodings"].as_array().expect("encodings") {
+    let encodings = Kernels::field(&kernels.figures, "encodings").as_array();
+    for encoding in encodings.expect("a list of encodings") {
         println!(
             "| {}{} | {:.2} µs | {:.0} |",
-            encoding["name"].as_str().unwrap_or_default(),
-            if encoding["used"].as_bool() == Some(true) {
+            Kernels::field(encoding, "name")
+                .as_str()
+                .unwrap_or_default(),
+            if Kernels::field(encoding, "used") == true {
                 " (used)"
             } else {
                 ""
             },
             per(Duration::from_nanos(
-                encoding["nanos"].as_u64().unwrap_or(0)
+                Kernels::field(encoding, "nanos")
+                    .as_u64()
+                    .unwrap_or_default()
             )),
-            encoding["bytes"].as_f64().unwrap_or(0.0) / events as f64
+            Kernels::field(encoding, "bytes")
+                .as_f64()
+                .unwrap_or_default()
+                / events as f64
         );
     }
     let counted = ROUNDS * events * 2;
@@ -499,52 +526,59 @@ async fn main() {
     println!("\nDatadog stand-in received {delivered} logs.");
 }
 
-/// What `audit-log-kernels` (built in release with the functions, beside them) timed.
+/// What `audit-log-kernels` (beside the functions' binaries, from the same build) timed.
 struct Kernels {
     figures: Value,
 }
 
 impl Kernels {
     /// Times the per-event work over `bodies`, and the floor of each whole-function row over
-    /// the Lambda events it was invoked with.
-    fn run(bodies: &[String], floors: &[(String, Vec<String>)]) -> Kernels {
+    /// the Lambda events it was invoked with (handed over on its standard input).
+    fn run(
+        binary: &std::path::Path,
+        bodies: &[String],
+        floors: &[(String, Vec<String>)],
+    ) -> Kernels {
+        use std::io::Write;
         let floors: Vec<Value> = floors
             .iter()
             .map(|(name, events)| json!({"name": name, "events": events}))
             .collect();
-        let input = std::env::temp_dir().join(format!("{}.json", unique("kernels")));
-        std::fs::write(
-            &input,
-            serde_json::to_vec(&json!({"bodies": bodies, "floors": floors})).unwrap(),
-        )
-        .expect("write the kernels' input");
-        let binary = repo_root().join("target/release/audit-log-kernels");
-        let out = std::process::Command::new(&binary)
-            .arg(&input)
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e} (./scripts/bench builds it)", binary.display()));
-        let _ = std::fs::remove_file(&input);
-        assert!(
-            out.status.success(),
-            "audit-log-kernels failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let input = serde_json::to_vec(&json!({"bodies": bodies, "floors": floors})).unwrap();
+        let mut child = std::process::Command::new(binary)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        // It reads all of its input before it writes anything.
+        child
+            .stdin
+            .take()
+            .expect("its input")
+            .write_all(&input)
+            .expect("hand the kernels their input");
+        let out = child.wait_with_output().expect("the kernels' answer");
+        assert!(out.status.success(), "audit-log-kernels failed");
         Kernels {
             figures: serde_json::from_slice(&out.stdout).expect("the kernels' figures"),
         }
     }
 
+    /// A field the kernels always write.
+    fn field<'a>(figures: &'a Value, name: &str) -> &'a Value {
+        figures
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {figures}"))
+    }
+
     fn took(&self, name: &str) -> Duration {
-        Duration::from_nanos(
-            self.figures[name]
-                .as_u64()
-                .unwrap_or_else(|| panic!("no {name} in {}", self.figures)),
-        )
+        let nanos = Self::field(&self.figures, name).as_u64();
+        Duration::from_nanos(nanos.unwrap_or_else(|| panic!("{name} is not a count of ns")))
     }
 
     /// The floor of a whole-function row.
     fn floor(&self, row: &str) -> Duration {
-        let nanos = self.figures["floors"]
+        let nanos = Self::field(&self.figures, "floors")
             .as_array()
             .and_then(|floors| floors.iter().find(|f| f["name"] == row))
             .and_then(|f| f["nanos"].as_u64())
