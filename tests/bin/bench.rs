@@ -280,8 +280,8 @@ async fn main() {
     // `ROUNDS` more batches to each destination, against the floor of parsing the same Lambda
     // events with serde_json (timed by audit-log-kernels, with each row's events); and the bytes
     // each event is stored in.
-    let mut cpu_rows: Vec<(String, Duration)> = Vec::new();
-    let mut floor_events: Vec<(String, Vec<String>)> = Vec::new();
+    // Per row: its name, the function's CPU, and the Lambda events it was invoked with.
+    let mut cpu_rows: Vec<(String, Duration, Vec<String>)> = Vec::new();
     let mut stored_bytes = Vec::new();
     let mut capture_cpu_total = Duration::ZERO;
     let mut sqs_events = Vec::new();
@@ -311,8 +311,7 @@ async fn main() {
             "capture answered {answer}"
         );
     }
-    cpu_rows.push(("capture".into(), capture_cpu_total));
-    floor_events.push(("capture".into(), sqs_events));
+    cpu_rows.push(("capture".into(), capture_cpu_total, sqs_events));
     let records = stream_records(&aws, &stack.dynamodb, &stack.events_table).await;
     for (p, name) in [
         (&to_datadog, "stream to Datadog"),
@@ -346,8 +345,7 @@ async fn main() {
             );
             invoked.push(event);
         }
-        cpu_rows.push((name.into(), used));
-        floor_events.push((name.into(), invoked));
+        cpu_rows.push((name.into(), used, invoked));
     }
 
     // api: init, and one GET /streaming.
@@ -406,11 +404,7 @@ async fn main() {
 
     // CPU per event against the floor of parsing the same JSON (and compressing it, for
     // Datadog), and the whole-function rows' floors.
-    let kernels = Kernels::run(
-        &release.join("audit-log-kernels"),
-        &batches[0],
-        &floor_events,
-    );
+    let kernels = Kernels::run(&release.join("audit-log-kernels"), &batches[0], &cpu_rows);
 
     println!(
         "\n{events} events of 1 KB per batch; AWS calls go to the local emulator through a counting proxy, Datadog to a local stand-in.\n"
@@ -428,21 +422,21 @@ async fn main() {
     for (name, work, floor) in [
         (
             "capture: parse, validate, build the item",
-            "capture",
-            "parse_floor",
+            kernels.capture,
+            kernels.parse_floor,
         ),
         (
             "stream to Datadog: decode, encode, batch, compress",
-            "to_datadog",
-            "compress_floor",
+            kernels.to_datadog,
+            kernels.compress_floor,
         ),
         (
             "stream to CloudWatch: decode, encode, batch",
-            "to_cloudwatch",
-            "parse_floor",
+            kernels.to_cloudwatch,
+            kernels.parse_floor,
         ),
     ] {
-        let (work, floor) = (kernels.took(work), kernels.took(floor));
+        let (work, floor) = (Duration::from_nanos(work), Duration::from_nanos(floor));
         println!(
             "| {name} | {:.2} µs | {:.2} µs | {:.2}x |",
             per(work),
@@ -452,27 +446,13 @@ async fn main() {
     }
     println!("\n| Datadog body, compressed with | CPU per event | bytes per event |");
     println!("|---|---|---|");
-    let encodings = Kernels::field(&kernels.figures, "encodings").as_array();
-    for encoding in encodings.expect("a list of encodings") {
+    for encoding in &kernels.encodings {
         println!(
             "| {}{} | {:.2} µs | {:.0} |",
-            Kernels::field(encoding, "name")
-                .as_str()
-                .unwrap_or_default(),
-            if Kernels::field(encoding, "used") == true {
-                " (used)"
-            } else {
-                ""
-            },
-            per(Duration::from_nanos(
-                Kernels::field(encoding, "nanos")
-                    .as_u64()
-                    .unwrap_or_default()
-            )),
-            Kernels::field(encoding, "bytes")
-                .as_f64()
-                .unwrap_or_default()
-                / events as f64
+            encoding.name,
+            if encoding.used { " (used)" } else { "" },
+            per(Duration::from_nanos(encoding.nanos)),
+            encoding.bytes as f64 / events as f64
         );
     }
     let counted = ROUNDS * events * 2;
@@ -480,7 +460,7 @@ async fn main() {
         "\n| whole function, warm ({ROUNDS} batches of {events} per destination) | CPU per event | floor: serde_json parse of the Lambda event | ratio |"
     );
     println!("|---|---|---|---|");
-    for (name, used) in &cpu_rows {
+    for (name, used, _) in &cpu_rows {
         let floor = kernels.floor(name);
         let n = if name == "capture" {
             counted
@@ -526,9 +506,31 @@ async fn main() {
     println!("\nDatadog stand-in received {delivered} logs.");
 }
 
-/// What `audit-log-kernels` (beside the functions' binaries, from the same build) timed.
+/// What `audit-log-kernels` (beside the functions' binaries, from the same build) timed, in
+/// nanoseconds: the figures bench/src/main.rs writes.
+#[derive(serde::Deserialize)]
 struct Kernels {
-    figures: Value,
+    capture: u64,
+    parse_floor: u64,
+    to_datadog: u64,
+    compress_floor: u64,
+    to_cloudwatch: u64,
+    encodings: Vec<EncodingFigure>,
+    floors: Vec<FloorFigure>,
+}
+
+#[derive(serde::Deserialize)]
+struct EncodingFigure {
+    name: String,
+    used: bool,
+    nanos: u64,
+    bytes: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct FloorFigure {
+    name: String,
+    nanos: u64,
 }
 
 impl Kernels {
@@ -537,12 +539,12 @@ impl Kernels {
     fn run(
         binary: &std::path::Path,
         bodies: &[String],
-        floors: &[(String, Vec<String>)],
+        rows: &[(String, Duration, Vec<String>)],
     ) -> Kernels {
         use std::io::Write;
-        let floors: Vec<Value> = floors
+        let floors: Vec<Value> = rows
             .iter()
-            .map(|(name, events)| json!({"name": name, "events": events}))
+            .map(|(name, _, events)| json!({"name": name, "events": events}))
             .collect();
         let input = serde_json::to_vec(&json!({"bodies": bodies, "floors": floors})).unwrap();
         let mut child = std::process::Command::new(binary)
@@ -559,31 +561,13 @@ impl Kernels {
             .expect("hand the kernels their input");
         let out = child.wait_with_output().expect("the kernels' answer");
         assert!(out.status.success(), "audit-log-kernels failed");
-        Kernels {
-            figures: serde_json::from_slice(&out.stdout).expect("the kernels' figures"),
-        }
-    }
-
-    /// A field the kernels always write.
-    fn field<'a>(figures: &'a Value, name: &str) -> &'a Value {
-        figures
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} in {figures}"))
-    }
-
-    fn took(&self, name: &str) -> Duration {
-        let nanos = Self::field(&self.figures, name).as_u64();
-        Duration::from_nanos(nanos.unwrap_or_else(|| panic!("{name} is not a count of ns")))
+        serde_json::from_slice(&out.stdout).expect("the kernels' figures")
     }
 
     /// The floor of a whole-function row.
     fn floor(&self, row: &str) -> Duration {
-        let nanos = Self::field(&self.figures, "floors")
-            .as_array()
-            .and_then(|floors| floors.iter().find(|f| f["name"] == row))
-            .and_then(|f| f["nanos"].as_u64())
-            .unwrap_or_else(|| panic!("no floor for {row} in {}", self.figures));
-        Duration::from_nanos(nanos)
+        let floor = self.floors.iter().find(|f| f.name == row);
+        Duration::from_nanos(floor.unwrap_or_else(|| panic!("no floor for {row}")).nanos)
     }
 }
 
