@@ -139,3 +139,43 @@ async fn ids_of_255_wide_characters_are_ids_like_any_other() {
         .await;
     assert_eq!(view.body["destination"]["provider"], "datadog");
 }
+
+#[tokio::test]
+async fn projects_whose_ids_are_cut_to_fit_keys_are_listed_once_each_page_by_page() {
+    let w = World::new().await;
+    // 1,017 bytes each: their notes' keys hold their start and a digest, not the ids.
+    let mut projects: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|end| "😀".repeat(254) + end)
+        .collect();
+    projects.push("plain".into());
+    let start = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::from_secs(60);
+    let events: Vec<Value> = projects
+        .iter()
+        .enumerate()
+        .map(|(n, project)| event_at(&w.org, project, start, n))
+        .collect();
+    w.store(&events).await;
+    let (mut listed, mut cursor) = (Vec::new(), None::<String>);
+    for _ in 0..10 {
+        let mut query = vec![("limit", "1")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let page = w
+            .call_organization(Some(&w.org), &w.org, "/projects", &query)
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        for project in page.body["projects"].as_array().unwrap() {
+            listed.push(project["project_id"].as_str().unwrap().to_owned());
+        }
+        cursor = page.body["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert!(cursor.is_none(), "paging ends: {} listed", listed.len());
+    listed.sort();
+    projects.sort();
+    assert_eq!(listed, projects);
+}

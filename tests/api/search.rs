@@ -135,6 +135,12 @@ async fn searches_are_limited_per_organization_and_plain_pages_are_not() {
         OffsetDateTime::now_utc().replace_second(10).unwrap(),
     ));
     let w = World::with(|api| api.with_search_limit(limit).with_clock(clock)).await;
+    // Searches refused for their cursor read nothing, and are not counted.
+    let bad = [("action", "delete"), ("cursor", "not-a-cursor")];
+    assert_eq!(w.list(&bad).await.status, 400);
+    let bad = [("cursor", "not-a-cursor")];
+    let refused = w.call_organization(Some(&w.org), &w.org, "/projects", &bad);
+    assert_eq!(refused.await.status, 400);
     assert_eq!(w.list(&[("action", "delete")]).await.status, 200);
     assert_eq!(
         w.list(&[("q", "revoked"), ("limit", "10")]).await.status,

@@ -266,6 +266,8 @@ test("the seed's Datadog flow, and the API key is never shown or kept after savi
   assert.ok(!values.includes(key), "no input holds the saved key");
   const stored = await p.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
   assert.ok(!stored.includes(key), "browser storage holds no key");
+  // Nor may a password manager fill one in, where empty keeps the saved key.
+  assert.equal(await label(p, "API Key").getAttribute("autocomplete"), "new-password");
 
   // Rotating the key, as the seed's "Updating streaming configuration" does.
   await label(p, "API Key").fill("ffffffffffffffffffffffffffff9999");
@@ -387,8 +389,23 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await label(p, "Role ARN").fill(ROLE_ARN);
   await save(p);
 
+  // The heading the focus lands on says what was picked before the configuration is read.
+  let answer, answered;
+  const held = new Promise((resolve) => (answer = resolve));
+  const passed = new Promise((resolve) => (answered = resolve));
+  await p.route("**/streaming", async (route) => {
+    if (route.request().method() === "GET") await held;
+    await route.continue();
+    answered();
+  });
   await manage(p, "Edit streaming configuration");
-  await p.getByRole("heading", { name: "Edit streaming configuration" }).waitFor();
+  const editing = p.getByRole("heading", { name: "Edit streaming configuration" });
+  await editing.waitFor();
+  assert.ok(await focused(editing), "the focus is on the heading");
+  assert.equal(await label(p, "Role ARN").count(), 0, "read before the configuration came");
+  answer();
+  await passed;
+  await p.unroute("**/streaming");
   assert.equal(await label(p, "Role ARN").inputValue(), ROLE_ARN, "the form is filled in");
   assert.equal(await label(p, "Destination name").inputValue(), "first");
   await p.getByRole("radio", { name: "Datadog" }).check();
@@ -407,13 +424,15 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   const elsewhere = await fetch(api, {
     method: "PUT",
     headers: { ...asOrganization, "if-match": String(version) },
-    body: JSON.stringify({ provider: "cloudwatch", name: "saved elsewhere", cloudwatch: { role_arn: ROLE_ARN, region: "us-east-1" } }),
+    body: JSON.stringify({ provider: "datadog", name: "saved elsewhere", datadog: { site: "datadoghq.com", api_key: "0123456789abcdef0123456789ab4321" } }),
   });
   assert.equal(elsewhere.status, 200, await elsewhere.text());
   await button(p, "Save").click();
-  await shows(p, "someone changed the streaming configuration meanwhile (it is now “saved elsewhere”, Amazon CloudWatch)");
+  await shows(p, "someone changed the streaming configuration meanwhile (it is now “saved elsewhere”, Datadog, its API key ending in 4321)");
   assert.equal(await label(p, "Destination name").inputValue(), "second");
   assert.equal(await label(p, "API Key").inputValue(), "fedcba9876543210fedcba9876543210");
+  // The key's hint is of the destination saved now.
+  assert.equal(await described(label(p, "API Key")), "The key on file ends in 4321; leave this empty to keep it.");
   // Pressed twice, saved once.
   const puts = [];
   p.on("request", (r) => r.method() === "PUT" && r.url().endsWith("/streaming") && puts.push(r.url()));
@@ -900,7 +919,12 @@ test("Delivery problems: connection tests, a replay with its progress, and failu
   assert.equal(await p.locator("main iframe, main b").count(), 0);
   await p.unroute("**/streaming/failures*");
 
+  // A replay's range is of the events' own times, and an event fails only after the retry
+  // window: for failed events Since goes back as far as a replay takes, for all of them a day.
+  const daysBack = async () => Math.round((Date.now() - new Date(await label(p, "Since").inputValue())) / 86_400_000);
+  assert.equal(await daysBack(), 365);
   await p.getByLabel("Only failed events").uncheck();
+  assert.equal(await daysBack(), 1);
   // Its first look shows it as the API shows a replay waiting behind others (the service's
   // side of it: tests/replay.rs); the next ones as they are.
   const waiting = "no progress for 15 minutes: the replay is waiting behind others";
@@ -1088,6 +1112,15 @@ test("/console/ without a project asks for one and lists the organization's proj
   });
   await shows(p, hostile);
   assert.equal(await p.locator("main img").count(), 0);
+  // The organization's events, searched across its projects, each row naming its project.
+  const across = p.getByRole("region", { name: "Events of every project" });
+  await label(p, "Text").fill("hostile");
+  await button(p, "Search").click();
+  await across.getByText("1 event on this page.").waitFor();
+  assert.equal(await across.getByRole("link", { name: hostile }).count(), 1);
+  assert.equal(new URL(p.url()).searchParams.get("q"), "hostile", "the search is in the address");
+  await button(p, "Clear").click();
+  await across.getByText("2 events on this page.").waitFor();
   await screenshot(p, "start");
   assert.ok(files.length >= 10, `${files.length} files`);
   for (const file of files) assert.equal(file.headers()["content-encoding"], "gzip", file.url());
@@ -1106,7 +1139,7 @@ test("/console/ without a project asks for one and lists the organization's proj
   await p.unroute("**/audit-logs/projects*");
   await p.goto(`${server.console}?organization_id=${org}`);
   await shows(p, "2 projects.");
-  await p.getByRole("link", { name: hostile }).click();
+  await p.getByRole("listitem").getByRole("link", { name: hostile }).click();
   await p.getByRole("heading", { name: "Events" }).waitFor();
   await shows(p, "hostile project id");
   assert.equal(new URL(p.url()).searchParams.get("project_id"), hostile);

@@ -3,7 +3,7 @@
 
 import { call, projectPath, query } from "./api.js";
 import { h, newId, field, select, button, when, rfc3339, say, count, localTime, localValue, refused, validAll, messageRegion } from "./dom.js";
-import { keepSearch } from "./router.js";
+import { keepSearch, link } from "./router.js";
 import { exportControls } from "./export.js";
 import { selecting, lookAgain, notLooked } from "./look.js";
 
@@ -50,7 +50,11 @@ function fill(inputs, given) {
   }
 }
 
-export function eventsSection(p, still) {
+/** The events of project `p`; or, `across` its organization's projects (its listing's `path`),
+ * each row naming its project, without Export (a project's own) and without looking again by
+ * itself (each look is one of the organization's searches). */
+export function eventsSection(p, still, across = null) {
+  const path = across ? across.path : projectPath(p);
   const inputs = {
     since: h("input", { type: "datetime-local" }),
     until: h("input", { type: "datetime-local" }),
@@ -82,7 +86,7 @@ export function eventsSection(p, still) {
   const status = messageRegion();
   // Said while the looks for newer events get no answer.
   const stale = h("p", { class: "hint", role: "status" });
-  const heading = h("h2", { id: "events-heading", tabindex: "-1" }, "Events");
+  const heading = h("h2", { id: "events-heading", tabindex: "-1" }, across ? "Events of every project" : "Events");
   // Cursors of the pages shown so far: the last one is the page on screen.
   let cursors = [null];
   const older = button("Older events", () => show([...cursors, older.dataset.cursor]));
@@ -100,7 +104,7 @@ export function eventsSection(p, still) {
     if (table.isConnected) keepSearch(p, { ...searched, limit: searched.limit === DEFAULT_LIMIT ? "" : searched.limit });
     cursors = stack;
     firstShown = stack.length === 1 ? JSON.stringify(data.events) : null;
-    table.replaceChildren(eventsTable(data.events));
+    table.replaceChildren(eventsTable(data.events, across && p.org));
     // A filtered page reads a share of the events and may hold none: the older ones are still
     // to be searched, which "Older events" does.
     const none = data.next_cursor ? "No events match among those searched so far: “Older events” searches further back." : "No events match on this page.";
@@ -117,7 +121,7 @@ export function eventsSection(p, still) {
     const ask = ++asked;
     say(status, "Loading events…");
     try {
-      const data = await call("GET", projectPath(p) + query({ ...searched, cursor: stack[stack.length - 1] }));
+      const data = await call("GET", path + query({ ...searched, cursor: stack[stack.length - 1] }));
       if (ask !== asked) return; // a later request's answer is the one to show
       draw(data, stack, searched);
     } catch (error) {
@@ -132,6 +136,7 @@ export function eventsSection(p, still) {
   // page of events, another tab), in the table (an event's JSON open, focus or selected text
   // in it) or has stopped the page's changes (`still`).
   const away = () =>
+    Boolean(across) ||
     still() ||
     document.hidden ||
     cursors.length !== 1 ||
@@ -140,7 +145,7 @@ export function eventsSection(p, still) {
     selecting(table);
   const firstPage = () => {
     const [ask, searched] = [asked, applied];
-    return call("GET", projectPath(p) + query({ ...searched, cursor: null }), undefined, {}, { background: true }).then(
+    return call("GET", path + query({ ...searched, cursor: null }), undefined, {}, { background: true }).then(
       (data) => ({ data, ask, searched }),
     );
   };
@@ -195,7 +200,7 @@ export function eventsSection(p, still) {
     { class: "panel", "aria-labelledby": "events-heading" },
     heading,
     search,
-    exportControls(p, () => applied),
+    across ? null : exportControls(p, () => applied),
     status,
     stale,
     table,
@@ -203,7 +208,8 @@ export function eventsSection(p, still) {
   );
 }
 
-function eventsTable(events) {
+/** `org`: the organization whose projects' events these are, each row linking to its project. */
+function eventsTable(events, org) {
   if (!events.length) return h("p", {}, "No events.");
   const body = h("tbody");
   for (const event of events) {
@@ -215,7 +221,7 @@ function eventsTable(events) {
         JSON.stringify(event, null, 2),
       );
     // On the page only while shown: hidden, every name in it would be the page's text twice.
-    const cell = h("td", { colspan: 7 });
+    const cell = h("td", { colspan: org ? 8 : 7 });
     const json = h("tr", { class: "json", hidden: true }, cell);
     // Fifty of them on a page: each is described by its row's time and description.
     const [time, description] = [newId("time"), newId("description")];
@@ -235,6 +241,7 @@ function eventsTable(events) {
         h("td", { id: description }, String(event.description ?? "")),
         h("td", {}, actorOf(event)),
         h("td", {}, resourceOf(event)),
+        org ? h("td", {}, link(String(event.project_id ?? ""), { org, project: String(event.project_id ?? "") })) : null,
         h("td", {}, toggle),
       ),
       json,
@@ -244,7 +251,7 @@ function eventsTable(events) {
     "table",
     {},
     h("caption", { class: "visually-hidden" }, "Audit events, newest first"),
-    h("thead", {}, h("tr", {}, ["Time", "Action", "Status", "Description", "Actor", "Resource", "Event"].map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, ["Time", "Action", "Status", "Description", "Actor", "Resource", org ? "Project" : null, "Event"].filter(Boolean).map((c) => h("th", { scope: "col" }, c)))),
     body,
   );
 }

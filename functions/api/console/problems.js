@@ -51,9 +51,22 @@ export function failuresSection(p) {
 /** `finished`: called once a replay started here has ended. */
 export function replaySection(p, finished = () => {}) {
   const now = new Date();
-  const since = h("input", { type: "datetime-local", value: localValue(new Date(now - 24 * 3600 * 1000)) });
+  const day = 24 * 3600 * 1000;
+  // A range is of the events' own times, and an event fails only after the retry window (a
+  // week by default): failed ones are looked for over the longest range a replay takes, all
+  // events over the last day, until the person sets Since.
+  const sinceFor = (failedOnly) => localValue(new Date(now - (failedOnly ? 365 : 1) * day));
+  let sinceSet = false;
+  const since = h("input", { type: "datetime-local", value: sinceFor(true), oninput: () => (sinceSet = true) });
   const until = h("input", { type: "datetime-local", value: localValue(new Date(now.getTime() + 60 * 1000)) });
-  const onlyFailed = h("input", { type: "checkbox", id: newId("only-failed"), checked: true });
+  const onlyFailed = h("input", {
+    type: "checkbox",
+    id: newId("only-failed"),
+    checked: true,
+    onchange: () => {
+      if (!sinceSet) since.value = sinceFor(onlyFailed.checked);
+    },
+  });
   const status = messageRegion();
   const submit = h("button", { type: "submit", class: "primary" }, "Replay");
   const show = (replay) => {

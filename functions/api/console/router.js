@@ -26,10 +26,12 @@ export function href(p, search = {}) {
   })}`;
 }
 
-export function go(p) {
+/** Shows page `p`; `state` rides with its history entry (what the page may know before it
+ * has read anything, as `heading`). */
+export function go(p, state = null) {
   // Signed out: a late answer moves nowhere.
   if (auth.signedOut) return;
-  history.pushState(null, "", href(p));
+  history.pushState(state, "", href(p));
   render();
 }
 

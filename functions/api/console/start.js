@@ -3,6 +3,7 @@
 import { call, organizationPath, query } from "./api.js";
 import { h, field, button, when, say, count, failure, messageRegion, showMore } from "./dom.js";
 import { go, link } from "./router.js";
+import { eventsSection } from "./events.js";
 
 /** Pages one load asks for at most: its first, and the next after each that listed no project. */
 const PAGES_PER_LOAD = 5;
@@ -71,6 +72,9 @@ export function startPage(p) {
         (error) => failure(status, error),
       );
     load();
+    // The organization's events, searched across its projects (the search an auditor starts
+    // from: who did what, in whichever registry).
+    page.append(eventsSection(p, () => true, { path: organizationPath(p.org) }));
   }
   return page;
 }

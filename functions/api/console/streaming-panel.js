@@ -78,7 +78,7 @@ function drawStreaming(p, panel, heading, view) {
     panel.replaceChildren(
       heading,
       h("p", {}, "Log streaming is off: events are kept here and sent nowhere else."),
-      button("Enable Log Streaming", () => go({ ...p, view: "streaming" }), { class: "primary" }),
+      button("Enable Log Streaming", () => go({ ...p, view: "streaming" }, { heading: "Enable Log Streaming" }), { class: "primary" }),
       roleTrust(view),
     );
     return;
@@ -165,7 +165,7 @@ function drawStreaming(p, panel, heading, view) {
     keep.focus();
   };
   const menu = manageMenu([
-    ["Edit streaming configuration", () => go({ ...p, view: "streaming" })],
+    ["Edit streaming configuration", () => go({ ...p, view: "streaming" }, { heading: "Edit streaming configuration" })],
     health.state === "paused"
       ? ["Resume", () => act("POST", "/resume", "Streaming resumed: what was held back is on its way.")]
       : ["Pause", () => act("POST", "/pause", "Streaming paused: events are kept until you resume.")],

@@ -7,14 +7,17 @@ import { go, link, projectHeader, announce } from "./router.js";
 export const PROVIDERS = { cloudwatch: "Amazon CloudWatch", datadog: "Datadog" };
 
 export function streamingPage(p) {
-  const page = h("section", {}, projectHeader(p, "Enable Log Streaming", "streaming"), h("p", { role: "status" }, "Loading…"));
+  // The heading is focused as the page opens, before the configuration is read: it says what
+  // the button pressed said, or nothing it could have to take back (an address opened as is).
+  const heading = history.state?.heading || "Streaming configuration";
+  const page = h("section", {}, projectHeader(p, heading, "streaming"), h("p", { role: "status" }, "Loading…"));
   call("GET", `${projectPath(p)}/streaming`).then(
     (view) => {
       // Left before the answer (Cancel, Back): the page on screen is another's.
       if (!page.isConnected) return;
       const form = streamingForm(p, view);
       const title = page.querySelector("h1");
-      if (view.destination) title.textContent = "Edit streaming configuration";
+      title.textContent = view.destination ? "Edit streaming configuration" : "Enable Log Streaming";
       document.title = `${title.textContent} · Audit log service`;
       page.lastChild.replaceWith(form);
     },
@@ -147,18 +150,30 @@ export function streamingForm(p, view) {
   );
 
   // Datadog
-  const savedKey = saved && saved.datadog && saved.datadog.api_key_last4;
-  const apiKey = h("input", { type: "password", name: "api_key", autocomplete: "off", spellcheck: "false" });
+  // Of the destination saved now: one saved meanwhile (a 412) may have another key, or none.
+  const keyHint = (destination) => {
+    const last4 = destination?.datadog?.api_key_last4;
+    return last4 ? `The key on file ends in ${last4}; leave this empty to keep it.` : "32 hexadecimal characters, created under Organization Settings.";
+  };
+  // No saved password in it, nor one saved from it: password managers fill a remembered (perhaps
+  // rotated) key into a form that keeps the saved one when left empty. `off` is ignored on
+  // password fields; `new-password` is the standard's "not one to fill in", the data attributes
+  // the managers' own.
+  const apiKey = h("input", {
+    type: "password",
+    name: "api_key",
+    autocomplete: "new-password",
+    spellcheck: "false",
+    "data-1p-ignore": true,
+    "data-lpignore": "true",
+    "data-bwignore": true,
+  });
   const site = select(config.datadog_sites.map((s) => [s, s]), saved && saved.datadog ? saved.datadog.site : config.datadog_sites[0]);
   const datadog = h(
     "fieldset",
     { class: "provider" },
     h("legend", {}, "Key and site"),
-    field(
-      "API Key",
-      apiKey,
-      savedKey ? `The key on file ends in ${savedKey}; leave this empty to keep it.` : "32 hexadecimal characters, created under Organization Settings.",
-    ),
+    field("API Key", apiKey, keyHint(saved)),
     field("Datadog site", site, "the one in the address you sign in at"),
   );
 
@@ -248,7 +263,11 @@ export function streamingForm(p, view) {
             announce("Streaming configuration saved.");
             go({ ...p, view: "logs" });
           } catch (error) {
-            if (error.status === 412) return say(message, await savedMeanwhile(p, view), "alert");
+            if (error.status === 412) {
+              const text = await savedMeanwhile(p, view);
+              datadog.querySelector(".hint").textContent = keyHint(view.destination);
+              return say(message, text, "alert");
+            }
             const text = error.status === 0
               ? `${error.message} Reload the page to see whether the configuration was saved.`
               : `Nothing was stored: ${refused(error, controls)}`;

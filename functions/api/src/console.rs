@@ -304,6 +304,9 @@ pub fn respond(
         // The sign-in code sits in the address for a moment: it is never sent anywhere else.
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),
+        // Sign-in codes and tokens go through this host: HTTPS only, for a year (a browser
+        // heeds it only from an HTTPS answer, so the local runner's plain HTTP is untouched).
+        (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     ] {
         response = response.with_header(name, value);
     }
@@ -564,6 +567,7 @@ mod tests {
             assert!(!csp.contains("unsafe"), "{path}: {csp}");
             assert!(csp.contains("frame-ancestors 'none'"));
             assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+            assert_eq!(header(&r, "strict-transport-security"), "max-age=31536000");
         }
         assert_eq!(get("/console", &SignIn::Off).status_code, 308);
         // The project the address named survives the missing slash.

@@ -654,8 +654,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         };
         // A refused lane whose configuration was saved since is tried again (the save's own
         // call to do so may have been lost, or raced with the refusal).
-        let fixed = lane.state == LaneState::Refused
-            && lane.refused_version.is_some_and(|v| v != lane.version);
+        let fixed = lane.state == LaneState::Refused && lane.saved_since_refusal();
         match lane.state {
             LaneState::Refused if fixed => {
                 let retrying = Lane {
@@ -750,6 +749,15 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                         "the destination is still slow; its events keep going through its own lane"
                     );
                     return Ok(());
+                }
+                if probe && !lane.fixed_by_person() {
+                    // Nothing to probe with (what it owed expired into failures, or its page was
+                    // all gone or rejected): the destination has not shown it is back, and live
+                    // delivery would hold the shard on it. The lane stays as it is, looking again
+                    // at its interval; what becomes owed meanwhile is its next probe.
+                    return self
+                        .look_again(key, state, &held, remembered.interval_ms)
+                        .await;
                 }
                 if self.store.finish(key, &held.attempt, fresh.writes).await? {
                     out.entered = Some(LaneState::Delivering);
@@ -884,10 +892,49 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         held: &LaneCall,
         interval_ms: u64,
     ) -> Result<(), LaneError> {
-        let next = LaneCall::new(key, self.clock.now_ms());
+        let now = self.clock.now_ms();
+        self.call_at(key, state, held, interval_ms, now).await?;
+        Ok(())
+    }
+
+    /// The lane's next call, due at `due_ms`, in place of `held`; the lane stays in `state`.
+    async fn call_at(
+        &self,
+        key: &LaneKey,
+        state: LaneState,
+        held: &LaneCall,
+        interval_ms: u64,
+        due_ms: i64,
+    ) -> Result<LaneCall, LaneError> {
+        let next = LaneCall::new(key, due_ms);
         self.schedule(&next).await?;
         let to = Lane::to(state, Some(&next), interval_ms);
         self.store.update(key, &held.attempt, &to).await?;
+        Ok(next)
+    }
+
+    /// A retrying or refused lane's next call, at its interval (the longest for a refused
+    /// one), with no new trouble to lengthen it.
+    async fn look_again(
+        &self,
+        key: &LaneKey,
+        state: LaneState,
+        held: &LaneCall,
+        interval_ms: u64,
+    ) -> Result<(), LaneError> {
+        let wait = match state {
+            LaneState::Refused => self.policy.max_backoff.as_millis() as u64,
+            _ => interval_ms.max(self.policy.first_backoff.as_millis() as u64),
+        };
+        let due = self.policy.jittered(wait, self.clock.now_ms());
+        let next = self.call_at(key, state, held, interval_ms, due).await?;
+        tracing::info!(
+            organization_id = key.organization_id,
+            project_id = key.project_id,
+            state = state.as_str(),
+            next_attempt_in_ms = next.due_ms - self.clock.now_ms(),
+            "nothing owed to probe the destination with; the lane stays as it is"
+        );
         Ok(())
     }
 

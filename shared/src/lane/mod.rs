@@ -135,6 +135,18 @@ impl Lane {
         }
     }
 
+    /// Refused under an older configuration than the one saved now: the save is a fix to try.
+    pub fn saved_since_refusal(&self) -> bool {
+        self.refused_version.is_some_and(|v| v != self.version)
+    }
+
+    /// A fix the person made, not yet tried: saved since a refusal, or set to be tried at once
+    /// by a save or a Test connection that succeeded (retrying with no wait, which trouble
+    /// always sets). Owing nothing, such a lane delivers live again.
+    pub fn fixed_by_person(&self) -> bool {
+        self.saved_since_refusal() || (self.state == LaneState::Retrying && self.interval_ms == 0)
+    }
+
     /// The interval new trouble doubles at `now_ms`: the last one while the lane is within
     /// twice of it, and at most [`REMEMBERED_FOR`], of coming back from retrying, else none
     /// (the first interval). A destination that fails again as soon as it takes events (one

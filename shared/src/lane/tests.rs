@@ -622,6 +622,78 @@ async fn a_refused_lane_whose_probe_got_nowhere_stays_refused_for_its_reason() {
 }
 
 #[tokio::test]
+async fn a_retrying_lane_whose_owed_events_all_expired_stays_retrying_and_probes_the_next() {
+    let mut w = World::new();
+    w.policy = Policy::new(Duration::from_secs(3600), Duration::from_secs(300));
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    let interval = w.lane().interval_ms;
+    // A quiet project: its next call comes after the window, and everything it owed expires.
+    w.clock.advance(Duration::from_secs(3601));
+    let out = w.run_due_call().await;
+    assert_eq!((out.expired, out.entered), (2, None));
+    let lane = w.lane();
+    // Nothing showed the destination back: it stays retrying, for its reason, and nothing is
+    // sent live to it.
+    assert_eq!(lane.state, LaneState::Retrying, "{lane:?}");
+    assert_eq!(lane.reason.as_deref(), Some(outage().message()));
+    assert_eq!(lane.interval_ms, interval, "no new trouble to lengthen it");
+    let wait = (lane.next_attempt_at.unwrap() - w.clock.now_ms()) as u64;
+    assert!((interval / 2..=interval).contains(&wait), "{wait} ms");
+    w.sink.answer(Answer::Take);
+    w.live(1).await;
+    assert_eq!(
+        w.sink.requests(),
+        1,
+        "owed to the next probe, not sent live"
+    );
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), ["event 00003"]);
+}
+
+#[tokio::test]
+async fn a_refused_lane_whose_probe_was_all_rejected_stays_refused() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(1).await;
+    w.sink
+        .answer(Answer::Fail(DeliveryError::Rejected("too large".into())));
+    let out = w.run_due_call().await;
+    assert_eq!((out.rejected, out.entered), (1, None));
+    let lane = w.lane();
+    assert_eq!(lane.state, LaneState::Refused, "{lane:?}");
+    assert_eq!(lane.reason.as_deref(), Some(refusal().message()));
+    assert_eq!(lane.refused_version, Some(0));
+    let wait = lane.next_attempt_at.unwrap() - w.clock.now_ms();
+    assert!((150_000..=300_000).contains(&wait), "{wait} ms");
+    assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+}
+
+#[tokio::test]
+async fn a_lane_the_person_fixed_owing_nothing_delivers_live_again() {
+    let mut w = World::new();
+    w.policy = Policy::new(Duration::from_secs(3600), Duration::from_secs(300));
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(1).await;
+    // New settings (their save's own call lost), and what the old ones were owed expired.
+    w.lanes.saved(&w.key);
+    w.clock.advance(Duration::from_secs(3601));
+    let out = w.run_due_call().await;
+    assert_eq!((out.expired, out.entered), (1, Some(LaneState::Delivering)));
+    assert_eq!(w.lane().refused_version, None);
+    // An outage whose events expired, then a Test connection that succeeds: tried at once.
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(1).await;
+    w.clock.advance(Duration::from_secs(3601));
+    w.run_due_call().await;
+    assert_eq!(w.lane().state, LaneState::Retrying);
+    assert!(w.engine().retry_now(&w.key).await.unwrap());
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+}
+
+#[tokio::test]
 async fn an_event_past_its_time_to_live_when_owed_is_owed_until_it_can_be_listed() {
     let mut w = World::new();
     w.sink.answer(Answer::Fail(outage()));

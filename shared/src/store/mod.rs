@@ -78,6 +78,14 @@ pub fn sort_key_part(id: &str) -> String {
     crate::id::fitted(key_part(id), id, crate::id::MAX_ID_KEY_BYTES, FITTED_MARKER)
 }
 
+/// Whether `part` could be a [`sort_key_part`]: not empty, within its bytes, separators escaped.
+pub fn is_sort_key_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= crate::id::MAX_ID_KEY_BYTES
+        && !part.contains('#')
+        && !part.chars().any(char::is_control)
+}
+
 /// Marks a [`sort_key_part`] cut to fit: escaping writes `%` only before two hex digits.
 pub const FITTED_MARKER: &str = "%~";
 

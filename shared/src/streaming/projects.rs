@@ -10,7 +10,7 @@ use super::{
     ConfigError, ConfigTable, EXPIRES_AT, attr, is_condition_failure, organization_key, s,
     store_error,
 };
-use crate::store::{id_of_key_part, sort_key_part};
+use crate::store::sort_key_part;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::future::Future;
 
@@ -44,8 +44,10 @@ pub trait ProjectIndex: Sync {
     /// there that lasts longer stays as it is.
     fn note(&self, projects: &[Note]) -> impl Future<Output = Result<(), Unnoted>> + Send;
 
-    /// The organization's noted project ids, in order, after `after`, leaving out notes past
-    /// their TTL by `now` (epoch seconds); with where to go on.
+    /// The organization's noted project ids, in order, after the position `after`, leaving
+    /// out notes past their TTL by `now` (epoch seconds); with the position to go on from.
+    /// A position is the last note's project as its key holds it ([`sort_key_part`]): an id
+    /// too long for the key is cut there, and only the key says where its note is.
     fn noted(
         &self,
         organization_id: &str,
@@ -145,7 +147,7 @@ impl ProjectIndex for ConfigTable {
         limit: usize,
         now: i64,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
-        let after = after.map(|p| format!("{PREFIX}{}", sort_key_part(p)));
+        let after = after.map(|position| format!("{PREFIX}{position}"));
         // A note past its TTL is gone, whether DynamoDB has deleted it yet (it takes days) or
         // not: its project's events are too.
         let query = self
@@ -164,11 +166,11 @@ impl ProjectIndex for ConfigTable {
                     .ok_or(ConfigError::Corrupt("a noted project"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        // Go on after the last note read, by its project's id (a page may show none of them).
+        // Go on after the last note read (a page may show none of them).
         let next = next
             .map(|sk| {
                 sk.strip_prefix(PREFIX)
-                    .and_then(id_of_key_part)
+                    .map(str::to_owned)
                     .ok_or(ConfigError::Corrupt("a noted project"))
             })
             .transpose()?;
@@ -291,19 +293,20 @@ impl ProjectIndex for MemoryProjects {
         now: i64,
     ) -> Result<(Vec<String>, Option<String>), ConfigError> {
         let noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-        let mine: Vec<String> = noted
+        // In the table's order, by position.
+        let mut mine: Vec<(String, String)> = noted
             .iter()
-            .filter(|((o, p), until)| {
-                o == organization_id
-                    && after.is_none_or(|a| p.as_str() > a)
-                    && until.is_none_or(|until| until > now)
-            })
-            .map(|((_, p), _)| p.clone())
+            .filter(|((o, _), until)| o == organization_id && until.is_none_or(|u| u > now))
+            .map(|((_, p), _)| (sort_key_part(p), p.clone()))
+            .filter(|(position, _)| after.is_none_or(|a| position.as_str() > a))
             .collect();
+        mine.sort();
         let more = mine.len() > limit;
-        let page: Vec<String> = mine.into_iter().take(limit).collect();
-        let next = more.then(|| page.last().cloned()).flatten();
-        Ok((page, next))
+        mine.truncate(limit);
+        let next = more
+            .then(|| mine.last().map(|(at, _)| at.clone()))
+            .flatten();
+        Ok((mine.into_iter().map(|(_, p)| p).collect(), next))
     }
 }
 

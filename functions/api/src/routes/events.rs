@@ -35,10 +35,6 @@ impl<P: Ports> Api<P> {
         }
         let limit = limit_query(request, MAX_PAGE_SIZE)?;
         let filter = filter_query(request)?;
-        if !filter.is_empty() || project.is_none() {
-            self.rate_limit(org, self.searches, self.clock.now())
-                .await?;
-        }
         // The instants, not their text: a client may write the same time another way
         // between pages (`Z` or `+00:00`, with or without fractions).
         let instant = |t: Option<OffsetDateTime>| t.map(|t| t.unix_timestamp_nanos().to_string());
@@ -50,6 +46,11 @@ impl<P: Ports> Api<P> {
             None => Scope::new("organization-events", org, "", &shape),
         };
         let after = self.resume_after(&scope, request, since, until).await?;
+        // Counted once the request is known to be good: a refused one reads nothing.
+        if !filter.is_empty() || project.is_none() {
+            self.rate_limit(org, self.searches, self.clock.now())
+                .await?;
+        }
         let partitions = match project {
             Some(project) => vec![partition_key(org, project)],
             None => noted_projects(&self.configs, org, self.clock.now().unix_timestamp())

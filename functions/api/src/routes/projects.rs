@@ -33,19 +33,22 @@ impl<P: Ports> Api<P> {
         request::only_parameters(request, &["limit", "cursor"])?;
         // The listing's bounds, as for events; a page looks at no more than its own most.
         let limit = limit_query(request, MAX_PAGE_SIZE)?.min(MAX_PROJECT_PAGE);
-        // An organization-wide listing: a page reads both ends of up to 100 projects.
-        self.rate_limit(org, self.searches, self.clock.now())
-            .await?;
         let scope = Scope::new("projects", org, "", &[]);
         let after = match request::query(request, "cursor") {
             Some(c) => {
-                // A position is a project id: anything else is no cursor of this listing.
-                let project = scope.decode(&*self.service_key().await?, &c)?;
-                audit_log::id::check("project_id", &project).map_err(|_| cursor::invalid())?;
-                Some(project)
+                // A position is a project as its note's key holds it (separators escaped):
+                // anything else is no cursor of this listing.
+                let position = scope.decode(&*self.service_key().await?, &c)?;
+                if !audit_log::store::is_sort_key_part(&position) {
+                    return Err(cursor::invalid());
+                }
+                Some(position)
             }
             None => None,
         };
+        // An organization-wide listing: a page reads both ends of up to 100 projects.
+        self.rate_limit(org, self.searches, self.clock.now())
+            .await?;
         let now = self.clock.now().unix_timestamp();
         let (noted, next) = self
             .configs

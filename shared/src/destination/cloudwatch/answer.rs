@@ -38,6 +38,15 @@ where
     match err {
         SdkError::ServiceError(service) => match service.err().code() {
             Some("ResourceNotFoundException") => Problem::Missing,
+            // CloudWatch Logs' own meaning of the code: a quota of the customer's account
+            // (its log groups), not a rate; waiting does not lift it, the customer does.
+            Some(code @ "LimitExceededException") => {
+                Problem::Refused(DeliveryError::Refused(format!(
+                    "CloudWatch Logs refused to create the log group or stream ({code}): the \
+                     customer's account has reached its quota of log groups in this region; \
+                     delete unused ones or ask AWS for a higher quota"
+                )))
+            }
             // OperationAborted: another writer is creating the same group or stream right now
             // (two batches of a new customer at once); the next attempt finds it made.
             Some(code) if BUSY.contains(&code) || code == "OperationAbortedException" => {
@@ -201,5 +210,27 @@ mod tests {
             classify(&error(429, "SomethingNew")),
             Problem::Transient(_)
         ));
+    }
+
+    #[test]
+    fn the_account_out_of_log_groups_is_refused_for_the_customer_to_fix() {
+        use aws_sdk_cloudwatchlogs::operation::create_log_group::CreateLogGroupError;
+        let meta = aws_sdk_cloudwatchlogs::error::ErrorMetadata::builder()
+            .code("LimitExceededException")
+            .message("Resource limit exceeded.")
+            .build();
+        let error = SdkError::service_error(
+            CreateLogGroupError::generic(meta),
+            aws_smithy_runtime_api::http::Response::new(
+                StatusCode::try_from(400).unwrap(),
+                SdkBody::empty(),
+            ),
+        );
+        match classify(&error) {
+            Problem::Refused(DeliveryError::Refused(why)) => {
+                assert!(why.contains("quota of log groups"), "{why}")
+            }
+            _ => panic!("a quota is no busy service"),
+        }
     }
 }
