@@ -390,6 +390,7 @@ test("Edit streaming configuration switches the provider from CloudWatch to Data
   await save(p);
 
   // The heading the focus lands on says what was picked before the configuration is read.
+  await button(p, "Manage").waitFor();
   let answer, answered;
   const held = new Promise((resolve) => (answer = resolve));
   const passed = new Promise((resolve) => (answered = resolve));
@@ -1114,6 +1115,9 @@ test("/console/ without a project asks for one and lists the organization's proj
   assert.equal(await p.locator("main img").count(), 0);
   // The organization's events, searched across its projects, each row naming its project.
   const across = p.getByRole("region", { name: "Events of every project" });
+  // A costly search, made when asked for.
+  await across.getByText("Search the organization's events across its projects").waitFor();
+  assert.equal(await across.getByRole("table").count(), 0);
   await label(p, "Text").fill("hostile");
   await button(p, "Search").click();
   await across.getByText("1 event on this page.").waitFor();

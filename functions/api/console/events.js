@@ -194,7 +194,11 @@ export function eventsSection(p, still, across = null) {
   );
   older.hidden = true;
   newer.hidden = true;
-  show([null]);
+  // Across an organization's projects a page is a costly search, counted: made when asked for
+  // (Search, or an address that holds one), not by every visit.
+  const given = new URLSearchParams(location.search);
+  if (!across || Object.keys(inputs).some((name) => name !== "limit" && given.get(name))) show([null]);
+  else say(status, "Search the organization's events across its projects: set the filters you need, then Search.");
   return h(
     "section",
     { class: "panel", "aria-labelledby": "events-heading" },

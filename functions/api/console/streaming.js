@@ -168,12 +168,13 @@ export function streamingForm(p, view) {
     "data-lpignore": "true",
     "data-bwignore": true,
   });
+  const keyField = field("API Key", apiKey, keyHint(saved));
   const site = select(config.datadog_sites.map((s) => [s, s]), saved && saved.datadog ? saved.datadog.site : config.datadog_sites[0]);
   const datadog = h(
     "fieldset",
     { class: "provider" },
     h("legend", {}, "Key and site"),
-    field("API Key", apiKey, keyHint(saved)),
+    keyField,
     field("Datadog site", site, "the one in the address you sign in at"),
   );
 
@@ -265,7 +266,7 @@ export function streamingForm(p, view) {
           } catch (error) {
             if (error.status === 412) {
               const text = await savedMeanwhile(p, view);
-              datadog.querySelector(".hint").textContent = keyHint(view.destination);
+              keyField.querySelector(".hint").textContent = keyHint(view.destination);
               return say(message, text, "alert");
             }
             const text = error.status === 0

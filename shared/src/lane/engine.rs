@@ -810,7 +810,6 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 .into_iter()
                 .filter(|o| !unsent.contains(o.event.sort_key.as_str()))
                 .collect();
-            self.store.settle(key, &settled).await?;
             // A page the destination answered nothing of in its time (one request, rejected,
             // and no time to search it) got nowhere: tried again at once, it would get nowhere
             // again, and a probe that sent nothing found nothing back.
@@ -830,6 +829,35 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     }
                 })
             });
+            // A probe the destination took events of: the lane catches up, written before the
+            // page is settled, so that a call taking over from one that died in between goes
+            // on catching up rather than finding nothing owed to a lane still in trouble.
+            let mut still_held = true;
+            if trouble.is_none() && state != LaneState::CatchingUp && sent.delivered > 0 {
+                // A retrying lane's probe went through; a refused one's interval is always the
+                // longest, nothing to go on doubling.
+                if state == LaneState::Retrying {
+                    remembered.recovered_at = Some(self.clock.now_ms());
+                } else {
+                    remembered.interval_ms = 0;
+                }
+                state = LaneState::CatchingUp;
+                let mut to = Lane::to(state, Some(&held), remembered.interval_ms);
+                to.recovered_at = remembered.recovered_at;
+                still_held = self.store.update(key, &held.attempt, &to).await?;
+                if still_held {
+                    out.entered = Some(state);
+                    tracing::info!(
+                        organization_id = key.organization_id,
+                        project_id = key.project_id,
+                        "destination takes events again; catching up"
+                    );
+                }
+            }
+            self.store.settle(key, &settled).await?;
+            if !still_held {
+                return Ok(());
+            }
             if let Some(trouble) = trouble {
                 let from = if state == LaneState::CatchingUp {
                     remembered.interval_at(self.clock.now_ms())
@@ -858,27 +886,6 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             // proves nothing of an outage's end: the next page probes.
             if probe && sent.delivered == 0 {
                 continue;
-            }
-            if state != LaneState::CatchingUp {
-                // A retrying lane's probe went through; a refused one's interval is always the
-                // longest, nothing to go on doubling.
-                if state == LaneState::Retrying {
-                    remembered.recovered_at = Some(self.clock.now_ms());
-                } else {
-                    remembered.interval_ms = 0;
-                }
-                state = LaneState::CatchingUp;
-                let mut to = Lane::to(state, Some(&held), remembered.interval_ms);
-                to.recovered_at = remembered.recovered_at;
-                if !self.store.update(key, &held.attempt, &to).await? {
-                    return Ok(());
-                }
-                out.entered = Some(state);
-                tracing::info!(
-                    organization_id = key.organization_id,
-                    project_id = key.project_id,
-                    "destination takes events again; catching up"
-                );
             }
         }
     }

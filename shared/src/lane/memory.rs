@@ -70,6 +70,8 @@ pub struct MemoryLanes {
     pub(crate) slow: Mutex<HashMap<LaneKey, std::time::Duration>>,
     /// Projects whose health writes never answer.
     pub(crate) health_hanging: Mutex<HashSet<LaneKey>>,
+    /// Projects whose settling of delivered events fails (the call dies there).
+    pub(crate) unsettled: Mutex<HashSet<LaneKey>>,
     /// The rest of the configuration table (`streaming::memory`).
     pub(crate) table: Mutex<crate::streaming::memory::Table>,
     /// Projects noted as having stored events.
@@ -105,6 +107,11 @@ impl MemoryLanes {
     /// the SDK retrying).
     pub fn set_health_hanging(&self, key: &LaneKey, hanging: bool) {
         mark(&self.health_hanging, key, hanging);
+    }
+
+    /// The project's settling of delivered events fails, as a call that dies there would.
+    pub fn set_settles_failing(&self, key: &LaneKey, failing: bool) {
+        mark(&self.unsettled, key, failing);
     }
 
     fn writable(&self, key: &LaneKey) -> Result<(), LaneError> {
@@ -280,6 +287,9 @@ impl LaneStore for MemoryLanes {
     }
 
     async fn settle(&self, key: &LaneKey, owed: &[Owed]) -> Result<(), LaneError> {
+        if lock(&self.unsettled).contains(key) {
+            return Err(LaneError::Store("the call died settling its page".into()));
+        }
         self.kept(key, |m| {
             for o in owed {
                 if m.owed

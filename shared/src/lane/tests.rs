@@ -832,6 +832,28 @@ async fn an_attempt_that_dies_is_taken_over_by_its_lease() {
 }
 
 #[tokio::test]
+async fn a_probe_that_got_through_and_died_settling_is_taken_over_as_catching_up() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(outage()));
+    w.live(2).await;
+    let (call, _) = w.pending_call();
+    w.clock.advance(Duration::from_secs(10));
+    // The probe is taken, and the invocation dies before its page is settled.
+    w.sink.answer(Answer::Take);
+    w.lanes.set_settles_failing(&w.key, true);
+    let lane = w.lanes.read(&w.key).await.unwrap().unwrap();
+    let target = Target::Saved(&lane, &w.sink);
+    let died = w.engine().call(&call, target, &w.events, later()).await;
+    assert!(died.is_err());
+    assert_eq!(w.lane().state, LaneState::CatchingUp, "seen back");
+    w.lanes.set_settles_failing(&w.key, false);
+    // The lease's call sends the page again (delivery is at least once), then delivers live.
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, Some(LaneState::Delivering));
+    assert_eq!(w.received(), [numbered(1..=2), numbered(1..=2)].concat());
+}
+
+#[tokio::test]
 async fn nothing_owed_during_the_handover_is_left_behind() {
     let mut w = World::new();
     w.sink.answer(Answer::Fail(outage()));

@@ -33,7 +33,9 @@ impl<P: Ports> Api<P> {
         request::only_parameters(request, &["limit", "cursor"])?;
         // The listing's bounds, as for events; a page looks at no more than its own most.
         let limit = limit_query(request, MAX_PAGE_SIZE)?.min(MAX_PROJECT_PAGE);
-        let scope = Scope::new("projects", org, "", &[]);
+        // Positions are notes' key parts (they were project ids, which a key part is not for
+        // every id): a cursor made before is refused, not read as one.
+        let scope = Scope::new("projects-by-key", org, "", &[]);
         let after = match request::query(request, "cursor") {
             Some(c) => {
                 // A position is a project as its note's key holds it (separators escaped):

@@ -42,9 +42,9 @@ where
             // (its log groups), not a rate; waiting does not lift it, the customer does.
             Some(code @ "LimitExceededException") => {
                 Problem::Refused(DeliveryError::Refused(format!(
-                    "CloudWatch Logs refused to create the log group or stream ({code}): the \
-                     customer's account has reached its quota of log groups in this region; \
-                     delete unused ones or ask AWS for a higher quota"
+                    "CloudWatch Logs refused to create the log group ({code}): the customer's \
+                     account has reached its quota of log groups in this region; delete unused \
+                     ones or ask AWS for a higher quota"
                 )))
             }
             // OperationAborted: another writer is creating the same group or stream right now

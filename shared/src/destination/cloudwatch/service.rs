@@ -162,7 +162,13 @@ async fn create(
         client.create_log_group().log_group_name(group).send(),
     )
     .await;
-    check_created(group_created, "log group", group)?;
+    // An account at its quota of log groups may answer so for a group it has (which check
+    // comes first is AWS's): the stream's creation says whether the group is there.
+    let at_quota = service_code(&group_created) == Some("LimitExceededException");
+    let group_checked = check_created(group_created, "log group", group);
+    if group_checked.is_err() && !at_quota {
+        return group_checked;
+    }
     let stream_created = timeout_at(
         deadline,
         client
@@ -172,7 +178,24 @@ async fn create(
             .send(),
     )
     .await;
-    check_created(stream_created, "log stream", stream)
+    let no_group = service_code(&stream_created) == Some("ResourceNotFoundException");
+    match check_created(stream_created, "log stream", stream) {
+        Err(_) if at_quota && no_group => group_checked,
+        stream_checked => stream_checked,
+    }
+}
+
+/// The code of a service's error answer, if that is what came.
+fn service_code<T, E: ProvideErrorMetadata>(
+    result: &Result<
+        Result<T, SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>>,
+        tokio::time::error::Elapsed,
+    >,
+) -> Option<&str> {
+    match result {
+        Ok(Err(err)) => err.as_service_error().and_then(|e| e.code()),
+        _ => None,
+    }
 }
 
 fn check_created<T, E>(

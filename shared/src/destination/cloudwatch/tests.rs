@@ -493,6 +493,46 @@ async fn a_group_not_found_right_after_it_was_created_is_created_again_and_writt
     assert_eq!(calls_writing_when_missing(3).await, (4, 2, 2));
 }
 
+/// The writes of two events to a group and stream found missing, the group's creation answered
+/// as an account at its quota of log groups does, the stream's by `stream`: the failures and
+/// the writes made.
+async fn writing_at_the_quota_of_log_groups(
+    stream: Option<&'static str>,
+) -> (crate::destination::Failures, usize) {
+    let put = mock!(aws_sdk_cloudwatchlogs::Client::put_log_events)
+        .sequence()
+        .http_response(|| logs_error(400, "ResourceNotFoundException"))
+        .output(|| PutLogEventsOutput::builder().build())
+        .build();
+    let group = mock!(aws_sdk_cloudwatchlogs::Client::create_log_group)
+        .then_http_response(|| logs_error(400, "LimitExceededException"));
+    let stream = match stream {
+        Some(code) => mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
+            .then_http_response(move || logs_error(400, code)),
+        None => mock!(aws_sdk_cloudwatchlogs::Client::create_log_stream)
+            .then_output(|| CreateLogStreamOutput::builder().build()),
+    };
+    let client = logs(RuleMode::MatchAny, &[&put, &group, &stream]);
+    let failures =
+        service::write(&client, "g", "s", &recent(2), soon(), &FAST, SPLITS_AT_MOST).await;
+    (failures, put.num_calls())
+}
+
+#[tokio::test]
+async fn an_account_at_its_quota_of_log_groups_is_refused_unless_the_group_is_there() {
+    // The group is there: its stream is made, and the events written.
+    let (failures, writes) = writing_at_the_quota_of_log_groups(None).await;
+    assert_eq!((failures, writes), (vec![], 2));
+    // It is not: the customer has to make room, which waiting does not.
+    let (failures, writes) =
+        writing_at_the_quota_of_log_groups(Some("ResourceNotFoundException")).await;
+    assert_eq!((failures.len(), writes), (2, 1));
+    for (_, error) in failures {
+        assert!(error.is_refusal(), "{error:?}");
+        assert!(error.message().contains("quota of log groups"), "{error:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_creation_racing_another_writer_and_unknown_5xx_answers_are_retried() {
     // Two batches of a new customer at once: the other writer is creating the group
