@@ -700,6 +700,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut remembered = lane.clone();
         // How long the last page took, when the destination was slow to take it.
         let mut slow: Option<Duration> = None;
+        // Whether the destination answered a page of this call, if only to reject its events
+        // (it took the request, credentials and all).
+        let mut answered = false;
         loop {
             // A page needs its budget (a fresh invocation has it; a probe the live one, a page
             // of catching up its own): without it, the destination would be blamed for the
@@ -750,9 +753,9 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                     );
                     return Ok(());
                 }
-                if probe && !lane.fixed_by_person() {
-                    // Nothing to probe with (what it owed expired into failures, or its page was
-                    // all gone or rejected): the destination has not shown it is back, and live
+                if probe && !answered && !lane.fixed_by_person() {
+                    // Nothing to probe with (what it owed expired into failures, or its pages'
+                    // events were gone): the destination has not shown it is back, and live
                     // delivery would hold the shard on it. The lane stays as it is, looking again
                     // at its interval; what becomes owed meanwhile is its next probe.
                     return self
@@ -800,6 +803,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 Some(sent.took).filter(|took| !searched && self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;
             out.rejected += sent.rejected;
+            answered |= sent.rejected > 0;
             let unsent: std::collections::HashSet<&str> = sent
                 .unsent
                 .iter()

@@ -653,21 +653,44 @@ async fn a_retrying_lane_whose_owed_events_all_expired_stays_retrying_and_probes
 }
 
 #[tokio::test]
-async fn a_refused_lane_whose_probe_was_all_rejected_stays_refused() {
+async fn a_refused_lane_whose_probe_was_all_rejected_was_answered_and_delivers_live_again() {
     let mut w = World::new();
     w.sink.answer(Answer::Fail(refusal()));
     w.live(1).await;
+    // The destination takes the request (the key, the role) and rejects its one event.
     w.sink
         .answer(Answer::Fail(DeliveryError::Rejected("too large".into())));
     let out = w.run_due_call().await;
-    assert_eq!((out.rejected, out.entered), (1, None));
+    assert_eq!(
+        (out.rejected, out.entered),
+        (1, Some(LaneState::Delivering))
+    );
+    assert_eq!(w.lane().refused_version, None);
+    assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_lane_whose_probe_found_its_events_gone_stays_refused() {
+    let mut w = World::new();
+    w.sink.answer(Answer::Fail(refusal()));
+    w.live(1).await;
+    // Its one event is no longer stored when the probe comes: nothing reaches the destination.
+    w.events.events.lock().unwrap().clear();
+    let requests = w.sink.requests();
+    let out = w.run_due_call().await;
+    assert_eq!(out.entered, None);
+    assert_eq!(w.sink.requests(), requests);
     let lane = w.lane();
     assert_eq!(lane.state, LaneState::Refused, "{lane:?}");
     assert_eq!(lane.reason.as_deref(), Some(refusal().message()));
     assert_eq!(lane.refused_version, Some(0));
     let wait = lane.next_attempt_at.unwrap() - w.clock.now_ms();
     assert!((150_000..=300_000).contains(&wait), "{wait} ms");
-    assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+    assert_eq!(
+        w.lanes.get(&w.key).failures.len(),
+        1,
+        "listed as not read back"
+    );
 }
 
 #[tokio::test]
