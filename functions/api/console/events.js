@@ -3,7 +3,7 @@
 
 import { call, projectPath, query } from "./api.js";
 import { h, newId, field, select, button, when, rfc3339, say, count, localTime, localValue, refused, validAll, messageRegion } from "./dom.js";
-import { keepSearch, link } from "./router.js";
+import { keepSearch, projectLink } from "./router.js";
 import { exportControls } from "./export.js";
 import { selecting, lookAgain, notLooked } from "./look.js";
 
@@ -51,8 +51,7 @@ function fill(inputs, given) {
 }
 
 /** The events of project `p`; or, `across` its organization's projects (its listing's `path`),
- * each row naming its project, without Export (a project's own) and without looking again by
- * itself (each look is one of the organization's searches). */
+ * each row naming its project, without Export (a project's own). */
 export function eventsSection(p, still, across = null) {
   const path = across ? across.path : projectPath(p);
   const inputs = {
@@ -136,7 +135,6 @@ export function eventsSection(p, still, across = null) {
   // page of events, another tab), in the table (an event's JSON open, focus or selected text
   // in it) or has stopped the page's changes (`still`).
   const away = () =>
-    Boolean(across) ||
     still() ||
     document.hidden ||
     cursors.length !== 1 ||
@@ -245,7 +243,7 @@ function eventsTable(events, org) {
         h("td", { id: description }, String(event.description ?? "")),
         h("td", {}, actorOf(event)),
         h("td", {}, resourceOf(event)),
-        org ? h("td", {}, link(String(event.project_id ?? ""), { org, project: String(event.project_id ?? "") })) : null,
+        org ? h("td", {}, projectLink(org, String(event.project_id ?? ""))) : null,
         h("td", {}, toggle),
       ),
       json,

@@ -35,6 +35,9 @@ export function go(p, state = null) {
   render();
 }
 
+/** A link to the Audit Logs page of `org`'s project, named by its id. */
+export const projectLink = (org, project) => link(project, { org, project });
+
 export function link(text, p, props = {}) {
   return h(
     "a",

@@ -185,41 +185,32 @@ async fn create(
     }
 }
 
+/// A creation's answer, or its deadline passing first.
+type Created<T, E> = Result<
+    Result<T, SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>>,
+    tokio::time::error::Elapsed,
+>;
+
 /// The code of a service's error answer, if that is what came.
-fn service_code<T, E: ProvideErrorMetadata>(
-    result: &Result<
-        Result<T, SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>>,
-        tokio::time::error::Elapsed,
-    >,
-) -> Option<&str> {
+fn service_code<T, E: ProvideErrorMetadata>(result: &Created<T, E>) -> Option<&str> {
     match result {
         Ok(Err(err)) => err.as_service_error().and_then(|e| e.code()),
         _ => None,
     }
 }
 
-fn check_created<T, E>(
-    result: Result<
-        Result<T, SdkError<E, aws_sdk_cloudwatchlogs::config::http::HttpResponse>>,
-        tokio::time::error::Elapsed,
-    >,
-    what: &str,
-    name: &str,
-) -> Result<(), DeliveryError>
+fn check_created<T, E>(result: Created<T, E>, what: &str, name: &str) -> Result<(), DeliveryError>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    if service_code(&result) == Some("ResourceAlreadyExistsException") {
+        return Ok(());
+    }
     match result {
         Err(_) => Err(DeliveryError::Retryable(format!(
             "CloudWatch Logs did not answer while creating {what} {name}"
         ))),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(err))
-            if err.as_service_error().and_then(|e| e.code())
-                == Some("ResourceAlreadyExistsException") =>
-        {
-            Ok(())
-        }
         Ok(Err(err)) => match classify(&err) {
             Problem::Transient(m) => Err(DeliveryError::Retryable(m)),
             Problem::Refused(e) => Err(e),
