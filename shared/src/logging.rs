@@ -64,25 +64,84 @@ pub fn init() {
         std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
         std::env::var("RUST_LOG").ok().as_deref(),
     );
-    let filter = chosen.and(dependencies_at_info());
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    Registry::default()
+        .with(lines(json, chosen, std::io::stdout))
+        .init();
+}
+
+/// The layer that writes the lines `chosen` lets through, as JSON or as text, to `writer`.
+fn lines<W>(json: bool, chosen: Targets, writer: W) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = chosen.and(dependencies_at_info());
     // Lambda keeps stdout as it is: colour codes would land in CloudWatch as text.
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_target(false)
-        .without_time()
-        .with_writer(std::io::stdout);
-    let layer: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        .with_writer(writer);
+    if json {
+        // With its RFC 3339 `timestamp`: Lambda takes a JSON line without one for INFO, so
+        // an ERROR line would be dropped by the very WARN or ERROR setting meant to keep it.
         layer.json().with_filter(filter).boxed()
     } else {
-        layer.with_filter(filter).boxed()
-    };
-    Registry::default().with(layer).init();
+        // Lambda stamps each text line itself.
+        layer.without_time().with_filter(filter).boxed()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What the layer wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn written(json: bool, chosen: Targets) -> String {
+        let out = Written::default();
+        let writer = out.clone();
+        let subscriber = Registry::default().with(lines(json, chosen, move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(organization_id = "o", "delivered");
+            tracing::error!(organization_id = "o", "lost");
+        });
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_the_level_and_an_rfc_3339_timestamp_that_lambda_filters_by() {
+        let out = written(true, chosen_levels(Some("ERROR"), None));
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert_eq!(lines[0]["fields"]["message"], "lost");
+        let stamp = lines[0]["timestamp"].as_str().expect("a timestamp");
+        time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("{stamp}: {e}"));
+        // Text lines are stamped by Lambda: they start with their level.
+        let text = written(false, chosen_levels(None, None));
+        assert!(
+            text.starts_with(" INFO") || text.starts_with("INFO"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
 
     fn passes(target: &str, level: tracing::Level) -> bool {
         dependencies_at_info().would_enable(target, &level)

@@ -106,6 +106,8 @@ impl Default for Retention {
 pub mod env {
     pub const EVENTS_TABLE: &str = "EVENTS_TABLE_NAME";
     pub const CONFIG_TABLE: &str = "CONFIG_TABLE_NAME";
+    /// The events table's stream, read back when a batch's retries ran out.
+    pub const EVENTS_STREAM: &str = "EVENTS_STREAM_ARN";
     pub const EVENTS_QUEUE: &str = "EVENTS_QUEUE_URL";
     pub const EVENTS_RETRY_QUEUE: &str = "EVENTS_RETRY_QUEUE_URL";
     pub const REPLAY_QUEUE: &str = "REPLAY_QUEUE_URL";

@@ -56,7 +56,7 @@ async fn every_documented_route_answers_as_documented() {
 }
 
 #[tokio::test]
-async fn unknown_routes_are_404() {
+async fn unknown_routes_are_404_to_the_organizations_own_callers_only() {
     let w = World::new().await;
     let request = api_request(
         "GET",
@@ -76,6 +76,44 @@ async fn unknown_routes_are_404() {
         Some(&[("organization_id", "o")]),
     );
     assert_eq!(w.api.respond(&request).await.status_code, 404);
+    // Whose the path is, before whether it is well formed or a route at all: another
+    // organization's caller learns nothing of a path of its.
+    let long = "p".repeat(256);
+    for (method, path, own) in [
+        (
+            "GET",
+            format!("/v1/organizations/o/projects/{long}/audit-logs/streaming"),
+            (400, "invalid_path"),
+        ),
+        (
+            "PATCH",
+            "/v1/organizations/o/projects/p/audit-logs/streaming".into(),
+            (404, "not_found"),
+        ),
+        (
+            "GET",
+            "/v1/organizations/o/audit-logs/nowhere".into(),
+            (404, "not_found"),
+        ),
+    ] {
+        for (claims, (status, code)) in [
+            (
+                Some(&[("organization_id", "other")][..]),
+                (403, "forbidden"),
+            ),
+            (None, (401, "unauthenticated")),
+            (Some(&[("organization_id", "o")][..]), own),
+        ] {
+            let request = api_request(method, &path, &[], &[], None, claims);
+            let response = w.api.respond(&request).await;
+            let Some(Body::Text(text)) = &response.body else {
+                panic!("no body")
+            };
+            let body: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(response.status_code, status, "{method} {path} {claims:?}");
+            assert_eq!(body["error"]["code"], code, "{method} {path} {claims:?}");
+        }
+    }
 }
 
 #[tokio::test]

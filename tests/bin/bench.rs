@@ -210,6 +210,7 @@ async fn main() {
         &through_proxy(&[
             ("CONFIG_TABLE_NAME", &stack.config_table),
             ("EVENTS_TABLE_NAME", &stack.events_table),
+            ("EVENTS_STREAM_ARN", &stack.events_stream_arn),
             ("SECRET_NAME_PREFIX", &stack.secret_prefix),
             ("LOG_GROUP_PREFIX", "/hashicorp"),
             ("REPLAY_QUEUE_URL", stack.queue("ReplayQueue")),

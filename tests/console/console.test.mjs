@@ -142,6 +142,13 @@ test("the seed's Amazon CloudWatch flow, from an empty project to events arrivin
   await p.getByText("Create the IAM policy and role").click();
   await label(p, "Trust policy").waitFor({ state: "detached" });
   assert.equal(await p.getByText(externalId, { exact: true }).count(), 1);
+  // Before a role ARN is typed, the partition is the chosen region's, and follows it.
+  await label(p, "AWS region").selectOption("cn-north-1");
+  await p.getByText("Create the IAM policy and role").click();
+  assert.match(JSON.parse(await label(p, "Trust policy").innerText()).Statement[0].Principal.AWS, /^arn:aws-cn:iam::/);
+  await label(p, "AWS region").selectOption("us-gov-west-1");
+  assert.ok(JSON.parse(await label(p, "IAM policy").innerText()).Statement.every((s) => [s.Resource].flat().every((r) => r.startsWith("arn:aws-us-gov:"))));
+  await p.getByText("Create the IAM policy and role").click();
 
   await label(p, "Destination name").fill("prod-audit");
   await label(p, "Role ARN").fill(ROLE_ARN);

@@ -128,6 +128,8 @@ impl World {
         audit_log_stream::Settings {
             config_table: self.config_table.clone(),
             events_table: self.events_table.clone(),
+            // No batch here runs out of retries.
+            events_stream_arn: "arn:aws:dynamodb:us-east-1:123456789012:table/none/stream/0".into(),
             secret_prefix: self.secret_prefix.clone(),
             log_group_prefix: self.prefix.clone(),
             replay_queue_url: "http://127.0.0.1:1/no-replays-here".into(),

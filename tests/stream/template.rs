@@ -53,6 +53,14 @@ fn the_template_gives_stream_exactly_the_settings_it_reads() {
         .collect();
     expected.sort();
     assert_eq!(environment_of("StreamFunction"), expected);
+    // The stream it reads back is the one its mapping reads, named by the template.
+    let variables = &resource("StreamFunction")["Environment"]["Variables"];
+    let mapped = &resource("StreamFunction")["Events"]["StoredEvents"]["Properties"]["Stream"];
+    assert_eq!(&variables["EVENTS_STREAM_ARN"], mapped);
+    assert!(
+        matches!(mapped, serde_yaml::Value::Tagged(t) if t.tag == "GetAtt" && t.value.as_str() == Some("EventsTable.StreamArn")),
+        "{mapped:?}"
+    );
 }
 
 #[test]

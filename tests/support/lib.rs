@@ -638,6 +638,19 @@ pub async fn stream_records(
         .collect()
 }
 
+/// The ARN of `table`'s stream (`!GetAtt <table>.StreamArn`).
+pub async fn stream_arn(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String {
+    dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe table")
+        .table
+        .and_then(|t| t.latest_stream_arn)
+        .expect("the table has a stream")
+}
+
 /// The records of each shard after the given sequence number (from the start for a shard not
 /// named), in order.
 pub async fn stream_records_since(
@@ -649,15 +662,7 @@ pub async fn stream_records_since(
     use aws_lambda_events::event::dynamodb::EventRecord;
     use aws_sdk_dynamodbstreams::types::ShardIteratorType;
     let streams = aws_sdk_dynamodbstreams::Client::new(config);
-    let arn = dynamodb
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .expect("describe table")
-        .table
-        .and_then(|t| t.latest_stream_arn)
-        .expect("the table has a stream");
+    let arn = stream_arn(dynamodb, table).await;
     let shards = streams
         .describe_stream()
         .stream_arn(&arn)

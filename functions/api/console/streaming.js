@@ -68,7 +68,11 @@ export function streamingForm(p, view) {
   );
   region.value = saved && saved.cloudwatch ? saved.cloudwatch.region : "us-east-1";
   const values = () => ({
-    partition: (/^arn:([a-z-]+):iam::/.exec(roleArn.value.trim()) || [])[1] || "aws",
+    // Before a role ARN names its partition, the chosen region's (the two must agree).
+    partition:
+      (/^arn:([a-z-]+):iam::/.exec(roleArn.value.trim()) || [])[1] ||
+      Object.keys(config.regions).find((partition) => config.regions[partition].includes(region.value)) ||
+      "aws",
     account_id: (/^arn:[a-z-]+:iam::(\d{12}):/.exec(roleArn.value.trim()) || [])[1] || "*",
     log_group_prefix: config.log_group_prefix,
     service_aws_account_id: view.aws_account_id,
@@ -137,6 +141,7 @@ export function streamingForm(p, view) {
         : []),
     );
   roleArn.addEventListener("input", drawSnippets);
+  region.addEventListener("change", drawSnippets);
   const cloudwatch = h(
     "fieldset",
     { class: "provider" },

@@ -45,7 +45,7 @@ use error::ApiError;
 use export::ExportSteps;
 use export::bucket::ExportBucket;
 use lambda_runtime::LambdaEvent;
-use request::{Route, Target};
+use request::{Caller, Route, Target};
 use secrecy::SecretString;
 use serde_json::json;
 use std::sync::Arc;
@@ -375,13 +375,22 @@ impl<P: Ports> Api<P> {
                 &settings,
             );
         }
-        let target = request::route(request);
+        // Who asks before what they ask: the caller's claim against the path's organization,
+        // then the ids and the route.
+        let target = request::address(request).and_then(|address| {
+            let caller = request::caller(
+                request,
+                &self.settings.organization_claim,
+                &address.organization_id,
+            )?;
+            Ok((caller, address.target(request)?))
+        });
         let (route, organization_id) = match &target {
-            Ok(t) => (Some(t.route), Some(t.organization_id.clone())),
+            Ok((_, t)) => (Some(t.route), Some(t.organization_id.clone())),
             Err(_) => (None, None),
         };
         let response = match target {
-            Ok(target) => match self.dispatch(request, target).await {
+            Ok((caller, target)) => match self.dispatch(request, &caller, target).await {
                 Ok(response) => response,
                 Err(e) => e.into_response(),
             },
@@ -401,13 +410,9 @@ impl<P: Ports> Api<P> {
     async fn dispatch(
         &self,
         request: &ApiGatewayV2httpRequest,
+        caller: &Caller,
         target: Target,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let caller = request::caller(
-            request,
-            &self.settings.organization_claim,
-            &target.organization_id,
-        )?;
         let (org, project) = (&target.organization_id, &target.project_id);
         // The listings check their parameters themselves (`request::only_parameters`); the
         // other routes take none, and leave alone any they are given but their body's fields.
@@ -425,24 +430,24 @@ impl<P: Ports> Api<P> {
                 let input = input::destination(&body)?;
                 let if_match = request::if_match(request);
                 self.check_role_account(&input.destination).await?;
-                self.put(&caller, org, project, &input, if_match).await
+                self.put(caller, org, project, &input, if_match).await
             }
             Route::DeleteStreaming => {
                 input::nothing(&request::body(request)?)?;
                 let if_match = request::if_match(request);
-                self.delete(&caller, org, project, if_match).await
+                self.delete(caller, org, project, if_match).await
             }
             Route::TestStreaming => {
                 let body = request::body(request)?;
-                self.test(&caller, org, project, &body).await
+                self.test(caller, org, project, &body).await
             }
             Route::PauseStreaming => {
                 input::nothing(&request::body(request)?)?;
-                self.pause(&caller, org, project).await
+                self.pause(caller, org, project).await
             }
             Route::ResumeStreaming => {
                 input::nothing(&request::body(request)?)?;
-                self.resume(&caller, org, project).await
+                self.resume(caller, org, project).await
             }
             Route::ListEvents => self.list(request, org, Some(project)).await,
             Route::ListOrganizationEvents => self.list(request, org, None).await,

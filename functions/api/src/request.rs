@@ -50,10 +50,27 @@ pub fn path(request: &ApiGatewayV2httpRequest) -> &str {
         .unwrap_or_default()
 }
 
+fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see the API's OpenAPI document")
+}
+
+/// A path under `/v1/organizations/{organization_id}/`, its ids not yet checked: whose it is
+/// is known before what it asks, so another organization's caller learns nothing from a 400
+/// or a 404 about a path of its.
+#[derive(Debug)]
+pub struct Address {
+    pub organization_id: String,
+    project_id: Option<String>,
+    rest: Vec<String>,
+}
+
 /// Matches `/v1/organizations/{organization_id}/projects/{project_id}/audit-logs[...]`.
 pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
-    let not_found = || ApiError::not_found("no such route; see the API's OpenAPI document");
-    let method = &request.request_context.http.method;
+    address(request)?.target(request)
+}
+
+/// The organization and project a path names, and what follows them.
+pub fn address(request: &ApiGatewayV2httpRequest) -> Result<Address, ApiError> {
     let path = path(request);
     // API Gateway's HTTP APIs hand over the path already decoded, and the route's parameters
     // decoded too: decoding again would read an id `a%41` as `aA`. So does their catch-all
@@ -126,46 +143,59 @@ pub fn route(request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
         }
         _ => return Err(not_found()),
     };
-    let org = &given("organization_id").unwrap_or_else(|| org.clone());
-    let project = project.map(|p| given("project_id").unwrap_or_else(|| p.clone()));
-    let project = project.as_ref();
-    // The ids become keys and secret names: the same rule as an event's ids, checked once.
-    let ids = [("organization_id", Some(org)), ("project_id", project)];
-    for (field, id) in ids.iter().filter_map(|(f, id)| Some((*f, (*id)?))) {
-        audit_log::id::check(field, id)
-            .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
-    }
-    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let route = match (project.is_some(), method, rest.as_slice()) {
-        (false, &Method::GET, []) => Route::ListOrganizationEvents,
-        (false, &Method::GET, ["projects"]) => Route::ListProjects,
-        (false, ..) => return Err(not_found()),
-        (true, &Method::GET, []) => Route::ListEvents,
-        (true, &Method::GET, ["streaming"]) => Route::GetStreaming,
-        (true, &Method::PUT, ["streaming"]) => Route::PutStreaming,
-        (true, &Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
-        (true, &Method::POST, ["streaming", "test"]) => Route::TestStreaming,
-        (true, &Method::POST, ["streaming", "pause"]) => Route::PauseStreaming,
-        (true, &Method::POST, ["streaming", "resume"]) => Route::ResumeStreaming,
-        (true, &Method::GET, ["streaming", "tests"]) => Route::ListTests,
-        (true, &Method::GET, ["streaming", "failures"]) => Route::ListFailures,
-        (true, &Method::POST, ["streaming", "replay"]) => Route::StartReplay,
-        (true, &Method::GET, ["streaming", "replays", id]) if !id.is_empty() => Route::GetReplay,
-        (true, &Method::POST, ["exports"]) => Route::StartExport,
-        (true, &Method::GET, ["exports", id]) if !id.is_empty() => Route::GetExport,
-        _ => return Err(not_found()),
-    };
-    let job_id = match route {
-        Route::GetReplay => Some(given("replay_id").unwrap_or_else(|| rest[2].to_owned())),
-        Route::GetExport => Some(given("export_id").unwrap_or_else(|| rest[1].to_owned())),
-        _ => None,
-    };
-    Ok(Target {
-        route,
-        organization_id: org.clone(),
-        project_id: project.cloned().unwrap_or_default(),
-        job_id,
+    Ok(Address {
+        organization_id: given("organization_id").unwrap_or_else(|| org.clone()),
+        project_id: project.map(|p| given("project_id").unwrap_or_else(|| p.clone())),
+        rest: rest.to_vec(),
     })
+}
+
+impl Address {
+    /// The route asked for, once the ids are found well formed.
+    pub fn target(self, request: &ApiGatewayV2httpRequest) -> Result<Target, ApiError> {
+        let method = &request.request_context.http.method;
+        let given = |name: &str| request.path_parameters.get(name).cloned();
+        let (org, project, rest) = (&self.organization_id, self.project_id.as_ref(), &self.rest);
+        // The ids become keys and secret names: the same rule as an event's ids, checked once.
+        let ids = [("organization_id", Some(org)), ("project_id", project)];
+        for (field, id) in ids.iter().filter_map(|(f, id)| Some((*f, (*id)?))) {
+            audit_log::id::check(field, id)
+                .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+        }
+        let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+        let route = match (project.is_some(), method, rest.as_slice()) {
+            (false, &Method::GET, []) => Route::ListOrganizationEvents,
+            (false, &Method::GET, ["projects"]) => Route::ListProjects,
+            (false, ..) => return Err(not_found()),
+            (true, &Method::GET, []) => Route::ListEvents,
+            (true, &Method::GET, ["streaming"]) => Route::GetStreaming,
+            (true, &Method::PUT, ["streaming"]) => Route::PutStreaming,
+            (true, &Method::DELETE, ["streaming"]) => Route::DeleteStreaming,
+            (true, &Method::POST, ["streaming", "test"]) => Route::TestStreaming,
+            (true, &Method::POST, ["streaming", "pause"]) => Route::PauseStreaming,
+            (true, &Method::POST, ["streaming", "resume"]) => Route::ResumeStreaming,
+            (true, &Method::GET, ["streaming", "tests"]) => Route::ListTests,
+            (true, &Method::GET, ["streaming", "failures"]) => Route::ListFailures,
+            (true, &Method::POST, ["streaming", "replay"]) => Route::StartReplay,
+            (true, &Method::GET, ["streaming", "replays", id]) if !id.is_empty() => {
+                Route::GetReplay
+            }
+            (true, &Method::POST, ["exports"]) => Route::StartExport,
+            (true, &Method::GET, ["exports", id]) if !id.is_empty() => Route::GetExport,
+            _ => return Err(not_found()),
+        };
+        let job_id = match route {
+            Route::GetReplay => Some(given("replay_id").unwrap_or_else(|| rest[2].to_owned())),
+            Route::GetExport => Some(given("export_id").unwrap_or_else(|| rest[1].to_owned())),
+            _ => None,
+        };
+        Ok(Target {
+            route,
+            organization_id: org.clone(),
+            project_id: project.cloned().unwrap_or_default(),
+            job_id,
+        })
+    }
 }
 
 /// The caller's identity, from the JWT authorizer's verified claims.

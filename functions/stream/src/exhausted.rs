@@ -29,9 +29,9 @@ fn sequence_le(a: &str, b: &str) -> bool {
 /// again). DynamoDB Streams may answer an empty page where records lie further on (several
 /// calls may be needed to get there), so an empty page is no end of the range.
 const EMPTY_PAGES_IN_A_ROW: usize = 20;
-/// The pause after an empty page: a shard takes 5 `GetRecords` a second, and Lambda's own
-/// poller reads the same shard.
-const EMPTY_PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+/// The pause after each page: a shard takes 5 `GetRecords` a second from all its readers,
+/// and Lambda's own poller reads the same shard, for live events.
+const PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Stream {
     pub(crate) async fn redeliver_exhausted(
@@ -44,7 +44,13 @@ impl Stream {
             .condition
             .as_deref()
             .unwrap_or("RetryAttemptsExhausted");
-        let records = read_back(&self.streams, &exhausted.batch, deadline).await?;
+        let records = read_back(
+            &self.streams,
+            &self.events_stream_arn,
+            &exhausted.batch,
+            deadline,
+        )
+        .await?;
         let response = self.deliver(&records, deadline).await;
         if !response.batch_item_failures.is_empty() {
             return Err(format!(
@@ -60,19 +66,31 @@ impl Stream {
     }
 }
 
-/// The `INSERT` records of the batch's range, read back from its shard. An error (the message
-/// is then tried again) when the range cannot be read to its end before `deadline`.
+/// The `INSERT` records of the batch's range, read back from its shard of `events_stream` (the
+/// function's setting: a message does not name what the function reads). An error (the
+/// message is then tried again, and dead-lettered in the end) when the batch is of another
+/// stream, or the range cannot be read to its end before `deadline`.
 async fn read_back(
     streams: &aws_sdk_dynamodbstreams::Client,
+    events_stream: &str,
     batch: &StreamBatchInfo,
     deadline: Instant,
 ) -> Result<Vec<StreamRecord>, String> {
     let StreamBatchInfo {
-        stream_arn: arn,
+        stream_arn,
         shard_id: shard,
         start_sequence_number: start,
         end_sequence_number: end,
     } = batch;
+    // Another stream: the table's stream made anew (the old one's records are no longer the
+    // function's to read), or a message not from the mapping.
+    if stream_arn != events_stream {
+        return Err(format!(
+            "the batch is of the stream {stream_arn}, not of the events table's ({events_stream}); \
+             it is left for a person"
+        ));
+    }
+    let arn = events_stream;
     let late = |_| "could not read the stream back before the deadline; trying again".to_owned();
     let start_at = streams
         .get_shard_iterator()
@@ -101,12 +119,11 @@ async fn read_back(
                 .map_err(late)?
                 .map_err(unreadable)?;
         let read = page.records.unwrap_or_default();
-        if read.is_empty() {
-            empty_in_a_row += 1;
-            tokio::time::sleep_until(deadline.min(Instant::now() + EMPTY_PAGE_PAUSE)).await;
+        empty_in_a_row = if read.is_empty() {
+            empty_in_a_row + 1
         } else {
-            empty_in_a_row = 0;
-        }
+            0
+        };
         for r in read {
             let Some(change) = r.dynamodb else { continue };
             let seq = change.sequence_number.clone().unwrap_or_default();
@@ -129,6 +146,9 @@ async fn read_back(
             }
         }
         iterator = page.next_shard_iterator;
+        if iterator.is_some() {
+            tokio::time::sleep_until(deadline.min(Instant::now() + PAGE_PAUSE)).await;
+        }
     }
     // A closed shard ends with the last record it holds.
     Ok(records)
@@ -180,12 +200,14 @@ mod tests {
         rules
     }
 
+    const EVENTS_STREAM: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/1";
+
     fn range(start: &str, end: &str) -> StreamBatchInfo {
         serde_json::from_value(serde_json::json!({
             "shardId": "shard-1",
             "startSequenceNumber": start,
             "endSequenceNumber": end,
-            "streamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/1",
+            "streamArn": EVENTS_STREAM,
         }))
         .unwrap()
     }
@@ -193,7 +215,7 @@ mod tests {
     async fn read(rules: &[Rule], start: &str, end: &str) -> Result<Vec<String>, String> {
         let client = mock_client!(aws_sdk_dynamodbstreams, RuleMode::MatchAny, rules);
         let far = Instant::now() + std::time::Duration::from_secs(60);
-        let records = read_back(&client, &range(start, end), far).await?;
+        let records = read_back(&client, EVENTS_STREAM, &range(start, end), far).await?;
         Ok(records
             .into_iter()
             .map(|r| r.change.sequence_number.unwrap())
@@ -215,7 +237,14 @@ mod tests {
                 record("103", OperationType::Insert),
             ],
         ]);
+        let started = Instant::now();
         assert_eq!(read(&rules, "100", "102").await.unwrap(), ["100", "102"]);
+        // Paced, full pages too: the shard's other reader is the live one.
+        assert!(
+            started.elapsed() >= 3 * PAGE_PAUSE,
+            "{:?}",
+            started.elapsed()
+        );
         // A range that ends on a record that is no event ends there too.
         assert_eq!(read(&rules, "100", "101").await.unwrap(), ["100"]);
     }
@@ -254,6 +283,26 @@ mod tests {
             read(&[start, last], "100", "105").await.unwrap(),
             ["100", "101"]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_of_another_stream_is_not_read_and_is_left_for_a_person() {
+        let rules = shard(vec![vec![record("100", OperationType::Insert)]]);
+        let client = mock_client!(aws_sdk_dynamodbstreams, RuleMode::MatchAny, &rules);
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let mut batch = range("100", "100");
+        batch.stream_arn = EVENTS_STREAM.replace("stream/1", "stream/0");
+        let e = read_back(&client, EVENTS_STREAM, &batch, far)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.contains("stream/0") && e.contains("left for a person"),
+            "{e}"
+        );
+        assert!(rules.iter().all(|rule| rule.num_calls() == 0));
+        // The events table's own is read.
+        assert_eq!(read(&rules, "100", "100").await.unwrap(), ["100"]);
     }
 
     #[test]

@@ -51,9 +51,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// What `template.yaml` gives the function. `DATADOG_ENDPOINT_OVERRIDE` is for local runs only.
-pub const ENVIRONMENT: [&str; 10] = [
+pub const ENVIRONMENT: [&str; 11] = [
     env::CONFIG_TABLE,
     env::EVENTS_TABLE,
+    env::EVENTS_STREAM,
     env::SECRET_PREFIX,
     env::LOG_GROUP_PREFIX,
     env::REPLAY_QUEUE,
@@ -71,6 +72,7 @@ const REPORT_MARGIN: Duration = Duration::from_secs(1);
 pub struct Settings {
     pub config_table: String,
     pub events_table: String,
+    pub events_stream_arn: String,
     pub secret_prefix: String,
     pub log_group_prefix: String,
     pub replay_queue_url: String,
@@ -85,6 +87,7 @@ impl Settings {
         Ok(Self {
             config_table: required_env(env::CONFIG_TABLE)?,
             events_table: required_env(env::EVENTS_TABLE)?,
+            events_stream_arn: required_env(env::EVENTS_STREAM)?,
             secret_prefix: required_env(env::SECRET_PREFIX)?,
             log_group_prefix: log_group_prefix_from_env()?,
             replay_queue_url: required_env(env::REPLAY_QUEUE)?,
@@ -101,6 +104,7 @@ impl Settings {
 pub struct Stream {
     delivery: Delivery,
     streams: aws_sdk_dynamodbstreams::Client,
+    events_stream_arn: String,
     sqs: aws_sdk_sqs::Client,
     replay_queue_url: String,
     replay_pages: ReplayPages,
@@ -134,6 +138,7 @@ impl Stream {
                 Arc::new(SystemClock),
             ),
             streams: aws_sdk_dynamodbstreams::Client::new(aws),
+            events_stream_arn: settings.events_stream_arn.clone(),
             sqs,
             replay_queue_url: settings.replay_queue_url.clone(),
             replay_pages: ReplayPages::default(),

@@ -11,6 +11,10 @@ fn refused_start(extra: &[(&str, &str)]) -> String {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CONFIG_TABLE_NAME", "configs")
         .env("EVENTS_TABLE_NAME", "events")
+        .env(
+            "EVENTS_STREAM_ARN",
+            "arn:aws:dynamodb:us-east-1:123456789012:table/events/stream/1",
+        )
         .env("SECRET_NAME_PREFIX", "audit-log/")
         .env("REPLAY_QUEUE_URL", "http://127.0.0.1:9/replays")
         .env("LANE_QUEUE_URL", "http://127.0.0.1:9/lanes")

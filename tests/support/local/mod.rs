@@ -61,6 +61,8 @@ pub struct Stack {
     /// Each queue's ARN, by logical id.
     pub queue_arns: HashMap<String, String>,
     pub events_table: String,
+    /// The events table's stream.
+    pub events_stream_arn: String,
     pub config_table: String,
     pub export_bucket: String,
     pub secret_prefix: String,
@@ -191,8 +193,10 @@ impl Stack {
             arns.insert(name.to_owned(), arn);
             queues.insert(name.to_owned(), url);
         }
+        let events_table = create_table(&dynamodb, "EventsTable").await;
         Self {
-            events_table: create_table(&dynamodb, "EventsTable").await,
+            events_stream_arn: crate::stream_arn(&dynamodb, &events_table).await,
+            events_table,
             config_table: create_table(&dynamodb, "ConfigTable").await,
             export_bucket: create_bucket(aws).await,
             aws: aws.clone(),
@@ -236,6 +240,7 @@ impl Stack {
             &audit_log_stream::Settings {
                 config_table: self.config_table.clone(),
                 events_table: self.events_table.clone(),
+                events_stream_arn: self.events_stream_arn.clone(),
                 secret_prefix: self.secret_prefix.clone(),
                 log_group_prefix: self.operator.log_group_prefix.clone(),
                 replay_queue_url: self.queue("ReplayQueue").to_owned(),

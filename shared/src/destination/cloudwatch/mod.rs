@@ -98,12 +98,14 @@ impl CloudWatch {
         }
     }
 
+    /// The role's client, and whether it was made now (its credentials not yet assumed)
+    /// rather than kept from an earlier delivery.
     fn client(
         &self,
         organization_id: &str,
         settings: &CloudWatchSettings,
         external_id: &SecretString,
-    ) -> LogsClient {
+    ) -> (LogsClient, bool) {
         let key = (
             organization_id.to_owned(),
             settings.role_arn.clone(),
@@ -115,7 +117,7 @@ impl CloudWatch {
             external_id.clone(),
             organization_id,
         );
-        self.clients.get_with(key, || {
+        let entry = self.clients.entry(key).or_insert_with(|| {
             self.client_with(
                 &settings.region,
                 SharedCredentialsProvider::new(role),
@@ -123,7 +125,9 @@ impl CloudWatch {
                     .buffer_time(CREDENTIALS_BUFFER)
                     .build(),
             )
-        })
+        });
+        let made_now = entry.is_fresh();
+        (entry.into_value(), made_now)
     }
 
     fn client_with(
@@ -193,23 +197,41 @@ impl Logs<'_> {
             Err(e) => return super::all_failed(events.len(), e),
         };
         let organization_id = self.project.organization_id;
-        let client = self
+        let group = events_log_group(&self.cloudwatch.log_group_prefix);
+        let stream = log_stream(self.project.project_id);
+        let (client, made_now) = self
             .cloudwatch
             .client(organization_id, &settings, &external_id);
-        let failures = service::write(
-            &client,
-            &events_log_group(&self.cloudwatch.log_group_prefix),
-            &log_stream(self.project.project_id),
-            events,
-            deadline,
-            backoff,
-            splits,
-        )
-        .await;
-        if failures.iter().any(|(_, e)| e.is_refusal()) {
-            // A refused role or policy may be fixed by the customer at any time: assume again.
+        let mut failures =
+            service::write(&client, &group, &stream, events, deadline, backoff, splits).await;
+        if !failures.iter().any(|(_, e)| e.is_refusal()) {
+            return failures;
+        }
+        // A refused role or policy may be fixed by the customer at any time: assume again.
+        self.cloudwatch.forget(organization_id, &settings);
+        if made_now {
+            return failures;
+        }
+        // Refused with credentials assumed before: the role may have been made anew or its
+        // sessions revoked since, which a role assumed now is not. Its refused events are
+        // written once more with such a one, rather than the lane refused until its next probe.
+        let refused: Vec<usize> = failures
+            .iter()
+            .filter(|(_, e)| e.is_refusal())
+            .map(|(position, _)| *position)
+            .collect();
+        failures.retain(|(_, e)| !e.is_refusal());
+        let again: Vec<AuditEvent> = refused.iter().map(|&p| events[p].clone()).collect();
+        let (client, _) = self
+            .cloudwatch
+            .client(organization_id, &settings, &external_id);
+        let retried =
+            service::write(&client, &group, &stream, &again, deadline, backoff, splits).await;
+        if retried.iter().any(|(_, e)| e.is_refusal()) {
             self.cloudwatch.forget(organization_id, &settings);
         }
+        failures.extend(retried.into_iter().map(|(i, e)| (refused[i], e)));
+        failures.sort_by_key(|(position, _)| *position);
         failures
     }
 }

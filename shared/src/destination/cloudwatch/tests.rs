@@ -704,3 +704,94 @@ async fn a_test_connection_waits_out_a_busy_sts_then_writes_its_event() {
         tested.message
     );
 }
+
+/// STS handing out a new session each time it is asked: `session-1`, `session-2`...
+fn sessions() -> (aws_smithy_mocks::Rule, aws_sdk_sts::Client) {
+    use aws_sdk_sts::operation::assume_role::AssumeRoleOutput;
+    let issued = Arc::new(Mutex::new(0));
+    let assumed = mock!(aws_sdk_sts::Client::assume_role).then_output(move || {
+        let mut n = issued.lock().unwrap();
+        *n += 1;
+        AssumeRoleOutput::builder()
+            .credentials(
+                aws_sdk_sts::types::Credentials::builder()
+                    .access_key_id(format!("session-{n}"))
+                    .secret_access_key("s")
+                    .session_token("t")
+                    .expiration(aws_smithy_types::DateTime::from_secs(4_000_000_000))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    });
+    let sts = mock_client!(aws_sdk_sts, RuleMode::MatchAny, [&assumed]);
+    (assumed, sts)
+}
+
+/// CloudWatch Logs taking writes signed by the sessions of `taken` only.
+async fn logs_taking(server: &wiremock::MockServer, taken: &[usize]) {
+    use wiremock::matchers::{header, header_regex, method};
+    use wiremock::{Mock, ResponseTemplate};
+    server.reset().await;
+    for n in taken {
+        Mock::given(method("POST"))
+            .and(header("x-amz-target", "Logs_20140328.PutLogEvents"))
+            .and(header_regex(
+                "authorization",
+                &format!("Credential=session-{n}/"),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+            .with_priority(1)
+            .mount(server)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_string(
+                r#"{"__type":"AccessDeniedException","message":"not authorized"}"#,
+            ),
+        )
+        .with_priority(2)
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_refusal_of_credentials_assumed_before_is_tried_once_with_the_role_assumed_again() {
+    let server = wiremock::MockServer::start().await;
+    let base = SdkConfig::builder()
+        .region(Region::new("us-east-1"))
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(server.uri())
+        .build();
+    let (assumed, sts) = sessions();
+    let cw = fast(CloudWatch::new(&base, "/hashicorp").with_sts(sts));
+    let settings = settings();
+    let deliver = |n| {
+        let cw = cw.clone();
+        let settings = settings.clone();
+        async move {
+            cw.sink(project(role_credentials()), &settings)
+                .deliver(&recent(n), soon())
+                .await
+        }
+    };
+    logs_taking(&server, &[1]).await;
+    assert!(deliver(2).await.is_empty());
+    assert_eq!(assumed.num_calls(), 1);
+    // The role made anew (or its sessions revoked): the first session is refused, the role
+    // assumed again, and its second session takes the events.
+    logs_taking(&server, &[2]).await;
+    assert!(deliver(3).await.is_empty());
+    assert_eq!(assumed.num_calls(), 2);
+    // Refused whatever the session: once more with a new one, then refused for good.
+    logs_taking(&server, &[]).await;
+    let failures = deliver(3).await;
+    assert_eq!(failures.iter().map(|f| f.0).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(failures.iter().all(|(_, e)| e.is_refusal()), "{failures:?}");
+    assert_eq!(assumed.num_calls(), 3);
+    // A session assumed for this very delivery is not asked again.
+    let failures = deliver(1).await;
+    assert!(failures.iter().all(|(_, e)| e.is_refusal()), "{failures:?}");
+    assert_eq!(assumed.num_calls(), 4);
+}
