@@ -76,7 +76,17 @@ where
             Some(code @ "InvalidParameterException") => {
                 Problem::Invalid(format!("CloudWatch Logs rejected the events ({code})"))
             }
-            Some(code @ ("AccessDeniedException" | "UnrecognizedClientException")) => {
+            // The role's credentials, valid (STS gave them), are not known where they are used:
+            // an opt-in region the customer's account has not enabled, which no policy fixes.
+            Some(code @ ("UnrecognizedClientException" | "InvalidClientTokenId")) => {
+                Problem::Refused(DeliveryError::Refused(format!(
+                    "CloudWatch Logs did not accept the role's credentials in the chosen region \
+                     ({code}): it may be an opt-in region the customer's AWS account has not \
+                     enabled (enable it under the account's AWS Regions, or choose another \
+                     region), or the role was deleted"
+                )))
+            }
+            Some(code @ "AccessDeniedException") => {
                 Problem::Refused(DeliveryError::Refused(format!(
                     "the customer's role may not write to CloudWatch Logs ({code}): attach to it \
                      the IAM policy of Edit streaming configuration (Create the IAM policy and \
@@ -187,10 +197,19 @@ mod tests {
             classify(&error(500, "InternalFailure")),
             Problem::Transient(_)
         ));
-        assert!(matches!(
-            classify(&error(400, "AccessDeniedException")),
-            Problem::Refused(_)
-        ));
+        let refused = |code| match classify(&error(400, code)) {
+            Problem::Refused(DeliveryError::Refused(why)) => why,
+            _ => panic!("{code} is not a refusal"),
+        };
+        assert!(refused("AccessDeniedException").contains("IAM policy"));
+        // Credentials CloudWatch does not know where they are used: no policy to blame.
+        for unknown in ["UnrecognizedClientException", "InvalidClientTokenId"] {
+            let why = refused(unknown);
+            assert!(
+                why.contains("opt-in region") && !why.contains("policy"),
+                "{why}"
+            );
+        }
         assert!(matches!(
             classify(&error(400, "InvalidParameterException")),
             Problem::Invalid(_)
