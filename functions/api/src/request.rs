@@ -55,8 +55,8 @@ fn not_found() -> ApiError {
 }
 
 /// A path under `/v1/organizations/{organization_id}/`, its ids not yet checked: whose it is
-/// is known before what it asks, so another organization's caller learns nothing from a 400
-/// or a 404 about a path of its.
+/// is known before what it asks, so a caller of another organization is refused before a 400
+/// or a 404 could tell it anything of the path.
 #[derive(Debug)]
 pub struct Address {
     pub organization_id: String,

@@ -191,7 +191,12 @@ impl Stream {
                     .iter()
                     .map(|(_, e)| e)
                     .find(|e| {
-                        !matches!(e, DeliveryError::Rejected(_) | DeliveryError::Unsearched(_))
+                        !matches!(
+                            e,
+                            DeliveryError::Rejected(_)
+                                | DeliveryError::Oversized(_)
+                                | DeliveryError::Unsearched(_)
+                        )
                     })
                     .cloned();
                 // Best effort: a failure left listed is replayed again at worst, while failing

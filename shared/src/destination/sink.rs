@@ -88,6 +88,10 @@ pub enum DeliveryError {
     /// This event only will never be taken as it is (too large, malformed for the destination).
     #[error("{0}")]
     Rejected(String),
+    /// This event only is larger than the destination takes one, and was never sent: a
+    /// rejection the destination had no part in (it says nothing of whether it is up).
+    #[error("{0}")]
+    Oversized(String),
     /// Sent in a request the destination rejected for another event in it, and not tried
     /// without that one: the delivery's splits ran out first. Most likely it is taken on its
     /// own, by a later delivery's search.
@@ -113,6 +117,7 @@ impl DeliveryError {
             DeliveryError::Retryable(m)
             | DeliveryError::Refused(m)
             | DeliveryError::Rejected(m)
+            | DeliveryError::Oversized(m)
             | DeliveryError::Unsearched(m)
             | DeliveryError::NotSent(m) => m,
         }

@@ -85,6 +85,8 @@ fn unhandled(pending: &[(StoredKey, AuditEvent)]) -> impl FnOnce(LaneError) -> U
 struct Sent {
     delivered: usize,
     rejected: usize,
+    /// Of `rejected`, those never sent: over the destination's limit for one event.
+    oversized: usize,
     /// How long the destination took to answer, and the bytes of events it was sent.
     took: Duration,
     bytes: u64,
@@ -488,7 +490,11 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let rejected_all = failed.iter().all(|f| {
             matches!(
                 f,
-                Some(DeliveryError::Rejected(_) | DeliveryError::Unsearched(_))
+                Some(
+                    DeliveryError::Rejected(_)
+                        | DeliveryError::Oversized(_)
+                        | DeliveryError::Unsearched(_)
+                )
             )
         });
         if rejected_all {
@@ -508,6 +514,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         let mut sent = Sent {
             delivered: 0,
             rejected: 0,
+            oversized: 0,
             took,
             bytes: list.iter().map(|e| e.json().len() as u64).sum(),
             unsent: Vec::new(),
@@ -520,10 +527,14 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         for ((key, event), failure) in keys.into_iter().zip(list).zip(failed) {
             match failure {
                 None => sent.delivered += 1,
-                Some(DeliveryError::Rejected(reason)) => {
+                Some(rejection @ (DeliveryError::Rejected(_) | DeliveryError::Oversized(_))) => {
                     sent.rejected += 1;
-                    rejected.entry(reason.clone()).or_default().push(key);
-                    first_rejection.get_or_insert(DeliveryError::Rejected(reason));
+                    sent.oversized += usize::from(matches!(rejection, DeliveryError::Oversized(_)));
+                    rejected
+                        .entry(rejection.message().to_owned())
+                        .or_default()
+                        .push(key);
+                    first_rejection.get_or_insert(rejection);
                 }
                 Some(failure) => {
                     sent.searched |= matches!(failure, DeliveryError::Unsearched(_));
@@ -551,7 +562,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 return Err(Unhandled { error, events });
             }
         }
-        sent.searched |= sent.rejected > 0;
+        sent.searched |= sent.rejected > sent.oversized;
         let failed = sent.rejected + sent.unsent.len() - sent.untried;
         let shown = trouble.as_ref().or(first_rejection.as_ref());
         // Health is for people; delivery goes on without it, and a live batch (every tenant on
@@ -803,7 +814,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
                 Some(sent.took).filter(|took| !searched && self.policy.is_slow(*took, sent.bytes));
             out.delivered += sent.delivered;
             out.rejected += sent.rejected;
-            answered |= sent.rejected > 0;
+            // Rejections it made itself: a request reached it. Events never sent say nothing.
+            answered |= sent.rejected > sent.oversized;
             let unsent: std::collections::HashSet<&str> = sent
                 .unsent
                 .iter()

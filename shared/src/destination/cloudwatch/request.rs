@@ -133,7 +133,7 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
         if size > MAX_BATCH_BYTES {
             failures.push((
                 position,
-                DeliveryError::Rejected(format!(
+                DeliveryError::Oversized(format!(
                     "the event is {} bytes, over CloudWatch Logs' {}-byte limit for one event",
                     message.len(),
                     MAX_BATCH_BYTES - EVENT_OVERHEAD_BYTES
@@ -205,6 +205,21 @@ pub(super) mod tests {
         let times: Vec<i64> = batches[0].events.iter().map(|e| e.timestamp).collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         assert_eq!(batches[0].events[0].message, events[1].json());
+    }
+
+    #[test]
+    fn an_event_over_cloudwatchs_limit_is_reported_unsent_and_the_others_batched() {
+        let events = vec![
+            at(NOW - Duration::from_secs(30), 0),
+            at(NOW - Duration::from_secs(20), MAX_BATCH_BYTES),
+            at(NOW - Duration::from_secs(10), 0),
+        ];
+        let (batches, failures) = batches(&events, NOW);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, 1);
+        assert!(matches!(failures[0].1, DeliveryError::Oversized(_)));
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].positions, [0, 2]);
     }
 
     #[test]

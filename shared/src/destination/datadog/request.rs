@@ -208,7 +208,7 @@ pub fn batches(events: &[AuditEvent], now: OffsetDateTime) -> (Vec<Batch>, Failu
         if entry.len() > MAX_ENTRY_BYTES {
             failures.push((
                 position,
-                DeliveryError::Rejected(format!(
+                DeliveryError::Oversized(format!(
                     "the event is {} bytes as a Datadog log, over Datadog's {MAX_ENTRY_BYTES}-byte limit for one log",
                     entry.len()
                 )),
@@ -402,7 +402,7 @@ mod tests {
         let (batches, failures) = batches(&events, RECENT);
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].0, 1);
-        assert!(!failures[0].1.is_retryable());
+        assert!(matches!(failures[0].1, DeliveryError::Oversized(_)));
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].positions, [0, 2]);
     }
