@@ -179,7 +179,7 @@ impl QueueMessage {
 /// A message body, as it goes on its queue.
 pub fn body(message: &impl Serialize) -> String {
     let mut out = Vec::new();
-    let mut writer = serde_json::Serializer::with_formatter(&mut out, SqsText);
+    let mut writer = serde_json::Serializer::with_formatter(&mut out, SqsSafeJson);
     // These types hold only strings and numbers: serializing them cannot fail.
     if message.serialize(&mut writer).is_err() {
         return String::new();
@@ -190,9 +190,9 @@ pub fn body(message: &impl Serialize) -> String {
 /// serde_json's compact JSON, but for the two characters it writes as they are and SQS refuses
 /// in a body (U+FFFE and U+FFFF: noncharacters, yet no control characters, so an id may hold
 /// them), which it writes as JSON escapes.
-struct SqsText;
+struct SqsSafeJson;
 
-impl serde_json::ser::Formatter for SqsText {
+impl serde_json::ser::Formatter for SqsSafeJson {
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
         writer: &mut W,
@@ -425,7 +425,8 @@ mod tests {
     fn bodies_hold_only_characters_sqs_takes_and_read_back_as_written() {
         // What SQS takes in a body: #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF.
         let taken = |c: char| matches!(u32::from(c), 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..);
-        // Ids are anything but control characters: the two noncharacters SQS refuses among them.
+        // An id holds anything but control characters, the two noncharacters SQS refuses among
+        // them; DEL and NEL (in no id, but in a reason's text perhaps) SQS takes as they are.
         let lane = LaneKey::new(
             "org\u{FFFF}\u{FFFE}é\u{10FFFF}",
             "p\u{7F}\u{85}\u{FFFD}\"\\",

@@ -90,6 +90,26 @@ async fn a_cursor_cannot_reach_another_organizations_events() {
 }
 
 #[test]
+fn a_caller_refused_for_another_organization_is_logged_with_the_organization_it_asked_for() {
+    let intruder = unique("intruder-org");
+    let (org, logs) = with_captured_logs(|| async {
+        let w = World::new().await;
+        let refused = w
+            .call_as(Some(&intruder), &w.org, "GET", "/streaming", &[], &[], None)
+            .await;
+        assert_eq!(refused.status, 403);
+        w.org.clone()
+    });
+    let requests: Vec<&Value> = logs
+        .iter()
+        .filter(|line| line["fields"]["message"] == "api request")
+        .collect();
+    assert_eq!(requests.len(), 1, "{logs:?}");
+    assert_eq!(requests[0]["fields"]["status"], 403);
+    assert_eq!(requests[0]["fields"]["organization_id"], org.as_str());
+}
+
+#[test]
 fn no_route_ever_shows_or_logs_a_secret() {
     let sentinel_key = "5e7e11e15e7e11e15e7e11e15e7e11e1";
     let (replies, logs) = with_captured_logs(|| async {

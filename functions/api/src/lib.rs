@@ -377,7 +377,15 @@ impl<P: Ports> Api<P> {
         }
         // Who asks before what they ask: the caller's claim against the path's organization,
         // then the ids and the route.
-        let target = request::address(request).and_then(|address| {
+        let address = request::address(request);
+        // Named in the request's log line, refused or not (a caller of another organization
+        // most of all), once it is an id: the path's raw text goes into no log line.
+        let organization_id = address
+            .as_ref()
+            .ok()
+            .map(|a| a.organization_id.clone())
+            .filter(|org| audit_log::id::check("organization_id", org).is_ok());
+        let target = address.and_then(|address| {
             let caller = request::caller(
                 request,
                 &self.settings.organization_claim,
@@ -385,10 +393,7 @@ impl<P: Ports> Api<P> {
             )?;
             Ok((caller, address.target(request)?))
         });
-        let (route, organization_id) = match &target {
-            Ok((_, t)) => (Some(t.route), Some(t.organization_id.clone())),
-            Err(_) => (None, None),
-        };
+        let route = target.as_ref().ok().map(|(_, t)| t.route);
         let response = match target {
             Ok((caller, target)) => match self.dispatch(request, &caller, target).await {
                 Ok(response) => response,

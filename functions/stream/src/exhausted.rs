@@ -30,8 +30,8 @@ fn sequence_le(a: &str, b: &str) -> bool {
 /// calls may be needed to get there), so an empty page is no end of the range.
 const EMPTY_PAGES_IN_A_ROW: usize = 20;
 /// The pause after each page: a shard takes 5 `GetRecords` a second from all its readers,
-/// and Lambda's own poller reads the same shard, for live events.
-const PAGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+/// and Lambda's own poller, reading the same shard for live events, takes 4 of them.
+const PAGE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Stream {
     pub(crate) async fn redeliver_exhausted(
@@ -222,7 +222,7 @@ mod tests {
             .collect())
     }
 
-    // Paused time: the pauses after empty pages pass at once.
+    // Paused time: the pauses after each page pass at once.
     #[tokio::test(start_paused = true)]
     async fn a_range_is_read_past_empty_pages_to_its_last_record() {
         let rules = shard(vec![

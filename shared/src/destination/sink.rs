@@ -85,7 +85,8 @@ pub enum DeliveryError {
     /// configuration changes or a Test connection succeeds.
     #[error("{0}")]
     Refused(String),
-    /// This event only will never be taken as it is (too large, malformed for the destination).
+    /// This event only will never be taken as it is: the destination said so (too large for
+    /// it, malformed).
     #[error("{0}")]
     Rejected(String),
     /// This event only is larger than the destination takes one, and was never sent: a

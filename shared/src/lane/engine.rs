@@ -516,7 +516,13 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
             rejected: 0,
             oversized: 0,
             took,
-            bytes: list.iter().map(|e| e.json().len() as u64).sum(),
+            // What it was sent: an event over its limit never was, nor took it any time.
+            bytes: list
+                .iter()
+                .zip(&failed)
+                .filter(|(_, f)| !matches!(f, Some(DeliveryError::Oversized(_))))
+                .map(|(e, _)| e.json().len() as u64)
+                .sum(),
             unsent: Vec::new(),
             untried: 0,
             untried_because: None,

@@ -670,20 +670,25 @@ async fn a_refused_lane_whose_probe_was_all_rejected_was_answered_and_delivers_l
 }
 
 #[tokio::test]
-async fn a_retrying_lane_whose_probe_sent_nothing_but_an_oversized_event_stays_retrying() {
-    let mut w = World::new();
-    w.sink.answer(Answer::Fail(outage()));
-    w.live(1).await;
-    // Its one event is over the destination's limit: listed, and never sent.
-    w.sink.answer(Answer::Fail(DeliveryError::Oversized(
-        "over the limit for one event".into(),
-    )));
-    let out = w.run_due_call().await;
-    assert_eq!((out.rejected, out.entered), (1, None));
-    let lane = w.lane();
-    assert_eq!(lane.state, LaneState::Retrying, "{lane:?}");
-    assert!(lane.next_attempt_at.is_some());
-    assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+async fn a_troubled_lane_whose_probe_sent_nothing_but_an_oversized_event_stays_as_it_was() {
+    for (trouble, state) in [
+        (outage(), LaneState::Retrying),
+        (refusal(), LaneState::Refused),
+    ] {
+        let mut w = World::new();
+        w.sink.answer(Answer::Fail(trouble));
+        w.live(1).await;
+        // Its one event is over the destination's limit: listed, and never sent.
+        w.sink.answer(Answer::Fail(DeliveryError::Oversized(
+            "over the limit for one event".into(),
+        )));
+        let out = w.run_due_call().await;
+        assert_eq!((out.rejected, out.entered), (1, None));
+        let lane = w.lane();
+        assert_eq!(lane.state, state, "{lane:?}");
+        assert!(lane.next_attempt_at.is_some());
+        assert_eq!(w.lanes.get(&w.key).failures.len(), 1);
+    }
 }
 
 #[tokio::test]

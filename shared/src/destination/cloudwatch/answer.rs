@@ -76,8 +76,10 @@ where
             Some(code @ "InvalidParameterException") => {
                 Problem::Invalid(format!("CloudWatch Logs rejected the events ({code})"))
             }
-            // The role's credentials, valid (STS gave them), are not known where they are used:
-            // an opt-in region the customer's account has not enabled, which no policy fixes.
+            // The role's credentials are not known where they are used: the region is an opt-in
+            // one the customer's account has not enabled (STS, in the service's region, gave
+            // them all the same), or the role they belong to is gone. No policy fixes either.
+            // (`InvalidClientTokenId` is STS's and IAM's word for the same.)
             Some(code @ ("UnrecognizedClientException" | "InvalidClientTokenId")) => {
                 Problem::Refused(DeliveryError::Refused(format!(
                     "CloudWatch Logs did not accept the role's credentials in the chosen region \

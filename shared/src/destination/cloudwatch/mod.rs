@@ -202,7 +202,7 @@ impl Logs<'_> {
         let (client, made_now) = self
             .cloudwatch
             .client(organization_id, &settings, &external_id);
-        let mut failures =
+        let failures =
             service::write(&client, &group, &stream, events, deadline, backoff, splits).await;
         if !failures.iter().any(|(_, e)| e.is_refusal()) {
             return failures;
@@ -215,13 +215,15 @@ impl Logs<'_> {
         // Refused with credentials assumed before: the role may have been made anew or its
         // sessions revoked since, which a role assumed now is not. Its refused events are
         // written once more with such a one, rather than the lane refused until its next probe.
-        let refused: Vec<usize> = failures
-            .iter()
-            .filter(|(_, e)| e.is_refusal())
-            .map(|(position, _)| *position)
-            .collect();
-        failures.retain(|(_, e)| !e.is_refusal());
-        let again: Vec<AuditEvent> = refused.iter().map(|&p| events[p].clone()).collect();
+        let (refused, mut failures): (Failures, Failures) =
+            failures.into_iter().partition(|(_, e)| e.is_refusal());
+        tracing::info!(
+            organization_id,
+            project_id = self.project.project_id,
+            events = refused.len(),
+            "CloudWatch Logs refused credentials assumed before; writing again with the role assumed anew"
+        );
+        let again: Vec<AuditEvent> = refused.iter().map(|(p, _)| events[*p].clone()).collect();
         let (client, _) = self
             .cloudwatch
             .client(organization_id, &settings, &external_id);
@@ -230,7 +232,11 @@ impl Logs<'_> {
         if retried.iter().any(|(_, e)| e.is_refusal()) {
             self.cloudwatch.forget(organization_id, &settings);
         }
-        failures.extend(retried.into_iter().map(|(i, e)| (refused[i], e)));
+        // Not sent again for want of time: still refused, for the reason the first write met.
+        failures.extend(retried.into_iter().map(|(i, e)| match e {
+            DeliveryError::NotSent(_) => refused[i].clone(),
+            e => (refused[i].0, e),
+        }));
         failures.sort_by_key(|(position, _)| *position);
         failures
     }
