@@ -116,6 +116,7 @@ async fn bad_list_queries_get_a_400_that_says_what_to_fix() {
         vec![("limit", "0")],
         vec![("limit", "1001")],
         vec![("limit", "ten")],
+        vec![("limit", "+5")],
         vec![
             ("since", "2026-02-01T00:00:00Z"),
             ("until", "2026-01-01T00:00:00Z"),

@@ -146,9 +146,10 @@ pub(crate) fn limit_query(
 ) -> Result<usize, ApiError> {
     match request::query(request, "limit") {
         None => Ok(DEFAULT_PAGE_SIZE.min(max)),
-        Some(v) => v
-            .parse()
-            .ok()
+        // Digits only: Rust's parser would take a sign (`+5`) too.
+        Some(v) => Some(v)
+            .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok())
             .filter(|n| (1..=max).contains(n))
             .ok_or_else(|| {
                 ApiError::bad_request(
