@@ -427,6 +427,8 @@ async fn each_invalid_body_gets_a_400_that_names_the_problem_and_causes_nothing(
     let w = World::new().await;
     let cases: Vec<(String, &str)> = vec![
         ("{".into(), "invalid_json"),
+        // Read as its last `provider` here, as its first elsewhere: refused.
+        (format!(r#"{{"provider": "datadog", "provider": "cloudwatch", "name": "x", "cloudwatch": {{"role_arn": "{ROLE_ARN}", "region": "us-west-2"}}}}"#), "invalid_json"),
         ("[]".into(), "invalid_body"),
         (json!({"provider": "cloudwatch", "name": "x", "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2", "external_id": "mine"}}).to_string(), "external_id_not_settable"),
         (json!({"provider": "cloudwatch", "name": "x", "external_id": "mine", "cloudwatch": {"role_arn": ROLE_ARN, "region": "us-west-2"}}).to_string(), "external_id_not_settable"),
@@ -451,6 +453,13 @@ async fn each_invalid_body_gets_a_400_that_names_the_problem_and_causes_nothing(
                 "{method} {body}: {}",
                 reply.body
             );
+            if body.contains(r#""provider": "cloudwatch""#) && *code == "invalid_json" {
+                let message = reply.body["error"]["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("the body names `provider` twice (line 1, column"),
+                    "{message}"
+                );
+            }
         }
     }
     assert_eq!(w.get().await.body["version"], 0, "nothing saved");

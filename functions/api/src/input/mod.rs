@@ -13,6 +13,9 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
+use unambiguous::Unambiguous;
+
+mod unambiguous;
 
 pub const MAX_NAME_CHARS: usize = 128;
 
@@ -116,17 +119,19 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
             "the request has no body: it takes a JSON object",
         ));
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the body is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
+    let value = serde_json::from_slice::<Unambiguous>(body).map_err(|e| {
+        let (line, column) = (e.line(), e.column());
+        let message = if e.is_data() {
+            // A key named twice: serde_json's words, without its own position.
+            let why = e.to_string();
+            let why = why.split(" at line ").next().unwrap_or_default().to_owned();
+            format!("the body {why} (line {line}, column {column}): name each field once")
+        } else {
+            format!("the body is not valid JSON (line {line}, column {column})")
+        };
+        ApiError::bad_request("invalid_json", message)
     })?;
-    match value {
+    match value.0 {
         Value::Object(object) => Ok(object),
         _ => Err(ApiError::bad_request(
             "invalid_body",
