@@ -190,14 +190,7 @@ impl Stream {
                 trouble = failures
                     .iter()
                     .map(|(_, e)| e)
-                    .find(|e| {
-                        !matches!(
-                            e,
-                            DeliveryError::Rejected(_)
-                                | DeliveryError::Oversized(_)
-                                | DeliveryError::Unsearched(_)
-                        )
-                    })
+                    .find(|e| !e.is_rejection() && !matches!(e, DeliveryError::Unsearched(_)))
                     .cloned();
                 // Best effort: a failure left listed is replayed again at worst, while failing
                 // the part here would deliver the whole page again.

@@ -113,6 +113,14 @@ impl DeliveryError {
         matches!(self, DeliveryError::Refused(_))
     }
 
+    /// This event only is never taken as it is, whether the destination said so or its limit.
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::Rejected(_) | DeliveryError::Oversized(_)
+        )
+    }
+
     pub fn message(&self) -> &str {
         match self {
             DeliveryError::Retryable(m)

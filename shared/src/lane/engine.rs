@@ -488,14 +488,8 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         // the destination takes others (or is in trouble); one that rejected all of them most
         // likely takes none of these either: they are listed, not sent again and again.
         let rejected_all = failed.iter().all(|f| {
-            matches!(
-                f,
-                Some(
-                    DeliveryError::Rejected(_)
-                        | DeliveryError::Oversized(_)
-                        | DeliveryError::Unsearched(_)
-                )
-            )
+            f.as_ref()
+                .is_some_and(|e| e.is_rejection() || matches!(e, DeliveryError::Unsearched(_)))
         });
         if rejected_all {
             for failure in failed.iter_mut().flatten() {
@@ -533,7 +527,7 @@ impl<S: LaneStore, T: Timers, C: Clock + ?Sized> Lanes<'_, S, T, C> {
         for ((key, event), failure) in keys.into_iter().zip(list).zip(failed) {
             match failure {
                 None => sent.delivered += 1,
-                Some(rejection @ (DeliveryError::Rejected(_) | DeliveryError::Oversized(_))) => {
+                Some(rejection) if rejection.is_rejection() => {
                     sent.rejected += 1;
                     sent.oversized += usize::from(matches!(rejection, DeliveryError::Oversized(_)));
                     rejected

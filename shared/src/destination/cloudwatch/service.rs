@@ -18,9 +18,9 @@ use tokio::time::{Instant, timeout_at};
 
 /// The SDK does not retry on its own: `put` decides what is tried again, and a lane's probe is
 /// one request, not three (two, with the role assumed anew, when the first is refused on
-/// credentials kept from before: `Logs::write`). Nor does it cut an attempt short: the caller's deadline does (a
-/// page of catching up may take its 30 s), and a destination that takes long but answers is
-/// slow, set aside as such, not in an outage.
+/// credentials kept from before: `Logs::write`). Nor does it cut an attempt short: the
+/// caller's deadline does (a page of catching up may take its 30 s), and a destination that
+/// takes long but answers is slow, set aside as such, not in an outage.
 pub fn without_sdk_retries(config: Builder) -> Builder {
     config
         .retry_config(crate::sdk::retried_by_the_service())
